@@ -1,0 +1,34 @@
+//! Error collection: every check adds to one list, so a user sees all problems of an invocation at once.
+
+use proc_macro2::{Span, TokenStream};
+
+/// Errors collected across checks.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, span: Span, msg: impl std::fmt::Display) {
+        let err = syn::Error::new(span, msg);
+        match &mut self.0 {
+            Some(e) => e.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    pub(crate) fn into_compile_errors(self) -> Option<TokenStream> {
+        self.0.map(|e| e.to_compile_error())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The messages, in order (for the macro crate's own tests).
+    #[cfg(test)]
+    pub(crate) fn messages(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|e| e.clone().into_iter().map(|e| e.to_string()))
+            .collect()
+    }
+}

@@ -1,0 +1,98 @@
+//! Procedural macros for the `dagger` crate: `#[step]` and `pipeline!`.
+//!
+//! Use them through `dagger` (`use dagger::prelude::*;`), never from this crate directly: the code they
+//! generate names the runtime as `::dagger::__private`.
+
+mod errors;
+mod leaves;
+mod pipeline;
+mod step;
+
+use proc_macro::TokenStream;
+
+/// Marks a function as a pipeline step, callable from [`pipeline!`].
+///
+/// A step is a plain, sync function that *builds* part of a pipeline and returns the Dagger object it
+/// built. It stays an ordinary function you can call and unit-test yourself.
+///
+/// ```ignore
+/// use dagger::prelude::*;
+///
+/// /// A Rust toolchain with the sources mounted.
+/// #[step]
+/// fn toolchain(dag: &Query, src: Directory) -> Container {
+///     dag.container().from("rust:1-slim").with_directory("/src", src).with_workdir("/src")
+/// }
+///
+/// #[step]
+/// fn unit_tests(toolchain: Container, filter: &str) -> Container {
+///     toolchain.with_exec(["cargo", "test", filter])
+/// }
+/// ```
+///
+/// # Rules (each is a compile error with a message that says how to fix it)
+/// - an optional first parameter `&Query` receives the pipeline's root; it is not passed in `pipeline!`;
+/// - other parameters are Dagger objects (`Container`, `Directory`, `File`, `Secret`, `CacheVolume`,
+///   `Service`, …) or plain values (`String`, `&str`, integers, `bool`, `Vec<String>`), taken by value;
+/// - the return type is a Dagger object;
+/// - a step is not `async`, not generic, and has no `self` receiver.
+#[proc_macro_attribute]
+pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
+    step::expand(attr.into(), item.into()).into()
+}
+
+/// Declares a pipeline: typed inputs, steps bound to names, and the outputs to evaluate.
+///
+/// ```ignore
+/// pipeline! {
+///     /// Test, build and publish the app.
+///     pub ci(src: Directory, registry: String) {
+///         let tc = toolchain(src);
+///         let tests = unit_tests(tc, "--quiet");
+///         let bin = binary(tc);
+///         let img = image(bin);
+///
+///         /// The test log.
+///         out test_log = tests.stdout();
+///         out image_ref = img.publish(registry) after test_log;
+///     }
+/// }
+/// ```
+///
+/// # Grammar
+/// ```text
+/// pipeline! { PIPELINE* }
+/// PIPELINE := ATTR* VIS NAME ( INPUT,* ) { ITEM* }
+/// INPUT    := NAME : TYPE
+/// ITEM     := let NAME = STEP_PATH ( EXPR,* ) ;
+///           | ATTR* out NAME = TARGET . LEAF ( EXPR,* ) [after NAME, …] ;
+/// ```
+/// - `let` binds the object a `#[step]` returns. Arguments are inputs, earlier bindings, literals, or
+///   expressions over them (`tc.directory("/out")`); a bare name is cloned, so one value may feed many
+///   steps. Steps may live anywhere in scope (`ci::steps::build`).
+/// - `out` evaluates one leaf (`sync`, `stdout`, `contents`, `export`, `publish`, `*_opts`, …) of an input or
+///   binding; its value becomes a field of the generated `Outputs` struct.
+/// - `after` orders outputs that no data orders: an output waits for the named outputs (or for every output
+///   of a named binding) to succeed.
+///
+/// # What it generates
+/// A module named after the pipeline with:
+/// - `run(&Query, inputs…) -> Result<Outputs, PipelineError<Partial>>`: resolves the object arguments the
+///   outputs need in batched requests, then sends **one request per level** of outputs, with one aliased
+///   field per output, so the engine evaluates a level's outputs concurrently. A failed output stops the
+///   later levels; outputs that finished are in the error's `partial` value;
+/// - `plan(inputs…) -> Plan`: the documents `run` sends, computed offline, `Display`able for snapshots;
+/// - `Outputs`, `Partial`, and the constants `NAME`, `DOC`, `STEPS`, `EDGES`, `LEVELS`.
+///
+/// # Compile-time rules
+/// Every problem in one invocation is reported at once, on the offending token:
+/// unknown binding (with a suggestion), use before definition, a binding used as its own argument, duplicate
+/// inputs/bindings/outputs, an unknown leaf (with a suggestion), a builder method used as an output, a
+/// binding no output uses (prefix `_` to keep it), a pipeline without outputs, `after` naming itself, an
+/// unknown name or a binding without outputs after `after`, a cycle through `after` (printed), a
+/// function that is not a `#[step]`, a wrong number of step arguments, an argument whose type does not fit
+/// the step's parameter, and a leaf the binding's type does not have.
+#[proc_macro]
+pub fn pipeline(input: TokenStream) -> TokenStream {
+    pipeline::expand(input.into()).into()
+}

@@ -1,0 +1,428 @@
+//! The graph rules of a pipeline, as pure functions over the parsed form.
+//!
+//! Every rule reports with the span of the offending token; all rules run, so one compile shows every
+//! problem. On success the checks also yield the evaluation levels of the outputs.
+
+use std::collections::{BTreeSet, HashMap};
+
+use syn::Ident;
+
+use super::ast::Pipeline;
+use crate::leaves::LEAVES;
+use crate::step::Errors;
+
+/// What the checks learned: `after` edges between outputs and the levels they form.
+pub(crate) struct Checked {
+    /// `(before, after)` output indexes: `after` waits for `before`.
+    pub(crate) edges: Vec<(usize, usize)>,
+    /// Output indexes by level; each level is one request.
+    pub(crate) levels: Vec<Vec<usize>>,
+}
+
+pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
+    check_duplicates(p, errors);
+    check_binding_uses(p, errors);
+    check_outputs(p, errors);
+    check_unused_bindings(p, errors);
+    let edges = after_edges(p, errors);
+    let levels = levels(p, &edges, errors);
+    Checked { edges, levels }
+}
+
+// Rule: every input, binding and output has its own name, so each reference means one thing.
+fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
+    let mut seen: HashMap<String, &'static str> = HashMap::new();
+    let names = p
+        .inputs
+        .iter()
+        .map(|i| (&i.name, "input"))
+        .chain(p.bindings.iter().map(|b| (&b.name, "binding")));
+    for (name, kind) in names {
+        if let Some(first) = seen.get(&name.to_string()) {
+            errors.push(
+                name.span(),
+                format!("duplicate name `{name}`: it is already the name of an {first}; rename this {kind}"),
+            );
+        } else {
+            seen.insert(
+                name.to_string(),
+                if kind == "input" { "input" } else { "earlier binding" },
+            );
+        }
+    }
+    let mut outputs = BTreeSet::new();
+    for o in &p.outputs {
+        if !outputs.insert(o.name.to_string()) {
+            errors.push(
+                o.name.span(),
+                format!("duplicate output `{}`: each output needs its own name", o.name),
+            );
+        }
+    }
+}
+
+// Rule: an argument may only use inputs and bindings defined above it, as in a function body.
+fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
+    for (i, b) in p.bindings.iter().enumerate() {
+        for used in &b.uses {
+            if p.input(&used.to_string()).is_some() {
+                continue;
+            }
+            match p.binding(&used.to_string()) {
+                Some((j, _)) if j < i => {}
+                Some((j, _)) if j == i => errors.push(
+                    used.span(),
+                    format!("`{used}` uses itself: a binding cannot be an argument of its own step"),
+                ),
+                Some(_) => errors.push(
+                    used.span(),
+                    format!("`{used}` is used before it is defined; move `let {used} = …;` above this line"),
+                ),
+                None => {
+                    let scope = in_scope(p, i);
+                    errors.push(used.span(), unknown("binding", used, &scope));
+                }
+            }
+        }
+    }
+}
+
+/// Inputs and the bindings defined before binding `upto`.
+fn in_scope(p: &Pipeline, upto: usize) -> Vec<String> {
+    p.inputs
+        .iter()
+        .map(|i| i.name.to_string())
+        .chain(p.bindings[..upto].iter().map(|b| b.name.to_string()))
+        .collect()
+}
+
+/// "unknown binding `tset`; did you mean `test`? in scope: …"
+fn unknown(kind: &str, name: &Ident, candidates: &[String]) -> String {
+    let name = name.to_string();
+    let mut unique: Vec<String> = Vec::new();
+    for c in candidates {
+        if !unique.contains(c) {
+            unique.push(c.clone());
+        }
+    }
+    let candidates = &unique[..];
+    let mut msg = format!("unknown {kind} `{name}`");
+    if let Some(best) = did_you_mean(&name, candidates) {
+        msg.push_str(&format!(" (did you mean `{best}`?)"));
+    }
+    if candidates.is_empty() {
+        msg.push_str("; nothing is in scope here");
+    } else {
+        let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+        msg.push_str(&format!("; in scope: {}", list.join(", ")));
+    }
+    msg
+}
+
+fn did_you_mean<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+// Rule: an output is one known leaf on an input or binding, and its arguments use only those names.
+fn check_outputs(p: &Pipeline, errors: &mut Errors) {
+    // Rule: a pipeline with nothing to evaluate does nothing; the engine is lazy.
+    if p.outputs.is_empty() {
+        errors.push(
+            p.name.span(),
+            format!(
+                "pipeline `{}` has no outputs, so it would never run anything: add `out name = binding.leaf();` \
+                 (for example `.sync()` or `.stdout()`)",
+                p.name
+            ),
+        );
+    }
+    let all: Vec<String> = in_scope(p, p.bindings.len());
+    let leaf_names: BTreeSet<&str> = LEAVES.iter().flat_map(|(_, leaves)| leaves.iter().copied()).collect();
+    for o in &p.outputs {
+        let target = o.target.to_string();
+        if p.input(&target).is_none() && p.binding(&target).is_none() {
+            errors.push(o.target.span(), unknown("binding", &o.target, &all));
+        }
+        for used in &o.uses {
+            if p.input(&used.to_string()).is_none() && p.binding(&used.to_string()).is_none() {
+                errors.push(used.span(), unknown("binding", used, &all));
+            }
+        }
+        let leaf = o.leaf.to_string();
+        let base = leaf.strip_suffix("_opts").unwrap_or(&leaf);
+        if !leaf_names.contains(base) {
+            let candidates: Vec<String> = leaf_names.iter().map(|s| (*s).to_owned()).collect();
+            let mut msg = format!("`{leaf}` is not a leaf");
+            if let Some(best) = did_you_mean(base, &candidates) {
+                msg.push_str(&format!(" (did you mean `{best}`?)"));
+            }
+            msg.push_str(
+                "; an output evaluates one leaf, such as `sync`, `stdout`, `contents`, `export` or `publish`; \
+                 builder calls (`with_exec`, `file`, …) belong inside a step",
+            );
+            errors.push(o.leaf.span(), msg);
+        }
+    }
+}
+
+// Rule: every binding must reach an output; otherwise it is dead code that never runs (prefix `_` to keep it).
+fn check_unused_bindings(p: &Pipeline, errors: &mut Errors) {
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    // `after x` counts as a use of `x`: whether waiting on it makes sense is the `after` rules' business.
+    let mut stack: Vec<String> = p
+        .outputs
+        .iter()
+        .flat_map(|o| {
+            std::iter::once(o.target.to_string())
+                .chain(o.uses.iter().map(|u| u.to_string()))
+                .chain(o.after.iter().map(|a| a.to_string()))
+        })
+        .collect();
+    while let Some(name) = stack.pop() {
+        if !used.insert(name.clone()) {
+            continue;
+        }
+        if let Some((_, b)) = p.binding(&name) {
+            stack.extend(b.uses.iter().map(|u| u.to_string()));
+        }
+    }
+    if p.outputs.is_empty() {
+        return;
+    }
+    for b in &p.bindings {
+        let name = b.name.to_string();
+        if !used.contains(&name) && !name.starts_with('_') {
+            errors.push(
+                b.name.span(),
+                format!(
+                    "binding `{name}` is never used by an output, so it would never run; use it in an `out`, pass it \
+                     to a step that is, or remove it (prefix it with `_` to keep it anyway)"
+                ),
+            );
+        }
+    }
+}
+
+/// Resolves `after` names to output indexes; a binding name means every output on that binding.
+fn after_edges(p: &Pipeline, errors: &mut Errors) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
+    let outputs: Vec<String> = p.outputs.iter().map(|o| o.name.to_string()).collect();
+    for (i, o) in p.outputs.iter().enumerate() {
+        for name in &o.after {
+            let text = name.to_string();
+            // Rule: waiting for yourself can never finish.
+            if o.name == text {
+                errors.push(
+                    name.span(),
+                    format!("output `{text}` cannot run `after` itself; remove `{text}` here"),
+                );
+                continue;
+            }
+            if let Some(j) = outputs.iter().position(|n| *n == text) {
+                edges.push((j, i));
+                continue;
+            }
+            if p.binding(&text).is_some() || p.input(&text).is_some() {
+                let on: Vec<usize> = p
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.target == text)
+                    .map(|(j, _)| j)
+                    .collect();
+                if on.is_empty() {
+                    errors.push(
+                        name.span(),
+                        format!(
+                            "`after {text}` waits for nothing: `{text}` has no outputs; name an output, or add one such \
+                             as `out {text}_done = {text}.sync();`"
+                        ),
+                    );
+                }
+                for j in on {
+                    if j == i {
+                        errors.push(
+                            name.span(),
+                            format!("output `{}` cannot run `after` its own binding `{text}`", o.name),
+                        );
+                    } else {
+                        edges.push((j, i));
+                    }
+                }
+                continue;
+            }
+            // Rule: `after` names something that exists.
+            let mut candidates = outputs.clone();
+            candidates.extend(p.bindings.iter().map(|b| b.name.to_string()));
+            errors.push(name.span(), unknown("output", name, &candidates));
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    edges
+}
+
+// Rule: `after` edges must not form a cycle; the cycle is printed so it can be broken.
+fn levels(p: &Pipeline, edges: &[(usize, usize)], errors: &mut Errors) -> Vec<Vec<usize>> {
+    let n = p.outputs.len();
+    let mut indegree = vec![0usize; n];
+    for &(_, b) in edges {
+        indegree[b] += 1;
+    }
+    let mut level: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut levels = Vec::new();
+    let mut placed = 0;
+    while !level.is_empty() {
+        placed += level.len();
+        let mut next = Vec::new();
+        for &a in &level {
+            for &(x, b) in edges {
+                if x == a {
+                    indegree[b] -= 1;
+                    if indegree[b] == 0 {
+                        next.push(b);
+                    }
+                }
+            }
+        }
+        next.sort_unstable();
+        levels.push(level);
+        level = next;
+    }
+    if placed < n
+        && let Some(cycle) = find_cycle(n, edges)
+    {
+        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", p.outputs[i].name)).collect();
+        let at = cycle[0];
+        let span = p.outputs[at]
+            .after
+            .first()
+            .map_or(p.outputs[at].name.span(), Ident::span);
+        errors.push(
+            span,
+            format!(
+                "`after` forms a cycle: {} → {}; no output in it could ever start. Remove one of these `after`s",
+                names.join(" → "),
+                names[0]
+            ),
+        );
+    }
+    levels
+}
+
+/// One cycle of the graph, as output indexes in order, if there is any.
+fn find_cycle(n: usize, edges: &[(usize, usize)]) -> Option<Vec<usize>> {
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    fn visit(v: usize, edges: &[(usize, usize)], state: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+        state[v] = 1;
+        stack.push(v);
+        for &(a, b) in edges {
+            if a != v {
+                continue;
+            }
+            if state[b] == 1 {
+                let start = stack.iter().position(|&x| x == b).unwrap_or(0);
+                return Some(stack[start..].to_vec());
+            }
+            if state[b] == 0
+                && let Some(c) = visit(b, edges, state, stack)
+            {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        state[v] = 2;
+        None
+    }
+    let mut state = vec![0u8; n];
+    for v in 0..n {
+        if state[v] == 0
+            && let Some(c) = visit(v, edges, &mut state, &mut Vec::new())
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::parse::Pipelines;
+
+    fn run(src: &str) -> (Option<Checked>, Vec<String>) {
+        let Pipelines(mut ps) = syn::parse_str(src).expect("parses");
+        let p = ps.remove(0);
+        let mut errors = Errors::default();
+        let checked = check(&p, &mut errors);
+        let msgs = errors.messages();
+        (Some(checked), msgs)
+    }
+
+    #[test]
+    fn levels_follow_after_edges() {
+        let (c, errs) = run(
+            "ci(src: Directory) { let a = s(src); out x = a.sync(); out y = a.stdout() after x; \
+             out z = a.stderr() after x; out w = a.exit_code() after y, z; }",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(c.expect("checked").levels, vec![vec![0], vec![1, 2], vec![3]]);
+    }
+
+    #[test]
+    fn independent_outputs_share_one_level() {
+        let (c, errs) = run("ci(src: Directory) { let a = s(src); let b = t(a); out x = a.sync(); out y = b.sync(); }");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(c.expect("checked").levels, vec![vec![0, 1]]);
+    }
+
+    #[test]
+    fn cycle_is_printed() {
+        let (_, errs) =
+            run("ci(src: Directory) { let a = s(src); out x = a.sync() after y; out y = a.stdout() after x; }");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("`after` forms a cycle: `x` → `y` → `x`"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_binding_suggests() {
+        let (_, errs) = run("ci(src: Directory) { let test = s(src); let b = t(tset); out x = b.sync(); }");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown binding `tset` (did you mean `test`?)")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let (_, errs) = run("ci(src: Directory) { let a = s(zz); let a = s(src); let unused = s(src); }");
+        assert!(errs.len() >= 3, "{errs:?}");
+    }
+
+    #[test]
+    fn edit_distance_works() {
+        assert_eq!(edit_distance("tset", "test"), 2);
+        assert_eq!(edit_distance("stdot", "stdout"), 1);
+    }
+}

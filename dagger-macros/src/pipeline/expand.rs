@@ -1,0 +1,257 @@
+//! Expansion: a checked pipeline → a module with `Outputs`, `Partial`, `run`, `plan` and static metadata.
+//!
+//! Step calls and leaf calls carry the spans of the user's tokens, so rustc's type errors (a mismatch
+//! between steps, a leaf missing on a type) land on the pipeline's own lines.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, Ident};
+
+use super::ast::Pipeline;
+use super::check::Checked;
+use crate::step::doc_string;
+
+pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
+    let Pipeline { attrs, vis, name, .. } = p;
+    let name_str = name.to_string();
+    let doc = doc_string(attrs);
+    let input_names: Vec<&Ident> = p.inputs.iter().map(|i| &i.name).collect();
+    let input_tys: Vec<&syn::Type> = p.inputs.iter().map(|i| &i.ty).collect();
+    let input_params = quote!(#(#input_names: #input_tys),*);
+
+    // Bindings: one step call each, in order.
+    let binding_stmts = p.bindings.iter().map(|b| {
+        let bname = &b.name;
+        let step = &b.step;
+        let step_span = step.span();
+        let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
+        let args = b.args.iter().map(|a| {
+            let a = clone_if_name(a, p);
+            quote_spanned!(a.span()=> ::dagger::__private::step_arg(#a))
+        });
+        let arity = b.args.len();
+        let step_name = step.to_token_stream().to_string().replace(' ', "");
+        let msg = format!(
+            "wrong number of arguments for step `{step_name}`: {arity} given; pass exactly the step's parameters, \
+             without the leading `&Query`"
+        );
+        let call_span = b.call_span;
+        quote_spanned! {call_span=>
+            const _: () = ::core::assert!(#step_ty::ARITY == #arity, #msg);
+            let #bname: #step_ty::Output = #step_ty::call(dag, (#(#args,)*));
+        }
+    });
+
+    // The type of a binding or input by name, as a type expression.
+    let type_of = |target: &Ident| -> TokenStream {
+        if let Some(input) = p.input(&target.to_string()) {
+            input.ty.to_token_stream()
+        } else if let Some((_, b)) = p.binding(&target.to_string()) {
+            let step = &b.step;
+            quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output)
+        } else {
+            quote!(())
+        }
+    };
+
+    let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
+    let out_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .map(|o| {
+            let target_ty = type_of(&o.target);
+            let leaf_str = o.leaf.to_string();
+            let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
+            let leaf_trait = Ident::new_raw_or_plain(base, o.leaf.span());
+            quote_spanned!(o.leaf.span()=> <#target_ty as ::dagger::__private::leaves::#leaf_trait>::Output)
+        })
+        .collect();
+    let out_docs: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .map(|o| {
+            let d = doc_string(&o.attrs);
+            let d = if d.is_empty() {
+                format!("`{}.{}(…)`", o.target, o.leaf)
+            } else {
+                d
+            };
+            quote!(#[doc = #d])
+        })
+        .collect();
+    let leaf_stmts = p.outputs.iter().zip(&out_tys).map(|(o, ty)| {
+        let (oname, target, leaf) = (&o.name, &o.target, &o.leaf);
+        let args = o.args.iter().map(|a| clone_if_name(a, p));
+        let target_ty = type_of(target);
+        let leaf_str = leaf.to_string();
+        let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
+        let has_trait = Ident::new_raw_or_plain(base, leaf.span());
+        quote_spanned! {leaf.span()=>
+            {
+                fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>() {}
+                __has_leaf::<#target_ty>();
+            }
+            let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
+        }
+    });
+    let handles: Vec<Ident> = p.outputs.iter().map(|o| format_ident!("__h_{}", o.name)).collect();
+
+    // Static metadata.
+    let meta_outputs = p.outputs.iter().map(|o| {
+        let oname = o.name.to_string();
+        let target = o.target.to_string();
+        let step = p
+            .binding(&target)
+            .map(|(_, b)| b.step.to_token_stream().to_string().replace(' ', ""))
+            .unwrap_or_else(|| format!("input `{target}`"));
+        let leaf = o.leaf.to_string();
+        quote!(::dagger::__private::OutputMeta { name: #oname, binding: #target, step: #step, leaf: #leaf })
+    });
+    let levels = checked.levels.iter().map(|l| quote!(&[#(#l),*]));
+    let level_names = checked.levels.iter().map(|l| {
+        let names = l.iter().map(|&i| p.outputs[i].name.to_string());
+        quote!(&[#(#names),*])
+    });
+    let steps = p.bindings.iter().map(|b| {
+        let bname = b.name.to_string();
+        let step = b.step.to_token_stream().to_string().replace(' ', "");
+        quote!((#bname, #step))
+    });
+    let mut edges: Vec<(String, String)> = Vec::new();
+    for b in &p.bindings {
+        for u in &b.uses {
+            edges.push((u.to_string(), b.name.to_string()));
+        }
+    }
+    for o in &p.outputs {
+        edges.push((o.target.to_string(), o.name.to_string()));
+        for u in &o.uses {
+            edges.push((u.to_string(), o.name.to_string()));
+        }
+    }
+    for &(a, b) in &checked.edges {
+        edges.push((p.outputs[a].name.to_string(), p.outputs[b].name.to_string()));
+    }
+    edges.sort();
+    edges.dedup();
+    let edge_tokens = edges.iter().map(|(a, b)| quote!((#a, #b)));
+    let outputs_doc = format!("The values of `{name_str}`'s outputs, once every output succeeded.");
+    let partial_doc =
+        format!("The outputs of `{name_str}` that completed before a failure (`None`: failed or not run).");
+
+    quote! {
+        #(#attrs)*
+        #[allow(non_snake_case, unused_imports, clippy::all)]
+        #vis mod #name {
+            use super::*;
+
+            /// The pipeline's name.
+            pub const NAME: &str = #name_str;
+            /// The pipeline's documentation.
+            pub const DOC: &str = #doc;
+            /// `(binding, step)` for every binding, in order.
+            pub const STEPS: &[(&str, &str)] = &[#(#steps),*];
+            /// `(from, to)` dependencies between inputs, bindings and outputs (data and `after`).
+            pub const EDGES: &[(&str, &str)] = &[#(#edge_tokens),*];
+            /// Output names by evaluation level: each level is one request; a level starts once the previous
+            /// one succeeded.
+            pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
+
+            static META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
+                name: #name_str,
+                outputs: &[#(#meta_outputs),*],
+                levels: &[#(#levels),*],
+            };
+
+            #[doc = #outputs_doc]
+            #[derive(Debug)]
+            pub struct Outputs {
+                #(#out_docs pub #out_names: #out_tys,)*
+            }
+
+            #[doc = #partial_doc]
+            #[derive(Debug, Default)]
+            pub struct Partial {
+                #(#out_docs pub #out_names: ::core::option::Option<#out_tys>,)*
+            }
+
+            fn __schedule(dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(::dagger::__private::Handle<#out_tys>,)*)) {
+                #(#binding_stmts)*
+                #(#leaf_stmts)*
+                let mut run = ::dagger::__private::Run::new(&META);
+                #(let #handles = run.add(#out_names);)*
+                (run, (#(#handles,)*))
+            }
+
+            /// Runs the pipeline: resolves the object arguments it needs, then evaluates each level of outputs
+            /// in one request.
+            pub async fn run(dag: &::dagger::Query, #input_params)
+                -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
+            {
+                let (run, (#(#handles,)*)) = __schedule(dag, #(#input_names),*);
+                let mut results = run.execute().await;
+                let partial = Partial { #(#out_names: results.take(#handles),)* };
+                match partial {
+                    Partial { #(#out_names: ::core::option::Option::Some(#out_names),)* } => {
+                        ::core::result::Result::Ok(Outputs { #(#out_names,)* })
+                    }
+                    partial => ::core::result::Result::Err(results.into_error(partial)),
+                }
+            }
+
+            /// The requests `run` sends, computed offline (object IDs are placeholders such as `<id:a0>`).
+            pub fn plan(#input_params) -> ::dagger::Plan {
+                let dag = ::dagger::Query::detached();
+                let (run, _) = __schedule(&dag, #(#input_names),*);
+                run.plan()
+            }
+        }
+    }
+}
+
+/// Rewrites every input or binding name an argument mentions into a clone of it, so one value can feed
+/// several steps and outputs (objects are cheap to clone).
+fn clone_if_name(expr: &Expr, p: &Pipeline) -> TokenStream {
+    let names: Vec<String> = super::parse::mentions(expr).iter().map(|i| i.to_string()).collect();
+    rewrite(expr.to_token_stream(), &|ident: &Ident| {
+        let text = ident.to_string();
+        names.contains(&text) && (p.input(&text).is_some() || p.binding(&text).is_some())
+    })
+}
+
+fn rewrite(tokens: TokenStream, is_name: &dyn Fn(&Ident) -> bool) -> TokenStream {
+    use proc_macro2::{Group, TokenTree};
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out = TokenStream::new();
+    for (i, tt) in tokens.iter().enumerate() {
+        match tt {
+            TokenTree::Group(g) => {
+                let mut ng = Group::new(g.delimiter(), rewrite(g.stream(), is_name));
+                ng.set_span(g.span());
+                out.extend([TokenTree::Group(ng)]);
+            }
+            TokenTree::Ident(ident) if is_name(ident) && super::parse::is_mention(&tokens, i) => {
+                out.extend(quote_spanned!(ident.span()=> ::core::clone::Clone::clone(&#ident)));
+            }
+            other => out.extend([other.clone()]),
+        }
+    }
+    out
+}
+
+/// `Ident::new`, escaping keywords as raw identifiers.
+trait NewRaw {
+    fn new_raw_or_plain(s: &str, span: proc_macro2::Span) -> Ident;
+}
+
+impl NewRaw for Ident {
+    fn new_raw_or_plain(s: &str, span: proc_macro2::Span) -> Ident {
+        match s {
+            "ref" | "type" | "move" | "box" | "match" | "use" | "mod" | "fn" | "in" | "for" | "loop" | "where" => {
+                Ident::new_raw(s, span)
+            }
+            _ => Ident::new(s, span),
+        }
+    }
+}

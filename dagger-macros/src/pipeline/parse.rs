@@ -1,0 +1,242 @@
+//! Parsing: tokens → [`Pipeline`]s. Only syntax is checked here; the graph rules live in `check`.
+
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Attribute, Expr, Ident, Token, Type, Visibility, braced, parenthesized};
+
+use super::ast::{Binding, Input, Output, Pipeline};
+
+mod kw {
+    syn::custom_keyword!(out);
+    syn::custom_keyword!(after);
+}
+
+/// Every pipeline of one invocation.
+pub(crate) struct Pipelines(pub(crate) Vec<Pipeline>);
+
+impl Parse for Pipelines {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut out = Vec::new();
+        while !input.is_empty() {
+            out.push(input.parse()?);
+        }
+        if out.is_empty() {
+            return Err(input.error(
+                "`pipeline!` needs a pipeline: `pub name(src: Directory) { let x = step(src); out y = x.stdout(); }`",
+            ));
+        }
+        Ok(Pipelines(out))
+    }
+}
+
+impl Parse for Pipeline {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        if input.peek(Token![fn]) {
+            return Err(input.error("write the pipeline without `fn`: `pub ci(src: Directory) { … }`"));
+        }
+        let name: Ident = input.parse()?;
+        let content;
+        parenthesized!(content in input);
+        let inputs: Punctuated<InputSyntax, Token![,]> = content.parse_terminated(InputSyntax::parse, Token![,])?;
+        let body;
+        braced!(body in input);
+        let mut bindings = Vec::new();
+        let mut outputs = Vec::new();
+        while !body.is_empty() {
+            let attrs = body.call(Attribute::parse_outer)?;
+            if body.peek(Token![let]) {
+                bindings.push(parse_binding(&body)?);
+            } else if body.peek(kw::out) {
+                outputs.push(parse_output(&body, attrs)?);
+            } else {
+                return Err(body.error(
+                    "expected `let name = step(args…);` or `out name = binding.leaf(args…);` (optionally followed by \
+                     `after other, …`)",
+                ));
+            }
+        }
+        Ok(Pipeline {
+            attrs,
+            vis,
+            name,
+            inputs: inputs.into_iter().map(|i| i.0).collect(),
+            bindings,
+            outputs,
+        })
+    }
+}
+
+struct InputSyntax(Input);
+
+impl Parse for InputSyntax {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let name: Ident = input.parse()?;
+        input.parse::<Token![:]>()?;
+        let ty: Type = input.parse()?;
+        Ok(InputSyntax(Input { name, ty }))
+    }
+}
+
+fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
+    input.parse::<Token![let]>()?;
+    let name: Ident = input.parse()?;
+    input.parse::<Token![=]>()?;
+    let expr: Expr = input.parse()?;
+    input
+        .parse::<Token![;]>()
+        .map_err(|e| syn::Error::new(e.span(), "expected `;` after the binding"))?;
+    let call_span = expr.span();
+    let Expr::Call(call) = expr else {
+        return Err(syn::Error::new(
+            call_span,
+            format!(
+                "the binding `{name}` must call a step: `let {name} = step(args…);`; method chains belong inside a \
+                 step, or in an argument"
+            ),
+        ));
+    };
+    let Expr::Path(step) = *call.func else {
+        return Err(syn::Error::new(
+            call.func.span(),
+            "expected the name (or path) of a `#[step]` function here",
+        ));
+    };
+    let args: Vec<Expr> = call.args.into_iter().collect();
+    let uses = args.iter().flat_map(mentions).collect();
+    Ok(Binding {
+        name,
+        step,
+        args,
+        call_span,
+        uses,
+    })
+}
+
+fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Output> {
+    input.parse::<kw::out>()?;
+    let name: Ident = input.parse()?;
+    input.parse::<Token![=]>()?;
+    let expr: Expr = input.parse()?;
+    let Expr::MethodCall(call) = expr else {
+        return Err(syn::Error::new(
+            expr.span(),
+            format!("the output `{name}` must be one leaf on a binding or input: `out {name} = binding.stdout();`"),
+        ));
+    };
+    let target = match &*call.receiver {
+        Expr::Path(p) if p.path.get_ident().is_some() && p.qself.is_none() => p.path.get_ident().cloned(),
+        _ => None,
+    };
+    let Some(target) = target else {
+        return Err(syn::Error::new(
+            call.receiver.span(),
+            "an output's leaf must be called directly on a binding or input name: `out log = tests.stdout();`; \
+             chains belong inside a step",
+        ));
+    };
+    let args: Vec<Expr> = call.args.into_iter().collect();
+    let uses = args.iter().flat_map(mentions).collect();
+    let mut after = Vec::new();
+    if input.peek(kw::after) {
+        let kw: kw::after = input.parse()?;
+        loop {
+            after.push(input.parse::<Ident>()?);
+            if !input.peek(Token![,]) {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        if after.is_empty() {
+            return Err(syn::Error::new(
+                kw.span,
+                "`after` needs at least one output or binding name",
+            ));
+        }
+    }
+    input
+        .parse::<Token![;]>()
+        .map_err(|e| syn::Error::new(e.span(), "expected `;` (or `after name, …;`) after the output"))?;
+    Ok(Output {
+        attrs,
+        name,
+        target,
+        leaf: call.method,
+        args,
+        after,
+        uses,
+    })
+}
+
+/// The lowercase plain names an expression mentions (candidates for inputs and bindings).
+///
+/// Skipped: method and field names (after `.`), path segments (around `::`), function and macro names
+/// (before `(` or `!`), keywords, and names starting with an uppercase letter (types, constants, variants).
+pub(crate) fn mentions(expr: &Expr) -> Vec<Ident> {
+    let mut out = Vec::new();
+    scan(expr.to_token_stream(), &mut out);
+    out
+}
+
+fn scan(tokens: TokenStream, out: &mut Vec<Ident>) {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, tt) in tokens.iter().enumerate() {
+        match tt {
+            TokenTree::Group(g) => scan(g.stream(), out),
+            TokenTree::Ident(ident) if is_mention(&tokens, i) => out.push(ident.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// Whether the identifier at `tokens[i]` is a plain name (not a method, field, path segment, function,
+/// macro, keyword, type or constant).
+pub(crate) fn is_mention(tokens: &[TokenTree], i: usize) -> bool {
+    let TokenTree::Ident(ident) = &tokens[i] else {
+        return false;
+    };
+    let prev = i.checked_sub(1).and_then(|j| tokens.get(j));
+    let next = tokens.get(i + 1);
+    let after_dot_or_path = matches!(prev, Some(TokenTree::Punct(p)) if p.as_char() == '.' || p.as_char() == ':');
+    let before_call = match next {
+        Some(TokenTree::Punct(p)) => p.as_char() == '!' || p.as_char() == ':',
+        Some(TokenTree::Group(g)) => g.delimiter() == Delimiter::Parenthesis,
+        _ => false,
+    };
+    let text = ident.to_string();
+    let lower = text.chars().next().is_some_and(|c| c.is_lowercase() || c == '_');
+    !after_dot_or_path && !before_call && lower && !is_keyword(&text)
+}
+
+fn is_keyword(s: &str) -> bool {
+    matches!(
+        s,
+        "true"
+            | "false"
+            | "as"
+            | "move"
+            | "ref"
+            | "mut"
+            | "self"
+            | "crate"
+            | "super"
+            | "in"
+            | "if"
+            | "else"
+            | "match"
+            | "let"
+            | "for"
+            | "while"
+            | "loop"
+            | "return"
+            | "async"
+            | "await"
+            | "dyn"
+            | "impl"
+            | "_"
+    )
+}

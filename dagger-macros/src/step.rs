@@ -1,0 +1,251 @@
+//! `#[step]`: checks a step function and publishes its signature for `pipeline!`.
+//!
+//! The function is emitted unchanged. Beside it (in the type namespace, so the names do not clash) comes a
+//! hidden braced struct with the same name implementing `dagger::__private::Step`: its input tuple, output
+//! type, name, doc and parameter names. `pipeline!` calls steps through that trait.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+
+pub(crate) use crate::errors::Errors;
+
+/// How a parameter reaches the step function.
+enum Param {
+    /// The leading `&Query`.
+    Query,
+    /// A value passed as it is.
+    Value { name: String, ty: Box<Type> },
+    /// A `&str`, stored as a `String` in the input tuple and passed by reference.
+    Str { name: String },
+}
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = syn::Error::new(
+                e.span(),
+                "`#[step]` goes on a plain function: `fn name(…) -> Container`",
+            );
+            let err = msg.to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    let mut errors = Errors::default();
+    if !attr.is_empty() {
+        errors.push(
+            attr.span(),
+            "`#[step]` takes no arguments; the step's name is the function's name",
+        );
+    }
+    let sig = &func.sig;
+
+    // Rule: steps are sync builders; the engine does the work when an output is evaluated.
+    if let Some(a) = &sig.asyncness {
+        errors.push(
+            a.span(),
+            "a step cannot be `async`: steps only build pipelines (lazily); remove `async`, the engine runs the work \
+             when an output is evaluated",
+        );
+    }
+    // Rule: the macro must name the step's exact types; generic steps have none.
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(
+            sig.generics.span(),
+            "a step cannot be generic: `pipeline!` needs its exact parameter and output types; use concrete types \
+             such as `Container` or `String`",
+        );
+    }
+    // Rule: a step is a free function; methods cannot be named from a pipeline.
+    if let Some(r) = sig.receiver() {
+        errors.push(
+            r.span(),
+            "a step cannot take `self`: make it a free function and pass the value as a parameter",
+        );
+    }
+    // Rule: the output is what later steps and outputs build on.
+    let output_ty = match &sig.output {
+        ReturnType::Default => {
+            errors.push(
+                sig.ident.span(),
+                format!(
+                    "step `{}` has no return type: a step returns the Dagger object it builds, such as `-> Container`",
+                    sig.ident
+                ),
+            );
+            None
+        }
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    };
+
+    let mut params = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pt) = input else { continue };
+        let name = match &*pt.pat {
+            Pat::Ident(p) => p.ident.to_string(),
+            Pat::Wild(_) => format!("_{i}"),
+            other => {
+                errors.push(
+                    other.span(),
+                    "step parameters must be plain names, such as `src: Directory`",
+                );
+                format!("_{i}")
+            }
+        };
+        match &*pt.ty {
+            Type::Reference(r) if is_query(&r.elem) => {
+                if i == 0 {
+                    params.push(Param::Query);
+                } else {
+                    errors.push(pt.ty.span(), "`&Query` must be the first parameter of a step");
+                }
+            }
+            Type::Reference(r) if is_str(&r.elem) => params.push(Param::Str { name }),
+            Type::Reference(r) => {
+                let inner = r.elem.to_token_stream();
+                errors.push(
+                    pt.ty.span(),
+                    format!(
+                        "step parameters are taken by value: write `{inner}` instead of `&{inner}` (objects are cheap to \
+                         clone)"
+                    ),
+                );
+            }
+            Type::ImplTrait(_) => errors.push(
+                pt.ty.span(),
+                "a step parameter cannot be `impl Trait`: `pipeline!` needs its exact type",
+            ),
+            ty => params.push(Param::Value {
+                name,
+                ty: Box::new(ty.clone()),
+            }),
+        }
+    }
+
+    if !errors.is_empty() {
+        // Keep the function so the rest of the crate still compiles and the IDE keeps working.
+        let errs = errors.into_compile_errors();
+        return quote!(#errs #func);
+    }
+    let Some(output_ty) = output_ty else {
+        return func.to_token_stream();
+    };
+
+    let ident = &sig.ident;
+    let vis = &func.vis;
+    let name = ident.to_string();
+    let doc = doc_string(&func.attrs);
+    let value_params: Vec<&Param> = params.iter().filter(|p| !matches!(p, Param::Query)).collect();
+    let input_tys: Vec<TokenStream> = value_params
+        .iter()
+        .map(|p| match p {
+            Param::Value { ty, .. } => ty.to_token_stream(),
+            Param::Str { .. } => quote!(::std::string::String),
+            Param::Query => unreachable_tokens(),
+        })
+        .collect();
+    let param_names: Vec<&str> = value_params
+        .iter()
+        .map(|p| match p {
+            Param::Value { name, .. } | Param::Str { name } => name.as_str(),
+            Param::Query => "",
+        })
+        .collect();
+    let arity = value_params.len();
+    let mut call_args = Vec::new();
+    let mut index = 0usize;
+    for p in &params {
+        match p {
+            Param::Query => call_args.push(quote!(dag)),
+            Param::Value { .. } => {
+                let i = syn::Index::from(index);
+                call_args.push(quote!(inputs.#i));
+                index += 1;
+            }
+            Param::Str { .. } => {
+                let i = syn::Index::from(index);
+                call_args.push(quote!(&inputs.#i));
+                index += 1;
+            }
+        }
+    }
+    let uses_dag = params.iter().any(|p| matches!(p, Param::Query));
+    let ignore_dag = if uses_dag { quote!() } else { quote!(let _ = dag;) };
+    let ignore_inputs = if arity == 0 { quote!(let _ = inputs;) } else { quote!() };
+    // Each check carries the span of the user's type, so the error lands on it.
+    let param_checks = value_params.iter().filter_map(|p| match p {
+        Param::Value { ty, .. } => Some(quote_spanned!(ty.span()=> ::dagger::__private::assert_step_param::<#ty>();)),
+        _ => None,
+    });
+    let output_check = quote_spanned!(output_ty.span()=> ::dagger::__private::assert_step_output::<#output_ty>(););
+
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code, unreachable_pub)]
+        #vis struct #ident {}
+
+        impl ::dagger::__private::Step for #ident {
+            type Inputs = (#(#input_tys,)*);
+            type Output = #output_ty;
+            const NAME: &'static str = #name;
+            const DOC: &'static str = #doc;
+            const PARAMS: &'static [&'static str] = &[#(#param_names),*];
+            const ARITY: usize = #arity;
+
+            fn call(dag: &::dagger::Query, inputs: Self::Inputs) -> Self::Output {
+                #ignore_dag
+                #ignore_inputs
+                #ident(#(#call_args),*)
+            }
+        }
+
+        const _: () = {
+            #[allow(dead_code)]
+            fn __check_step_types() {
+                #(#param_checks)*
+                #output_check
+            }
+        };
+    }
+}
+
+fn unreachable_tokens() -> TokenStream {
+    quote!(())
+}
+
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == name),
+        _ => false,
+    }
+}
+
+fn is_query(ty: &Type) -> bool {
+    last_segment_is(ty, "Query")
+}
+
+fn is_str(ty: &Type) -> bool {
+    last_segment_is(ty, "str")
+}
+
+/// The `///` doc comment lines of an item, joined.
+pub(crate) fn doc_string(attrs: &[syn::Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s), ..
+            }) = &nv.value
+        {
+            lines.push(s.value().trim().to_owned());
+        }
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,158 @@
+//! What `#[step]` and `pipeline!` expand to: the `Step` trait and the checks that turn type errors into
+//! readable messages. Reached only through `dagger::__private`.
+
+use crate::core::Object;
+use crate::{Query, scalars::Platform};
+
+/// A function marked `#[step]`, described for `pipeline!`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pipeline step",
+    label = "not a `#[step]` function",
+    note = "add `#[step]` to the function, or call a function that has it"
+)]
+pub trait Step {
+    /// The parameters after the optional leading `&Query`, as a tuple (`&str` becomes `String`).
+    type Inputs;
+    /// The object the step returns (checked separately, for a readable error).
+    type Output;
+    /// The function's name.
+    const NAME: &'static str;
+    /// The function's doc comment.
+    const DOC: &'static str;
+    /// The parameter names, in order (without the `&Query`).
+    const PARAMS: &'static [&'static str];
+    /// The number of parameters `pipeline!` passes.
+    const ARITY: usize;
+    /// Calls the function.
+    fn call(dag: &Query, inputs: Self::Inputs) -> Self::Output;
+}
+
+/// Types a step parameter may have.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a step parameter",
+    label = "not a Dagger object or a plain value",
+    note = "steps take Dagger objects (`Container`, `Directory`, `File`, `Secret`, `CacheVolume`, `Service`, …) or \
+            plain values (`String`, `&str`, integers, `bool`, `Vec<String>`)"
+)]
+pub trait StepParam {}
+
+impl<T: Object> StepParam for T {}
+impl StepParam for String {}
+impl StepParam for bool {}
+impl StepParam for Vec<String> {}
+impl StepParam for Platform {}
+macro_rules! int_params {
+    ($($t:ty),*) => {$( impl StepParam for $t {} )*};
+}
+int_params!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// Types a step may return.
+#[diagnostic::on_unimplemented(
+    message = "a step must return a Dagger object, not `{Self}`",
+    label = "not a Dagger object",
+    note = "return the object the step builds (`Container`, `Directory`, `File`, …); run leaves such as `stdout` \
+            as pipeline outputs instead"
+)]
+pub trait StepOutput {}
+
+impl<T: Object> StepOutput for T {}
+
+/// Values that can be passed where a step expects a `T`.
+#[diagnostic::on_unimplemented(
+    message = "this argument is `{Self}`, but the step's parameter is `{T}`",
+    label = "expected `{T}` here",
+    note = "pass a value of the parameter's type: a binding made by a step returning `{T}`, an input of that type, \
+            or a literal"
+)]
+pub trait IntoStepArg<T> {
+    /// Converts the argument.
+    fn into_step_arg(self) -> T;
+}
+
+impl<T: Object> IntoStepArg<T> for T {
+    fn into_step_arg(self) -> T {
+        self
+    }
+}
+
+impl<T: Object> IntoStepArg<T> for &T {
+    fn into_step_arg(self) -> T {
+        self.clone()
+    }
+}
+
+impl IntoStepArg<String> for String {
+    fn into_step_arg(self) -> String {
+        self
+    }
+}
+
+impl IntoStepArg<String> for &str {
+    fn into_step_arg(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl IntoStepArg<String> for &String {
+    fn into_step_arg(self) -> String {
+        self.clone()
+    }
+}
+
+impl IntoStepArg<bool> for bool {
+    fn into_step_arg(self) -> bool {
+        self
+    }
+}
+
+impl IntoStepArg<Platform> for Platform {
+    fn into_step_arg(self) -> Platform {
+        self
+    }
+}
+
+impl IntoStepArg<Platform> for &str {
+    fn into_step_arg(self) -> Platform {
+        Platform(self.to_owned())
+    }
+}
+
+impl IntoStepArg<Vec<String>> for Vec<String> {
+    fn into_step_arg(self) -> Vec<String> {
+        self
+    }
+}
+
+impl IntoStepArg<Vec<String>> for Vec<&str> {
+    fn into_step_arg(self) -> Vec<String> {
+        self.into_iter().map(str::to_owned).collect()
+    }
+}
+
+impl<const N: usize> IntoStepArg<Vec<String>> for [&str; N] {
+    fn into_step_arg(self) -> Vec<String> {
+        self.into_iter().map(str::to_owned).collect()
+    }
+}
+
+macro_rules! int_args {
+    ($($t:ty),*) => {$(
+        impl IntoStepArg<$t> for $t {
+            fn into_step_arg(self) -> $t {
+                self
+            }
+        }
+    )*};
+}
+int_args!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// Converts a pipeline argument to the step's parameter type (the target type is inferred from the step).
+pub fn step_arg<T, A: IntoStepArg<T>>(arg: A) -> T {
+    arg.into_step_arg()
+}
+
+/// Fails to compile, with a readable message, when `T` cannot be a step parameter.
+pub fn assert_step_param<T: StepParam>() {}
+
+/// Fails to compile, with a readable message, when `T` cannot be a step's output.
+pub fn assert_step_output<T: StepOutput>() {}

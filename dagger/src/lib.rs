@@ -1,0 +1,76 @@
+//! # dagger — CI/CD pipelines as typed, lazy Rust code
+//!
+//! This crate is an SDK for engines that speak the Dagger v0.21 protocol: build pipelines with a typed,
+//! lazy API, and run them in containers with [`connect`].
+//!
+//! ```no_run
+//! use dagger::prelude::*;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), dagger::Error> {
+//!     dagger::connect(|dag| async move {
+//!         let src = dag.host().directory(".");
+//!         let tests = dag
+//!             .container()
+//!             .from("rust:1-slim")
+//!             .with_directory("/src", src)
+//!             .with_workdir("/src")
+//!             .with_exec(["cargo", "test"]);
+//!         println!("{}", tests.stdout().await?);
+//!         Ok(())
+//!     })
+//!     .await
+//! }
+//! ```
+//!
+//! ## Concepts
+//! - **Laziness.** Builder methods (`from`, `with_exec`, `with_directory`, …) only record calls; they are
+//!   sync, cheap (one `Arc` per call) and never fail. Leaves (`stdout`, `sync`, `export`, `id`, …) are `async`
+//!   and send one query that evaluates the whole chain.
+//! - **Objects as arguments.** Passing a [`Directory`] to [`Container::with_directory`] passes its ID. The SDK
+//!   asks for the IDs a leaf needs right before sending it, concurrently, and remembers them, so an object
+//!   used by many leaves is resolved once.
+//! - **Errors.** Every failure is an [`Error`]; a failed command is [`Error::Exec`] with its exit code,
+//!   stdout and stderr.
+//! - **Sessions.** [`connect`] and [`Connection::builder`] find an engine in this order: an explicit
+//!   endpoint, `DAGGER_SESSION_PORT`/`DAGGER_SESSION_TOKEN`, an engine CLI started as `session`.
+//!
+//! The typed API is generated from the contract `schema/core.graphql` (`cargo run -p xtask -- codegen`).
+
+#[path = "gen.rs"]
+mod api;
+mod connection;
+mod core;
+mod dsl;
+mod engineconn;
+mod error;
+mod logs;
+mod pipeline;
+pub mod querybuilder;
+mod scalars;
+mod transport;
+
+pub use api::*;
+pub use connection::{Connection, ConnectionBuilder, connect};
+pub use core::{BoxFuture, FromResponse, Leaf, Object, ToValue};
+pub use error::{Error, ExecError, SessionError};
+pub use logs::{LogSink, StderrLogs};
+pub use pipeline::{OutputFailure, PipelineError, Plan, PlanDocument};
+pub use scalars::{Id, Json, Platform};
+pub use transport::{GraphQlError, Response};
+
+pub use dagger_macros::{pipeline, step};
+
+/// What the macros' expansions use. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::api::{has, leaves};
+    pub use crate::dsl::{IntoStepArg, Step, StepOutput, StepParam, assert_step_output, assert_step_param, step_arg};
+    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run};
+}
+
+/// The names most pipelines need: `use dagger::prelude::*;`.
+pub mod prelude {
+    pub use crate::api::*;
+    pub use crate::{Connection, Error, ExecError, Id, Object, PipelineError, Plan, Platform, connect, pipeline, step};
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, generated code, docs, and all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo nextest run (unit, integration and ui tests)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  echo "cargo-nextest is not installed; using cargo test"
+  cargo test --workspace --no-fail-fast --lib --bins --tests
+fi
+step "doc tests"
+cargo test --workspace --doc
+step "cargo doc (warnings are errors)"
+cargo doc --workspace --no-deps
+step "all checks passed"

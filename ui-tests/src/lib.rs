@@ -1,0 +1,1 @@
+//! Compile-fail and compile-pass cases for the `dagger` macros live in `tests/`; this library is empty.

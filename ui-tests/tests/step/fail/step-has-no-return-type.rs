@@ -1,0 +1,8 @@
+use dagger::prelude::*;
+
+#[step]
+fn build(src: Directory) {
+    let _ = src;
+}
+
+fn main() {}
