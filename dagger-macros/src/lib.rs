@@ -4,6 +4,8 @@
 //! generate names the runtime as `::dagger::__private`.
 
 mod errors;
+#[cfg(test)]
+mod expansion_snapshot;
 mod leaves;
 mod pipeline;
 mod step;
