@@ -127,6 +127,13 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Whether to start the engine in-process when no other session is found (default: on, with the
+    /// `embedded` feature; `DAGGER_RS_EMBEDDED=0` also turns it off).
+    pub fn embedded(mut self, on: bool) -> Self {
+        self.opts.embedded = on;
+        self
+    }
+
     /// Sends session logs (the CLI's stderr, engine progress) to `sink` instead of standard error.
     pub fn log_sink(mut self, sink: impl LogSink + 'static) -> Self {
         self.logs = Logs(Some(Arc::new(sink)));
@@ -141,7 +148,8 @@ impl ConnectionBuilder {
 
     /// Opens the session, trying in order: the explicit [`endpoint`](Self::endpoint);
     /// `DAGGER_SESSION_PORT` + `DAGGER_SESSION_TOKEN`; an engine CLI ([`cli_bin`](Self::cli_bin),
-    /// `_EXPERIMENTAL_DAGGER_CLI_BIN`, or `dagger` on `PATH`) started as `session`.
+    /// `_EXPERIMENTAL_DAGGER_CLI_BIN`, or `dagger` on `PATH`) started as `session`; the engine started in
+    /// this process (feature `embedded`).
     ///
     /// A strategy that applies but fails is an error at once ([`SessionError`](crate::SessionError)); when
     /// none applies, the error lists what was tried. No request is sent until the first leaf runs.

@@ -219,10 +219,21 @@ pub enum SessionError {
         source: std::io::Error,
     },
 
+    /// The embedded engine could not start.
+    #[error(
+        "could not start the embedded engine: {source}; check that the cache directory is writable (set DAGGER_RS_CACHE_DIR to move it)"
+    )]
+    Embedded {
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Every provisioning strategy was tried and none applied.
     #[error(
         "no engine to connect to; tried, in order:\n{}\nrun the program under `dagger run` (or `dagger-rs run`), \
-         set DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN, or put a `dagger` CLI on PATH",
+         set DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN, put a `dagger` CLI on PATH, or enable the embedded \
+         engine (the `embedded` feature, without DAGGER_RS_EMBEDDED=0)",
         tried.iter().map(|t| format!("  - {t}")).collect::<Vec<_>>().join("\n")
     )]
     NotFound {

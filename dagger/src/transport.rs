@@ -160,7 +160,7 @@ impl Transport {
         if status == 401 {
             return Err(Error::Unauthorized { url: self.url.clone() });
         }
-        let decoded = serde_json::from_slice::<Response>(&bytes);
+        let decoded = decode_response(&bytes);
         match decoded {
             // Some servers answer GraphQL errors with a 4xx status; the errors say more than the status.
             Ok(r) if status == 200 || !r.errors.is_empty() => Ok(r),
@@ -176,6 +176,17 @@ impl Transport {
             }),
         }
     }
+}
+
+/// Decodes a response body. Every chained call nests the answer one level deeper, so serde_json's default
+/// nesting limit (128) is lifted: pipelines chain hundreds of calls.
+fn decode_response(bytes: &[u8]) -> Result<Response, serde_json::Error> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let r = Response::deserialize(&mut de)?;
+    de.end()?;
+    Ok(r)
 }
 
 /// The start of a body, lossily decoded, for error messages.

@@ -109,9 +109,21 @@ async fn a_wrong_session_token_says_so() {
 #[test]
 fn nothing_found_lists_what_was_tried() {
     let path = empty_path_dir();
-    let (ok, out) = probe(&[("PATH", path.to_str().expect("utf-8"))]);
+    let (ok, out) = probe(&[("PATH", path.to_str().expect("utf-8")), ("DAGGER_RS_EMBEDDED", "0")]);
     assert!(!ok);
     insta::assert_snapshot!("nothing_found", out);
+}
+
+#[test]
+fn with_nothing_configured_the_embedded_engine_runs() {
+    let path = empty_path_dir();
+    let cache = scratch("embedded-cache");
+    let (ok, out) = probe(&[
+        ("PATH", path.to_str().expect("utf-8")),
+        ("DAGGER_RS_CACHE_DIR", cache.to_str().expect("utf-8")),
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out, format!("OK dagger-rs-engine v{}", env!("CARGO_PKG_VERSION")));
 }
 
 fn read_log(path: &Path) -> String {

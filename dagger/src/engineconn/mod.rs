@@ -3,7 +3,9 @@
 //! Strategies are tried in this order, each in its own file:
 //! 1. [`config`]: an endpoint given explicitly to the connection builder;
 //! 2. [`env`]: `DAGGER_SESSION_PORT` and `DAGGER_SESSION_TOKEN`, as set by `dagger run`;
-//! 3. [`cli`]: an engine CLI (`_EXPERIMENTAL_DAGGER_CLI_BIN`, or `dagger` on `PATH`) started as `session`.
+//! 3. [`cli`]: an engine CLI (`_EXPERIMENTAL_DAGGER_CLI_BIN`, or `dagger` on `PATH`) started as `session`;
+//! 4. `embedded` (feature `embedded`, on by default): the engine started in this process. Set
+//!    `DAGGER_RS_EMBEDDED=0` (or call `ConnectionBuilder::embedded(false)`) to skip it.
 //!
 //! A strategy that does not apply says why; when none applies, the error lists every reason. A strategy that
 //! applies but fails (a malformed port, a CLI that exits early) is an error at once, never a fallthrough, so a
@@ -18,6 +20,8 @@ use crate::logs::Logs;
 
 pub(crate) mod cli;
 pub(crate) mod config;
+#[cfg(feature = "embedded")]
+pub(crate) mod embedded;
 pub(crate) mod env;
 
 /// Where a session listens and how to authenticate to it.
@@ -50,6 +54,7 @@ pub(crate) struct Options {
     pub(crate) cli_bin: Option<PathBuf>,
     pub(crate) cli_timeout: Duration,
     pub(crate) workdir: Option<PathBuf>,
+    pub(crate) embedded: bool,
 }
 
 impl Default for Options {
@@ -60,6 +65,7 @@ impl Default for Options {
             // The official SDKs wait this long: a first engine start can pull images.
             cli_timeout: Duration::from_secs(300),
             workdir: None,
+            embedded: true,
         }
     }
 }
@@ -105,6 +111,22 @@ pub(crate) async fn provision(opts: &Options, env: EnvLookup<'_>, logs: &Logs) -
             });
         }
         Err(why) => tried.push(why),
+    }
+
+    let disabled_by_env = env("DAGGER_RS_EMBEDDED").is_some_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
+    if !opts.embedded || disabled_by_env {
+        tried.push("the embedded engine: turned off (DAGGER_RS_EMBEDDED=0 or `embedded(false)`)".to_owned());
+    } else {
+        #[cfg(feature = "embedded")]
+        {
+            let (endpoint, guard) = embedded::start(opts, logs).await?;
+            return Ok(Session {
+                endpoint,
+                keepalive: Some(Box::new(guard)),
+            });
+        }
+        #[cfg(not(feature = "embedded"))]
+        tried.push("the embedded engine: this build has no `embedded` feature".to_owned());
     }
 
     Err(SessionError::NotFound { tried })

@@ -1,0 +1,871 @@
+//! The core API: which fields build objects, which are leaves, and how each object is computed.
+//!
+//! Builders (fields returning objects) only record a [`Call`]; nothing runs until a leaf needs a value.
+//! Leaves evaluate their object through [`Engine::eval`], which caches by call digest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use apollo_compiler::executable::Field;
+use serde_json::{Map, Value, json};
+
+use crate::engine::{Engine, Evaluated};
+use crate::exec::{Ctx, FieldError};
+use crate::ids::{Call, Digest, format_id, parse_id};
+use crate::schema::served;
+use crate::tree::{Entry, FileEntry, Tree, normalize};
+
+/// The engine's version string (`Query.version`).
+pub const VERSION: &str = concat!("dagger-rs-engine v", env!("CARGO_PKG_VERSION"));
+
+/// An object during execution: its type and the digest of the call that made it (none for the root).
+#[derive(Clone, Debug)]
+pub struct Obj {
+    /// The GraphQL type.
+    pub type_name: String,
+    /// The call digest (`None` for `Query`).
+    pub digest: Option<Digest>,
+}
+
+impl Obj {
+    /// The root.
+    pub fn query() -> Self {
+        Self {
+            type_name: "Query".into(),
+            digest: None,
+        }
+    }
+}
+
+/// What a field resolved to.
+#[derive(Debug)]
+pub enum Resolved {
+    /// `null`.
+    Null,
+    /// A scalar or enum.
+    Leaf(Value),
+    /// An object, to complete with the field's selection set.
+    Obj(Obj),
+    /// A list.
+    List(Vec<Resolved>),
+}
+
+/// The builder fields this engine can compute. Other fields answer a clear "not supported yet" error.
+const SUPPORTED_BUILDERS: &[&str] = &[
+    "Query.directory",
+    "Query.file",
+    "Query.host",
+    "Query.cacheVolume",
+    "Query.setSecret",
+    "Query.secret",
+    "Query.node",
+    "Host.directory",
+    "Host.file",
+    "Directory.withDirectory",
+    "Directory.withFile",
+    "Directory.withFiles",
+    "Directory.withNewFile",
+    "Directory.withNewDirectory",
+    "Directory.withoutFile",
+    "Directory.withoutFiles",
+    "Directory.withoutDirectory",
+    "Directory.directory",
+    "Directory.file",
+    "Directory.stat",
+    "Directory.withSymlink",
+    "Directory.diff",
+    "Directory.filter",
+    "Directory.withTimestamps",
+    "File.withName",
+    "File.withTimestamps",
+    "File.stat",
+];
+
+fn unsupported(type_name: &str, field: &str) -> FieldError {
+    FieldError::new(format!("`{type_name}.{field}` is not supported by this engine yet"))
+}
+
+fn s<'a>(args: &'a Map<String, Value>, k: &str) -> &'a str {
+    args.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn i(args: &Map<String, Value>, k: &str) -> Option<i64> {
+    args.get(k).and_then(Value::as_i64)
+}
+
+fn b(args: &Map<String, Value>, k: &str) -> bool {
+    args.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
+    args.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
+    args.get(k)?.get("$id")?.as_str().and_then(Digest::parse)
+}
+
+/// Replaces ID arguments (`"<Type>:<digest>"`) by `{"$id": digest}`, checking their type and that they exist.
+fn normalize_ids(ctx: &Ctx<'_>, field: &Field, args: &mut Map<String, Value>) -> Result<(), FieldError> {
+    for def in &field.definition.arguments {
+        if def.ty.inner_named_type().as_str() != "ID" {
+            continue;
+        }
+        let expected = def
+            .directives
+            .get("expectedType")
+            .and_then(|d| d.specified_argument_by_name("name"))
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let Some(v) = args.get_mut(def.name.as_str()) else {
+            continue;
+        };
+        let one = |v: &Value| -> Result<Value, FieldError> {
+            let Some(id) = v.as_str() else { return Ok(Value::Null) };
+            let (ty, d) = parse_id(id)?;
+            if let Some(exp) = &expected
+                && *exp != ty
+            {
+                return Err(crate::ids::IdError::WrongType {
+                    id: crate::ids::shorten(id),
+                    actual: ty,
+                    expected: exp.clone(),
+                }
+                .into());
+            }
+            if ctx.engine.call(&d).is_none() && ty != "Query" {
+                return Err(FieldError::new(format!(
+                    "unknown ID `{}`: no `{ty}` with that ID was created on this engine (IDs come from `id` or `sync` \
+                     on the same engine and cache directory)",
+                    crate::ids::shorten(id)
+                )));
+            }
+            Ok(json!({ "$id": d }))
+        };
+        let new = match &*v {
+            Value::Array(items) => Value::Array(items.iter().map(one).collect::<Result<_, _>>()?),
+            other => one(other)?,
+        };
+        *v = new;
+    }
+    Ok(())
+}
+
+/// Resolves one field of `obj`.
+pub async fn resolve(
+    ctx: &Ctx<'_>,
+    obj: &Obj,
+    field: &Field,
+    mut args: Map<String, Value>,
+) -> Result<Resolved, FieldError> {
+    let engine = ctx.engine;
+    let ty = obj.type_name.as_str();
+    let name = field.name.as_str();
+    let ret = field.definition.ty.inner_named_type().as_str();
+    normalize_ids(ctx, field, &mut args)?;
+
+    // `node(id:)` loads any object by ID.
+    if ty == "Query" && name == "node" {
+        let id = s(&args, "id");
+        let (t, d) = match args.get("id").and_then(|v| v.get("$id")) {
+            Some(_) => parse_id(&format!(
+                "x:{}",
+                digest_arg(&args, "id").map(|d| d.to_string()).unwrap_or_default()
+            ))?,
+            None => parse_id(id)?,
+        };
+        let call = engine.call(&d).ok_or_else(|| FieldError::new("unknown ID"))?;
+        let _ = t;
+        return Ok(Resolved::Obj(Obj {
+            type_name: call.type_name,
+            digest: Some(d),
+        }));
+    }
+
+    if served().is_object(ret) {
+        let key = format!("{ty}.{name}");
+        if !SUPPORTED_BUILDERS.contains(&key.as_str()) {
+            return Err(unsupported(ty, name));
+        }
+        return build(ctx.engine, obj, name, ret, args).await.map(|o| {
+            if matches!(
+                field.definition.ty,
+                apollo_compiler::ast::Type::List(_) | apollo_compiler::ast::Type::NonNullList(_)
+            ) {
+                Resolved::List(vec![Resolved::Obj(o)])
+            } else {
+                Resolved::Obj(o)
+            }
+        });
+    }
+
+    // Leaves.
+    let own_id = || {
+        obj.digest
+            .as_ref()
+            .map(|d| format_id(ty, d))
+            .unwrap_or_else(|| "Query:root".to_owned())
+    };
+    match (ty, name) {
+        ("Query", "version") => return Ok(Resolved::Leaf(json!(VERSION))),
+        ("Query", "defaultPlatform") => return Ok(Resolved::Leaf(json!(default_platform()))),
+        (_, "id") => return Ok(Resolved::Leaf(json!(own_id()))),
+        _ => {}
+    }
+    let Some(d) = &obj.digest else {
+        return Err(unsupported(ty, name));
+    };
+    let value = engine.eval(d).await?;
+    leaf(engine, ty, name, &args, &value, d).await
+}
+
+fn default_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        "arm" => "linux/arm/v7",
+        "riscv64" => "linux/riscv64",
+        "s390x" => "linux/s390x",
+        "powerpc64" => "linux/ppc64le",
+        _ => "linux/amd64",
+    }
+}
+
+/// Records a builder call (doing eager work where the call's identity depends on outside state).
+async fn build(
+    engine: &Engine,
+    parent: &Obj,
+    field: &str,
+    ret: &str,
+    mut args: Map<String, Value>,
+) -> Result<Obj, FieldError> {
+    let ty = parent.type_name.as_str();
+    let mut eager: Option<Evaluated> = None;
+    let mut secret: Option<String> = None;
+    match (ty, field) {
+        // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
+        ("Host", "directory") => {
+            let path = host_path(engine, s(&args, "path"));
+            let (tree, name) = read_host_dir(
+                engine,
+                &path,
+                &strings(&args, "include"),
+                &strings(&args, "exclude"),
+                b(&args, "gitignore"),
+            )?;
+            args.insert("$content".into(), json!(tree.digest()));
+            args.remove("noCache");
+            eager = Some(Evaluated::Dir { tree, name });
+        }
+        ("Host", "file") => {
+            let path = host_path(engine, s(&args, "path"));
+            let bytes = std::fs::read(&path)
+                .map_err(|e| FieldError::new(format!("cannot read host file {}: {e}", path.display())))?;
+            let mode = file_mode(&path);
+            let blob = engine.store.put_blob(&bytes)?;
+            args.insert("$content".into(), json!(blob));
+            args.remove("noCache");
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            eager = Some(Evaluated::File {
+                name,
+                entry: FileEntry {
+                    mode,
+                    blob,
+                    size: bytes.len() as u64,
+                    mtime: None,
+                },
+            });
+        }
+        // The plaintext never enters the call: it stays in session memory.
+        ("Query", "setSecret") => {
+            secret = args.remove("plaintext").and_then(|v| v.as_str().map(str::to_owned));
+        }
+        ("Query", "secret") => {
+            let uri = s(&args, "uri");
+            if !(uri.starts_with("env://") || uri.starts_with("file://")) {
+                return Err(FieldError::new(format!(
+                    "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
+                )));
+            }
+        }
+        _ => {}
+    }
+    let call = Call {
+        type_name: ret.to_owned(),
+        parent: parent.digest.clone(),
+        field: field.to_owned(),
+        args: args.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let d = engine.register(call)?;
+    if let Some(v) = eager {
+        engine.put_result(&d, v)?;
+    }
+    if let Some(p) = secret {
+        engine.set_secret(&d, p);
+    }
+    Ok(Obj {
+        type_name: ret.to_owned(),
+        digest: Some(d),
+    })
+}
+
+fn host_path(engine: &Engine, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        engine.config.workdir.join(p)
+    }
+}
+
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644)
+}
+
+/// Reads a host directory into a tree (filtered), storing file contents as blobs.
+fn read_host_dir(
+    engine: &Engine,
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+    gitignore: bool,
+) -> Result<(Tree, String), FieldError> {
+    let meta = std::fs::metadata(root)
+        .map_err(|e| FieldError::new(format!("cannot read host directory {}: {e}", root.display())))?;
+    if !meta.is_dir() {
+        return Err(FieldError::new(format!(
+            "host path {} is not a directory",
+            root.display()
+        )));
+    }
+    let mut exclude = exclude.to_vec();
+    if gitignore && let Ok(text) = std::fs::read_to_string(root.join(".gitignore")) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        {
+            let pat = line.trim_end_matches('/');
+            if pat.starts_with('/') {
+                exclude.push(pat.trim_start_matches('/').to_owned());
+            } else {
+                exclude.push(format!("**/{pat}"));
+            }
+        }
+    }
+    let mut tree = Tree::default();
+    let mut stack = vec![(root.to_owned(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| FieldError::new(format!("cannot read {}: {e}", dir.display())))?;
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel_path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                tree.entries.insert(rel_path, Entry::Symlink { target });
+            } else if ft.is_dir() {
+                tree.entries.insert(
+                    rel_path.clone(),
+                    Entry::Dir {
+                        mode: file_mode(&path),
+                        mtime: None,
+                    },
+                );
+                stack.push((path, rel_path));
+            } else if ft.is_file() {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| FieldError::new(format!("cannot read {}: {e}", path.display())))?;
+                let blob = engine.store.put_blob(&bytes)?;
+                tree.entries.insert(
+                    rel_path,
+                    Entry::File(FileEntry {
+                        mode: file_mode(&path),
+                        blob,
+                        size: bytes.len() as u64,
+                        mtime: None,
+                    }),
+                );
+            }
+        }
+    }
+    let tree = tree.filter(include, &exclude);
+    let name = root
+        .file_name()
+        .map(|n| format!("{}/", n.to_string_lossy()))
+        .unwrap_or_else(|| "/".to_owned());
+    Ok((tree, name))
+}
+
+fn dir_of(v: &Evaluated) -> Result<(&Tree, &str), FieldError> {
+    match v {
+        Evaluated::Dir { tree, name } => Ok((tree, name)),
+        _ => Err(FieldError::new("internal error: expected a directory")),
+    }
+}
+
+fn file_of(v: &Evaluated) -> Result<(&str, &FileEntry), FieldError> {
+    match v {
+        Evaluated::File { name, entry } => Ok((name, entry)),
+        _ => Err(FieldError::new("internal error: expected a file")),
+    }
+}
+
+/// Computes an object from its call.
+pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, FieldError> {
+    let args: Map<String, Value> = call.args.clone().into_iter().collect();
+    let parent = match &call.parent {
+        Some(p) => Some(engine.eval(p).await?),
+        None => None,
+    };
+    let obj_arg = |k: &str| {
+        let engine = engine.clone();
+        let d = digest_arg(&args, k);
+        async move {
+            match d {
+                Some(d) => engine.eval(&d).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
+    let path_arg = |k: &str| normalize(s(&args, k)).map_err(FieldError::from);
+    let pty = parent.as_deref();
+    Ok(match (call.type_name.as_str(), call.field.as_str(), pty) {
+        ("Directory", "directory", None) => Evaluated::Dir {
+            tree: Tree::default(),
+            name: "/".into(),
+        },
+        ("Host", "host", None) => Evaluated::Host,
+        ("CacheVolume", "cacheVolume", None) => Evaluated::Cache {
+            key: s(&args, "key").to_owned(),
+        },
+        ("Secret", "setSecret", None) => Evaluated::Secret {
+            name: s(&args, "name").to_owned(),
+            uri: String::new(),
+        },
+        ("Secret", "secret", None) => Evaluated::Secret {
+            name: s(&args, "uri").to_owned(),
+            uri: s(&args, "uri").to_owned(),
+        },
+        ("File", "file", None) => {
+            let contents = s(&args, "contents");
+            let blob = engine.store.put_blob(contents.as_bytes())?;
+            Evaluated::File {
+                name: s(&args, "name").to_owned(),
+                entry: FileEntry {
+                    mode: i(&args, "permissions").unwrap_or(0o644) as u32,
+                    blob,
+                    size: contents.len() as u64,
+                    mtime: None,
+                },
+            }
+        }
+        ("Directory", "directory", Some(Evaluated::Host)) | ("File", "file", Some(Evaluated::Host)) => {
+            return Err(FieldError::new(
+                "host content is read when the object is created; create it again in this session",
+            ));
+        }
+        (_, field, Some(p @ Evaluated::Dir { .. })) => {
+            let (tree, dname) = dir_of(p)?;
+            let mut t = tree.clone();
+            match field {
+                "withNewFile" => {
+                    let path = path_arg("path")?;
+                    let contents = s(&args, "contents");
+                    let blob = engine.store.put_blob(contents.as_bytes())?;
+                    t.insert(
+                        &path,
+                        Entry::File(FileEntry {
+                            mode: i(&args, "permissions").unwrap_or(0o644) as u32,
+                            blob,
+                            size: contents.len() as u64,
+                            mtime: None,
+                        }),
+                    );
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withNewDirectory" => {
+                    let path = path_arg("path")?;
+                    if !t.is_dir(&path) {
+                        t.insert(
+                            &path,
+                            Entry::Dir {
+                                mode: i(&args, "permissions").unwrap_or(0o755) as u32,
+                                mtime: None,
+                            },
+                        );
+                    }
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withoutFile" | "withoutDirectory" => {
+                    t.remove(&path_arg("path")?);
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withoutFiles" => {
+                    for p in strings(&args, "paths") {
+                        t.remove(&normalize(&p)?);
+                    }
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "directory" => {
+                    let path = path_arg("path")?;
+                    let sub = tree.subtree(&path)?;
+                    let name = path
+                        .rsplit('/')
+                        .next()
+                        .filter(|n| !n.is_empty())
+                        .map_or("/".to_owned(), |n| format!("{n}/"));
+                    Evaluated::Dir { tree: sub, name }
+                }
+                "file" => {
+                    let path = path_arg("path")?;
+                    let entry = tree.file(&path)?.clone();
+                    Evaluated::File {
+                        name: path.rsplit('/').next().unwrap_or_default().to_owned(),
+                        entry,
+                    }
+                }
+                "stat" => stat_of(&t, &path_arg("path")?)?,
+                "withFile" => {
+                    let path = path_arg("path")?;
+                    let src = obj_arg("source")
+                        .await?
+                        .ok_or_else(|| FieldError::new("missing `source`"))?;
+                    let (_, entry) = file_of(&src)?;
+                    let mut entry = entry.clone();
+                    if let Some(p) = i(&args, "permissions") {
+                        entry.mode = p as u32;
+                    }
+                    t.insert(&path, Entry::File(entry));
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withFiles" => {
+                    let path = path_arg("path")?;
+                    for v in args
+                        .get("sources")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        let Some(d) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
+                            continue;
+                        };
+                        let src = engine.eval(&d).await?;
+                        let (name, entry) = file_of(&src)?;
+                        let mut entry = entry.clone();
+                        if let Some(p) = i(&args, "permissions") {
+                            entry.mode = p as u32;
+                        }
+                        let target = if path.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{path}/{name}")
+                        };
+                        t.insert(&target, Entry::File(entry));
+                    }
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withDirectory" => {
+                    let path = path_arg("path")?;
+                    let src = obj_arg("source")
+                        .await?
+                        .ok_or_else(|| FieldError::new("missing `source`"))?;
+                    let (stree, _) = dir_of(&src)?;
+                    let mut filtered = stree.filter(&strings(&args, "include"), &strings(&args, "exclude"));
+                    if let Some(p) = i(&args, "permissions") {
+                        for e in filtered.entries.values_mut() {
+                            match e {
+                                Entry::Dir { mode, .. } => *mode = p as u32,
+                                Entry::File(f) => f.mode = p as u32,
+                                Entry::Symlink { .. } => {}
+                            }
+                        }
+                    }
+                    t.merge(&path, &filtered);
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "withSymlink" => {
+                    let link = path_arg("linkName")?;
+                    t.insert(
+                        &link,
+                        Entry::Symlink {
+                            target: s(&args, "target").to_owned(),
+                        },
+                    );
+                    Evaluated::Dir {
+                        tree: t,
+                        name: dname.to_owned(),
+                    }
+                }
+                "diff" => {
+                    let other = obj_arg("other")
+                        .await?
+                        .ok_or_else(|| FieldError::new("missing `other`"))?;
+                    let (otree, _) = dir_of(&other)?;
+                    Evaluated::Dir {
+                        tree: tree.diff(otree),
+                        name: dname.to_owned(),
+                    }
+                }
+                "filter" => Evaluated::Dir {
+                    tree: tree.filter(&strings(&args, "include"), &strings(&args, "exclude")),
+                    name: dname.to_owned(),
+                },
+                "withTimestamps" => Evaluated::Dir {
+                    tree: tree.with_timestamps(i(&args, "timestamp").unwrap_or(0)),
+                    name: dname.to_owned(),
+                },
+                other => return Err(unsupported("Directory", other)),
+            }
+        }
+        (_, field, Some(p @ Evaluated::File { .. })) => {
+            let (name, entry) = file_of(p)?;
+            match field {
+                "withName" => Evaluated::File {
+                    name: s(&args, "name").to_owned(),
+                    entry: entry.clone(),
+                },
+                "withTimestamps" => Evaluated::File {
+                    name: name.to_owned(),
+                    entry: FileEntry {
+                        mtime: i(&args, "timestamp"),
+                        ..entry.clone()
+                    },
+                },
+                "stat" => Evaluated::Stat {
+                    file_type: "REGULAR".into(),
+                    name: name.to_owned(),
+                    permissions: entry.mode,
+                    size: entry.size,
+                },
+                other => return Err(unsupported("File", other)),
+            }
+        }
+        (t, f, _) => return Err(unsupported(t, f)),
+    })
+}
+
+fn stat_of(tree: &Tree, path: &str) -> Result<Evaluated, FieldError> {
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    if path.is_empty() {
+        return Ok(Evaluated::Stat {
+            file_type: "DIRECTORY".into(),
+            name: "/".into(),
+            permissions: 0o755,
+            size: 0,
+        });
+    }
+    Ok(match tree.entries.get(path) {
+        Some(Entry::Dir { mode, .. }) => Evaluated::Stat {
+            file_type: "DIRECTORY".into(),
+            name,
+            permissions: *mode,
+            size: 0,
+        },
+        Some(Entry::File(f)) => Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name,
+            permissions: f.mode,
+            size: f.size,
+        },
+        Some(Entry::Symlink { target }) => Evaluated::Stat {
+            file_type: "SYMLINK".into(),
+            name,
+            permissions: 0o777,
+            size: target.len() as u64,
+        },
+        None => return Err(crate::tree::PathError::NotFound(path.to_owned()).into()),
+    })
+}
+
+/// Computes a leaf of an evaluated object.
+async fn leaf(
+    engine: &Engine,
+    ty: &str,
+    name: &str,
+    args: &Map<String, Value>,
+    v: &Evaluated,
+    d: &Digest,
+) -> Result<Resolved, FieldError> {
+    let leaf = |v: Value| Ok(Resolved::Leaf(v));
+    match (ty, name, v) {
+        (_, "sync", _) => leaf(json!(format_id(ty, d))),
+        ("Directory", "entries", Evaluated::Dir { tree, .. }) => {
+            let path = normalize(s(args, "path"))?;
+            leaf(json!(tree.list(&path)?))
+        }
+        ("Directory", "glob", Evaluated::Dir { tree, .. }) => leaf(json!(tree.glob(s(args, "pattern")))),
+        ("Directory", "digest", Evaluated::Dir { tree, .. }) => leaf(json!(format!("sha256:{}", tree.digest()))),
+        ("Directory", "name", Evaluated::Dir { name, .. }) => leaf(json!(name)),
+        ("Directory", "exists", Evaluated::Dir { tree, .. }) => {
+            let path = normalize(s(args, "path"))?;
+            let found = match (tree.entries.get(&path), s(args, "expectedType")) {
+                (_, _) if path.is_empty() => true,
+                (None, _) => false,
+                (Some(_), "") => true,
+                (Some(Entry::File(_)), "REGULAR_TYPE") => true,
+                (Some(Entry::Dir { .. }), "DIRECTORY_TYPE") => true,
+                (Some(Entry::Symlink { .. }), "SYMLINK_TYPE") => true,
+                _ => false,
+            };
+            leaf(json!(found))
+        }
+        ("Directory", "export", Evaluated::Dir { tree, .. }) => {
+            let target = host_path(engine, s(args, "path"));
+            export_tree(engine, tree, &target, b(args, "wipe"))?;
+            leaf(json!(target.to_string_lossy()))
+        }
+        ("File", "contents", Evaluated::File { entry, .. }) => {
+            let bytes = engine.store.get_blob(&entry.blob)?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let offset = i(args, "offsetLines").unwrap_or(0).max(0) as usize;
+            let text = match (offset, i(args, "limitLines")) {
+                (0, None) => text,
+                (o, limit) => {
+                    let lines = text.split_inclusive('\n').skip(o);
+                    match limit {
+                        Some(l) => lines.take(l.max(0) as usize).collect(),
+                        None => lines.collect(),
+                    }
+                }
+            };
+            leaf(json!(text))
+        }
+        ("File", "name", Evaluated::File { name, .. }) => leaf(json!(name)),
+        ("File", "size", Evaluated::File { entry, .. }) => leaf(json!(entry.size)),
+        ("File", "digest", Evaluated::File { entry, name }) => {
+            if b(args, "excludeMetadata") {
+                leaf(json!(format!("sha256:{}", entry.blob)))
+            } else {
+                let meta = serde_json::to_vec(&(name, entry)).unwrap_or_default();
+                leaf(json!(format!("sha256:{}", Digest::of(&meta))))
+            }
+        }
+        ("File", "export", Evaluated::File { entry, .. }) => {
+            let mut target = host_path(engine, s(args, "path"));
+            if target.is_dir() {
+                if !b(args, "allowParentDirPath") {
+                    return Err(FieldError::new(format!(
+                        "{} is a directory; pass a file path, or set `allowParentDirPath` to write into it",
+                        target.display()
+                    )));
+                }
+                if let Ok((name, _)) = file_of(v) {
+                    target = target.join(name);
+                }
+            }
+            write_file(engine, entry, &target)?;
+            leaf(json!(target.to_string_lossy()))
+        }
+        ("Secret", "name", Evaluated::Secret { name, .. }) => leaf(json!(name)),
+        ("Secret", "uri", Evaluated::Secret { uri, .. }) => leaf(json!(uri)),
+        ("Secret", "plaintext", Evaluated::Secret { uri, name }) => {
+            if let Some(p) = engine.secret(d) {
+                return leaf(json!(p));
+            }
+            if let Some(var) = uri.strip_prefix("env://") {
+                return std::env::var(var).map(|v| Resolved::Leaf(json!(v))).map_err(|_| {
+                    FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set"))
+                });
+            }
+            if let Some(path) = uri.strip_prefix("file://") {
+                return std::fs::read_to_string(path)
+                    .map(|v| Resolved::Leaf(json!(v)))
+                    .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
+            }
+            Err(FieldError::new(format!(
+                "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
+            )))
+        }
+        (
+            "Stat",
+            field,
+            Evaluated::Stat {
+                file_type,
+                name,
+                permissions,
+                size,
+            },
+        ) => match field {
+            "fileType" => leaf(json!(file_type)),
+            "name" => leaf(json!(name)),
+            "permissions" => leaf(json!(permissions)),
+            "size" => leaf(json!(size)),
+            other => Err(unsupported("Stat", other)),
+        },
+        _ => Err(unsupported(ty, name)),
+    }
+}
+
+fn write_file(engine: &Engine, entry: &FileEntry, target: &Path) -> Result<(), FieldError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let bytes = engine.store.get_blob(&entry.blob)?;
+    std::fs::write(target, bytes).map_err(|e| FieldError::new(format!("cannot write {}: {e}", target.display())))?;
+    let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(entry.mode));
+    Ok(())
+}
+
+fn export_tree(engine: &Engine, tree: &Tree, target: &Path, wipe: bool) -> Result<(), FieldError> {
+    if wipe && target.exists() {
+        std::fs::remove_dir_all(target)
+            .map_err(|e| FieldError::new(format!("cannot wipe {}: {e}", target.display())))?;
+    }
+    std::fs::create_dir_all(target).map_err(|e| FieldError::new(format!("cannot create {}: {e}", target.display())))?;
+    for (rel, entry) in &tree.entries {
+        // Keys are normalized (no `..`, no leading `/`), so every path stays under `target`.
+        let path = target.join(rel);
+        match entry {
+            Entry::Dir { .. } => {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| FieldError::new(format!("cannot create {}: {e}", path.display())))?;
+            }
+            Entry::File(f) => write_file(engine, f, &path)?,
+            Entry::Symlink { target: to } => {
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(to, &path)
+                    .map_err(|e| FieldError::new(format!("cannot link {}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}

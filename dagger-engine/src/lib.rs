@@ -1,0 +1,75 @@
+//! # dagger-engine — an embedded engine for the Dagger v0.21 protocol
+//!
+//! # Layout
+//! - [`server`]: HTTP `POST /query` on loopback with the session token, body limits;
+//! - [`exec`]: parse and validate requests (apollo-compiler), execute them concurrently;
+//! - [`schema`]: the contract `schema/core.graphql` the engine serves, exactly;
+//! - [`core`]: the core API: builders record calls, leaves evaluate them;
+//! - [`engine`]: one session: ID registry, evaluation with caching and deduplication, secrets, events;
+//! - [`ids`]: calls, digests and the wire form of IDs;
+//! - [`tree`]: directory snapshots as manifests;
+//! - [`store`]: the on-disk, content-addressed cache.
+//!
+//! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
+//! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
+//! (`core::compute`) and keeps results in memory and in the [`store::Store`].
+
+pub mod core;
+pub mod engine;
+pub mod exec;
+pub mod ids;
+pub mod schema;
+pub mod server;
+pub mod store;
+pub mod tree;
+
+pub use engine::{Config, Engine, Event, EventKind};
+
+/// A running in-process session: its port and token, and the handle that stops it.
+pub struct Session {
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// The session token.
+    pub token: String,
+    /// The engine behind it.
+    pub engine: std::sync::Arc<Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Session {
+    /// Starts an engine and serves it on `127.0.0.1:0` with a random token, in the current tokio runtime.
+    pub async fn start(config: Config) -> std::io::Result<Session> {
+        let engine = Engine::new(config).map_err(std::io::Error::other)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let token = server::random_token();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve_engine = engine.clone();
+        let serve_token = token.clone();
+        tokio::spawn(async move {
+            let _ = server::run(listener, serve_token, serve_engine, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Ok(Session {
+            port,
+            token,
+            engine,
+            stop: Some(stop),
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

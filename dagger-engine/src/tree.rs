@@ -1,0 +1,445 @@
+//! Directory snapshots as manifests: a sorted map from relative path to entry, with file contents stored as
+//! blobs. Directory operations (`withNewFile`, `directory`, `diff`, `filter`, …) only rewrite manifests, so
+//! they cost no file copies; `export` materializes a manifest on the host.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Digest;
+
+/// One entry of a tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k")]
+pub enum Entry {
+    /// A directory.
+    Dir {
+        /// Permission bits.
+        mode: u32,
+        /// Modification time (seconds since the epoch), when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime: Option<i64>,
+    },
+    /// A regular file.
+    File(FileEntry),
+    /// A symbolic link.
+    Symlink {
+        /// Where it points.
+        target: String,
+    },
+}
+
+/// A regular file: contents by digest, and metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Permission bits.
+    pub mode: u32,
+    /// The contents' digest (a blob in the store).
+    pub blob: Digest,
+    /// The size in bytes.
+    pub size: u64,
+    /// Modification time (seconds since the epoch), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+}
+
+/// A directory tree. Keys are normalized relative paths (`a`, `a/b.txt`); the root is implicit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// The entries, sorted by path.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// A path that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    /// The path climbs out of the directory with `..`.
+    #[error("path `{0}` escapes its directory with `..`")]
+    Escapes(String),
+    /// Nothing exists at the path.
+    #[error("no such file or directory: `{0}`")]
+    NotFound(String),
+    /// Something exists, but of another kind.
+    #[error("`{path}` is not a {expected}")]
+    WrongKind {
+        /// The path.
+        path: String,
+        /// What was expected (`file`, `directory`).
+        expected: &'static str,
+    },
+}
+
+/// Normalizes a path relative to a tree's root: drops leading `/`, `.` segments and empty segments,
+/// resolves `..` (an escape above the root is an error). The root is `""`.
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(PathError::Escapes(path.to_owned()));
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn parent_of(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+impl Tree {
+    /// Whether `path` (normalized) is the root or an existing directory.
+    pub fn is_dir(&self, path: &str) -> bool {
+        path.is_empty() || matches!(self.entries.get(path), Some(Entry::Dir { .. }))
+    }
+
+    /// Creates the missing parent directories of `path` (mode 0755).
+    fn ensure_parents(&mut self, path: &str) {
+        let mut cur = path;
+        let mut missing = Vec::new();
+        while let Some(p) = parent_of(cur) {
+            if !self.entries.contains_key(p) {
+                missing.push(p.to_owned());
+            }
+            cur = p;
+        }
+        for p in missing {
+            self.entries.insert(
+                p,
+                Entry::Dir {
+                    mode: 0o755,
+                    mtime: None,
+                },
+            );
+        }
+    }
+
+    /// Inserts an entry at a normalized path, replacing whatever was there (and below it).
+    pub fn insert(&mut self, path: &str, entry: Entry) {
+        self.remove(path);
+        self.ensure_parents(path);
+        self.entries.insert(path.to_owned(), entry);
+    }
+
+    /// Removes `path` and everything below it; returns whether anything was removed.
+    pub fn remove(&mut self, path: &str) -> bool {
+        if path.is_empty() {
+            let any = !self.entries.is_empty();
+            self.entries.clear();
+            return any;
+        }
+        let prefix = format!("{path}/");
+        let before = self.entries.len();
+        self.entries.retain(|k, _| k != path && !k.starts_with(&prefix));
+        before != self.entries.len()
+    }
+
+    /// The subtree at a normalized directory path, re-rooted.
+    pub fn subtree(&self, path: &str) -> Result<Tree, PathError> {
+        if path.is_empty() {
+            return Ok(self.clone());
+        }
+        match self.entries.get(path) {
+            Some(Entry::Dir { .. }) => {}
+            Some(_) => {
+                return Err(PathError::WrongKind {
+                    path: path.to_owned(),
+                    expected: "directory",
+                });
+            }
+            None => return Err(PathError::NotFound(path.to_owned())),
+        }
+        let prefix = format!("{path}/");
+        Ok(Tree {
+            entries: self
+                .entries
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_owned(), v.clone())))
+                .collect(),
+        })
+    }
+
+    /// Copies `other` into this tree under the normalized directory `path` (merging with what is there).
+    pub fn merge(&mut self, path: &str, other: &Tree) {
+        if !path.is_empty() {
+            if !self.is_dir(path) {
+                self.insert(
+                    path,
+                    Entry::Dir {
+                        mode: 0o755,
+                        mtime: None,
+                    },
+                );
+            }
+            self.ensure_parents(path);
+        }
+        for (k, v) in &other.entries {
+            let target = join(path, k);
+            // A file replacing a directory (or the reverse) replaces its whole subtree.
+            let kind_changes = match (self.entries.get(&target), v) {
+                (Some(Entry::Dir { .. }), Entry::Dir { .. }) => false,
+                (Some(_), _) => true,
+                (None, _) => false,
+            };
+            if kind_changes {
+                self.remove(&target);
+            }
+            self.entries.insert(target, v.clone());
+        }
+    }
+
+    /// The file at a normalized path.
+    pub fn file(&self, path: &str) -> Result<&FileEntry, PathError> {
+        match self.entries.get(path) {
+            Some(Entry::File(f)) => Ok(f),
+            Some(_) => Err(PathError::WrongKind {
+                path: path.to_owned(),
+                expected: "file",
+            }),
+            None => Err(PathError::NotFound(path.to_owned())),
+        }
+    }
+
+    /// The names directly inside a normalized directory path, sorted, directories with a trailing `/`.
+    pub fn list(&self, path: &str) -> Result<Vec<String>, PathError> {
+        if !self.is_dir(path) {
+            return Err(if self.entries.contains_key(path) {
+                PathError::WrongKind {
+                    path: path.to_owned(),
+                    expected: "directory",
+                }
+            } else {
+                PathError::NotFound(path.to_owned())
+            });
+        }
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let mut out: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(&prefix)?;
+                (!rest.contains('/')).then(|| match v {
+                    Entry::Dir { .. } => format!("{rest}/"),
+                    _ => rest.to_owned(),
+                })
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Paths matching a glob pattern (`*`, `?`, `[…]`, and `**` for any number of directories); directories
+    /// match too. Sorted.
+    pub fn glob(&self, pattern: &str) -> Vec<String> {
+        let pat: Vec<&str> = pattern
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        self.entries
+            .keys()
+            .filter(|k| {
+                let segs: Vec<&str> = k.split('/').collect();
+                match_segments(&pat, &segs)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
+    /// holding kept entries are kept.
+    pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
+        let matches_any = |path: &str, pats: &[String]| {
+            let segs: Vec<&str> = path.split('/').collect();
+            pats.iter().any(|p| {
+                let pat: Vec<&str> = p
+                    .trim_start_matches('/')
+                    .trim_end_matches('/')
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                // A pattern matching a directory covers everything below it.
+                (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]))
+            })
+        };
+        let mut out = Tree::default();
+        for (k, v) in &self.entries {
+            if matches_any(k, exclude) {
+                continue;
+            }
+            if !include.is_empty() && !matches_any(k, include) {
+                continue;
+            }
+            out.entries.insert(k.clone(), v.clone());
+        }
+        // Parents of kept entries stay, with their own metadata.
+        let keys: Vec<String> = out.entries.keys().cloned().collect();
+        for k in keys {
+            let mut cur = k.as_str();
+            while let Some(p) = parent_of(cur) {
+                if let Some(e) = self.entries.get(p) {
+                    out.entries.entry(p.to_owned()).or_insert_with(|| e.clone());
+                }
+                cur = p;
+            }
+        }
+        out
+    }
+
+    /// What `other` adds or changes relative to `self` (deletions do not appear).
+    pub fn diff(&self, other: &Tree) -> Tree {
+        let mut out = Tree::default();
+        for (k, v) in &other.entries {
+            if self.entries.get(k) != Some(v) {
+                out.entries.insert(k.clone(), v.clone());
+            }
+        }
+        let keys: Vec<String> = out.entries.keys().cloned().collect();
+        for k in keys {
+            let mut cur = k.as_str();
+            while let Some(p) = parent_of(cur) {
+                if let Some(e) = other.entries.get(p) {
+                    out.entries.entry(p.to_owned()).or_insert_with(|| e.clone());
+                }
+                cur = p;
+            }
+        }
+        out
+    }
+
+    /// Sets every entry's modification time.
+    pub fn with_timestamps(&self, t: i64) -> Tree {
+        let mut out = self.clone();
+        for e in out.entries.values_mut() {
+            match e {
+                Entry::Dir { mtime, .. } => *mtime = Some(t),
+                Entry::File(f) => f.mtime = Some(t),
+                Entry::Symlink { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// A digest of the whole tree (paths, kinds, modes, contents).
+    pub fn digest(&self) -> Digest {
+        Digest::of(&serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// Matches path segments against pattern segments; `**` matches zero or more segments.
+fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
+    match pat.split_first() {
+        None => segs.is_empty(),
+        Some((&"**", rest)) => (0..=segs.len()).any(|i| match_segments(rest, &segs[i..])),
+        Some((p, rest)) => match segs.split_first() {
+            Some((s, srest)) => match_one(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest),
+            None => false,
+        },
+    }
+}
+
+/// Matches one segment against a pattern with `*`, `?` and `[…]` classes.
+pub fn match_one(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| match_one(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && match_one(rest, &s[1..]),
+        Some((b'[', rest)) => {
+            let Some(end) = rest.iter().position(|&c| c == b']') else {
+                return s.first() == Some(&b'[') && match_one(rest, &s[1..]);
+            };
+            let Some((&c, srest)) = s.split_first() else {
+                return false;
+            };
+            let (negate, class) = match rest[..end].split_first() {
+                Some((b'!' | b'^', cls)) => (true, cls),
+                _ => (false, &rest[..end]),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    hit |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    hit |= class[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate && match_one(&rest[end + 1..], srest)
+        }
+        Some((&pc, rest)) => s.first() == Some(&pc) && match_one(rest, &s[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Entry {
+        Entry::File(FileEntry {
+            mode: 0o644,
+            blob: Digest::of(b""),
+            size: 0,
+            mtime: None,
+        })
+    }
+
+    #[test]
+    fn normalize_refuses_escapes() {
+        assert_eq!(normalize("/a/./b//c/").as_deref(), Ok("a/b/c"));
+        assert_eq!(normalize("a/../b").as_deref(), Ok("b"));
+        assert!(matches!(normalize("../x"), Err(PathError::Escapes(_))));
+        assert!(matches!(normalize("a/../../x"), Err(PathError::Escapes(_))));
+    }
+
+    #[test]
+    fn list_glob_filter_diff() {
+        let mut t = Tree::default();
+        t.insert("src/main.rs", file());
+        t.insert("src/lib/mod.rs", file());
+        t.insert("README.md", file());
+        assert_eq!(t.list("").expect("root"), vec!["README.md", "src/"]);
+        assert_eq!(t.list("src").expect("src"), vec!["lib/", "main.rs"]);
+        assert_eq!(t.glob("**/*.rs"), vec!["src/lib/mod.rs", "src/main.rs"]);
+        // A trailing `**` matches zero or more segments, so the directory itself is included.
+        assert_eq!(
+            t.glob("src/**"),
+            vec!["src", "src/lib", "src/lib/mod.rs", "src/main.rs"]
+        );
+        assert_eq!(t.glob("*"), vec!["README.md", "src"]);
+        let f = t.filter(&["src".into()], &["**/mod.rs".into()]);
+        assert_eq!(
+            f.entries.keys().cloned().collect::<Vec<_>>(),
+            // The directory stays, as an empty one, when only its content is excluded.
+            vec!["src", "src/lib", "src/main.rs"]
+        );
+        let mut t2 = t.clone();
+        t2.insert("new.txt", file());
+        t2.remove("README.md");
+        assert_eq!(t.diff(&t2).entries.keys().cloned().collect::<Vec<_>>(), vec!["new.txt"]);
+    }
+
+    #[test]
+    fn character_classes() {
+        assert!(match_one(b"[a-c]x", b"bx"));
+        assert!(!match_one(b"[!a-c]x", b"bx"));
+        assert!(match_one(b"*.t?t", b"notes.txt"));
+    }
+}
