@@ -80,9 +80,50 @@ const SUPPORTED_BUILDERS: &[&str] = &[
     "File.withName",
     "File.withTimestamps",
     "File.stat",
+    "Query.container",
+    "Container.withRootfs",
+    "Container.withDirectory",
+    "Container.withFile",
+    "Container.withFiles",
+    "Container.withNewFile",
+    "Container.withSymlink",
+    "Container.withoutFile",
+    "Container.withoutFiles",
+    "Container.withoutDirectory",
+    "Container.withMountedDirectory",
+    "Container.withMountedFile",
+    "Container.withMountedCache",
+    "Container.withMountedSecret",
+    "Container.withMountedTemp",
+    "Container.withoutMount",
+    "Container.withEnvVariable",
+    "Container.withoutEnvVariable",
+    "Container.withSecretVariable",
+    "Container.withoutSecretVariable",
+    "Container.withWorkdir",
+    "Container.withoutWorkdir",
+    "Container.withUser",
+    "Container.withoutUser",
+    "Container.withEntrypoint",
+    "Container.withoutEntrypoint",
+    "Container.withDefaultArgs",
+    "Container.withoutDefaultArgs",
+    "Container.withLabel",
+    "Container.withoutLabel",
+    "Container.withExposedPort",
+    "Container.withRegistryAuth",
+    "Container.withExec",
+    "Container.file",
+    "Container.directory",
+    "Container.rootfs",
+    "Container.stat",
 ];
 
-fn unsupported(type_name: &str, field: &str) -> FieldError {
+/// Fields returning lists of plain records; each element becomes an object of its own.
+const RECORD_LISTS: &[&str] = &["Container.envVariables", "Container.labels", "Container.exposedPorts"];
+
+/// The error for a field this engine does not implement.
+pub(crate) fn unsupported(type_name: &str, field: &str) -> FieldError {
     FieldError::new(format!("`{type_name}.{field}` is not supported by this engine yet"))
 }
 
@@ -185,6 +226,32 @@ pub async fn resolve(
         }));
     }
 
+    if RECORD_LISTS.contains(&format!("{ty}.{name}").as_str())
+        && let Some(d) = &obj.digest
+    {
+        let value = engine.eval(d).await?;
+        let Evaluated::Container(st) = &*value else {
+            return Err(unsupported(ty, name));
+        };
+        let records = crate::container::records(st, name).unwrap_or_default();
+        let mut out = Vec::with_capacity(records.len());
+        for (index, record) in records.into_iter().enumerate() {
+            let call = Call {
+                type_name: ret.to_owned(),
+                parent: Some(d.clone()),
+                field: name.to_owned(),
+                args: [("$index".to_owned(), json!(index))].into_iter().collect(),
+            };
+            let rd = engine.register(call)?;
+            engine.put_result(&rd, Evaluated::Record(record))?;
+            out.push(Resolved::Obj(Obj {
+                type_name: ret.to_owned(),
+                digest: Some(rd),
+            }));
+        }
+        return Ok(Resolved::List(out));
+    }
+
     if served().is_object(ret) {
         let key = format!("{ty}.{name}");
         if !SUPPORTED_BUILDERS.contains(&key.as_str()) {
@@ -222,7 +289,8 @@ pub async fn resolve(
     leaf(engine, ty, name, &args, &value, d).await
 }
 
-fn default_platform() -> &'static str {
+/// The platform containers get when none is asked for.
+pub(crate) fn default_platform() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         "arm" => "linux/arm/v7",
@@ -445,6 +513,20 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
     };
     let path_arg = |k: &str| normalize(s(&args, k)).map_err(FieldError::from);
     let pty = parent.as_deref();
+    match (call.field.as_str(), pty) {
+        ("container", None) => return crate::container::compute(engine, call, &call.digest(), None).await,
+        (field, Some(Evaluated::Container(st))) => {
+            if RECORD_LISTS.contains(&format!("Container.{field}").as_str()) {
+                let index = args.get("$index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                return crate::container::records(st, field)
+                    .and_then(|r| r.into_iter().nth(index))
+                    .map(Evaluated::Record)
+                    .ok_or_else(|| FieldError::new(format!("`Container.{field}` has no element {index}")));
+            }
+            return crate::container::compute(engine, call, &call.digest(), Some(st)).await;
+        }
+        _ => {}
+    }
     Ok(match (call.type_name.as_str(), call.field.as_str(), pty) {
         ("Directory", "directory", None) => Evaluated::Dir {
             tree: Tree::default(),
@@ -716,7 +798,7 @@ fn stat_of(tree: &Tree, path: &str) -> Result<Evaluated, FieldError> {
 
 /// Computes a leaf of an evaluated object.
 async fn leaf(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     ty: &str,
     name: &str,
     args: &Map<String, Value>,
@@ -726,6 +808,14 @@ async fn leaf(
     let leaf = |v: Value| Ok(Resolved::Leaf(v));
     match (ty, name, v) {
         (_, "sync", _) => leaf(json!(format_id(ty, d))),
+        ("Container", _, Evaluated::Container(st)) => match crate::container::leaf(engine, name, args, st).await? {
+            Some(v) => leaf(v),
+            None => Err(unsupported(ty, name)),
+        },
+        (_, _, Evaluated::Record(fields)) => match fields.get(name) {
+            Some(v) => leaf(v.clone()),
+            None => Err(unsupported(ty, name)),
+        },
         ("Directory", "entries", Evaluated::Dir { tree, .. }) => {
             let path = normalize(s(args, "path"))?;
             leaf(json!(tree.list(&path)?))

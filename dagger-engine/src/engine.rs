@@ -23,6 +23,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// The directory host paths resolve against.
     pub workdir: PathBuf,
+    /// The OCI runtime (`runc`, `crun` or a path); `None` reads `DAGGER_RS_RUNTIME`, then uses `runc`.
+    pub runtime: Option<String>,
 }
 
 impl Default for Config {
@@ -30,6 +32,7 @@ impl Default for Config {
         Self {
             cache_dir: Store::default_dir(),
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            runtime: None,
         }
     }
 }
@@ -77,6 +80,10 @@ pub enum Evaluated {
     },
     /// The host.
     Host,
+    /// A container.
+    Container(Box<crate::container::ContainerState>),
+    /// A plain record (`EnvVariable`, `Label`, `Port`): its fields.
+    Record(serde_json::Map<String, serde_json::Value>),
 }
 
 impl Evaluated {
@@ -84,8 +91,20 @@ impl Evaluated {
     fn persistent(&self) -> bool {
         matches!(
             self,
-            Evaluated::Dir { .. } | Evaluated::File { .. } | Evaluated::Stat { .. }
+            Evaluated::Dir { .. }
+                | Evaluated::File { .. }
+                | Evaluated::Stat { .. }
+                | Evaluated::Container(_)
+                | Evaluated::Record(_)
         )
+    }
+
+    /// Whether a result loaded from disk can still be used (the layers it names may have been pruned).
+    fn intact(&self, store: &Store) -> bool {
+        match self {
+            Evaluated::Container(c) => c.intact(store),
+            _ => true,
+        }
     }
 }
 
@@ -127,6 +146,24 @@ impl std::fmt::Display for Event {
     }
 }
 
+/// Cache volumes in use by one exec; released on drop.
+pub struct CacheUse<'a> {
+    engine: &'a Engine,
+    keys: Vec<String>,
+}
+
+impl Drop for CacheUse<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut users) = self.engine.cache_users.lock() {
+            for k in &self.keys {
+                if let Some(n) = users.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
 type EvalFuture = Shared<BoxFuture<'static, Result<Arc<Evaluated>, FieldError>>>;
 
 /// One session's engine.
@@ -140,6 +177,9 @@ pub struct Engine {
     in_flight: Mutex<HashMap<Digest, EvalFuture>>,
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
+    runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
+    cache_users: Mutex<HashMap<String, usize>>,
+    cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
     pub computed: std::sync::atomic::AtomicUsize,
 }
@@ -165,6 +205,9 @@ impl Engine {
             in_flight: Mutex::default(),
             secrets: Mutex::default(),
             events,
+            runtime: std::sync::OnceLock::new(),
+            cache_users: Mutex::default(),
+            cache_locks: Mutex::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
@@ -180,6 +223,94 @@ impl Engine {
             id: digest.as_str()[..12].to_owned(),
             kind,
         });
+    }
+
+    /// Reports a line of output from an operation.
+    pub fn emit_log(&self, op: &str, digest: &Digest, line: String) {
+        let _ = self.events.send(Event {
+            op: op.to_owned(),
+            id: digest.as_str()[..12].to_owned(),
+            kind: EventKind::Log(line),
+        });
+    }
+
+    /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
+    pub fn runtime(&self) -> Result<&crate::runtime::Runtime, FieldError> {
+        self.runtime
+            .get_or_init(|| {
+                crate::runtime::Runtime::detect(self.config.runtime.as_deref(), &self.store.root().join("runtime"))
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| FieldError::new(e.clone()))
+    }
+
+    /// Takes the locks and use counts an exec needs for its cache mounts: a `LOCKED` volume admits one exec at
+    /// a time; a `PRIVATE` one gives a second concurrent user a fresh, throwaway volume.
+    pub async fn cache_locks(
+        &self,
+        mounts: &[(String, crate::container::MountSource)],
+    ) -> (Vec<tokio::sync::OwnedMutexGuard<()>>, CacheUse<'_>) {
+        let mut guards = Vec::new();
+        let mut keys = Vec::new();
+        for (_, m) in mounts {
+            if let crate::container::MountSource::Cache { key, sharing, .. } = m {
+                if sharing == "LOCKED" {
+                    let lock = self
+                        .cache_locks
+                        .lock()
+                        .map(|mut l| l.entry(key.clone()).or_default().clone())
+                        .unwrap_or_default();
+                    guards.push(lock.lock_owned().await);
+                }
+                keys.push(key.clone());
+            }
+        }
+        if let Ok(mut users) = self.cache_users.lock() {
+            for k in &keys {
+                *users.entry(k.clone()).or_default() += 1;
+            }
+        }
+        (guards, CacheUse { engine: self, keys })
+    }
+
+    /// The host directory of a cache volume for one exec, and whether it was just created (to seed it).
+    pub fn cache_volume_dir(
+        &self,
+        key: &str,
+        sharing: &str,
+        scratch: &std::path::Path,
+        n: usize,
+    ) -> Result<(PathBuf, bool), FieldError> {
+        let in_use = self
+            .cache_users
+            .lock()
+            .map(|u| u.get(key).copied().unwrap_or(0))
+            .unwrap_or(0);
+        if sharing == "PRIVATE" && in_use > 1 {
+            let dir = scratch.join(format!("c{n}"));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+            return Ok((dir, true));
+        }
+        let base = self
+            .store
+            .root()
+            .join("cache-volumes")
+            .join(Digest::of(key.as_bytes()).as_str());
+        let data = base.join("data");
+        if data.is_dir() {
+            return Ok((data, false));
+        }
+        std::fs::create_dir_all(&base)
+            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", base.display())))?;
+        let tmp = base.join(format!("new-{}", crate::snapshot::unique()));
+        std::fs::create_dir_all(&tmp).map_err(|e| FieldError::new(format!("cannot create {}: {e}", tmp.display())))?;
+        if std::fs::rename(&tmp, &data).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok((data, false));
+        }
+        Ok((data, true))
     }
 
     /// Registers a call, returning its digest (the object's identity).
@@ -251,7 +382,11 @@ impl Engine {
             let call = this
                 .call(&d)
                 .ok_or_else(|| FieldError::new(format!("unknown object `{d}`: it was never created on this engine")))?;
-            if let Some(v) = this.store.get_json::<Evaluated>("results", &d) {
+            if let Some(v) = this
+                .store
+                .get_json::<Evaluated>("results", &d)
+                .filter(|v| v.intact(&this.store))
+            {
                 this.emit(&call, &d, EventKind::Cached);
                 let v = Arc::new(v);
                 if let Ok(mut r) = this.results.lock() {

@@ -25,6 +25,11 @@ impl Digest {
         Digest(hex(&h.finalize()))
     }
 
+    /// The digest from raw SHA-256 output.
+    pub fn from_sha256(raw: &[u8]) -> Self {
+        Digest(hex(raw))
+    }
+
     /// The hex string.
     pub fn as_str(&self) -> &str {
         &self.0

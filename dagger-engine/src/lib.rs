@@ -8,18 +8,24 @@
 //! - [`engine`]: one session: ID registry, evaluation with caching and deduplication, secrets, events;
 //! - [`ids`]: calls, digests and the wire form of IDs;
 //! - [`tree`]: directory snapshots as manifests;
+//! - [`container`]: container state, the `Container` fields, and `withExec`;
+//! - [`snapshot`]: container filesystems as overlayfs stacks of layer directories;
+//! - [`runtime`]: OCI runtime bundles run by `runc` or `crun`;
 //! - [`store`]: the on-disk, content-addressed cache.
 //!
 //! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
 //! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
 //! (`core::compute`) and keeps results in memory and in the [`store::Store`].
 
+pub mod container;
 pub mod core;
 pub mod engine;
 pub mod exec;
 pub mod ids;
+pub mod runtime;
 pub mod schema;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod tree;
 

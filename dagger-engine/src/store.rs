@@ -92,6 +92,40 @@ impl Store {
         Ok(d)
     }
 
+    /// Stores a file's contents by streaming them (memory does not grow with the file), returning the digest
+    /// and size.
+    pub fn put_blob_from_file(&self, src: &Path) -> Result<(Digest, u64), StoreError> {
+        use sha2::Digest as _;
+        use std::io::Read;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("blob-{}", crate::snapshot::unique()));
+        let mut input = std::fs::File::open(src).map_err(err(src))?;
+        let mut out = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(err(src))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(err(&tmp))?;
+            size += n as u64;
+        }
+        drop(out);
+        let d = Digest::from_sha256(&hasher.finalize());
+        let path = self.blob_path(&d);
+        if path.exists() {
+            let _ = std::fs::remove_file(&tmp);
+        } else {
+            std::fs::rename(&tmp, &path).map_err(err(&path))?;
+        }
+        Ok((d, size))
+    }
+
     /// The path of a blob.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join(d.as_str())

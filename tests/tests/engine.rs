@@ -30,6 +30,7 @@ async fn start_with(cache_dir: std::path::PathBuf, cache: tempfile::TempDir) -> 
     let session = Session::start(Config {
         cache_dir,
         workdir: work.path().to_owned(),
+        ..Config::default()
     })
     .await
     .expect("engine starts");
@@ -289,6 +290,7 @@ async fn results_are_cached_across_restarts_and_deduplicated() {
     let env2 = Session::start(Config {
         cache_dir: cache_path.clone(),
         workdir: std::env::temp_dir(),
+        ..Config::default()
     })
     .await
     .expect("restart");
@@ -319,15 +321,15 @@ async fn unsupported_fields_say_so() {
     let env = start().await;
     let err = env
         .dag
-        .container()
-        .from("alpine")
+        .directory()
+        .docker_build()
         .with_exec(["true"])
         .stdout()
         .await
         .expect_err("unsupported");
     assert_eq!(
         err.to_string(),
-        "`Query.container` is not supported by this engine yet (at `container`)"
+        "`Directory.dockerBuild` is not supported by this engine yet (at `directory.dockerBuild`)"
     );
 }
 

@@ -1,0 +1,1451 @@
+//! Containers: their state (layers, image config, mounts, last exec), how each `Container` builder field
+//! changes it, and how `withExec` runs a process.
+//!
+//! A container's filesystem is a stack of layer directories (see [`crate::snapshot`]). File operations
+//! (`withNewFile`, `withDirectory`, `withoutFile`, …) each add a small layer; `withExec` mounts the stack with
+//! overlayfs, runs the process with the OCI runtime (see [`crate::runtime`]), and keeps the overlay's upper
+//! directory as the next layer. Mounts (`withMounted*`) are not part of the layers: they are set up for each
+//! exec, and what an exec writes into a mounted directory is read back, so `directory(path)` of a mounted path
+//! sees it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::engine::{Engine, Evaluated};
+use crate::exec::FieldError;
+use crate::ids::{Call, Digest};
+use crate::runtime::{MountSpec, RunRequest};
+use crate::snapshot::{self, SnapshotError};
+use crate::tree::{Entry, FileEntry, Tree, normalize};
+
+/// The image configuration a container carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    /// `NAME=value` pairs, in order.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The working directory (empty: `/`).
+    #[serde(default)]
+    pub workdir: String,
+    /// The user (`name`, `uid`, `name:group`, `uid:gid`; empty: root).
+    #[serde(default)]
+    pub user: String,
+    /// The entrypoint.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// The default arguments.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports: port, protocol (`TCP`/`UDP`), description.
+    #[serde(default)]
+    pub ports: Vec<(i64, String, Option<String>)>,
+}
+
+/// What is mounted at a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "m")]
+pub enum MountSource {
+    /// A directory snapshot (writable unless `read_only`).
+    Dir {
+        /// Its contents.
+        tree: Tree,
+        /// Mounted read-only.
+        read_only: bool,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A single file.
+    File {
+        /// Its contents.
+        entry: FileEntry,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A cache volume.
+    Cache {
+        /// The volume's key.
+        key: String,
+        /// `SHARED`, `PRIVATE` or `LOCKED`.
+        sharing: String,
+        /// What a new volume starts with.
+        seed: Option<Tree>,
+        /// Owner of a new volume's root.
+        owner: Option<(u32, u32)>,
+    },
+    /// A secret, as a file.
+    Secret {
+        /// The secret object.
+        secret: Digest,
+        /// Permission bits.
+        mode: u32,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A fresh tmpfs.
+    Temp {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+}
+
+/// The result of the last `withExec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Exit code.
+    pub exit_code: i32,
+    /// Standard output (a blob).
+    pub stdout: Digest,
+    /// Standard error (a blob).
+    pub stderr: Digest,
+    /// Both, interleaved (a blob).
+    pub combined: Digest,
+}
+
+/// Everything a container is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// Layer directory names under the store's `layers/`, bottom first.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The image configuration.
+    #[serde(default)]
+    pub config: ImageConfig,
+    /// Mounts by absolute path, in the order they were added.
+    #[serde(default)]
+    pub mounts: Vec<(String, MountSource)>,
+    /// The platform (`linux/amd64`).
+    #[serde(default)]
+    pub platform: String,
+    /// The image it came from (`imageRef`).
+    #[serde(default)]
+    pub image_ref: String,
+    /// The last exec's result.
+    #[serde(default)]
+    pub exec: Option<ExecResult>,
+    /// Environment variables whose value is a secret.
+    #[serde(default)]
+    pub secret_env: Vec<(String, Digest)>,
+    /// Registry credentials: address, user name, secret.
+    #[serde(default)]
+    pub registry_auth: Vec<(String, String, Digest)>,
+}
+
+impl ContainerState {
+    /// Whether every layer is still on disk (a pruned cache may have removed some).
+    pub fn intact(&self, store: &crate::store::Store) -> bool {
+        self.layers.iter().all(|l| layers_dir(store).join(l).is_dir())
+    }
+
+    fn env_value(&self, name: &str) -> Option<String> {
+        self.config
+            .env
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+    }
+
+    fn set_env(&mut self, name: &str, value: &str) {
+        self.config
+            .env
+            .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name));
+        self.config.env.push(format!("{name}={value}"));
+    }
+
+    /// An absolute, normalized container path for `path` (relative ones resolve against the workdir).
+    fn abs(&self, path: &str) -> Result<String, FieldError> {
+        let joined = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.workdir())
+        };
+        Ok(format!("/{}", normalize(&joined)?))
+    }
+
+    fn workdir(&self) -> &str {
+        if self.config.workdir.is_empty() {
+            "/"
+        } else {
+            &self.config.workdir
+        }
+    }
+
+    /// The mount holding `path`, and the rest of the path inside it.
+    fn mount_at(&self, path: &str) -> Option<(&str, &MountSource, String)> {
+        self.mounts.iter().rev().find_map(|(m, src)| {
+            let rest = if path == m {
+                ""
+            } else {
+                path.strip_prefix(m.as_str())?.strip_prefix('/')?
+            };
+            Some((m.as_str(), src, rest.to_owned()))
+        })
+    }
+
+    fn add_mount(&mut self, path: String, src: MountSource) {
+        // A mount replaces any mount at or below its path.
+        self.mounts
+            .retain(|(m, _)| m != &path && !m.starts_with(&format!("{}/", path.trim_end_matches('/'))));
+        self.mounts.push((path, src));
+    }
+}
+
+/// Where layers live.
+pub fn layers_dir(store: &crate::store::Store) -> PathBuf {
+    store.root().join("layers")
+}
+
+fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, FieldError> {
+    let p = layers_dir(store).join("empty");
+    std::fs::create_dir_all(&p).map_err(|e| FieldError::new(format!("cannot create {}: {e}", p.display())))?;
+    Ok(p)
+}
+
+fn snap(e: SnapshotError) -> FieldError {
+    FieldError::new(e.to_string())
+}
+
+fn s<'a>(args: &'a Map<String, Value>, k: &str) -> &'a str {
+    args.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn b(args: &Map<String, Value>, k: &str) -> bool {
+    args.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn i(args: &Map<String, Value>, k: &str) -> Option<i64> {
+    args.get(k).and_then(Value::as_i64)
+}
+
+fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
+    args.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
+    args.get(k)?.get("$id")?.as_str().and_then(Digest::parse)
+}
+
+/// Expands `$NAME` and `${NAME}` from the container's environment (unset variables expand to nothing).
+pub fn expand(text: &str, state: &ContainerState) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let name: String = if chars.peek() == Some(&'{') {
+            chars.next();
+            let mut n = String::new();
+            for c in chars.by_ref() {
+                if c == '}' {
+                    break;
+                }
+                n.push(c);
+            }
+            n
+        } else {
+            let mut n = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    n.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if n.is_empty() {
+                out.push('$');
+                continue;
+            }
+            n
+        };
+        out.push_str(&state.env_value(&name).unwrap_or_default());
+    }
+    out
+}
+
+/// A path argument, expanded when `expand: true`, made absolute against the workdir.
+fn path_arg(state: &ContainerState, args: &Map<String, Value>, k: &str) -> Result<String, FieldError> {
+    let raw = s(args, k);
+    let p = if b(args, "expand") {
+        expand(raw, state)
+    } else {
+        raw.to_owned()
+    };
+    state.abs(&p)
+}
+
+/// Numeric owner from `owner` (`uid`, `uid:gid`, `name`, `name:group`), resolved in the container's files.
+fn owner_arg(
+    engine: &Engine,
+    state: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<Option<(u32, u32)>, FieldError> {
+    let owner = s(args, "owner");
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    let (u, g, _) = resolve_user(engine, state, owner)?;
+    Ok(Some((u, g)))
+}
+
+/// Evaluates a required object argument.
+async fn obj(engine: &Arc<Engine>, args: &Map<String, Value>, k: &str) -> Result<Arc<Evaluated>, FieldError> {
+    let d = digest_arg(args, k).ok_or_else(|| FieldError::new(format!("missing argument `{k}`")))?;
+    engine.eval(&d).await
+}
+
+/// Creates a new layer (named after the call that makes it) with `fill` writing into it.
+fn new_layer(
+    engine: &Engine,
+    name: &Digest,
+    fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+) -> Result<String, FieldError> {
+    let dir = layers_dir(&engine.store);
+    let target = dir.join(name.as_str());
+    if target.is_dir() {
+        return Ok(name.to_string());
+    }
+    let tmp = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("layer-{}", snapshot::unique()));
+    std::fs::create_dir_all(&tmp).map_err(|e| FieldError::new(format!("cannot create {}: {e}", tmp.display())))?;
+    if let Err(e) = fill(&tmp) {
+        snapshot::remove_all(&tmp);
+        return Err(snap(e));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+    if std::fs::rename(&tmp, &target).is_err() {
+        // Another evaluation made it first: same call, same content.
+        snapshot::remove_all(&tmp);
+    }
+    Ok(name.to_string())
+}
+
+/// Computes a `Container` builder field.
+pub async fn compute(
+    engine: &Arc<Engine>,
+    call: &Call,
+    d: &Digest,
+    parent: Option<&ContainerState>,
+) -> Result<Evaluated, FieldError> {
+    let args: Map<String, Value> = call.args.clone().into_iter().collect();
+    if call.field == "container" {
+        let mut st = ContainerState {
+            platform: s(&args, "platform").to_owned(),
+            ..ContainerState::default()
+        };
+        if st.platform.is_empty() {
+            st.platform = crate::core::default_platform().to_owned();
+        }
+        return Ok(Evaluated::Container(Box::new(st)));
+    }
+    let Some(parent) = parent else {
+        return Err(FieldError::new("internal error: a container field without a container"));
+    };
+    let mut st = parent.clone();
+    let field = call.field.as_str();
+    match field {
+        "withRootfs" => {
+            let dir = obj(engine, &args, "directory").await?;
+            let Evaluated::Dir { tree, .. } = &*dir else {
+                return Err(FieldError::new("`directory` is not a directory"));
+            };
+            let layer = new_layer(engine, d, |l| snapshot::write_tree(&engine.store, tree, l, "", None))?;
+            st.layers = vec![layer];
+            st.exec = None;
+        }
+        "withDirectory" => {
+            let path = path_arg(&st, &args, "path")?;
+            let dir = obj(engine, &args, "source").await?;
+            let Evaluated::Dir { tree, .. } = &*dir else {
+                return Err(FieldError::new("`source` is not a directory"));
+            };
+            let mut tree = tree.filter(&strings(&args, "include"), &strings(&args, "exclude"));
+            if let Some(p) = i(&args, "permissions") {
+                for e in tree.entries.values_mut() {
+                    match e {
+                        Entry::Dir { mode, .. } => *mode = p as u32,
+                        Entry::File(f) => f.mode = p as u32,
+                        Entry::Symlink { .. } => {}
+                    }
+                }
+            }
+            let owner = owner_arg(engine, &st, &args)?;
+            write_into(engine, &mut st, d, &path, |l, at| {
+                snapshot::write_tree(&engine.store, &tree, l, at, owner)
+            })?;
+        }
+        "withFile" | "withNewFile" | "withFiles" | "withSymlink" => {
+            let owner = owner_arg(engine, &st, &args)?;
+            let mut files: Vec<(String, FileEntry)> = Vec::new();
+            match field {
+                "withFile" => {
+                    let path = path_arg(&st, &args, "path")?;
+                    let f = obj(engine, &args, "source").await?;
+                    let Evaluated::File { entry, .. } = &*f else {
+                        return Err(FieldError::new("`source` is not a file"));
+                    };
+                    let mut entry = entry.clone();
+                    if let Some(p) = i(&args, "permissions") {
+                        entry.mode = p as u32;
+                    }
+                    files.push((path, entry));
+                }
+                "withNewFile" => {
+                    let path = path_arg(&st, &args, "path")?;
+                    let contents = s(&args, "contents");
+                    let blob = engine.store.put_blob(contents.as_bytes())?;
+                    files.push((
+                        path,
+                        FileEntry {
+                            mode: i(&args, "permissions").unwrap_or(0o644) as u32,
+                            blob,
+                            size: contents.len() as u64,
+                            mtime: None,
+                        },
+                    ));
+                }
+                "withFiles" => {
+                    let dir = path_arg(&st, &args, "path")?;
+                    for v in args
+                        .get("sources")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        let Some(fd) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
+                            continue;
+                        };
+                        let f = engine.eval(&fd).await?;
+                        let Evaluated::File { name, entry } = &*f else {
+                            return Err(FieldError::new("`sources` holds something that is not a file"));
+                        };
+                        let mut entry = entry.clone();
+                        if let Some(p) = i(&args, "permissions") {
+                            entry.mode = p as u32;
+                        }
+                        files.push((format!("{}/{name}", dir.trim_end_matches('/')), entry));
+                    }
+                }
+                _ => {
+                    let link = path_arg(&st, &args, "linkName")?;
+                    let target = s(&args, "target").to_owned();
+                    write_into(engine, &mut st, d, &link, |l, at| {
+                        let p = l.join(at.trim_start_matches('/'));
+                        if let Some(parent) = p.parent() {
+                            std::fs::create_dir_all(parent).map_err(|e| SnapshotError::Io {
+                                what: format!("cannot create {}", parent.display()),
+                                source: e,
+                            })?;
+                        }
+                        std::os::unix::fs::symlink(&target, &p).map_err(|e| SnapshotError::Io {
+                            what: format!("cannot link {}", p.display()),
+                            source: e,
+                        })
+                    })?;
+                    return Ok(Evaluated::Container(Box::new(st)));
+                }
+            }
+            for (path, entry) in files {
+                let store = engine.store.clone();
+                write_into(engine, &mut st, d, &path, move |l, at| {
+                    let p = l.join(at.trim_start_matches('/'));
+                    snapshot::write_file(&store, &entry, &p)?;
+                    if let Some((u, g)) = owner {
+                        snapshot::chown(&p, u, g)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        "withoutFile" | "withoutDirectory" | "withoutFiles" => {
+            let paths = if field == "withoutFiles" {
+                strings(&args, "paths")
+                    .iter()
+                    .map(|p| {
+                        let p = if b(&args, "expand") { expand(p, &st) } else { p.clone() };
+                        st.abs(&p)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                vec![path_arg(&st, &args, "path")?]
+            };
+            let layer = new_layer(engine, d, |l| {
+                for p in &paths {
+                    snapshot::whiteout(l, p)?;
+                }
+                Ok(())
+            })?;
+            st.layers.push(layer);
+        }
+        "withMountedDirectory" => {
+            let path = path_arg(&st, &args, "path")?;
+            let dir = obj(engine, &args, "source").await?;
+            let Evaluated::Dir { tree, .. } = &*dir else {
+                return Err(FieldError::new("`source` is not a directory"));
+            };
+            let owner = owner_arg(engine, &st, &args)?;
+            st.add_mount(
+                path,
+                MountSource::Dir {
+                    tree: tree.clone(),
+                    read_only: b(&args, "readOnly"),
+                    owner,
+                },
+            );
+        }
+        "withMountedFile" => {
+            let path = path_arg(&st, &args, "path")?;
+            let f = obj(engine, &args, "source").await?;
+            let Evaluated::File { entry, .. } = &*f else {
+                return Err(FieldError::new("`source` is not a file"));
+            };
+            let owner = owner_arg(engine, &st, &args)?;
+            st.add_mount(
+                path,
+                MountSource::File {
+                    entry: entry.clone(),
+                    owner,
+                },
+            );
+        }
+        "withMountedCache" => {
+            let path = path_arg(&st, &args, "path")?;
+            let cache = obj(engine, &args, "cache").await?;
+            let Evaluated::Cache { key } = &*cache else {
+                return Err(FieldError::new("`cache` is not a cache volume"));
+            };
+            let seed = match digest_arg(&args, "source") {
+                Some(sd) => match &*engine.eval(&sd).await? {
+                    Evaluated::Dir { tree, .. } => Some(tree.clone()),
+                    _ => return Err(FieldError::new("`source` is not a directory")),
+                },
+                None => None,
+            };
+            let sharing = match s(&args, "sharing") {
+                "" => "SHARED".to_owned(),
+                other => other.to_owned(),
+            };
+            let owner = owner_arg(engine, &st, &args)?;
+            st.add_mount(
+                path,
+                MountSource::Cache {
+                    key: key.clone(),
+                    sharing,
+                    seed,
+                    owner,
+                },
+            );
+        }
+        "withMountedSecret" => {
+            let path = path_arg(&st, &args, "path")?;
+            let secret = digest_arg(&args, "source").ok_or_else(|| FieldError::new("missing argument `source`"))?;
+            let owner = owner_arg(engine, &st, &args)?;
+            st.add_mount(
+                path,
+                MountSource::Secret {
+                    secret,
+                    mode: i(&args, "mode").unwrap_or(0o400) as u32,
+                    owner,
+                },
+            );
+        }
+        "withMountedTemp" => {
+            let path = path_arg(&st, &args, "path")?;
+            st.add_mount(
+                path,
+                MountSource::Temp {
+                    size: i(&args, "size").filter(|s| *s > 0).map(|s| s as u64),
+                },
+            );
+        }
+        "withoutMount" => {
+            let path = path_arg(&st, &args, "path")?;
+            st.mounts.retain(|(m, _)| *m != path);
+        }
+        "withEnvVariable" => {
+            let value = if b(&args, "expand") {
+                expand(s(&args, "value"), &st)
+            } else {
+                s(&args, "value").to_owned()
+            };
+            st.set_env(s(&args, "name"), &value);
+        }
+        "withoutEnvVariable" => {
+            let name = s(&args, "name");
+            st.config
+                .env
+                .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name));
+        }
+        "withSecretVariable" => {
+            let name = s(&args, "name").to_owned();
+            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
+            st.secret_env.retain(|(n, _)| *n != name);
+            st.secret_env.push((name, secret));
+        }
+        "withoutSecretVariable" => {
+            let name = s(&args, "name");
+            st.secret_env.retain(|(n, _)| n != name);
+        }
+        "withWorkdir" => st.config.workdir = path_arg(&st, &args, "path")?,
+        "withoutWorkdir" => st.config.workdir.clear(),
+        "withUser" => st.config.user = s(&args, "name").to_owned(),
+        "withoutUser" => st.config.user.clear(),
+        "withEntrypoint" => {
+            st.config.entrypoint = strings(&args, "args");
+            if !b(&args, "keepDefaultArgs") {
+                st.config.cmd.clear();
+            }
+        }
+        "withoutEntrypoint" => {
+            st.config.entrypoint.clear();
+            if !b(&args, "keepDefaultArgs") {
+                st.config.cmd.clear();
+            }
+        }
+        "withDefaultArgs" => st.config.cmd = strings(&args, "args"),
+        "withoutDefaultArgs" => st.config.cmd.clear(),
+        "withLabel" => {
+            st.config
+                .labels
+                .insert(s(&args, "name").to_owned(), s(&args, "value").to_owned());
+        }
+        "withoutLabel" => {
+            st.config.labels.remove(s(&args, "name"));
+        }
+        "withExposedPort" => {
+            let port = i(&args, "port").unwrap_or(0);
+            if !(1..=65535).contains(&port) {
+                return Err(FieldError::new(format!("port {port} is out of range (1-65535)")));
+            }
+            let protocol = match s(&args, "protocol") {
+                "" => "TCP".to_owned(),
+                p => p.to_owned(),
+            };
+            st.config
+                .ports
+                .retain(|(p, proto, _)| !(*p == port && *proto == protocol));
+            st.config.ports.push((
+                port,
+                protocol,
+                args.get("description").and_then(Value::as_str).map(str::to_owned),
+            ));
+        }
+        "withRegistryAuth" => {
+            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
+            let address = s(&args, "address").to_owned();
+            st.registry_auth.retain(|(a, _, _)| *a != address);
+            st.registry_auth
+                .push((address, s(&args, "username").to_owned(), secret));
+        }
+        "withExec" => {
+            return exec(engine, d, st, &args)
+                .await
+                .map(|s| Evaluated::Container(Box::new(s)));
+        }
+        "file" | "directory" | "rootfs" | "stat" => return read(engine, &st, field, &args).await,
+        other => return Err(crate::core::unsupported("Container", other)),
+    }
+    Ok(Evaluated::Container(Box::new(st)))
+}
+
+/// Writes into the container at `path`: into the mount that holds it when there is one (a snapshot mount
+/// gets a new tree), else into a new layer.
+fn write_into(
+    engine: &Engine,
+    st: &mut ContainerState,
+    d: &Digest,
+    path: &str,
+    fill: impl FnOnce(&Path, &str) -> Result<(), SnapshotError>,
+) -> Result<(), FieldError> {
+    if let Some((m, MountSource::Dir { .. }, rest)) = st.mount_at(path) {
+        let m = m.to_owned();
+        // Apply the write to the mounted snapshot through a scratch directory.
+        let scratch = engine
+            .store
+            .root()
+            .join("tmp")
+            .join(format!("mnt-{}", snapshot::unique()));
+        let result = (|| {
+            let Some((_, MountSource::Dir { tree, .. }, _)) = st.mount_at(path) else {
+                return Ok(());
+            };
+            snapshot::write_tree(&engine.store, tree, &scratch, "", None).map_err(snap)?;
+            fill(&scratch, &rest).map_err(snap)?;
+            let new_tree = snapshot::read_tree(&engine.store, &scratch).map_err(snap)?;
+            for (mp, src) in st.mounts.iter_mut() {
+                if *mp == m
+                    && let MountSource::Dir { tree, .. } = src
+                {
+                    *tree = new_tree.clone();
+                }
+            }
+            Ok(())
+        })();
+        snapshot::remove_all(&scratch);
+        return result;
+    }
+    if st.mount_at(path).is_some() {
+        return Err(FieldError::new(format!(
+            "cannot write `{path}`: it is inside a cache, secret or temporary mount"
+        )));
+    }
+    // Several writes of one call (withFiles) share the call's layer.
+    let name = d.to_string();
+    let dir = layers_dir(&engine.store).join(&name);
+    if st.layers.last() == Some(&name) {
+        fill(&dir, path).map_err(snap)?;
+    } else {
+        // Each call's layer is built once; an existing one is the same content.
+        let layer = new_layer(engine, d, |l| fill(l, path))?;
+        st.layers.push(layer);
+    }
+    Ok(())
+}
+
+/// Reads `file`, `directory`, `rootfs` or `stat` out of a container.
+async fn read(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<Evaluated, FieldError> {
+    let path = if field == "rootfs" {
+        "/".to_owned()
+    } else {
+        path_arg(st, args, "path")?
+    };
+    // A path under a mount reads the mount's content.
+    if let Some((_, src, rest)) = st.mount_at(&path) {
+        let rest = normalize(&rest)?;
+        return match src {
+            MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, field, &path),
+            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, field, &path),
+            _ => Err(FieldError::new(format!(
+                "cannot read `{path}`: paths inside cache, secret and temporary mounts cannot be read back"
+            ))),
+        };
+    }
+    let engine2 = engine.clone();
+    let st2 = st.clone();
+    let field = field.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mounted = mount_readonly(&engine2, &st2)?;
+        let root = mounted.path().to_owned();
+        let follow = !b_opt(&field, "stat");
+        let host = snapshot::resolve_in_root(&root, &path, follow).map_err(snap)?;
+        let meta = std::fs::symlink_metadata(&host)
+            .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let out = match field.as_str() {
+            "file" => {
+                if !meta.is_file() {
+                    return Err(FieldError::new(format!(
+                        "`{path}` is not a regular file in the container"
+                    )));
+                }
+                let (blob, size) = engine2.store.put_blob_from_file(&host)?;
+                use std::os::unix::fs::PermissionsExt;
+                Evaluated::File {
+                    name,
+                    entry: FileEntry {
+                        mode: meta.permissions().mode() & 0o7777,
+                        blob,
+                        size,
+                        mtime: None,
+                    },
+                }
+            }
+            "stat" => {
+                use std::os::unix::fs::PermissionsExt;
+                let ft = meta.file_type();
+                Evaluated::Stat {
+                    file_type: if ft.is_dir() {
+                        "DIRECTORY"
+                    } else if ft.is_symlink() {
+                        "SYMLINK"
+                    } else {
+                        "REGULAR"
+                    }
+                    .into(),
+                    name: if path == "/" { "/".into() } else { name },
+                    permissions: meta.permissions().mode() & 0o7777,
+                    size: meta.len(),
+                }
+            }
+            _ => {
+                if !meta.is_dir() {
+                    return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
+                }
+                let tree = snapshot::read_tree(&engine2.store, &host).map_err(snap)?;
+                Evaluated::Dir {
+                    tree,
+                    name: if path == "/" { "/".into() } else { format!("{name}/") },
+                }
+            }
+        };
+        mounted.unmount().map_err(snap)?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+fn b_opt(field: &str, name: &str) -> bool {
+    field == name
+}
+
+fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    match field {
+        "file" => Ok(Evaluated::File {
+            name,
+            entry: tree.file(rest)?.clone(),
+        }),
+        "stat" => {
+            let sub = if rest.is_empty() { None } else { tree.entries.get(rest) };
+            Ok(match sub {
+                None if rest.is_empty() => Evaluated::Stat {
+                    file_type: "DIRECTORY".into(),
+                    name,
+                    permissions: 0o755,
+                    size: 0,
+                },
+                None => return Err(FieldError::new(format!("no such file or directory: `{path}`"))),
+                Some(Entry::Dir { mode, .. }) => Evaluated::Stat {
+                    file_type: "DIRECTORY".into(),
+                    name,
+                    permissions: *mode,
+                    size: 0,
+                },
+                Some(Entry::File(f)) => Evaluated::Stat {
+                    file_type: "REGULAR".into(),
+                    name,
+                    permissions: f.mode,
+                    size: f.size,
+                },
+                Some(Entry::Symlink { target }) => Evaluated::Stat {
+                    file_type: "SYMLINK".into(),
+                    name,
+                    permissions: 0o777,
+                    size: target.len() as u64,
+                },
+            })
+        }
+        _ => Ok(Evaluated::Dir {
+            tree: tree.subtree(rest)?,
+            name: format!("{name}/"),
+        }),
+    }
+}
+
+fn read_file_entry(entry: &FileEntry, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    match field {
+        "file" => Ok(Evaluated::File {
+            name,
+            entry: entry.clone(),
+        }),
+        "stat" => Ok(Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name,
+            permissions: entry.mode,
+            size: entry.size,
+        }),
+        _ => Err(FieldError::new(format!("`{path}` is a mounted file, not a directory"))),
+    }
+}
+
+/// Mounts the container's layers read-only at a scratch directory.
+fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Mounted, FieldError> {
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    let target = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("ro-{}", snapshot::unique()));
+    snapshot::mount_overlay(&layers, None, &target, &empty_layer(&engine.store)?).map_err(snap)
+}
+
+/// `exists(path, expectedType, doNotFollowSymlinks)`.
+pub async fn exists(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String, Value>) -> Result<bool, FieldError> {
+    let mut stat_args = args.clone();
+    let follow = !b(args, "doNotFollowSymlinks");
+    stat_args.remove("expectedType");
+    let field = if follow { "file_or_dir" } else { "stat" };
+    let path = path_arg(st, args, "path")?;
+    let expected = s(args, "expectedType").to_owned();
+    if let Some((_, src, rest)) = st.mount_at(&path) {
+        let rest = normalize(&rest)?;
+        return Ok(match src {
+            MountSource::Dir { tree, .. } => match (tree.entries.get(&rest), expected.as_str()) {
+                (_, "") if rest.is_empty() => true,
+                (None, _) => rest.is_empty() && expected == "DIRECTORY_TYPE",
+                (Some(_), "") => true,
+                (Some(Entry::File(_)), "REGULAR_TYPE") => true,
+                (Some(Entry::Dir { .. }), "DIRECTORY_TYPE") => true,
+                (Some(Entry::Symlink { .. }), "SYMLINK_TYPE") => true,
+                _ => false,
+            },
+            MountSource::File { .. } => rest.is_empty() && matches!(expected.as_str(), "" | "REGULAR_TYPE"),
+            _ => rest.is_empty() && matches!(expected.as_str(), "" | "DIRECTORY_TYPE"),
+        });
+    }
+    let _ = field;
+    let engine = engine.clone();
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let mounted = mount_readonly(&engine, &st)?;
+        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
+        let found = match std::fs::symlink_metadata(&host) {
+            Err(_) => false,
+            Ok(m) => match expected.as_str() {
+                "" => true,
+                "REGULAR_TYPE" => m.is_file(),
+                "DIRECTORY_TYPE" => m.is_dir(),
+                "SYMLINK_TYPE" => m.file_type().is_symlink(),
+                _ => false,
+            },
+        };
+        mounted.unmount().map_err(snap)?;
+        Ok(found)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// A user resolved to IDs, with the home directory from `/etc/passwd`.
+fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), FieldError> {
+    if user.is_empty() {
+        return Ok((0, 0, "/root".into()));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    // Numeric IDs need no lookup, but the home directory does.
+    let lookup = |file: &str| -> Vec<Vec<String>> {
+        let Ok(m) = mount_readonly(engine, st) else {
+            return Vec::new();
+        };
+        let text = snapshot::resolve_in_root(m.path(), file, true)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_owned).collect())
+            .collect()
+    };
+    let passwd = lookup("/etc/passwd");
+    let entry = passwd
+        .iter()
+        .find(|f| f.first().map(String::as_str) == Some(u) || f.get(2).map(String::as_str) == Some(u));
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => entry
+            .and_then(|f| f.get(2)?.parse().ok())
+            .ok_or_else(|| FieldError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
+    };
+    let home = entry
+        .and_then(|f| f.get(5).cloned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let gid = match g {
+        None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup("/etc/group")
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| FieldError::new(format!("group `{g}` is not in the container's /etc/group")))?,
+        },
+    };
+    Ok((uid, gid, home))
+}
+
+/// Replaces every secret plaintext by `***`.
+fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    if secrets.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s.as_str(), "***");
+    }
+    text.into_bytes()
+}
+
+/// The plaintext of a secret object, from session memory or its URI.
+async fn secret_plaintext(engine: &Arc<Engine>, d: &Digest) -> Result<String, FieldError> {
+    if let Some(p) = engine.secret(d) {
+        return Ok(p);
+    }
+    let v = engine.eval(d).await?;
+    let Evaluated::Secret { uri, name } = &*v else {
+        return Err(FieldError::new("not a secret"));
+    };
+    if let Some(var) = uri.strip_prefix("env://") {
+        return std::env::var(var)
+            .map_err(|_| FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set")));
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return std::fs::read_to_string(path)
+            .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
+    }
+    Err(FieldError::new(format!(
+        "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
+    )))
+}
+
+/// Runs `withExec` on `st`, returning the container after it.
+async fn exec(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    mut st: ContainerState,
+    args: &Map<String, Value>,
+) -> Result<ContainerState, FieldError> {
+    let runtime = engine.runtime()?;
+    let mut argv = strings(args, "args");
+    if b(args, "expand") {
+        argv = argv.iter().map(|a| expand(a, &st)).collect();
+    }
+    if argv.is_empty() {
+        argv = st.config.cmd.clone();
+    }
+    if b(args, "useEntrypoint") || (strings(args, "args").is_empty() && !st.config.entrypoint.is_empty()) {
+        let mut full = st.config.entrypoint.clone();
+        full.extend(argv);
+        argv = full;
+    }
+    if argv.is_empty() {
+        return Err(FieldError::new(
+            "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
+        ));
+    }
+    let cmd_for_error = argv.clone();
+
+    // Secrets: their plaintext goes to the process and is scrubbed from everything that comes back.
+    let mut secrets = Vec::new();
+    let mut env = st.config.env.clone();
+    for (name, sd) in &st.secret_env {
+        let p = secret_plaintext(engine, sd).await?;
+        env.retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
+        env.push(format!("{name}={p}"));
+        secrets.push(p);
+    }
+    let mut secret_files = Vec::new();
+    for (path, src) in &st.mounts {
+        if let MountSource::Secret { secret, mode, owner } = src {
+            let p = secret_plaintext(engine, secret).await?;
+            secret_files.push((path.clone(), p.clone(), *mode, *owner));
+            secrets.push(p);
+        }
+    }
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+
+    let stdin = s(args, "stdin").to_owned();
+    let redirect_stdin = s(args, "redirectStdin").to_owned();
+    let redirect_stdout = s(args, "redirectStdout").to_owned();
+    let redirect_stderr = s(args, "redirectStderr").to_owned();
+    let expect = match s(args, "expect") {
+        "" => "SUCCESS".to_owned(),
+        e => e.to_owned(),
+    };
+    let privileged = b(args, "insecureRootCapabilities");
+
+    let scratch = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("exec-{}", snapshot::unique()));
+    let layer_name = d.to_string();
+    let (_guards, _) = engine.cache_locks(&st.mounts).await;
+    let engine2 = engine.clone();
+    let events = engine.clone();
+    let call_name = d.clone();
+    let secrets2 = secrets.clone();
+    let on_line: crate::runtime::LineSink = Arc::new(move |line: &str, _is_err: bool| {
+        let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets2)).into_owned();
+        events.emit_log("Container.withExec", &call_name, line);
+    });
+
+    // Prepare the filesystem (blocking work) and run.
+    let prep_scratch = scratch.clone();
+    let prep_st = st.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files))
+        .await
+        .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+    };
+    let (uid, gid, home) = match resolve_user(engine, &st, &st.config.user) {
+        Ok(u) => u,
+        Err(e) => {
+            drop(prepared);
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+    };
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    let mut stdin_bytes = stdin.into_bytes();
+    if !redirect_stdin.is_empty() {
+        let p = st.abs(&redirect_stdin)?;
+        let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
+        stdin_bytes =
+            std::fs::read(&host).map_err(|e| FieldError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
+    }
+    // The workdir is created when missing, as image builders do.
+    let cwd = st.workdir().to_owned();
+    if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
+        let _ = std::fs::create_dir_all(host);
+    }
+    let req = RunRequest {
+        rootfs: prepared.rootfs.clone(),
+        bundle: scratch.join("bundle"),
+        args: argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+        mounts: prepared.mounts.clone(),
+        stdin: stdin_bytes,
+        netns: None,
+        privileged,
+        etc_files: prepared.etc_files.clone(),
+    };
+    let result = runtime.run(&req, on_line).await;
+    // Tear down: unmount, then keep the upper directory as the new layer.
+    let engine3 = engine.clone();
+    let scratch2 = scratch.clone();
+    let mounts_back: Vec<(String, PathBuf)> = prepared.read_back.clone();
+    let finished = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
+        prepared.overlay.unmount().map_err(snap)?;
+        let mut trees = Vec::new();
+        for (path, host) in &mounts_back {
+            trees.push((path.clone(), snapshot::read_tree(&engine3.store, host).map_err(snap)?));
+        }
+        let _ = scratch2;
+        Ok(trees)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let output = match (result, finished) {
+        (Err(e), _) => {
+            snapshot::remove_all(&scratch);
+            return Err(FieldError::new(e.to_string()));
+        }
+        (_, Err(e)) => {
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+        (Ok(out), Ok(trees)) => {
+            for (path, tree) in trees {
+                for (mp, src) in st.mounts.iter_mut() {
+                    if *mp == path
+                        && let MountSource::Dir { tree: t, .. } = src
+                    {
+                        *t = tree.clone();
+                    }
+                }
+            }
+            out
+        }
+    };
+    let stdout = scrub(&output.stdout, &secrets);
+    let stderr = scrub(&output.stderr, &secrets);
+    let combined = scrub(&output.combined, &secrets);
+    let failed = match expect.as_str() {
+        "ANY" => false,
+        "FAILURE" => output.exit_code == 0,
+        _ => output.exit_code != 0,
+    } || output.timed_out.is_some();
+    if failed {
+        snapshot::remove_all(&scratch);
+        let cmd_text = cmd_for_error.join(" ");
+        let message = match (output.timed_out, expect.as_str()) {
+            (Some(t), _) => format!(
+                "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
+                t.as_secs()
+            ),
+            (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+            (None, _) => format!(
+                "process \"{cmd_text}\" did not complete successfully: exit code: {}",
+                output.exit_code
+            ),
+        };
+        let mut ext = Map::new();
+        ext.insert("_type".into(), json!("EXEC_ERROR"));
+        ext.insert("cmd".into(), json!(cmd_for_error));
+        ext.insert("exitCode".into(), json!(output.exit_code));
+        ext.insert("stdout".into(), json!(String::from_utf8_lossy(&stdout)));
+        ext.insert("stderr".into(), json!(String::from_utf8_lossy(&stderr)));
+        return Err(FieldError {
+            message: String::from_utf8_lossy(&scrub(message.as_bytes(), &secrets)).into_owned(),
+            extensions: Some(ext),
+        });
+    }
+    // Redirected output lands in the new layer.
+    let upper = scratch.join("upper");
+    for (target, bytes) in [(&redirect_stdout, &stdout), (&redirect_stderr, &stderr)] {
+        if target.is_empty() {
+            continue;
+        }
+        let p = st.abs(target)?;
+        let host = upper.join(p.trim_start_matches('/'));
+        if let Some(parent) = host.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&host, bytes).map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
+    }
+    let layers = layers_dir(&engine.store);
+    std::fs::create_dir_all(&layers)
+        .map_err(|e| FieldError::new(format!("cannot create {}: {e}", layers.display())))?;
+    let target = layers.join(&layer_name);
+    if target.exists() {
+        snapshot::remove_all(&target);
+    }
+    std::fs::rename(&upper, &target)
+        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))?;
+    snapshot::remove_all(&scratch);
+    st.layers.push(layer_name);
+    st.exec = Some(ExecResult {
+        exit_code: output.exit_code,
+        stdout: engine.store.put_blob(&stdout)?,
+        stderr: engine.store.put_blob(&stderr)?,
+        combined: engine.store.put_blob(&combined)?,
+    });
+    Ok(st)
+}
+
+/// A secret mounted as a file: container path, plaintext, mode, owner.
+type SecretFile = (String, String, u32, Option<(u32, u32)>);
+
+/// A filesystem ready for one exec.
+struct Prepared {
+    overlay: snapshot::Mounted,
+    rootfs: PathBuf,
+    mounts: Vec<MountSpec>,
+    etc_files: Vec<(PathBuf, String)>,
+    /// Writable snapshot mounts to read back after the exec: container path, host directory.
+    read_back: Vec<(String, PathBuf)>,
+}
+
+fn prepare(
+    engine: &Engine,
+    st: &ContainerState,
+    scratch: &Path,
+    secret_files: &[SecretFile],
+) -> Result<Prepared, FieldError> {
+    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+    std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    for l in &layers {
+        if !l.is_dir() {
+            return Err(FieldError::new(format!(
+                "layer {} is missing from the cache directory (pruned while in use?); run the pipeline again",
+                l.display()
+            )));
+        }
+    }
+    let rootfs = scratch.join("rootfs");
+    let overlay = snapshot::mount_overlay(
+        &layers,
+        Some((&scratch.join("upper"), &scratch.join("work"))),
+        &rootfs,
+        &empty_layer(&engine.store)?,
+    )
+    .map_err(snap)?;
+    let mut mounts = Vec::new();
+    let mut read_back = Vec::new();
+    for (n, (path, src)) in st.mounts.iter().enumerate() {
+        match src {
+            MountSource::Dir { tree, read_only, owner } => {
+                let host = scratch.join(format!("m{n}"));
+                snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
+                if !read_only {
+                    read_back.push((path.clone(), host.clone()));
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: *read_only,
+                });
+            }
+            MountSource::File { entry, owner } => {
+                let host = scratch.join(format!("f{n}"));
+                snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
+                if let Some((u, g)) = owner {
+                    snapshot::chown(&host, *u, *g).map_err(snap)?;
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: false,
+                });
+            }
+            MountSource::Cache {
+                key,
+                sharing,
+                seed,
+                owner,
+            } => {
+                let (host, fresh) = engine.cache_volume_dir(key, sharing, scratch, n)?;
+                if fresh {
+                    if let Some(seed) = seed {
+                        snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
+                    } else if let Some((u, g)) = owner {
+                        snapshot::chown(&host, *u, *g).map_err(snap)?;
+                    }
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: false,
+                });
+            }
+            MountSource::Secret { .. } => {}
+            MountSource::Temp { size } => mounts.push(MountSpec::Tmpfs {
+                target: path.clone(),
+                size: *size,
+            }),
+        }
+    }
+    for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
+        use std::os::unix::fs::PermissionsExt;
+        let host = scratch.join(format!("s{n}"));
+        std::fs::write(&host, plaintext).map_err(io(format!("cannot write {}", host.display())))?;
+        let _ = std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode));
+        if let Some((u, g)) = owner {
+            snapshot::chown(&host, *u, *g).map_err(snap)?;
+        }
+        mounts.push(MountSpec::Bind {
+            source: host,
+            target: path.clone(),
+            read_only: true,
+        });
+    }
+    // Name resolution and a hosts file, as every container expects.
+    let hosts = scratch.join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost dagger\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(io(format!("cannot write {}", hosts.display())))?;
+    let mut etc_files = vec![(hosts, "/etc/hosts".to_owned())];
+    let resolv = Path::new("/etc/resolv.conf");
+    if resolv.is_file() {
+        let copy = scratch.join("resolv.conf");
+        std::fs::copy(resolv, &copy).map_err(io("cannot copy /etc/resolv.conf".into()))?;
+        etc_files.push((copy, "/etc/resolv.conf".to_owned()));
+    }
+    Ok(Prepared {
+        overlay,
+        rootfs,
+        mounts,
+        etc_files,
+        read_back,
+    })
+}
+
+/// Leaves of a container.
+pub async fn leaf(
+    engine: &Arc<Engine>,
+    name: &str,
+    args: &Map<String, Value>,
+    st: &ContainerState,
+) -> Result<Option<Value>, FieldError> {
+    let exec_blob = |pick: fn(&ExecResult) -> &Digest| -> Result<Value, FieldError> {
+        let e = st.exec.as_ref().ok_or_else(|| {
+            FieldError::new(format!(
+                "`{name}` needs a command to have run: call `withExec` before reading its output"
+            ))
+        })?;
+        let bytes = engine.store.get_blob(pick(e))?;
+        Ok(json!(String::from_utf8_lossy(&bytes)))
+    };
+    Ok(Some(match name {
+        "stdout" => exec_blob(|e| &e.stdout)?,
+        "stderr" => exec_blob(|e| &e.stderr)?,
+        "combinedOutput" => exec_blob(|e| &e.combined)?,
+        "exitCode" => json!(
+            st.exec
+                .as_ref()
+                .ok_or_else(|| FieldError::new("`exitCode` needs a command to have run: call `withExec` first"))?
+                .exit_code
+        ),
+        "envVariable" => json!(st.env_value(s(args, "name"))),
+        "workdir" => json!(st.workdir()),
+        "user" => json!(st.config.user),
+        "entrypoint" => json!(st.config.entrypoint),
+        "defaultArgs" => json!(st.config.cmd),
+        "label" => json!(st.config.labels.get(s(args, "name"))),
+        "mounts" => json!(st.mounts.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()),
+        "platform" => json!(st.platform),
+        "imageRef" => json!(st.image_ref),
+        "exists" => json!(exists(engine, st, args).await?),
+        _ => return Ok(None),
+    }))
+}
+
+/// The records behind `envVariables`, `labels` and `exposedPorts`.
+pub fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String, Value>>> {
+    let pair = |n: &str, v: &str| {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(n));
+        m.insert("value".into(), json!(v));
+        m
+    };
+    Some(match field {
+        "envVariables" => st
+            .config
+            .env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                pair(k, v)
+            })
+            .collect(),
+        "labels" => st.config.labels.iter().map(|(k, v)| pair(k, v)).collect(),
+        "exposedPorts" => st
+            .config
+            .ports
+            .iter()
+            .map(|(port, protocol, description)| {
+                let mut m = Map::new();
+                m.insert("port".into(), json!(port));
+                m.insert("protocol".into(), json!(protocol));
+                m.insert("description".into(), json!(description));
+                m.insert("experimentalSkipHealthcheck".into(), json!(false));
+                m
+            })
+            .collect(),
+        _ => return None,
+    })
+}

@@ -1,0 +1,597 @@
+//! Running one process in a container: an OCI runtime bundle (`config.json` from [`oci_spec`] types) over
+//! a prepared root filesystem, started with `runc` (default) or `crun`.
+//!
+//! The runtime is chosen with `DAGGER_RS_RUNTIME` (`runc`, `crun`, or a path to either). On hosts with hybrid
+//! cgroups (a cgroup2 hierarchy mounted at `/sys/fs/cgroup/unified` beside the v1 controllers) crun refuses
+//! to start, so it is run inside a private mount namespace (`unshare -m`) where that mount is removed first;
+//! the host's mounts are untouched.
+//!
+//! Output is captured while the process runs and handed to a callback line by line (for progress events);
+//! `DAGGER_RS_EXEC_TIMEOUT` (seconds) bounds how long one process may run before it is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Receives each line a process prints, with `true` for standard error.
+pub type LineSink = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
+/// The OCI runtimes the engine can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// `runc`, the reference runtime (Debian package `runc`).
+    Runc,
+    /// `crun`, a faster runtime written in C (Debian package `crun`).
+    Crun,
+}
+
+impl RuntimeKind {
+    fn package(self) -> &'static str {
+        match self {
+            RuntimeKind::Runc => "runc",
+            RuntimeKind::Crun => "crun",
+        }
+    }
+}
+
+/// Starting or running a container failed (not: the process exited non-zero, which is a result).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime binary is not installed.
+    #[error(
+        "the container runtime `{name}` was not found on PATH: install it (`apt-get install {package}` on \
+         Debian/Ubuntu) or choose another with DAGGER_RS_RUNTIME=runc|crun|/path/to/runtime"
+    )]
+    Missing {
+        /// The binary looked for.
+        name: String,
+        /// The package that provides it.
+        package: &'static str,
+    },
+    /// `DAGGER_RS_RUNTIME` names something unknown.
+    #[error("DAGGER_RS_RUNTIME=`{0}` is not a runtime this engine knows: use `runc`, `crun`, or a path to one")]
+    Unknown(String),
+    /// Running containers needs root.
+    #[error("running containers needs root privileges (the engine runs as uid {0}); run the engine as root")]
+    NotRoot(u32),
+    /// Writing the bundle or spawning the runtime failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OCI spec could not be built.
+    #[error("cannot build the OCI runtime spec: {0}")]
+    Spec(String),
+    /// The runtime itself failed before the process ran.
+    #[error("{runtime} failed to start the container (exit code {code}): {stderr}")]
+    Start {
+        /// The runtime's name.
+        runtime: String,
+        /// Its exit code.
+        code: i32,
+        /// What it printed.
+        stderr: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+/// A mount inside the container.
+#[derive(Clone, Debug)]
+pub enum MountSpec {
+    /// A host path bound at `target`.
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// Where in the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Where in the container.
+        target: String,
+        /// Size limit in bytes, if any.
+        size: Option<u64>,
+    },
+}
+
+/// One process to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    /// The prepared root filesystem (an overlay mount or a plain directory).
+    pub rootfs: PathBuf,
+    /// A scratch directory for the bundle, owned by this run.
+    pub bundle: PathBuf,
+    /// The command line.
+    pub args: Vec<String>,
+    /// `NAME=value` pairs.
+    pub env: Vec<String>,
+    /// The working directory inside the container.
+    pub cwd: String,
+    /// User and group IDs, and supplementary groups.
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// Mounts besides the standard ones (`/proc`, `/dev`, `/sys`, …).
+    pub mounts: Vec<MountSpec>,
+    /// Bytes written to the process's standard input (then closed).
+    pub stdin: Vec<u8>,
+    /// A network namespace to join (`None`: a new one with nothing but a loopback device).
+    pub netns: Option<PathBuf>,
+    /// Give the process every capability (`insecureRootCapabilities`).
+    pub privileged: bool,
+    /// Host files bound read-only over the container's (e.g. `/etc/resolv.conf`, `/etc/hosts`).
+    pub etc_files: Vec<(PathBuf, String)>,
+}
+
+/// What a process did.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutput {
+    /// Its exit code (128 + signal number when killed by a signal, as shells report it).
+    pub exit_code: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+    /// Both, interleaved in the order they arrived.
+    pub combined: Vec<u8>,
+    /// Set when the process was killed because it ran past the time limit.
+    pub timed_out: Option<Duration>,
+}
+
+/// A configured OCI runtime.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    kind: RuntimeKind,
+    binary: PathBuf,
+    state_dir: PathBuf,
+    hybrid_cgroups: bool,
+    timeout: Option<Duration>,
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .or_else(|| {
+            // Root's PATH on some systems lacks the sbin directories.
+            ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+}
+
+impl Runtime {
+    /// The runtime named by `preference` (or `DAGGER_RS_RUNTIME`, or `runc`), checked to exist.
+    pub fn detect(preference: Option<&str>, state_dir: &Path) -> Result<Self, RuntimeError> {
+        let uid = rustix::process::geteuid().as_raw();
+        if uid != 0 {
+            return Err(RuntimeError::NotRoot(uid));
+        }
+        let env = std::env::var("DAGGER_RS_RUNTIME").ok().filter(|s| !s.is_empty());
+        let choice = preference.map(str::to_owned).or(env).unwrap_or_else(|| "runc".into());
+        let base = Path::new(&choice)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = match base.as_str() {
+            "runc" => RuntimeKind::Runc,
+            "crun" => RuntimeKind::Crun,
+            _ => return Err(RuntimeError::Unknown(choice)),
+        };
+        let binary = if choice.contains('/') {
+            let p = PathBuf::from(&choice);
+            p.is_file().then_some(p)
+        } else {
+            find_on_path(&choice)
+        }
+        .ok_or_else(|| RuntimeError::Missing {
+            name: choice.clone(),
+            package: kind.package(),
+        })?;
+        let timeout = std::env::var("DAGGER_RS_EXEC_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        Ok(Self {
+            kind,
+            binary,
+            state_dir: state_dir.to_owned(),
+            hybrid_cgroups: is_mountpoint(Path::new("/sys/fs/cgroup/unified")),
+            timeout,
+        })
+    }
+
+    /// Which runtime this is.
+    pub fn kind(&self) -> RuntimeKind {
+        self.kind
+    }
+
+    /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
+    /// (`true` for stderr).
+    pub async fn run(
+        &self,
+        req: &RunRequest,
+        on_line: LineSink,
+    ) -> Result<RunOutput, RuntimeError> {
+        std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
+        std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
+        let spec = spec_for(req)?;
+        spec.save(req.bundle.join("config.json"))
+            .map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        let id = format!("drs-{}", crate::snapshot::unique());
+        let log = req.bundle.join("runtime.log");
+        let mut cmd = self.command(&["run", "--bundle"], &req.bundle, &id, &log);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("cannot start {}", self.binary.display())))?;
+        let stdin = child.stdin.take();
+        let input = req.stdin.clone();
+        let feed = async move {
+            if let Some(mut s) = stdin {
+                // A process that never reads its input closes the pipe: not an error.
+                let _ = s.write_all(&input).await;
+                let _ = s.shutdown().await;
+            }
+        };
+        let combined = Arc::new(Mutex::new(Vec::new()));
+        let out = pump(child.stdout.take(), combined.clone(), on_line.clone(), false);
+        let err = pump(child.stderr.take(), combined.clone(), on_line, true);
+        let wait = async {
+            let ((), stdout, stderr, status) = tokio::join!(feed, out, err, child.wait());
+            (stdout, stderr, status)
+        };
+        let (result, timed_out) = match self.timeout {
+            Some(t) => match tokio::time::timeout(t, wait).await {
+                Ok(r) => (Some(r), None),
+                Err(_) => (None, Some(t)),
+            },
+            None => (Some(wait.await), None),
+        };
+        let Some((stdout, stderr, status)) = result else {
+            self.kill(&id).await;
+            return Ok(RunOutput {
+                exit_code: 137,
+                timed_out,
+                combined: combined.lock().map(|c| c.clone()).unwrap_or_default(),
+                ..RunOutput::default()
+            });
+        };
+        let status = status.map_err(io("cannot wait for the container"))?;
+        let exit_code = {
+            use std::os::unix::process::ExitStatusExt;
+            status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+        };
+        // The runtime logs its own failures (bad spec, a command missing from the image) to its log file,
+        // apart from the process's output; the process's exit code is passed through otherwise.
+        if exit_code != 0
+            && let Some(message) = runtime_errors(&log)
+        {
+            self.kill(&id).await;
+            return Err(RuntimeError::Start {
+                runtime: self.kind.package().to_owned(),
+                code: exit_code,
+                stderr: message,
+            });
+        }
+        Ok(RunOutput {
+            exit_code,
+            stdout,
+            stderr,
+            combined: combined.lock().map(|c| c.clone()).unwrap_or_default(),
+            timed_out,
+        })
+    }
+
+    fn command(&self, sub: &[&str], bundle: &Path, id: &str, log: &Path) -> tokio::process::Command {
+        let mut args: Vec<String> = vec![
+            "--root".into(),
+            self.state_dir.to_string_lossy().into_owned(),
+            format!("--log={}", log.display()),
+            "--log-format=json".into(),
+        ];
+        args.extend(sub.iter().map(|s| (*s).to_owned()));
+        if !bundle.as_os_str().is_empty() {
+            args.push(bundle.to_string_lossy().into_owned());
+        }
+        args.push(id.to_owned());
+        if self.kind == RuntimeKind::Crun && self.hybrid_cgroups {
+            // crun insists on one cgroup mode; hide the v2 mount of a hybrid host in a private namespace.
+            let mut script = String::from("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"");
+            script.shrink_to_fit();
+            let mut cmd = tokio::process::Command::new("unshare");
+            cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+            cmd.arg(&self.binary).args(&args);
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(&self.binary);
+            cmd.args(&args);
+            cmd
+        }
+    }
+
+    async fn kill(&self, id: &str) {
+        for sub in [&["kill", id, "KILL"][..], &["delete", "--force", id][..]] {
+            let mut cmd = tokio::process::Command::new(&self.binary);
+            cmd.arg("--root").arg(&self.state_dir).args(sub);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let _ = cmd.status().await;
+        }
+    }
+}
+
+/// The error lines of a runtime's JSON log, if any.
+fn runtime_errors(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let errors: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| matches!(v.get("level").and_then(|l| l.as_str()), Some("error" | "fatal")))
+        .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    combined: Arc<Mutex<Vec<u8>>>,
+    on_line: LineSink,
+    is_err: bool,
+) -> Vec<u8> {
+    let Some(mut reader) = reader else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut line_start = 0;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        all.extend_from_slice(&buf[..n]);
+        if let Ok(mut c) = combined.lock() {
+            c.extend_from_slice(&buf[..n]);
+        }
+        while let Some(pos) = all[line_start..].iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&all[line_start..line_start + pos]);
+            on_line(&line, is_err);
+            line_start += pos + 1;
+        }
+    }
+    if line_start < all.len() {
+        on_line(&String::from_utf8_lossy(&all[line_start..]), is_err);
+    }
+    all
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(Ok(parent))) = (
+        std::fs::symlink_metadata(path),
+        path.parent().map(std::fs::symlink_metadata),
+    ) else {
+        return false;
+    };
+    me.is_dir() && me.dev() != parent.dev()
+}
+
+/// The capabilities a container process gets by default: what a non-privileged Docker container gets.
+const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Spec(e.to_string())
+}
+
+/// The OCI runtime spec for one run.
+pub fn spec_for(req: &RunRequest) -> Result<Spec, RuntimeError> {
+    let caps: std::collections::HashSet<Capability> = if req.privileged {
+        all_caps()
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(spec_err)?;
+    let user = UserBuilder::default()
+        .uid(req.uid)
+        .gid(req.gid)
+        .additional_gids(req.additional_gids.clone())
+        .build()
+        .map_err(spec_err)?;
+    // As many open files as the engine itself may have: asking for more than that is refused.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(1_048_576);
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(req.args.clone())
+        .env(req.env.clone())
+        .cwd(if req.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            req.cwd.clone()
+        })
+        .user(user)
+        .capabilities(capabilities)
+        .no_new_privileges(!req.privileged)
+        .rlimits(vec![
+            oci_spec::runtime::PosixRlimitBuilder::default()
+                .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+                .hard(nofile)
+                .soft(nofile)
+                .build()
+                .map_err(spec_err)?,
+        ])
+        .build()
+        .map_err(spec_err)?;
+    let root = RootBuilder::default()
+        .path(req.rootfs.clone())
+        .readonly(false)
+        .build()
+        .map_err(spec_err)?;
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    // The default cgroup mount is read-only cgroupfs; keep it, it is what containers expect to see.
+    for (host, target) in &req.etc_files {
+        mounts.push(bind(host, target, true)?);
+    }
+    for m in &req.mounts {
+        mounts.push(match m {
+            MountSpec::Bind {
+                source,
+                target,
+                read_only,
+            } => bind(source, target, *read_only)?,
+            MountSpec::Tmpfs { target, size } => {
+                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned(), "mode=1777".to_owned()];
+                if let Some(s) = size {
+                    options.push(format!("size={s}"));
+                }
+                MountBuilder::default()
+                    .destination(target)
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(options)
+                    .build()
+                    .map_err(spec_err)?
+            }
+        });
+    }
+    let mut spec = Spec::default();
+    spec.set_process(Some(process));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some("dagger".to_owned()));
+    spec.set_mounts(Some(mounts));
+    if let Some(linux) = spec.linux_mut() {
+        let namespaces: Vec<LinuxNamespace> = [
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Network,
+        ]
+        .into_iter()
+        .map(|typ| {
+            let b = LinuxNamespaceBuilder::default().typ(typ);
+            let b = match &req.netns {
+                Some(p) if typ == LinuxNamespaceType::Network => b.path(p.clone()),
+                _ => b,
+            };
+            b.build().map_err(spec_err)
+        })
+        .collect::<Result<_, _>>()?;
+        linux.set_namespaces(Some(namespaces));
+        if req.privileged {
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
+    }
+    Ok(spec)
+}
+
+fn bind(source: &Path, target: &str, read_only: bool) -> Result<Mount, RuntimeError> {
+    let mut options = vec!["rbind".to_owned(), "rprivate".to_owned()];
+    if read_only {
+        options.push("ro".to_owned());
+    }
+    MountBuilder::default()
+        .destination(target)
+        .typ("bind")
+        .source(source)
+        .options(options)
+        .build()
+        .map_err(spec_err)
+}
+
+fn all_caps() -> std::collections::HashSet<Capability> {
+    use Capability::*;
+    [
+        AuditControl,
+        AuditRead,
+        AuditWrite,
+        BlockSuspend,
+        Bpf,
+        CheckpointRestore,
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        IpcLock,
+        IpcOwner,
+        Kill,
+        Lease,
+        LinuxImmutable,
+        MacAdmin,
+        MacOverride,
+        Mknod,
+        NetAdmin,
+        NetBindService,
+        NetBroadcast,
+        NetRaw,
+        Perfmon,
+        Setgid,
+        Setfcap,
+        Setpcap,
+        Setuid,
+        SysAdmin,
+        SysBoot,
+        SysChroot,
+        SysModule,
+        SysNice,
+        SysPacct,
+        SysPtrace,
+        SysRawio,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Syslog,
+        WakeAlarm,
+    ]
+    .into_iter()
+    .collect()
+}

@@ -1,0 +1,380 @@
+//! Real containers on the embedded engine: processes run by runc (and crun) over overlayfs, container state,
+//! files in and out, mounts, secrets, errors, and caching.
+//!
+//! The base image is built from the host's `busybox-static` (`/bin/busybox`), so no registry or network is
+//! needed here; pulling images is covered in `images.rs`.
+
+use std::sync::atomic::Ordering;
+
+use dagger::prelude::*;
+use dagger::{
+    ContainerWithExecOpts, ContainerWithMountedCacheOpts, ContainerWithMountedDirectoryOpts, Error, ReturnType,
+};
+use dagger_engine::{Config, Session};
+
+struct Env {
+    session: Session,
+    dag: Query,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start_on(cache: &std::path::Path, runtime: Option<&str>) -> (Session, Query) {
+    let session = Session::start(Config {
+        cache_dir: cache.to_owned(),
+        workdir: cache.to_owned(),
+        runtime: runtime.map(str::to_owned),
+    })
+    .await
+    .expect("engine starts");
+    let dag = Connection::builder()
+        .endpoint(session.url(), session.token.clone())
+        .quiet()
+        .connect()
+        .await
+        .expect("connect")
+        .query();
+    (session, dag)
+}
+
+async fn start() -> Env {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let (session, dag) = start_on(cache.path(), None).await;
+    Env {
+        session,
+        dag,
+        _dirs: vec![cache],
+    }
+}
+
+/// A busybox root filesystem on the host: `/bin/busybox`, one link per applet, `/etc/passwd` and `/tmp`.
+fn busybox_rootfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("rootfs dir");
+    let root = dir.path();
+    for d in ["bin", "etc", "tmp", "root", "home/user"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox is missing: install the Debian package busybox-static");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:\nuser:x:1000:\n").expect("group");
+    dir
+}
+
+impl Env {
+    fn busybox(&mut self) -> Container {
+        let root = busybox_rootfs();
+        let path = root.path().to_string_lossy().into_owned();
+        self._dirs.push(root);
+        self.dag.container().with_rootfs(self.dag.host().directory(path))
+    }
+}
+
+fn exec_error(e: Error) -> dagger::ExecError {
+    match e {
+        Error::Exec(e) => e,
+        other => panic!("expected an exec error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_command_runs_and_its_output_comes_back() {
+    let mut env = start().await;
+    let c = env
+        .busybox()
+        .with_env_variable("GREETING", "hello")
+        .with_workdir("/work/here")
+        .with_exec(["sh", "-c", "echo $GREETING from $(pwd) as $(id -u); echo oops >&2"]);
+    assert_eq!(c.stdout().await.expect("stdout"), "hello from /work/here as 0\n");
+    assert_eq!(c.stderr().await.expect("stderr"), "oops\n");
+    assert_eq!(c.exit_code().await.expect("exit code"), 0);
+    // Two pipes give no order between the streams; both lines are there, whole.
+    let combined = c.combined_output().await.expect("combined");
+    let mut lines: Vec<&str> = combined.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["hello from /work/here as 0", "oops"]);
+}
+
+#[tokio::test]
+async fn a_failing_command_is_an_exec_error_with_its_output() {
+    let mut env = start().await;
+    let err = env
+        .busybox()
+        .with_exec(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        .stdout()
+        .await
+        .expect_err("exit 3 fails");
+    let e = exec_error(err);
+    assert_eq!(e.exit_code, 3);
+    assert_eq!(e.cmd, ["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(e.stdout, "out\n");
+    assert_eq!(e.stderr, "err\n");
+    assert!(e.message.contains("exit code: 3"), "{}", e.message);
+
+    // With `expect: ANY` the same command succeeds and reports its code.
+    let c = env.busybox().with_exec_opts(
+        ["sh", "-c", "exit 5"],
+        ContainerWithExecOpts::default().expect(ReturnType::Any),
+    );
+    assert_eq!(c.exit_code().await.expect("exit code"), 5);
+    // With `expect: FAILURE`, success is the error.
+    let err = env
+        .busybox()
+        .with_exec_opts(["true"], ContainerWithExecOpts::default().expect(ReturnType::Failure))
+        .sync()
+        .await
+        .expect_err("success is a failure here");
+    assert!(err.to_string().contains("expected to fail"), "{err}");
+}
+
+#[tokio::test]
+async fn files_go_in_and_come_out() {
+    let mut env = start().await;
+    let dir = env
+        .dag
+        .directory()
+        .with_new_file("a.txt", "A")
+        .with_new_file("sub/b.txt", "B");
+    let c = env
+        .busybox()
+        .with_directory("/src", dir)
+        .with_new_file("/etc/motd", "welcome\n")
+        .with_file("/copy.txt", env.dag.directory().with_new_file("x", "X").file("x"))
+        .with_exec([
+            "sh",
+            "-c",
+            "cat /src/a.txt /src/sub/b.txt /etc/motd /copy.txt > /out.txt; mkdir -p /dist; echo built > /dist/app",
+        ]);
+    assert_eq!(c.file("/out.txt").contents().await.expect("out.txt"), "ABwelcome\nX");
+    assert_eq!(c.directory("/dist").entries().await.expect("entries"), ["app"]);
+    assert!(c.exists("/dist/app").await.expect("exists"));
+    let removed = c.without_file("/dist/app").without_directory("/src");
+    assert!(!removed.exists("/dist/app").await.expect("exists"));
+    assert!(!removed.exists("/src/a.txt").await.expect("exists"));
+    // The deletion is real inside the next process too.
+    let ls = removed.with_exec(["sh", "-c", "ls /dist; test -e /src || echo gone"]);
+    assert_eq!(ls.stdout().await.expect("ls"), "gone\n");
+}
+
+#[tokio::test]
+async fn a_mounted_directory_sees_writes_and_a_read_only_one_refuses_them() {
+    let mut env = start().await;
+    let src = env.dag.directory().with_new_file("in.txt", "in");
+    let c = env.busybox().with_mounted_directory("/mnt", src.clone()).with_exec([
+        "sh",
+        "-c",
+        "cat /mnt/in.txt > /mnt/out.txt",
+    ]);
+    assert_eq!(
+        c.directory("/mnt").entries().await.expect("entries"),
+        ["in.txt", "out.txt"]
+    );
+    assert_eq!(c.file("/mnt/out.txt").contents().await.expect("out"), "in");
+    // The mount is not part of the image.
+    let without = c
+        .without_mount("/mnt")
+        .with_exec(["sh", "-c", "ls /mnt 2>/dev/null | wc -l"]);
+    assert_eq!(without.stdout().await.expect("ls").trim(), "0");
+
+    let err = env
+        .busybox()
+        .with_mounted_directory_opts("/ro", src, ContainerWithMountedDirectoryOpts::default().read_only(true))
+        .with_exec(["sh", "-c", "echo x > /ro/new"])
+        .sync()
+        .await
+        .expect_err("read-only");
+    assert!(
+        exec_error(err).stderr.contains("Read-only"),
+        "read-only mount refused the write"
+    );
+}
+
+#[tokio::test]
+async fn cache_volumes_persist_across_execs_and_sessions() {
+    let cache = tempfile::tempdir().expect("cache");
+    let rootfs = busybox_rootfs();
+    let root = rootfs.path().to_string_lossy().into_owned();
+    for (round, expected) in [(1, "1\n"), (2, "2\n")] {
+        let (_session, dag) = start_on(cache.path(), None).await;
+        let c = dag
+            .container()
+            .with_rootfs(dag.host().directory(root.clone()))
+            .with_mounted_cache("/cache", dag.cache_volume("counter"))
+            .with_env_variable("ROUND", round.to_string())
+            .with_exec(["sh", "-c", "echo x >> /cache/n; wc -l < /cache/n"]);
+        assert_eq!(c.stdout().await.expect("count"), expected, "round {round}");
+    }
+    // A seeded volume starts with the seed's content.
+    let (_session, dag) = start_on(cache.path(), None).await;
+    let c = dag
+        .container()
+        .with_rootfs(dag.host().directory(root))
+        .with_mounted_cache_opts(
+            "/seeded",
+            dag.cache_volume("seeded"),
+            ContainerWithMountedCacheOpts::default().source(dag.directory().with_new_file("seed.txt", "s")),
+        )
+        .with_exec(["cat", "/seeded/seed.txt"]);
+    assert_eq!(c.stdout().await.expect("seed"), "s");
+}
+
+#[tokio::test]
+async fn secrets_reach_the_process_and_never_its_output() {
+    let mut env = start().await;
+    let secret = env.dag.set_secret("token", "s3cr3t-value");
+    let c = env
+        .busybox()
+        .with_secret_variable("TOKEN", secret.clone())
+        .with_mounted_secret("/run/secrets/token", secret)
+        .with_exec([
+            "sh",
+            "-c",
+            "echo env=$TOKEN; echo file=$(cat /run/secrets/token); test \"$TOKEN\" = s3cr3t-value && echo match",
+        ]);
+    assert_eq!(c.stdout().await.expect("stdout"), "env=***\nfile=***\nmatch\n");
+    // Not in an exec error either.
+    let err = c
+        .with_exec(["sh", "-c", "echo $TOKEN >&2; exit 1"])
+        .sync()
+        .await
+        .expect_err("fails");
+    let e = exec_error(err);
+    assert!(!e.stderr.contains("s3cr3t"), "{}", e.stderr);
+    assert_eq!(e.stderr, "***\n");
+}
+
+#[tokio::test]
+async fn stdin_redirects_users_entrypoints_and_state() {
+    let mut env = start().await;
+    let base = env.busybox();
+    let c = base.with_exec_opts(
+        ["sh", "-c", "tr a-z A-Z; echo to-stderr >&2"],
+        ContainerWithExecOpts::default()
+            .stdin("piped in\n")
+            .redirect_stdout("/out.txt")
+            .redirect_stderr("/err.txt"),
+    );
+    assert_eq!(c.file("/out.txt").contents().await.expect("out"), "PIPED IN\n");
+    assert_eq!(c.file("/err.txt").contents().await.expect("err"), "to-stderr\n");
+
+    let as_user = base
+        .with_user("user")
+        .with_exec(["sh", "-c", "echo $(id -u):$(id -g) $HOME"]);
+    assert_eq!(as_user.stdout().await.expect("id"), "1000:1000 /home/user\n");
+    let as_ids = base
+        .with_user("1000:50")
+        .with_exec(["sh", "-c", "echo $(id -u):$(id -g)"]);
+    assert_eq!(as_ids.stdout().await.expect("id"), "1000:50\n");
+    let unknown = base
+        .with_user("nobody-here")
+        .with_exec(["true"])
+        .sync()
+        .await
+        .expect_err("unknown user");
+    assert!(unknown.to_string().contains("nobody-here"), "{unknown}");
+
+    let ep = base.with_entrypoint(["echo", "entry"]).with_default_args(["default"]);
+    assert_eq!(ep.entrypoint().await.expect("entrypoint"), ["echo", "entry"]);
+    assert_eq!(ep.default_args().await.expect("args"), ["default"]);
+    let used = ep.with_exec_opts(["arg"], ContainerWithExecOpts::default().use_entrypoint(true));
+    assert_eq!(used.stdout().await.expect("stdout"), "entry arg\n");
+    let ignored = ep.with_exec(["echo", "plain"]);
+    assert_eq!(ignored.stdout().await.expect("stdout"), "plain\n");
+
+    let labelled = base
+        .with_label("org.example.a", "1")
+        .with_label("org.example.b", "2")
+        .without_label("org.example.a")
+        .with_env_variable("A", "1")
+        .with_env_variable("B", "${A}-x")
+        .with_env_variable_opts(
+            "C",
+            "${A}-y",
+            dagger::ContainerWithEnvVariableOpts::default().expand(true),
+        );
+    assert_eq!(
+        labelled.label("org.example.b").await.expect("label"),
+        Some("2".to_owned())
+    );
+    assert_eq!(labelled.label("org.example.a").await.expect("label"), None);
+    let labels = labelled.labels().await.expect("labels");
+    assert_eq!(labels.len(), 1);
+    assert_eq!(labels[0].name().await.expect("name"), "org.example.b");
+    assert_eq!(labelled.env_variable("B").await.expect("B"), Some("${A}-x".to_owned()));
+    assert_eq!(labelled.env_variable("C").await.expect("C"), Some("1-y".to_owned()));
+    let vars = labelled.env_variables().await.expect("vars");
+    let mut names = Vec::new();
+    for v in &vars {
+        names.push(v.name().await.expect("name"));
+    }
+    assert_eq!(names, ["A", "B", "C"]);
+}
+
+#[tokio::test]
+async fn an_exec_runs_once_and_is_cached_after() {
+    let mut env = start().await;
+    let c = env.busybox().with_exec(["sh", "-c", "date +%s%N"]);
+    let first = c.stdout().await.expect("first");
+    let computed = env.session.engine.computed.load(Ordering::Relaxed);
+    let again = c.stdout().await.expect("again");
+    assert_eq!(first, again);
+    assert_eq!(env.session.engine.computed.load(Ordering::Relaxed), computed);
+}
+
+#[tokio::test]
+async fn container_symlinks_never_reach_the_host() {
+    let mut env = start().await;
+    let c = env.busybox().with_exec([
+        "sh",
+        "-c",
+        "ln -s /../../../../etc/hostname-of-container /escape; echo inside > /etc/hostname-of-container; \
+         ln -s ../../../../../../ /up",
+    ]);
+    assert_eq!(c.file("/escape").contents().await.expect("read"), "inside\n");
+    // `/up` resolves to the container's root, not the host's.
+    let entries = c.directory("/up").entries().await.expect("entries");
+    assert!(entries.contains(&"escape".to_owned()), "{entries:?}");
+}
+
+#[tokio::test]
+async fn a_missing_runtime_names_the_package_to_install() {
+    let cache = tempfile::tempdir().expect("cache");
+    let (_session, dag) = start_on(cache.path(), Some("/nonexistent/crun")).await;
+    let rootfs = busybox_rootfs();
+    let err = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_exec(["true"])
+        .sync()
+        .await
+        .expect_err("no runtime");
+    let msg = err.to_string();
+    assert!(msg.contains("apt-get install crun"), "{msg}");
+}
+
+#[tokio::test]
+async fn crun_runs_containers_too() {
+    let cache = tempfile::tempdir().expect("cache");
+    let (_session, dag) = start_on(cache.path(), Some("crun")).await;
+    let rootfs = busybox_rootfs();
+    let out = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_exec(["sh", "-c", "echo from crun"])
+        .stdout()
+        .await
+        .expect("crun runs");
+    assert_eq!(out, "from crun\n");
+}
