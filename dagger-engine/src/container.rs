@@ -1125,6 +1125,14 @@ async fn exec(
     if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
         let _ = std::fs::create_dir_all(host);
     }
+    let netns = match engine.network.create().await {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            drop(prepared);
+            snapshot::remove_all(&scratch);
+            return Err(FieldError::new(format!("cannot set up the container's network: {e}")));
+        }
+    };
     let req = RunRequest {
         rootfs: prepared.rootfs.clone(),
         bundle: scratch.join("bundle"),
@@ -1136,11 +1144,14 @@ async fn exec(
         additional_gids: Vec::new(),
         mounts: prepared.mounts.clone(),
         stdin: stdin_bytes,
-        netns: None,
+        netns: netns.as_ref().map(|n| n.path()),
         privileged,
         etc_files: prepared.etc_files.clone(),
     };
     let result = runtime.run(&req, on_line).await;
+    if let Some(ns) = netns {
+        engine.network.remove(ns).await;
+    }
     // Tear down: unmount, then keep the upper directory as the new layer.
     let engine3 = engine.clone();
     let scratch2 = scratch.clone();

@@ -25,6 +25,9 @@ pub struct Config {
     pub workdir: PathBuf,
     /// The OCI runtime (`runc`, `crun` or a path); `None` reads `DAGGER_RS_RUNTIME`, then uses `runc`.
     pub runtime: Option<String>,
+    /// How long one exec may run before it is killed; `None` reads `DAGGER_RS_EXEC_TIMEOUT` (seconds), and
+    /// without it there is no limit.
+    pub exec_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             cache_dir: Store::default_dir(),
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             runtime: None,
+            exec_timeout: None,
         }
     }
 }
@@ -178,6 +182,8 @@ pub struct Engine {
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
+    /// Container networking.
+    pub network: crate::network::Network,
     cache_users: Mutex<HashMap<String, usize>>,
     cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
@@ -206,6 +212,7 @@ impl Engine {
             secrets: Mutex::default(),
             events,
             runtime: std::sync::OnceLock::new(),
+            network: crate::network::Network::new(),
             cache_users: Mutex::default(),
             cache_locks: Mutex::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
@@ -238,8 +245,12 @@ impl Engine {
     pub fn runtime(&self) -> Result<&crate::runtime::Runtime, FieldError> {
         self.runtime
             .get_or_init(|| {
-                crate::runtime::Runtime::detect(self.config.runtime.as_deref(), &self.store.root().join("runtime"))
-                    .map_err(|e| e.to_string())
+                crate::runtime::Runtime::detect(
+                    self.config.runtime.as_deref(),
+                    self.config.exec_timeout,
+                    &self.store.root().join("runtime"),
+                )
+                .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| FieldError::new(e.clone()))

@@ -11,6 +11,7 @@
 //! - [`container`]: container state, the `Container` fields, and `withExec`;
 //! - [`snapshot`]: container filesystems as overlayfs stacks of layer directories;
 //! - [`runtime`]: OCI runtime bundles run by `runc` or `crun`;
+//! - [`network`]: a network namespace per exec, on a NAT bridge;
 //! - [`store`]: the on-disk, content-addressed cache.
 //!
 //! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
@@ -22,6 +23,7 @@ pub mod core;
 pub mod engine;
 pub mod exec;
 pub mod ids;
+pub mod network;
 pub mod runtime;
 pub mod schema;
 pub mod server;

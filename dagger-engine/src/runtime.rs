@@ -183,7 +183,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 impl Runtime {
     /// The runtime named by `preference` (or `DAGGER_RS_RUNTIME`, or `runc`), checked to exist.
-    pub fn detect(preference: Option<&str>, state_dir: &Path) -> Result<Self, RuntimeError> {
+    pub fn detect(preference: Option<&str>, timeout: Option<Duration>, state_dir: &Path) -> Result<Self, RuntimeError> {
         let uid = rustix::process::geteuid().as_raw();
         if uid != 0 {
             return Err(RuntimeError::NotRoot(uid));
@@ -209,11 +209,13 @@ impl Runtime {
             name: choice.clone(),
             package: kind.package(),
         })?;
-        let timeout = std::env::var("DAGGER_RS_EXEC_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
+        let timeout = timeout.or_else(|| {
+            std::env::var("DAGGER_RS_EXEC_TIMEOUT")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+        });
         Ok(Self {
             kind,
             binary,
@@ -230,11 +232,7 @@ impl Runtime {
 
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
-    pub async fn run(
-        &self,
-        req: &RunRequest,
-        on_line: LineSink,
-    ) -> Result<RunOutput, RuntimeError> {
+    pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
         std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
         std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
         let spec = spec_for(req)?;

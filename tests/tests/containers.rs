@@ -19,13 +19,17 @@ struct Env {
 }
 
 async fn start_on(cache: &std::path::Path, runtime: Option<&str>) -> (Session, Query) {
-    let session = Session::start(Config {
+    start_with(Config {
         cache_dir: cache.to_owned(),
         workdir: cache.to_owned(),
         runtime: runtime.map(str::to_owned),
+        ..Config::default()
     })
     .await
-    .expect("engine starts");
+}
+
+async fn start_with(config: Config) -> (Session, Query) {
+    let session = Session::start(config).await.expect("engine starts");
     let dag = Connection::builder()
         .endpoint(session.url(), session.token.clone())
         .quiet()
@@ -377,4 +381,130 @@ async fn crun_runs_containers_too() {
         .await
         .expect("crun runs");
     assert_eq!(out, "from crun\n");
+}
+
+#[tokio::test]
+async fn each_exec_has_its_own_network_and_cannot_reach_the_hosts_loopback() {
+    let mut env = start().await;
+    // The engine's own port is on the host's loopback: unreachable from inside.
+    let port = env.session.port;
+    let c = env.busybox().with_exec([
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!(
+            "ip -o addr show eth0 | grep -o '10\\.87\\.[0-9.]*' | head -1; \
+             if nc -w 2 127.0.0.1 {port} </dev/null; then echo reached; else echo unreachable; fi; \
+             if nc -w 2 10.87.0.1 {port} </dev/null; then echo reached; else echo unreachable; fi"
+        ),
+    ]);
+    let out = c.stdout().await.expect("network probe");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("10.87."), "{out}");
+    assert_eq!(&lines[1..], ["unreachable", "unreachable"], "{out}");
+}
+
+#[tokio::test]
+async fn containers_reach_the_network_the_host_reaches() {
+    let mut env = start().await;
+    // A server on the host's own external address stands in for "the network": the container gets there
+    // through the bridge and NAT, as it would get to any other host.
+    let route = std::process::Command::new("ip")
+        .args(["-4", "route", "get", "192.0.2.1"])
+        .output()
+        .expect("ip route");
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let host_ip = route
+        .split_whitespace()
+        .skip_while(|w| *w != "src")
+        .nth(1)
+        .expect("the host has an outbound address")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"hello from outside\n").await;
+        }
+    });
+    let out = env
+        .busybox()
+        .with_exec([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("nc -w 5 {host_ip} {port} </dev/null"),
+        ])
+        .stdout()
+        .await
+        .expect("outbound connection");
+    assert_eq!(out, "hello from outside\n");
+}
+
+#[tokio::test]
+async fn a_process_past_the_time_limit_is_killed_and_reported() {
+    let cache = tempfile::tempdir().expect("cache");
+    let (_session, dag) = start_with(Config {
+        cache_dir: cache.path().to_owned(),
+        workdir: cache.path().to_owned(),
+        exec_timeout: Some(std::time::Duration::from_secs(1)),
+        ..Config::default()
+    })
+    .await;
+    let rootfs = busybox_rootfs();
+    let err = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_exec(["sh", "-c", "echo started; sleep 60"])
+        .sync()
+        .await
+        .expect_err("killed");
+    let e = exec_error(err);
+    assert!(e.message.contains("killed after running for 1s"), "{}", e.message);
+    assert_eq!(e.exit_code, 137);
+}
+
+#[tokio::test]
+async fn independent_execs_of_one_request_run_concurrently() {
+    let mut env = start().await;
+    // Each side waits for the other's mark in a shared cache volume: run one after the other, both would
+    // give up; run together, both finish.
+    let base = env
+        .busybox()
+        .with_mounted_cache("/sync", env.dag.cache_volume("rendezvous"))
+        .with_env_variable("RUN", format!("{:?}", std::time::SystemTime::now()));
+    let side = |me: &str, other: &str| {
+        base.with_exec([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "touch /sync/{me}; i=0; while [ ! -e /sync/{other} ]; do i=$((i+1)); \
+                 [ $i -gt 200 ] && exit 9; sleep 0.05; done; echo {me} saw {other}"
+            ),
+        ])
+    };
+    let a = side("a", "b").id().await.expect("id a");
+    let b = side("b", "a").id().await.expect("id b");
+    let query = format!(
+        r#"{{ a: node(id: "{a}") {{ ... on Container {{ stdout }} }} b: node(id: "{b}") {{ ... on Container {{ stdout }} }} }}"#,
+        a = a.as_str(),
+        b = b.as_str()
+    );
+    let body = serde_json::json!({ "query": query }).to_string();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("{}/query", env.session.url()))
+        .basic_auth(&env.session.token, Some(""))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .text()
+        .await
+        .expect("body");
+    let res: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(res["data"]["a"]["stdout"], "a saw b\n", "{res}");
+    assert_eq!(res["data"]["b"]["stdout"], "b saw a\n", "{res}");
 }

@@ -1,0 +1,272 @@
+//! Container networking: every exec gets its own network namespace.
+//!
+//! With the default `bridge` mode a namespace holds a loopback device and an `eth0` veth whose peer sits on
+//! the engine's bridge `drs0` (10.87.0.1/16); outbound traffic leaves through NAT (an iptables `MASQUERADE`
+//! rule for the subnet), so containers reach the network the host reaches, as Docker containers do. The host's
+//! loopback stays out of reach: `127.0.0.1` inside a container is the container's own, and packets to the
+//! host's loopback addresses from another interface are dropped by the kernel. That is what keeps the engine's
+//! session port (bound to 127.0.0.1) private to the host.
+//!
+//! `DAGGER_RS_NETWORK=none` gives every exec a namespace with nothing but loopback. If the bridge cannot be
+//! set up (no `ip`/`iptables`, no privileges) the engine says why once in its log and falls back to `none`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use tokio::io::AsyncWriteExt;
+
+/// The bridge's name on the host.
+pub const BRIDGE: &str = "drs0";
+/// The bridge's subnet; the host side is `.0.1`.
+pub const SUBNET: &str = "10.87.0.0/16";
+const GATEWAY: &str = "10.87.0.1";
+
+/// How execs are networked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A veth on the engine's bridge with NAT to the outside.
+    Bridge,
+    /// Loopback only.
+    None,
+}
+
+/// Per-engine network state: the mode, and the addresses in use.
+#[derive(Debug)]
+pub struct Network {
+    mode: Mutex<Option<Mode>>,
+    in_use: Mutex<BTreeSet<u32>>,
+    setup_error: Mutex<Option<String>>,
+}
+
+/// A namespace for one exec; deleted on [`Namespace::remove`].
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+    address: Option<u32>,
+}
+
+impl Namespace {
+    /// The path runtimes join (`/var/run/netns/<name>`).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+
+    /// The container's IPv4 address, in bridge mode.
+    pub fn address(&self) -> Option<String> {
+        self.address.map(ip_of)
+    }
+}
+
+fn ip_of(n: u32) -> String {
+    format!("10.87.{}.{}", n >> 8, n & 0xff)
+}
+
+async fn ip(args: &[&str], batch: Option<String>) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    if batch.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `ip` ({e}): install the Debian package iproute2"))?;
+    if let (Some(text), Some(mut stdin)) = (batch, child.stdin.take()) {
+        let _ = stdin.write_all(text.as_bytes()).await;
+        drop(stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("`ip` failed: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn run_sync(cmd: &str, args: &[&str]) -> Result<bool, String> {
+    std::process::Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .map_err(|e| format!("cannot run `{cmd}` ({e})"))
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Network {
+    /// Network state; the bridge is set up on first use.
+    pub fn new() -> Self {
+        Self {
+            mode: Mutex::new(None),
+            in_use: Mutex::default(),
+            setup_error: Mutex::default(),
+        }
+    }
+
+    /// Why bridge networking is off, if it is.
+    pub fn setup_error(&self) -> Option<String> {
+        self.setup_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn mode(&self) -> Mode {
+        let Ok(mut mode) = self.mode.lock() else {
+            return Mode::None;
+        };
+        if let Some(m) = *mode {
+            return m;
+        }
+        let wanted = std::env::var("DAGGER_RS_NETWORK").unwrap_or_default();
+        let m = if wanted == "none" {
+            Mode::None
+        } else {
+            match setup_bridge() {
+                Ok(()) => Mode::Bridge,
+                Err(e) => {
+                    if let Ok(mut err) = self.setup_error.lock() {
+                        *err = Some(e);
+                    }
+                    Mode::None
+                }
+            }
+        };
+        *mode = Some(m);
+        m
+    }
+
+    /// Creates a namespace for one exec.
+    pub async fn create(&self) -> Result<Namespace, String> {
+        let name = format!("drs-{}", crate::snapshot::unique());
+        ip(&["netns", "add", &name], None).await?;
+        let mut ns = Namespace { name, address: None };
+        let result = self.configure(&mut ns).await;
+        if let Err(e) = result {
+            self.remove(ns).await;
+            return Err(e);
+        }
+        Ok(ns)
+    }
+
+    async fn configure(&self, ns: &mut Namespace) -> Result<(), String> {
+        if self.mode() == Mode::None {
+            return ip(&["-n", &ns.name, "link", "set", "lo", "up"], None).await;
+        }
+        let n = {
+            let mut used = self.in_use.lock().map_err(|_| "network state is poisoned".to_owned())?;
+            let n = (2..0xfffe)
+                .filter(|n| n & 0xff != 0 && n & 0xff != 0xff && !used.contains(n))
+                .find(|n| lease(*n))
+                .ok_or("no free container addresses left in 10.87.0.0/16")?;
+            used.insert(n);
+            n
+        };
+        ns.address = Some(n);
+        let host_if = format!("drsv{n:x}");
+        ip(
+            &["-batch", "-"],
+            Some(format!(
+                "link add {host_if} type veth peer name eth0 netns {ns}\nlink set {host_if} master {BRIDGE} up\n",
+                ns = ns.name
+            )),
+        )
+        .await?;
+        ip(
+            &["-n", &ns.name, "-batch", "-"],
+            Some(format!(
+                "link set lo up\naddr add {}/16 dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n",
+                ip_of(n)
+            )),
+        )
+        .await
+    }
+
+    /// Deletes a namespace (and its veth) and frees its address.
+    pub async fn remove(&self, ns: Namespace) {
+        let _ = ip(&["netns", "delete", &ns.name], None).await;
+        if let (Some(n), Ok(mut used)) = (ns.address, self.in_use.lock()) {
+            used.remove(&n);
+            let _ = std::fs::remove_file(lease_path(n));
+        }
+    }
+}
+
+/// Where address leases live: shared by every engine on the host, so two engines never hand out one address.
+const LEASES: &str = "/run/dagger-rs/leases";
+
+fn lease_path(n: u32) -> PathBuf {
+    PathBuf::from(LEASES).join(n.to_string())
+}
+
+/// Takes address `n` for this process, reclaiming a lease whose process is gone.
+fn lease(n: u32) -> bool {
+    let path = lease_path(n);
+    let _ = std::fs::create_dir_all(LEASES);
+    let me = std::process::id().to_string();
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                use std::io::Write;
+                return f.write_all(me.as_bytes()).is_ok();
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let alive = !holder.is_empty() && std::path::Path::new("/proc").join(holder.trim()).exists();
+                if alive {
+                    return false;
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    false
+}
+
+/// Creates the bridge, enables forwarding and adds the NAT rule, each only when missing.
+fn setup_bridge() -> Result<(), String> {
+    let exists = run_sync("ip", &["link", "show", BRIDGE])?;
+    if !exists {
+        let ok = run_sync("ip", &["link", "add", BRIDGE, "type", "bridge"])?
+            && run_sync("ip", &["addr", "add", &format!("{GATEWAY}/16"), "dev", BRIDGE])?;
+        if !ok && !run_sync("ip", &["link", "show", BRIDGE])? {
+            return Err(format!("cannot create the bridge {BRIDGE} (the engine needs root)"));
+        }
+    }
+    run_sync("ip", &["link", "set", BRIDGE, "up"])?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))?;
+    let rule = [
+        "-t",
+        "nat",
+        "POSTROUTING",
+        "-s",
+        SUBNET,
+        "!",
+        "-o",
+        BRIDGE,
+        "-j",
+        "MASQUERADE",
+    ];
+    let mut check_args = vec!["-t", "nat", "-C"];
+    check_args.extend_from_slice(&rule[2..]);
+    let present = run_sync("iptables", &check_args).map_err(|e| format!("{e}: install the Debian package iptables"))?;
+    if !present {
+        let mut add = vec!["-t", "nat", "-A"];
+        add.extend_from_slice(&rule[2..]);
+        if !run_sync("iptables", &add)? {
+            return Err("cannot add the NAT rule for container traffic (iptables failed)".into());
+        }
+    }
+    Ok(())
+}
