@@ -11,6 +11,8 @@ use crate::error::Error;
 use crate::querybuilder::{Selection, Value};
 use crate::scalars::{Id, Platform};
 
+/// The root of the API: the entry points from which every pipeline starts.
+///
 /// GraphQL type `Query`.
 #[derive(Clone, Debug)]
 pub struct Query {
@@ -104,6 +106,8 @@ impl Query {
         GitRef::from_ctx(self.ctx.with_selection(Selection::load("GitRef", id.into())))
     }
 
+    /// Creates an empty container with no image, configuration or filesystem contents.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::container_opts`].
     ///
     /// GraphQL field `Query.container`.
@@ -111,6 +115,8 @@ impl Query {
         self.container_opts(QueryContainerOpts::default())
     }
 
+    /// Creates an empty container with no image, configuration or filesystem contents.
+    ///
     /// Like [`Self::container`], with the optional arguments in [`QueryContainerOpts`].
     ///
     /// GraphQL field `Query.container`.
@@ -122,14 +128,18 @@ impl Query {
         Container::from_ctx(self.ctx.select("container", gql_args))
     }
 
+    /// Creates an empty directory.
+    ///
     /// GraphQL field `Query.directory`.
     pub fn directory(&self) -> Directory {
         Directory::from_ctx(self.ctx.select("directory", vec![]))
     }
 
+    /// Creates a file holding the given text.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `contents`:
+    /// - `name`: Name of the new file, without any directory part.
+    /// - `contents`: Text to write into the file.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::file_opts`].
     ///
@@ -138,9 +148,11 @@ impl Query {
         self.file_opts(name, contents, QueryFileOpts::default())
     }
 
+    /// Creates a file holding the given text.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `contents`:
+    /// - `name`: Name of the new file, without any directory part.
+    /// - `contents`: Text to write into the file.
     ///
     /// Like [`Self::file`], with the optional arguments in [`QueryFileOpts`].
     ///
@@ -157,13 +169,19 @@ impl Query {
         File::from_ctx(self.ctx.select("file", gql_args))
     }
 
+    /// The environment of the client that opened the session: its filesystem, sockets and network.
+    ///
     /// GraphQL field `Query.host`.
     pub fn host(&self) -> Host {
         Host::from_ctx(self.ctx.select("host", vec![]))
     }
 
+    /// Returns the cache volume named by `key`, creating it on first use.
+    ///
+    /// Its contents outlive the session and are shared by every pipeline that mounts a volume with the same key.
+    ///
     /// # Arguments
-    /// - `key`:
+    /// - `key`: Name identifying the volume; the same key always yields the same volume.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::cache_volume_opts`].
     ///
@@ -172,8 +190,12 @@ impl Query {
         self.cache_volume_opts(key, QueryCacheVolumeOpts::default())
     }
 
+    /// Returns the cache volume named by `key`, creating it on first use.
+    ///
+    /// Its contents outlive the session and are shared by every pipeline that mounts a volume with the same key.
+    ///
     /// # Arguments
-    /// - `key`:
+    /// - `key`: Name identifying the volume; the same key always yields the same volume.
     ///
     /// Like [`Self::cache_volume`], with the optional arguments in [`QueryCacheVolumeOpts`].
     ///
@@ -194,9 +216,13 @@ impl Query {
         CacheVolume::from_ctx(self.ctx.select("cacheVolume", gql_args))
     }
 
+    /// Creates a secret from a value supplied by the client.
+    ///
+    /// The value is kept in the session's memory, never stored in a cache or an image, and masked in command output.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `plaintext`:
+    /// - `name`: Name that identifies the secret within the session.
+    /// - `plaintext`: The secret value.
     ///
     /// GraphQL field `Query.setSecret`.
     pub fn set_secret(&self, name: impl Into<String>, plaintext: impl Into<String>) -> Secret {
@@ -208,8 +234,12 @@ impl Query {
         Secret::from_ctx(self.ctx.select("setSecret", gql_args))
     }
 
+    /// References a secret held by a provider on the client side, such as an environment variable (`env://NAME`) or a file (`file://PATH`).
+    ///
+    /// The value is read only when a command needs it.
+    ///
     /// # Arguments
-    /// - `uri`:
+    /// - `uri`: Where to read the secret from, as `<provider>://<location>`.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::secret_opts`].
     ///
@@ -218,8 +248,12 @@ impl Query {
         self.secret_opts(uri, QuerySecretOpts::default())
     }
 
+    /// References a secret held by a provider on the client side, such as an environment variable (`env://NAME`) or a file (`file://PATH`).
+    ///
+    /// The value is read only when a command needs it.
+    ///
     /// # Arguments
-    /// - `uri`:
+    /// - `uri`: Where to read the secret from, as `<provider>://<location>`.
     ///
     /// Like [`Self::secret`], with the optional arguments in [`QuerySecretOpts`].
     ///
@@ -234,8 +268,10 @@ impl Query {
         Secret::from_ctx(self.ctx.select("secret", gql_args))
     }
 
+    /// Refers to a remote Git repository; nothing is fetched until one of its refs is read.
+    ///
     /// # Arguments
-    /// - `url`:
+    /// - `url`: Location of the repository, as an HTTP(S) or SSH URL (`git@host:path` is accepted too).
     ///
     /// Optional arguments keep their defaults; set them with [`Self::git_opts`].
     ///
@@ -244,8 +280,10 @@ impl Query {
         self.git_opts(url, QueryGitOpts::default())
     }
 
+    /// Refers to a remote Git repository; nothing is fetched until one of its refs is read.
+    ///
     /// # Arguments
-    /// - `url`:
+    /// - `url`: Location of the repository, as an HTTP(S) or SSH URL (`git@host:path` is accepted too).
     ///
     /// Like [`Self::git`], with the optional arguments in [`QueryGitOpts`].
     ///
@@ -278,8 +316,10 @@ impl Query {
         GitRepository::from_ctx(self.ctx.select("git", gql_args))
     }
 
+    /// Downloads a file over HTTP or HTTPS.
+    ///
     /// # Arguments
-    /// - `url`:
+    /// - `url`: Address of the file to download.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::http_opts`].
     ///
@@ -288,8 +328,10 @@ impl Query {
         self.http_opts(url, QueryHttpOpts::default())
     }
 
+    /// Downloads a file over HTTP or HTTPS.
+    ///
     /// # Arguments
-    /// - `url`:
+    /// - `url`: Address of the file to download.
     ///
     /// Like [`Self::http`], with the optional arguments in [`QueryHttpOpts`].
     ///
@@ -316,18 +358,24 @@ impl Query {
         File::from_ctx(self.ctx.select("http", gql_args))
     }
 
+    /// The version of the engine serving the session.
+    ///
     /// GraphQL field `Query.version`.
     pub fn version(&self) -> Leaf<String> {
         self.ctx
             .leaf("version", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The platform the engine builds and runs for when none is given, such as `linux/amd64`.
+    ///
     /// GraphQL field `Query.defaultPlatform`.
     pub fn default_platform(&self) -> Leaf<Platform> {
         self.ctx
             .leaf("defaultPlatform", vec![], LeafShape::Scalar, decode_value::<Platform>)
     }
 
+    /// An opaque identifier of the root object.
+    ///
     /// GraphQL field `Query.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -337,6 +385,8 @@ impl Query {
 /// Optional arguments of [`Query::container_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QueryContainerOpts {
+    /// Platform the container targets; the engine's default platform when omitted.
+    ///
     /// GraphQL argument `Query.container(platform:)`.
     pub platform: Option<Platform>,
 }
@@ -352,6 +402,8 @@ impl QueryContainerOpts {
 /// Optional arguments of [`Query::file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QueryFileOpts {
+    /// Permission bits of the file, as a decimal integer; defaults to 420 (`0o644`).
+    ///
     /// Default: `420`.
     ///
     /// GraphQL argument `Query.file(permissions:)`.
@@ -369,12 +421,18 @@ impl QueryFileOpts {
 /// Optional arguments of [`Query::cache_volume_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QueryCacheVolumeOpts {
+    /// Directory whose contents seed the volume when it is first created; it starts empty otherwise.
+    ///
     /// GraphQL argument `Query.cacheVolume(source:)`.
     pub source: Option<Directory>,
+    /// How concurrent mounts share the volume when a mount does not choose a mode itself.
+    ///
     /// Default: `SHARED`.
     ///
     /// GraphQL argument `Query.cacheVolume(sharing:)`.
     pub sharing: Option<CacheSharingMode>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) owning the volume's root when it is created; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Query.cacheVolume(owner:)`.
@@ -404,6 +462,8 @@ impl QueryCacheVolumeOpts {
 /// Optional arguments of [`Query::secret_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QuerySecretOpts {
+    /// Key to use for caching instead of the secret's value: secrets with the same key are treated as interchangeable by the cache.
+    ///
     /// GraphQL argument `Query.secret(cacheKey:)`.
     pub cache_key: Option<String>,
 }
@@ -419,24 +479,38 @@ impl QuerySecretOpts {
 /// Optional arguments of [`Query::git_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QueryGitOpts {
+    /// Whether checkouts of the repository keep their `.git` directory.
+    ///
     /// Default: `true`.
     ///
     /// GraphQL argument `Query.git(keepGitDir:)`.
     pub keep_git_dir: Option<bool>,
+    /// Known-hosts entries used to verify the server's key when cloning over SSH.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Query.git(sshKnownHosts:)`.
     pub ssh_known_hosts: Option<String>,
+    /// Socket of an SSH agent to authenticate with when cloning over SSH.
+    ///
     /// GraphQL argument `Query.git(sshAuthSocket:)`.
     pub ssh_auth_socket: Option<Socket>,
+    /// User name to send along with `httpAuthToken` for HTTP basic authentication.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Query.git(httpAuthUsername:)`.
     pub http_auth_username: Option<String>,
+    /// Secret token for HTTP authentication to the repository.
+    ///
     /// GraphQL argument `Query.git(httpAuthToken:)`.
     pub http_auth_token: Option<Secret>,
+    /// Secret holding a complete `Authorization` header value to send to the repository.
+    ///
     /// GraphQL argument `Query.git(httpAuthHeader:)`.
     pub http_auth_header: Option<Secret>,
+    /// Service to reach the repository's host through, for a Git server running inside the pipeline.
+    ///
     /// GraphQL argument `Query.git(experimentalServiceHost:)`.
     pub experimental_service_host: Option<Service>,
 }
@@ -488,14 +562,24 @@ impl QueryGitOpts {
 /// Optional arguments of [`Query::http_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct QueryHttpOpts {
+    /// Name to give the downloaded file; taken from the URL when omitted.
+    ///
     /// GraphQL argument `Query.http(name:)`.
     pub name: Option<String>,
+    /// Permission bits of the downloaded file, as a decimal integer.
+    ///
     /// GraphQL argument `Query.http(permissions:)`.
     pub permissions: Option<i64>,
+    /// Expected digest of the content (such as `sha256:<hex>`); the download fails if it does not match.
+    ///
     /// GraphQL argument `Query.http(checksum:)`.
     pub checksum: Option<String>,
+    /// Secret holding an `Authorization` header value to send with the request.
+    ///
     /// GraphQL argument `Query.http(authHeader:)`.
     pub auth_header: Option<Secret>,
+    /// Service to reach the URL's host through, for a server running inside the pipeline.
+    ///
     /// GraphQL argument `Query.http(experimentalServiceHost:)`.
     pub experimental_service_host: Option<Service>,
 }
@@ -532,6 +616,10 @@ impl QueryHttpOpts {
     }
 }
 
+/// A container: a root filesystem plus image configuration (environment, working directory, user, entrypoint, labels, ports) and mounts.
+///
+/// Every `with…` field returns a new container and leaves the original unchanged; nothing runs until a value is read.
+///
 /// GraphQL type `Container`.
 #[derive(Clone, Debug)]
 pub struct Container {
@@ -555,8 +643,12 @@ impl From<&Container> for Container {
 }
 
 impl Container {
+    /// Starts the container from an image in a registry: its filesystem and its configuration replace the container's.
+    ///
+    /// The image is pulled for the container's platform, and a multi-platform image resolves to the matching variant.
+    ///
     /// # Arguments
-    /// - `address`:
+    /// - `address`: Reference of the image, such as `alpine:3.20`, `docker.io/library/alpine:3.20` or a reference pinned with `@sha256:<digest>`.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::from_opts`].
     ///
@@ -565,8 +657,12 @@ impl Container {
         self.from_opts(address, ContainerFromOpts::default())
     }
 
+    /// Starts the container from an image in a registry: its filesystem and its configuration replace the container's.
+    ///
+    /// The image is pulled for the container's platform, and a multi-platform image resolves to the matching variant.
+    ///
     /// # Arguments
-    /// - `address`:
+    /// - `address`: Reference of the image, such as `alpine:3.20`, `docker.io/library/alpine:3.20` or a reference pinned with `@sha256:<digest>`.
     ///
     /// Like [`Self::from`], with the optional arguments in [`ContainerFromOpts`].
     ///
@@ -581,8 +677,13 @@ impl Container {
         Container::from_ctx(self.ctx.select("from", gql_args))
     }
 
+    /// Runs a command in the container and returns the container as the command leaves it: its filesystem changes are kept and its output can be read with `stdout`, `stderr`, `combinedOutput` and `exitCode`.
+    ///
+    /// The command runs with the container's environment, working directory, user, mounts and service bindings, and only when a value that depends on it is requested.
+    /// A non-zero exit status makes the call fail unless `expect` allows it.
+    ///
     /// # Arguments
-    /// - `args`:
+    /// - `args`: The program and its arguments, run directly rather than through a shell; the program is looked up in `PATH`. An empty list runs the container's default arguments.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_exec_opts`].
     ///
@@ -591,8 +692,13 @@ impl Container {
         self.with_exec_opts(args, ContainerWithExecOpts::default())
     }
 
+    /// Runs a command in the container and returns the container as the command leaves it: its filesystem changes are kept and its output can be read with `stdout`, `stderr`, `combinedOutput` and `exitCode`.
+    ///
+    /// The command runs with the container's environment, working directory, user, mounts and service bindings, and only when a value that depends on it is requested.
+    /// A non-zero exit status makes the call fail unless `expect` allows it.
+    ///
     /// # Arguments
-    /// - `args`:
+    /// - `args`: The program and its arguments, run directly rather than through a shell; the program is looked up in `PATH`. An empty list runs the container's default arguments.
     ///
     /// Like [`Self::with_exec`], with the optional arguments in [`ContainerWithExecOpts`].
     ///
@@ -641,9 +747,13 @@ impl Container {
         Container::from_ctx(self.ctx.select("withExec", gql_args))
     }
 
+    /// Copies the contents of a directory into the container's filesystem at `path`, merging them with what is already there.
+    ///
+    /// Files of the same name are overwritten; the rest of the destination is kept.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination in the container; relative paths resolve against the working directory.
+    /// - `source`: The directory whose contents are copied.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_directory_opts`].
     ///
@@ -652,9 +762,13 @@ impl Container {
         self.with_directory_opts(path, source, ContainerWithDirectoryOpts::default())
     }
 
+    /// Copies the contents of a directory into the container's filesystem at `path`, merging them with what is already there.
+    ///
+    /// Files of the same name are overwritten; the rest of the destination is kept.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination in the container; relative paths resolve against the working directory.
+    /// - `source`: The directory whose contents are copied.
     ///
     /// Like [`Self::with_directory`], with the optional arguments in [`ContainerWithDirectoryOpts`].
     ///
@@ -697,9 +811,11 @@ impl Container {
         Container::from_ctx(self.ctx.select("withDirectory", gql_args))
     }
 
+    /// Copies a file into the container's filesystem at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination path of the file; relative paths resolve against the working directory.
+    /// - `source`: The file to copy.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_file_opts`].
     ///
@@ -708,9 +824,11 @@ impl Container {
         self.with_file_opts(path, source, ContainerWithFileOpts::default())
     }
 
+    /// Copies a file into the container's filesystem at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination path of the file; relative paths resolve against the working directory.
+    /// - `source`: The file to copy.
     ///
     /// Like [`Self::with_file`], with the optional arguments in [`ContainerWithFileOpts`].
     ///
@@ -738,9 +856,13 @@ impl Container {
         Container::from_ctx(self.ctx.select("withFile", gql_args))
     }
 
+    /// Mounts a directory at `path` for the commands run afterwards.
+    ///
+    /// Unlike `withDirectory`, a mount is not part of the root filesystem, so it is left out of `rootfs`, exports and published images.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where to mount the directory; relative paths resolve against the working directory.
+    /// - `source`: The directory to mount.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_mounted_directory_opts`].
     ///
@@ -749,9 +871,13 @@ impl Container {
         self.with_mounted_directory_opts(path, source, ContainerWithMountedDirectoryOpts::default())
     }
 
+    /// Mounts a directory at `path` for the commands run afterwards.
+    ///
+    /// Unlike `withDirectory`, a mount is not part of the root filesystem, so it is left out of `rootfs`, exports and published images.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where to mount the directory; relative paths resolve against the working directory.
+    /// - `source`: The directory to mount.
     ///
     /// Like [`Self::with_mounted_directory`], with the optional arguments in [`ContainerWithMountedDirectoryOpts`].
     ///
@@ -779,9 +905,13 @@ impl Container {
         Container::from_ctx(self.ctx.select("withMountedDirectory", gql_args))
     }
 
+    /// Mounts a cache volume at `path`: what commands write there persists across runs and sessions and is shared with every other mount of the same volume.
+    ///
+    /// Use it for package caches and build outputs that speed up later runs; it is never part of the image.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `cache`:
+    /// - `path`: Where to mount the volume; relative paths resolve against the working directory.
+    /// - `cache`: The cache volume to mount.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_mounted_cache_opts`].
     ///
@@ -790,9 +920,13 @@ impl Container {
         self.with_mounted_cache_opts(path, cache, ContainerWithMountedCacheOpts::default())
     }
 
+    /// Mounts a cache volume at `path`: what commands write there persists across runs and sessions and is shared with every other mount of the same volume.
+    ///
+    /// Use it for package caches and build outputs that speed up later runs; it is never part of the image.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `cache`:
+    /// - `path`: Where to mount the volume; relative paths resolve against the working directory.
+    /// - `cache`: The cache volume to mount.
     ///
     /// Like [`Self::with_mounted_cache`], with the optional arguments in [`ContainerWithMountedCacheOpts`].
     ///
@@ -823,9 +957,11 @@ impl Container {
         Container::from_ctx(self.ctx.select("withMountedCache", gql_args))
     }
 
+    /// Mounts a file at `path` for the commands run afterwards; the mount is not part of the root filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where to mount the file; relative paths resolve against the working directory.
+    /// - `source`: The file to mount.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_mounted_file_opts`].
     ///
@@ -834,9 +970,11 @@ impl Container {
         self.with_mounted_file_opts(path, source, ContainerWithMountedFileOpts::default())
     }
 
+    /// Mounts a file at `path` for the commands run afterwards; the mount is not part of the root filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where to mount the file; relative paths resolve against the working directory.
+    /// - `source`: The file to mount.
     ///
     /// Like [`Self::with_mounted_file`], with the optional arguments in [`ContainerWithMountedFileOpts`].
     ///
@@ -861,9 +999,13 @@ impl Container {
         Container::from_ctx(self.ctx.select("withMountedFile", gql_args))
     }
 
+    /// Mounts a secret as a file at `path` for the commands run afterwards.
+    ///
+    /// Its value is never written to the root filesystem or to image layers, and is masked in command output.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where the secret file appears; relative paths resolve against the working directory.
+    /// - `source`: The secret to mount.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_mounted_secret_opts`].
     ///
@@ -872,9 +1014,13 @@ impl Container {
         self.with_mounted_secret_opts(path, source, ContainerWithMountedSecretOpts::default())
     }
 
+    /// Mounts a secret as a file at `path` for the commands run afterwards.
+    ///
+    /// Its value is never written to the root filesystem or to image layers, and is masked in command output.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Where the secret file appears; relative paths resolve against the working directory.
+    /// - `source`: The secret to mount.
     ///
     /// Like [`Self::with_mounted_secret`], with the optional arguments in [`ContainerWithMountedSecretOpts`].
     ///
@@ -902,8 +1048,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withMountedSecret", gql_args))
     }
 
+    /// Mounts an empty in-memory filesystem at `path`; whatever commands write there is discarded afterwards.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Where to mount the temporary filesystem; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_mounted_temp_opts`].
     ///
@@ -912,8 +1060,10 @@ impl Container {
         self.with_mounted_temp_opts(path, ContainerWithMountedTempOpts::default())
     }
 
+    /// Mounts an empty in-memory filesystem at `path`; whatever commands write there is discarded afterwards.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Where to mount the temporary filesystem; relative paths resolve against the working directory.
     ///
     /// Like [`Self::with_mounted_temp`], with the optional arguments in [`ContainerWithMountedTempOpts`].
     ///
@@ -931,8 +1081,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withMountedTemp", gql_args))
     }
 
+    /// Removes the mount at `path`, so the root filesystem's contents show there again.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the mount to remove; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::without_mount_opts`].
     ///
@@ -941,8 +1093,10 @@ impl Container {
         self.without_mount_opts(path, ContainerWithoutMountOpts::default())
     }
 
+    /// Removes the mount at `path`, so the root filesystem's contents show there again.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the mount to remove; relative paths resolve against the working directory.
     ///
     /// Like [`Self::without_mount`], with the optional arguments in [`ContainerWithoutMountOpts`].
     ///
@@ -957,15 +1111,19 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutMount", gql_args))
     }
 
+    /// The paths at which something is mounted in the container.
+    ///
     /// GraphQL field `Container.mounts`.
     pub fn mounts(&self) -> Leaf<Vec<String>> {
         self.ctx
             .leaf("mounts", vec![], LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// Sets an environment variable for the commands run afterwards; it is saved in the image configuration.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `value`:
+    /// - `name`: Name of the variable.
+    /// - `value`: Value of the variable.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_env_variable_opts`].
     ///
@@ -974,9 +1132,11 @@ impl Container {
         self.with_env_variable_opts(name, value, ContainerWithEnvVariableOpts::default())
     }
 
+    /// Sets an environment variable for the commands run afterwards; it is saved in the image configuration.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `value`:
+    /// - `name`: Name of the variable.
+    /// - `value`: Value of the variable.
     ///
     /// Like [`Self::with_env_variable`], with the optional arguments in [`ContainerWithEnvVariableOpts`].
     ///
@@ -998,8 +1158,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withEnvVariable", gql_args))
     }
 
+    /// Removes an environment variable; nothing changes if it is not set.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the variable to remove.
     ///
     /// GraphQL field `Container.withoutEnvVariable`.
     pub fn without_env_variable(&self, name: impl Into<String>) -> Container {
@@ -1009,8 +1171,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutEnvVariable", gql_args))
     }
 
+    /// The value of an environment variable, or null if it is not set.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the variable.
     ///
     /// GraphQL field `Container.envVariable`.
     pub fn env_variable(&self, name: impl Into<String>) -> Leaf<Option<String>> {
@@ -1025,6 +1189,8 @@ impl Container {
         )
     }
 
+    /// Every environment variable set in the container.
+    ///
     /// GraphQL field `Container.envVariables`.
     pub fn env_variables(&self) -> Leaf<Vec<EnvVariable>> {
         self.ctx.leaf(
@@ -1035,8 +1201,10 @@ impl Container {
         )
     }
 
+    /// Sets the working directory of the commands run afterwards, against which relative paths resolve.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: The new working directory; a relative path resolves against the current one.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_workdir_opts`].
     ///
@@ -1045,8 +1213,10 @@ impl Container {
         self.with_workdir_opts(path, ContainerWithWorkdirOpts::default())
     }
 
+    /// Sets the working directory of the commands run afterwards, against which relative paths resolve.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: The new working directory; a relative path resolves against the current one.
     ///
     /// Like [`Self::with_workdir`], with the optional arguments in [`ContainerWithWorkdirOpts`].
     ///
@@ -1061,19 +1231,25 @@ impl Container {
         Container::from_ctx(self.ctx.select("withWorkdir", gql_args))
     }
 
+    /// Resets the working directory to the default, `/`.
+    ///
     /// GraphQL field `Container.withoutWorkdir`.
     pub fn without_workdir(&self) -> Container {
         Container::from_ctx(self.ctx.select("withoutWorkdir", vec![]))
     }
 
+    /// The working directory of the container.
+    ///
     /// GraphQL field `Container.workdir`.
     pub fn workdir(&self) -> Leaf<String> {
         self.ctx
             .leaf("workdir", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Sets the user that runs the commands run afterwards.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: A user name or numeric ID, optionally followed by a group (`name:group`, `uid:gid`), resolved through the container's own `/etc/passwd` and `/etc/group`.
     ///
     /// GraphQL field `Container.withUser`.
     pub fn with_user(&self, name: impl Into<String>) -> Container {
@@ -1083,18 +1259,26 @@ impl Container {
         Container::from_ctx(self.ctx.select("withUser", gql_args))
     }
 
+    /// Resets the user to the default, root.
+    ///
     /// GraphQL field `Container.withoutUser`.
     pub fn without_user(&self) -> Container {
         Container::from_ctx(self.ctx.select("withoutUser", vec![]))
     }
 
+    /// The user commands run as, as it was configured; empty when none is set, which means root.
+    ///
     /// GraphQL field `Container.user`.
     pub fn user(&self) -> Leaf<String> {
         self.ctx.leaf("user", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Sets the entrypoint: the program the image runs, with the default arguments or a given command placed after it.
+    ///
+    /// `withExec` uses it only when `useEntrypoint` is set. Clears the default arguments unless `keepDefaultArgs` is set.
+    ///
     /// # Arguments
-    /// - `args`:
+    /// - `args`: The program and its leading arguments.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_entrypoint_opts`].
     ///
@@ -1103,8 +1287,12 @@ impl Container {
         self.with_entrypoint_opts(args, ContainerWithEntrypointOpts::default())
     }
 
+    /// Sets the entrypoint: the program the image runs, with the default arguments or a given command placed after it.
+    ///
+    /// `withExec` uses it only when `useEntrypoint` is set. Clears the default arguments unless `keepDefaultArgs` is set.
+    ///
     /// # Arguments
-    /// - `args`:
+    /// - `args`: The program and its leading arguments.
     ///
     /// Like [`Self::with_entrypoint`], with the optional arguments in [`ContainerWithEntrypointOpts`].
     ///
@@ -1126,6 +1314,8 @@ impl Container {
         Container::from_ctx(self.ctx.select("withEntrypoint", gql_args))
     }
 
+    /// Removes the entrypoint, and the default arguments unless `keepDefaultArgs` is set.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::without_entrypoint_opts`].
     ///
     /// GraphQL field `Container.withoutEntrypoint`.
@@ -1133,6 +1323,8 @@ impl Container {
         self.without_entrypoint_opts(ContainerWithoutEntrypointOpts::default())
     }
 
+    /// Removes the entrypoint, and the default arguments unless `keepDefaultArgs` is set.
+    ///
     /// Like [`Self::without_entrypoint`], with the optional arguments in [`ContainerWithoutEntrypointOpts`].
     ///
     /// GraphQL field `Container.withoutEntrypoint`.
@@ -1144,14 +1336,18 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutEntrypoint", gql_args))
     }
 
+    /// The entrypoint of the container; empty when it has none.
+    ///
     /// GraphQL field `Container.entrypoint`.
     pub fn entrypoint(&self) -> Leaf<Vec<String>> {
         self.ctx
             .leaf("entrypoint", vec![], LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// Sets the arguments used when no command is given, placed after the entrypoint if there is one.
+    ///
     /// # Arguments
-    /// - `args`:
+    /// - `args`: The default arguments.
     ///
     /// GraphQL field `Container.withDefaultArgs`.
     pub fn with_default_args(&self, args: impl IntoIterator<Item = impl Into<String>>) -> Container {
@@ -1164,20 +1360,28 @@ impl Container {
         Container::from_ctx(self.ctx.select("withDefaultArgs", gql_args))
     }
 
+    /// Removes the default arguments.
+    ///
     /// GraphQL field `Container.withoutDefaultArgs`.
     pub fn without_default_args(&self) -> Container {
         Container::from_ctx(self.ctx.select("withoutDefaultArgs", vec![]))
     }
 
+    /// The default arguments of the container; empty when it has none.
+    ///
     /// GraphQL field `Container.defaultArgs`.
     pub fn default_args(&self) -> Leaf<Vec<String>> {
         self.ctx
             .leaf("defaultArgs", vec![], LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// Exposes a secret to the commands run afterwards as an environment variable.
+    ///
+    /// Its value is kept out of the image configuration and masked in command output.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `secret`:
+    /// - `name`: Name of the environment variable.
+    /// - `secret`: The secret whose value the variable holds.
     ///
     /// GraphQL field `Container.withSecretVariable`.
     pub fn with_secret_variable(&self, name: impl Into<String>, secret: impl Into<Secret>) -> Container {
@@ -1189,8 +1393,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withSecretVariable", gql_args))
     }
 
+    /// Removes an environment variable set from a secret.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the environment variable.
     ///
     /// GraphQL field `Container.withoutSecretVariable`.
     pub fn without_secret_variable(&self, name: impl Into<String>) -> Container {
@@ -1200,9 +1406,11 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutSecretVariable", gql_args))
     }
 
+    /// Copies several files into the directory at `path`, each keeping its own name.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `sources`:
+    /// - `path`: Destination directory; relative paths resolve against the working directory.
+    /// - `sources`: The files to copy.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_files_opts`].
     ///
@@ -1211,9 +1419,11 @@ impl Container {
         self.with_files_opts(path, sources, ContainerWithFilesOpts::default())
     }
 
+    /// Copies several files into the directory at `path`, each keeping its own name.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `sources`:
+    /// - `path`: Destination directory; relative paths resolve against the working directory.
+    /// - `sources`: The files to copy.
     ///
     /// Like [`Self::with_files`], with the optional arguments in [`ContainerWithFilesOpts`].
     ///
@@ -1244,8 +1454,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withFiles", gql_args))
     }
 
+    /// Deletes a file from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::without_file_opts`].
     ///
@@ -1254,8 +1466,10 @@ impl Container {
         self.without_file_opts(path, ContainerWithoutFileOpts::default())
     }
 
+    /// Deletes a file from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory.
     ///
     /// Like [`Self::without_file`], with the optional arguments in [`ContainerWithoutFileOpts`].
     ///
@@ -1270,8 +1484,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutFile", gql_args))
     }
 
+    /// Deletes several files from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `paths`:
+    /// - `paths`: Paths of the files; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::without_files_opts`].
     ///
@@ -1280,8 +1496,10 @@ impl Container {
         self.without_files_opts(paths, ContainerWithoutFilesOpts::default())
     }
 
+    /// Deletes several files from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `paths`:
+    /// - `paths`: Paths of the files; relative paths resolve against the working directory.
     ///
     /// Like [`Self::without_files`], with the optional arguments in [`ContainerWithoutFilesOpts`].
     ///
@@ -1303,8 +1521,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutFiles", gql_args))
     }
 
+    /// Deletes a directory and everything in it from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::without_directory_opts`].
     ///
@@ -1313,8 +1533,10 @@ impl Container {
         self.without_directory_opts(path, ContainerWithoutDirectoryOpts::default())
     }
 
+    /// Deletes a directory and everything in it from the container's filesystem.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory; relative paths resolve against the working directory.
     ///
     /// Like [`Self::without_directory`], with the optional arguments in [`ContainerWithoutDirectoryOpts`].
     ///
@@ -1329,9 +1551,11 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutDirectory", gql_args))
     }
 
+    /// Creates a symbolic link in the container's filesystem.
+    ///
     /// # Arguments
-    /// - `target`:
-    /// - `link_name`:
+    /// - `target`: What the link points to, stored as given: it may be relative, and need not exist.
+    /// - `link_name`: Path of the link to create; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_symlink_opts`].
     ///
@@ -1340,9 +1564,11 @@ impl Container {
         self.with_symlink_opts(target, link_name, ContainerWithSymlinkOpts::default())
     }
 
+    /// Creates a symbolic link in the container's filesystem.
+    ///
     /// # Arguments
-    /// - `target`:
-    /// - `link_name`:
+    /// - `target`: What the link points to, stored as given: it may be relative, and need not exist.
+    /// - `link_name`: Path of the link to create; relative paths resolve against the working directory.
     ///
     /// Like [`Self::with_symlink`], with the optional arguments in [`ContainerWithSymlinkOpts`].
     ///
@@ -1364,8 +1590,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withSymlink", gql_args))
     }
 
+    /// Metadata of the file, directory or link at `path`: its type, name, permissions and size.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to inspect; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::stat_opts`].
     ///
@@ -1374,8 +1602,10 @@ impl Container {
         self.stat_opts(path, ContainerStatOpts::default())
     }
 
+    /// Metadata of the file, directory or link at `path`: its type, name, permissions and size.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to inspect; relative paths resolve against the working directory.
     ///
     /// Like [`Self::stat`], with the optional arguments in [`ContainerStatOpts`].
     ///
@@ -1390,9 +1620,11 @@ impl Container {
         Stat::from_ctx(self.ctx.select("stat", gql_args))
     }
 
+    /// Writes a new file with the given text into the container's filesystem, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `contents`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory, and missing parent directories are created.
+    /// - `contents`: Text to write into the file.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_new_file_opts`].
     ///
@@ -1401,9 +1633,11 @@ impl Container {
         self.with_new_file_opts(path, contents, ContainerWithNewFileOpts::default())
     }
 
+    /// Writes a new file with the given text into the container's filesystem, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `contents`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory, and missing parent directories are created.
+    /// - `contents`: Text to write into the file.
     ///
     /// Like [`Self::with_new_file`], with the optional arguments in [`ContainerWithNewFileOpts`].
     ///
@@ -1431,8 +1665,12 @@ impl Container {
         Container::from_ctx(self.ctx.select("withNewFile", gql_args))
     }
 
+    /// Declares a port the container listens on when it runs as a service; it is saved in the image configuration.
+    ///
+    /// Starting the service waits until the port accepts connections, unless the check is skipped.
+    ///
     /// # Arguments
-    /// - `port`:
+    /// - `port`: The port number.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_exposed_port_opts`].
     ///
@@ -1441,8 +1679,12 @@ impl Container {
         self.with_exposed_port_opts(port, ContainerWithExposedPortOpts::default())
     }
 
+    /// Declares a port the container listens on when it runs as a service; it is saved in the image configuration.
+    ///
+    /// Starting the service waits until the port accepts connections, unless the check is skipped.
+    ///
     /// # Arguments
-    /// - `port`:
+    /// - `port`: The port number.
     ///
     /// Like [`Self::with_exposed_port`], with the optional arguments in [`ContainerWithExposedPortOpts`].
     ///
@@ -1463,6 +1705,8 @@ impl Container {
         Container::from_ctx(self.ctx.select("withExposedPort", gql_args))
     }
 
+    /// The ports the container declares it listens on.
+    ///
     /// GraphQL field `Container.exposedPorts`.
     pub fn exposed_ports(&self) -> Leaf<Vec<Port>> {
         self.ctx.leaf(
@@ -1473,9 +1717,11 @@ impl Container {
         )
     }
 
+    /// Sets a label in the container's image configuration.
+    ///
     /// # Arguments
-    /// - `name`:
-    /// - `value`:
+    /// - `name`: Name of the label, such as `org.opencontainers.image.source`.
+    /// - `value`: Value of the label.
     ///
     /// GraphQL field `Container.withLabel`.
     pub fn with_label(&self, name: impl Into<String>, value: impl Into<String>) -> Container {
@@ -1487,8 +1733,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withLabel", gql_args))
     }
 
+    /// Removes a label; nothing changes if it is not set.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the label.
     ///
     /// GraphQL field `Container.withoutLabel`.
     pub fn without_label(&self, name: impl Into<String>) -> Container {
@@ -1498,8 +1746,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withoutLabel", gql_args))
     }
 
+    /// The value of a label, or null if it is not set.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the label.
     ///
     /// GraphQL field `Container.label`.
     pub fn label(&self, name: impl Into<String>) -> Leaf<Option<String>> {
@@ -1510,12 +1760,18 @@ impl Container {
             .leaf("label", gql_args, LeafShape::Scalar, decode_value::<Option<String>>)
     }
 
+    /// Every label set on the container.
+    ///
     /// GraphQL field `Container.labels`.
     pub fn labels(&self) -> Leaf<Vec<Label>> {
         self.ctx
             .leaf("labels", vec![], LeafShape::ObjectList, decode_object_list::<Label>)
     }
 
+    /// Turns the container into a service that runs a long-lived command, such as a server.
+    ///
+    /// Other containers reach it through `withServiceBinding`, and the client through `Host.tunnel` or `Service.up`.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::as_service_opts`].
     ///
     /// GraphQL field `Container.asService`.
@@ -1523,6 +1779,10 @@ impl Container {
         self.as_service_opts(ContainerAsServiceOpts::default())
     }
 
+    /// Turns the container into a service that runs a long-lived command, such as a server.
+    ///
+    /// Other containers reach it through `withServiceBinding`, and the client through `Host.tunnel` or `Service.up`.
+    ///
     /// Like [`Self::as_service`], with the optional arguments in [`ContainerAsServiceOpts`].
     ///
     /// GraphQL field `Container.asService`.
@@ -1552,9 +1812,13 @@ impl Container {
         Service::from_ctx(self.ctx.select("asService", gql_args))
     }
 
+    /// Makes a service reachable from the commands run afterwards under the host name `alias`.
+    ///
+    /// The service is started when a command needs it and stopped when no command does.
+    ///
     /// # Arguments
-    /// - `alias`:
-    /// - `service`:
+    /// - `alias`: Host name under which commands reach the service.
+    /// - `service`: The service to bind.
     ///
     /// GraphQL field `Container.withServiceBinding`.
     pub fn with_service_binding(&self, alias: impl Into<String>, service: impl Into<Service>) -> Container {
@@ -1566,32 +1830,42 @@ impl Container {
         Container::from_ctx(self.ctx.select("withServiceBinding", gql_args))
     }
 
+    /// What the last command run with `withExec` wrote to its standard output.
+    ///
     /// GraphQL field `Container.stdout`.
     pub fn stdout(&self) -> Leaf<String> {
         self.ctx
             .leaf("stdout", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// What the last command run with `withExec` wrote to its standard error.
+    ///
     /// GraphQL field `Container.stderr`.
     pub fn stderr(&self) -> Leaf<String> {
         self.ctx
             .leaf("stderr", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Standard output and standard error of the last command run with `withExec`, interleaved in the order they were written.
+    ///
     /// GraphQL field `Container.combinedOutput`.
     pub fn combined_output(&self) -> Leaf<String> {
         self.ctx
             .leaf("combinedOutput", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The exit status of the last command run with `withExec`.
+    ///
     /// GraphQL field `Container.exitCode`.
     pub fn exit_code(&self) -> Leaf<i64> {
         self.ctx
             .leaf("exitCode", vec![], LeafShape::Scalar, decode_value::<i64>)
     }
 
+    /// A file from the container's filesystem; files inside temporary or cache mounts cannot be read this way.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::file_opts`].
     ///
@@ -1600,8 +1874,10 @@ impl Container {
         self.file_opts(path, ContainerFileOpts::default())
     }
 
+    /// A file from the container's filesystem; files inside temporary or cache mounts cannot be read this way.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file; relative paths resolve against the working directory.
     ///
     /// Like [`Self::file`], with the optional arguments in [`ContainerFileOpts`].
     ///
@@ -1616,8 +1892,10 @@ impl Container {
         File::from_ctx(self.ctx.select("file", gql_args))
     }
 
+    /// A directory from the container's filesystem; directories inside temporary or cache mounts cannot be read this way.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::directory_opts`].
     ///
@@ -1626,8 +1904,10 @@ impl Container {
         self.directory_opts(path, ContainerDirectoryOpts::default())
     }
 
+    /// A directory from the container's filesystem; directories inside temporary or cache mounts cannot be read this way.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory; relative paths resolve against the working directory.
     ///
     /// Like [`Self::directory`], with the optional arguments in [`ContainerDirectoryOpts`].
     ///
@@ -1642,8 +1922,12 @@ impl Container {
         Directory::from_ctx(self.ctx.select("directory", gql_args))
     }
 
+    /// Writes the container as an image tarball to a path on the client's host and returns the path written.
+    ///
+    /// The tarball can be loaded with `docker load` or `Container.import`.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination file on the host; relative paths resolve against the client's working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::export_opts`].
     ///
@@ -1652,8 +1936,12 @@ impl Container {
         self.export_opts(path, ContainerExportOpts::default())
     }
 
+    /// Writes the container as an image tarball to a path on the client's host and returns the path written.
+    ///
+    /// The tarball can be loaded with `docker load` or `Container.import`.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination file on the host; relative paths resolve against the client's working directory.
     ///
     /// Like [`Self::export`], with the optional arguments in [`ContainerExportOpts`].
     ///
@@ -1681,8 +1969,12 @@ impl Container {
             .leaf("export", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Pushes the container as an image to a registry and returns the pushed reference, pinned by digest.
+    ///
+    /// Credentials set with `withRegistryAuth` are used.
+    ///
     /// # Arguments
-    /// - `address`:
+    /// - `address`: Reference to push to, such as `registry.example.com/team/app:1.2`.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::publish_opts`].
     ///
@@ -1691,8 +1983,12 @@ impl Container {
         self.publish_opts(address, ContainerPublishOpts::default())
     }
 
+    /// Pushes the container as an image to a registry and returns the pushed reference, pinned by digest.
+    ///
+    /// Credentials set with `withRegistryAuth` are used.
+    ///
     /// # Arguments
-    /// - `address`:
+    /// - `address`: Reference to push to, such as `registry.example.com/team/app:1.2`.
     ///
     /// Like [`Self::publish`], with the optional arguments in [`ContainerPublishOpts`].
     ///
@@ -1720,6 +2016,8 @@ impl Container {
             .leaf("publish", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The container as an image tarball file, as `export` would write it.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::as_tarball_opts`].
     ///
     /// GraphQL field `Container.asTarball`.
@@ -1727,6 +2025,8 @@ impl Container {
         self.as_tarball_opts(ContainerAsTarballOpts::default())
     }
 
+    /// The container as an image tarball file, as `export` would write it.
+    ///
     /// Like [`Self::as_tarball`], with the optional arguments in [`ContainerAsTarballOpts`].
     ///
     /// GraphQL field `Container.asTarball`.
@@ -1747,8 +2047,10 @@ impl Container {
         File::from_ctx(self.ctx.select("asTarball", gql_args))
     }
 
+    /// Replaces the container's filesystem and configuration with an image loaded from a tarball.
+    ///
     /// # Arguments
-    /// - `source`:
+    /// - `source`: An OCI or Docker image tarball.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::import_opts`].
     ///
@@ -1757,8 +2059,10 @@ impl Container {
         self.import_opts(source, ContainerImportOpts::default())
     }
 
+    /// Replaces the container's filesystem and configuration with an image loaded from a tarball.
+    ///
     /// # Arguments
-    /// - `source`:
+    /// - `source`: An OCI or Docker image tarball.
     ///
     /// Like [`Self::import`], with the optional arguments in [`ContainerImportOpts`].
     ///
@@ -1773,13 +2077,17 @@ impl Container {
         Container::from_ctx(self.ctx.select("import", gql_args))
     }
 
+    /// The container's root filesystem, without its mounts.
+    ///
     /// GraphQL field `Container.rootfs`.
     pub fn rootfs(&self) -> Directory {
         Directory::from_ctx(self.ctx.select("rootfs", vec![]))
     }
 
+    /// Replaces the container's root filesystem with a directory, keeping its configuration.
+    ///
     /// # Arguments
-    /// - `directory`:
+    /// - `directory`: The new root filesystem.
     ///
     /// GraphQL field `Container.withRootfs`.
     pub fn with_rootfs(&self, directory: impl Into<Directory>) -> Container {
@@ -1789,22 +2097,28 @@ impl Container {
         Container::from_ctx(self.ctx.select("withRootfs", gql_args))
     }
 
+    /// The platform the container targets.
+    ///
     /// GraphQL field `Container.platform`.
     pub fn platform(&self) -> Leaf<Platform> {
         self.ctx
             .leaf("platform", vec![], LeafShape::Scalar, decode_value::<Platform>)
     }
 
+    /// The reference of the image the container was started from, pinned by digest.
+    ///
     /// GraphQL field `Container.imageRef`.
     pub fn image_ref(&self) -> Leaf<String> {
         self.ctx
             .leaf("imageRef", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Sets credentials for a registry, used when pulling from it and pushing to it.
+    ///
     /// # Arguments
-    /// - `address`:
-    /// - `username`:
-    /// - `secret`:
+    /// - `address`: The registry, given as its host name (`ghcr.io`) or as an image reference on it.
+    /// - `username`: User name to log in with.
+    /// - `secret`: Secret holding the password or access token.
     ///
     /// GraphQL field `Container.withRegistryAuth`.
     pub fn with_registry_auth(
@@ -1823,8 +2137,10 @@ impl Container {
         Container::from_ctx(self.ctx.select("withRegistryAuth", gql_args))
     }
 
+    /// Whether something exists at `path` in the container's filesystem, optionally of a given type.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to check; relative paths resolve against the working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::exists_opts`].
     ///
@@ -1833,8 +2149,10 @@ impl Container {
         self.exists_opts(path, ContainerExistsOpts::default())
     }
 
+    /// Whether something exists at `path` in the container's filesystem, optionally of a given type.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to check; relative paths resolve against the working directory.
     ///
     /// Like [`Self::exists`], with the optional arguments in [`ContainerExistsOpts`].
     ///
@@ -1856,12 +2174,16 @@ impl Container {
             .leaf("exists", gql_args, LeafShape::Scalar, decode_value::<bool>)
     }
 
+    /// Evaluates the container, running every pending command, and returns its ID; fails if any step fails.
+    ///
     /// GraphQL field `Container.sync`.
     pub fn sync(&self) -> Leaf<Container> {
         self.ctx
             .leaf("sync", vec![], LeafShape::Scalar, decode_sync::<Container>)
     }
 
+    /// An opaque identifier of this container, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `Container.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -1871,6 +2193,8 @@ impl Container {
 /// Optional arguments of [`Container::from_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerFromOpts {
+    /// Service to reach the registry through, for a registry running inside the pipeline.
+    ///
     /// GraphQL argument `Container.from(registryService:)`.
     pub registry_service: Option<Service>,
 }
@@ -1886,42 +2210,62 @@ impl ContainerFromOpts {
 /// Optional arguments of [`Container::with_exec_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithExecOpts {
+    /// Whether to put the container's entrypoint in front of `args`; by default the entrypoint is ignored.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExec(useEntrypoint:)`.
     pub use_entrypoint: Option<bool>,
+    /// Text to feed the command on its standard input; it gets none when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withExec(stdin:)`.
     pub stdin: Option<String>,
+    /// Path of a file in the container whose contents become the command's standard input.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withExec(redirectStdin:)`.
     pub redirect_stdin: Option<String>,
+    /// Path of a file in the container to write the command's standard output to.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withExec(redirectStdout:)`.
     pub redirect_stdout: Option<String>,
+    /// Path of a file in the container to write the command's standard error to.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withExec(redirectStderr:)`.
     pub redirect_stderr: Option<String>,
+    /// Which exit statuses count as success: zero only (`SUCCESS`, the default), non-zero only (`FAILURE`), or any (`ANY`).
+    ///
     /// Default: `SUCCESS`.
     ///
     /// GraphQL argument `Container.withExec(expect:)`.
     pub expect: Option<ReturnType>,
+    /// Lets the command call the API of the session that runs it, with the same access as the client. Only for trusted commands.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExec(experimentalPrivilegedNesting:)`.
     pub experimental_privileged_nesting: Option<bool>,
+    /// Runs the command with the full set of root capabilities, as a privileged container would. Dangerous: only for trusted commands that need it.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExec(insecureRootCapabilities:)`.
     pub insecure_root_capabilities: Option<bool>,
+    /// Whether to replace `${VAR}` references in `args` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExec(expand:)`.
     pub expand: Option<bool>,
+    /// Whether to run the command as the first process itself, without a minimal init process to reap zombies and forward signals.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExec(noInit:)`.
@@ -1993,26 +2337,38 @@ impl ContainerWithExecOpts {
 /// Optional arguments of [`Container::with_directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithDirectoryOpts {
+    /// Glob patterns, relative to `source`, of entries to leave out; they win over `include`.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.withDirectory(exclude:)`.
     pub exclude: Option<Vec<String>>,
+    /// Glob patterns, relative to `source`, of the only entries to copy; everything when empty.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.withDirectory(include:)`.
     pub include: Option<Vec<String>>,
+    /// Whether to leave out the entries that `.gitignore` files in `source` ignore.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withDirectory(gitignore:)`.
     pub gitignore: Option<bool>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the copied entries; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withDirectory(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withDirectory(expand:)`.
     pub expand: Option<bool>,
+    /// Permission bits to give every copied file and directory; the source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Container.withDirectory(permissions:)`.
     pub permissions: Option<i64>,
 }
@@ -2058,12 +2414,18 @@ impl ContainerWithDirectoryOpts {
 /// Optional arguments of [`Container::with_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithFileOpts {
+    /// Permission bits of the copy; the source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Container.withFile(permissions:)`.
     pub permissions: Option<i64>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the copy; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withFile(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withFile(expand:)`.
@@ -2093,14 +2455,20 @@ impl ContainerWithFileOpts {
 /// Optional arguments of [`Container::with_mounted_directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithMountedDirectoryOpts {
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the mounted entries; unchanged when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withMountedDirectory(owner:)`.
     pub owner: Option<String>,
+    /// Whether commands see the mount as read-only.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedDirectory(readOnly:)`.
     pub read_only: Option<bool>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedDirectory(expand:)`.
@@ -2130,16 +2498,24 @@ impl ContainerWithMountedDirectoryOpts {
 /// Optional arguments of [`Container::with_mounted_cache_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithMountedCacheOpts {
+    /// Directory whose contents seed the volume if it is empty when first mounted.
+    ///
     /// GraphQL argument `Container.withMountedCache(source:)`.
     pub source: Option<Directory>,
+    /// How this mount shares the volume with concurrent users of it: at the same time (`SHARED`), with a copy of its own (`PRIVATE`) or one at a time (`LOCKED`).
+    ///
     /// Default: `SHARED`.
     ///
     /// GraphQL argument `Container.withMountedCache(sharing:)`.
     pub sharing: Option<CacheSharingMode>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) owning the volume's root when it is first created; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withMountedCache(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedCache(expand:)`.
@@ -2175,10 +2551,14 @@ impl ContainerWithMountedCacheOpts {
 /// Optional arguments of [`Container::with_mounted_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithMountedFileOpts {
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the mounted file; unchanged when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withMountedFile(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedFile(expand:)`.
@@ -2202,14 +2582,20 @@ impl ContainerWithMountedFileOpts {
 /// Optional arguments of [`Container::with_mounted_secret_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithMountedSecretOpts {
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the secret file; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withMountedSecret(owner:)`.
     pub owner: Option<String>,
+    /// Permission bits of the secret file, as a decimal integer; 256 (`0o400`, readable by its owner only) by default.
+    ///
     /// Default: `256`.
     ///
     /// GraphQL argument `Container.withMountedSecret(mode:)`.
     pub mode: Option<i64>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedSecret(expand:)`.
@@ -2239,8 +2625,12 @@ impl ContainerWithMountedSecretOpts {
 /// Optional arguments of [`Container::with_mounted_temp_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithMountedTempOpts {
+    /// Largest size the temporary filesystem may grow to, in bytes; the system's default limit when omitted.
+    ///
     /// GraphQL argument `Container.withMountedTemp(size:)`.
     pub size: Option<i64>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withMountedTemp(expand:)`.
@@ -2264,6 +2654,8 @@ impl ContainerWithMountedTempOpts {
 /// Optional arguments of [`Container::without_mount_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithoutMountOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withoutMount(expand:)`.
@@ -2281,6 +2673,8 @@ impl ContainerWithoutMountOpts {
 /// Optional arguments of [`Container::with_env_variable_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithEnvVariableOpts {
+    /// Whether to replace `${VAR}` references in `value` with values from the container's current environment, such as `${PATH}:/opt/bin`.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withEnvVariable(expand:)`.
@@ -2298,6 +2692,8 @@ impl ContainerWithEnvVariableOpts {
 /// Optional arguments of [`Container::with_workdir_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithWorkdirOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withWorkdir(expand:)`.
@@ -2315,6 +2711,8 @@ impl ContainerWithWorkdirOpts {
 /// Optional arguments of [`Container::with_entrypoint_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithEntrypointOpts {
+    /// Whether to keep the container's default arguments instead of clearing them.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withEntrypoint(keepDefaultArgs:)`.
@@ -2332,6 +2730,8 @@ impl ContainerWithEntrypointOpts {
 /// Optional arguments of [`Container::without_entrypoint_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithoutEntrypointOpts {
+    /// Whether to keep the container's default arguments instead of clearing them.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withoutEntrypoint(keepDefaultArgs:)`.
@@ -2349,12 +2749,18 @@ impl ContainerWithoutEntrypointOpts {
 /// Optional arguments of [`Container::with_files_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithFilesOpts {
+    /// Permission bits of every copy; each source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Container.withFiles(permissions:)`.
     pub permissions: Option<i64>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the copies; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withFiles(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withFiles(expand:)`.
@@ -2384,6 +2790,8 @@ impl ContainerWithFilesOpts {
 /// Optional arguments of [`Container::without_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithoutFileOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withoutFile(expand:)`.
@@ -2401,6 +2809,8 @@ impl ContainerWithoutFileOpts {
 /// Optional arguments of [`Container::without_files_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithoutFilesOpts {
+    /// Whether to replace `${VAR}` references in `paths` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withoutFiles(expand:)`.
@@ -2418,6 +2828,8 @@ impl ContainerWithoutFilesOpts {
 /// Optional arguments of [`Container::without_directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithoutDirectoryOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withoutDirectory(expand:)`.
@@ -2435,6 +2847,8 @@ impl ContainerWithoutDirectoryOpts {
 /// Optional arguments of [`Container::with_symlink_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithSymlinkOpts {
+    /// Whether to replace `${VAR}` references in the paths with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withSymlink(expand:)`.
@@ -2452,6 +2866,8 @@ impl ContainerWithSymlinkOpts {
 /// Optional arguments of [`Container::stat_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerStatOpts {
+    /// Whether to describe a symbolic link itself rather than what it points to.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.stat(doNotFollowSymlinks:)`.
@@ -2469,14 +2885,20 @@ impl ContainerStatOpts {
 /// Optional arguments of [`Container::with_new_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithNewFileOpts {
+    /// Permission bits of the file, as a decimal integer; 420 (`0o644`) by default.
+    ///
     /// Default: `420`.
     ///
     /// GraphQL argument `Container.withNewFile(permissions:)`.
     pub permissions: Option<i64>,
+    /// User and optional group (`user[:group]`, as names or numeric IDs) to own the file; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.withNewFile(owner:)`.
     pub owner: Option<String>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withNewFile(expand:)`.
@@ -2506,12 +2928,18 @@ impl ContainerWithNewFileOpts {
 /// Optional arguments of [`Container::with_exposed_port_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerWithExposedPortOpts {
+    /// The transport protocol of the port.
+    ///
     /// Default: `TCP`.
     ///
     /// GraphQL argument `Container.withExposedPort(protocol:)`.
     pub protocol: Option<NetworkProtocol>,
+    /// What the port is for, for people reading the configuration.
+    ///
     /// GraphQL argument `Container.withExposedPort(description:)`.
     pub description: Option<String>,
+    /// Whether starting the service should not wait for this port to accept connections.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.withExposedPort(experimentalSkipHealthcheck:)`.
@@ -2541,26 +2969,38 @@ impl ContainerWithExposedPortOpts {
 /// Optional arguments of [`Container::as_service_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerAsServiceOpts {
+    /// The command to run; when empty, the entrypoint and default arguments are used.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.asService(args:)`.
     pub args: Option<Vec<String>>,
+    /// Whether to put the container's entrypoint in front of `args`.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.asService(useEntrypoint:)`.
     pub use_entrypoint: Option<bool>,
+    /// Lets the command call the API of the session that runs it, with the same access as the client. Only for trusted commands.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.asService(experimentalPrivilegedNesting:)`.
     pub experimental_privileged_nesting: Option<bool>,
+    /// Runs the command with the full set of root capabilities, as a privileged container would. Dangerous: only for trusted commands that need it.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.asService(insecureRootCapabilities:)`.
     pub insecure_root_capabilities: Option<bool>,
+    /// Whether to replace `${VAR}` references in `args` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.asService(expand:)`.
     pub expand: Option<bool>,
+    /// Whether to run the command as the first process itself, without a minimal init process.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.asService(noInit:)`.
@@ -2608,6 +3048,8 @@ impl ContainerAsServiceOpts {
 /// Optional arguments of [`Container::file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerFileOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.file(expand:)`.
@@ -2625,6 +3067,8 @@ impl ContainerFileOpts {
 /// Optional arguments of [`Container::directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerDirectoryOpts {
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.directory(expand:)`.
@@ -2642,16 +3086,24 @@ impl ContainerDirectoryOpts {
 /// Optional arguments of [`Container::export_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerExportOpts {
+    /// Containers for other platforms to include, making a multi-platform image with this one.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.export(platformVariants:)`.
     pub platform_variants: Option<Vec<Container>>,
+    /// Compression to use for every layer; the engine chooses when omitted.
+    ///
     /// GraphQL argument `Container.export(forcedCompression:)`.
     pub forced_compression: Option<ImageLayerCompression>,
+    /// Whether to write OCI or Docker media types in the manifests.
+    ///
     /// Default: `OCIMediaTypes`.
     ///
     /// GraphQL argument `Container.export(mediaTypes:)`.
     pub media_types: Option<ImageMediaTypes>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.export(expand:)`.
@@ -2687,16 +3139,24 @@ impl ContainerExportOpts {
 /// Optional arguments of [`Container::publish_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerPublishOpts {
+    /// Containers for other platforms to include, making a multi-platform image with this one.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.publish(platformVariants:)`.
     pub platform_variants: Option<Vec<Container>>,
+    /// Compression to use for every layer; the engine chooses when omitted.
+    ///
     /// GraphQL argument `Container.publish(forcedCompression:)`.
     pub forced_compression: Option<ImageLayerCompression>,
+    /// Whether to use OCI or Docker media types in the manifests.
+    ///
     /// Default: `OCIMediaTypes`.
     ///
     /// GraphQL argument `Container.publish(mediaTypes:)`.
     pub media_types: Option<ImageMediaTypes>,
+    /// Service to reach the registry through, for a registry running inside the pipeline.
+    ///
     /// GraphQL argument `Container.publish(registryService:)`.
     pub registry_service: Option<Service>,
 }
@@ -2730,12 +3190,18 @@ impl ContainerPublishOpts {
 /// Optional arguments of [`Container::as_tarball_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerAsTarballOpts {
+    /// Containers for other platforms to include, making a multi-platform image with this one.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Container.asTarball(platformVariants:)`.
     pub platform_variants: Option<Vec<Container>>,
+    /// Compression to use for every layer; the engine chooses when omitted.
+    ///
     /// GraphQL argument `Container.asTarball(forcedCompression:)`.
     pub forced_compression: Option<ImageLayerCompression>,
+    /// Whether to use OCI or Docker media types in the manifests.
+    ///
     /// Default: `OCIMediaTypes`.
     ///
     /// GraphQL argument `Container.asTarball(mediaTypes:)`.
@@ -2765,6 +3231,8 @@ impl ContainerAsTarballOpts {
 /// Optional arguments of [`Container::import_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerImportOpts {
+    /// Which image to load when the tarball holds several; the only one otherwise.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Container.import(tag:)`.
@@ -2782,12 +3250,18 @@ impl ContainerImportOpts {
 /// Optional arguments of [`Container::exists_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerExistsOpts {
+    /// Kind of entry required; any kind counts when omitted.
+    ///
     /// GraphQL argument `Container.exists(expectedType:)`.
     pub expected_type: Option<ExistsType>,
+    /// Whether to check a symbolic link itself rather than what it points to.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.exists(doNotFollowSymlinks:)`.
     pub do_not_follow_symlinks: Option<bool>,
+    /// Whether to replace `${VAR}` references in `path` with values from the container's environment.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Container.exists(expand:)`.
@@ -2814,6 +3288,10 @@ impl ContainerExistsOpts {
     }
 }
 
+/// A directory tree: files, subdirectories and links with their permissions, held by the engine.
+///
+/// Every `with…` field returns a new directory and leaves the original unchanged.
+///
 /// GraphQL type `Directory`.
 #[derive(Clone, Debug)]
 pub struct Directory {
@@ -2837,9 +3315,13 @@ impl From<&Directory> for Directory {
 }
 
 impl Directory {
+    /// Copies the contents of another directory into this one at `path`, merging them with what is already there.
+    ///
+    /// Files of the same name are overwritten, the rest is kept, and missing parent directories are created.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination inside this directory; `.` or `/` for its root.
+    /// - `source`: The directory whose contents are copied.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_directory_opts`].
     ///
@@ -2848,9 +3330,13 @@ impl Directory {
         self.with_directory_opts(path, source, DirectoryWithDirectoryOpts::default())
     }
 
+    /// Copies the contents of another directory into this one at `path`, merging them with what is already there.
+    ///
+    /// Files of the same name are overwritten, the rest is kept, and missing parent directories are created.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination inside this directory; `.` or `/` for its root.
+    /// - `source`: The directory whose contents are copied.
     ///
     /// Like [`Self::with_directory`], with the optional arguments in [`DirectoryWithDirectoryOpts`].
     ///
@@ -2890,9 +3376,11 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withDirectory", gql_args))
     }
 
+    /// Copies a file into this directory at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination path of the file inside this directory.
+    /// - `source`: The file to copy.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_file_opts`].
     ///
@@ -2901,9 +3389,11 @@ impl Directory {
         self.with_file_opts(path, source, DirectoryWithFileOpts::default())
     }
 
+    /// Copies a file into this directory at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `source`:
+    /// - `path`: Destination path of the file inside this directory.
+    /// - `source`: The file to copy.
     ///
     /// Like [`Self::with_file`], with the optional arguments in [`DirectoryWithFileOpts`].
     ///
@@ -2928,9 +3418,11 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withFile", gql_args))
     }
 
+    /// Copies several files into the subdirectory at `path`, each keeping its own name.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `sources`:
+    /// - `path`: Destination subdirectory; `.` for the root of this directory.
+    /// - `sources`: The files to copy.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_files_opts`].
     ///
@@ -2939,9 +3431,11 @@ impl Directory {
         self.with_files_opts(path, sources, DirectoryWithFilesOpts::default())
     }
 
+    /// Copies several files into the subdirectory at `path`, each keeping its own name.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `sources`:
+    /// - `path`: Destination subdirectory; `.` for the root of this directory.
+    /// - `sources`: The files to copy.
     ///
     /// Like [`Self::with_files`], with the optional arguments in [`DirectoryWithFilesOpts`].
     ///
@@ -2966,9 +3460,11 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withFiles", gql_args))
     }
 
+    /// Writes a new file with the given text at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `contents`:
+    /// - `path`: Path of the file inside this directory; missing parent directories are created.
+    /// - `contents`: Text to write into the file.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_new_file_opts`].
     ///
@@ -2977,9 +3473,11 @@ impl Directory {
         self.with_new_file_opts(path, contents, DirectoryWithNewFileOpts::default())
     }
 
+    /// Writes a new file with the given text at `path`, replacing any file already there.
+    ///
     /// # Arguments
-    /// - `path`:
-    /// - `contents`:
+    /// - `path`: Path of the file inside this directory; missing parent directories are created.
+    /// - `contents`: Text to write into the file.
     ///
     /// Like [`Self::with_new_file`], with the optional arguments in [`DirectoryWithNewFileOpts`].
     ///
@@ -3001,8 +3499,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withNewFile", gql_args))
     }
 
+    /// Creates an empty subdirectory at `path`, along with any missing parents.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the new subdirectory inside this directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::with_new_directory_opts`].
     ///
@@ -3011,8 +3511,10 @@ impl Directory {
         self.with_new_directory_opts(path, DirectoryWithNewDirectoryOpts::default())
     }
 
+    /// Creates an empty subdirectory at `path`, along with any missing parents.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the new subdirectory inside this directory.
     ///
     /// Like [`Self::with_new_directory`], with the optional arguments in [`DirectoryWithNewDirectoryOpts`].
     ///
@@ -3027,8 +3529,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withNewDirectory", gql_args))
     }
 
+    /// Deletes a file from this directory.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file inside this directory.
     ///
     /// GraphQL field `Directory.withoutFile`.
     pub fn without_file(&self, path: impl Into<String>) -> Directory {
@@ -3038,8 +3542,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withoutFile", gql_args))
     }
 
+    /// Deletes several files from this directory.
+    ///
     /// # Arguments
-    /// - `paths`:
+    /// - `paths`: Paths of the files inside this directory.
     ///
     /// GraphQL field `Directory.withoutFiles`.
     pub fn without_files(&self, paths: impl IntoIterator<Item = impl Into<String>>) -> Directory {
@@ -3052,8 +3558,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withoutFiles", gql_args))
     }
 
+    /// Deletes a subdirectory and everything in it.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the subdirectory inside this directory.
     ///
     /// GraphQL field `Directory.withoutDirectory`.
     pub fn without_directory(&self, path: impl Into<String>) -> Directory {
@@ -3063,8 +3571,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withoutDirectory", gql_args))
     }
 
+    /// A subdirectory of this directory, as a directory of its own.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the subdirectory inside this directory.
     ///
     /// GraphQL field `Directory.directory`.
     pub fn directory(&self, path: impl Into<String>) -> Directory {
@@ -3074,8 +3584,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("directory", gql_args))
     }
 
+    /// A file in this directory.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file inside this directory.
     ///
     /// GraphQL field `Directory.file`.
     pub fn file(&self, path: impl Into<String>) -> File {
@@ -3085,6 +3597,8 @@ impl Directory {
         File::from_ctx(self.ctx.select("file", gql_args))
     }
 
+    /// The names of the entries directly inside this directory or one of its subdirectories, sorted; names of directories end with `/`.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::entries_opts`].
     ///
     /// GraphQL field `Directory.entries`.
@@ -3092,6 +3606,8 @@ impl Directory {
         self.entries_opts(DirectoryEntriesOpts::default())
     }
 
+    /// The names of the entries directly inside this directory or one of its subdirectories, sorted; names of directories end with `/`.
+    ///
     /// Like [`Self::entries`], with the optional arguments in [`DirectoryEntriesOpts`].
     ///
     /// GraphQL field `Directory.entries`.
@@ -3104,8 +3620,12 @@ impl Directory {
             .leaf("entries", gql_args, LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// The paths of the entries that match a glob pattern, relative to this directory.
+    ///
+    /// `**` matches any number of nested directories, including none, and directories match as well as files.
+    ///
     /// # Arguments
-    /// - `pattern`:
+    /// - `pattern`: The pattern, such as `src/**/*.rs`.
     ///
     /// GraphQL field `Directory.glob`.
     pub fn glob(&self, pattern: impl Into<String>) -> Leaf<Vec<String>> {
@@ -3116,8 +3636,10 @@ impl Directory {
             .leaf("glob", gql_args, LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// Whether something exists at `path` in this directory, optionally of a given type.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to check inside this directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::exists_opts`].
     ///
@@ -3126,8 +3648,10 @@ impl Directory {
         self.exists_opts(path, DirectoryExistsOpts::default())
     }
 
+    /// Whether something exists at `path` in this directory, optionally of a given type.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to check inside this directory.
     ///
     /// Like [`Self::exists`], with the optional arguments in [`DirectoryExistsOpts`].
     ///
@@ -3146,8 +3670,10 @@ impl Directory {
             .leaf("exists", gql_args, LeafShape::Scalar, decode_value::<bool>)
     }
 
+    /// Metadata of the file, directory or link at `path`: its type, name, permissions and size.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to inspect inside this directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::stat_opts`].
     ///
@@ -3156,8 +3682,10 @@ impl Directory {
         self.stat_opts(path, DirectoryStatOpts::default())
     }
 
+    /// Metadata of the file, directory or link at `path`: its type, name, permissions and size.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path to inspect inside this directory.
     ///
     /// Like [`Self::stat`], with the optional arguments in [`DirectoryStatOpts`].
     ///
@@ -3172,9 +3700,11 @@ impl Directory {
         Stat::from_ctx(self.ctx.select("stat", gql_args))
     }
 
+    /// Creates a symbolic link in this directory.
+    ///
     /// # Arguments
-    /// - `target`:
-    /// - `link_name`:
+    /// - `target`: What the link points to, stored as given: it may be relative, and need not exist.
+    /// - `link_name`: Path of the link to create inside this directory.
     ///
     /// GraphQL field `Directory.withSymlink`.
     pub fn with_symlink(&self, target: impl Into<String>, link_name: impl Into<String>) -> Directory {
@@ -3186,8 +3716,12 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withSymlink", gql_args))
     }
 
+    /// Writes the contents of the directory to a path on the client's host and returns the path written.
+    ///
+    /// Existing files that the directory does not hold are kept unless `wipe` is set.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination directory on the host, created if missing; relative paths resolve against the client's working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::export_opts`].
     ///
@@ -3196,8 +3730,12 @@ impl Directory {
         self.export_opts(path, DirectoryExportOpts::default())
     }
 
+    /// Writes the contents of the directory to a path on the client's host and returns the path written.
+    ///
+    /// Existing files that the directory does not hold are kept unless `wipe` is set.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination directory on the host, created if missing; relative paths resolve against the client's working directory.
     ///
     /// Like [`Self::export`], with the optional arguments in [`DirectoryExportOpts`].
     ///
@@ -3213,6 +3751,10 @@ impl Directory {
             .leaf("export", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Builds a container from a Dockerfile, with this directory as the build context.
+    ///
+    /// Each `RUN` instruction runs the way `withExec` does.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::docker_build_opts`].
     ///
     /// GraphQL field `Directory.dockerBuild`.
@@ -3220,6 +3762,10 @@ impl Directory {
         self.docker_build_opts(DirectoryDockerBuildOpts::default())
     }
 
+    /// Builds a container from a Dockerfile, with this directory as the build context.
+    ///
+    /// Each `RUN` instruction runs the way `withExec` does.
+    ///
     /// Like [`Self::docker_build`], with the optional arguments in [`DirectoryDockerBuildOpts`].
     ///
     /// GraphQL field `Directory.dockerBuild`.
@@ -3249,8 +3795,12 @@ impl Directory {
         Container::from_ctx(self.ctx.select("dockerBuild", gql_args))
     }
 
+    /// The entries that `other` adds or changes compared with this directory, as a directory of their own.
+    ///
+    /// Entries that `other` removes do not show up in the result.
+    ///
     /// # Arguments
-    /// - `other`:
+    /// - `other`: The directory to compare with this one.
     ///
     /// GraphQL field `Directory.diff`.
     pub fn diff(&self, other: impl Into<Directory>) -> Directory {
@@ -3260,6 +3810,8 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("diff", gql_args))
     }
 
+    /// Keeps only the entries selected by patterns; `exclude` wins over `include`.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::filter_opts`].
     ///
     /// GraphQL field `Directory.filter`.
@@ -3267,6 +3819,8 @@ impl Directory {
         self.filter_opts(DirectoryFilterOpts::default())
     }
 
+    /// Keeps only the entries selected by patterns; `exclude` wins over `include`.
+    ///
     /// Like [`Self::filter`], with the optional arguments in [`DirectoryFilterOpts`].
     ///
     /// GraphQL field `Directory.filter`.
@@ -3290,8 +3844,10 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("filter", gql_args))
     }
 
+    /// Sets the modification time of every entry to one value, so the same contents always give the same result (useful for reproducible archives and images).
+    ///
     /// # Arguments
-    /// - `timestamp`:
+    /// - `timestamp`: The time to set, in seconds since the Unix epoch.
     ///
     /// GraphQL field `Directory.withTimestamps`.
     pub fn with_timestamps(&self, timestamp: i64) -> Directory {
@@ -3301,23 +3857,31 @@ impl Directory {
         Directory::from_ctx(self.ctx.select("withTimestamps", gql_args))
     }
 
+    /// A digest of the directory's entries, contents and metadata, such as `sha256:<hex>`; equal trees have equal digests.
+    ///
     /// GraphQL field `Directory.digest`.
     pub fn digest(&self) -> Leaf<String> {
         self.ctx
             .leaf("digest", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The last element of the directory's path, ending with `/`; `/` for a root.
+    ///
     /// GraphQL field `Directory.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Evaluates the directory, running whatever produces it, and returns its ID; fails if any step fails.
+    ///
     /// GraphQL field `Directory.sync`.
     pub fn sync(&self) -> Leaf<Directory> {
         self.ctx
             .leaf("sync", vec![], LeafShape::Scalar, decode_sync::<Directory>)
     }
 
+    /// An opaque identifier of this directory, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `Directory.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -3327,22 +3891,32 @@ impl Directory {
 /// Optional arguments of [`Directory::with_directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryWithDirectoryOpts {
+    /// Glob patterns, relative to `source`, of entries to leave out; they win over `include`.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.withDirectory(exclude:)`.
     pub exclude: Option<Vec<String>>,
+    /// Glob patterns, relative to `source`, of the only entries to copy; everything when empty.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.withDirectory(include:)`.
     pub include: Option<Vec<String>>,
+    /// Whether to leave out the entries that `.gitignore` files in `source` ignore.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.withDirectory(gitignore:)`.
     pub gitignore: Option<bool>,
+    /// User and optional group (`user[:group]`) to own the copied entries; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Directory.withDirectory(owner:)`.
     pub owner: Option<String>,
+    /// Permission bits to give every copied file and directory; the source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Directory.withDirectory(permissions:)`.
     pub permissions: Option<i64>,
 }
@@ -3382,8 +3956,12 @@ impl DirectoryWithDirectoryOpts {
 /// Optional arguments of [`Directory::with_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryWithFileOpts {
+    /// Permission bits of the copy; the source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Directory.withFile(permissions:)`.
     pub permissions: Option<i64>,
+    /// User and optional group (`user[:group]`) to own the copy; root when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Directory.withFile(owner:)`.
@@ -3407,6 +3985,8 @@ impl DirectoryWithFileOpts {
 /// Optional arguments of [`Directory::with_files_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryWithFilesOpts {
+    /// Permission bits of every copy; each source's own permissions are kept when omitted.
+    ///
     /// GraphQL argument `Directory.withFiles(permissions:)`.
     pub permissions: Option<i64>,
 }
@@ -3422,6 +4002,8 @@ impl DirectoryWithFilesOpts {
 /// Optional arguments of [`Directory::with_new_file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryWithNewFileOpts {
+    /// Permission bits of the file, as a decimal integer; 420 (`0o644`) by default.
+    ///
     /// Default: `420`.
     ///
     /// GraphQL argument `Directory.withNewFile(permissions:)`.
@@ -3439,6 +4021,8 @@ impl DirectoryWithNewFileOpts {
 /// Optional arguments of [`Directory::with_new_directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryWithNewDirectoryOpts {
+    /// Permission bits of the new subdirectory, as a decimal integer.
+    ///
     /// Default: `420`.
     ///
     /// GraphQL argument `Directory.withNewDirectory(permissions:)`.
@@ -3456,6 +4040,8 @@ impl DirectoryWithNewDirectoryOpts {
 /// Optional arguments of [`Directory::entries_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryEntriesOpts {
+    /// Subdirectory to list; the root of this directory when omitted.
+    ///
     /// GraphQL argument `Directory.entries(path:)`.
     pub path: Option<String>,
 }
@@ -3471,8 +4057,12 @@ impl DirectoryEntriesOpts {
 /// Optional arguments of [`Directory::exists_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryExistsOpts {
+    /// Kind of entry required; any kind counts when omitted.
+    ///
     /// GraphQL argument `Directory.exists(expectedType:)`.
     pub expected_type: Option<ExistsType>,
+    /// Whether to check a symbolic link itself rather than what it points to.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.exists(doNotFollowSymlinks:)`.
@@ -3496,6 +4086,8 @@ impl DirectoryExistsOpts {
 /// Optional arguments of [`Directory::stat_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryStatOpts {
+    /// Whether to describe a symbolic link itself rather than what it points to.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.stat(doNotFollowSymlinks:)`.
@@ -3513,6 +4105,8 @@ impl DirectoryStatOpts {
 /// Optional arguments of [`Directory::export_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryExportOpts {
+    /// Whether to delete everything at the destination that the directory does not hold, so it ends up an exact copy.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.export(wipe:)`.
@@ -3530,28 +4124,42 @@ impl DirectoryExportOpts {
 /// Optional arguments of [`Directory::docker_build_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryDockerBuildOpts {
+    /// Path of the Dockerfile inside this directory.
+    ///
     /// Default: `"Dockerfile"`.
     ///
     /// GraphQL argument `Directory.dockerBuild(dockerfile:)`.
     pub dockerfile: Option<String>,
+    /// Platform to build for; the engine's default platform when omitted.
+    ///
     /// GraphQL argument `Directory.dockerBuild(platform:)`.
     pub platform: Option<Platform>,
+    /// Values for the `ARG` instructions of the Dockerfile.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.dockerBuild(buildArgs:)`.
     pub build_args: Option<Vec<BuildArg>>,
+    /// Name of the build stage to produce; the last stage when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Directory.dockerBuild(target:)`.
     pub target: Option<String>,
+    /// Secrets that `RUN --mount=type=secret` instructions can use, identified by each secret's name.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.dockerBuild(secrets:)`.
     pub secrets: Option<Vec<Secret>>,
+    /// Whether `RUN` instructions run without a minimal init process.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.dockerBuild(noInit:)`.
     pub no_init: Option<bool>,
+    /// Socket of an SSH agent that `RUN --mount=type=ssh` instructions can use.
+    ///
     /// GraphQL argument `Directory.dockerBuild(ssh:)`.
     pub ssh: Option<Socket>,
 }
@@ -3603,14 +4211,20 @@ impl DirectoryDockerBuildOpts {
 /// Optional arguments of [`Directory::filter_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct DirectoryFilterOpts {
+    /// Glob patterns of entries to drop.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.filter(exclude:)`.
     pub exclude: Option<Vec<String>>,
+    /// Glob patterns of the only entries to keep; everything when empty.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Directory.filter(include:)`.
     pub include: Option<Vec<String>>,
+    /// Whether to drop the entries that `.gitignore` files in the directory ignore.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Directory.filter(gitignore:)`.
@@ -3637,6 +4251,8 @@ impl DirectoryFilterOpts {
     }
 }
 
+/// A single file with its name and permissions, held by the engine.
+///
 /// GraphQL type `File`.
 #[derive(Clone, Debug)]
 pub struct File {
@@ -3660,6 +4276,8 @@ impl From<&File> for File {
 }
 
 impl File {
+    /// The contents of the file, as text, optionally limited to a range of lines.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::contents_opts`].
     ///
     /// GraphQL field `File.contents`.
@@ -3667,6 +4285,8 @@ impl File {
         self.contents_opts(FileContentsOpts::default())
     }
 
+    /// The contents of the file, as text, optionally limited to a range of lines.
+    ///
     /// Like [`Self::contents`], with the optional arguments in [`FileContentsOpts`].
     ///
     /// GraphQL field `File.contents`.
@@ -3682,8 +4302,10 @@ impl File {
             .leaf("contents", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Writes the file to a path on the client's host and returns the path written.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination file on the host; relative paths resolve against the client's working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::export_opts`].
     ///
@@ -3692,8 +4314,10 @@ impl File {
         self.export_opts(path, FileExportOpts::default())
     }
 
+    /// Writes the file to a path on the client's host and returns the path written.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Destination file on the host; relative paths resolve against the client's working directory.
     ///
     /// Like [`Self::export`], with the optional arguments in [`FileExportOpts`].
     ///
@@ -3709,23 +4333,31 @@ impl File {
             .leaf("export", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The name of the file, without any directory part.
+    ///
     /// GraphQL field `File.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The size of the file, in bytes.
+    ///
     /// GraphQL field `File.size`.
     pub fn size(&self) -> Leaf<i64> {
         self.ctx.leaf("size", vec![], LeafShape::Scalar, decode_value::<i64>)
     }
 
+    /// Metadata of the file: its type, name, permissions and size.
+    ///
     /// GraphQL field `File.stat`.
     pub fn stat(&self) -> Stat {
         Stat::from_ctx(self.ctx.select("stat", vec![]))
     }
 
+    /// The same file under another name.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: The new name, without any directory part.
     ///
     /// GraphQL field `File.withName`.
     pub fn with_name(&self, name: impl Into<String>) -> File {
@@ -3735,8 +4367,10 @@ impl File {
         File::from_ctx(self.ctx.select("withName", gql_args))
     }
 
+    /// Sets the modification time of the file, so the same contents always give the same result.
+    ///
     /// # Arguments
-    /// - `timestamp`:
+    /// - `timestamp`: The time to set, in seconds since the Unix epoch.
     ///
     /// GraphQL field `File.withTimestamps`.
     pub fn with_timestamps(&self, timestamp: i64) -> File {
@@ -3746,6 +4380,8 @@ impl File {
         File::from_ctx(self.ctx.select("withTimestamps", gql_args))
     }
 
+    /// A digest of the file, such as `sha256:<hex>`: of its contents and metadata, or of its contents only.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::digest_opts`].
     ///
     /// GraphQL field `File.digest`.
@@ -3753,6 +4389,8 @@ impl File {
         self.digest_opts(FileDigestOpts::default())
     }
 
+    /// A digest of the file, such as `sha256:<hex>`: of its contents and metadata, or of its contents only.
+    ///
     /// Like [`Self::digest`], with the optional arguments in [`FileDigestOpts`].
     ///
     /// GraphQL field `File.digest`.
@@ -3765,11 +4403,15 @@ impl File {
             .leaf("digest", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// Evaluates the file, running whatever produces it, and returns its ID; fails if any step fails.
+    ///
     /// GraphQL field `File.sync`.
     pub fn sync(&self) -> Leaf<File> {
         self.ctx.leaf("sync", vec![], LeafShape::Scalar, decode_sync::<File>)
     }
 
+    /// An opaque identifier of this file, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `File.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -3779,8 +4421,12 @@ impl File {
 /// Optional arguments of [`File::contents_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct FileContentsOpts {
+    /// Number of lines to skip from the start.
+    ///
     /// GraphQL argument `File.contents(offsetLines:)`.
     pub offset_lines: Option<i64>,
+    /// Largest number of lines to return; every remaining line when omitted.
+    ///
     /// GraphQL argument `File.contents(limitLines:)`.
     pub limit_lines: Option<i64>,
 }
@@ -3802,6 +4448,8 @@ impl FileContentsOpts {
 /// Optional arguments of [`File::export_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct FileExportOpts {
+    /// Whether `path` may name an existing directory, in which case the file is written inside it under its own name.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `File.export(allowParentDirPath:)`.
@@ -3819,6 +4467,8 @@ impl FileExportOpts {
 /// Optional arguments of [`File::digest_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct FileDigestOpts {
+    /// Whether to hash the contents only, leaving out the name and permissions.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `File.digest(excludeMetadata:)`.
@@ -3833,6 +4483,8 @@ impl FileDigestOpts {
     }
 }
 
+/// Metadata of a filesystem entry.
+///
 /// GraphQL type `Stat`.
 #[derive(Clone, Debug)]
 pub struct Stat {
@@ -3856,34 +4508,46 @@ impl From<&Stat> for Stat {
 }
 
 impl Stat {
+    /// What kind of entry it is.
+    ///
     /// GraphQL field `Stat.fileType`.
     pub fn file_type(&self) -> Leaf<Option<FileType>> {
         self.ctx
             .leaf("fileType", vec![], LeafShape::Scalar, decode_value::<Option<FileType>>)
     }
 
+    /// The entry's name, without any directory part.
+    ///
     /// GraphQL field `Stat.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The permission bits of the entry, as an integer.
+    ///
     /// GraphQL field `Stat.permissions`.
     pub fn permissions(&self) -> Leaf<i64> {
         self.ctx
             .leaf("permissions", vec![], LeafShape::Scalar, decode_value::<i64>)
     }
 
+    /// The size of the entry, in bytes.
+    ///
     /// GraphQL field `Stat.size`.
     pub fn size(&self) -> Leaf<i64> {
         self.ctx.leaf("size", vec![], LeafShape::Scalar, decode_value::<i64>)
     }
 
+    /// An opaque identifier of this metadata record.
+    ///
     /// GraphQL field `Stat.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// The environment of the client that opened the session: its filesystem, Unix sockets and network.
+///
 /// GraphQL type `Host`.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -3907,8 +4571,12 @@ impl From<&Host> for Host {
 }
 
 impl Host {
+    /// Reads a directory from the client's filesystem into the pipeline.
+    ///
+    /// Its contents are read when a pipeline first needs them; later requests in the session may reuse that snapshot unless `noCache` is set.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory on the client; relative paths resolve against the client's working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::directory_opts`].
     ///
@@ -3917,8 +4585,12 @@ impl Host {
         self.directory_opts(path, HostDirectoryOpts::default())
     }
 
+    /// Reads a directory from the client's filesystem into the pipeline.
+    ///
+    /// Its contents are read when a pipeline first needs them; later requests in the session may reuse that snapshot unless `noCache` is set.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the directory on the client; relative paths resolve against the client's working directory.
     ///
     /// Like [`Self::directory`], with the optional arguments in [`HostDirectoryOpts`].
     ///
@@ -3948,8 +4620,10 @@ impl Host {
         Directory::from_ctx(self.ctx.select("directory", gql_args))
     }
 
+    /// Reads a file from the client's filesystem into the pipeline.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file on the client; relative paths resolve against the client's working directory.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::file_opts`].
     ///
@@ -3958,8 +4632,10 @@ impl Host {
         self.file_opts(path, HostFileOpts::default())
     }
 
+    /// Reads a file from the client's filesystem into the pipeline.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the file on the client; relative paths resolve against the client's working directory.
     ///
     /// Like [`Self::file`], with the optional arguments in [`HostFileOpts`].
     ///
@@ -3974,8 +4650,10 @@ impl Host {
         File::from_ctx(self.ctx.select("file", gql_args))
     }
 
+    /// A Unix socket on the client's host, such as an SSH agent or a container runtime's socket, to forward into the pipeline.
+    ///
     /// # Arguments
-    /// - `path`:
+    /// - `path`: Path of the socket on the client.
     ///
     /// GraphQL field `Host.unixSocket`.
     pub fn unix_socket(&self, path: impl Into<String>) -> Socket {
@@ -3985,8 +4663,10 @@ impl Host {
         Socket::from_ctx(self.ctx.select("unixSocket", gql_args))
     }
 
+    /// A service that forwards connections to ports of the client's host, so containers bound to it can reach servers running there.
+    ///
     /// # Arguments
-    /// - `ports`:
+    /// - `ports`: The ports to forward: `frontend` is the port the service offers, `backend` the port on the host.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::service_opts`].
     ///
@@ -3995,8 +4675,10 @@ impl Host {
         self.service_opts(ports, HostServiceOpts::default())
     }
 
+    /// A service that forwards connections to ports of the client's host, so containers bound to it can reach servers running there.
+    ///
     /// # Arguments
-    /// - `ports`:
+    /// - `ports`: The ports to forward: `frontend` is the port the service offers, `backend` the port on the host.
     ///
     /// Like [`Self::service`], with the optional arguments in [`HostServiceOpts`].
     ///
@@ -4011,8 +4693,10 @@ impl Host {
         Service::from_ctx(self.ctx.select("service", gql_args))
     }
 
+    /// Makes a service of the pipeline reachable from the client's host; the returned service's endpoint is its address on the host.
+    ///
     /// # Arguments
-    /// - `service`:
+    /// - `service`: The service to expose.
     ///
     /// Optional arguments keep their defaults; set them with [`Self::tunnel_opts`].
     ///
@@ -4021,8 +4705,10 @@ impl Host {
         self.tunnel_opts(service, HostTunnelOpts::default())
     }
 
+    /// Makes a service of the pipeline reachable from the client's host; the returned service's endpoint is its address on the host.
+    ///
     /// # Arguments
-    /// - `service`:
+    /// - `service`: The service to expose.
     ///
     /// Like [`Self::tunnel`], with the optional arguments in [`HostTunnelOpts`].
     ///
@@ -4040,6 +4726,8 @@ impl Host {
         Service::from_ctx(self.ctx.select("tunnel", gql_args))
     }
 
+    /// An opaque identifier of the host object.
+    ///
     /// GraphQL field `Host.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -4049,18 +4737,26 @@ impl Host {
 /// Optional arguments of [`Host::directory_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct HostDirectoryOpts {
+    /// Glob patterns, relative to the directory, of entries to leave out; they win over `include`.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Host.directory(exclude:)`.
     pub exclude: Option<Vec<String>>,
+    /// Glob patterns, relative to the directory, of the only entries to read; everything when empty.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Host.directory(include:)`.
     pub include: Option<Vec<String>>,
+    /// Whether to read the directory again every time instead of reusing an earlier snapshot of it.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Host.directory(noCache:)`.
     pub no_cache: Option<bool>,
+    /// Whether to leave out the entries that `.gitignore` files in the directory ignore.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Host.directory(gitignore:)`.
@@ -4096,6 +4792,8 @@ impl HostDirectoryOpts {
 /// Optional arguments of [`Host::file_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct HostFileOpts {
+    /// Whether to read the file again every time instead of reusing an earlier snapshot of it.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Host.file(noCache:)`.
@@ -4113,6 +4811,8 @@ impl HostFileOpts {
 /// Optional arguments of [`Host::service_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct HostServiceOpts {
+    /// Host name or address, as seen from the client, to forward connections to.
+    ///
     /// Default: `"localhost"`.
     ///
     /// GraphQL argument `Host.service(host:)`.
@@ -4130,10 +4830,14 @@ impl HostServiceOpts {
 /// Optional arguments of [`Host::tunnel_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct HostTunnelOpts {
+    /// Whether to listen on the host on the same port numbers the service uses, instead of free ones chosen at random.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Host.tunnel(native:)`.
     pub native: Option<bool>,
+    /// Explicit mappings of host ports (`frontend`) to service ports (`backend`); when empty, every port the service exposes is forwarded.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Host.tunnel(ports:)`.
@@ -4154,6 +4858,10 @@ impl HostTunnelOpts {
     }
 }
 
+/// A named, persistent directory that `Container.withMountedCache` mounts into containers.
+///
+/// Its contents survive from one run to the next, so package caches and build outputs need not be rebuilt from scratch.
+///
 /// GraphQL type `CacheVolume`.
 #[derive(Clone, Debug)]
 pub struct CacheVolume {
@@ -4177,12 +4885,18 @@ impl From<&CacheVolume> for CacheVolume {
 }
 
 impl CacheVolume {
+    /// An opaque identifier of this cache volume, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `CacheVolume.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// A sensitive value, such as a password or an access token.
+///
+/// Its value stays out of IDs, caches and images, and is replaced by `***` wherever it would appear in command output.
+///
 /// GraphQL type `Secret`.
 #[derive(Clone, Debug)]
 pub struct Secret {
@@ -4206,28 +4920,38 @@ impl From<&Secret> for Secret {
 }
 
 impl Secret {
+    /// The name of the secret.
+    ///
     /// GraphQL field `Secret.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The value of the secret, in clear text; read it only where the client itself needs the value.
+    ///
     /// GraphQL field `Secret.plaintext`.
     pub fn plaintext(&self) -> Leaf<String> {
         self.ctx
             .leaf("plaintext", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The URI the secret is read from; empty for a secret created with `setSecret`.
+    ///
     /// GraphQL field `Secret.uri`.
     pub fn uri(&self) -> Leaf<String> {
         self.ctx.leaf("uri", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// An opaque identifier of this secret, to pass it as an argument or load it back with `node`; it does not hold the value.
+    ///
     /// GraphQL field `Secret.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// A long-running process, such as a server or a database, that containers and the client can connect to.
+///
 /// GraphQL type `Service`.
 #[derive(Clone, Debug)]
 pub struct Service {
@@ -4251,6 +4975,8 @@ impl From<&Service> for Service {
 }
 
 impl Service {
+    /// The address of the service, as `host:port`, or as a URL when `scheme` is given.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::endpoint_opts`].
     ///
     /// GraphQL field `Service.endpoint`.
@@ -4258,6 +4984,8 @@ impl Service {
         self.endpoint_opts(ServiceEndpointOpts::default())
     }
 
+    /// The address of the service, as `host:port`, or as a URL when `scheme` is given.
+    ///
     /// Like [`Self::endpoint`], with the optional arguments in [`ServiceEndpointOpts`].
     ///
     /// GraphQL field `Service.endpoint`.
@@ -4273,24 +5001,32 @@ impl Service {
             .leaf("endpoint", gql_args, LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The host name at which the service can be reached.
+    ///
     /// GraphQL field `Service.hostname`.
     pub fn hostname(&self) -> Leaf<String> {
         self.ctx
             .leaf("hostname", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The ports the service exposes.
+    ///
     /// GraphQL field `Service.ports`.
     pub fn ports(&self) -> Leaf<Vec<Port>> {
         self.ctx
             .leaf("ports", vec![], LeafShape::ObjectList, decode_object_list::<Port>)
     }
 
+    /// Starts the service if it is not running yet and returns its ID; it runs until it is stopped or the session ends.
+    ///
     /// GraphQL field `Service.start`.
     pub fn start(&self) -> Leaf<Service> {
         self.ctx
             .leaf("start", vec![], LeafShape::Scalar, decode_sync::<Service>)
     }
 
+    /// Stops the service and returns its ID.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::stop_opts`].
     ///
     /// GraphQL field `Service.stop`.
@@ -4298,6 +5034,8 @@ impl Service {
         self.stop_opts(ServiceStopOpts::default())
     }
 
+    /// Stops the service and returns its ID.
+    ///
     /// Like [`Self::stop`], with the optional arguments in [`ServiceStopOpts`].
     ///
     /// GraphQL field `Service.stop`.
@@ -4310,6 +5048,8 @@ impl Service {
             .leaf("stop", gql_args, LeafShape::Scalar, decode_sync::<Service>)
     }
 
+    /// Starts the service and forwards its ports to the client's host, returning only when the service stops.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::up_opts`].
     ///
     /// GraphQL field `Service.up`.
@@ -4317,6 +5057,8 @@ impl Service {
         self.up_opts(ServiceUpOpts::default())
     }
 
+    /// Starts the service and forwards its ports to the client's host, returning only when the service stops.
+    ///
     /// Like [`Self::up`], with the optional arguments in [`ServiceUpOpts`].
     ///
     /// GraphQL field `Service.up`.
@@ -4331,8 +5073,10 @@ impl Service {
         self.ctx.leaf("up", gql_args, LeafShape::Scalar, decode_value::<()>)
     }
 
+    /// The same service under a host name of your choosing, instead of one derived from its definition.
+    ///
     /// # Arguments
-    /// - `hostname`:
+    /// - `hostname`: The host name to use.
     ///
     /// GraphQL field `Service.withHostname`.
     pub fn with_hostname(&self, hostname: impl Into<String>) -> Service {
@@ -4342,6 +5086,8 @@ impl Service {
         Service::from_ctx(self.ctx.select("withHostname", gql_args))
     }
 
+    /// An opaque identifier of this service, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `Service.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -4351,8 +5097,12 @@ impl Service {
 /// Optional arguments of [`Service::endpoint_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceEndpointOpts {
+    /// Which of the service's ports to use; the first one it exposes when omitted.
+    ///
     /// GraphQL argument `Service.endpoint(port:)`.
     pub port: Option<i64>,
+    /// Scheme to put in front of the address, such as `http` for `http://host:port`; none when empty.
+    ///
     /// Default: `""`.
     ///
     /// GraphQL argument `Service.endpoint(scheme:)`.
@@ -4376,6 +5126,8 @@ impl ServiceEndpointOpts {
 /// Optional arguments of [`Service::stop_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceStopOpts {
+    /// Whether to end the service at once instead of asking it to shut down gracefully.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Service.stop(kill:)`.
@@ -4393,10 +5145,14 @@ impl ServiceStopOpts {
 /// Optional arguments of [`Service::up_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceUpOpts {
+    /// Mappings of host ports (`frontend`) to service ports (`backend`); when empty, every exposed port is forwarded to the same number on the host.
+    ///
     /// Default: `[]`.
     ///
     /// GraphQL argument `Service.up(ports:)`.
     pub ports: Option<Vec<PortForward>>,
+    /// Whether to listen on free host ports chosen at random instead.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `Service.up(random:)`.
@@ -4417,6 +5173,8 @@ impl ServiceUpOpts {
     }
 }
 
+/// A Unix socket of the client's host that the engine can forward to containers and builds.
+///
 /// GraphQL type `Socket`.
 #[derive(Clone, Debug)]
 pub struct Socket {
@@ -4440,12 +5198,16 @@ impl From<&Socket> for Socket {
 }
 
 impl Socket {
+    /// An opaque identifier of this socket, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `Socket.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// A port that a container or service listens on.
+///
 /// GraphQL type `Port`.
 #[derive(Clone, Debug)]
 pub struct Port {
@@ -4469,23 +5231,31 @@ impl From<&Port> for Port {
 }
 
 impl Port {
+    /// The port number.
+    ///
     /// GraphQL field `Port.port`.
     pub fn port(&self) -> Leaf<i64> {
         self.ctx.leaf("port", vec![], LeafShape::Scalar, decode_value::<i64>)
     }
 
+    /// The transport protocol of the port.
+    ///
     /// GraphQL field `Port.protocol`.
     pub fn protocol(&self) -> Leaf<NetworkProtocol> {
         self.ctx
             .leaf("protocol", vec![], LeafShape::Scalar, decode_value::<NetworkProtocol>)
     }
 
+    /// What the port is for, or null when it was not described.
+    ///
     /// GraphQL field `Port.description`.
     pub fn description(&self) -> Leaf<Option<String>> {
         self.ctx
             .leaf("description", vec![], LeafShape::Scalar, decode_value::<Option<String>>)
     }
 
+    /// Whether starting the service skips waiting for this port to accept connections.
+    ///
     /// GraphQL field `Port.experimentalSkipHealthcheck`.
     pub fn experimental_skip_healthcheck(&self) -> Leaf<bool> {
         self.ctx.leaf(
@@ -4496,12 +5266,16 @@ impl Port {
         )
     }
 
+    /// An opaque identifier of this port record.
+    ///
     /// GraphQL field `Port.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// An environment variable of a container: a name and its value.
+///
 /// GraphQL type `EnvVariable`.
 #[derive(Clone, Debug)]
 pub struct EnvVariable {
@@ -4525,23 +5299,31 @@ impl From<&EnvVariable> for EnvVariable {
 }
 
 impl EnvVariable {
+    /// The name of the variable.
+    ///
     /// GraphQL field `EnvVariable.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The value of the variable.
+    ///
     /// GraphQL field `EnvVariable.value`.
     pub fn value(&self) -> Leaf<String> {
         self.ctx
             .leaf("value", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// An opaque identifier of this variable record.
+    ///
     /// GraphQL field `EnvVariable.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// A label of a container's image configuration: a name and its value.
+///
 /// GraphQL type `Label`.
 #[derive(Clone, Debug)]
 pub struct Label {
@@ -4565,23 +5347,31 @@ impl From<&Label> for Label {
 }
 
 impl Label {
+    /// The name of the label.
+    ///
     /// GraphQL field `Label.name`.
     pub fn name(&self) -> Leaf<String> {
         self.ctx.leaf("name", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The value of the label.
+    ///
     /// GraphQL field `Label.value`.
     pub fn value(&self) -> Leaf<String> {
         self.ctx
             .leaf("value", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// An opaque identifier of this label record.
+    ///
     /// GraphQL field `Label.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
     }
 }
 
+/// A remote Git repository; pick a branch, tag, commit or other reference to check out its files.
+///
 /// GraphQL type `GitRepository`.
 #[derive(Clone, Debug)]
 pub struct GitRepository {
@@ -4605,8 +5395,10 @@ impl From<&GitRepository> for GitRepository {
 }
 
 impl GitRepository {
+    /// A branch of the repository.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the branch, such as `main`.
     ///
     /// GraphQL field `GitRepository.branch`.
     pub fn branch(&self, name: impl Into<String>) -> GitRef {
@@ -4616,8 +5408,10 @@ impl GitRepository {
         GitRef::from_ctx(self.ctx.select("branch", gql_args))
     }
 
+    /// A tag of the repository.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: Name of the tag, such as `v1.2.0`.
     ///
     /// GraphQL field `GitRepository.tag`.
     pub fn tag(&self, name: impl Into<String>) -> GitRef {
@@ -4627,8 +5421,10 @@ impl GitRepository {
         GitRef::from_ctx(self.ctx.select("tag", gql_args))
     }
 
+    /// A particular commit of the repository.
+    ///
     /// # Arguments
-    /// - `id`:
+    /// - `id`: The hash of the commit.
     ///
     /// GraphQL field `GitRepository.commit`.
     pub fn commit(&self, id: impl Into<String>) -> GitRef {
@@ -4638,13 +5434,17 @@ impl GitRepository {
         GitRef::from_ctx(self.ctx.select("commit", gql_args))
     }
 
+    /// The repository's default branch, the one its `HEAD` names.
+    ///
     /// GraphQL field `GitRepository.head`.
     pub fn head(&self) -> GitRef {
         GitRef::from_ctx(self.ctx.select("head", vec![]))
     }
 
+    /// Any reference of the repository: a branch or tag name, a full reference name such as `refs/pull/1/head`, or a commit hash.
+    ///
     /// # Arguments
-    /// - `name`:
+    /// - `name`: The reference to resolve.
     ///
     /// GraphQL field `GitRepository.ref`.
     pub fn r#ref(&self, name: impl Into<String>) -> GitRef {
@@ -4654,6 +5454,8 @@ impl GitRepository {
         GitRef::from_ctx(self.ctx.select("ref", gql_args))
     }
 
+    /// The names of the repository's tags, optionally filtered.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::tags_opts`].
     ///
     /// GraphQL field `GitRepository.tags`.
@@ -4661,6 +5463,8 @@ impl GitRepository {
         self.tags_opts(GitRepositoryTagsOpts::default())
     }
 
+    /// The names of the repository's tags, optionally filtered.
+    ///
     /// Like [`Self::tags`], with the optional arguments in [`GitRepositoryTagsOpts`].
     ///
     /// GraphQL field `GitRepository.tags`.
@@ -4676,6 +5480,8 @@ impl GitRepository {
             .leaf("tags", gql_args, LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// The names of the repository's branches, optionally filtered.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::branches_opts`].
     ///
     /// GraphQL field `GitRepository.branches`.
@@ -4683,6 +5489,8 @@ impl GitRepository {
         self.branches_opts(GitRepositoryBranchesOpts::default())
     }
 
+    /// The names of the repository's branches, optionally filtered.
+    ///
     /// Like [`Self::branches`], with the optional arguments in [`GitRepositoryBranchesOpts`].
     ///
     /// GraphQL field `GitRepository.branches`.
@@ -4698,6 +5506,8 @@ impl GitRepository {
             .leaf("branches", gql_args, LeafShape::Scalar, decode_value::<Vec<String>>)
     }
 
+    /// An opaque identifier of this repository, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `GitRepository.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -4707,6 +5517,8 @@ impl GitRepository {
 /// Optional arguments of [`GitRepository::tags_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct GitRepositoryTagsOpts {
+    /// Glob patterns that a tag must match, such as `v*`; every tag when omitted.
+    ///
     /// GraphQL argument `GitRepository.tags(patterns:)`.
     pub patterns: Option<Vec<String>>,
 }
@@ -4722,6 +5534,8 @@ impl GitRepositoryTagsOpts {
 /// Optional arguments of [`GitRepository::branches_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct GitRepositoryBranchesOpts {
+    /// Glob patterns that a branch must match, such as `release/*`; every branch when omitted.
+    ///
     /// GraphQL argument `GitRepository.branches(patterns:)`.
     pub patterns: Option<Vec<String>>,
 }
@@ -4734,6 +5548,8 @@ impl GitRepositoryBranchesOpts {
     }
 }
 
+/// A reference into a Git repository, resolved to a single commit.
+///
 /// GraphQL type `GitRef`.
 #[derive(Clone, Debug)]
 pub struct GitRef {
@@ -4757,6 +5573,8 @@ impl From<&GitRef> for GitRef {
 }
 
 impl GitRef {
+    /// The files of the commit, checked out as a directory.
+    ///
     /// Optional arguments keep their defaults; set them with [`Self::tree_opts`].
     ///
     /// GraphQL field `GitRef.tree`.
@@ -4764,6 +5582,8 @@ impl GitRef {
         self.tree_opts(GitRefTreeOpts::default())
     }
 
+    /// The files of the commit, checked out as a directory.
+    ///
     /// Like [`Self::tree`], with the optional arguments in [`GitRefTreeOpts`].
     ///
     /// GraphQL field `GitRef.tree`.
@@ -4781,17 +5601,23 @@ impl GitRef {
         Directory::from_ctx(self.ctx.select("tree", gql_args))
     }
 
+    /// The hash of the commit the reference resolves to.
+    ///
     /// GraphQL field `GitRef.commit`.
     pub fn commit(&self) -> Leaf<String> {
         self.ctx
             .leaf("commit", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// The full name of the reference, such as `refs/heads/main`.
+    ///
     /// GraphQL field `GitRef.ref`.
     pub fn r#ref(&self) -> Leaf<String> {
         self.ctx.leaf("ref", vec![], LeafShape::Scalar, decode_value::<String>)
     }
 
+    /// An opaque identifier of this reference, to pass it as an argument or load it back with `node`.
+    ///
     /// GraphQL field `GitRef.id`.
     pub fn id(&self) -> Leaf<Id> {
         self.ctx.leaf("id", vec![], LeafShape::OwnId, decode_own_id)
@@ -4801,14 +5627,20 @@ impl GitRef {
 /// Optional arguments of [`GitRef::tree_opts`]; `None` leaves the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct GitRefTreeOpts {
+    /// Whether to leave out the `.git` directory even if the repository keeps it.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `GitRef.tree(discardGitDir:)`.
     pub discard_git_dir: Option<bool>,
+    /// How many commits of history to fetch into the `.git` directory; by default only the commit itself.
+    ///
     /// Default: `1`.
     ///
     /// GraphQL argument `GitRef.tree(depth:)`.
     pub depth: Option<i64>,
+    /// Whether to fetch the repository's tags into the `.git` directory as well.
+    ///
     /// Default: `false`.
     ///
     /// GraphQL argument `GitRef.tree(includeTags:)`.
@@ -4835,14 +5667,22 @@ impl GitRefTreeOpts {
     }
 }
 
+/// How the concurrent users of one cache volume share it.
+///
 /// GraphQL enum `CacheSharingMode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum CacheSharingMode {
+    /// Everyone reads and writes the same volume at the same time; the tools using it must tolerate that.
+    ///
     /// GraphQL value `SHARED`.
     Shared,
+    /// A user that finds the volume in use gets a separate volume of its own, so no two users ever write the same one.
+    ///
     /// GraphQL value `PRIVATE`.
     Private,
+    /// Users take turns: one at a time has the volume while the others wait.
+    ///
     /// GraphQL value `LOCKED`.
     Locked,
 }
@@ -4885,12 +5725,18 @@ impl FromResponse for CacheSharingMode {
     }
 }
 
+/// A transport protocol of a network port.
+///
 /// GraphQL enum `NetworkProtocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum NetworkProtocol {
+    /// The Transmission Control Protocol.
+    ///
     /// GraphQL value `TCP`.
     Tcp,
+    /// The User Datagram Protocol.
+    ///
     /// GraphQL value `UDP`.
     Udp,
 }
@@ -4931,14 +5777,22 @@ impl FromResponse for NetworkProtocol {
     }
 }
 
+/// Which exit statuses of a command count as success.
+///
 /// GraphQL enum `ReturnType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum ReturnType {
+    /// Only a zero exit status.
+    ///
     /// GraphQL value `SUCCESS`.
     Success,
+    /// Only a non-zero exit status.
+    ///
     /// GraphQL value `FAILURE`.
     Failure,
+    /// Any exit status.
+    ///
     /// GraphQL value `ANY`.
     Any,
 }
@@ -4981,16 +5835,26 @@ impl FromResponse for ReturnType {
     }
 }
 
+/// Which family of media types an image's manifests and layers are written with.
+///
 /// GraphQL enum `ImageMediaTypes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum ImageMediaTypes {
+    /// Same as `OCI`, in its older spelling.
+    ///
     /// GraphQL value `OCIMediaTypes`.
     OciMediaTypes,
+    /// Same as `DOCKER`, in its older spelling.
+    ///
     /// GraphQL value `DockerMediaTypes`.
     DockerMediaTypes,
+    /// The media types of the OCI image specification.
+    ///
     /// GraphQL value `OCI`.
     Oci,
+    /// The media types of Docker's image format, for registries and tools that do not support OCI.
+    ///
     /// GraphQL value `DOCKER`.
     Docker,
 }
@@ -5035,24 +5899,42 @@ impl FromResponse for ImageMediaTypes {
     }
 }
 
+/// How the layers of an image are compressed.
+///
 /// GraphQL enum `ImageLayerCompression`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum ImageLayerCompression {
+    /// Same as `GZIP`, in its older spelling.
+    ///
     /// GraphQL value `Gzip`.
     Gzip,
+    /// Same as `ZSTD`, in its older spelling.
+    ///
     /// GraphQL value `Zstd`.
     Zstd,
+    /// Same as `ESTARGZ`, in its older spelling.
+    ///
     /// GraphQL value `EStarGZ`.
     EStarGz,
+    /// Same as `UNCOMPRESSED`, in its older spelling.
+    ///
     /// GraphQL value `Uncompressed`.
     Uncompressed,
+    /// Gzip, the compression every registry and runtime understands.
+    ///
     /// GraphQL value `GZIP`.
     GZIP,
+    /// Zstandard: smaller and faster to unpack than gzip, though older tools cannot read it.
+    ///
     /// GraphQL value `ZSTD`.
     ZSTD,
+    /// eStargz: gzip-compatible layers with an index that lets runtimes fetch files lazily.
+    ///
     /// GraphQL value `ESTARGZ`.
     Estargz,
+    /// No compression.
+    ///
     /// GraphQL value `UNCOMPRESSED`.
     UNCOMPRESSED,
 }
@@ -5105,14 +5987,22 @@ impl FromResponse for ImageLayerCompression {
     }
 }
 
+/// The kind of filesystem entry that an `exists` check requires.
+///
 /// GraphQL enum `ExistsType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum ExistsType {
+    /// A regular file.
+    ///
     /// GraphQL value `REGULAR_TYPE`.
     RegularType,
+    /// A directory.
+    ///
     /// GraphQL value `DIRECTORY_TYPE`.
     DirectoryType,
+    /// A symbolic link.
+    ///
     /// GraphQL value `SYMLINK_TYPE`.
     SymlinkType,
 }
@@ -5155,22 +6045,38 @@ impl FromResponse for ExistsType {
     }
 }
 
+/// The kind of a filesystem entry.
+///
 /// GraphQL enum `FileType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum FileType {
+    /// A kind not listed here, such as a device or a socket.
+    ///
     /// GraphQL value `UNKNOWN`.
     Unknown,
+    /// A regular file.
+    ///
     /// GraphQL value `REGULAR`.
     Regular,
+    /// A directory.
+    ///
     /// GraphQL value `DIRECTORY`.
     Directory,
+    /// A symbolic link.
+    ///
     /// GraphQL value `SYMLINK`.
     Symlink,
+    /// Same as `REGULAR`, spelled as in `ExistsType`.
+    ///
     /// GraphQL value `REGULAR_TYPE`.
     RegularType,
+    /// Same as `DIRECTORY`, spelled as in `ExistsType`.
+    ///
     /// GraphQL value `DIRECTORY_TYPE`.
     DirectoryType,
+    /// Same as `SYMLINK`, spelled as in `ExistsType`.
+    ///
     /// GraphQL value `SYMLINK_TYPE`.
     SymlinkType,
 }
@@ -5221,13 +6127,21 @@ impl FromResponse for FileType {
     }
 }
 
+/// Forwards one port to another, between the client's host and a service.
+///
 /// GraphQL input `PortForward`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PortForward {
+    /// The port that accepts connections (on the client's host for tunnels, on the service for `Host.service`); the same number as `backend` when omitted.
+    ///
     /// GraphQL input field `PortForward.frontend`.
     pub frontend: Option<i64>,
+    /// The port that connections are forwarded to.
+    ///
     /// GraphQL input field `PortForward.backend`.
     pub backend: i64,
+    /// The transport protocol of both ports.
+    ///
     /// `None` means the default, `TCP`.
     ///
     /// GraphQL input field `PortForward.protocol`.
@@ -5251,11 +6165,17 @@ impl ToValue for PortForward {
     }
 }
 
+/// A value for an `ARG` instruction of a Dockerfile.
+///
 /// GraphQL input `BuildArg`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BuildArg {
+    /// Name of the build argument.
+    ///
     /// GraphQL input field `BuildArg.name`.
     pub name: String,
+    /// Value of the build argument.
+    ///
     /// GraphQL input field `BuildArg.value`.
     pub value: String,
 }

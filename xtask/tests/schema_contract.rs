@@ -226,3 +226,68 @@ fn every_id_argument_names_its_object_type() {
     }
     assert!(missing.is_empty(), "ID arguments without @expectedType: {missing:?}");
 }
+
+#[test]
+fn every_item_has_a_description() {
+    // Descriptions become the rustdoc of the generated API and the documentation introspection serves: every
+    // type, field, argument, enum value, input field, scalar, interface and directive of ours needs one.
+    let schema = schema();
+    let mut problems = Vec::new();
+    let mut count = 0;
+    let mut check = |what: String, description: Option<&str>| {
+        count += 1;
+        if description.is_none_or(|d| d.trim().is_empty()) {
+            problems.push(what);
+        }
+    };
+    for (name, directive) in &schema.directive_definitions {
+        if directive.is_built_in() {
+            continue;
+        }
+        check(format!("directive @{name}"), directive.description.as_deref());
+        for arg in &directive.arguments {
+            check(format!("@{name}({}:)", arg.name), arg.description.as_deref());
+        }
+    }
+    for (type_name, ty) in &schema.types {
+        if ty.is_built_in() {
+            continue;
+        }
+        check(format!("type {type_name}"), ty.description().map(|d| &**d));
+        let fields = match ty {
+            ExtendedType::Object(o) => Some(&o.fields),
+            ExtendedType::Interface(i) => Some(&i.fields),
+            _ => None,
+        };
+        for (field_name, field) in fields.into_iter().flatten() {
+            check(format!("{type_name}.{field_name}"), field.description.as_deref());
+            for arg in &field.arguments {
+                check(
+                    format!("{type_name}.{field_name}({}:)", arg.name),
+                    arg.description.as_deref(),
+                );
+            }
+        }
+        match ty {
+            ExtendedType::Enum(e) => {
+                for (value, def) in &e.values {
+                    check(format!("{type_name}.{value}"), def.description.as_deref());
+                }
+            }
+            ExtendedType::InputObject(i) => {
+                for (field_name, field) in &i.fields {
+                    check(format!("{type_name}.{field_name}"), field.description.as_deref());
+                }
+            }
+            _ => {}
+        }
+    }
+    eprintln!("{count} items checked");
+    assert!(
+        problems.is_empty(),
+        "{} items without a description:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(count > 400, "only {count} items checked: is the walk complete?");
+}
