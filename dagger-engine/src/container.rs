@@ -877,7 +877,8 @@ fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Moun
         .root()
         .join("tmp")
         .join(format!("ro-{}", snapshot::unique()));
-    snapshot::mount_overlay(&layers, None, &target, &empty_layer(&engine.store)?).map_err(snap)
+    let mode = engine.snapshotter();
+    snapshot::assemble(mode, &layers, None, &target, &empty_layer(&engine.store)?).map_err(snap)
 }
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
@@ -1286,7 +1287,9 @@ fn prepare(
         }
     }
     let rootfs = scratch.join("rootfs");
-    let overlay = snapshot::mount_overlay(
+    let mode = engine.snapshotter();
+    let overlay = snapshot::assemble(
+        mode,
         &layers,
         Some((&scratch.join("upper"), &scratch.join("work"))),
         &rootfs,

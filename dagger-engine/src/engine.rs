@@ -28,6 +28,9 @@ pub struct Config {
     /// How long one exec may run before it is killed; `None` reads `DAGGER_RS_EXEC_TIMEOUT` (seconds), and
     /// without it there is no limit.
     pub exec_timeout: Option<std::time::Duration>,
+    /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
+    /// where it works and copies elsewhere.
+    pub snapshotter: Option<crate::snapshot::Snapshotter>,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             runtime: None,
             exec_timeout: None,
+            snapshotter: None,
         }
     }
 }
@@ -254,6 +258,13 @@ impl Engine {
             })
             .as_ref()
             .map_err(|e| FieldError::new(e.clone()))
+    }
+
+    /// How container filesystems are assembled for this engine.
+    pub fn snapshotter(&self) -> crate::snapshot::Snapshotter {
+        self.config
+            .snapshotter
+            .unwrap_or_else(|| crate::snapshot::snapshotter(&self.store.root().join("tmp")))
     }
 
     /// Takes the locks and use counts an exec needs for its cache mounts: a `LOCKED` volume admits one exec at

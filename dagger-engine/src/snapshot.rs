@@ -9,6 +9,7 @@
 //! would (an absolute link target is relative to the container's root), so a hostile link in an image can
 //! never make the engine read or write outside the root.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Component, Path, PathBuf};
 
@@ -49,12 +50,21 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapshotError {
 /// in a page, which the short link names below ensure).
 pub const MAX_LAYERS: usize = 400;
 
-/// An overlay mounted at a directory; unmounted on drop.
+/// A container root filesystem assembled at a directory: an overlay mount, or (where overlayfs is not
+/// available) a copy of the layers. Released on drop.
 #[derive(Debug)]
 pub struct Mounted {
     target: PathBuf,
     links: PathBuf,
     mounted: bool,
+    /// For a writable copy: where the changes go, and what the copy held before.
+    copy: Option<CopyState>,
+}
+
+#[derive(Debug)]
+struct CopyState {
+    upper: Option<PathBuf>,
+    before: BTreeMap<String, Stamp>,
 }
 
 impl Mounted {
@@ -63,8 +73,18 @@ impl Mounted {
         &self.target
     }
 
-    /// Unmounts now, reporting failure (drop unmounts silently).
+    /// Releases the filesystem, reporting failure (drop releases silently). For a writable copy this is
+    /// when the changes are collected into the upper directory, in the same format overlayfs leaves.
     pub fn unmount(mut self) -> Result<(), SnapshotError> {
+        if let Some(copy) = self.copy.take() {
+            self.mounted = false;
+            let result = match &copy.upper {
+                Some(upper) => collect_changes(&self.target, &copy.before, upper),
+                None => Ok(()),
+            };
+            remove_all(&self.target);
+            return result;
+        }
         self.mounted = false;
         let r = unmount(&self.target);
         let _ = std::fs::remove_dir_all(&self.links);
@@ -74,7 +94,9 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.mounted {
+        if self.copy.is_some() {
+            remove_all(&self.target);
+        } else if self.mounted {
             let _ = unmount(&self.target);
             let _ = std::fs::remove_dir_all(&self.links);
         }
@@ -145,7 +167,251 @@ pub fn mount_overlay(
         target: target.to_owned(),
         links,
         mounted: true,
+        copy: None,
     })
+}
+
+/// How container filesystems are assembled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// Layers stacked with overlayfs: no copies.
+    Overlay,
+    /// Layers copied into a plain directory, and changes found by comparing before and after. Slower, but
+    /// works where overlayfs does not (an engine whose cache directory is itself on overlayfs, say).
+    Copy,
+}
+
+/// The snapshotter in use: `DAGGER_RS_SNAPSHOTTER=overlay|copy`, else overlayfs when a test mount under
+/// `scratch` works, else copies.
+pub fn snapshotter(scratch: &Path) -> Snapshotter {
+    static CHOSEN: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
+        Ok("copy") => Snapshotter::Copy,
+        Ok("overlay") => Snapshotter::Overlay,
+        _ => {
+            let probe = scratch.join(format!("probe-{}", unique()));
+            let empty = probe.join("empty");
+            let ok = std::fs::create_dir_all(&empty).is_ok()
+                && mount_overlay(
+                    &[empty.clone()],
+                    Some((&probe.join("upper"), &probe.join("work"))),
+                    &probe.join("root"),
+                    &empty,
+                )
+                .and_then(Mounted::unmount)
+                .is_ok();
+            remove_all(&probe);
+            if ok { Snapshotter::Overlay } else { Snapshotter::Copy }
+        }
+    })
+}
+
+/// Assembles `layers` at `target` with the chosen snapshotter; see [`mount_overlay`] for the arguments.
+pub fn assemble(
+    mode: Snapshotter,
+    layers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    empty_layer: &Path,
+) -> Result<Mounted, SnapshotError> {
+    if mode == Snapshotter::Overlay {
+        return mount_overlay(layers, upper, target, empty_layer);
+    }
+    std::fs::create_dir_all(target).map_err(io(format!("cannot create {}", target.display())))?;
+    let mut m = Mounted {
+        target: target.to_owned(),
+        links: PathBuf::new(),
+        mounted: false,
+        copy: Some(CopyState {
+            upper: None,
+            before: BTreeMap::new(),
+        }),
+    };
+    for l in layers {
+        apply_layer(l, target)?;
+    }
+    if let Some((u, _)) = upper {
+        std::fs::create_dir_all(u).map_err(io(format!("cannot create {}", u.display())))?;
+        let before = stamps(target)?;
+        m.copy = Some(CopyState {
+            upper: Some(u.to_owned()),
+            before,
+        });
+    }
+    Ok(m)
+}
+
+/// What identifies a file's state: type, mode, owner, size, and change time (any write moves it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    kind: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    Stamp {
+        kind: meta.mode() & 0o170000,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: meta.size(),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+        ino: meta.ino(),
+    }
+}
+
+fn stamps(root: &Path) -> Result<BTreeMap<String, Stamp>, SnapshotError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_owned(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(io(format!("cannot read {}", dir.display())))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push((e.path(), r.clone()));
+            }
+            out.insert(r, stamp(&meta));
+        }
+    }
+    Ok(out)
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(
+        rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf),
+        Ok(1) if buf[0] == b'y'
+    )
+}
+
+/// Applies one layer (overlayfs upper format) onto a plain directory.
+fn apply_layer(layer: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let src_dir = layer.join(&rel);
+        let rd = std::fs::read_dir(&src_dir).map_err(io(format!("cannot read {}", src_dir.display())))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let src = e.path();
+            let dst = dest.join(&r);
+            let Ok(meta) = std::fs::symlink_metadata(&src) else {
+                continue;
+            };
+            if is_whiteout(&meta) {
+                remove_any(&dst);
+                continue;
+            }
+            let existing = std::fs::symlink_metadata(&dst).ok();
+            if meta.is_dir() {
+                match existing {
+                    Some(m) if m.is_dir() && !is_opaque(&src) => {}
+                    Some(_) => {
+                        remove_any(&dst);
+                        std::fs::create_dir(&dst).map_err(io(format!("cannot create {}", dst.display())))?;
+                    }
+                    None => std::fs::create_dir(&dst).map_err(io(format!("cannot create {}", dst.display())))?,
+                }
+                copy_meta(&meta, &dst)?;
+                stack.push(r);
+            } else {
+                if existing.is_some() {
+                    remove_any(&dst);
+                }
+                copy_entry(&src, &meta, &dst)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_all(path),
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+fn copy_meta(meta: &std::fs::Metadata, dst: &Path) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    chown(dst, meta.uid(), meta.gid())?;
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io(format!("cannot set the mode of {}", dst.display())))?;
+    }
+    Ok(())
+}
+
+/// Copies a non-directory entry (file, symlink; devices and fifos are skipped).
+fn copy_entry(src: &Path, meta: &std::fs::Metadata, dst: &Path) -> Result<(), SnapshotError> {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(src).map_err(io(format!("cannot read link {}", src.display())))?;
+        std::os::unix::fs::symlink(target, dst).map_err(io(format!("cannot link {}", dst.display())))?;
+    } else if ft.is_file() {
+        std::fs::copy(src, dst).map_err(io(format!("cannot copy to {}", dst.display())))?;
+    } else {
+        return Ok(());
+    }
+    copy_meta(meta, dst)
+}
+
+/// Writes what changed under `root` since `before` into `upper`, in overlayfs upper format.
+fn collect_changes(root: &Path, before: &BTreeMap<String, Stamp>, upper: &Path) -> Result<(), SnapshotError> {
+    let after = stamps(root)?;
+    for (rel, st) in &after {
+        let changed = before.get(rel) != Some(st);
+        if !changed {
+            continue;
+        }
+        let src = root.join(rel);
+        let dst = upper.join(rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        let meta = std::fs::symlink_metadata(&src).map_err(io(format!("cannot read {}", src.display())))?;
+        if meta.is_dir() {
+            if !dst.is_dir() {
+                std::fs::create_dir(&dst).map_err(io(format!("cannot create {}", dst.display())))?;
+            }
+            copy_meta(&meta, &dst)?;
+            // A directory that replaced something else must hide what was below it.
+            if before.get(rel).is_some_and(|b| b.kind != st.kind) {
+                make_opaque(&dst)?;
+            }
+        } else {
+            remove_any(&dst);
+            copy_entry(&src, &meta, &dst)?;
+        }
+    }
+    // Deleted paths: a whiteout for each topmost one.
+    let mut deleted_dirs: Vec<&str> = Vec::new();
+    for rel in before.keys() {
+        if after.contains_key(rel) || deleted_dirs.iter().any(|d| rel.starts_with(&format!("{d}/"))) {
+            continue;
+        }
+        whiteout(upper, rel)?;
+        deleted_dirs.push(rel);
+    }
+    Ok(())
 }
 
 /// A process-unique suffix for scratch names.

@@ -508,3 +508,37 @@ async fn independent_execs_of_one_request_run_concurrently() {
     assert_eq!(res["data"]["a"]["stdout"], "a saw b\n", "{res}");
     assert_eq!(res["data"]["b"]["stdout"], "b saw a\n", "{res}");
 }
+
+#[tokio::test]
+async fn without_overlayfs_layers_are_copied_with_the_same_results() {
+    let cache = tempfile::tempdir().expect("cache");
+    let (_session, dag) = start_with(Config {
+        cache_dir: cache.path().to_owned(),
+        workdir: cache.path().to_owned(),
+        snapshotter: Some(dagger_engine::snapshot::Snapshotter::Copy),
+        ..Config::default()
+    })
+    .await;
+    let rootfs = busybox_rootfs();
+    let base = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_new_file("/data/keep.txt", "keep")
+        .with_new_file("/data/drop.txt", "drop");
+    let c = base
+        .with_exec([
+            "sh",
+            "-c",
+            "rm /data/drop.txt; echo new > /data/new.txt; echo more >> /data/keep.txt",
+        ])
+        .with_exec(["sh", "-c", "rm -r /data; mkdir /data; echo fresh > /data/only.txt"])
+        .with_exec(["sh", "-c", "ls /data; cat /data/only.txt"]);
+    assert_eq!(c.stdout().await.expect("stdout"), "only.txt\nfresh\n");
+    assert_eq!(c.directory("/data").entries().await.expect("entries"), ["only.txt"]);
+    let first = base.with_exec(["sh", "-c", "rm /data/drop.txt; echo more >> /data/keep.txt"]);
+    assert_eq!(first.directory("/data").entries().await.expect("entries"), ["keep.txt"]);
+    assert_eq!(
+        first.file("/data/keep.txt").contents().await.expect("keep"),
+        "keepmore\n"
+    );
+}
