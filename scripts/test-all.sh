@@ -11,6 +11,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+step "Python SDK for the engine's client tests (scripts/python-sdk.sh --setup)"
+./scripts/python-sdk.sh --setup
 step "cargo nextest run (unit, integration and ui tests)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

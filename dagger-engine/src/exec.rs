@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use apollo_compiler::ExecutableDocument;
-use apollo_compiler::ast::Value as AstValue;
+use apollo_compiler::ast::{Type, Value as AstValue};
 use apollo_compiler::executable::{Field, Selection, SelectionSet};
 use apollo_compiler::validation::Valid;
+use apollo_compiler::{ExecutableDocument, Node};
 use futures_util::future::{BoxFuture, join_all};
 use serde_json::{Map, Value, json};
 
@@ -73,8 +73,89 @@ pub struct Ctx<'a> {
     errors: std::sync::Mutex<Vec<Value>>,
 }
 
+/// A value of a response's `data`: objects keep the order of the query's selection, as GraphQL requires
+/// (serde_json's own maps are sorted by key).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    /// A scalar, an enum value, `null`, or a `JSON` scalar's value.
+    Json(Value),
+    /// What apollo-compiler's introspection produced (its maps keep their order too).
+    Introspection(apollo_compiler::response::JsonValue),
+    /// An object: response keys in selection order.
+    Object(Vec<(String, Data)>),
+    /// A list.
+    List(Vec<Data>),
+}
+
+impl Data {
+    /// The same value as a `serde_json::Value` (whose objects sort their keys).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl serde::Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Data::Json(v) => v.serialize(serializer),
+            Data::Introspection(v) => v.serialize(serializer),
+            Data::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Data::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// A response body: `errors` (when there are any), then `data`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    /// The errors, each with `message` and, for field errors, `locations`, `path` and maybe `extensions`.
+    pub errors: Vec<Value>,
+    /// `None` when the request failed before execution (no `data` key at all); `Some(Data::Json(Null))`
+    /// when a non-null root field failed.
+    pub data: Option<Data>,
+}
+
+impl Response {
+    fn request_errors(errors: Vec<Value>) -> Self {
+        Self { errors, data: None }
+    }
+
+    /// The body as a `serde_json::Value` (whose objects sort their keys; serialize `self` to keep the order).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl serde::Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        // The spec suggests `errors` first, so a reader of a long body sees them at once.
+        if !self.errors.is_empty() {
+            map.serialize_entry("errors", &self.errors)?;
+        }
+        if let Some(data) = &self.data {
+            map.serialize_entry("data", data)?;
+        }
+        map.end()
+    }
+}
+
 /// Executes a request and returns the response body.
-pub async fn execute(engine: &Arc<Engine>, req: Request) -> Value {
+pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
     let served = served();
     let parsed = apollo_compiler::parser::Parser::new()
         .recursion_limit(MAX_DEPTH)
@@ -99,7 +180,7 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Value {
                 .iter()
                 .map(|d| serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({"message": d.to_string()})))
                 .collect();
-            return json!({ "errors": errors });
+            return Response::request_errors(errors);
         }
     };
     let op = match doc.operations.get(req.operation_name.as_deref()) {
@@ -109,13 +190,13 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Value {
                 Some(name) => format!("the document has no operation named `{name}`"),
                 None => "the document has several operations; say which one with `operationName`".to_owned(),
             };
-            return json!({ "errors": [{ "message": msg }] });
+            return Response::request_errors(vec![json!({ "message": msg })]);
         }
     };
     let vars = req.variables.unwrap_or_default();
 
     // Introspection fields come from apollo-compiler, straight from the SDL.
-    let mut data = Map::new();
+    let mut introspected = apollo_compiler::response::JsonMap::new();
     let mut errors: Vec<Value> = Vec::new();
     let wants_introspection = op.root_fields(&doc).any(|f| f.name == "__schema" || f.name == "__type");
     if wants_introspection {
@@ -125,16 +206,10 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Value {
             apollo_compiler::introspection::partial_execute(&served.schema, &served.implementers, &doc, op, &v)
         }) {
             Ok(resp) => {
-                if let Ok(Value::Object(r)) = serde_json::to_value(&resp) {
-                    if let Some(Value::Object(d)) = r.get("data") {
-                        data.extend(d.clone());
-                    }
-                    if let Some(Value::Array(e)) = r.get("errors") {
-                        errors.extend(e.iter().cloned());
-                    }
-                }
+                introspected = resp.data.unwrap_or_default();
+                errors.extend(resp.errors.iter().filter_map(|e| serde_json::to_value(e).ok()));
             }
-            Err(e) => return json!({ "errors": [{ "message": e.message().to_string() }] }),
+            Err(e) => return Response::request_errors(vec![json!({ "message": e.message().to_string() })]),
         }
     }
 
@@ -145,24 +220,35 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Value {
         errors: std::sync::Mutex::new(Vec::new()),
     };
     let root = Obj::query();
-    let own = exec_selection(&ctx, &root, &op.selection_set, Vec::new()).await;
-    for (k, v) in own {
-        // Introspection keys were filled above; ours fill the rest.
-        data.entry(k).or_insert(v);
-    }
+    let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Vec::new()).await {
+        Ok(mut fields) => {
+            // Introspection keys hold a placeholder in their place in the selection; fill them in.
+            for (k, slot) in &mut fields {
+                if let Some(v) = introspected.get(k.as_str()) {
+                    *slot = Data::Introspection(v.clone());
+                }
+            }
+            Data::Object(fields)
+        }
+        // A non-null root field failed: the spec makes the whole `data` null.
+        Err(Bubble) => Data::Json(Value::Null),
+    };
     errors.extend(ctx.errors.into_inner().unwrap_or_default());
-    let mut body = Map::new();
-    body.insert("data".into(), Value::Object(data));
-    if !errors.is_empty() {
-        body.insert("errors".into(), Value::Array(errors));
+    Response {
+        errors,
+        data: Some(data),
     }
-    Value::Object(body)
 }
 
 type Path = Vec<Value>;
 
-/// The fields of a selection set that apply to an object of `type_name`, grouped by response key.
-fn collect<'d>(ctx: &Ctx<'d>, set: &'d SelectionSet, type_name: &str, out: &mut Vec<(String, Vec<&'d Field>)>) {
+/// A null that travels up to the nearest nullable position, as the GraphQL spec's error propagation says:
+/// the error behind it is already recorded, so whoever receives it only turns it into `null`.
+struct Bubble;
+
+/// The fields of some selection sets that apply to an object of `type_name`, grouped by response key, in the
+/// order they first appear (the response keeps the query's order).
+fn collect<'d>(ctx: &Ctx<'d>, set: &'d SelectionSet, type_name: &str, out: &mut Vec<(String, Vec<&'d Node<Field>>)>) {
     for sel in &set.selections {
         match sel {
             Selection::Field(f) => {
@@ -220,15 +306,18 @@ fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveLis
     flag("skip") == Some(true) || flag("include") == Some(false)
 }
 
+/// Executes the merged selection sets `sets` on `obj`; `Err` when a non-null field of it came out null.
 fn exec_selection<'a>(
     ctx: &'a Ctx<'a>,
     obj: &'a Obj,
-    set: &'a SelectionSet,
+    sets: Vec<&'a SelectionSet>,
     path: Path,
-) -> BoxFuture<'a, Map<String, Value>> {
+) -> BoxFuture<'a, Result<Vec<(String, Data)>, Bubble>> {
     Box::pin(async move {
         let mut fields = Vec::new();
-        collect(ctx, set, &obj.type_name, &mut fields);
+        for set in sets {
+            collect(ctx, set, &obj.type_name, &mut fields);
+        }
         // Sibling fields run concurrently: the outputs of one request are evaluated side by side.
         let values = join_all(fields.iter().map(|(key, fs)| {
             let mut p = path.clone();
@@ -236,69 +325,114 @@ fn exec_selection<'a>(
             exec_field(ctx, obj, fs, p)
         }))
         .await;
-        fields.into_iter().map(|(k, _)| k).zip(values).collect()
+        let mut out = Vec::with_capacity(fields.len());
+        let mut bubbled = false;
+        for ((key, _), value) in fields.into_iter().zip(values) {
+            match value {
+                Ok(v) => out.push((key, v)),
+                Err(Bubble) => bubbled = true,
+            }
+        }
+        if bubbled { Err(Bubble) } else { Ok(out) }
     })
 }
 
-fn exec_field<'a>(ctx: &'a Ctx<'a>, obj: &'a Obj, fields: &'a [&'a Field], path: Path) -> BoxFuture<'a, Value> {
+/// Resolves and completes one response key; `Err` when it is null and its type says it must not be.
+fn exec_field<'a>(
+    ctx: &'a Ctx<'a>,
+    obj: &'a Obj,
+    fields: &'a [&'a Node<Field>],
+    path: Path,
+) -> BoxFuture<'a, Result<Data, Bubble>> {
     Box::pin(async move {
         let field = fields[0];
         let name = field.name.as_str();
         if name == "__typename" {
-            return Value::String(obj.type_name.clone());
+            return Ok(Data::Json(Value::String(obj.type_name.clone())));
         }
         if name == "__schema" || name == "__type" {
-            return Value::Null;
+            // Filled in from apollo-compiler's introspection by `execute`.
+            return Ok(Data::Json(Value::Null));
         }
-        let args = match coerce_args(ctx, field) {
-            Ok(a) => a,
+        let ty = &field.definition.ty;
+        let resolved = match coerce_args(ctx, field) {
+            Ok(args) => core::resolve(ctx, obj, field, args).await,
+            Err(e) => Err(e),
+        };
+        let value = match resolved {
+            Ok(resolved) => complete(ctx, ty, fields, resolved, path).await,
             Err(e) => {
-                ctx.error(e, &path);
-                return Value::Null;
+                ctx.error(e, field, &path);
+                Err(Bubble)
             }
         };
-        match core::resolve(ctx, obj, field, args).await {
-            Ok(resolved) => complete(ctx, fields, resolved, path).await,
-            Err(e) => {
-                ctx.error(e, &path);
-                Value::Null
-            }
-        }
+        nullable_or_bubble(ty, value)
     })
 }
 
-fn complete<'a>(ctx: &'a Ctx<'a>, fields: &'a [&'a Field], resolved: Resolved, path: Path) -> BoxFuture<'a, Value> {
+/// A null at a nullable position stops the bubbling there.
+fn nullable_or_bubble(ty: &Type, value: Result<Data, Bubble>) -> Result<Data, Bubble> {
+    match value {
+        Err(Bubble) if !ty.is_non_null() => Ok(Data::Json(Value::Null)),
+        other => other,
+    }
+}
+
+fn complete<'a>(
+    ctx: &'a Ctx<'a>,
+    ty: &'a Type,
+    fields: &'a [&'a Node<Field>],
+    resolved: Resolved,
+    path: Path,
+) -> BoxFuture<'a, Result<Data, Bubble>> {
     Box::pin(async move {
-        match resolved {
-            Resolved::Null => Value::Null,
-            Resolved::Leaf(v) => v,
-            Resolved::Obj(o) => {
-                // Merge the sub-selections of every field with this response key.
-                let mut out = Map::new();
-                for f in fields {
-                    let o2 = o.clone();
-                    let map = exec_selection(ctx, &o2, &f.selection_set, path.clone()).await;
-                    out.extend(map);
+        let field = fields[0];
+        let value = match resolved {
+            Resolved::Null | Resolved::Leaf(Value::Null) => {
+                if ty.is_non_null() {
+                    let message = format!("`{}` returned null, but its type `{ty}` is non-null", field.name);
+                    ctx.error(FieldError::new(message), field, &path);
+                    Err(Bubble)
+                } else {
+                    Ok(Data::Json(Value::Null))
                 }
-                Value::Object(out)
+            }
+            Resolved::Leaf(v) => Ok(Data::Json(v)),
+            Resolved::Obj(o) => {
+                // Every field with this response key contributes its sub-selection.
+                let sets = fields.iter().map(|f| &f.selection_set).collect();
+                exec_selection(ctx, &o, sets, path).await.map(Data::Object)
             }
             Resolved::List(items) => {
+                let item_ty = ty.item_type();
                 let mut out = Vec::with_capacity(items.len());
+                let mut bubbled = false;
                 for (i, item) in items.into_iter().enumerate() {
                     let mut p = path.clone();
                     p.push(json!(i));
-                    out.push(complete(ctx, fields, item, p).await);
+                    match complete(ctx, item_ty, fields, item, p).await {
+                        Ok(v) => out.push(v),
+                        Err(Bubble) => bubbled = true,
+                    }
                 }
-                Value::Array(out)
+                if bubbled { Err(Bubble) } else { Ok(Data::List(out)) }
             }
-        }
+        };
+        nullable_or_bubble(ty, value)
     })
 }
 
 impl Ctx<'_> {
-    fn error(&self, e: FieldError, path: &Path) {
+    /// Records a field error with the field's position in the document and its response path.
+    fn error(&self, e: FieldError, field: &Node<Field>, path: &Path) {
         let mut err = Map::new();
         err.insert("message".into(), Value::String(e.message));
+        if let Some(start) = field.location().and_then(|l| l.line_column(&self.doc.sources)) {
+            err.insert(
+                "locations".into(),
+                json!([{ "line": start.line, "column": start.column }]),
+            );
+        }
         err.insert("path".into(), Value::Array(path.clone()));
         if let Some(ext) = e.extensions {
             err.insert("extensions".into(), Value::Object(ext));

@@ -77,8 +77,14 @@ pub struct Call {
 impl Call {
     /// The call's digest: its identity and cache key.
     pub fn digest(&self) -> Digest {
-        // serde_json writes maps of a BTreeMap in key order and structs in field order: canonical.
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        // Structs serialize in field order and `args` is a BTreeMap. JSON objects inside argument values keep
+        // the order they were written in whenever serde_json's `preserve_order` is on (any crate in a build can
+        // turn it on), so they are sorted here: an input object written `{a, b}` or `{b, a}` is the same call.
+        let canonical = Call {
+            args: self.args.iter().map(|(k, v)| (k.clone(), sorted(v))).collect(),
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         Digest::of(&bytes)
     }
 
@@ -89,6 +95,19 @@ impl Call {
             collect_ids(v, &mut out);
         }
         out
+    }
+}
+
+/// A copy of `v` whose objects list their keys in sorted order, at every depth.
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
     }
 }
 
@@ -163,6 +182,19 @@ mod tests {
         };
         assert_eq!(call("a").digest(), call("a").digest());
         assert_ne!(call("a").digest(), call("b").digest());
+    }
+
+    #[test]
+    fn input_objects_written_in_any_order_are_the_same_call() {
+        let call = |v: serde_json::Value| Call {
+            type_name: "Container".into(),
+            parent: None,
+            field: "build".into(),
+            args: BTreeMap::from([("buildArgs".into(), v)]),
+        };
+        let ab: serde_json::Value = serde_json::from_str(r#"[{"name":"A","value":{"x":1,"y":2}}]"#).unwrap_or_default();
+        let ba: serde_json::Value = serde_json::from_str(r#"[{"value":{"y":2,"x":1},"name":"A"}]"#).unwrap_or_default();
+        assert_eq!(call(ab).digest(), call(ba).digest());
     }
 
     #[test]

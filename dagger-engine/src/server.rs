@@ -94,7 +94,9 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         .stack_size(EXEC_STACK)
         .spawn(move || {
             let response = handle.block_on(exec::execute(&engine, req));
-            let _ = tx.send(response);
+            // Serialized (and dropped) here too: a deep chain is a deep response.
+            let _ = tx.send(serde_json::to_vec(&response));
+            drop(response);
         });
     if let Err(e) = spawned {
         return graphql_error(
@@ -103,7 +105,11 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         );
     }
     match rx.await {
-        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Ok(Ok(body)) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => graphql_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: cannot write the response: {e}"),
+        ),
         Err(_) => graphql_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error: the execution thread stopped",

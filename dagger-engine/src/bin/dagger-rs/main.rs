@@ -1,0 +1,366 @@
+//! `dagger-rs`: the engine's command-line interface.
+
+mod progress;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dagger_engine::exec::{Data, Response};
+use dagger_engine::{Config, Engine, Session};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+use crate::progress::{Progress, ProgressMode};
+
+/// An engine for Dagger-style pipelines, speaking the Dagger v0.21 protocol.
+#[derive(Parser)]
+#[command(
+    name = "dagger-rs",
+    version,
+    about,
+    after_help = "Progress goes to standard error: live spinners on a terminal, one line per operation \
+                  otherwise (see --progress); --quiet turns it off.\n\
+                  SDKs find the engine through `dagger-rs run <cmd>` (DAGGER_SESSION_PORT and \
+                  DAGGER_SESSION_TOKEN) or by starting `dagger-rs session` (_EXPERIMENTAL_DAGGER_CLI_BIN)."
+)]
+struct Cli {
+    /// The cache directory (default: $DAGGER_RS_CACHE_DIR, $XDG_CACHE_HOME/dagger-rs, or ~/.cache/dagger-rs).
+    #[arg(long, global = true, env = "DAGGER_RS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not print progress to standard error.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// How to show progress: `auto` (live on a terminal, plain otherwise), `plain` (one line per event), or
+    /// `tty` (live spinners and coloured lines).
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, env = "DAGGER_RS_PROGRESS")]
+    progress: ProgressMode,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a session for an SDK: print `{"port":…,"session_token":…}` on one line, serve until stdin closes.
+    #[command(long_about = "Start a session for an SDK.\n\n\
+        Listens on 127.0.0.1 on a free port with a random token, prints exactly one JSON line \
+        `{\"port\":PORT,\"session_token\":TOKEN}` on standard output, and serves `POST /query` (HTTP basic \
+        auth, the token as user name) until standard input is closed. Logs and progress go to standard \
+        error. This is how SDKs start an engine when _EXPERIMENTAL_DAGGER_CLI_BIN names this binary.")]
+    Session {
+        /// A label `key:value` describing the client (repeatable), such as `dagger.io/sdk.name:python`; it is
+        /// shown in the log.
+        #[arg(long = "label", value_name = "KEY:VALUE", value_parser = parse_label)]
+        labels: Vec<String>,
+        /// The directory relative host paths resolve against (default: the current directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
+    /// Run a command with a session, forwarding its exit code.
+    #[command(long_about = "Run a command with a session.\n\n\
+        Starts a session, runs COMMAND with DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN set so that any \
+        SDK inside it connects to this engine, and exits with the command's exit code (127 when the command \
+        cannot be found, 128+N when it is killed by signal N). Put `--` before a command whose arguments \
+        start with `-`.")]
+    Run {
+        /// The directory relative host paths resolve against (default: the current directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        cmd: Vec<String>,
+    },
+    /// Run one GraphQL query and print its `data` as JSON.
+    #[command(long_about = "Run one GraphQL query and print its `data` as JSON.\n\n\
+        The document is the argument, or standard input when there is none. On success the `data` object \
+        is printed on standard output; when the response has errors, each is printed on standard error \
+        (with its path) and the exit code is 1.")]
+    Query {
+        /// The document; read from stdin when absent.
+        document: Option<String>,
+        /// The directory relative host paths resolve against (default: the current directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
+    /// Serve a long-running engine on an address with a fixed token.
+    #[command(long_about = "Serve a long-running engine on an address with a fixed token.\n\n\
+        Clients connect with DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN set to the port and the token. \
+        Ctrl-C stops it.")]
+    Serve {
+        /// Where to listen (keep it on loopback: the token is sent in clear).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The session token clients must present (default: $DAGGER_SESSION_TOKEN, else a random one).
+        #[arg(long, env = "DAGGER_SESSION_TOKEN")]
+        token: Option<String>,
+        /// The directory relative host paths resolve against (default: the current directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
+    /// Show or prune the cache directory.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove the oldest results until the cache is at most `--max-size`.
+    Prune {
+        /// The size to prune to, such as `500MB`, `2GiB` or `0` (everything but the ID registry).
+        #[arg(long, default_value = "0")]
+        max_size: String,
+    },
+    /// Print the cache directory and its size.
+    Info,
+}
+
+fn parse_label(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("`{s}` is not a label: write it `key:value`")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 500MB or 2GiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn config(cli_cache: &Option<PathBuf>, workdir: Option<PathBuf>) -> Result<Config, String> {
+    let mut c = Config::default();
+    if let Some(d) = cli_cache {
+        c.cache_dir = d.clone();
+    }
+    if let Some(w) = workdir {
+        c.workdir = std::fs::canonicalize(&w).map_err(|e| format!("workdir {}: {e}", w.display()))?;
+    }
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dagger-rs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start_session(cli: &Cli, workdir: Option<PathBuf>) -> Result<(Session, Progress), String> {
+    let session = Session::start(config(&cli.cache_dir, workdir)?)
+        .await
+        .map_err(|e| format!("cannot start the engine: {e}"))?;
+    let progress = Progress::start(session.engine.subscribe(), cli.progress, cli.quiet);
+    Ok((session, progress))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match &cli.command {
+        Command::Session { labels, workdir } => {
+            let (session, progress) = start_session(&cli, workdir.clone()).await?;
+            if !labels.is_empty() && !cli.quiet {
+                eprintln!("session for {}", labels.join(", "));
+            }
+            // The handshake: exactly one line on stdout (line-buffered, so it is flushed here).
+            println!(
+                "{}",
+                serde_json::json!({ "port": session.port, "session_token": session.token })
+            );
+            // The session lives until stdin closes.
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            drop(session);
+            progress.finish().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { workdir, cmd } => {
+            let (program, args) = cmd.split_first().ok_or("nothing to run: give a command")?;
+            let (session, progress) = start_session(&cli, workdir.clone()).await?;
+            let status = tokio::process::Command::new(program)
+                .args(args)
+                .env("DAGGER_SESSION_PORT", session.port.to_string())
+                .env("DAGGER_SESSION_TOKEN", &session.token)
+                .status()
+                .await;
+            drop(session);
+            progress.finish().await;
+            let status = match status {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)");
+                    return Ok(ExitCode::from(127));
+                }
+                Err(e) => {
+                    eprintln!("dagger-rs: cannot run `{program}`: {e}");
+                    return Ok(ExitCode::from(126));
+                }
+            };
+            Ok(exit_code(status))
+        }
+        Command::Query { document, workdir } => {
+            let document = match document {
+                Some(d) => d.clone(),
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .map_err(|e| format!("cannot read the query from stdin: {e}"))?;
+                    s
+                }
+            };
+            if document.trim().is_empty() {
+                return Err("no query: pass a document as the argument or on stdin".into());
+            }
+            let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
+            let progress = Progress::start(engine.subscribe(), cli.progress, cli.quiet);
+            let req = dagger_engine::exec::Request {
+                query: document,
+                ..Default::default()
+            };
+            let response = dagger_engine::exec::execute(&engine, req).await;
+            progress.finish().await;
+            print_response(&response)
+        }
+        Command::Serve { listen, token, workdir } => {
+            let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let token = token.clone().unwrap_or_else(dagger_engine::server::random_token);
+            eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
+            let progress = Progress::start(engine.subscribe(), cli.progress, cli.quiet);
+            dagger_engine::server::run(listener, token, engine, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            progress.finish().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { command } => {
+            let dir = cli
+                .cache_dir
+                .clone()
+                .unwrap_or_else(dagger_engine::store::Store::default_dir);
+            let store = dagger_engine::store::Store::open(&dir).map_err(|e| e.to_string())?;
+            match command {
+                CacheCommand::Prune { max_size } => {
+                    let max = parse_size(max_size)?;
+                    let freed = store.prune(max).map_err(|e| e.to_string())?;
+                    println!(
+                        "freed {freed} bytes; {} now holds {} bytes",
+                        dir.display(),
+                        store.size()
+                    );
+                }
+                CacheCommand::Info => println!("{}: {} bytes", dir.display(), store.size()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints `data` on stdout and each error on stderr; errors make the exit code 1.
+fn print_response(response: &Response) -> Result<ExitCode, String> {
+    if let Some(data) = response.data.as_ref().filter(|d| **d != Data::Json(Value::Null)) {
+        let text = serde_json::to_string_pretty(data).map_err(|e| e.to_string())?;
+        println!("{text}");
+    }
+    let errors = &response.errors;
+    for e in errors {
+        let message = e.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+        let path: Vec<String> = e
+            .get("path")
+            .and_then(Value::as_array)
+            .map(|p| {
+                p.iter()
+                    .map(|s| s.as_str().map(str::to_owned).unwrap_or_else(|| s.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if path.is_empty() {
+            eprintln!("error: {message}");
+        } else {
+            eprintln!("error at `{}`: {message}", path.join("."));
+        }
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The child's exit code, or 128 + the signal that killed it (as shells report it).
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn labels_need_a_key_and_a_colon() {
+        assert!(parse_label("dagger.io/sdk.name:python").is_ok());
+        assert!(parse_label("k:").is_ok());
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label(":v").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

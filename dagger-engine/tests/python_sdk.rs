@@ -1,0 +1,72 @@
+//! The official Python SDK (dagger-io 0.21.x) as a real client of `dagger-rs`: it introspects the schema,
+//! builds directories, syncs and loads objects back by ID, reads the host, exports, uses secrets, and gets a
+//! clear error for a field the engine does not implement. The clients live in `tests/python/`; the SDK is
+//! installed in `target/python-sdk-venv` by `scripts/python-sdk.sh --setup`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace holds dagger-engine")
+        .to_owned()
+}
+
+/// The venv's interpreter, or a failure saying how to create it.
+fn python() -> PathBuf {
+    let python = workspace().join("target/python-sdk-venv/bin/python");
+    assert!(
+        python.exists(),
+        "the Python SDK is not installed: run `scripts/python-sdk.sh --setup` (it creates {}), then rerun",
+        python.display()
+    );
+    python
+}
+
+fn check(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(!stdout.contains("FAIL"), "{what}:\n{stdout}");
+    assert!(stdout.contains("ok   "), "{what} ran no checks:\n{stdout}");
+}
+
+/// The clients' directory and environment: a fresh cache, plain progress, no session inherited.
+fn in_clients_dir<'c>(cmd: &'c mut Command, cache: &tempfile::TempDir) -> &'c mut Command {
+    cmd.current_dir(workspace().join("tests/python"))
+        .env("DAGGER_RS_CACHE_DIR", cache.path())
+        .env("DAGGER_RS_PROGRESS", "plain")
+        .env_remove("DAGGER_SESSION_PORT")
+        .env_remove("DAGGER_SESSION_TOKEN")
+}
+
+#[test]
+fn the_sdk_starts_a_session_through_the_cli() {
+    let cache = tempfile::tempdir().expect("cache");
+    let out = in_clients_dir(&mut Command::new(python()), &cache)
+        .arg("session_client.py")
+        .env("_EXPERIMENTAL_DAGGER_CLI_BIN", BIN)
+        .output()
+        .expect("python runs");
+    check("session_client.py", &out);
+}
+
+#[test]
+fn the_sdk_runs_inside_dagger_rs_run() {
+    let cache = tempfile::tempdir().expect("cache");
+    let out = in_clients_dir(&mut Command::new(BIN), &cache)
+        .arg("run")
+        .arg(python())
+        .arg("run_client.py")
+        .env_remove("_EXPERIMENTAL_DAGGER_CLI_BIN")
+        .output()
+        .expect("dagger-rs runs");
+    check("dagger-rs run python run_client.py", &out);
+}
