@@ -229,8 +229,16 @@ impl Engine {
     }
 
     fn emit(&self, call: &Call, digest: &Digest, kind: EventKind) {
+        // Name the operation after the type the field belongs to (`Directory.file`, `Query.container`).
+        let owner = match &call.parent {
+            None => "Query".to_owned(),
+            Some(p) => self
+                .call(p)
+                .map(|c| c.type_name)
+                .unwrap_or_else(|| call.type_name.clone()),
+        };
         let _ = self.events.send(Event {
-            op: format!("{}.{}", call.type_name, call.field),
+            op: format!("{owner}.{}", call.field),
             id: digest.as_str()[..12].to_owned(),
             kind,
         });

@@ -193,7 +193,7 @@ pub fn snapshotter(scratch: &Path) -> Snapshotter {
             let empty = probe.join("empty");
             let ok = std::fs::create_dir_all(&empty).is_ok()
                 && mount_overlay(
-                    &[empty.clone()],
+                    std::slice::from_ref(&empty),
                     Some((&probe.join("upper"), &probe.join("work"))),
                     &probe.join("root"),
                     &empty,
