@@ -40,7 +40,7 @@ pub struct Network {
     setup_error: Mutex<Option<String>>,
 }
 
-/// A namespace for one exec; deleted on [`Namespace::remove`].
+/// A namespace for one exec; deleted by [`Network::remove`].
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
