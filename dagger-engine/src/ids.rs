@@ -25,6 +25,11 @@ impl Digest {
         Digest(hex(&h.finalize()))
     }
 
+    /// The digest of everything fed to `hasher` (for content that is streamed rather than held in memory).
+    pub fn of_hasher(hasher: Sha256) -> Self {
+        Digest(hex(&hasher.finalize()))
+    }
+
     /// The hex string.
     pub fn as_str(&self) -> &str {
         &self.0

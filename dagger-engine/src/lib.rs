@@ -8,7 +8,8 @@
 //! - [`engine`]: one session: ID registry, evaluation with caching and deduplication, secrets, events;
 //! - [`ids`]: calls, digests and the wire form of IDs;
 //! - [`tree`]: directory snapshots as manifests;
-//! - [`store`]: the on-disk, content-addressed cache.
+//! - [`store`]: the on-disk, content-addressed cache;
+//! - [`oci`]: images: references, registry pull/push, layer extraction and packing, image building and tarballs.
 //!
 //! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
 //! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
@@ -18,6 +19,7 @@ pub mod core;
 pub mod engine;
 pub mod exec;
 pub mod ids;
+pub mod oci;
 pub mod schema;
 pub mod server;
 pub mod store;
