@@ -209,6 +209,13 @@ struct DockerArchiveEntry {
 /// `manifest.json` in the `docker save` format, so both OCI tools and `docker load` read it. The tar is
 /// deterministic (fixed order, times and owners); blobs are streamed from the store.
 pub fn write_oci_tarball(image: &BuiltImage, out: impl Write) -> Result<(), OciError> {
+    write_oci_tarball_named(image, None, out)
+}
+
+/// [`write_oci_tarball`], naming the image: the index entry gets the tag as `org.opencontainers.image.ref.name`
+/// (how OCI tools such as `umoci` address images in a layout) and the full name as `io.containerd.image.name`,
+/// and `manifest.json` lists it in `RepoTags`, so `docker load` tags it.
+pub fn write_oci_tarball_named(image: &BuiltImage, name: Option<&Reference>, out: impl Write) -> Result<(), OciError> {
     let mut b = tar::Builder::new(out);
     let out_err = |e| OciError::io("the image tarball")(e);
 
@@ -217,6 +224,14 @@ pub fn write_oci_tarball(image: &BuiltImage, out: impl Write) -> Result<(), OciE
 
     let mut entry = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
     entry.platform = Some(DescriptorPlatform::from(&image.platform));
+    if let Some(name) = name {
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
+        if let Some(tag) = name.tag() {
+            annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
+        }
+        entry.annotations = Some(annotations);
+    }
     let index = Index {
         schema_version: 2,
         media_type: Some(OCI_INDEX.to_owned()),
@@ -228,7 +243,7 @@ pub fn write_oci_tarball(image: &BuiltImage, out: impl Write) -> Result<(), OciE
     let blob_path = |digest: &str| format!("blobs/{}", digest.replacen(':', "/", 1));
     let docker = vec![DockerArchiveEntry {
         config: blob_path(&image.config.digest),
-        repo_tags: None,
+        repo_tags: name.filter(|n| n.tag().is_some()).map(|n| vec![docker_tag(n)]),
         layers: image.layers.iter().map(|l| blob_path(&l.digest)).collect(),
     }];
     append_bytes(&mut b, "manifest.json", &canonical_json(&docker, "docker manifest")?).map_err(out_err)?;
@@ -252,6 +267,17 @@ pub fn write_oci_tarball(image: &BuiltImage, out: impl Write) -> Result<(), OciE
             .map_err(OciError::io(&blob.path))?;
     }
     b.into_inner().map_err(out_err)?.flush().map_err(out_err)
+}
+
+// `docker load` wants Docker Hub names short (`busybox:1`, `user/app:1`) and others as written.
+fn docker_tag(name: &Reference) -> String {
+    let tag = name.tag().unwrap_or("latest");
+    if name.registry() == super::reference::DOCKER_HUB {
+        let repo = name.repository();
+        format!("{}:{tag}", repo.strip_prefix("library/").unwrap_or(repo))
+    } else {
+        format!("{}/{}:{tag}", name.registry(), name.repository())
+    }
 }
 
 fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -24,7 +24,9 @@ pub mod registry;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use image::{BuiltImage, build_image, read_image_tarball, write_oci_tarball};
+pub use image::{
+    BuiltImage, build_image, read_image_tarball, read_image_tarball_for, write_oci_tarball, write_oci_tarball_named,
+};
 pub use reference::Reference;
 pub use registry::{Auth, PulledImage, RegistryClient, RegistryConfig};
 
@@ -208,7 +210,7 @@ pub enum OciError {
         had_credentials: bool,
     },
     /// The image (or one of its blobs) does not exist there.
-    #[error("registry {registry} has no {what} (404): check the image name and tag")]
+    #[error("registry {registry} does not have {what} (404): check the image name and tag")]
     NotFound {
         /// The registry host.
         registry: String,

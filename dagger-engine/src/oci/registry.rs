@@ -268,6 +268,27 @@ impl RegistryClient {
         }))
     }
 
+    /// The digest (`sha256:…`) of the manifest or index `reference` names, without pulling anything else.
+    /// [`OciError::NotFound`] when the registry does not have it.
+    pub async fn resolve(&self, reference: &Reference, auth: Option<&Auth>) -> Result<String, OciError> {
+        let endpoints = self.config.pull_endpoints(reference);
+        let mut last_err = None;
+        for ep in &endpoints {
+            let what = reference.to_string();
+            match self
+                .get_manifest(ep, reference.repository(), reference.tag_or_digest(), auth, &what)
+                .await
+            {
+                Ok((bytes, _)) => return Ok(sha256_of(&bytes)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| OciError::NotFound {
+            registry: reference.registry().to_owned(),
+            what: reference.to_string(),
+        }))
+    }
+
     async fn pull_from(
         &self,
         ep: &Endpoint,
