@@ -24,9 +24,9 @@ pub const REGISTRY_BIN: &str = "docker-registry";
 /// Where busybox-static installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The modification time of every fixture file, so fixture images have the same digest on every run.
-const FIXTURE_MTIME: i64 = 1_700_000_000;
+pub const FIXTURE_MTIME: i64 = 1_700_000_000;
 /// Bump when the recipe in [`busybox_layer`] changes (the packed layer is cached under this name).
-const BUSYBOX_RECIPE: &str = "busybox-fixture-v1";
+pub const BUSYBOX_RECIPE: &str = "busybox-fixture-v1";
 
 /// A `docker-registry` serving on `127.0.0.1:<port>` until dropped.
 pub struct LocalRegistry {

@@ -106,6 +106,13 @@ async fn pushed_images_pull_back_and_skopeo_reads_them() {
     assert_eq!(std::fs::metadata(&layer.path).expect("blob").len(), layer.size);
     let dir = store.extract_layer_cached(&blob).expect("extract");
     check_busybox_layer(&dir);
+    // The extracted layer is a working root filesystem (chroot needs root; skipped otherwise).
+    if rustix::process::geteuid().is_root() {
+        let out = run(Command::new("chroot")
+            .arg(&dir)
+            .args(["/bin/sh", "-c", "echo hello from $(basename $0)"]));
+        assert_eq!(out.trim(), "hello from sh");
+    }
 
     // Push the pulled image elsewhere: the layer directory maps back to the very same blob.
     let rebuilt = build_image(&store, &[dir], &by_tag.config, &Platform::default()).expect("rebuild");

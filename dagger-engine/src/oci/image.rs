@@ -504,3 +504,58 @@ fn sniff(path: &Path) -> Result<Compression, OciError> {
     let n = f.read(&mut prefix).map_err(OciError::io(path))?;
     Ok(Compression::detect(&prefix[..n]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_dir(root: &Path, name: &str, file: &str) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+        std::fs::write(dir.join("etc").join(file), file).expect("write");
+        dir
+    }
+
+    #[test]
+    fn images_get_diff_ids_history_and_a_manifest_and_layers_pack_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let a = layer_dir(tmp.path(), "layer-a", "a");
+        let b = layer_dir(tmp.path(), "layer-b", "b");
+        let mut config = ImageConfiguration::default();
+        let mut base_history = History::default();
+        base_history.set_created_by(Some("base layer".to_owned()));
+        config.set_history(Some(vec![base_history]));
+        let arm = Platform::parse("linux/arm64/v8").expect("platform");
+
+        let image = build_image(&store, &[a.clone(), b.clone()], &config, &arm).expect("build");
+        assert_eq!(image.layers.len(), 2);
+        assert!(
+            image
+                .layers
+                .iter()
+                .all(|l| l.media_type == OCI_LAYER_GZIP && l.path.is_file())
+        );
+
+        let written = read_config(&image.config.path, "config").expect("config");
+        assert_eq!(written.rootfs().diff_ids(), &image.diff_ids);
+        assert_eq!(written.architecture().to_string(), "arm64");
+        assert_eq!(written.variant().as_deref(), Some("v8"));
+        let history = written.history().clone().unwrap_or_default();
+        assert_eq!(history.len(), 2, "one entry kept, one added: {history:?}");
+        assert_eq!(history[0].created_by().as_deref(), Some("base layer"));
+
+        let bytes = std::fs::read(&image.manifest.path).expect("manifest");
+        assert_eq!(image.manifest.digest, super::super::sha256_of(&bytes));
+        let Document::Manifest(m) = Document::parse(&bytes, None, "manifest").expect("parse") else {
+            panic!("not a manifest");
+        };
+        assert_eq!(m.config.digest, image.config.digest);
+        assert_eq!(m.layers[1].digest, image.layers[1].digest);
+
+        // Layer directories never change, so a directory of the same name is not packed again.
+        std::fs::write(a.join("etc/extra"), "ignored").expect("write");
+        let again = build_image(&store, &[a, b], &config, &arm).expect("build again");
+        assert_eq!(again, image);
+    }
+}

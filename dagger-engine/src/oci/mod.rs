@@ -1,6 +1,6 @@
 //! OCI images: references, registry pull and push, layer extraction and packing, image building and tarballs.
 //!
-//! - [`reference`]: parse `alpine`, `localhost:5000/x/y:tag`, `host/repo@sha256:…` like Docker;
+//! - [`reference`](mod@reference): parse `alpine`, `localhost:5000/x/y:tag`, `host/repo@sha256:…` like Docker;
 //! - [`registry`]: a distribution API v2 client (mirrors, anonymous, basic and bearer-token auth) that pulls
 //!   images into the [`Store`](crate::store::Store) and pushes built ones;
 //! - [`manifest`]: the JSON documents (descriptors, manifests, indexes) and platform selection;
