@@ -25,9 +25,9 @@ impl Digest {
         Digest(hex(&h.finalize()))
     }
 
-    /// The digest from raw SHA-256 output.
-    pub fn from_sha256(raw: &[u8]) -> Self {
-        Digest(hex(raw))
+    /// The digest of everything fed to `hasher` (for content that is streamed rather than held in memory).
+    pub fn of_hasher(hasher: Sha256) -> Self {
+        Digest(hex(&hasher.finalize()))
     }
 
     /// The hex string.

@@ -12,7 +12,8 @@
 //! - [`snapshot`]: container filesystems as overlayfs stacks of layer directories;
 //! - [`runtime`]: OCI runtime bundles run by `runc` or `crun`;
 //! - [`network`]: a network namespace per exec, on a NAT bridge;
-//! - [`store`]: the on-disk, content-addressed cache.
+//! - [`store`]: the on-disk, content-addressed cache;
+//! - [`oci`]: images: references, registry pull/push, layer extraction and packing, image building and tarballs.
 //!
 //! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
 //! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod exec;
 pub mod ids;
 pub mod network;
+pub mod oci;
 pub mod runtime;
 pub mod schema;
 pub mod server;

@@ -3,13 +3,21 @@
 //! Layout under the cache directory:
 //! - `blobs/<sha256>`: file contents;
 //! - `results/<digest>`: the evaluated result of a call (JSON);
-//! - `calls/<digest>`: the call behind an ID (JSON).
+//! - `calls/<digest>`: the call behind an ID (JSON);
+//! - `layers/<sha256>`: an image layer blob extracted into a directory (overlayfs upper format, see
+//!   [`crate::oci::layer`]), named after the compressed blob's digest;
+//! - `packed/<digest>`: which blob a layer directory was packed into, so exports do not pack it again;
+//! - `tmp/`: entries being written.
 //!
-//! Every write goes to a temporary file in the same directory and is renamed into place, so a killed engine
-//! never leaves a half-written entry: an entry is either complete or absent.
+//! Every write goes to a temporary file (or directory) in `tmp/` and is renamed into place, so a killed engine
+//! never leaves a half-written entry: an entry is either complete or absent. Streamed blobs (image layers) are
+//! hashed while written and only renamed into `blobs/` once their digest is the one expected.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
 
 use crate::ids::Digest;
 
@@ -39,7 +47,7 @@ impl Store {
     /// Opens (creating if needed) a store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for sub in ["blobs", "results", "calls", "tmp"] {
+        for sub in ["blobs", "results", "calls", "layers", "packed", "tmp"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(err(&dir))?;
         }
@@ -95,40 +103,77 @@ impl Store {
     /// Stores a file's contents by streaming them (memory does not grow with the file), returning the digest
     /// and size.
     pub fn put_blob_from_file(&self, src: &Path) -> Result<(Digest, u64), StoreError> {
-        use sha2::Digest as _;
-        use std::io::Read;
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("blob-{}", crate::snapshot::unique()));
         let mut input = std::fs::File::open(src).map_err(err(src))?;
-        let mut out = std::fs::File::create(&tmp).map_err(err(&tmp))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = input.read(&mut buf).map_err(err(src))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(err(&tmp))?;
-            size += n as u64;
+        let mut writer = self.blob_writer()?;
+        std::io::copy(&mut input, &mut writer).map_err(err(src))?;
+        let size = writer.size();
+        match writer.commit(None) {
+            Ok(d) => Ok((d, size)),
+            Err(BlobError::Store(e)) => Err(e),
+            Err(BlobError::Mismatch { .. }) => Err(StoreError {
+                path: src.to_owned(),
+                source: std::io::Error::other("content changed while it was stored"),
+            }),
         }
-        drop(out);
-        let d = Digest::from_sha256(&hasher.finalize());
-        let path = self.blob_path(&d);
-        if path.exists() {
-            let _ = std::fs::remove_file(&tmp);
-        } else {
-            std::fs::rename(&tmp, &path).map_err(err(&path))?;
-        }
-        Ok((d, size))
     }
 
     /// The path of a blob.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join(d.as_str())
+    }
+
+    /// Starts writing a blob whose content is streamed in; see [`BlobWriter`].
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let tmp = self.tmp_path("blob");
+        let file = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+        Ok(BlobWriter {
+            file: Some(file),
+            tmp,
+            blobs: self.root.join("blobs"),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Whether a blob is present.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// The directory an image layer blob is extracted into.
+    pub fn layer_path(&self, blob: &Digest) -> PathBuf {
+        self.root.join("layers").join(blob.as_str())
+    }
+
+    /// Extracts the layer blob `blob` (already in the store) into [`Store::layer_path`], once: when the
+    /// directory exists it is returned as is. Extraction happens under `tmp/` and the directory is renamed into
+    /// place, so concurrent callers and killed engines never see half a layer.
+    pub fn extract_layer_cached(&self, blob: &Digest) -> Result<PathBuf, crate::oci::OciError> {
+        let dest = self.layer_path(blob);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp = self.tmp_path("layer");
+        crate::oci::layer::extract(&self.blob_path(blob), &tmp)?;
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(dest),
+            // Another extraction of the same blob won the race: keep its directory.
+            Err(_) if dest.is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(dest)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(crate::oci::OciError::Io { path: dest, source: e })
+            }
+        }
+    }
+
+    /// A fresh path under `tmp/`.
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{what}.{}.{}", std::process::id(), unique()))
     }
 
     /// Reads a blob.
@@ -158,33 +203,134 @@ impl Store {
         walk_size(&self.root)
     }
 
-    /// Removes the least recently modified results and blobs until the store is at most `max_bytes`.
-    /// Calls (the ID registry) are kept: they are small, and IDs must stay loadable. Returns bytes freed.
+    /// Removes the least recently modified results, blobs, extracted layers and temporary entries until the
+    /// store is at most `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they
+    /// are small, and IDs must stay loadable. Returns bytes freed.
     pub fn prune(&self, max_bytes: u64) -> Result<u64, StoreError> {
-        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-        for kind in ["results", "blobs", "tmp"] {
+        // (age key in seconds, size, path, is a directory)
+        let mut entries: Vec<(i64, u64, PathBuf, bool)> = Vec::new();
+        for kind in ["results", "blobs", "packed", "layers", "tmp"] {
             let dir = self.root.join(kind);
             let rd = std::fs::read_dir(&dir).map_err(err(&dir))?;
             for e in rd.flatten() {
-                if let Ok(m) = e.metadata() {
-                    let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
-                    entries.push((t, m.len(), e.path()));
+                let Ok(m) = e.path().symlink_metadata() else { continue };
+                if m.is_dir() {
+                    // A layer directory keeps the image's times; its change time is when it was extracted.
+                    entries.push((m.ctime(), walk_size(&e.path()), e.path(), true));
+                } else {
+                    entries.push((m.mtime(), m.len(), e.path(), false));
                 }
             }
         }
         let mut total = self.size();
         let mut freed = 0;
         entries.sort();
-        for (_, len, path) in entries {
+        for (_, len, path, is_dir) in entries {
             if total <= max_bytes {
                 break;
             }
-            if std::fs::remove_file(&path).is_ok() {
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if removed.is_ok() {
                 total = total.saturating_sub(len);
                 freed += len;
             }
         }
         Ok(freed)
+    }
+}
+
+/// A blob being streamed into the store: bytes go to a file under `tmp/` while they are hashed, and
+/// [`BlobWriter::commit`] renames it into `blobs/` only if the content has the expected digest. Dropping the
+/// writer without committing removes the temporary file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    blobs: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+/// Why a streamed blob was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// Writing or renaming failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The content's digest is not the expected one; nothing was stored.
+    #[error("content has digest sha256:{actual}, but sha256:{expected} was expected; it was not stored")]
+    Mismatch {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the content written.
+        actual: Digest,
+    },
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The digest of the bytes written so far.
+    pub fn digest(&self) -> Digest {
+        Digest::of_hasher(self.hasher.clone())
+    }
+
+    /// Finishes the blob: with `expected`, it is stored only if the content has that digest (otherwise the
+    /// temporary file is removed and [`BlobError::Mismatch`] returned); without, it is stored under its own
+    /// digest. An existing blob with that digest is kept.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<Digest, BlobError> {
+        let actual = self.digest();
+        if let Some(expected) = expected
+            && *expected != actual
+        {
+            return Err(BlobError::Mismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        if let Some(mut f) = self.file.take() {
+            f.flush().map_err(err(&self.tmp))?;
+            f.sync_all().map_err(err(&self.tmp))?;
+        }
+        let dest = self.blobs.join(actual.as_str());
+        if !dest.is_file() {
+            std::fs::rename(&self.tmp, &dest).map_err(err(&dest))?;
+        }
+        Ok(actual)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("blob writer already committed"))?;
+        let n = f.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful commit the file was renamed away and this fails harmlessly.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -226,5 +372,60 @@ mod tests {
         assert!(freed > 0);
         assert!(store.get_json::<serde_json::Value>("results", &d).is_none());
         assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
+    }
+
+    #[test]
+    fn streamed_blobs_are_stored_only_when_the_digest_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let good = Digest::of(b"layer bytes");
+
+        let mut w = store.blob_writer().expect("writer");
+        w.write_all(b"layer ").expect("write");
+        w.write_all(b"bytes").expect("write");
+        assert_eq!(w.size(), 11);
+        assert_eq!(w.commit(Some(&good)).expect("commit"), good);
+        assert_eq!(store.get_blob(&good).expect("get"), b"layer bytes");
+
+        let mut w = store.blob_writer().expect("writer");
+        w.write_all(b"tampered bytes").expect("write");
+        match w.commit(Some(&Digest::of(b"something else"))) {
+            Err(BlobError::Mismatch { actual, .. }) => {
+                assert_eq!(actual, Digest::of(b"tampered bytes"));
+                assert!(!store.has_blob(&actual));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        // Neither the mismatch nor an abandoned writer leaves temporary files.
+        drop(store.blob_writer().expect("writer"));
+        assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
+    }
+
+    #[test]
+    fn layers_extract_once_and_prune_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "dir/file", &b"hello"[..]).expect("append");
+        let d = store.put_blob(&tar.into_inner().expect("tar")).expect("put");
+
+        let layer = store.extract_layer_cached(&d).expect("extract");
+        assert_eq!(layer, store.layer_path(&d));
+        assert_eq!(std::fs::read(layer.join("dir/file")).expect("read"), b"hello");
+        std::fs::write(layer.join("marker"), b"").expect("marker");
+        assert_eq!(store.extract_layer_cached(&d).expect("again"), layer);
+        assert!(layer.join("marker").exists(), "a cached layer is not extracted again");
+
+        store.prune(0).expect("prune");
+        assert!(!layer.exists());
+        assert!(
+            std::fs::read_dir(dir.path().join("layers"))
+                .expect("layers")
+                .next()
+                .is_none()
+        );
     }
 }

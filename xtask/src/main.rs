@@ -2,7 +2,8 @@
 //!
 //! Tasks:
 //! - `codegen`: regenerate `dagger/src/gen.rs` from `schema/core.graphql`;
-//! - `codegen --check`: fail if `dagger/src/gen.rs` is stale.
+//! - `codegen --check`: fail if `dagger/src/gen.rs` is stale;
+//! - `images`: start (or reuse) a registry on `127.0.0.1:5000` and push the offline test images to it.
 
 use std::process::ExitCode;
 
@@ -12,7 +13,8 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["codegen"] => xtask::codegen::write(),
         ["codegen", "--check"] => xtask::codegen::check(),
-        _ => Err("usage: cargo run -p xtask -- codegen [--check]".to_owned()),
+        ["images"] => xtask::images::run(),
+        _ => Err("usage: cargo run -p xtask -- codegen [--check] | images".to_owned()),
     };
     match result {
         Ok(msg) => {

@@ -1,0 +1,921 @@
+//! A client for the OCI distribution API (v2): pull images into the store, push built images.
+//!
+//! # Where requests go
+//! A reference's registry is contacted at its API host (`docker.io` → `registry-1.docker.io`). Pulls try the
+//! registry's mirrors first, in order, and fall back to the registry itself when a mirror fails or lacks the
+//! image; pushes always go to the registry itself. HTTPS is used, except over loopback (`localhost`,
+//! `127.0.0.0/8`, `::1`) and for hosts configured as insecure, which get plain HTTP, as Docker does.
+//!
+//! Two environment variables configure this ([`RegistryConfig::from_env`]):
+//! - `DAGGER_RS_REGISTRY_MIRRORS`: comma-separated `registry=base-url` pairs, such as
+//!   `docker.io=http://127.0.0.1:5000,ghcr.io=https://ghcr-mirror.example`; repeat a registry to give it
+//!   several mirrors (tried in the order written). The registry is written as in references (`docker.io`).
+//! - `DAGGER_RS_INSECURE_REGISTRIES`: comma-separated `host[:port]` registries to reach over plain HTTP.
+//!
+//! # Authentication
+//! Requests go out anonymously. On a `401` the `WWW-Authenticate` challenge decides: `Bearer realm=…,
+//! service=…,scope=…` fetches a token from the realm (sending the [`Auth`] credentials there, if any), `Basic`
+//! retries with the credentials. Tokens are cached per registry endpoint and repository scope.
+//!
+//! # Pulling
+//! The manifest is asked for with every OCI and Docker schema-2 media type; an index (or manifest list) is
+//! resolved to the manifest for the wanted [`Platform`]. The config and each layer blob are streamed into the
+//! store (a temporary file, hashed while written, renamed into `blobs/` once the digest matches), so memory
+//! does not grow with layer size; blobs already in the store are not downloaded again. The file writes are
+//! plain blocking writes of network-sized chunks, cheap next to the network wait.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode, header};
+
+use super::manifest::{ACCEPTED_MANIFEST_TYPES, Descriptor, Document, Manifest, select_platform};
+use super::{
+    Blob, BuiltImage, DOCKER_CONFIG, LayerBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError,
+    Platform, Reference, sha256_of,
+};
+use crate::ids::Digest;
+use crate::store::{BlobError, Store};
+
+/// The variable that lists registry mirrors.
+pub const MIRRORS_ENV: &str = "DAGGER_RS_REGISTRY_MIRRORS";
+/// The variable that lists registries reached over plain HTTP.
+pub const INSECURE_ENV: &str = "DAGGER_RS_INSECURE_REGISTRIES";
+
+/// Manifests and configs larger than this are refused: they are JSON documents, not data.
+const MAX_DOCUMENT: usize = 8 * 1024 * 1024;
+/// How many layers download at once.
+const PARALLEL_LAYERS: usize = 4;
+
+/// Where to reach registries: mirrors and plain-HTTP hosts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Registry (as written in references, such as `docker.io`) → mirror base URLs, tried in order.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Registries (`host[:port]`) reached over plain HTTP.
+    pub insecure: BTreeSet<String>,
+}
+
+impl RegistryConfig {
+    /// Reads `DAGGER_RS_REGISTRY_MIRRORS` and `DAGGER_RS_INSECURE_REGISTRIES` (see the module docs); unset
+    /// variables mean no mirrors and no insecure registries.
+    pub fn from_env() -> Result<Self, OciError> {
+        let mirrors = std::env::var(MIRRORS_ENV).unwrap_or_default();
+        let insecure = std::env::var(INSECURE_ENV).unwrap_or_default();
+        Self::parse(&mirrors, &insecure)
+    }
+
+    /// Parses the two settings in their environment-variable form.
+    pub fn parse(mirrors: &str, insecure: &str) -> Result<Self, OciError> {
+        let mut config = RegistryConfig::default();
+        for pair in mirrors.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = |reason: String| OciError::BadConfig {
+                var: MIRRORS_ENV,
+                reason,
+            };
+            let (registry, url) = pair.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "`{pair}` is not `registry=url`, such as `docker.io=http://127.0.0.1:5000`"
+                ))
+            })?;
+            let url = url.trim().trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
+                return Err(bad(format!(
+                    "`{url}` (mirror of {registry}) is not an http:// or https:// URL"
+                )));
+            }
+            config
+                .mirrors
+                .entry(registry.trim().to_owned())
+                .or_default()
+                .push(url.to_owned());
+        }
+        for host in insecure.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            if host.contains('/') {
+                return Err(OciError::BadConfig {
+                    var: INSECURE_ENV,
+                    reason: format!("`{host}` should be a `host[:port]`, without a scheme or path"),
+                });
+            }
+            config.insecure.insert(host.to_owned());
+        }
+        Ok(config)
+    }
+
+    /// The registry's own endpoint: `https://` unless loopback or insecure.
+    fn upstream(&self, reference: &Reference) -> Endpoint {
+        let host = reference.api_host();
+        let plain =
+            reference.is_loopback() || self.insecure.contains(reference.registry()) || self.insecure.contains(host);
+        let scheme = if plain { "http" } else { "https" };
+        Endpoint {
+            base: format!("{scheme}://{host}"),
+            name: reference.registry().to_owned(),
+        }
+    }
+
+    /// Mirrors, then the registry itself.
+    fn pull_endpoints(&self, reference: &Reference) -> Vec<Endpoint> {
+        let mut out: Vec<Endpoint> = self
+            .mirrors
+            .get(reference.registry())
+            .into_iter()
+            .flatten()
+            .map(|base| Endpoint {
+                base: base.clone(),
+                name: format!("{} (mirror of {})", host_of(base), reference.registry()),
+            })
+            .collect();
+        out.push(self.upstream(reference));
+        out
+    }
+}
+
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| url.to_owned())
+}
+
+/// A place to send API requests: a base URL (`/v2/…` is appended) and the name errors use.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    base: String,
+    name: String,
+}
+
+/// Registry credentials (`withRegistryAuth`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub secret: String,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("username", &self.username)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+impl Auth {
+    fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.secret);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+}
+
+/// An image pulled into the store.
+#[derive(Clone, Debug)]
+pub struct PulledImage {
+    /// The reference it came from (for tarball imports: its tag, when the tarball names one).
+    pub reference: Option<Reference>,
+    /// `sha256:…` of the platform-specific image manifest.
+    pub manifest_digest: String,
+    /// `sha256:…` of the configuration blob.
+    pub config_digest: String,
+    /// The image configuration.
+    pub config: oci_spec::image::ImageConfiguration,
+    /// The layer blobs, base first, all in the store.
+    pub layers: Vec<LayerBlob>,
+}
+
+/// What a request body is made from; rebuilt for each attempt, so requests can be retried after a challenge.
+#[derive(Clone)]
+enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf, u64),
+}
+
+/// A registry client. Cheap to share: keep one per engine, so tokens and connections are reused.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    config: RegistryConfig,
+    /// (endpoint base, scope) → `Authorization` header value.
+    authorizations: Mutex<HashMap<(String, String), String>>,
+}
+
+impl fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryClient").field("config", &self.config).finish()
+    }
+}
+
+impl RegistryClient {
+    /// A client with these settings.
+    pub fn new(config: RegistryConfig) -> Result<Self, OciError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dagger-rs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| OciError::BadConfig {
+                var: "HTTP client",
+                reason: e.to_string(),
+            })?;
+        Ok(RegistryClient {
+            http,
+            config,
+            authorizations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    // ----- pull ------------------------------------------------------------------------------------------
+
+    /// Pulls `reference` for `platform` into `store`: manifest, config and layer blobs (layers are not
+    /// extracted; see [`Store::extract_layer_cached`]). Mirrors are tried first.
+    pub async fn pull(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        platform: &Platform,
+        auth: Option<&Auth>,
+    ) -> Result<PulledImage, OciError> {
+        let endpoints = self.config.pull_endpoints(reference);
+        let mut last_err = None;
+        for (i, ep) in endpoints.iter().enumerate() {
+            match self.pull_from(ep, store, reference, platform, auth).await {
+                Ok(image) => return Ok(image),
+                // Content that arrived corrupt is not retried elsewhere: it is worth a loud failure.
+                Err(e @ OciError::DigestMismatch { .. }) => return Err(e),
+                Err(e) if i + 1 < endpoints.len() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| OciError::NotFound {
+            registry: reference.registry().to_owned(),
+            what: reference.to_string(),
+        }))
+    }
+
+    /// The digest (`sha256:…`) of the manifest or index `reference` names, without pulling anything else.
+    /// [`OciError::NotFound`] when the registry does not have it.
+    pub async fn resolve(&self, reference: &Reference, auth: Option<&Auth>) -> Result<String, OciError> {
+        let endpoints = self.config.pull_endpoints(reference);
+        let mut last_err = None;
+        for ep in &endpoints {
+            let what = reference.to_string();
+            match self
+                .get_manifest(ep, reference.repository(), reference.tag_or_digest(), auth, &what)
+                .await
+            {
+                Ok((bytes, _)) => return Ok(sha256_of(&bytes)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| OciError::NotFound {
+            registry: reference.registry().to_owned(),
+            what: reference.to_string(),
+        }))
+    }
+
+    async fn pull_from(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        reference: &Reference,
+        platform: &Platform,
+        auth: Option<&Auth>,
+    ) -> Result<PulledImage, OciError> {
+        let repo = reference.repository();
+        let (bytes, content_type) = self
+            .get_manifest(ep, repo, reference.tag_or_digest(), auth, &reference.to_string())
+            .await?;
+        let top_digest = sha256_of(&bytes);
+        if let Some(expected) = reference.digest()
+            && expected != top_digest
+        {
+            return Err(OciError::DigestMismatch {
+                what: format!("the manifest of {reference}"),
+                expected: expected.to_owned(),
+                actual: top_digest,
+            });
+        }
+        let (manifest, manifest_digest, manifest_bytes) =
+            match Document::parse(&bytes, content_type.as_deref(), &reference.to_string())? {
+                Document::Manifest(m) => (*m, top_digest, bytes),
+                Document::Index(index) => {
+                    let what = format!("{reference} ({top_digest})");
+                    let chosen = select_platform(&index, platform, &what)?.clone();
+                    let (bytes, content_type) = self.get_manifest(ep, repo, &chosen.digest, auth, &what).await?;
+                    let digest = sha256_of(&bytes);
+                    if digest != chosen.digest {
+                        return Err(OciError::DigestMismatch {
+                            what: format!("the {platform} manifest of {reference}"),
+                            expected: chosen.digest,
+                            actual: digest,
+                        });
+                    }
+                    match Document::parse(&bytes, content_type.as_deref(), &what)? {
+                        Document::Manifest(m) => (*m, digest, bytes),
+                        Document::Index(_) => {
+                            return Err(OciError::UnsupportedMediaType {
+                                what: format!("the {platform} entry of {what}"),
+                                media_type: chosen.media_type,
+                                supported: "an image manifest inside an index (nested indexes are not supported)",
+                            });
+                        }
+                    }
+                }
+            };
+        store.put_blob(&manifest_bytes)?;
+        self.pull_manifest_content(ep, store, reference, manifest, manifest_digest, auth)
+            .await
+    }
+
+    async fn pull_manifest_content(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        reference: &Reference,
+        manifest: Manifest,
+        manifest_digest: String,
+        auth: Option<&Auth>,
+    ) -> Result<PulledImage, OciError> {
+        let repo = reference.repository();
+        if manifest.config.media_type != OCI_CONFIG && manifest.config.media_type != DOCKER_CONFIG {
+            return Err(OciError::UnsupportedMediaType {
+                what: format!("the config of {reference}"),
+                media_type: manifest.config.media_type.clone(),
+                supported: "OCI and Docker image configs (artifacts are not images)",
+            });
+        }
+        let config_blob = self
+            .fetch_blob(ep, store, repo, &manifest.config, auth, reference)
+            .await?;
+        let config = read_config(&config_blob.path, &format!("the config of {reference}"))?;
+        for layer in &manifest.layers {
+            if !is_layer_type(&layer.media_type) {
+                return Err(OciError::UnsupportedMediaType {
+                    what: format!("layer {} of {reference}", layer.digest),
+                    media_type: layer.media_type.clone(),
+                    supported: "tar layers, plain or compressed with gzip or zstd",
+                });
+            }
+        }
+        let layers: Vec<LayerBlob> = futures_util::stream::iter(manifest.layers.iter())
+            .map(|d| self.fetch_blob(ep, store, repo, d, auth, reference))
+            .buffered(PARALLEL_LAYERS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        Ok(PulledImage {
+            reference: Some(reference.clone()),
+            manifest_digest,
+            config_digest: manifest.config.digest,
+            config,
+            layers,
+        })
+    }
+
+    async fn get_manifest(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        tag_or_digest: &str,
+        auth: Option<&Auth>,
+        what: &str,
+    ) -> Result<(Vec<u8>, Option<String>), OciError> {
+        let url = format!("{}/v2/{repo}/manifests/{tag_or_digest}", ep.base);
+        let what = format!("the manifest of {what}");
+        let resp = self
+            .send(
+                ep,
+                repo,
+                "pull",
+                auth,
+                Method::GET,
+                &url,
+                &[(header::ACCEPT, ACCEPTED_MANIFEST_TYPES)],
+                Body::Empty,
+                &what,
+            )
+            .await?;
+        let mut resp = expect_status(ep, resp, &[StatusCode::OK], &what).await?;
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http_err(ep, &url))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_DOCUMENT {
+                return Err(OciError::TooLarge {
+                    what,
+                    expected: MAX_DOCUMENT as u64,
+                });
+            }
+        }
+        Ok((body, content_type))
+    }
+
+    // Streams one blob into the store unless it is there already, verifying its digest and size.
+    async fn fetch_blob(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        repo: &str,
+        d: &Descriptor,
+        auth: Option<&Auth>,
+        reference: &Reference,
+    ) -> Result<Blob, OciError> {
+        let what = format!("blob {} of {reference}", d.digest);
+        let digest = d
+            .digest
+            .strip_prefix("sha256:")
+            .and_then(Digest::parse)
+            .ok_or_else(|| OciError::UnsupportedMediaType {
+                what: what.clone(),
+                media_type: format!("digest `{}`", d.digest),
+                supported: "sha256 digests",
+            })?;
+        let blob = |path| Blob {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            size: d.size,
+            path,
+        };
+        if store.has_blob(&digest) {
+            return Ok(blob(store.blob_path(&digest)));
+        }
+        let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest);
+        let resp = self
+            .send(ep, repo, "pull", auth, Method::GET, &url, &[], Body::Empty, &what)
+            .await?;
+        let mut resp = expect_status(ep, resp, &[StatusCode::OK], &what).await?;
+        let mut writer = store.blob_writer()?;
+        while let Some(chunk) = resp.chunk().await.map_err(http_err(ep, &url))? {
+            std::io::Write::write_all(&mut writer, &chunk).map_err(OciError::io(store.root().join("tmp")))?;
+            if writer.size() > d.size {
+                return Err(OciError::TooLarge { what, expected: d.size });
+            }
+        }
+        match writer.commit(Some(&digest)) {
+            Ok(_) => Ok(blob(store.blob_path(&digest))),
+            Err(BlobError::Mismatch { expected, actual }) => Err(OciError::DigestMismatch {
+                what,
+                expected: format!("sha256:{expected}"),
+                actual: format!("sha256:{actual}"),
+            }),
+            Err(BlobError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    // ----- push ------------------------------------------------------------------------------------------
+
+    /// Pushes a built image to `reference` (its tag, or its digest when it has no tag): the blobs the registry
+    /// lacks, then the manifest. Returns `registry/repository@sha256:…`.
+    pub async fn push(
+        &self,
+        image: &BuiltImage,
+        reference: &Reference,
+        auth: Option<&Auth>,
+    ) -> Result<String, OciError> {
+        for blob in image.layers.iter().chain(std::iter::once(&image.config)) {
+            self.push_blob(reference, blob, auth).await?;
+        }
+        let bytes = std::fs::read(&image.manifest.path).map_err(OciError::io(&image.manifest.path))?;
+        let digest = self
+            .push_manifest(reference, &image.manifest.media_type, bytes, auth)
+            .await?;
+        Ok(reference.pinned(&digest))
+    }
+
+    /// Uploads one blob unless the repository has it already (a `HEAD` check): `POST` to start an upload,
+    /// then one `PUT` with the whole content, streamed from the file.
+    pub async fn push_blob(&self, reference: &Reference, blob: &Blob, auth: Option<&Auth>) -> Result<(), OciError> {
+        let ep = self.config.upstream(reference);
+        let repo = reference.repository();
+        let what = format!("blob {} of {reference}", blob.digest);
+        let url = format!("{}/v2/{repo}/blobs/{}", ep.base, blob.digest);
+        let head = self
+            .send(
+                &ep,
+                repo,
+                "pull,push",
+                auth,
+                Method::HEAD,
+                &url,
+                &[],
+                Body::Empty,
+                &what,
+            )
+            .await?;
+        if head.status() == StatusCode::OK {
+            return Ok(());
+        }
+
+        let start_url = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
+        let what_upload = format!("an upload to {reference}");
+        let started = self
+            .send(
+                &ep,
+                repo,
+                "pull,push",
+                auth,
+                Method::POST,
+                &start_url,
+                &[],
+                Body::Empty,
+                &what_upload,
+            )
+            .await?;
+        let started = expect_status(&ep, started, &[StatusCode::ACCEPTED], &what_upload).await?;
+        let location = started
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| OciError::Status {
+                registry: ep.name.clone(),
+                status: started.status().as_u16(),
+                what: what_upload.clone(),
+                body: "no Location header in the answer".into(),
+            })?;
+        // `Location` may be relative to the request URL.
+        let mut put_url = reqwest::Url::parse(&start_url)
+            .and_then(|base| base.join(location))
+            .map_err(|e| OciError::Status {
+                registry: ep.name.clone(),
+                status: started.status().as_u16(),
+                what: what_upload.clone(),
+                body: format!("unusable Location `{location}`: {e}"),
+            })?;
+        put_url.query_pairs_mut().append_pair("digest", &blob.digest);
+        let resp = self
+            .send(
+                &ep,
+                repo,
+                "pull,push",
+                auth,
+                Method::PUT,
+                put_url.as_str(),
+                &[(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::File(blob.path.clone(), blob.size),
+                &what,
+            )
+            .await?;
+        expect_status(&ep, resp, &[StatusCode::CREATED, StatusCode::ACCEPTED], &what).await?;
+        Ok(())
+    }
+
+    /// Puts a manifest (or index) under the reference's tag, or its digest when it has no tag; returns the
+    /// manifest's digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Vec<u8>,
+        auth: Option<&Auth>,
+    ) -> Result<String, OciError> {
+        let ep = self.config.upstream(reference);
+        let repo = reference.repository();
+        let digest = sha256_of(&bytes);
+        let target = reference.tag().unwrap_or(&digest);
+        let url = format!("{}/v2/{repo}/manifests/{target}", ep.base);
+        let what = format!("the manifest of {reference}");
+        let resp = self
+            .send(
+                &ep,
+                repo,
+                "pull,push",
+                auth,
+                Method::PUT,
+                &url,
+                &[(header::CONTENT_TYPE, media_type)],
+                Body::Bytes(bytes),
+                &what,
+            )
+            .await?;
+        expect_status(
+            &ep,
+            resp,
+            &[StatusCode::CREATED, StatusCode::OK, StatusCode::ACCEPTED],
+            &what,
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    // ----- transport -------------------------------------------------------------------------------------
+
+    /// Sends a request with the cached authorization for (endpoint, scope); on a 401 answers the challenge
+    /// and tries once more. 401 and 403 after that become [`OciError::Unauthorized`].
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        actions: &str,
+        auth: Option<&Auth>,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Body,
+        what: &str,
+    ) -> Result<reqwest::Response, OciError> {
+        let scope = format!("repository:{repo}:{actions}");
+        let key = (ep.base.clone(), scope.clone());
+        let mut answered_challenge = false;
+        loop {
+            let cached = self.authorizations.lock().ok().and_then(|m| m.get(&key).cloned());
+            let mut req = self.http.request(method.clone(), url);
+            for (name, value) in headers {
+                req = req.header(name, *value);
+            }
+            if let Some(a) = &cached {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            req = match &body {
+                Body::Empty => req,
+                Body::Bytes(b) => req.body(b.clone()),
+                Body::File(path, len) => {
+                    let file = tokio::fs::File::open(path).await.map_err(OciError::io(path))?;
+                    req.header(header::CONTENT_LENGTH, *len).body(reqwest::Body::from(file))
+                }
+            };
+            let resp = req.send().await.map_err(http_err(ep, url))?;
+            let status = resp.status();
+            if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let unauthorized = || OciError::Unauthorized {
+                registry: ep.name.clone(),
+                status: status.as_u16(),
+                what: what.to_owned(),
+                had_credentials: auth.is_some(),
+            };
+            if answered_challenge || status == StatusCode::FORBIDDEN {
+                return Err(unauthorized());
+            }
+            answered_challenge = true;
+            let Some(challenge) = challenge else {
+                return Err(unauthorized());
+            };
+            let (kind, params) = parse_challenge(&challenge);
+            let authorization = if kind.eq_ignore_ascii_case("bearer") {
+                let token = self.fetch_token(ep, &params, &scope, auth).await?;
+                format!("Bearer {token}")
+            } else if kind.eq_ignore_ascii_case("basic") {
+                match auth {
+                    Some(a) => a.basic_header(),
+                    None => return Err(unauthorized()),
+                }
+            } else {
+                return Err(unauthorized());
+            };
+            if let Ok(mut m) = self.authorizations.lock() {
+                m.insert(key.clone(), authorization);
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        ep: &Endpoint,
+        params: &HashMap<String, String>,
+        scope: &str,
+        auth: Option<&Auth>,
+    ) -> Result<String, OciError> {
+        let realm = params.get("realm").cloned().unwrap_or_default();
+        let token_err = |reason: String| OciError::Token {
+            registry: ep.name.clone(),
+            realm: realm.clone(),
+            reason,
+        };
+        let mut url = reqwest::Url::parse(&realm).map_err(|e| token_err(format!("the realm is not a URL: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = params.get("service") {
+                q.append_pair("service", service);
+            }
+            // Ask for what this request needs; the challenge's scope may be narrower (pull only).
+            q.append_pair("scope", scope);
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a.basic_header());
+        }
+        let resp = req.send().await.map_err(http_err(ep, url.as_str()))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(OciError::Unauthorized {
+                registry: ep.name.clone(),
+                status: status.as_u16(),
+                what: format!("a token for `{scope}`"),
+                had_credentials: auth.is_some(),
+            });
+        }
+        if !status.is_success() {
+            return Err(token_err(format!("answered {status}")));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| token_err(format!("unreadable answer: {e}")))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| token_err(format!("the answer is not JSON: {e}")))?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| token_err("the answer has no `token`".into()))
+    }
+}
+
+fn http_err<'a>(ep: &'a Endpoint, url: &'a str) -> impl FnOnce(reqwest::Error) -> OciError + 'a {
+    move |source| OciError::Http {
+        registry: ep.name.clone(),
+        url: url.to_owned(),
+        source,
+    }
+}
+
+// Turns any status but the expected ones into an error that explains it.
+async fn expect_status(
+    ep: &Endpoint,
+    resp: reqwest::Response,
+    ok: &[StatusCode],
+    what: &str,
+) -> Result<reqwest::Response, OciError> {
+    let status = resp.status();
+    if ok.contains(&status) {
+        return Ok(resp);
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Err(OciError::NotFound {
+            registry: ep.name.clone(),
+            what: what.to_owned(),
+        });
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(400).collect();
+    Err(OciError::Status {
+        registry: ep.name.clone(),
+        status: status.as_u16(),
+        what: what.to_owned(),
+        body: if body.is_empty() { "(no details)".into() } else { body },
+    })
+}
+
+/// Splits `Bearer realm="…",service="…",scope="…"` into the scheme and its parameters. Quoted values may
+/// contain commas (`scope="repository:x:pull,push"`).
+pub fn parse_challenge(header: &str) -> (String, HashMap<String, String>) {
+    let header = header.trim();
+    let (kind, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        params.insert(key, value.trim().to_owned());
+    }
+    (kind.to_owned(), params)
+}
+
+fn is_layer_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        OCI_LAYER_TAR
+            | OCI_LAYER_GZIP
+            | OCI_LAYER_ZSTD
+            | super::DOCKER_LAYER_GZIP
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+    )
+}
+
+/// Reads an image configuration from a file. `what` names it in errors.
+pub fn read_config(path: &std::path::Path, what: &str) -> Result<oci_spec::image::ImageConfiguration, OciError> {
+    let bytes = std::fs::read(path).map_err(OciError::io(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| OciError::Json {
+        what: what.to_owned(),
+        kind: "image configuration",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_env_forms() {
+        let c = RegistryConfig::parse(
+            "docker.io=http://127.0.0.1:5000/, docker.io=https://m2.example,ghcr.io=https://g.example",
+            "reg.internal:5000, other",
+        )
+        .expect("parse");
+        assert_eq!(
+            c.mirrors.get("docker.io"),
+            Some(&vec![
+                "http://127.0.0.1:5000".to_owned(),
+                "https://m2.example".to_owned()
+            ])
+        );
+        assert_eq!(c.mirrors.get("ghcr.io").map(Vec::len), Some(1));
+        assert!(c.insecure.contains("reg.internal:5000") && c.insecure.contains("other"));
+
+        let hub = Reference::parse("alpine").expect("ref");
+        let eps: Vec<String> = c.pull_endpoints(&hub).into_iter().map(|e| e.base).collect();
+        assert_eq!(
+            eps,
+            [
+                "http://127.0.0.1:5000",
+                "https://m2.example",
+                "https://registry-1.docker.io"
+            ]
+        );
+        let local = Reference::parse("localhost:5000/a").expect("ref");
+        assert_eq!(c.upstream(&local).base, "http://localhost:5000");
+        let insecure = Reference::parse("reg.internal:5000/a").expect("ref");
+        assert_eq!(c.upstream(&insecure).base, "http://reg.internal:5000");
+
+        for bad in ["docker.io", "docker.io=ftp://x", "docker.io=not a url"] {
+            let e = RegistryConfig::parse(bad, "").expect_err(bad);
+            assert!(e.to_string().contains(MIRRORS_ENV), "{e}");
+        }
+        assert!(RegistryConfig::parse("", "http://x").is_err());
+    }
+
+    #[test]
+    fn challenges_parse_with_quoted_commas() {
+        let (kind, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(kind, "Bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        let (kind, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(kind, "Basic");
+        assert_eq!(p["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn auth_debug_hides_the_secret() {
+        let a = Auth {
+            username: "u".into(),
+            secret: "hunter2".into(),
+        };
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+}
