@@ -656,6 +656,9 @@ pub async fn compute(
                 .await
                 .map(|s| Evaluated::Container(Box::new(s)));
         }
+        "from" => from(engine, &mut st, &args).await?,
+        "import" => import(engine, &mut st, &args).await?,
+        "asTarball" => return as_tarball(engine, &st, &args).await,
         "file" | "directory" | "rootfs" | "stat" => return read(engine, &st, field, &args).await,
         other => return Err(crate::core::unsupported("Container", other)),
     }
@@ -1424,6 +1427,8 @@ pub async fn leaf(
         "platform" => json!(st.platform),
         "imageRef" => json!(st.image_ref),
         "exists" => json!(exists(engine, st, args).await?),
+        "export" => export(engine, st, args).await?,
+        "publish" => publish(engine, st, args).await?,
         _ => return Ok(None),
     }))
 }
@@ -1462,4 +1467,328 @@ pub fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String, Value
             .collect(),
         _ => return None,
     })
+}
+
+// ----- images in and out -----------------------------------------------------------------------------------
+
+fn oci(e: crate::oci::OciError) -> FieldError {
+    FieldError::new(e.to_string())
+}
+
+/// The image configuration as a container state's config.
+fn config_from_image(img: &oci_spec::image::ImageConfiguration) -> ImageConfig {
+    let Some(c) = img.config() else {
+        return ImageConfig::default();
+    };
+    let ports = c
+        .exposed_ports()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            Some((port.parse().ok()?, proto.to_ascii_uppercase(), None))
+        })
+        .collect();
+    ImageConfig {
+        env: c.env().clone().unwrap_or_default(),
+        workdir: c.working_dir().clone().unwrap_or_default(),
+        user: c.user().clone().unwrap_or_default(),
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+        ports,
+    }
+}
+
+/// The container's config as an OCI image configuration.
+fn image_config(st: &ContainerState) -> Result<oci_spec::image::ImageConfiguration, FieldError> {
+    let c = &st.config;
+    let mut b = oci_spec::image::ConfigBuilder::default();
+    if !c.env.is_empty() {
+        b = b.env(c.env.clone());
+    }
+    if !c.workdir.is_empty() {
+        b = b.working_dir(c.workdir.clone());
+    }
+    if !c.user.is_empty() {
+        b = b.user(c.user.clone());
+    }
+    if !c.entrypoint.is_empty() {
+        b = b.entrypoint(c.entrypoint.clone());
+    }
+    if !c.cmd.is_empty() {
+        b = b.cmd(c.cmd.clone());
+    }
+    if !c.labels.is_empty() {
+        b = b.labels(
+            c.labels
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    if !c.ports.is_empty() {
+        b = b.exposed_ports(
+            c.ports
+                .iter()
+                .map(|(p, proto, _)| format!("{p}/{}", proto.to_ascii_lowercase()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let config = b
+        .build()
+        .map_err(|e| FieldError::new(format!("cannot build the image config: {e}")))?;
+    let mut img = oci_spec::image::ImageConfiguration::default();
+    img.set_config(Some(config));
+    Ok(img)
+}
+
+fn platform_of(st: &ContainerState) -> Result<crate::oci::Platform, FieldError> {
+    if st.platform.is_empty() {
+        return Ok(crate::oci::Platform::host());
+    }
+    crate::oci::Platform::parse(&st.platform).map_err(oci)
+}
+
+/// Credentials `withRegistryAuth` gave for the reference's registry.
+async fn registry_auth(
+    engine: &Arc<Engine>,
+    auths: Vec<(String, String, Digest)>,
+    reference: &crate::oci::Reference,
+) -> Result<Option<crate::oci::registry::Auth>, FieldError> {
+    let found: Option<(String, String, Digest)> = {
+        let wanted = reference.registry().to_owned();
+        let mut found = None;
+        for (address, username, secret) in auths.into_iter().rev() {
+            if address == wanted || crate::oci::Reference::parse(&address).is_ok_and(|r| r.registry() == wanted) {
+                found = Some((address, username, secret));
+                break;
+            }
+        }
+        found
+    };
+    let Some((_, username, secret)) = found else {
+        return Ok(None);
+    };
+    Ok(Some(crate::oci::registry::Auth {
+        username,
+        secret: secret_plaintext(engine, &secret).await?,
+    }))
+}
+
+/// The manifest digest `address` names now (for `from`, so a moved tag is a new object); `None` when the
+/// registry cannot be asked (the pull reports why).
+pub async fn resolve_address(engine: &Engine, address: &str) -> Option<String> {
+    let reference = crate::oci::Reference::parse(address).ok()?;
+    if let Some(d) = reference.digest() {
+        return Some(d.to_owned());
+    }
+    let registry = engine.registry().ok()?;
+    registry.resolve(&reference, None).await.ok()
+}
+
+/// `from(address)`: pulls the image (layers already in the store are not fetched again), unpacks its layers
+/// once, and applies its configuration.
+async fn from(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, Value>) -> Result<(), FieldError> {
+    let address = s(args, "address");
+    let mut reference = crate::oci::Reference::parse(address).map_err(oci)?;
+    if let Some(d) = args.get("$digest").and_then(Value::as_str) {
+        reference = reference.with_digest(d);
+    }
+    let platform = platform_of(st)?;
+    let auth = registry_auth(engine, st.registry_auth.clone(), &reference).await?;
+    let registry = engine.registry()?;
+    let pull: futures_util::future::BoxFuture<'_, _> =
+        Box::pin(registry.pull(&engine.store, &reference, &platform, auth.as_ref()));
+    let image = pull.await.map_err(oci)?;
+    apply_image(engine, st, &image).await?;
+    let mut shown = reference.clone();
+    if shown.digest().is_none() {
+        shown = shown.with_digest(&image.manifest_digest);
+    }
+    st.image_ref = shown.to_string();
+    Ok(())
+}
+
+/// Makes `st` the pulled or imported image: its layers (unpacked once) and configuration.
+async fn apply_image(
+    engine: &Arc<Engine>,
+    st: &mut ContainerState,
+    image: &crate::oci::registry::PulledImage,
+) -> Result<(), FieldError> {
+    let store = engine.store.clone();
+    let blobs: Vec<Digest> = image
+        .layers
+        .iter()
+        .map(|l| {
+            l.store_digest()
+                .ok_or_else(|| FieldError::new(format!("layer digest `{}` is not a sha256 digest", l.digest)))
+        })
+        .collect::<Result<_, _>>()?;
+    let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>, FieldError> {
+        let mut names = Vec::new();
+        for b in &blobs {
+            store.extract_layer_cached(b).map_err(oci)?;
+            names.push(b.to_string());
+        }
+        Ok(names)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    st.layers = names;
+    st.config = config_from_image(&image.config);
+    st.exec = None;
+    st.mounts.clear();
+    Ok(())
+}
+
+/// `import(source, tag)`: an OCI-layout or docker-archive tarball.
+async fn import(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, Value>) -> Result<(), FieldError> {
+    let file = obj(engine, args, "source").await?;
+    let Evaluated::File { entry, .. } = &*file else {
+        return Err(FieldError::new("`source` is not a file"));
+    };
+    let path = engine.store.blob_path(&entry.blob);
+    let store = engine.store.clone();
+    let platform = platform_of(st)?;
+    let image = tokio::task::spawn_blocking(move || {
+        crate::oci::image::read_image_tarball_for(&path, &store, &platform).map_err(oci)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    apply_image(engine, st, &image).await?;
+    st.image_ref = image.reference.map(|r| r.to_string()).unwrap_or_default();
+    Ok(())
+}
+
+/// Refuses image-output options this engine does not implement yet, naming them.
+fn check_image_options(args: &Map<String, Value>, field: &str) -> Result<(), FieldError> {
+    if args
+        .get("platformVariants")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(FieldError::new(format!(
+            "`Container.{field}(platformVariants:)` is not supported by this engine yet: publish one platform at a time"
+        )));
+    }
+    match s(args, "mediaTypes") {
+        "" | "OCI" | "OCIMediaTypes" => {}
+        other => {
+            return Err(FieldError::new(format!(
+                "`Container.{field}(mediaTypes: {other})` is not supported by this engine yet: it writes OCI media types"
+            )));
+        }
+    }
+    match s(args, "forcedCompression") {
+        "" | "Gzip" => Ok(()),
+        other => Err(FieldError::new(format!(
+            "`Container.{field}(forcedCompression: {other})` is not supported by this engine yet: layers are gzip-compressed"
+        ))),
+    }
+}
+
+/// Builds the container's image (layers packed once each, config, manifest) in the store.
+async fn built_image(engine: &Arc<Engine>, st: &ContainerState) -> Result<crate::oci::image::BuiltImage, FieldError> {
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    let config = image_config(st)?;
+    let platform = platform_of(st)?;
+    let store = engine.store.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::oci::image::build_image(&store, &layers, &config, &platform).map_err(oci)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// Writes the container's image as an OCI tarball at `target` (atomically).
+async fn write_tarball(engine: &Arc<Engine>, st: &ContainerState, target: &Path) -> Result<(), FieldError> {
+    let image = built_image(engine, st).await?;
+    let target = target.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(), FieldError> {
+        let io = |e: std::io::Error| FieldError::new(format!("cannot write {}: {e}", target.display()));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = target.with_extension(format!("partial-{}", snapshot::unique()));
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut out = std::io::BufWriter::new(file);
+        let result = crate::oci::image::write_oci_tarball(&image, &mut out)
+            .map_err(oci)
+            .and_then(|()| std::io::Write::flush(&mut out).map_err(io));
+        drop(out);
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &target).map_err(io)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// `asTarball`: the image as an OCI tarball file.
+async fn as_tarball(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<Evaluated, FieldError> {
+    check_image_options(args, "asTarball")?;
+    let tmp = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("image-{}.tar", snapshot::unique()));
+    write_tarball(engine, st, &tmp).await?;
+    let stored = engine.store.put_blob_from_file(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let (blob, size) = stored?;
+    Ok(Evaluated::File {
+        name: "image.tar".into(),
+        entry: FileEntry {
+            mode: 0o644,
+            blob,
+            size,
+            mtime: None,
+        },
+    })
+}
+
+/// `export(path)`: the image as an OCI tarball on the host; returns the absolute path written.
+pub async fn export(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String, Value>) -> Result<Value, FieldError> {
+    check_image_options(args, "export")?;
+    let raw = s(args, "path");
+    let path = if b(args, "expand") {
+        expand(raw, st)
+    } else {
+        raw.to_owned()
+    };
+    let target = crate::core::host_path(engine, &path);
+    if target.is_dir() {
+        return Err(FieldError::new(format!(
+            "{} is a directory; `export` writes a tarball: give a file path",
+            target.display()
+        )));
+    }
+    write_tarball(engine, st, &target).await?;
+    Ok(json!(target.to_string_lossy()))
+}
+
+/// `publish(address)`: pushes the image; returns `address@sha256:…`.
+pub async fn publish(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<Value, FieldError> {
+    check_image_options(args, "publish")?;
+    let reference = crate::oci::Reference::parse(s(args, "address")).map_err(oci)?;
+    let auth = registry_auth(engine, st.registry_auth.clone(), &reference).await?;
+    let image = built_image(engine, st).await?;
+    let pinned = engine
+        .registry()?
+        .push(&image, &reference, auth.as_ref())
+        .await
+        .map_err(oci)?;
+    Ok(json!(pinned))
 }

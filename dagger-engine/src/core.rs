@@ -117,6 +117,9 @@ const SUPPORTED_BUILDERS: &[&str] = &[
     "Container.directory",
     "Container.rootfs",
     "Container.stat",
+    "Container.from",
+    "Container.import",
+    "Container.asTarball",
 ];
 
 /// Fields returning lists of plain records; each element becomes an object of its own.
@@ -353,6 +356,12 @@ async fn build(
         ("Query", "setSecret") => {
             secret = args.remove("plaintext").and_then(|v| v.as_str().map(str::to_owned));
         }
+        // A tag is resolved to the manifest digest now, so an image that moved is a new object.
+        ("Container", "from") => {
+            if let Some(d) = crate::container::resolve_address(engine, s(&args, "address")).await {
+                args.insert("$digest".into(), json!(d));
+            }
+        }
         ("Query", "secret") => {
             let uri = s(&args, "uri");
             if !(uri.starts_with("env://") || uri.starts_with("file://")) {
@@ -382,7 +391,8 @@ async fn build(
     })
 }
 
-fn host_path(engine: &Engine, path: &str) -> PathBuf {
+/// A host path: absolute as given, relative ones against the session's workdir.
+pub(crate) fn host_path(engine: &Engine, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_owned()

@@ -31,6 +31,9 @@ pub struct Config {
     /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
     /// where it works and copies elsewhere.
     pub snapshotter: Option<crate::snapshot::Snapshotter>,
+    /// Registry mirrors and plain-HTTP registries; `None` reads `DAGGER_RS_REGISTRY_MIRRORS` and
+    /// `DAGGER_RS_INSECURE_REGISTRIES`.
+    pub registries: Option<crate::oci::registry::RegistryConfig>,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             runtime: None,
             exec_timeout: None,
             snapshotter: None,
+            registries: None,
         }
     }
 }
@@ -186,6 +190,7 @@ pub struct Engine {
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
+    registry: std::sync::OnceLock<Result<crate::oci::registry::RegistryClient, String>>,
     /// Container networking.
     pub network: crate::network::Network,
     cache_users: Mutex<HashMap<String, usize>>,
@@ -217,6 +222,7 @@ impl Engine {
             events,
             runtime: std::sync::OnceLock::new(),
             network: crate::network::Network::new(),
+            registry: std::sync::OnceLock::new(),
             cache_users: Mutex::default(),
             cache_locks: Mutex::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
@@ -263,6 +269,20 @@ impl Engine {
                     &self.store.root().join("runtime"),
                 )
                 .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| FieldError::new(e.clone()))
+    }
+
+    /// The registry client, made on first use.
+    pub fn registry(&self) -> Result<&crate::oci::registry::RegistryClient, FieldError> {
+        self.registry
+            .get_or_init(|| {
+                let config = match &self.config.registries {
+                    Some(c) => c.clone(),
+                    None => crate::oci::registry::RegistryConfig::from_env().map_err(|e| e.to_string())?,
+                };
+                crate::oci::registry::RegistryClient::new(config).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| FieldError::new(e.clone()))

@@ -373,8 +373,14 @@ impl RegistryClient {
                 });
             }
         }
-        let layers: Vec<LayerBlob> = futures_util::stream::iter(manifest.layers.iter())
+        // The futures are made up front: a stream holding the closure that makes them would not be `Send`
+        // for every lifetime, and pulls run inside the engine's `Send` evaluation futures.
+        let fetches: Vec<_> = manifest
+            .layers
+            .iter()
             .map(|d| self.fetch_blob(ep, store, repo, d, auth, reference))
+            .collect();
+        let layers: Vec<LayerBlob> = futures_util::stream::iter(fetches)
             .buffered(PARALLEL_LAYERS)
             .collect::<Vec<_>>()
             .await

@@ -1,0 +1,192 @@
+//! Images through the SDK on the embedded engine: `from` a loopback registry, `publish` back to it (checked by
+//! pulling it again and by `skopeo`), `export`/`asTarball`/`import`, and moved tags.
+
+use dagger::prelude::*;
+use dagger_engine::{Config, Session};
+use tests::registry::{LocalRegistry, push_busybox};
+
+async fn start() -> (Session, Query, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let session = Session::start(Config {
+        cache_dir: cache.path().to_owned(),
+        workdir: cache.path().to_owned(),
+        ..Config::default()
+    })
+    .await
+    .expect("engine starts");
+    let dag = Connection::builder()
+        .endpoint(session.url(), session.token.clone())
+        .quiet()
+        .connect()
+        .await
+        .expect("connect")
+        .query();
+    (session, dag, cache)
+}
+
+fn registry() -> LocalRegistry {
+    LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn skopeo(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is missing: install the Debian package skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("skopeo prints JSON")
+}
+
+#[tokio::test]
+async fn from_a_registry_runs_with_the_image_config() {
+    let reg = registry();
+    let pinned = push_busybox(&reg, "busybox:latest").await;
+    let (_s, dag, _c) = start().await;
+    let c = dag.container().from(format!("{}/busybox:latest", reg.host()));
+    let out = c
+        .with_exec(["sh", "-c", "echo $PATH; busybox | head -1 | cut -d' ' -f1"])
+        .stdout()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out,
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nBusyBox\n"
+    );
+    assert_eq!(c.default_args().await.expect("cmd"), ["sh"]);
+    let image_ref = c.image_ref().await.expect("imageRef");
+    let digest = pinned.rsplit('@').next().expect("digest");
+    assert_eq!(image_ref, format!("{}/busybox:latest@{digest}", reg.host()));
+    // By digest too.
+    let by_digest = dag.container().from(pinned.clone());
+    assert!(by_digest.exists("/bin/busybox").await.expect("exists"));
+}
+
+#[tokio::test]
+async fn a_published_image_pulls_back_and_other_tools_read_it() {
+    let reg = registry();
+    push_busybox(&reg, "busybox:latest").await;
+    let (_s, dag, _c) = start().await;
+    let built = dag
+        .container()
+        .from(format!("{}/busybox:latest", reg.host()))
+        .with_new_file("/app/greeting.txt", "hello\n")
+        .with_exec(["sh", "-c", "mkdir -p /app/bin && printf '#!/bin/sh\\necho app says $(cat /app/greeting.txt)\\n' > /app/bin/app && chmod +x /app/bin/app"])
+        .with_label("org.opencontainers.image.title", "app")
+        .with_env_variable("APP_MODE", "test")
+        .with_workdir("/app")
+        .with_entrypoint(["/app/bin/app"]);
+    let address = format!("{}/app:v1", reg.host());
+    let published = built.publish(address.clone()).await.expect("publish");
+    assert!(
+        published.starts_with(&format!("{}/app@sha256:", reg.host())),
+        "{published}"
+    );
+
+    // Pulled back, it runs as configured.
+    let (_s2, dag2, _c2) = start().await;
+    let back = dag2.container().from(address.clone());
+    let out = back
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("entrypoint runs");
+    assert_eq!(out, "app says hello\n");
+    assert_eq!(back.workdir().await.expect("workdir"), "/app");
+    assert_eq!(back.env_variable("APP_MODE").await.expect("env"), Some("test".into()));
+    assert_eq!(
+        back.label("org.opencontainers.image.title").await.expect("label"),
+        Some("app".into())
+    );
+
+    // An independent tool agrees.
+    let inspect = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{address}")]);
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.title"], "app");
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        inspect["Digest"].as_str(),
+        published.rsplit('@').next(),
+        "skopeo sees the digest publish returned"
+    );
+}
+
+#[tokio::test]
+async fn export_as_tarball_and_import_round_trip() {
+    let reg = registry();
+    push_busybox(&reg, "busybox:latest").await;
+    let (_s, dag, cache) = start().await;
+    let c = dag
+        .container()
+        .from(format!("{}/busybox:latest", reg.host()))
+        .with_new_file("/marker", "exported\n");
+    let path = c.export("out/image.tar").await.expect("export");
+    assert_eq!(path, cache.path().join("out/image.tar").to_string_lossy());
+    let inspect = skopeo(&["inspect", &format!("oci-archive:{path}")]);
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(2));
+
+    let imported = dag.container().import(dag.host().file(path));
+    let out = imported.with_exec(["cat", "/marker"]).stdout().await.expect("runs");
+    assert_eq!(out, "exported\n");
+
+    let tarball = c.as_tarball();
+    assert!(tarball.size().await.expect("size") > 100_000);
+    let again = dag.container().import(tarball);
+    assert_eq!(
+        again.with_exec(["cat", "/marker"]).stdout().await.expect("runs"),
+        "exported\n"
+    );
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_a_new_image() {
+    let reg = registry();
+    push_busybox(&reg, "moving:v1").await;
+    let (_s, dag, _c) = start().await;
+    let address = format!("{}/moving:v1", reg.host());
+    let first = dag.container().from(address.clone()).image_ref().await.expect("ref");
+    // Move the tag: publish a different image under it.
+    dag.container()
+        .from(address.clone())
+        .with_new_file("/new", "n")
+        .publish(address.clone())
+        .await
+        .expect("publish");
+    let second = dag.container().from(address.clone());
+    assert_ne!(second.image_ref().await.expect("ref"), first);
+    assert!(second.exists("/new").await.expect("exists"));
+}
+
+#[tokio::test]
+async fn bad_references_and_missing_images_are_clear_errors() {
+    let reg = registry();
+    let (_s, dag, _c) = start().await;
+    let err = dag
+        .container()
+        .from("UPPER/Case:tag")
+        .sync()
+        .await
+        .expect_err("bad reference");
+    assert!(err.to_string().contains("UPPER/Case"), "{err}");
+    let err = dag
+        .container()
+        .from(format!("{}/nothing-here:latest", reg.host()))
+        .sync()
+        .await
+        .expect_err("missing image");
+    let msg = err.to_string();
+    assert!(msg.contains("nothing-here"), "{msg}");
+    let err = dag
+        .container()
+        .from(format!("{}/busybox", reg.host()))
+        .publish(format!("{}/x:1", reg.host()))
+        .await
+        .expect_err("nothing to publish from a missing base");
+    assert!(err.to_string().contains("busybox"), "{err}");
+}
