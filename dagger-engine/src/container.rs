@@ -744,11 +744,11 @@ async fn read(
     }
     let engine2 = engine.clone();
     let st2 = st.clone();
+    let follow = !(field == "stat" && b(args, "doNotFollowSymlinks"));
     let field = field.to_owned();
     tokio::task::spawn_blocking(move || {
         let mounted = mount_readonly(&engine2, &st2)?;
         let root = mounted.path().to_owned();
-        let follow = !b_opt(&field, "stat");
         let host = snapshot::resolve_in_root(&root, &path, follow).map_err(snap)?;
         let meta = std::fs::symlink_metadata(&host)
             .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
@@ -805,10 +805,6 @@ async fn read(
     })
     .await
     .map_err(|e| FieldError::new(format!("internal error: {e}")))?
-}
-
-fn b_opt(field: &str, name: &str) -> bool {
-    field == name
 }
 
 fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Evaluated, FieldError> {

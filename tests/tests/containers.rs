@@ -542,3 +542,109 @@ async fn without_overlayfs_layers_are_copied_with_the_same_results() {
         "keepmore\n"
     );
 }
+
+#[tokio::test]
+async fn every_state_field_reads_back() {
+    let mut env = start().await;
+    let secret = env.dag.set_secret("pw", "hunter2");
+    let file = env.dag.directory().with_new_file("f.txt", "F").file("f.txt");
+    let base = env.busybox();
+    let c = base
+        .with_exposed_port(8080)
+        .with_exposed_port_opts(
+            53,
+            dagger::ContainerWithExposedPortOpts::default()
+                .protocol(dagger::NetworkProtocol::Udp)
+                .description("dns"),
+        )
+        .with_mounted_file("/etc/app.conf", file.clone())
+        .with_mounted_temp("/scratch")
+        .with_files("/opt", vec![file.clone()])
+        .with_symlink("/opt/f.txt", "/opt/link")
+        .with_env_variable("GONE", "x")
+        .without_env_variable("GONE")
+        .with_secret_variable("PW", secret.clone())
+        .without_secret_variable("PW")
+        .with_workdir("/opt")
+        .without_workdir()
+        .with_user("user")
+        .without_user()
+        .with_entrypoint(["sh"])
+        .without_entrypoint()
+        .with_default_args(["x"])
+        .without_default_args();
+    let ports = c.exposed_ports().await.expect("ports");
+    assert_eq!(ports.len(), 2);
+    assert_eq!(ports[0].port().await.expect("port"), 8080);
+    assert_eq!(
+        ports[1].protocol().await.expect("protocol"),
+        dagger::NetworkProtocol::Udp
+    );
+    assert_eq!(
+        ports[1].description().await.expect("description"),
+        Some("dns".to_owned())
+    );
+    assert_eq!(c.mounts().await.expect("mounts"), ["/etc/app.conf", "/scratch"]);
+    assert_eq!(c.workdir().await.expect("workdir"), "/");
+    assert_eq!(c.user().await.expect("user"), "");
+    assert!(c.entrypoint().await.expect("entrypoint").is_empty());
+    assert!(c.default_args().await.expect("args").is_empty());
+    assert_eq!(c.env_variable("GONE").await.expect("env"), None);
+    assert!(c.platform().await.expect("platform").0.starts_with("linux/"));
+    let out = c
+        .with_exec([
+            "sh",
+            "-c",
+            "cat /etc/app.conf /opt/link; echo; echo ${PW:-no-secret}; \
+             mount | grep -c ' /scratch type tmpfs'",
+        ])
+        .stdout()
+        .await
+        .expect("runs");
+    assert_eq!(out, "FF\nno-secret\n1\n");
+    let stat = c.stat("/opt/link");
+    assert_eq!(stat.file_type().await.expect("type"), Some(dagger::FileType::Regular));
+    let rootfs = c.rootfs();
+    assert!(rootfs.entries().await.expect("entries").contains(&"bin/".to_owned()));
+    assert_eq!(rootfs.file("opt/f.txt").contents().await.expect("file"), "F");
+    // `sync` gives an ID that loads the same container back.
+    let id = c.sync().await.expect("sync").id().await.expect("id");
+    let again = env.dag.load_container_from_id(id);
+    assert_eq!(again.mounts().await.expect("mounts"), ["/etc/app.conf", "/scratch"]);
+    // A mount is not readable through `file` when it is a temp mount.
+    let err = c
+        .file("/scratch/x")
+        .contents()
+        .await
+        .expect_err("temp mounts cannot be read back");
+    assert!(err.to_string().contains("cannot be read back"), "{err}");
+    let gone = c.without_mount("/scratch");
+    assert_eq!(gone.mounts().await.expect("mounts"), ["/etc/app.conf"]);
+}
+
+#[tokio::test]
+async fn locked_cache_volumes_admit_one_exec_at_a_time() {
+    let mut env = start().await;
+    let base = env
+        .busybox()
+        .with_env_variable("RUN", format!("{:?}", std::time::SystemTime::now()));
+    // Two execs on a LOCKED volume: each holds a marker while it runs; the other must never see it.
+    let locked = |me: &str| {
+        base.with_mounted_cache_opts(
+            "/c",
+            env.dag.cache_volume("locked"),
+            ContainerWithMountedCacheOpts::default().sharing(dagger::CacheSharingMode::Locked),
+        )
+        .with_exec([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 0.5; rm /c/busy; echo {me}"
+            ),
+        ])
+    };
+    let (a, b) = (locked("a"), locked("b"));
+    let (ra, rb) = tokio::join!(a.stdout(), b.stdout());
+    assert_eq!(ra.expect("a"), "a\n");
+    assert_eq!(rb.expect("b"), "b\n");
+}
