@@ -353,8 +353,12 @@ async fn build(
             });
         }
         // The plaintext never enters the call: it stays in session memory.
+        // The plaintext never enters the call; a keyed digest of it does, so two values of one secret name
+        // are two objects, while the ID reveals nothing without the cache directory's own key.
         ("Query", "setSecret") => {
             secret = args.remove("plaintext").and_then(|v| v.as_str().map(str::to_owned));
+            let mac = engine.store.secret_mac(secret.as_deref().unwrap_or("").as_bytes())?;
+            args.insert("$mac".into(), json!(mac));
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
         ("Container", "from") => {

@@ -117,6 +117,37 @@ impl Store {
         }
     }
 
+    /// HMAC-SHA256 of `message` under this cache directory's secret key (made on first use, readable by
+    /// the owner only). Used to tell secret values apart in IDs without putting them there.
+    pub fn secret_mac(&self, message: &[u8]) -> Result<Digest, StoreError> {
+        use sha2::Digest as _;
+        let key_path = self.root.join("secret-key");
+        let key = match std::fs::read(&key_path) {
+            Ok(k) if k.len() == 32 => k,
+            _ => {
+                let mut k = vec![0u8; 32];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
+                    .map_err(err(Path::new("/dev/urandom")))?;
+                self.write_atomic(&key_path, &k)?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600));
+                }
+                // Another engine may have won the race: use what is on disk.
+                std::fs::read(&key_path).map_err(err(&key_path))?
+            }
+        };
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for (i, b) in key.iter().enumerate() {
+            ipad[i] ^= b;
+            opad[i] ^= b;
+        }
+        let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+        Ok(Digest::of_hasher(Sha256::new().chain_update(opad).chain_update(inner)))
+    }
+
     /// The path of a blob.
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join(d.as_str())

@@ -648,3 +648,22 @@ async fn locked_cache_volumes_admit_one_exec_at_a_time() {
     assert_eq!(ra.expect("a"), "a\n");
     assert_eq!(rb.expect("b"), "b\n");
 }
+
+#[tokio::test]
+async fn two_values_of_one_secret_name_are_two_secrets() {
+    let mut env = start().await;
+    let one = env.dag.set_secret("token", "first-value");
+    let two = env.dag.set_secret("token", "second-value");
+    let a = one.id().await.expect("id");
+    let b = two.id().await.expect("id");
+    assert_ne!(a, b);
+    assert!(!a.as_str().contains("first-value"));
+    let c = env.busybox();
+    let out = |s: dagger::Secret| {
+        c.with_secret_variable("T", s)
+            .with_exec(["sh", "-c", "test \"$T\" = first-value && echo first || echo second"])
+            .stdout()
+    };
+    assert_eq!(out(one).await.expect("first"), "first\n");
+    assert_eq!(out(two).await.expect("second"), "second\n");
+}
