@@ -49,6 +49,115 @@ impl Default for Config {
     }
 }
 
+/// The engine configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("engine configuration {}: {reason}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The engine configuration file: every field optional; environment variables override it.
+///
+/// ```json
+/// {
+///   "cacheDir": "/var/cache/dagger-rs",
+///   "runtime": "crun",
+///   "execTimeoutSeconds": 3600,
+///   "snapshotter": "overlay",
+///   "registryMirrors": { "docker.io": ["http://127.0.0.1:5000"] },
+///   "insecureRegistries": ["registry.internal:5000"]
+/// }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    cache_dir: Option<PathBuf>,
+    runtime: Option<String>,
+    exec_timeout_seconds: Option<u64>,
+    snapshotter: Option<String>,
+    #[serde(default)]
+    registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+}
+
+impl Config {
+    /// Where the configuration file is looked for: `$DAGGER_RS_CONFIG`, else
+    /// `$XDG_CONFIG_HOME/dagger-rs/engine.json`, else `~/.config/dagger-rs/engine.json`.
+    pub fn file_path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("DAGGER_RS_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("dagger-rs").join("engine.json"))
+    }
+
+    /// The defaults, then the configuration file (when there is one), then environment variables
+    /// (`DAGGER_RS_CACHE_DIR`, `DAGGER_RS_RUNTIME`, `DAGGER_RS_EXEC_TIMEOUT`, `DAGGER_RS_SNAPSHOTTER`,
+    /// `DAGGER_RS_REGISTRY_MIRRORS`, `DAGGER_RS_INSECURE_REGISTRIES`), each overriding the one before.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        let Some(path) = Self::file_path() else {
+            return Ok(config);
+        };
+        let explicit = std::env::var_os("DAGGER_RS_CONFIG").is_some_and(|p| !p.is_empty());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(config),
+            Err(e) => {
+                return Err(ConfigError {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let bad = |reason: String| ConfigError {
+            path: path.clone(),
+            reason,
+        };
+        let file: ConfigFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if let Some(d) = file.cache_dir
+            && !env_set("DAGGER_RS_CACHE_DIR")
+        {
+            config.cache_dir = d;
+        }
+        config.runtime = file.runtime;
+        config.exec_timeout = file.exec_timeout_seconds.map(std::time::Duration::from_secs);
+        config.snapshotter = match file.snapshotter.as_deref() {
+            None => None,
+            Some("overlay") => Some(crate::snapshot::Snapshotter::Overlay),
+            Some("copy") => Some(crate::snapshot::Snapshotter::Copy),
+            Some(other) => return Err(bad(format!("snapshotter `{other}` is not `overlay` or `copy`"))),
+        };
+        // Environment variables win over the file: a field left empty is read from its variable when used.
+        if env_set("DAGGER_RS_RUNTIME") {
+            config.runtime = None;
+        }
+        if env_set("DAGGER_RS_EXEC_TIMEOUT") {
+            config.exec_timeout = None;
+        }
+        if env_set("DAGGER_RS_SNAPSHOTTER") {
+            config.snapshotter = None;
+        }
+        let mut registries = crate::oci::registry::RegistryConfig::from_env().map_err(|e| bad(e.to_string()))?;
+        if !env_set("DAGGER_RS_REGISTRY_MIRRORS") {
+            registries.mirrors = file.registry_mirrors;
+        }
+        if !env_set("DAGGER_RS_INSECURE_REGISTRIES") {
+            registries.insecure = file.insecure_registries.into_iter().collect();
+        }
+        config.registries = Some(registries);
+        Ok(config)
+    }
+}
+
 /// What an evaluated object holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind")]

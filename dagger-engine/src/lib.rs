@@ -33,7 +33,7 @@ pub mod snapshot;
 pub mod store;
 pub mod tree;
 
-pub use engine::{Config, Engine, Event, EventKind};
+pub use engine::{Config, ConfigError, Engine, Event, EventKind};
 
 /// A running in-process session: its port and token, and the handle that stops it.
 pub struct Session {

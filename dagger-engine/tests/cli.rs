@@ -441,3 +441,48 @@ fn every_subcommand_has_help() {
         assert!(top.contains(sub), "`{sub}` is listed: {top}");
     }
 }
+
+#[test]
+fn the_configuration_file_is_read_and_its_errors_name_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("from-file");
+    let file = dir.path().join("engine.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({ "cacheDir": cache_dir, "registryMirrors": { "docker.io": ["http://127.0.0.1:1"] } })
+            .to_string(),
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .env("DAGGER_RS_CONFIG", &file)
+        .env_remove("DAGGER_RS_CACHE_DIR")
+        .args(["cache", "info"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(&cache_dir.display().to_string()),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(&file, r#"{ "cacheDir": "/x", "runtime": "runc", "bogus": 1 }"#).expect("write config");
+    let out = Command::new(BIN)
+        .env("DAGGER_RS_CONFIG", &file)
+        .args(["cache", "info"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("bogus"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .env("DAGGER_RS_CONFIG", dir.path().join("missing.json"))
+        .args(["cache", "info"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "an explicitly named file must exist");
+}

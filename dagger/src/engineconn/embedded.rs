@@ -14,7 +14,9 @@ pub(crate) struct EmbeddedGuard {
 
 /// Starts the engine on `127.0.0.1:0`.
 pub(crate) async fn start(opts: &Options, logs: &Logs) -> Result<(Endpoint, EmbeddedGuard), SessionError> {
-    let mut config = dagger_engine::Config::default();
+    let mut config = dagger_engine::Config::load().map_err(|e| SessionError::Embedded {
+        source: std::io::Error::other(e),
+    })?;
     if let Some(dir) = &opts.workdir {
         config.workdir = dir.clone();
     }

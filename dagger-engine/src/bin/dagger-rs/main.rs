@@ -154,7 +154,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn config(cli_cache: &Option<PathBuf>, workdir: Option<PathBuf>) -> Result<Config, String> {
-    let mut c = Config::default();
+    let mut c = Config::load().map_err(|e| e.to_string())?;
     if let Some(d) = cli_cache {
         c.cache_dir = d.clone();
     }
@@ -274,10 +274,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache { command } => {
-            let dir = cli
-                .cache_dir
-                .clone()
-                .unwrap_or_else(dagger_engine::store::Store::default_dir);
+            let dir = config(&cli.cache_dir, None)?.cache_dir;
             let store = dagger_engine::store::Store::open(&dir).map_err(|e| e.to_string())?;
             match command {
                 CacheCommand::Prune { max_size } => {
