@@ -306,6 +306,8 @@ pub struct Engine {
     cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
     pub computed: std::sync::atomic::AtomicUsize,
+    /// How many GraphQL requests were answered (authorized and well-formed), for tests and benchmarks.
+    pub requests: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -335,6 +337,7 @@ impl Engine {
             cache_users: Mutex::default(),
             cache_locks: Mutex::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
+            requests: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

@@ -86,6 +86,7 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         }
     };
     let engine = state.engine.clone();
+    engine.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Deep chains nest deeply: execute on a thread with a large stack (committed only as used).

@@ -307,7 +307,13 @@ impl Run {
                 Err(e) => Err(e),
             };
             let ok = match response {
-                Ok(response) => results.read(&doc, response, &self),
+                Ok(response) => {
+                    let (ok, lost) = results.read(&doc, response, &self);
+                    if !lost.is_empty() {
+                        self.recover(&client, lost, &mut results).await;
+                    }
+                    ok
+                }
                 Err(e) => {
                     results.fail_doc(&doc, e, &self);
                     false
@@ -319,6 +325,36 @@ impl Run {
             }
         }
         results
+    }
+}
+
+impl Run {
+    /// Fetches again the outputs of a failed level that did not fail themselves.
+    ///
+    /// When one field of a document fails, GraphQL's null propagation usually empties the whole answer (every
+    /// field up to the root is non-null), taking the values of the siblings that succeeded with it. Those
+    /// siblings are asked for once more, alone, in one request; the engine has their results cached.
+    async fn recover(&self, client: &Client, lost: Vec<usize>, results: &mut Results) {
+        let doc = Doc {
+            title: "recover the outputs that succeeded beside a failure".into(),
+            ids: Vec::new(),
+            outputs: lost,
+        };
+        let fields = doc.fields(self);
+        let response = match print_resolved(&fields) {
+            Ok(query) => client.request(&query).await,
+            Err(e) => Err(e),
+        };
+        match response {
+            Ok(response) => {
+                let (_, still_lost) = results.read(&doc, response, self);
+                for i in still_lost {
+                    let path = format!("o{i}");
+                    results.fail(i, Error::MissingData { path });
+                }
+            }
+            Err(e) => results.fail_doc(&doc, e, self),
+        }
     }
 }
 
@@ -440,10 +476,13 @@ impl Results {
         self.fail_many(outs, error);
     }
 
-    /// Reads one answer: IDs first, then outputs. Returns whether everything in it succeeded.
-    fn read(&mut self, doc: &Doc, response: crate::transport::Response, run: &Run) -> bool {
+    /// Reads one answer: IDs first, then outputs. Returns whether everything in it succeeded, and the outputs
+    /// whose values were lost to another field's failure (no error of their own, no value either).
+    fn read(&mut self, doc: &Doc, response: crate::transport::Response, run: &Run) -> (bool, Vec<usize>) {
         let mut errors = response.errors;
+        let had_errors = !errors.is_empty();
         let mut ok = true;
+        let mut lost = Vec::new();
         for (alias, obj) in &doc.ids {
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
                 Some(pos) => Err(errors.swap_remove(pos).into_error()),
@@ -455,6 +494,8 @@ impl Results {
             };
             match result {
                 Ok(id) => obj.selection.set_id(id),
+                // An ID lost to a sibling's failure is only needed by later levels, which will not run.
+                Err(_) if had_errors && is_absent(&response.data, alias) => ok = false,
                 Err(e) => {
                     self.fail_many(outputs_needing(std::slice::from_ref(obj), run), e);
                     ok = false;
@@ -466,6 +507,10 @@ impl Results {
             let alias = format!("o{i}");
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
                 Some(pos) => Err(errors.swap_remove(pos).into_error()),
+                None if had_errors && is_absent(&response.data, &alias) => {
+                    lost.push(i);
+                    continue;
+                }
                 None => {
                     let path = leaf.response_path();
                     resolve_raw_response(&response.data, &alias, &path[1..]).and_then(|v| leaf.decode_any(v))
@@ -479,14 +524,22 @@ impl Results {
                 }
             }
         }
+        if !lost.is_empty() {
+            ok = false;
+        }
         if ok && !errors.is_empty() {
             // An error that names no field of this document: blame its first output.
             let first = doc.outputs.first().copied().unwrap_or(0);
             self.fail(first, errors.swap_remove(0).into_error());
             ok = false;
         }
-        ok
+        (ok, lost)
     }
+}
+
+/// Whether an answer holds nothing at `alias` (absent, or `data` itself null).
+fn is_absent(data: &serde_json::Value, alias: &str) -> bool {
+    data.get(alias).is_none_or(serde_json::Value::is_null)
 }
 
 fn first_key(e: &GraphQlError) -> Option<&str> {

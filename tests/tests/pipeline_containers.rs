@@ -1,0 +1,173 @@
+//! A `pipeline!` of real container steps on the embedded engine: it runs, its requests are what its plan
+//! says (levels + ID rounds, never one per leaf), its image lands in a real registry, and a failing step is
+//! reported by binding with its siblings' results kept.
+
+use std::sync::atomic::Ordering;
+
+use dagger::prelude::*;
+use dagger_engine::{Config, Session};
+use tests::registry::{LocalRegistry, push_busybox};
+
+/// A "toolchain": the base image with the sources.
+#[step]
+fn toolchain(dag: &Query, base: String, src: Directory) -> Container {
+    dag.container()
+        .from(base)
+        .with_directory("/src", src)
+        .with_workdir("/src")
+}
+
+/// "Unit tests": every source file must say hello.
+#[step]
+fn unit_tests(toolchain: Container) -> Container {
+    toolchain.with_exec([
+        "sh",
+        "-c",
+        "for f in *.txt; do grep -q hello \"$f\" || exit 1; done; echo tests ok",
+    ])
+}
+
+/// "Lint": a deliberately failing check when asked to be strict.
+#[step]
+fn lint(toolchain: Container, strict: bool) -> Container {
+    let script = if strict {
+        "echo 'lint: line too long' >&2; exit 2"
+    } else {
+        "echo lint ok"
+    };
+    toolchain.with_exec(["sh", "-c", script])
+}
+
+/// "Build": an executable script made from the sources.
+#[step]
+fn binary(toolchain: Container) -> File {
+    toolchain
+        .with_exec(["sh", "-c", "mkdir -p out && { echo '#!/bin/sh'; echo 'cat <<EOF'; cat *.txt; echo 'EOF'; } > out/app && chmod +x out/app"])
+        .file("out/app")
+}
+
+/// The runtime image.
+#[step]
+fn image(dag: &Query, base: String, binary: File) -> Container {
+    dag.container()
+        .from(base)
+        .with_file("/usr/local/bin/app", binary)
+        .with_entrypoint(["/usr/local/bin/app"])
+}
+
+pipeline! {
+    /// Test and lint side by side, build, then publish only after both passed.
+    pub ci(base: String, src: Directory, strict: bool, address: String) {
+        let tc = toolchain(base, src);
+        let tests = unit_tests(tc);
+        let checks = lint(tc, strict);
+        let img = image(base, binary(tc));
+        out test_log = tests.stdout();
+        out lint_log = checks.stdout();
+        out published = img.publish(address) after test_log, lint_log;
+    }
+}
+
+struct Env {
+    _registry: LocalRegistry,
+    base: String,
+    host: String,
+    session: Session,
+    dag: Query,
+    _cache: tempfile::TempDir,
+}
+
+async fn start() -> Env {
+    let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    push_busybox(&registry, "busybox:latest").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let session = Session::start(Config {
+        cache_dir: cache.path().to_owned(),
+        workdir: cache.path().to_owned(),
+        ..Config::default()
+    })
+    .await
+    .expect("engine");
+    let dag = Connection::builder()
+        .endpoint(session.url(), session.token.clone())
+        .quiet()
+        .connect()
+        .await
+        .expect("connect")
+        .query();
+    Env {
+        base: format!("{}/busybox:latest", registry.host()),
+        host: registry.host(),
+        _registry: registry,
+        session,
+        dag,
+        _cache: cache,
+    }
+}
+
+fn sources(dag: &Query) -> Directory {
+    dag.directory()
+        .with_new_file("a.txt", "hello from a\n")
+        .with_new_file("b.txt", "hello from b\n")
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_in_containers_and_publishes_after_its_checks() {
+    let env = start().await;
+    let address = format!("{}/ci-app:latest", env.host);
+    let plan = ci::plan(env.base.clone(), sources(&env.dag), false, address.clone());
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = ci::run(&env.dag, env.base.clone(), sources(&env.dag), false, address.clone())
+        .await
+        .expect("pipeline runs");
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(out.test_log, "tests ok\n");
+    assert_eq!(out.lint_log, "lint ok\n");
+    assert!(
+        out.published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        "{}",
+        out.published
+    );
+    // Exactly the documents of the plan: two levels and the ID rounds, not one request per leaf.
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert!(
+        sent <= ci::LEVELS.len() + 2,
+        "{sent} requests for {} levels",
+        ci::LEVELS.len()
+    );
+
+    // The published image runs its entrypoint.
+    let ran = env
+        .dag
+        .container()
+        .from(address)
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("published image runs");
+    assert_eq!(ran, "hello from a\nhello from b\n");
+}
+
+#[tokio::test]
+async fn a_failing_check_is_named_and_stops_the_publish() {
+    let env = start().await;
+    let address = format!("{}/ci-app:strict", env.host);
+    let err = ci::run(&env.dag, env.base.clone(), sources(&env.dag), true, address)
+        .await
+        .expect_err("strict lint fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    let f = &err.failures[0];
+    assert_eq!((f.output, f.binding, f.step), ("lint_log", "checks", "lint"));
+    let dagger::Error::Exec(exec) = &f.error else {
+        panic!("expected an exec error, got {:?}", f.error);
+    };
+    assert_eq!(exec.exit_code, 2);
+    assert_eq!(exec.stderr, "lint: line too long\n");
+    // The sibling in the same level still reports; the publish never ran.
+    assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
+    assert!(err.partial.published.is_none());
+    assert_eq!(err.skipped, vec!["published"]);
+}
