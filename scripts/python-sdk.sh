@@ -2,8 +2,11 @@
 # Drives the engine with the official Python SDK (dagger-io 0.21.x), the way real users' programs do:
 # tests/python/session_client.py lets the SDK start `dagger-rs session` itself (_EXPERIMENTAL_DAGGER_CLI_BIN),
 # and tests/python/run_client.py runs under `dagger-rs run` (DAGGER_SESSION_PORT/DAGGER_SESSION_TOKEN).
+# tests/python/containers.py runs container pipelines under `dagger-rs run`; it needs a registry holding
+# busybox:latest, named by DRS_TEST_REGISTRY (it publishes py-app:latest there), and is skipped without one.
+# `cargo run -p xtask -- images` starts such a registry: DRS_TEST_REGISTRY=127.0.0.1:5000.
 #
-#   scripts/python-sdk.sh           set up the venv if needed, build dagger-rs, run both clients
+#   scripts/python-sdk.sh           set up the venv if needed, build dagger-rs, run the clients
 #   scripts/python-sdk.sh --setup   only create (or update) the venv at target/python-sdk-venv
 #
 # The same clients run in `cargo test -p dagger-engine --test python_sdk`, which needs the venv.
@@ -47,3 +50,10 @@ echo "==> the SDK starts \`dagger-rs session\`"
 _EXPERIMENTAL_DAGGER_CLI_BIN="$BIN" "$PY" session_client.py
 echo "==> the SDK inside \`dagger-rs run\`"
 "$BIN" --progress plain run "$PY" run_client.py
+if [ -n "${DRS_TEST_REGISTRY:-}" ]; then
+  echo "==> container pipelines inside \`dagger-rs run\` (registry $DRS_TEST_REGISTRY)"
+  "$BIN" --progress plain run "$PY" containers.py
+else
+  echo "==> skipping containers.py: set DRS_TEST_REGISTRY to a registry holding busybox:latest" \
+    "(\`cargo run -p xtask -- images\` serves one on 127.0.0.1:5000)"
+fi

@@ -1125,7 +1125,7 @@ async fn exec(
     if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
         let _ = std::fs::create_dir_all(host);
     }
-    let netns = match engine.network.create().await {
+    let netns = match engine.network.take().await {
         Ok(ns) => Some(ns),
         Err(e) => {
             drop(prepared);
@@ -1150,7 +1150,7 @@ async fn exec(
     };
     let result = runtime.run(&req, on_line).await;
     if let Some(ns) = netns {
-        engine.network.remove(ns).await;
+        engine.network.release(ns);
     }
     // Tear down: unmount, then keep the upper directory as the new layer.
     let engine3 = engine.clone();

@@ -301,7 +301,7 @@ pub struct Engine {
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
     registry: std::sync::OnceLock<Result<crate::oci::registry::RegistryClient, String>>,
     /// Container networking.
-    pub network: crate::network::Network,
+    pub network: Arc<crate::network::Network>,
     cache_users: Mutex<HashMap<String, usize>>,
     cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
@@ -332,7 +332,7 @@ impl Engine {
             secrets: Mutex::default(),
             events,
             runtime: std::sync::OnceLock::new(),
-            network: crate::network::Network::new(),
+            network: Arc::new(crate::network::Network::new()),
             registry: std::sync::OnceLock::new(),
             cache_users: Mutex::default(),
             cache_locks: Mutex::default(),

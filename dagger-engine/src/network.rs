@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 
@@ -36,6 +36,9 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Network {
     mode: Mutex<Option<Mode>>,
+    /// Namespaces made ahead of time, so an exec does not wait for one.
+    pool: Mutex<Vec<Namespace>>,
+    filling: std::sync::atomic::AtomicUsize,
     in_use: Mutex<BTreeSet<u32>>,
     setup_error: Mutex<Option<String>>,
 }
@@ -112,6 +115,8 @@ impl Network {
     pub fn new() -> Self {
         Self {
             mode: Mutex::new(None),
+            pool: Mutex::default(),
+            filling: std::sync::atomic::AtomicUsize::new(0),
             in_use: Mutex::default(),
             setup_error: Mutex::default(),
         }
@@ -129,6 +134,7 @@ impl Network {
         if let Some(m) = *mode {
             return m;
         }
+        collect_stale();
         let wanted = std::env::var("DAGGER_RS_NETWORK").unwrap_or_default();
         let m = if wanted == "none" {
             Mode::None
@@ -145,6 +151,48 @@ impl Network {
         };
         *mode = Some(m);
         m
+    }
+
+    /// A namespace for one exec: a ready one from the pool when there is one (the pool is topped up in the
+    /// background), else a new one.
+    pub async fn take(self: &Arc<Self>) -> Result<Namespace, String> {
+        let ready = self.pool.lock().ok().and_then(|mut p| p.pop());
+        self.refill();
+        match ready {
+            Some(ns) => Ok(ns),
+            None => self.create().await,
+        }
+    }
+
+    /// Deletes a used namespace in the background.
+    pub fn release(self: &Arc<Self>, ns: Namespace) {
+        let this = self.clone();
+        tokio::spawn(async move { this.remove(ns).await });
+    }
+
+    fn refill(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let have = self.pool.lock().map(|p| p.len()).unwrap_or(POOL);
+        let filling = self.filling.load(Ordering::Relaxed);
+        for _ in (have + filling)..POOL {
+            self.filling.fetch_add(1, Ordering::Relaxed);
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Ok(ns) = this.create().await {
+                    let unpooled = match this.pool.lock() {
+                        Ok(mut p) => {
+                            p.push(ns);
+                            None
+                        }
+                        Err(_) => Some(ns),
+                    };
+                    if let Some(ns) = unpooled {
+                        this.remove(ns).await;
+                    }
+                }
+                this.filling.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
     }
 
     /// Creates a namespace for one exec.
@@ -175,6 +223,10 @@ impl Network {
         };
         ns.address = Some(n);
         let host_if = format!("drsv{n:x}");
+        // The address is ours now, so a link of that name is left from an engine that died mid-way.
+        if std::path::Path::new("/sys/class/net").join(&host_if).exists() {
+            let _ = ip(&["link", "delete", &host_if], None).await;
+        }
         ip(
             &["-batch", "-"],
             Some(format!(
@@ -232,6 +284,50 @@ fn lease(n: u32) -> bool {
         }
     }
     false
+}
+
+/// Deletes namespaces left by engines that are gone (their names carry the engine's process ID), and their
+/// address leases.
+fn collect_stale() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("drs-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if !pid.is_empty() && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = run_sync("ip", &["netns", "delete", &name]);
+        }
+    }
+    if let Ok(leases) = std::fs::read_dir(LEASES) {
+        for l in leases.flatten() {
+            let holder = std::fs::read_to_string(l.path()).unwrap_or_default();
+            if holder.trim().is_empty() || !std::path::Path::new("/proc").join(holder.trim()).exists() {
+                let _ = std::fs::remove_file(l.path());
+            }
+        }
+    }
+}
+
+/// How many namespaces are kept ready.
+const POOL: usize = 2;
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let pooled = self
+            .pool
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for ns in pooled {
+            let _ = run_sync("ip", &["netns", "delete", &ns.name]);
+            if let Some(n) = ns.address {
+                let _ = std::fs::remove_file(lease_path(n));
+            }
+        }
+    }
 }
 
 /// Creates the bridge, enables forwarding and adds the NAT rule, each only when missing.

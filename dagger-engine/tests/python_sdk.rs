@@ -1,10 +1,13 @@
 //! The official Python SDK (dagger-io 0.21.x) as a real client of `dagger-rs`: it introspects the schema,
 //! builds directories, syncs and loads objects back by ID, reads the host, exports, uses secrets, and gets a
-//! clear error for a field the engine does not implement. The clients live in `tests/python/`; the SDK is
-//! installed in `target/python-sdk-venv` by `scripts/python-sdk.sh --setup`.
+//! clear error for a field the engine does not implement; and it drives container pipelines (pull, exec,
+//! mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. The clients
+//! live in `tests/python/`; the SDK is installed in `target/python-sdk-venv` by `scripts/python-sdk.sh --setup`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use tests::registry::{LocalRegistry, push_busybox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 
@@ -69,4 +72,25 @@ fn the_sdk_runs_inside_dagger_rs_run() {
         .output()
         .expect("dagger-rs runs");
     check("dagger-rs run python run_client.py", &out);
+}
+
+#[test]
+fn the_sdk_runs_container_pipelines() {
+    let python = python();
+    let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(push_busybox(&registry, "busybox:latest"));
+    let cache = tempfile::tempdir().expect("cache");
+    let out = in_clients_dir(&mut Command::new(BIN), &cache)
+        .arg("run")
+        .arg(python)
+        .arg("containers.py")
+        .env("DRS_TEST_REGISTRY", registry.host())
+        .env_remove("_EXPERIMENTAL_DAGGER_CLI_BIN")
+        .output()
+        .expect("dagger-rs runs");
+    check("dagger-rs run python containers.py", &out);
 }

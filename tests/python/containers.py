@@ -1,0 +1,188 @@
+"""Container pipelines through the official Python SDK: `dagger-rs run python containers.py`.
+
+DRS_TEST_REGISTRY names a plain-HTTP registry (such as `127.0.0.1:5000`) that already holds
+`busybox:latest`; the script pulls from it, runs real containers, and publishes `py-app:latest` back to it.
+It connects the way any SDK program does (`dagger.connection()`), so it also works when the SDK starts the
+CLI itself through `_EXPERIMENTAL_DAGGER_CLI_BIN`. Each check prints `ok` or `FAIL`; any failure makes the
+exit code non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import re
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+
+import dagger
+from checks import expect
+from dagger import dag
+
+REGISTRY_VAR = "DRS_TEST_REGISTRY"
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Distinguishes this run's files in cache volumes and the registry from earlier runs'.
+RUN = f"{os.getpid()}-{time.time_ns()}"
+
+
+def busybox(reg: str) -> dagger.Container:
+    return dag.container().from_(f"{reg}/busybox:latest")
+
+
+async def check_env_workdir_and_exec(reg: str, scratch: pathlib.Path) -> None:
+    c = (
+        busybox(reg)
+        .with_env_variable("GREETING", "hello")
+        .with_workdir("/work/here")
+        .with_exec(["sh", "-c", "echo $GREETING from $(pwd) as $(id -u); echo $PATH"])
+    )
+    expect(await c.stdout(), f"hello from /work/here as 0\n{IMAGE_PATH}\n", "stdout")
+    expect(await c.env_variable("GREETING"), "hello", "env_variable")
+    expect(await c.workdir(), "/work/here", "workdir")
+    expect(await c.exit_code(), 0, "exit_code")
+    # Each exec starts from the previous one's filesystem.
+    chained = c.with_exec(["sh", "-c", "echo one > f"]).with_exec(["cat", "/work/here/f"])
+    expect(await chained.stdout(), "one\n", "stdout of a chained exec")
+
+
+async def check_mounted_directory_and_results(reg: str, scratch: pathlib.Path) -> None:
+    src = dag.directory().with_new_file("in.txt", "hello\n").with_new_file("sub/b.txt", "B")
+    c = (
+        busybox(reg)
+        .with_mounted_directory("/src", src)
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                "cat /src/in.txt /src/sub/b.txt > /src/out.txt; "
+                "mkdir -p /dist; tr a-z A-Z < /src/in.txt > /dist/upper.txt",
+            ]
+        )
+    )
+    expect(await c.file("/src/out.txt").contents(), "hello\nB", "file written into the mount")
+    expect(await c.directory("/src").entries(), ["in.txt", "out.txt", "sub/"], "mount entries")
+    expect(await c.directory("/dist").entries(), ["upper.txt"], "entries of a directory the exec made")
+    expect(await c.file("/dist/upper.txt").contents(), "HELLO\n", "file the exec made")
+    expect(await c.mounts(), ["/src"], "mounts")
+    # The directory passed in is unchanged: the mount is a copy-on-write view.
+    expect(await src.entries(), ["in.txt", "sub/"], "source directory entries")
+
+
+async def check_cache_volume_across_execs(reg: str, scratch: pathlib.Path) -> None:
+    cache = dag.cache_volume("py-cache")
+    base = busybox(reg).with_mounted_cache("/cache", cache).with_env_variable("RUN", RUN)
+    c = base.with_exec(["sh", "-c", "echo $RUN > /cache/stamp-$RUN"]).with_exec(
+        ["sh", "-c", "cat /cache/stamp-$RUN"]
+    )
+    expect(await c.stdout(), f"{RUN}\n", "the second exec reads the first one's file")
+    # Another container mounting the same volume sees it too; the file is not in the image.
+    other = (
+        busybox(reg)
+        .with_mounted_cache("/cache", dag.cache_volume("py-cache"))
+        .with_env_variable("RUN", RUN)
+        .with_exec(["sh", "-c", "cat /cache/stamp-$RUN"])
+    )
+    expect(await other.stdout(), f"{RUN}\n", "another container on the same volume")
+    unmounted = c.without_mount("/cache").with_exec(["sh", "-c", "ls /cache 2>/dev/null | wc -l"])
+    expect((await unmounted.stdout()).strip(), "0", "files in /cache without the mount")
+
+
+async def check_secret_variable(reg: str, scratch: pathlib.Path) -> None:
+    c = (
+        busybox(reg)
+        .with_secret_variable("TOKEN", dag.set_secret("t", "s3cret"))
+        .with_exec(["sh", "-c", 'echo token=$TOKEN; test "$TOKEN" = s3cret && echo match'])
+    )
+    expect(await c.stdout(), "token=***\nmatch\n", "stdout")
+    # The secret is not an ordinary variable of the container.
+    expect(await c.env_variable("TOKEN"), None, "env_variable of a secret")
+
+
+async def check_exec_error(reg: str, scratch: pathlib.Path) -> None:
+    cmd = ["sh", "-c", "echo out; echo err >&2; exit 3"]
+    try:
+        await busybox(reg).with_exec(cmd).sync()
+    except dagger.ExecError as e:
+        expect(e.exit_code, 3, "exit_code")
+        expect(e.stdout, "out\n", "stdout")
+        expect(e.stderr, "err\n", "stderr")
+        expect(e.command, cmd, "command")
+        if "exit code: 3" not in e.message:
+            raise AssertionError(f"the message does not give the exit code: {e.message!r}") from e
+    else:
+        raise AssertionError("`exit 3` succeeded; expected dagger.ExecError")
+    # With expect=ANY the same kind of command succeeds and reports its code.
+    anyway = busybox(reg).with_exec(["sh", "-c", "exit 5"], expect=dagger.ReturnType.ANY)
+    expect(await anyway.exit_code(), 5, "exit_code with expect=ANY")
+
+
+async def check_export_tarball(reg: str, scratch: pathlib.Path) -> None:
+    out = scratch / "image.tar"
+    c = busybox(reg).with_new_file("/marker", "exported\n")
+    path = await c.export(str(out))
+    expect(pathlib.Path(path).resolve(), out.resolve(), "export returns the path written")
+    if not out.is_file() or out.stat().st_size == 0:
+        raise AssertionError(f"no tarball at {out}")
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    for wanted in ("oci-layout", "index.json"):
+        if wanted not in names:
+            raise AssertionError(f"{wanted} missing from the tarball: {names}")
+    # The engine reads it back.
+    back = dag.container().import_(dag.host().file(str(out))).with_exec(["cat", "/marker"])
+    expect(await back.stdout(), "exported\n", "stdout of the imported tarball")
+
+
+async def check_publish_and_pull_back(reg: str, scratch: pathlib.Path) -> None:
+    address = f"{reg}/py-app:latest"
+    c = (
+        busybox(reg)
+        .with_new_file("/app/msg.txt", f"published {RUN}\n")
+        .with_env_variable("APP_MODE", "py")
+        .with_workdir("/app")
+    )
+    published = await c.publish(address)
+    if not re.fullmatch(rf"{re.escape(reg)}/py-app@sha256:[0-9a-f]{{64}}", published):
+        raise AssertionError(f"publish returned {published!r}, not {reg}/py-app@sha256:…")
+    for ref in (published, address):
+        pulled = dag.container().from_(ref).with_exec(["sh", "-c", "cat msg.txt; echo $APP_MODE"])
+        expect(await pulled.stdout(), f"published {RUN}\npy\n", f"stdout of {ref}")
+
+
+CHECKS = [
+    check_env_workdir_and_exec,
+    check_mounted_directory_and_results,
+    check_cache_volume_across_execs,
+    check_secret_variable,
+    check_exec_error,
+    check_export_tarball,
+    check_publish_and_pull_back,
+]
+
+
+async def main() -> int:
+    reg = os.environ.get(REGISTRY_VAR, "")
+    if not reg:
+        print(f"set {REGISTRY_VAR} to a registry host holding busybox:latest", file=sys.stderr)
+        return 2
+    failed = 0
+    async with dagger.connection(dagger.Config(log_output=sys.stderr)):
+        with tempfile.TemporaryDirectory() as tmp:
+            for check in CHECKS:
+                try:
+                    await check(reg, pathlib.Path(tmp))
+                except Exception:  # noqa: BLE001 - every failure is reported, then counted
+                    failed += 1
+                    print(f"FAIL [containers] {check.__name__}", flush=True)
+                    traceback.print_exc(file=sys.stdout)
+                else:
+                    print(f"ok   [containers] {check.__name__}", flush=True)
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(1 if asyncio.run(main()) else 0)
