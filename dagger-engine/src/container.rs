@@ -1072,6 +1072,11 @@ async fn exec(
         e => e.to_owned(),
     };
     let privileged = b(args, "insecureRootCapabilities");
+    if b(args, "experimentalPrivilegedNesting") {
+        return Err(FieldError::new(
+            "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
+        ));
+    }
 
     let scratch = engine
         .store
@@ -1125,7 +1130,15 @@ async fn exec(
     if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
         let _ = std::fs::create_dir_all(host);
     }
-    let netns = match engine.network.take().await {
+    let netns = engine.network.take().await;
+    if let Some(why) = engine.network.take_setup_warning() {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: containers get no network beyond loopback: {why}"),
+        );
+    }
+    let netns = match netns {
         Ok(ns) => Some(ns),
         Err(e) => {
             drop(prepared);
@@ -1574,14 +1587,38 @@ async fn registry_auth(
 }
 
 /// The manifest digest `address` names now (for `from`, so a moved tag is a new object); `None` when the
-/// registry cannot be asked (the pull reports why).
-pub async fn resolve_address(engine: &Engine, address: &str) -> Option<String> {
+/// registry cannot be asked (the pull reports why). Credentials given by `withRegistryAuth` earlier in the
+/// chain (`parent`) are used.
+pub async fn resolve_address(engine: &Arc<Engine>, parent: Option<&Digest>, address: &str) -> Option<String> {
     let reference = crate::oci::Reference::parse(address).ok()?;
     if let Some(d) = reference.digest() {
         return Some(d.to_owned());
     }
+    // The credentials are found in the recorded calls: nothing needs to run for them.
+    let mut auths = Vec::new();
+    let mut cursor = parent.cloned();
+    while let Some(d) = cursor {
+        let call = engine.call(&d)?;
+        if call.field == "withRegistryAuth" {
+            let arg = |k: &str| call.args.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let secret = call
+                .args
+                .get("secret")
+                .and_then(|v| v.get("$id"))
+                .and_then(Value::as_str)
+                .and_then(Digest::parse);
+            if let Some(secret) = secret {
+                auths.insert(0, (arg("address"), arg("username"), secret));
+            }
+        }
+        if call.field == "from" || call.field == "container" {
+            break;
+        }
+        cursor = call.parent;
+    }
+    let auth = registry_auth(engine, auths, &reference).await.ok()?;
     let registry = engine.registry().ok()?;
-    registry.resolve(&reference, None).await.ok()
+    registry.resolve(&reference, auth.as_ref()).await.ok()
 }
 
 /// `from(address)`: pulls the image (layers already in the store are not fetched again), unpacks its layers

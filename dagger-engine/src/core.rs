@@ -306,7 +306,7 @@ pub(crate) fn default_platform() -> &'static str {
 
 /// Records a builder call (doing eager work where the call's identity depends on outside state).
 async fn build(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     parent: &Obj,
     field: &str,
     ret: &str,
@@ -352,7 +352,6 @@ async fn build(
                 },
             });
         }
-        // The plaintext never enters the call: it stays in session memory.
         // The plaintext never enters the call; a keyed digest of it does, so two values of one secret name
         // are two objects, while the ID reveals nothing without the cache directory's own key.
         ("Query", "setSecret") => {
@@ -362,7 +361,9 @@ async fn build(
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
         ("Container", "from") => {
-            if let Some(d) = crate::container::resolve_address(engine, s(&args, "address")).await {
+            if let Some(d) =
+                crate::container::resolve_address(engine, parent.digest.as_ref(), s(&args, "address")).await
+            {
                 args.insert("$digest".into(), json!(d));
             }
         }
@@ -372,6 +373,16 @@ async fn build(
                 return Err(FieldError::new(format!(
                     "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
                 )));
+            }
+            // The value as it is now is part of the identity (keyed, never in plaintext), so a changed value
+            // re-runs what used it.
+            let current = if let Some(var) = uri.strip_prefix("env://") {
+                std::env::var(var).ok().map(String::into_bytes)
+            } else {
+                uri.strip_prefix("file://").and_then(|p| std::fs::read(p).ok())
+            };
+            if let Some(value) = current {
+                args.insert("$mac".into(), json!(engine.store.secret_mac(&value)?));
             }
         }
         _ => {}

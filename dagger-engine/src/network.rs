@@ -39,6 +39,7 @@ pub struct Network {
     /// Namespaces made ahead of time, so an exec does not wait for one.
     pool: Mutex<Vec<Namespace>>,
     filling: std::sync::atomic::AtomicUsize,
+    warned: std::sync::atomic::AtomicBool,
     in_use: Mutex<BTreeSet<u32>>,
     setup_error: Mutex<Option<String>>,
 }
@@ -117,6 +118,7 @@ impl Network {
             mode: Mutex::new(None),
             pool: Mutex::default(),
             filling: std::sync::atomic::AtomicUsize::new(0),
+            warned: std::sync::atomic::AtomicBool::new(false),
             in_use: Mutex::default(),
             setup_error: Mutex::default(),
         }
@@ -125,6 +127,15 @@ impl Network {
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
         self.setup_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Why bridge networking is off, the first time it is asked (to be reported once).
+    pub fn take_setup_warning(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        self.setup_error()
     }
 
     fn mode(&self) -> Mode {

@@ -256,12 +256,21 @@ impl Runtime {
             }
         };
         let combined = Arc::new(Mutex::new(Vec::new()));
-        let out = pump(child.stdout.take(), combined.clone(), on_line.clone(), false);
-        let err = pump(child.stderr.take(), combined.clone(), on_line, true);
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = pump(
+            child.stdout.take(),
+            stdout.clone(),
+            combined.clone(),
+            on_line.clone(),
+            false,
+        );
+        let err = pump(child.stderr.take(), stderr.clone(), combined.clone(), on_line, true);
         let wait = async {
-            let ((), stdout, stderr, status) = tokio::join!(feed, out, err, child.wait());
-            (stdout, stderr, status)
+            let ((), (), (), status) = tokio::join!(feed, out, err, child.wait());
+            status
         };
+        let taken = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
         let (result, timed_out) = match self.timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => (Some(r), None),
@@ -269,13 +278,14 @@ impl Runtime {
             },
             None => (Some(wait.await), None),
         };
-        let Some((stdout, stderr, status)) = result else {
+        let Some(status) = result else {
             self.kill(&id).await;
             return Ok(RunOutput {
                 exit_code: 137,
                 timed_out,
-                combined: combined.lock().map(|c| c.clone()).unwrap_or_default(),
-                ..RunOutput::default()
+                stdout: taken(&stdout),
+                stderr: taken(&stderr),
+                combined: taken(&combined),
             });
         };
         let status = status.map_err(io("cannot wait for the container"))?;
@@ -297,44 +307,44 @@ impl Runtime {
         }
         Ok(RunOutput {
             exit_code,
-            stdout,
-            stderr,
-            combined: combined.lock().map(|c| c.clone()).unwrap_or_default(),
+            stdout: taken(&stdout),
+            stderr: taken(&stderr),
+            combined: taken(&combined),
             timed_out,
         })
     }
 
     fn command(&self, sub: &[&str], bundle: &Path, id: &str, log: &Path) -> tokio::process::Command {
-        let mut args: Vec<String> = vec![
-            "--root".into(),
-            self.state_dir.to_string_lossy().into_owned(),
-            format!("--log={}", log.display()),
-            "--log-format=json".into(),
-        ];
+        let mut args: Vec<String> = vec![format!("--log={}", log.display()), "--log-format=json".into()];
         args.extend(sub.iter().map(|s| (*s).to_owned()));
         if !bundle.as_os_str().is_empty() {
             args.push(bundle.to_string_lossy().into_owned());
         }
         args.push(id.to_owned());
+        self.invoke(&args)
+    }
+
+    /// The runtime with `--root` and `args`, wrapped for crun on hybrid cgroup hosts.
+    fn invoke(&self, args: &[String]) -> tokio::process::Command {
+        let root = ["--root".to_owned(), self.state_dir.to_string_lossy().into_owned()];
         if self.kind == RuntimeKind::Crun && self.hybrid_cgroups {
             // crun insists on one cgroup mode; hide the v2 mount of a hybrid host in a private namespace.
-            let mut script = String::from("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"");
-            script.shrink_to_fit();
+            let script = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"";
             let mut cmd = tokio::process::Command::new("unshare");
-            cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
-            cmd.arg(&self.binary).args(&args);
+            cmd.args(["-m", "--propagation", "private", "sh", "-c", script]);
+            cmd.arg(&self.binary).args(root).args(args);
             cmd
         } else {
             let mut cmd = tokio::process::Command::new(&self.binary);
-            cmd.args(&args);
+            cmd.args(root).args(args);
             cmd
         }
     }
 
     async fn kill(&self, id: &str) {
-        for sub in [&["kill", id, "KILL"][..], &["delete", "--force", id][..]] {
-            let mut cmd = tokio::process::Command::new(&self.binary);
-            cmd.arg("--root").arg(&self.state_dir).args(sub);
+        for sub in [["kill", id, "KILL"].as_slice(), ["delete", "--force", id].as_slice()] {
+            let args: Vec<String> = sub.iter().map(|s| (*s).to_owned()).collect();
+            let mut cmd = self.invoke(&args);
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             let _ = cmd.status().await;
         }
@@ -353,14 +363,17 @@ fn runtime_errors(log: &Path) -> Option<String> {
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
+/// Reads one stream to its end into `own` and `combined` (shared, so what arrived survives a timeout), and
+/// hands each line to `on_line`.
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<R>,
+    own: Arc<Mutex<Vec<u8>>>,
     combined: Arc<Mutex<Vec<u8>>>,
     on_line: LineSink,
     is_err: bool,
-) -> Vec<u8> {
+) {
     let Some(mut reader) = reader else {
-        return Vec::new();
+        return;
     };
     let mut all = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -371,8 +384,10 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
             Ok(n) => n,
         };
         all.extend_from_slice(&buf[..n]);
-        if let Ok(mut c) = combined.lock() {
-            c.extend_from_slice(&buf[..n]);
+        for shared in [&own, &combined] {
+            if let Ok(mut c) = shared.lock() {
+                c.extend_from_slice(&buf[..n]);
+            }
         }
         while let Some(pos) = all[line_start..].iter().position(|b| *b == b'\n') {
             let line = String::from_utf8_lossy(&all[line_start..line_start + pos]);
@@ -383,7 +398,6 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     if line_start < all.len() {
         on_line(&String::from_utf8_lossy(&all[line_start..]), is_err);
     }
-    all
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).

@@ -221,7 +221,8 @@ pub enum SessionError {
 
     /// The embedded engine could not start.
     #[error(
-        "could not start the embedded engine: {source}; check that the cache directory is writable (set DAGGER_RS_CACHE_DIR to move it)"
+        "could not start the embedded engine: {source} (its configuration comes from DAGGER_RS_* variables and \
+         ~/.config/dagger-rs/engine.json; DAGGER_RS_CACHE_DIR moves its cache directory)"
     )]
     Embedded {
         /// What failed.

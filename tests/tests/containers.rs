@@ -461,6 +461,7 @@ async fn a_process_past_the_time_limit_is_killed_and_reported() {
     let e = exec_error(err);
     assert!(e.message.contains("killed after running for 1s"), "{}", e.message);
     assert_eq!(e.exit_code, 137);
+    assert_eq!(e.stdout, "started\n", "what it printed before the limit is kept");
 }
 
 #[tokio::test]
