@@ -44,7 +44,9 @@ pub fn report(exec: &ExecError, tail: usize) -> String {
     let lines: Vec<&str> = exec.stderr.lines().collect();
     let shown = &lines[lines.len().saturating_sub(tail)..];
     let mut out = format!("command failed with exit code {}\n  $ {cmd}\n", exec.exit_code);
-    if shown.len() < lines.len() {
+    if lines.is_empty() {
+        out.push_str("  (nothing on stderr)\n");
+    } else if shown.len() < lines.len() {
         out.push_str(&format!("  stderr (last {} of {} lines):\n", shown.len(), lines.len()));
     } else {
         out.push_str("  stderr:\n");
@@ -167,4 +169,34 @@ pub fn pipeline_report(err: &PipelineError<checks::Partial>) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(cmd: &[&str], stderr: &str) -> ExecError {
+        ExecError {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            exit_code: 1,
+            stdout: String::new(),
+            stderr: stderr.to_owned(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_quotes_only_words_that_need_it() {
+        let r = report(&exec(&["grep", "-n", "it's here", "/a b", ""], ""), 3);
+        assert_eq!(
+            r,
+            "command failed with exit code 1\n  $ grep -n 'it'\\''s here' '/a b' ''\n  (nothing on stderr)\n"
+        );
+    }
+
+    #[test]
+    fn a_short_stderr_is_shown_whole() {
+        let r = report(&exec(&["false"], "one\ntwo\n"), 5);
+        assert!(r.ends_with("  stderr:\n  | one\n  | two\n"), "{r}");
+    }
 }
