@@ -1,1 +1,31 @@
 //! Sample pipelines built with the `dagger` crate; each binary in `src/bin/` is one runnable example.
+//!
+//! The longer examples keep their pipelines here, as plain async functions over a [`dagger::Query`], so the
+//! binaries stay thin and the integration tests (`tests/tests/examples_more.rs`) run the very same code
+//! against the embedded engine.
+//!
+//! | module | binary | what it shows |
+//! |---|---|---|
+//! | [`matrix`] | `matrix` | one build for several variants, run concurrently, gathered into one exported directory |
+//! | [`chaining`] | `chaining` | results of one pipeline (a string, a file, a directory ID) feeding the next |
+//! | [`errors`] | `errors` | a failed command as `ExecError`, tolerated exit codes, and a failed `pipeline!` run |
+
+pub mod chaining;
+pub mod errors;
+pub mod matrix;
+
+/// The error type of the examples' own functions: a [`dagger::Error`], or an answer the example did not
+/// expect (a build that printed something else).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The `n`-th command-line argument (from 1), else the environment variable `var`, else `default`.
+///
+/// The examples take image references this way, so the same binary runs on a connected machine with the
+/// public default, or against a local registry (`127.0.0.1:5000/busybox:latest`) without a rebuild.
+pub fn arg_or_env(n: usize, var: &str, default: &str) -> String {
+    std::env::args()
+        .nth(n)
+        .filter(|a| !a.is_empty())
+        .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| default.to_owned())
+}

@@ -1,0 +1,279 @@
+//! The `matrix`, `chaining` and `errors` examples, run as they are shipped (`examples::*`) on the embedded
+//! engine, in real containers, from a busybox image in a loopback registry.
+
+use std::os::unix::fs::PermissionsExt;
+
+use dagger::prelude::*;
+use dagger_engine::{Config, Session};
+use examples::{chaining, errors, matrix};
+use tests::registry::{LocalRegistry, push_busybox};
+
+/// An engine, a connection to it, a loopback registry holding busybox, and the busybox reference.
+struct Fixture {
+    dag: Query,
+    image: String,
+    dir: tempfile::TempDir,
+    _session: Session,
+    _registry: LocalRegistry,
+}
+
+async fn fixture() -> Fixture {
+    let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    push_busybox(&registry, "busybox:latest").await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let session = Session::start(Config {
+        cache_dir: dir.path().join("cache"),
+        workdir: dir.path().to_owned(),
+        ..Config::default()
+    })
+    .await
+    .expect("engine starts");
+    let dag = Connection::builder()
+        .endpoint(session.url(), session.token.clone())
+        .quiet()
+        .connect()
+        .await
+        .expect("connect")
+        .query();
+    Fixture {
+        dag,
+        image: format!("{}/busybox:latest", registry.host()),
+        dir,
+        _session: session,
+        _registry: registry,
+    }
+}
+
+#[tokio::test]
+async fn matrix_builds_every_variant_concurrently_and_exports_one_directory() {
+    let f = fixture().await;
+    let variants = vec![
+        matrix::Variant::new("linux-amd64", "release"),
+        matrix::Variant::new("linux-arm64", "release"),
+        matrix::Variant::new("linux-amd64", "debug"),
+    ];
+    let out = f.dir.path().join("dist");
+    let report = matrix::run(&f.dag, &f.image, &variants, 2, &out.to_string_lossy())
+        .await
+        .unwrap_or_else(|e| panic!("the matrix runs: {e}"));
+
+    assert_eq!(report.exported, out.to_string_lossy());
+    assert_eq!(
+        report.entries,
+        [
+            "BUILDINFO",
+            "app-linux-amd64-debug",
+            "app-linux-amd64-release",
+            "app-linux-arm64-release"
+        ]
+    );
+    assert_eq!(report.builds.len(), 3);
+    // Each build sleeps 2 s; one after another, the last would start after the first finished.
+    assert!(
+        matrix::overlapped(&report.builds),
+        "the builds did not overlap: {:?}",
+        report
+            .builds
+            .iter()
+            .map(|b| (b.started, b.finished))
+            .collect::<Vec<_>>()
+    );
+
+    for (v, b) in variants.iter().zip(&report.builds) {
+        assert_eq!(&b.variant, v);
+        let path = out.join(v.artifact());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            text.starts_with(&format!("#!/bin/sh\n# app for {} ({})\n", v.target, v.profile)),
+            "{text}"
+        );
+        assert_eq!(text.contains("set -x"), v.profile == "debug", "{text}");
+        assert_eq!(text.len() as u64, b.size, "the size the build reported");
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o755, "{}", path.display());
+        // The artifact is a working program.
+        let run = std::process::Command::new("sh").arg(&path).output().expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("hello from {}\n", v.target)
+        );
+    }
+    let info = std::fs::read_to_string(out.join("BUILDINFO")).expect("BUILDINFO exported");
+    let expected: String = report
+        .builds
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {} {} {}\n",
+                b.variant.artifact(),
+                b.variant.target,
+                b.variant.profile,
+                b.size
+            )
+        })
+        .collect();
+    assert_eq!(info, expected);
+}
+
+#[tokio::test]
+async fn chaining_feeds_a_string_a_file_and_a_directory_id_to_the_next_pipelines() {
+    let f = fixture().await;
+    let chain = chaining::run(&f.dag, &f.image, "1.4.0")
+        .await
+        .unwrap_or_else(|e| panic!("the chain runs: {e}"));
+
+    let v = &chain.version;
+    let rev = v.strip_prefix("1.4.0+").unwrap_or_else(|| panic!("version `{v}`"));
+    assert!(
+        rev.len() == 8 && rev.chars().all(|c| c.is_ascii_hexdigit()),
+        "version `{v}`"
+    );
+    assert_eq!(chain.version_file, format!("{v}\n"));
+    // Pipeline 2 received the string (label, env) and the file.
+    assert_eq!(chain.label.as_deref(), Some(v.as_str()));
+    assert_eq!(chain.env.as_deref(), Some(v.as_str()));
+    assert_eq!(chain.package_log, format!("packaged app {v}\n"));
+    // Pipeline 3 received the directory through its ID.
+    assert_eq!(chain.dist_entries, ["SHA256SUMS", "app"]);
+    assert_eq!(chain.verify_log, format!("app: OK\napp {v}\n"));
+    let app = f
+        .dag
+        .load_directory_from_id(chain.dist_id.clone())
+        .file("app")
+        .contents()
+        .await
+        .expect("the ID loads again");
+    assert!(app.contains(&format!("echo \"app {v}\"")), "{app}");
+
+    // Other sources, another version: the chain is computed, not hard-coded.
+    let other = chaining::run(&f.dag, &f.image, "2.0.0")
+        .await
+        .unwrap_or_else(|e| panic!("the chain runs: {e}"));
+    assert_eq!(other.version, format!("2.0.0+{rev}"));
+    assert_ne!(other.dist_id, chain.dist_id);
+}
+
+#[tokio::test]
+async fn a_failed_command_is_an_exec_error_with_exit_code_output_and_a_report() {
+    let f = fixture().await;
+    let exec = errors::failed_command(&f.dag, &f.image)
+        .await
+        .unwrap_or_else(|e| panic!("expected an ExecError: {e}"));
+    assert_eq!(exec.cmd, ["sh", "-c", errors::FAILING_BUILD]);
+    assert_eq!(exec.exit_code, 2);
+    assert_eq!(exec.stdout, "compiling app v0.1.0\ncompiling parser\n");
+    assert_eq!(
+        exec.stderr,
+        "error[E0425]: cannot find value `x` in this scope\n  --> src/parser.rs:12:5\n\
+         error: could not compile `app` (1 previous error)\n"
+    );
+
+    let report = errors::report(&exec, 2);
+    assert!(
+        report.starts_with("command failed with exit code 2\n  $ sh -c 'echo"),
+        "{report}"
+    );
+    assert!(report.contains("stderr (last 2 of 3 lines):\n"), "{report}");
+    assert!(
+        report.ends_with("  |   --> src/parser.rs:12:5\n  | error: could not compile `app` (1 previous error)\n"),
+        "{report}"
+    );
+    assert!(
+        !report.lines().any(|l| l.starts_with("  |") && l.contains("E0425")),
+        "only the tail of stderr is shown: {report}"
+    );
+    // The command line is quoted so that it can be pasted into a shell.
+    let quoted = report
+        .lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix("  $ "))
+        .expect("command line");
+    let words = std::process::Command::new("sh")
+        .args(["-c", &format!("printf '%s\\n' {quoted}")])
+        .output()
+        .expect("sh runs");
+    assert_eq!(
+        String::from_utf8_lossy(&words.stdout),
+        format!("sh\n-c\n{}\n", errors::FAILING_BUILD),
+        "the quoted command splits back into the same words"
+    );
+
+    let t = errors::tolerated_failures(&f.dag, &f.image)
+        .await
+        .expect("allowed exit codes");
+    assert_eq!(
+        t,
+        errors::Tolerated {
+            exit_code: 1,
+            stdout: String::new(),
+            expected_failure: 1,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_failed_pipeline_names_the_binding_and_keeps_what_earlier_levels_produced() {
+    let f = fixture().await;
+    let err = errors::failed_pipeline(&f.dag, &f.image)
+        .await
+        .expect_err("the tests fail");
+
+    assert_eq!(err.pipeline, "checks");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    let failure = &err.failures[0];
+    assert_eq!(
+        (failure.output, failure.binding, failure.step),
+        ("test_log", "tests", "shell")
+    );
+    let Error::Exec(exec) = &failure.error else {
+        panic!("expected an exec error, got {:?}", failure.error);
+    };
+    assert_eq!(exec.exit_code, 101);
+    assert_eq!(exec.stdout, "test parse ... ok\ntest render ... FAILED\n");
+    assert_eq!(exec.stderr, "assertion failed: left == right (left: 3, right: 4)\n");
+
+    // The outputs of the level before finished; the output ordered after the failure never ran.
+    assert_eq!(err.partial.lint_log.as_deref(), Some("lint: 0 warnings\n"));
+    assert_eq!(err.partial.fmt_log.as_deref(), Some("fmt: 12 files formatted\n"));
+    assert!(err.partial.test_log.is_none());
+    assert!(err.partial.packaged.is_none());
+    assert_eq!(err.skipped, ["packaged"]);
+
+    let report = errors::pipeline_report(&err);
+    assert!(
+        report.starts_with("pipeline `checks` failed\noutput `test_log` (binding `tests`, step `shell`) failed:\n"),
+        "{report}"
+    );
+    assert!(report.contains("command failed with exit code 101\n"), "{report}");
+    assert!(report.contains("skipped: packaged\n"), "{report}");
+    assert!(
+        report.ends_with(
+            "skipped: packaged\nfinished: lint_log = \"lint: 0 warnings\"\nfinished: fmt_log = \"fmt: 12 files formatted\"\n"
+        ),
+        "{report}"
+    );
+}
+
+pipeline! {
+    /// Two outputs in one level; one of them fails.
+    pub same_level(image: String) {
+        let base = errors::toolbox(image);
+        let ok = errors::shell(base, "echo fine");
+        let bad = errors::shell(base, "echo broken >&2; exit 3");
+        out ok_log = ok.stdout();
+        out bad_log = bad.stdout();
+    }
+}
+
+/// A level is one GraphQL document; when one of its fields fails, the engine (like any spec-following
+/// GraphQL server, since every root field is non-null) answers `data: null`, and the SDK then reports the
+/// sibling as failed with "the engine's answer has no value at `o0`" instead of keeping its value.
+#[tokio::test]
+#[ignore = "SDK gap: outputs in the level of a failed output are lost, since the engine answers `data: null`"]
+async fn a_sibling_in_the_failed_level_keeps_its_value() {
+    let f = fixture().await;
+    let err = same_level::run(&f.dag, f.image.clone()).await.expect_err("bad fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].output, "bad_log");
+    assert_eq!(err.partial.ok_log.as_deref(), Some("fine\n"));
+}
