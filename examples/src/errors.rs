@@ -6,10 +6,9 @@
 //!   nothing), run the command with `expect: ReturnType::Any` and read [`Container::exit_code`].
 //!   `ReturnType::Failure` turns it around: the step fails unless the command fails.
 //! - A [`pipeline!`] run that fails returns a [`PipelineError`] naming the output, binding and step that
-//!   failed, the outputs it skipped, and the values of the outputs that did finish (`partial`). [`checks`]
-//!   runs lint and formatting in the level before the tests, so their logs are kept when the tests fail
-//!   (today an output in the *same* level as a failure is reported as failed with it: the engine answers a
-//!   level as one GraphQL document, whose `data` is null once a non-null field in it failed).
+//!   failed, the outputs it skipped, and the values of the outputs that did finish (`partial`) — in earlier
+//!   levels and beside the failure in its own level alike. [`checks`] runs lint and formatting before the
+//!   tests, and packaging after them, so a failed test run shows all three kinds.
 
 use dagger::prelude::*;
 use dagger::{ContainerWithExecOpts, ReturnType};

@@ -266,10 +266,9 @@ pipeline! {
 }
 
 /// A level is one GraphQL document; when one of its fields fails, the engine (like any spec-following
-/// GraphQL server, since every root field is non-null) answers `data: null`, and the SDK then reports the
-/// sibling as failed with "the engine's answer has no value at `o0`" instead of keeping its value.
+/// GraphQL server, since every root field is non-null) answers `data: null`; the SDK fetches the sibling
+/// again and keeps its value.
 #[tokio::test]
-#[ignore = "SDK gap: outputs in the level of a failed output are lost, since the engine answers `data: null`"]
 async fn a_sibling_in_the_failed_level_keeps_its_value() {
     let f = fixture().await;
     let err = same_level::run(&f.dag, f.image.clone()).await.expect_err("bad fails");
