@@ -33,9 +33,49 @@
 //! - **Errors.** Every failure is an [`Error`]; a failed command is [`Error::Exec`] with its exit code,
 //!   stdout and stderr.
 //! - **Sessions.** [`connect`] and [`Connection::builder`] find an engine in this order: an explicit
-//!   endpoint, `DAGGER_SESSION_PORT`/`DAGGER_SESSION_TOKEN`, an engine CLI started as `session`.
+//!   endpoint, `DAGGER_SESSION_PORT`/`DAGGER_SESSION_TOKEN`, an engine CLI started as `session`
+//!   (`_EXPERIMENTAL_DAGGER_CLI_BIN` or `dagger` on `PATH`), and — with the `embedded` feature, on by
+//!   default — the engine of this project started in-process, which runs containers with runc. Set
+//!   `DAGGER_RS_EMBEDDED=0` (or build with `default-features = false`) to require an external engine.
 //!
-//! The typed API is generated from the contract `schema/core.graphql` (`cargo run -p xtask -- codegen`).
+//! ## Pipelines checked at compile time
+//! [`step`] marks a function as a pipeline step and [`pipeline!`] wires steps into a named pipeline whose
+//! graph (unknown names, cycles, type mismatches between steps, leaves that do not exist) is checked by
+//! the compiler. Each dependency level of its outputs is sent as one GraphQL document, and `plan(..)` prints
+//! those documents with no engine, for snapshot tests.
+//!
+//! ```no_run
+//! use dagger::prelude::*;
+//!
+//! #[step]
+//! fn build(dag: &Query, src: Directory) -> Container {
+//!     dag.container().from("rust:1-slim").with_directory("/src", src).with_workdir("/src")
+//! }
+//!
+//! #[step]
+//! fn unit_tests(build: Container) -> Container {
+//!     build.with_exec(["cargo", "test"])
+//! }
+//!
+//! pipeline! {
+//!     /// Build, then test.
+//!     pub ci(src: Directory) {
+//!         let b = build(src);
+//!         let t = unit_tests(b);
+//!         out log = t.stdout();
+//!     }
+//! }
+//!
+//! async fn run(dag: Query) -> Result<(), Box<dyn std::error::Error>> {
+//!     let out = ci::run(&dag, dag.host().directory(".")).await?;
+//!     println!("{}", out.log);
+//!     Ok(())
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The typed API is generated from the contract `schema/core.graphql` (`cargo run -p xtask -- codegen`);
+//! the guide in the repository's `docs/` covers sessions, caching, the DSL's rules and the engine.
 
 #[path = "gen.rs"]
 mod api;
