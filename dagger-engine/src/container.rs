@@ -1219,6 +1219,11 @@ async fn exec(
                 t.as_secs()
             ),
             (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+            (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
+                "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
+                output.exit_code,
+                output.exit_code - 128
+            ),
             (None, _) => format!(
                 "process \"{cmd_text}\" did not complete successfully: exit code: {}",
                 output.exit_code

@@ -460,6 +460,17 @@ async fn a_process_past_the_time_limit_is_killed_and_reported() {
         .expect_err("killed");
     let e = exec_error(err);
     assert!(e.message.contains("killed after running for 1s"), "{}", e.message);
+    // A process killed by a signal from inside says which.
+    let err = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_exec(["sh", "-c", "sh -c 'kill -9 $$'; exit $?"])
+        .sync()
+        .await
+        .expect_err("killed");
+    let killed = exec_error(err);
+    assert_eq!(killed.exit_code, 137);
+    assert!(killed.message.contains("killed by signal 9"), "{}", killed.message);
     assert_eq!(e.exit_code, 137);
     assert_eq!(e.stdout, "started\n", "what it printed before the limit is kept");
 }
