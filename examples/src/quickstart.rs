@@ -122,6 +122,21 @@ pub struct Report {
     pub output: String,
 }
 
+impl Report {
+    /// Whether the published image passed its self-test: [`CHECK`] printed [`CHECK_PASSED`] last.
+    pub fn check(&self) -> Result<(), String> {
+        match self.output.lines().last() {
+            Some(CHECK_PASSED) => Ok(()),
+            _ => Err(format!(
+                "the published image {} did not pass `{}`; it printed:\n{}",
+                self.published,
+                CHECK.join(" "),
+                self.output
+            )),
+        }
+    }
+}
+
 /// The app's sources, without build output.
 pub fn source(dag: &Query, settings: &Settings) -> Directory {
     dag.host().directory_opts(

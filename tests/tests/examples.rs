@@ -61,6 +61,7 @@ async fn check_report(dag: &Query, registry: &LocalRegistry, report: &Report) {
         "{}",
         report.published
     );
+    report.check().unwrap_or_else(|e| panic!("{e}"));
     let lines: Vec<&str> = report.output.lines().collect();
     assert_eq!(
         lines,

@@ -38,6 +38,10 @@ async fn main() -> ExitCode {
     match dagger::connect(|dag| async move { quickstart::run(&dag, &settings).await }).await {
         Ok(report) => {
             quickstart::print_report(&report);
+            if let Err(e) = report.check() {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
             println!("quickstart: done in {:.1} s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
