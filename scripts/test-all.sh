@@ -13,6 +13,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 step "Python SDK for the engine's client tests (scripts/python-sdk.sh --setup)"
 ./scripts/python-sdk.sh --setup
+step "offline images on 127.0.0.1:5000 (cargo run -p xtask -- images; the first run builds them, minutes)"
+cargo run -q -p xtask -- images
 step "cargo nextest run (unit, integration and ui tests)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

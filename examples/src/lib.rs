@@ -1,11 +1,13 @@
 //! Sample pipelines built with the `dagger` crate; each binary in `src/bin/` is one runnable example.
 //!
 //! The longer examples keep their pipelines here, as plain async functions over a [`dagger::Query`], so the
-//! binaries stay thin and the integration tests (`tests/tests/examples_more.rs`) run the very same code
-//! against the embedded engine.
+//! binaries stay thin and the integration tests (`tests/tests/examples.rs`, `tests/tests/examples_more.rs`)
+//! run the very same code against the embedded engine.
 //!
 //! | module | binary | what it shows |
 //! |---|---|---|
+//! | [`quickstart`] | `quickstart` | test, build, package and publish the sample web app in `examples/app`, then run the published image, with the plain API |
+//! | [`quickstart_dsl`] | `quickstart_dsl` | the same pipeline with `#[step]` and `pipeline!` |
 //! | [`matrix`] | `matrix` | one build for several variants, run concurrently, gathered into one exported directory |
 //! | [`chaining`] | `chaining` | results of one pipeline (a string, a file, a directory ID) feeding the next |
 //! | [`errors`] | `errors` | a failed command as `ExecError`, tolerated exit codes, and a failed `pipeline!` run |
@@ -13,6 +15,8 @@
 pub mod chaining;
 pub mod errors;
 pub mod matrix;
+pub mod quickstart;
+pub mod quickstart_dsl;
 
 /// The error type of the examples' own functions: a [`dagger::Error`], or an answer the example did not
 /// expect (a build that printed something else).
@@ -28,4 +32,14 @@ pub fn arg_or_env(n: usize, var: &str, default: &str) -> String {
         .filter(|a| !a.is_empty())
         .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// Prints `error` and the chain of its sources to standard error, one per line.
+pub fn print_error(error: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
 }

@@ -3,8 +3,10 @@
 //! [`FakeEngine`] is a real HTTP/1.1 server on `127.0.0.1:0` that records every request and answers with a
 //! handler the test chooses; [`auto_reply`] builds a `data` object shaped like any query document, so tests
 //! can answer chains without spelling out the nesting. [`registry`] holds the image fixtures: a real registry
-//! on loopback, a busybox image, and a scriptable fake registry.
+//! on loopback, a busybox image, and a scriptable fake registry; [`images`] keeps the long-running offline
+//! registry on `127.0.0.1:5000` with Debian images that stand in for Docker Hub's.
 
+pub mod images;
 pub mod registry;
 
 use std::collections::HashMap;

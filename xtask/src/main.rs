@@ -3,7 +3,8 @@
 //! Tasks:
 //! - `codegen`: regenerate `dagger/src/gen.rs` from `schema/core.graphql`;
 //! - `codegen --check`: fail if `dagger/src/gen.rs` is stale;
-//! - `images`: start (or reuse) a registry on `127.0.0.1:5000` and push the offline test images to it.
+//! - `images`: start (or reuse) a registry on `127.0.0.1:5000` and push the offline images to it (busybox,
+//!   `debian:bookworm-slim`, `rust:1-slim`; the Debian ones are built with `mmdebstrap` on first use).
 
 use std::process::ExitCode;
 

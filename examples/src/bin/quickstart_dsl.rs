@@ -1,0 +1,59 @@
+//! The quickstart pipeline written with `#[step]` and `pipeline!` (see `examples/src/quickstart_dsl.rs`).
+//!
+//! ```sh
+//! cargo run -p examples --bin quickstart_dsl -- --plan      # print the requests, no engine needed
+//! DAGGER_RS_REGISTRY_MIRRORS=docker.io=http://127.0.0.1:5000 cargo run -p examples --bin quickstart_dsl
+//! ```
+//!
+//! Options: `--plan`, `--app-dir`, `--rust-image`, `--runtime-image`, `--address` (or the `QUICKSTART_*`
+//! variables).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use examples::quickstart::{self, Settings, USAGE};
+use examples::quickstart_dsl;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (settings, rest) = match Settings::from_args(std::env::args().skip(1)) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rest.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => {}
+        ["--plan"] => {
+            let plan = quickstart_dsl::plan(&settings);
+            println!("{plan}");
+            return ExitCode::SUCCESS;
+        }
+        [flag, ..] => {
+            eprintln!("error: unknown argument `{flag}`\n--plan, or {USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    println!(
+        "quickstart (pipeline!): {} levels, publishing to {}",
+        quickstart_dsl::quickstart::LEVELS.len(),
+        settings.address
+    );
+    let started = Instant::now();
+    match dagger::connect(|dag| async move { quickstart_dsl::run(&dag, &settings).await }).await {
+        Ok(report) => {
+            quickstart::print_report(&report);
+            if let Err(e) = report.check() {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("quickstart: done in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            examples::print_error(e.as_ref());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The quickstart pipeline with the plain API: test, build, package, publish, then run what was published.
+//!
+//! ```text
+//! examples/app ──► rust:1-slim ──┬─► cargo test
+//!                                └─► cargo build --release ──► debian:bookworm-slim + app ──► publish
+//!                                                                                          │
+//!                       from(published reference) ──► app self-test ◄──────────────────────┘
+//! ```
+//!
+//! The tests and the release build run concurrently (two leaves awaited together); the image is published
+//! only when both succeeded. [`dsl`](crate::quickstart_dsl) is the same pipeline written with `#[step]` and
+//! `pipeline!`.
+
+use std::path::PathBuf;
+
+use dagger::prelude::*;
+
+/// The toolchain image (Debian's Rust on bookworm in the offline registry, Docker Hub's otherwise).
+pub const RUST_IMAGE: &str = "rust:1-slim";
+/// The runtime image the binary is copied into.
+pub const RUNTIME_IMAGE: &str = "debian:bookworm-slim";
+/// Where the app image is published by default: the loopback registry `xtask images` runs.
+pub const ADDRESS: &str = "127.0.0.1:5000/quickstart-app:latest";
+/// Where `cargo` builds, a cache volume shared by test and release builds and kept between runs.
+pub const TARGET_DIR: &str = "/cargo-target";
+/// Where the binary lands in the runtime image.
+pub const BINARY: &str = "/usr/local/bin/app";
+/// The command the published image runs to prove it works.
+pub const CHECK: &[&str] = &["app", "self-test"];
+/// The last line [`CHECK`] prints when the app works.
+pub const CHECK_PASSED: &str = "self-test passed";
+
+/// What the pipeline works on; [`Settings::from_args`] reads it from flags and the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The app's source directory on the host (`--app-dir`, `QUICKSTART_APP_DIR`; default `examples/app`).
+    pub app_dir: PathBuf,
+    /// The toolchain image (`--rust-image`, `QUICKSTART_RUST_IMAGE`; default [`RUST_IMAGE`]).
+    pub rust_image: String,
+    /// The runtime image (`--runtime-image`, `QUICKSTART_RUNTIME_IMAGE`; default [`RUNTIME_IMAGE`]).
+    pub runtime_image: String,
+    /// Where to publish (`--address`, `QUICKSTART_ADDRESS`; default [`ADDRESS`]).
+    pub address: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            app_dir: default_app_dir(),
+            rust_image: RUST_IMAGE.to_owned(),
+            runtime_image: RUNTIME_IMAGE.to_owned(),
+            address: ADDRESS.to_owned(),
+        }
+    }
+}
+
+/// The sample app's sources in this repository.
+pub fn default_app_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("app")
+}
+
+/// The flags [`Settings::from_args`] understands.
+pub const USAGE: &str = "options: --app-dir DIR  --rust-image REF  --runtime-image REF  --address REF
+(or QUICKSTART_APP_DIR, QUICKSTART_RUST_IMAGE, QUICKSTART_RUNTIME_IMAGE, QUICKSTART_ADDRESS)";
+
+impl Settings {
+    /// Reads the settings: each flag wins over its environment variable, which wins over the default. Flags
+    /// not listed in [`USAGE`] are returned for the caller (such as `--plan`).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<(Settings, Vec<String>), String> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut s = Settings::default();
+        if let Some(v) = env("QUICKSTART_APP_DIR") {
+            s.app_dir = v.into();
+        }
+        if let Some(v) = env("QUICKSTART_RUST_IMAGE") {
+            s.rust_image = v;
+        }
+        if let Some(v) = env("QUICKSTART_RUNTIME_IMAGE") {
+            s.runtime_image = v;
+        }
+        if let Some(v) = env("QUICKSTART_ADDRESS") {
+            s.address = v;
+        }
+        let mut rest = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let slot = match flag.as_str() {
+                "--app-dir" => None,
+                "--rust-image" => Some(&mut s.rust_image),
+                "--runtime-image" => Some(&mut s.runtime_image),
+                "--address" => Some(&mut s.address),
+                _ => {
+                    rest.push(arg);
+                    continue;
+                }
+            };
+            let value = match inline.or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => v,
+                _ => return Err(format!("`{flag}` needs a value\n{USAGE}")),
+            };
+            match slot {
+                Some(slot) => *slot = value,
+                None => s.app_dir = value.into(),
+            }
+        }
+        Ok((s, rest))
+    }
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// What `cargo test` printed on stdout.
+    pub test_log: String,
+    /// The published image, pinned by digest (`127.0.0.1:5000/quickstart-app@sha256:…`).
+    pub published: String,
+    /// What the published image printed when it ran [`CHECK`].
+    pub output: String,
+}
+
+impl Report {
+    /// Whether the published image passed its self-test: [`CHECK`] printed [`CHECK_PASSED`] last.
+    pub fn check(&self) -> Result<(), String> {
+        match self.output.lines().last() {
+            Some(CHECK_PASSED) => Ok(()),
+            _ => Err(format!(
+                "the published image {} did not pass `{}`; it printed:\n{}",
+                self.published,
+                CHECK.join(" "),
+                self.output
+            )),
+        }
+    }
+}
+
+/// The app's sources, without build output.
+pub fn source(dag: &Query, settings: &Settings) -> Directory {
+    dag.host().directory_opts(
+        settings.app_dir.to_string_lossy(),
+        HostDirectoryOpts::default().exclude(["target"]),
+    )
+}
+
+/// Runs the pipeline: tests and the release build side by side, then publish, then run the published image.
+pub async fn run(dag: &Query, settings: &Settings) -> Result<Report, dagger::Error> {
+    let toolchain = dag
+        .container()
+        .from(settings.rust_image.as_str())
+        // Downloaded crates and build output survive between runs (the app has no dependencies, but yours will).
+        .with_mounted_cache(
+            "/usr/local/cargo/registry",
+            dag.cache_volume("quickstart-cargo-registry"),
+        )
+        .with_mounted_cache(TARGET_DIR, dag.cache_volume("quickstart-cargo-target"))
+        .with_env_variable("CARGO_TARGET_DIR", TARGET_DIR)
+        .with_directory("/src", source(dag, settings))
+        .with_workdir("/src");
+
+    let tests = toolchain.with_exec(["cargo", "test", "--locked"]);
+    // A cache volume is not part of the container's files, so the binary is copied out of it.
+    let binary = toolchain
+        .with_exec([
+            "sh",
+            "-c",
+            &format!("cargo build --release --locked && cp {TARGET_DIR}/release/app /app"),
+        ])
+        .file("/app");
+
+    let image = dag
+        .container()
+        .from(settings.runtime_image.as_str())
+        .with_file(BINARY, binary.clone())
+        .with_label("org.opencontainers.image.title", "quickstart-app")
+        .with_exposed_port(8080)
+        .with_entrypoint([BINARY])
+        .with_default_args(["serve"]);
+
+    // Two leaves awaited together: the engine runs the tests and the release build concurrently.
+    let (test_log, _) = tokio::try_join!(tests.stdout(), binary.sync())?;
+    let published = image.publish(settings.address.as_str()).await?;
+    let output = run_published(dag, &published).await?;
+    Ok(Report {
+        test_log,
+        published,
+        output,
+    })
+}
+
+/// Pulls `reference` back from the registry and runs [`CHECK`] in it; returns what it printed.
+pub async fn run_published(dag: &Query, reference: &str) -> Result<String, dagger::Error> {
+    dag.container().from(reference).with_exec(CHECK.to_vec()).stdout().await
+}
+
+/// The `test result: …` lines of a `cargo test` log.
+pub fn test_summary(test_log: &str) -> Vec<&str> {
+    test_log.lines().filter(|l| l.starts_with("test result:")).collect()
+}
+
+/// Prints a report the way both binaries do.
+pub fn print_report(report: &Report) {
+    println!("tests:");
+    for line in test_summary(&report.test_log) {
+        println!("  {line}");
+    }
+    println!("published: {}", report.published);
+    println!("output of `{}` in the published image:", CHECK.join(" "));
+    for line in report.output.lines() {
+        println!("  {line}");
+    }
+}

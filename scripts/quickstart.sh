@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The README's first command: run the quickstart pipeline on this machine, offline from Docker Hub.
+#
+# On Debian 12, as root (sudo ./scripts/quickstart.sh). Idempotent; each step says what it does:
+#   1. installs the Debian packages that are missing: runc (runs the containers), busybox-static,
+#      docker-registry (a loopback OCI registry) and mmdebstrap (builds the Debian images), iproute2 and
+#      iptables (container networking);
+#   2. `cargo run -p xtask -- images`: starts the registry on 127.0.0.1:5000 (or reuses it) and pushes
+#      busybox, debian:bookworm-slim and rust:1-slim to it; the first run builds the Debian images with
+#      mmdebstrap from deb.debian.org (a few minutes), later runs find them there;
+#   3. `cargo run -p examples --bin quickstart` with DAGGER_RS_REGISTRY_MIRRORS pointing Docker Hub names at
+#      that registry (unless you set it): tests and builds examples/app in rust:1-slim, packages it on
+#      debian:bookworm-slim, publishes it to 127.0.0.1:5000/quickstart-app:latest, runs the published image.
+# The SDK starts its embedded engine in-process, since no Dagger session or CLI is configured.
+# Arguments are passed to the example (--address, --rust-image, --runtime-image, --app-dir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$(date +%s)
+step() { printf '\n==> [%ss] %s\n' "$(($(date +%s) - started))" "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: run this as root (sudo $0): it installs packages and runs containers with runc" >&2
+  exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is not on PATH; install Rust from https://rustup.rs (the project needs Rust 1.89 or later)" >&2
+  exit 1
+fi
+
+step "Debian packages"
+PACKAGES=(runc busybox-static docker-registry mmdebstrap iproute2 iptables ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "all installed: ${PACKAGES[*]}"
+fi
+
+step "offline images: cargo run -p xtask -- images"
+cargo run -p xtask -- images
+
+export DAGGER_RS_REGISTRY_MIRRORS="${DAGGER_RS_REGISTRY_MIRRORS:-docker.io=http://127.0.0.1:5000}"
+step "quickstart pipeline: cargo run -p examples --bin quickstart (DAGGER_RS_REGISTRY_MIRRORS=$DAGGER_RS_REGISTRY_MIRRORS)"
+cargo run -p examples --bin quickstart -- "$@"
+
+step "done"
