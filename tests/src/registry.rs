@@ -404,15 +404,11 @@ async fn read_fake_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -
     })
 }
 
-/// The cache directory fixtures use outside tests: `$DAGGER_RS_CACHE_DIR`, else `~/.cache/dagger-rs`.
+/// The cache directory fixtures use outside tests: the one the engine uses.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("DAGGER_RS_CACHE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|d| !d.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache").join("dagger-rs"))
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("dagger-rs-cache"))
+    // The engine's own choice (`DAGGER_RS_CACHE_DIR`, the configuration file's `cacheDir`, XDG, `~/.cache`), so
+    // the registry storage sits beside the cache the engine uses.
+    dagger_engine::Config::load()
+        .map(|c| c.cache_dir)
+        .unwrap_or_else(|_| dagger_engine::store::Store::default_dir())
 }
