@@ -1441,8 +1441,31 @@ pub async fn leaf(
         "platform" => json!(st.platform),
         "imageRef" => json!(st.image_ref),
         "exists" => json!(exists(engine, st, args).await?),
-        "export" => export(engine, st, args).await?,
-        "publish" => publish(engine, st, args).await?,
+        "export" | "publish" => {
+            // Image output can take a while (packing layers, uploading): it gets progress events of its own.
+            let op = format!("Container.{name}");
+            let key = Digest::of(format!("{op}{}", json!(args)).as_bytes());
+            engine.emit_event(&op, &key, crate::engine::EventKind::Started);
+            let started = std::time::Instant::now();
+            let result = if name == "export" {
+                export(engine, st, args).await
+            } else {
+                publish(engine, st, args).await
+            };
+            let kind = match &result {
+                Ok(v) => {
+                    engine.emit_event(
+                        &op,
+                        &key,
+                        crate::engine::EventKind::Log(v.as_str().unwrap_or("").to_owned()),
+                    );
+                    crate::engine::EventKind::Done(started.elapsed().as_millis())
+                }
+                Err(e) => crate::engine::EventKind::Failed(e.message.clone()),
+            };
+            engine.emit_event(&op, &key, kind);
+            result?
+        }
         _ => return Ok(None),
     }))
 }

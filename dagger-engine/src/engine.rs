@@ -364,10 +364,15 @@ impl Engine {
 
     /// Reports a line of output from an operation.
     pub fn emit_log(&self, op: &str, digest: &Digest, line: String) {
+        self.emit_event(op, digest, EventKind::Log(line));
+    }
+
+    /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
+    pub fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
         let _ = self.events.send(Event {
             op: op.to_owned(),
             id: digest.as_str()[..12].to_owned(),
-            kind: EventKind::Log(line),
+            kind,
         });
     }
 

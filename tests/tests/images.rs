@@ -69,7 +69,8 @@ async fn from_a_registry_runs_with_the_image_config() {
 async fn a_published_image_pulls_back_and_other_tools_read_it() {
     let reg = registry();
     push_busybox(&reg, "busybox:latest").await;
-    let (_s, dag, _c) = start().await;
+    let (session, dag, _c) = start().await;
+    let mut events = session.engine.subscribe();
     let built = dag
         .container()
         .from(format!("{}/busybox:latest", reg.host()))
@@ -84,6 +85,22 @@ async fn a_published_image_pulls_back_and_other_tools_read_it() {
     assert!(
         published.starts_with(&format!("{}/app@sha256:", reg.host())),
         "{published}"
+    );
+    // The publish reported its progress, ending with the reference it pushed.
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if ev.op == "Container.publish" {
+            seen.push(ev.kind);
+        }
+    }
+    assert_eq!(seen.first(), Some(&dagger_engine::EventKind::Started), "{seen:?}");
+    assert!(
+        seen.contains(&dagger_engine::EventKind::Log(published.clone())),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen.last(), Some(dagger_engine::EventKind::Done(_))),
+        "{seen:?}"
     );
 
     // Pulled back, it runs as configured.
