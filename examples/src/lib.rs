@@ -6,6 +6,7 @@
 //!
 //! | module | binary | what it shows |
 //! |---|---|---|
+//! | [`hello`] | `hello` | the smallest pipeline: one command in a container |
 //! | [`quickstart`] | `quickstart` | test, build, package and publish the sample web app in `examples/app`, then run the published image, with the plain API |
 //! | [`quickstart_dsl`] | `quickstart_dsl` | the same pipeline with `#[step]` and `pipeline!` |
 //! | [`matrix`] | `matrix` | one build for several variants, run concurrently, gathered into one exported directory |
@@ -14,6 +15,7 @@
 
 pub mod chaining;
 pub mod errors;
+pub mod hello;
 pub mod matrix;
 pub mod quickstart;
 pub mod quickstart_dsl;

@@ -276,3 +276,10 @@ async fn a_sibling_in_the_failed_level_keeps_its_value() {
     assert_eq!(err.failures[0].output, "bad_log");
     assert_eq!(err.partial.ok_log.as_deref(), Some("fine\n"));
 }
+
+#[tokio::test]
+async fn hello_greets_from_a_container() {
+    let f = fixture().await;
+    let out = examples::hello::greet(&f.dag, &f.image).await.expect("hello runs");
+    assert_eq!(out, "hello, pipelines\n");
+}

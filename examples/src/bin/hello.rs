@@ -1,22 +1,18 @@
 //! The smallest pipeline: run a command in a container and print what it wrote.
 //!
 //! ```sh
-//! dagger run cargo run -p examples --bin hello            # against a Dagger engine
-//! HELLO_IMAGE=busybox:latest cargo run -p examples --bin hello
+//! cargo run -p examples --bin hello                                   # the embedded engine (as root)
+//! cargo run -p examples --bin hello -- 127.0.0.1:5000/busybox:latest  # another image
+//! dagger run cargo run -p examples --bin hello                        # a Dagger engine
 //! ```
+//!
+//! The image comes from the first argument, else `HELLO_IMAGE`, else `busybox:latest` (which the offline
+//! registry of `cargo run -p xtask -- images` also serves, as a `docker.io` mirror).
 
 #[tokio::main]
 async fn main() -> Result<(), dagger::Error> {
-    let image = std::env::var("HELLO_IMAGE").unwrap_or_else(|_| "alpine:3.20".to_owned());
-    let out = dagger::connect(|dag| async move {
-        dag.container()
-            .from(image)
-            .with_env_variable("NAME", "pipelines")
-            .with_exec(["sh", "-c", "echo \"hello, $NAME\""])
-            .stdout()
-            .await
-    })
-    .await?;
+    let image = examples::arg_or_env(1, "HELLO_IMAGE", "busybox:latest");
+    let out = dagger::connect(|dag| async move { examples::hello::greet(&dag, &image).await }).await?;
     print!("{out}");
     Ok(())
 }
