@@ -1131,6 +1131,16 @@ async fn exec(
         let _ = std::fs::create_dir_all(host);
     }
     let netns = engine.network.take().await;
+    if engine.snapshotter() == snapshot::Snapshotter::Copy
+        && let Some(why) = snapshot::overlay_probe_failure()
+        && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: overlayfs is not usable ({why}); container filesystems are copied, which is slower"),
+        );
+    }
     if let Some(why) = engine.network.take_setup_warning() {
         engine.emit_log(
             "Container.withExec",

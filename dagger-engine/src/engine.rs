@@ -300,6 +300,8 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
     registry: std::sync::OnceLock<Result<crate::oci::registry::RegistryClient, String>>,
+    /// Whether the copying-snapshotter warning was reported.
+    pub warned_snapshot: std::sync::atomic::AtomicBool,
     /// Container networking.
     pub network: Arc<crate::network::Network>,
     cache_users: Mutex<HashMap<String, usize>>,
@@ -333,6 +335,7 @@ impl Engine {
             events,
             runtime: std::sync::OnceLock::new(),
             network: Arc::new(crate::network::Network::new()),
+            warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
             cache_users: Mutex::default(),
             cache_locks: Mutex::default(),
@@ -485,7 +488,10 @@ impl Engine {
         let d = call.digest();
         let known = self.calls.lock().map(|c| c.contains_key(&d)).unwrap_or(false);
         if !known {
-            self.store.put_json("calls", &d, &call)?;
+            // A record already on disk (from an earlier session) is the same call: no need to write it again.
+            if !self.store.has_json("calls", &d) {
+                self.store.put_json("calls", &d, &call)?;
+            }
             if let Ok(mut calls) = self.calls.lock() {
                 calls.insert(d.clone(), call);
             }

@@ -258,6 +258,12 @@ impl Network {
 
     /// Deletes a namespace (and its veth) and frees its address.
     pub async fn remove(&self, ns: Namespace) {
+        // The host side of the veth goes first, and synchronously: deleting only the namespace leaves the
+        // kernel to remove the pair later, and the address (and with it the link's name) may be taken again
+        // before that.
+        if let Some(n) = ns.address {
+            let _ = ip(&["link", "delete", &format!("drsv{n:x}")], None).await;
+        }
         let _ = ip(&["netns", "delete", &ns.name], None).await;
         if let (Some(n), Ok(mut used)) = (ns.address, self.in_use.lock()) {
             used.remove(&n);

@@ -122,10 +122,21 @@ pub fn mount_overlay(
         return Err(SnapshotError::TooDeep(layers.len()));
     }
     std::fs::create_dir_all(target).map_err(io(format!("cannot create {}", target.display())))?;
-    // overlayfs wants at least two lower layers when there is no upper one; an empty layer fills in.
+    // overlayfs wants a lower layer, and two when there is no upper one; empty layers fill in. They must be
+    // distinct directories: the kernel refuses one directory twice in `lowerdir`.
     let mut lowers: Vec<PathBuf> = layers.to_vec();
-    while lowers.len() < 2 {
-        lowers.insert(0, empty_layer.to_owned());
+    let min: usize = if upper.is_some() { 1 } else { 2 };
+    for n in 0..min.saturating_sub(lowers.len()) {
+        let pad = if n == 0 {
+            empty_layer.to_owned()
+        } else {
+            empty_layer.with_file_name(format!(
+                "{}-{n}",
+                empty_layer.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+            ))
+        };
+        std::fs::create_dir_all(&pad).map_err(io(format!("cannot create {}", pad.display())))?;
+        lowers.insert(0, pad);
     }
     // Short symlinked names keep the mount options within one page however long the store path is.
     let links = std::env::temp_dir().join(format!("drs-l{}", unique()));
@@ -191,19 +202,34 @@ pub fn snapshotter(scratch: &Path) -> Snapshotter {
         _ => {
             let probe = scratch.join(format!("probe-{}", unique()));
             let empty = probe.join("empty");
-            let ok = std::fs::create_dir_all(&empty).is_ok()
-                && mount_overlay(
-                    std::slice::from_ref(&empty),
-                    Some((&probe.join("upper"), &probe.join("work"))),
-                    &probe.join("root"),
-                    &empty,
-                )
-                .and_then(Mounted::unmount)
-                .is_ok();
+            let ok = std::fs::create_dir_all(&empty)
+                .map_err(io(format!("cannot create {}", empty.display())))
+                .and_then(|()| {
+                    mount_overlay(
+                        std::slice::from_ref(&empty),
+                        Some((&probe.join("upper"), &probe.join("work"))),
+                        &probe.join("root"),
+                        &empty,
+                    )
+                })
+                .and_then(Mounted::unmount);
             remove_all(&probe);
-            if ok { Snapshotter::Overlay } else { Snapshotter::Copy }
+            match ok {
+                Ok(()) => Snapshotter::Overlay,
+                Err(e) => {
+                    let _ = PROBE_FAILURE.set(e.to_string());
+                    Snapshotter::Copy
+                }
+            }
         }
     })
+}
+
+static PROBE_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why overlayfs was found unusable, when the automatic choice fell back to copies.
+pub fn overlay_probe_failure() -> Option<&'static str> {
+    PROBE_FAILURE.get().map(String::as_str)
 }
 
 /// Assembles `layers` at `target` with the chosen snapshotter; see [`mount_overlay`] for the arguments.
@@ -607,5 +633,37 @@ pub fn make_opaque(dir: &Path) -> Result<(), SnapshotError> {
 pub fn remove_all(path: &Path) {
     if std::fs::remove_dir_all(path).is_err() {
         let _ = std::process::Command::new("rm").arg("-rf").arg(path).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlayfs_is_chosen_where_it_works_and_stacks_of_any_depth_mount() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            snapshotter(dir.path()),
+            Snapshotter::Overlay,
+            "the probe failed: {:?}",
+            overlay_probe_failure()
+        );
+        let empty = dir.path().join("empty");
+        let layer = dir.path().join("layer");
+        std::fs::create_dir_all(&layer).expect("layer");
+        std::fs::write(layer.join("f"), "x").expect("file");
+        // Read-only with one layer, read-only with none, writable with none: each needs distinct padding.
+        for (layers, upper) in [(vec![layer.clone()], false), (vec![], false), (vec![], true)] {
+            let target = dir.path().join(format!("m-{}", unique()));
+            let (u, w) = (
+                dir.path().join(format!("u-{}", unique())),
+                dir.path().join(format!("w-{}", unique())),
+            );
+            let m = mount_overlay(&layers, upper.then_some((u.as_path(), w.as_path())), &target, &empty)
+                .unwrap_or_else(|e| panic!("{} layers, upper {upper}: {e}", layers.len()));
+            assert_eq!(m.path().join("f").exists(), !layers.is_empty());
+            m.unmount().expect("unmount");
+        }
     }
 }

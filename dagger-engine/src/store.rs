@@ -223,6 +223,11 @@ impl Store {
         self.write_atomic(&path, &bytes)
     }
 
+    /// Whether a JSON record exists.
+    pub fn has_json(&self, kind: &str, d: &Digest) -> bool {
+        self.root.join(kind).join(d.as_str()).is_file()
+    }
+
     /// Reads a JSON record; `None` when absent or unreadable (a damaged entry is treated as a miss).
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, kind: &str, d: &Digest) -> Option<T> {
         let bytes = std::fs::read(self.root.join(kind).join(d.as_str())).ok()?;
