@@ -1,0 +1,560 @@
+//! The figures. Each one measures ours and its peer back to back in every repetition, so slow moments of a
+//! busy machine hit both sides of a ratio alike.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dagger::prelude::*;
+use dagger::querybuilder::IdMode;
+
+use crate::docker::Dockerd;
+use crate::engine::{EngineOpts, EngineProc};
+use crate::fixtures::Fixtures;
+use crate::machine::peak_rss;
+use crate::pipelines::{self, ci, fan8, linear10};
+use crate::proxy::CountingProxy;
+use crate::raw::{Bundle, Raw};
+use crate::report::{Goal, Row};
+use crate::stats::{Samples, Unit, format_value};
+
+/// What every figure shares.
+pub(crate) struct Bench {
+    pub(crate) reps: usize,
+    pub(crate) exec_reps: usize,
+    pub(crate) mem_reps: usize,
+    pub(crate) big_mib: Vec<u64>,
+    pub(crate) work: PathBuf,
+    pub(crate) engine_bin: PathBuf,
+    /// Remarks for the report (a peer that could not run, a figure that failed).
+    pub(crate) log: Vec<String>,
+    nonce_prefix: String,
+    nonce: u64,
+}
+
+fn ms(d: f64) -> String {
+    format_value(d, Unit::Seconds)
+}
+
+async fn timed<T, E: std::fmt::Display>(f: impl IntoFuture<Output = Result<T, E>>) -> Result<Duration, String> {
+    let start = Instant::now();
+    f.await.map_err(|e| e.to_string())?;
+    Ok(start.elapsed())
+}
+
+impl Bench {
+    pub(crate) fn new(work: PathBuf, engine_bin: PathBuf) -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Bench {
+            reps: 5,
+            exec_reps: 20,
+            mem_reps: 2,
+            big_mib: vec![250, 500],
+            work,
+            engine_bin,
+            log: Vec::new(),
+            nonce_prefix: format!("{t}-{}", std::process::id()),
+            nonce: 0,
+        }
+    }
+
+    /// A value never used before (in this run or an earlier one), to make every exec run.
+    fn nonce(&mut self) -> String {
+        self.nonce += 1;
+        format!("{}-{}", self.nonce_prefix, self.nonce)
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.work.join("run")
+    }
+
+    async fn engine(&self, name: &str, runtime: &'static str, network_none: bool) -> Result<EngineProc, String> {
+        let opts = EngineOpts {
+            runtime,
+            network_none,
+            cache_dir: self.run_dir().join(format!("cache-{name}")),
+            workdir: self.work.clone(),
+        };
+        EngineProc::start(
+            &self.engine_bin,
+            &opts,
+            &self.run_dir().join(format!("engine-{name}.log")),
+        )
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // 5. Query build
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Building and printing a 1000-op chain, without an engine.
+    pub(crate) fn query_build(&mut self) -> Result<Vec<Row>, String> {
+        fn once() -> Result<usize, String> {
+            let dag = Query::detached();
+            let mut c = dag.container().from("busybox");
+            for i in 0..1000 {
+                let arg = i.to_string();
+                c = c.with_exec(["echo", arg.as_str()]);
+            }
+            let doc = c
+                .selection()
+                .select("stdout", vec![])
+                .print(IdMode::Resolved)
+                .map_err(|e| format!("printing: {e:?}"))?;
+            Ok(doc.len())
+        }
+        once()?;
+        let mut s = Samples::default();
+        let mut len = 0;
+        for _ in 0..200 {
+            let start = Instant::now();
+            len = std::hint::black_box(once()?);
+            s.push_duration(start.elapsed());
+        }
+        Ok(vec![
+            Row::new(
+                "5",
+                "query build: 1000 chained `withExec` built and printed",
+                Unit::Seconds,
+                s,
+            )
+            .goal(Goal::Below(1e-3))
+            .note(format!("no engine; document of {len} bytes; 200 repetitions")),
+        ])
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // 3. Per-exec overhead
+    // -----------------------------------------------------------------------------------------------------
+
+    /// One `withExec(["true"])` on a cached base through the engine, and `runtime run` of the same bundle.
+    async fn exec_pair(&mut self, fx: &Fixtures, raw: Raw, network_none: bool) -> Result<(Samples, Samples), String> {
+        let name = format!("exec-{}{}", raw.name(), if network_none { "-nonet" } else { "" });
+        let engine = self.engine(&name, raw.name(), network_none).await?;
+        let result = async {
+            let dag = engine.client().await?;
+            let base = dag.container().from(&fx.busybox_pinned);
+            base.sync().await.map_err(|e| e.to_string())?;
+            let bundle = Bundle::write(&self.work, "true", &fx.rootfs, &["true"])?;
+            let (mut ours, mut peer) = (Samples::default(), Samples::default());
+            for i in 0..=self.exec_reps {
+                let nonce = self.nonce();
+                let t = timed(base.with_env_variable("BENCH_NONCE", nonce).with_exec(["true"]).sync()).await?;
+                let r = bundle.run(raw).await?;
+                // The first pair warms both sides up.
+                if i > 0 {
+                    ours.push_duration(t);
+                    peer.push_duration(r);
+                }
+            }
+            Ok::<_, String>((ours, peer))
+        }
+        .await;
+        engine.stop().await;
+        result
+    }
+
+    pub(crate) async fn exec_overhead(&mut self, fx: &Fixtures) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (id, raw) in [("3a", Raw::Runc), ("3b", Raw::Crun)] {
+            let what = format!(
+                "one `withExec([\"true\"])` ÷ raw `{} run` of the same bundle",
+                raw.name()
+            );
+            match self.exec_pair(fx, raw, false).await {
+                Ok((ours, peer)) => rows.push(
+                    Row::new(id, what, Unit::Ratio, ours.ratio_to(&peer))
+                        .goal(Goal::AtMost(1.5))
+                        .note(format!(
+                            "ours {} (min {}), raw {} {} (min {}); engine with bridge networking",
+                            ms(ours.median()),
+                            ms(ours.summary().map_or(f64::NAN, |s| s.min)),
+                            raw.name(),
+                            ms(peer.median()),
+                            ms(peer.summary().map_or(f64::NAN, |s| s.min)),
+                        )),
+                ),
+                Err(e) => rows.push(Row::skipped(id, what, e)),
+            }
+        }
+        let what = "diagnostic: the same with `DAGGER_RS_NETWORK=none` ÷ raw `runc run`";
+        match self.exec_pair(fx, Raw::Runc, true).await {
+            Ok((ours, peer)) => rows.push(Row::new("3c", what, Unit::Ratio, ours.ratio_to(&peer)).note(format!(
+                "ours {}, raw runc {}: the bridge's share of 3a is the difference",
+                ms(ours.median()),
+                ms(peer.median())
+            ))),
+            Err(e) => rows.push(Row::skipped("3c", what, e)),
+        }
+        rows
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // 1, 2, 4, 7: on one runc engine
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Fan-out: eight `sleep 1` steps in one level.
+    async fn fan_out(&mut self, dag: &Query, fx: &Fixtures) -> Result<Vec<Row>, String> {
+        let base = dag.container().from(&fx.busybox_pinned);
+        base.sync().await.map_err(|e| e.to_string())?;
+        let bundle = Bundle::write(&self.work, "sleep1", &fx.rootfs, &["sleep", "1"])?;
+        let (mut ours, mut raw8, mut single) = (Samples::default(), Samples::default(), Samples::default());
+        for _ in 0..self.reps {
+            let nonce = self.nonce();
+            let wall = timed(fan8::run(dag, base.clone(), nonce, "sleep 1".to_owned())).await?;
+            ours.push_duration(wall);
+            raw8.push_duration(bundle.run_parallel(Raw::Runc, 8).await?);
+            let nonce = self.nonce();
+            single.push_duration(timed(pipelines::tagged(base.clone(), nonce, 0, "sleep 1".to_owned()).sync()).await?);
+        }
+        let peers = format!(
+            "ours {}; 8 raw `runc run` at once {}; one `sleep 1` exec through the engine {}",
+            ms(ours.median()),
+            ms(raw8.median()),
+            ms(single.median())
+        );
+        Ok(vec![
+            Row::new(
+                "1a",
+                "fan-out: 8 × `sleep 1` in one level, wall ÷ critical path (1 s)",
+                Unit::Ratio,
+                ours.divided_by(1.0),
+            )
+            .goal(Goal::AtMost(1.10))
+            .note(peers),
+            Row::new(
+                "1b",
+                "fan-out wall ÷ 8 raw `runc run` started at once (the floor on this machine)",
+                Unit::Ratio,
+                ours.ratio_to(&raw8),
+            ),
+            Row::new(
+                "1c",
+                "fan-out wall ÷ one `sleep 1` exec through the engine (measured critical path)",
+                Unit::Ratio,
+                ours.ratio_to(&single),
+            ),
+        ])
+    }
+
+    /// The 10-step pipeline, cold and then cached in the same engine.
+    async fn cached_rerun(&mut self, dag: &Query, fx: &Fixtures) -> Result<(Vec<Row>, Vec<String>), String> {
+        let base = dag.container().from(&fx.busybox_pinned);
+        let (mut cold, mut cached) = (Samples::default(), Samples::default());
+        let mut nonces = Vec::new();
+        for _ in 0..self.reps {
+            let nonce = self.nonce();
+            cold.push_duration(timed(linear10::run(dag, base.clone(), nonce.clone())).await?);
+            cached.push_duration(timed(linear10::run(dag, base.clone(), nonce.clone())).await?);
+            nonces.push(nonce);
+        }
+        Ok((
+            vec![
+                Row::new(
+                    "2a",
+                    "cached re-run of a 10-step pipeline (same engine), absolute",
+                    Unit::Seconds,
+                    cached.clone(),
+                )
+                .goal(Goal::Below(0.050))
+                .note(format!("cold run {}", ms(cold.median()))),
+                Row::new(
+                    "2b",
+                    "cached re-run ÷ cold run of the same pipeline",
+                    Unit::Ratio,
+                    cached.ratio_to(&cold),
+                ),
+            ],
+            nonces,
+        ))
+    }
+
+    /// The re-run against a new engine process on the same cache directory (results come from disk).
+    async fn disk_rerun(&mut self, fx: &Fixtures, nonces: &[String]) -> Result<Vec<Row>, String> {
+        let engine = self.engine("main", "runc", false).await?;
+        let result = async {
+            let dag = engine.client().await?;
+            let base = dag.container().from(&fx.busybox_pinned);
+            let mut s = Samples::default();
+            for nonce in nonces {
+                s.push_duration(timed(linear10::run(&dag, base.clone(), nonce.clone())).await?);
+            }
+            Ok::<_, String>(s)
+        }
+        .await;
+        engine.stop().await;
+        let s = result?;
+        Ok(vec![
+            Row::new(
+                "2c",
+                "cached re-run of the 10-step pipeline in a new engine process (disk cache)",
+                Unit::Seconds,
+                s,
+            )
+            .goal(Goal::Below(0.050))
+            .note("first request of each pipeline in a restarted engine on the same cache directory"),
+        ])
+    }
+
+    /// Requests per pipeline and wall time, `pipeline!` against the plain API, counted by a proxy.
+    async fn requests(&mut self, engine: &EngineProc, fx: &Fixtures) -> Result<Vec<Row>, String> {
+        let proxy = CountingProxy::start(engine.port).await.map_err(|e| e.to_string())?;
+        let dag = engine.client_at(&proxy.url()).await?;
+        let src_path = fx.src.to_string_lossy().into_owned();
+        let mut rows = Vec::new();
+        for (name, id_count, id_wall) in [("fan8", "4a", "4b"), ("linear10", "4c", "4d"), ("ci", "4e", "4f")] {
+            let (mut dsl_n, mut plain_n, mut dsl_t, mut plain_t) = (
+                Samples::default(),
+                Samples::default(),
+                Samples::default(),
+                Samples::default(),
+            );
+            for _ in 0..self.reps {
+                // Fresh objects every time, as in a new program: no ID is known yet.
+                for dsl in [true, false] {
+                    let base = dag.container().from(&fx.busybox_pinned);
+                    let src = dag.host().directory(src_path.as_str());
+                    let nonce = self.nonce();
+                    let before = proxy.count();
+                    let t = match (name, dsl) {
+                        ("fan8", true) => timed(fan8::run(&dag, base, nonce, "true".to_owned())).await?,
+                        ("fan8", false) => timed(pipelines::fan8_plain(&base, &nonce, "true")).await?,
+                        ("linear10", true) => timed(linear10::run(&dag, base, nonce)).await?,
+                        ("linear10", false) => timed(pipelines::linear10_plain(&base, &nonce)).await?,
+                        (_, true) => timed(ci::run(&dag, base, src, nonce)).await?,
+                        (_, false) => timed(pipelines::ci_plain(&dag, &base, &src, &nonce)).await?,
+                    };
+                    let n = (proxy.count() - before) as f64;
+                    if dsl {
+                        dsl_n.push(n);
+                        dsl_t.push_duration(t);
+                    } else {
+                        plain_n.push(n);
+                        plain_t.push_duration(t);
+                    }
+                }
+            }
+            let levels = match name {
+                "fan8" => fan8::LEVELS.len(),
+                "linear10" => linear10::LEVELS.len(),
+                _ => ci::LEVELS.len(),
+            };
+            rows.push(
+                Row::new(
+                    id_count,
+                    format!("requests per run of `{name}` with `pipeline!`"),
+                    Unit::Count,
+                    dsl_n,
+                )
+                .note(format!("plain API: {} requests; {levels} level(s)", plain_n.median())),
+            );
+            rows.push(
+                Row::new(
+                    id_wall,
+                    format!("wall of `{name}`: `pipeline!` ÷ plain API"),
+                    Unit::Ratio,
+                    dsl_t.ratio_to(&plain_t),
+                )
+                .note(format!(
+                    "pipeline! {}, plain {}",
+                    ms(dsl_t.median()),
+                    ms(plain_t.median())
+                )),
+            );
+        }
+        Ok(rows)
+    }
+
+    /// The same three steps as a Dockerfile built by BuildKit and as our pipeline, cold and cached.
+    async fn buildkit(&mut self, dag: &Query, fx: &Fixtures) -> Result<Vec<Row>, String> {
+        let dir = PathBuf::from(format!("/tmp/drsb-{}", std::process::id()));
+        let docker = Dockerd::start(&dir, &fx.registry.host()).await?;
+        let result = async {
+            let dockerfile = pipelines::three_steps_dockerfile(&fx.busybox_tag);
+            let base = dag.container().from(&fx.busybox_tag);
+            // Warm-up: both sides pull the base once.
+            let nonce = self.nonce();
+            docker.build(&dockerfile, &nonce, "bench-three:latest").await?;
+            timed(pipelines::three_steps(&base, &nonce).sync()).await?;
+            let (mut bk_cold, mut bk_cached, mut our_cold, mut our_cached) = (
+                Samples::default(),
+                Samples::default(),
+                Samples::default(),
+                Samples::default(),
+            );
+            for _ in 0..self.reps {
+                let nonce = self.nonce();
+                bk_cold.push_duration(docker.build(&dockerfile, &nonce, "bench-three:latest").await?);
+                bk_cached.push_duration(docker.build(&dockerfile, &nonce, "bench-three:latest").await?);
+                our_cold.push_duration(timed(pipelines::three_steps(&base, &nonce).sync()).await?);
+                our_cached.push_duration(timed(pipelines::three_steps(&base, &nonce).sync()).await?);
+            }
+            Ok::<_, String>(vec![
+                Row::new(
+                    "7a",
+                    "3-step build, cold: ours ÷ BuildKit (docker 20.10)",
+                    Unit::Ratio,
+                    our_cold.ratio_to(&bk_cold),
+                )
+                .note(format!(
+                    "ours {}, BuildKit {}",
+                    ms(our_cold.median()),
+                    ms(bk_cold.median())
+                )),
+                Row::new(
+                    "7b",
+                    "3-step build, fully cached: ours ÷ BuildKit",
+                    Unit::Ratio,
+                    our_cached.ratio_to(&bk_cached),
+                )
+                .note(format!(
+                    "ours {}, BuildKit {}",
+                    ms(our_cached.median()),
+                    ms(bk_cached.median())
+                )),
+            ])
+        }
+        .await;
+        docker.stop().await;
+        result
+    }
+
+    /// Figures 1, 2, 4 and 7 on one engine (runc, bridge networking: the defaults), then 2c on a restart.
+    pub(crate) async fn on_default_engine(&mut self, fx: &Fixtures, which: &[&str], docker: bool) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let engine = match self.engine("main", "runc", false).await {
+            Ok(e) => e,
+            Err(e) => {
+                rows.push(Row::skipped("1–4, 7", "figures on the default engine", e));
+                return rows;
+            }
+        };
+        let dag = match engine.client().await {
+            Ok(d) => d,
+            Err(e) => {
+                engine.stop().await;
+                rows.push(Row::skipped("1–4, 7", "figures on the default engine", e));
+                return rows;
+            }
+        };
+        if which.contains(&"fanout") {
+            match self.fan_out(&dag, fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("1", "fan-out", e)),
+            }
+        }
+        let mut nonces = Vec::new();
+        if which.contains(&"cached") {
+            match self.cached_rerun(&dag, fx).await {
+                Ok((r, n)) => {
+                    rows.extend(r);
+                    nonces = n;
+                }
+                Err(e) => rows.push(Row::skipped("2", "cached re-run", e)),
+            }
+        }
+        if which.contains(&"requests") {
+            match self.requests(&engine, fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("4", "requests per pipeline", e)),
+            }
+        }
+        if which.contains(&"buildkit") {
+            let what = "3-step build against BuildKit";
+            if docker {
+                match self.buildkit(&dag, fx).await {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => rows.push(Row::skipped("7", what, format!("docker could not run: {e}"))),
+                }
+            } else {
+                rows.push(Row::skipped("7", what, "skipped (--no-docker)"));
+            }
+        }
+        engine.stop().await;
+        if !nonces.is_empty() {
+            match self.disk_rerun(fx, &nonces).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("2c", "cached re-run in a new engine", e)),
+            }
+        }
+        rows
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // 6. Memory
+    // -----------------------------------------------------------------------------------------------------
+
+    /// Peak RSS of a fresh engine while it pulls and unpacks a `mib` MiB layer; also the pull's wall time and the
+    /// idle peak.
+    async fn pull_peak(&mut self, reference: &str, mib: u64) -> Result<(f64, f64, Duration), String> {
+        let name = format!("mem-{mib}");
+        let cache = self.run_dir().join(format!("cache-{name}"));
+        let _ = std::fs::remove_dir_all(&cache);
+        let engine = self.engine(&name, "runc", false).await?;
+        let result = async {
+            let dag = engine.client().await?;
+            // One trivial request first, so the idle figure includes a served request.
+            dag.directory().entries().await.map_err(|e| e.to_string())?;
+            let idle = peak_rss(engine.pid).ok_or("no VmHWM")? as f64;
+            let took = timed(dag.container().from(reference).sync()).await?;
+            let peak = peak_rss(engine.pid).ok_or("no VmHWM")? as f64;
+            Ok::<_, String>((peak, idle, took))
+        }
+        .await;
+        engine.stop().await;
+        let _ = std::fs::remove_dir_all(&cache);
+        result
+    }
+
+    pub(crate) async fn memory(&mut self, fx: &Fixtures) -> Result<Vec<Row>, String> {
+        let mut refs = Vec::new();
+        for &mib in &self.big_mib {
+            refs.push((mib, fx.push_big(mib).await?));
+        }
+        let mut peaks: Vec<(u64, Samples, Samples, Samples)> = refs
+            .iter()
+            .map(|(m, _)| (*m, Samples::default(), Samples::default(), Samples::default()))
+            .collect();
+        for _ in 0..self.mem_reps {
+            for (i, (mib, reference)) in refs.iter().enumerate() {
+                let (peak, idle, took) = self.pull_peak(reference, *mib).await?;
+                peaks[i].1.push(peak);
+                peaks[i].2.push(idle);
+                peaks[i].3.push_duration(took);
+            }
+        }
+        let mut rows = Vec::new();
+        for (mib, peak, idle, took) in &peaks {
+            rows.push(
+                Row::new(
+                    "6",
+                    format!("engine peak RSS (VmHWM) pulling + unpacking a {mib} MiB layer"),
+                    Unit::Bytes,
+                    peak.clone(),
+                )
+                .goal(Goal::Below(64.0 * 1024.0 * 1024.0))
+                .note(format!(
+                    "idle engine {}; pull + unpack {} ({:.0} MiB/s)",
+                    format_value(idle.median(), Unit::Bytes),
+                    ms(took.median()),
+                    *mib as f64 / took.median()
+                )),
+            );
+        }
+        if let (Some(first), Some(last)) = (peaks.first(), peaks.last())
+            && peaks.len() > 1
+        {
+            rows.push(
+                Row::new(
+                    "6r",
+                    format!("peak RSS {} MiB layer ÷ {} MiB layer (flat = 1.00)", last.0, first.0),
+                    Unit::Ratio,
+                    last.1.ratio_to(&first.1),
+                )
+                .goal(Goal::AtMost(1.10)),
+            );
+        }
+        Ok(rows)
+    }
+}
