@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-pub(crate) const DOCKERD: &str = "/usr/bin/dockerd";
+pub(crate) const DOCKERD: &str = "/usr/sbin/dockerd";
 pub(crate) const DOCKER: &str = "/usr/bin/docker";
 
 /// A private `dockerd`, stopped by [`Dockerd::stop`] (or killed on drop).

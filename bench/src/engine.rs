@@ -1,6 +1,7 @@
 //! The engine under test, as its own process: `dagger-rs serve` on a loopback port, so its memory can be read
 //! from `/proc` and its runtime and network chosen with environment variables, apart from the harness.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ pub(crate) struct EngineOpts {
     pub(crate) runtime: &'static str,
     /// `DAGGER_RS_NETWORK=none`: loopback-only namespaces instead of the bridge.
     pub(crate) network_none: bool,
+    /// `DAGGER_RS_SNAPSHOTTER` (`overlay`, `copy`); `None` leaves the engine's own choice.
+    pub(crate) snapshotter: Option<&'static str>,
     pub(crate) cache_dir: PathBuf,
     pub(crate) workdir: PathBuf,
 }
@@ -24,6 +27,18 @@ pub(crate) struct EngineProc {
     pub(crate) port: u16,
     pub(crate) token: String,
     pub(crate) pid: u32,
+    veths_before: BTreeSet<String>,
+}
+
+/// The engine's host-side veth devices (`drsv…`) present now.
+fn engine_veths() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("drsv"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The `dagger-rs` binary next to this one; built with cargo first (a no-op when it is up to date).
@@ -74,11 +89,16 @@ impl EngineProc {
             .stdout(log_file)
             .stderr(log_err)
             .kill_on_drop(true);
+        match opts.snapshotter {
+            Some(s) => cmd.env("DAGGER_RS_SNAPSHOTTER", s),
+            None => cmd.env_remove("DAGGER_RS_SNAPSHOTTER"),
+        };
         if opts.network_none {
             cmd.env("DAGGER_RS_NETWORK", "none");
         } else {
             cmd.env_remove("DAGGER_RS_NETWORK");
         }
+        let veths_before = engine_veths();
         let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let pid = child.id().ok_or("the engine exited at once")?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -102,6 +122,7 @@ impl EngineProc {
             port,
             token,
             pid,
+            veths_before,
         })
     }
 
@@ -134,6 +155,13 @@ impl EngineProc {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+        // The kernel removes a deleted namespace's veth pair asynchronously; an engine started right after
+        // this one may hand out the same address and name (`drsv<n>`) and fail with "File exists". Wait for
+        // this engine's devices to be gone (see the findings in BENCHMARKS.md).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && engine_veths().difference(&self.veths_before).next().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -17,6 +17,58 @@ use crate::raw::{Bundle, Raw};
 use crate::report::{Goal, Row};
 use crate::stats::{Samples, Unit, format_value};
 
+/// How an engine under test is configured beyond its runtime.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Variant {
+    network_none: bool,
+    snapshotter: Option<&'static str>,
+}
+
+impl Variant {
+    /// What a user gets: bridge networking, the snapshotter the engine picks.
+    pub(crate) const DEFAULT: Variant = Variant {
+        network_none: false,
+        snapshotter: None,
+    };
+    /// overlayfs forced (`DAGGER_RS_SNAPSHOTTER=overlay`).
+    pub(crate) const OVERLAY: Variant = Variant {
+        network_none: false,
+        snapshotter: Some("overlay"),
+    };
+    /// overlayfs forced and loopback-only networking.
+    pub(crate) const OVERLAY_NO_NET: Variant = Variant {
+        network_none: true,
+        snapshotter: Some("overlay"),
+    };
+
+    fn label(self) -> String {
+        format!(
+            "{}{}",
+            self.snapshotter.unwrap_or("auto"),
+            if self.network_none { "-nonet" } else { "" }
+        )
+    }
+
+    fn describe(self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.snapshotter {
+            parts.push(format!("`DAGGER_RS_SNAPSHOTTER={s}`"));
+        }
+        if self.network_none {
+            parts.push("`DAGGER_RS_NETWORK=none`".to_owned());
+        }
+        parts.join(" and ")
+    }
+}
+
+/// One exec figure's samples.
+#[derive(Default)]
+struct ExecPair {
+    ours: Samples,
+    raw: Samples,
+    cached: Samples,
+}
+
 /// What every figure shares.
 pub(crate) struct Bench {
     pub(crate) reps: usize,
@@ -69,10 +121,11 @@ impl Bench {
         self.work.join("run")
     }
 
-    async fn engine(&self, name: &str, runtime: &'static str, network_none: bool) -> Result<EngineProc, String> {
+    async fn engine(&self, name: &str, runtime: &'static str, variant: Variant) -> Result<EngineProc, String> {
         let opts = EngineOpts {
             runtime,
-            network_none,
+            network_none: variant.network_none,
+            snapshotter: variant.snapshotter,
             cache_dir: self.run_dir().join(format!("cache-{name}")),
             workdir: self.work.clone(),
         };
@@ -128,27 +181,32 @@ impl Bench {
     // 3. Per-exec overhead
     // -----------------------------------------------------------------------------------------------------
 
-    /// One `withExec(["true"])` on a cached base through the engine, and `runtime run` of the same bundle.
-    async fn exec_pair(&mut self, fx: &Fixtures, raw: Raw, network_none: bool) -> Result<(Samples, Samples), String> {
-        let name = format!("exec-{}{}", raw.name(), if network_none { "-nonet" } else { "" });
-        let engine = self.engine(&name, raw.name(), network_none).await?;
+    /// One `withExec(["true"])` on a cached base through the engine, and `runtime run` of the same bundle; also
+    /// the same exec again (cached).
+    async fn exec_pair(&mut self, fx: &Fixtures, raw: Raw, variant: Variant) -> Result<ExecPair, String> {
+        let name = format!("exec-{}-{}", raw.name(), variant.label());
+        let engine = self.engine(&name, raw.name(), variant).await?;
         let result = async {
             let dag = engine.client().await?;
             let base = dag.container().from(&fx.busybox_pinned);
             base.sync().await.map_err(|e| e.to_string())?;
             let bundle = Bundle::write(&self.work, "true", &fx.rootfs, &["true"])?;
-            let (mut ours, mut peer) = (Samples::default(), Samples::default());
+            let mut pair = ExecPair::default();
             for i in 0..=self.exec_reps {
                 let nonce = self.nonce();
-                let t = timed(base.with_env_variable("BENCH_NONCE", nonce).with_exec(["true"]).sync()).await?;
+                let exec = base.with_env_variable("BENCH_NONCE", nonce).with_exec(["true"]);
+                let t = timed(exec.sync()).await?;
                 let r = bundle.run(raw).await?;
-                // The first pair warms both sides up.
+                // The same exec again: only the request and the engine's cache lookup.
+                let c = timed(exec.sync()).await?;
+                // The first round warms both sides up.
                 if i > 0 {
-                    ours.push_duration(t);
-                    peer.push_duration(r);
+                    pair.ours.push_duration(t);
+                    pair.raw.push_duration(r);
+                    pair.cached.push_duration(c);
                 }
             }
-            Ok::<_, String>((ours, peer))
+            Ok::<_, String>(pair)
         }
         .await;
         engine.stop().await;
@@ -157,35 +215,55 @@ impl Bench {
 
     pub(crate) async fn exec_overhead(&mut self, fx: &Fixtures) -> Vec<Row> {
         let mut rows = Vec::new();
-        for (id, raw) in [("3a", Raw::Runc), ("3b", Raw::Crun)] {
-            let what = format!(
-                "one `withExec([\"true\"])` ÷ raw `{} run` of the same bundle",
-                raw.name()
-            );
-            match self.exec_pair(fx, raw, false).await {
-                Ok((ours, peer)) => rows.push(
-                    Row::new(id, what, Unit::Ratio, ours.ratio_to(&peer))
-                        .goal(Goal::AtMost(1.5))
-                        .note(format!(
-                            "ours {} (min {}), raw {} {} (min {}); engine with bridge networking",
-                            ms(ours.median()),
-                            ms(ours.summary().map_or(f64::NAN, |s| s.min)),
-                            raw.name(),
-                            ms(peer.median()),
-                            ms(peer.summary().map_or(f64::NAN, |s| s.min)),
-                        )),
-                ),
+        let cases = [
+            ("3a", Raw::Runc, Variant::DEFAULT, true),
+            ("3b", Raw::Crun, Variant::DEFAULT, true),
+            ("3c", Raw::Runc, Variant::OVERLAY, false),
+            ("3d", Raw::Crun, Variant::OVERLAY, false),
+            ("3e", Raw::Runc, Variant::OVERLAY_NO_NET, false),
+        ];
+        for (id, raw, variant, headline) in cases {
+            let what = if headline {
+                format!(
+                    "one `withExec([\"true\"])` ÷ raw `{} run` of the same bundle",
+                    raw.name()
+                )
+            } else {
+                format!(
+                    "diagnostic: the same, engine with {} ÷ raw `{} run`",
+                    variant.describe(),
+                    raw.name()
+                )
+            };
+            match self.exec_pair(fx, raw, variant).await {
+                Ok(pair) => {
+                    if id == "3a" {
+                        rows.push(Row::new(
+                            "3m",
+                            "span: the same `withExec` requested again (cached: request + cache lookup)",
+                            Unit::Seconds,
+                            pair.cached.clone(),
+                        ));
+                    }
+                    let mut row = Row::new(id, what, Unit::Ratio, pair.ours.ratio_to(&pair.raw)).note(format!(
+                        "ours {} (min {}), raw {} {} (min {})",
+                        ms(pair.ours.median()),
+                        ms(pair.ours.summary().map_or(f64::NAN, |s| s.min)),
+                        raw.name(),
+                        ms(pair.raw.median()),
+                        ms(pair.raw.summary().map_or(f64::NAN, |s| s.min)),
+                    ));
+                    if headline {
+                        row = row.goal(Goal::AtMost(1.5));
+                    }
+                    rows.push(row);
+                }
                 Err(e) => rows.push(Row::skipped(id, what, e)),
             }
         }
-        let what = "diagnostic: the same with `DAGGER_RS_NETWORK=none` ÷ raw `runc run`";
-        match self.exec_pair(fx, Raw::Runc, true).await {
-            Ok((ours, peer)) => rows.push(Row::new("3c", what, Unit::Ratio, ours.ratio_to(&peer)).note(format!(
-                "ours {}, raw runc {}: the bridge's share of 3a is the difference",
-                ms(ours.median()),
-                ms(peer.median())
-            ))),
-            Err(e) => rows.push(Row::skipped("3c", what, e)),
+        match crate::spans::exec_spans(&self.work, fx, self.exec_reps).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("3f", "spans of one exec", e)),
         }
         rows
     }
@@ -238,6 +316,41 @@ impl Bench {
         ])
     }
 
+    /// Fan-out on an engine with overlayfs forced: what the default would give with a working overlay probe.
+    pub(crate) async fn fan_out_overlay(&mut self, fx: &Fixtures) -> Vec<Row> {
+        let what = "diagnostic: fan-out wall ÷ 1 s, engine with `DAGGER_RS_SNAPSHOTTER=overlay`";
+        let engine = match self.engine("fan-overlay", "runc", Variant::OVERLAY).await {
+            Ok(e) => e,
+            Err(e) => return vec![Row::skipped("1d", what, e)],
+        };
+        let result = async {
+            let dag = engine.client().await?;
+            self.fan_out(&dag, fx).await
+        }
+        .await;
+        engine.stop().await;
+        match result {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|r| match r.id {
+                    "1a" => Some(Row {
+                        id: "1d",
+                        what: what.to_owned(),
+                        goal: None,
+                        ..r
+                    }),
+                    "1b" => Some(Row {
+                        id: "1e",
+                        what: "diagnostic: the same ÷ 8 raw `runc run` started at once".to_owned(),
+                        ..r
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => vec![Row::skipped("1d", what, e)],
+        }
+    }
+
     /// The 10-step pipeline, cold and then cached in the same engine.
     async fn cached_rerun(&mut self, dag: &Query, fx: &Fixtures) -> Result<(Vec<Row>, Vec<String>), String> {
         let base = dag.container().from(&fx.busybox_pinned);
@@ -272,19 +385,21 @@ impl Bench {
 
     /// The re-run against a new engine process on the same cache directory (results come from disk).
     async fn disk_rerun(&mut self, fx: &Fixtures, nonces: &[String]) -> Result<Vec<Row>, String> {
-        let engine = self.engine("main", "runc", false).await?;
+        let engine = self.engine("main", "runc", Variant::DEFAULT).await?;
         let result = async {
             let dag = engine.client().await?;
+            // The first request of a new process pays one-time costs (schema, store); time it apart.
+            let first = timed(dag.directory().entries()).await?;
             let base = dag.container().from(&fx.busybox_pinned);
             let mut s = Samples::default();
             for nonce in nonces {
                 s.push_duration(timed(linear10::run(&dag, base.clone(), nonce.clone())).await?);
             }
-            Ok::<_, String>(s)
+            Ok::<_, String>((s, first))
         }
         .await;
         engine.stop().await;
-        let s = result?;
+        let (s, first) = result?;
         Ok(vec![
             Row::new(
                 "2c",
@@ -293,7 +408,10 @@ impl Bench {
                 s,
             )
             .goal(Goal::Below(0.050))
-            .note("first request of each pipeline in a restarted engine on the same cache directory"),
+            .note(format!(
+                "restarted engine on the same cache directory, after one trivial request (which took {})",
+                ms(first.as_secs_f64())
+            )),
         ])
     }
 
@@ -423,7 +541,7 @@ impl Bench {
     /// Figures 1, 2, 4 and 7 on one engine (runc, bridge networking: the defaults), then 2c on a restart.
     pub(crate) async fn on_default_engine(&mut self, fx: &Fixtures, which: &[&str], docker: bool) -> Vec<Row> {
         let mut rows = Vec::new();
-        let engine = match self.engine("main", "runc", false).await {
+        let engine = match self.engine("main", "runc", Variant::DEFAULT).await {
             Ok(e) => e,
             Err(e) => {
                 rows.push(Row::skipped("1–4, 7", "figures on the default engine", e));
@@ -471,7 +589,12 @@ impl Bench {
                 rows.push(Row::skipped("7", what, "skipped (--no-docker)"));
             }
         }
+        // The engine shuts down gracefully once its clients' kept-alive connections are closed.
+        drop(dag);
         engine.stop().await;
+        if which.contains(&"fanout") {
+            rows.extend(self.fan_out_overlay(fx).await);
+        }
         if !nonces.is_empty() {
             match self.disk_rerun(fx, &nonces).await {
                 Ok(r) => rows.extend(r),
@@ -491,7 +614,7 @@ impl Bench {
         let name = format!("mem-{mib}");
         let cache = self.run_dir().join(format!("cache-{name}"));
         let _ = std::fs::remove_dir_all(&cache);
-        let engine = self.engine(&name, "runc", false).await?;
+        let engine = self.engine(&name, "runc", Variant::DEFAULT).await?;
         let result = async {
             let dag = engine.client().await?;
             // One trivial request first, so the idle figure includes a served request.

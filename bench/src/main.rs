@@ -19,6 +19,7 @@ mod pipelines;
 mod proxy;
 mod raw;
 mod report;
+mod spans;
 mod stats;
 
 use std::path::PathBuf;

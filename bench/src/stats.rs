@@ -97,6 +97,7 @@ pub(crate) fn format_value(v: f64, unit: Unit) -> String {
                 format!("{:.0} µs", v * 1e6)
             }
         }
+        Unit::Ratio if v.abs() < 0.1 => format!("{v:.4}×"),
         Unit::Ratio => format!("{v:.2}×"),
         Unit::Count => {
             if v.fract() == 0.0 {
@@ -146,6 +147,7 @@ mod tests {
         assert_eq!(format_value(0.0456, Unit::Seconds), "45.6 ms");
         assert_eq!(format_value(0.000_789, Unit::Seconds), "789 µs");
         assert_eq!(format_value(1.071, Unit::Ratio), "1.07×");
+        assert_eq!(format_value(0.00123, Unit::Ratio), "0.0012×");
         assert_eq!(format_value(7.0, Unit::Count), "7");
         assert_eq!(format_value(3.0 * 1024.0 * 1024.0, Unit::Bytes), "3.0 MiB");
         assert_eq!(format_value(f64::NAN, Unit::Ratio), "–");
