@@ -316,39 +316,45 @@ impl Bench {
         ])
     }
 
-    /// Fan-out on an engine with overlayfs forced: what the default would give with a working overlay probe.
-    pub(crate) async fn fan_out_overlay(&mut self, fx: &Fixtures) -> Vec<Row> {
-        let what = "diagnostic: fan-out wall ÷ 1 s, engine with `DAGGER_RS_SNAPSHOTTER=overlay`";
-        let engine = match self.engine("fan-overlay", "runc", Variant::OVERLAY).await {
-            Ok(e) => e,
-            Err(e) => return vec![Row::skipped("1d", what, e)],
-        };
-        let result = async {
-            let dag = engine.client().await?;
-            self.fan_out(&dag, fx).await
-        }
-        .await;
-        engine.stop().await;
-        match result {
-            Ok(rows) => rows
-                .into_iter()
-                .filter_map(|r| match r.id {
+    /// Fan-out on engines with overlayfs forced (what the default would give with a working overlay probe), with
+    /// bridge networking and with loopback only: how much of the fan-out overhead each part makes.
+    pub(crate) async fn fan_out_variants(&mut self, fx: &Fixtures) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (id_wall, id_raw, variant) in [("1d", "1e", Variant::OVERLAY), ("1f", "1g", Variant::OVERLAY_NO_NET)] {
+            let what = format!("diagnostic: fan-out wall ÷ 1 s, engine with {}", variant.describe());
+            let engine = match self.engine(&format!("fan-{}", variant.label()), "runc", variant).await {
+                Ok(e) => e,
+                Err(e) => {
+                    rows.push(Row::skipped(id_wall, what, e));
+                    continue;
+                }
+            };
+            let result = async {
+                let dag = engine.client().await?;
+                self.fan_out(&dag, fx).await
+            }
+            .await;
+            engine.stop().await;
+            match result {
+                Ok(r) => rows.extend(r.into_iter().filter_map(|r| match r.id {
                     "1a" => Some(Row {
-                        id: "1d",
-                        what: what.to_owned(),
+                        id: id_wall,
+                        what: what.clone(),
                         goal: None,
                         ..r
                     }),
                     "1b" => Some(Row {
-                        id: "1e",
+                        id: id_raw,
                         what: "diagnostic: the same ÷ 8 raw `runc run` started at once".to_owned(),
+                        note: String::new(),
                         ..r
                     }),
                     _ => None,
-                })
-                .collect(),
-            Err(e) => vec![Row::skipped("1d", what, e)],
+                })),
+                Err(e) => rows.push(Row::skipped(id_wall, what, e)),
+            }
         }
+        rows
     }
 
     /// The 10-step pipeline, cold and then cached in the same engine.
@@ -495,43 +501,55 @@ impl Bench {
             let nonce = self.nonce();
             docker.build(&dockerfile, &nonce, "bench-three:latest").await?;
             timed(pipelines::three_steps(&base, &nonce).sync()).await?;
-            let (mut bk_cold, mut bk_cached, mut our_cold, mut our_cached) = (
-                Samples::default(),
-                Samples::default(),
-                Samples::default(),
-                Samples::default(),
-            );
-            for _ in 0..self.reps {
-                let nonce = self.nonce();
-                bk_cold.push_duration(docker.build(&dockerfile, &nonce, "bench-three:latest").await?);
-                bk_cached.push_duration(docker.build(&dockerfile, &nonce, "bench-three:latest").await?);
-                our_cold.push_duration(timed(pipelines::three_steps(&base, &nonce).sync()).await?);
-                our_cached.push_duration(timed(pipelines::three_steps(&base, &nonce).sync()).await?);
+            let mut rows = Vec::new();
+            let linear_dockerfile = pipelines::linear10_dockerfile(&fx.busybox_tag);
+            for (ids, what, dockerfile) in [
+                (["7a", "7b"], "3-step build", &dockerfile),
+                (["7c", "7d"], "10-step linear build (`linear10`)", &linear_dockerfile),
+            ] {
+                let mut s: [Samples; 4] = Default::default();
+                for _ in 0..self.reps {
+                    let nonce = self.nonce();
+                    s[0].push_duration(docker.build(dockerfile, &nonce, "bench-build:latest").await?);
+                    s[1].push_duration(docker.build(dockerfile, &nonce, "bench-build:latest").await?);
+                    for i in [2, 3] {
+                        let t = if ids[0] == "7a" {
+                            timed(pipelines::three_steps(&base, &nonce).sync()).await?
+                        } else {
+                            timed(linear10::run(dag, base.clone(), nonce.clone())).await?
+                        };
+                        s[i].push_duration(t);
+                    }
+                }
+                let [bk_cold, bk_cached, our_cold, our_cached] = s;
+                rows.push(
+                    Row::new(
+                        ids[0],
+                        format!("{what}, cold: ours ÷ BuildKit (docker 20.10)"),
+                        Unit::Ratio,
+                        our_cold.ratio_to(&bk_cold),
+                    )
+                    .note(format!(
+                        "ours {}, BuildKit {}",
+                        ms(our_cold.median()),
+                        ms(bk_cold.median())
+                    )),
+                );
+                rows.push(
+                    Row::new(
+                        ids[1],
+                        format!("{what}, fully cached: ours ÷ BuildKit"),
+                        Unit::Ratio,
+                        our_cached.ratio_to(&bk_cached),
+                    )
+                    .note(format!(
+                        "ours {}, BuildKit {}",
+                        ms(our_cached.median()),
+                        ms(bk_cached.median())
+                    )),
+                );
             }
-            Ok::<_, String>(vec![
-                Row::new(
-                    "7a",
-                    "3-step build, cold: ours ÷ BuildKit (docker 20.10)",
-                    Unit::Ratio,
-                    our_cold.ratio_to(&bk_cold),
-                )
-                .note(format!(
-                    "ours {}, BuildKit {}",
-                    ms(our_cold.median()),
-                    ms(bk_cold.median())
-                )),
-                Row::new(
-                    "7b",
-                    "3-step build, fully cached: ours ÷ BuildKit",
-                    Unit::Ratio,
-                    our_cached.ratio_to(&bk_cached),
-                )
-                .note(format!(
-                    "ours {}, BuildKit {}",
-                    ms(our_cached.median()),
-                    ms(bk_cached.median())
-                )),
-            ])
+            Ok::<_, String>(rows)
         }
         .await;
         docker.stop().await;
@@ -593,7 +611,7 @@ impl Bench {
         drop(dag);
         engine.stop().await;
         if which.contains(&"fanout") {
-            rows.extend(self.fan_out_overlay(fx).await);
+            rows.extend(self.fan_out_variants(fx).await);
         }
         if !nonces.is_empty() {
             match self.disk_rerun(fx, &nonces).await {

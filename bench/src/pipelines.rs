@@ -106,6 +106,16 @@ pub(crate) fn three_steps_dockerfile(base_ref: &str) -> String {
     )
 }
 
+/// The Dockerfile of [`linear10`]: ten `RUN`s, each on the previous one's result.
+pub(crate) fn linear10_dockerfile(base_ref: &str) -> String {
+    let mut f = format!("FROM {base_ref}\nARG NONCE\nENV NONCE=$NONCE\n");
+    for n in 1..=9 {
+        f.push_str(&format!("RUN echo {n} >> /log\n"));
+    }
+    f.push_str("RUN cat /log\n");
+    f
+}
+
 /// The plain-API version of [`fan8`]: eight leaves awaited together.
 pub(crate) async fn fan8_plain(base: &Container, nonce: &str, cmd: &str) -> Result<(), dagger::Error> {
     let leaves = (0..8).map(|n| tagged(base.clone(), nonce.to_owned(), n, cmd.to_owned()).sync());
