@@ -215,12 +215,14 @@ impl Bench {
 
     pub(crate) async fn exec_overhead(&mut self, fx: &Fixtures) -> Vec<Row> {
         let mut rows = Vec::new();
+        self.log.push(crate::spans::overlay_probe(&self.work));
         let cases = [
             ("3a", Raw::Runc, Variant::DEFAULT, true),
             ("3b", Raw::Crun, Variant::DEFAULT, true),
             ("3c", Raw::Runc, Variant::OVERLAY, false),
             ("3d", Raw::Crun, Variant::OVERLAY, false),
             ("3e", Raw::Runc, Variant::OVERLAY_NO_NET, false),
+            ("3f", Raw::Crun, Variant::OVERLAY_NO_NET, false),
         ];
         for (id, raw, variant, headline) in cases {
             let what = if headline {
@@ -239,7 +241,7 @@ impl Bench {
                 Ok(pair) => {
                     if id == "3a" {
                         rows.push(Row::new(
-                            "3m",
+                            "3n",
                             "span: the same `withExec` requested again (cached: request + cache lookup)",
                             Unit::Seconds,
                             pair.cached.clone(),
@@ -263,7 +265,7 @@ impl Bench {
         }
         match crate::spans::exec_spans(&self.work, fx, self.exec_reps).await {
             Ok(r) => rows.extend(r),
-            Err(e) => rows.push(Row::skipped("3f", "spans of one exec", e)),
+            Err(e) => rows.push(Row::skipped("3g", "spans of one exec", e)),
         }
         rows
     }

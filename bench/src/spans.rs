@@ -32,6 +32,31 @@ async fn spawn_ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Repeats the engine's overlayfs probe (one layer, padded with the empty layer, upper and work directories)
+/// and says how it went: when it fails the engine assembles every container by copying.
+pub(crate) fn overlay_probe(work: &std::path::Path) -> String {
+    let dir = work.join("run").join("probe");
+    let empty = dir.join("empty");
+    if let Err(e) = std::fs::create_dir_all(&empty) {
+        return format!("overlay probe not run: {e}");
+    }
+    let result = snapshot::mount_overlay(
+        std::slice::from_ref(&empty),
+        Some((&dir.join("upper"), &dir.join("work"))),
+        &dir.join("root"),
+        &empty,
+    )
+    .and_then(snapshot::Mounted::unmount);
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(()) => "the engine's overlayfs probe, repeated by the harness, succeeds on this machine".to_owned(),
+        Err(e) => format!(
+            "the engine's overlayfs probe, repeated by the harness, fails on this machine ({e}), so engines \
+             without DAGGER_RS_SNAPSHOTTER assemble every container by copying (finding 1)"
+        ),
+    }
+}
+
 /// The spans, `reps` times each.
 pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usize) -> Result<Vec<Row>, String> {
     let dir = work.join("run").join("spans");
@@ -122,25 +147,25 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
     let row = |id, what: &str, s: Samples| Row::new(id, format!("span: {what}"), Unit::Seconds, s);
     Ok(vec![
         row(
-            "3f",
+            "3g",
             "network namespace with a bridge veth, created and deleted (`ip` ×4)",
             bridge,
         ),
         row(
-            "3g",
+            "3h",
             "loopback-only network namespace, created and deleted (`ip` ×3)",
             none,
         ),
-        row("3h", "overlay mount + unmount of the busybox layer", overlay),
+        row("3i", "overlay mount + unmount of the busybox layer", overlay),
         row(
-            "3l",
+            "3m",
             "copy snapshotter: the busybox layer copied in, changes collected, removed",
             copy,
         ),
-        row("3i", "the engine's `Runtime::run` of `true` on that overlay", wrapped).note("raw runc: see 3j"),
-        row("3j", "raw `runc run` of the same bundle over a plain directory", raw),
+        row("3j", "the engine's `Runtime::run` of `true` on that overlay", wrapped).note("raw runc: see 3k"),
+        row("3k", "raw `runc run` of the same bundle over a plain directory", raw),
         row(
-            "3k",
+            "3l",
             "one synced store write (`Store::put_blob`: write, fsync, rename)",
             fsync,
         ),
