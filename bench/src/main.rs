@@ -38,13 +38,13 @@ const FIGURES: &[&str] = &["query", "exec", "fanout", "cached", "requests", "bui
 #[command(name = "bench")]
 struct Args {
     /// Repetitions of the slow figures (fan-out, cached re-run, requests, BuildKit).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     reps: usize,
     /// Repetitions of the per-exec figure.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     exec_reps: usize,
     /// Repetitions of the memory figure (each pulls every large image into a fresh engine).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     mem_reps: usize,
     /// Sizes of the generated layers for the memory figure, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
