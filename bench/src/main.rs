@@ -167,7 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(work.join("run"));
 
     let load_after = machine::load_now();
-    let mut command = String::from("sudo cargo run --release -p bench");
+    let mut command = String::from("cargo run --release -p bench");
     let given: Vec<String> = std::env::args().skip(1).collect();
     if !given.is_empty() {
         command.push_str(" -- ");
