@@ -1,5 +1,5 @@
 //! The peers without an engine: `runc run` / `crun run` of a bundle whose `config.json` comes from the
-//! engine's own [`spec_for`](dagger_engine::runtime::spec_for), over a plain busybox root filesystem.
+//! engine's own [`spec_for`], over a plain busybox root filesystem.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
