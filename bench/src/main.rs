@@ -1,0 +1,201 @@
+//! `bench`: the benchmark harness. Runs the engine (`dagger-rs serve`, built next to this binary) against its
+//! peers — raw `runc`/`crun`, Docker BuildKit — in one run, prints the table and writes `BENCHMARKS.md`.
+//!
+//! Run it as root from the workspace: `cargo run --release -p bench` (`--help` for the knobs).
+//!
+//! # Layout
+//! - `figures`: the measurements, ours and the peer back to back in each repetition;
+//! - `pipelines`: the `#[step]`s and `pipeline!`s measured, and their plain-API twins;
+//! - `engine`: the engine process; `raw`: raw runtime bundles; `docker`: the private dockerd;
+//! - `fixtures`: the loopback registry and images; `proxy`: the request counter;
+//! - `stats`, `machine`, `report`: summaries, `/proc` readers and the Markdown output.
+
+mod docker;
+mod engine;
+mod figures;
+mod fixtures;
+mod machine;
+mod pipelines;
+mod proxy;
+mod raw;
+mod report;
+mod spans;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::figures::Bench;
+use crate::report::Row;
+
+const FIGURES: &[&str] = &["query", "exec", "fanout", "cached", "requests", "buildkit", "memory"];
+
+/// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
+#[derive(Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Repetitions of the slow figures (fan-out, cached re-run, requests, BuildKit).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+    /// Repetitions of the per-exec figure.
+    #[arg(long, default_value_t = 30)]
+    exec_reps: usize,
+    /// Repetitions of the memory figure (each pulls every large image into a fresh engine).
+    #[arg(long, default_value_t = 3)]
+    mem_reps: usize,
+    /// Sizes of the generated layers for the memory figure, in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "250,500")]
+    big_mib: Vec<u64>,
+    /// Only these figures (comma-separated): query, exec, fanout, cached, requests, buildkit, memory.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Leave Docker BuildKit out.
+    #[arg(long)]
+    no_docker: bool,
+    /// Where to write the report (default: BENCHMARKS.md at the workspace root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The work directory (kept between runs: generated layers take a while to make).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// The engine binary (default: `dagger-rs` built by cargo next to this binary).
+    #[arg(long)]
+    engine_bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Err("run as root: the engine and the raw runtimes start containers".into());
+    }
+    let which: Vec<&str> = if args.only.is_empty() {
+        FIGURES.to_vec()
+    } else {
+        for f in &args.only {
+            if !FIGURES.contains(&f.as_str()) {
+                return Err(format!("unknown figure `{f}`; figures: {}", FIGURES.join(", ")));
+            }
+        }
+        args.only.iter().map(String::as_str).collect()
+    };
+    let workspace = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    let work = match args.work_dir.clone() {
+        Some(w) => w,
+        None => target_dir()?.join("bench-work"),
+    };
+    let engine_bin = match args.engine_bin.clone() {
+        Some(b) => b,
+        None => engine::engine_binary(&workspace)?,
+    };
+    let machine = machine::Machine::probe();
+    let load_before = machine::load_now();
+    let started = Instant::now();
+    eprintln!("bench: {} ({} cores), load {load_before}", machine.cpu, machine.cores);
+
+    let mut bench = Bench::new(work.clone(), engine_bin);
+    bench.reps = args.reps.max(1);
+    bench.exec_reps = args.exec_reps.max(1);
+    bench.mem_reps = args.mem_reps.max(1);
+    bench.big_mib = args.big_mib.clone();
+    let _ = std::fs::remove_dir_all(work.join("run"));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let progress = |rows: &[Row]| {
+        if let Some(r) = rows.last() {
+            eprintln!("bench: {} done", r.id);
+        }
+    };
+    if which.contains(&"query") {
+        match bench.query_build() {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("5", "query build", e)),
+        }
+        progress(&rows);
+    }
+    let needs_engine = which.iter().any(|w| *w != "query");
+    if needs_engine {
+        eprintln!("bench: preparing fixtures in {}", work.display());
+        let fx = fixtures::Fixtures::prepare(&work).await?;
+        if which.contains(&"exec") {
+            rows.extend(bench.exec_overhead(&fx).await);
+            progress(&rows);
+        }
+        if which
+            .iter()
+            .any(|w| ["fanout", "cached", "requests", "buildkit"].contains(w))
+        {
+            rows.extend(bench.on_default_engine(&fx, &which, !args.no_docker).await);
+            progress(&rows);
+        }
+        if which.contains(&"memory") {
+            match bench.memory(&fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("6", "engine peak RSS during a large pull", e)),
+            }
+            progress(&rows);
+        }
+    }
+    rows.sort_by_key(|r| r.id);
+    let retries = figures::VETH_RETRIES.load(std::sync::atomic::Ordering::SeqCst);
+    if retries > 0 {
+        bench.log.push(format!(
+            "the engine hit its veth name race (`RTNETLINK answers: File exists`, finding 3) {retries} time(s); \
+             each of those measurements was made again"
+        ));
+    }
+    let _ = std::fs::remove_dir_all(work.join("run"));
+
+    let load_after = machine::load_now();
+    let mut command = String::from("cargo run --release -p bench");
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    if !given.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&given.join(" "));
+    }
+    let table = report::table(&rows);
+    println!("{table}");
+    println!("load average before: {load_before}, after: {load_after}");
+    let doc = report::document(&report::Document {
+        machine: &machine,
+        command: &command,
+        load_before: &load_before,
+        load_after: &load_after,
+        wall: started.elapsed(),
+        rows: &rows,
+        log: &bench.log,
+    });
+    let out = args.out.unwrap_or_else(|| workspace.join("BENCHMARKS.md"));
+    std::fs::write(&out, doc).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
+
+/// The cargo target directory this binary was built into (`target/release/bench` → `target`).
+fn target_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .ok_or_else(|| "cannot tell the target directory".into())
+}
