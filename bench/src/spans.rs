@@ -32,8 +32,8 @@ async fn spawn_ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Repeats the engine's overlayfs probe (one layer, padded with the empty layer, upper and work directories)
-/// and says how it went: when it fails the engine assembles every container by copying.
+/// Repeats the engine's overlayfs probe (one empty lower layer, upper and work directories, through the
+/// engine's own `mount_overlay`) and says how it went: when it fails the engine assembles containers by copying.
 pub(crate) fn overlay_probe(work: &std::path::Path) -> String {
     let dir = work.join("run").join("probe");
     let empty = dir.join("empty");
