@@ -1084,7 +1084,9 @@ async fn exec(
         .join("tmp")
         .join(format!("exec-{}", snapshot::unique()));
     let layer_name = d.to_string();
-    let (_guards, _) = engine.cache_locks(&st.mounts).await;
+    // Held until the exec is over.
+    let (_guards, cache_use) = engine.cache_locks(&st.mounts).await;
+    let fresh_caches = cache_use.fresh.clone();
     let engine2 = engine.clone();
     let events = engine.clone();
     let call_name = d.clone();
@@ -1097,9 +1099,10 @@ async fn exec(
     // Prepare the filesystem (blocking work) and run.
     let prep_scratch = scratch.clone();
     let prep_st = st.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files))
-        .await
-        .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files, &fresh_caches))
+            .await
+            .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -1301,6 +1304,7 @@ fn prepare(
     st: &ContainerState,
     scratch: &Path,
     secret_files: &[SecretFile],
+    fresh_caches: &std::collections::HashSet<String>,
 ) -> Result<Prepared, FieldError> {
     let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
     std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
@@ -1357,7 +1361,8 @@ fn prepare(
                 seed,
                 owner,
             } => {
-                let (host, fresh) = engine.cache_volume_dir(key, sharing, scratch, n)?;
+                let (host, fresh) =
+                    engine.cache_volume_dir(key, sharing == "PRIVATE" && fresh_caches.contains(key), scratch, n)?;
                 if fresh {
                     if let Some(seed) = seed {
                         snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;

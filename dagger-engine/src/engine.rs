@@ -267,19 +267,20 @@ impl std::fmt::Display for Event {
     }
 }
 
-/// Cache volumes in use by one exec; released on drop.
+/// The `PRIVATE` cache volumes one exec holds, and those it must replace by a fresh, throwaway directory
+/// because another exec holds them; released on drop.
 pub struct CacheUse<'a> {
     engine: &'a Engine,
-    keys: Vec<String>,
+    held: Vec<String>,
+    /// Keys of `PRIVATE` volumes in use elsewhere: this exec gets a fresh directory for each.
+    pub fresh: std::collections::HashSet<String>,
 }
 
 impl Drop for CacheUse<'_> {
     fn drop(&mut self) {
-        if let Ok(mut users) = self.engine.cache_users.lock() {
-            for k in &self.keys {
-                if let Some(n) = users.get_mut(k) {
-                    *n = n.saturating_sub(1);
-                }
+        if let Ok(mut holders) = self.engine.private_holders.lock() {
+            for k in &self.held {
+                holders.remove(k);
             }
         }
     }
@@ -304,7 +305,7 @@ pub struct Engine {
     pub warned_snapshot: std::sync::atomic::AtomicBool,
     /// Container networking.
     pub network: Arc<crate::network::Network>,
-    cache_users: Mutex<HashMap<String, usize>>,
+    private_holders: Mutex<std::collections::HashSet<String>>,
     cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
     pub computed: std::sync::atomic::AtomicUsize,
@@ -337,7 +338,7 @@ impl Engine {
             network: Arc::new(crate::network::Network::new()),
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
-            cache_users: Mutex::default(),
+            private_holders: Mutex::default(),
             cache_locks: Mutex::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
             requests: std::sync::atomic::AtomicUsize::new(0),
@@ -422,42 +423,54 @@ impl Engine {
         mounts: &[(String, crate::container::MountSource)],
     ) -> (Vec<tokio::sync::OwnedMutexGuard<()>>, CacheUse<'_>) {
         let mut guards = Vec::new();
-        let mut keys = Vec::new();
+        let mut held = Vec::new();
+        let mut fresh = std::collections::HashSet::new();
         for (_, m) in mounts {
             if let crate::container::MountSource::Cache { key, sharing, .. } = m {
-                if sharing == "LOCKED" {
-                    let lock = self
-                        .cache_locks
-                        .lock()
-                        .map(|mut l| l.entry(key.clone()).or_default().clone())
-                        .unwrap_or_default();
-                    guards.push(lock.lock_owned().await);
+                match sharing.as_str() {
+                    "LOCKED" => {
+                        let lock = self
+                            .cache_locks
+                            .lock()
+                            .map(|mut l| l.entry(key.clone()).or_default().clone())
+                            .unwrap_or_default();
+                        guards.push(lock.lock_owned().await);
+                    }
+                    "PRIVATE" => {
+                        let taken = self
+                            .private_holders
+                            .lock()
+                            .map(|mut h| !h.insert(key.clone()))
+                            .unwrap_or(true);
+                        if taken {
+                            fresh.insert(key.clone());
+                        } else {
+                            held.push(key.clone());
+                        }
+                    }
+                    _ => {}
                 }
-                keys.push(key.clone());
             }
         }
-        if let Ok(mut users) = self.cache_users.lock() {
-            for k in &keys {
-                *users.entry(k.clone()).or_default() += 1;
-            }
-        }
-        (guards, CacheUse { engine: self, keys })
+        (
+            guards,
+            CacheUse {
+                engine: self,
+                held,
+                fresh,
+            },
+        )
     }
 
     /// The host directory of a cache volume for one exec, and whether it was just created (to seed it).
     pub fn cache_volume_dir(
         &self,
         key: &str,
-        sharing: &str,
+        fresh: bool,
         scratch: &std::path::Path,
         n: usize,
     ) -> Result<(PathBuf, bool), FieldError> {
-        let in_use = self
-            .cache_users
-            .lock()
-            .map(|u| u.get(key).copied().unwrap_or(0))
-            .unwrap_or(0);
-        if sharing == "PRIVATE" && in_use > 1 {
+        if fresh {
             let dir = scratch.join(format!("c{n}"));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;

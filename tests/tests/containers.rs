@@ -679,3 +679,42 @@ async fn two_values_of_one_secret_name_are_two_secrets() {
     assert_eq!(out(one).await.expect("first"), "first\n");
     assert_eq!(out(two).await.expect("second"), "second\n");
 }
+
+#[tokio::test]
+async fn a_private_cache_volume_in_use_gives_the_second_exec_a_fresh_one() {
+    let mut env = start().await;
+    let run = format!("{:?}", std::time::SystemTime::now());
+    let base = env
+        .busybox()
+        .with_env_variable("RUN", run)
+        .with_mounted_cache("/rv", env.dag.cache_volume("rendezvous-private"))
+        .with_mounted_cache_opts(
+            "/p",
+            env.dag.cache_volume("private"),
+            ContainerWithMountedCacheOpts::default().sharing(dagger::CacheSharingMode::Private),
+        );
+    // Both execs run at once (each waits for the other's mark on a shared volume), so one of them finds the
+    // private volume taken and works on a fresh one: neither sees the other's file.
+    let side = |me: &str, other: &str| {
+        base.with_exec([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "touch /p/{me}; touch /rv/{me}; i=0; while [ ! -e /rv/{other} ]; do i=$((i+1)); \
+                 [ $i -gt 200 ] && exit 9; sleep 0.05; done; ls /p"
+            ),
+        ])
+    };
+    let (a, b) = (side("a", "b"), side("b", "a"));
+    let (ra, rb) = tokio::join!(a.stdout(), b.stdout());
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    assert_eq!((ra.as_str(), rb.as_str()), ("a\n", "b\n"), "each saw only its own file");
+    // The volume itself kept what its holder wrote, and only that.
+    let after = base
+        .with_env_variable("AFTER", "1")
+        .with_exec(["ls", "/p"])
+        .stdout()
+        .await
+        .expect("ls");
+    assert!(after == "a\n" || after == "b\n", "{after:?}");
+}
