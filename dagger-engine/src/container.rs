@@ -211,28 +211,7 @@ fn snap(e: SnapshotError) -> FieldError {
     FieldError::new(e.to_string())
 }
 
-fn s<'a>(args: &'a Map<String, Value>, k: &str) -> &'a str {
-    args.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn b(args: &Map<String, Value>, k: &str) -> bool {
-    args.get(k).and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn i(args: &Map<String, Value>, k: &str) -> Option<i64> {
-    args.get(k).and_then(Value::as_i64)
-}
-
-fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
-    args.get(k)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
-    args.get(k)?.get("$id")?.as_str().and_then(Digest::parse)
-}
+use crate::core::{b, digest_arg, i, s, secret_plaintext, strings};
 
 /// Expands `$NAME` and `${NAME}` from the container's environment (unset variables expand to nothing).
 pub fn expand(text: &str, state: &ContainerState) -> String {
@@ -814,36 +793,8 @@ fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Ev
             name,
             entry: tree.file(rest)?.clone(),
         }),
-        "stat" => {
-            let sub = if rest.is_empty() { None } else { tree.entries.get(rest) };
-            Ok(match sub {
-                None if rest.is_empty() => Evaluated::Stat {
-                    file_type: "DIRECTORY".into(),
-                    name,
-                    permissions: 0o755,
-                    size: 0,
-                },
-                None => return Err(FieldError::new(format!("no such file or directory: `{path}`"))),
-                Some(Entry::Dir { mode, .. }) => Evaluated::Stat {
-                    file_type: "DIRECTORY".into(),
-                    name,
-                    permissions: *mode,
-                    size: 0,
-                },
-                Some(Entry::File(f)) => Evaluated::Stat {
-                    file_type: "REGULAR".into(),
-                    name,
-                    permissions: f.mode,
-                    size: f.size,
-                },
-                Some(Entry::Symlink { target }) => Evaluated::Stat {
-                    file_type: "SYMLINK".into(),
-                    name,
-                    permissions: 0o777,
-                    size: target.len() as u64,
-                },
-            })
-        }
+        "stat" => crate::core::stat_named(tree, rest, name)
+            .map_err(|_| FieldError::new(format!("no such file or directory: `{path}`"))),
         _ => Ok(Evaluated::Dir {
             tree: tree.subtree(rest)?,
             name: format!("{name}/"),
@@ -882,29 +833,17 @@ fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Moun
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
 pub async fn exists(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String, Value>) -> Result<bool, FieldError> {
-    let mut stat_args = args.clone();
     let follow = !b(args, "doNotFollowSymlinks");
-    stat_args.remove("expectedType");
-    let field = if follow { "file_or_dir" } else { "stat" };
     let path = path_arg(st, args, "path")?;
     let expected = s(args, "expectedType").to_owned();
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return Ok(match src {
-            MountSource::Dir { tree, .. } => match (tree.entries.get(&rest), expected.as_str()) {
-                (_, "") if rest.is_empty() => true,
-                (None, _) => rest.is_empty() && expected == "DIRECTORY_TYPE",
-                (Some(_), "") => true,
-                (Some(Entry::File(_)), "REGULAR_TYPE") => true,
-                (Some(Entry::Dir { .. }), "DIRECTORY_TYPE") => true,
-                (Some(Entry::Symlink { .. }), "SYMLINK_TYPE") => true,
-                _ => false,
-            },
+            MountSource::Dir { tree, .. } => crate::core::tree_has(tree, &rest, &expected),
             MountSource::File { .. } => rest.is_empty() && matches!(expected.as_str(), "" | "REGULAR_TYPE"),
             _ => rest.is_empty() && matches!(expected.as_str(), "" | "DIRECTORY_TYPE"),
         });
     }
-    let _ = field;
     let engine = engine.clone();
     let st = st.clone();
     tokio::task::spawn_blocking(move || {
@@ -988,28 +927,6 @@ fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
         text = text.replace(s.as_str(), "***");
     }
     text.into_bytes()
-}
-
-/// The plaintext of a secret object, from session memory or its URI.
-async fn secret_plaintext(engine: &Arc<Engine>, d: &Digest) -> Result<String, FieldError> {
-    if let Some(p) = engine.secret(d) {
-        return Ok(p);
-    }
-    let v = engine.eval(d).await?;
-    let Evaluated::Secret { uri, name } = &*v else {
-        return Err(FieldError::new("not a secret"));
-    };
-    if let Some(var) = uri.strip_prefix("env://") {
-        return std::env::var(var)
-            .map_err(|_| FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set")));
-    }
-    if let Some(path) = uri.strip_prefix("file://") {
-        return std::fs::read_to_string(path)
-            .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
-    }
-    Err(FieldError::new(format!(
-        "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
-    )))
 }
 
 /// Runs `withExec` on `st`, returning the container after it.
@@ -1180,7 +1097,6 @@ async fn exec(
     }
     // Tear down: unmount, then keep the upper directory as the new layer.
     let engine3 = engine.clone();
-    let scratch2 = scratch.clone();
     let mounts_back: Vec<(String, PathBuf)> = prepared.read_back.clone();
     let finished = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
         prepared.overlay.unmount().map_err(snap)?;
@@ -1188,7 +1104,6 @@ async fn exec(
         for (path, host) in &mounts_back {
             trees.push((path.clone(), snapshot::read_tree(&engine3.store, host).map_err(snap)?));
         }
-        let _ = scratch2;
         Ok(trees)
     })
     .await

@@ -130,26 +130,31 @@ pub(crate) fn unsupported(type_name: &str, field: &str) -> FieldError {
     FieldError::new(format!("`{type_name}.{field}` is not supported by this engine yet"))
 }
 
-fn s<'a>(args: &'a Map<String, Value>, k: &str) -> &'a str {
+/// A string argument (empty when absent).
+pub(crate) fn s<'a>(args: &'a Map<String, Value>, k: &str) -> &'a str {
     args.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn i(args: &Map<String, Value>, k: &str) -> Option<i64> {
+/// An integer argument.
+pub(crate) fn i(args: &Map<String, Value>, k: &str) -> Option<i64> {
     args.get(k).and_then(Value::as_i64)
 }
 
-fn b(args: &Map<String, Value>, k: &str) -> bool {
+/// A boolean argument (false when absent).
+pub(crate) fn b(args: &Map<String, Value>, k: &str) -> bool {
     args.get(k).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
+/// A list-of-strings argument (empty when absent).
+pub(crate) fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
     args.get(k)
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
 
-fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
+/// The digest of an object argument (normalized to `{"$id": digest}`).
+pub(crate) fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
     args.get(k)?.get("$id")?.as_str().and_then(Digest::parse)
 }
 
@@ -376,13 +381,8 @@ async fn build(
             }
             // The value as it is now is part of the identity (keyed, never in plaintext), so a changed value
             // re-runs what used it.
-            let current = if let Some(var) = uri.strip_prefix("env://") {
-                std::env::var(var).ok().map(String::into_bytes)
-            } else {
-                uri.strip_prefix("file://").and_then(|p| std::fs::read(p).ok())
-            };
-            if let Some(value) = current {
-                args.insert("$mac".into(), json!(engine.store.secret_mac(&value)?));
+            if let Ok(value) = read_secret_uri(uri) {
+                args.insert("$mac".into(), json!(engine.store.secret_mac(value.as_bytes())?));
             }
         }
         _ => {}
@@ -454,49 +454,7 @@ fn read_host_dir(
             }
         }
     }
-    let mut tree = Tree::default();
-    let mut stack = vec![(root.to_owned(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| FieldError::new(format!("cannot read {}: {e}", dir.display())))?;
-        for entry in rd.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel_path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let path = entry.path();
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() {
-                let target = std::fs::read_link(&path)
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                tree.entries.insert(rel_path, Entry::Symlink { target });
-            } else if ft.is_dir() {
-                tree.entries.insert(
-                    rel_path.clone(),
-                    Entry::Dir {
-                        mode: file_mode(&path),
-                        mtime: None,
-                    },
-                );
-                stack.push((path, rel_path));
-            } else if ft.is_file() {
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| FieldError::new(format!("cannot read {}: {e}", path.display())))?;
-                let blob = engine.store.put_blob(&bytes)?;
-                tree.entries.insert(
-                    rel_path,
-                    Entry::File(FileEntry {
-                        mode: file_mode(&path),
-                        blob,
-                        size: bytes.len() as u64,
-                        mtime: None,
-                    }),
-                );
-            }
-        }
-    }
+    let tree = crate::snapshot::read_tree(&engine.store, root).map_err(|e| FieldError::new(e.to_string()))?;
     let tree = tree.filter(include, &exclude);
     let name = root
         .file_name()
@@ -788,37 +746,83 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
     })
 }
 
-fn stat_of(tree: &Tree, path: &str) -> Result<Evaluated, FieldError> {
-    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+/// The current value behind an `env://NAME` or `file://PATH` secret URI.
+pub(crate) fn read_secret_uri(uri: &str) -> Result<String, FieldError> {
+    if let Some(var) = uri.strip_prefix("env://") {
+        return std::env::var(var)
+            .map_err(|_| FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set")));
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return std::fs::read_to_string(path)
+            .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
+    }
+    Err(FieldError::new(format!(
+        "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
+    )))
+}
+
+/// The plaintext of a secret object: from session memory (`setSecret`), else read from its URI now.
+pub(crate) async fn secret_plaintext(engine: &Arc<Engine>, d: &Digest) -> Result<String, FieldError> {
+    if let Some(p) = engine.secret(d) {
+        return Ok(p);
+    }
+    let v = engine.eval(d).await?;
+    let Evaluated::Secret { uri, name } = &*v else {
+        return Err(FieldError::new("not a secret"));
+    };
+    if uri.is_empty() {
+        return Err(FieldError::new(format!(
+            "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
+        )));
+    }
+    read_secret_uri(uri)
+}
+
+/// Whether `path` (normalized; empty for the root, a directory) is in the tree, and of the `expected` kind
+/// (`REGULAR_TYPE`, `DIRECTORY_TYPE`, `SYMLINK_TYPE`; empty for any).
+pub(crate) fn tree_has(tree: &Tree, path: &str, expected: &str) -> bool {
+    let entry = if path.is_empty() {
+        Some(&Entry::Dir {
+            mode: 0o755,
+            mtime: None,
+        })
+    } else {
+        tree.entries.get(path)
+    };
+    matches!(
+        (entry, expected),
+        (Some(_), "")
+            | (Some(Entry::File(_)), "REGULAR_TYPE")
+            | (Some(Entry::Dir { .. }), "DIRECTORY_TYPE")
+            | (Some(Entry::Symlink { .. }), "SYMLINK_TYPE")
+    )
+}
+
+/// `stat` of `path` in a tree (the root for an empty path), reported under `name`.
+pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evaluated, FieldError> {
+    let stat = |file_type: &str, permissions: u32, size: u64| Evaluated::Stat {
+        file_type: file_type.into(),
+        name: name.clone(),
+        permissions,
+        size,
+    };
     if path.is_empty() {
-        return Ok(Evaluated::Stat {
-            file_type: "DIRECTORY".into(),
-            name: "/".into(),
-            permissions: 0o755,
-            size: 0,
-        });
+        return Ok(stat("DIRECTORY", 0o755, 0));
     }
     Ok(match tree.entries.get(path) {
-        Some(Entry::Dir { mode, .. }) => Evaluated::Stat {
-            file_type: "DIRECTORY".into(),
-            name,
-            permissions: *mode,
-            size: 0,
-        },
-        Some(Entry::File(f)) => Evaluated::Stat {
-            file_type: "REGULAR".into(),
-            name,
-            permissions: f.mode,
-            size: f.size,
-        },
-        Some(Entry::Symlink { target }) => Evaluated::Stat {
-            file_type: "SYMLINK".into(),
-            name,
-            permissions: 0o777,
-            size: target.len() as u64,
-        },
+        Some(Entry::Dir { mode, .. }) => stat("DIRECTORY", *mode, 0),
+        Some(Entry::File(f)) => stat("REGULAR", f.mode, f.size),
+        Some(Entry::Symlink { target }) => stat("SYMLINK", 0o777, target.len() as u64),
         None => return Err(crate::tree::PathError::NotFound(path.to_owned()).into()),
     })
+}
+
+fn stat_of(tree: &Tree, path: &str) -> Result<Evaluated, FieldError> {
+    let name = match path.rsplit('/').next() {
+        Some(n) if !path.is_empty() => n.to_owned(),
+        _ => "/".to_owned(),
+    };
+    stat_named(tree, path, name)
 }
 
 /// Computes a leaf of an evaluated object.
@@ -850,16 +854,7 @@ async fn leaf(
         ("Directory", "name", Evaluated::Dir { name, .. }) => leaf(json!(name)),
         ("Directory", "exists", Evaluated::Dir { tree, .. }) => {
             let path = normalize(s(args, "path"))?;
-            let found = match (tree.entries.get(&path), s(args, "expectedType")) {
-                (_, _) if path.is_empty() => true,
-                (None, _) => false,
-                (Some(_), "") => true,
-                (Some(Entry::File(_)), "REGULAR_TYPE") => true,
-                (Some(Entry::Dir { .. }), "DIRECTORY_TYPE") => true,
-                (Some(Entry::Symlink { .. }), "SYMLINK_TYPE") => true,
-                _ => false,
-            };
-            leaf(json!(found))
+            leaf(json!(tree_has(tree, &path, s(args, "expectedType"))))
         }
         ("Directory", "export", Evaluated::Dir { tree, .. }) => {
             let target = host_path(engine, s(args, "path"));
@@ -910,24 +905,7 @@ async fn leaf(
         }
         ("Secret", "name", Evaluated::Secret { name, .. }) => leaf(json!(name)),
         ("Secret", "uri", Evaluated::Secret { uri, .. }) => leaf(json!(uri)),
-        ("Secret", "plaintext", Evaluated::Secret { uri, name }) => {
-            if let Some(p) = engine.secret(d) {
-                return leaf(json!(p));
-            }
-            if let Some(var) = uri.strip_prefix("env://") {
-                return std::env::var(var).map(|v| Resolved::Leaf(json!(v))).map_err(|_| {
-                    FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set"))
-                });
-            }
-            if let Some(path) = uri.strip_prefix("file://") {
-                return std::fs::read_to_string(path)
-                    .map(|v| Resolved::Leaf(json!(v)))
-                    .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
-            }
-            Err(FieldError::new(format!(
-                "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
-            )))
-        }
+        ("Secret", "plaintext", Evaluated::Secret { .. }) => leaf(json!(secret_plaintext(engine, d).await?)),
         (
             "Stat",
             field,
@@ -949,15 +927,7 @@ async fn leaf(
 }
 
 fn write_file(engine: &Engine, entry: &FileEntry, target: &Path) -> Result<(), FieldError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    let bytes = engine.store.get_blob(&entry.blob)?;
-    std::fs::write(target, bytes).map_err(|e| FieldError::new(format!("cannot write {}: {e}", target.display())))?;
-    let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(entry.mode));
-    Ok(())
+    crate::snapshot::write_file(&engine.store, entry, target).map_err(|e| FieldError::new(e.to_string()))
 }
 
 fn export_tree(engine: &Engine, tree: &Tree, target: &Path, wipe: bool) -> Result<(), FieldError> {
@@ -965,22 +935,5 @@ fn export_tree(engine: &Engine, tree: &Tree, target: &Path, wipe: bool) -> Resul
         std::fs::remove_dir_all(target)
             .map_err(|e| FieldError::new(format!("cannot wipe {}: {e}", target.display())))?;
     }
-    std::fs::create_dir_all(target).map_err(|e| FieldError::new(format!("cannot create {}: {e}", target.display())))?;
-    for (rel, entry) in &tree.entries {
-        // Keys are normalized (no `..`, no leading `/`), so every path stays under `target`.
-        let path = target.join(rel);
-        match entry {
-            Entry::Dir { .. } => {
-                std::fs::create_dir_all(&path)
-                    .map_err(|e| FieldError::new(format!("cannot create {}: {e}", path.display())))?;
-            }
-            Entry::File(f) => write_file(engine, f, &path)?,
-            Entry::Symlink { target: to } => {
-                let _ = std::fs::remove_file(&path);
-                std::os::unix::fs::symlink(to, &path)
-                    .map_err(|e| FieldError::new(format!("cannot link {}: {e}", path.display())))?;
-            }
-        }
-    }
-    Ok(())
+    crate::snapshot::write_tree(&engine.store, tree, target, "", None).map_err(|e| FieldError::new(e.to_string()))
 }

@@ -212,3 +212,23 @@ pub fn print_report(report: &Report) {
         println!("  {line}");
     }
 }
+
+/// Ends a quickstart binary: prints the report and checks it, or prints the error with its causes; the exit
+/// code says which.
+pub fn conclude(result: Result<Report, crate::BoxError>, started: std::time::Instant) -> std::process::ExitCode {
+    match result {
+        Ok(report) => {
+            print_report(&report);
+            if let Err(e) = report.check() {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            println!("quickstart: done in {:.1} s", started.elapsed().as_secs_f64());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            crate::print_error(e.as_ref());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

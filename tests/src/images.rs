@@ -354,13 +354,5 @@ fn layer_dir(store: &Store, image: &DebianImage, tarball: &Path) -> Result<PathB
 
 /// The image configuration of a Debian image: its environment and `bash` as the command.
 pub fn debian_config(image: &DebianImage) -> Result<oci_spec::image::ImageConfiguration, String> {
-    let config = oci_spec::image::ConfigBuilder::default()
-        .env(image.env.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>())
-        .cmd(vec!["bash".to_owned()])
-        .build()
-        .map_err(|e| e.to_string())?;
-    oci_spec::image::ImageConfigurationBuilder::default()
-        .config(config)
-        .build()
-        .map_err(|e| e.to_string())
+    crate::registry::image_config(image.env.iter().map(|e| (*e).to_owned()).collect(), "bash")
 }

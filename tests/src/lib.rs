@@ -9,6 +9,30 @@
 pub mod images;
 pub mod registry;
 
+/// Starts an in-process engine with `config` and connects the SDK to it (quietly). Panics when either fails:
+/// a test cannot go on without its engine.
+pub async fn start_engine(config: dagger_engine::Config) -> (dagger_engine::Session, dagger::Query) {
+    let session = match dagger_engine::Session::start(config).await {
+        Ok(s) => s,
+        Err(e) => panic!("the engine does not start: {e}"),
+    };
+    let dag = connect_to(&session).await;
+    (session, dag)
+}
+
+/// Connects the SDK (quietly) to a running in-process engine.
+pub async fn connect_to(session: &dagger_engine::Session) -> dagger::Query {
+    match dagger::Connection::builder()
+        .endpoint(session.url(), session.token.clone())
+        .quiet()
+        .connect()
+        .await
+    {
+        Ok(c) => c.query(),
+        Err(e) => panic!("cannot connect to the engine: {e}"),
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -158,6 +182,19 @@ fn reason(status: u16) -> &'static str {
 }
 
 async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<Recorded> {
+    let (request_line, headers, body) = read_http_request(reader).await?;
+    Some(Recorded {
+        request_line,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Reads one HTTP/1.1 request: its request line (trimmed), headers (names lowercased) and body
+/// (`Content-Length` bytes). `None` when the connection closes first.
+pub(crate) async fn read_http_request<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).await.ok()? == 0 {
         return None;
@@ -179,11 +216,7 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Opt
     let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).await.ok()?;
-    Some(Recorded {
-        request_line: request_line.trim_end().to_owned(),
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Some((request_line.trim_end().to_owned(), headers, body))
 }
 
 /// Builds a `data` object shaped like `document`: every leaf field gets `leaf(path)`, where `path` holds the

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dagger_engine::oci::{BuiltImage, Platform, Reference, RegistryClient, RegistryConfig, build_image};
 use dagger_engine::store::Store;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 
 /// The registry binary, from the Debian package of the same name.
 pub const REGISTRY_BIN: &str = "docker-registry";
@@ -233,11 +233,17 @@ fn set_times(path: &Path) -> std::io::Result<()> {
 
 /// The busybox image's configuration: `PATH` and `Cmd ["sh"]`.
 pub fn busybox_config() -> Result<oci_spec::image::ImageConfiguration, String> {
+    image_config(
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
+        "sh",
+    )
+}
+
+/// An image configuration with an environment and a one-word default command.
+pub fn image_config(env: Vec<String>, cmd: &str) -> Result<oci_spec::image::ImageConfiguration, String> {
     let config = oci_spec::image::ConfigBuilder::default()
-        .env(vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-        ])
-        .cmd(vec!["sh".to_owned()])
+        .env(env)
+        .cmd(vec![cmd.to_owned()])
         .build()
         .map_err(|e| e.to_string())?;
     oci_spec::image::ImageConfigurationBuilder::default()
@@ -373,30 +379,10 @@ impl Drop for FakeRegistry {
 }
 
 async fn read_fake_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<FakeRequest> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
+    let (line, headers, _body) = crate::read_http_request(reader).await?;
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_owned();
     let target = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).await.ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).await.ok()?;
     Some(FakeRequest {
         method,
         target,

@@ -29,15 +29,7 @@ async fn start_on(cache: &std::path::Path, runtime: Option<&str>) -> (Session, Q
 }
 
 async fn start_with(config: Config) -> (Session, Query) {
-    let session = Session::start(config).await.expect("engine starts");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
-    (session, dag)
+    tests::start_engine(config).await
 }
 
 async fn start() -> Env {

@@ -27,20 +27,12 @@ async fn start_in(cache: tempfile::TempDir) -> Env {
 
 async fn start_with(cache_dir: std::path::PathBuf, cache: tempfile::TempDir) -> Env {
     let work = tempfile::tempdir().expect("workdir");
-    let session = Session::start(Config {
+    let (session, dag) = tests::start_engine(Config {
         cache_dir,
         workdir: work.path().to_owned(),
         ..Config::default()
     })
-    .await
-    .expect("engine starts");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
+    .await;
     Env {
         session,
         dag,
@@ -295,13 +287,7 @@ async fn results_are_cached_across_restarts_and_deduplicated() {
     .await
     .expect("restart");
     let mut events = env2.engine.subscribe();
-    let dag = Connection::builder()
-        .endpoint(env2.url(), env2.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
+    let dag = tests::connect_to(&env2).await;
     assert_eq!(
         build(&dag).entries().await.expect("after restart"),
         vec!["a", "b", "c/"]

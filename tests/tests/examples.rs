@@ -19,22 +19,13 @@ fn offline_images() {
 
 async fn engine(cache: &tempfile::TempDir) -> (Session, Query) {
     let registries = RegistryConfig::parse(tests::images::MIRRORS, "").expect("mirror setting");
-    let session = Session::start(Config {
+    tests::start_engine(Config {
         cache_dir: cache.path().to_owned(),
         workdir: cache.path().to_owned(),
         registries: Some(registries),
         ..Config::default()
     })
     .await
-    .expect("engine starts");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
-    (session, dag)
 }
 
 fn settings(registry: &LocalRegistry, tag: &str) -> Settings {

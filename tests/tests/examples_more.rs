@@ -21,20 +21,12 @@ async fn fixture() -> Fixture {
     let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
     push_busybox(&registry, "busybox:latest").await;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let session = Session::start(Config {
+    let (session, dag) = tests::start_engine(Config {
         cache_dir: dir.path().join("cache"),
         workdir: dir.path().to_owned(),
         ..Config::default()
     })
-    .await
-    .expect("engine starts");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
+    .await;
     Fixture {
         dag,
         image: format!("{}/busybox:latest", registry.host()),

@@ -7,20 +7,12 @@ use tests::registry::{LocalRegistry, push_busybox};
 
 async fn start() -> (Session, Query, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("cache dir");
-    let session = Session::start(Config {
+    let (session, dag) = tests::start_engine(Config {
         cache_dir: cache.path().to_owned(),
         workdir: cache.path().to_owned(),
         ..Config::default()
     })
-    .await
-    .expect("engine starts");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
+    .await;
     (session, dag, cache)
 }
 

@@ -81,20 +81,12 @@ async fn start() -> Env {
     let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
     push_busybox(&registry, "busybox:latest").await;
     let cache = tempfile::tempdir().expect("cache");
-    let session = Session::start(Config {
+    let (session, dag) = tests::start_engine(Config {
         cache_dir: cache.path().to_owned(),
         workdir: cache.path().to_owned(),
         ..Config::default()
     })
-    .await
-    .expect("engine");
-    let dag = Connection::builder()
-        .endpoint(session.url(), session.token.clone())
-        .quiet()
-        .connect()
-        .await
-        .expect("connect")
-        .query();
+    .await;
     Env {
         base: format!("{}/busybox:latest", registry.host()),
         host: registry.host(),

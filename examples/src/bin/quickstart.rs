@@ -35,19 +35,6 @@ async fn main() -> ExitCode {
         settings.address
     );
     let started = Instant::now();
-    match dagger::connect(|dag| async move { quickstart::run(&dag, &settings).await }).await {
-        Ok(report) => {
-            quickstart::print_report(&report);
-            if let Err(e) = report.check() {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            println!("quickstart: done in {:.1} s", started.elapsed().as_secs_f64());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            examples::print_error(&e);
-            ExitCode::FAILURE
-        }
-    }
+    let result = dagger::connect(|dag| async move { quickstart::run(&dag, &settings).await }).await;
+    quickstart::conclude(result.map_err(Into::into), started)
 }
