@@ -20,7 +20,7 @@ use crate::exec::FieldError;
 use crate::ids::{Call, Digest};
 use crate::runtime::{MountSpec, RunRequest};
 use crate::snapshot::{self, SnapshotError};
-use crate::tree::{Entry, FileEntry, Tree, normalize};
+use crate::tree::{FileEntry, Tree, normalize};
 
 /// The image configuration a container carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,13 +354,7 @@ pub async fn compute(
             };
             let mut tree = tree.filter(&strings(&args, "include"), &strings(&args, "exclude"));
             if let Some(p) = i(&args, "permissions") {
-                for e in tree.entries.values_mut() {
-                    match e {
-                        Entry::Dir { mode, .. } => *mode = p as u32,
-                        Entry::File(f) => f.mode = p as u32,
-                        Entry::Symlink { .. } => {}
-                    }
-                }
+                tree.set_permissions(p as u32);
             }
             let owner = owner_arg(engine, &st, &args)?;
             write_into(engine, &mut st, d, &path, |l, at| {
@@ -399,23 +393,7 @@ pub async fn compute(
                 }
                 "withFiles" => {
                     let dir = path_arg(&st, &args, "path")?;
-                    for v in args
-                        .get("sources")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                    {
-                        let Some(fd) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
-                            continue;
-                        };
-                        let f = engine.eval(&fd).await?;
-                        let Evaluated::File { name, entry } = &*f else {
-                            return Err(FieldError::new("`sources` holds something that is not a file"));
-                        };
-                        let mut entry = entry.clone();
-                        if let Some(p) = i(&args, "permissions") {
-                            entry.mode = p as u32;
-                        }
+                    for (name, entry) in crate::core::source_files(engine, &args).await? {
                         files.push((format!("{}/{name}", dir.trim_end_matches('/')), entry));
                     }
                 }

@@ -636,23 +636,9 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "withFiles" => {
                     let path = path_arg("path")?;
-                    for v in args
-                        .get("sources")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                    {
-                        let Some(d) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
-                            continue;
-                        };
-                        let src = engine.eval(&d).await?;
-                        let (name, entry) = file_of(&src)?;
-                        let mut entry = entry.clone();
-                        if let Some(p) = i(&args, "permissions") {
-                            entry.mode = p as u32;
-                        }
+                    for (name, entry) in source_files(engine, &args).await? {
                         let target = if path.is_empty() {
-                            name.to_owned()
+                            name
                         } else {
                             format!("{path}/{name}")
                         };
@@ -671,13 +657,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                     let (stree, _) = dir_of(&src)?;
                     let mut filtered = stree.filter(&strings(&args, "include"), &strings(&args, "exclude"));
                     if let Some(p) = i(&args, "permissions") {
-                        for e in filtered.entries.values_mut() {
-                            match e {
-                                Entry::Dir { mode, .. } => *mode = p as u32,
-                                Entry::File(f) => f.mode = p as u32,
-                                Entry::Symlink { .. } => {}
-                            }
-                        }
+                        filtered.set_permissions(p as u32);
                     }
                     t.merge(&path, &filtered);
                     Evaluated::Dir {
@@ -744,6 +724,35 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
         }
         (t, f, _) => return Err(unsupported(t, f)),
     })
+}
+
+/// The files of a list argument of file IDs (`sources`), each with its name, and `permissions` applied when
+/// given.
+pub(crate) async fn source_files(
+    engine: &Arc<Engine>,
+    args: &Map<String, Value>,
+) -> Result<Vec<(String, FileEntry)>, FieldError> {
+    let mut files = Vec::new();
+    for v in args
+        .get("sources")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(d) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
+            continue;
+        };
+        let src = engine.eval(&d).await?;
+        let Evaluated::File { name, entry } = &*src else {
+            return Err(FieldError::new("`sources` holds something that is not a file"));
+        };
+        let mut entry = entry.clone();
+        if let Some(p) = i(args, "permissions") {
+            entry.mode = p as u32;
+        }
+        files.push((name.clone(), entry));
+    }
+    Ok(files)
 }
 
 /// The current value behind an `env://NAME` or `file://PATH` secret URI.

@@ -262,6 +262,17 @@ impl Tree {
             .collect()
     }
 
+    /// Gives every file and directory the permission bits `mode` (symlinks keep theirs).
+    pub fn set_permissions(&mut self, mode: u32) {
+        for e in self.entries.values_mut() {
+            match e {
+                Entry::Dir { mode: m, .. } => *m = mode,
+                Entry::File(f) => f.mode = mode,
+                Entry::Symlink { .. } => {}
+            }
+        }
+    }
+
     /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
     /// holding kept entries are kept.
     pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
