@@ -20,7 +20,7 @@ use crate::exec::FieldError;
 use crate::ids::{Call, Digest};
 use crate::runtime::{MountSpec, RunRequest};
 use crate::snapshot::{self, SnapshotError};
-use crate::tree::{FileEntry, Tree, normalize};
+use crate::tree::{Entry, FileEntry, Tree, normalize};
 
 /// The image configuration a container carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,7 +357,7 @@ pub async fn compute(
                 tree.set_permissions(p as u32);
             }
             let owner = owner_arg(engine, &st, &args)?;
-            write_into(engine, &mut st, d, &path, |l, at| {
+            write_into(engine, &mut st, d, &path, true, |l, at| {
                 snapshot::write_tree(&engine.store, &tree, l, at, owner)
             })?;
         }
@@ -400,31 +400,16 @@ pub async fn compute(
                 _ => {
                     let link = path_arg(&st, &args, "linkName")?;
                     let target = s(&args, "target").to_owned();
-                    write_into(engine, &mut st, d, &link, |l, at| {
-                        let p = l.join(at.trim_start_matches('/'));
-                        if let Some(parent) = p.parent() {
-                            std::fs::create_dir_all(parent).map_err(|e| SnapshotError::Io {
-                                what: format!("cannot create {}", parent.display()),
-                                source: e,
-                            })?;
-                        }
-                        std::os::unix::fs::symlink(&target, &p).map_err(|e| SnapshotError::Io {
-                            what: format!("cannot link {}", p.display()),
-                            source: e,
-                        })
+                    write_into(engine, &mut st, d, &link, false, |l, at| {
+                        snapshot::write_entry_at(&engine.store, l, at, &Entry::Symlink { target }, None)
                     })?;
                     return Ok(Evaluated::Container(Box::new(st)));
                 }
             }
             for (path, entry) in files {
                 let store = engine.store.clone();
-                write_into(engine, &mut st, d, &path, move |l, at| {
-                    let p = l.join(at.trim_start_matches('/'));
-                    snapshot::write_file(&store, &entry, &p)?;
-                    if let Some((u, g)) = owner {
-                        snapshot::chown(&p, u, g)?;
-                    }
-                    Ok(())
+                write_into(engine, &mut st, d, &path, true, move |l, at| {
+                    snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
                 })?;
             }
         }
@@ -440,8 +425,14 @@ pub async fn compute(
             } else {
                 vec![path_arg(&st, &args, "path")?]
             };
+            // Parents resolve through the container's symlinks; a final link is removed itself.
+            let lower = layer_paths(engine, &st);
+            let paths = paths
+                .iter()
+                .map(|p| snapshot::resolve_in_layers(&lower, p, false).map_err(snap))
+                .collect::<Result<Vec<_>, _>>()?;
             let layer = new_layer(engine, d, |l| {
-                for p in &paths {
+                for p in paths.iter().filter(|p| !p.is_empty()) {
                     snapshot::whiteout(l, p)?;
                 }
                 Ok(())
@@ -622,16 +613,25 @@ pub async fn compute(
     Ok(Evaluated::Container(Box::new(st)))
 }
 
+/// The host directories of a container's layers, bottom first.
+fn layer_paths(engine: &Engine, st: &ContainerState) -> Vec<PathBuf> {
+    st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect()
+}
+
 /// Writes into the container at `path`: into the mount that holds it when there is one (a snapshot mount
-/// gets a new tree), else into a new layer.
+/// gets a new tree), else into a new layer. The path is first resolved through the container's symlinks
+/// (the last component only with `follow_last`), inside the container's root; `fill` gets the directory to
+/// write under and the resolved path relative to it.
 fn write_into(
     engine: &Engine,
     st: &mut ContainerState,
     d: &Digest,
     path: &str,
+    follow_last: bool,
     fill: impl FnOnce(&Path, &str) -> Result<(), SnapshotError>,
 ) -> Result<(), FieldError> {
-    if let Some((m, MountSource::Dir { .. }, rest)) = st.mount_at(path) {
+    if let Some((m, MountSource::Dir { tree, .. }, rest)) = st.mount_at(path) {
+        let rest = tree.resolve(&normalize(&rest)?, follow_last)?;
         let m = m.to_owned();
         // Apply the write to the mounted snapshot through a scratch directory.
         let scratch = engine
@@ -663,6 +663,8 @@ fn write_into(
             "cannot write `{path}`: it is inside a cache, secret or temporary mount"
         )));
     }
+    let path = snapshot::resolve_in_layers(&layer_paths(engine, st), path, follow_last).map_err(snap)?;
+    let path = path.as_str();
     // Several writes of one call (withFiles) share the call's layer.
     let name = d.to_string();
     let dir = layers_dir(&engine.store).join(&name);

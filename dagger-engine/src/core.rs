@@ -553,7 +553,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                     let path = path_arg("path")?;
                     let contents = s(&args, "contents");
                     let blob = engine.store.put_blob(contents.as_bytes())?;
-                    t.insert(
+                    t.put(
                         &path,
                         Entry::File(FileEntry {
                             mode: i(&args, "permissions").unwrap_or(0o644) as u32,
@@ -561,7 +561,8 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                             size: contents.len() as u64,
                             mtime: None,
                         }),
-                    );
+                        true,
+                    )?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
@@ -569,22 +570,14 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "withNewDirectory" => {
                     let path = path_arg("path")?;
-                    if !t.is_dir(&path) {
-                        t.insert(
-                            &path,
-                            Entry::Dir {
-                                mode: i(&args, "permissions").unwrap_or(0o755) as u32,
-                                mtime: None,
-                            },
-                        );
-                    }
+                    t.mkdir_all(&path, i(&args, "permissions").unwrap_or(0o755) as u32)?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
                     }
                 }
                 "withoutFile" | "withoutDirectory" => {
-                    t.remove(&path_arg("path")?);
+                    t.remove_path(&path_arg("path")?)?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
@@ -592,7 +585,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "withoutFiles" => {
                     for p in strings(&args, "paths") {
-                        t.remove(&normalize(&p)?);
+                        t.remove_path(&normalize(&p)?)?;
                     }
                     Evaluated::Dir {
                         tree: t,
@@ -601,7 +594,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "directory" => {
                     let path = path_arg("path")?;
-                    let sub = tree.subtree(&path)?;
+                    let sub = tree.subtree(&tree.resolve(&path, true)?)?;
                     let name = path
                         .rsplit('/')
                         .next()
@@ -611,13 +604,17 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "file" => {
                     let path = path_arg("path")?;
-                    let entry = tree.file(&path)?.clone();
+                    let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
                     Evaluated::File {
                         name: path.rsplit('/').next().unwrap_or_default().to_owned(),
                         entry,
                     }
                 }
-                "stat" => stat_of(&t, &path_arg("path")?)?,
+                "stat" => {
+                    let path = path_arg("path")?;
+                    let at = t.resolve(&path, !b(&args, "doNotFollowSymlinks"))?;
+                    stat_named(&t, &at, base_name(&path))?
+                }
                 "withFile" => {
                     let path = path_arg("path")?;
                     let src = obj_arg("source")
@@ -628,7 +625,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                     if let Some(p) = i(&args, "permissions") {
                         entry.mode = p as u32;
                     }
-                    t.insert(&path, Entry::File(entry));
+                    t.put(&path, Entry::File(entry), true)?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
@@ -642,7 +639,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                         } else {
                             format!("{path}/{name}")
                         };
-                        t.insert(&target, Entry::File(entry));
+                        t.put(&target, Entry::File(entry), true)?;
                     }
                     Evaluated::Dir {
                         tree: t,
@@ -659,7 +656,7 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                     if let Some(p) = i(&args, "permissions") {
                         filtered.set_permissions(p as u32);
                     }
-                    t.merge(&path, &filtered);
+                    t.merge(&path, &filtered)?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
@@ -667,12 +664,13 @@ pub async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, Fie
                 }
                 "withSymlink" => {
                     let link = path_arg("linkName")?;
-                    t.insert(
+                    t.put(
                         &link,
                         Entry::Symlink {
                             target: s(&args, "target").to_owned(),
                         },
-                    );
+                        false,
+                    )?;
                     Evaluated::Dir {
                         tree: t,
                         name: dname.to_owned(),
@@ -826,12 +824,12 @@ pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evalua
     })
 }
 
-fn stat_of(tree: &Tree, path: &str) -> Result<Evaluated, FieldError> {
-    let name = match path.rsplit('/').next() {
+/// The last component of a normalized path, `/` for the root.
+fn base_name(path: &str) -> String {
+    match path.rsplit('/').next() {
         Some(n) if !path.is_empty() => n.to_owned(),
         _ => "/".to_owned(),
-    };
-    stat_named(tree, path, name)
+    }
 }
 
 /// Computes a leaf of an evaluated object.
@@ -856,14 +854,19 @@ async fn leaf(
         },
         ("Directory", "entries", Evaluated::Dir { tree, .. }) => {
             let path = normalize(s(args, "path"))?;
-            leaf(json!(tree.list(&path)?))
+            leaf(json!(tree.list(&tree.resolve(&path, true)?)?))
         }
         ("Directory", "glob", Evaluated::Dir { tree, .. }) => leaf(json!(tree.glob(s(args, "pattern")))),
         ("Directory", "digest", Evaluated::Dir { tree, .. }) => leaf(json!(format!("sha256:{}", tree.digest()))),
         ("Directory", "name", Evaluated::Dir { name, .. }) => leaf(json!(name)),
         ("Directory", "exists", Evaluated::Dir { tree, .. }) => {
             let path = normalize(s(args, "path"))?;
-            leaf(json!(tree_has(tree, &path, s(args, "expectedType"))))
+            // Symlinks are followed (inside the directory) unless asked not to; a path that cannot be
+            // resolved (a loop, a file used as a directory) does not exist.
+            let found = tree
+                .resolve(&path, !b(args, "doNotFollowSymlinks"))
+                .is_ok_and(|at| tree_has(tree, &at, s(args, "expectedType")));
+            leaf(json!(found))
         }
         ("Directory", "export", Evaluated::Dir { tree, .. }) => {
             let target = host_path(engine, s(args, "path"));

@@ -295,7 +295,13 @@ pub struct Engine {
     /// The on-disk store.
     pub store: Store,
     calls: Mutex<HashMap<Digest, Call>>,
-    results: Mutex<HashMap<Digest, Arc<Evaluated>>>,
+    /// Results in memory: held weakly, so a long chain's intermediate results are freed once the next link is
+    /// computed (they stay on disk); [`Engine::recent`] and `kept` hold strong references.
+    results: Mutex<HashMap<Digest, std::sync::Weak<Evaluated>>>,
+    /// The most recent results, kept alive so repeated reads of one object do not go to disk.
+    recent: Mutex<std::collections::VecDeque<Arc<Evaluated>>>,
+    /// Results that are not kept on disk (secrets, cache volumes, the host): small, kept for the session.
+    kept: Mutex<HashMap<Digest, Arc<Evaluated>>>,
     in_flight: Mutex<HashMap<Digest, EvalFuture>>,
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
@@ -331,6 +337,8 @@ impl Engine {
             store,
             calls: Mutex::default(),
             results: Mutex::default(),
+            recent: Mutex::default(),
+            kept: Mutex::default(),
             in_flight: Mutex::default(),
             secrets: Mutex::default(),
             events,
@@ -546,75 +554,203 @@ impl Engine {
 
     /// Records a result computed outside `eval` (eager host reads).
     pub fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
-        if value.persistent() {
+        let persistent = value.persistent();
+        if persistent {
             self.store.put_json("results", d, &value)?;
         }
         let v = Arc::new(value);
-        if let Ok(mut r) = self.results.lock() {
-            r.insert(d.clone(), v.clone());
-        }
+        self.remember(d, &v, persistent);
         Ok(v)
+    }
+
+    /// How many recent results stay in memory while nothing else holds them.
+    const RECENT: usize = 64;
+
+    fn remember(&self, d: &Digest, v: &Arc<Evaluated>, persistent: bool) {
+        if !persistent {
+            if let Ok(mut k) = self.kept.lock() {
+                k.insert(d.clone(), v.clone());
+            }
+            return;
+        }
+        if let Ok(mut r) = self.results.lock() {
+            // Forget entries whose results are gone, now and then, so the map stays the size of what is live.
+            if r.len() >= 4096 && r.len().is_power_of_two() {
+                r.retain(|_, w| w.strong_count() > 0);
+            }
+            r.insert(d.clone(), Arc::downgrade(v));
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= Self::RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(v.clone());
+        }
+    }
+
+    /// A result held in memory.
+    fn in_memory(&self, d: &Digest) -> Option<Arc<Evaluated>> {
+        if let Some(v) = self.kept.lock().ok().and_then(|k| k.get(d).cloned()) {
+            return Some(v);
+        }
+        self.results
+            .lock()
+            .ok()
+            .and_then(|r| r.get(d).and_then(std::sync::Weak::upgrade))
+    }
+
+    /// A result from memory or, reported as cached, from disk.
+    fn ready(&self, d: &Digest, call: &Call) -> Option<Arc<Evaluated>> {
+        if let Some(v) = self.in_memory(d) {
+            return Some(v);
+        }
+        let v = self
+            .store
+            .get_json::<Evaluated>("results", d)
+            .filter(|v| v.intact(&self.store))?;
+        self.emit(call, d, EventKind::Cached);
+        let v = Arc::new(v);
+        self.remember(d, &v, true);
+        Some(v)
+    }
+
+    /// The objects `call` is computed from: its parent and its object arguments (also inside lists).
+    fn inputs(call: &Call) -> Vec<Digest> {
+        fn ids(v: &serde_json::Value, out: &mut Vec<Digest>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(d) = m.get("$id").and_then(|d| d.as_str()).and_then(Digest::parse) {
+                        out.push(d);
+                    } else {
+                        m.values().for_each(|v| ids(v, out));
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| ids(v, out)),
+                _ => {}
+            }
+        }
+        let mut out: Vec<Digest> = call.parent.iter().cloned().collect();
+        call.args.values().for_each(|v| ids(v, &mut out));
+        out
+    }
+
+    /// The objects `d` depends on that are not ready yet, dependencies first, found with an explicit stack
+    /// (a chain of any length costs no native stack). Results found on disk on the way are loaded.
+    fn missing_inputs(&self, d: &Digest) -> Result<Vec<(Digest, Call)>, FieldError> {
+        let mut order = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(d.clone());
+        let root = self.call(d).ok_or_else(|| unknown(d))?;
+        // An entry with its call has had its inputs pushed above it: it comes next once they are done.
+        let mut stack: Vec<(Digest, Option<Call>)> = Vec::new();
+        for input in Self::inputs(&root).into_iter().rev() {
+            stack.push((input, None));
+        }
+        // Keep the held results alive until the caller has used them.
+        let mut held = Vec::new();
+        while let Some((digest, expanded)) = stack.pop() {
+            if let Some(call) = expanded {
+                order.push((digest, call));
+                continue;
+            }
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let call = self.call(&digest).ok_or_else(|| unknown(&digest))?;
+            if let Some(v) = self.ready(&digest, &call) {
+                held.push(v);
+                continue;
+            }
+            let inputs = Self::inputs(&call);
+            stack.push((digest, Some(call)));
+            for input in inputs.into_iter().rev() {
+                if !seen.contains(&input) {
+                    stack.push((input, None));
+                }
+            }
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            for v in held {
+                if recent.len() >= Self::RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(v);
+            }
+        }
+        Ok(order)
     }
 
     /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
     /// computing it once.
+    ///
+    /// The objects it is built from are evaluated first, bottom up, in a loop: computing an object then finds
+    /// its parent ready, so evaluation never nests deeper than one level per object argument, however long
+    /// the chain of calls is.
     pub fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
         let this = self.clone();
         let d = d.clone();
         Box::pin(async move {
-            if let Some(v) = this.results.lock().ok().and_then(|r| r.get(&d).cloned()) {
+            if let Some(v) = this.in_memory(&d) {
                 return Ok(v);
             }
-            let call = this
-                .call(&d)
-                .ok_or_else(|| FieldError::new(format!("unknown object `{d}`: it was never created on this engine")))?;
-            if let Some(v) = this
-                .store
-                .get_json::<Evaluated>("results", &d)
-                .filter(|v| v.intact(&this.store))
-            {
-                this.emit(&call, &d, EventKind::Cached);
-                let v = Arc::new(v);
-                if let Ok(mut r) = this.results.lock() {
-                    r.insert(d.clone(), v.clone());
-                }
+            let call = this.call(&d).ok_or_else(|| unknown(&d))?;
+            if let Some(v) = this.ready(&d, &call) {
                 return Ok(v);
             }
-            let fut = {
-                let Ok(mut in_flight) = this.in_flight.lock() else {
-                    return Err(FieldError::new("internal error: evaluation state is poisoned"));
-                };
-                match in_flight.get(&d) {
-                    Some(f) => f.clone(),
-                    None => {
-                        let engine = this.clone();
-                        let digest = d.clone();
-                        let call2 = call.clone();
-                        let f: BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> = Box::pin(async move {
-                            engine.emit(&call2, &digest, EventKind::Started);
-                            let started = Instant::now();
-                            engine.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let result = crate::core::compute(&engine, &call2).await;
-                            match &result {
-                                Ok(_) => engine.emit(&call2, &digest, EventKind::Done(started.elapsed().as_millis())),
-                                Err(e) => engine.emit(&call2, &digest, EventKind::Failed(e.message.clone())),
-                            }
-                            let result = match result {
-                                Ok(v) => engine.put_result(&digest, v),
-                                Err(e) => Err(e),
-                            };
-                            if let Ok(mut f) = engine.in_flight.lock() {
-                                f.remove(&digest);
-                            }
-                            result
-                        });
-                        let shared = f.shared();
-                        in_flight.insert(d.clone(), shared.clone());
-                        shared
-                    }
-                }
-            };
-            fut.await
+            let mut below = None;
+            for (dep, dep_call) in this.missing_inputs(&d)? {
+                // Held until the next one is computed, so a chain's parent is never dropped before its child
+                // has read it.
+                below = Some(this.eval_one(&dep, dep_call).await?);
+            }
+            let v = this.eval_one(&d, call).await;
+            drop(below);
+            v
         })
     }
+
+    /// Evaluates one object whose inputs are (normally) ready: joins an evaluation in flight or starts one.
+    async fn eval_one(self: &Arc<Self>, d: &Digest, call: Call) -> Result<Arc<Evaluated>, FieldError> {
+        if let Some(v) = self.ready(d, &call) {
+            return Ok(v);
+        }
+        let fut = {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return Err(FieldError::new("internal error: evaluation state is poisoned"));
+            };
+            match in_flight.get(d) {
+                Some(f) => f.clone(),
+                None => {
+                    let engine = self.clone();
+                    let digest = d.clone();
+                    let f: BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> = Box::pin(async move {
+                        engine.emit(&call, &digest, EventKind::Started);
+                        let started = Instant::now();
+                        engine.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let result = crate::core::compute(&engine, &call).await;
+                        match &result {
+                            Ok(_) => engine.emit(&call, &digest, EventKind::Done(started.elapsed().as_millis())),
+                            Err(e) => engine.emit(&call, &digest, EventKind::Failed(e.message.clone())),
+                        }
+                        let result = match result {
+                            Ok(v) => engine.put_result(&digest, v),
+                            Err(e) => Err(e),
+                        };
+                        if let Ok(mut f) = engine.in_flight.lock() {
+                            f.remove(&digest);
+                        }
+                        result
+                    });
+                    let shared = f.shared();
+                    in_flight.insert(d.clone(), shared.clone());
+                    shared
+                }
+            }
+        };
+        fut.await
+    }
+}
+
+fn unknown(d: &Digest) -> FieldError {
+    FieldError::new(format!("unknown object `{d}`: it was never created on this engine"))
 }

@@ -20,8 +20,9 @@ use crate::core::{self, Obj, Resolved};
 use crate::engine::Engine;
 use crate::schema::served;
 
-/// How deeply a document may nest (each chained call is one level).
-pub const MAX_DEPTH: usize = 4096;
+/// How deeply a document may nest (each chained call is one level). Evaluation does not nest with the
+/// chain (see `Engine::eval`); parsing, execution and the response do, on the request thread's large stack.
+pub const MAX_DEPTH: usize = 16_384;
 /// How many tokens a document may have.
 pub const MAX_TOKENS: usize = 2_000_000;
 

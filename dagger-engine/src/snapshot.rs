@@ -39,6 +39,9 @@ pub enum SnapshotError {
     /// Symlinks loop.
     #[error("too many levels of symbolic links resolving `{0}`")]
     Loop(String),
+    /// A path goes through something that is not a directory.
+    #[error("`{0}` in the container is not a directory")]
+    NotADirectory(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapshotError {
@@ -488,6 +491,99 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Pat
     Ok(root.join(resolved.iter().collect::<PathBuf>()))
 }
 
+/// What a path is in a stack of layers.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Missing,
+    Dir,
+    Link(String),
+    Other,
+}
+
+/// Looks `comps` up in `layers` (bottom first, overlayfs upper format) the way the merged filesystem would
+/// show it: the topmost layer that has the path wins, a whiteout hides it, an opaque directory or a
+/// non-directory hides what lower layers hold below it. Never follows a link on the host: each layer is
+/// walked one component at a time with `lstat`, and only through directories.
+fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
+    let Some(last) = comps.len().checked_sub(1) else {
+        return Found::Dir;
+    };
+    for layer in layers.iter().rev() {
+        let mut path = layer.clone();
+        let mut cut_below = false;
+        for (i, c) in comps.iter().enumerate() {
+            path.push(c);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                break;
+            };
+            if is_whiteout(&meta) {
+                return Found::Missing;
+            }
+            if i == last {
+                return if meta.is_dir() {
+                    Found::Dir
+                } else if meta.file_type().is_symlink() {
+                    Found::Link(
+                        std::fs::read_link(&path)
+                            .map(|t| t.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    Found::Other
+                };
+            }
+            if !meta.is_dir() {
+                // A file or link above the path's end: nothing lower shows through below it.
+                return Found::Missing;
+            }
+            cut_below |= is_opaque(&path);
+        }
+        if cut_below {
+            return Found::Missing;
+        }
+    }
+    Found::Missing
+}
+
+/// Resolves `path` (absolute inside the container) against the container's layers (bottom first) without
+/// mounting them, following symlinks as the container would: an absolute target restarts from the root,
+/// `..` stops at the root, and the last component is followed only with `follow_last`. Returns the path
+/// relative to the root; its ancestors are directories or missing.
+pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> Result<String, SnapshotError> {
+    let mut pending: Vec<String> = components(path);
+    pending.reverse();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(c);
+        let last = pending.is_empty();
+        match lookup_in_layers(layers, &resolved) {
+            Found::Link(target) if follow_last || !last => {
+                links += 1;
+                if links > crate::tree::MAX_LINKS {
+                    return Err(SnapshotError::Loop(path.to_owned()));
+                }
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            Found::Other | Found::Link(_) if !last => {
+                return Err(SnapshotError::NotADirectory(format!("/{}", resolved.join("/"))));
+            }
+            _ => {}
+        }
+    }
+    Ok(resolved.join("/"))
+}
+
 fn components(path: &str) -> Vec<String> {
     Path::new(path)
         .components()
@@ -546,6 +642,12 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
 }
 
 /// Writes `tree` under `dest/<at>` (creating `at`'s parents), with files owned by `owner` when given.
+///
+/// `dest` is trusted (a directory of the engine, or the host path a client asked to export to); nothing
+/// below it is: every directory is opened relative to its parent's handle with `O_NOFOLLOW`, files are
+/// created with `O_EXCL | O_NOFOLLOW`, and a symlink (or file) standing where a directory is needed is
+/// replaced, never followed. So whatever the tree holds, and whatever is already on disk below `dest`,
+/// nothing is written outside `dest`.
 pub fn write_tree(
     store: &crate::store::Store,
     tree: &Tree,
@@ -553,44 +655,269 @@ pub fn write_tree(
     at: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), SnapshotError> {
-    use std::os::unix::fs::PermissionsExt;
-    let base = dest.join(at.trim_start_matches('/'));
-    std::fs::create_dir_all(&base).map_err(io(format!("cannot create {}", base.display())))?;
+    let mut cursor = Cursor::open(dest, at)?;
     if let Some((u, g)) = owner {
-        chown(&base, u, g)?;
+        fchown(&cursor.base_fd(), u, g, &cursor.describe(""))?;
     }
     for (rel, entry) in &tree.entries {
-        // Tree keys are normalized (no `..`, no leading `/`), so every path stays under `base`.
-        let path = base.join(rel);
-        match entry {
-            Entry::Dir { mode, .. } => {
-                std::fs::create_dir_all(&path).map_err(io(format!("cannot create {}", path.display())))?;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode));
-            }
-            Entry::File(f) => write_file(store, f, &path)?,
-            Entry::Symlink { target } => {
-                let _ = std::fs::remove_file(&path);
-                std::os::unix::fs::symlink(target, &path).map_err(io(format!("cannot link {}", path.display())))?;
-            }
-        }
-        if let Some((u, g)) = owner {
-            chown(&path, u, g)?;
-        }
+        cursor.write_entry(store, rel, entry, owner)?;
     }
     Ok(())
 }
 
-/// Writes one file from the blob store (replacing what is there), with its mode.
-pub fn write_file(store: &crate::store::Store, f: &FileEntry, path: &Path) -> Result<(), SnapshotError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+/// Writes one entry at `dest/<rel>` (`rel` relative, its missing parents created as 0755 directories), with
+/// the same no-follow guarantees as [`write_tree`].
+pub fn write_entry_at(
+    store: &crate::store::Store,
+    dest: &Path,
+    rel: &str,
+    entry: &Entry,
+    owner: Option<(u32, u32)>,
+) -> Result<(), SnapshotError> {
+    Cursor::open(dest, "")?.write_entry(store, rel, entry, owner)
+}
+
+/// The open directory handles from a trusted base down to the directory being written, so sorted entries
+/// are written with one `openat` per new directory.
+struct Cursor {
+    dest: PathBuf,
+    /// `(relative path, handle)`, the base (`""`) first.
+    stack: Vec<(String, rustix::fd::OwnedFd)>,
+}
+
+fn sys(what: impl FnOnce() -> String) -> impl FnOnce(rustix::io::Errno) -> SnapshotError {
+    move |e| SnapshotError::Io {
+        what: what(),
+        source: e.into(),
     }
-    let _ = std::fs::remove_file(path);
-    std::fs::copy(store.blob_path(&f.blob), path).map_err(io(format!("cannot write {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode))
-        .map_err(io(format!("cannot set the mode of {}", path.display())))?;
-    Ok(())
+}
+
+/// One component of a tree path, refused unless it is a plain name.
+fn plain_name<'a>(rel: &str, name: &'a str) -> Result<&'a str, SnapshotError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('\0') {
+        return Err(SnapshotError::Io {
+            what: format!("cannot write `{rel}`: `{name}` is not a plain file name"),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    }
+    Ok(name)
+}
+
+fn fchown(fd: &impl rustix::fd::AsFd, uid: u32, gid: u32, what: &str) -> Result<(), SnapshotError> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(sys(|| format!("cannot chown {what}")))
+}
+
+impl Cursor {
+    fn open(dest: &Path, at: &str) -> Result<Self, SnapshotError> {
+        use rustix::fs::{Mode, OFlags};
+        std::fs::create_dir_all(dest).map_err(io(format!("cannot create {}", dest.display())))?;
+        let fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| format!("cannot open {}", dest.display())))?;
+        let mut cursor = Cursor {
+            dest: dest.to_owned(),
+            stack: vec![(String::new(), fd)],
+        };
+        // `at` becomes the new base: its components are made like any other directory, never followed.
+        let at = at.trim_matches('/');
+        if !at.is_empty() {
+            cursor.enter(at)?;
+            let (_, fd) = cursor
+                .stack
+                .pop()
+                .ok_or_else(|| SnapshotError::NotFound(at.to_owned()))?;
+            cursor.stack = vec![(String::new(), fd)];
+            cursor.dest = dest.join(at);
+        }
+        Ok(cursor)
+    }
+
+    fn base_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        use rustix::fd::AsFd;
+        self.stack[0].1.as_fd()
+    }
+
+    fn describe(&self, rel: &str) -> String {
+        self.dest.join(rel).display().to_string()
+    }
+
+    /// Makes `dir` (relative to the base) the top of the stack, creating missing directories.
+    fn enter(&mut self, dir: &str) -> Result<(), SnapshotError> {
+        while let Some((top, _)) = self.stack.last() {
+            if top.is_empty() || dir == top || dir.starts_with(&format!("{top}/")) {
+                break;
+            }
+            self.stack.pop();
+        }
+        let top = self.stack.last().map(|(t, _)| t.clone()).unwrap_or_default();
+        let rest = if top.is_empty() { dir } else { &dir[top.len()..] };
+        let mut cur = top;
+        for name in rest.split('/').filter(|n| !n.is_empty()) {
+            let name = plain_name(dir, name)?;
+            cur = if cur.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{cur}/{name}")
+            };
+            let fd = self.make_dir(name, 0o755, &cur, false)?;
+            self.stack.push((cur.clone(), fd));
+        }
+        Ok(())
+    }
+
+    fn top(&self) -> rustix::fd::BorrowedFd<'_> {
+        use rustix::fd::AsFd;
+        self.stack.last().map_or_else(|| self.base_fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// Opens (creating it when missing) the directory `name` in the top directory. Anything else standing
+    /// there is removed first; with `set_mode` an existing directory gets `mode` too.
+    fn make_dir(&self, name: &str, mode: u32, rel: &str, set_mode: bool) -> Result<rustix::fd::OwnedFd, SnapshotError> {
+        use rustix::fs::{Mode, OFlags};
+        let parent = self.top();
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode & 0o7777)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                let st = rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys(|| format!("cannot inspect {}", self.describe(rel))))?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+                    remove_at(parent, name).map_err(sys(|| format!("cannot replace {}", self.describe(rel))))?;
+                    rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode & 0o7777))
+                        .map_err(sys(|| format!("cannot create {}", self.describe(rel))))?;
+                }
+            }
+            Err(e) => return Err(sys(|| format!("cannot create {}", self.describe(rel)))(e)),
+        }
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| {
+            format!("cannot open {} (it changed while being written)", self.describe(rel))
+        }))?;
+        if set_mode {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+        }
+        Ok(fd)
+    }
+
+    fn write_entry(
+        &mut self,
+        store: &crate::store::Store,
+        rel: &str,
+        entry: &Entry,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), SnapshotError> {
+        use rustix::fs::{Mode, OFlags};
+        let (parent, name) = match rel.rfind('/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => ("", rel),
+        };
+        let name = plain_name(rel, name)?;
+        self.enter(parent)?;
+        match entry {
+            Entry::Dir { mode, .. } => {
+                let fd = self.make_dir(name, *mode, rel, true)?;
+                if let Some((u, g)) = owner {
+                    fchown(&fd, u, g, &self.describe(rel))?;
+                }
+                self.stack.push((rel.to_owned(), fd));
+            }
+            Entry::File(f) => {
+                let dir = self.top();
+                remove_at(dir, name).map_err(sys(|| format!("cannot replace {}", self.describe(rel))))?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(sys(|| format!("cannot create {}", self.describe(rel))))?;
+                let mut out = std::fs::File::from(fd);
+                let mut src = std::fs::File::open(store.blob_path(&f.blob))
+                    .map_err(io(format!("cannot read the contents of {}", self.describe(rel))))?;
+                std::io::copy(&mut src, &mut out).map_err(io(format!("cannot write {}", self.describe(rel))))?;
+                if let Some((u, g)) = owner {
+                    fchown(&out, u, g, &self.describe(rel))?;
+                }
+                // After the chown, which clears set-user-ID bits.
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(f.mode & 0o7777))
+                    .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+            }
+            Entry::Symlink { target } => {
+                let dir = self.top();
+                remove_at(dir, name).map_err(sys(|| format!("cannot replace {}", self.describe(rel))))?;
+                rustix::fs::symlinkat(target.as_str(), dir, name)
+                    .map_err(sys(|| format!("cannot link {}", self.describe(rel))))?;
+                if let Some((u, g)) = owner {
+                    rustix::fs::chownat(
+                        dir,
+                        name,
+                        Some(rustix::fs::Uid::from_raw(u)),
+                        Some(rustix::fs::Gid::from_raw(g)),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(sys(|| format!("cannot chown {}", self.describe(rel))))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `name` in `dir` whatever it is (a directory with everything below it), without following links.
+/// Nothing there is fine.
+fn remove_at(dir: rustix::fd::BorrowedFd<'_>, name: &str) -> Result<(), rustix::io::Errno> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return rustix::fs::unlinkat(dir, name, AtFlags::empty());
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // Read-only directories (an overlay work dir, a 0555 tree) must become writable to be emptied.
+    let _ = rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700));
+    let names: Vec<String> = rustix::fs::Dir::read_from(&sub)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    for n in names {
+        remove_at(rustix::fd::AsFd::as_fd(&sub), &n)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Writes one file from the blob store at a host path a client chose (replacing what is there), with its
+/// mode. The path's own directories are the client's; the file itself is never written through a symlink.
+pub fn write_file(store: &crate::store::Store, f: &FileEntry, path: &Path) -> Result<(), SnapshotError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(SnapshotError::Io {
+            what: format!("cannot write a file at {}", path.display()),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    };
+    write_entry_at(store, parent, &name.to_string_lossy(), &Entry::File(f.clone()), None)
 }
 
 /// Changes a path's owner without following a final symlink.
@@ -598,25 +925,27 @@ pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), SnapshotError> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(format!("cannot chown {}", path.display())))
 }
 
-/// Marks `rel` as deleted in a layer directory (an overlayfs whiteout).
+/// Marks `rel` as deleted in a layer directory (an overlayfs whiteout), its parents created as directories
+/// and nothing below `layer` followed.
 pub fn whiteout(layer: &Path, rel: &str) -> Result<(), SnapshotError> {
-    let path = layer.join(rel.trim_start_matches('/'));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
-    }
-    let _ = std::fs::remove_dir_all(&path);
-    let _ = std::fs::remove_file(&path);
+    let rel = rel.trim_matches('/');
+    let (parent, name) = match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    };
+    let name = plain_name(rel, name)?;
+    let mut cursor = Cursor::open(layer, "")?;
+    cursor.enter(parent)?;
+    let dir = cursor.top();
+    remove_at(dir, name).map_err(sys(|| format!("cannot replace {}", cursor.describe(rel))))?;
     rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &path,
+        dir,
+        name,
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::empty(),
         0,
     )
-    .map_err(|e| SnapshotError::Io {
-        what: format!("cannot create a whiteout at {}", path.display()),
-        source: e.into(),
-    })
+    .map_err(sys(|| format!("cannot create a whiteout at {}", cursor.describe(rel))))
 }
 
 /// Marks a directory in a layer as opaque: nothing below it in lower layers shows through.
@@ -665,5 +994,205 @@ mod tests {
             assert_eq!(m.path().join("f").exists(), !layers.is_empty());
             m.unmount().expect("unmount");
         }
+    }
+}
+
+#[cfg(test)]
+mod path_safety {
+    //! Path resolution and the tree writer against random trees of directories, files and symlinks: whatever
+    //! the tree holds, resolution stays inside it and writing it never touches anything outside its
+    //! destination.
+    use super::*;
+    use crate::tree::{Entry, PathError};
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &["a", "b", "c"];
+
+    fn file(store: &crate::store::Store, text: &str) -> Entry {
+        let blob = store.put_blob(text.as_bytes()).expect("blob");
+        Entry::File(FileEntry {
+            mode: 0o644,
+            blob,
+            size: text.len() as u64,
+            mtime: None,
+        })
+    }
+
+    fn rel_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(NAMES), 1..4).prop_map(|v| v.join("/"))
+    }
+
+    /// Link targets: inside names, absolute paths, climbs far above the root, the root, and a host path.
+    fn target() -> impl Strategy<Value = String> {
+        prop_oneof![
+            rel_path(),
+            rel_path().prop_map(|p| format!("/{p}")),
+            (1usize..8, rel_path()).prop_map(|(n, p)| format!("{}{p}", "../".repeat(n))),
+            Just("/".to_owned()),
+            Just("..".to_owned()),
+            Just("/CANARY".to_owned()),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        File(String),
+        Dir(String),
+        Link(String, String),
+        Remove(String),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            rel_path().prop_map(Op::File),
+            rel_path().prop_map(Op::Dir),
+            (rel_path(), target()).prop_map(|(p, t)| Op::Link(p, t)),
+            rel_path().prop_map(Op::Remove),
+        ]
+    }
+
+    fn ancestors_are_dirs_or_missing(tree: &Tree, path: &str) -> bool {
+        let mut cur = path;
+        while let Some(i) = cur.rfind('/') {
+            cur = &cur[..i];
+            if !matches!(tree.entries.get(cur), None | Some(Entry::Dir { .. })) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Everything below `dir`, as relative paths.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![(dir.to_owned(), String::new())];
+        while let Some((d, rel)) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                if e.file_type().expect("type").is_dir() {
+                    stack.push((e.path(), r.clone()));
+                }
+                out.push(r);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn resolution_stays_inside_and_writing_never_leaves_the_destination(
+            ops in prop::collection::vec(op(), 1..24),
+            probes in prop::collection::vec((rel_path(), any::<bool>()), 1..8),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = crate::store::Store::open(dir.path().join("store")).expect("store");
+            let canary = dir.path().join("canary");
+            std::fs::create_dir(&canary).expect("canary");
+            let canary_str = canary.to_string_lossy().into_owned();
+            let mut tree = Tree::default();
+            for op in &ops {
+                let r = match op {
+                    Op::File(p) => tree.put(p, file(&store, p), true).map(|_| ()),
+                    Op::Dir(p) => tree.mkdir_all(p, 0o755).map(|_| ()),
+                    Op::Link(p, t) => {
+                        let t = t.replace("/CANARY", &canary_str);
+                        tree.put(p, Entry::Symlink { target: t }, false).map(|_| ())
+                    }
+                    Op::Remove(p) => tree.remove_path(p).map(|_| ()),
+                };
+                // A refused operation (a file used as a directory, a loop) leaves a usable tree behind.
+                if let Err(e) = r {
+                    prop_assert!(
+                        matches!(e, PathError::WrongKind { .. } | PathError::Loop(_)),
+                        "unexpected error {e:?}"
+                    );
+                }
+                prop_assert!(tree.is_well_formed(), "{op:?} broke the tree: {:?}", tree.entries.keys());
+            }
+            let root = dir.path().join("root");
+            write_tree(&store, &tree, &root, "", None).expect("write");
+            prop_assert!(listing(&canary).is_empty(), "the canary was written to");
+            let mut top: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("read")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            top.sort();
+            prop_assert_eq!(top, vec!["canary", "root", "store"]);
+            // What is on disk is the tree.
+            let back = read_tree(&store, &root).expect("read back");
+            prop_assert_eq!(
+                back.entries.keys().collect::<Vec<_>>(),
+                tree.entries.keys().collect::<Vec<_>>()
+            );
+            // Resolving in the tree agrees with resolving on disk the way a container does.
+            for (p, follow) in &probes {
+                if let Ok(r) = tree.resolve(p, *follow) {
+                    prop_assert!(!r.split('/').any(|s| s == ".."), "{r}");
+                    prop_assert!(ancestors_are_dirs_or_missing(&tree, &r), "{p} -> {r}");
+                    let on_disk = resolve_in_root(&root, p, *follow).expect("resolve on disk");
+                    prop_assert_eq!(on_disk, root.join(&r), "{} (follow {})", p, follow);
+                }
+            }
+        }
+
+        #[test]
+        fn a_tree_with_entries_below_links_is_written_without_following_them(
+            link in prop_oneof![Just(0usize), Just(1), Just(2)],
+            names in prop::collection::vec(prop::sample::select(NAMES), 1..3),
+        ) {
+            // Such a tree cannot be built through the API; one read from an old cache could hold it.
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = crate::store::Store::open(dir.path().join("store")).expect("store");
+            let canary = dir.path().join("canary");
+            std::fs::create_dir(&canary).expect("canary");
+            let target = match link {
+                0 => canary.to_string_lossy().into_owned(),
+                1 => format!("{}canary", "../".repeat(1 + names.len())),
+                _ => "t".to_owned(),
+            };
+            let mut tree = Tree::default();
+            tree.entries.insert("s".into(), Entry::Symlink { target });
+            tree.entries.insert(
+                "t".into(),
+                Entry::Symlink { target: canary.to_string_lossy().into_owned() },
+            );
+            tree.entries.insert(format!("s/{}", names.join("/")), file(&store, "x"));
+            write_tree(&store, &tree, &dir.path().join("root"), "", None).expect("write");
+            prop_assert!(listing(&canary).is_empty(), "the canary was written to");
+        }
+    }
+
+    #[test]
+    fn writing_replaces_links_already_on_disk_instead_of_following_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path().join("store")).expect("store");
+        let canary = dir.path().join("canary");
+        std::fs::create_dir(&canary).expect("canary");
+        std::fs::write(canary.join("f"), "keep").expect("canary file");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        // A destination that already holds links: to a directory, and to a file outside.
+        std::os::unix::fs::symlink(&canary, root.join("d")).expect("link");
+        std::os::unix::fs::symlink(canary.join("f"), root.join("f")).expect("link");
+        let mut tree = Tree::default();
+        tree.insert("d/new", file(&store, "x"));
+        tree.insert("f", file(&store, "y"));
+        write_tree(&store, &tree, &root, "", None).expect("write");
+        assert_eq!(listing(&canary), ["f"]);
+        assert_eq!(std::fs::read_to_string(canary.join("f")).expect("read"), "keep");
+        assert!(root.join("d").symlink_metadata().expect("d").is_dir());
+        assert_eq!(std::fs::read_to_string(root.join("f")).expect("read"), "y");
+        // `at` below the destination is never followed either.
+        std::os::unix::fs::symlink(&canary, root.join("at")).expect("link");
+        write_tree(&store, &tree, &root, "at/deeper", None).expect("write at");
+        assert_eq!(listing(&canary), ["f"]);
+        whiteout(&root, "d/gone").expect("whiteout");
+        write_entry_at(&store, &root, "f", &Entry::Symlink { target: "/etc".into() }, None).expect("link");
+        assert_eq!(std::fs::read_to_string(canary.join("f")).expect("read"), "keep");
     }
 }

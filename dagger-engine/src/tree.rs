@@ -1,6 +1,14 @@
 //! Directory snapshots as manifests: a sorted map from relative path to entry, with file contents stored as
 //! blobs. Directory operations (`withNewFile`, `directory`, `diff`, `filter`, …) only rewrite manifests, so
 //! they cost no file copies; `export` materializes a manifest on the host.
+//!
+//! # Paths and symlinks
+//! A tree keeps one invariant: every proper ancestor of an entry is a directory entry (or the root), so no
+//! entry ever sits "below" a symlink or a file. [`Tree::insert`] keeps it by replacing a non-directory
+//! ancestor with a directory. Operations that take a user's path first [`Tree::resolve`] it the way a
+//! container would see it: a symlink met on the way is followed, an absolute target is taken from the tree's
+//! root, and `..` stops at the root. So a link to `/etc` makes `link/passwd` mean the tree's own
+//! `etc/passwd`, never a path outside the tree.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +75,17 @@ pub enum PathError {
         /// What was expected (`file`, `directory`).
         expected: &'static str,
     },
+    /// Resolving the path met more symlinks than [`MAX_LINKS`] (a loop, most likely).
+    #[error("too many levels of symbolic links resolving `{0}`")]
+    Loop(String),
+}
+
+/// The most symlinks one path resolution follows (as Linux does) before it fails with [`PathError::Loop`].
+pub const MAX_LINKS: usize = 40;
+
+/// The components of a path, without empty and `.` segments.
+fn segments(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty() && *s != ".")
 }
 
 /// Normalizes a path relative to a tree's root: drops leading `/`, `.` segments and empty segments,
@@ -100,18 +119,118 @@ fn join(a: &str, b: &str) -> String {
 }
 
 impl Tree {
+    /// Resolves a normalized `path` through the tree's symlinks, as a process whose root is this tree would:
+    /// every symlink on the way is followed (the last component only with `follow_last`), an absolute target
+    /// restarts from the root, and `..` never climbs above the root. The result is a normalized path whose
+    /// ancestors are all directories of the tree or missing; what it names may not exist.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, PathError> {
+        let mut pending: Vec<String> = segments(path).map(str::to_owned).collect();
+        pending.reverse();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                resolved.pop();
+                continue;
+            }
+            resolved.push(c);
+            let here = resolved.join("/");
+            let last = pending.is_empty();
+            match self.entries.get(&here) {
+                Some(Entry::Symlink { target }) if follow_last || !last => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(PathError::Loop(path.to_owned()));
+                    }
+                    resolved.pop();
+                    if target.starts_with('/') {
+                        resolved.clear();
+                    }
+                    pending.extend(segments(target).rev().map(str::to_owned));
+                }
+                Some(Entry::File(_)) | Some(Entry::Symlink { .. }) if !last => {
+                    return Err(PathError::WrongKind {
+                        path: here,
+                        expected: "directory",
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(resolved.join("/"))
+    }
+
+    /// Whether the tree keeps its invariant: every entry's ancestors are directory entries.
+    pub fn is_well_formed(&self) -> bool {
+        self.entries.keys().all(|k| {
+            let mut cur = k.as_str();
+            while let Some(p) = parent_of(cur) {
+                if !matches!(self.entries.get(p), Some(Entry::Dir { .. })) {
+                    return false;
+                }
+                cur = p;
+            }
+            true
+        })
+    }
+
+    /// Puts `entry` at the user path `path` (normalized), resolving symlinks on the way (the last component
+    /// only with `follow_last`), and returns where it landed. Missing parents are created; a file met as a
+    /// parent is an error.
+    pub fn put(&mut self, path: &str, entry: Entry, follow_last: bool) -> Result<String, PathError> {
+        let at = self.resolve(path, follow_last)?;
+        if at.is_empty() {
+            if matches!(entry, Entry::Dir { .. }) {
+                return Ok(at);
+            }
+            return Err(PathError::WrongKind {
+                path: "/".into(),
+                expected: "file (it is the root directory)",
+            });
+        }
+        self.insert(&at, entry);
+        Ok(at)
+    }
+
+    /// Creates the directory at the user path `path` and its missing parents (through symlinks), keeping an
+    /// existing directory as it is.
+    pub fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<String, PathError> {
+        let at = self.resolve(path, true)?;
+        if !self.is_dir(&at) {
+            self.insert(&at, Entry::Dir { mode, mtime: None });
+        }
+        Ok(at)
+    }
+
+    /// Removes what the user path `path` names (its parents resolved through symlinks, a final symlink
+    /// removed itself); returns whether anything was removed.
+    pub fn remove_path(&mut self, path: &str) -> Result<bool, PathError> {
+        let at = self.resolve(path, false)?;
+        if at.is_empty() && !path.is_empty() {
+            // A path that resolves to the root (`link -> /`, then `link/..`): nothing to remove by that name.
+            return Ok(false);
+        }
+        Ok(self.remove(&at))
+    }
+
     /// Whether `path` (normalized) is the root or an existing directory.
     pub fn is_dir(&self, path: &str) -> bool {
         path.is_empty() || matches!(self.entries.get(path), Some(Entry::Dir { .. }))
     }
 
-    /// Creates the missing parent directories of `path` (mode 0755).
+    /// Makes every ancestor of `path` a directory: missing ones are created (mode 0755), and one that is a
+    /// file or a symlink is replaced by an empty directory (so nothing ever sits below a link).
     fn ensure_parents(&mut self, path: &str) {
         let mut cur = path;
         let mut missing = Vec::new();
         while let Some(p) = parent_of(cur) {
-            if !self.entries.contains_key(p) {
-                missing.push(p.to_owned());
+            match self.entries.get(p) {
+                Some(Entry::Dir { .. }) => {}
+                Some(_) => {
+                    self.entries.remove(p);
+                    missing.push(p.to_owned());
+                }
+                None => missing.push(p.to_owned()),
             }
             cur = p;
         }
@@ -126,7 +245,9 @@ impl Tree {
         }
     }
 
-    /// Inserts an entry at a normalized path, replacing whatever was there (and below it).
+    /// Inserts an entry at a normalized path taken literally (no symlink is followed), replacing whatever was
+    /// there (and below it); an ancestor that is not a directory becomes one. User paths go through
+    /// [`Tree::put`].
     pub fn insert(&mut self, path: &str, entry: Entry) {
         self.remove(path);
         self.ensure_parents(path);
@@ -171,33 +292,39 @@ impl Tree {
         })
     }
 
-    /// Copies `other` into this tree under the normalized directory `path` (merging with what is there).
-    pub fn merge(&mut self, path: &str, other: &Tree) {
-        if !path.is_empty() {
-            if !self.is_dir(path) {
-                self.insert(
-                    path,
-                    Entry::Dir {
-                        mode: 0o755,
-                        mtime: None,
-                    },
-                );
-            }
-            self.ensure_parents(path);
+    /// Copies `other` into this tree under the user directory path `path` (resolved through symlinks),
+    /// merging with what is there. An entry of `other` replaces an entry of another kind with its whole
+    /// subtree; an entry whose parent in `other` is not a directory is left out.
+    pub fn merge(&mut self, path: &str, other: &Tree) -> Result<String, PathError> {
+        let base = self.resolve(path, true)?;
+        if !base.is_empty() && !self.is_dir(&base) {
+            self.insert(
+                &base,
+                Entry::Dir {
+                    mode: 0o755,
+                    mtime: None,
+                },
+            );
         }
         for (k, v) in &other.entries {
-            let target = join(path, k);
-            // A file replacing a directory (or the reverse) replaces its whole subtree.
-            let kind_changes = match (self.entries.get(&target), v) {
-                (Some(Entry::Dir { .. }), Entry::Dir { .. }) => false,
-                (Some(_), _) => true,
-                (None, _) => false,
+            // Sorted keys put a parent before its children, so the parent is already in place here.
+            let parent_ok = match parent_of(k) {
+                None => true,
+                Some(p) => self.is_dir(&join(&base, p)),
             };
-            if kind_changes {
-                self.remove(&target);
+            if !parent_ok {
+                continue;
             }
-            self.entries.insert(target, v.clone());
+            let target = join(&base, k);
+            match (self.entries.get(&target), v) {
+                // Merging directories keeps what is below the existing one.
+                (Some(Entry::Dir { .. }), Entry::Dir { .. }) => {
+                    self.entries.insert(target, v.clone());
+                }
+                _ => self.insert(&target, v.clone()),
+            }
         }
+        Ok(base)
     }
 
     /// The file at a normalized path.
