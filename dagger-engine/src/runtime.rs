@@ -591,43 +591,6 @@ fn bind(source: &Path, target: &str, read_only: bool) -> Result<Mount, RuntimeEr
         .map_err(spec_err)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_failures_about_the_command_are_explained() {
-        let runc = r#"runc run failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory"#;
-        let hint = start_hint(runc, "/no/such/binary").expect("runc, absolute");
-        assert!(
-            hint.contains("`/no/such/binary` was not found in the container"),
-            "{hint}"
-        );
-        let crun = "executable file `tool` not found in $PATH: No such file or directory";
-        let hint = start_hint(crun, "tool").expect("crun, bare name");
-        assert!(hint.contains("`tool` was not found") && hint.contains("PATH"), "{hint}");
-        let denied = r#"runc run failed: unable to start container process: exec: "/etc": permission denied"#;
-        assert!(start_hint(denied, "/etc").is_some_and(|h| h.contains("cannot be executed")));
-        // Failures that are not about the command get no guess.
-        assert_eq!(start_hint("cgroups in hybrid mode not supported", "sh"), None);
-        assert_eq!(start_hint(runc, ""), None);
-
-        let e = RuntimeError::Start {
-            runtime: "runc".into(),
-            message: runc.into(),
-            hint: start_hint(runc, "/no/such/binary"),
-        };
-        let text = e.to_string();
-        assert!(
-            text.starts_with(
-                "runc could not start the container, so the command did not run (runc reported: runc run failed"
-            ),
-            "{text}"
-        );
-        assert!(!text.contains("exit code"), "{text}");
-    }
-}
-
 fn all_caps() -> std::collections::HashSet<Capability> {
     use Capability::*;
     [
@@ -675,4 +638,41 @@ fn all_caps() -> std::collections::HashSet<Capability> {
     ]
     .into_iter()
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_about_the_command_are_explained() {
+        let runc = r#"runc run failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory"#;
+        let hint = start_hint(runc, "/no/such/binary").expect("runc, absolute");
+        assert!(
+            hint.contains("`/no/such/binary` was not found in the container"),
+            "{hint}"
+        );
+        let crun = "executable file `tool` not found in $PATH: No such file or directory";
+        let hint = start_hint(crun, "tool").expect("crun, bare name");
+        assert!(hint.contains("`tool` was not found") && hint.contains("PATH"), "{hint}");
+        let denied = r#"runc run failed: unable to start container process: exec: "/etc": permission denied"#;
+        assert!(start_hint(denied, "/etc").is_some_and(|h| h.contains("cannot be executed")));
+        // Failures that are not about the command get no guess.
+        assert_eq!(start_hint("cgroups in hybrid mode not supported", "sh"), None);
+        assert_eq!(start_hint(runc, ""), None);
+
+        let e = RuntimeError::Start {
+            runtime: "runc".into(),
+            message: runc.into(),
+            hint: start_hint(runc, "/no/such/binary"),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "runc could not start the container, so the command did not run (runc reported: runc run failed"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("exit code"), "{text}");
+    }
 }

@@ -153,3 +153,227 @@ async fn runc_failing_to_start_a_missing_binary_is_a_runtime_error_not_exit_code
 async fn crun_failing_to_start_a_missing_binary_is_a_runtime_error_not_exit_code_1() {
     missing_binary_is_a_runtime_error("crun").await;
 }
+
+// ----- images: tag resolution, timeouts, skipped layer entries --------------------------------------------
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", dagger_engine::ids::Digest::of(bytes))
+}
+
+/// A one-image registry: a manifest, its config and layers, served by digest.
+struct Image {
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+impl Image {
+    fn new(layers: Vec<Vec<u8>>) -> Self {
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let config = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": { "Env": ["PATH=/bin"] },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(&config),
+                "size": config.len(),
+            },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": sha256(l),
+                "size": l.len(),
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .into_bytes();
+        let mut blobs = vec![(sha256(&config), config)];
+        blobs.extend(layers.into_iter().map(|l| (sha256(&l), l)));
+        Image { manifest, blobs }
+    }
+
+    /// Serves the image; every manifest request is first offered to `gate`, which may answer instead.
+    async fn serve(self, gate: impl Fn(&FakeRequest) -> Option<FakeReply> + Send + Sync + 'static) -> FakeRegistry {
+        FakeRegistry::start(move |_, req| {
+            if req.target.contains("/manifests/") {
+                if let Some(reply) = gate(req) {
+                    return reply;
+                }
+                let ct = vec![(
+                    "content-type".to_owned(),
+                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                )];
+                return (200, ct, self.manifest.clone());
+            }
+            match self.blobs.iter().find(|(d, _)| req.target.ends_with(d.as_str())) {
+                Some((_, bytes)) => (200, vec![], bytes.clone()),
+                None => (404, vec![], b"{}".to_vec()),
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_tag_that_cannot_be_resolved_fails_from_instead_of_pulling_it_unpinned() {
+    let manifest_requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = manifest_requests.clone();
+    // The first manifest request fails; any later one would succeed, so only a pull that goes on after the
+    // failed resolution (by tag, unpinned) could succeed.
+    let fake = Image::new(Vec::new())
+        .serve(move |_| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (n == 0).then(|| (500, vec![], b"registry hiccup".to_vec()))
+        })
+        .await;
+    let env = start_with(|_| {}).await;
+    let address = format!("{}/flaky/app:v1", fake.host());
+    let query = format!(r#"{{ container {{ from(address: "{address}") {{ imageRef }} }} }}"#);
+    let err = env.error(&query).await;
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("cannot resolve image `{address}` to a digest")),
+        "{message}"
+    );
+    assert!(
+        message.contains("500") && message.contains("registry hiccup"),
+        "{message}"
+    );
+    assert!(
+        fake.requests().iter().all(|r| !r.target.contains("/blobs/")),
+        "nothing was pulled: {:?}",
+        fake.requests()
+    );
+
+    // Once the registry answers, the same address resolves and the image is pinned to what was resolved.
+    let v = env.query(&query).await;
+    let image_ref = v["data"]["container"]["from"]["imageRef"].as_str().unwrap_or_default();
+    assert!(image_ref.starts_with(&format!("{address}@sha256:")), "{v}");
+
+    // A tag the registry does not have names the reference and the cause.
+    let gone = FakeRegistry::start(|_, _| (404, vec![], b"{}".to_vec())).await;
+    let address = format!("{}/gone/app:v1", gone.host());
+    let err = env
+        .error(&format!(
+            r#"{{ container {{ from(address: "{address}") {{ imageRef }} }} }}"#
+        ))
+        .await;
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("cannot resolve image `{address}` to a digest")) && message.contains("404"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn from_a_registry_that_never_answers_fails_within_the_request_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    // Accept every connection and keep it open, silent.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let env = start_with(|c| {
+        c.registries = Some(RegistryConfig {
+            timeouts: RegistryTimeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(1),
+                idle: Duration::from_secs(1),
+            },
+            ..RegistryConfig::default()
+        });
+    })
+    .await;
+    let started = Instant::now();
+    let err = env
+        .error(&format!(
+            r#"{{ container {{ from(address: "{host}/silent/app:v1") {{ imageRef }} }} }}"#
+        ))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let message = err["message"].as_str().unwrap_or_default();
+    for part in [
+        format!("cannot resolve image `{host}/silent/app:v1`"),
+        format!("registry {host} timed out"),
+        format!("http://{host}/v2/silent/app/manifests/v1"),
+        "within 1s".to_owned(),
+        "DAGGER_RS_REGISTRY_TIMEOUT=request=".to_owned(),
+    ] {
+        assert!(message.contains(&part), "`{part}` missing from: {message}");
+    }
+    holder.abort();
+}
+
+/// A plain layer tar: a file, two device nodes, a fifo.
+fn hostile_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |kind: tar::EntryType, path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            h.set_device_major(8).expect("major");
+            h.set_device_minor(0).expect("minor");
+        }
+        b.append_data(&mut h, path, data).expect("append");
+    };
+    add(tar::EntryType::Regular, "etc/kept", b"kept\n");
+    add(tar::EntryType::Char, "dev/mem", b"");
+    add(tar::EntryType::Block, "dev/sda", b"");
+    add(tar::EntryType::Fifo, "run/pipe", b"");
+    b.into_inner().expect("tar")
+}
+
+#[tokio::test]
+async fn entries_left_out_of_a_layer_are_reported_per_layer() {
+    let layer = hostile_layer();
+    let layer_digest = sha256(&layer);
+    let fake = Image::new(vec![layer]).serve(|_| None).await;
+    let env = start_with(|_| {}).await;
+    let mut events = env.session.engine.subscribe();
+    let v = env
+        .query(&format!(
+            r#"{{ container {{ from(address: "{}/hostile/app:v1") {{ rootfs {{ entries(path: "dev") }} }} }} }}"#,
+            fake.host()
+        ))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(
+        v["data"]["container"]["from"]["rootfs"]["entries"],
+        json!([]),
+        "no device was created: {v}"
+    );
+
+    let mut lines = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let dagger_engine::engine::EventKind::Log(line) = &e.kind
+            && e.op == "Container.from"
+        {
+            lines.push(line.clone());
+        }
+    }
+    let expected = format!(
+        "skipped 2 device nodes (1 character, 1 block), 1 fifo in layer {layer_digest} (dev/mem, dev/sda, run/pipe)"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&expected) && l.contains("never from an image layer")),
+        "`{expected}` not among the log lines of Container.from: {lines:?}"
+    );
+}
