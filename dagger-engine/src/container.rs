@@ -604,8 +604,8 @@ pub async fn compute(
                 .await
                 .map(|s| Evaluated::Container(Box::new(s)));
         }
-        "from" => from(engine, &mut st, &args).await?,
-        "import" => import(engine, &mut st, &args).await?,
+        "from" => from(engine, d, &mut st, &args).await?,
+        "import" => import(engine, d, &mut st, &args).await?,
         "asTarball" => return as_tarball(engine, &st, &args).await,
         "file" | "directory" | "rootfs" | "stat" => return read(engine, &st, field, &args).await,
         other => return Err(crate::core::unsupported("Container", other)),
@@ -1524,19 +1524,29 @@ async fn registry_auth(
     }))
 }
 
-/// The manifest digest `address` names now (for `from`, so a moved tag is a new object); `None` when the
-/// registry cannot be asked (the pull reports why). Credentials given by `withRegistryAuth` earlier in the
-/// chain (`parent`) are used.
-pub async fn resolve_address(engine: &Arc<Engine>, parent: Option<&Digest>, address: &str) -> Option<String> {
-    let reference = crate::oci::Reference::parse(address).ok()?;
+/// The manifest digest `address` names now (for `from`, so a moved tag is a new object, and the image used
+/// is the one resolved here). Any failure — a bad reference, an unreachable registry, a missing tag, refused
+/// credentials — is an error naming the reference: `from` never goes on with an unpinned tag. Credentials
+/// given by `withRegistryAuth` earlier in the chain (`parent`) are used.
+pub async fn resolve_address(
+    engine: &Arc<Engine>,
+    parent: Option<&Digest>,
+    address: &str,
+) -> Result<String, FieldError> {
+    let failed = |cause: String| FieldError::new(format!("cannot resolve image `{address}` to a digest: {cause}"));
+    let reference = crate::oci::Reference::parse(address).map_err(|e| failed(e.to_string()))?;
     if let Some(d) = reference.digest() {
-        return Some(d.to_owned());
+        return Ok(d.to_owned());
     }
     // The credentials are found in the recorded calls: nothing needs to run for them.
     let mut auths = Vec::new();
     let mut cursor = parent.cloned();
     while let Some(d) = cursor {
-        let call = engine.call(&d)?;
+        let call = engine.call(&d).ok_or_else(|| {
+            failed(format!(
+                "internal error: the container `{d}` it is called on is unknown"
+            ))
+        })?;
         if call.field == "withRegistryAuth" {
             let arg = |k: &str| call.args.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
             let secret = call
@@ -1554,18 +1564,34 @@ pub async fn resolve_address(engine: &Arc<Engine>, parent: Option<&Digest>, addr
         }
         cursor = call.parent;
     }
-    let auth = registry_auth(engine, auths, &reference).await.ok()?;
-    let registry = engine.registry().ok()?;
-    registry.resolve(&reference, auth.as_ref()).await.ok()
+    let auth = registry_auth(engine, auths, &reference)
+        .await
+        .map_err(|e| failed(e.message))?;
+    let registry = engine.registry().map_err(|e| failed(e.message))?;
+    registry
+        .resolve(&reference, auth.as_ref())
+        .await
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// `from(address)`: pulls the image (layers already in the store are not fetched again), unpacks its layers
 /// once, and applies its configuration.
-async fn from(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, Value>) -> Result<(), FieldError> {
+async fn from(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &mut ContainerState,
+    args: &Map<String, Value>,
+) -> Result<(), FieldError> {
     let address = s(args, "address");
     let mut reference = crate::oci::Reference::parse(address).map_err(oci)?;
     if let Some(d) = args.get("$digest").and_then(Value::as_str) {
         reference = reference.with_digest(d);
+    }
+    // `resolve_address` pins every `from` when it is selected; a record without the pin is not pulled by tag.
+    if reference.digest().is_none() {
+        return Err(FieldError::new(format!(
+            "image `{address}` was not resolved to a digest: select `from` again to resolve it"
+        )));
     }
     let platform = platform_of(st)?;
     let auth = registry_auth(engine, st.registry_auth.clone(), &reference).await?;
@@ -1573,7 +1599,7 @@ async fn from(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, 
     let pull: futures_util::future::BoxFuture<'_, _> =
         Box::pin(registry.pull(&engine.store, &reference, &platform, auth.as_ref()));
     let image = pull.await.map_err(oci)?;
-    apply_image(engine, st, &image).await?;
+    apply_image(engine, ("Container.from", d), st, &image).await?;
     let mut shown = reference.clone();
     if shown.digest().is_none() {
         shown = shown.with_digest(&image.manifest_digest);
@@ -1582,9 +1608,11 @@ async fn from(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, 
     Ok(())
 }
 
-/// Makes `st` the pulled or imported image: its layers (unpacked once) and configuration.
+/// Makes `st` the pulled or imported image: its layers (unpacked once) and configuration. What unpacking a
+/// layer left out (device nodes, fifos) is reported as a log line of the operation `op`, one per layer.
 async fn apply_image(
     engine: &Arc<Engine>,
+    (op, d): (&str, &Digest),
     st: &mut ContainerState,
     image: &crate::oci::registry::PulledImage,
 ) -> Result<(), FieldError> {
@@ -1597,16 +1625,20 @@ async fn apply_image(
                 .ok_or_else(|| FieldError::new(format!("layer digest `{}` is not a sha256 digest", l.digest)))
         })
         .collect::<Result<_, _>>()?;
-    let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>, FieldError> {
-        let mut names = Vec::new();
+    let (names, skipped) = tokio::task::spawn_blocking(move || -> Result<(Vec<String>, Vec<String>), FieldError> {
+        let (mut names, mut skipped) = (Vec::new(), Vec::new());
         for b in &blobs {
-            store.extract_layer_cached(b).map_err(oci)?;
+            let (_, extracted) = store.extract_layer(b).map_err(oci)?;
+            skipped.extend(extracted.summary(&format!("sha256:{b}")));
             names.push(b.to_string());
         }
-        Ok(names)
+        Ok((names, skipped))
     })
     .await
     .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    for line in skipped {
+        engine.emit_log(op, d, line);
+    }
     st.layers = names;
     st.config = config_from_image(&image.config);
     st.exec = None;
@@ -1615,7 +1647,12 @@ async fn apply_image(
 }
 
 /// `import(source, tag)`: an OCI-layout or docker-archive tarball.
-async fn import(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String, Value>) -> Result<(), FieldError> {
+async fn import(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &mut ContainerState,
+    args: &Map<String, Value>,
+) -> Result<(), FieldError> {
     let file = obj(engine, args, "source").await?;
     let Evaluated::File { entry, .. } = &*file else {
         return Err(FieldError::new("`source` is not a file"));
@@ -1628,7 +1665,7 @@ async fn import(engine: &Arc<Engine>, st: &mut ContainerState, args: &Map<String
     })
     .await
     .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
-    apply_image(engine, st, &image).await?;
+    apply_image(engine, ("Container.import", d), st, &image).await?;
     st.image_ref = image.reference.map(|r| r.to_string()).unwrap_or_default();
     Ok(())
 }

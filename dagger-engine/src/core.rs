@@ -366,11 +366,8 @@ async fn build(
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
         ("Container", "from") => {
-            if let Some(d) =
-                crate::container::resolve_address(engine, parent.digest.as_ref(), s(&args, "address")).await
-            {
-                args.insert("$digest".into(), json!(d));
-            }
+            let d = crate::container::resolve_address(engine, parent.digest.as_ref(), s(&args, "address")).await?;
+            args.insert("$digest".into(), json!(d));
         }
         ("Query", "secret") => {
             let uri = s(&args, "uri");

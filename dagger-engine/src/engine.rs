@@ -31,8 +31,8 @@ pub struct Config {
     /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
     /// where it works and copies elsewhere.
     pub snapshotter: Option<crate::snapshot::Snapshotter>,
-    /// Registry mirrors and plain-HTTP registries; `None` reads `DAGGER_RS_REGISTRY_MIRRORS` and
-    /// `DAGGER_RS_INSECURE_REGISTRIES`.
+    /// Registry mirrors, plain-HTTP registries and timeouts; `None` reads `DAGGER_RS_REGISTRY_MIRRORS`,
+    /// `DAGGER_RS_INSECURE_REGISTRIES` and `DAGGER_RS_REGISTRY_TIMEOUT`.
     pub registries: Option<crate::oci::registry::RegistryConfig>,
 }
 
@@ -68,7 +68,8 @@ pub struct ConfigError {
 ///   "execTimeoutSeconds": 3600,
 ///   "snapshotter": "overlay",
 ///   "registryMirrors": { "docker.io": ["http://127.0.0.1:5000"] },
-///   "insecureRegistries": ["registry.internal:5000"]
+///   "insecureRegistries": ["registry.internal:5000"],
+///   "registryTimeout": "connect=10,request=60,idle=60"
 /// }
 /// ```
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +83,7 @@ struct ConfigFile {
     registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     insecure_registries: Vec<String>,
+    registry_timeout: Option<String>,
 }
 
 impl Config {
@@ -100,7 +102,8 @@ impl Config {
 
     /// The defaults, then the configuration file (when there is one), then environment variables
     /// (`DAGGER_RS_CACHE_DIR`, `DAGGER_RS_RUNTIME`, `DAGGER_RS_EXEC_TIMEOUT`, `DAGGER_RS_SNAPSHOTTER`,
-    /// `DAGGER_RS_REGISTRY_MIRRORS`, `DAGGER_RS_INSECURE_REGISTRIES`), each overriding the one before.
+    /// `DAGGER_RS_REGISTRY_MIRRORS`, `DAGGER_RS_INSECURE_REGISTRIES`, `DAGGER_RS_REGISTRY_TIMEOUT`), each
+    /// overriding the one before.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = Config::default();
         let Some(path) = Self::file_path() else {
@@ -152,6 +155,13 @@ impl Config {
         }
         if !env_set("DAGGER_RS_INSECURE_REGISTRIES") {
             registries.insecure = file.insecure_registries.into_iter().collect();
+        }
+        if let Some(t) = file
+            .registry_timeout
+            .filter(|_| !env_set(crate::oci::registry::TIMEOUT_ENV))
+        {
+            registries.timeouts =
+                crate::oci::registry::RegistryTimeouts::parse(&t).map_err(|e| bad(format!("registryTimeout: {e}")))?;
         }
         config.registries = Some(registries);
         Ok(config)

@@ -73,15 +73,17 @@ pub enum RuntimeError {
     /// The OCI spec could not be built.
     #[error("cannot build the OCI runtime spec: {0}")]
     Spec(String),
-    /// The runtime itself failed before the process ran.
-    #[error("{runtime} failed to start the container (exit code {code}): {stderr}")]
+    /// The runtime itself failed before the process ran: the command never started, so there is no exit code
+    /// of it to report.
+    #[error("{runtime} could not start the container, so the command did not run ({runtime} reported: {message}){}",
+        hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
     Start {
         /// The runtime's name.
         runtime: String,
-        /// Its exit code.
-        code: i32,
-        /// What it printed.
-        stderr: String,
+        /// The runtime's own error messages (from its JSON log), joined with `; `.
+        message: String,
+        /// What it most likely means, when recognized (a command missing from the container's filesystem).
+        hint: Option<String>,
     },
 }
 
@@ -294,15 +296,17 @@ impl Runtime {
             status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
         };
         // The runtime logs its own failures (bad spec, a command missing from the image) to its log file,
-        // apart from the process's output; the process's exit code is passed through otherwise.
+        // apart from the process's output, and exits non-zero: that is the runtime's error, not an exit code
+        // of the command, which never ran. Otherwise the process's exit code is passed through.
         if exit_code != 0
             && let Some(message) = runtime_errors(&log)
         {
             self.kill(&id).await;
+            let hint = start_hint(&message, req.args.first().map(String::as_str).unwrap_or_default());
             return Err(RuntimeError::Start {
                 runtime: self.kind.package().to_owned(),
-                code: exit_code,
-                stderr: message,
+                message,
+                hint,
             });
         }
         Ok(RunOutput {
@@ -361,6 +365,34 @@ fn runtime_errors(log: &Path) -> Option<String> {
         .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
         .collect();
     (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// What a runtime's start failure means, when it is about the command: missing from the container, or not
+/// executable. runc says `exec: "CMD": stat CMD: no such file or directory` or `exec: "CMD": executable file
+/// not found in $PATH`; crun says ``executable file `CMD` not found in $PATH``.
+fn start_hint(message: &str, command: &str) -> Option<String> {
+    if command.is_empty() || !message.contains(command) {
+        return None;
+    }
+    let lower = message.to_ascii_lowercase();
+    let where_ = if command.contains('/') {
+        "check the path: the container's filesystem (its image and what was added to it) has no such file"
+    } else {
+        "a bare name is looked up on the container's PATH (`withEnvVariable(\"PATH\", …)`); check that the image \
+         provides it, or give its full path"
+    };
+    if lower.contains("not found") || lower.contains("no such file or directory") {
+        return Some(format!(
+            "the command `{command}` was not found in the container: {where_}"
+        ));
+    }
+    if lower.contains("permission denied") || lower.contains("exec format error") {
+        return Some(format!(
+            "the command `{command}` exists in the container but cannot be executed (a directory, a file \
+             without execute permission, or a binary for another platform)"
+        ));
+    }
+    None
 }
 
 /// Reads one stream to its end into `own` and `combined` (shared, so what arrived survives a timeout), and
@@ -606,4 +638,41 @@ fn all_caps() -> std::collections::HashSet<Capability> {
     ]
     .into_iter()
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_about_the_command_are_explained() {
+        let runc = r#"runc run failed: unable to start container process: exec: "/no/such/binary": stat /no/such/binary: no such file or directory"#;
+        let hint = start_hint(runc, "/no/such/binary").expect("runc, absolute");
+        assert!(
+            hint.contains("`/no/such/binary` was not found in the container"),
+            "{hint}"
+        );
+        let crun = "executable file `tool` not found in $PATH: No such file or directory";
+        let hint = start_hint(crun, "tool").expect("crun, bare name");
+        assert!(hint.contains("`tool` was not found") && hint.contains("PATH"), "{hint}");
+        let denied = r#"runc run failed: unable to start container process: exec: "/etc": permission denied"#;
+        assert!(start_hint(denied, "/etc").is_some_and(|h| h.contains("cannot be executed")));
+        // Failures that are not about the command get no guess.
+        assert_eq!(start_hint("cgroups in hybrid mode not supported", "sh"), None);
+        assert_eq!(start_hint(runc, ""), None);
+
+        let e = RuntimeError::Start {
+            runtime: "runc".into(),
+            message: runc.into(),
+            hint: start_hint(runc, "/no/such/binary"),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "runc could not start the container, so the command did not run (runc reported: runc run failed"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("exit code"), "{text}");
+    }
 }

@@ -182,18 +182,28 @@ impl Store {
     /// directory exists it is returned as is. Extraction happens under `tmp/` and the directory is renamed into
     /// place, so concurrent callers and killed engines never see half a layer.
     pub fn extract_layer_cached(&self, blob: &Digest) -> Result<PathBuf, crate::oci::OciError> {
+        self.extract_layer(blob).map(|(dest, _)| dest)
+    }
+
+    /// [`Store::extract_layer_cached`], also returning what this extraction left out (device nodes, fifos, …;
+    /// see [`crate::oci::layer::Extracted::summary`]). A layer already extracted reports nothing: it was
+    /// reported when it was unpacked.
+    pub fn extract_layer(
+        &self,
+        blob: &Digest,
+    ) -> Result<(PathBuf, crate::oci::layer::Extracted), crate::oci::OciError> {
         let dest = self.layer_path(blob);
         if dest.is_dir() {
-            return Ok(dest);
+            return Ok((dest, Default::default()));
         }
         let tmp = self.tmp_path("layer");
-        crate::oci::layer::extract(&self.blob_path(blob), &tmp)?;
+        let extracted = crate::oci::layer::extract(&self.blob_path(blob), &tmp)?;
         match std::fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(dest),
-            // Another extraction of the same blob won the race: keep its directory.
+            Ok(()) => Ok((dest, extracted)),
+            // Another extraction of the same blob won the race (and reports): keep its directory.
             Err(_) if dest.is_dir() => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                Ok(dest)
+                Ok((dest, Default::default()))
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);

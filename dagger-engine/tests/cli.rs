@@ -479,6 +479,17 @@ fn the_configuration_file_is_read_and_its_errors_name_it() {
         "{err}"
     );
 
+    std::fs::write(&file, r#"{ "registryTimeout": "idle=soon" }"#).expect("write config");
+    let out = Command::new(BIN)
+        .env("DAGGER_RS_CONFIG", &file)
+        .env_remove("DAGGER_RS_REGISTRY_TIMEOUT")
+        .args(["cache", "info"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("registryTimeout") && err.contains("`soon`"), "{err}");
+
     let out = Command::new(BIN)
         .env("DAGGER_RS_CONFIG", dir.path().join("missing.json"))
         .args(["cache", "info"])

@@ -9,7 +9,8 @@
 //!   could forge overlayfs metadata) are dropped.
 //!
 //! Device nodes, fifos and sockets in a layer tar are **not** created: containers get their devices from the
-//! runtime, and creating nodes from untrusted images is a needless risk.
+//! runtime, and creating nodes from untrusted images is a needless risk. They are not dropped silently either:
+//! [`Extracted`] lists them by kind, and [`Extracted::summary`] is the line the engine reports for the layer.
 //!
 //! [`extract`] refuses a tar whose entries would land outside the layer (`..` climbing out, a parent that is a
 //! symlink, a hard link to a path outside the layer or not yet extracted) and then removes everything it wrote:
@@ -211,8 +212,83 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// What [`extract`] skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extracted {
-    /// Device nodes, fifos and other entries that are not created (their paths, as written in the tar).
-    pub skipped: Vec<String>,
+    /// Device nodes, fifos and other entries that are not created, in tar order.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One tar entry [`extract`] did not create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its path, as written in the tar.
+    pub path: String,
+    /// What it is.
+    pub kind: SkippedKind,
+}
+
+/// The kinds of entries a layer may hold that are not created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkippedKind {
+    /// A character device node (`/dev/null`, `/dev/tty`, …).
+    CharDevice,
+    /// A block device node (`/dev/sda`, …).
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+    /// A tar entry type this extractor does not know (its type byte), such as a GNU volume label.
+    Other(u8),
+}
+
+impl Extracted {
+    /// The line reported for a layer that had skipped entries, such as `skipped 2 device nodes (1 character,
+    /// 1 block), 1 fifo in layer sha256:…: …`; `None` when nothing was skipped.
+    pub fn summary(&self, layer: &str) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let count = |k: fn(&SkippedKind) -> bool| self.skipped.iter().filter(|s| k(&s.kind)).count();
+        let chars = count(|k| *k == SkippedKind::CharDevice);
+        let blocks = count(|k| *k == SkippedKind::BlockDevice);
+        let fifos = count(|k| *k == SkippedKind::Fifo);
+        let others = count(|k| matches!(k, SkippedKind::Other(_)));
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = Vec::new();
+        match (chars, blocks) {
+            (0, 0) => {}
+            (c, 0) => parts.push(plural(c, "character device node", "character device nodes")),
+            (0, b) => parts.push(plural(b, "block device node", "block device nodes")),
+            (c, b) => parts.push(format!(
+                "{} ({c} character, {b} block)",
+                plural(c + b, "device node", "device nodes")
+            )),
+        }
+        if fifos > 0 {
+            parts.push(plural(fifos, "fifo", "fifos"));
+        }
+        if others > 0 {
+            let mut types: Vec<String> = self
+                .skipped
+                .iter()
+                .filter_map(|s| match s.kind {
+                    SkippedKind::Other(t) => Some(format!("`{}`", t.escape_ascii())),
+                    _ => None,
+                })
+                .collect();
+            types.dedup();
+            parts.push(format!(
+                "{} of unsupported tar type {}",
+                plural(others, "entry", "entries"),
+                types.join(", ")
+            ));
+        }
+        let shown: Vec<&str> = self.skipped.iter().take(3).map(|s| s.path.as_str()).collect();
+        let more = if self.skipped.len() > shown.len() { ", …" } else { "" };
+        Some(format!(
+            "skipped {} in layer {layer} ({}{more}): containers get device nodes and pipes from the runtime, \
+             never from an image layer",
+            parts.join(", "),
+            shown.join(", "),
+        ))
+    }
 }
 
 /// Extracts the layer blob at `blob` (gzip, zstd or plain tar, detected from its bytes) into `dest`, which must
@@ -418,9 +494,20 @@ impl Extractor<'_> {
                 remove_any(&path).map_err(self.io_err(&path))?;
                 fs::hard_link(&target, &path).map_err(self.io_err(&path))?;
             }
-            _ => {
-                // Devices, fifos, PAX globals and unknown types are not created (see the module docs).
-                self.done.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+            // Archive-wide metadata (a PAX global header) is not an entry of the layer.
+            tar::EntryType::XGlobalHeader => {}
+            other => {
+                // Devices, fifos and unknown types are not created (see the module docs), but reported.
+                let kind = match other {
+                    tar::EntryType::Char => SkippedKind::CharDevice,
+                    tar::EntryType::Block => SkippedKind::BlockDevice,
+                    tar::EntryType::Fifo => SkippedKind::Fifo,
+                    other => SkippedKind::Other(other.as_byte()),
+                };
+                self.done.skipped.push(Skipped {
+                    path: String::from_utf8_lossy(&raw).into_owned(),
+                    kind,
+                });
             }
         }
         Ok(())
@@ -978,11 +1065,25 @@ mod tests {
         t.entry(tar::EntryType::Char, "dev/null", "", b"", 0o666);
         t.entry(tar::EntryType::Block, "dev/sda", "", b"", 0o660);
         t.entry(tar::EntryType::Fifo, "pipe", "", b"", 0o644);
+        t.entry(tar::EntryType::Char, "dev/tty", "", b"", 0o666);
+        t.entry(tar::EntryType::new(b'V'), "volume-label", "", b"", 0o644);
         let done = extract_bytes(&t.bytes(), &dest).expect("extract");
-        assert_eq!(done.skipped, ["dev/null", "dev/sda", "pipe"]);
+        let paths: Vec<&str> = done.skipped.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["dev/null", "dev/sda", "pipe", "dev/tty", "volume-label"]);
+        assert_eq!(done.skipped[1].kind, SkippedKind::BlockDevice);
+        assert_eq!(done.skipped[4].kind, SkippedKind::Other(b'V'));
         assert!(fs::symlink_metadata(dest.join("dev/null")).is_err());
         assert!(fs::symlink_metadata(dest.join("pipe")).is_err());
         assert!(dest.join("keep").is_file());
+        assert_eq!(
+            done.summary("sha256:abc").as_deref(),
+            Some(
+                "skipped 3 device nodes (2 character, 1 block), 1 fifo, 1 entry of unsupported tar type `V` in layer \
+                 sha256:abc (dev/null, dev/sda, pipe, …): containers get device nodes and pipes from the runtime, \
+                 never from an image layer"
+            )
+        );
+        assert_eq!(Extracted::default().summary("sha256:abc"), None);
     }
 
     #[test]

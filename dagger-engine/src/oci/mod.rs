@@ -193,6 +193,24 @@ pub enum OciError {
         #[source]
         source: reqwest::Error,
     },
+    /// A registry went quiet: a connection, a request or a blob transfer ran past its limit.
+    #[error(
+        "registry {registry} timed out: {what} ({url}) {} {}; if the registry is only slow, raise the limit with \
+         {}={}=SECONDS (or `registryTimeout` in the engine configuration file)",
+        .kind.stalled(), registry::fmt_limit(*.limit), registry::TIMEOUT_ENV, .kind.setting()
+    )]
+    Timeout {
+        /// The registry host.
+        registry: String,
+        /// The URL asked for.
+        url: String,
+        /// What was asked for.
+        what: String,
+        /// Which limit ran out.
+        kind: registry::TimeoutKind,
+        /// The limit.
+        limit: std::time::Duration,
+    },
     /// The registry wants credentials, or refused the ones given.
     #[error(
         "registry {registry} answered {status} for {what}: {}",

@@ -6,11 +6,21 @@
 //! image; pushes always go to the registry itself. HTTPS is used, except over loopback (`localhost`,
 //! `127.0.0.0/8`, `::1`) and for hosts configured as insecure, which get plain HTTP, as Docker does.
 //!
-//! Two environment variables configure this ([`RegistryConfig::from_env`]):
+//! Three environment variables configure this ([`RegistryConfig::from_env`]):
 //! - `DAGGER_RS_REGISTRY_MIRRORS`: comma-separated `registry=base-url` pairs, such as
 //!   `docker.io=http://127.0.0.1:5000,ghcr.io=https://ghcr-mirror.example`; repeat a registry to give it
 //!   several mirrors (tried in the order written). The registry is written as in references (`docker.io`).
 //! - `DAGGER_RS_INSECURE_REGISTRIES`: comma-separated `host[:port]` registries to reach over plain HTTP.
+//! - `DAGGER_RS_REGISTRY_TIMEOUT`: how long to wait ([`RegistryTimeouts`]), as `connect=S,request=S,idle=S`
+//!   (any subset, seconds), or one number of seconds for all three.
+//!
+//! # Timeouts
+//! A registry that accepts connections and then goes quiet fails the request, saying what timed out, where,
+//! after how long, and which setting raises the limit. Three limits apply: establishing a connection
+//! (`connect`, 10 s by default); a whole small request — manifests, tokens, blob existence checks, upload
+//! starts, manifest pushes — from sending it to the last byte of the answer (`request`, 60 s); and for blob
+//! downloads and uploads, which may legitimately take long, the time without a single byte moving (`idle`,
+//! 60 s), with no limit on the transfer as a whole.
 //!
 //! # Authentication
 //! Requests go out anonymously. On a `401` the `WWW-Authenticate` challenge decides: `Bearer realm=…,
@@ -26,8 +36,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::StreamExt as _;
@@ -45,28 +55,112 @@ use crate::store::{BlobError, Store};
 pub const MIRRORS_ENV: &str = "DAGGER_RS_REGISTRY_MIRRORS";
 /// The variable that lists registries reached over plain HTTP.
 pub const INSECURE_ENV: &str = "DAGGER_RS_INSECURE_REGISTRIES";
+/// The variable that sets the registry timeouts.
+pub const TIMEOUT_ENV: &str = "DAGGER_RS_REGISTRY_TIMEOUT";
 
 /// Manifests and configs larger than this are refused: they are JSON documents, not data.
 const MAX_DOCUMENT: usize = 8 * 1024 * 1024;
 /// How many layers download at once.
 const PARALLEL_LAYERS: usize = 4;
+/// How long the explanation in an error answer is waited for (blob requests have no overall deadline).
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(10);
+/// The chunk size of blob uploads.
+const UPLOAD_CHUNK: usize = 64 * 1024;
 
-/// Where to reach registries: mirrors and plain-HTTP hosts.
+/// How long registry requests may wait (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryTimeouts {
+    /// Establishing a connection (TCP and TLS). Default 10 s.
+    pub connect: Duration,
+    /// A whole small request (manifests, tokens, blob existence checks, upload starts, manifest pushes), from
+    /// sending it to the last byte of the answer. Default 60 s.
+    pub request: Duration,
+    /// A blob download or upload with no byte moving; the transfer as a whole has no deadline. Default 60 s.
+    pub idle: Duration,
+}
+
+impl Default for RegistryTimeouts {
+    fn default() -> Self {
+        RegistryTimeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RegistryTimeouts {
+    /// Parses the `DAGGER_RS_REGISTRY_TIMEOUT` form: `connect=S,request=S,idle=S` (any subset; the others keep
+    /// their defaults) or a single number of seconds for all three. Seconds may have a fraction (`0.5`).
+    pub fn parse(text: &str) -> Result<Self, OciError> {
+        let bad = |reason: String| OciError::BadConfig {
+            var: TIMEOUT_ENV,
+            reason,
+        };
+        let seconds = |value: &str| -> Result<Duration, OciError> {
+            value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| bad(format!("`{}` is not a positive number of seconds", value.trim())))
+        };
+        let mut out = RegistryTimeouts::default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(out);
+        }
+        if !text.contains('=') {
+            let all = seconds(text)?;
+            return Ok(RegistryTimeouts {
+                connect: all,
+                request: all,
+                idle: all,
+            });
+        }
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "`{pair}` is not `name=seconds`; write `connect=10,request=60,idle=60` or one number"
+                ))
+            })?;
+            let slot = match key.trim() {
+                "connect" => &mut out.connect,
+                "request" => &mut out.request,
+                "idle" => &mut out.idle,
+                other => {
+                    return Err(bad(format!(
+                        "`{other}` is not a timeout name: use `connect`, `request` or `idle`"
+                    )));
+                }
+            };
+            *slot = seconds(value)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Where to reach registries: mirrors, plain-HTTP hosts, and how long to wait for them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegistryConfig {
     /// Registry (as written in references, such as `docker.io`) → mirror base URLs, tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Registries (`host[:port]`) reached over plain HTTP.
     pub insecure: BTreeSet<String>,
+    /// How long requests may wait.
+    pub timeouts: RegistryTimeouts,
 }
 
 impl RegistryConfig {
-    /// Reads `DAGGER_RS_REGISTRY_MIRRORS` and `DAGGER_RS_INSECURE_REGISTRIES` (see the module docs); unset
-    /// variables mean no mirrors and no insecure registries.
+    /// Reads `DAGGER_RS_REGISTRY_MIRRORS`, `DAGGER_RS_INSECURE_REGISTRIES` and `DAGGER_RS_REGISTRY_TIMEOUT` (see
+    /// the module docs); unset variables mean no mirrors, no insecure registries and the default timeouts.
     pub fn from_env() -> Result<Self, OciError> {
         let mirrors = std::env::var(MIRRORS_ENV).unwrap_or_default();
         let insecure = std::env::var(INSECURE_ENV).unwrap_or_default();
-        Self::parse(&mirrors, &insecure)
+        let mut config = Self::parse(&mirrors, &insecure)?;
+        config.timeouts = RegistryTimeouts::parse(&std::env::var(TIMEOUT_ENV).unwrap_or_default())?;
+        Ok(config)
     }
 
     /// Parses the two settings in their environment-variable form.
@@ -202,6 +296,78 @@ enum Body {
     File(std::path::PathBuf, u64),
 }
 
+/// Which limit a request runs under (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// A small request: the whole exchange within [`RegistryTimeouts::request`].
+    Request,
+    /// A blob transfer: no byte moving for [`RegistryTimeouts::idle`] fails it.
+    Idle,
+}
+
+/// When bytes last moved on a transfer, shared between an upload body and the watchdog of its request.
+#[derive(Clone)]
+struct Activity(Arc<Mutex<Instant>>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.0.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+/// Runs `fut` until it finishes, or fails once `activity` has been quiet for `idle`.
+async fn unless_idle<T>(fut: impl std::future::Future<Output = T>, activity: &Activity, idle: Duration) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let left = idle.saturating_sub(activity.quiet_for());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok(out) = tokio::time::timeout(left, &mut fut).await {
+            return Some(out);
+        }
+    }
+}
+
+/// A file as an upload body that records when each chunk is taken by the connection.
+fn tracked_file_body(file: tokio::fs::File, activity: Activity) -> reqwest::Body {
+    let chunks = futures_util::stream::try_unfold((file, activity), |(mut file, activity)| async move {
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf).await?;
+        activity.touch();
+        if n == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf, (file, activity))))
+    });
+    reqwest::Body::wrap_stream(chunks)
+}
+
+/// `1s`, `0.5s`, `2m 30s`: a limit as people read it.
+pub(crate) fn fmt_limit(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs >= 60 && !secs.is_multiple_of(60) {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else if secs >= 60 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// A registry client. Cheap to share: keep one per engine, so tokens and connections are reused.
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -219,10 +385,11 @@ impl fmt::Debug for RegistryClient {
 impl RegistryClient {
     /// A client with these settings.
     pub fn new(config: RegistryConfig) -> Result<Self, OciError> {
+        // Small requests get a per-request deadline, blob transfers an idle watchdog (see `send`); nothing
+        // client-wide beyond the connect limit, so a long download that keeps moving is never cut.
         let http = reqwest::Client::builder()
             .user_agent(concat!("dagger-rs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(config.timeouts.connect)
             .build()
             .map_err(|e| OciError::BadConfig {
                 var: "HTTP client",
@@ -416,6 +583,7 @@ impl RegistryClient {
                 &[(header::ACCEPT, ACCEPTED_MANIFEST_TYPES)],
                 Body::Empty,
                 &what,
+                Deadline::Request,
             )
             .await?;
         let mut resp = expect_status(ep, resp, &[StatusCode::OK], &what).await?;
@@ -425,7 +593,8 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http_err(ep, &url))? {
+        // The request's deadline covers reading the answer too.
+        while let Some(chunk) = resp.chunk().await.map_err(self.transport_err(ep, &url, &what))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_DOCUMENT {
                 return Err(OciError::TooLarge {
@@ -468,11 +637,29 @@ impl RegistryClient {
         }
         let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest);
         let resp = self
-            .send(ep, repo, "pull", auth, Method::GET, &url, &[], Body::Empty, &what)
+            .send(
+                ep,
+                repo,
+                "pull",
+                auth,
+                Method::GET,
+                &url,
+                &[],
+                Body::Empty,
+                &what,
+                Deadline::Idle,
+            )
             .await?;
         let mut resp = expect_status(ep, resp, &[StatusCode::OK], &what).await?;
         let mut writer = store.blob_writer()?;
-        while let Some(chunk) = resp.chunk().await.map_err(http_err(ep, &url))? {
+        let idle = self.config.timeouts.idle;
+        loop {
+            let next = tokio::time::timeout(idle, resp.chunk())
+                .await
+                .map_err(|_| self.timeout(ep, &url, &what, TimeoutKind::Idle))?;
+            let Some(chunk) = next.map_err(self.transport_err(ep, &url, &what))? else {
+                break;
+            };
             std::io::Write::write_all(&mut writer, &chunk).map_err(OciError::io(store.root().join("tmp")))?;
             if writer.size() > d.size {
                 return Err(OciError::TooLarge { what, expected: d.size });
@@ -527,6 +714,7 @@ impl RegistryClient {
                 &[],
                 Body::Empty,
                 &what,
+                Deadline::Request,
             )
             .await?;
         if head.status() == StatusCode::OK {
@@ -546,6 +734,7 @@ impl RegistryClient {
                 &[],
                 Body::Empty,
                 &what_upload,
+                Deadline::Request,
             )
             .await?;
         let started = expect_status(&ep, started, &[StatusCode::ACCEPTED], &what_upload).await?;
@@ -580,6 +769,7 @@ impl RegistryClient {
                 &[(header::CONTENT_TYPE, "application/octet-stream")],
                 Body::File(blob.path.clone(), blob.size),
                 &what,
+                Deadline::Idle,
             )
             .await?;
         expect_status(&ep, resp, &[StatusCode::CREATED, StatusCode::ACCEPTED], &what).await?;
@@ -612,6 +802,7 @@ impl RegistryClient {
                 &[(header::CONTENT_TYPE, media_type)],
                 Body::Bytes(bytes),
                 &what,
+                Deadline::Request,
             )
             .await?;
         expect_status(
@@ -627,7 +818,10 @@ impl RegistryClient {
     // ----- transport -------------------------------------------------------------------------------------
 
     /// Sends a request with the cached authorization for (endpoint, scope); on a 401 answers the challenge
-    /// and tries once more. 401 and 403 after that become [`OciError::Unauthorized`].
+    /// and tries once more. 401 and 403 after that become [`OciError::Unauthorized`]. Under
+    /// [`Deadline::Request`] the whole exchange (answer body included) has the request limit; under
+    /// [`Deadline::Idle`] sending fails once no byte has moved for the idle limit, and the caller reads the
+    /// body under the same limit.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -640,6 +834,7 @@ impl RegistryClient {
         headers: &[(header::HeaderName, &str)],
         body: Body,
         what: &str,
+        deadline: Deadline,
     ) -> Result<reqwest::Response, OciError> {
         let scope = format!("repository:{repo}:{actions}");
         let key = (ep.base.clone(), scope.clone());
@@ -653,15 +848,23 @@ impl RegistryClient {
             if let Some(a) = &cached {
                 req = req.header(header::AUTHORIZATION, a);
             }
+            let activity = Activity::new();
             req = match &body {
                 Body::Empty => req,
                 Body::Bytes(b) => req.body(b.clone()),
                 Body::File(path, len) => {
                     let file = tokio::fs::File::open(path).await.map_err(OciError::io(path))?;
-                    req.header(header::CONTENT_LENGTH, *len).body(reqwest::Body::from(file))
+                    req.header(header::CONTENT_LENGTH, *len)
+                        .body(tracked_file_body(file, activity.clone()))
                 }
             };
-            let resp = req.send().await.map_err(http_err(ep, url))?;
+            let resp = match deadline {
+                Deadline::Request => req.timeout(self.config.timeouts.request).send().await,
+                Deadline::Idle => unless_idle(req.send(), &activity, self.config.timeouts.idle)
+                    .await
+                    .ok_or_else(|| self.timeout(ep, url, what, TimeoutKind::Idle))?,
+            }
+            .map_err(self.transport_err(ep, url, what))?;
             let status = resp.status();
             if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
                 return Ok(resp);
@@ -724,11 +927,12 @@ impl RegistryClient {
             // Ask for what this request needs; the challenge's scope may be narrower (pull only).
             q.append_pair("scope", scope);
         }
-        let mut req = self.http.get(url.clone());
+        let mut req = self.http.get(url.clone()).timeout(self.config.timeouts.request);
         if let Some(a) = auth {
             req = req.header(header::AUTHORIZATION, a.basic_header());
         }
-        let resp = req.send().await.map_err(http_err(ep, url.as_str()))?;
+        let what = format!("a token for `{scope}`");
+        let resp = req.send().await.map_err(self.transport_err(ep, url.as_str(), &what))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(OciError::Unauthorized {
@@ -741,10 +945,13 @@ impl RegistryClient {
         if !status.is_success() {
             return Err(token_err(format!("answered {status}")));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| token_err(format!("unreadable answer: {e}")))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                self.timeout(ep, url.as_str(), &what, TimeoutKind::Request)
+            } else {
+                token_err(format!("unreadable answer: {e}"))
+            }
+        })?;
         let body: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| token_err(format!("the answer is not JSON: {e}")))?;
         body.get("token")
@@ -756,11 +963,76 @@ impl RegistryClient {
     }
 }
 
-fn http_err<'a>(ep: &'a Endpoint, url: &'a str) -> impl FnOnce(reqwest::Error) -> OciError + 'a {
-    move |source| OciError::Http {
-        registry: ep.name.clone(),
-        url: url.to_owned(),
-        source,
+impl RegistryClient {
+    /// A transport error, told apart: a timeout names its limit; anything else is "cannot reach".
+    fn transport_err<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        url: &'a str,
+        what: &'a str,
+    ) -> impl FnOnce(reqwest::Error) -> OciError + 'a {
+        move |source| {
+            if source.is_timeout() {
+                let kind = if source.is_connect() {
+                    TimeoutKind::Connect
+                } else {
+                    TimeoutKind::Request
+                };
+                self.timeout(ep, url, what, kind)
+            } else {
+                OciError::Http {
+                    registry: ep.name.clone(),
+                    url: url.to_owned(),
+                    source,
+                }
+            }
+        }
+    }
+
+    fn timeout(&self, ep: &Endpoint, url: &str, what: &str, kind: TimeoutKind) -> OciError {
+        let t = &self.config.timeouts;
+        OciError::Timeout {
+            registry: ep.name.clone(),
+            url: url.to_owned(),
+            what: what.to_owned(),
+            kind,
+            limit: match kind {
+                TimeoutKind::Connect => t.connect,
+                TimeoutKind::Request => t.request,
+                TimeoutKind::Idle => t.idle,
+            },
+        }
+    }
+}
+
+/// Which registry limit ran out (see [`RegistryTimeouts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// No connection was established in time.
+    Connect,
+    /// A small request was not answered in full in time.
+    Request,
+    /// A blob transfer moved no byte for too long.
+    Idle,
+}
+
+impl TimeoutKind {
+    /// The name of the limit in `DAGGER_RS_REGISTRY_TIMEOUT`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::Request => "request",
+            TimeoutKind::Idle => "idle",
+        }
+    }
+
+    /// What did not happen in time, for messages.
+    pub fn stalled(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "could not connect within",
+            TimeoutKind::Request => "was not answered within",
+            TimeoutKind::Idle => "received or sent no data for",
+        }
     }
 }
 
@@ -781,7 +1053,12 @@ async fn expect_status(
             what: what.to_owned(),
         });
     }
-    let body = resp.text().await.unwrap_or_default();
+    // Blob requests have no overall deadline: the explanation is waited for briefly only.
+    let body = tokio::time::timeout(ERROR_BODY_WAIT, resp.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let body: String = body.trim().chars().take(400).collect();
     Err(OciError::Status {
         registry: ep.name.clone(),
@@ -914,6 +1191,272 @@ mod tests {
         let (kind, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
         assert_eq!(kind, "Basic");
         assert_eq!(p["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn timeouts_parse_env_forms() {
+        let d = RegistryTimeouts::default();
+        assert_eq!(
+            (d.connect, d.request, d.idle),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(60)
+            )
+        );
+        assert_eq!(RegistryTimeouts::parse("").expect("empty"), d);
+        let t = RegistryTimeouts::parse("idle=300, connect=2.5").expect("pairs");
+        assert_eq!(
+            (t.connect, t.request, t.idle),
+            (Duration::from_millis(2500), d.request, Duration::from_secs(300))
+        );
+        let all = RegistryTimeouts::parse("5").expect("one number");
+        assert_eq!([all.connect, all.request, all.idle], [Duration::from_secs(5); 3]);
+        for bad in ["idle", "idle=", "idle=-1", "idle=0", "slow=3", "x"] {
+            let e = RegistryTimeouts::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains(TIMEOUT_ENV), "{e}");
+        }
+        assert_eq!(fmt_limit(Duration::from_secs(1)), "1s");
+        assert_eq!(fmt_limit(Duration::from_millis(500)), "0.5s");
+        assert_eq!(fmt_limit(Duration::from_secs(150)), "2m 30s");
+    }
+
+    /// What the scripted server does with one request.
+    #[derive(Clone)]
+    enum Act {
+        /// Answer with these bytes (a whole HTTP response).
+        Answer(Vec<u8>),
+        /// Write these bytes (headers, maybe part of a body), then keep the connection open and say nothing.
+        Stall(Vec<u8>),
+    }
+
+    fn answer(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A loopback HTTP server that reads each request head (never a body) and acts as `script` says for its
+    /// request line. Stalled connections are held open until the test ends.
+    async fn scripted(script: impl Fn(&str) -> Act + Send + Sync + 'static) -> String {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let host = listener.local_addr().expect("addr").to_string();
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = tokio::io::BufReader::new(read);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
+                                break;
+                            }
+                        }
+                        match script(line.trim()) {
+                            Act::Answer(bytes) => {
+                                if write.write_all(&bytes).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Act::Stall(bytes) => {
+                                let _ = write.write_all(&bytes).await;
+                                // Hold both halves open, silent, for longer than any test runs.
+                                tokio::time::sleep(Duration::from_secs(600)).await;
+                                drop(reader);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        host
+    }
+
+    /// Timeouts far below the defaults, so a test waits a second, not a minute; `request` and `idle` apart.
+    fn quick(request: u64, idle: u64) -> RegistryClient {
+        let config = RegistryConfig {
+            timeouts: RegistryTimeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(request),
+                idle: Duration::from_secs(idle),
+            },
+            ..RegistryConfig::default()
+        };
+        RegistryClient::new(config).expect("client")
+    }
+
+    /// Whatever the limits, a stalled registry must fail well before the old four minutes.
+    const GENEROUS: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_registry_that_accepts_and_never_answers_times_out_saying_so() {
+        let host = scripted(|_| Act::Stall(Vec::new())).await;
+        let client = quick(1, 120);
+        let reference = Reference::parse(&format!("{host}/silent/app:v1")).expect("ref");
+        let started = Instant::now();
+        let err = client.resolve(&reference, None).await.expect_err("no answer");
+        assert!(started.elapsed() < GENEROUS, "took {:?}", started.elapsed());
+        assert!(
+            matches!(
+                err,
+                OciError::Timeout {
+                    kind: TimeoutKind::Request,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        for part in [
+            "timed out",
+            &format!("registry {host}"),
+            &format!("http://{host}/v2/silent/app/manifests/v1"),
+            "within 1s",
+            "DAGGER_RS_REGISTRY_TIMEOUT=request=",
+        ] {
+            assert!(msg.contains(part), "`{part}` missing from: {msg}");
+        }
+        assert!(!msg.contains("cannot reach"), "{msg}");
+
+        // A pull fails the same way.
+        let store = Store::open(tempfile::tempdir().expect("tmp").path().join("s")).expect("store");
+        let started = Instant::now();
+        let err = client
+            .pull(&store, &reference, &Platform::default(), None)
+            .await
+            .expect_err("no answer");
+        assert!(started.elapsed() < GENEROUS, "took {:?}", started.elapsed());
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_manifest_whose_body_stalls_runs_into_the_request_limit() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: 5000\r\n\r\n{\"schemaVersion\"".to_vec();
+        let host = scripted(move |_| Act::Stall(head.clone())).await;
+        let client = quick(1, 120);
+        let reference = Reference::parse(&format!("{host}/half/app:v1")).expect("ref");
+        let started = Instant::now();
+        let err = client.resolve(&reference, None).await.expect_err("stalled body");
+        assert!(started.elapsed() < GENEROUS, "took {:?}", started.elapsed());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("timed out") && msg.contains("within 1s") && msg.contains("=request="),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_download_that_stops_moving_runs_into_the_idle_limit() {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let config_digest = sha256_of(&config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+            config.len(),
+            OCI_MANIFEST = super::super::OCI_MANIFEST,
+        );
+        let host = scripted(move |line| {
+            if line.contains("/manifests/") {
+                Act::Answer(answer(
+                    "200 OK",
+                    &[("content-type", super::super::OCI_MANIFEST)],
+                    manifest.as_bytes(),
+                ))
+            } else {
+                // Headers and the first bytes of the config, then silence.
+                let mut head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", config.len()).into_bytes();
+                head.extend_from_slice(&config[..10]);
+                Act::Stall(head)
+            }
+        })
+        .await;
+        // The request limit is long: only the idle limit can end this.
+        let client = quick(120, 1);
+        let reference = Reference::parse(&format!("{host}/slow/app:v1")).expect("ref");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("s")).expect("store");
+        let started = Instant::now();
+        let err = client
+            .pull(&store, &reference, &Platform::default(), None)
+            .await
+            .expect_err("stalled blob");
+        assert!(started.elapsed() < GENEROUS, "took {:?}", started.elapsed());
+        assert!(
+            matches!(
+                err,
+                OciError::Timeout {
+                    kind: TimeoutKind::Idle,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        for part in [
+            "timed out",
+            &format!("blob {config_digest}"),
+            &format!("http://{host}/v2/slow/app/blobs/{config_digest}"),
+            "no data for 1s",
+            "DAGGER_RS_REGISTRY_TIMEOUT=idle=",
+        ] {
+            assert!(msg.contains(part), "`{part}` missing from: {msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_upload_the_registry_never_answers_runs_into_the_idle_limit() {
+        let host = scripted(|line| {
+            if line.starts_with("HEAD") {
+                Act::Answer(answer("404 Not Found", &[], b""))
+            } else if line.starts_with("POST") {
+                Act::Answer(answer(
+                    "202 Accepted",
+                    &[("location", "/v2/up/app/blobs/uploads/1")],
+                    b"",
+                ))
+            } else {
+                Act::Stall(Vec::new())
+            }
+        })
+        .await;
+        let client = quick(120, 1);
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("blob");
+        std::fs::write(&path, b"layer bytes").expect("write");
+        let blob = Blob {
+            digest: sha256_of(b"layer bytes"),
+            media_type: OCI_LAYER_GZIP.to_owned(),
+            size: 11,
+            path,
+        };
+        let reference = Reference::parse(&format!("{host}/up/app:v1")).expect("ref");
+        let started = Instant::now();
+        let err = client.push_blob(&reference, &blob, None).await.expect_err("no answer");
+        assert!(started.elapsed() < GENEROUS, "took {:?}", started.elapsed());
+        assert!(
+            matches!(
+                err,
+                OciError::Timeout {
+                    kind: TimeoutKind::Idle,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("DAGGER_RS_REGISTRY_TIMEOUT=idle="), "{err}");
     }
 
     #[test]
