@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -287,6 +287,9 @@ impl Drop for CacheUse<'_> {
 }
 
 type EvalFuture = Shared<BoxFuture<'static, Result<Arc<Evaluated>, FieldError>>>;
+/// An evaluation in flight, held weakly: it lives as long as some request awaits it, and is dropped (and so
+/// stopped) when the last one is (its client went away).
+type WeakEvalFuture = WeakShared<BoxFuture<'static, Result<Arc<Evaluated>, FieldError>>>;
 
 /// One session's engine.
 pub struct Engine {
@@ -296,7 +299,7 @@ pub struct Engine {
     pub store: Store,
     calls: Mutex<HashMap<Digest, Call>>,
     results: Mutex<HashMap<Digest, Arc<Evaluated>>>,
-    in_flight: Mutex<HashMap<Digest, EvalFuture>>,
+    in_flight: Mutex<HashMap<Digest, WeakEvalFuture>>,
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
@@ -584,8 +587,8 @@ impl Engine {
                 let Ok(mut in_flight) = this.in_flight.lock() else {
                     return Err(FieldError::new("internal error: evaluation state is poisoned"));
                 };
-                match in_flight.get(&d) {
-                    Some(f) => f.clone(),
+                match in_flight.get(&d).and_then(WeakShared::upgrade) {
+                    Some(f) => f,
                     None => {
                         let engine = this.clone();
                         let digest = d.clone();
@@ -608,8 +611,10 @@ impl Engine {
                             }
                             result
                         });
-                        let shared = f.shared();
-                        in_flight.insert(d.clone(), shared.clone());
+                        let shared: EvalFuture = f.shared();
+                        if let Some(weak) = shared.downgrade() {
+                            in_flight.insert(d.clone(), weak);
+                        }
                         shared
                     }
                 }

@@ -481,3 +481,170 @@ async fn a_document_that_multiplies_into_too_many_fields_is_stopped() {
         started.elapsed()
     );
 }
+
+/// The processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_stops_its_request() {
+    let registry = tests::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    let image = tests::registry::push_busybox(&registry, "busybox:latest").await;
+    let env = start().await;
+    let mut events = env.session.engine.subscribe();
+    let marker = format!("cancel-marker-{}", dagger_engine::server::random_token());
+    // Runs far longer than the test waits after the disconnect: only cancellation ends it in time.
+    let script = format!("sleep 40; echo {marker}");
+    let query = json!({
+        "query": format!(
+            r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", {script:?}]) {{ stdout }} }} }} }}"#
+        )
+    })
+    .to_string();
+    let auth = basic(&format!("{}:", env.session.token));
+    let mut stream = TcpStream::connect(("127.0.0.1", env.session.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{query}",
+        query.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+
+    // The command starts …
+    let started = Instant::now();
+    while processes_with(&marker).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The network namespace the command runs in (one of the engine's, under /var/run/netns).
+    let netns_of = |pid: u32| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()).ok()
+    };
+    let named_netns = |ino: u64| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir("/var/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("drs-") && e.metadata().is_ok_and(|m| m.ino() == ino))
+    };
+    let netns = processes_with(&marker)
+        .into_iter()
+        .find_map(netns_of)
+        .filter(|ino| named_netns(*ino));
+    // … the client goes away …
+    drop(stream);
+    // … and the command is stopped, long before it would have finished.
+    let gone = Instant::now();
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(20),
+            "the command still runs 20 s after its client disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its network namespace is deleted too.
+    if let Some(ino) = netns {
+        while named_netns(ino) {
+            assert!(
+                gone.elapsed() < Duration::from_secs(20),
+                "the exec's network namespace is left behind"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Nothing reports the exec as done.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !(event.op == "Container.withExec" && matches!(event.kind, dagger_engine::EventKind::Done(_))),
+            "{event}"
+        );
+    }
+
+    // The same request from a client that stays gets its answer: nothing stale is left in flight.
+    let quick = format!(
+        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", "echo {marker}-again"]) {{ stdout }} }} }} }}"#
+    );
+    let (_, v) = env.post(&quick, json!({})).await;
+    assert_eq!(
+        v["data"]["container"]["from"]["withExec"]["stdout"],
+        format!("{marker}-again\n"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_shared_with_a_client_that_stays_goes_on_when_another_disconnects() {
+    let registry = tests::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    let image = tests::registry::push_busybox(&registry, "busybox:latest").await;
+    let env = start().await;
+    let mut events = env.session.engine.subscribe();
+    let marker = format!("shared-marker-{}", dagger_engine::server::random_token());
+    let script = format!("sleep 3; echo {marker}");
+    let doc = format!(
+        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", {script:?}]) {{ stdout }} }} }} }}"#
+    );
+    let body = json!({ "query": doc }).to_string();
+    let auth = basic(&format!("{}:", env.session.token));
+    let mut leaving = TcpStream::connect(("127.0.0.1", env.session.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    leaving.write_all(request.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    while processes_with(&marker).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second client asks for the same thing and joins the evaluation in flight; then the first leaves.
+    let url = env.url();
+    let token = env.session.token.clone();
+    let staying = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .basic_auth(token, Some(""))
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(leaving);
+    let answer: Value = serde_json::from_str(&staying.await.expect("client")).expect("JSON");
+    assert_eq!(
+        answer["data"]["container"]["from"]["withExec"]["stdout"],
+        format!("{marker}\n"),
+        "{answer}"
+    );
+    let mut execs = 0;
+    while let Ok(event) = events.try_recv() {
+        if event.op == "Container.withExec" && event.kind == dagger_engine::EventKind::Started {
+            execs += 1;
+        }
+    }
+    assert_eq!(execs, 1, "the command ran once, for both clients");
+}
