@@ -549,3 +549,157 @@ impl Ctx<'_> {
         Err(Bubble)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
+        Engine::new(crate::Config {
+            cache_dir: dir.path().join("cache"),
+            workdir: dir.path().to_owned(),
+            ..crate::Config::default()
+        })
+        .expect("engine")
+    }
+
+    /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
+    async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
+        let req = Request {
+            query: query.to_owned(),
+            operation_name: None,
+            variables: variables.as_object().cloned(),
+        };
+        let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let _ = tx.send(handle.block_on(execute(&engine, req)).to_json());
+            })
+            .expect("thread");
+        rx.await.expect("response")
+    }
+
+    /// `levels` fragments, each spreading the next `copies` times at one place.
+    fn spreads(levels: usize, copies: usize) -> String {
+        let mut doc = String::from(r#"{ directory { withNewFile(path: "f", contents: "hi") { ...F0 } } }"#);
+        for i in 0..levels {
+            let spread = format!(" ...F{}", i + 1);
+            doc.push_str(&format!(" fragment F{i} on Directory {{{} }}", spread.repeat(copies)));
+        }
+        doc.push_str(&format!(
+            " fragment F{levels} on Directory {{ entries f: file(path: \"f\") {{ contents }} }}"
+        ));
+        doc
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_spreads_are_collected_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // 3^40 expansions if each spread were followed.
+        let v = run(&engine, &spreads(40, 3), json!({})).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "entries": ["f"], "f": { "contents": "hi" } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merged_fields_with_the_same_spreads_collect_them_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Every level has two fields with one response key, each spreading the next level: the response stays
+        // one chain, and its sub-selections are collected once per level.
+        let levels = 40;
+        let mut doc = String::from("{ directory { ...F0 } }");
+        for i in 0..levels {
+            doc.push_str(&format!(
+                " fragment F{i} on Directory {{ d: withNewDirectory(path: \"x\") {{ ...F{n} }} d: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                n = i + 1
+            ));
+        }
+        doc.push_str(&format!(" fragment F{levels} on Directory {{ entries }}"));
+        let v = run(&engine, &doc, json!({})).await;
+        let mut at = &v["data"]["directory"];
+        for _ in 0..levels {
+            at = &at["d"];
+        }
+        assert_eq!(at["entries"], json!(["x/"]), "{v}");
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn too_many_fields_stop_the_request_with_an_error_naming_the_limit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Distinct keys at every level: 2^20 leaves, far above the limit.
+        let doubling = |levels: usize| {
+            let mut doc = String::from("{ directory { ...F0 } }");
+            for i in 0..levels {
+                doc.push_str(&format!(
+                    " fragment F{i} on Directory {{ a: withNewDirectory(path: \"x\") {{ ...F{n} }} b: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                    n = i + 1
+                ));
+            }
+            doc.push_str(&format!(" fragment F{levels} on Directory {{ __typename }}"));
+            doc
+        };
+        let v = run(&engine, &doubling(20), json!({})).await;
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "one error says it: {errors:?}");
+        assert!(
+            errors[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exec::MAX_FIELDS")),
+            "{errors:?}"
+        );
+        // Below the limit, the same shape answers in full.
+        let v = run(&engine, &doubling(12), json!({})).await;
+        assert!(v.get("errors").is_none(), "{}", v["errors"]);
+        assert_eq!(
+            v["data"]["directory"]["b"]["a"]["b"]["b"]["a"]["a"]["b"]["a"]["a"]["a"]["b"]["b"]["__typename"],
+            "Directory"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_variables_fail_the_request_before_any_field_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($p: String!, $drop: [String!]!) {
+            directory { withNewFile(path: $p, contents: "x") { withoutFiles(paths: $drop) { entries } } }
+        }"#;
+        for (vars, name) in [
+            (json!({ "drop": [] }), "$p"),
+            (json!({ "p": 1, "drop": [] }), "$p"),
+            (json!({ "p": "a", "drop": [true] }), "$drop"),
+        ] {
+            let v = run(&engine, doc, vars.clone()).await;
+            assert!(v.get("data").is_none(), "{vars} → {v}");
+            let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(&format!("Variable \"{name}\"")), "{vars} → {v}");
+        }
+        assert_eq!(engine.computed.load(Ordering::Relaxed), 0, "nothing was evaluated");
+        let v = run(&engine, doc, json!({ "p": "a", "drop": "a" })).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "withoutFiles": { "entries": [] } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skip_and_include_read_coerced_variables() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($yes: Boolean!, $no: Boolean = false) {
+            a: version @include(if: $yes) b: version @skip(if: $yes) c: version @include(if: $no)
+        }"#;
+        let v = run(&engine, doc, json!({ "yes": true })).await;
+        let keys: Vec<&String> = v["data"].as_object().expect("data").keys().collect();
+        assert_eq!(keys, ["a"], "{v}");
+        let v = run(&engine, doc, json!({ "yes": "true" })).await;
+        assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
+    }
+}

@@ -411,3 +411,181 @@ fn scalar_literal(name: &str, value: &AstValue) -> Result<Value, Option<String>>
         (_, _) => Err(Some(format!("`{name}` values are strings"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apollo_compiler::ExecutableDocument;
+    use apollo_compiler::validation::Valid;
+    use serde_json::json;
+
+    const SDL: &str = r#"
+        scalar JSON
+        scalar Void
+        enum Kind { A B }
+        input Pair { left: Int!, right: Int = 7, label: String }
+        input Outer { pairs: [Pair!]!, kind: Kind = A }
+        type Query {
+            f(
+                i: Int, fl: Float, s: String, b: Boolean, id: ID, j: JSON, k: Kind,
+                grid: [[Int!]], p: Pair, o: Outer, req: String!, list: [String!]
+            ): Int
+        }
+    "#;
+
+    fn schema() -> Valid<Schema> {
+        Schema::parse_and_validate(SDL, "test.graphql").expect("schema")
+    }
+
+    /// Coerces `vars` for an operation declaring `decls`.
+    fn vars(decls: &str, given: Value) -> Result<Map<String, Value>, Vec<String>> {
+        let schema = schema();
+        let doc = ExecutableDocument::parse(&schema, format!("query Q{decls} {{ __typename }}"), "q.graphql")
+            .expect("document");
+        let op = doc.operations.get(Some("Q")).expect("operation");
+        let given = given.as_object().cloned().unwrap_or_default();
+        coerce_variables(&schema, &op.variables, &given)
+    }
+
+    fn one(decl: &str, value: Value) -> Result<Value, String> {
+        vars(&format!("($v: {decl})"), json!({ "v": value }))
+            .map(|m| m.get("v").cloned().unwrap_or(Value::Null))
+            .map_err(|e| e.join("\n"))
+    }
+
+    #[test]
+    fn scalars_take_only_their_own_values() {
+        assert_eq!(one("Int", json!(3)), Ok(json!(3)));
+        assert_eq!(one("Int", json!(3.0)), Ok(json!(3)));
+        assert!(one("Int", json!(3.5)).is_err());
+        assert!(one("Int", json!(1u64 << 31)).is_err());
+        assert!(one("Int", json!("3")).is_err());
+        assert_eq!(one("Float", json!(3)), Ok(json!(3)));
+        assert_eq!(one("Float", json!(2.5)), Ok(json!(2.5)));
+        assert!(one("Float", json!("2.5")).is_err());
+        assert_eq!(one("String", json!("x")), Ok(json!("x")));
+        assert!(one("String", json!(1)).is_err());
+        assert!(one("String", json!(["x"])).is_err());
+        assert_eq!(one("Boolean", json!(true)), Ok(json!(true)));
+        assert!(one("Boolean", json!(1)).is_err());
+        assert_eq!(one("ID", json!(12)), Ok(json!("12")));
+        assert_eq!(one("ID", json!("a")), Ok(json!("a")));
+        assert!(one("ID", json!(1.5)).is_err());
+        assert_eq!(one("JSON", json!("{\"a\":1}")), Ok(json!("{\"a\":1}")));
+        assert!(one("JSON", json!({"a": 1})).is_err());
+        assert!(one("Void", json!("x")).is_err());
+        assert_eq!(one("Void", Value::Null), Ok(Value::Null));
+        assert_eq!(one("Kind", json!("B")), Ok(json!("B")));
+        assert!(one("Kind", json!("C")).is_err());
+        assert!(one("Kind", json!(1)).is_err());
+    }
+
+    #[test]
+    fn lists_wrap_single_values_and_check_every_item() {
+        assert_eq!(one("[String!]", json!("a")), Ok(json!(["a"])));
+        assert_eq!(one("[String!]", json!(["a", "b"])), Ok(json!(["a", "b"])));
+        let e = one("[String!]", json!(["a", 1])).expect_err("an Int in a [String!]");
+        assert!(
+            e.contains("Variable \"$v\"") && e.contains("\"$v[1]\"") && e.contains("String!"),
+            "{e}"
+        );
+        assert!(one("[String!]", json!(["a", null])).is_err());
+        assert_eq!(one("[String]", json!(["a", null])), Ok(json!(["a", null])));
+        assert_eq!(one("[[Int!]]", json!(1)), Ok(json!([[1]])));
+        assert_eq!(one("[[Int!]]", json!([1, [2, 3]])), Ok(json!([[1], [2, 3]])));
+        assert!(one("[[Int!]]", json!([[1, "x"]])).is_err());
+        assert!(one("[String!]!", Value::Null).is_err());
+    }
+
+    #[test]
+    fn input_objects_get_defaults_and_refuse_unknown_or_missing_fields() {
+        assert_eq!(one("Pair", json!({ "left": 1 })), Ok(json!({ "left": 1, "right": 7 })));
+        assert_eq!(
+            one("Outer", json!({ "pairs": { "left": 1, "label": "x" } })),
+            Ok(json!({ "pairs": [{ "left": 1, "right": 7, "label": "x" }], "kind": "A" }))
+        );
+        let e = one("Pair", json!({ "right": 1 })).expect_err("missing left");
+        assert!(e.contains("Pair.left"), "{e}");
+        let e = one("Pair", json!({ "left": 1, "up": 2 })).expect_err("unknown field");
+        assert!(e.contains("no field `up`"), "{e}");
+        let e = one("Outer", json!({ "pairs": [{ "left": "1" }] })).expect_err("a string for an Int");
+        assert!(e.contains("$v.pairs[0].left"), "{e}");
+        assert!(one("Pair", json!([1])).is_err());
+    }
+
+    #[test]
+    fn missing_variables_take_defaults_or_are_refused_when_required() {
+        assert_eq!(
+            vars("($a: String = \"d\")", json!({})),
+            Ok(Map::from_iter([("a".into(), json!("d"))]))
+        );
+        assert_eq!(vars("($a: String)", json!({})), Ok(Map::new()));
+        assert_eq!(
+            vars("($a: String = \"d\")", json!({ "a": null })),
+            Ok(Map::from_iter([("a".into(), Value::Null)]))
+        );
+        let e = vars("($a: String!)", json!({})).expect_err("required");
+        assert!(e[0].contains("Variable \"$a\"") && e[0].contains("String!"), "{e:?}");
+        let e = vars("($a: String!)", json!({ "a": null })).expect_err("null for a non-null");
+        assert!(e[0].contains("Variable \"$a\""), "{e:?}");
+        // Every bad variable is reported, each by name.
+        let e = vars("($a: Int, $b: Kind)", json!({ "a": "x", "b": "Z" })).expect_err("two bad");
+        assert_eq!(e.len(), 2, "{e:?}");
+        // Unknown and non-input variable types.
+        let e = vars("($a: Nope)", json!({ "a": 1 })).expect_err("unknown type");
+        assert!(e[0].contains("unknown type"), "{e:?}");
+        let e = vars("($a: Query)", json!({})).expect_err("output type");
+        assert!(e[0].contains("not an input type"), "{e:?}");
+        // Values for undeclared variables are dropped.
+        assert_eq!(vars("", json!({ "x": 1 })), Ok(Map::new()));
+    }
+
+    /// The coerced value of argument `arg` as written in `{ f(…) }`, with `vars`.
+    fn literal(args: &str, arg: &str, vars: Value) -> Result<Option<Value>, Invalid> {
+        let schema = schema();
+        let doc = ExecutableDocument::parse(&schema, format!("{{ f({args}) }}"), "q.graphql").expect("document");
+        let op = doc.operations.get(None).expect("operation");
+        let apollo_compiler::executable::Selection::Field(field) = &op.selection_set.selections[0] else {
+            panic!("a field")
+        };
+        let def = field.definition.argument_by_name(arg).expect("argument");
+        let value = &field.arguments.iter().find(|a| a.name == arg).expect("given").value;
+        let vars = vars.as_object().cloned().unwrap_or_default();
+        coerce_literal(&schema, &def.ty, value, &vars, &mut String::new())
+    }
+
+    #[test]
+    fn literals_are_checked_and_converted() {
+        assert_eq!(literal("fl: 3", "fl", json!({})), Ok(Some(json!(3.0))));
+        assert_eq!(literal("id: 12", "id", json!({})), Ok(Some(json!("12"))));
+        assert_eq!(literal("k: B", "k", json!({})), Ok(Some(json!("B"))));
+        assert!(literal("k: \"B\"", "k", json!({})).is_err());
+        assert!(literal("i: 3000000000", "i", json!({})).is_err());
+        assert!(literal("i: 1.5", "i", json!({})).is_err());
+        assert!(literal("s: 1", "s", json!({})).is_err());
+        assert_eq!(literal("list: \"a\"", "list", json!({})), Ok(Some(json!(["a"]))));
+        assert_eq!(literal("grid: 1", "grid", json!({})), Ok(Some(json!([[1]]))));
+        assert_eq!(
+            literal("p: {left: 1}", "p", json!({})),
+            Ok(Some(json!({ "left": 1, "right": 7 })))
+        );
+        let e = literal("o: {pairs: [{left: 1}, {left: \"x\"}]}", "o", json!({})).expect_err("bad nested");
+        assert_eq!(e.at, ".pairs[1].left");
+        assert!(literal("p: {left: 1, up: 2}", "p", json!({})).is_err());
+        assert!(literal("p: {right: 2}", "p", json!({})).is_err());
+        assert!(literal("req: null", "req", json!({})).is_err());
+        // Variables inside literals: substituted; an unprovided one is "no value" at the top, null in a list.
+        assert_eq!(literal("s: $x", "s", json!({ "x": "v" })), Ok(Some(json!("v"))));
+        assert_eq!(literal("s: $x", "s", json!({})), Ok(None));
+        assert_eq!(
+            literal("list: [\"a\", $x]", "list", json!({ "x": "b" })),
+            Ok(Some(json!(["a", "b"])))
+        );
+        assert!(literal("list: [\"a\", $x]", "list", json!({})).is_err());
+        assert!(literal("req: $x", "req", json!({ "x": null })).is_err());
+        assert_eq!(
+            literal("p: {left: $x}", "p", json!({ "x": 4 })),
+            Ok(Some(json!({ "left": 4, "right": 7 })))
+        );
+    }
+}
