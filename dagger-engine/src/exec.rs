@@ -277,6 +277,10 @@ struct Collector<'c, 'd> {
     type_name: &'c str,
     visited: HashSet<&'d str>,
     out: Vec<(String, Vec<&'d Node<Field>>)>,
+    /// Where each response key is in `out`.
+    index: std::collections::HashMap<&'d str, usize>,
+    /// The field nodes already in `out` (by address).
+    seen: HashSet<usize>,
 }
 
 impl<'d> Collector<'_, 'd> {
@@ -288,14 +292,16 @@ impl<'d> Collector<'_, 'd> {
                     if skipped(self.ctx, &f.directives) {
                         continue;
                     }
+                    if !self.seen.insert(&**f as *const Field as usize) {
+                        continue;
+                    }
                     let key = f.response_key().as_str();
-                    match self.out.iter_mut().find(|(k, _)| k == key) {
-                        Some((_, fs)) => {
-                            if !fs.iter().any(|g| g.ptr_eq(f)) {
-                                fs.push(f);
-                            }
+                    match self.index.get(key) {
+                        Some(&i) => self.out[i].1.push(f),
+                        None => {
+                            self.index.insert(key, self.out.len());
+                            self.out.push((key.to_owned(), vec![f]));
                         }
-                        None => self.out.push((key.to_owned(), vec![f])),
                     }
                 }
                 Selection::InlineFragment(inline) => {
@@ -363,6 +369,8 @@ fn exec_selection<'a>(
             type_name: &obj.type_name,
             visited: HashSet::new(),
             out: Vec::new(),
+            index: std::collections::HashMap::new(),
+            seen: HashSet::new(),
         };
         for set in sets {
             collector.collect(set)?;
