@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -297,6 +297,9 @@ impl Drop for CacheUse<'_> {
 }
 
 type EvalFuture = Shared<BoxFuture<'static, Result<Arc<Evaluated>, FieldError>>>;
+/// An evaluation in flight, held weakly: it lives as long as some request awaits it, and is dropped (and so
+/// stopped) when the last one is (its client went away).
+type WeakEvalFuture = WeakShared<BoxFuture<'static, Result<Arc<Evaluated>, FieldError>>>;
 
 /// One session's engine.
 pub struct Engine {
@@ -312,7 +315,7 @@ pub struct Engine {
     recent: Mutex<std::collections::VecDeque<Arc<Evaluated>>>,
     /// Results that are not kept on disk (secrets, cache volumes, the host): small, kept for the session.
     kept: Mutex<HashMap<Digest, Arc<Evaluated>>>,
-    in_flight: Mutex<HashMap<Digest, EvalFuture>>,
+    in_flight: Mutex<HashMap<Digest, WeakEvalFuture>>,
     secrets: Mutex<HashMap<Digest, String>>,
     events: broadcast::Sender<Event>,
     runtime: std::sync::OnceLock<Result<crate::runtime::Runtime, String>>,
@@ -728,16 +731,25 @@ impl Engine {
             let Ok(mut in_flight) = self.in_flight.lock() else {
                 return Err(FieldError::new("internal error: evaluation state is poisoned"));
             };
-            match in_flight.get(d) {
-                Some(f) => f.clone(),
+            // In flight entries are weak: an evaluation lives while a request awaits it, and is dropped
+            // (its containers stopped) with the last one.
+            match in_flight.get(d).and_then(WeakShared::upgrade) {
+                Some(f) => f,
                 None => {
                     let engine = self.clone();
                     let digest = d.clone();
                     let f: BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> = Box::pin(async move {
                         engine.emit(&call, &digest, EventKind::Started);
+                        let mut running = Running {
+                            engine: &engine,
+                            call: &call,
+                            digest: &digest,
+                            finished: false,
+                        };
                         let started = Instant::now();
                         engine.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let result = crate::core::compute(&engine, &call).await;
+                        running.finished = true;
                         match &result {
                             Ok(_) => engine.emit(&call, &digest, EventKind::Done(started.elapsed().as_millis())),
                             Err(e) => engine.emit(&call, &digest, EventKind::Failed(e.message.clone())),
@@ -751,13 +763,40 @@ impl Engine {
                         }
                         result
                     });
-                    let shared = f.shared();
-                    in_flight.insert(d.clone(), shared.clone());
+                    let shared: EvalFuture = f.shared();
+                    if let Some(weak) = shared.downgrade() {
+                        in_flight.insert(d.clone(), weak);
+                    }
                     shared
                 }
             }
         };
         fut.await
+    }
+}
+
+/// An evaluation under way; dropped unfinished (no request waits for it any more), it reports the operation
+/// as cancelled so progress displays do not wait for it, and forgets it.
+struct Running<'a> {
+    engine: &'a Engine,
+    call: &'a Call,
+    digest: &'a Digest,
+    finished: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.engine.emit(
+            self.call,
+            self.digest,
+            EventKind::Failed("cancelled: no request waits for it any more".into()),
+        );
+        if let Ok(mut f) = self.engine.in_flight.lock() {
+            f.remove(self.digest);
+        }
     }
 }
 

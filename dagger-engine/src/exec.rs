@@ -7,9 +7,11 @@
 //! this engine needs both: sibling outputs of one request run concurrently, and a failed command is an
 //! `EXEC_ERROR` with its exit code and output. So execution is ours: a small, concurrent resolver walk.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use apollo_compiler::ast::{Type, Value as AstValue};
+use apollo_compiler::ast::Type;
 use apollo_compiler::executable::{Field, Selection, SelectionSet};
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Node};
@@ -25,6 +27,11 @@ use crate::schema::served;
 pub const MAX_DEPTH: usize = 16_384;
 /// How many tokens a document may have.
 pub const MAX_TOKENS: usize = 2_000_000;
+/// How many selections one request may visit while collecting fields, over all the objects it executes on:
+/// each field, fragment spread and inline fragment counts once per object it is collected for. It bounds the
+/// work of a document whose fragments or lists multiply (each fragment is expanded once per selection set,
+/// so repeating a spread costs nothing).
+pub const MAX_FIELDS: usize = 100_000;
 
 /// A GraphQL request body.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -70,8 +77,13 @@ pub struct Ctx<'a> {
     /// The engine (session).
     pub engine: &'a Arc<Engine>,
     doc: &'a Valid<ExecutableDocument>,
+    /// The variables, coerced to their declared types.
     vars: Map<String, Value>,
     errors: std::sync::Mutex<Vec<Value>>,
+    /// Selections visited so far (see [`MAX_FIELDS`]).
+    visited: AtomicUsize,
+    /// Whether the [`MAX_FIELDS`] error was recorded.
+    over_budget: AtomicBool,
 }
 
 /// A value of a response's `data`: objects keep the order of the query's selection, as GraphQL requires
@@ -194,7 +206,13 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
             return Response::request_errors(vec![json!({ "message": msg })]);
         }
     };
-    let vars = req.variables.unwrap_or_default();
+    // Variables are checked and converted before any field runs (a bad one is a request error, no `data`).
+    let vars = match crate::input::coerce_variables(&served.schema, &op.variables, &req.variables.unwrap_or_default()) {
+        Ok(v) => v,
+        Err(messages) => {
+            return Response::request_errors(messages.into_iter().map(|m| json!({ "message": m })).collect());
+        }
+    };
 
     // Introspection fields come from apollo-compiler, straight from the SDL.
     let mut introspected = apollo_compiler::response::JsonMap::new();
@@ -219,6 +237,8 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
         doc: &doc,
         vars,
         errors: std::sync::Mutex::new(Vec::new()),
+        visited: AtomicUsize::new(0),
+        over_budget: AtomicBool::new(false),
     };
     let root = Obj::query();
     let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Vec::new()).await {
@@ -248,43 +268,68 @@ type Path = Vec<Value>;
 struct Bubble;
 
 /// The fields of some selection sets that apply to an object of `type_name`, grouped by response key, in the
-/// order they first appear (the response keeps the query's order).
-fn collect<'d>(ctx: &Ctx<'d>, set: &'d SelectionSet, type_name: &str, out: &mut Vec<(String, Vec<&'d Node<Field>>)>) {
-    for sel in &set.selections {
-        match sel {
-            Selection::Field(f) => {
-                if skipped(ctx, &f.directives) {
-                    continue;
+/// order they first appear (the response keeps the query's order), as the spec's CollectFields does.
+///
+/// Each fragment is expanded once for all the sets (`visited`), and a field node reached twice is kept once,
+/// so spreading a fragment repeatedly adds no work. Every selection visited counts towards [`MAX_FIELDS`];
+/// `Err` once the request has used it up (the error is recorded once).
+struct Collector<'c, 'd> {
+    ctx: &'c Ctx<'d>,
+    type_name: &'c str,
+    visited: HashSet<&'d str>,
+    out: Vec<(String, Vec<&'d Node<Field>>)>,
+    /// Where each response key is in `out`.
+    index: std::collections::HashMap<&'d str, usize>,
+    /// The field nodes already in `out` (by address).
+    seen: HashSet<usize>,
+}
+
+impl<'d> Collector<'_, 'd> {
+    fn collect(&mut self, set: &'d SelectionSet) -> Result<(), Bubble> {
+        for sel in &set.selections {
+            self.ctx.spend()?;
+            match sel {
+                Selection::Field(f) => {
+                    if skipped(self.ctx, &f.directives) {
+                        continue;
+                    }
+                    if !self.seen.insert(&**f as *const Field as usize) {
+                        continue;
+                    }
+                    let key = f.response_key().as_str();
+                    match self.index.get(key) {
+                        Some(&i) => self.out[i].1.push(f),
+                        None => {
+                            self.index.insert(key, self.out.len());
+                            self.out.push((key.to_owned(), vec![f]));
+                        }
+                    }
                 }
-                let key = f.response_key().to_string();
-                match out.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, fs)) => fs.push(f),
-                    None => out.push((key, vec![f])),
+                Selection::InlineFragment(inline) => {
+                    if skipped(self.ctx, &inline.directives) {
+                        continue;
+                    }
+                    let applies = match &inline.type_condition {
+                        None => true,
+                        Some(t) => applies_to(t.as_str(), self.type_name),
+                    };
+                    if applies {
+                        self.collect(&inline.selection_set)?;
+                    }
                 }
-            }
-            Selection::InlineFragment(inline) => {
-                if skipped(ctx, &inline.directives) {
-                    continue;
-                }
-                let applies = match &inline.type_condition {
-                    None => true,
-                    Some(t) => applies_to(t.as_str(), type_name),
-                };
-                if applies {
-                    collect(ctx, &inline.selection_set, type_name, out);
-                }
-            }
-            Selection::FragmentSpread(spread) => {
-                if skipped(ctx, &spread.directives) {
-                    continue;
-                }
-                if let Some(frag) = ctx.doc.fragments.get(&spread.fragment_name)
-                    && applies_to(frag.type_condition().as_str(), type_name)
-                {
-                    collect(ctx, &frag.selection_set, type_name, out);
+                Selection::FragmentSpread(spread) => {
+                    if skipped(self.ctx, &spread.directives) || !self.visited.insert(spread.fragment_name.as_str()) {
+                        continue;
+                    }
+                    if let Some(frag) = self.ctx.doc.fragments.get(&spread.fragment_name)
+                        && applies_to(frag.type_condition().as_str(), self.type_name)
+                    {
+                        self.collect(&frag.selection_set)?;
+                    }
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -299,10 +344,15 @@ fn applies_to(condition: &str, type_name: &str) -> bool {
 /// `@skip(if: true)` or `@include(if: false)`.
 fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveList) -> bool {
     let flag = |name: &str| {
-        directives
-            .get(name)
-            .and_then(|d| d.specified_argument_by_name("if"))
-            .map(|v| to_json(ctx, v) == Value::Bool(true))
+        let value = directives.get(name)?.specified_argument_by_name("if")?;
+        let coerced = crate::input::coerce_literal(
+            &served().schema,
+            &Type::NonNullNamed(apollo_compiler::name!("Boolean")),
+            value,
+            &ctx.vars,
+            &mut String::new(),
+        );
+        Some(matches!(coerced, Ok(Some(Value::Bool(true)))))
     };
     flag("skip") == Some(true) || flag("include") == Some(false)
 }
@@ -315,10 +365,18 @@ fn exec_selection<'a>(
     path: Path,
 ) -> BoxFuture<'a, Result<Vec<(String, Data)>, Bubble>> {
     Box::pin(async move {
-        let mut fields = Vec::new();
+        let mut collector = Collector {
+            ctx,
+            type_name: &obj.type_name,
+            visited: HashSet::new(),
+            out: Vec::new(),
+            index: std::collections::HashMap::new(),
+            seen: HashSet::new(),
+        };
         for set in sets {
-            collect(ctx, set, &obj.type_name, &mut fields);
+            collector.collect(set)?;
         }
+        let fields = collector.out;
         // Sibling fields run concurrently: the outputs of one request are evaluated side by side.
         let values = join_all(fields.iter().map(|(key, fs)| {
             let mut p = path.clone();
@@ -444,15 +502,34 @@ impl Ctx<'_> {
     }
 }
 
-/// The field's arguments as JSON, defaults applied, variables substituted.
+/// The field's arguments as JSON, as the spec's CoerceArgumentValues makes them: literals checked against
+/// their types and converted, variables substituted, defaults applied, required ones present.
 fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, FieldError> {
+    let schema = &served().schema;
     let mut out = Map::new();
+    let owner = field.definition.name.as_str();
     for def in &field.definition.arguments {
-        let given = field.arguments.iter().find(|a| a.name == def.name);
+        let invalid = |e: crate::input::Invalid| FieldError::new(e.for_argument(owner, def.name.as_str()));
+        let given = match field.arguments.iter().find(|a| a.name == def.name) {
+            Some(a) => crate::input::coerce_literal(schema, &def.ty, &a.value, &ctx.vars, &mut String::new())
+                .map_err(invalid)?,
+            None => None,
+        };
         let value = match given {
-            Some(a) => to_json(ctx, &a.value),
+            Some(v) => v,
             None => match &def.default_value {
-                Some(d) => to_json(ctx, d),
+                Some(d) => match crate::input::coerce_literal(schema, &def.ty, d, &Map::new(), &mut String::new())
+                    .map_err(invalid)?
+                {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None if def.ty.is_non_null() => {
+                    return Err(FieldError::new(format!(
+                        "Argument \"{}\" of `{owner}` is required (type {}) but was not given",
+                        def.name, def.ty
+                    )));
+                }
                 None => continue,
             },
         };
@@ -461,18 +538,177 @@ fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, Field
     Ok(out)
 }
 
-fn to_json(ctx: &Ctx<'_>, v: &AstValue) -> Value {
-    match v {
-        AstValue::Null => Value::Null,
-        AstValue::Enum(n) => Value::String(n.to_string()),
-        AstValue::Variable(n) => ctx.vars.get(n.as_str()).cloned().unwrap_or(Value::Null),
-        AstValue::String(s) => Value::String(s.clone()),
-        AstValue::Float(f) => f.try_to_f64().ok().map(|f| json!(f)).unwrap_or(Value::Null),
-        AstValue::Int(i) => i.as_str().parse::<i64>().map(|i| json!(i)).unwrap_or(Value::Null),
-        AstValue::Boolean(b) => Value::Bool(*b),
-        AstValue::List(items) => Value::Array(items.iter().map(|i| to_json(ctx, i)).collect()),
-        AstValue::Object(fields) => {
-            Value::Object(fields.iter().map(|(k, v)| (k.to_string(), to_json(ctx, v))).collect())
+impl Ctx<'_> {
+    /// Counts one visited selection; `Err` (recording the error once) when the request has used up
+    /// [`MAX_FIELDS`].
+    fn spend(&self) -> Result<(), Bubble> {
+        if self.visited.fetch_add(1, Ordering::Relaxed) < MAX_FIELDS {
+            return Ok(());
         }
+        if !self.over_budget.swap(true, Ordering::Relaxed)
+            && let Ok(mut errors) = self.errors.lock()
+        {
+            errors.push(json!({
+                "message": format!(
+                    "the request selects more than {MAX_FIELDS} fields (exec::MAX_FIELDS, counting each field and \
+                     fragment once for every object it applies to): split it into smaller requests"
+                ),
+            }));
+        }
+        Err(Bubble)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
+        Engine::new(crate::Config {
+            cache_dir: dir.path().join("cache"),
+            workdir: dir.path().to_owned(),
+            ..crate::Config::default()
+        })
+        .expect("engine")
+    }
+
+    /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
+    async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
+        let req = Request {
+            query: query.to_owned(),
+            operation_name: None,
+            variables: variables.as_object().cloned(),
+        };
+        let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let _ = tx.send(handle.block_on(execute(&engine, req)).to_json());
+            })
+            .expect("thread");
+        rx.await.expect("response")
+    }
+
+    /// `levels` fragments, each spreading the next `copies` times at one place.
+    fn spreads(levels: usize, copies: usize) -> String {
+        let mut doc = String::from(r#"{ directory { withNewFile(path: "f", contents: "hi") { ...F0 } } }"#);
+        for i in 0..levels {
+            let spread = format!(" ...F{}", i + 1);
+            doc.push_str(&format!(" fragment F{i} on Directory {{{} }}", spread.repeat(copies)));
+        }
+        doc.push_str(&format!(
+            " fragment F{levels} on Directory {{ entries f: file(path: \"f\") {{ contents }} }}"
+        ));
+        doc
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_spreads_are_collected_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // 3^40 expansions if each spread were followed.
+        let v = run(&engine, &spreads(40, 3), json!({})).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "entries": ["f"], "f": { "contents": "hi" } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merged_fields_with_the_same_spreads_collect_them_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Every level has two fields with one response key, each spreading the next level: the response stays
+        // one chain, and its sub-selections are collected once per level.
+        let levels = 40;
+        let mut doc = String::from("{ directory { ...F0 } }");
+        for i in 0..levels {
+            doc.push_str(&format!(
+                " fragment F{i} on Directory {{ d: withNewDirectory(path: \"x\") {{ ...F{n} }} d: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                n = i + 1
+            ));
+        }
+        doc.push_str(&format!(" fragment F{levels} on Directory {{ entries }}"));
+        let v = run(&engine, &doc, json!({})).await;
+        let mut at = &v["data"]["directory"];
+        for _ in 0..levels {
+            at = &at["d"];
+        }
+        assert_eq!(at["entries"], json!(["x/"]), "{v}");
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn too_many_fields_stop_the_request_with_an_error_naming_the_limit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Distinct keys at every level: 2^20 leaves, far above the limit.
+        let doubling = |levels: usize| {
+            let mut doc = String::from("{ directory { ...F0 } }");
+            for i in 0..levels {
+                doc.push_str(&format!(
+                    " fragment F{i} on Directory {{ a: withNewDirectory(path: \"x\") {{ ...F{n} }} b: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                    n = i + 1
+                ));
+            }
+            doc.push_str(&format!(" fragment F{levels} on Directory {{ __typename }}"));
+            doc
+        };
+        let v = run(&engine, &doubling(20), json!({})).await;
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "one error says it: {errors:?}");
+        assert!(
+            errors[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exec::MAX_FIELDS")),
+            "{errors:?}"
+        );
+        // Below the limit, the same shape answers in full.
+        let v = run(&engine, &doubling(12), json!({})).await;
+        assert!(v.get("errors").is_none(), "{}", v["errors"]);
+        assert_eq!(
+            v["data"]["directory"]["b"]["a"]["b"]["b"]["a"]["a"]["b"]["a"]["a"]["a"]["b"]["b"]["__typename"],
+            "Directory"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_variables_fail_the_request_before_any_field_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($p: String!, $drop: [String!]!) {
+            directory { withNewFile(path: $p, contents: "x") { withoutFiles(paths: $drop) { entries } } }
+        }"#;
+        for (vars, name) in [
+            (json!({ "drop": [] }), "$p"),
+            (json!({ "p": 1, "drop": [] }), "$p"),
+            (json!({ "p": "a", "drop": [true] }), "$drop"),
+        ] {
+            let v = run(&engine, doc, vars.clone()).await;
+            assert!(v.get("data").is_none(), "{vars} → {v}");
+            let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(&format!("Variable \"{name}\"")), "{vars} → {v}");
+        }
+        assert_eq!(engine.computed.load(Ordering::Relaxed), 0, "nothing was evaluated");
+        let v = run(&engine, doc, json!({ "p": "a", "drop": "a" })).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "withoutFiles": { "entries": [] } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skip_and_include_read_coerced_variables() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($yes: Boolean!, $no: Boolean = false) {
+            a: version @include(if: $yes) b: version @skip(if: $yes) c: version @include(if: $no)
+        }"#;
+        let v = run(&engine, doc, json!({ "yes": true })).await;
+        let keys: Vec<&String> = v["data"].as_object().expect("data").keys().collect();
+        assert_eq!(keys, ["a"], "{v}");
+        let v = run(&engine, doc, json!({ "yes": "true" })).await;
+        assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`server`]: HTTP `POST /query` on loopback with the session token, body limits;
 //! - [`exec`]: parse and validate requests (apollo-compiler), execute them concurrently;
+//! - [`input`]: input coercion: variables and arguments checked against their GraphQL types;
 //! - [`schema`]: the contract `schema/core.graphql` the engine serves, exactly;
 //! - [`core`]: the core API: builders record calls, leaves evaluate them;
 //! - [`engine`]: one session: ID registry, evaluation with caching and deduplication, secrets, events;
@@ -24,6 +25,7 @@ pub mod core;
 pub mod engine;
 pub mod exec;
 pub mod ids;
+pub mod input;
 pub mod network;
 pub mod oci;
 pub mod runtime;
@@ -49,10 +51,17 @@ pub struct Session {
 impl Session {
     /// Starts an engine and serves it on `127.0.0.1:0` with a random token, in the current tokio runtime.
     pub async fn start(config: Config) -> std::io::Result<Session> {
+        Self::start_with_token(config, server::random_token()).await
+    }
+
+    /// Starts an engine and serves it on `127.0.0.1:0` with `token`, in the current tokio runtime.
+    ///
+    /// An empty token is refused ([`server::TokenError::Empty`]): it would let any local client in.
+    pub async fn start_with_token(config: Config, token: String) -> std::io::Result<Session> {
+        server::check_token(&token).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let engine = Engine::new(config).map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let token = server::random_token();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve_engine = engine.clone();
         let serve_token = token.clone();

@@ -63,6 +63,49 @@ impl Namespace {
     }
 }
 
+/// A namespace taken for one exec ([`Network::take`]): deleted in the background when dropped, so an exec
+/// whose future is dropped part-way (its request was cancelled) leaves no namespace, veth or address behind.
+#[derive(Debug)]
+pub struct Held {
+    ns: Option<Namespace>,
+    network: Arc<Network>,
+}
+
+impl Held {
+    /// The path runtimes join (`/var/run/netns/<name>`).
+    pub fn path(&self) -> PathBuf {
+        self.ns.as_ref().map(Namespace::path).unwrap_or_default()
+    }
+
+    /// The container's IPv4 address, in bridge mode.
+    pub fn address(&self) -> Option<String> {
+        self.ns.as_ref().and_then(Namespace::address)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(ns) = self.ns.take() else { return };
+        let network = self.network.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { network.remove(ns).await });
+            }
+            // No runtime to run `ip` on: delete it here, synchronously.
+            Err(_) => {
+                if let Some(n) = ns.address {
+                    let _ = run_sync("ip", &["link", "delete", &format!("drsv{n:x}")]);
+                }
+                let _ = run_sync("ip", &["netns", "delete", &ns.name]);
+                if let (Some(n), Ok(mut used)) = (ns.address, network.in_use.lock()) {
+                    used.remove(&n);
+                    let _ = std::fs::remove_file(lease_path(n));
+                }
+            }
+        }
+    }
+}
+
 fn ip_of(n: u32) -> String {
     format!("10.87.{}.{}", n >> 8, n & 0xff)
 }
@@ -166,19 +209,24 @@ impl Network {
 
     /// A namespace for one exec: a ready one from the pool when there is one (the pool is topped up in the
     /// background), else a new one.
-    pub async fn take(self: &Arc<Self>) -> Result<Namespace, String> {
+    ///
+    /// It is deleted when the returned [`Held`] is dropped or [released](Self::release).
+    pub async fn take(self: &Arc<Self>) -> Result<Held, String> {
         let ready = self.pool.lock().ok().and_then(|mut p| p.pop());
         self.refill();
-        match ready {
-            Some(ns) => Ok(ns),
-            None => self.create().await,
-        }
+        let ns = match ready {
+            Some(ns) => ns,
+            None => self.create().await?,
+        };
+        Ok(Held {
+            ns: Some(ns),
+            network: self.clone(),
+        })
     }
 
-    /// Deletes a used namespace in the background.
-    pub fn release(self: &Arc<Self>, ns: Namespace) {
-        let this = self.clone();
-        tokio::spawn(async move { this.remove(ns).await });
+    /// Deletes a used namespace in the background (as dropping it does).
+    pub fn release(self: &Arc<Self>, ns: Held) {
+        drop(ns);
     }
 
     fn refill(self: &Arc<Self>) {

@@ -248,6 +248,9 @@ impl Runtime {
         let mut child = cmd
             .spawn()
             .map_err(io(format!("cannot start {}", self.binary.display())))?;
+        // Should this run be abandoned (its request cancelled), killing the runtime process is not enough: the
+        // container outlives it. The guard kills and deletes the container then.
+        let mut abandoned = KillOnDrop(Some(self.kill_commands(&id)));
         let stdin = child.stdin.take();
         let input = req.stdin.clone();
         let feed = async move {
@@ -280,6 +283,7 @@ impl Runtime {
             },
             None => (Some(wait.await), None),
         };
+        abandoned.disarm();
         let Some(status) = result else {
             self.kill(&id).await;
             return Ok(RunOutput {
@@ -346,11 +350,45 @@ impl Runtime {
     }
 
     async fn kill(&self, id: &str) {
-        for sub in [["kill", id, "KILL"].as_slice(), ["delete", "--force", id].as_slice()] {
-            let args: Vec<String> = sub.iter().map(|s| (*s).to_owned()).collect();
-            let mut cmd = self.invoke(&args);
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        for mut cmd in self.kill_commands(id) {
             let _ = cmd.status().await;
+        }
+    }
+
+    /// The commands that kill a container and delete it, in order.
+    fn kill_commands(&self, id: &str) -> Vec<tokio::process::Command> {
+        [["kill", id, "KILL"].as_slice(), ["delete", "--force", id].as_slice()]
+            .into_iter()
+            .map(|sub| {
+                let args: Vec<String> = sub.iter().map(|s| (*s).to_owned()).collect();
+                let mut cmd = self.invoke(&args);
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                cmd
+            })
+            .collect()
+    }
+}
+
+/// Kills and deletes a container when dropped armed: a run whose future is dropped (its request was
+/// cancelled) leaves no container behind. The commands run in the background, on the current tokio runtime.
+struct KillOnDrop(Option<Vec<tokio::process::Command>>);
+
+impl KillOnDrop {
+    /// The run ended on its own: nothing to kill.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(commands) = self.0.take() else { return };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for mut cmd in commands {
+                    let _ = cmd.status().await;
+                }
+            });
         }
     }
 }

@@ -257,12 +257,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             print_response(&response)
         }
         Command::Serve { listen, token, workdir } => {
+            let token = match token {
+                // An empty `--token ""` or DAGGER_SESSION_TOKEN= would serve without authentication: refuse
+                // before anything starts.
+                Some(t) => {
+                    dagger_engine::server::check_token(t).map_err(|e| e.to_string())?;
+                    t.clone()
+                }
+                None => dagger_engine::server::random_token(),
+            };
             let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let token = token.clone().unwrap_or_else(dagger_engine::server::random_token);
             eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
             let progress = Progress::start(engine.subscribe(), cli.progress, cli.quiet);
             dagger_engine::server::run(listener, token, engine, async {
