@@ -312,13 +312,15 @@ impl Store {
         walk_size(&self.root)
     }
 
-    /// Removes the least recently modified results, blobs, extracted layers and temporary entries until the
-    /// store is at most `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they
-    /// are small, and IDs must stay loadable. Returns bytes freed.
+    /// Removes the least recently modified results, blobs and extracted layers until the store is at most
+    /// `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they are small, and
+    /// IDs must stay loadable. `tmp/` is left alone: what is there belongs to running engines (their execs'
+    /// mounts and scratch folders), or is collected by the next engine to start ([`crate::cleanup`]). Returns
+    /// bytes freed.
     pub fn prune(&self, max_bytes: u64) -> Result<u64, StoreError> {
         // (age key in seconds, size, path, is a directory)
         let mut entries: Vec<(i64, u64, PathBuf, bool)> = Vec::new();
-        for kind in ["results", "blobs", "packed", "layers", "tmp"] {
+        for kind in ["results", "blobs", "packed", "layers"] {
             let dir = self.root.join(kind);
             let rd = std::fs::read_dir(&dir).map_err(err(&dir))?;
             for e in rd.flatten() {
