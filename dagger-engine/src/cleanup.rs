@@ -91,6 +91,9 @@ const HOST_LOCKS: &str = "/run/dagger-rs/engines";
 
 /// The lock directories this process holds its lock in, with the open lock files.
 static HELD: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+/// Held while this process collects: an engine starting on another thread waits, so the first collection in
+/// a process (which takes this process's own ID for a dead one's) never sees the items of a newer engine.
+static COLLECTING: Mutex<()> = Mutex::new(());
 
 fn lock_path(dir: &Path, pid: u32) -> PathBuf {
     dir.join(format!("{pid}.lock"))
@@ -126,8 +129,16 @@ fn claim(dir: &Path) -> std::io::Result<bool> {
             .truncate(false)
             .mode(0o600)
             .open(&path)?;
-        // Waits while another engine collects what an earlier process with this ID left.
-        flock(&f, FlockOperation::LockExclusive)?;
+        // Waits while another engine collects what an earlier process with this ID left. A process with the
+        // same ID in another PID namespace may hold it for good: then this one goes on without (its items
+        // still count as live to others, since the lock is held).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // That engine removes the file once done: a lock on a removed file protects nothing.
         let same = std::fs::metadata(&path).is_ok_and(|m| {
             f.metadata()
@@ -239,6 +250,7 @@ fn is_root() -> bool {
 /// At engine start-up: takes this process's locks (in the cache directory, and host-wide as root) and
 /// collects everything engines that are no longer running left, in the cache directory and on the host.
 pub fn start(store: &Store) -> Collected {
+    let _one_at_a_time = COLLECTING.lock();
     let engines = engines_dir(store);
     let first = claim(&engines).unwrap_or(false);
     let host_first = is_root() && claim(Path::new(HOST_LOCKS)).unwrap_or(false);
@@ -251,6 +263,7 @@ pub fn start(store: &Store) -> Collected {
 /// namespaces) and releases its locks. Only for a process about to exit, with no other engine of its own on
 /// the same cache directory (the CLI).
 pub fn stop(store: &Store) -> Collected {
+    let _one_at_a_time = COLLECTING.lock();
     let engines = engines_dir(store);
     let mut judge = Judge::new(&engines, true, true);
     let mut host = Judge::new(Path::new(HOST_LOCKS), true, true);
