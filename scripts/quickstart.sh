@@ -2,9 +2,9 @@
 # The README's first command: run the quickstart pipeline on this machine, offline from Docker Hub.
 #
 # On Debian 12, as root (sudo ./scripts/quickstart.sh). Idempotent; each step says what it does:
-#   1. installs the Debian packages that are missing: runc (runs the containers), busybox-static,
-#      docker-registry (a loopback OCI registry) and mmdebstrap (builds the Debian images), iproute2 and
-#      iptables (container networking);
+#   1. installs the Debian packages that are missing (scripts/install-packages.sh quickstart, from the list in
+#      scripts/packages.txt): runc (runs the containers), busybox-static, docker-registry (a loopback OCI
+#      registry), mmdebstrap (builds the Debian images), ca-certificates, iproute2 and iptables (networking);
 #   2. `cargo run -p xtask -- images`: starts the registry on 127.0.0.1:5000 (or reuses it) and pushes
 #      busybox, debian:bookworm-slim and rust:1-slim to it; the first run builds the Debian images with
 #      mmdebstrap from deb.debian.org (a few minutes), later runs find them there;
@@ -28,18 +28,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-step "Debian packages"
-PACKAGES=(runc busybox-static docker-registry mmdebstrap iproute2 iptables ca-certificates)
-missing=()
-for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  echo "all installed: ${PACKAGES[*]}"
-fi
+step "Debian packages (scripts/packages.txt)"
+./scripts/install-packages.sh quickstart
 
 step "offline images: cargo run -p xtask -- images"
 cargo run -p xtask -- images

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, generated code, docs, and all tests.
+# First installs the Debian packages the tests need (scripts/install-packages.sh test, from scripts/packages.txt):
+# as root they are installed with apt-get; otherwise the missing ones are named with the sudo command to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -7,6 +9,8 @@ export RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Debian packages (scripts/packages.txt)"
+./scripts/install-packages.sh test
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

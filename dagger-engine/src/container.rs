@@ -1000,7 +1000,7 @@ async fn exec(
         tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files, &fresh_caches))
             .await
             .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             snapshot::remove_all(&scratch);
@@ -1072,6 +1072,8 @@ async fn exec(
         etc_files: prepared.etc_files.clone(),
     };
     let result = runtime.run(&req, on_line).await;
+    // The secrets' files go as soon as the process is done.
+    drop(prepared.secrets.take());
     if let Some(ns) = netns {
         engine.network.release(ns);
     }
@@ -1192,6 +1194,8 @@ struct Prepared {
     etc_files: Vec<(PathBuf, String)>,
     /// Writable snapshot mounts to read back after the exec: container path, host directory.
     read_back: Vec<(String, PathBuf)>,
+    /// The tmpfs holding the mounted secrets' files, unmounted when the exec ends.
+    secrets: Option<SecretStore>,
 }
 
 fn prepare(
@@ -1278,20 +1282,20 @@ fn prepare(
             }),
         }
     }
-    for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
-        use std::os::unix::fs::PermissionsExt;
-        let host = scratch.join(format!("s{n}"));
-        std::fs::write(&host, plaintext).map_err(io(format!("cannot write {}", host.display())))?;
-        let _ = std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode));
-        if let Some((u, g)) = owner {
-            snapshot::chown(&host, *u, *g).map_err(snap)?;
+    let secrets = if secret_files.is_empty() {
+        None
+    } else {
+        let store = SecretStore::mount(&scratch.join("secrets"), secret_files)?;
+        for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
+            let host = store.write(&format!("s{n}"), plaintext.as_bytes(), *mode, *owner)?;
+            mounts.push(MountSpec::Bind {
+                source: host,
+                target: path.clone(),
+                read_only: true,
+            });
         }
-        mounts.push(MountSpec::Bind {
-            source: host,
-            target: path.clone(),
-            read_only: true,
-        });
-    }
+        Some(store)
+    };
     // Name resolution and a hosts file, as every container expects.
     let hosts = scratch.join("hosts");
     std::fs::write(
@@ -1312,7 +1316,87 @@ fn prepare(
         mounts,
         etc_files,
         read_back,
+        secrets,
     })
+}
+
+/// The files of the secrets one exec mounts: on a tmpfs of their own (memory, never the cache's disk), mounted
+/// private to the engine's user (mode 0700) with `nosuid,nodev,noexec`, and unmounted when dropped, which is
+/// when the exec ends. An engine that dies first leaves the mount under `tmp/`, where the next engine to start
+/// on the cache directory unmounts it (see [`crate::cleanup`]).
+struct SecretStore {
+    dir: PathBuf,
+}
+
+impl SecretStore {
+    /// Mounts a tmpfs at `dir`, sized for `files`.
+    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, FieldError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+        // A page per file at least, and room for the directory itself.
+        let size: usize = files
+            .iter()
+            .map(|f| f.1.len().div_ceil(4096).max(1) * 4096)
+            .sum::<usize>()
+            + 64 * 1024;
+        let data = std::ffi::CString::new(format!("mode=0700,size={size}"))
+            .map_err(|_| FieldError::new("internal error: tmpfs options contain a NUL byte"))?;
+        use rustix::mount::MountFlags;
+        rustix::mount::mount(
+            "drs-secrets",
+            dir,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data.as_c_str(),
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_dir(dir);
+            FieldError::new(format!(
+                "cannot mount a tmpfs for the exec's secrets at {} (the engine needs root): {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Writes one secret file, created with its final mode and owner before the plaintext goes in.
+    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, FieldError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // `create_new` never follows a symbolic link and never opens an existing file.
+        let path = self.dir.join(name);
+        let fail = |e: std::io::Error| FieldError::new(format!("cannot write the secret file {}: {e}", path.display()));
+        let mode = mode & 0o7777;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(fail)?;
+        if let Some((u, g)) = owner {
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(u)),
+                Some(rustix::fs::Gid::from_raw(g)),
+            )
+            .map_err(|e| fail(e.into()))?;
+        }
+        // The umask may have narrowed the mode asked for; the file gets exactly that mode, never more.
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        f.write_all(plaintext).map_err(fail)?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretStore {
+    fn drop(&mut self) {
+        // Unmounting frees the files' memory; nothing was ever written to disk.
+        let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// Leaves of a container.

@@ -14,12 +14,14 @@
 //! - [`runtime`]: OCI runtime bundles run by `runc` or `crun`;
 //! - [`network`]: a network namespace per exec, on a NAT bridge;
 //! - [`store`]: the on-disk, content-addressed cache;
+//! - [`cleanup`]: which engine owns what, and collecting what engines that stopped uncleanly left;
 //! - [`oci`]: images: references, registry pull/push, layer extraction and packing, image building and tarballs.
 //!
 //! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
 //! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
 //! (`core::compute`) and keeps results in memory and in the [`store::Store`].
 
+pub mod cleanup;
 pub mod container;
 pub mod core;
 pub mod engine;
@@ -46,6 +48,7 @@ pub struct Session {
     /// The engine behind it.
     pub engine: std::sync::Arc<Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Session {
@@ -61,11 +64,22 @@ impl Session {
         server::check_token(&token).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let engine = Engine::new(config).map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Session::serve(listener, token, engine)
+    }
+
+    /// Serves `engine` on `listener` with `token`, in the current tokio runtime. An empty token is refused,
+    /// as by [`Session::start_with_token`].
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        token: String,
+        engine: std::sync::Arc<Engine>,
+    ) -> std::io::Result<Session> {
+        server::check_token(&token).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let port = listener.local_addr()?.port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve_engine = engine.clone();
         let serve_token = token.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = server::run(listener, serve_token, serve_engine, async {
                 let _ = stopped.await;
             })
@@ -76,7 +90,23 @@ impl Session {
             token,
             engine,
             stop: Some(stop),
+            server: Some(server),
         })
+    }
+
+    /// Stops the session for a process that is about to exit (the CLI on `SIGTERM`, `SIGINT` or end of
+    /// input): stops accepting connections, kills the running containers, waits up to `grace` for the
+    /// requests in flight to end, then removes what this process still has in the cache directory and on the
+    /// host (see [`cleanup::stop`]).
+    pub async fn shutdown(mut self, grace: std::time::Duration) -> cleanup::Collected {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.engine.stop_containers().await;
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(grace, server).await;
+        }
+        cleanup::stop(&self.engine.store)
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.

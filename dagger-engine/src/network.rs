@@ -188,7 +188,6 @@ impl Network {
         if let Some(m) = *mode {
             return m;
         }
-        collect_stale();
         let wanted = std::env::var("DAGGER_RS_NETWORK").unwrap_or_default();
         let m = if wanted == "none" {
             Mode::None
@@ -351,29 +350,59 @@ fn lease(n: u32) -> bool {
     false
 }
 
-/// Deletes namespaces left by engines that are gone (their names carry the engine's process ID), and their
-/// address leases.
-fn collect_stale() {
-    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("drs-").and_then(|r| r.split('-').next()) else {
-            continue;
+/// Deletes what engines that are gone left on the host (see [`crate::cleanup`]): their namespaces (named
+/// `drs-<pid>-…`), the host ends of veths whose address lease is not held by a live engine, and those leases.
+/// `dead` says whether the engine with a process ID is gone.
+pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::cleanup::Collected {
+    let mut c = crate::cleanup::Collected::default();
+    if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let owned_by_dead = name
+                .strip_prefix("drs-")
+                .and_then(crate::cleanup::owner_pid)
+                .is_some_and(&mut *dead);
+            if owned_by_dead && run_sync("ip", &["netns", "delete", &name]).unwrap_or(false) {
+                c.namespaces += 1;
+            }
+        }
+    }
+    // Whether lease `n` is free: no file, or a holder that is gone. A lease is written just after it is
+    // created: an empty one is someone's for a moment, and only a stale empty one is free.
+    let mut lease_free = |n: u32| -> bool {
+        let path = lease_path(n);
+        let Ok(holder) = std::fs::read_to_string(&path) else {
+            return !path.exists();
         };
-        if !pid.is_empty() && !std::path::Path::new("/proc").join(pid).exists() {
-            let _ = run_sync("ip", &["netns", "delete", &name]);
+        match holder.trim().parse::<u32>() {
+            Ok(pid) => dead(pid),
+            Err(_) => std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(60))),
+        }
+    };
+    if let Ok(links) = std::fs::read_dir("/sys/class/net") {
+        for l in links.flatten() {
+            let name = l.file_name().to_string_lossy().into_owned();
+            let Some(n) = name.strip_prefix("drsv").and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+                continue;
+            };
+            if lease_free(n) && run_sync("ip", &["link", "delete", &name]).unwrap_or(false) {
+                c.veths += 1;
+            }
         }
     }
     if let Ok(leases) = std::fs::read_dir(LEASES) {
         for l in leases.flatten() {
-            let holder = std::fs::read_to_string(l.path()).unwrap_or_default();
-            if holder.trim().is_empty() || !std::path::Path::new("/proc").join(holder.trim()).exists() {
-                let _ = std::fs::remove_file(l.path());
+            let Some(n) = l.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if l.path().exists() && lease_free(n) && std::fs::remove_file(l.path()).is_ok() {
+                c.leases += 1;
             }
         }
     }
+    c
 }
 
 /// How many namespaces are kept ready.

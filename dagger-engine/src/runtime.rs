@@ -73,6 +73,9 @@ pub enum RuntimeError {
     /// The OCI spec could not be built.
     #[error("cannot build the OCI runtime spec: {0}")]
     Spec(String),
+    /// The engine is stopping: no new process is started.
+    #[error("the engine is stopping (it was asked to by a signal or its client): no new process is started")]
+    Stopping,
     /// The runtime itself failed before the process ran: the command never started, so there is no exit code
     /// of it to report.
     #[error("{runtime} could not start the container, so the command did not run ({runtime} reported: {message}){}",
@@ -167,6 +170,23 @@ pub struct Runtime {
     state_dir: PathBuf,
     hybrid_cgroups: bool,
     timeout: Option<Duration>,
+    /// The containers running now, by ID, and whether the engine is stopping; shared by clones.
+    running: Arc<Mutex<std::collections::HashSet<String>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Removes a container's ID from the running set when its run ends, however it ends.
+struct RunningGuard<'a> {
+    running: &'a Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&self.id);
+        }
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -224,7 +244,23 @@ impl Runtime {
             state_dir: state_dir.to_owned(),
             hybrid_cgroups: is_mountpoint(Path::new("/sys/fs/cgroup/unified")),
             timeout,
+            running: Arc::default(),
+            stopping: Arc::default(),
         })
+    }
+
+    /// Stops the engine's containers: every running one is killed (its run returns as a process killed by
+    /// `SIGKILL`), and no new one starts from now on.
+    pub async fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.kill(&id).await;
+        }
     }
 
     /// Which runtime this is.
@@ -241,6 +277,17 @@ impl Runtime {
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
         let id = format!("drs-{}", crate::snapshot::unique());
+        // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(id.clone());
+        }
+        let _running = RunningGuard {
+            running: &self.running,
+            id: id.clone(),
+        };
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RuntimeError::Stopping);
+        }
         let log = req.bundle.join("runtime.log");
         let mut cmd = self.command(&["run", "--bundle"], &req.bundle, &id, &log);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -334,16 +381,20 @@ impl Runtime {
 
     /// The runtime with `--root` and `args`, wrapped for crun on hybrid cgroup hosts.
     fn invoke(&self, args: &[String]) -> tokio::process::Command {
+        self.invoke_std(args).into()
+    }
+
+    fn invoke_std(&self, args: &[String]) -> std::process::Command {
         let root = ["--root".to_owned(), self.state_dir.to_string_lossy().into_owned()];
         if self.kind == RuntimeKind::Crun && self.hybrid_cgroups {
             // crun insists on one cgroup mode; hide the v2 mount of a hybrid host in a private namespace.
             let script = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"";
-            let mut cmd = tokio::process::Command::new("unshare");
+            let mut cmd = std::process::Command::new("unshare");
             cmd.args(["-m", "--propagation", "private", "sh", "-c", script]);
             cmd.arg(&self.binary).args(root).args(args);
             cmd
         } else {
-            let mut cmd = tokio::process::Command::new(&self.binary);
+            let mut cmd = std::process::Command::new(&self.binary);
             cmd.args(root).args(args);
             cmd
         }
@@ -391,6 +442,43 @@ impl Drop for KillOnDrop {
             });
         }
     }
+}
+
+/// Deletes (killing their processes first) the containers in the runtime state directory `state_dir` whose
+/// ID `dead` accepts: containers of engines that are gone. Each is deleted with `runc` or `crun` (whichever
+/// knows it); a state folder neither knows is removed. Returns how many were collected.
+pub fn collect_containers(state_dir: &Path, dead: &mut dyn FnMut(&str) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return 0;
+    };
+    let ids: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| id.starts_with("drs-") && dead(id))
+        .collect();
+    if ids.is_empty() {
+        return 0;
+    }
+    let runtimes: Vec<Runtime> = [RuntimeKind::Runc, RuntimeKind::Crun]
+        .into_iter()
+        .filter_map(|k| Runtime::detect(Some(k.package()), None, state_dir).ok())
+        .collect();
+    for id in &ids {
+        for rt in &runtimes {
+            let deleted = rt
+                .invoke_std(&["delete".to_owned(), "--force".to_owned(), id.clone()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if deleted {
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(state_dir.join(id));
+    }
+    ids.len()
 }
 
 /// The error lines of a runtime's JSON log, if any.

@@ -7,7 +7,13 @@
 //! - `layers/<sha256>`: an image layer blob extracted into a directory (overlayfs upper format, see
 //!   [`crate::oci::layer`]), named after the compressed blob's digest;
 //! - `packed/<digest>`: which blob a layer directory was packed into, so exports do not pack it again;
-//! - `tmp/`: entries being written.
+//! - `tmp/`: entries being written, and the scratch directories of execs;
+//! - `runtime/`: the OCI runtime's container state; `cache-volumes/`: cache volumes; `engines/`: one lock file
+//!   per engine process using the directory (see [`crate::cleanup`]).
+//!
+//! The cache directory is private to the engine's user: [`Store::open`] creates it (and each directory above)
+//! with mode 0700, and repairs a wider mode. Image layers keep their set-user-ID files, so a cache directory
+//! other users could enter would let them run those files as root.
 //!
 //! Every write goes to a temporary file (or directory) in `tmp/` and is renamed into place, so a killed engine
 //! never leaves a half-written entry: an entry is either complete or absent. Streamed blobs (image layers) are
@@ -20,6 +26,61 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::ids::Digest;
+
+/// The directories under the cache directory; each is created private (0700) by [`Store::open`].
+const SUBDIRS: [&str; 9] = [
+    "blobs",
+    "results",
+    "calls",
+    "layers",
+    "packed",
+    "tmp",
+    "runtime",
+    "cache-volumes",
+    "engines",
+];
+
+/// Creates `dir` with mode 0700, or checks an existing one: it must be a directory owned by the engine's user,
+/// and a mode wider than 0700 is narrowed. Only the cache directory itself (`follow`) may be reached through a
+/// symbolic link.
+fn private_dir(dir: &Path, follow: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(dir)(e)),
+    }
+    let meta = if follow {
+        std::fs::metadata(dir)
+    } else {
+        std::fs::symlink_metadata(dir)
+    }
+    .map_err(err(dir))?;
+    let refuse = |why: String| StoreError {
+        path: dir.to_owned(),
+        source: std::io::Error::other(why),
+    };
+    if !meta.is_dir() {
+        return Err(refuse(
+            "not a directory: remove it, or choose another cache directory with --cache-dir or DAGGER_RS_CACHE_DIR"
+                .into(),
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "owned by uid {}, not by the engine's user (uid {me}); that user could reach the files of image \
+             layers in it, set-user-ID ones included: `chown -R {me} {}` it, or choose another cache directory \
+             with --cache-dir or DAGGER_RS_CACHE_DIR",
+            meta.uid(),
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err(dir))?;
+    }
+    Ok(())
+}
 
 /// Where the store lives, and its operations.
 #[derive(Clone, Debug)]
@@ -44,12 +105,17 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl Store {
-    /// Opens (creating if needed) a store at `root`.
+    /// Opens (creating if needed) a store at `root`. The directory and its subdirectories are made private to
+    /// the engine's user (mode 0700; a wider mode is repaired); a directory owned by another user is refused,
+    /// since that user could reach the set-user-ID files image layers carry.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for sub in ["blobs", "results", "calls", "layers", "packed", "tmp"] {
-            let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(err(&dir))?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(err(parent))?;
+        }
+        private_dir(&root, true)?;
+        for sub in SUBDIRS {
+            private_dir(&root.join(sub), false)?;
         }
         Ok(Self { root })
     }
@@ -76,6 +142,13 @@ impl Store {
 
     /// Writes `bytes` to `path` atomically; `durable` also waits for the data to reach the disk first.
     fn write_atomic(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+        self.write_atomic_mode(path, bytes, 0o644, durable)
+    }
+
+    /// Writes `bytes` to `path` atomically, as a file created with `mode` (less the umask); `durable` also
+    /// waits for the data to reach the disk first.
+    fn write_atomic_mode(&self, path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp_dir = self.root.join("tmp");
         let tmp = tmp_dir.join(format!(
             "{}.{}.{}",
@@ -83,7 +156,12 @@ impl Store {
             std::process::id(),
             unique()
         ));
-        let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(err(&tmp))?;
         f.write_all(bytes).map_err(err(&tmp))?;
         if durable {
             f.sync_all().map_err(err(&tmp))?;
@@ -131,11 +209,7 @@ impl Store {
                 std::fs::File::open("/dev/urandom")
                     .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
                     .map_err(err(Path::new("/dev/urandom")))?;
-                self.write_atomic(&key_path, &k, true)?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600));
-                }
+                self.write_atomic_mode(&key_path, &k, 0o600, true)?;
                 // Another engine may have won the race: use what is on disk.
                 std::fs::read(&key_path).map_err(err(&key_path))?
             }
@@ -253,13 +327,15 @@ impl Store {
         walk_size(&self.root)
     }
 
-    /// Removes the least recently modified results, blobs, extracted layers and temporary entries until the
-    /// store is at most `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they
-    /// are small, and IDs must stay loadable. Returns bytes freed.
+    /// Removes the least recently modified results, blobs and extracted layers until the store is at most
+    /// `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they are small, and
+    /// IDs must stay loadable. `tmp/` is left alone: what is there belongs to running engines (their execs'
+    /// mounts and scratch folders), or is collected by the next engine to start ([`crate::cleanup`]). Returns
+    /// bytes freed.
     pub fn prune(&self, max_bytes: u64) -> Result<u64, StoreError> {
         // (age key in seconds, size, path, is a directory)
         let mut entries: Vec<(i64, u64, PathBuf, bool)> = Vec::new();
-        for kind in ["results", "blobs", "packed", "layers", "tmp"] {
+        for kind in ["results", "blobs", "packed", "layers"] {
             let dir = self.root.join(kind);
             let rd = std::fs::read_dir(&dir).map_err(err(&dir))?;
             for e in rd.flatten() {
@@ -477,5 +553,85 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    /// Whether the unprivileged user `nobody` can `stat` a path (`setpriv`, util-linux).
+    fn nobody_can_stat(path: &Path) -> bool {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "stat"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run setpriv (util-linux)")
+            .success()
+    }
+
+    #[test]
+    fn other_users_cannot_reach_setuid_files_in_the_cache_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A parent anyone may enter, as a home directory's `.cache` usually is.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+
+        // A new cache directory.
+        let fresh = dir.path().join("fresh");
+        let store = Store::open(&fresh).expect("open");
+        let suid = store.layer_path(&Digest::of(b"layer")).join("bin/su");
+        std::fs::create_dir_all(suid.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&suid, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        assert!(nobody_can_stat(dir.path()), "the test user can reach the parent");
+        assert!(
+            !nobody_can_stat(&suid),
+            "another user reached a set-user-ID file in the cache directory"
+        );
+        assert!(!nobody_can_stat(&fresh.join("layers")));
+        assert_eq!(mode(&fresh), 0o700);
+        for sub in SUBDIRS {
+            assert_eq!(mode(&fresh.join(sub)), 0o700, "{sub}");
+        }
+
+        // A cache directory made by an earlier version, open to everyone: repaired when opened.
+        let old = dir.path().join("old");
+        let old_suid = old.join("layers/abc/bin/su");
+        std::fs::create_dir_all(old_suid.parent().expect("parent")).expect("mkdir");
+        std::fs::create_dir_all(old.join("tmp")).expect("mkdir");
+        for d in [&old, &old.join("layers"), &old.join("tmp")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(&old_suid, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&old_suid, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        assert!(
+            nobody_can_stat(&old_suid),
+            "the old layout is reachable (the test sees the defect)"
+        );
+        Store::open(&old).expect("open");
+        assert!(
+            !nobody_can_stat(&old_suid),
+            "opening the store closed the cache directory"
+        );
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("layers")), 0o700);
+        assert_eq!(mode(&old.join("tmp")), 0o700);
+    }
+
+    #[test]
+    fn a_cache_directory_owned_by_another_user_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to change a directory's owner");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).expect("mkdir");
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+        let e = Store::open(&theirs).expect_err("refused").to_string();
+        assert!(e.contains("owned by uid 65534") && e.contains("chown -R 0"), "{e}");
     }
 }

@@ -5,12 +5,12 @@ mod progress;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dagger_engine::exec::{Data, Response};
 use dagger_engine::{Config, Engine, Session};
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
 use crate::progress::{Progress, ProgressMode};
 
@@ -46,7 +46,8 @@ enum Command {
     #[command(long_about = "Start a session for an SDK.\n\n\
         Listens on 127.0.0.1 on a free port with a random token, prints exactly one JSON line \
         `{\"port\":PORT,\"session_token\":TOKEN}` on standard output, and serves `POST /query` (HTTP basic \
-        auth, the token as user name) until standard input is closed. Logs and progress go to standard \
+        auth, the token as user name) until standard input is closed or SIGTERM or SIGINT arrives; then it \
+        kills the running containers, cleans up and exits 0. Logs and progress go to standard \
         error. This is how SDKs start an engine when _EXPERIMENTAL_DAGGER_CLI_BIN names this binary.")]
     Session {
         /// A label `key:value` describing the client (repeatable), such as `dagger.io/sdk.name:python`; it is
@@ -61,8 +62,9 @@ enum Command {
     #[command(long_about = "Run a command with a session.\n\n\
         Starts a session, runs COMMAND with DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN set so that any \
         SDK inside it connects to this engine, and exits with the command's exit code (127 when the command \
-        cannot be found, 128+N when it is killed by signal N). Put `--` before a command whose arguments \
-        start with `-`.")]
+        cannot be found, 128+N when it is killed by signal N). On SIGTERM or SIGINT the command gets SIGTERM \
+        (then SIGKILL after 10 s), the running containers are killed, and dagger-rs cleans up and exits 0. \
+        Put `--` before a command whose arguments start with `-`.")]
     Run {
         /// The directory relative host paths resolve against (default: the current directory).
         #[arg(long)]
@@ -91,7 +93,8 @@ enum Command {
     /// Serve a long-running engine on an address with a fixed token.
     #[command(long_about = "Serve a long-running engine on an address with a fixed token.\n\n\
         Clients connect with DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN set to the port and the token. \
-        Ctrl-C stops it.")]
+        Ctrl-C (SIGINT) or SIGTERM stops it: it stops accepting, kills the running containers, cleans up \
+        and exits 0.")]
     Serve {
         /// Where to listen (keep it on loopback: the token is sent in clear).
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -180,13 +183,62 @@ async fn start_session(cli: &Cli, workdir: Option<PathBuf>) -> Result<(Session, 
     let session = Session::start(config(&cli.cache_dir, workdir)?)
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;
-    let progress = Progress::start(session.engine.subscribe(), cli.progress, cli.quiet);
+    let progress = Progress::start(session.engine.subscribe_with_start_report(), cli.progress, cli.quiet);
     Ok((session, progress))
+}
+
+/// How long a stopping engine waits for the requests in flight once their containers are killed, and how
+/// long `run` waits for its command after passing it SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM and SIGINT, watched from the start: either one stops the engine cleanly (exit code 0) instead of
+/// killing the process. The TypeScript SDK ends a session with SIGTERM and treats a CLI killed by it as a
+/// failure.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Self {
+            term: watch(SignalKind::terminate())?,
+            int: watch(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either signal.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Resolves when standard input reaches its end. The read runs on a thread of its own, so a process that
+/// stops for another reason never waits for it.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.command {
         Command::Session { labels, workdir } => {
+            let mut signals = StopSignals::new()?;
             let (session, progress) = start_session(&cli, workdir.clone()).await?;
             if !labels.is_empty() && !cli.quiet {
                 eprintln!("session for {}", labels.join(", "));
@@ -196,41 +248,63 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 "{}",
                 serde_json::json!({ "port": session.port, "session_token": session.token })
             );
-            // The session lives until stdin closes.
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = stdin.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
+            // The session lives until stdin closes, or a signal stops it.
+            tokio::select! {
+                _ = stdin_closed() => {}
+                () = signals.recv() => {}
             }
-            drop(session);
+            session.shutdown(GRACE).await;
             progress.finish().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { workdir, cmd } => {
             let (program, args) = cmd.split_first().ok_or("nothing to run: give a command")?;
+            let mut signals = StopSignals::new()?;
             let (session, progress) = start_session(&cli, workdir.clone()).await?;
-            let status = tokio::process::Command::new(program)
+            let child = tokio::process::Command::new(program)
                 .args(args)
                 .env("DAGGER_SESSION_PORT", session.port.to_string())
                 .env("DAGGER_SESSION_TOKEN", &session.token)
-                .status()
-                .await;
-            drop(session);
-            progress.finish().await;
-            let status = match status {
-                Ok(s) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    eprintln!("dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)");
-                    return Ok(ExitCode::from(127));
-                }
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
                 Err(e) => {
+                    session.shutdown(GRACE).await;
+                    progress.finish().await;
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        eprintln!(
+                            "dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)"
+                        );
+                        return Ok(ExitCode::from(127));
+                    }
                     eprintln!("dagger-rs: cannot run `{program}`: {e}");
                     return Ok(ExitCode::from(126));
                 }
             };
-            Ok(exit_code(status))
+            let status = tokio::select! {
+                status = child.wait() => Some(status),
+                () = signals.recv() => None,
+            };
+            let code = match status {
+                Some(Ok(status)) => exit_code(status),
+                Some(Err(e)) => {
+                    eprintln!("dagger-rs: cannot wait for `{program}`: {e}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    // Stopped by a signal: the command stops first (it may be using the session), then the engine.
+                    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    }
+                    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                    ExitCode::SUCCESS
+                }
+            };
+            session.shutdown(GRACE).await;
+            progress.finish().await;
+            Ok(code)
         }
         Command::Query { document, workdir } => {
             let document = match document {
@@ -247,7 +321,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 return Err("no query: pass a document as the argument or on stdin".into());
             }
             let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
-            let progress = Progress::start(engine.subscribe(), cli.progress, cli.quiet);
+            let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
             let req = dagger_engine::exec::Request {
                 query: document,
                 ..Default::default()
@@ -266,18 +340,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 None => dagger_engine::server::random_token(),
             };
+            let mut signals = StopSignals::new()?;
             let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
-            let progress = Progress::start(engine.subscribe(), cli.progress, cli.quiet);
-            dagger_engine::server::run(listener, token, engine, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+            let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
+            let session = Session::serve(listener, token, engine).map_err(|e| e.to_string())?;
+            signals.recv().await;
+            session.shutdown(GRACE).await;
             progress.finish().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -287,6 +360,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             match command {
                 CacheCommand::Prune { max_size } => {
                     let max = parse_size(max_size)?;
+                    // What engines that are gone left goes first; what running engines use is never pruned.
+                    let collected = dagger_engine::cleanup::start(&store);
+                    if !collected.is_empty() && !cli.quiet {
+                        eprintln!("dagger-rs: {collected}");
+                    }
                     let freed = store.prune(max).map_err(|e| e.to_string())?;
                     println!(
                         "freed {freed} bytes; {} now holds {} bytes",

@@ -1,0 +1,126 @@
+//! The Debian packages the README's commands install: `scripts/packages.txt` is the one list, and
+//! `scripts/install-packages.sh` reads it for each command.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace holds dagger-engine")
+        .join("scripts")
+}
+
+/// The packages `packages.txt` lists for `command`.
+fn listed_for(command: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(scripts().join("packages.txt")).expect("scripts/packages.txt");
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split('#').next()?.split_whitespace().collect();
+            let (name, commands) = fields.split_first()?;
+            commands.contains(&command).then(|| (*name).to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn each_command_lists_the_packages_its_tools_come_from() {
+    let test = listed_for("test");
+    // What the test suites run: the runtimes, busybox for images and root filesystems, the registry, the
+    // Debian image builder, independent image tools, networking, and the Python SDK's venv.
+    for p in [
+        "runc",
+        "crun",
+        "busybox-static",
+        "docker-registry",
+        "mmdebstrap",
+        "skopeo",
+        "umoci",
+        "iproute2",
+        "iptables",
+        "python3-venv",
+    ] {
+        assert!(
+            test.iter().any(|t| t == p),
+            "`{p}` is missing for `test` in scripts/packages.txt"
+        );
+    }
+    let quickstart = listed_for("quickstart");
+    for p in [
+        "runc",
+        "busybox-static",
+        "docker-registry",
+        "mmdebstrap",
+        "iproute2",
+        "iptables",
+    ] {
+        assert!(quickstart.iter().any(|t| t == p), "`{p}` is missing for `quickstart`");
+    }
+    for script in ["quickstart.sh", "test-all.sh"] {
+        let text = std::fs::read_to_string(scripts().join(script)).expect("script");
+        let command = if script == "quickstart.sh" {
+            "quickstart"
+        } else {
+            "test"
+        };
+        assert!(
+            text.contains(&format!("./scripts/install-packages.sh {command}")),
+            "{script} installs its packages"
+        );
+        assert!(!text.contains("PACKAGES=("), "{script} keeps no list of its own");
+    }
+}
+
+#[test]
+fn without_root_the_installer_names_the_exact_command_to_run() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the installer as another user");
+        return;
+    }
+    // A copy anyone can read, and a `dpkg-query` that reports `crun` and `umoci` as not installed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["packages.txt", "install-packages.sh"] {
+        std::fs::copy(scripts().join(f), dir.path().join(f)).expect("copy");
+    }
+    let shim = dir.path().join("bin");
+    std::fs::create_dir(&shim).expect("mkdir");
+    std::fs::write(
+        shim.join("dpkg-query"),
+        "#!/bin/sh\nfor a; do last=$a; done\ncase $last in crun|umoci) exit 1;; esac\nprintf installed\n",
+    )
+    .expect("shim");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for (p, mode) in [(dir.path(), 0o755), (&shim, 0o755), (&shim.join("dpkg-query"), 0o755)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+    }
+    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"])
+        .arg(dir.path().join("install-packages.sh"))
+        .arg("test")
+        .env("PATH", &path)
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("sudo apt-get install -y --no-install-recommends crun umoci"),
+        "{stderr}"
+    );
+
+    // Everything installed: nothing to do, whoever runs it.
+    let out = Command::new("bash")
+        .arg(scripts().join("install-packages.sh"))
+        .args(["quickstart", "--check"])
+        .env(
+            "PATH",
+            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all installed"));
+}
