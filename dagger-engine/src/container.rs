@@ -897,6 +897,17 @@ fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32
     Ok((uid, gid, home))
 }
 
+/// A scratch folder removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            snapshot::remove_all(&self.0);
+        }
+    }
+}
+
 /// Replaces every secret plaintext by `***`.
 fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     if secrets.is_empty() {
@@ -980,6 +991,8 @@ async fn exec(
         .root()
         .join("tmp")
         .join(format!("exec-{}", snapshot::unique()));
+    // Removed however this function ends, a cancelled request included.
+    let _scratch_guard = ScratchDir(scratch.clone());
     let layer_name = d.to_string();
     // Held until the exec is over.
     let (_guards, cache_use) = engine.cache_locks(&st.mounts).await;
@@ -1150,18 +1163,25 @@ async fn exec(
             extensions: Some(ext),
         });
     }
-    // Redirected output lands in the new layer.
+    // Redirected output lands in the new layer, at the path resolved through the container's links (the
+    // process may have made some), and is written without following any.
     let upper = scratch.join("upper");
     for (target, bytes) in [(&redirect_stdout, &stdout), (&redirect_stderr, &stderr)] {
         if target.is_empty() {
             continue;
         }
         let p = st.abs(target)?;
-        let host = upper.join(p.trim_start_matches('/'));
-        if let Some(parent) = host.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        std::fs::write(&host, bytes).map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
+        let mut stack = layer_paths(engine, &st);
+        stack.push(upper.clone());
+        let rel = snapshot::resolve_in_layers(&stack, &p, true).map_err(snap)?;
+        let entry = Entry::File(FileEntry {
+            mode: 0o644,
+            blob: engine.store.put_blob(bytes)?,
+            size: bytes.len() as u64,
+            mtime: None,
+        });
+        snapshot::write_entry_at(&engine.store, &upper, &rel, &entry, None)
+            .map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
     }
     let layers = layers_dir(&engine.store);
     std::fs::create_dir_all(&layers)

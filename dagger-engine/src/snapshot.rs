@@ -961,7 +961,10 @@ pub fn make_opaque(dir: &Path) -> Result<(), SnapshotError> {
 /// Removes a directory tree that may hold read-only directories (an overlay work dir does).
 pub fn remove_all(path: &Path) {
     if std::fs::remove_dir_all(path).is_err() {
-        let _ = std::process::Command::new("rm").arg("-rf").arg(path).status();
+        let _ = std::process::Command::new("rm")
+            .args(["-rf", "--one-file-system"])
+            .arg(path)
+            .status();
     }
 }
 

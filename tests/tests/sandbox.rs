@@ -290,3 +290,24 @@ async fn a_link_in_a_pulled_image_layer_cannot_reach_the_host() {
     assert_eq!(seen, "x");
     env.assert_canary_untouched("Container.withNewFile(\"/app/x\")");
 }
+
+#[tokio::test]
+async fn redirected_output_is_written_through_links_inside_the_container() {
+    let env = start().await;
+    let canary = env.canary_path();
+    // The process itself makes the link, then its output is redirected through it.
+    let c = env.busybox().with_exec_opts(
+        ["sh", "-c", &format!("ln -s {canary} /out; echo hello")],
+        dagger::ContainerWithExecOpts {
+            redirect_stdout: Some("/out/stdout.txt".into()),
+            ..Default::default()
+        },
+    );
+    let seen = c
+        .with_exec(["cat", &format!("{canary}/stdout.txt")])
+        .stdout()
+        .await
+        .expect("the redirected output is inside the container");
+    assert_eq!(seen, "hello\n");
+    env.assert_canary_untouched("withExec(redirectStdout) through an exec-made link");
+}
