@@ -17,6 +17,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 step "Python SDK for the engine's client tests (scripts/python-sdk.sh --setup)"
 ./scripts/python-sdk.sh --setup
+step "TypeScript SDK for the engine's client tests (scripts/ts-sdk.sh --setup; Node.js and npm come with the machine)"
+./scripts/ts-sdk.sh --setup
 step "offline images on 127.0.0.1:5000 (cargo run -p xtask -- images; the first run builds them, minutes)"
 cargo run -q -p xtask -- images
 step "cargo nextest run (unit, integration and ui tests)"
