@@ -38,7 +38,9 @@ if [ "${1:-}" = "--setup" ]; then
 fi
 
 cargo build --quiet -p dagger-engine --bin dagger-rs
-BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/dagger-rs"
+TARGET="${CARGO_TARGET_DIR:-target}"
+case "$TARGET" in /*) ;; *) TARGET="$(pwd)/$TARGET" ;; esac
+BIN="$TARGET/debug/dagger-rs"
 PY="$(pwd)/$VENV/bin/python"
 CACHE="$(mktemp -d)"
 trap 'rm -rf "$CACHE"' EXIT
