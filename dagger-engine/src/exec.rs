@@ -422,9 +422,11 @@ fn exec_selection<'a>(
         }
         let fields = collector.out;
         // Sibling fields run concurrently: the outputs of one request are evaluated side by side.
-        let values = join_all(fields.iter().map(|(key, fs)| {
-            exec_field(ctx, obj, fs, path.child(Value::String(key.clone())))
-        }))
+        let values = join_all(
+            fields
+                .iter()
+                .map(|(key, fs)| exec_field(ctx, obj, fs, path.child(Value::String(key.clone())))),
+        )
         .await;
         let mut out = Vec::with_capacity(fields.len());
         let mut bubbled = false;
