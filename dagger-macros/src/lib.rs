@@ -80,9 +80,11 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # What it generates
 /// A module named after the pipeline with:
 /// - `run(&Query, inputs…) -> Result<Outputs, PipelineError<Partial>>`: resolves the object arguments the
-///   outputs need in batched requests, then sends **one request per level** of outputs, with one aliased
-///   field per output, so the engine evaluates a level's outputs concurrently. A failed output stops the
-///   later levels; outputs that finished are in the error's `partial` value;
+///   outputs need in batched requests, then sends outputs grouped by dependencies: outputs that wait for
+///   the same requests and are awaited by the same outputs share one request, with one aliased field each,
+///   and a request goes out as soon as the ones it waits for are done. A failed output skips only the
+///   outputs that wait for it (`#[fail_fast]` on the pipeline: everything not sent yet); outputs that
+///   finished are in the error's `partial` value, and `?` converts the error into `dagger::Error`;
 /// - `plan(inputs…) -> Plan`: the documents `run` sends, computed offline, `Display`able for snapshots;
 /// - `Outputs`, `Partial`, and the constants `NAME`, `DOC`, `STEPS`, `EDGES`, `LEVELS`.
 ///

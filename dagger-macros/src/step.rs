@@ -180,6 +180,29 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         _ => None,
     });
     let output_check = quote_spanned!(output_ty.span()=> ::dagger::__private::assert_step_output::<#output_ty>(););
+    // `toolchain::plan(src)`: the step's work as a plan, for a snapshot of one step. The root is a local of
+    // the expansion (mixed-site hygiene), so a parameter named `dag` does not clash with it.
+    let root = syn::Ident::new("dag", proc_macro2::Span::mixed_site());
+    let mut plan_params = Vec::new();
+    let mut plan_args = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pt) = input else { continue };
+        match (params.get(i), &*pt.pat) {
+            (Some(Param::Query), _) => plan_args.push(quote!(&#root)),
+            (_, Pat::Ident(p)) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let (name, ty) = (&p.ident, &pt.ty);
+                plan_params.push(quote!(#name: #ty));
+                plan_args.push(quote!(#name));
+            }
+            _ => {
+                let name = quote::format_ident!("arg{}", i);
+                let ty = &pt.ty;
+                plan_params.push(quote!(#name: #ty));
+                plan_args.push(quote!(#name));
+            }
+        }
+    }
+    let plan_doc = format!("The requests that asking for the result of step `{name}` sends, computed offline.");
 
     quote! {
         #func
@@ -200,6 +223,16 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 #ignore_dag
                 #ignore_inputs
                 #ident(#(#call_args),*)
+            }
+        }
+
+        impl #ident {
+            #[doc = #plan_doc]
+            #[allow(dead_code, clippy::needless_pass_by_value)]
+            #vis fn plan(#(#plan_params),*) -> ::dagger::Plan {
+                use ::dagger::__private::{PlanObject as _, PlanOther as _};
+                let #root = ::dagger::Query::detached();
+                (&&::dagger::__private::PlanOf(#ident(#(#plan_args),*))).plan_of(#name)
             }
         }
 

@@ -156,3 +156,35 @@ pub fn assert_step_param<T: StepParam>() {}
 
 /// Fails to compile, with a readable message, when `T` cannot be a step's output.
 pub fn assert_step_output<T: StepOutput>() {}
+
+/// The value a step's `plan()` plans; `(&&PlanOf(v)).plan_of(name)` picks [`PlanObject`] when `v` is a Dagger
+/// object, and the empty fallback otherwise (a step returning something else already fails to compile with
+/// its own message, which this keeps from being repeated).
+pub struct PlanOf<T>(pub T);
+
+/// Plans the ID of a step's object (the usual case).
+pub trait PlanObject {
+    /// The requests that asking for the object's ID sends.
+    fn plan_of(&self, name: &'static str) -> crate::Plan;
+}
+
+impl<T: Object> PlanObject for &PlanOf<T> {
+    fn plan_of(&self, name: &'static str) -> crate::Plan {
+        crate::Plan::of_object(name, &self.0)
+    }
+}
+
+/// The fallback for a step whose output is not an object (a compile error is reported elsewhere).
+pub trait PlanOther {
+    /// An empty plan.
+    fn plan_of(&self, name: &'static str) -> crate::Plan;
+}
+
+impl<T> PlanOther for PlanOf<T> {
+    fn plan_of(&self, name: &'static str) -> crate::Plan {
+        crate::Plan {
+            pipeline: name,
+            documents: Vec::new(),
+        }
+    }
+}

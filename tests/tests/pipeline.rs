@@ -109,6 +109,38 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// One slow branch beside a short chain of dependent outputs: the chain does not wait for the slow branch,
+    /// and a failure in the chain skips only what follows it.
+    pub unbalanced(src: Directory) {
+        let tc = toolchain(src);
+        let slow = unit_tests(tc, "slow");
+        let checks = lint(tc);
+        let bin = binary(tc);
+        out slow_log = slow.stdout();
+        out slow_code = slow.exit_code() after slow_log;
+        out linted = checks.sync();
+        out size = bin.size() after linted;
+        out digest = bin.digest() after size;
+    }
+}
+
+pipeline! {
+    /// The same graph; the first failure stops everything not sent yet.
+    #[fail_fast]
+    pub unbalanced_fail_fast(src: Directory) {
+        let tc = toolchain(src);
+        let slow = unit_tests(tc, "slow");
+        let checks = lint(tc);
+        let bin = binary(tc);
+        out slow_log = slow.stdout();
+        out slow_code = slow.exit_code() after slow_log;
+        out linted = checks.sync();
+        out size = bin.size() after linted;
+        out digest = bin.digest() after size;
+    }
+}
+
 fn src() -> Directory {
     Query::detached().host().directory(".")
 }
@@ -131,6 +163,51 @@ fn diamond_plan() {
 #[test]
 fn ordered_plan() {
     insta::assert_snapshot!(ordered::plan(src(), "debian:bookworm-slim".into()).to_string());
+}
+
+#[test]
+fn unbalanced_plan() {
+    // The slow branch and the chain's head are separate requests: nothing waits for the slow one but its
+    // own follower.
+    let plan = unbalanced::plan(src());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            ("slow_log", &[1][..]),
+            ("linted", &[1]),
+            ("slow_code", &[2]),
+            ("size", &[3]),
+            ("digest", &[5]),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_single_step_and_a_single_leaf_have_plans() {
+    // `#[step]` gives every step a `plan` with the step's own parameters (`&str` stays `&str`).
+    insta::assert_snapshot!(
+        "step_plan_unit_tests",
+        unit_tests::plan(toolchain(&Query::detached(), src()), "--quiet").to_string()
+    );
+    let plan = steps::report::plan("checks".into(), 3);
+    assert_eq!(plan.pipeline, "report");
+    assert_eq!(plan.documents.len(), 1, "no object argument, no ID round: {plan}");
+    assert!(
+        plan.documents[0]
+            .query
+            .contains(r#"file(name:"report.txt",contents:"checks: 3")"#),
+        "{plan}"
+    );
+    // Any leaf, as the output of a one-output pipeline.
+    let leaf = binary(toolchain(&Query::detached(), src())).size();
+    insta::assert_snapshot!("leaf_plan_binary_size", Plan::of_leaf("binary size", leaf).to_string());
 }
 
 #[test]
@@ -217,9 +294,12 @@ async fn a_run_sends_exactly_the_plan_one_request_per_level() {
         "sync returns the loaded object"
     );
 
-    let sent = engine.documents();
-    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    let mut sent = engine.documents();
+    let mut planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    // Requests that wait for different ones may be sent in either order; here each waits for the previous.
     assert_eq!(sent, planned, "the run sends exactly the planned documents");
+    sent.sort();
+    planned.sort();
     let id_rounds = plan.documents.iter().filter(|d| d.title.starts_with("resolve")).count();
     assert_eq!(sent.len(), diamond::LEVELS.len() + id_rounds);
     // One level's two outputs arrive in one document.
@@ -270,4 +350,118 @@ async fn a_failed_output_names_its_binding_and_step_and_keeps_partial_results() 
         "the last level was not sent"
     );
     insta::assert_snapshot!("failed_output_display", err.to_string());
+}
+
+/// Answers like [`plan_like_engine`], but holds the slow branch's first request (`o0`) for two seconds and
+/// records whether the chain's last request arrived while the slow one was still being answered.
+fn slow_branch_engine(
+    fail_on: Option<&'static str>,
+    slow_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    chain_end_early: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+) -> impl Fn(&tests::Recorded) -> tests::Reply + Send + Sync {
+    use std::sync::atomic::Ordering;
+    let inner = plan_like_engine(fail_on);
+    move |req| {
+        let doc = req.document();
+        if doc.contains("o0:") {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            slow_done.store(true, Ordering::SeqCst);
+        }
+        if doc.contains("o4:") {
+            *chain_end_early.lock().expect("lock") = Some(!slow_done.load(Ordering::SeqCst));
+        }
+        inner(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_does_not_wait_for_a_slow_branch() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(None, slow_done.clone(), early.clone())).await;
+    let dag = connect(&engine).await;
+    let plan = unbalanced::plan(src());
+    let out = unbalanced::run(&dag, dag.host().directory(".")).await.expect("runs");
+    assert_eq!(out.slow_log, "value of o0");
+    assert_eq!(out.digest, "value of o4");
+    assert_eq!(
+        *early.lock().expect("lock"),
+        Some(true),
+        "the chain's last output was sent while the slow branch was still running"
+    );
+    let mut sent = engine.documents();
+    let mut planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    sent.sort();
+    planned.sort();
+    assert_eq!(
+        sent, planned,
+        "the run sends exactly the planned documents, in some order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_skips_only_what_waits_for_it() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let dag = connect(&engine).await;
+    let err = unbalanced::run(&dag, dag.host().directory("."))
+        .await
+        .expect_err("linted fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].output, "linted");
+    assert_eq!(err.skipped, vec!["size", "digest"], "{err}");
+    // The slow branch and its follower ran to the end.
+    assert_eq!(err.partial.slow_log.as_deref(), Some("value of o0"));
+    assert_eq!(err.partial.slow_code, Some(0));
+    assert!(!engine.documents().iter().any(|d| d.contains("o3:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_fast_stops_everything_not_sent_yet() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let dag = connect(&engine).await;
+    let err = unbalanced_fail_fast::run(&dag, dag.host().directory("."))
+        .await
+        .expect_err("linted fails");
+    assert_eq!(err.failures[0].output, "linted");
+    // The slow request was in flight and finished; its follower was never sent.
+    assert_eq!(err.partial.slow_log.as_deref(), Some("value of o0"));
+    assert!(err.partial.slow_code.is_none());
+    let mut skipped = err.skipped.clone();
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec!["digest", "size", "slow_code"], "{err}");
+    assert!(!engine.documents().iter().any(|d| d.contains("o1:")));
+}
+
+/// `?` turns a pipeline's error into `dagger::Error`, keeping the partial results reachable.
+async fn diamond_with_question_mark(dag: &Query) -> Result<String, Error> {
+    let out = diamond::run(dag, dag.host().directory("."), "debian:bookworm-slim".into()).await?;
+    Ok(out.image_ref)
+}
+
+#[tokio::test]
+async fn question_mark_converts_a_pipeline_error_into_dagger_error() {
+    let engine = FakeEngine::start(plan_like_engine(Some("o1"))).await;
+    let dag = connect(&engine).await;
+    let err = diamond_with_question_mark(&dag).await.expect_err("o1 fails");
+    let Error::Pipeline(e) = &err else {
+        panic!("expected Error::Pipeline, got {err:?}");
+    };
+    assert_eq!(e.pipeline, "diamond");
+    assert_eq!(e.failures[0].output, "test_log");
+    let partial = e
+        .partial_as::<diamond::Partial>()
+        .expect("the diamond's partial outputs");
+    assert_eq!(partial.lint_log.as_deref(), Some("value of o2"));
+    // The same text as the pipeline error, and the failed command as its source.
+    assert!(
+        err.to_string()
+            .starts_with("pipeline `diamond` failed\n- output `test_log`"),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.to_string().contains("exit code: 101"), "{source}");
 }

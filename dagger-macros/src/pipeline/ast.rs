@@ -8,6 +8,8 @@ pub(crate) struct Pipeline {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
     pub(crate) name: Ident,
+    /// `#[fail_fast]`: the first failure stops every request not sent yet.
+    pub(crate) fail_fast: bool,
     pub(crate) inputs: Vec<Input>,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) outputs: Vec<Output>,

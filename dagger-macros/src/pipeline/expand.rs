@@ -98,7 +98,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let handles: Vec<Ident> = p.outputs.iter().map(|o| format_ident!("__h_{}", o.name)).collect();
 
     // Static metadata.
-    let meta_outputs = p.outputs.iter().map(|o| {
+    let meta_outputs = p.outputs.iter().enumerate().map(|(i, o)| {
         let oname = o.name.to_string();
         let target = o.target.to_string();
         let step = p
@@ -106,9 +106,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .map(|(_, b)| b.step.to_token_stream().to_string().replace(' ', ""))
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
-        quote!(::dagger::__private::OutputMeta { name: #oname, binding: #target, step: #step, leaf: #leaf })
+        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
+        quote!(::dagger::__private::OutputMeta {
+            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*]
+        })
     });
-    let levels = checked.levels.iter().map(|l| quote!(&[#(#l),*]));
+    let fail_fast = p.fail_fast;
     let level_names = checked.levels.iter().map(|l| {
         let names = l.iter().map(|&i| p.outputs[i].name.to_string());
         quote!(&[#(#names),*])
@@ -154,14 +157,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             pub const STEPS: &[(&str, &str)] = &[#(#steps),*];
             /// `(from, to)` dependencies between inputs, bindings and outputs (data and `after`).
             pub const EDGES: &[(&str, &str)] = &[#(#edge_tokens),*];
-            /// Output names by evaluation level: each level is one request; a level starts once the previous
-            /// one succeeded.
+            /// Output names by depth of `after` edges: level 1 waits for nothing, level n + 1 waits for
+            /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
 
             static META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
                 name: #name_str,
                 outputs: &[#(#meta_outputs),*],
-                levels: &[#(#levels),*],
+                fail_fast: #fail_fast,
             };
 
             #[doc = #outputs_doc]
@@ -184,8 +187,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 (run, (#(#handles,)*))
             }
 
-            /// Runs the pipeline: resolves the object arguments it needs, then evaluates each level of outputs
-            /// in one request.
+            /// Runs the pipeline: each request (a group of outputs, with the object IDs later ones need) is
+            /// sent as soon as the requests it waits for are done; a failure skips only what waits for it.
             pub async fn run(dag: &::dagger::Query, #input_params)
                 -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
             {

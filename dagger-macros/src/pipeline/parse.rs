@@ -34,7 +34,10 @@ impl Parse for Pipelines {
 
 impl Parse for Pipeline {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = input.call(Attribute::parse_outer)?;
+        let before = attrs.len();
+        attrs.retain(|a| !a.path().is_ident("fail_fast"));
+        let fail_fast = attrs.len() != before;
         let vis: Visibility = input.parse()?;
         if input.peek(Token![fn]) {
             return Err(input.error("write the pipeline without `fn`: `pub ci(src: Directory) { … }`"));
@@ -64,6 +67,7 @@ impl Parse for Pipeline {
             attrs,
             vis,
             name,
+            fail_fast,
             inputs: inputs.into_iter().map(|i| i.0).collect(),
             bindings,
             outputs,
