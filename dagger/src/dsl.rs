@@ -1,6 +1,8 @@
 //! What `#[step]` and `pipeline!` expand to: the `Step` trait and the checks that turn type errors into
 //! readable messages. Reached only through `dagger::__private`.
 
+use std::collections::BTreeMap;
+
 use crate::core::Object;
 use crate::{Query, scalars::Platform};
 
@@ -41,6 +43,8 @@ impl StepParam for String {}
 impl StepParam for bool {}
 impl StepParam for Vec<String> {}
 impl StepParam for Platform {}
+/// The values of a binding declared in a `for` loop, used after the loop: one per element, by key.
+impl<K: Ord + Clone + 'static, V: StepParam> StepParam for BTreeMap<K, V> {}
 macro_rules! int_params {
     ($($t:ty),*) => {$( impl StepParam for $t {} )*};
 }
@@ -133,6 +137,56 @@ impl<const N: usize> IntoStepArg<Vec<String>> for [&str; N] {
     fn into_step_arg(self) -> Vec<String> {
         self.into_iter().map(str::to_owned).collect()
     }
+}
+
+impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for BTreeMap<K, V> {
+    fn into_step_arg(self) -> BTreeMap<K, V> {
+        self
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for &BTreeMap<K, V> {
+    fn into_step_arg(self) -> BTreeMap<K, V> {
+        self.clone()
+    }
+}
+
+/// The key of the outputs of `for key in collection { … }`: the element itself.
+pub type KeyOf<C> = <C as IntoIterator>::Item;
+
+/// The key of the outputs of `for (key, value) in collection { … }`.
+pub type PairKeyOf<C> = <<C as IntoIterator>::Item as Pair>::Key;
+
+/// An element of a collection iterated as `(key, value)`.
+#[diagnostic::on_unimplemented(
+    message = "`for (key, value) in …` needs a collection of pairs, such as `BTreeMap<K, V>` or `Vec<(K, V)>`; \
+               its elements are `{Self}`",
+    label = "not a pair"
+)]
+pub trait Pair {
+    /// The first half: the key of the loop's outputs.
+    type Key;
+    /// The second half.
+    type Value;
+}
+
+impl<K, V> Pair for (K, V) {
+    type Key = K;
+    type Value = V;
+}
+
+/// Collects a loop's collection into its elements, sorted and without duplicates: the loop's outputs are
+/// maps keyed by element, so equal elements would be one entry anyway.
+pub fn each_key<C: IntoIterator>(collection: C) -> std::collections::BTreeSet<C::Item>
+where
+    C::Item: Ord,
+{
+    collection.into_iter().collect()
+}
+
+/// Collects a loop's collection of `(key, value)` pairs into a map (the last value of a key wins).
+pub fn each_pair<C: IntoIterator<Item = (K, V)>, K: Ord, V>(collection: C) -> BTreeMap<K, V> {
+    collection.into_iter().collect()
 }
 
 macro_rules! int_args {

@@ -44,6 +44,8 @@ pub struct OutputMeta {
     pub leaf: &'static str,
     /// The outputs (indexes in declaration order) this one waits for.
     pub after: &'static [usize],
+    /// The `for` loop the output is declared in (numbered from 1), or 0.
+    pub each: usize,
 }
 
 /// What `pipeline!` records about a pipeline.
@@ -98,11 +100,26 @@ pub struct Handle<T> {
 
 /// One output of a run: its leaf, where it came from, and the outputs it waits for.
 struct Out {
+    /// Its index in the pipeline's outputs (declaration order).
+    index: usize,
     meta: &'static OutputMeta,
     /// The output's name (the leaf's field for [`Plan::of_leaf`]).
     name: &'static str,
+    /// For an output of a `for` loop: the element's number and its key, printed (`"1.85"`).
+    elem: Option<(usize, String)>,
+    /// Output instances (indexes into `Run::outs`) it waits for; filled by [`Run::link`].
     waits: Vec<usize>,
     leaf: Box<dyn ErasedLeaf>,
+}
+
+impl Out {
+    /// `tests` or, for an element of a loop, `tests["1.85"]`.
+    fn display_name(&self) -> String {
+        match &self.elem {
+            Some((_, key)) => format!("{}[{key}]", self.name),
+            None => self.name.to_owned(),
+        }
+    }
 }
 
 /// The outputs of one pipeline run, scheduled and ready to execute or plan.
@@ -156,6 +173,7 @@ static LEAF_META: PipelineMeta = PipelineMeta {
         step: "leaf",
         leaf: "leaf",
         after: &[],
+        each: 0,
     }],
     fail_fast: false,
 };
@@ -171,19 +189,56 @@ impl Run {
         }
     }
 
-    /// Adds the next output (in declaration order).
-    pub fn add<T: Send + 'static>(&mut self, leaf: Leaf<T>) -> Handle<T> {
-        let index = self.outs.len();
+    /// Adds output number `index` (in declaration order).
+    pub fn add<T: Send + 'static>(&mut self, index: usize, leaf: Leaf<T>) -> Handle<T> {
+        self.push(index, None, leaf)
+    }
+
+    /// Adds the instance of output `index` for element number `elem` of its `for` loop, keyed `key`.
+    pub fn add_each<T: Send + 'static, K: fmt::Debug>(
+        &mut self,
+        index: usize,
+        elem: usize,
+        key: &K,
+        leaf: Leaf<T>,
+    ) -> Handle<T> {
+        self.push(index, Some((elem, format!("{key:?}"))), leaf)
+    }
+
+    fn push<T: Send + 'static>(&mut self, index: usize, elem: Option<(usize, String)>, leaf: Leaf<T>) -> Handle<T> {
         let meta = self.meta.outputs.get(index).unwrap_or(&LEAF_META.outputs[0]);
         self.outs.push(Out {
+            index,
             meta,
             name: meta.name,
-            waits: meta.after.to_vec(),
+            elem,
+            waits: Vec::new(),
             leaf: Box::new(leaf),
         });
         Handle {
-            index,
+            index: self.outs.len() - 1,
             _type: std::marker::PhantomData,
+        }
+    }
+
+    /// Resolves `after` edges between outputs into edges between instances: an output of a loop waits for
+    /// the instance of the same element when both are in that loop, and for every instance otherwise.
+    fn link(&mut self) {
+        let all: Vec<(usize, usize, Option<usize>)> = self
+            .outs
+            .iter()
+            .map(|o| (o.index, o.meta.each, o.elem.as_ref().map(|e| e.0)))
+            .collect();
+        for o in &mut self.outs {
+            let mine = o.elem.as_ref().map(|e| e.0);
+            o.waits = all
+                .iter()
+                .enumerate()
+                .filter(|(_, (index, each, elem))| {
+                    o.meta.after.contains(index) && (*each == 0 || *each != o.meta.each || *elem == mine)
+                })
+                .map(|(j, _)| j)
+                .collect();
         }
     }
 
@@ -211,15 +266,16 @@ impl Run {
                 break;
             }
         }
+        // Who waits for an output, as declared outputs: the instances of one loop output share requests.
         let mut dependents: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-        for (i, o) in self.outs.iter().enumerate() {
+        for o in &self.outs {
             for &w in &o.waits {
                 if let Some(d) = dependents.get_mut(w) {
-                    d.insert(i);
+                    d.insert(o.index);
                 }
             }
         }
-        // Group outputs: same requests waited for, same outputs waiting for them.
+        // Group outputs: same requests waited for, same (declared) outputs waiting for them.
         let mut order: Vec<usize> = (0..n).filter(|&i| pending[i]).collect();
         order.sort_by_key(|&i| (depth[i], i));
         let mut group_of: Vec<Option<usize>> = vec![None; n];
@@ -355,7 +411,23 @@ impl Run {
             })
             .collect();
         for (g, members) in groups.iter().enumerate() {
-            let names: Vec<&str> = members.iter().map(|&i| self.outs[i].name).collect();
+            // `tests × 3` for the instances of a loop output.
+            let mut names: Vec<String> = Vec::new();
+            let mut k = 0;
+            while k < members.len() {
+                let out = &self.outs[members[k]];
+                let same = members[k..]
+                    .iter()
+                    .take_while(|&&j| self.outs[j].index == out.index && self.outs[j].elem.is_some())
+                    .count();
+                if same > 0 {
+                    names.push(format!("{} × {same}", out.name));
+                    k += same;
+                } else {
+                    names.push(out.display_name());
+                    k += 1;
+                }
+            }
             let mut after: Vec<usize> = keys[g].0.iter().map(|&p| p + rounds).collect();
             if after.is_empty() && rounds > 0 {
                 after.push(rounds - 1);
@@ -367,15 +439,15 @@ impl Run {
                 after,
             });
         }
-        // Aliases by depth, so they read in a natural order.
+        // Aliases by request, then depth, so they read in a natural order.
+        let request_of = |k: usize| match carrier[k] {
+            Carrier::Round(r) => r,
+            Carrier::Group(g) => g + rounds,
+        };
         let mut alias_order: Vec<usize> = (0..all.len()).rev().collect();
-        alias_order.sort_by_key(|&k| odepth[k]);
+        alias_order.sort_by_key(|&k| (request_of(k), odepth[k]));
         for (a, k) in alias_order.into_iter().enumerate() {
-            let r = match carrier[k] {
-                Carrier::Round(r) => r,
-                Carrier::Group(g) => g + rounds,
-            };
-            reqs[r].ids.push((format!("a{a}"), all[k].clone()));
+            reqs[request_of(k)].ids.push((format!("a{a}"), all[k].clone()));
         }
         for r in reqs.iter_mut().skip(rounds) {
             if !r.ids.is_empty() {
@@ -386,7 +458,8 @@ impl Run {
     }
 
     /// The documents `execute` would send, printed offline.
-    pub fn plan(self) -> Plan {
+    pub fn plan(mut self) -> Plan {
+        self.link();
         let reqs = self.schedule();
         let aliases: Vec<(Selection, String)> = reqs
             .iter()
@@ -420,15 +493,25 @@ impl Run {
     }
 
     /// Sends every request as soon as the ones it waits for are done, and collects what each output produced.
-    pub async fn execute(self) -> Results {
+    pub async fn execute(mut self) -> Results {
+        self.link();
+        let n = self.outs.len();
         let mut results = Results {
             pipeline: self.name,
             names: self
                 .outs
                 .iter()
-                .map(|o| (o.name, o.meta.binding, o.meta.step))
+                .map(|o| {
+                    (
+                        o.name,
+                        o.elem.as_ref().map(|e| e.1.clone()),
+                        o.meta.binding,
+                        o.meta.step,
+                    )
+                })
                 .collect(),
-            values: (0..self.outs.len()).map(|_| None).collect(),
+            values: (0..n).map(|_| None).collect(),
+            failed: vec![false; n],
             failures: Vec::new(),
             skipped: Vec::new(),
         };
@@ -615,11 +698,16 @@ fn print_resolved(fields: &[(String, Selection)]) -> Result<String, Error> {
 pub struct Results {
     pipeline: &'static str,
     /// `(output, binding, step)` of each output.
-    names: Vec<(&'static str, &'static str, &'static str)>,
+    names: Vec<Names>,
     values: Vec<Option<Box<dyn Any + Send>>>,
+    failed: Vec<bool>,
     failures: Vec<OutputFailure>,
-    skipped: Vec<&'static str>,
+    /// Indexes of the outputs not run.
+    skipped: Vec<usize>,
 }
+
+/// `(output, key of its loop element, binding, step)`.
+type Names = (&'static str, Option<String>, &'static str, &'static str);
 
 impl Results {
     /// The value of an output, if it succeeded.
@@ -628,35 +716,54 @@ impl Results {
         boxed.downcast::<T>().ok().map(|b| *b)
     }
 
+    /// The values of a loop output's instances that succeeded, by key.
+    pub fn take_each<K: Ord, T: 'static>(&mut self, handles: Vec<(K, Handle<T>)>) -> std::collections::BTreeMap<K, T> {
+        handles
+            .into_iter()
+            .filter_map(|(k, h)| self.take(h).map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Whether every output succeeded.
+    pub fn complete(&self) -> bool {
+        self.failures.is_empty() && self.skipped.is_empty()
+    }
+
     /// The error for a failed run, carrying the outputs that finished.
     pub fn into_error<P>(self, partial: P) -> PipelineError<P> {
+        let skipped = self
+            .skipped
+            .iter()
+            .map(|&i| match self.names.get(i) {
+                Some((name, Some(key), _, _)) => format!("{name}[{key}]"),
+                Some((name, None, _, _)) => (*name).to_owned(),
+                None => "?".to_owned(),
+            })
+            .collect();
         PipelineError {
             pipeline: self.pipeline,
             failures: self.failures,
-            skipped: self.skipped,
+            skipped,
             partial,
         }
     }
 
-    fn output_meta(&self, i: usize) -> (&'static str, &'static str, &'static str) {
-        self.names.get(i).copied().unwrap_or(("?", "?", "?"))
-    }
-
     /// Whether output `i` has a value, a failure or was skipped.
     fn decided(&self, i: usize) -> bool {
-        let name = self.output_meta(i).0;
         self.values.get(i).is_some_and(Option::is_some)
-            || self.failures.iter().any(|f| f.output == name)
-            || self.skipped.contains(&name)
+            || self.failed.get(i).copied().unwrap_or(true)
+            || self.skipped.contains(&i)
     }
 
     fn fail(&mut self, i: usize, error: Error) {
-        let (output, binding, step) = self.output_meta(i);
-        if self.failures.iter().any(|f| f.output == output) {
+        if self.failed.get(i).copied().unwrap_or(true) {
             return;
         }
+        self.failed[i] = true;
+        let (output, key, binding, step) = self.names[i].clone();
         self.failures.push(OutputFailure {
             output,
+            key,
             binding,
             step,
             error,
@@ -666,8 +773,7 @@ impl Results {
     /// Marks output `i` as not run (something it waits for failed), unless it is decided already.
     fn skip(&mut self, i: usize) {
         if !self.decided(i) {
-            let name = self.output_meta(i).0;
-            self.skipped.push(name);
+            self.skipped.push(i);
         }
     }
 
@@ -823,6 +929,8 @@ fn outputs_needing(objs: &[ObjectRef], run: &Run) -> Vec<usize> {
 pub struct OutputFailure {
     /// The output's name.
     pub output: &'static str,
+    /// For an output declared in a `for` loop: the element's key, printed with `{:?}` (`"1.85"`).
+    pub key: Option<String>,
     /// The input or binding its leaf ran on.
     pub binding: &'static str,
     /// The step that made the binding.
@@ -839,7 +947,8 @@ pub struct PipelineError<P = ()> {
     /// The outputs that failed, in order.
     pub failures: Vec<OutputFailure>,
     /// The outputs that were not run: something they wait for failed (or, with `fail_fast`, anything did).
-    pub skipped: Vec<&'static str>,
+    /// (`name`, or `name[key]` for an element of a `for` loop.)
+    pub skipped: Vec<String>,
     /// The outputs that finished, as the pipeline's `Partial` struct.
     pub partial: P,
 }
@@ -899,9 +1008,10 @@ impl<P> fmt::Display for PipelineError<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pipeline `{}` failed", self.pipeline)?;
         for fail in &self.failures {
+            let key = fail.key.as_ref().map(|k| format!("[{k}]")).unwrap_or_default();
             write!(
                 f,
-                "\n- output `{}` (binding `{}`, step `{}`): ",
+                "\n- output `{}{key}` (binding `{}`, step `{}`): ",
                 fail.output, fail.binding, fail.step
             )?;
             let text = fail.error.to_string();
@@ -994,7 +1104,7 @@ impl Plan {
         let field = leaf.field();
         let mut run = Run::new(&LEAF_META);
         run.name = name;
-        run.add(leaf);
+        run.add(0, leaf);
         if let Some(out) = run.outs.first_mut() {
             out.name = field;
         }

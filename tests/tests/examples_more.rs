@@ -45,9 +45,19 @@ async fn matrix_builds_every_variant_concurrently_and_exports_one_directory() {
         matrix::Variant::new("linux-amd64", "debug"),
     ];
     let out = f.dir.path().join("dist");
+    let plan = matrix::plan(&f.image, &variants, 2, &out.to_string_lossy());
+    let before = f._session.engine.requests.load(std::sync::atomic::Ordering::Relaxed);
     let report = matrix::run(&f.dag, &f.image, &variants, 2, &out.to_string_lossy())
         .await
         .unwrap_or_else(|e| panic!("the matrix runs: {e}"));
+    let sent = f._session.engine.requests.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // One request per wave, whatever the number of variants: the sources' ID, the artifacts' IDs, then
+    // every build with the export and the listing. (The plain API took one request per variant and leaf.)
+    assert_eq!(sent, 3, "{plan}");
+    assert_eq!(plan.documents.len(), 3, "{plan}");
+    assert_eq!(plan.documents[2].title, "summaries × 3, exported, entries", "{plan}");
+    let more = matrix::plan(&f.image, &matrix::default_variants(), 2, "out");
+    assert_eq!(more.documents.len(), 3, "{more}");
 
     assert_eq!(report.exported, out.to_string_lossy());
     assert_eq!(
@@ -91,8 +101,10 @@ async fn matrix_builds_every_variant_concurrently_and_exports_one_directory() {
         );
     }
     let info = std::fs::read_to_string(out.join("BUILDINFO")).expect("BUILDINFO exported");
-    let expected: String = report
-        .builds
+    // BUILDINFO lists the variants in their order (target, then profile).
+    let mut sorted: Vec<&matrix::Build> = report.builds.iter().collect();
+    sorted.sort_by(|a, b| a.variant.cmp(&b.variant));
+    let expected: String = sorted
         .iter()
         .map(|b| {
             format!(

@@ -1,6 +1,8 @@
 //! `#[step]` and `pipeline!` end to end: offline plans (snapshots), and runs against a real HTTP server that
 //! counts requests and checks that one level's outputs arrive in one document.
 
+use std::collections::BTreeMap;
+
 use dagger::prelude::*;
 use dagger::{ContainerWithExecOpts, ReturnType};
 use serde_json::{Value, json};
@@ -141,6 +143,57 @@ pipeline! {
     }
 }
 
+/// A toolchain of a version chosen at run time.
+#[step]
+fn toolchain_for(dag: &Query, src: Directory, version: String) -> Container {
+    dag.container()
+        .from(format!("rust:{version}-slim"))
+        .with_directory("/src", src)
+        .with_workdir("/src")
+}
+
+/// Every binary in one directory, named by key.
+#[step]
+fn bundle(dag: &Query, bins: BTreeMap<String, File>) -> Directory {
+    bins.into_iter().fold(dag.directory(), |dir, (name, bin)| {
+        dir.with_file(format!("app-{name}"), bin)
+    })
+}
+
+pipeline! {
+    /// Tests on every toolchain version given at run time; the build waits for all of them.
+    pub matrix(src: Directory, versions: Vec<String>) {
+        for version in versions {
+            let tc = toolchain_for(src, version);
+            let tests = unit_tests(tc, "");
+            /// The test log of each version.
+            out test_logs = tests.stdout();
+            out test_codes = tests.exit_code() after test_logs;
+        }
+        let stable = toolchain(src);
+        let bin = binary(stable);
+        out size = bin.size() after test_logs;
+    }
+}
+
+pipeline! {
+    /// One build per named image; the binaries are bundled after the loop.
+    pub per_image(src: Directory, images: BTreeMap<String, String>) {
+        for (name, image) in images {
+            let tc = toolchain_for(src, image);
+            let bin = binary(tc);
+            out sizes = bin.size();
+        }
+        let all = bundle(bin);
+        out entries = all.entries();
+    }
+}
+
+fn versions() -> Vec<String> {
+    // Out of order and with a duplicate: elements are keys, sorted and unique.
+    ["1.85", "1.80", "1.85"].map(String::from).to_vec()
+}
+
 fn src() -> Directory {
     Query::detached().host().directory(".")
 }
@@ -208,6 +261,52 @@ fn a_single_step_and_a_single_leaf_have_plans() {
     // Any leaf, as the output of a one-output pipeline.
     let leaf = binary(toolchain(&Query::detached(), src())).size();
     insta::assert_snapshot!("leaf_plan_binary_size", Plan::of_leaf("binary size", leaf).to_string());
+}
+
+#[test]
+fn matrix_plan() {
+    // All elements of a loop output go in one request: 3 requests for any number of versions.
+    let plan = matrix::plan(src(), versions());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            // The build's cache volume is needed only later: it rides along.
+            ("test_logs × 2 (and object IDs for later requests)", &[1][..]),
+            ("test_codes × 2, size", &[2]),
+        ]
+    );
+    let more = matrix::plan(src(), ["1.70", "1.75", "1.80", "1.85"].map(String::from).to_vec());
+    assert_eq!(more.documents.len(), 3);
+    assert!(more.documents[1].title.starts_with("test_logs × 4"));
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_loop_binding_after_its_loop_is_a_map() {
+    let images = BTreeMap::from([
+        ("slim".to_owned(), "1.85".to_owned()),
+        ("alpine".to_owned(), "1.85-alpine".to_owned()),
+    ]);
+    let plan = per_image::plan(src(), images);
+    // The binaries' IDs ride along with their sizes; the bundle's entries need them.
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "resolve object IDs (round 2)",
+            "sizes × 2, entries"
+        ]
+    );
+    let last = &plan.documents[2].query;
+    assert!(last.contains(r#"withFile(path:"app-alpine",source:"<id:a"#), "{plan}");
+    assert!(last.contains(r#"withFile(path:"app-slim",source:"<id:a"#), "{plan}");
 }
 
 #[test]
@@ -464,4 +563,53 @@ async fn question_mark_converts_a_pipeline_error_into_dagger_error() {
     );
     let source = std::error::Error::source(&err).expect("a source");
     assert!(source.to_string().contains("exit code: 101"), "{source}");
+}
+
+#[tokio::test]
+async fn a_matrix_runs_every_element_in_one_request_and_returns_maps() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = matrix::plan(src(), versions());
+    let out = matrix::run(&dag, dag.host().directory("."), versions())
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.test_logs,
+        BTreeMap::from([
+            ("1.80".to_owned(), "value of o0".to_owned()),
+            ("1.85".to_owned(), "value of o2".to_owned())
+        ])
+    );
+    assert_eq!(out.test_codes.len(), 2);
+    assert_eq!(out.size, 1234);
+    let sent = engine.documents();
+    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert_eq!(sent, planned, "3 requests for the whole matrix");
+}
+
+#[tokio::test]
+async fn a_failed_element_skips_its_own_followers_and_what_waits_for_all() {
+    // Instances are numbered in order: o0 = test_logs["1.80"], o1 = test_codes["1.80"], o2 = test_logs["1.85"].
+    let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
+    let dag = connect(&engine).await;
+    let err = matrix::run(&dag, dag.host().directory("."), versions())
+        .await
+        .expect_err("1.80 fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(
+        (err.failures[0].output, err.failures[0].key.as_deref()),
+        ("test_logs", Some("\"1.80\""))
+    );
+    assert_eq!(err.skipped, ["test_codes[\"1.80\"]", "size"], "{err}");
+    // The other element went on.
+    assert_eq!(
+        err.partial.test_logs.get("1.85").map(String::as_str),
+        Some("value of o2")
+    );
+    assert_eq!(err.partial.test_codes.get("1.85"), Some(&0));
+    assert!(
+        err.to_string()
+            .contains("- output `test_logs[\"1.80\"]` (binding `tests`, step `unit_tests`)"),
+        "{err}"
+    );
 }

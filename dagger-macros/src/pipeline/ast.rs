@@ -13,6 +13,18 @@ pub(crate) struct Pipeline {
     pub(crate) inputs: Vec<Input>,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) outputs: Vec<Output>,
+    /// `for key in input { … }` blocks; bindings and outputs point at theirs with `each`.
+    pub(crate) loops: Vec<Loop>,
+}
+
+/// `for key in input { … }` or `for (key, value) in input { … }`.
+pub(crate) struct Loop {
+    pub(crate) key: Ident,
+    pub(crate) value: Option<Ident>,
+    /// The input iterated over.
+    pub(crate) input: Ident,
+    /// The number of bindings declared before the loop: where its block goes in the expansion.
+    pub(crate) at_binding: usize,
 }
 
 /// A typed input: `src: Directory`.
@@ -30,6 +42,8 @@ pub(crate) struct Binding {
     pub(crate) call_span: Span,
     /// Names of inputs and bindings the arguments mention, with the span of each mention.
     pub(crate) uses: Vec<Ident>,
+    /// The loop (index into `Pipeline::loops`) the binding is declared in.
+    pub(crate) each: Option<usize>,
 }
 
 /// `out name = target.leaf(args…) after a, b;`
@@ -42,6 +56,8 @@ pub(crate) struct Output {
     pub(crate) after: Vec<Ident>,
     /// Names of inputs and bindings the leaf's arguments mention.
     pub(crate) uses: Vec<Ident>,
+    /// The loop (index into `Pipeline::loops`) the output is declared in.
+    pub(crate) each: Option<usize>,
 }
 
 impl Pipeline {
@@ -51,5 +67,17 @@ impl Pipeline {
 
     pub(crate) fn input(&self, name: &str) -> Option<&Input> {
         self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The loop whose variable (key or value) is `name`.
+    pub(crate) fn loop_var(&self, name: &str) -> Option<usize> {
+        self.loops
+            .iter()
+            .position(|l| l.key == name || l.value.as_ref().is_some_and(|v| v == name))
+    }
+
+    /// Whether `name` is an input, a binding or a loop variable.
+    pub(crate) fn is_name(&self, name: &str) -> bool {
+        self.input(name).is_some() || self.binding(name).is_some() || self.loop_var(name).is_some()
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct Checked {
 
 pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_duplicates(p, errors);
+    check_loops(p, errors);
     check_binding_uses(p, errors);
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
@@ -32,21 +33,35 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
 // Rule: every input, binding and output has its own name, so each reference means one thing.
 fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
     let mut seen: HashMap<String, &'static str> = HashMap::new();
+    let loop_vars = p
+        .loops
+        .iter()
+        .flat_map(|l| std::iter::once(&l.key).chain(l.value.as_ref()))
+        .map(|v| (v, "loop variable"));
     let names = p
         .inputs
         .iter()
         .map(|i| (&i.name, "input"))
+        .chain(loop_vars)
         .chain(p.bindings.iter().map(|b| (&b.name, "binding")));
     for (name, kind) in names {
         if let Some(first) = seen.get(&name.to_string()) {
+            let article = if first.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
             errors.push(
                 name.span(),
-                format!("duplicate name `{name}`: it is already the name of an {first}; rename this {kind}"),
+                format!("duplicate name `{name}`: it is already the name of {article} {first}; rename this {kind}"),
             );
         } else {
             seen.insert(
                 name.to_string(),
-                if kind == "input" { "input" } else { "earlier binding" },
+                match kind {
+                    "binding" => "earlier binding",
+                    other => other,
+                },
             );
         }
     }
@@ -61,11 +76,69 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
     }
 }
 
+// Rule: a loop goes over an input, which is what gives the loop its elements at run time.
+fn check_loops(p: &Pipeline, errors: &mut Errors) {
+    for l in &p.loops {
+        let name = l.input.to_string();
+        if p.input(&name).is_none() {
+            let inputs: Vec<String> = p.inputs.iter().map(|i| i.name.to_string()).collect();
+            let what = if p.binding(&name).is_some() {
+                format!("`{name}` is a binding, not an input")
+            } else {
+                unknown("input", &l.input, &inputs)
+            };
+            errors.push(
+                l.input.span(),
+                format!("{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`"),
+            );
+        }
+    }
+}
+
+/// `for v in versions`, for messages.
+fn loop_text(p: &Pipeline, l: usize) -> String {
+    let lp = &p.loops[l];
+    match &lp.value {
+        Some(v) => format!("for ({}, {v}) in {}", lp.key, lp.input),
+        None => format!("for {} in {}", lp.key, lp.input),
+    }
+}
+
+// Rule: a loop variable exists only inside its loop; a binding of a loop has one value per element, so
+// another loop cannot use it (after its own loop, it is the map of those values).
+fn check_loop_scope(p: &Pipeline, used: &Ident, each: Option<usize>, errors: &mut Errors) -> bool {
+    let text = used.to_string();
+    if let Some(l) = p.loop_var(&text) {
+        if each != Some(l) {
+            errors.push(
+                used.span(),
+                format!("`{text}` is only defined inside `{} {{ … }}`", loop_text(p, l)),
+            );
+        }
+        return true;
+    }
+    if let Some((_, b)) = p.binding(&text)
+        && let (Some(theirs), Some(mine)) = (b.each, each)
+        && theirs != mine
+    {
+        errors.push(
+            used.span(),
+            format!(
+                "`{text}` has one value per element of `{}`, so `{}` cannot use it; use it after its loop, where \
+                 it is a map keyed by element",
+                loop_text(p, theirs),
+                loop_text(p, mine)
+            ),
+        );
+    }
+    false
+}
+
 // Rule: an argument may only use inputs and bindings defined above it, as in a function body.
 fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
     for (i, b) in p.bindings.iter().enumerate() {
         for used in &b.uses {
-            if p.input(&used.to_string()).is_some() {
+            if p.input(&used.to_string()).is_some() || check_loop_scope(p, used, b.each, errors) {
                 continue;
             }
             match p.binding(&used.to_string()) {
@@ -160,10 +233,39 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
     let leaf_names: BTreeSet<&str> = LEAVES.iter().flat_map(|(_, leaves)| leaves.iter().copied()).collect();
     for o in &p.outputs {
         let target = o.target.to_string();
-        if p.input(&target).is_none() && p.binding(&target).is_none() {
+        if let Some(l) = p.loop_var(&target) {
+            errors.push(
+                o.target.span(),
+                format!(
+                    "`{target}` is an element of `{}`, a plain value, not an object: an output runs a leaf on a \
+                     binding or an input",
+                    loop_text(p, l)
+                ),
+            );
+        } else if p.input(&target).is_none() && p.binding(&target).is_none() {
             errors.push(o.target.span(), unknown("binding", &o.target, &all));
+        } else if let Some((_, b)) = p.binding(&target)
+            && let Some(theirs) = b.each
+            && o.each != Some(theirs)
+        {
+            // Rule: a binding of a loop has one value per element; its outputs are declared in the loop and
+            // become maps keyed by element.
+            let fix = match o.each {
+                None => "put this `out` inside that loop: it becomes a map with one value per element".to_owned(),
+                Some(mine) => format!("`{}` cannot use it", loop_text(p, mine)),
+            };
+            errors.push(
+                o.target.span(),
+                format!(
+                    "`{target}` has one value per element of `{}`; {fix}",
+                    loop_text(p, theirs)
+                ),
+            );
         }
         for used in &o.uses {
+            if check_loop_scope(p, used, o.each, errors) {
+                continue;
+            }
             if p.input(&used.to_string()).is_none() && p.binding(&used.to_string()).is_none() {
                 errors.push(used.span(), unknown("binding", used, &all));
             }
@@ -418,6 +520,31 @@ mod tests {
     fn all_errors_are_reported_together() {
         let (_, errs) = run("ci(src: Directory) { let a = s(zz); let a = s(src); let unused = s(src); }");
         assert!(errs.len() >= 3, "{errs:?}");
+    }
+
+    #[test]
+    fn a_loop_body_sees_its_variable_and_a_binding_after_the_loop_is_a_map() {
+        let (_, errs) = run(
+            "ci(src: Directory, vs: Vec<String>) { for v in vs { let tc = t(src, v); out logs = tc.stdout(); } \
+             let all = gather(tc); out n = all.entries(); }",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn loop_rules() {
+        let (_, errs) = run(
+            "ci(src: Directory, vs: Vec<String>) { for v in versions { let tc = t(src, v); out logs = tc.stdout(); } \
+             let other = t(src, v); out bad = tc.stdout(); out x = other.sync(); }",
+        );
+        let want = [
+            "unknown input `versions`; in scope: `src`, `vs`; a loop goes over one of the pipeline's inputs",
+            "`v` is only defined inside `for v in versions { … }`",
+            "`tc` has one value per element of `for v in versions`; put this `out` inside that loop",
+        ];
+        for w in want {
+            assert!(errs.iter().any(|e| e.starts_with(w)), "{w}\n{errs:?}");
+        }
     }
 
     #[test]

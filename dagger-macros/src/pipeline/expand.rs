@@ -3,8 +3,8 @@
 //! Step calls and leaf calls carry the spans of the user's tokens, so rustc's type errors (a mismatch
 //! between steps, a leaf missing on a type) land on the pipeline's own lines.
 
-use proc_macro2::TokenStream;
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
@@ -18,10 +18,42 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let doc = doc_string(attrs);
     let input_names: Vec<&Ident> = p.inputs.iter().map(|i| &i.name).collect();
     let input_tys: Vec<&syn::Type> = p.inputs.iter().map(|i| &i.ty).collect();
+    // The expansion's own locals are hygienic (mixed-site), so inputs, bindings and outputs may be named
+    // `dag`, `run`, `results` or `partial` without clashing with them.
+    let local = |s: &str| Ident::new(s, Span::mixed_site());
+    let dag = local("dag");
+    let run_var = local("run");
+    let results = local("results");
+    let partial = local("partial");
+    let elem = local("elem");
     let input_params = quote!(#(#input_names: #input_tys),*);
 
+    // The type of a binding or input by name, as a type expression.
+    let type_of = |target: &Ident| -> TokenStream {
+        if let Some(input) = p.input(&target.to_string()) {
+            input.ty.to_token_stream()
+        } else if let Some((_, b)) = p.binding(&target.to_string()) {
+            let step = &b.step;
+            quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output)
+        } else {
+            quote!(())
+        }
+    };
+    // The key type of a loop's maps.
+    let key_ty = |l: usize| -> TokenStream {
+        let lp = &p.loops[l];
+        let ty = p
+            .input(&lp.input.to_string())
+            .map_or_else(|| quote!(()), |i| i.ty.to_token_stream());
+        if lp.value.is_some() {
+            quote!(::dagger::__private::PairKeyOf<#ty>)
+        } else {
+            quote!(::dagger::__private::KeyOf<#ty>)
+        }
+    };
+
     // Bindings: one step call each, in order.
-    let binding_stmts = p.bindings.iter().map(|b| {
+    let binding_stmt = |b: &super::ast::Binding| {
         let bname = &b.name;
         let step = &b.step;
         let step_span = step.span();
@@ -39,24 +71,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let call_span = b.call_span;
         quote_spanned! {call_span=>
             const _: () = ::core::assert!(#step_ty::ARITY == #arity, #msg);
-            let #bname: #step_ty::Output = #step_ty::call(dag, (#(#args,)*));
-        }
-    });
-
-    // The type of a binding or input by name, as a type expression.
-    let type_of = |target: &Ident| -> TokenStream {
-        if let Some(input) = p.input(&target.to_string()) {
-            input.ty.to_token_stream()
-        } else if let Some((_, b)) = p.binding(&target.to_string()) {
-            let step = &b.step;
-            quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output)
-        } else {
-            quote!(())
+            let #bname: #step_ty::Output = #step_ty::call(#dag, (#(#args,)*));
         }
     };
 
-    let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
-    let out_tys: Vec<TokenStream> = p
+    // The value type of each output's leaf.
+    let leaf_tys: Vec<TokenStream> = p
         .outputs
         .iter()
         .map(|o| {
@@ -67,35 +87,171 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote_spanned!(o.leaf.span()=> <#target_ty as ::dagger::__private::leaves::#leaf_trait>::Output)
         })
         .collect();
+    // A loop's outputs are maps keyed by element.
+    let out_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&leaf_tys)
+        .map(|(o, ty)| match o.each {
+            Some(l) => {
+                let k = key_ty(l);
+                quote!(::std::collections::BTreeMap<#k, #ty>)
+            }
+            None => ty.clone(),
+        })
+        .collect();
+    let partial_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&out_tys)
+        .map(|(o, ty)| match o.each {
+            Some(_) => ty.clone(),
+            None => quote!(::core::option::Option<#ty>),
+        })
+        .collect();
+    let handle_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&leaf_tys)
+        .map(|(o, ty)| match o.each {
+            Some(l) => {
+                let k = key_ty(l);
+                quote!(::std::vec::Vec<(#k, ::dagger::__private::Handle<#ty>)>)
+            }
+            None => quote!(::dagger::__private::Handle<#ty>),
+        })
+        .collect();
+    let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
     let out_docs: Vec<TokenStream> = p
         .outputs
         .iter()
         .map(|o| {
             let d = doc_string(&o.attrs);
-            let d = if d.is_empty() {
+            let mut d = if d.is_empty() {
                 format!("`{}.{}(…)`", o.target, o.leaf)
             } else {
                 d
             };
+            if let Some(l) = o.each {
+                d.push_str(&format!("\n\nOne value per element of `{}`.", p.loops[l].input));
+            }
             quote!(#[doc = #d])
         })
         .collect();
-    let leaf_stmts = p.outputs.iter().zip(&out_tys).map(|(o, ty)| {
+    let handles: Vec<Ident> = p.outputs.iter().map(|o| local(&format!("__h_{}", o.name))).collect();
+    let leaf_stmt = |i: usize| {
+        let o = &p.outputs[i];
         let (oname, target, leaf) = (&o.name, &o.target, &o.leaf);
+        let ty = &leaf_tys[i];
         let args = o.args.iter().map(|a| clone_if_name(a, p));
         let target_ty = type_of(target);
         let leaf_str = leaf.to_string();
         let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
+        let handle = &handles[i];
+        let add = match o.each {
+            Some(l) => {
+                let key = &p.loops[l].key;
+                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #oname)));)
+            }
+            None => quote!(let #handle = #run_var.add(#i, #oname);),
+        };
         quote_spanned! {leaf.span()=>
             {
                 fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>() {}
                 __has_leaf::<#target_ty>();
             }
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
+            #add
         }
-    });
-    let handles: Vec<Ident> = p.outputs.iter().map(|o| format_ident!("__h_{}", o.name)).collect();
+    };
+
+    // The body of `__schedule`: outer bindings in order, each loop as a `for` block where it was declared.
+    let mut schedule = TokenStream::new();
+    let emit_loop = |l: usize, schedule: &mut TokenStream| {
+        let lp = &p.loops[l];
+        let k = key_ty(l);
+        let input = &lp.input;
+        let mut before = TokenStream::new();
+        let mut body = TokenStream::new();
+        let mut after = TokenStream::new();
+        let key = &lp.key;
+        body.extend(quote!(let _ = &#key;));
+        if let Some(v) = &lp.value {
+            body.extend(quote!(let _ = &#v;));
+        }
+        for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
+            body.extend(binding_stmt(b));
+            // Used after the loop: the map of its values by key.
+            let text = b.name.to_string();
+            let used_after = p
+                .bindings
+                .iter()
+                .any(|x| x.each.is_none() && x.uses.iter().any(|u| *u == text))
+                || p.outputs
+                    .iter()
+                    .any(|o| o.each.is_none() && o.uses.iter().any(|u| *u == text));
+            if used_after {
+                let bname = &b.name;
+                let map = local(&format!("__map_{bname}"));
+                let step = &b.step;
+                before.extend(quote! {
+                    let mut #map: ::std::collections::BTreeMap<#k, <#step as ::dagger::__private::Step>::Output> =
+                        ::std::collections::BTreeMap::new();
+                });
+                body.extend(
+                    quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
+                );
+                after.extend(quote!(let #bname = #map;));
+            }
+        }
+        for (i, o) in p.outputs.iter().enumerate() {
+            if o.each == Some(l) {
+                let handle = &handles[i];
+                let hty = &handle_tys[i];
+                before.extend(quote!(let mut #handle: #hty = ::std::vec::Vec::new();));
+                body.extend(leaf_stmt(i));
+            }
+        }
+        let pattern = match &lp.value {
+            Some(v) => quote!((#key, #v)),
+            None => quote!(#key),
+        };
+        let collect = if lp.value.is_some() {
+            quote!(::dagger::__private::each_pair)
+        } else {
+            quote!(::dagger::__private::each_key)
+        };
+        schedule.extend(quote! {
+            #before
+            for (#elem, #pattern) in #collect(::core::clone::Clone::clone(&#input)).into_iter().enumerate() {
+                #body
+            }
+            #after
+        });
+    };
+    let mut emitted = vec![false; p.loops.len()];
+    for (j, b) in p.bindings.iter().enumerate() {
+        for (l, lp) in p.loops.iter().enumerate() {
+            if lp.at_binding == j && !emitted[l] {
+                emitted[l] = true;
+                emit_loop(l, &mut schedule);
+            }
+        }
+        if b.each.is_none() {
+            schedule.extend(binding_stmt(b));
+        }
+    }
+    for (l, done) in emitted.into_iter().enumerate() {
+        if !done {
+            emit_loop(l, &mut schedule);
+        }
+    }
+    for (i, o) in p.outputs.iter().enumerate() {
+        if o.each.is_none() {
+            schedule.extend(leaf_stmt(i));
+        }
+    }
 
     // Static metadata.
     let meta_outputs = p.outputs.iter().enumerate().map(|(i, o)| {
@@ -107,8 +263,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
         let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
+        let each = o.each.map_or(0, |l| l + 1);
         quote!(::dagger::__private::OutputMeta {
-            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*]
+            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*], each: #each
         })
     });
     let fail_fast = p.fail_fast;
@@ -122,6 +279,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         quote!((#bname, #step))
     });
     let mut edges: Vec<(String, String)> = Vec::new();
+    for lp in &p.loops {
+        edges.push((lp.input.to_string(), lp.key.to_string()));
+        if let Some(v) = &lp.value {
+            edges.push((lp.input.to_string(), v.to_string()));
+        }
+    }
     for b in &p.bindings {
         for u in &b.uses {
             edges.push((u.to_string(), b.name.to_string()));
@@ -140,8 +303,21 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     edges.dedup();
     let edge_tokens = edges.iter().map(|(a, b)| quote!((#a, #b)));
     let outputs_doc = format!("The values of `{name_str}`'s outputs, once every output succeeded.");
-    let partial_doc =
-        format!("The outputs of `{name_str}` that completed before a failure (`None`: failed or not run).");
+    let partial_doc = format!(
+        "The outputs of `{name_str}` that completed before a failure (`None`, or missing from a loop's map: failed \
+         or not run)."
+    );
+    let takes = p.outputs.iter().zip(&handles).map(|(o, h)| match o.each {
+        Some(_) => quote!(#results.take_each(#h)),
+        None => quote!(#results.take(#h)),
+    });
+    let complete_pattern = p.outputs.iter().map(|o| {
+        let n = &o.name;
+        match o.each {
+            Some(_) => quote!(#n),
+            None => quote!(#n: ::core::option::Option::Some(#n)),
+        }
+    });
 
     quote! {
         #(#attrs)*
@@ -176,38 +352,36 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             #[doc = #partial_doc]
             #[derive(Debug, Default)]
             pub struct Partial {
-                #(#out_docs pub #out_names: ::core::option::Option<#out_tys>,)*
+                #(#out_docs pub #out_names: #partial_tys,)*
             }
 
-            fn __schedule(dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(::dagger::__private::Handle<#out_tys>,)*)) {
-                #(#binding_stmts)*
-                #(#leaf_stmts)*
-                let mut run = ::dagger::__private::Run::new(&META);
-                #(let #handles = run.add(#out_names);)*
-                (run, (#(#handles,)*))
+            fn __schedule(#dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(#handle_tys,)*)) {
+                let mut #run_var = ::dagger::__private::Run::new(&META);
+                #schedule
+                (#run_var, (#(#handles,)*))
             }
 
             /// Runs the pipeline: each request (a group of outputs, with the object IDs later ones need) is
             /// sent as soon as the requests it waits for are done; a failure skips only what waits for it.
-            pub async fn run(dag: &::dagger::Query, #input_params)
+            pub async fn run(#dag: &::dagger::Query, #input_params)
                 -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
             {
-                let (run, (#(#handles,)*)) = __schedule(dag, #(#input_names),*);
-                let mut results = run.execute().await;
-                let partial = Partial { #(#out_names: results.take(#handles),)* };
-                match partial {
-                    Partial { #(#out_names: ::core::option::Option::Some(#out_names),)* } => {
+                let (#run_var, (#(#handles,)*)) = __schedule(#dag, #(#input_names),*);
+                let mut #results = #run_var.execute().await;
+                let #partial = Partial { #(#out_names: #takes,)* };
+                match #partial {
+                    Partial { #(#complete_pattern,)* } if #results.complete() => {
                         ::core::result::Result::Ok(Outputs { #(#out_names,)* })
                     }
-                    partial => ::core::result::Result::Err(results.into_error(partial)),
+                    #partial => ::core::result::Result::Err(#results.into_error(#partial)),
                 }
             }
 
             /// The requests `run` sends, computed offline (object IDs are placeholders such as `<id:a0>`).
             pub fn plan(#input_params) -> ::dagger::Plan {
-                let dag = ::dagger::Query::detached();
-                let (run, _) = __schedule(&dag, #(#input_names),*);
-                run.plan()
+                let #dag = ::dagger::Query::detached();
+                let (#run_var, _) = __schedule(&#dag, #(#input_names),*);
+                #run_var.plan()
             }
         }
     }
@@ -219,7 +393,7 @@ fn clone_if_name(expr: &Expr, p: &Pipeline) -> TokenStream {
     let names: Vec<String> = super::parse::mentions(expr).iter().map(|i| i.to_string()).collect();
     rewrite(expr.to_token_stream(), &|ident: &Ident| {
         let text = ident.to_string();
-        names.contains(&text) && (p.input(&text).is_some() || p.binding(&text).is_some())
+        names.contains(&text) && p.is_name(&text)
     })
 }
 

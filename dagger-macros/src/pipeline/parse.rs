@@ -7,7 +7,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, Ident, Token, Type, Visibility, braced, parenthesized};
 
-use super::ast::{Binding, Input, Output, Pipeline};
+use super::ast::{Binding, Input, Loop, Output, Pipeline};
 
 mod kw {
     syn::custom_keyword!(out);
@@ -50,19 +50,8 @@ impl Parse for Pipeline {
         braced!(body in input);
         let mut bindings = Vec::new();
         let mut outputs = Vec::new();
-        while !body.is_empty() {
-            let attrs = body.call(Attribute::parse_outer)?;
-            if body.peek(Token![let]) {
-                bindings.push(parse_binding(&body)?);
-            } else if body.peek(kw::out) {
-                outputs.push(parse_output(&body, attrs)?);
-            } else {
-                return Err(body.error(
-                    "expected `let name = step(args…);` or `out name = binding.leaf(args…);` (optionally followed by \
-                     `after other, …`)",
-                ));
-            }
-        }
+        let mut loops = Vec::new();
+        parse_items(&body, &mut bindings, &mut outputs, &mut loops, None)?;
         Ok(Pipeline {
             attrs,
             vis,
@@ -71,8 +60,83 @@ impl Parse for Pipeline {
             inputs: inputs.into_iter().map(|i| i.0).collect(),
             bindings,
             outputs,
+            loops,
         })
     }
+}
+
+/// The items of a pipeline's body, or of a `for` block in it (`each`).
+fn parse_items(
+    body: ParseStream<'_>,
+    bindings: &mut Vec<Binding>,
+    outputs: &mut Vec<Output>,
+    loops: &mut Vec<Loop>,
+    each: Option<usize>,
+) -> syn::Result<()> {
+    while !body.is_empty() {
+        let attrs = body.call(Attribute::parse_outer)?;
+        if body.peek(Token![let]) {
+            let mut b = parse_binding(body)?;
+            b.each = each;
+            bindings.push(b);
+        } else if body.peek(kw::out) {
+            let mut o = parse_output(body, attrs)?;
+            o.each = each;
+            outputs.push(o);
+        } else if body.peek(Token![for]) {
+            let for_token: Token![for] = body.parse()?;
+            if each.is_some() {
+                return Err(syn::Error::new(
+                    for_token.span,
+                    "`for` loops do not nest: iterate over one input per loop, or make the inner collection part \
+                     of the outer elements",
+                ));
+            }
+            let (key, value) = if body.peek(syn::token::Paren) {
+                let pair;
+                parenthesized!(pair in body);
+                let key: Ident = pair.parse()?;
+                pair.parse::<Token![,]>()?;
+                let value: Ident = pair.parse()?;
+                if !pair.is_empty() {
+                    return Err(pair.error("expected `(key, value)`: a loop binds one name, or a pair of names"));
+                }
+                (key, Some(value))
+            } else {
+                let key: Ident = body.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected a name or a pair of names after `for`: `for version in versions { … }` or \
+                         `for (name, image) in images { … }`",
+                    )
+                })?;
+                (key, None)
+            };
+            body.parse::<Token![in]>()?;
+            let input: Ident = body.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "a loop goes over an input of the pipeline, by name: `for version in versions { … }`",
+                )
+            })?;
+            let block;
+            braced!(block in body);
+            loops.push(Loop {
+                key,
+                value,
+                input,
+                at_binding: bindings.len(),
+            });
+            let index = loops.len() - 1;
+            parse_items(&block, bindings, outputs, loops, Some(index))?;
+        } else {
+            return Err(body.error(
+                "expected `let name = step(args…);`, `out name = binding.leaf(args…);` (optionally followed by \
+                 `after other, …`) or `for name in input { … }`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct InputSyntax(Input);
@@ -118,6 +182,7 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         args,
         call_span,
         uses,
+        each: None,
     })
 }
 
@@ -173,6 +238,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         args,
         after,
         uses,
+        each: None,
     })
 }
 
