@@ -175,6 +175,28 @@ impl<K, V> Pair for (K, V) {
     type Value = V;
 }
 
+/// The input of an `if` block.
+#[diagnostic::on_unimplemented(
+    message = "`if` needs a `bool` input, not `{Self}`",
+    label = "not a `bool`",
+    note = "a condition is one of the pipeline's `bool` inputs: `if publish {{ … }}` or `if !draft {{ … }}`"
+)]
+pub trait Condition {
+    /// The value tested.
+    fn holds(self) -> bool;
+}
+
+impl Condition for bool {
+    fn holds(self) -> bool {
+        self
+    }
+}
+
+/// Tests an `if` block's input (a readable error when it is not a `bool`).
+pub fn condition<C: Condition>(c: C) -> bool {
+    c.holds()
+}
+
 /// Collects a loop's collection into its elements, sorted and without duplicates: the loop's outputs are
 /// maps keyed by element, so equal elements would be one entry anyway.
 pub fn each_key<C: IntoIterator>(collection: C) -> std::collections::BTreeSet<C::Item>

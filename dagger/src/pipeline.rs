@@ -129,6 +129,8 @@ pub struct Run {
     fail_fast: bool,
     meta: &'static PipelineMeta,
     outs: Vec<Out>,
+    /// Where each handle's output ended up after [`Run::link`] sorted them.
+    slots: Vec<usize>,
 }
 
 /// One scheduled request: the IDs it resolves, the outputs it evaluates, and the requests it waits for.
@@ -186,6 +188,7 @@ impl Run {
             fail_fast: meta.fail_fast,
             meta,
             outs: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -224,6 +227,17 @@ impl Run {
     /// Resolves `after` edges between outputs into edges between instances: an output of a loop waits for
     /// the instance of the same element when both are in that loop, and for every instance otherwise.
     fn link(&mut self) {
+        // Declaration order (then element order), whatever order the expansion added them in: aliases and
+        // plans read in the order the pipeline is written.
+        let mut order: Vec<usize> = (0..self.outs.len()).collect();
+        order.sort_by_key(|&i| (self.outs[i].index, self.outs[i].elem.as_ref().map(|e| e.0)));
+        let mut slots = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            slots[old] = new;
+        }
+        let mut outs: Vec<Option<Out>> = std::mem::take(&mut self.outs).into_iter().map(Some).collect();
+        self.outs = order.iter().filter_map(|&i| outs[i].take()).collect();
+        self.slots = slots;
         let all: Vec<(usize, usize, Option<usize>)> = self
             .outs
             .iter()
@@ -514,6 +528,7 @@ impl Run {
             failed: vec![false; n],
             failures: Vec::new(),
             skipped: Vec::new(),
+            slots: self.slots.clone(),
         };
         for (i, out) in self.outs.iter().enumerate() {
             results.take_known(i, &*out.leaf);
@@ -704,6 +719,8 @@ pub struct Results {
     failures: Vec<OutputFailure>,
     /// Indexes of the outputs not run.
     skipped: Vec<usize>,
+    /// Handle index → output index.
+    slots: Vec<usize>,
 }
 
 /// `(output, key of its loop element, binding, step)`.
@@ -712,7 +729,8 @@ type Names = (&'static str, Option<String>, &'static str, &'static str);
 impl Results {
     /// The value of an output, if it succeeded.
     pub fn take<T: 'static>(&mut self, handle: Handle<T>) -> Option<T> {
-        let boxed = self.values.get_mut(handle.index)?.take()?;
+        let slot = *self.slots.get(handle.index)?;
+        let boxed = self.values.get_mut(slot)?.take()?;
         boxed.downcast::<T>().ok().map(|b| *b)
     }
 

@@ -189,6 +189,22 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// Publish only when asked; the long tests only when this is not a draft.
+    pub release(src: Directory, base: String, publish: bool, draft: bool) {
+        let tc = toolchain(src);
+        let img = image(binary(tc), base);
+        out built = img.sync();
+        if !draft {
+            let tests = unit_tests(tc, "--include-ignored");
+            out test_log = tests.stdout();
+        }
+        if publish {
+            out image_ref = img.publish("127.0.0.1:5000/app:1") after built, test_log;
+        }
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -307,6 +323,39 @@ fn a_loop_binding_after_its_loop_is_a_map() {
     let last = &plan.documents[2].query;
     assert!(last.contains(r#"withFile(path:"app-alpine",source:"<id:a"#), "{plan}");
     assert!(last.contains(r#"withFile(path:"app-slim",source:"<id:a"#), "{plan}");
+}
+
+#[test]
+fn conditions_leave_out_what_is_not_needed() {
+    let base = || "debian:bookworm-slim".to_owned();
+    // A draft that is not published: the image only; neither the tests nor the publish appear.
+    let draft = release::plan(src(), base(), false, true);
+    let all: String = draft.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        !all.contains("--include-ignored") && !all.contains("publish"),
+        "{draft}"
+    );
+    assert_eq!(draft.documents.last().map(|d| d.title.as_str()), Some("built"));
+    // A release: the tests beside the image, then the publish after both.
+    let full = release::plan(src(), base(), true, false);
+    let titles: Vec<&str> = full.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "resolve object IDs (round 2)",
+            "built, test_log",
+            "image_ref"
+        ],
+        "{full}"
+    );
+    insta::assert_snapshot!("release_plan_published", full.to_string());
+    // A published draft: the publish waits only for what exists.
+    let quick = release::plan(src(), base(), true, true);
+    assert_eq!(
+        quick.documents.last().map(|d| (d.title.as_str(), d.after.clone())),
+        Some(("image_ref", vec![3]))
+    );
 }
 
 #[test]
@@ -577,7 +626,7 @@ async fn a_matrix_runs_every_element_in_one_request_and_returns_maps() {
         out.test_logs,
         BTreeMap::from([
             ("1.80".to_owned(), "value of o0".to_owned()),
-            ("1.85".to_owned(), "value of o2".to_owned())
+            ("1.85".to_owned(), "value of o1".to_owned())
         ])
     );
     assert_eq!(out.test_codes.len(), 2);
@@ -589,7 +638,8 @@ async fn a_matrix_runs_every_element_in_one_request_and_returns_maps() {
 
 #[tokio::test]
 async fn a_failed_element_skips_its_own_followers_and_what_waits_for_all() {
-    // Instances are numbered in order: o0 = test_logs["1.80"], o1 = test_codes["1.80"], o2 = test_logs["1.85"].
+    // Outputs are numbered in declaration order, then element order: o0 = test_logs["1.80"],
+    // o1 = test_logs["1.85"], o2 = test_codes["1.80"], o3 = test_codes["1.85"], o4 = size.
     let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
     let dag = connect(&engine).await;
     let err = matrix::run(&dag, dag.host().directory("."), versions())
@@ -604,7 +654,7 @@ async fn a_failed_element_skips_its_own_followers_and_what_waits_for_all() {
     // The other element went on.
     assert_eq!(
         err.partial.test_logs.get("1.85").map(String::as_str),
-        Some("value of o2")
+        Some("value of o1")
     );
     assert_eq!(err.partial.test_codes.get("1.85"), Some(&0));
     assert!(
@@ -612,4 +662,43 @@ async fn a_failed_element_skips_its_own_followers_and_what_waits_for_all() {
             .contains("- output `test_logs[\"1.80\"]` (binding `tests`, step `unit_tests`)"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_false_condition_sends_nothing_and_gives_none() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let out = release::run(
+        &dag,
+        dag.host().directory("."),
+        "debian:bookworm-slim".into(),
+        false,
+        true,
+    )
+    .await
+    .expect("runs");
+    assert!(out.image_ref.is_none() && out.test_log.is_none());
+    assert!(
+        !engine
+            .documents()
+            .iter()
+            .any(|d| d.contains("publish") || d.contains("--include-ignored"))
+    );
+
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = release::plan(src(), "debian:bookworm-slim".into(), true, false);
+    let out = release::run(
+        &dag,
+        dag.host().directory("."),
+        "debian:bookworm-slim".into(),
+        true,
+        false,
+    )
+    .await
+    .expect("runs");
+    assert_eq!(out.test_log.as_deref(), Some("value of o1"));
+    assert_eq!(out.image_ref.as_deref(), Some("value of o2"));
+    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert_eq!(engine.documents(), planned);
 }

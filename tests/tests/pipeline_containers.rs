@@ -104,6 +104,23 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// Tests always; lint unless this is a draft; publish only when asked.
+    pub gated(base: String, src: Directory, address: String, draft: bool, publish: bool) {
+        let tc = toolchain(base, src);
+        let tests = unit_tests(tc);
+        out test_log = tests.stdout();
+        if !draft {
+            let checks = lint(tc, true);
+            out lint_log = checks.stdout();
+        }
+        if publish {
+            let img = image(base, binary(tc));
+            out published = img.publish(address) after test_log;
+        }
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -234,4 +251,39 @@ async fn fail_fast_skips_what_was_not_sent_at_the_first_failure() {
     let mut skipped = err.skipped.clone();
     skipped.sort_unstable();
     assert_eq!(skipped, vec!["built", "published"]);
+}
+
+#[tokio::test]
+async fn conditions_decide_what_runs() {
+    let env = start().await;
+    let address = format!("{}/ci-app:gated", env.host);
+    // A draft that publishes: the failing lint is never sent, so the run succeeds and the image is pushed.
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = gated::run(
+        &env.dag,
+        env.base.clone(),
+        sources(&env.dag),
+        address.clone(),
+        true,
+        true,
+    )
+    .await
+    .expect("the lint is left out");
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert!(out.lint_log.is_none());
+    let published = out.published.expect("published");
+    assert!(
+        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        "{published}"
+    );
+    let plan = gated::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true);
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    // Not a draft, not published: the lint runs (and fails); nothing is published.
+    let err = gated::run(&env.dag, env.base.clone(), sources(&env.dag), address, false, false)
+        .await
+        .expect_err("the strict lint fails");
+    assert_eq!(err.failures[0].output, "lint_log");
+    assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
+    assert!(err.partial.published.is_none());
+    assert!(err.skipped.is_empty(), "nothing waited for the lint: {err}");
 }

@@ -13,16 +13,20 @@ pub(crate) struct Pipeline {
     pub(crate) inputs: Vec<Input>,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) outputs: Vec<Output>,
-    /// `for key in input { … }` blocks; bindings and outputs point at theirs with `each`.
+    /// `for key in input { … }` and `if input { … }` blocks; bindings and outputs point at theirs with
+    /// `each`.
     pub(crate) loops: Vec<Loop>,
 }
 
-/// `for key in input { … }` or `for (key, value) in input { … }`.
+/// `for key in input { … }`, `for (key, value) in input { … }`, or `if input { … }` (`cond`).
 pub(crate) struct Loop {
+    /// The loop variable (for `if`: the condition's name again, not a variable).
     pub(crate) key: Ident,
     pub(crate) value: Option<Ident>,
-    /// The input iterated over.
+    /// The input iterated over (for `if`: the `bool` input tested).
     pub(crate) input: Ident,
+    /// `Some(negated)` for an `if` block: its items exist only when the input is true (`false` with `!`).
+    pub(crate) cond: Option<bool>,
     /// The number of bindings declared before the loop: where its block goes in the expansion.
     pub(crate) at_binding: usize,
 }
@@ -73,7 +77,7 @@ impl Pipeline {
     pub(crate) fn loop_var(&self, name: &str) -> Option<usize> {
         self.loops
             .iter()
-            .position(|l| l.key == name || l.value.as_ref().is_some_and(|v| v == name))
+            .position(|l| l.cond.is_none() && (l.key == name || l.value.as_ref().is_some_and(|v| v == name)))
     }
 
     /// Whether `name` is an input, a binding or a loop variable.

@@ -36,6 +36,7 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
     let loop_vars = p
         .loops
         .iter()
+        .filter(|l| l.cond.is_none())
         .flat_map(|l| std::iter::once(&l.key).chain(l.value.as_ref()))
         .map(|v| (v, "loop variable"));
     let names = p
@@ -89,7 +90,12 @@ fn check_loops(p: &Pipeline, errors: &mut Errors) {
             };
             errors.push(
                 l.input.span(),
-                format!("{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`"),
+                match l.cond {
+                    None => format!(
+                        "{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`"
+                    ),
+                    Some(_) => format!("{what}; a condition is one of the pipeline's inputs, a `bool`"),
+                },
             );
         }
     }
@@ -98,9 +104,19 @@ fn check_loops(p: &Pipeline, errors: &mut Errors) {
 /// `for v in versions`, for messages.
 fn loop_text(p: &Pipeline, l: usize) -> String {
     let lp = &p.loops[l];
-    match &lp.value {
-        Some(v) => format!("for ({}, {v}) in {}", lp.key, lp.input),
-        None => format!("for {} in {}", lp.key, lp.input),
+    match (&lp.value, lp.cond) {
+        (_, Some(false)) => format!("if {}", lp.input),
+        (_, Some(true)) => format!("if !{}", lp.input),
+        (Some(v), None) => format!("for ({}, {v}) in {}", lp.key, lp.input),
+        (None, None) => format!("for {} in {}", lp.key, lp.input),
+    }
+}
+
+/// What a binding of block `l` is outside it, for messages.
+fn block_value(p: &Pipeline, l: usize) -> String {
+    match p.loops[l].cond {
+        Some(_) => format!("exists only inside `{} {{ … }}`", loop_text(p, l)),
+        None => format!("has one value per element of `{}`", loop_text(p, l)),
     }
 }
 
@@ -118,8 +134,22 @@ fn check_loop_scope(p: &Pipeline, used: &Ident, each: Option<usize>, errors: &mu
         return true;
     }
     if let Some((_, b)) = p.binding(&text)
+        && let Some(theirs) = b.each
+        && p.loops[theirs].cond.is_some()
+        && each != Some(theirs)
+    {
+        errors.push(
+            used.span(),
+            format!(
+                "`{text}` {}: use it inside that block (an output there is an `Option`, `None` when the \
+                 condition is false)",
+                block_value(p, theirs)
+            ),
+        );
+    } else if let Some((_, b)) = p.binding(&text)
         && let (Some(theirs), Some(mine)) = (b.each, each)
         && theirs != mine
+        && p.loops[mine].cond.is_none()
     {
         errors.push(
             used.span(),
@@ -250,17 +280,14 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
         {
             // Rule: a binding of a loop has one value per element; its outputs are declared in the loop and
             // become maps keyed by element.
-            let fix = match o.each {
-                None => "put this `out` inside that loop: it becomes a map with one value per element".to_owned(),
-                Some(mine) => format!("`{}` cannot use it", loop_text(p, mine)),
+            let fix = match (o.each, p.loops[theirs].cond) {
+                (None, None) => {
+                    "put this `out` inside that loop: it becomes a map with one value per element".to_owned()
+                }
+                (None, Some(_)) => "put this `out` inside that block: it becomes an `Option`".to_owned(),
+                (Some(mine), _) => format!("`{}` cannot use it", loop_text(p, mine)),
             };
-            errors.push(
-                o.target.span(),
-                format!(
-                    "`{target}` has one value per element of `{}`; {fix}",
-                    loop_text(p, theirs)
-                ),
-            );
+            errors.push(o.target.span(), format!("`{target}` {}; {fix}", block_value(p, theirs)));
         }
         for used in &o.uses {
             if check_loop_scope(p, used, o.each, errors) {

@@ -87,12 +87,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote_spanned!(o.leaf.span()=> <#target_ty as ::dagger::__private::leaves::#leaf_trait>::Output)
         })
         .collect();
-    // A loop's outputs are maps keyed by element.
+    let is_if = |each: Option<usize>| each.is_some_and(|l| p.loops[l].cond.is_some());
+    // A loop's outputs are maps keyed by element; a condition's are options.
     let out_tys: Vec<TokenStream> = p
         .outputs
         .iter()
         .zip(&leaf_tys)
         .map(|(o, ty)| match o.each {
+            Some(_) if is_if(o.each) => quote!(::core::option::Option<#ty>),
             Some(l) => {
                 let k = key_ty(l);
                 quote!(::std::collections::BTreeMap<#k, #ty>)
@@ -114,6 +116,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         .iter()
         .zip(&leaf_tys)
         .map(|(o, ty)| match o.each {
+            Some(_) if is_if(o.each) => quote!(::core::option::Option<::dagger::__private::Handle<#ty>>),
             Some(l) => {
                 let k = key_ty(l);
                 quote!(::std::vec::Vec<(#k, ::dagger::__private::Handle<#ty>)>)
@@ -133,7 +136,15 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 d
             };
             if let Some(l) = o.each {
-                d.push_str(&format!("\n\nOne value per element of `{}`.", p.loops[l].input));
+                let lp = &p.loops[l];
+                match lp.cond {
+                    Some(negated) => d.push_str(&format!(
+                        "\n\n`None` when `{}` is {}: the output is not sent.",
+                        lp.input,
+                        if negated { "true" } else { "false" }
+                    )),
+                    None => d.push_str(&format!("\n\nOne value per element of `{}`.", lp.input)),
+                }
             }
             quote!(#[doc = #d])
         })
@@ -150,6 +161,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
         let handle = &handles[i];
         let add = match o.each {
+            Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
             Some(l) => {
                 let key = &p.loops[l].key;
                 quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #oname)));)
@@ -170,11 +182,35 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let mut schedule = TokenStream::new();
     let emit_loop = |l: usize, schedule: &mut TokenStream| {
         let lp = &p.loops[l];
-        let k = key_ty(l);
         let input = &lp.input;
         let mut before = TokenStream::new();
         let mut body = TokenStream::new();
         let mut after = TokenStream::new();
+        if let Some(negated) = lp.cond {
+            // `if publish { … }`: the block's steps are called and its outputs added only when it holds, so
+            // nothing it needs is ever sent otherwise.
+            for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
+                body.extend(binding_stmt(b));
+            }
+            for (i, o) in p.outputs.iter().enumerate() {
+                if o.each == Some(l) {
+                    let handle = &handles[i];
+                    let hty = &handle_tys[i];
+                    before.extend(quote!(let mut #handle: #hty = ::core::option::Option::None;));
+                    body.extend(leaf_stmt(i));
+                }
+            }
+            let not = if negated { quote!(!) } else { quote!() };
+            let cond = quote_spanned!(input.span()=> ::dagger::__private::condition(#input));
+            schedule.extend(quote! {
+                #before
+                if #not #cond {
+                    #body
+                }
+            });
+            return;
+        }
+        let k = key_ty(l);
         let key = &lp.key;
         body.extend(quote!(let _ = &#key;));
         if let Some(v) = &lp.value {
@@ -187,10 +223,10 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             let used_after = p
                 .bindings
                 .iter()
-                .any(|x| x.each.is_none() && x.uses.iter().any(|u| *u == text))
+                .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
                 || p.outputs
                     .iter()
-                    .any(|o| o.each.is_none() && o.uses.iter().any(|u| *u == text));
+                    .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
             if used_after {
                 let bname = &b.name;
                 let map = local(&format!("__map_{bname}"));
@@ -263,7 +299,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
         let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
-        let each = o.each.map_or(0, |l| l + 1);
+        // `if` blocks have one instance per output: only loops pair instances by element.
+        let each = o.each.filter(|&l| p.loops[l].cond.is_none()).map_or(0, |l| l + 1);
         quote!(::dagger::__private::OutputMeta {
             name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*], each: #each
         })
@@ -279,7 +316,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         quote!((#bname, #step))
     });
     let mut edges: Vec<(String, String)> = Vec::new();
-    for lp in &p.loops {
+    for lp in p.loops.iter().filter(|l| l.cond.is_none()) {
         edges.push((lp.input.to_string(), lp.key.to_string()));
         if let Some(v) = &lp.value {
             edges.push((lp.input.to_string(), v.to_string()));
@@ -308,6 +345,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
          or not run)."
     );
     let takes = p.outputs.iter().zip(&handles).map(|(o, h)| match o.each {
+        Some(_) if is_if(o.each) => {
+            quote!(match #h { ::core::option::Option::Some(h) => #results.take(h), ::core::option::Option::None => ::core::option::Option::None })
+        }
         Some(_) => quote!(#results.take_each(#h)),
         None => quote!(#results.take(#h)),
     });

@@ -88,8 +88,8 @@ fn parse_items(
             if each.is_some() {
                 return Err(syn::Error::new(
                     for_token.span,
-                    "`for` loops do not nest: iterate over one input per loop, or make the inner collection part \
-                     of the outer elements",
+                    "`for` loops do not nest (nor go inside `if`): iterate over one input per loop, or make the \
+                     inner collection part of the outer elements",
                 ));
             }
             let (key, value) = if body.peek(syn::token::Paren) {
@@ -125,14 +125,56 @@ fn parse_items(
                 key,
                 value,
                 input,
+                cond: None,
                 at_binding: bindings.len(),
             });
             let index = loops.len() - 1;
             parse_items(&block, bindings, outputs, loops, Some(index))?;
+        } else if body.peek(Token![if]) {
+            let if_token: Token![if] = body.parse()?;
+            if each.is_some() {
+                return Err(syn::Error::new(
+                    if_token.span,
+                    "`if` and `for` blocks do not nest: put the condition around the loop, or make it an input of \
+                     the steps inside",
+                ));
+            }
+            let negated = body.parse::<Option<Token![!]>>()?.is_some();
+            let input: Ident = body.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "a condition is one of the pipeline's `bool` inputs, by name: `if publish { … }` or \
+                     `if !draft { … }`",
+                )
+            })?;
+            if body.peek(Token![else]) || !body.peek(syn::token::Brace) {
+                return Err(body.error(
+                    "expected `{ … }` after the condition: a condition is one `bool` input, such as `if publish { … }`",
+                ));
+            }
+            let block;
+            braced!(block in body);
+            if block.is_empty() {
+                return Err(syn::Error::new(if_token.span, "this `if` block is empty"));
+            }
+            loops.push(Loop {
+                key: input.clone(),
+                value: None,
+                input,
+                cond: Some(negated),
+                at_binding: bindings.len(),
+            });
+            let index = loops.len() - 1;
+            parse_items(&block, bindings, outputs, loops, Some(index))?;
+            if body.peek(Token![else]) {
+                return Err(body.error(
+                    "`else` is not supported: write a second block with the opposite condition, `if !flag { … }`",
+                ));
+            }
         } else {
             return Err(body.error(
                 "expected `let name = step(args…);`, `out name = binding.leaf(args…);` (optionally followed by \
-                 `after other, …`) or `for name in input { … }`",
+                 `after other, …`), `for name in input { … }` or `if flag { … }`",
             ));
         }
     }
