@@ -109,7 +109,7 @@ pub mod __private {
         Condition, IntoStepArg, KeyOf, Pair, PairKeyOf, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam,
         assert_step_output, assert_step_param, condition, each_key, each_pair, step_arg,
     };
-    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run};
+    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of};
 }
 
 /// The names most pipelines need: `use dagger::prelude::*;`.

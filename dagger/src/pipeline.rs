@@ -98,6 +98,14 @@ pub struct Handle<T> {
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Handle<T> {}
+
 /// One output of a run: its leaf, where it came from, and the outputs it waits for.
 struct Out {
     /// Its index in the pipeline's outputs (declaration order).
@@ -129,9 +137,85 @@ pub struct Run {
     fail_fast: bool,
     meta: &'static PipelineMeta,
     outs: Vec<Out>,
-    /// Where each handle's output ended up after [`Run::link`] sorted them.
-    slots: Vec<usize>,
+    /// What each handle stands for: `(output index, its position in outs once added)`.
+    slots: Vec<(usize, Option<usize>)>,
+    /// Work that needs the values of earlier outputs, built once they are known.
+    deferred: Vec<Deferred>,
 }
+
+/// Steps and outputs that take the values of earlier outputs: a closure called with those values.
+struct Deferred {
+    /// The handles (slots) whose values it needs.
+    needs: Vec<usize>,
+    build: Option<DeferredFn>,
+}
+
+type DeferredFn = Box<dyn FnOnce(&mut Run, &Values<'_>) + Send>;
+
+/// The values a deferred part of a pipeline reads: real ones during a run, placeholders in a plan.
+#[doc(hidden)]
+pub struct Values<'a> {
+    values: Option<&'a [Option<Box<dyn Any + Send>>]>,
+    slots: &'a [(usize, Option<usize>)],
+}
+
+impl Values<'_> {
+    /// The value of the output behind `handle` (a placeholder naming `name` in a plan).
+    pub fn get<T: ValueArg>(&self, handle: &Handle<T>, name: &'static str) -> T {
+        let value = self.values.and_then(|values| {
+            let pos = self.slots.get(handle.index)?.1?;
+            values.get(pos)?.as_ref()?.downcast_ref::<T>().cloned()
+        });
+        value.unwrap_or_else(|| T::placeholder(name))
+    }
+}
+
+/// `values.get(handle, name)`, as a function whose call `pipeline!` places on the output's name.
+#[doc(hidden)]
+pub fn value_of<T: ValueArg>(values: &Values<'_>, handle: &Handle<T>, name: &'static str) -> T {
+    values.get(handle, name)
+}
+
+/// Leaf values that can feed a later step: the run waits for them; a plan prints a placeholder.
+#[diagnostic::on_unimplemented(
+    message = "the value of an output of type `{Self}` cannot be a step argument",
+    label = "not a plain value",
+    note = "values that can feed a step: `String`, integers, `bool`, `Vec<String>`; for an object (`sync`), pass \
+            the binding itself"
+)]
+pub trait ValueArg: Clone + Send + 'static {
+    /// What a plan shows in its place.
+    fn placeholder(name: &'static str) -> Self;
+}
+
+impl ValueArg for String {
+    fn placeholder(name: &'static str) -> Self {
+        format!("<value:{name}>")
+    }
+}
+
+impl ValueArg for bool {
+    fn placeholder(_: &'static str) -> Self {
+        false
+    }
+}
+
+impl ValueArg for Vec<String> {
+    fn placeholder(name: &'static str) -> Self {
+        vec![format!("<value:{name}>")]
+    }
+}
+
+macro_rules! int_values {
+    ($($t:ty),*) => {$(
+        impl ValueArg for $t {
+            fn placeholder(_: &'static str) -> Self {
+                0
+            }
+        }
+    )*};
+}
+int_values!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
 /// One scheduled request: the IDs it resolves, the outputs it evaluates, and the requests it waits for.
 #[derive(Clone, Debug)]
@@ -189,7 +273,43 @@ impl Run {
             meta,
             outs: Vec::new(),
             slots: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// A handle for output `index`, whose leaf a deferred part adds later with [`Run::fill`].
+    pub fn reserve<T: Send + 'static>(&mut self, index: usize) -> Handle<T> {
+        self.slots.push((index, None));
+        Handle {
+            index: self.slots.len() - 1,
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    /// Adds the leaf of a reserved output.
+    pub fn fill<T: Send + 'static>(&mut self, handle: &Handle<T>, leaf: Leaf<T>) {
+        let Some(&(index, None)) = self.slots.get(handle.index) else {
+            return;
+        };
+        self.push(index, None, leaf);
+        self.slots.pop();
+        let pos = self.outs.len() - 1;
+        if let Some(slot) = self.slots.get_mut(handle.index) {
+            slot.1 = Some(pos);
+        }
+    }
+
+    /// Registers work that needs the values behind `needs`; `build` adds its outputs with [`Run::fill`].
+    pub fn defer(&mut self, needs: Vec<usize>, build: impl FnOnce(&mut Run, &Values<'_>) + Send + 'static) {
+        self.deferred.push(Deferred {
+            needs,
+            build: Some(Box::new(build)),
+        });
+    }
+
+    /// The slot of a handle, for [`Run::defer`].
+    pub fn slot<T>(handle: &Handle<T>) -> usize {
+        handle.index
     }
 
     /// Adds output number `index` (in declaration order).
@@ -218,8 +338,9 @@ impl Run {
             waits: Vec::new(),
             leaf: Box::new(leaf),
         });
+        self.slots.push((index, Some(self.outs.len() - 1)));
         Handle {
-            index: self.outs.len() - 1,
+            index: self.slots.len() - 1,
             _type: std::marker::PhantomData,
         }
     }
@@ -231,19 +352,26 @@ impl Run {
         // plans read in the order the pipeline is written.
         let mut order: Vec<usize> = (0..self.outs.len()).collect();
         order.sort_by_key(|&i| (self.outs[i].index, self.outs[i].elem.as_ref().map(|e| e.0)));
-        let mut slots = vec![0; order.len()];
+        let mut moved = vec![0; order.len()];
         for (new, &old) in order.iter().enumerate() {
-            slots[old] = new;
+            moved[old] = new;
         }
         let mut outs: Vec<Option<Out>> = std::mem::take(&mut self.outs).into_iter().map(Some).collect();
         self.outs = order.iter().filter_map(|&i| outs[i].take()).collect();
-        self.slots = slots;
+        for slot in &mut self.slots {
+            slot.1 = slot.1.and_then(|p| moved.get(p).copied());
+        }
+        self.link_from(0);
+    }
+
+    /// Links the outputs from position `start` on (those added by a deferred part).
+    fn link_from(&mut self, start: usize) {
         let all: Vec<(usize, usize, Option<usize>)> = self
             .outs
             .iter()
             .map(|o| (o.index, o.meta.each, o.elem.as_ref().map(|e| e.0)))
             .collect();
-        for o in &mut self.outs {
+        for o in self.outs.iter_mut().skip(start) {
             let mine = o.elem.as_ref().map(|e| e.0);
             o.waits = all
                 .iter()
@@ -258,8 +386,30 @@ impl Run {
 
     /// The requests of a run, in an order where each comes after the ones it waits for.
     fn schedule(&self) -> Vec<Req> {
+        self.schedule_from(0, &[], 0, &[], 0, &[])
+    }
+
+    /// The requests for the outputs from position `start` on, numbered from `base`: `req_of` gives the
+    /// request of each earlier output, and `batch_after` what the whole batch waits for (the requests that
+    /// produced the values it was built with).
+    fn schedule_from(
+        &self,
+        start: usize,
+        req_of: &[Option<usize>],
+        base: usize,
+        batch_after: &[usize],
+        alias_base: usize,
+        known: &[(ObjectRef, usize)],
+    ) -> Vec<Req> {
+        // Objects an earlier request asks for are not asked again; the batch waits for that request.
+        let mut batch_after = batch_after.to_vec();
         let n = self.outs.len();
-        let pending: Vec<bool> = self.outs.iter().map(|o| o.leaf.known_any().is_none()).collect();
+        let pending: Vec<bool> = self
+            .outs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| i >= start && o.leaf.known_any().is_none())
+            .collect();
         // Depth: 0 for outputs that wait for nothing (the graph is acyclic: the macro checked it).
         let mut depth = vec![0usize; n];
         for _ in 0..=n {
@@ -280,20 +430,23 @@ impl Run {
                 break;
             }
         }
-        // Who waits for an output, as declared outputs: the instances of one loop output share requests.
-        let mut dependents: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-        for o in &self.outs {
-            for &w in &o.waits {
-                if let Some(d) = dependents.get_mut(w) {
-                    d.insert(o.index);
-                }
-            }
-        }
+        // Who waits for an output, as declared outputs (those not added yet included): the instances of one
+        // loop output share requests.
+        let dependents: Vec<BTreeSet<usize>> = self
+            .outs
+            .iter()
+            .map(|o| {
+                (0..self.meta.outputs.len())
+                    .filter(|&m| self.meta.outputs[m].after.contains(&o.index))
+                    .collect()
+            })
+            .collect();
         // Group outputs: same requests waited for, same (declared) outputs waiting for them.
         let mut order: Vec<usize> = (0..n).filter(|&i| pending[i]).collect();
         order.sort_by_key(|&i| (depth[i], i));
         let mut group_of: Vec<Option<usize>> = vec![None; n];
         let mut keys: Vec<(BTreeSet<usize>, BTreeSet<usize>)> = Vec::new();
+        let mut outside: Vec<BTreeSet<usize>> = Vec::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for i in order {
             let prereqs: BTreeSet<usize> = self.outs[i]
@@ -301,11 +454,24 @@ impl Run {
                 .iter()
                 .filter_map(|&w| group_of.get(w).copied().flatten())
                 .collect();
+            // Requests of earlier batches this output waits for.
+            let earlier: BTreeSet<usize> = self.outs[i]
+                .waits
+                .iter()
+                .filter(|&&w| w < start)
+                .filter_map(|&w| req_of.get(w).copied().flatten())
+                .collect();
             let key = (prereqs, dependents[i].clone());
-            let g = match keys.iter().position(|k| *k == key) {
+            let key_outside = earlier;
+            let g = match keys
+                .iter()
+                .zip(&outside)
+                .position(|(k, o)| *k == key && *o == key_outside)
+            {
                 Some(g) => g,
                 None => {
                     keys.push(key);
+                    outside.push(key_outside);
                     groups.push(Vec::new());
                     groups.len() - 1
                 }
@@ -332,6 +498,10 @@ impl Run {
                 let mut seen: Vec<usize> = Vec::new();
                 let mut stack = self.outs[i].leaf.selection().unresolved_objects();
                 while let Some(obj) = stack.pop() {
+                    if let Some((_, r)) = known.iter().find(|(o, _)| o.selection.same_as(&obj.selection)) {
+                        batch_after.push(*r);
+                        continue;
+                    }
                     let k = match find(&all, &obj) {
                         Some(k) => k,
                         None => {
@@ -416,12 +586,19 @@ impl Run {
             }
         }
 
+        batch_after.sort_unstable();
+        batch_after.dedup();
+        let batch_after = &batch_after[..];
         let mut reqs: Vec<Req> = (0..rounds)
             .map(|r| Req {
                 title: format!("resolve object IDs (round {})", r + 1),
                 ids: Vec::new(),
                 outputs: Vec::new(),
-                after: if r == 0 { Vec::new() } else { vec![r - 1] },
+                after: if r == 0 {
+                    batch_after.to_vec()
+                } else {
+                    vec![base + r - 1]
+                },
             })
             .collect();
         for (g, members) in groups.iter().enumerate() {
@@ -442,10 +619,17 @@ impl Run {
                     k += 1;
                 }
             }
-            let mut after: Vec<usize> = keys[g].0.iter().map(|&p| p + rounds).collect();
-            if after.is_empty() && rounds > 0 {
-                after.push(rounds - 1);
+            let mut after: Vec<usize> = keys[g].0.iter().map(|&p| base + p + rounds).collect();
+            after.extend(outside[g].iter().copied());
+            if keys[g].0.is_empty() {
+                if rounds > 0 {
+                    after.push(base + rounds - 1);
+                } else {
+                    after.extend(batch_after.iter().copied());
+                }
             }
+            after.sort_unstable();
+            after.dedup();
             reqs.push(Req {
                 title: names.join(", "),
                 ids: Vec::new(),
@@ -461,7 +645,9 @@ impl Run {
         let mut alias_order: Vec<usize> = (0..all.len()).rev().collect();
         alias_order.sort_by_key(|&k| (request_of(k), odepth[k]));
         for (a, k) in alias_order.into_iter().enumerate() {
-            reqs[request_of(k)].ids.push((format!("a{a}"), all[k].clone()));
+            reqs[request_of(k)]
+                .ids
+                .push((format!("a{}", alias_base + a), all[k].clone()));
         }
         for r in reqs.iter_mut().skip(rounds) {
             if !r.ids.is_empty() {
@@ -474,7 +660,14 @@ impl Run {
     /// The documents `execute` would send, printed offline.
     pub fn plan(mut self) -> Plan {
         self.link();
-        let reqs = self.schedule();
+        let mut reqs = self.schedule();
+        let mut req_of = requests_of(&reqs, self.outs.len());
+        // Deferred parts are built with placeholders, in the order a run builds them.
+        let mut k = 0;
+        while k < self.deferred.len() {
+            self.fire(k, None, &mut reqs, &mut req_of);
+            k += 1;
+        }
         let aliases: Vec<(Selection, String)> = reqs
             .iter()
             .flat_map(|d| d.ids.iter())
@@ -509,43 +702,54 @@ impl Run {
     /// Sends every request as soon as the ones it waits for are done, and collects what each output produced.
     pub async fn execute(mut self) -> Results {
         self.link();
-        let n = self.outs.len();
         let mut results = Results {
             pipeline: self.name,
-            names: self
-                .outs
-                .iter()
-                .map(|o| {
-                    (
-                        o.name,
-                        o.elem.as_ref().map(|e| e.1.clone()),
-                        o.meta.binding,
-                        o.meta.step,
-                    )
-                })
-                .collect(),
-            values: (0..n).map(|_| None).collect(),
-            failed: vec![false; n],
+            names: Vec::new(),
+            values: Vec::new(),
+            failed: Vec::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
-            slots: self.slots.clone(),
+            unsent: Vec::new(),
+            slots: Vec::new(),
         };
-        for (i, out) in self.outs.iter().enumerate() {
-            results.take_known(i, &*out.leaf);
-        }
+        results.grow(&self);
         let Some(client) = self.outs.iter().find_map(|o| o.leaf.client()) else {
             if !self.outs.is_empty() && results.values.iter().any(Option::is_none) {
                 results.fail(0, Error::NotConnected);
                 results.skip_rest();
             }
+            results.finish(&self);
             return results;
         };
-        let reqs = self.schedule();
+        let mut reqs = self.schedule();
+        let mut req_of = requests_of(&reqs, self.outs.len());
         let mut state = vec![ReqState::Waiting; reqs.len()];
         let mut sent: Vec<(IdFields, Vec<usize>)> = vec![(Vec::new(), Vec::new()); reqs.len()];
         let mut in_flight: FuturesUnordered<RequestFuture> = FuturesUnordered::new();
         let mut stopped = false;
         loop {
+            // Build the deferred parts whose values arrived; drop those whose values never will.
+            if !stopped {
+                for k in 0..self.deferred.len() {
+                    if self.deferred[k].build.is_none() {
+                        continue;
+                    }
+                    let pos = |slot: &usize| self.slots.get(*slot).and_then(|s| s.1);
+                    let needs: Vec<Option<usize>> = self.deferred[k].needs.iter().map(pos).collect();
+                    let has = |p: &Option<usize>| p.is_some_and(|p| results.values.get(p).is_some_and(Option::is_some));
+                    if needs.iter().all(has) {
+                        self.fire(k, Some(&results.values), &mut reqs, &mut req_of);
+                        results.grow(&self);
+                        state.resize(reqs.len(), ReqState::Waiting);
+                        sent.resize(reqs.len(), (Vec::new(), Vec::new()));
+                    } else if needs
+                        .iter()
+                        .any(|p| p.is_none_or(|p| results.decided(p) && !has(&Some(p))))
+                    {
+                        self.deferred[k].build = None;
+                    }
+                }
+            }
             // Send everything whose prerequisites are done; a request left with nothing to ask is done at once.
             let mut progressed = true;
             while progressed && !stopped {
@@ -622,7 +826,62 @@ impl Run {
             }
         }
         results.skip_rest();
+        results.finish(&self);
         results
+    }
+
+    /// Builds deferred part `k` with `values` (placeholders when `None`), and schedules what it added after
+    /// the requests that produced those values.
+    fn fire(
+        &mut self,
+        k: usize,
+        values: Option<&[Option<Box<dyn Any + Send>>]>,
+        reqs: &mut Vec<Req>,
+        req_of: &mut Vec<Option<usize>>,
+    ) {
+        let Some(build) = self.deferred.get_mut(k).and_then(|d| d.build.take()) else {
+            return;
+        };
+        let start = self.outs.len();
+        let slots = self.slots.clone();
+        build(self, &Values { values, slots: &slots });
+        self.link_from(start);
+        let needs = self.deferred[k].needs.clone();
+        let positions: Vec<usize> = needs
+            .iter()
+            .filter_map(|s| self.slots.get(*s).and_then(|s| s.1))
+            .collect();
+        let mut batch_after: Vec<usize> = positions
+            .iter()
+            .filter_map(|&p| req_of.get(p).copied().flatten())
+            .collect();
+        batch_after.sort_unstable();
+        batch_after.dedup();
+        let alias_base = reqs.iter().map(|r| r.ids.len()).sum();
+        let known: Vec<(ObjectRef, usize)> = reqs
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| req.ids.iter().map(move |(_, o)| (o.clone(), r)))
+            .collect();
+        let mut new = self.schedule_from(start, req_of, reqs.len(), &batch_after, alias_base, &known);
+        let names: Vec<String> = positions
+            .iter()
+            .map(|&p| format!("`{}`", self.outs[p].display_name()))
+            .collect();
+        let base = reqs.len();
+        req_of.resize(self.outs.len(), None);
+        let mut round = reqs.iter().filter(|r| r.outputs.is_empty()).count();
+        for (j, r) in new.iter_mut().enumerate() {
+            if r.outputs.is_empty() {
+                round += 1;
+                r.title = format!("resolve object IDs (round {round})");
+            }
+            r.title.push_str(&format!(" (with the value of {})", names.join(", ")));
+            for &o in &r.outputs {
+                req_of[o] = Some(base + j);
+            }
+        }
+        reqs.extend(new);
     }
 
     /// The parts of a request still worth sending: outputs not decided yet whose prerequisites all
@@ -655,6 +914,19 @@ impl Run {
             .collect();
         (ids, outputs)
     }
+}
+
+/// The request of each output (`None`: known without asking).
+fn requests_of(reqs: &[Req], n: usize) -> Vec<Option<usize>> {
+    let mut of = vec![None; n];
+    for (r, req) in reqs.iter().enumerate() {
+        for &o in &req.outputs {
+            if let Some(x) = of.get_mut(o) {
+                *x = Some(r);
+            }
+        }
+    }
+    of
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -719,8 +991,10 @@ pub struct Results {
     failures: Vec<OutputFailure>,
     /// Indexes of the outputs not run.
     skipped: Vec<usize>,
-    /// Handle index → output index.
-    slots: Vec<usize>,
+    /// Outputs of deferred parts that were never built (a value they needed did not come).
+    unsent: Vec<&'static str>,
+    /// What each handle stands for (see [`Run`]).
+    slots: Vec<(usize, Option<usize>)>,
 }
 
 /// `(output, key of its loop element, binding, step)`.
@@ -729,7 +1003,7 @@ type Names = (&'static str, Option<String>, &'static str, &'static str);
 impl Results {
     /// The value of an output, if it succeeded.
     pub fn take<T: 'static>(&mut self, handle: Handle<T>) -> Option<T> {
-        let slot = *self.slots.get(handle.index)?;
+        let slot = self.slots.get(handle.index)?.1?;
         let boxed = self.values.get_mut(slot)?.take()?;
         boxed.downcast::<T>().ok().map(|b| *b)
     }
@@ -744,7 +1018,32 @@ impl Results {
 
     /// Whether every output succeeded.
     pub fn complete(&self) -> bool {
-        self.failures.is_empty() && self.skipped.is_empty()
+        self.failures.is_empty() && self.skipped.is_empty() && self.unsent.is_empty()
+    }
+
+    /// Makes room for the outputs added since the last call, taking the values they know already.
+    fn grow(&mut self, run: &Run) {
+        for (i, o) in run.outs.iter().enumerate().skip(self.names.len()) {
+            self.names.push((
+                o.name,
+                o.elem.as_ref().map(|e| e.1.clone()),
+                o.meta.binding,
+                o.meta.step,
+            ));
+            self.values.push(None);
+            self.failed.push(false);
+            self.take_known(i, &*o.leaf);
+        }
+    }
+
+    /// Records where handles point, and the reserved outputs that were never built.
+    fn finish(&mut self, run: &Run) {
+        self.slots = run.slots.clone();
+        for &(index, pos) in &run.slots {
+            if pos.is_none() {
+                self.unsent.push(run.meta.outputs.get(index).map_or("?", |o| o.name));
+            }
+        }
     }
 
     /// The error for a failed run, carrying the outputs that finished.
@@ -757,6 +1056,7 @@ impl Results {
                 Some((name, None, _, _)) => (*name).to_owned(),
                 None => "?".to_owned(),
             })
+            .chain(self.unsent.iter().map(|n| (*n).to_owned()))
             .collect();
         PipelineError {
             pipeline: self.pipeline,

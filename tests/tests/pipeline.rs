@@ -205,6 +205,35 @@ pipeline! {
     }
 }
 
+/// The version file of the sources.
+#[step]
+fn version_file(src: Directory) -> File {
+    src.file("VERSION")
+}
+
+/// The runtime image, labelled with its version.
+#[step]
+fn tagged(dag: &Query, bin: File, base: String, version: String) -> Container {
+    dag.container()
+        .from(base)
+        .with_file("/usr/local/bin/app", bin)
+        .with_label("org.opencontainers.image.version", version)
+}
+
+pipeline! {
+    /// The version read from the sources labels and tags the image.
+    pub versioned(src: Directory, base: String) {
+        let tc = toolchain(src);
+        let tests = unit_tests(tc, "");
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        out test_log = tests.stdout();
+        let img = tagged(bin, base, version);
+        out image_ref = img.publish(format!("127.0.0.1:5000/app:{}", version)) after test_log;
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -356,6 +385,37 @@ fn conditions_leave_out_what_is_not_needed() {
         quick.documents.last().map(|d| (d.title.as_str(), d.after.clone())),
         Some(("image_ref", vec![3]))
     );
+}
+
+#[test]
+fn a_value_feeding_a_step_cuts_a_wave_and_shows_a_placeholder() {
+    let plan = versioned::plan(src(), "debian:bookworm-slim".into());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            ("version, test_log", &[1][..]),
+            ("resolve object IDs (round 2) (with the value of `version`)", &[1, 2]),
+            ("image_ref (with the value of `version`)", &[2, 3]),
+        ],
+        "{plan}"
+    );
+    let last = &plan.documents[3].query;
+    assert!(
+        last.contains(r#"withLabel(name:"org.opencontainers.image.version",value:"<value:version>")"#),
+        "{plan}"
+    );
+    assert!(
+        last.contains(r#"publish(address:"127.0.0.1:5000/app:<value:version>")"#),
+        "{plan}"
+    );
+    assert!(versioned::EDGES.contains(&("version", "image_ref")));
+    insta::assert_snapshot!(plan.to_string());
 }
 
 #[test]
@@ -701,4 +761,36 @@ async fn a_false_condition_sends_nothing_and_gives_none() {
     assert_eq!(out.image_ref.as_deref(), Some("value of o2"));
     let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
     assert_eq!(engine.documents(), planned);
+}
+
+#[tokio::test]
+async fn a_value_feeds_the_steps_after_it() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = versioned::plan(src(), "debian:bookworm-slim".into());
+    let out = versioned::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into())
+        .await
+        .expect("runs");
+    assert_eq!(out.version, "value of o0");
+    assert_eq!(out.image_ref, "value of o2");
+    // The same documents as the plan, with the value where the plan has its placeholder.
+    let planned: Vec<String> = plan
+        .documents
+        .iter()
+        .map(|d| d.query.replace("<value:version>", "value of o0"))
+        .collect();
+    assert_eq!(engine.documents(), planned);
+}
+
+#[tokio::test]
+async fn a_failed_value_skips_the_steps_it_feeds() {
+    let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
+    let dag = connect(&engine).await;
+    let err = versioned::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into())
+        .await
+        .expect_err("the version cannot be read");
+    assert_eq!(err.failures[0].output, "version");
+    assert_eq!(err.partial.test_log.as_deref(), Some("value of o1"));
+    assert_eq!(err.skipped, ["image_ref"], "{err}");
+    assert!(!engine.documents().iter().any(|d| d.contains("publish")));
 }

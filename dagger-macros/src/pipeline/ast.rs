@@ -48,6 +48,8 @@ pub(crate) struct Binding {
     pub(crate) uses: Vec<Ident>,
     /// The loop (index into `Pipeline::loops`) the binding is declared in.
     pub(crate) each: Option<usize>,
+    /// Its place among the pipeline's items (bindings and outputs), for "used before defined".
+    pub(crate) pos: usize,
 }
 
 /// `out name = target.leaf(args…) after a, b;`
@@ -62,6 +64,8 @@ pub(crate) struct Output {
     pub(crate) uses: Vec<Ident>,
     /// The loop (index into `Pipeline::loops`) the output is declared in.
     pub(crate) each: Option<usize>,
+    /// Its place among the pipeline's items (bindings and outputs).
+    pub(crate) pos: usize,
 }
 
 impl Pipeline {
@@ -80,8 +84,15 @@ impl Pipeline {
             .position(|l| l.cond.is_none() && (l.key == name || l.value.as_ref().is_some_and(|v| v == name)))
     }
 
-    /// Whether `name` is an input, a binding or a loop variable.
+    /// Whether `name` is an input, a binding, a loop variable or an output (whose value may feed a step).
     pub(crate) fn is_name(&self, name: &str) -> bool {
-        self.input(name).is_some() || self.binding(name).is_some() || self.loop_var(name).is_some()
+        self.input(name).is_some()
+            || self.binding(name).is_some()
+            || self.loop_var(name).is_some()
+            || self.output(name).is_some()
+    }
+
+    pub(crate) fn output(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|o| o.name == name)
     }
 }

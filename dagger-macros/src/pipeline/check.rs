@@ -15,8 +15,10 @@ use crate::step::Errors;
 pub(crate) struct Checked {
     /// `(before, after)` output indexes: `after` waits for `before`.
     pub(crate) edges: Vec<(usize, usize)>,
-    /// Output indexes by level; each level is one request.
+    /// Output indexes by level of `after` (and value) edges.
     pub(crate) levels: Vec<Vec<usize>>,
+    /// Which parts wait for the values of outputs.
+    pub(crate) values: Values,
 }
 
 pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
@@ -25,9 +27,13 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_binding_uses(p, errors);
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
-    let edges = after_edges(p, errors);
+    let mut edges = after_edges(p, errors);
+    let (values, extra) = values(p, &edges, errors);
+    edges.extend(extra);
+    edges.sort_unstable();
+    edges.dedup();
     let levels = levels(p, &edges, errors);
-    Checked { edges, levels }
+    Checked { edges, levels, values }
 }
 
 // Rule: every input, binding and output has its own name, so each reference means one thing.
@@ -171,6 +177,12 @@ fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
             if p.input(&used.to_string()).is_some() || check_loop_scope(p, used, b.each, errors) {
                 continue;
             }
+            if p.binding(&used.to_string()).is_none()
+                && let Some(v) = p.output(&used.to_string())
+            {
+                check_value_use(p, used, v, b.each, b.pos, errors);
+                continue;
+            }
             match p.binding(&used.to_string()) {
                 Some((j, _)) if j < i => {}
                 Some((j, _)) if j == i => errors.push(
@@ -188,6 +200,193 @@ fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
             }
         }
     }
+}
+
+// Rule: an output's value may feed a later step or leaf argument, like a variable defined above; inside a
+// `for` or `if` block it cannot (yet): the run would need one wave per element.
+fn check_value_use(p: &Pipeline, used: &Ident, v: usize, each: Option<usize>, pos: usize, errors: &mut Errors) {
+    let out = &p.outputs[v];
+    if out.each.is_some() || each.is_some() {
+        let block = out.each.or(each).map(|l| loop_text(p, l)).unwrap_or_default();
+        errors.push(
+            used.span(),
+            format!(
+                "the value of `{used}` cannot feed a step here: values of outputs feed steps outside `for` and `if` \
+                 blocks only (here: `{block}`)"
+            ),
+        );
+    } else if out.pos > pos {
+        errors.push(
+            used.span(),
+            format!("the value of `{used}` is used before it is defined; move `out {used} = …;` above this line"),
+        );
+    }
+}
+
+/// Which outputs' values each binding and output needs, directly or through the bindings it uses.
+pub(crate) struct Values {
+    /// Per binding: the outputs whose values it needs (transitively), and its stage.
+    pub(crate) binding_stage: Vec<usize>,
+    /// Per output: its stage (0: built before anything is sent; n: once the values of stage n - 1 are known).
+    pub(crate) output_stage: Vec<usize>,
+    /// Per binding and output: the outputs whose values it takes directly.
+    pub(crate) binding_direct: Vec<Vec<usize>>,
+    pub(crate) output_direct: Vec<Vec<usize>>,
+}
+
+// Rule: a value cannot feed the step its own output needs (it would wait for itself).
+fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Values, Vec<(usize, usize)>) {
+    let direct = |uses: &[Ident]| -> Vec<usize> {
+        let mut v: Vec<usize> = uses
+            .iter()
+            .filter(|u| p.binding(&u.to_string()).is_none() && p.input(&u.to_string()).is_none())
+            .filter_map(|u| p.output(&u.to_string()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let binding_direct: Vec<Vec<usize>> = p.bindings.iter().map(|b| direct(&b.uses)).collect();
+    let output_direct: Vec<Vec<usize>> = p.outputs.iter().map(|o| direct(&o.uses)).collect();
+    let nb = p.bindings.len();
+    let no = p.outputs.len();
+    // Transitive values of bindings and outputs.
+    let mut vals_b: Vec<BTreeSet<usize>> = binding_direct.iter().map(|d| d.iter().copied().collect()).collect();
+    let mut vals_o: Vec<BTreeSet<usize>> = output_direct.iter().map(|d| d.iter().copied().collect()).collect();
+    for _ in 0..=(nb + no) {
+        let mut changed = false;
+        for i in 0..nb {
+            let mut add = BTreeSet::new();
+            for u in &p.bindings[i].uses {
+                if let Some((j, _)) = p.binding(&u.to_string()) {
+                    add.extend(vals_b[j].iter().copied());
+                }
+            }
+            let before = vals_b[i].len();
+            vals_b[i].extend(add);
+            changed |= vals_b[i].len() != before;
+        }
+        for (o, vals) in p.outputs.iter().zip(vals_o.iter_mut()) {
+            let mut add = BTreeSet::new();
+            for u in std::iter::once(&o.target).chain(&o.uses) {
+                if let Some((k, _)) = p.binding(&u.to_string()) {
+                    add.extend(vals_b[k].iter().copied());
+                }
+            }
+            let before = vals.len();
+            vals.extend(add);
+            changed |= vals.len() != before;
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut extra = Vec::new();
+    for (j, vals) in vals_o.iter().enumerate() {
+        if vals.contains(&j) {
+            let name = &p.outputs[j].name;
+            errors.push(
+                name.span(),
+                format!(
+                    "`{name}` would wait for its own value: it runs a leaf on a binding that the value of `{name}` \
+                     feeds; a value can only feed steps its own output does not need"
+                ),
+            );
+            continue;
+        }
+        extra.extend(vals.iter().map(|&v| (v, j)));
+    }
+    // Stages: a value's users come one stage after it; an output `after` another is built no earlier.
+    let mut output_stage = vec![0usize; no];
+    let mut binding_stage = vec![0usize; nb];
+    for _ in 0..=(nb + no) {
+        let mut changed = false;
+        for i in 0..nb {
+            let s = vals_b[i]
+                .iter()
+                .filter(|&&v| v < no)
+                .map(|&v| output_stage[v] + 1)
+                .max()
+                .unwrap_or(0);
+            if s != binding_stage[i] {
+                binding_stage[i] = s;
+                changed = true;
+            }
+        }
+        for j in 0..no {
+            let from_values = vals_o[j]
+                .iter()
+                .filter(|&&v| v != j)
+                .map(|&v| output_stage[v] + 1)
+                .max();
+            let from_after = after
+                .iter()
+                .filter(|&&(_, b)| b == j)
+                .map(|&(a, _)| output_stage[a])
+                .max();
+            let s = from_values.into_iter().chain(from_after).max().unwrap_or(0).min(no);
+            if s != output_stage[j] {
+                output_stage[j] = s;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Rule: blocks are built before anything is sent, so nothing in them may wait for a value (yet).
+    for (i, b) in p.bindings.iter().enumerate() {
+        // (Reported once, where it starts: a direct use, or the first binding of the block that waits.)
+        let caused_inside = b.uses.iter().any(|u| {
+            p.binding(&u.to_string())
+                .is_some_and(|(j, x)| x.each == b.each && binding_stage[j] > 0)
+        });
+        if let Some(l) = b.each
+            && binding_stage[i] > 0
+            && binding_direct[i].is_empty()
+            && !caused_inside
+        {
+            errors.push(
+                b.name.span(),
+                format!(
+                    "`{}` waits for the value of an output, which a binding inside `{} {{ … }}` cannot do (yet); \
+                     move it out of the block",
+                    b.name,
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    for (j, o) in p.outputs.iter().enumerate() {
+        let caused_inside = std::iter::once(&o.target).chain(&o.uses).any(|u| {
+            p.binding(&u.to_string())
+                .is_some_and(|(k, x)| x.each == o.each && binding_stage[k] > 0)
+        });
+        if let Some(l) = o.each
+            && output_stage[j] > 0
+            && output_direct[j].is_empty()
+            && !caused_inside
+        {
+            errors.push(
+                o.name.span(),
+                format!(
+                    "`{}` waits for the value of an output, which an output inside `{} {{ … }}` cannot do (yet); \
+                     move it out of the block",
+                    o.name,
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    (
+        Values {
+            binding_stage,
+            output_stage,
+            binding_direct,
+            output_direct,
+        },
+        extra,
+    )
 }
 
 /// Inputs and the bindings defined before binding `upto`.
@@ -291,6 +490,12 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
         }
         for used in &o.uses {
             if check_loop_scope(p, used, o.each, errors) {
+                continue;
+            }
+            if p.binding(&used.to_string()).is_none()
+                && let Some(v) = p.output(&used.to_string())
+            {
+                check_value_use(p, used, v, o.each, o.pos, errors);
                 continue;
             }
             if p.input(&used.to_string()).is_none() && p.binding(&used.to_string()).is_none() {

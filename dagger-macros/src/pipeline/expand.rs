@@ -160,7 +160,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
         let handle = &handles[i];
+        let deferred = checked.values.output_stage[i] > 0;
         let add = match o.each {
+            None if deferred => quote!(#run_var.fill(&#handle, #oname);),
             Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
             Some(l) => {
                 let key = &p.loops[l].key;
@@ -274,7 +276,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 emit_loop(l, &mut schedule);
             }
         }
-        if b.each.is_none() {
+        if b.each.is_none() && checked.values.binding_stage[j] == 0 {
             schedule.extend(binding_stmt(b));
         }
     }
@@ -284,9 +286,79 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         }
     }
     for (i, o) in p.outputs.iter().enumerate() {
-        if o.each.is_none() {
+        if o.each.is_none() && checked.values.output_stage[i] == 0 {
             schedule.extend(leaf_stmt(i));
         }
+    }
+    // Parts that take the values of outputs: one closure per stage, nested, each called by the run once the
+    // values it reads are known (with placeholders by `plan`); their outputs' handles are reserved now.
+    let vals = &checked.values;
+    let max_stage = vals
+        .output_stage
+        .iter()
+        .chain(&vals.binding_stage)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    if max_stage > 0 {
+        let dag_owned = local("dag_owned");
+        let values_var = local("values");
+        for (i, o) in p.outputs.iter().enumerate() {
+            if vals.output_stage[i] > 0 {
+                let handle = &handles[i];
+                let hty = &handle_tys[i];
+                let _ = o;
+                schedule.extend(quote!(let #handle: #hty = #run_var.reserve(#i);));
+            }
+        }
+        let mut inner = TokenStream::new();
+        for k in (1..=max_stage).rev() {
+            let mut needs: Vec<usize> = Vec::new();
+            let mut body = TokenStream::new();
+            for (j, b) in p.bindings.iter().enumerate() {
+                if vals.binding_stage[j] == k {
+                    needs.extend(&vals.binding_direct[j]);
+                    body.extend(binding_stmt(b));
+                }
+            }
+            for (i, _) in p.outputs.iter().enumerate() {
+                if vals.output_stage[i] == k {
+                    needs.extend(&vals.output_direct[i]);
+                    body.extend(leaf_stmt(i));
+                }
+            }
+            needs.sort_unstable();
+            needs.dedup();
+            let reads = needs.iter().map(|&v| {
+                let name = &p.outputs[v].name;
+                let name_str = name.to_string();
+                let ty = &leaf_tys[v];
+                let handle = &handles[v];
+                // Hygienic names, located on the output's name, so a type error points there.
+                let at = |i: &Ident| Ident::new(&i.to_string(), Span::mixed_site().located_at(name.span()));
+                let (vv, hh) = (at(&values_var), at(handle));
+                let get = quote_spanned!(name.span()=> ::dagger::__private::value_of(#vv, &#hh, #name_str));
+                quote!(let #name: #ty = #get;)
+            });
+            let slots = needs.iter().map(|&v| {
+                let handle = &handles[v];
+                quote!(::dagger::__private::Run::slot(&#handle))
+            });
+            inner = quote! {
+                #run_var.defer(::std::vec![#(#slots),*], move |#run_var: &mut ::dagger::__private::Run,
+                                                              #values_var: &::dagger::__private::Values<'_>| {
+                    let #dag: &::dagger::Query = &#dag_owned;
+                    let _ = (#dag, #values_var);
+                    #(#reads)*
+                    #body
+                    #inner
+                });
+            };
+        }
+        schedule.extend(quote! {
+            let #dag_owned: ::dagger::Query = ::core::clone::Clone::clone(#dag);
+            #inner
+        });
     }
 
     // Static metadata.

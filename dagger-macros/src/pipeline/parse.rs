@@ -78,10 +78,12 @@ fn parse_items(
         if body.peek(Token![let]) {
             let mut b = parse_binding(body)?;
             b.each = each;
+            b.pos = bindings.len() + outputs.len();
             bindings.push(b);
         } else if body.peek(kw::out) {
             let mut o = parse_output(body, attrs)?;
             o.each = each;
+            o.pos = bindings.len() + outputs.len();
             outputs.push(o);
         } else if body.peek(Token![for]) {
             let for_token: Token![for] = body.parse()?;
@@ -225,6 +227,7 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         call_span,
         uses,
         each: None,
+        pos: 0,
     })
 }
 
@@ -281,6 +284,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         after,
         uses,
         each: None,
+        pos: 0,
     })
 }
 
