@@ -79,6 +79,22 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
                 o.name.span(),
                 format!("duplicate output `{}`: each output needs its own name", o.name),
             );
+        } else if let Some(kind) = seen.get(&o.name.to_string()) {
+            // Rule: an output's name is a name in the pipeline too (its value can feed steps), so it cannot
+            // be the name of an input, a loop variable or a binding.
+            let kind = kind.trim_start_matches("earlier ");
+            let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            errors.push(
+                o.name.span(),
+                format!(
+                    "output `{}` has the name of {article} {kind}; rename the output (its value is known by its name)",
+                    o.name
+                ),
+            );
         }
     }
 }

@@ -155,7 +155,6 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let (oname, target, leaf) = (&o.name, &o.target, &o.leaf);
         let ty = &leaf_tys[i];
         let args = o.args.iter().map(|a| clone_if_name(a, p));
-        let target_ty = type_of(target);
         let leaf_str = leaf.to_string();
         let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
@@ -172,8 +171,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         };
         quote_spanned! {leaf.span()=>
             {
-                fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>() {}
-                __has_leaf::<#target_ty>();
+                // Checked on the value (not by naming its type), so "has no leaf" points at the `out` line.
+                fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>(_: &T) {}
+                __has_leaf(&#target);
             }
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
             #add
@@ -499,34 +499,10 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     }
 }
 
-/// Rewrites every input or binding name an argument mentions into a clone of it, so one value can feed
+/// Rewrites every input, binding or value name an argument uses into a clone of it, so one value can feed
 /// several steps and outputs (objects are cheap to clone).
 fn clone_if_name(expr: &Expr, p: &Pipeline) -> TokenStream {
-    let names: Vec<String> = super::parse::mentions(expr).iter().map(|i| i.to_string()).collect();
-    rewrite(expr.to_token_stream(), &|ident: &Ident| {
-        let text = ident.to_string();
-        names.contains(&text) && p.is_name(&text)
-    })
-}
-
-fn rewrite(tokens: TokenStream, is_name: &dyn Fn(&Ident) -> bool) -> TokenStream {
-    use proc_macro2::{Group, TokenTree};
-    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
-    let mut out = TokenStream::new();
-    for (i, tt) in tokens.iter().enumerate() {
-        match tt {
-            TokenTree::Group(g) => {
-                let mut ng = Group::new(g.delimiter(), rewrite(g.stream(), is_name));
-                ng.set_span(g.span());
-                out.extend([TokenTree::Group(ng)]);
-            }
-            TokenTree::Ident(ident) if is_name(ident) && super::parse::is_mention(&tokens, i) => {
-                out.extend(quote_spanned!(ident.span()=> ::core::clone::Clone::clone(&#ident)));
-            }
-            other => out.extend([other.clone()]),
-        }
-    }
-    out
+    super::names::clone_names(expr, &|ident: &Ident| p.is_name(&ident.to_string()))
 }
 
 /// `Ident::new`, escaping keywords as raw identifiers.

@@ -1,7 +1,5 @@
 //! Parsing: tokens → [`Pipeline`]s. Only syntax is checked here; the graph rules live in `check`.
 
-use proc_macro2::{Delimiter, TokenStream, TokenTree};
-use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -219,7 +217,7 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         ));
     };
     let args: Vec<Expr> = call.args.into_iter().collect();
-    let uses = args.iter().flat_map(mentions).collect();
+    let uses = args.iter().flat_map(super::names::mentions).collect();
     Ok(Binding {
         name,
         step,
@@ -254,7 +252,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         ));
     };
     let args: Vec<Expr> = call.args.into_iter().collect();
-    let uses = args.iter().flat_map(mentions).collect();
+    let uses = args.iter().flat_map(super::names::mentions).collect();
     let mut after = Vec::new();
     if input.peek(kw::after) {
         let kw: kw::after = input.parse()?;
@@ -286,73 +284,4 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         each: None,
         pos: 0,
     })
-}
-
-/// The lowercase plain names an expression mentions (candidates for inputs and bindings).
-///
-/// Skipped: method and field names (after `.`), path segments (around `::`), function and macro names
-/// (before `(` or `!`), keywords, and names starting with an uppercase letter (types, constants, variants).
-pub(crate) fn mentions(expr: &Expr) -> Vec<Ident> {
-    let mut out = Vec::new();
-    scan(expr.to_token_stream(), &mut out);
-    out
-}
-
-fn scan(tokens: TokenStream, out: &mut Vec<Ident>) {
-    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
-    for (i, tt) in tokens.iter().enumerate() {
-        match tt {
-            TokenTree::Group(g) => scan(g.stream(), out),
-            TokenTree::Ident(ident) if is_mention(&tokens, i) => out.push(ident.clone()),
-            _ => {}
-        }
-    }
-}
-
-/// Whether the identifier at `tokens[i]` is a plain name (not a method, field, path segment, function,
-/// macro, keyword, type or constant).
-pub(crate) fn is_mention(tokens: &[TokenTree], i: usize) -> bool {
-    let TokenTree::Ident(ident) = &tokens[i] else {
-        return false;
-    };
-    let prev = i.checked_sub(1).and_then(|j| tokens.get(j));
-    let next = tokens.get(i + 1);
-    let after_dot_or_path = matches!(prev, Some(TokenTree::Punct(p)) if p.as_char() == '.' || p.as_char() == ':');
-    let before_call = match next {
-        Some(TokenTree::Punct(p)) => p.as_char() == '!' || p.as_char() == ':',
-        Some(TokenTree::Group(g)) => g.delimiter() == Delimiter::Parenthesis,
-        _ => false,
-    };
-    let text = ident.to_string();
-    let lower = text.chars().next().is_some_and(|c| c.is_lowercase() || c == '_');
-    !after_dot_or_path && !before_call && lower && !is_keyword(&text)
-}
-
-fn is_keyword(s: &str) -> bool {
-    matches!(
-        s,
-        "true"
-            | "false"
-            | "as"
-            | "move"
-            | "ref"
-            | "mut"
-            | "self"
-            | "crate"
-            | "super"
-            | "in"
-            | "if"
-            | "else"
-            | "match"
-            | "let"
-            | "for"
-            | "while"
-            | "loop"
-            | "return"
-            | "async"
-            | "await"
-            | "dyn"
-            | "impl"
-            | "_"
-    )
 }
