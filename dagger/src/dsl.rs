@@ -222,6 +222,54 @@ macro_rules! int_args {
 }
 int_args!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
+/// The type of parameter `N` of a step's input tuple.
+#[diagnostic::on_unimplemented(
+    message = "too many arguments for this step: its parameters are `{Self}`",
+    label = "one argument too many",
+    note = "pass exactly the step's parameters, in order, without the leading `&Query`"
+)]
+pub trait Nth<const N: usize> {
+    /// The parameter's type.
+    type T;
+}
+
+macro_rules! nth {
+    ($all:tt $($n:literal => $t:ident),*) => {$( nth!(@one $all $n $t); )*};
+    (@one [$($all:ident),*] $n:literal $t:ident) => {
+        impl<$($all),*> Nth<$n> for ($($all,)*) {
+            type T = $t;
+        }
+    };
+}
+nth!([A] 0 => A);
+nth!([A, B] 0 => A, 1 => B);
+nth!([A, B, C] 0 => A, 1 => B, 2 => C);
+nth!([A, B, C, D] 0 => A, 1 => B, 2 => C, 3 => D);
+nth!([A, B, C, D, E] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E);
+nth!([A, B, C, D, E, F] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F);
+nth!([A, B, C, D, E, F, G] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G);
+nth!([A, B, C, D, E, F, G, H] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H);
+nth!([A, B, C, D, E, F, G, H, I] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I);
+nth!([A, B, C, D, E, F, G, H, I, J] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J);
+nth!([A, B, C, D, E, F, G, H, I, J, K] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J, 10 => K);
+nth!([A, B, C, D, E, F, G, H, I, J, K, L] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J, 10 => K, 11 => L);
+
+/// The converted arguments of a step call, which must be exactly the step's input tuple.
+#[diagnostic::on_unimplemented(
+    message = "wrong number of arguments for this step: it takes `{T}`, the pipeline passes `{Self}`",
+    label = "pass exactly the step's parameters, without the leading `&Query`"
+)]
+pub trait ExactInputs<T> {
+    /// The input tuple.
+    fn into_inputs(self) -> T;
+}
+
+impl<T> ExactInputs<T> for T {
+    fn into_inputs(self) -> T {
+        self
+    }
+}
+
 /// Converts a pipeline argument to the step's parameter type (the target type is inferred from the step).
 pub fn step_arg<T, A: IntoStepArg<T>>(arg: A) -> T {
     arg.into_step_arg()

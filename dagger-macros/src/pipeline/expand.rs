@@ -58,20 +58,19 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let step = &b.step;
         let step_span = step.span();
         let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
-        let args = b.args.iter().map(|a| {
+        // Each argument converts to its own parameter's type (`Nth<i>`), so a mismatch and an argument too
+        // many are reported on that argument; `inputs` reports a missing one.
+        let args = b.args.iter().enumerate().map(|(i, a)| {
+            let span = a.span();
             let a = clone_if_name(a, p);
-            quote_spanned!(a.span()=> ::dagger::__private::step_arg(#a))
+            quote_spanned!(span=> ::dagger::__private::step_arg::<<#step_ty::Inputs as ::dagger::__private::Nth<#i>>::T, _>(#a))
         });
-        let arity = b.args.len();
-        let step_name = step.to_token_stream().to_string().replace(' ', "");
-        let msg = format!(
-            "wrong number of arguments for step `{step_name}`: {arity} given; pass exactly the step's parameters, \
-             without the leading `&Query`"
-        );
         let call_span = b.call_span;
+        let inputs = quote_spanned!(call_span=>
+            ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
+        );
         quote_spanned! {call_span=>
-            const _: () = ::core::assert!(#step_ty::ARITY == #arity, #msg);
-            let #bname: #step_ty::Output = #step_ty::call(#dag, (#(#args,)*));
+            let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
         }
     };
 
