@@ -202,8 +202,8 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         .map_err(|e| syn::Error::new(e.span(), "expected `;` after the binding"))?;
     let call_span = expr.span();
     let Expr::Call(call) = expr else {
-        return Err(syn::Error::new(
-            call_span,
+        return Err(syn::Error::new_spanned(
+            &expr,
             format!(
                 "the binding `{name}` must call a step: `let {name} = step(args…);`; method chains belong inside a \
                  step, or in an argument"
@@ -211,8 +211,8 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         ));
     };
     let Expr::Path(step) = *call.func else {
-        return Err(syn::Error::new(
-            call.func.span(),
+        return Err(syn::Error::new_spanned(
+            &call.func,
             "expected the name (or path) of a `#[step]` function here",
         ));
     };
@@ -235,8 +235,8 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
     input.parse::<Token![=]>()?;
     let expr: Expr = input.parse()?;
     let Expr::MethodCall(call) = expr else {
-        return Err(syn::Error::new(
-            expr.span(),
+        return Err(syn::Error::new_spanned(
+            &expr,
             format!("the output `{name}` must be one leaf on a binding or input: `out {name} = binding.stdout();`"),
         ));
     };
@@ -245,8 +245,8 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         _ => None,
     };
     let Some(target) = target else {
-        return Err(syn::Error::new(
-            call.receiver.span(),
+        return Err(syn::Error::new_spanned(
+            &call.receiver,
             "an output's leaf must be called directly on a binding or input name: `out log = tests.stdout();`; \
              chains belong inside a step",
         ));
