@@ -234,6 +234,20 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// The version labels the image, which is built and published only when asked.
+    pub tagged_release(src: Directory, base: String, publish: bool) {
+        let tc = toolchain(src);
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        if publish {
+            let img = tagged(bin, base, version);
+            out image_ref = img.publish(format!("127.0.0.1:5000/app:{}", version));
+        }
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -416,6 +430,26 @@ fn a_value_feeding_a_step_cuts_a_wave_and_shows_a_placeholder() {
     );
     assert!(versioned::EDGES.contains(&("version", "image_ref")));
     insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_value_can_feed_a_step_in_an_if_block() {
+    let off = tagged_release::plan(src(), "debian:bookworm-slim".into(), false);
+    let titles: Vec<&str> = off.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["version"], "{off}");
+    let on = tagged_release::plan(src(), "debian:bookworm-slim".into(), true);
+    let titles: Vec<&str> = on.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "version",
+            // The image's object arguments are only known once its step is called, with the value.
+            "resolve object IDs (round 1) (with the value of `version`)",
+            "resolve object IDs (round 2) (with the value of `version`)",
+            "image_ref (with the value of `version`)"
+        ],
+        "{on}"
+    );
 }
 
 #[test]
@@ -793,4 +827,24 @@ async fn a_failed_value_skips_the_steps_it_feeds() {
     assert_eq!(err.partial.test_log.as_deref(), Some("value of o1"));
     assert_eq!(err.skipped, ["image_ref"], "{err}");
     assert!(!engine.documents().iter().any(|d| d.contains("publish")));
+}
+
+#[tokio::test]
+async fn a_value_feeds_a_step_only_when_its_condition_holds() {
+    for publish in [false, true] {
+        let engine = FakeEngine::start(plan_like_engine(None)).await;
+        let dag = connect(&engine).await;
+        let plan = tagged_release::plan(src(), "debian:bookworm-slim".into(), publish);
+        let out = tagged_release::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into(), publish)
+            .await
+            .expect("runs");
+        assert_eq!(out.version, "value of o0");
+        assert_eq!(out.image_ref.is_some(), publish);
+        let planned: Vec<String> = plan
+            .documents
+            .iter()
+            .map(|d| d.query.replace("<value:version>", "value of o0"))
+            .collect();
+        assert_eq!(engine.documents(), planned);
+    }
 }

@@ -222,13 +222,14 @@ fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
 // `for` or `if` block it cannot (yet): the run would need one wave per element.
 fn check_value_use(p: &Pipeline, used: &Ident, v: usize, each: Option<usize>, pos: usize, errors: &mut Errors) {
     let out = &p.outputs[v];
-    if out.each.is_some() || each.is_some() {
+    let in_loop = each.is_some_and(|l| p.loops[l].cond.is_none());
+    if out.each.is_some() || in_loop {
         let block = out.each.or(each).map(|l| loop_text(p, l)).unwrap_or_default();
         errors.push(
             used.span(),
             format!(
-                "the value of `{used}` cannot feed a step here: values of outputs feed steps outside `for` and `if` \
-                 blocks only (here: `{block}`)"
+                "the value of `{used}` cannot feed a step here: the values of outputs outside blocks feed steps \
+                 outside `for` loops only (here: `{block}`)"
             ),
         );
     } else if out.pos > pos {
@@ -358,6 +359,7 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
                 .is_some_and(|(j, x)| x.each == b.each && binding_stage[j] > 0)
         });
         if let Some(l) = b.each
+            && p.loops[l].cond.is_none()
             && binding_stage[i] > 0
             && binding_direct[i].is_empty()
             && !caused_inside
@@ -379,6 +381,7 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
                 .is_some_and(|(k, x)| x.each == o.each && binding_stage[k] > 0)
         });
         if let Some(l) = o.each
+            && p.loops[l].cond.is_none()
             && output_stage[j] > 0
             && output_direct[j].is_empty()
             && !caused_inside
@@ -389,6 +392,37 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
                     "`{}` waits for the value of an output, which an output inside `{} {{ … }}` cannot do (yet); \
                      move it out of the block",
                     o.name,
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    // Rule: an `if` block's parts that wait for values all wait in one stage (each stage is built apart).
+    for (l, lp) in p.loops.iter().enumerate() {
+        if lp.cond.is_none() {
+            continue;
+        }
+        let stages: BTreeSet<usize> = p
+            .bindings
+            .iter()
+            .zip(&binding_stage)
+            .filter(|(b, _)| b.each == Some(l))
+            .map(|(_, s)| *s)
+            .chain(
+                p.outputs
+                    .iter()
+                    .zip(&output_stage)
+                    .filter(|(o, _)| o.each == Some(l))
+                    .map(|(_, s)| *s),
+            )
+            .filter(|&s| s > 0)
+            .collect();
+        if stages.len() > 1 {
+            errors.push(
+                lp.input.span(),
+                format!(
+                    "`{} {{ … }}` holds parts that wait for values in turn (a value computed from another value), \
+                     which an `if` block cannot do (yet); move the first of them out of the block",
                     loop_text(p, l)
                 ),
             );

@@ -39,6 +39,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote!(())
         }
     };
+    // The condition of an `if` block, as a `bool` expression.
+    let cond_of = |l: usize| -> TokenStream {
+        let lp = &p.loops[l];
+        let input = &lp.input;
+        let not = if lp.cond == Some(true) { quote!(!) } else { quote!() };
+        let cond = quote_spanned!(input.span()=> ::dagger::__private::condition(::core::clone::Clone::clone(&#input)));
+        quote!(#not #cond)
+    };
     // The key type of a loop's maps.
     let key_ty = |l: usize| -> TokenStream {
         let lp = &p.loops[l];
@@ -161,6 +169,11 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let deferred = checked.values.output_stage[i] > 0;
         let add = match o.each {
             None if deferred => quote!(#run_var.fill(&#handle, #oname);),
+            Some(_) if deferred => quote! {
+                if let ::core::option::Option::Some(h) = &#handle {
+                    #run_var.fill(h, #oname);
+                }
+            },
             Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
             Some(l) => {
                 let key = &p.loops[l].key;
@@ -190,25 +203,28 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         if let Some(negated) = lp.cond {
             // `if publish { … }`: the block's steps are called and its outputs added only when it holds, so
             // nothing it needs is ever sent otherwise.
-            for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
-                body.extend(binding_stmt(b));
+            // (Parts waiting for a value are built later, in the closure of their stage.)
+            for (j, b) in p.bindings.iter().enumerate() {
+                if b.each == Some(l) && checked.values.binding_stage[j] == 0 {
+                    body.extend(binding_stmt(b));
+                }
             }
             for (i, o) in p.outputs.iter().enumerate() {
-                if o.each == Some(l) {
+                if o.each == Some(l) && checked.values.output_stage[i] == 0 {
                     let handle = &handles[i];
                     let hty = &handle_tys[i];
                     before.extend(quote!(let mut #handle: #hty = ::core::option::Option::None;));
                     body.extend(leaf_stmt(i));
                 }
             }
-            let not = if negated { quote!(!) } else { quote!() };
-            let cond = quote_spanned!(input.span()=> ::dagger::__private::condition(#input));
+            let cond = cond_of(l);
             schedule.extend(quote! {
                 #before
-                if #not #cond {
+                if #cond {
                     #body
                 }
             });
+            let _ = negated;
             return;
         }
         let k = key_ty(l);
@@ -306,24 +322,43 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             if vals.output_stage[i] > 0 {
                 let handle = &handles[i];
                 let hty = &handle_tys[i];
-                let _ = o;
-                schedule.extend(quote!(let #handle: #hty = #run_var.reserve(#i);));
+                // An output of an `if` block is reserved only when its condition holds.
+                let reserve = match o.each {
+                    Some(l) => {
+                        let cond = cond_of(l);
+                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#i)) } else { ::core::option::Option::None })
+                    }
+                    None => quote!(#run_var.reserve(#i)),
+                };
+                schedule.extend(quote!(let #handle: #hty = #reserve;));
             }
         }
         let mut inner = TokenStream::new();
         for k in (1..=max_stage).rev() {
             let mut needs: Vec<usize> = Vec::new();
             let mut body = TokenStream::new();
-            for (j, b) in p.bindings.iter().enumerate() {
-                if vals.binding_stage[j] == k {
-                    needs.extend(&vals.binding_direct[j]);
-                    body.extend(binding_stmt(b));
+            // Top-level parts first, then each `if` block's, inside its condition.
+            let blocks = std::iter::once(None).chain((0..p.loops.len()).map(Some));
+            for block in blocks {
+                let mut part = TokenStream::new();
+                for (j, b) in p.bindings.iter().enumerate() {
+                    if vals.binding_stage[j] == k && b.each == block {
+                        needs.extend(&vals.binding_direct[j]);
+                        part.extend(binding_stmt(b));
+                    }
                 }
-            }
-            for (i, _) in p.outputs.iter().enumerate() {
-                if vals.output_stage[i] == k {
-                    needs.extend(&vals.output_direct[i]);
-                    body.extend(leaf_stmt(i));
+                for (i, o) in p.outputs.iter().enumerate() {
+                    if vals.output_stage[i] == k && o.each == block {
+                        needs.extend(&vals.output_direct[i]);
+                        part.extend(leaf_stmt(i));
+                    }
+                }
+                match block {
+                    Some(l) if !part.is_empty() => {
+                        let cond = cond_of(l);
+                        body.extend(quote!(if #cond { #part }));
+                    }
+                    _ => body.extend(part),
                 }
             }
             needs.sort_unstable();
