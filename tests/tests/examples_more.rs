@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
-use examples::{chaining, errors, matrix};
+use examples::{chaining, errors, matrix, release};
 use tests::registry::{LocalRegistry, push_busybox};
 
 /// An engine, a connection to it, a loopback registry holding busybox, and the busybox reference.
@@ -286,4 +286,67 @@ async fn hello_greets_from_a_container() {
     let f = fixture().await;
     let out = examples::hello::greet(&f.dag, &f.image).await.expect("hello runs");
     assert_eq!(out, "hello, pipelines\n");
+}
+
+#[tokio::test]
+async fn release_tests_every_toolchain_and_publishes_the_tagged_image_only_when_asked() {
+    use std::sync::atomic::Ordering;
+    let f = fixture().await;
+    let host = f._registry.host();
+    push_busybox(&f._registry, "busybox:1.36").await;
+    let mut s = release::Settings {
+        version: "1.2.3".into(),
+        toolchains: vec![f.image.clone(), format!("{host}/busybox:1.36")],
+        base: f.image.clone(),
+        registry: host.clone(),
+        publish: false,
+    };
+
+    // Not asked to publish: the tests and the version only; the image is neither built nor sent.
+    let plan = release::plan(&s);
+    assert!(!plan.to_string().contains("publish"), "{plan}");
+    let before = f._session.engine.requests.load(Ordering::Relaxed);
+    let out = release::run(&f.dag, &s)
+        .await
+        .unwrap_or_else(|e| panic!("the release runs: {e}"));
+    let sent = f._session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.version, "1.2.3\n");
+    assert_eq!(out.test_logs.len(), 2, "{:?}", out.test_logs);
+    assert!(
+        out.test_logs.values().all(|log| log.starts_with("tests ok")),
+        "{:?}",
+        out.test_logs
+    );
+    assert!(out.published.is_none());
+
+    // Asked to publish: the version read from the sources tags and labels the image.
+    s.publish = true;
+    let plan = release::plan(&s);
+    assert!(plan.to_string().contains("/app:<value:version>"), "{plan}");
+    let out = release::run(&f.dag, &s)
+        .await
+        .unwrap_or_else(|e| panic!("the release runs: {e}"));
+    let published = out.published.expect("published");
+    assert!(published.starts_with(&format!("{host}/app@sha256:")), "{published}");
+    let tagged = format!("{host}/app:1.2.3");
+    let ran = f
+        .dag
+        .container()
+        .from(tagged.clone())
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("the tagged image runs");
+    assert_eq!(ran, "app 1.2.3\n");
+    let label = f
+        .dag
+        .container()
+        .from(tagged)
+        .label("org.opencontainers.image.version")
+        .await;
+    assert_eq!(label.expect("label").as_deref(), Some("1.2.3"));
 }
