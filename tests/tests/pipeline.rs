@@ -848,3 +848,17 @@ async fn a_value_feeds_a_step_only_when_its_condition_holds() {
         assert_eq!(engine.documents(), planned);
     }
 }
+
+#[tokio::test]
+async fn an_empty_matrix_runs_what_is_outside_the_loop() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let out = matrix::run(&dag, dag.host().directory("."), Vec::new())
+        .await
+        .expect("runs");
+    assert!(out.test_logs.is_empty() && out.test_codes.is_empty());
+    assert_eq!(out.size, 1234);
+    let plan = matrix::plan(src(), Vec::new());
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["resolve object IDs (round 1)", "size"], "{plan}");
+}
