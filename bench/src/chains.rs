@@ -291,37 +291,45 @@ fn chains_note(peaks: &[[Samples; 4]], id_only: &Samples, ratio: f64) -> String 
         return note;
     };
     let n2 = (n_last as f64) * (n_last as f64);
+    let above = peaks[last][0].median() - a;
+    // Linear when the square term makes under 5 % of the growth at the longest chain.
+    let linear = c * n2 < 0.05 * above;
+    let shape = if linear {
+        format!("{} + {:.1} KiB × N (no N² term)", mib(a), b / 1024.0)
+    } else {
+        format!("{} + {:.1} KiB × N + {c:.1} bytes × N²", mib(a), b / 1024.0)
+    };
     note.push_str(&format!(
-        "; over the four lengths the peak fits {} + {:.1} KiB × N + {c:.1} bytes × N². The chain that only asks \
-         its `id` (8e: built, nothing evaluated) peaks at {} against {} evaluated, so the memory goes to \
-         executing the request, not to evaluating the chain.",
-        mib(a),
-        b / 1024.0,
+        "; over the four lengths the peak fits {shape}. The chain that only asks its `id` (8e: built, nothing \
+         evaluated) peaks at {} against {} evaluated, so the memory goes to executing the request, not to \
+         evaluating the chain.",
         mib(id_only.median()),
         mib(goal_peak),
     ));
-    // The diagnosis below was made on the executor as it is at the time of writing (valgrind massif of a
-    // 1,000-call chain, the exec thread's stack read from /proc/<pid>/smaps during 1,000- to 10,000-call
-    // chains); it is only claimed while the square term is what dominates.
-    if ratio > 1.5 && c * n2 > 0.5 * (peaks[last][0].median() - a) {
+    if !linear {
         note.push_str(&format!(
-            " Where the N² goes (found with valgrind massif and /proc/<pid>/smaps, not by this run): \
-             `exec::exec_selection` gives each field a clone of the response path (`Vec<serde_json::Value>`, one \
-             `Value::String` per level) with its key pushed, and every clone lives in its field's future until \
-             the whole chain is answered. Level d holds d entries of 32 bytes (in a buffer the push doubled to 2d) \
-             and d copies of the 11-byte key (32-byte heap chunks): 64·d resident bytes, 32·N² in all, the square \
-             term fitted here ({} of the {} at N = {}). The rest, about {:.0} KiB a call, is ~2.7 KiB of the exec \
-             thread's stack (poll recursion, 26 MiB at N = 10,000), ~3.5 KiB of boxed `exec_field` futures, and \
-             the parsed document, call records and response; without the path clones N = {} would take about \
-             {}. After the answer the memory is freed but stays resident (the RSS once answered in 8a–8d). Fix: \
-             share the path between levels (a parent-linked list of keys) and build the `Vec` only when an \
-             error is recorded.",
+            " The N² term ({} of the {} at N = {}) means something each level holds grows with the depth (a \
+             response path copied per level was such a case).",
             mib(c * n2),
             mib(peaks[last][0].median()),
             thousands(n_last),
+        ));
+    } else if ratio > 1.5 {
+        // The breakdown below was measured on the executor as it is at the time of writing (valgrind massif
+        // of a 3,000-call chain; the exec thread's stack read from /proc/<pid>/smaps during 3,000- and
+        // 10,000-call chains); it is only claimed while the growth is linear.
+        note.push_str(&format!(
+            " Where a call's {:.1} KiB go (valgrind massif of a 3,000-call chain and the exec thread's stack in \
+             /proc/<pid>/smaps; not measured by this run): ~3.4 KiB is the level's boxed `exec_field` future, \
+             sized for the `core::resolve` future inlined in it and kept, unused, while everything below the \
+             level runs (boxing the `core::resolve` call would free it before `complete`); ~2.6 KiB the exec \
+             thread's stack, one set of poll frames per level (26 MiB at N = 10,000); ~1.7 KiB the call record \
+             and the evaluation's copies of it (`Engine::register`, `Engine::eval`'s order); ~0.6 KiB the parsed \
+             document; ~1.5 KiB the other per-level futures, the field collector's maps and smaller items; \
+             ~0.7 KiB malloc's own overhead. Once answered, the engine keeps {} resident at N = {}.",
             b / 1024.0,
-            thousands(GOAL_LENGTH),
-            mib(a + b * GOAL_LENGTH as f64),
+            mib(peaks[last][3].median()),
+            thousands(n_last),
         ));
     }
     note
