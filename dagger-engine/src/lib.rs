@@ -21,23 +21,24 @@
 //! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
 //! (`core::compute`) and keeps results in memory and in the [`store::Store`].
 
-pub mod cleanup;
-pub mod container;
-pub mod core;
-pub mod engine;
-pub mod exec;
-pub mod ids;
-pub mod input;
-pub mod network;
-pub mod oci;
-pub mod runtime;
-pub mod schema;
-pub mod server;
-pub mod snapshot;
+pub mod graphql;
+pub mod model;
+pub mod ops;
+pub mod solver;
 pub mod store;
-pub mod tree;
+pub mod worker;
 
-pub use engine::{Config, ConfigError, Engine, Event, EventKind};
+pub use graphql::{schema, server};
+pub use model::{ids, tree};
+pub use ops::engine::{Config, ConfigError, Engine};
+pub use solver::events::{Event, EventKind};
+pub use worker::{cleanup, network, oci, runtime, snapshot};
+
+/// Where the engine's session types were before the layers: `engine::{Config, Engine, Event, EventKind}`.
+pub mod engine {
+    pub use crate::ops::engine::{Config, ConfigError, Engine};
+    pub use crate::solver::events::{Event, EventKind};
+}
 
 /// A running in-process session: its port and token, and the handle that stops it.
 pub struct Session {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dagger_engine::exec::{Data, Response};
+use dagger_engine::graphql::{Data, Response};
 use dagger_engine::{Config, Engine, Session};
 use serde_json::Value;
 
@@ -322,11 +322,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
             let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
-            let req = dagger_engine::exec::Request {
+            let req = dagger_engine::graphql::Request {
                 query: document,
                 ..Default::default()
             };
-            let response = dagger_engine::exec::execute(&engine, req).await;
+            let response = dagger_engine::graphql::execute(&engine, req).await;
             progress.finish().await;
             print_response(&response)
         }

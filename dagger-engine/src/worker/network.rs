@@ -255,7 +255,7 @@ impl Network {
 
     /// Creates a namespace for one exec.
     pub async fn create(&self) -> Result<Namespace, String> {
-        let name = format!("drs-{}", crate::snapshot::unique());
+        let name = format!("drs-{}", crate::worker::snapshot::unique());
         ip(&["netns", "add", &name], None).await?;
         let mut ns = Namespace { name, address: None };
         let result = self.configure(&mut ns).await;
@@ -350,17 +350,17 @@ fn lease(n: u32) -> bool {
     false
 }
 
-/// Deletes what engines that are gone left on the host (see [`crate::cleanup`]): their namespaces (named
+/// Deletes what engines that are gone left on the host (see [`crate::worker::cleanup`]): their namespaces (named
 /// `drs-<pid>-…`), the host ends of veths whose address lease is not held by a live engine, and those leases.
 /// `dead` says whether the engine with a process ID is gone.
-pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::cleanup::Collected {
-    let mut c = crate::cleanup::Collected::default();
+pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::worker::collected::Collected {
+    let mut c = crate::worker::collected::Collected::default();
     if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let owned_by_dead = name
                 .strip_prefix("drs-")
-                .and_then(crate::cleanup::owner_pid)
+                .and_then(crate::worker::collected::owner_pid)
                 .is_some_and(&mut *dead);
             if owned_by_dead && run_sync("ip", &["netns", "delete", &name]).unwrap_or(false) {
                 c.namespaces += 1;

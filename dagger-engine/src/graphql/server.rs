@@ -23,8 +23,8 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::engine::Engine;
-use crate::exec::{self, Request};
+use crate::graphql::executor::Request;
+use crate::ops::engine::Engine;
 
 /// The largest request body accepted (413 above it).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -218,7 +218,7 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
                 // When the client goes away, hyper drops this handler and with it `rx`: stop executing. The
                 // execution is dropped here, on the large stack, as deep as it nests.
                 let response = tokio::select! {
-                    response = exec::execute(&engine, req) => response,
+                    response = crate::graphql::resolver::execute(&engine, req) => response,
                     () = tx.closed() => return,
                 };
                 // Serialized (and dropped) here too: a deep chain is a deep response.

@@ -276,7 +276,7 @@ impl Runtime {
         let spec = spec_for(req)?;
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        let id = format!("drs-{}", crate::snapshot::unique());
+        let id = format!("drs-{}", crate::worker::snapshot::unique());
         // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
         if let Ok(mut r) = self.running.lock() {
             r.insert(id.clone());

@@ -9,7 +9,7 @@ use apollo_compiler::validation::Valid;
 use apollo_compiler::{Name, Node};
 
 /// The contract, compiled into the engine.
-pub const SDL: &str = include_str!("../../schema/core.graphql");
+pub const SDL: &str = include_str!("../../../schema/core.graphql");
 
 /// The parsed and validated schema, with its implementers map (for `node` and introspection).
 pub struct Served {

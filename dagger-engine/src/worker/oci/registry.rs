@@ -48,7 +48,7 @@ use super::{
     Blob, BuiltImage, DOCKER_CONFIG, LayerBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError,
     Platform, Reference, sha256_of,
 };
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 use crate::store::{BlobError, Store};
 
 /// The variable that lists registry mirrors.
@@ -410,7 +410,7 @@ impl RegistryClient {
     // ----- pull ------------------------------------------------------------------------------------------
 
     /// Pulls `reference` for `platform` into `store`: manifest, config and layer blobs (layers are not
-    /// extracted; see [`Store::extract_layer_cached`]). Mirrors are tried first.
+    /// extracted; see [`extract_cached`](super::layer::extract_cached)). Mirrors are tried first.
     pub async fn pull(
         &self,
         store: &Store,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Component, Path, PathBuf};
 
-use crate::tree::{Entry, FileEntry, Tree};
+use crate::model::tree::{Entry, FileEntry, Tree};
 
 /// A snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -564,7 +564,7 @@ pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> R
         match lookup_in_layers(layers, &resolved) {
             Found::Link(target) if follow_last || !last => {
                 links += 1;
-                if links > crate::tree::MAX_LINKS {
+                if links > crate::model::tree::MAX_LINKS {
                     return Err(SnapshotError::Loop(path.to_owned()));
                 }
                 resolved.pop();
@@ -1006,7 +1006,7 @@ mod path_safety {
     //! the tree holds, resolution stays inside it and writing it never touches anything outside its
     //! destination.
     use super::*;
-    use crate::tree::{Entry, PathError};
+    use crate::model::tree::{Entry, PathError};
     use proptest::prelude::*;
 
     const NAMES: &[&str] = &["a", "b", "c"];

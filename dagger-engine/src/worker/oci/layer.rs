@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
 use sha2::{Digest as _, Sha256};
 
+use crate::store::Store;
+
 use super::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError};
 
 /// The xattr overlayfs reads to hide a lower directory's contents.
@@ -874,6 +876,36 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
+/// Extracts the layer blob `blob` (already in `store`) into [`Store::layer_path`], once: when the directory
+/// exists it is returned as is. Extraction happens under `tmp/` and the directory is renamed into place, so
+/// concurrent callers and killed engines never see half a layer.
+pub fn extract_cached(store: &Store, blob: &crate::model::ids::Digest) -> Result<PathBuf, OciError> {
+    extract_reporting(store, blob).map(|(dest, _)| dest)
+}
+
+/// [`extract_cached`], also returning what this extraction left out (device nodes, fifos, …; see
+/// [`Extracted::summary`]). A layer already extracted reports nothing: it was reported when it was unpacked.
+pub fn extract_reporting(store: &Store, blob: &crate::model::ids::Digest) -> Result<(PathBuf, Extracted), OciError> {
+    let dest = store.layer_path(blob);
+    if dest.is_dir() {
+        return Ok((dest, Default::default()));
+    }
+    let tmp = store.tmp_path("layer");
+    let extracted = extract(&store.blob_path(blob), &tmp)?;
+    match std::fs::rename(&tmp, &dest) {
+        Ok(()) => Ok((dest, extracted)),
+        // Another extraction of the same blob won the race (and reports): keep its directory.
+        Err(_) if dest.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok((dest, Default::default()))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(OciError::Io { path: dest, source: e })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1184,7 +1216,7 @@ mod tests {
         ));
 
         let tmp = tempfile::tempdir().expect("tempdir");
-        let expected_id = format!("sha256:{}", crate::ids::Digest::of(&tar));
+        let expected_id = format!("sha256:{}", crate::model::ids::Digest::of(&tar));
         for (name, bytes, compression) in [
             ("plain", tar.clone(), Compression::None),
             ("gzip", gz, Compression::Gzip),
@@ -1271,7 +1303,10 @@ mod tests {
         let mut second = Vec::new();
         assert_eq!(pack(&src, &mut second).expect("pack again"), digests);
         assert_eq!(first, second, "packing is deterministic");
-        assert_eq!(digests.digest, format!("sha256:{}", crate::ids::Digest::of(&first)));
+        assert_eq!(
+            digests.digest,
+            format!("sha256:{}", crate::model::ids::Digest::of(&first))
+        );
         assert_eq!(digests.size, first.len() as u64);
 
         let blob = tmp.path().join("packed.tar.gz");
@@ -1291,6 +1326,34 @@ mod tests {
             a.iter()
                 .any(|l| l.starts_with("usr/bin/tool-again file") && l.contains("links=2")),
             "{a:#?}"
+        );
+    }
+
+    #[test]
+    fn layers_extract_once_and_prune_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("open");
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "dir/file", &b"hello"[..]).expect("append");
+        let d = store.put_blob(&tar.into_inner().expect("tar")).expect("put");
+
+        let layer = extract_cached(&store, &d).expect("extract");
+        assert_eq!(layer, store.layer_path(&d));
+        assert_eq!(std::fs::read(layer.join("dir/file")).expect("read"), b"hello");
+        std::fs::write(layer.join("marker"), b"").expect("marker");
+        assert_eq!(extract_cached(&store, &d).expect("again"), layer);
+        assert!(layer.join("marker").exists(), "a cached layer is not extracted again");
+
+        store.prune(0).expect("prune");
+        assert!(!layer.exists());
+        assert!(
+            std::fs::read_dir(dir.path().join("layers"))
+                .expect("layers")
+                .next()
+                .is_none()
         );
     }
 }

@@ -22,7 +22,7 @@ use super::layer::{self, Compression};
 use super::manifest::{Descriptor, DescriptorPlatform, Document, Index, Manifest, select_platform};
 use super::registry::{PulledImage, read_config};
 use super::{Blob, LayerBlob, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OciError, Platform, Reference};
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 use crate::store::{BlobError, Store};
 
 /// An image whose blobs (layers, config, manifest) are all in the store, ready to push or export.

@@ -8,7 +8,6 @@
 //! `EXEC_ERROR` with its exit code and output. So execution is ours: a small, concurrent resolver walk.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use apollo_compiler::ast::Type;
@@ -18,9 +17,8 @@ use apollo_compiler::{ExecutableDocument, Node};
 use futures_util::future::{BoxFuture, join_all};
 use serde_json::{Map, Value, json};
 
-use crate::core::{self, Obj, Resolved};
-use crate::engine::Engine;
-use crate::schema::served;
+use crate::graphql::schema::Served;
+use crate::model::error::FieldError;
 
 /// How deeply a document may nest (each chained call is one level). Evaluation does not nest with the
 /// chain (see `Engine::eval`); parsing, execution and the response do, on the request thread's large stack.
@@ -47,35 +45,40 @@ pub struct Request {
     pub variables: Option<Map<String, Value>>,
 }
 
-/// An error of one field, with optional extensions (`_type: "EXEC_ERROR"`, …).
-#[derive(Debug, Clone)]
-pub struct FieldError {
-    /// The message.
-    pub message: String,
-    /// Extra, typed details.
-    pub extensions: Option<Map<String, Value>>,
+/// What a field resolved to.
+#[derive(Debug)]
+pub enum Resolved<O> {
+    /// `null`.
+    Null,
+    /// A scalar or enum.
+    Leaf(Value),
+    /// An object, to complete with the field's selection set.
+    Obj(O),
+    /// A list.
+    List(Vec<Resolved<O>>),
 }
 
-impl FieldError {
-    /// An error with a message only.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            extensions: None,
-        }
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for FieldError {
-    fn from(e: E) -> Self {
-        FieldError::new(e.to_string())
-    }
+/// What the executor asks of the API it serves: the type of an object, and the value of one of its fields
+/// (arguments already coerced to their declared types; `__typename` and introspection are answered by the
+/// executor).
+pub trait Resolver: Send + Sync {
+    /// An object during execution.
+    type Object: Send + Sync;
+    /// The GraphQL type of `obj`.
+    fn type_name<'o>(&self, obj: &'o Self::Object) -> &'o str;
+    /// Resolves `field` of `obj`.
+    fn resolve<'a>(
+        &'a self,
+        obj: &'a Self::Object,
+        field: &'a Field,
+        args: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<Resolved<Self::Object>, FieldError>>;
 }
 
 /// One request being executed.
-pub struct Ctx<'a> {
-    /// The engine (session).
-    pub engine: &'a Arc<Engine>,
+struct Ctx<'a, R: Resolver> {
+    resolver: &'a R,
+    served: &'a Served,
     doc: &'a Valid<ExecutableDocument>,
     /// The variables, coerced to their declared types.
     vars: Map<String, Value>,
@@ -167,9 +170,9 @@ impl serde::Serialize for Response {
     }
 }
 
-/// Executes a request and returns the response body.
-pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
-    let served = served();
+/// Executes a request against the schema `served`, resolving fields from `root` with `resolver`, and
+/// returns the response body.
+pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object, req: Request) -> Response {
     let parsed = apollo_compiler::parser::Parser::new()
         .recursion_limit(MAX_DEPTH)
         .token_limit(MAX_TOKENS)
@@ -207,7 +210,11 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
         }
     };
     // Variables are checked and converted before any field runs (a bad one is a request error, no `data`).
-    let vars = match crate::input::coerce_variables(&served.schema, &op.variables, &req.variables.unwrap_or_default()) {
+    let vars = match crate::graphql::input::coerce_variables(
+        &served.schema,
+        &op.variables,
+        &req.variables.unwrap_or_default(),
+    ) {
         Ok(v) => v,
         Err(messages) => {
             return Response::request_errors(messages.into_iter().map(|m| json!({ "message": m })).collect());
@@ -233,14 +240,14 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
     }
 
     let ctx = Ctx {
-        engine,
+        resolver,
+        served,
         doc: &doc,
         vars,
         errors: std::sync::Mutex::new(Vec::new()),
         visited: AtomicUsize::new(0),
         over_budget: AtomicBool::new(false),
     };
-    let root = Obj::query();
     let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Vec::new()).await {
         Ok(mut fields) => {
             // Introspection keys hold a placeholder in their place in the selection; fill them in.
@@ -273,8 +280,8 @@ struct Bubble;
 /// Each fragment is expanded once for all the sets (`visited`), and a field node reached twice is kept once,
 /// so spreading a fragment repeatedly adds no work. Every selection visited counts towards [`MAX_FIELDS`];
 /// `Err` once the request has used it up (the error is recorded once).
-struct Collector<'c, 'd> {
-    ctx: &'c Ctx<'d>,
+struct Collector<'c, 'd, R: Resolver> {
+    ctx: &'c Ctx<'d, R>,
     type_name: &'c str,
     visited: HashSet<&'d str>,
     out: Vec<(String, Vec<&'d Node<Field>>)>,
@@ -284,7 +291,7 @@ struct Collector<'c, 'd> {
     seen: HashSet<usize>,
 }
 
-impl<'d> Collector<'_, 'd> {
+impl<'d, R: Resolver> Collector<'_, 'd, R> {
     fn collect(&mut self, set: &'d SelectionSet) -> Result<(), Bubble> {
         for sel in &set.selections {
             self.ctx.spend()?;
@@ -311,7 +318,7 @@ impl<'d> Collector<'_, 'd> {
                     }
                     let applies = match &inline.type_condition {
                         None => true,
-                        Some(t) => applies_to(t.as_str(), self.type_name),
+                        Some(t) => applies_to(self.ctx.served, t.as_str(), self.type_name),
                     };
                     if applies {
                         self.collect(&inline.selection_set)?;
@@ -322,7 +329,7 @@ impl<'d> Collector<'_, 'd> {
                         continue;
                     }
                     if let Some(frag) = self.ctx.doc.fragments.get(&spread.fragment_name)
-                        && applies_to(frag.type_condition().as_str(), self.type_name)
+                        && applies_to(self.ctx.served, frag.type_condition().as_str(), self.type_name)
                     {
                         self.collect(&frag.selection_set)?;
                     }
@@ -333,20 +340,20 @@ impl<'d> Collector<'_, 'd> {
     }
 }
 
-fn applies_to(condition: &str, type_name: &str) -> bool {
+fn applies_to(served: &Served, condition: &str, type_name: &str) -> bool {
     condition == type_name
-        || served()
+        || served
             .implementers
             .get(condition)
             .is_some_and(|i| i.objects.iter().any(|o| o.as_str() == type_name))
 }
 
 /// `@skip(if: true)` or `@include(if: false)`.
-fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveList) -> bool {
+fn skipped<R: Resolver>(ctx: &Ctx<'_, R>, directives: &apollo_compiler::executable::DirectiveList) -> bool {
     let flag = |name: &str| {
         let value = directives.get(name)?.specified_argument_by_name("if")?;
-        let coerced = crate::input::coerce_literal(
-            &served().schema,
+        let coerced = crate::graphql::input::coerce_literal(
+            &ctx.served.schema,
             &Type::NonNullNamed(apollo_compiler::name!("Boolean")),
             value,
             &ctx.vars,
@@ -358,16 +365,16 @@ fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveLis
 }
 
 /// Executes the merged selection sets `sets` on `obj`; `Err` when a non-null field of it came out null.
-fn exec_selection<'a>(
-    ctx: &'a Ctx<'a>,
-    obj: &'a Obj,
+fn exec_selection<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
+    obj: &'a R::Object,
     sets: Vec<&'a SelectionSet>,
     path: Path,
 ) -> BoxFuture<'a, Result<Vec<(String, Data)>, Bubble>> {
     Box::pin(async move {
         let mut collector = Collector {
             ctx,
-            type_name: &obj.type_name,
+            type_name: ctx.resolver.type_name(obj),
             visited: HashSet::new(),
             out: Vec::new(),
             index: std::collections::HashMap::new(),
@@ -397,9 +404,9 @@ fn exec_selection<'a>(
 }
 
 /// Resolves and completes one response key; `Err` when it is null and its type says it must not be.
-fn exec_field<'a>(
-    ctx: &'a Ctx<'a>,
-    obj: &'a Obj,
+fn exec_field<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
+    obj: &'a R::Object,
     fields: &'a [&'a Node<Field>],
     path: Path,
 ) -> BoxFuture<'a, Result<Data, Bubble>> {
@@ -407,7 +414,7 @@ fn exec_field<'a>(
         let field = fields[0];
         let name = field.name.as_str();
         if name == "__typename" {
-            return Ok(Data::Json(Value::String(obj.type_name.clone())));
+            return Ok(Data::Json(Value::String(ctx.resolver.type_name(obj).to_owned())));
         }
         if name == "__schema" || name == "__type" {
             // Filled in from apollo-compiler's introspection by `execute`.
@@ -415,7 +422,7 @@ fn exec_field<'a>(
         }
         let ty = &field.definition.ty;
         let resolved = match coerce_args(ctx, field) {
-            Ok(args) => core::resolve(ctx, obj, field, args).await,
+            Ok(args) => ctx.resolver.resolve(obj, field, args).await,
             Err(e) => Err(e),
         };
         let value = match resolved {
@@ -437,11 +444,11 @@ fn nullable_or_bubble(ty: &Type, value: Result<Data, Bubble>) -> Result<Data, Bu
     }
 }
 
-fn complete<'a>(
-    ctx: &'a Ctx<'a>,
+fn complete<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
     ty: &'a Type,
     fields: &'a [&'a Node<Field>],
-    resolved: Resolved,
+    resolved: Resolved<R::Object>,
     path: Path,
 ) -> BoxFuture<'a, Result<Data, Bubble>> {
     Box::pin(async move {
@@ -481,7 +488,7 @@ fn complete<'a>(
     })
 }
 
-impl Ctx<'_> {
+impl<R: Resolver> Ctx<'_, R> {
     /// Records a field error with the field's position in the document and its response path.
     fn error(&self, e: FieldError, field: &Node<Field>, path: &Path) {
         let mut err = Map::new();
@@ -504,26 +511,28 @@ impl Ctx<'_> {
 
 /// The field's arguments as JSON, as the spec's CoerceArgumentValues makes them: literals checked against
 /// their types and converted, variables substituted, defaults applied, required ones present.
-fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, FieldError> {
-    let schema = &served().schema;
+fn coerce_args<R: Resolver>(ctx: &Ctx<'_, R>, field: &Field) -> Result<Map<String, Value>, FieldError> {
+    let schema = &ctx.served.schema;
     let mut out = Map::new();
     let owner = field.definition.name.as_str();
     for def in &field.definition.arguments {
-        let invalid = |e: crate::input::Invalid| FieldError::new(e.for_argument(owner, def.name.as_str()));
+        let invalid = |e: crate::graphql::input::Invalid| FieldError::new(e.for_argument(owner, def.name.as_str()));
         let given = match field.arguments.iter().find(|a| a.name == def.name) {
-            Some(a) => crate::input::coerce_literal(schema, &def.ty, &a.value, &ctx.vars, &mut String::new())
+            Some(a) => crate::graphql::input::coerce_literal(schema, &def.ty, &a.value, &ctx.vars, &mut String::new())
                 .map_err(invalid)?,
             None => None,
         };
         let value = match given {
             Some(v) => v,
             None => match &def.default_value {
-                Some(d) => match crate::input::coerce_literal(schema, &def.ty, d, &Map::new(), &mut String::new())
-                    .map_err(invalid)?
-                {
-                    Some(v) => v,
-                    None => continue,
-                },
+                Some(d) => {
+                    match crate::graphql::input::coerce_literal(schema, &def.ty, d, &Map::new(), &mut String::new())
+                        .map_err(invalid)?
+                    {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                }
                 None if def.ty.is_non_null() => {
                     return Err(FieldError::new(format!(
                         "Argument \"{}\" of `{owner}` is required (type {}) but was not given",
@@ -538,7 +547,7 @@ fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, Field
     Ok(out)
 }
 
-impl Ctx<'_> {
+impl<R: Resolver> Ctx<'_, R> {
     /// Counts one visited selection; `Err` (recording the error once) when the request has used up
     /// [`MAX_FIELDS`].
     fn spend(&self) -> Result<(), Bubble> {
@@ -556,159 +565,5 @@ impl Ctx<'_> {
             }));
         }
         Err(Bubble)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
-        Engine::new(crate::Config {
-            cache_dir: dir.path().join("cache"),
-            workdir: dir.path().to_owned(),
-            ..crate::Config::default()
-        })
-        .expect("engine")
-    }
-
-    /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
-    async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
-        let req = Request {
-            query: query.to_owned(),
-            operation_name: None,
-            variables: variables.as_object().cloned(),
-        };
-        let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || {
-                let _ = tx.send(handle.block_on(execute(&engine, req)).to_json());
-            })
-            .expect("thread");
-        rx.await.expect("response")
-    }
-
-    /// `levels` fragments, each spreading the next `copies` times at one place.
-    fn spreads(levels: usize, copies: usize) -> String {
-        let mut doc = String::from(r#"{ directory { withNewFile(path: "f", contents: "hi") { ...F0 } } }"#);
-        for i in 0..levels {
-            let spread = format!(" ...F{}", i + 1);
-            doc.push_str(&format!(" fragment F{i} on Directory {{{} }}", spread.repeat(copies)));
-        }
-        doc.push_str(&format!(
-            " fragment F{levels} on Directory {{ entries f: file(path: \"f\") {{ contents }} }}"
-        ));
-        doc
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn repeated_spreads_are_collected_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // 3^40 expansions if each spread were followed.
-        let v = run(&engine, &spreads(40, 3), json!({})).await;
-        assert_eq!(
-            v,
-            json!({ "data": { "directory": { "withNewFile": { "entries": ["f"], "f": { "contents": "hi" } } } } })
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn merged_fields_with_the_same_spreads_collect_them_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // Every level has two fields with one response key, each spreading the next level: the response stays
-        // one chain, and its sub-selections are collected once per level.
-        let levels = 40;
-        let mut doc = String::from("{ directory { ...F0 } }");
-        for i in 0..levels {
-            doc.push_str(&format!(
-                " fragment F{i} on Directory {{ d: withNewDirectory(path: \"x\") {{ ...F{n} }} d: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
-                n = i + 1
-            ));
-        }
-        doc.push_str(&format!(" fragment F{levels} on Directory {{ entries }}"));
-        let v = run(&engine, &doc, json!({})).await;
-        let mut at = &v["data"]["directory"];
-        for _ in 0..levels {
-            at = &at["d"];
-        }
-        assert_eq!(at["entries"], json!(["x/"]), "{v}");
-        assert!(v.get("errors").is_none(), "{v}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn too_many_fields_stop_the_request_with_an_error_naming_the_limit() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // Distinct keys at every level: 2^20 leaves, far above the limit.
-        let doubling = |levels: usize| {
-            let mut doc = String::from("{ directory { ...F0 } }");
-            for i in 0..levels {
-                doc.push_str(&format!(
-                    " fragment F{i} on Directory {{ a: withNewDirectory(path: \"x\") {{ ...F{n} }} b: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
-                    n = i + 1
-                ));
-            }
-            doc.push_str(&format!(" fragment F{levels} on Directory {{ __typename }}"));
-            doc
-        };
-        let v = run(&engine, &doubling(20), json!({})).await;
-        let errors = v["errors"].as_array().expect("errors");
-        assert_eq!(errors.len(), 1, "one error says it: {errors:?}");
-        assert!(
-            errors[0]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("exec::MAX_FIELDS")),
-            "{errors:?}"
-        );
-        // Below the limit, the same shape answers in full.
-        let v = run(&engine, &doubling(12), json!({})).await;
-        assert!(v.get("errors").is_none(), "{}", v["errors"]);
-        assert_eq!(
-            v["data"]["directory"]["b"]["a"]["b"]["b"]["a"]["a"]["b"]["a"]["a"]["a"]["b"]["b"]["__typename"],
-            "Directory"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bad_variables_fail_the_request_before_any_field_runs() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        let doc = r#"query($p: String!, $drop: [String!]!) {
-            directory { withNewFile(path: $p, contents: "x") { withoutFiles(paths: $drop) { entries } } }
-        }"#;
-        for (vars, name) in [
-            (json!({ "drop": [] }), "$p"),
-            (json!({ "p": 1, "drop": [] }), "$p"),
-            (json!({ "p": "a", "drop": [true] }), "$drop"),
-        ] {
-            let v = run(&engine, doc, vars.clone()).await;
-            assert!(v.get("data").is_none(), "{vars} → {v}");
-            let message = v["errors"][0]["message"].as_str().unwrap_or_default();
-            assert!(message.contains(&format!("Variable \"{name}\"")), "{vars} → {v}");
-        }
-        assert_eq!(engine.computed.load(Ordering::Relaxed), 0, "nothing was evaluated");
-        let v = run(&engine, doc, json!({ "p": "a", "drop": "a" })).await;
-        assert_eq!(
-            v,
-            json!({ "data": { "directory": { "withNewFile": { "withoutFiles": { "entries": [] } } } } })
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn skip_and_include_read_coerced_variables() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        let doc = r#"query($yes: Boolean!, $no: Boolean = false) {
-            a: version @include(if: $yes) b: version @skip(if: $yes) c: version @include(if: $no)
-        }"#;
-        let v = run(&engine, doc, json!({ "yes": true })).await;
-        let keys: Vec<&String> = v["data"].as_object().expect("data").keys().collect();
-        assert_eq!(keys, ["a"], "{v}");
-        let v = run(&engine, doc, json!({ "yes": "true" })).await;
-        assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
     }
 }

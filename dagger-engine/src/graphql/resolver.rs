@@ -1,0 +1,320 @@
+//! The core API as a [`Resolver`]: IDs in arguments checked and normalized, `node(id:)`, and for every other
+//! field the schema says whether it builds an object (recorded by [`crate::ops::router`]) or is a leaf
+//! (evaluated, then answered by the module of its type).
+
+use std::sync::Arc;
+
+use apollo_compiler::executable::Field;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value, json};
+
+use crate::graphql::executor::{self, Request, Resolved, Resolver, Response};
+use crate::graphql::schema::served;
+use crate::model::error::FieldError;
+use crate::model::ids::{format_id, parse_id};
+use crate::ops::args::{digest_arg, s};
+use crate::ops::engine::Engine;
+use crate::ops::router::{self, Obj};
+
+/// Executes a request on `engine` and returns the response body.
+pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
+    executor::execute(served(), &CoreResolver { engine: engine.clone() }, Obj::query(), req).await
+}
+
+/// The resolver of the core API on one engine.
+pub struct CoreResolver {
+    /// The engine (session).
+    pub engine: Arc<Engine>,
+}
+
+impl Resolver for CoreResolver {
+    type Object = Obj;
+
+    fn type_name<'o>(&self, obj: &'o Obj) -> &'o str {
+        &obj.type_name
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        obj: &'a Obj,
+        field: &'a Field,
+        args: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<Resolved<Obj>, FieldError>> {
+        Box::pin(resolve(&self.engine, obj, field, args))
+    }
+}
+
+/// Replaces ID arguments (`"<Type>:<digest>"`) by `{"$id": digest}`, checking their type and that they exist.
+fn normalize_ids(engine: &Engine, field: &Field, args: &mut Map<String, Value>) -> Result<(), FieldError> {
+    for def in &field.definition.arguments {
+        if def.ty.inner_named_type().as_str() != "ID" {
+            continue;
+        }
+        let expected = def
+            .directives
+            .get("expectedType")
+            .and_then(|d| d.specified_argument_by_name("name"))
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let Some(v) = args.get_mut(def.name.as_str()) else {
+            continue;
+        };
+        let one = |v: &Value| -> Result<Value, FieldError> {
+            let Some(id) = v.as_str() else { return Ok(Value::Null) };
+            let (ty, d) = parse_id(id)?;
+            if let Some(exp) = &expected
+                && *exp != ty
+            {
+                return Err(crate::model::ids::IdError::WrongType {
+                    id: crate::model::ids::shorten(id),
+                    actual: ty,
+                    expected: exp.clone(),
+                }
+                .into());
+            }
+            if engine.call(&d).is_none() && ty != "Query" {
+                return Err(FieldError::new(format!(
+                    "unknown ID `{}`: no `{ty}` with that ID was created on this engine (IDs come from `id` or `sync` \
+                     on the same engine and cache directory)",
+                    crate::model::ids::shorten(id)
+                )));
+            }
+            Ok(json!({ "$id": d }))
+        };
+        let new = match &*v {
+            Value::Array(items) => Value::Array(items.iter().map(one).collect::<Result<_, _>>()?),
+            other => one(other)?,
+        };
+        *v = new;
+    }
+    Ok(())
+}
+
+/// Resolves one field of `obj`.
+async fn resolve(
+    engine: &Arc<Engine>,
+    obj: &Obj,
+    field: &Field,
+    mut args: Map<String, Value>,
+) -> Result<Resolved<Obj>, FieldError> {
+    let ty = obj.type_name.as_str();
+    let name = field.name.as_str();
+    let ret = field.definition.ty.inner_named_type().as_str();
+    normalize_ids(engine, field, &mut args)?;
+
+    // `node(id:)` loads any object by ID.
+    if ty == "Query" && name == "node" {
+        let id = s(&args, "id");
+        let (t, d) = match args.get("id").and_then(|v| v.get("$id")) {
+            Some(_) => parse_id(&format!(
+                "x:{}",
+                digest_arg(&args, "id").map(|d| d.to_string()).unwrap_or_default()
+            ))?,
+            None => parse_id(id)?,
+        };
+        let call = engine.call(&d).ok_or_else(|| FieldError::new("unknown ID"))?;
+        let _ = t;
+        return Ok(Resolved::Obj(Obj {
+            type_name: call.type_name,
+            digest: Some(d),
+        }));
+    }
+
+    if let Some(records) = router::record_list(engine, obj, name, ret).await? {
+        return Ok(Resolved::List(records.into_iter().map(Resolved::Obj).collect()));
+    }
+
+    if served().is_object(ret) {
+        return router::builder(engine, obj, name, ret, args).await.map(|o| {
+            if matches!(
+                field.definition.ty,
+                apollo_compiler::ast::Type::List(_) | apollo_compiler::ast::Type::NonNullList(_)
+            ) {
+                Resolved::List(vec![Resolved::Obj(o)])
+            } else {
+                Resolved::Obj(o)
+            }
+        });
+    }
+
+    // Leaves.
+    let own_id = || {
+        obj.digest
+            .as_ref()
+            .map(|d| format_id(ty, d))
+            .unwrap_or_else(|| "Query:root".to_owned())
+    };
+    match (ty, name) {
+        ("Query", "version") => return Ok(Resolved::Leaf(json!(router::VERSION))),
+        ("Query", "defaultPlatform") => {
+            return Ok(Resolved::Leaf(json!(crate::ops::container::state::default_platform())));
+        }
+        (_, "id") => return Ok(Resolved::Leaf(json!(own_id()))),
+        _ => {}
+    }
+    let Some(d) = &obj.digest else {
+        return Err(crate::ops::args::unsupported(ty, name));
+    };
+    let value = engine.eval(d).await?;
+    router::leaf(engine, ty, name, &args, &value, d)
+        .await
+        .map(Resolved::Leaf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+
+    use crate::graphql::executor::Request;
+
+    fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
+        Engine::new(crate::Config {
+            cache_dir: dir.path().join("cache"),
+            workdir: dir.path().to_owned(),
+            ..crate::Config::default()
+        })
+        .expect("engine")
+    }
+
+    /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
+    async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
+        let req = Request {
+            query: query.to_owned(),
+            operation_name: None,
+            variables: variables.as_object().cloned(),
+        };
+        let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let _ = tx.send(handle.block_on(execute(&engine, req)).to_json());
+            })
+            .expect("thread");
+        rx.await.expect("response")
+    }
+
+    /// `levels` fragments, each spreading the next `copies` times at one place.
+    fn spreads(levels: usize, copies: usize) -> String {
+        let mut doc = String::from(r#"{ directory { withNewFile(path: "f", contents: "hi") { ...F0 } } }"#);
+        for i in 0..levels {
+            let spread = format!(" ...F{}", i + 1);
+            doc.push_str(&format!(" fragment F{i} on Directory {{{} }}", spread.repeat(copies)));
+        }
+        doc.push_str(&format!(
+            " fragment F{levels} on Directory {{ entries f: file(path: \"f\") {{ contents }} }}"
+        ));
+        doc
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_spreads_are_collected_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // 3^40 expansions if each spread were followed.
+        let v = run(&engine, &spreads(40, 3), json!({})).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "entries": ["f"], "f": { "contents": "hi" } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn merged_fields_with_the_same_spreads_collect_them_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Every level has two fields with one response key, each spreading the next level: the response stays
+        // one chain, and its sub-selections are collected once per level.
+        let levels = 40;
+        let mut doc = String::from("{ directory { ...F0 } }");
+        for i in 0..levels {
+            doc.push_str(&format!(
+                " fragment F{i} on Directory {{ d: withNewDirectory(path: \"x\") {{ ...F{n} }} d: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                n = i + 1
+            ));
+        }
+        doc.push_str(&format!(" fragment F{levels} on Directory {{ entries }}"));
+        let v = run(&engine, &doc, json!({})).await;
+        let mut at = &v["data"]["directory"];
+        for _ in 0..levels {
+            at = &at["d"];
+        }
+        assert_eq!(at["entries"], json!(["x/"]), "{v}");
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn too_many_fields_stop_the_request_with_an_error_naming_the_limit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        // Distinct keys at every level: 2^20 leaves, far above the limit.
+        let doubling = |levels: usize| {
+            let mut doc = String::from("{ directory { ...F0 } }");
+            for i in 0..levels {
+                doc.push_str(&format!(
+                    " fragment F{i} on Directory {{ a: withNewDirectory(path: \"x\") {{ ...F{n} }} b: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
+                    n = i + 1
+                ));
+            }
+            doc.push_str(&format!(" fragment F{levels} on Directory {{ __typename }}"));
+            doc
+        };
+        let v = run(&engine, &doubling(20), json!({})).await;
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "one error says it: {errors:?}");
+        assert!(
+            errors[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exec::MAX_FIELDS")),
+            "{errors:?}"
+        );
+        // Below the limit, the same shape answers in full.
+        let v = run(&engine, &doubling(12), json!({})).await;
+        assert!(v.get("errors").is_none(), "{}", v["errors"]);
+        assert_eq!(
+            v["data"]["directory"]["b"]["a"]["b"]["b"]["a"]["a"]["b"]["a"]["a"]["a"]["b"]["b"]["__typename"],
+            "Directory"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_variables_fail_the_request_before_any_field_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($p: String!, $drop: [String!]!) {
+            directory { withNewFile(path: $p, contents: "x") { withoutFiles(paths: $drop) { entries } } }
+        }"#;
+        for (vars, name) in [
+            (json!({ "drop": [] }), "$p"),
+            (json!({ "p": 1, "drop": [] }), "$p"),
+            (json!({ "p": "a", "drop": [true] }), "$drop"),
+        ] {
+            let v = run(&engine, doc, vars.clone()).await;
+            assert!(v.get("data").is_none(), "{vars} → {v}");
+            let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(&format!("Variable \"{name}\"")), "{vars} → {v}");
+        }
+        assert_eq!(engine.computed.load(Ordering::Relaxed), 0, "nothing was evaluated");
+        let v = run(&engine, doc, json!({ "p": "a", "drop": "a" })).await;
+        assert_eq!(
+            v,
+            json!({ "data": { "directory": { "withNewFile": { "withoutFiles": { "entries": [] } } } } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skip_and_include_read_coerced_variables() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let doc = r#"query($yes: Boolean!, $no: Boolean = false) {
+            a: version @include(if: $yes) b: version @skip(if: $yes) c: version @include(if: $no)
+        }"#;
+        let v = run(&engine, doc, json!({ "yes": true })).await;
+        let keys: Vec<&String> = v["data"].as_object().expect("data").keys().collect();
+        assert_eq!(keys, ["a"], "{v}");
+        let v = run(&engine, doc, json!({ "yes": "true" })).await;
+        assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
+    }
+}

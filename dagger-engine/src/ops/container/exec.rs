@@ -1,0 +1,554 @@
+//! `withExec`: the exec's filesystem assembled from the layers and mounts, secrets on a private tmpfs, the
+//! process run by the OCI runtime in its own network namespace, its output captured (secrets scrubbed), and
+//! the overlay's upper directory kept as the container's next layer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::model::tree::{Entry, FileEntry, Tree};
+use crate::ops::args::{b, s, strings};
+use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
+use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
+use crate::ops::engine::Engine;
+use crate::ops::secret::secret_plaintext;
+use crate::worker::runtime::{MountSpec, RunRequest};
+use crate::worker::snapshot::{self};
+
+/// A scratch folder removed when dropped.
+pub(crate) struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            snapshot::remove_all(&self.0);
+        }
+    }
+}
+
+/// Replaces every secret plaintext by `***`.
+pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    if secrets.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s.as_str(), "***");
+    }
+    text.into_bytes()
+}
+
+/// Runs `withExec` on `st`, returning the container after it.
+pub(crate) async fn exec(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    mut st: ContainerState,
+    args: &Map<String, Value>,
+) -> Result<ContainerState, FieldError> {
+    let runtime = engine.runtime()?;
+    let mut argv = strings(args, "args");
+    if b(args, "expand") {
+        argv = argv.iter().map(|a| expand(a, &st)).collect();
+    }
+    if argv.is_empty() {
+        argv = st.config.cmd.clone();
+    }
+    if b(args, "useEntrypoint") || (strings(args, "args").is_empty() && !st.config.entrypoint.is_empty()) {
+        let mut full = st.config.entrypoint.clone();
+        full.extend(argv);
+        argv = full;
+    }
+    if argv.is_empty() {
+        return Err(FieldError::new(
+            "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
+        ));
+    }
+    let cmd_for_error = argv.clone();
+
+    // Secrets: their plaintext goes to the process and is scrubbed from everything that comes back.
+    let mut secrets = Vec::new();
+    let mut env = st.config.env.clone();
+    for (name, sd) in &st.secret_env {
+        let p = secret_plaintext(engine, sd).await?;
+        env.retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
+        env.push(format!("{name}={p}"));
+        secrets.push(p);
+    }
+    let mut secret_files = Vec::new();
+    for (path, src) in &st.mounts {
+        if let MountSource::Secret { secret, mode, owner } = src {
+            let p = secret_plaintext(engine, secret).await?;
+            secret_files.push((path.clone(), p.clone(), *mode, *owner));
+            secrets.push(p);
+        }
+    }
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+
+    let stdin = s(args, "stdin").to_owned();
+    let redirect_stdin = s(args, "redirectStdin").to_owned();
+    let redirect_stdout = s(args, "redirectStdout").to_owned();
+    let redirect_stderr = s(args, "redirectStderr").to_owned();
+    let expect = match s(args, "expect") {
+        "" => "SUCCESS".to_owned(),
+        e => e.to_owned(),
+    };
+    let privileged = b(args, "insecureRootCapabilities");
+    if b(args, "experimentalPrivilegedNesting") {
+        return Err(FieldError::new(
+            "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
+        ));
+    }
+
+    let scratch = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("exec-{}", snapshot::unique()));
+    // Removed however this function ends, a cancelled request included.
+    let _scratch_guard = ScratchDir(scratch.clone());
+    let layer_name = d.to_string();
+    // Held until the exec is over.
+    let caches: Vec<(&str, &str)> = st
+        .mounts
+        .iter()
+        .filter_map(|(_, m)| match m {
+            MountSource::Cache { key, sharing, .. } => Some((key.as_str(), sharing.as_str())),
+            _ => None,
+        })
+        .collect();
+    let (_guards, cache_use) = engine.volumes.acquire(&caches).await;
+    let fresh_caches = cache_use.fresh.clone();
+    let engine2 = engine.clone();
+    let events = engine.clone();
+    let call_name = d.clone();
+    let secrets2 = secrets.clone();
+    let on_line: crate::worker::runtime::LineSink = Arc::new(move |line: &str, _is_err: bool| {
+        let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets2)).into_owned();
+        events.emit_log("Container.withExec", &call_name, line);
+    });
+
+    // Prepare the filesystem (blocking work) and run.
+    let prep_scratch = scratch.clone();
+    let prep_st = st.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files, &fresh_caches))
+            .await
+            .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let mut prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+    };
+    let (uid, gid, home) = match resolve_user(engine, &st, &st.config.user) {
+        Ok(u) => u,
+        Err(e) => {
+            drop(prepared);
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+    };
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    let mut stdin_bytes = stdin.into_bytes();
+    if !redirect_stdin.is_empty() {
+        let p = st.abs(&redirect_stdin)?;
+        let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
+        stdin_bytes =
+            std::fs::read(&host).map_err(|e| FieldError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
+    }
+    // The workdir is created when missing, as image builders do.
+    let cwd = st.workdir().to_owned();
+    if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
+        let _ = std::fs::create_dir_all(host);
+    }
+    let netns = engine.network.take().await;
+    if engine.snapshotter() == snapshot::Snapshotter::Copy
+        && let Some(why) = snapshot::overlay_probe_failure()
+        && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: overlayfs is not usable ({why}); container filesystems are copied, which is slower"),
+        );
+    }
+    if let Some(why) = engine.network.take_setup_warning() {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: containers get no network beyond loopback: {why}"),
+        );
+    }
+    let netns = match netns {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            drop(prepared);
+            snapshot::remove_all(&scratch);
+            return Err(FieldError::new(format!("cannot set up the container's network: {e}")));
+        }
+    };
+    let req = RunRequest {
+        rootfs: prepared.rootfs.clone(),
+        bundle: scratch.join("bundle"),
+        args: argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+        mounts: prepared.mounts.clone(),
+        stdin: stdin_bytes,
+        netns: netns.as_ref().map(|n| n.path()),
+        privileged,
+        etc_files: prepared.etc_files.clone(),
+    };
+    let result = runtime.run(&req, on_line).await;
+    // The secrets' files go as soon as the process is done.
+    drop(prepared.secrets.take());
+    if let Some(ns) = netns {
+        engine.network.release(ns);
+    }
+    // Tear down: unmount, then keep the upper directory as the new layer.
+    let engine3 = engine.clone();
+    let mounts_back: Vec<(String, PathBuf)> = prepared.read_back.clone();
+    let finished = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
+        prepared.overlay.unmount().map_err(snap)?;
+        let mut trees = Vec::new();
+        for (path, host) in &mounts_back {
+            trees.push((path.clone(), snapshot::read_tree(&engine3.store, host).map_err(snap)?));
+        }
+        Ok(trees)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let output = match (result, finished) {
+        (Err(e), _) => {
+            snapshot::remove_all(&scratch);
+            return Err(FieldError::new(e.to_string()));
+        }
+        (_, Err(e)) => {
+            snapshot::remove_all(&scratch);
+            return Err(e);
+        }
+        (Ok(out), Ok(trees)) => {
+            for (path, tree) in trees {
+                for (mp, src) in st.mounts.iter_mut() {
+                    if *mp == path
+                        && let MountSource::Dir { tree: t, .. } = src
+                    {
+                        *t = tree.clone();
+                    }
+                }
+            }
+            out
+        }
+    };
+    let stdout = scrub(&output.stdout, &secrets);
+    let stderr = scrub(&output.stderr, &secrets);
+    let combined = scrub(&output.combined, &secrets);
+    let failed = match expect.as_str() {
+        "ANY" => false,
+        "FAILURE" => output.exit_code == 0,
+        _ => output.exit_code != 0,
+    } || output.timed_out.is_some();
+    if failed {
+        snapshot::remove_all(&scratch);
+        let cmd_text = cmd_for_error.join(" ");
+        let message = match (output.timed_out, expect.as_str()) {
+            (Some(t), _) => format!(
+                "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
+                t.as_secs()
+            ),
+            (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+            (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
+                "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
+                output.exit_code,
+                output.exit_code - 128
+            ),
+            (None, _) => format!(
+                "process \"{cmd_text}\" did not complete successfully: exit code: {}",
+                output.exit_code
+            ),
+        };
+        let mut ext = Map::new();
+        ext.insert("_type".into(), json!("EXEC_ERROR"));
+        ext.insert("cmd".into(), json!(cmd_for_error));
+        ext.insert("exitCode".into(), json!(output.exit_code));
+        ext.insert("stdout".into(), json!(String::from_utf8_lossy(&stdout)));
+        ext.insert("stderr".into(), json!(String::from_utf8_lossy(&stderr)));
+        return Err(FieldError {
+            message: String::from_utf8_lossy(&scrub(message.as_bytes(), &secrets)).into_owned(),
+            extensions: Some(ext),
+        });
+    }
+    // Redirected output lands in the new layer, at the path resolved through the container's links (the
+    // process may have made some), and is written without following any.
+    let upper = scratch.join("upper");
+    for (target, bytes) in [(&redirect_stdout, &stdout), (&redirect_stderr, &stderr)] {
+        if target.is_empty() {
+            continue;
+        }
+        let p = st.abs(target)?;
+        let mut stack = layer_paths(engine, &st);
+        stack.push(upper.clone());
+        let rel = snapshot::resolve_in_layers(&stack, &p, true).map_err(snap)?;
+        let entry = Entry::File(FileEntry {
+            mode: 0o644,
+            blob: engine.store.put_blob(bytes)?,
+            size: bytes.len() as u64,
+            mtime: None,
+        });
+        snapshot::write_entry_at(&engine.store, &upper, &rel, &entry, None)
+            .map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
+    }
+    let layers = layers_dir(&engine.store);
+    std::fs::create_dir_all(&layers)
+        .map_err(|e| FieldError::new(format!("cannot create {}: {e}", layers.display())))?;
+    let target = layers.join(&layer_name);
+    if target.exists() {
+        snapshot::remove_all(&target);
+    }
+    std::fs::rename(&upper, &target)
+        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))?;
+    snapshot::remove_all(&scratch);
+    st.layers.push(layer_name);
+    st.exec = Some(ExecResult {
+        exit_code: output.exit_code,
+        stdout: engine.store.put_blob(&stdout)?,
+        stderr: engine.store.put_blob(&stderr)?,
+        combined: engine.store.put_blob(&combined)?,
+    });
+    Ok(st)
+}
+
+/// A secret mounted as a file: container path, plaintext, mode, owner.
+pub(crate) type SecretFile = (String, String, u32, Option<(u32, u32)>);
+
+/// A filesystem ready for one exec.
+pub(crate) struct Prepared {
+    overlay: snapshot::Mounted,
+    rootfs: PathBuf,
+    mounts: Vec<MountSpec>,
+    etc_files: Vec<(PathBuf, String)>,
+    /// Writable snapshot mounts to read back after the exec: container path, host directory.
+    read_back: Vec<(String, PathBuf)>,
+    /// The tmpfs holding the mounted secrets' files, unmounted when the exec ends.
+    secrets: Option<SecretStore>,
+}
+
+pub(crate) fn prepare(
+    engine: &Engine,
+    st: &ContainerState,
+    scratch: &Path,
+    secret_files: &[SecretFile],
+    fresh_caches: &std::collections::HashSet<String>,
+) -> Result<Prepared, FieldError> {
+    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+    std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    for l in &layers {
+        if !l.is_dir() {
+            return Err(FieldError::new(format!(
+                "layer {} is missing from the cache directory (pruned while in use?); run the pipeline again",
+                l.display()
+            )));
+        }
+    }
+    let rootfs = scratch.join("rootfs");
+    let mode = engine.snapshotter();
+    let overlay = snapshot::assemble(
+        mode,
+        &layers,
+        Some((&scratch.join("upper"), &scratch.join("work"))),
+        &rootfs,
+        &empty_layer(&engine.store)?,
+    )
+    .map_err(snap)?;
+    let mut mounts = Vec::new();
+    let mut read_back = Vec::new();
+    for (n, (path, src)) in st.mounts.iter().enumerate() {
+        match src {
+            MountSource::Dir { tree, read_only, owner } => {
+                let host = scratch.join(format!("m{n}"));
+                snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
+                if !read_only {
+                    read_back.push((path.clone(), host.clone()));
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: *read_only,
+                });
+            }
+            MountSource::File { entry, owner } => {
+                let host = scratch.join(format!("f{n}"));
+                snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
+                if let Some((u, g)) = owner {
+                    snapshot::chown(&host, *u, *g).map_err(snap)?;
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: false,
+                });
+            }
+            MountSource::Cache {
+                key,
+                sharing,
+                seed,
+                owner,
+            } => {
+                let (host, fresh) = crate::worker::cache_volume::volume_dir(
+                    &engine.store,
+                    key,
+                    sharing == "PRIVATE" && fresh_caches.contains(key),
+                    scratch,
+                    n,
+                )?;
+                if fresh {
+                    if let Some(seed) = seed {
+                        snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
+                    } else if let Some((u, g)) = owner {
+                        snapshot::chown(&host, *u, *g).map_err(snap)?;
+                    }
+                }
+                mounts.push(MountSpec::Bind {
+                    source: host,
+                    target: path.clone(),
+                    read_only: false,
+                });
+            }
+            MountSource::Secret { .. } => {}
+            MountSource::Temp { size } => mounts.push(MountSpec::Tmpfs {
+                target: path.clone(),
+                size: *size,
+            }),
+        }
+    }
+    let secrets = if secret_files.is_empty() {
+        None
+    } else {
+        let store = SecretStore::mount(&scratch.join("secrets"), secret_files)?;
+        for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
+            let host = store.write(&format!("s{n}"), plaintext.as_bytes(), *mode, *owner)?;
+            mounts.push(MountSpec::Bind {
+                source: host,
+                target: path.clone(),
+                read_only: true,
+            });
+        }
+        Some(store)
+    };
+    // Name resolution and a hosts file, as every container expects.
+    let hosts = scratch.join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost dagger\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(io(format!("cannot write {}", hosts.display())))?;
+    let mut etc_files = vec![(hosts, "/etc/hosts".to_owned())];
+    let resolv = Path::new("/etc/resolv.conf");
+    if resolv.is_file() {
+        let copy = scratch.join("resolv.conf");
+        std::fs::copy(resolv, &copy).map_err(io("cannot copy /etc/resolv.conf".into()))?;
+        etc_files.push((copy, "/etc/resolv.conf".to_owned()));
+    }
+    Ok(Prepared {
+        overlay,
+        rootfs,
+        mounts,
+        etc_files,
+        read_back,
+        secrets,
+    })
+}
+
+/// The files of the secrets one exec mounts: on a tmpfs of their own (memory, never the cache's disk), mounted
+/// private to the engine's user (mode 0700) with `nosuid,nodev,noexec`, and unmounted when dropped, which is
+/// when the exec ends. An engine that dies first leaves the mount under `tmp/`, where the next engine to start
+/// on the cache directory unmounts it (see [`crate::worker::cleanup`]).
+pub(crate) struct SecretStore {
+    dir: PathBuf,
+}
+
+impl SecretStore {
+    /// Mounts a tmpfs at `dir`, sized for `files`.
+    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, FieldError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+        // A page per file at least, and room for the directory itself.
+        let size: usize = files
+            .iter()
+            .map(|f| f.1.len().div_ceil(4096).max(1) * 4096)
+            .sum::<usize>()
+            + 64 * 1024;
+        let data = std::ffi::CString::new(format!("mode=0700,size={size}"))
+            .map_err(|_| FieldError::new("internal error: tmpfs options contain a NUL byte"))?;
+        use rustix::mount::MountFlags;
+        rustix::mount::mount(
+            "drs-secrets",
+            dir,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data.as_c_str(),
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_dir(dir);
+            FieldError::new(format!(
+                "cannot mount a tmpfs for the exec's secrets at {} (the engine needs root): {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Writes one secret file, created with its final mode and owner before the plaintext goes in.
+    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, FieldError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // `create_new` never follows a symbolic link and never opens an existing file.
+        let path = self.dir.join(name);
+        let fail = |e: std::io::Error| FieldError::new(format!("cannot write the secret file {}: {e}", path.display()));
+        let mode = mode & 0o7777;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(fail)?;
+        if let Some((u, g)) = owner {
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(u)),
+                Some(rustix::fs::Gid::from_raw(g)),
+            )
+            .map_err(|e| fail(e.into()))?;
+        }
+        // The umask may have narrowed the mode asked for; the file gets exactly that mode, never more.
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        f.write_all(plaintext).map_err(fail)?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretStore {
+    fn drop(&mut self) {
+        // Unmounting frees the files' memory; nothing was ever written to disk.
+        let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -1,0 +1,79 @@
+//! The values operations produce and the solver keeps: a directory, a file, a secret, a cache volume, file
+//! metadata, the host, a container, or a plain record. Persistent ones are stored as JSON (tagged by `kind`)
+//! in the cache directory's `results/`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::tree::{FileEntry, Tree};
+use crate::store::Store;
+
+/// What an evaluated object holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Evaluated {
+    /// A directory snapshot and its name (`src/`, `/` for a root).
+    Dir {
+        /// The tree.
+        tree: Tree,
+        /// The name `Directory.name` reports.
+        name: String,
+    },
+    /// A file and its name.
+    File {
+        /// The name `File.name` reports.
+        name: String,
+        /// The contents and metadata.
+        entry: FileEntry,
+    },
+    /// A secret: its name and URI (the plaintext stays in session memory).
+    Secret {
+        /// The name.
+        name: String,
+        /// The URI (`env://…`, `file://…`), empty for `setSecret`.
+        uri: String,
+    },
+    /// A cache volume.
+    Cache {
+        /// Its key.
+        key: String,
+    },
+    /// File metadata.
+    Stat {
+        /// `REGULAR`, `DIRECTORY`, `SYMLINK`.
+        file_type: String,
+        /// The base name.
+        name: String,
+        /// Permission bits.
+        permissions: u32,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// The host.
+    Host,
+    /// A container.
+    Container(Box<crate::ops::container::state::ContainerState>),
+    /// A plain record (`EnvVariable`, `Label`, `Port`): its fields.
+    Record(serde_json::Map<String, serde_json::Value>),
+}
+
+impl crate::solver::Value for Evaluated {
+    /// Whether this result is worth keeping on disk across sessions.
+    fn persistent(&self) -> bool {
+        matches!(
+            self,
+            Evaluated::Dir { .. }
+                | Evaluated::File { .. }
+                | Evaluated::Stat { .. }
+                | Evaluated::Container(_)
+                | Evaluated::Record(_)
+        )
+    }
+
+    /// Whether a result loaded from disk can still be used (the layers it names may have been pruned).
+    fn intact(&self, store: &Store) -> bool {
+        match self {
+            Evaluated::Container(c) => c.intact(store),
+            _ => true,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Results in memory: held weakly (a long chain's intermediate results are freed once the next link is
+//! computed; they stay on disk), the most recent ones kept alive, and the small results that are never
+//! written to disk (secrets, cache volumes, the host) kept for the session.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::model::ids::Digest;
+
+/// How many recent results stay in memory while nothing else holds them.
+pub(crate) const RECENT: usize = 64;
+
+/// The in-memory side of the results cache.
+pub(crate) struct Results<V> {
+    /// Persistent results, held weakly; [`Results::recent`] holds strong references.
+    weak: Mutex<HashMap<Digest, Weak<V>>>,
+    /// The most recent results, kept alive so repeated reads of one object do not go to disk.
+    recent: Mutex<VecDeque<Arc<V>>>,
+    /// Results that are not kept on disk: small, kept for the session.
+    kept: Mutex<HashMap<Digest, Arc<V>>>,
+}
+
+impl<V> Default for Results<V> {
+    fn default() -> Self {
+        Self {
+            weak: Mutex::default(),
+            recent: Mutex::default(),
+            kept: Mutex::default(),
+        }
+    }
+}
+
+impl<V> Results<V> {
+    /// Remembers a result: for the session when it is not `persistent`, else weakly and among the recent.
+    pub(crate) fn remember(&self, d: &Digest, v: &Arc<V>, persistent: bool) {
+        if !persistent {
+            if let Ok(mut k) = self.kept.lock() {
+                k.insert(d.clone(), v.clone());
+            }
+            return;
+        }
+        if let Ok(mut r) = self.weak.lock() {
+            // Forget entries whose results are gone, now and then, so the map stays the size of what is live.
+            if r.len() >= 4096 && r.len().is_power_of_two() {
+                r.retain(|_, w| w.strong_count() > 0);
+            }
+            r.insert(d.clone(), Arc::downgrade(v));
+        }
+        self.keep_recent(std::iter::once(v.clone()));
+    }
+
+    /// Keeps `values` alive as the most recent results.
+    pub(crate) fn keep_recent(&self, values: impl IntoIterator<Item = Arc<V>>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            for v in values {
+                if recent.len() >= RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(v);
+            }
+        }
+    }
+
+    /// A result held in memory.
+    pub(crate) fn get(&self, d: &Digest) -> Option<Arc<V>> {
+        if let Some(v) = self.kept.lock().ok().and_then(|k| k.get(d).cloned()) {
+            return Some(v);
+        }
+        self.weak.lock().ok().and_then(|r| r.get(d).and_then(Weak::upgrade))
+    }
+}

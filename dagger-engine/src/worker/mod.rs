@@ -1,0 +1,11 @@
+//! The worker: what runs containers on this host — the OCI runtime ([`runtime`]), container filesystems
+//! ([`snapshot`]), networking ([`network`]), cache volumes ([`cache_volume`]), images ([`oci`]), and the
+//! collection of what engines that stopped uncleanly left ([`cleanup`], [`collected`]).
+
+pub mod cache_volume;
+pub mod cleanup;
+pub mod collected;
+pub mod network;
+pub mod oci;
+pub mod runtime;
+pub mod snapshot;
