@@ -567,3 +567,285 @@ impl<R: Resolver> Ctx<'_, R> {
         Err(Bubble)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The executor on a toy API: no engine, no containers.
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const SDL: &str = r#"
+        type Query {
+            hero: Character!
+            greet(name: String! = "you", times: Int = 1): String!
+            nothing: String
+            missing: String!
+            items: [Item!]!
+            maybeItems: [Item!]
+            item(id: Int!): Item
+        }
+        interface Character { name: String! }
+        type Human implements Character { name: String! height: Int friends: [Human!]! }
+        type Item implements Character { name: String! id: Int! label: String! broken: String! note: String }
+    "#;
+
+    #[derive(Debug)]
+    enum Toy {
+        Query,
+        Human(&'static str),
+        Item(i64),
+    }
+
+    /// Answers the toy schema and records every field it resolves.
+    #[derive(Default)]
+    struct ToyResolver {
+        resolved: Mutex<Vec<String>>,
+    }
+
+    impl Resolver for ToyResolver {
+        type Object = Toy;
+
+        fn type_name<'o>(&self, obj: &'o Toy) -> &'o str {
+            match obj {
+                Toy::Query => "Query",
+                Toy::Human(_) => "Human",
+                Toy::Item(_) => "Item",
+            }
+        }
+
+        fn resolve<'a>(
+            &'a self,
+            obj: &'a Toy,
+            field: &'a Field,
+            args: Map<String, Value>,
+        ) -> BoxFuture<'a, Result<Resolved<Toy>, FieldError>> {
+            Box::pin(async move {
+                let name = field.name.as_str();
+                if let Ok(mut r) = self.resolved.lock() {
+                    r.push(format!("{}.{name}", self.type_name(obj)));
+                }
+                let leaf = |v: Value| Ok(Resolved::Leaf(v));
+                match (obj, name) {
+                    (Toy::Query, "hero") => Ok(Resolved::Obj(Toy::Human("Luke"))),
+                    (Toy::Query, "greet") => {
+                        let who = args["name"].as_str().unwrap_or_default();
+                        let times = args.get("times").and_then(Value::as_i64).unwrap_or(0);
+                        leaf(json!(format!("hello {who}").repeat(times as usize)))
+                    }
+                    (Toy::Query, "nothing" | "missing") => Ok(Resolved::Null),
+                    (Toy::Query, "items" | "maybeItems") => {
+                        Ok(Resolved::List((1..=3).map(Toy::Item).map(Resolved::Obj).collect()))
+                    }
+                    (Toy::Query, "item") => Ok(Resolved::Obj(Toy::Item(args["id"].as_i64().unwrap_or_default()))),
+                    (Toy::Human(n), "name") => leaf(json!(n)),
+                    (Toy::Human(_), "height") => leaf(json!(172)),
+                    (Toy::Human(_), "friends") => Ok(Resolved::List(vec![
+                        Resolved::Obj(Toy::Human("Leia")),
+                        Resolved::Obj(Toy::Human("Han")),
+                    ])),
+                    (Toy::Item(i), "id") => leaf(json!(i)),
+                    (Toy::Item(i), "label" | "name") => leaf(json!(format!("item {i}"))),
+                    (Toy::Item(i), "broken") if *i == 2 => Err(FieldError::new("item 2 is broken")),
+                    (Toy::Item(_), "broken") => leaf(json!("fine")),
+                    (Toy::Item(_), "note") => Ok(Resolved::Null),
+                    (_, other) => Err(FieldError::new(format!("no field {other}"))),
+                }
+            })
+        }
+    }
+
+    fn served() -> Served {
+        Served::parse(SDL, "toy.graphql").expect("toy schema")
+    }
+
+    async fn run_with(resolver: &ToyResolver, query: &str, variables: Value) -> Response {
+        let req = Request {
+            query: query.to_owned(),
+            operation_name: None,
+            variables: variables.as_object().cloned(),
+        };
+        execute(&served(), resolver, Toy::Query, req).await
+    }
+
+    async fn run(query: &str, variables: Value) -> Value {
+        run_with(&ToyResolver::default(), query, variables).await.to_json()
+    }
+
+    /// The response body as text, to check the order of keys (serde_json's maps sort them).
+    async fn text(query: &str) -> String {
+        let response = run_with(&ToyResolver::default(), query, json!({})).await;
+        serde_json::to_string(&response).expect("serialize")
+    }
+
+    #[tokio::test]
+    async fn named_and_inline_fragments_apply_by_type_condition() {
+        let v = run(
+            r#"{ hero { ...Names ... on Human { height friends { ...Names } } ... on Item { label } } }
+               fragment Names on Character { name __typename }"#,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            v,
+            json!({ "data": { "hero": {
+                "name": "Luke", "__typename": "Human", "height": 172,
+                "friends": [{ "name": "Leia", "__typename": "Human" }, { "name": "Han", "__typename": "Human" }],
+            } } })
+        );
+    }
+
+    #[tokio::test]
+    async fn fields_keep_the_order_of_the_selection_and_merge_by_response_key() {
+        let body = text(
+            r#"{ hero { ... on Human { height } name ... on Human { name height } } z: greet a: greet(name: "b") }"#,
+        )
+        .await;
+        assert_eq!(
+            body,
+            r#"{"data":{"hero":{"height":172,"name":"Luke"},"z":"hello you","a":"hello b"}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn aliases_name_fields_called_with_different_arguments() {
+        let v = run(
+            r#"{ one: greet(name: "x") two: greet(name: "y", times: 2) greet }"#,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            v,
+            json!({ "data": { "one": "hello x", "two": "hello yhello y", "greet": "hello you" } })
+        );
+    }
+
+    #[tokio::test]
+    async fn skip_and_include_drop_fields_before_they_are_resolved() {
+        let resolver = ToyResolver::default();
+        let v = run_with(
+            &resolver,
+            r#"query($on: Boolean!) {
+                a: greet @include(if: $on)
+                b: greet @skip(if: $on)
+                c: greet @include(if: false)
+                hero @skip(if: true) { name }
+                ... @include(if: $on) { d: greet(name: "d") }
+                ...Frag @skip(if: $on)
+            }
+            fragment Frag on Query { e: greet }"#,
+            json!({ "on": true }),
+        )
+        .await
+        .to_json();
+        assert_eq!(v, json!({ "data": { "a": "hello you", "d": "hello d" } }));
+        let resolved = resolver.resolved.lock().expect("lock").clone();
+        assert_eq!(
+            resolved,
+            ["Query.greet", "Query.greet"],
+            "skipped fields are never resolved"
+        );
+    }
+
+    #[tokio::test]
+    async fn variables_are_coerced_defaulted_and_required() {
+        let doc = r#"query($n: String!, $t: Int = 2) { greet(name: $n, times: $t) }"#;
+        assert_eq!(
+            run(doc, json!({ "n": "v" })).await,
+            json!({ "data": { "greet": "hello vhello v" } })
+        );
+        assert_eq!(
+            run(doc, json!({ "n": "v", "t": 1 })).await,
+            json!({ "data": { "greet": "hello v" } })
+        );
+        for bad in [json!({}), json!({ "n": 3 }), json!({ "n": "v", "t": "many" })] {
+            let v = run(doc, bad.clone()).await;
+            assert!(v.get("data").is_none(), "{bad} is a request error: {v}");
+            assert!(
+                v["errors"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Variable")),
+                "{v}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_null_bubbles_to_the_nearest_nullable_position() {
+        // A nullable object with a failing non-null field becomes null; its siblings stay.
+        let v = run(r#"{ item(id: 2) { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], json!({ "item": null, "greet": "hello you" }), "{v}");
+        assert_eq!(v["errors"][0]["message"], "item 2 is broken");
+        assert_eq!(v["errors"][0]["path"], json!(["item", "broken"]));
+        assert_eq!(v["errors"][0]["locations"], json!([{ "line": 1, "column": 20 }]));
+
+        // In a nullable list of non-null items, the failing item takes the whole list down.
+        let v = run(r#"{ maybeItems { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], json!({ "maybeItems": null, "greet": "hello you" }), "{v}");
+        assert_eq!(v["errors"][0]["path"], json!(["maybeItems", 1, "broken"]));
+
+        // Through non-null positions up to the root: `data` itself is null.
+        let v = run(r#"{ items { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], Value::Null, "{v}");
+        assert_eq!(v["errors"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    #[tokio::test]
+    async fn null_is_an_error_only_where_the_type_is_non_null() {
+        let v = run(r#"{ nothing item(id: 1) { note } }"#, json!({})).await;
+        assert_eq!(v, json!({ "data": { "nothing": null, "item": { "note": null } } }));
+        let v = run(r#"{ missing }"#, json!({})).await;
+        assert_eq!(v["data"], Value::Null, "{v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`missing` returned null")),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_documents_and_unknown_operations_are_request_errors() {
+        let v = run(r#"{ hero { weight } }"#, json!({})).await;
+        assert!(v.get("data").is_none(), "{v}");
+        let req = Request {
+            query: "query A { greet } query B { greet }".to_owned(),
+            operation_name: Some("C".to_owned()),
+            variables: None,
+        };
+        let v = execute(&served(), &ToyResolver::default(), Toy::Query, req)
+            .await
+            .to_json();
+        assert!(v.get("data").is_none(), "{v}");
+        assert!(
+            v["errors"][0]["message"].as_str().is_some_and(|m| m.contains("`C`")),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn arguments_are_checked_against_their_types_before_the_resolver_runs() {
+        let resolver = ToyResolver::default();
+        for doc in [
+            r#"query($i: Int) { item(id: $i) { id } }"#,
+            r#"{ item(id: "one") { id } }"#,
+            r#"{ greet(times: 1) item { id } }"#,
+        ] {
+            let v = run_with(&resolver, doc, json!({ "i": 1 })).await.to_json();
+            assert!(v.get("data").is_none(), "{doc}: {v}");
+            assert!(v["errors"][0]["message"].is_string(), "{doc}: {v}");
+        }
+        assert!(
+            resolver.resolved.lock().expect("lock").is_empty(),
+            "the resolver never ran"
+        );
+        let v = run_with(
+            &resolver,
+            r#"query($i: Int!) { item(id: $i) { id } }"#,
+            json!({ "i": 7 }),
+        )
+        .await;
+        assert_eq!(v.to_json(), json!({ "data": { "item": { "id": 7 } } }));
+    }
+}

@@ -25,13 +25,18 @@ pub fn served() -> &'static Served {
     SERVED.get_or_init(|| {
         // The SDL is part of the build and checked by tests; failing here means the binary is broken.
         #[allow(clippy::expect_used)]
-        let schema = Schema::parse_and_validate(SDL, "schema/core.graphql").expect("the contract schema is valid");
-        let implementers = schema.implementers_map();
-        Served { schema, implementers }
+        Served::parse(SDL, "schema/core.graphql").expect("the contract schema is valid")
     })
 }
 
 impl Served {
+    /// Parses and validates a schema (`path` names it in errors).
+    pub fn parse(sdl: &str, path: &str) -> Result<Served, String> {
+        let schema = Schema::parse_and_validate(sdl, path).map_err(|e| e.to_string())?;
+        let implementers = schema.implementers_map();
+        Ok(Served { schema, implementers })
+    }
+
     /// Whether `name` is an object type.
     pub fn is_object(&self, name: &str) -> bool {
         matches!(self.schema.types.get(name), Some(ExtendedType::Object(_)))
