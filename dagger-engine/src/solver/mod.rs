@@ -307,3 +307,234 @@ impl<V: Value> Drop for Running<'_, V> {
 fn unknown(d: &Digest) -> FieldError {
     FieldError::new(format!("unknown object `{d}`: it was never created on this engine"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The solver with a toy value and compute function: no engine, no containers.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A number; negative ones are not kept on disk, and one is "pruned" when a file `pruned-<n>` exists.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Num(i64);
+
+    impl Value for Num {
+        fn persistent(&self) -> bool {
+            self.0 >= 0
+        }
+        fn intact(&self, store: &Store) -> bool {
+            !store.root().join(format!("pruned-{}", self.0)).exists()
+        }
+    }
+
+    /// Computes `parent + n`; the fields `fail`, `wait` and `forever` fail, wait for a permit, or never end.
+    struct Toy {
+        solver: Arc<Solver<Num>>,
+        computed: AtomicUsize,
+        fail: AtomicBool,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Compute<Num> for Toy {
+        fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Num, FieldError>> {
+            Box::pin(async move {
+                self.computed.fetch_add(1, Ordering::SeqCst);
+                match call.field.as_str() {
+                    "fail" if self.fail.load(Ordering::SeqCst) => return Err(FieldError::new("failed on purpose")),
+                    "wait" => drop(self.gate.acquire().await),
+                    "forever" => std::future::pending::<()>().await,
+                    _ => {}
+                }
+                let base = match &call.parent {
+                    Some(p) => self.solver.eval(p, self.clone()).await?.0,
+                    None => 0,
+                };
+                Ok(Num(
+                    base + call.args.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0)
+                ))
+            })
+        }
+    }
+
+    fn toy(store: &Store) -> Arc<Toy> {
+        Arc::new(Toy {
+            solver: Arc::new(Solver::new(store.clone())),
+            computed: AtomicUsize::new(0),
+            fail: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+        })
+    }
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(dir.path().join("cache")).expect("store")
+    }
+
+    /// Registers `field(n)` on `parent`.
+    fn call(toy: &Toy, parent: Option<&Digest>, field: &str, n: i64) -> Digest {
+        toy.solver
+            .register(Call {
+                type_name: "Num".into(),
+                parent: parent.cloned(),
+                field: field.into(),
+                args: [("n".to_owned(), json!(n))].into_iter().collect(),
+            })
+            .expect("register")
+    }
+
+    /// A chain of `len` calls adding 1 each; returns the last.
+    fn chain(toy: &Toy, len: usize) -> Digest {
+        let mut d = call(toy, None, "add", 1);
+        for _ in 1..len {
+            d = call(toy, Some(&d), "add", 1);
+        }
+        d
+    }
+
+    async fn eval(toy: &Arc<Toy>, d: &Digest) -> Result<Arc<Num>, FieldError> {
+        toy.solver.eval(d, toy.clone()).await
+    }
+
+    #[tokio::test]
+    async fn a_chain_is_computed_once_and_then_served_from_memory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let top = chain(&toy, 5);
+        assert_eq!(*eval(&toy, &top).await.expect("eval"), Num(5));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 5);
+        assert_eq!(*eval(&toy, &top).await.expect("eval"), Num(5));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 5, "nothing is computed twice");
+    }
+
+    #[tokio::test]
+    async fn registering_is_idempotent_and_calls_are_read_back_from_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir);
+        let toy = toy(&store);
+        let d = call(&toy, None, "add", 3);
+        assert_eq!(call(&toy, None, "add", 3), d);
+        let other = Solver::<Num>::new(store);
+        assert_eq!(other.call(&d).map(|c| c.field), Some("add".to_owned()));
+        assert!(other.call(&Digest::of(b"never")).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_evaluations_of_one_call_share_one_computation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let d = call(&toy, None, "wait", 7);
+        let (a, b) = (toy.clone(), toy.clone());
+        let (da, db) = (d.clone(), d.clone());
+        let first = tokio::spawn(async move { eval(&a, &da).await });
+        let second = tokio::spawn(async move { eval(&b, &db).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        toy.gate.add_permits(10);
+        assert_eq!(*first.await.expect("join").expect("eval"), Num(7));
+        assert_eq!(*second.await.expect("join").expect("eval"), Num(7));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn persistent_results_are_cache_hits_for_the_next_solver_unless_pruned() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir);
+        let first = toy(&store);
+        let kept = call(&first, None, "add", 4);
+        let session_only = call(&first, None, "add", -4);
+        let pruned = call(&first, None, "add", 9);
+        for d in [&kept, &session_only, &pruned] {
+            eval(&first, d).await.expect("eval");
+        }
+        std::fs::write(store.root().join("pruned-9"), b"").expect("prune");
+
+        let second = toy(&store);
+        let mut events = second.solver.subscribe();
+        assert_eq!(*eval(&second, &kept).await.expect("eval"), Num(4));
+        assert_eq!(second.computed.load(Ordering::SeqCst), 0, "read from disk");
+        assert_eq!(events.try_recv().map(|e| e.kind), Ok(EventKind::Cached));
+        assert_eq!(*eval(&second, &session_only).await.expect("eval"), Num(-4));
+        assert_eq!(*eval(&second, &pruned).await.expect("eval"), Num(9));
+        assert_eq!(
+            second.computed.load(Ordering::SeqCst),
+            2,
+            "a session value and a pruned one are computed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_reaches_every_dependent_and_is_not_cached() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        toy.fail.store(true, Ordering::SeqCst);
+        let failing = call(&toy, None, "fail", 1);
+        let child = call(&toy, Some(&failing), "add", 1);
+        let mut events = toy.solver.subscribe();
+        let err = eval(&toy, &child).await.expect_err("fails");
+        assert_eq!(err.message, "failed on purpose");
+        let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Started, EventKind::Failed("failed on purpose".into())]
+        );
+
+        toy.fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            *eval(&toy, &child).await.expect("eval"),
+            Num(2),
+            "the failure was not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_object_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let err = eval(&toy, &Digest::of(b"nothing")).await.expect_err("unknown");
+        assert!(err.message.contains("never created on this engine"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_nobody_awaits_is_cancelled_and_forgotten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let d = call(&toy, None, "forever", 1);
+        let mut events = toy.solver.subscribe();
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), eval(&toy, &d)).await;
+        assert!(pending.is_err(), "it never ends");
+        let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Started,
+                EventKind::Failed("cancelled: no request waits for it any more".into())
+            ]
+        );
+        assert!(toy.solver.in_flight.lock().expect("lock").is_empty());
+        // A new request starts it again rather than joining the dropped one.
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), eval(&toy, &d)).await;
+        assert!(again.is_err());
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_long_chain_is_evaluated_without_native_recursion() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let top = chain(&toy, 1_000);
+        // A small stack: evaluating one level per call recursively would overflow it.
+        let result = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                rt.block_on(eval(&toy, &top)).map(|v| v.0)
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(result.expect("eval"), 1_000);
+    }
+}
