@@ -375,3 +375,174 @@ pub fn default_platform() -> &'static str {
         _ => "linux/amd64",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Pure state edits: no engine, no filesystem, no root.
+
+    use super::*;
+
+    fn apply(st: &mut ContainerState, field: &str, args: Value) -> Result<bool, FieldError> {
+        edit(st, field, args.as_object().expect("object"))
+    }
+
+    fn edited(fields: &[(&str, Value)]) -> ContainerState {
+        let mut st = ContainerState::default();
+        for (field, args) in fields {
+            assert_eq!(
+                apply(&mut st, field, args.clone()).map_err(|e| e.message),
+                Ok(true),
+                "{field}"
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn env_variables_replace_by_name_and_expand_from_the_environment() {
+        let st = edited(&[
+            ("withEnvVariable", json!({ "name": "A", "value": "1" })),
+            ("withEnvVariable", json!({ "name": "B", "value": "x" })),
+            (
+                "withEnvVariable",
+                json!({ "name": "A", "value": "$B-${B}-$NONE-$", "expand": true }),
+            ),
+            ("withEnvVariable", json!({ "name": "C", "value": "$A" })),
+        ]);
+        assert_eq!(st.config.env, ["B=x", "A=x-x--$", "C=$A"]);
+        assert_eq!(st.env_value("A").as_deref(), Some("x-x--$"));
+        let st = {
+            let mut st = st;
+            apply(&mut st, "withoutEnvVariable", json!({ "name": "B" })).expect("edit");
+            st
+        };
+        assert_eq!(st.config.env, ["A=x-x--$", "C=$A"]);
+        let names: Vec<Value> = records(&st, "envVariables")
+            .expect("records")
+            .iter()
+            .map(|r| r["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("A"), json!("C")]);
+    }
+
+    #[test]
+    fn workdir_resolves_against_the_previous_one_and_paths_against_it() {
+        let mut st = edited(&[
+            ("withWorkdir", json!({ "path": "/src" })),
+            ("withWorkdir", json!({ "path": "app/../lib" })),
+        ]);
+        assert_eq!(st.workdir(), "/src/lib");
+        assert_eq!(st.abs("x/y").map_err(|e| e.message), Ok("/src/lib/x/y".to_owned()));
+        assert_eq!(st.abs("/etc").map_err(|e| e.message), Ok("/etc".to_owned()));
+        apply(&mut st, "withoutWorkdir", json!({})).expect("edit");
+        assert_eq!(st.workdir(), "/");
+    }
+
+    #[test]
+    fn entrypoint_clears_default_args_unless_asked_to_keep_them() {
+        let st = edited(&[
+            ("withDefaultArgs", json!({ "args": ["a", "b"] })),
+            (
+                "withEntrypoint",
+                json!({ "args": ["sh", "-c"], "keepDefaultArgs": true }),
+            ),
+        ]);
+        assert_eq!(
+            (st.config.entrypoint.as_slice(), st.config.cmd.as_slice()),
+            (
+                &["sh".to_owned(), "-c".to_owned()][..],
+                &["a".to_owned(), "b".to_owned()][..]
+            )
+        );
+        let mut st = st;
+        apply(&mut st, "withEntrypoint", json!({ "args": ["bash"] })).expect("edit");
+        assert!(st.config.cmd.is_empty());
+        apply(&mut st, "withDefaultArgs", json!({ "args": ["x"] })).expect("edit");
+        apply(&mut st, "withoutEntrypoint", json!({ "keepDefaultArgs": true })).expect("edit");
+        assert_eq!(
+            (st.config.entrypoint.len(), st.config.cmd.as_slice()),
+            (0, &["x".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn user_labels_and_secret_variables() {
+        let mut st = edited(&[
+            ("withUser", json!({ "name": "1000:1000" })),
+            ("withLabel", json!({ "name": "a", "value": "1" })),
+            ("withLabel", json!({ "name": "a", "value": "2" })),
+            ("withLabel", json!({ "name": "b", "value": "3" })),
+            (
+                "withSecretVariable",
+                json!({ "name": "TOKEN", "secret": { "$id": Digest::of(b"one") } }),
+            ),
+            (
+                "withSecretVariable",
+                json!({ "name": "TOKEN", "secret": { "$id": Digest::of(b"two") } }),
+            ),
+        ]);
+        assert_eq!(st.config.user, "1000:1000");
+        assert_eq!(st.config.labels.get("a").map(String::as_str), Some("2"));
+        assert_eq!(st.secret_env, [("TOKEN".to_owned(), Digest::of(b"two"))]);
+        for (field, args) in [
+            ("withoutUser", json!({})),
+            ("withoutLabel", json!({ "name": "a" })),
+            ("withoutSecretVariable", json!({ "name": "TOKEN" })),
+        ] {
+            apply(&mut st, field, args).expect("edit");
+        }
+        assert_eq!(st.config.user, "");
+        assert_eq!(st.config.labels.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(st.secret_env.is_empty());
+        let missing = apply(&mut st, "withSecretVariable", json!({ "name": "X" })).expect_err("no secret");
+        assert!(missing.message.contains("`secret`"), "{}", missing.message);
+    }
+
+    #[test]
+    fn exposed_ports_are_checked_and_replaced_by_port_and_protocol() {
+        let mut st = edited(&[
+            ("withExposedPort", json!({ "port": 80 })),
+            ("withExposedPort", json!({ "port": 80, "protocol": "UDP" })),
+            ("withExposedPort", json!({ "port": 80, "description": "web" })),
+        ]);
+        assert_eq!(
+            st.config.ports,
+            [
+                (80, "UDP".to_owned(), None),
+                (80, "TCP".to_owned(), Some("web".to_owned()))
+            ]
+        );
+        for port in [0, 65536, -1] {
+            let err = apply(&mut st, "withExposedPort", json!({ "port": port })).expect_err("out of range");
+            assert!(err.message.contains("out of range"), "{}", err.message);
+        }
+        let ports = records(&st, "exposedPorts").expect("records");
+        assert_eq!(ports[1]["description"], "web");
+    }
+
+    #[test]
+    fn other_fields_are_not_state_edits() {
+        let mut st = ContainerState::default();
+        for field in ["withExec", "withNewFile", "withMountedCache", "from"] {
+            assert_eq!(
+                apply(&mut st, field, json!({})).map_err(|e| e.message),
+                Ok(false),
+                "{field}"
+            );
+        }
+        assert_eq!(st, ContainerState::default());
+    }
+
+    #[test]
+    fn mounts_replace_what_is_at_or_below_their_path() {
+        let mut st = ContainerState::default();
+        st.add_mount("/a/b".into(), MountSource::Temp { size: None });
+        st.add_mount("/a/bc".into(), MountSource::Temp { size: None });
+        st.add_mount("/a".into(), MountSource::Temp { size: Some(1) });
+        let paths: Vec<&str> = st.mounts.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/a"]);
+        let (at, _, rest) = st.mount_at("/a/x/y").expect("mount");
+        assert_eq!((at, rest.as_str()), ("/a", "x/y"));
+        assert!(st.mount_at("/ab").is_none());
+    }
+}
