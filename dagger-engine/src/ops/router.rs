@@ -125,26 +125,55 @@ pub(crate) async fn build(
     ret: &str,
     mut args: Map<String, Value>,
 ) -> Result<Obj, FieldError> {
+    let (eager, secret) = identity_hooks(engine, parent, field, &mut args).await?;
+    let call = Call {
+        type_name: ret.to_owned(),
+        parent: parent.digest.clone(),
+        field: field.to_owned(),
+        args: args.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let d = engine.register(call)?;
+    if let Some(v) = eager {
+        engine.put_result(&d, v)?;
+    }
+    if let Some(p) = secret {
+        engine.set_secret(&d, p);
+    }
+    Ok(Obj {
+        type_name: ret.to_owned(),
+        digest: Some(d),
+    })
+}
+
+/// The identity hooks of builders whose result depends on outside state: host content read now (its digest
+/// joins the call, and the result is kept), secret values as keyed MACs (a `setSecret` plaintext is returned
+/// to keep in session memory), image tags resolved to a digest. Returns the eager result and the plaintext.
+async fn identity_hooks(
+    engine: &Arc<Engine>,
+    parent: &Obj,
+    field: &str,
+    args: &mut Map<String, Value>,
+) -> Result<(Option<Evaluated>, Option<String>), FieldError> {
     let ty = parent.type_name.as_str();
     let mut eager: Option<Evaluated> = None;
     let mut secret: Option<String> = None;
     match (ty, field) {
         // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
         ("Host", "directory") => {
-            let path = host_path(engine, s(&args, "path"));
+            let path = host_path(engine, s(args, "path"));
             let (tree, name) = read_host_dir(
                 engine,
                 &path,
-                &strings(&args, "include"),
-                &strings(&args, "exclude"),
-                b(&args, "gitignore"),
+                &strings(args, "include"),
+                &strings(args, "exclude"),
+                b(args, "gitignore"),
             )?;
             args.insert("$content".into(), json!(tree.digest()));
             args.remove("noCache");
             eager = Some(Evaluated::Dir { tree, name });
         }
         ("Host", "file") => {
-            let path = host_path(engine, s(&args, "path"));
+            let path = host_path(engine, s(args, "path"));
             let bytes = std::fs::read(&path)
                 .map_err(|e| FieldError::new(format!("cannot read host file {}: {e}", path.display())))?;
             let mode = file_mode(&path);
@@ -174,12 +203,12 @@ pub(crate) async fn build(
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
         ("Container", "from") => {
-            let d = crate::ops::container::image::resolve_address(engine, parent.digest.as_ref(), s(&args, "address"))
+            let d = crate::ops::container::image::resolve_address(engine, parent.digest.as_ref(), s(args, "address"))
                 .await?;
             args.insert("$digest".into(), json!(d));
         }
         ("Query", "secret") => {
-            let uri = s(&args, "uri");
+            let uri = s(args, "uri");
             if !(uri.starts_with("env://") || uri.starts_with("file://")) {
                 return Err(FieldError::new(format!(
                     "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
@@ -193,23 +222,7 @@ pub(crate) async fn build(
         }
         _ => {}
     }
-    let call = Call {
-        type_name: ret.to_owned(),
-        parent: parent.digest.clone(),
-        field: field.to_owned(),
-        args: args.into_iter().collect::<BTreeMap<_, _>>(),
-    };
-    let d = engine.register(call)?;
-    if let Some(v) = eager {
-        engine.put_result(&d, v)?;
-    }
-    if let Some(p) = secret {
-        engine.set_secret(&d, p);
-    }
-    Ok(Obj {
-        type_name: ret.to_owned(),
-        digest: Some(d),
-    })
+    Ok((eager, secret))
 }
 
 /// Computes an object from its call.

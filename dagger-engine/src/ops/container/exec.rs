@@ -41,17 +41,44 @@ pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Runs `withExec` on `st`, returning the container after it.
-pub(crate) async fn exec(
-    engine: &Arc<Engine>,
-    d: &Digest,
-    mut st: ContainerState,
-    args: &Map<String, Value>,
-) -> Result<ContainerState, FieldError> {
-    let runtime = engine.runtime()?;
+/// What `withExec` was asked to do, beyond the command.
+struct Options {
+    stdin: String,
+    redirect_stdin: String,
+    redirect_stdout: String,
+    redirect_stderr: String,
+    /// `SUCCESS`, `FAILURE` or `ANY`.
+    expect: String,
+    privileged: bool,
+}
+
+impl Options {
+    fn parse(args: &Map<String, Value>) -> Result<Options, FieldError> {
+        if b(args, "experimentalPrivilegedNesting") {
+            return Err(FieldError::new(
+                "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
+            ));
+        }
+        Ok(Options {
+            stdin: s(args, "stdin").to_owned(),
+            redirect_stdin: s(args, "redirectStdin").to_owned(),
+            redirect_stdout: s(args, "redirectStdout").to_owned(),
+            redirect_stderr: s(args, "redirectStderr").to_owned(),
+            expect: match s(args, "expect") {
+                "" => "SUCCESS".to_owned(),
+                e => e.to_owned(),
+            },
+            privileged: b(args, "insecureRootCapabilities"),
+        })
+    }
+}
+
+/// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
+/// or when no args were given.
+pub(crate) fn command(st: &ContainerState, args: &Map<String, Value>) -> Result<Vec<String>, FieldError> {
     let mut argv = strings(args, "args");
     if b(args, "expand") {
-        argv = argv.iter().map(|a| expand(a, &st)).collect();
+        argv = argv.iter().map(|a| expand(a, st)).collect();
     }
     if argv.is_empty() {
         argv = st.config.cmd.clone();
@@ -66,23 +93,32 @@ pub(crate) async fn exec(
             "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
         ));
     }
-    let cmd_for_error = argv.clone();
+    Ok(argv)
+}
 
-    // Secrets: their plaintext goes to the process and is scrubbed from everything that comes back.
-    let mut secrets = Vec::new();
+/// The secrets of one exec: the environment with secret variables set, every plaintext (to scrub from what
+/// comes back), and the files of mounted secrets.
+struct Secrets {
+    env: Vec<String>,
+    plaintexts: Vec<String>,
+    files: Vec<SecretFile>,
+}
+
+async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, FieldError> {
+    let mut plaintexts = Vec::new();
     let mut env = st.config.env.clone();
     for (name, sd) in &st.secret_env {
         let p = secret_plaintext(engine, sd).await?;
         env.retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
         env.push(format!("{name}={p}"));
-        secrets.push(p);
+        plaintexts.push(p);
     }
-    let mut secret_files = Vec::new();
+    let mut files = Vec::new();
     for (path, src) in &st.mounts {
         if let MountSource::Secret { secret, mode, owner } = src {
             let p = secret_plaintext(engine, secret).await?;
-            secret_files.push((path.clone(), p.clone(), *mode, *owner));
-            secrets.push(p);
+            files.push((path.clone(), p.clone(), *mode, *owner));
+            plaintexts.push(p);
         }
     }
     if !env.iter().any(|kv| kv.starts_with("PATH=")) {
@@ -91,78 +127,131 @@ pub(crate) async fn exec(
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
+    Ok(Secrets { env, plaintexts, files })
+}
 
-    let stdin = s(args, "stdin").to_owned();
-    let redirect_stdin = s(args, "redirectStdin").to_owned();
-    let redirect_stdout = s(args, "redirectStdout").to_owned();
-    let redirect_stderr = s(args, "redirectStderr").to_owned();
-    let expect = match s(args, "expect") {
-        "" => "SUCCESS".to_owned(),
-        e => e.to_owned(),
-    };
-    let privileged = b(args, "insecureRootCapabilities");
-    if b(args, "experimentalPrivilegedNesting") {
-        return Err(FieldError::new(
-            "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
-        ));
-    }
+/// Runs `withExec` on `st`, returning the container after it.
+///
+/// Every resource it takes is a guard released on every path, a cancelled request included: the scratch
+/// folder, the cache volume locks, the prepared filesystem (mounts, secrets' tmpfs) and the network
+/// namespace.
+pub(crate) async fn exec(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    mut st: ContainerState,
+    args: &Map<String, Value>,
+) -> Result<ContainerState, FieldError> {
+    let runtime = engine.runtime()?;
+    let argv = command(&st, args)?;
+    let Secrets { env, plaintexts, files } = secrets(engine, &st).await?;
+    let opts = Options::parse(args)?;
 
     let scratch = engine
         .store
         .root()
         .join("tmp")
         .join(format!("exec-{}", snapshot::unique()));
-    // Removed however this function ends, a cancelled request included.
     let _scratch_guard = ScratchDir(scratch.clone());
-    let layer_name = d.to_string();
     // Held until the exec is over.
-    let caches: Vec<(&str, &str)> = st
-        .mounts
+    let (_guards, cache_use) = engine.volumes.acquire(&cache_mounts(&st)).await;
+    let fresh_caches = cache_use.fresh.clone();
+
+    // Prepare the filesystem (blocking work) and run.
+    let (prep_engine, prep_st, prep_scratch) = (engine.clone(), st.clone(), scratch.clone());
+    let mut prepared =
+        tokio::task::spawn_blocking(move || prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches))
+            .await
+            .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    let req = run_request(engine, d, &st, &opts, &prepared, &scratch, argv.clone(), env).await?;
+    let on_line = log_sink(engine, d, &plaintexts);
+    let result = runtime.run(&req.0, on_line).await;
+    // The secrets' files and the namespace go as soon as the process is done.
+    drop(prepared.secrets.take());
+    drop(req);
+    // Tear down: unmount, then read back what the process wrote into writable snapshot mounts.
+    let store = engine.store.clone();
+    let read_back = prepared.read_back.clone();
+    let trees = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
+        prepared.overlay.unmount().map_err(snap)?;
+        read_back
+            .iter()
+            .map(|(path, host)| Ok((path.clone(), snapshot::read_tree(&store, host).map_err(snap)?)))
+            .collect()
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let output = result.map_err(|e| FieldError::new(e.to_string()))?;
+    for (path, tree) in trees? {
+        for (mp, src) in st.mounts.iter_mut() {
+            if *mp == path
+                && let MountSource::Dir { tree: t, .. } = src
+            {
+                *t = tree.clone();
+            }
+        }
+    }
+    let stdout = scrub(&output.stdout, &plaintexts);
+    let stderr = scrub(&output.stderr, &plaintexts);
+    let combined = scrub(&output.combined, &plaintexts);
+    check_exit(&output, &opts.expect, &argv, &stdout, &stderr, &plaintexts)?;
+    let upper = scratch.join("upper");
+    write_redirects(
+        engine,
+        &st,
+        &upper,
+        &[(&opts.redirect_stdout, &stdout), (&opts.redirect_stderr, &stderr)],
+    )?;
+    keep_layer(engine, &upper, &d.to_string())?;
+    st.layers.push(d.to_string());
+    st.exec = Some(ExecResult {
+        exit_code: output.exit_code,
+        stdout: engine.store.put_blob(&stdout)?,
+        stderr: engine.store.put_blob(&stderr)?,
+        combined: engine.store.put_blob(&combined)?,
+    });
+    Ok(st)
+}
+
+/// The cache volumes `st` mounts: key and sharing mode.
+fn cache_mounts(st: &ContainerState) -> Vec<(&str, &str)> {
+    st.mounts
         .iter()
         .filter_map(|(_, m)| match m {
             MountSource::Cache { key, sharing, .. } => Some((key.as_str(), sharing.as_str())),
             _ => None,
         })
-        .collect();
-    let (_guards, cache_use) = engine.volumes.acquire(&caches).await;
-    let fresh_caches = cache_use.fresh.clone();
-    let engine2 = engine.clone();
-    let events = engine.clone();
-    let call_name = d.clone();
-    let secrets2 = secrets.clone();
-    let on_line: crate::worker::runtime::LineSink = Arc::new(move |line: &str, _is_err: bool| {
-        let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets2)).into_owned();
-        events.emit_log("Container.withExec", &call_name, line);
-    });
+        .collect()
+}
 
-    // Prepare the filesystem (blocking work) and run.
-    let prep_scratch = scratch.clone();
-    let prep_st = st.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare(&engine2, &prep_st, &prep_scratch, &secret_files, &fresh_caches))
-            .await
-            .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
-    let mut prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            snapshot::remove_all(&scratch);
-            return Err(e);
-        }
-    };
-    let (uid, gid, home) = match resolve_user(engine, &st, &st.config.user) {
-        Ok(u) => u,
-        Err(e) => {
-            drop(prepared);
-            snapshot::remove_all(&scratch);
-            return Err(e);
-        }
-    };
+/// Output lines as log events of `d`, secrets scrubbed.
+fn log_sink(engine: &Arc<Engine>, d: &Digest, secrets: &[String]) -> crate::worker::runtime::LineSink {
+    let (events, call_name, secrets) = (engine.clone(), d.clone(), secrets.to_vec());
+    Arc::new(move |line: &str, _is_err: bool| {
+        let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets)).into_owned();
+        events.emit_log("Container.withExec", &call_name, line);
+    })
+}
+
+/// The run request for a prepared filesystem, with the network namespace it joins (held until dropped):
+/// the user resolved, `HOME` set, stdin read, the workdir created when missing.
+#[allow(clippy::too_many_arguments)]
+async fn run_request(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &ContainerState,
+    opts: &Options,
+    prepared: &Prepared,
+    scratch: &Path,
+    argv: Vec<String>,
+    mut env: Vec<String>,
+) -> Result<(RunRequest, crate::worker::network::Held), FieldError> {
+    let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
     }
-    let mut stdin_bytes = stdin.into_bytes();
-    if !redirect_stdin.is_empty() {
-        let p = st.abs(&redirect_stdin)?;
+    let mut stdin_bytes = opts.stdin.clone().into_bytes();
+    if !opts.redirect_stdin.is_empty() {
+        let p = st.abs(&opts.redirect_stdin)?;
         let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
         stdin_bytes =
             std::fs::read(&host).map_err(|e| FieldError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
@@ -173,6 +262,28 @@ pub(crate) async fn exec(
         let _ = std::fs::create_dir_all(host);
     }
     let netns = engine.network.take().await;
+    warn_once(engine, d);
+    let netns = netns.map_err(|e| FieldError::new(format!("cannot set up the container's network: {e}")))?;
+    let req = RunRequest {
+        rootfs: prepared.rootfs.clone(),
+        bundle: scratch.join("bundle"),
+        args: argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+        mounts: prepared.mounts.clone(),
+        stdin: stdin_bytes,
+        netns: Some(netns.path()),
+        privileged: opts.privileged,
+        etc_files: prepared.etc_files.clone(),
+    };
+    Ok((req, netns))
+}
+
+/// Reports, once per engine, that filesystems are copied or that containers get no network.
+fn warn_once(engine: &Arc<Engine>, d: &Digest) {
     if engine.snapshotter() == snapshot::Snapshotter::Copy
         && let Some(why) = snapshot::overlay_probe_failure()
         && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -190,118 +301,69 @@ pub(crate) async fn exec(
             format!("warning: containers get no network beyond loopback: {why}"),
         );
     }
-    let netns = match netns {
-        Ok(ns) => Some(ns),
-        Err(e) => {
-            drop(prepared);
-            snapshot::remove_all(&scratch);
-            return Err(FieldError::new(format!("cannot set up the container's network: {e}")));
-        }
-    };
-    let req = RunRequest {
-        rootfs: prepared.rootfs.clone(),
-        bundle: scratch.join("bundle"),
-        args: argv,
-        env,
-        cwd,
-        uid,
-        gid,
-        additional_gids: Vec::new(),
-        mounts: prepared.mounts.clone(),
-        stdin: stdin_bytes,
-        netns: netns.as_ref().map(|n| n.path()),
-        privileged,
-        etc_files: prepared.etc_files.clone(),
-    };
-    let result = runtime.run(&req, on_line).await;
-    // The secrets' files go as soon as the process is done.
-    drop(prepared.secrets.take());
-    if let Some(ns) = netns {
-        engine.network.release(ns);
-    }
-    // Tear down: unmount, then keep the upper directory as the new layer.
-    let engine3 = engine.clone();
-    let mounts_back: Vec<(String, PathBuf)> = prepared.read_back.clone();
-    let finished = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
-        prepared.overlay.unmount().map_err(snap)?;
-        let mut trees = Vec::new();
-        for (path, host) in &mounts_back {
-            trees.push((path.clone(), snapshot::read_tree(&engine3.store, host).map_err(snap)?));
-        }
-        Ok(trees)
-    })
-    .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
-    let output = match (result, finished) {
-        (Err(e), _) => {
-            snapshot::remove_all(&scratch);
-            return Err(FieldError::new(e.to_string()));
-        }
-        (_, Err(e)) => {
-            snapshot::remove_all(&scratch);
-            return Err(e);
-        }
-        (Ok(out), Ok(trees)) => {
-            for (path, tree) in trees {
-                for (mp, src) in st.mounts.iter_mut() {
-                    if *mp == path
-                        && let MountSource::Dir { tree: t, .. } = src
-                    {
-                        *t = tree.clone();
-                    }
-                }
-            }
-            out
-        }
-    };
-    let stdout = scrub(&output.stdout, &secrets);
-    let stderr = scrub(&output.stderr, &secrets);
-    let combined = scrub(&output.combined, &secrets);
-    let failed = match expect.as_str() {
+}
+
+/// The `EXEC_ERROR` of a process that did not end as `expect` says (or ran out of time).
+fn check_exit(
+    output: &crate::worker::runtime::RunOutput,
+    expect: &str,
+    argv: &[String],
+    stdout: &[u8],
+    stderr: &[u8],
+    secrets: &[String],
+) -> Result<(), FieldError> {
+    let failed = match expect {
         "ANY" => false,
         "FAILURE" => output.exit_code == 0,
         _ => output.exit_code != 0,
     } || output.timed_out.is_some();
-    if failed {
-        snapshot::remove_all(&scratch);
-        let cmd_text = cmd_for_error.join(" ");
-        let message = match (output.timed_out, expect.as_str()) {
-            (Some(t), _) => format!(
-                "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
-                t.as_secs()
-            ),
-            (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
-            (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
-                "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
-                output.exit_code,
-                output.exit_code - 128
-            ),
-            (None, _) => format!(
-                "process \"{cmd_text}\" did not complete successfully: exit code: {}",
-                output.exit_code
-            ),
-        };
-        let mut ext = Map::new();
-        ext.insert("_type".into(), json!("EXEC_ERROR"));
-        ext.insert("cmd".into(), json!(cmd_for_error));
-        ext.insert("exitCode".into(), json!(output.exit_code));
-        ext.insert("stdout".into(), json!(String::from_utf8_lossy(&stdout)));
-        ext.insert("stderr".into(), json!(String::from_utf8_lossy(&stderr)));
-        return Err(FieldError {
-            message: String::from_utf8_lossy(&scrub(message.as_bytes(), &secrets)).into_owned(),
-            extensions: Some(ext),
-        });
+    if !failed {
+        return Ok(());
     }
-    // Redirected output lands in the new layer, at the path resolved through the container's links (the
-    // process may have made some), and is written without following any.
-    let upper = scratch.join("upper");
-    for (target, bytes) in [(&redirect_stdout, &stdout), (&redirect_stderr, &stderr)] {
+    let cmd_text = argv.join(" ");
+    let message = match (output.timed_out, expect) {
+        (Some(t), _) => format!(
+            "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
+            t.as_secs()
+        ),
+        (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+        (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
+            "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
+            output.exit_code,
+            output.exit_code - 128
+        ),
+        (None, _) => format!(
+            "process \"{cmd_text}\" did not complete successfully: exit code: {}",
+            output.exit_code
+        ),
+    };
+    let mut ext = Map::new();
+    ext.insert("_type".into(), json!("EXEC_ERROR"));
+    ext.insert("cmd".into(), json!(argv));
+    ext.insert("exitCode".into(), json!(output.exit_code));
+    ext.insert("stdout".into(), json!(String::from_utf8_lossy(stdout)));
+    ext.insert("stderr".into(), json!(String::from_utf8_lossy(stderr)));
+    Err(FieldError {
+        message: String::from_utf8_lossy(&scrub(message.as_bytes(), secrets)).into_owned(),
+        extensions: Some(ext),
+    })
+}
+
+/// Writes redirected output into the new layer `upper`, at the path resolved through the container's links
+/// (the process may have made some), without following any.
+fn write_redirects(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    upper: &Path,
+    outputs: &[(&String, &Vec<u8>)],
+) -> Result<(), FieldError> {
+    for (target, bytes) in outputs {
         if target.is_empty() {
             continue;
         }
         let p = st.abs(target)?;
-        let mut stack = layer_paths(engine, &st);
-        stack.push(upper.clone());
+        let mut stack = layer_paths(engine, st);
+        stack.push(upper.to_owned());
         let rel = snapshot::resolve_in_layers(&stack, &p, true).map_err(snap)?;
         let entry = Entry::File(FileEntry {
             mode: 0o644,
@@ -309,27 +371,23 @@ pub(crate) async fn exec(
             size: bytes.len() as u64,
             mtime: None,
         });
-        snapshot::write_entry_at(&engine.store, &upper, &rel, &entry, None)
+        snapshot::write_entry_at(&engine.store, upper, &rel, &entry, None)
             .map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
     }
+    Ok(())
+}
+
+/// Keeps the exec's upper directory as the layer `name`.
+fn keep_layer(engine: &Engine, upper: &Path, name: &str) -> Result<(), FieldError> {
     let layers = layers_dir(&engine.store);
     std::fs::create_dir_all(&layers)
         .map_err(|e| FieldError::new(format!("cannot create {}: {e}", layers.display())))?;
-    let target = layers.join(&layer_name);
+    let target = layers.join(name);
     if target.exists() {
         snapshot::remove_all(&target);
     }
-    std::fs::rename(&upper, &target)
-        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))?;
-    snapshot::remove_all(&scratch);
-    st.layers.push(layer_name);
-    st.exec = Some(ExecResult {
-        exit_code: output.exit_code,
-        stdout: engine.store.put_blob(&stdout)?,
-        stderr: engine.store.put_blob(&stderr)?,
-        combined: engine.store.put_blob(&combined)?,
-    });
-    Ok(st)
+    std::fs::rename(upper, &target)
+        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))
 }
 
 /// A secret mounted as a file: container path, plaintext, mode, owner.
@@ -378,62 +436,12 @@ pub(crate) fn prepare(
     let mut mounts = Vec::new();
     let mut read_back = Vec::new();
     for (n, (path, src)) in st.mounts.iter().enumerate() {
-        match src {
-            MountSource::Dir { tree, read_only, owner } => {
-                let host = scratch.join(format!("m{n}"));
-                snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
-                if !read_only {
-                    read_back.push((path.clone(), host.clone()));
-                }
-                mounts.push(MountSpec::Bind {
-                    source: host,
-                    target: path.clone(),
-                    read_only: *read_only,
-                });
+        let fresh = matches!(src, MountSource::Cache { key, sharing, .. } if sharing == "PRIVATE" && fresh_caches.contains(key));
+        if let Some((spec, writable)) = mount_spec(engine, scratch, n, path, src, fresh)? {
+            if let (true, MountSpec::Bind { source, .. }) = (writable, &spec) {
+                read_back.push((path.clone(), source.clone()));
             }
-            MountSource::File { entry, owner } => {
-                let host = scratch.join(format!("f{n}"));
-                snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
-                if let Some((u, g)) = owner {
-                    snapshot::chown(&host, *u, *g).map_err(snap)?;
-                }
-                mounts.push(MountSpec::Bind {
-                    source: host,
-                    target: path.clone(),
-                    read_only: false,
-                });
-            }
-            MountSource::Cache {
-                key,
-                sharing,
-                seed,
-                owner,
-            } => {
-                let (host, fresh) = crate::worker::cache_volume::volume_dir(
-                    &engine.store,
-                    key,
-                    sharing == "PRIVATE" && fresh_caches.contains(key),
-                    scratch,
-                    n,
-                )?;
-                if fresh {
-                    if let Some(seed) = seed {
-                        snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
-                    } else if let Some((u, g)) = owner {
-                        snapshot::chown(&host, *u, *g).map_err(snap)?;
-                    }
-                }
-                mounts.push(MountSpec::Bind {
-                    source: host,
-                    target: path.clone(),
-                    read_only: false,
-                });
-            }
-            MountSource::Secret { .. } => {}
-            MountSource::Temp { size } => mounts.push(MountSpec::Tmpfs {
-                target: path.clone(),
-                size: *size,
-            }),
+            mounts.push(spec);
         }
     }
     let secrets = if secret_files.is_empty() {
@@ -450,6 +458,74 @@ pub(crate) fn prepare(
         }
         Some(store)
     };
+    let etc_files = etc_files(scratch)?;
+    Ok(Prepared {
+        overlay,
+        rootfs,
+        mounts,
+        etc_files,
+        read_back,
+        secrets,
+    })
+}
+
+/// The mount of `src` at `path` for one exec (the `n`th mount), its host side made under `scratch`; with
+/// whether what the exec writes there is read back (writable snapshot mounts). `None` for secrets, which are
+/// mounted from their own tmpfs. `fresh` gives a `PRIVATE` cache volume in use elsewhere a throwaway
+/// directory.
+fn mount_spec(
+    engine: &Engine,
+    scratch: &Path,
+    n: usize,
+    path: &str,
+    src: &MountSource,
+    fresh: bool,
+) -> Result<Option<(MountSpec, bool)>, FieldError> {
+    let bind = |source: PathBuf, read_only: bool| MountSpec::Bind {
+        source,
+        target: path.to_owned(),
+        read_only,
+    };
+    Ok(Some(match src {
+        MountSource::Dir { tree, read_only, owner } => {
+            let host = scratch.join(format!("m{n}"));
+            snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
+            (bind(host, *read_only), !read_only)
+        }
+        MountSource::File { entry, owner } => {
+            let host = scratch.join(format!("f{n}"));
+            snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
+            if let Some((u, g)) = owner {
+                snapshot::chown(&host, *u, *g).map_err(snap)?;
+            }
+            (bind(host, false), false)
+        }
+        MountSource::Cache { key, seed, owner, .. } => {
+            let (host, created) = crate::worker::cache_volume::volume_dir(&engine.store, key, fresh, scratch, n)?;
+            if created {
+                if let Some(seed) = seed {
+                    snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
+                } else if let Some((u, g)) = owner {
+                    snapshot::chown(&host, *u, *g).map_err(snap)?;
+                }
+            }
+            (bind(host, false), false)
+        }
+        MountSource::Secret { .. } => return Ok(None),
+        MountSource::Temp { size } => (
+            MountSpec::Tmpfs {
+                target: path.to_owned(),
+                size: *size,
+            },
+            false,
+        ),
+    }))
+}
+
+/// Name resolution and a hosts file, as every container expects: host files written under `scratch`, with
+/// the container path each is mounted at.
+fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, FieldError> {
+    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
     // Name resolution and a hosts file, as every container expects.
     let hosts = scratch.join("hosts");
     std::fs::write(
@@ -464,14 +540,7 @@ pub(crate) fn prepare(
         std::fs::copy(resolv, &copy).map_err(io("cannot copy /etc/resolv.conf".into()))?;
         etc_files.push((copy, "/etc/resolv.conf".to_owned()));
     }
-    Ok(Prepared {
-        overlay,
-        rootfs,
-        mounts,
-        etc_files,
-        read_back,
-        secrets,
-    })
+    Ok(etc_files)
 }
 
 /// The files of the secrets one exec mounts: on a tmpfs of their own (memory, never the cache's disk), mounted

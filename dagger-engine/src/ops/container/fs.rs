@@ -167,69 +167,72 @@ pub(crate) async fn read(
             ))),
         };
     }
-    let engine2 = engine.clone();
-    let st2 = st.clone();
+    let (engine, st) = (engine.clone(), st.clone());
     let follow = !(field == "stat" && b(args, "doNotFollowSymlinks"));
     let field = field.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mounted = mount_readonly(&engine2, &st2)?;
-        let root = mounted.path().to_owned();
-        let host = snapshot::resolve_in_root(&root, &path, follow).map_err(snap)?;
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
-        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-        let out = match field.as_str() {
-            "file" => {
-                if !meta.is_file() {
-                    return Err(FieldError::new(format!(
-                        "`{path}` is not a regular file in the container"
-                    )));
-                }
-                let (blob, size) = engine2.store.put_blob_from_file(&host)?;
-                use std::os::unix::fs::PermissionsExt;
-                Evaluated::File {
-                    name,
-                    entry: FileEntry {
-                        mode: meta.permissions().mode() & 0o7777,
-                        blob,
-                        size,
-                        mtime: None,
-                    },
-                }
-            }
-            "stat" => {
-                use std::os::unix::fs::PermissionsExt;
-                let ft = meta.file_type();
-                Evaluated::Stat {
-                    file_type: if ft.is_dir() {
-                        "DIRECTORY"
-                    } else if ft.is_symlink() {
-                        "SYMLINK"
-                    } else {
-                        "REGULAR"
-                    }
-                    .into(),
-                    name: if path == "/" { "/".into() } else { name },
-                    permissions: meta.permissions().mode() & 0o7777,
-                    size: meta.len(),
-                }
-            }
-            _ => {
-                if !meta.is_dir() {
-                    return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
-                }
-                let tree = snapshot::read_tree(&engine2.store, &host).map_err(snap)?;
-                Evaluated::Dir {
-                    tree,
-                    name: if path == "/" { "/".into() } else { format!("{name}/") },
-                }
-            }
-        };
+        let mounted = mount_readonly(&engine, &st)?;
+        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
+        let out = read_host(&engine, &host, &path, &field)?;
         mounted.unmount().map_err(snap)?;
         Ok(out)
     })
     .await
     .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// Reads `file`, `directory` or `stat` of the container path `path`, found at `host` in the mounted root.
+fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Evaluated, FieldError> {
+    let meta = std::fs::symlink_metadata(host)
+        .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    Ok(match field {
+        "file" => {
+            if !meta.is_file() {
+                return Err(FieldError::new(format!(
+                    "`{path}` is not a regular file in the container"
+                )));
+            }
+            let (blob, size) = engine.store.put_blob_from_file(host)?;
+            use std::os::unix::fs::PermissionsExt;
+            Evaluated::File {
+                name,
+                entry: FileEntry {
+                    mode: meta.permissions().mode() & 0o7777,
+                    blob,
+                    size,
+                    mtime: None,
+                },
+            }
+        }
+        "stat" => {
+            use std::os::unix::fs::PermissionsExt;
+            let ft = meta.file_type();
+            Evaluated::Stat {
+                file_type: if ft.is_dir() {
+                    "DIRECTORY"
+                } else if ft.is_symlink() {
+                    "SYMLINK"
+                } else {
+                    "REGULAR"
+                }
+                .into(),
+                name: if path == "/" { "/".into() } else { name },
+                permissions: meta.permissions().mode() & 0o7777,
+                size: meta.len(),
+            }
+        }
+        _ => {
+            if !meta.is_dir() {
+                return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
+            }
+            let tree = snapshot::read_tree(&engine.store, host).map_err(snap)?;
+            Evaluated::Dir {
+                tree,
+                name: if path == "/" { "/".into() } else { format!("{name}/") },
+            }
+        }
+    })
 }
 
 pub(crate) fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Evaluated, FieldError> {
