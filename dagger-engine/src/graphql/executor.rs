@@ -82,7 +82,7 @@ struct Ctx<'a, R: Resolver> {
     doc: &'a Valid<ExecutableDocument>,
     /// The variables, coerced to their declared types.
     vars: Map<String, Value>,
-    errors: std::sync::Mutex<Vec<Value>>,
+    errors: parking_lot::Mutex<Vec<Value>>,
     /// Selections visited so far (see [`MAX_FIELDS`]).
     visited: AtomicUsize,
     /// Whether the [`MAX_FIELDS`] error was recorded.
@@ -244,7 +244,7 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
         served,
         doc: &doc,
         vars,
-        errors: std::sync::Mutex::new(Vec::new()),
+        errors: parking_lot::Mutex::new(Vec::new()),
         visited: AtomicUsize::new(0),
         over_budget: AtomicBool::new(false),
     };
@@ -261,7 +261,7 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
         // A non-null root field failed: the spec makes the whole `data` null.
         Err(Bubble) => Data::Json(Value::Null),
     };
-    errors.extend(ctx.errors.into_inner().unwrap_or_default());
+    errors.extend(ctx.errors.into_inner());
     Response {
         errors,
         data: Some(data),
@@ -503,9 +503,7 @@ impl<R: Resolver> Ctx<'_, R> {
         if let Some(ext) = e.extensions {
             err.insert("extensions".into(), Value::Object(ext));
         }
-        if let Ok(mut errors) = self.errors.lock() {
-            errors.push(Value::Object(err));
-        }
+        self.errors.lock().push(Value::Object(err));
     }
 }
 
@@ -554,10 +552,8 @@ impl<R: Resolver> Ctx<'_, R> {
         if self.visited.fetch_add(1, Ordering::Relaxed) < MAX_FIELDS {
             return Ok(());
         }
-        if !self.over_budget.swap(true, Ordering::Relaxed)
-            && let Ok(mut errors) = self.errors.lock()
-        {
-            errors.push(json!({
+        if !self.over_budget.swap(true, Ordering::Relaxed) {
+            self.errors.lock().push(json!({
                 "message": format!(
                     "the request selects more than {MAX_FIELDS} fields (exec::MAX_FIELDS, counting each field and \
                      fragment once for every object it applies to): split it into smaller requests"
@@ -572,7 +568,7 @@ impl<R: Resolver> Ctx<'_, R> {
 mod tests {
     //! The executor on a toy API: no engine, no containers.
 
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use super::*;
 
@@ -623,9 +619,7 @@ mod tests {
         ) -> BoxFuture<'a, Result<Resolved<Toy>, FieldError>> {
             Box::pin(async move {
                 let name = field.name.as_str();
-                if let Ok(mut r) = self.resolved.lock() {
-                    r.push(format!("{}.{name}", self.type_name(obj)));
-                }
+                self.resolved.lock().push(format!("{}.{name}", self.type_name(obj)));
                 let leaf = |v: Value| Ok(Resolved::Leaf(v));
                 match (obj, name) {
                     (Toy::Query, "hero") => Ok(Resolved::Obj(Toy::Human("Luke"))),
@@ -740,7 +734,7 @@ mod tests {
         .await
         .to_json();
         assert_eq!(v, json!({ "data": { "a": "hello you", "d": "hello d" } }));
-        let resolved = resolver.resolved.lock().expect("lock").clone();
+        let resolved = resolver.resolved.lock().clone();
         assert_eq!(
             resolved,
             ["Query.greet", "Query.greet"],
@@ -836,10 +830,7 @@ mod tests {
             assert!(v.get("data").is_none(), "{doc}: {v}");
             assert!(v["errors"][0]["message"].is_string(), "{doc}: {v}");
         }
-        assert!(
-            resolver.resolved.lock().expect("lock").is_empty(),
-            "the resolver never ran"
-        );
+        assert!(resolver.resolved.lock().is_empty(), "the resolver never ran");
         let v = run_with(
             &resolver,
             r#"query($i: Int!) { item(id: $i) { id } }"#,

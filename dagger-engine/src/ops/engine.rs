@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -314,14 +316,12 @@ impl Engine {
 
     /// Keeps a secret's plaintext in session memory (never on disk, never in an ID).
     pub fn set_secret(&self, d: &Digest, plaintext: String) {
-        if let Ok(mut s) = self.secrets.lock() {
-            s.insert(d.clone(), plaintext);
-        }
+        self.secrets.lock().insert(d.clone(), plaintext);
     }
 
     /// A secret's plaintext, if this session holds it.
     pub fn secret(&self, d: &Digest) -> Option<String> {
-        self.secrets.lock().ok().and_then(|s| s.get(d).cloned())
+        self.secrets.lock().get(d).cloned()
     }
 
     /// Records a result computed outside `eval` (eager host reads).

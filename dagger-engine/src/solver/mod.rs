@@ -9,11 +9,12 @@ pub mod events;
 mod results;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
@@ -101,28 +102,24 @@ impl<V: Value> Solver<V> {
     /// Registers a call, returning its digest (the object's identity).
     pub fn register(&self, call: Call) -> Result<Digest, FieldError> {
         let d = call.digest();
-        let known = self.calls.lock().map(|c| c.contains_key(&d)).unwrap_or(false);
+        let known = self.calls.lock().contains_key(&d);
         if !known {
             // A record already on disk (from an earlier session) is the same call: no need to write it again.
             if !self.store.has_json("calls", &d) {
                 self.store.put_json("calls", &d, &call)?;
             }
-            if let Ok(mut calls) = self.calls.lock() {
-                calls.insert(d.clone(), call);
-            }
+            self.calls.lock().insert(d.clone(), call);
         }
         Ok(d)
     }
 
     /// The call behind a digest, from memory or the cache directory.
     pub fn call(&self, d: &Digest) -> Option<Call> {
-        if let Some(c) = self.calls.lock().ok().and_then(|c| c.get(d).cloned()) {
+        if let Some(c) = self.calls.lock().get(d).cloned() {
             return Some(c);
         }
         let c: Call = self.store.get_json("calls", d)?;
-        if let Ok(mut calls) = self.calls.lock() {
-            calls.insert(d.clone(), c.clone());
-        }
+        self.calls.lock().insert(d.clone(), c.clone());
         Some(c)
     }
 
@@ -226,9 +223,7 @@ impl<V: Value> Solver<V> {
             return Ok(v);
         }
         let fut = {
-            let Ok(mut in_flight) = self.in_flight.lock() else {
-                return Err(FieldError::new("internal error: evaluation state is poisoned"));
-            };
+            let mut in_flight = self.in_flight.lock();
             // In flight entries are weak: an evaluation lives while a request awaits it, and is dropped
             // (its containers stopped) with the last one.
             match in_flight.get(d).and_then(WeakShared::upgrade) {
@@ -271,9 +266,7 @@ impl<V: Value> Solver<V> {
                 Ok(v) => self.put_result(&digest, v),
                 Err(e) => Err(e),
             };
-            if let Ok(mut f) = self.in_flight.lock() {
-                f.remove(&digest);
-            }
+            self.in_flight.lock().remove(&digest);
             result
         })
     }
@@ -298,9 +291,7 @@ impl<V: Value> Drop for Running<'_, V> {
             self.digest,
             EventKind::Failed("cancelled: no request waits for it any more".into()),
         );
-        if let Ok(mut f) = self.solver.in_flight.lock() {
-            f.remove(self.digest);
-        }
+        self.solver.in_flight.lock().remove(self.digest);
     }
 }
 
@@ -513,7 +504,7 @@ mod tests {
                 EventKind::Failed("cancelled: no request waits for it any more".into())
             ]
         );
-        assert!(toy.solver.in_flight.lock().expect("lock").is_empty());
+        assert!(toy.solver.in_flight.lock().is_empty());
         // A new request starts it again rather than joining the dropped one.
         let again = tokio::time::timeout(std::time::Duration::from_millis(50), eval(&toy, &d)).await;
         assert!(again.is_err());

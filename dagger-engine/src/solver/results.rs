@@ -3,7 +3,9 @@
 //! written to disk (secrets, cache volumes, the host) kept for the session.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use crate::model::ids::Digest;
 
@@ -34,12 +36,11 @@ impl<V> Results<V> {
     /// Remembers a result: for the session when it is not `persistent`, else weakly and among the recent.
     pub(crate) fn remember(&self, d: &Digest, v: &Arc<V>, persistent: bool) {
         if !persistent {
-            if let Ok(mut k) = self.kept.lock() {
-                k.insert(d.clone(), v.clone());
-            }
+            self.kept.lock().insert(d.clone(), v.clone());
             return;
         }
-        if let Ok(mut r) = self.weak.lock() {
+        {
+            let mut r = self.weak.lock();
             // Forget entries whose results are gone, now and then, so the map stays the size of what is live.
             if r.len() >= 4096 && r.len().is_power_of_two() {
                 r.retain(|_, w| w.strong_count() > 0);
@@ -51,21 +52,20 @@ impl<V> Results<V> {
 
     /// Keeps `values` alive as the most recent results.
     pub(crate) fn keep_recent(&self, values: impl IntoIterator<Item = Arc<V>>) {
-        if let Ok(mut recent) = self.recent.lock() {
-            for v in values {
-                if recent.len() >= RECENT {
-                    recent.pop_front();
-                }
-                recent.push_back(v);
+        let mut recent = self.recent.lock();
+        for v in values {
+            if recent.len() >= RECENT {
+                recent.pop_front();
             }
+            recent.push_back(v);
         }
     }
 
     /// A result held in memory.
     pub(crate) fn get(&self, d: &Digest) -> Option<Arc<V>> {
-        if let Some(v) = self.kept.lock().ok().and_then(|k| k.get(d).cloned()) {
+        if let Some(v) = self.kept.lock().get(d).cloned() {
             return Some(v);
         }
-        self.weak.lock().ok().and_then(|r| r.get(d).and_then(Weak::upgrade))
+        self.weak.lock().get(d).and_then(Weak::upgrade)
     }
 }

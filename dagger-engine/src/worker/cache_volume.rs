@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
@@ -28,10 +30,9 @@ pub struct CacheUse<'a> {
 
 impl Drop for CacheUse<'_> {
     fn drop(&mut self) {
-        if let Ok(mut holders) = self.volumes.private_holders.lock() {
-            for k in &self.held {
-                holders.remove(k);
-            }
+        let mut holders = self.volumes.private_holders.lock();
+        for k in &self.held {
+            holders.remove(k);
         }
     }
 }
@@ -45,19 +46,11 @@ impl CacheVolumes {
         for &(key, sharing) in mounts {
             match sharing {
                 "LOCKED" => {
-                    let lock = self
-                        .locks
-                        .lock()
-                        .map(|mut l| l.entry(key.to_owned()).or_default().clone())
-                        .unwrap_or_default();
+                    let lock = self.locks.lock().entry(key.to_owned()).or_default().clone();
                     guards.push(lock.lock_owned().await);
                 }
                 "PRIVATE" => {
-                    let taken = self
-                        .private_holders
-                        .lock()
-                        .map(|mut h| !h.insert(key.to_owned()))
-                        .unwrap_or(true);
+                    let taken = !self.private_holders.lock().insert(key.to_owned());
                     if taken {
                         fresh.insert(key.to_owned());
                     } else {
@@ -108,4 +101,71 @@ pub fn volume_dir(
         return Ok((data, false));
     }
     Ok((data, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn waits(volumes: &CacheVolumes, mounts: &[(&str, &str)]) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), volumes.acquire(mounts))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_locked_volume_admits_one_exec_at_a_time_even_after_a_panic_elsewhere() {
+        let volumes = Arc::new(CacheVolumes::default());
+        let first = volumes.acquire(&[("k", "LOCKED")]).await;
+        assert!(waits(&volumes, &[("k", "LOCKED")]).await, "a second user waits");
+        assert!(
+            !waits(&volumes, &[("other", "LOCKED")]).await,
+            "another volume does not"
+        );
+        // A thread that panics while holding the lock table does not make the next user get a fresh lock.
+        let v = volumes.clone();
+        let panicked = std::thread::spawn(move || {
+            let _table = v.locks.lock();
+            panic!("while holding the lock table");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(waits(&volumes, &[("k", "LOCKED")]).await, "still one at a time");
+        drop(first);
+        assert!(!waits(&volumes, &[("k", "LOCKED")]).await, "free once released");
+    }
+
+    #[tokio::test]
+    async fn a_private_volume_in_use_gives_the_next_user_a_fresh_directory_until_released() {
+        let volumes = CacheVolumes::default();
+        let (_, first) = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        assert!(first.fresh.is_empty());
+        let (_, second) = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        assert_eq!(second.fresh, HashSet::from(["p".to_owned()]));
+        drop(second);
+        let (_, third) = volumes.acquire(&[("p", "PRIVATE")]).await;
+        assert_eq!(third.fresh.len(), 1, "the first user still holds it");
+        drop(third);
+        drop(first);
+        let (_, fourth) = volumes.acquire(&[("p", "PRIVATE")]).await;
+        assert!(fourth.fresh.is_empty(), "released with its first user");
+    }
+
+    #[test]
+    fn volume_directories_are_made_once_and_fresh_ones_in_the_scratch_folder() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path().join("cache")).expect("store");
+        let scratch = dir.path().join("scratch");
+        let (data, created) = volume_dir(&store, "k", false, &scratch, 0).expect("dir");
+        assert!(created && data.is_dir());
+        assert_eq!(
+            volume_dir(&store, "k", false, &scratch, 0).expect("again"),
+            (data.clone(), false)
+        );
+        let (fresh, created) = volume_dir(&store, "k", true, &scratch, 3).expect("fresh");
+        assert_eq!((fresh, created), (scratch.join("c3"), true));
+        assert_ne!(volume_dir(&store, "other", false, &scratch, 0).expect("other").0, data);
+    }
 }

@@ -19,10 +19,10 @@
 //! lazily, deepest first), then the scratch entries (only once no mount is left under them, so nothing is ever
 //! deleted through a mount), then network namespaces, veths and leases.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::store::Store;
 
@@ -47,9 +47,7 @@ fn lock_path(dir: &Path, pid: u32) -> PathBuf {
 fn claim(dir: &Path) -> std::io::Result<bool> {
     use rustix::fs::{FlockOperation, flock};
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-    let mut held = HELD
-        .lock()
-        .map_err(|_| std::io::Error::other("lock registry poisoned"))?;
+    let mut held = HELD.lock();
     if held.iter().any(|(d, _)| d == dir) {
         return Ok(false);
     }
@@ -87,9 +85,8 @@ fn claim(dir: &Path) -> std::io::Result<bool> {
 
 /// Releases this process's lock in `dir` and removes its lock file (when the process stops cleanly).
 fn release(dir: &Path) {
-    if let Ok(mut held) = HELD.lock()
-        && let Some(i) = held.iter().position(|(d, _)| d == dir)
-    {
+    let mut held = HELD.lock();
+    if let Some(i) = held.iter().position(|(d, _)| d == dir) {
         let (_, f) = held.remove(i);
         let _ = std::fs::remove_file(lock_path(dir, std::process::id()));
         drop(f);

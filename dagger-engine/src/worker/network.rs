@@ -13,7 +13,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::io::AsyncWriteExt;
 
@@ -97,8 +99,8 @@ impl Drop for Held {
                     let _ = run_sync("ip", &["link", "delete", &format!("drsv{n:x}")]);
                 }
                 let _ = run_sync("ip", &["netns", "delete", &ns.name]);
-                if let (Some(n), Ok(mut used)) = (ns.address, network.in_use.lock()) {
-                    used.remove(&n);
+                if let Some(n) = ns.address {
+                    network.in_use.lock().remove(&n);
                     let _ = std::fs::remove_file(lease_path(n));
                 }
             }
@@ -169,7 +171,7 @@ impl Network {
 
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
-        self.setup_error.lock().ok().and_then(|e| e.clone())
+        self.setup_error.lock().clone()
     }
 
     /// Why bridge networking is off, the first time it is asked (to be reported once).
@@ -182,9 +184,7 @@ impl Network {
     }
 
     fn mode(&self) -> Mode {
-        let Ok(mut mode) = self.mode.lock() else {
-            return Mode::None;
-        };
+        let mut mode = self.mode.lock();
         if let Some(m) = *mode {
             return m;
         }
@@ -195,9 +195,7 @@ impl Network {
             match setup_bridge() {
                 Ok(()) => Mode::Bridge,
                 Err(e) => {
-                    if let Ok(mut err) = self.setup_error.lock() {
-                        *err = Some(e);
-                    }
+                    *self.setup_error.lock() = Some(e);
                     Mode::None
                 }
             }
@@ -211,7 +209,7 @@ impl Network {
     ///
     /// It is deleted when the returned [`Held`] is dropped or [released](Self::release).
     pub async fn take(self: &Arc<Self>) -> Result<Held, String> {
-        let ready = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let ready = self.pool.lock().pop();
         self.refill();
         let ns = match ready {
             Some(ns) => ns,
@@ -230,23 +228,14 @@ impl Network {
 
     fn refill(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
-        let have = self.pool.lock().map(|p| p.len()).unwrap_or(POOL);
+        let have = self.pool.lock().len();
         let filling = self.filling.load(Ordering::Relaxed);
         for _ in (have + filling)..POOL {
             self.filling.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
             tokio::spawn(async move {
                 if let Ok(ns) = this.create().await {
-                    let unpooled = match this.pool.lock() {
-                        Ok(mut p) => {
-                            p.push(ns);
-                            None
-                        }
-                        Err(_) => Some(ns),
-                    };
-                    if let Some(ns) = unpooled {
-                        this.remove(ns).await;
-                    }
+                    this.pool.lock().push(ns);
                 }
                 this.filling.fetch_sub(1, Ordering::Relaxed);
             });
@@ -271,7 +260,7 @@ impl Network {
             return ip(&["-n", &ns.name, "link", "set", "lo", "up"], None).await;
         }
         let n = {
-            let mut used = self.in_use.lock().map_err(|_| "network state is poisoned".to_owned())?;
+            let mut used = self.in_use.lock();
             let n = (2..0xfffe)
                 .filter(|n| n & 0xff != 0 && n & 0xff != 0xff && !used.contains(n))
                 .find(|n| lease(*n))
@@ -312,8 +301,8 @@ impl Network {
             let _ = ip(&["link", "delete", &format!("drsv{n:x}")], None).await;
         }
         let _ = ip(&["netns", "delete", &ns.name], None).await;
-        if let (Some(n), Ok(mut used)) = (ns.address, self.in_use.lock()) {
-            used.remove(&n);
+        if let Some(n) = ns.address {
+            self.in_use.lock().remove(&n);
             let _ = std::fs::remove_file(lease_path(n));
         }
     }
@@ -410,11 +399,7 @@ const POOL: usize = 2;
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let pooled = self
-            .pool
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
+        let pooled = std::mem::take(&mut *self.pool.lock());
         for ns in pooled {
             let _ = run_sync("ip", &["netns", "delete", &ns.name]);
             if let Some(n) = ns.address {

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use oci_spec::runtime::{
@@ -183,9 +185,7 @@ struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&self.id);
-        }
+        self.running.lock().remove(&self.id);
     }
 }
 
@@ -253,11 +253,7 @@ impl Runtime {
     /// `SIGKILL`), and no new one starts from now on.
     pub async fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<String> = self
-            .running
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default();
+        let ids: Vec<String> = self.running.lock().iter().cloned().collect();
         for id in ids {
             self.kill(&id).await;
         }
@@ -278,9 +274,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
         let id = format!("drs-{}", crate::worker::snapshot::unique());
         // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(id.clone());
-        }
+        self.running.lock().insert(id.clone());
         let _running = RunningGuard {
             running: &self.running,
             id: id.clone(),
@@ -322,7 +316,7 @@ impl Runtime {
             let ((), (), (), status) = tokio::join!(feed, out, err, child.wait());
             status
         };
-        let taken = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        let taken = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock());
         let (result, timed_out) = match self.timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => (Some(r), None),
@@ -543,9 +537,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
         };
         all.extend_from_slice(&buf[..n]);
         for shared in [&own, &combined] {
-            if let Ok(mut c) = shared.lock() {
-                c.extend_from_slice(&buf[..n]);
-            }
+            shared.lock().extend_from_slice(&buf[..n]);
         }
         while let Some(pos) = all[line_start..].iter().position(|b| *b == b'\n') {
             let line = String::from_utf8_lossy(&all[line_start..line_start + pos]);
