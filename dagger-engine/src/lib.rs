@@ -4,24 +4,24 @@
 //! Five layers, each using only its own and those below it:
 //! - [`graphql`]: the HTTP server, the executor (generic over a resolver), input coercion, the served schema,
 //!   and the core API as a resolver;
-//! - [`ops`]: the engine of a session ([`Engine`], [`Config`]), one module per core type (directory, file,
+//! - `ops`: the engine of a session ([`Engine`], [`Config`]), one module per core type (directory, file,
 //!   host, secret, cache volume, container), the field router, the value enum;
-//! - [`solver`]: the call registry, evaluation with in-flight deduplication and the results cache, events;
-//! - [`worker`]: the OCI runtime, snapshots, networking, cache volumes, images ([`oci`]), cleanup;
+//! - `solver`: the call registry, evaluation with in-flight deduplication and the results cache, events;
+//! - `worker`: the OCI runtime, snapshots, networking, cache volumes, images ([`oci`]), cleanup;
 //! - [`store`]: the on-disk, content-addressed cache directory;
 //! - [`model`]: calls and digests, directory trees, the error type.
 //!
 //! A request flows `graphql::server` → `graphql::executor` → `graphql::resolver`; builders register a
-//! [`model::ids::Call`] and return its digest as the object's ID; leaves ask [`Engine::eval`], which has the
-//! [`solver::Solver`] compute each call once (`ops::router::compute`) and keep results in memory and in the
+//! [`model::ids::Call`] and return its digest as the object's ID; leaves ask `Engine::eval`, which has the
+//! `solver::Solver` compute each call once (`ops::router::compute`) and keep results in memory and in the
 //! [`store::Store`].
 
 pub mod graphql;
 pub mod model;
-pub mod ops;
-pub mod solver;
+pub(crate) mod ops;
+pub(crate) mod solver;
 pub mod store;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use graphql::{schema, server};
 pub use model::{ids, tree};

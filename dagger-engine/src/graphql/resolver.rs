@@ -1,5 +1,5 @@
 //! The core API as a [`Resolver`]: IDs in arguments checked and normalized, `node(id:)`, and for every other
-//! field the schema says whether it builds an object (recorded by [`crate::ops::router`]) or is a leaf
+//! field the schema says whether it builds an object (recorded by `ops::router`) or is a leaf
 //! (evaluated, then answered by the module of its type).
 
 use std::sync::Arc;

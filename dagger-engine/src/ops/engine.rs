@@ -259,17 +259,17 @@ impl Engine {
     }
 
     /// Reports a line of output from an operation.
-    pub fn emit_log(&self, op: &str, digest: &Digest, line: String) {
+    pub(crate) fn emit_log(&self, op: &str, digest: &Digest, line: String) {
         self.emit_event(op, digest, EventKind::Log(line));
     }
 
     /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
-    pub fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
+    pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
         self.solver.emit_event(op, digest, kind);
     }
 
     /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
-    pub fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, FieldError> {
+    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, FieldError> {
         self.runtime
             .get_or_init(|| {
                 crate::worker::runtime::Runtime::detect(
@@ -284,7 +284,7 @@ impl Engine {
     }
 
     /// The registry client, made on first use.
-    pub fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, FieldError> {
+    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, FieldError> {
         self.registry
             .get_or_init(|| {
                 let config = match &self.config.registries {
@@ -298,40 +298,40 @@ impl Engine {
     }
 
     /// How container filesystems are assembled for this engine.
-    pub fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
+    pub(crate) fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
         self.config
             .snapshotter
             .unwrap_or_else(|| crate::worker::snapshot::snapshotter(&self.store.root().join("tmp")))
     }
 
     /// Registers a call, returning its digest (the object's identity).
-    pub fn register(&self, call: Call) -> Result<Digest, FieldError> {
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
         self.solver.register(call)
     }
 
     /// The call behind a digest, from memory or the cache directory.
-    pub fn call(&self, d: &Digest) -> Option<Call> {
+    pub(crate) fn call(&self, d: &Digest) -> Option<Call> {
         self.solver.call(d)
     }
 
     /// Keeps a secret's plaintext in session memory (never on disk, never in an ID).
-    pub fn set_secret(&self, d: &Digest, plaintext: String) {
+    pub(crate) fn set_secret(&self, d: &Digest, plaintext: String) {
         self.secrets.lock().insert(d.clone(), plaintext);
     }
 
     /// A secret's plaintext, if this session holds it.
-    pub fn secret(&self, d: &Digest) -> Option<String> {
+    pub(crate) fn secret(&self, d: &Digest) -> Option<String> {
         self.secrets.lock().get(d).cloned()
     }
 
     /// Records a result computed outside `eval` (eager host reads).
-    pub fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
+    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
         self.solver.put_result(d, value)
     }
 
     /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
-    /// computing it once (see [`Solver::eval`]) with the operations of [`crate::ops::router`].
-    pub fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
+    /// computing it once (see `Solver::eval`) with the operations of `ops::router`.
+    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
         self.solver.eval(d, self.clone())
     }
 }

@@ -3,13 +3,13 @@
 //! produce ([`value`]); the engine every operation receives ([`engine`]); and the field [`router`] that
 //! records builder calls, computes them and answers leaves.
 
-pub mod args;
-pub mod cache_volume;
-pub mod container;
-pub mod directory;
-pub mod engine;
-pub mod file;
-pub mod host;
-pub mod router;
-pub mod secret;
-pub mod value;
+pub(crate) mod args;
+pub(crate) mod cache_volume;
+pub(crate) mod container;
+pub(crate) mod directory;
+pub(crate) mod engine;
+pub(crate) mod file;
+pub(crate) mod host;
+pub(crate) mod router;
+pub(crate) mod secret;
+pub(crate) mod value;

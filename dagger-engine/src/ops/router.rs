@@ -22,7 +22,7 @@ use crate::ops::value::Evaluated;
 use crate::solver::Compute;
 
 /// The engine's version string (`Query.version`).
-pub const VERSION: &str = concat!("dagger-rs-engine v", env!("CARGO_PKG_VERSION"));
+pub(crate) const VERSION: &str = concat!("dagger-rs-engine v", env!("CARGO_PKG_VERSION"));
 
 /// An object during execution: its type and the digest of the call that made it (none for the root).
 #[derive(Clone, Debug)]

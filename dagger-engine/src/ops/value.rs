@@ -10,7 +10,7 @@ use crate::store::Store;
 /// What an evaluated object holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind")]
-pub enum Evaluated {
+pub(crate) enum Evaluated {
     /// A directory snapshot and its name (`src/`, `/` for a root).
     Dir {
         /// The tree.

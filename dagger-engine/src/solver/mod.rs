@@ -5,7 +5,7 @@
 //! It knows nothing of what the values are: it stores any [`Value`], and computes a call with the
 //! [`Compute`] it is given, so the operations live above it.
 
-pub mod events;
+pub(crate) mod events;
 mod results;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +26,7 @@ use crate::solver::results::Results;
 use crate::store::Store;
 
 /// A value the solver can keep: in memory, and on disk (as JSON under `results/`) when it is persistent.
-pub trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub(crate) trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Whether this result is worth keeping on disk across sessions.
     fn persistent(&self) -> bool;
     /// Whether a result loaded from disk can still be used (what it names may have been pruned).
@@ -34,7 +34,7 @@ pub trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// How a call is computed, once its inputs (parent and object arguments) are ready.
-pub trait Compute<V>: Send + Sync {
+pub(crate) trait Compute<V>: Send + Sync {
     /// Computes the value of `call`.
     fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<V, FieldError>>;
 }
@@ -46,7 +46,7 @@ type EvalFuture<V> = Shared<BoxFuture<'static, EvalResult<V>>>;
 type WeakEvalFuture<V> = WeakShared<BoxFuture<'static, EvalResult<V>>>;
 
 /// The calls, results and evaluations of one engine.
-pub struct Solver<V> {
+pub(crate) struct Solver<V> {
     store: Store,
     calls: Mutex<HashMap<Digest, Call>>,
     results: Results<V>,
@@ -56,7 +56,7 @@ pub struct Solver<V> {
 
 impl<V: Value> Solver<V> {
     /// A solver keeping its calls and persistent results in `store`.
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
             store,
@@ -68,12 +68,12 @@ impl<V: Value> Solver<V> {
     }
 
     /// Progress events, from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
     /// Sends an event to the subscribers of this moment.
-    pub fn send(&self, event: Event) {
+    pub(crate) fn send(&self, event: Event) {
         let _ = self.events.send(event);
     }
 
@@ -91,7 +91,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
-    pub fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
+    pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
         self.send(Event {
             op: op.to_owned(),
             id: digest.as_str()[..12].to_owned(),
@@ -100,7 +100,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Registers a call, returning its digest (the object's identity).
-    pub fn register(&self, call: Call) -> Result<Digest, FieldError> {
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
         let d = call.digest();
         let known = self.calls.lock().contains_key(&d);
         if !known {
@@ -114,7 +114,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// The call behind a digest, from memory or the cache directory.
-    pub fn call(&self, d: &Digest) -> Option<Call> {
+    pub(crate) fn call(&self, d: &Digest) -> Option<Call> {
         if let Some(c) = self.calls.lock().get(d).cloned() {
             return Some(c);
         }
@@ -124,7 +124,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Records a result computed outside `eval` (eager host reads, records of a list).
-    pub fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, FieldError> {
+    pub(crate) fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, FieldError> {
         let persistent = value.persistent();
         if persistent {
             self.store.put_json("results", d, &value)?;
@@ -194,7 +194,11 @@ impl<V: Value> Solver<V> {
     /// The objects it is built from are evaluated first, bottom up, in a loop: computing an object then finds
     /// its parent ready, so evaluation never nests deeper than one level per object argument, however long
     /// the chain of calls is.
-    pub fn eval(self: &Arc<Self>, d: &Digest, compute: Arc<dyn Compute<V>>) -> BoxFuture<'static, EvalResult<V>> {
+    pub(crate) fn eval(
+        self: &Arc<Self>,
+        d: &Digest,
+        compute: Arc<dyn Compute<V>>,
+    ) -> BoxFuture<'static, EvalResult<V>> {
         let this = self.clone();
         let d = d.clone();
         Box::pin(async move {

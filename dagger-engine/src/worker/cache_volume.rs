@@ -14,14 +14,14 @@ use crate::store::Store;
 
 /// The cache volumes in use by one engine's execs.
 #[derive(Default)]
-pub struct CacheVolumes {
+pub(crate) struct CacheVolumes {
     private_holders: Mutex<HashSet<String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The `PRIVATE` cache volumes one exec holds, and those it must replace by a fresh, throwaway directory
 /// because another exec holds them; released on drop.
-pub struct CacheUse<'a> {
+pub(crate) struct CacheUse<'a> {
     volumes: &'a CacheVolumes,
     held: Vec<String>,
     /// Keys of `PRIVATE` volumes in use elsewhere: this exec gets a fresh directory for each.
@@ -39,7 +39,10 @@ impl Drop for CacheUse<'_> {
 
 impl CacheVolumes {
     /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs.
-    pub async fn acquire(&self, mounts: &[(&str, &str)]) -> (Vec<tokio::sync::OwnedMutexGuard<()>>, CacheUse<'_>) {
+    pub(crate) async fn acquire(
+        &self,
+        mounts: &[(&str, &str)],
+    ) -> (Vec<tokio::sync::OwnedMutexGuard<()>>, CacheUse<'_>) {
         let mut guards = Vec::new();
         let mut held = Vec::new();
         let mut fresh = HashSet::new();
@@ -73,7 +76,7 @@ impl CacheVolumes {
 
 /// The host directory of a cache volume for one exec, and whether it was just created (to seed it): a
 /// `fresh` one is `c<n>` in the exec's `scratch` folder, the others live under the store's `cache-volumes/`.
-pub fn volume_dir(
+pub(crate) fn volume_dir(
     store: &Store,
     key: &str,
     fresh: bool,

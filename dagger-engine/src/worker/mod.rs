@@ -2,9 +2,9 @@
 //! ([`snapshot`]), networking ([`network`]), cache volumes ([`cache_volume`]), images ([`oci`]), and the
 //! collection of what engines that stopped uncleanly left ([`cleanup`], [`collected`]).
 
-pub mod cache_volume;
+pub(crate) mod cache_volume;
 pub mod cleanup;
-pub mod collected;
+pub(crate) mod collected;
 pub mod network;
 pub mod oci;
 pub mod runtime;

@@ -281,7 +281,11 @@ pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<sna
 }
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
-pub async fn exists(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String, Value>) -> Result<bool, FieldError> {
+pub(crate) async fn exists(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<bool, FieldError> {
     let follow = !b(args, "doNotFollowSymlinks");
     let path = path_arg(st, args, "path")?;
     let expected = s(args, "expectedType").to_owned();

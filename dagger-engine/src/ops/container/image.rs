@@ -369,7 +369,11 @@ pub(crate) async fn as_tarball(
 }
 
 /// `export(path)`: the image as an OCI tarball on the host; returns the absolute path written.
-pub async fn export(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String, Value>) -> Result<Value, FieldError> {
+pub(crate) async fn export(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<Value, FieldError> {
     check_image_options(args, "export")?;
     let raw = s(args, "path");
     let path = if b(args, "expand") {
@@ -389,7 +393,7 @@ pub async fn export(engine: &Arc<Engine>, st: &ContainerState, args: &Map<String
 }
 
 /// `publish(address)`: pushes the image; returns `address@sha256:…`.
-pub async fn publish(
+pub(crate) async fn publish(
     engine: &Arc<Engine>,
     st: &ContainerState,
     args: &Map<String, Value>,

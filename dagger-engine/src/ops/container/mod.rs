@@ -8,11 +8,11 @@
 //! exec, and what an exec writes into a mounted directory is read back, so `directory(path)` of a mounted path
 //! sees it.
 
-pub mod exec;
-pub mod fs;
-pub mod image;
-pub mod mounts;
-pub mod state;
+pub(crate) mod exec;
+pub(crate) mod fs;
+pub(crate) mod image;
+pub(crate) mod mounts;
+pub(crate) mod state;
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ use crate::ops::engine::Engine;
 use crate::ops::value::Evaluated;
 
 /// Computes a `Container` builder field.
-pub async fn compute(
+pub(crate) async fn compute(
     engine: &Arc<Engine>,
     call: &Call,
     d: &Digest,
@@ -74,7 +74,7 @@ pub async fn compute(
 }
 
 /// Leaves of a container.
-pub async fn leaf(
+pub(crate) async fn leaf(
     engine: &Arc<Engine>,
     name: &str,
     args: &Map<String, Value>,

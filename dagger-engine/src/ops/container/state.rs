@@ -15,7 +15,7 @@ use crate::ops::args::{b, digest_arg, i, s, strings};
 
 /// The image configuration a container carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     /// `NAME=value` pairs, in order.
     #[serde(default)]
     pub env: Vec<String>,
@@ -42,7 +42,7 @@ pub struct ImageConfig {
 /// What is mounted at a path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "m")]
-pub enum MountSource {
+pub(crate) enum MountSource {
     /// A directory snapshot (writable unless `read_only`).
     Dir {
         /// Its contents.
@@ -88,7 +88,7 @@ pub enum MountSource {
 
 /// The result of the last `withExec`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecResult {
+pub(crate) struct ExecResult {
     /// Exit code.
     pub exit_code: i32,
     /// Standard output (a blob).
@@ -101,7 +101,7 @@ pub struct ExecResult {
 
 /// Everything a container is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     /// Layer directory names under the store's `layers/`, bottom first.
     #[serde(default)]
     pub layers: Vec<String>,
@@ -130,7 +130,7 @@ pub struct ContainerState {
 
 impl ContainerState {
     /// Whether every layer is still on disk (a pruned cache may have removed some).
-    pub fn intact(&self, store: &crate::store::Store) -> bool {
+    pub(crate) fn intact(&self, store: &crate::store::Store) -> bool {
         self.layers.iter().all(|l| layers_dir(store).join(l).is_dir())
     }
 
@@ -188,12 +188,12 @@ impl ContainerState {
 }
 
 /// Where layers live.
-pub fn layers_dir(store: &crate::store::Store) -> PathBuf {
+pub(crate) fn layers_dir(store: &crate::store::Store) -> PathBuf {
     store.root().join("layers")
 }
 
 /// Expands `$NAME` and `${NAME}` from the container's environment (unset variables expand to nothing).
-pub fn expand(text: &str, state: &ContainerState) -> String {
+pub(crate) fn expand(text: &str, state: &ContainerState) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -244,7 +244,7 @@ pub(crate) fn path_arg(state: &ContainerState, args: &Map<String, Value>, k: &st
 }
 
 /// The records behind `envVariables`, `labels` and `exposedPorts`.
-pub fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String, Value>>> {
+pub(crate) fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String, Value>>> {
     let pair = |n: &str, v: &str| {
         let mut m = Map::new();
         m.insert("name".into(), json!(n));
@@ -365,7 +365,7 @@ pub(crate) fn edit(st: &mut ContainerState, field: &str, args: &Map<String, Valu
 }
 
 /// The platform containers get when none is asked for.
-pub fn default_platform() -> &'static str {
+pub(crate) fn default_platform() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         "arm" => "linux/arm/v7",
