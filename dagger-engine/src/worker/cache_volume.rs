@@ -19,16 +19,17 @@ pub(crate) struct CacheVolumes {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// The `PRIVATE` cache volumes one exec holds, and those it must replace by a fresh, throwaway directory
-/// because another exec holds them; released on drop.
-pub(crate) struct CacheUse<'a> {
+/// The cache volumes one exec uses: the locks of its `LOCKED` volumes, the `PRIVATE` ones it holds, and those
+/// it must replace by a fresh, throwaway directory because another exec holds them; all released on drop.
+pub(crate) struct CacheVolumeLease<'a> {
     volumes: &'a CacheVolumes,
+    _locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
     held: Vec<String>,
     /// Keys of `PRIVATE` volumes in use elsewhere: this exec gets a fresh directory for each.
     pub fresh: HashSet<String>,
 }
 
-impl Drop for CacheUse<'_> {
+impl Drop for CacheVolumeLease<'_> {
     fn drop(&mut self) {
         let mut holders = self.volumes.private_holders.lock();
         for k in &self.held {
@@ -39,10 +40,7 @@ impl Drop for CacheUse<'_> {
 
 impl CacheVolumes {
     /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs.
-    pub(crate) async fn acquire(
-        &self,
-        mounts: &[(&str, &str)],
-    ) -> (Vec<tokio::sync::OwnedMutexGuard<()>>, CacheUse<'_>) {
+    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> CacheVolumeLease<'_> {
         let mut guards = Vec::new();
         let mut held = Vec::new();
         let mut fresh = HashSet::new();
@@ -63,14 +61,12 @@ impl CacheVolumes {
                 _ => {}
             }
         }
-        (
-            guards,
-            CacheUse {
-                volumes: self,
-                held,
-                fresh,
-            },
-        )
+        CacheVolumeLease {
+            volumes: self,
+            _locks: guards,
+            held,
+            fresh,
+        }
     }
 }
 
@@ -143,16 +139,16 @@ mod tests {
     #[tokio::test]
     async fn a_private_volume_in_use_gives_the_next_user_a_fresh_directory_until_released() {
         let volumes = CacheVolumes::default();
-        let (_, first) = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        let first = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
         assert!(first.fresh.is_empty());
-        let (_, second) = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        let second = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
         assert_eq!(second.fresh, HashSet::from(["p".to_owned()]));
         drop(second);
-        let (_, third) = volumes.acquire(&[("p", "PRIVATE")]).await;
+        let third = volumes.acquire(&[("p", "PRIVATE")]).await;
         assert_eq!(third.fresh.len(), 1, "the first user still holds it");
         drop(third);
         drop(first);
-        let (_, fourth) = volumes.acquire(&[("p", "PRIVATE")]).await;
+        let fourth = volumes.acquire(&[("p", "PRIVATE")]).await;
         assert!(fourth.fresh.is_empty(), "released with its first user");
     }
 

@@ -68,12 +68,12 @@ impl Namespace {
 /// A namespace taken for one exec ([`Network::take`]): deleted in the background when dropped, so an exec
 /// whose future is dropped part-way (its request was cancelled) leaves no namespace, veth or address behind.
 #[derive(Debug)]
-pub struct Held {
+pub struct NetnsLease {
     ns: Option<Namespace>,
     network: Arc<Network>,
 }
 
-impl Held {
+impl NetnsLease {
     /// The path runtimes join (`/var/run/netns/<name>`).
     pub fn path(&self) -> PathBuf {
         self.ns.as_ref().map(Namespace::path).unwrap_or_default()
@@ -85,7 +85,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for NetnsLease {
     fn drop(&mut self) {
         let Some(ns) = self.ns.take() else { return };
         let network = self.network.clone();
@@ -207,22 +207,22 @@ impl Network {
     /// A namespace for one exec: a ready one from the pool when there is one (the pool is topped up in the
     /// background), else a new one.
     ///
-    /// It is deleted when the returned [`Held`] is dropped or [released](Self::release).
-    pub async fn take(self: &Arc<Self>) -> Result<Held, String> {
+    /// It is deleted when the returned [`NetnsLease`] is dropped or [released](Self::release).
+    pub async fn take(self: &Arc<Self>) -> Result<NetnsLease, String> {
         let ready = self.pool.lock().pop();
         self.refill();
         let ns = match ready {
             Some(ns) => ns,
             None => self.create().await?,
         };
-        Ok(Held {
+        Ok(NetnsLease {
             ns: Some(ns),
             network: self.clone(),
         })
     }
 
     /// Deletes a used namespace in the background (as dropping it does).
-    pub fn release(self: &Arc<Self>, ns: Held) {
+    pub fn release(self: &Arc<Self>, ns: NetnsLease) {
         drop(ns);
     }
 

@@ -16,18 +16,8 @@ use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expa
 use crate::ops::engine::Engine;
 use crate::ops::secret::secret_plaintext;
 use crate::worker::runtime::{MountSpec, RunRequest};
+use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self};
-
-/// A scratch folder removed when dropped.
-pub(crate) struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            snapshot::remove_all(&self.0);
-        }
-    }
-}
 
 /// Replaces every secret plaintext by `***`.
 pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
@@ -146,15 +136,11 @@ pub(crate) async fn exec(
     let Secrets { env, plaintexts, files } = secrets(engine, &st).await?;
     let opts = Options::parse(args)?;
 
-    let scratch = engine
-        .store
-        .root()
-        .join("tmp")
-        .join(format!("exec-{}", snapshot::unique()));
-    let _scratch_guard = ScratchDir(scratch.clone());
+    let scratch_guard = Scratch::new(&engine.store, "exec");
+    let scratch = scratch_guard.path().to_owned();
     // Held until the exec is over.
-    let (_guards, cache_use) = engine.volumes.acquire(&cache_mounts(&st)).await;
-    let fresh_caches = cache_use.fresh.clone();
+    let cache_lease = engine.volumes.acquire(&cache_mounts(&st)).await;
+    let fresh_caches = cache_lease.fresh.clone();
 
     // Prepare the filesystem (blocking work) and run.
     let (prep_engine, prep_st, prep_scratch) = (engine.clone(), st.clone(), scratch.clone());
@@ -244,7 +230,7 @@ async fn run_request(
     scratch: &Path,
     argv: Vec<String>,
     mut env: Vec<String>,
-) -> Result<(RunRequest, crate::worker::network::Held), FieldError> {
+) -> Result<(RunRequest, crate::worker::network::NetnsLease), FieldError> {
     let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));

@@ -14,6 +14,7 @@ use crate::ops::args::{b, digest_arg, i, s, strings};
 use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_arg};
 use crate::ops::engine::Engine;
 use crate::ops::value::Evaluated;
+use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self, SnapshotError};
 
 pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, FieldError> {
@@ -61,21 +62,12 @@ pub(crate) fn new_layer(
     if target.is_dir() {
         return Ok(name.to_string());
     }
-    let tmp = engine
-        .store
-        .root()
-        .join("tmp")
-        .join(format!("layer-{}", snapshot::unique()));
-    std::fs::create_dir_all(&tmp).map_err(|e| FieldError::new(format!("cannot create {}: {e}", tmp.display())))?;
-    if let Err(e) = fill(&tmp) {
-        snapshot::remove_all(&tmp);
-        return Err(snap(e));
-    }
+    let tmp =
+        Scratch::create(&engine.store, "layer").map_err(|e| FieldError::new(format!("cannot create a layer: {e}")))?;
+    fill(tmp.path()).map_err(snap)?;
     std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
-    if std::fs::rename(&tmp, &target).is_err() {
-        // Another evaluation made it first: same call, same content.
-        snapshot::remove_all(&tmp);
-    }
+    // When another evaluation made it first (same call, same content), the scratch folder is removed.
+    let _ = tmp.keep_as(&target);
     Ok(name.to_string())
 }
 
@@ -100,18 +92,14 @@ pub(crate) fn write_into(
         let rest = tree.resolve(&normalize(&rest)?, follow_last)?;
         let m = m.to_owned();
         // Apply the write to the mounted snapshot through a scratch directory.
-        let scratch = engine
-            .store
-            .root()
-            .join("tmp")
-            .join(format!("mnt-{}", snapshot::unique()));
+        let scratch = Scratch::new(&engine.store, "mnt");
         let result = (|| {
             let Some((_, MountSource::Dir { tree, .. }, _)) = st.mount_at(path) else {
                 return Ok(());
             };
-            snapshot::write_tree(&engine.store, tree, &scratch, "", None).map_err(snap)?;
-            fill(&scratch, &rest).map_err(snap)?;
-            let new_tree = snapshot::read_tree(&engine.store, &scratch).map_err(snap)?;
+            snapshot::write_tree(&engine.store, tree, scratch.path(), "", None).map_err(snap)?;
+            fill(scratch.path(), &rest).map_err(snap)?;
+            let new_tree = snapshot::read_tree(&engine.store, scratch.path()).map_err(snap)?;
             for (mp, src) in st.mounts.iter_mut() {
                 if *mp == m
                     && let MountSource::Dir { tree, .. } = src
@@ -121,7 +109,6 @@ pub(crate) fn write_into(
             }
             Ok(())
         })();
-        snapshot::remove_all(&scratch);
         return result;
     }
     if st.mount_at(path).is_some() {

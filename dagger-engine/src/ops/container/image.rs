@@ -15,6 +15,7 @@ use crate::ops::container::state::{ContainerState, ImageConfig, expand, layers_d
 use crate::ops::engine::Engine;
 use crate::ops::secret::secret_plaintext;
 use crate::ops::value::Evaluated;
+use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self};
 
 // ----- images in and out -----------------------------------------------------------------------------------
@@ -348,14 +349,10 @@ pub(crate) async fn as_tarball(
     args: &Map<String, Value>,
 ) -> Result<Evaluated, FieldError> {
     check_image_options(args, "asTarball")?;
-    let tmp = engine
-        .store
-        .root()
-        .join("tmp")
-        .join(format!("image-{}.tar", snapshot::unique()));
-    write_tarball(engine, st, &tmp).await?;
-    let stored = engine.store.put_blob_from_file(&tmp);
-    let _ = std::fs::remove_file(&tmp);
+    // Removed however this ends, a cancelled request included.
+    let tmp = Scratch::new(&engine.store, "image");
+    write_tarball(engine, st, tmp.path()).await?;
+    let stored = engine.store.put_blob_from_file(tmp.path());
     let (blob, size) = stored?;
     Ok(Evaluated::File {
         name: "image.tar".into(),
