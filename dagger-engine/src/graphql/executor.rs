@@ -173,31 +173,9 @@ impl serde::Serialize for Response {
 /// Executes a request against the schema `served`, resolving fields from `root` with `resolver`, and
 /// returns the response body.
 pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object, req: Request) -> Response {
-    let parsed = apollo_compiler::parser::Parser::new()
-        .recursion_limit(MAX_DEPTH)
-        .token_limit(MAX_TOKENS)
-        .parse_executable(&served.schema, &req.query, "request.graphql");
-    #[allow(clippy::result_large_err)]
-    let validated = parsed.and_then(|d| match d.validate(&served.schema) {
-        Ok(v) => Ok(v),
-        // apollo-compiler's field-merging validation stops at a fixed nesting depth (128), far below real
-        // pipeline chains. Building the document already checked every field and argument name against
-        // the schema, so a document whose only problem is its depth is executed as built.
-        Err(e) if e.errors.iter().all(|d| d.to_string().contains("too much recursion")) => {
-            Ok(Valid::assume_valid(e.partial))
-        }
-        Err(e) => Err(e),
-    });
-    let doc = match validated {
+    let doc = match parse(served, &req.query) {
         Ok(doc) => doc,
-        Err(with_errors) => {
-            let errors: Vec<Value> = with_errors
-                .errors
-                .iter()
-                .map(|d| serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({"message": d.to_string()})))
-                .collect();
-            return Response::request_errors(errors);
-        }
+        Err(errors) => return Response::request_errors(errors),
     };
     let op = match doc.operations.get(req.operation_name.as_deref()) {
         Ok(op) => op,
@@ -220,24 +198,10 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
             return Response::request_errors(messages.into_iter().map(|m| json!({ "message": m })).collect());
         }
     };
-
-    // Introspection fields come from apollo-compiler, straight from the SDL.
-    let mut introspected = apollo_compiler::response::JsonMap::new();
-    let mut errors: Vec<Value> = Vec::new();
-    let wants_introspection = op.root_fields(&doc).any(|f| f.name == "__schema" || f.name == "__type");
-    if wants_introspection {
-        let raw_vars: apollo_compiler::response::JsonMap =
-            serde_json::from_value(Value::Object(vars.clone())).unwrap_or_default();
-        match apollo_compiler::request::coerce_variable_values(&served.schema, op, &raw_vars).and_then(|v| {
-            apollo_compiler::introspection::partial_execute(&served.schema, &served.implementers, &doc, op, &v)
-        }) {
-            Ok(resp) => {
-                introspected = resp.data.unwrap_or_default();
-                errors.extend(resp.errors.iter().filter_map(|e| serde_json::to_value(e).ok()));
-            }
-            Err(e) => return Response::request_errors(vec![json!({ "message": e.message().to_string() })]),
-        }
-    }
+    let (introspected, mut errors) = match introspect(served, &doc, op, &vars) {
+        Ok(found) => found,
+        Err(errors) => return Response::request_errors(errors),
+    };
 
     let ctx = Ctx {
         resolver,
@@ -265,6 +229,59 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
     Response {
         errors,
         data: Some(data),
+    }
+}
+
+/// Parses and validates a document, within the depth and token limits; `Err` holds the request errors.
+fn parse(served: &Served, query: &str) -> Result<Valid<ExecutableDocument>, Vec<Value>> {
+    let parsed = apollo_compiler::parser::Parser::new()
+        .recursion_limit(MAX_DEPTH)
+        .token_limit(MAX_TOKENS)
+        .parse_executable(&served.schema, query, "request.graphql");
+    #[allow(clippy::result_large_err)]
+    let validated = parsed.and_then(|d| match d.validate(&served.schema) {
+        Ok(v) => Ok(v),
+        // apollo-compiler's field-merging validation stops at a fixed nesting depth (128), far below real
+        // pipeline chains. Building the document already checked every field and argument name against
+        // the schema, so a document whose only problem is its depth is executed as built.
+        Err(e) if e.errors.iter().all(|d| d.to_string().contains("too much recursion")) => {
+            Ok(Valid::assume_valid(e.partial))
+        }
+        Err(e) => Err(e),
+    });
+    validated.map_err(|with_errors| {
+        with_errors
+            .errors
+            .iter()
+            .map(|d| serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({"message": d.to_string()})))
+            .collect()
+    })
+}
+
+/// The introspection fields of `op` (`__schema`, `__type`), answered by apollo-compiler straight from the
+/// SDL, with the errors they raised; `Err` holds a request error.
+fn introspect(
+    served: &Served,
+    doc: &Valid<ExecutableDocument>,
+    op: &apollo_compiler::executable::Operation,
+    vars: &Map<String, Value>,
+) -> Result<(apollo_compiler::response::JsonMap, Vec<Value>), Vec<Value>> {
+    if !op.root_fields(doc).any(|f| f.name == "__schema" || f.name == "__type") {
+        return Ok(Default::default());
+    }
+    let raw_vars: apollo_compiler::response::JsonMap =
+        serde_json::from_value(Value::Object(vars.clone())).unwrap_or_default();
+    match apollo_compiler::request::coerce_variable_values(&served.schema, op, &raw_vars).and_then(|v| {
+        apollo_compiler::introspection::partial_execute(&served.schema, &served.implementers, doc, op, &v)
+    }) {
+        Ok(resp) => Ok((
+            resp.data.unwrap_or_default(),
+            resp.errors
+                .iter()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect(),
+        )),
+        Err(e) => Err(vec![json!({ "message": e.message().to_string() })]),
     }
 }
 
