@@ -20,169 +20,123 @@ pub(crate) async fn compute(
     field: &str,
     args: &Map<String, Value>,
 ) -> Result<Evaluated, FieldError> {
-    let obj_arg = |k: &str| {
-        let engine = engine.clone();
-        let d = digest_arg(args, k);
-        async move {
-            match d {
-                Some(d) => engine.eval(&d).await.map(Some),
-                None => Ok(None),
+    let (tree, dname) = dir_of(p)?;
+    let path_arg = |k: &str| normalize(s(args, k)).map_err(FieldError::from);
+    let dir = |tree: Tree| Evaluated::Dir {
+        tree,
+        name: dname.to_owned(),
+    };
+    Ok(match field {
+        "directory" => {
+            let path = path_arg("path")?;
+            let sub = tree.subtree(&tree.resolve(&path, true)?)?;
+            let name = path
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .map_or("/".to_owned(), |n| format!("{n}/"));
+            Evaluated::Dir { tree: sub, name }
+        }
+        "file" => {
+            let path = path_arg("path")?;
+            let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
+            Evaluated::File {
+                name: path.rsplit('/').next().unwrap_or_default().to_owned(),
+                entry,
             }
         }
-    };
-    let path_arg = |k: &str| normalize(s(args, k)).map_err(FieldError::from);
-    Ok({
-        let (tree, dname) = dir_of(p)?;
-        let mut t = tree.clone();
-        match field {
-            "withNewFile" => {
-                let path = path_arg("path")?;
-                let contents = s(args, "contents");
-                let blob = engine.store.put_blob(contents.as_bytes())?;
-                t.put(
-                    &path,
-                    Entry::File(FileEntry {
-                        mode: i(args, "permissions").unwrap_or(0o644) as u32,
-                        blob,
-                        size: contents.len() as u64,
-                        mtime: None,
-                    }),
-                    true,
-                )?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withNewDirectory" => {
-                let path = path_arg("path")?;
-                t.mkdir_all(&path, i(args, "permissions").unwrap_or(0o755) as u32)?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withoutFile" | "withoutDirectory" => {
-                t.remove_path(&path_arg("path")?)?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withoutFiles" => {
-                for p in strings(args, "paths") {
-                    t.remove_path(&normalize(&p)?)?;
-                }
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "directory" => {
-                let path = path_arg("path")?;
-                let sub = tree.subtree(&tree.resolve(&path, true)?)?;
-                let name = path
-                    .rsplit('/')
-                    .next()
-                    .filter(|n| !n.is_empty())
-                    .map_or("/".to_owned(), |n| format!("{n}/"));
-                Evaluated::Dir { tree: sub, name }
-            }
-            "file" => {
-                let path = path_arg("path")?;
-                let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
-                Evaluated::File {
-                    name: path.rsplit('/').next().unwrap_or_default().to_owned(),
-                    entry,
-                }
-            }
-            "stat" => {
-                let path = path_arg("path")?;
-                let at = t.resolve(&path, !b(args, "doNotFollowSymlinks"))?;
-                stat_named(&t, &at, base_name(&path))?
-            }
-            "withFile" => {
-                let path = path_arg("path")?;
-                let src = obj_arg("source")
-                    .await?
-                    .ok_or_else(|| FieldError::new("missing `source`"))?;
-                let (_, entry) = file_of(&src)?;
-                let mut entry = entry.clone();
-                if let Some(p) = i(args, "permissions") {
-                    entry.mode = p as u32;
-                }
-                t.put(&path, Entry::File(entry), true)?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withFiles" => {
-                let path = path_arg("path")?;
-                for (name, entry) in source_files(engine, args).await? {
-                    let target = if path.is_empty() {
-                        name
-                    } else {
-                        format!("{path}/{name}")
-                    };
-                    t.put(&target, Entry::File(entry), true)?;
-                }
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withDirectory" => {
-                let path = path_arg("path")?;
-                let src = obj_arg("source")
-                    .await?
-                    .ok_or_else(|| FieldError::new("missing `source`"))?;
-                let (stree, _) = dir_of(&src)?;
-                let mut filtered = stree.filter(&strings(args, "include"), &strings(args, "exclude"));
-                if let Some(p) = i(args, "permissions") {
-                    filtered.set_permissions(p as u32);
-                }
-                t.merge(&path, &filtered)?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "withSymlink" => {
-                let link = path_arg("linkName")?;
-                t.put(
-                    &link,
-                    Entry::Symlink {
-                        target: s(args, "target").to_owned(),
-                    },
-                    false,
-                )?;
-                Evaluated::Dir {
-                    tree: t,
-                    name: dname.to_owned(),
-                }
-            }
-            "diff" => {
-                let other = obj_arg("other")
-                    .await?
-                    .ok_or_else(|| FieldError::new("missing `other`"))?;
-                let (otree, _) = dir_of(&other)?;
-                Evaluated::Dir {
-                    tree: tree.diff(otree),
-                    name: dname.to_owned(),
-                }
-            }
-            "filter" => Evaluated::Dir {
-                tree: tree.filter(&strings(args, "include"), &strings(args, "exclude")),
-                name: dname.to_owned(),
-            },
-            "withTimestamps" => Evaluated::Dir {
-                tree: tree.with_timestamps(i(args, "timestamp").unwrap_or(0)),
-                name: dname.to_owned(),
-            },
-            other => return Err(unsupported("Directory", other)),
+        "stat" => {
+            let path = path_arg("path")?;
+            let at = tree.resolve(&path, !b(args, "doNotFollowSymlinks"))?;
+            stat_named(tree, &at, base_name(&path))?
+        }
+        "diff" => {
+            let other = object(engine, args, "other").await?;
+            dir(tree.diff(dir_of(&other)?.0))
+        }
+        "filter" => dir(tree.filter(&strings(args, "include"), &strings(args, "exclude"))),
+        "withTimestamps" => dir(tree.with_timestamps(i(args, "timestamp").unwrap_or(0))),
+        _ => {
+            let mut t = tree.clone();
+            edit(engine, &mut t, field, args).await?;
+            dir(t)
         }
     })
+}
+
+/// Evaluates the required object argument `k`.
+async fn object(engine: &Arc<Engine>, args: &Map<String, Value>, k: &str) -> Result<Arc<Evaluated>, FieldError> {
+    let d = digest_arg(args, k).ok_or_else(|| FieldError::new(format!("missing `{k}`")))?;
+    engine.eval(&d).await
+}
+
+/// Applies a field that edits the tree in place (`withNewFile`, `withDirectory`, `withoutFile`, …) to `t`.
+async fn edit(engine: &Arc<Engine>, t: &mut Tree, field: &str, args: &Map<String, Value>) -> Result<(), FieldError> {
+    let path_arg = |k: &str| normalize(s(args, k)).map_err(FieldError::from);
+    match field {
+        "withNewFile" => {
+            let path = path_arg("path")?;
+            let contents = s(args, "contents");
+            let blob = engine.store.put_blob(contents.as_bytes())?;
+            let entry = Entry::File(FileEntry {
+                mode: i(args, "permissions").unwrap_or(0o644) as u32,
+                blob,
+                size: contents.len() as u64,
+                mtime: None,
+            });
+            t.put(&path, entry, true)?;
+        }
+        "withNewDirectory" => {
+            t.mkdir_all(&path_arg("path")?, i(args, "permissions").unwrap_or(0o755) as u32)?;
+        }
+        "withoutFile" | "withoutDirectory" => {
+            t.remove_path(&path_arg("path")?)?;
+        }
+        "withoutFiles" => {
+            for p in strings(args, "paths") {
+                t.remove_path(&normalize(&p)?)?;
+            }
+        }
+        "withFile" => {
+            let path = path_arg("path")?;
+            let src = object(engine, args, "source").await?;
+            let mut entry = file_of(&src)?.1.clone();
+            if let Some(p) = i(args, "permissions") {
+                entry.mode = p as u32;
+            }
+            t.put(&path, Entry::File(entry), true)?;
+        }
+        "withFiles" => {
+            let path = path_arg("path")?;
+            for (name, entry) in source_files(engine, args).await? {
+                let target = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}/{name}")
+                };
+                t.put(&target, Entry::File(entry), true)?;
+            }
+        }
+        "withDirectory" => {
+            let path = path_arg("path")?;
+            let src = object(engine, args, "source").await?;
+            let mut filtered = dir_of(&src)?
+                .0
+                .filter(&strings(args, "include"), &strings(args, "exclude"));
+            if let Some(p) = i(args, "permissions") {
+                filtered.set_permissions(p as u32);
+            }
+            t.merge(&path, &filtered)?;
+        }
+        "withSymlink" => {
+            let target = Entry::Symlink {
+                target: s(args, "target").to_owned(),
+            };
+            t.put(&path_arg("linkName")?, target, false)?;
+        }
+        other => return Err(unsupported("Directory", other)),
+    }
+    Ok(())
 }
 
 pub(crate) fn dir_of(v: &Evaluated) -> Result<(&Tree, &str), FieldError> {

@@ -367,10 +367,9 @@ pub(crate) async fn compute(
     field: &str,
     args: &Map<String, Value>,
 ) -> Result<bool, FieldError> {
-    let args = args.clone();
     match field {
         "withRootfs" => {
-            let dir = obj(engine, &args, "directory").await?;
+            let dir = obj(engine, args, "directory").await?;
             let Evaluated::Dir { tree, .. } = &*dir else {
                 return Err(FieldError::new("`directory` is not a directory"));
             };
@@ -379,99 +378,114 @@ pub(crate) async fn compute(
             st.exec = None;
         }
         "withDirectory" => {
-            let path = path_arg(st, &args, "path")?;
-            let dir = obj(engine, &args, "source").await?;
+            let path = path_arg(st, args, "path")?;
+            let dir = obj(engine, args, "source").await?;
             let Evaluated::Dir { tree, .. } = &*dir else {
                 return Err(FieldError::new("`source` is not a directory"));
             };
-            let mut tree = tree.filter(&strings(&args, "include"), &strings(&args, "exclude"));
-            if let Some(p) = i(&args, "permissions") {
+            let mut tree = tree.filter(&strings(args, "include"), &strings(args, "exclude"));
+            if let Some(p) = i(args, "permissions") {
                 tree.set_permissions(p as u32);
             }
-            let owner = owner_arg(engine, st, &args)?;
+            let owner = owner_arg(engine, st, args)?;
             write_into(engine, st, d, &path, true, |l, at| {
                 snapshot::write_tree(&engine.store, &tree, l, at, owner)
             })?;
         }
-        "withFile" | "withNewFile" | "withFiles" | "withSymlink" => {
-            let owner = owner_arg(engine, st, &args)?;
-            let mut files: Vec<(String, FileEntry)> = Vec::new();
-            match field {
-                "withFile" => {
-                    let path = path_arg(st, &args, "path")?;
-                    let f = obj(engine, &args, "source").await?;
-                    let Evaluated::File { entry, .. } = &*f else {
-                        return Err(FieldError::new("`source` is not a file"));
-                    };
-                    let mut entry = entry.clone();
-                    if let Some(p) = i(&args, "permissions") {
-                        entry.mode = p as u32;
-                    }
-                    files.push((path, entry));
-                }
-                "withNewFile" => {
-                    let path = path_arg(st, &args, "path")?;
-                    let contents = s(&args, "contents");
-                    let blob = engine.store.put_blob(contents.as_bytes())?;
-                    files.push((
-                        path,
-                        FileEntry {
-                            mode: i(&args, "permissions").unwrap_or(0o644) as u32,
-                            blob,
-                            size: contents.len() as u64,
-                            mtime: None,
-                        },
-                    ));
-                }
-                "withFiles" => {
-                    let dir = path_arg(st, &args, "path")?;
-                    for (name, entry) in crate::ops::file::source_files(engine, &args).await? {
-                        files.push((format!("{}/{name}", dir.trim_end_matches('/')), entry));
-                    }
-                }
-                _ => {
-                    let link = path_arg(st, &args, "linkName")?;
-                    let target = s(&args, "target").to_owned();
-                    write_into(engine, st, d, &link, false, |l, at| {
-                        snapshot::write_entry_at(&engine.store, l, at, &Entry::Symlink { target }, None)
-                    })?;
-                    return Ok(true);
-                }
-            }
-            for (path, entry) in files {
+        "withSymlink" => {
+            // The owner is checked as for files, though a link gets none.
+            owner_arg(engine, st, args)?;
+            let link = path_arg(st, args, "linkName")?;
+            let target = s(args, "target").to_owned();
+            write_into(engine, st, d, &link, false, |l, at| {
+                snapshot::write_entry_at(&engine.store, l, at, &Entry::Symlink { target }, None)
+            })?;
+        }
+        "withFile" | "withNewFile" | "withFiles" => {
+            let owner = owner_arg(engine, st, args)?;
+            for (path, entry) in files(engine, st, field, args).await? {
                 let store = engine.store.clone();
                 write_into(engine, st, d, &path, true, move |l, at| {
                     snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
                 })?;
             }
         }
-        "withoutFile" | "withoutDirectory" | "withoutFiles" => {
-            let paths = if field == "withoutFiles" {
-                strings(&args, "paths")
-                    .iter()
-                    .map(|p| {
-                        let p = if b(&args, "expand") { expand(p, st) } else { p.clone() };
-                        st.abs(&p)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-            } else {
-                vec![path_arg(st, &args, "path")?]
-            };
-            // Parents resolve through the container's symlinks; a final link is removed itself.
-            let lower = layer_paths(engine, st);
-            let paths = paths
-                .iter()
-                .map(|p| snapshot::resolve_in_layers(&lower, p, false).map_err(snap))
-                .collect::<Result<Vec<_>, _>>()?;
-            let layer = new_layer(engine, d, |l| {
-                for p in paths.iter().filter(|p| !p.is_empty()) {
-                    snapshot::whiteout(l, p)?;
-                }
-                Ok(())
-            })?;
-            st.layers.push(layer);
-        }
+        "withoutFile" | "withoutDirectory" | "withoutFiles" => remove(engine, d, st, field, args)?,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// The files `withFile`, `withNewFile` or `withFiles` writes, by absolute container path.
+async fn files(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<Vec<(String, FileEntry)>, FieldError> {
+    let path = path_arg(st, args, "path")?;
+    Ok(match field {
+        "withFile" => {
+            let f = obj(engine, args, "source").await?;
+            let Evaluated::File { entry, .. } = &*f else {
+                return Err(FieldError::new("`source` is not a file"));
+            };
+            let mut entry = entry.clone();
+            if let Some(p) = i(args, "permissions") {
+                entry.mode = p as u32;
+            }
+            vec![(path, entry)]
+        }
+        "withNewFile" => {
+            let contents = s(args, "contents");
+            let blob = engine.store.put_blob(contents.as_bytes())?;
+            let entry = FileEntry {
+                mode: i(args, "permissions").unwrap_or(0o644) as u32,
+                blob,
+                size: contents.len() as u64,
+                mtime: None,
+            };
+            vec![(path, entry)]
+        }
+        _ => crate::ops::file::source_files(engine, args)
+            .await?
+            .into_iter()
+            .map(|(name, entry)| (format!("{}/{name}", path.trim_end_matches('/')), entry))
+            .collect(),
+    })
+}
+
+/// `withoutFile`, `withoutDirectory`, `withoutFiles`: a new layer of whiteouts. Parents resolve through the
+/// container's symlinks; a final link is removed itself.
+fn remove(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &mut ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<(), FieldError> {
+    let paths = if field == "withoutFiles" {
+        strings(args, "paths")
+            .iter()
+            .map(|p| {
+                let p = if b(args, "expand") { expand(p, st) } else { p.clone() };
+                st.abs(&p)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![path_arg(st, args, "path")?]
+    };
+    let lower = layer_paths(engine, st);
+    let paths = paths
+        .iter()
+        .map(|p| snapshot::resolve_in_layers(&lower, p, false).map_err(snap))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layer = new_layer(engine, d, |l| {
+        for p in paths.iter().filter(|p| !p.is_empty()) {
+            snapshot::whiteout(l, p)?;
+        }
+        Ok(())
+    })?;
+    st.layers.push(layer);
+    Ok(())
 }
