@@ -393,29 +393,7 @@ impl Extractor<'_> {
         if let Some(name) = rel.last().map(|n| n.as_bytes())
             && name.starts_with(WHITEOUT_PREFIX)
         {
-            let parent = self.ensure_dirs(&raw, &rel[..rel.len() - 1])?;
-            if name == OPAQUE_MARKER {
-                rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
-                    .map_err(|e| OciError::io(&parent)(e.into()))?;
-            } else if name.starts_with(b".wh..wh.") {
-                // Other aufs metadata (hard-link directories): meaningless for overlayfs.
-            } else {
-                let hidden = &name[WHITEOUT_PREFIX.len()..];
-                if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                    return Err(self.unsafe_entry(&raw, "is a whiteout without a name"));
-                }
-                let path = parent.join(OsStr::from_bytes(hidden));
-                remove_any(&path).map_err(self.io_err(&path))?;
-                rustix::fs::mknodat(
-                    CWD,
-                    &path,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(|e| OciError::io(&path)(e.into()))?;
-            }
-            return Ok(());
+            return self.whiteout(&raw, &rel, name);
         }
 
         let is_dir = kind == tar::EntryType::Directory || (kind == tar::EntryType::Regular && raw.ends_with(b"/"));
@@ -444,25 +422,7 @@ impl Extractor<'_> {
 
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_any(&path).map_err(self.io_err(&path))?;
-                let xattrs = pax_xattrs(entry);
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&path)
-                    .map_err(self.io_err(&path))?;
-                io::copy(entry, &mut file).map_err(self.io_err(&path))?;
-                self.chown(&raw, &path, &header)?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(header_mode(&header)))
-                    .map_err(|e| OciError::io(&path)(e.into()))?;
-                for (name, value) in xattrs {
-                    // Filesystems without xattr support (or a non-root user for `security.*`) lose them.
-                    let _ = rustix::fs::fsetxattr(&file, name.as_os_str(), &value, XattrFlags::empty());
-                }
-                drop(file);
-                set_mtime(&path, header_mtime(&header)).map_err(self.io_err(&path))?;
+                self.regular_file(entry, &raw, &path, &header)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -476,25 +436,7 @@ impl Extractor<'_> {
                 set_mtime(&path, header_mtime(&header)).map_err(self.io_err(&path))?;
             }
             tar::EntryType::Link => {
-                let target_raw = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .ok_or_else(|| self.unsafe_entry(&raw, "is a hard link without a target"))?;
-                let target_rel = normalize(&target_raw).map_err(|_| {
-                    self.unsafe_entry(
-                        &raw,
-                        format!(
-                            "is a hard link to `{}`, outside the layer",
-                            String::from_utf8_lossy(&target_raw)
-                        ),
-                    )
-                })?;
-                let target = self.existing_link_target(&raw, &target_raw, &target_rel)?;
-                if target_rel == rel {
-                    return Ok(());
-                }
-                remove_any(&path).map_err(self.io_err(&path))?;
-                fs::hard_link(&target, &path).map_err(self.io_err(&path))?;
+                self.hard_link(entry, &raw, &rel, &path)?;
             }
             // Archive-wide metadata (a PAX global header) is not an entry of the layer.
             tar::EntryType::XGlobalHeader => {}
@@ -512,6 +454,95 @@ impl Extractor<'_> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// A whiteout entry (`.wh.<name>`, `.wh..wh..opq`) in the directory `rel` without its last component:
+    /// overlayfs markers (a 0/0 character device, the opaque xattr) in its place.
+    fn whiteout(&mut self, raw: &[u8], rel: &[OsString], name: &[u8]) -> Result<(), OciError> {
+        let parent = self.ensure_dirs(raw, &rel[..rel.len() - 1])?;
+        if name == OPAQUE_MARKER {
+            rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| OciError::io(&parent)(e.into()))?;
+        } else if name.starts_with(b".wh..wh.") {
+            // Other aufs metadata (hard-link directories): meaningless for overlayfs.
+        } else {
+            let hidden = &name[WHITEOUT_PREFIX.len()..];
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(self.unsafe_entry(raw, "is a whiteout without a name"));
+            }
+            let path = parent.join(OsStr::from_bytes(hidden));
+            remove_any(&path).map_err(self.io_err(&path))?;
+            rustix::fs::mknodat(
+                CWD,
+                &path,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| OciError::io(&path)(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// A regular file at `path`: its contents, owner, mode, extended attributes and time, created without
+    /// following a link there.
+    fn regular_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        path: &Path,
+        header: &tar::Header,
+    ) -> Result<(), OciError> {
+        remove_any(path).map_err(self.io_err(path))?;
+        let xattrs = pax_xattrs(entry);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(self.io_err(path))?;
+        io::copy(entry, &mut file).map_err(self.io_err(path))?;
+        self.chown(raw, path, header)?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(header_mode(header)))
+            .map_err(|e| OciError::io(path)(e.into()))?;
+        for (name, value) in xattrs {
+            // Filesystems without xattr support (or a non-root user for `security.*`) lose them.
+            let _ = rustix::fs::fsetxattr(&file, name.as_os_str(), &value, XattrFlags::empty());
+        }
+        drop(file);
+        set_mtime(path, header_mtime(header)).map_err(self.io_err(path))?;
+        Ok(())
+    }
+
+    /// A hard link at `path` (the entry `rel`) to an earlier entry of the layer.
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        rel: &[OsString],
+        path: &Path,
+    ) -> Result<(), OciError> {
+        let target_raw = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .ok_or_else(|| self.unsafe_entry(raw, "is a hard link without a target"))?;
+        let target_rel = normalize(&target_raw).map_err(|_| {
+            self.unsafe_entry(
+                raw,
+                format!(
+                    "is a hard link to `{}`, outside the layer",
+                    String::from_utf8_lossy(&target_raw)
+                ),
+            )
+        })?;
+        let target = self.existing_link_target(raw, &target_raw, &target_rel)?;
+        if target_rel == rel {
+            return Ok(());
+        }
+        remove_any(path).map_err(self.io_err(path))?;
+        fs::hard_link(&target, path).map_err(self.io_err(path))?;
         Ok(())
     }
 
