@@ -6,7 +6,7 @@ use apollo_compiler::Schema;
 use apollo_compiler::collections::HashMap;
 use apollo_compiler::schema::{ExtendedType, Implementers};
 use apollo_compiler::validation::Valid;
-use apollo_compiler::{Name, Node};
+use apollo_compiler::Name;
 
 /// The contract, compiled into the engine.
 pub const SDL: &str = include_str!("../../../schema/core.graphql");
@@ -40,13 +40,5 @@ impl Served {
     /// Whether `name` is an object type.
     pub fn is_object(&self, name: &str) -> bool {
         matches!(self.schema.types.get(name), Some(ExtendedType::Object(_)))
-    }
-
-    /// The field definition `type_name.field`.
-    pub fn field(&self, type_name: &str, field: &str) -> Option<&Node<apollo_compiler::schema::FieldDefinition>> {
-        match self.schema.types.get(type_name) {
-            Some(ExtendedType::Object(o)) => o.fields.get(field).map(|c| &c.node),
-            _ => None,
-        }
     }
 }

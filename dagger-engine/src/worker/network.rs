@@ -58,11 +58,6 @@ impl Namespace {
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/var/run/netns").join(&self.name)
     }
-
-    /// The container's IPv4 address, in bridge mode.
-    pub fn address(&self) -> Option<String> {
-        self.address.map(ip_of)
-    }
 }
 
 /// A namespace taken for one exec ([`Network::take`]): deleted in the background when dropped, so an exec
@@ -77,11 +72,6 @@ impl NetnsLease {
     /// The path runtimes join (`/var/run/netns/<name>`).
     pub fn path(&self) -> PathBuf {
         self.ns.as_ref().map(Namespace::path).unwrap_or_default()
-    }
-
-    /// The container's IPv4 address, in bridge mode.
-    pub fn address(&self) -> Option<String> {
-        self.ns.as_ref().and_then(Namespace::address)
     }
 }
 

@@ -259,11 +259,6 @@ impl Runtime {
         }
     }
 
-    /// Which runtime this is.
-    pub fn kind(&self) -> RuntimeKind {
-        self.kind
-    }
-
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
