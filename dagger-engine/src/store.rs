@@ -200,28 +200,28 @@ impl Store {
     /// HMAC-SHA256 of `message` under this cache directory's secret key (made on first use, readable by
     /// the owner only). Used to tell secret values apart in IDs without putting them there.
     pub fn secret_mac(&self, message: &[u8]) -> Result<Digest, StoreError> {
-        use sha2::Digest as _;
+        use hmac::Mac as _;
         let key_path = self.root.join("secret-key");
         let key = match std::fs::read(&key_path) {
             Ok(k) if k.len() == 32 => k,
             _ => {
                 let mut k = vec![0u8; 32];
-                std::fs::File::open("/dev/urandom")
-                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
-                    .map_err(err(Path::new("/dev/urandom")))?;
+                getrandom::fill(&mut k).map_err(|e| StoreError {
+                    path: key_path.clone(),
+                    source: std::io::Error::other(format!("no random bytes for the secret key: {e}")),
+                })?;
                 self.write_atomic_mode(&key_path, &k, 0o600, true)?;
                 // Another engine may have won the race: use what is on disk.
                 std::fs::read(&key_path).map_err(err(&key_path))?
             }
         };
-        let mut ipad = [0x36u8; 64];
-        let mut opad = [0x5cu8; 64];
-        for (i, b) in key.iter().enumerate() {
-            ipad[i] ^= b;
-            opad[i] ^= b;
-        }
-        let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
-        Ok(Digest::of_hasher(Sha256::new().chain_update(opad).chain_update(inner)))
+        // HMAC takes a key of any length; a 32-byte key never fails.
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key).map_err(|e| StoreError {
+            path: key_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        mac.update(message);
+        Ok(Digest::from_bytes(&mac.finalize().into_bytes().into()))
     }
 
     /// The path of a blob.
@@ -446,6 +446,30 @@ fn unique() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The MAC is standard HMAC-SHA256 (RFC 2104) under the directory's key, so the `$mac` in recorded calls
+    /// stays the same across versions and their results stay cache hits.
+    #[test]
+    fn secret_macs_are_hmac_sha256_under_the_directory_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let key: Vec<u8> = (0..32).collect();
+        std::fs::write(dir.path().join("secret-key"), &key).expect("key");
+        assert_eq!(
+            store.secret_mac(b"hunter2").expect("mac").as_str(),
+            "8629d712da366318588317f3f98c728c71d4819f843d95db8803c019c561c1e7"
+        );
+
+        // Without a key, one is made (32 random bytes, owner-only) and kept.
+        let other = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(other.path()).expect("open");
+        let first = store.secret_mac(b"x").expect("mac");
+        let key = std::fs::read(other.path().join("secret-key")).expect("key");
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, vec![0u8; 32]);
+        assert_eq!(store.secret_mac(b"x").expect("mac"), first);
+        assert_ne!(store.secret_mac(b"y").expect("mac"), first);
+    }
 
     #[test]
     fn blobs_and_records_round_trip_and_prune() {

@@ -2,11 +2,11 @@
 
 use std::sync::OnceLock;
 
+use apollo_compiler::Name;
 use apollo_compiler::Schema;
 use apollo_compiler::collections::HashMap;
 use apollo_compiler::schema::{ExtendedType, Implementers};
 use apollo_compiler::validation::Valid;
-use apollo_compiler::Name;
 
 /// The contract, compiled into the engine.
 pub const SDL: &str = include_str!("../../../schema/core.graphql");
