@@ -317,4 +317,225 @@ mod tests {
         let v = run(&engine, doc, json!({ "yes": "true" })).await;
         assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
     }
+
+    /// The `data` of a query that must succeed.
+    async fn data(engine: &Arc<Engine>, query: &str) -> Value {
+        let v = run(engine, query, json!({})).await;
+        assert!(v.get("errors").is_none(), "{query}: {v}");
+        v["data"].clone()
+    }
+
+    /// The first error message of a query that must fail.
+    async fn error(engine: &Arc<Engine>, query: &str) -> String {
+        let v = run(engine, query, json!({})).await;
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{query}: no error in {v}"))
+            .to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn directory_edits_are_pure_tree_work() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let v = data(
+            &engine,
+            r#"{ directory {
+                withNewFile(path: "a/b.txt", contents: "one\ntwo\nthree\n", permissions: 384) {
+                withNewDirectory(path: "c/d") { withSymlink(target: "a/b.txt", linkName: "l") {
+                    entries glob(pattern: "**/*.txt")
+                    b: file(path: "a/b.txt") { contents size name
+                        tail: contents(offsetLines: 1) head: contents(limitLines: 1) }
+                    via: file(path: "l") { contents }
+                    stat(path: "a/b.txt") { fileType permissions size name }
+                    link: stat(path: "l", doNotFollowSymlinks: true) { fileType }
+                    exists(path: "c/d", expectedType: DIRECTORY_TYPE)
+                    missing: exists(path: "nope")
+                    withoutFiles(paths: ["a/b.txt", "l"]) { entries }
+                    sub: directory(path: "c") { name entries }
+                } } } } }"#,
+        )
+        .await;
+        let d = &v["directory"]["withNewFile"]["withNewDirectory"]["withSymlink"];
+        assert_eq!(d["entries"], json!(["a/", "c/", "l"]));
+        assert_eq!(d["glob"], json!(["a/b.txt"]));
+        assert_eq!(d["b"]["contents"], "one\ntwo\nthree\n");
+        assert_eq!(
+            (d["b"]["size"].clone(), d["b"]["name"].clone()),
+            (json!(14), json!("b.txt"))
+        );
+        assert_eq!(
+            (d["b"]["tail"].clone(), d["b"]["head"].clone()),
+            (json!("two\nthree\n"), json!("one\n"))
+        );
+        assert_eq!(d["via"]["contents"], "one\ntwo\nthree\n");
+        assert_eq!(
+            d["stat"],
+            json!({ "fileType": "REGULAR", "permissions": 384, "size": 14, "name": "b.txt" })
+        );
+        assert_eq!(d["link"]["fileType"], "SYMLINK");
+        assert_eq!((d["exists"].clone(), d["missing"].clone()), (json!(true), json!(false)));
+        assert_eq!(d["withoutFiles"]["entries"], json!(["a/", "c/"]));
+        assert_eq!(d["sub"], json!({ "name": "c/", "entries": ["d/"] }));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn directories_combine_filter_and_diff() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let base = data(
+            &engine,
+            r#"{ directory { withNewFile(path: "x", contents: "1") { id } } }"#,
+        )
+        .await;
+        let id = base["directory"]["withNewFile"]["id"].as_str().expect("id").to_owned();
+        let q = format!(
+            r#"{{ directory {{ withNewFile(path: "y.md", contents: "2") {{
+                withDirectory(path: "sub", source: "{id}") {{ entries(path: "sub") }}
+                merged: withDirectory(path: "", source: "{id}", exclude: ["*.md"]) {{ entries }}
+                filter(include: ["*.md"]) {{ entries }}
+                withFile(path: "copy", source: "{file}", permissions: 493) {{ stat(path: "copy") {{ permissions }} }}
+                diff(other: "{id}") {{ entries }}
+            }} }} }}"#,
+            file = data(&engine, r#"{ file(name: "f", contents: "z") { id } }"#).await["file"]["id"]
+                .as_str()
+                .expect("id"),
+        );
+        let v = data(&engine, &q).await;
+        let d = &v["directory"]["withNewFile"];
+        assert_eq!(d["withDirectory"]["entries"], json!(["x"]));
+        assert_eq!(d["merged"]["entries"], json!(["x", "y.md"]));
+        assert_eq!(d["filter"]["entries"], json!(["y.md"]));
+        assert_eq!(d["withFile"]["stat"]["permissions"], 493);
+        assert_eq!(d["diff"]["entries"], json!(["x"]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_are_renamed_retimed_and_hashed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let v = data(
+            &engine,
+            r#"{ file(name: "a.txt", contents: "hi") {
+                withName(name: "b.txt") { name contents }
+                plain: digest(excludeMetadata: true)
+                full: digest
+                renamed: withName(name: "c") { full: digest plain: digest(excludeMetadata: true) }
+                withTimestamps(timestamp: 0) { digest }
+            } }"#,
+        )
+        .await;
+        let f = &v["file"];
+        assert_eq!(f["withName"], json!({ "name": "b.txt", "contents": "hi" }));
+        assert_eq!(f["plain"], f["renamed"]["plain"], "contents alone");
+        assert_ne!(f["full"], f["renamed"]["full"], "the name is metadata");
+        assert_ne!(f["full"], f["withTimestamps"]["digest"], "so is the time");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secrets_keep_their_plaintext_out_of_ids_and_the_cache_directory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let v = data(
+            &engine,
+            r#"{ setSecret(name: "token", plaintext: "s3cr3t-value") { id name plaintext } }"#,
+        )
+        .await;
+        assert_eq!(v["setSecret"]["name"], "token");
+        assert_eq!(v["setSecret"]["plaintext"], "s3cr3t-value");
+        assert!(!v["setSecret"]["id"].as_str().expect("id").contains("s3cr3t"));
+        let mut stack = vec![dir.path().join("cache")];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).expect("read").flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains("s3cr3t-value"),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        let missing = error(
+            &engine,
+            r#"{ secret(uri: "env://DAGGER_RS_TEST_NO_SUCH_VAR") { plaintext } }"#,
+        )
+        .await;
+        assert!(missing.contains("DAGGER_RS_TEST_NO_SUCH_VAR"), "{missing}");
+        let bad = error(&engine, r#"{ secret(uri: "vault://x") { name } }"#).await;
+        assert!(bad.contains("env://NAME"), "{bad}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn container_state_fields_and_records_need_no_runtime() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let v = data(
+            &engine,
+            r#"{ container { withEnvVariable(name: "A", value: "1") { withWorkdir(path: "/src") {
+                withLabel(name: "k", value: "v") { withExposedPort(port: 8080, description: "web") {
+                    workdir envVariable(name: "A") label(name: "k")
+                    envVariables { name value }
+                    labels { name value }
+                    exposedPorts { port protocol description }
+                    withoutEnvVariable(name: "A") { envVariables { name } }
+                } } } } } }"#,
+        )
+        .await;
+        let c = &v["container"]["withEnvVariable"]["withWorkdir"]["withLabel"]["withExposedPort"];
+        assert_eq!(
+            (c["workdir"].clone(), c["envVariable"].clone()),
+            (json!("/src"), json!("1"))
+        );
+        assert_eq!(c["label"], "v");
+        assert_eq!(c["envVariables"], json!([{ "name": "A", "value": "1" }]));
+        assert_eq!(c["labels"], json!([{ "name": "k", "value": "v" }]));
+        assert_eq!(
+            c["exposedPorts"],
+            json!([{ "port": 8080, "protocol": "TCP", "description": "web" }])
+        );
+        assert_eq!(c["withoutEnvVariable"]["envVariables"], json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_are_checked_for_type_and_existence() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let v = data(&engine, r#"{ file(name: "f", contents: "x") { id } }"#).await;
+        let file_id = v["file"]["id"].as_str().expect("id").to_owned();
+        let wrong = error(
+            &engine,
+            &format!(r#"{{ directory {{ withDirectory(path: "x", source: "{file_id}") {{ entries }} }} }}"#),
+        )
+        .await;
+        assert!(wrong.contains("File") && wrong.contains("Directory"), "{wrong}");
+        let unknown_id = format!("File:{}", crate::model::ids::Digest::of(b"never made"));
+        let unknown = error(
+            &engine,
+            &format!(r#"{{ directory {{ withFile(path: "x", source: "{unknown_id}") {{ entries }} }} }}"#),
+        )
+        .await;
+        assert!(unknown.contains("unknown ID"), "{unknown}");
+        let loaded = data(
+            &engine,
+            &format!(r#"{{ node(id: "{file_id}") {{ __typename ... on File {{ contents }} }} }}"#),
+        )
+        .await;
+        assert_eq!(loaded["node"], json!({ "__typename": "File", "contents": "x" }));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unimplemented_fields_say_so() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let message = error(
+            &engine,
+            r#"{ git(url: "https://example.com/x.git") { tag(name: "v1") { tree { entries } } } }"#,
+        )
+        .await;
+        assert!(message.contains("is not supported by this engine yet"), "{message}");
+    }
 }
