@@ -183,6 +183,9 @@ pub struct Engine {
     secrets: Mutex<HashMap<Digest, String>>,
     runtime: std::sync::OnceLock<Result<crate::worker::runtime::Runtime, String>>,
     registry: std::sync::OnceLock<Result<crate::worker::oci::registry::RegistryClient, String>>,
+    /// The snapshotter chosen for this engine's cache directory on first use, and why overlayfs was not
+    /// usable when it fell back to copies.
+    snapshot: std::sync::OnceLock<(crate::worker::snapshot::Snapshotter, Option<String>)>,
     /// Whether the copying-snapshotter warning was reported.
     pub warned_snapshot: std::sync::atomic::AtomicBool,
     /// Container networking.
@@ -219,6 +222,7 @@ impl Engine {
             secrets: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
             network: Arc::new(crate::worker::network::Network::new()),
+            snapshot: std::sync::OnceLock::new(),
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
             volumes: CacheVolumes::default(),
@@ -297,11 +301,26 @@ impl Engine {
             .map_err(|e| FieldError::new(e.clone()))
     }
 
-    /// How container filesystems are assembled for this engine.
-    pub(crate) fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
-        self.config
-            .snapshotter
-            .unwrap_or_else(|| crate::worker::snapshot::snapshotter(&self.store.root().join("tmp")))
+    /// How container filesystems are assembled for this engine: as configured, else chosen for its own
+    /// cache directory on first use (see [`crate::worker::snapshot::choose`]).
+    pub fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
+        match self.config.snapshotter {
+            Some(s) => s,
+            None => self.chosen_snapshotter().0,
+        }
+    }
+
+    /// Why overlayfs is not used, when this engine chose copies because its probe mount failed.
+    pub(crate) fn overlay_unusable(&self) -> Option<&str> {
+        match self.config.snapshotter {
+            Some(_) => None,
+            None => self.chosen_snapshotter().1.as_deref(),
+        }
+    }
+
+    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::Snapshotter, Option<String>) {
+        self.snapshot
+            .get_or_init(|| crate::worker::snapshot::choose(&self.store.root().join("tmp")))
     }
 
     /// Registers a call, returning its digest (the object's identity).

@@ -195,42 +195,65 @@ pub enum Snapshotter {
     Copy,
 }
 
-/// The snapshotter in use: `DAGGER_RS_SNAPSHOTTER=overlay|copy`, else overlayfs when a test mount under
-/// `scratch` works, else copies.
+impl Snapshotter {
+    /// Assembles `layers` at `target` this way; see [`mount_overlay`] for the arguments.
+    pub fn assemble(
+        self,
+        layers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+        empty_layer: &Path,
+    ) -> Result<Mounted, SnapshotError> {
+        assemble(self, layers, upper, target, empty_layer)
+    }
+}
+
+/// The snapshotter for an engine whose scratch directory is `scratch`: `DAGGER_RS_SNAPSHOTTER=overlay|copy`,
+/// else overlayfs when a test mount under `scratch` works, else copies, with why overlayfs was not usable.
+/// Each engine chooses for its own cache directory: two engines in one process may differ (one whose
+/// cache directory is on overlayfs copies, another overlays).
+pub fn choose(scratch: &Path) -> (Snapshotter, Option<String>) {
+    match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
+        Ok("copy") => return (Snapshotter::Copy, None),
+        Ok("overlay") => return (Snapshotter::Overlay, None),
+        _ => {}
+    }
+    let probe = scratch.join(format!("probe-{}", unique()));
+    let empty = probe.join("empty");
+    let ok = std::fs::create_dir_all(&empty)
+        .map_err(io(format!("cannot create {}", empty.display())))
+        .and_then(|()| {
+            mount_overlay(
+                std::slice::from_ref(&empty),
+                Some((&probe.join("upper"), &probe.join("work"))),
+                &probe.join("root"),
+                &empty,
+            )
+        })
+        .and_then(Mounted::unmount);
+    remove_all(&probe);
+    match ok {
+        Ok(()) => (Snapshotter::Overlay, None),
+        Err(e) => (Snapshotter::Copy, Some(e.to_string())),
+    }
+}
+
+/// [`choose`] once for the whole process (the first caller's `scratch` decides), for tools that have no
+/// engine; engines choose their own.
 pub fn snapshotter(scratch: &Path) -> Snapshotter {
     static CHOSEN: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
-        Ok("copy") => Snapshotter::Copy,
-        Ok("overlay") => Snapshotter::Overlay,
-        _ => {
-            let probe = scratch.join(format!("probe-{}", unique()));
-            let empty = probe.join("empty");
-            let ok = std::fs::create_dir_all(&empty)
-                .map_err(io(format!("cannot create {}", empty.display())))
-                .and_then(|()| {
-                    mount_overlay(
-                        std::slice::from_ref(&empty),
-                        Some((&probe.join("upper"), &probe.join("work"))),
-                        &probe.join("root"),
-                        &empty,
-                    )
-                })
-                .and_then(Mounted::unmount);
-            remove_all(&probe);
-            match ok {
-                Ok(()) => Snapshotter::Overlay,
-                Err(e) => {
-                    let _ = PROBE_FAILURE.set(e.to_string());
-                    Snapshotter::Copy
-                }
-            }
+    *CHOSEN.get_or_init(|| {
+        let (chosen, why) = choose(scratch);
+        if let Some(why) = why {
+            let _ = PROBE_FAILURE.set(why);
         }
+        chosen
     })
 }
 
 static PROBE_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Why overlayfs was found unusable, when the automatic choice fell back to copies.
+/// Why overlayfs was found unusable, when the process-wide choice of [`snapshotter`] fell back to copies.
 pub fn overlay_probe_failure() -> Option<&'static str> {
     PROBE_FAILURE.get().map(String::as_str)
 }

@@ -271,7 +271,7 @@ async fn run_request(
 /// Reports, once per engine, that filesystems are copied or that containers get no network.
 fn warn_once(engine: &Arc<Engine>, d: &Digest) {
     if engine.snapshotter() == snapshot::Snapshotter::Copy
-        && let Some(why) = snapshot::overlay_probe_failure()
+        && let Some(why) = engine.overlay_unusable()
         && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         engine.emit_log(
@@ -410,15 +410,15 @@ pub(crate) fn prepare(
         }
     }
     let rootfs = scratch.join("rootfs");
-    let mode = engine.snapshotter();
-    let overlay = snapshot::assemble(
-        mode,
-        &layers,
-        Some((&scratch.join("upper"), &scratch.join("work"))),
-        &rootfs,
-        &empty_layer(&engine.store)?,
-    )
-    .map_err(snap)?;
+    let overlay = engine
+        .snapshotter()
+        .assemble(
+            &layers,
+            Some((&scratch.join("upper"), &scratch.join("work"))),
+            &rootfs,
+            &empty_layer(&engine.store)?,
+        )
+        .map_err(snap)?;
     let mut mounts = Vec::new();
     let mut read_back = Vec::new();
     for (n, (path, src)) in st.mounts.iter().enumerate() {

@@ -263,8 +263,10 @@ pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<sna
         .root()
         .join("tmp")
         .join(format!("ro-{}", snapshot::unique()));
-    let mode = engine.snapshotter();
-    snapshot::assemble(mode, &layers, None, &target, &empty_layer(&engine.store)?).map_err(snap)
+    engine
+        .snapshotter()
+        .assemble(&layers, None, &target, &empty_layer(&engine.store)?)
+        .map_err(snap)
 }
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
