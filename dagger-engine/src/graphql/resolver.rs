@@ -538,4 +538,40 @@ mod tests {
         .await;
         assert!(message.contains("is not supported by this engine yet"), "{message}");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_directories_follow_gitignore_negations_anchors_and_directory_patterns() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let proj = dir.path().join("proj");
+        for (path, text) in [
+            (".gitignore", "# logs\n*.log\n!keep.log\nbuild/\n/root-only.txt\n"),
+            ("a.log", "x"),
+            ("keep.log", "x"),
+            ("build/out", "x"),
+            ("sub/build/out", "x"),
+            ("sub/root-only.txt", "x"),
+            ("sub/deep.log", "x"),
+            ("root-only.txt", "x"),
+            ("src/main.rs", "x"),
+        ] {
+            let p = proj.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        let v = data(
+            &engine,
+            r#"{ host { directory(path: "proj", gitignore: true) { entries sub: entries(path: "sub") } } }"#,
+        )
+        .await;
+        let d = &v["host"]["directory"];
+        assert_eq!(d["entries"], json!([".gitignore", "keep.log", "src/", "sub/"]));
+        assert_eq!(d["sub"], json!(["root-only.txt"]));
+        let v = data(&engine, r#"{ host { directory(path: "proj") { entries } } }"#).await;
+        assert_eq!(
+            v["host"]["directory"]["entries"].as_array().map(Vec::len),
+            Some(7),
+            "{v}"
+        );
+    }
 }

@@ -400,6 +400,30 @@ impl Tree {
         }
     }
 
+    /// The tree without the entries `dropped` names (given each path and whether it is a directory), nor
+    /// anything below a dropped directory.
+    pub fn without(&self, mut dropped: impl FnMut(&str, bool) -> bool) -> Tree {
+        let mut gone: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut out = Tree::default();
+        for (k, v) in &self.entries {
+            let mut parent = parent_of(k);
+            let mut below_gone = false;
+            while let Some(p) = parent {
+                if gone.contains(p) {
+                    below_gone = true;
+                    break;
+                }
+                parent = parent_of(p);
+            }
+            if below_gone || dropped(k, matches!(v, Entry::Dir { .. })) {
+                gone.insert(k);
+                continue;
+            }
+            out.entries.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
     /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
     /// holding kept entries are kept.
     pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
@@ -579,5 +603,33 @@ mod tests {
         assert!(match_one(b"[a-c]x", b"bx"));
         assert!(!match_one(b"[!a-c]x", b"bx"));
         assert!(match_one(b"*.t?t", b"notes.txt"));
+    }
+
+    #[test]
+    fn without_drops_entries_and_everything_below_dropped_directories() {
+        let mut t = Tree::default();
+        for d in ["a", "a/b", "a-b"] {
+            t.mkdir_all(d, 0o755).expect("mkdir");
+        }
+        for f in ["a/b/c", "a-b/c", "x"] {
+            let entry = Entry::File(FileEntry {
+                mode: 0o644,
+                blob: Digest::of(b""),
+                size: 0,
+                mtime: None,
+            });
+            t.put(f, entry, true).expect("put");
+        }
+        let mut asked = Vec::new();
+        let kept = t.without(|path, is_dir| {
+            asked.push((path.to_owned(), is_dir));
+            path == "a"
+        });
+        assert_eq!(kept.entries.keys().collect::<Vec<_>>(), ["a-b", "a-b/c", "x"]);
+        assert!(
+            !asked.iter().any(|(p, _)| p.starts_with("a/")),
+            "nothing below a dropped directory is asked about"
+        );
+        assert!(asked.contains(&("a-b".to_owned(), true)) && asked.contains(&("x".to_owned(), false)));
     }
 }

@@ -40,23 +40,11 @@ pub(crate) fn read_host_dir(
             root.display()
         )));
     }
-    let mut exclude = exclude.to_vec();
-    if gitignore && let Ok(text) = std::fs::read_to_string(root.join(".gitignore")) {
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
-        {
-            let pat = line.trim_end_matches('/');
-            if pat.starts_with('/') {
-                exclude.push(pat.trim_start_matches('/').to_owned());
-            } else {
-                exclude.push(format!("**/{pat}"));
-            }
-        }
-    }
     let tree = crate::worker::snapshot::read_tree(&engine.store, root).map_err(|e| FieldError::new(e.to_string()))?;
-    let tree = tree.filter(include, &exclude);
+    let mut tree = tree.filter(include, exclude);
+    if gitignore {
+        tree = without_gitignored(root, &tree)?;
+    }
     let name = root
         .file_name()
         .map(|n| format!("{}/", n.to_string_lossy()))
@@ -75,4 +63,21 @@ pub(crate) fn export_tree(engine: &Engine, tree: &Tree, target: &Path, wipe: boo
     }
     crate::worker::snapshot::write_tree(&engine.store, tree, target, "", None)
         .map_err(|e| FieldError::new(e.to_string()))
+}
+
+/// `tree` (read from `root`) without what `root/.gitignore` ignores, as git reads it: negations (`!keep.log`)
+/// re-include, a trailing `/` matches directories only, a leading `/` anchors at the root, and nothing below
+/// an ignored directory comes back. Without a `.gitignore`, the tree as it is.
+fn without_gitignored(root: &Path, tree: &Tree) -> Result<Tree, FieldError> {
+    let file = root.join(".gitignore");
+    if !file.is_file() {
+        return Ok(tree.clone());
+    }
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+    // Lines that are not valid patterns are skipped, as git skips them.
+    let _ = builder.add(&file);
+    let matcher = builder
+        .build()
+        .map_err(|e| FieldError::new(format!("cannot use {}: {e}", file.display())))?;
+    Ok(tree.without(|path, is_dir| matcher.matched_path_or_any_parents(path, is_dir).is_ignore()))
 }
