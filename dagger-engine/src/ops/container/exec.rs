@@ -607,3 +607,139 @@ impl Drop for SecretStore {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pure parts of `withExec`: the command line, the exit check, scrubbing. No runtime, no root.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::runtime::RunOutput;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    fn with_image(entrypoint: &[&str], cmd: &[&str]) -> ContainerState {
+        let mut st = ContainerState::default();
+        st.config.entrypoint = entrypoint.iter().map(|s| s.to_string()).collect();
+        st.config.cmd = cmd.iter().map(|s| s.to_string()).collect();
+        st
+    }
+
+    #[test]
+    fn the_command_line_follows_args_default_args_and_the_entrypoint() {
+        let st = with_image(&["/init"], &["serve", "--port=80"]);
+        let cases = [
+            (json!({ "args": ["ls", "-l"] }), vec!["ls", "-l"]),
+            (json!({ "args": ["ls"], "useEntrypoint": true }), vec!["/init", "ls"]),
+            (json!({}), vec!["/init", "serve", "--port=80"]),
+        ];
+        for (a, want) in cases {
+            assert_eq!(
+                command(&st, &args(a.clone())).map_err(|e| e.message),
+                Ok(want.iter().map(|s| s.to_string()).collect()),
+                "{a}"
+            );
+        }
+        let plain = with_image(&[], &["sh"]);
+        assert_eq!(
+            command(&plain, &args(json!({}))).map_err(|e| e.message),
+            Ok(vec!["sh".to_owned()])
+        );
+        let none = with_image(&[], &[]);
+        let err = command(&none, &args(json!({}))).expect_err("no command");
+        assert!(err.message.contains("withDefaultArgs"), "{}", err.message);
+    }
+
+    #[test]
+    fn arguments_expand_from_the_environment_only_when_asked() {
+        let mut st = with_image(&[], &[]);
+        st.config.env.push("NAME=world".into());
+        let a = args(json!({ "args": ["echo", "$NAME", "${NAME}!"], "expand": true }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Ok(vec!["echo".into(), "world".into(), "world!".into()])
+        );
+        let a = args(json!({ "args": ["echo", "$NAME"] }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Ok(vec!["echo".into(), "$NAME".into()])
+        );
+    }
+
+    fn output(exit_code: i32, timed_out: Option<Duration>) -> RunOutput {
+        RunOutput {
+            exit_code,
+            stdout: b"out".to_vec(),
+            stderr: b"err hunter2".to_vec(),
+            combined: Vec::new(),
+            timed_out,
+        }
+    }
+
+    #[test]
+    fn a_failed_exec_is_an_exec_error_with_its_code_output_and_no_secret() {
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), "echo hunter2; exit 3".to_owned()];
+        let secrets = vec!["hunter2".to_owned()];
+        let stderr = scrub(b"err hunter2", &secrets);
+        let err = check_exit(&output(3, None), "SUCCESS", &argv, b"out", &stderr, &secrets).expect_err("fails");
+        assert_eq!(
+            err.message,
+            "process \"sh -c echo ***; exit 3\" did not complete successfully: exit code: 3"
+        );
+        let ext = err.extensions.expect("extensions");
+        assert_eq!(ext["_type"], "EXEC_ERROR");
+        assert_eq!(ext["exitCode"], 3);
+        assert_eq!(ext["stdout"], "out");
+        assert_eq!(ext["stderr"], "err ***");
+        assert_eq!(ext["cmd"], json!(argv), "the command as given (IDs hold it already)");
+    }
+
+    #[test]
+    fn expect_signals_and_timeouts_decide_what_failed() {
+        let argv = vec!["x".to_owned()];
+        let check = |code: i32, expect: &str, t: Option<Duration>| {
+            check_exit(&output(code, t), expect, &argv, b"", b"", &[]).map_err(|e| e.message)
+        };
+        assert_eq!(check(0, "SUCCESS", None), Ok(()));
+        assert_eq!(check(1, "ANY", None), Ok(()));
+        assert_eq!(check(2, "FAILURE", None), Ok(()));
+        assert_eq!(
+            check(0, "FAILURE", None),
+            Err("process \"x\" succeeded but was expected to fail".into())
+        );
+        assert_eq!(
+            check(137, "SUCCESS", None),
+            Err("process \"x\" did not complete successfully: exit code: 137 (killed by signal 9)".into())
+        );
+        let timed_out = check(137, "ANY", Some(Duration::from_secs(2))).expect_err("timed out");
+        assert!(timed_out.contains("killed after running for 2s"), "{timed_out}");
+    }
+
+    #[test]
+    fn scrubbing_replaces_every_secret_and_nothing_else() {
+        assert_eq!(
+            scrub(b"a s1 b s2 s1", &["s1".into(), "s2".into(), String::new()]),
+            b"a *** b *** ***"
+        );
+        assert_eq!(scrub(b"nothing to hide", &[]), b"nothing to hide");
+    }
+
+    #[test]
+    fn only_cache_mounts_take_volume_leases() {
+        let mut st = ContainerState::default();
+        st.add_mount("/tmp".into(), MountSource::Temp { size: None });
+        st.add_mount(
+            "/cache".into(),
+            MountSource::Cache {
+                key: "k".into(),
+                sharing: "LOCKED".into(),
+                seed: None,
+                owner: None,
+            },
+        );
+        assert_eq!(cache_mounts(&st), [("k", "LOCKED")]);
+    }
+}
