@@ -38,3 +38,31 @@ pub(crate) fn strings(args: &Map<String, Value>, k: &str) -> Vec<String> {
 pub(crate) fn digest_arg(args: &Map<String, Value>, k: &str) -> Option<Digest> {
     args.get(k)?.get("$id")?.as_str().and_then(Digest::parse)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn arguments_read_with_defaults_for_what_is_absent_or_of_another_type() {
+        let d = Digest::of(b"x");
+        let args = json!({
+            "path": "a/b", "n": 7, "yes": true, "list": ["x", 1, "y"],
+            "obj": { "$id": d.as_str() }, "bad": { "$id": "not-a-digest" },
+        });
+        let args = args.as_object().expect("object");
+        assert_eq!((s(args, "path"), s(args, "missing"), s(args, "n")), ("a/b", "", ""));
+        assert_eq!((i(args, "n"), i(args, "path")), (Some(7), None));
+        assert_eq!((b(args, "yes"), b(args, "missing"), b(args, "n")), (true, false, false));
+        assert_eq!(strings(args, "list"), ["x", "y"]);
+        assert!(strings(args, "path").is_empty());
+        assert_eq!(digest_arg(args, "obj"), Some(d));
+        assert_eq!(digest_arg(args, "bad"), None, "a malformed digest never names a file");
+        assert_eq!(
+            unsupported("Container", "asService").message,
+            "`Container.asService` is not supported by this engine yet"
+        );
+    }
+}

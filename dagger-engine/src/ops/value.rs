@@ -77,3 +77,59 @@ impl crate::solver::Value for Evaluated {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::ids::Digest;
+    use crate::ops::container::state::ContainerState;
+    use crate::solver::Value as _;
+
+    use super::*;
+
+    #[test]
+    fn what_is_kept_on_disk_and_what_is_still_usable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let session_only = [
+            Evaluated::Host,
+            Evaluated::Cache { key: "k".into() },
+            Evaluated::Secret {
+                name: "s".into(),
+                uri: String::new(),
+            },
+        ];
+        assert!(
+            session_only.iter().all(|v| !v.persistent()),
+            "secrets, caches and the host stay in memory"
+        );
+        let container = |layers: Vec<String>| {
+            Evaluated::Container(Box::new(ContainerState {
+                layers,
+                ..ContainerState::default()
+            }))
+        };
+        assert!(container(vec![]).persistent());
+        assert!(container(vec![]).intact(&store));
+        let layer = Digest::of(b"layer").to_string();
+        assert!(
+            !container(vec![layer.clone()]).intact(&store),
+            "a pruned layer is a cache miss"
+        );
+        std::fs::create_dir_all(store.root().join("layers").join(&layer)).expect("layer");
+        assert!(container(vec![layer]).intact(&store));
+    }
+
+    #[test]
+    fn values_are_stored_as_tagged_json() {
+        let v = Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name: "f".into(),
+            permissions: 0o644,
+            size: 3,
+        };
+        let json = serde_json::to_value(&v).expect("json");
+        assert_eq!(json["kind"], "Stat", "records on disk name their kind");
+        let back: Evaluated = serde_json::from_value(json).expect("back");
+        assert!(matches!(back, Evaluated::Stat { size: 3, .. }));
+    }
+}

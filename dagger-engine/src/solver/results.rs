@@ -69,3 +69,34 @@ impl<V> Results<V> {
         self.weak.lock().get(d).and_then(Weak::upgrade)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_results_are_held_weakly_beyond_the_recent_ones() {
+        let r: Results<usize> = Results::default();
+        let digests: Vec<Digest> = (0..RECENT + 10).map(|n| Digest::of(n.to_string().as_bytes())).collect();
+        for (n, d) in digests.iter().enumerate() {
+            r.remember(d, &Arc::new(n), true);
+        }
+        assert!(r.get(&digests[0]).is_none(), "the oldest was freed");
+        assert_eq!(r.get(&digests[RECENT + 9]).as_deref(), Some(&(RECENT + 9)));
+        let held = Arc::new(7);
+        r.remember(&digests[0], &held, true);
+        r.keep_recent((0..RECENT).map(Arc::new));
+        assert_eq!(r.get(&digests[0]).as_deref(), Some(&7), "alive while someone holds it");
+        drop(held);
+        assert!(r.get(&digests[0]).is_none());
+    }
+
+    #[test]
+    fn session_results_are_kept_for_the_session() {
+        let r: Results<&str> = Results::default();
+        let d = Digest::of(b"secret");
+        r.remember(&d, &Arc::new("s"), false);
+        r.keep_recent((0..RECENT * 2).map(|_| Arc::new("x")));
+        assert_eq!(r.get(&d).as_deref(), Some(&"s"));
+    }
+}

@@ -70,3 +70,28 @@ pub fn owner_pid(name: &str) -> Option<u32> {
         .find(|t| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|t| t.parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collection_reports_what_it_removed_in_words() {
+        let mut c = Collected::default();
+        assert!(c.is_empty());
+        assert_eq!(c.to_string(), "nothing left by an unclean stop");
+        c.add(&Collected {
+            mounts: 2,
+            containers: 1,
+            ..Collected::default()
+        });
+        c.add(&Collected {
+            namespaces: 1,
+            ..Collected::default()
+        });
+        assert_eq!(
+            c.to_string(),
+            "collected after an unclean stop: 2 mounts, 1 container, 1 network namespace"
+        );
+    }
+}
