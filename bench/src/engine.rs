@@ -145,6 +145,39 @@ impl EngineProc {
         self.client_at(&self.url()).await
     }
 
+    /// One GraphQL request sent over plain HTTP (basic auth: the token as user name, an empty password), without
+    /// the SDK; returns the response body as text. For documents too deep for a JSON parser's recursion limit.
+    pub(crate) async fn post_query(&self, document: &str) -> Result<String, String> {
+        let body = serde_json::to_vec(&serde_json::json!({ "query": document })).map_err(|e| e.to_string())?;
+        let response = reqwest::Client::new()
+            .post(format!("{}/query", self.url()))
+            .basic_auth(&self.token, Some(""))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .map_err(|e| format!("POST /query: {e}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if !status.is_success() {
+            let head: String = text.chars().take(300).collect();
+            return Err(format!("POST /query answered {status}: {head}"));
+        }
+        Ok(text)
+    }
+
+    /// Kills the engine with SIGKILL, as a crash would (it cleans nothing up), and waits for it to be gone.
+    pub(crate) async fn kill(mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.wait().await;
+    }
+
     /// Stops the engine: SIGINT (it shuts down gracefully), SIGKILL after 10 s.
     pub(crate) async fn stop(mut self) {
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {

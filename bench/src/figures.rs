@@ -137,16 +137,21 @@ impl Bench {
     }
 
     /// A value never used before (in this run or an earlier one), to make every exec run.
-    fn nonce(&mut self) -> String {
+    pub(crate) fn nonce(&mut self) -> String {
         self.nonce += 1;
         format!("{}-{}", self.nonce_prefix, self.nonce)
     }
 
-    fn run_dir(&self) -> PathBuf {
+    pub(crate) fn run_dir(&self) -> PathBuf {
         self.work.join("run")
     }
 
-    async fn engine(&self, name: &str, runtime: &'static str, variant: Variant) -> Result<EngineProc, String> {
+    pub(crate) async fn engine(
+        &self,
+        name: &str,
+        runtime: &'static str,
+        variant: Variant,
+    ) -> Result<EngineProc, String> {
         let opts = EngineOpts {
             runtime,
             network_none: variant.network_none,

@@ -96,6 +96,12 @@ pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
     meminfo_kib(&status, "VmHWM").map(|k| k * 1024)
 }
 
+/// Resident set size now (`VmRSS`) of a process, in bytes.
+pub(crate) fn rss_now(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    meminfo_kib(&status, "VmRSS").map(|k| k * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

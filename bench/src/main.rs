@@ -4,12 +4,15 @@
 //! Run it as root from the workspace: `cargo run --release -p bench` (`--help` for the knobs).
 //!
 //! # Layout
-//! - `figures`: the measurements, ours and the peer back to back in each repetition;
+//! - `figures`: the measurements, ours and the peer back to back in each repetition; `chains` (deep chains'
+//!   memory) and `collect` (the start-up collection after a killed engine);
 //! - `pipelines`: the `#[step]`s and `pipeline!`s measured, and their plain-API twins;
 //! - `engine`: the engine process; `raw`: raw runtime bundles; `docker`: the private dockerd;
 //! - `fixtures`: the loopback registry and images; `proxy`: the request counter;
 //! - `stats`, `machine`, `report`: summaries, `/proc` readers and the Markdown output.
 
+mod chains;
+mod collect;
 mod docker;
 mod engine;
 mod figures;
@@ -31,25 +34,29 @@ use clap::Parser;
 use crate::figures::Bench;
 use crate::report::Row;
 
-const FIGURES: &[&str] = &["query", "exec", "fanout", "cached", "requests", "buildkit", "memory"];
+const FIGURES: &[&str] = &[
+    "query", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect",
+];
 
 /// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
 #[derive(Parser)]
 #[command(name = "bench")]
 struct Args {
-    /// Repetitions of the slow figures (fan-out, cached re-run, requests, BuildKit).
+    /// Repetitions of the slow figures (fan-out, cached re-run, requests, BuildKit, start-up collection).
     #[arg(long, default_value_t = 7)]
     reps: usize,
     /// Repetitions of the per-exec figure.
     #[arg(long, default_value_t = 30)]
     exec_reps: usize,
-    /// Repetitions of the memory figure (each pulls every large image into a fresh engine).
+    /// Repetitions of the memory figures (each pulls every large image, or answers every deep chain, in a fresh
+    /// engine).
     #[arg(long, default_value_t = 3)]
     mem_reps: usize,
     /// Sizes of the generated layers for the memory figure, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
     big_mib: Vec<u64>,
-    /// Only these figures (comma-separated): query, exec, fanout, cached, requests, buildkit, memory.
+    /// Only these figures (comma-separated): query, exec, fanout, cached, requests, buildkit, memory, chains,
+    /// collect.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave Docker BuildKit out.
@@ -133,7 +140,14 @@ async fn run(args: Args) -> Result<(), String> {
         }
         progress(&rows);
     }
-    let needs_engine = which.iter().any(|w| *w != "query");
+    if which.contains(&"chains") {
+        match bench.chains().await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("8", "engine peak RSS answering one deep chain", e)),
+        }
+        progress(&rows);
+    }
+    let needs_engine = which.iter().any(|w| !["query", "chains"].contains(w));
     if needs_engine {
         eprintln!("bench: preparing fixtures in {}", work.display());
         let fx = fixtures::Fixtures::prepare(&work).await?;
@@ -152,6 +166,13 @@ async fn run(args: Args) -> Result<(), String> {
             match bench.memory(&fx).await {
                 Ok(r) => rows.extend(r),
                 Err(e) => rows.push(Row::skipped("6", "engine peak RSS during a large pull", e)),
+            }
+            progress(&rows);
+        }
+        if which.contains(&"collect") {
+            match bench.collect(&fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("9", "start-up collection after a killed engine", e)),
             }
             progress(&rows);
         }

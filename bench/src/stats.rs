@@ -57,6 +57,11 @@ impl Samples {
         )
     }
 
+    /// Element-wise `self[i] - other[i]`: differences of pairs measured back to back in one repetition.
+    pub(crate) fn minus(&self, other: &Samples) -> Samples {
+        Samples(self.0.iter().zip(&other.0).map(|(a, b)| a - b).collect())
+    }
+
     /// Every sample divided by a constant (a nominal critical path).
     pub(crate) fn divided_by(&self, d: f64) -> Samples {
         Samples(self.0.iter().map(|a| a / d).collect())
@@ -139,6 +144,7 @@ mod tests {
         let b = Samples(vec![1.0, 2.0]);
         assert_eq!(a.ratio_to(&b), Samples(vec![2.0, 1.5]));
         assert_eq!(a.divided_by(2.0).median(), 1.5);
+        assert_eq!(a.minus(&b), Samples(vec![1.0, 1.0]));
     }
 
     #[test]

@@ -15,12 +15,17 @@ impl Errors {
         }
     }
 
-    pub(crate) fn into_compile_errors(self) -> Option<TokenStream> {
-        self.0.map(|e| e.to_compile_error())
+    /// An error underlining the whole of `tokens` (all of a type, not only its first token).
+    pub(crate) fn push_spanned(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+        let err = syn::Error::new_spanned(tokens, msg);
+        match &mut self.0 {
+            Some(e) => e.combine(err),
+            None => self.0 = Some(err),
+        }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
+    pub(crate) fn into_compile_errors(self) -> Option<TokenStream> {
+        self.0.map(|e| e.to_compile_error())
     }
 
     /// The messages, in order (for the macro crate's own tests).

@@ -66,8 +66,12 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// pipeline! { PIPELINE* }
 /// PIPELINE := ATTR* VIS NAME ( INPUT,* ) { ITEM* }
 /// INPUT    := NAME : TYPE
-/// ITEM     := let NAME = STEP_PATH ( EXPR,* ) ;
-///           | ATTR* out NAME = TARGET . LEAF ( EXPR,* ) [after NAME, …] ;
+/// ITEM     := BINDING | OUTPUT
+///           | for NAME in INPUT { (BINDING | OUTPUT)* }
+///           | for ( NAME , NAME ) in INPUT { (BINDING | OUTPUT)* }
+///           | if [!] INPUT { (BINDING | OUTPUT)* }
+/// BINDING  := let NAME = STEP_PATH ( EXPR,* ) ;
+/// OUTPUT   := ATTR* out NAME = TARGET . LEAF ( EXPR,* ) [after NAME, …] ;
 /// ```
 /// - `let` binds the object a `#[step]` returns. Arguments are inputs, earlier bindings, literals, or
 ///   expressions over them (`tc.directory("/out")`); a bare name is cloned, so one value may feed many
@@ -76,18 +80,27 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   binding; its value becomes a field of the generated `Outputs` struct.
 /// - `after` orders outputs that no data orders: an output waits for the named outputs (or for every output
 ///   of a named binding) to succeed.
+/// - `for v in versions { … }` repeats its bindings and outputs for every element of a collection input;
+///   its outputs become `BTreeMap`s keyed by element, and every element's work goes in the same requests.
+/// - `if publish { … }` (or `if !draft`) keeps its bindings and outputs only when a `bool` input holds; its
+///   outputs become `Option`s, and nothing it needs is sent otherwise.
+/// - An output's value (a `String`, an integer, …) may be an argument of a later step or leaf, by the
+///   output's name; the run builds what needs it once the value is known.
+/// - `#[fail_fast]` on a pipeline makes the first failure stop every request not sent yet.
 ///
 /// # What it generates
 /// A module named after the pipeline with:
 /// - `run(&Query, inputs…) -> Result<Outputs, PipelineError<Partial>>`: resolves the object arguments the
-///   outputs need in batched requests, then sends **one request per level** of outputs, with one aliased
-///   field per output, so the engine evaluates a level's outputs concurrently. A failed output stops the
-///   later levels; outputs that finished are in the error's `partial` value;
+///   outputs need in batched requests, then sends outputs grouped by dependencies: outputs that wait for
+///   the same requests and are awaited by the same outputs share one request, with one aliased field each,
+///   and a request goes out as soon as the ones it waits for are done. A failed output skips only the
+///   outputs that wait for it (`#[fail_fast]` on the pipeline: everything not sent yet); outputs that
+///   finished are in the error's `partial` value, and `?` converts the error into `dagger::Error`;
 /// - `plan(inputs…) -> Plan`: the documents `run` sends, computed offline, `Display`able for snapshots;
 /// - `Outputs`, `Partial`, and the constants `NAME`, `DOC`, `STEPS`, `EDGES`, `LEVELS`.
 ///
 /// # Compile-time rules
-/// Every problem in one invocation is reported at once, on the offending token:
+/// Every problem in one invocation is reported at once, underlining the offending construct:
 /// unknown binding (with a suggestion), use before definition, a binding used as its own argument, duplicate
 /// inputs/bindings/outputs, an unknown leaf (with a suggestion), a builder method used as an output, a
 /// binding no output uses (prefix `_` to keep it), a pipeline without outputs, `after` naming itself, an

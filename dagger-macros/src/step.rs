@@ -35,8 +35,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     if !attr.is_empty() {
-        errors.push(
-            attr.span(),
+        errors.push_spanned(
+            &attr,
             "`#[step]` takes no arguments; the step's name is the function's name",
         );
     }
@@ -52,16 +52,21 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     // Rule: the macro must name the step's exact types; generic steps have none.
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(
-            sig.generics.span(),
+        errors.push_spanned(
+            &sig.generics,
             "a step cannot be generic: `pipeline!` needs its exact parameter and output types; use concrete types \
              such as `Container` or `String`",
         );
     }
+    // Whether the step can still be described to `pipeline!` despite its errors (its types are known), so
+    // that pipelines using it do not fail again because of it.
+    let mut describable = sig.generics.params.is_empty() && sig.generics.where_clause.is_none();
     // Rule: a step is a free function; methods cannot be named from a pipeline.
     if let Some(r) = sig.receiver() {
-        errors.push(
-            r.span(),
+        // A method's struct and impl could not be emitted where the method is.
+        describable = false;
+        errors.push_spanned(
+            r,
             "a step cannot take `self`: make it a free function and pass the value as a parameter",
         );
     }
@@ -87,10 +92,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             Pat::Ident(p) => p.ident.to_string(),
             Pat::Wild(_) => format!("_{i}"),
             other => {
-                errors.push(
-                    other.span(),
-                    "step parameters must be plain names, such as `src: Directory`",
-                );
+                errors.push_spanned(other, "step parameters must be plain names, such as `src: Directory`");
                 format!("_{i}")
             }
         };
@@ -99,24 +101,32 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 if i == 0 {
                     params.push(Param::Query);
                 } else {
-                    errors.push(pt.ty.span(), "`&Query` must be the first parameter of a step");
+                    errors.push_spanned(&pt.ty, "`&Query` must be the first parameter of a step");
                 }
             }
             Type::Reference(r) if is_str(&r.elem) => params.push(Param::Str { name }),
             Type::Reference(r) => {
                 let inner = r.elem.to_token_stream();
-                errors.push(
-                    pt.ty.span(),
+                errors.push_spanned(
+                    &pt.ty,
                     format!(
                         "step parameters are taken by value: write `{inner}` instead of `&{inner}` (objects are cheap to \
                          clone)"
                     ),
                 );
+                // Described as the fix would have it, so pipelines using the step are not errors too.
+                params.push(Param::Value {
+                    name,
+                    ty: r.elem.clone(),
+                });
             }
-            Type::ImplTrait(_) => errors.push(
-                pt.ty.span(),
-                "a step parameter cannot be `impl Trait`: `pipeline!` needs its exact type",
-            ),
+            Type::ImplTrait(_) => {
+                describable = false;
+                errors.push_spanned(
+                    &pt.ty,
+                    "a step parameter cannot be `impl Trait`: `pipeline!` needs its exact type",
+                );
+            }
             ty => params.push(Param::Value {
                 name,
                 ty: Box::new(ty.clone()),
@@ -124,13 +134,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
 
-    if !errors.is_empty() {
+    let errs = errors.into_compile_errors();
+    let Some(output_ty) = output_ty.filter(|_| describable) else {
         // Keep the function so the rest of the crate still compiles and the IDE keeps working.
-        let errs = errors.into_compile_errors();
         return quote!(#errs #func);
-    }
-    let Some(output_ty) = output_ty else {
-        return func.to_token_stream();
     };
 
     let ident = &sig.ident;
@@ -180,26 +187,77 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         _ => None,
     });
     let output_check = quote_spanned!(output_ty.span()=> ::dagger::__private::assert_step_output::<#output_ty>(););
+    // `toolchain::plan(src)`: the step's work as a plan, for a snapshot of one step. The root is a local of
+    // the expansion (mixed-site hygiene), so a parameter named `dag` does not clash with it.
+    let root = syn::Ident::new("dag", proc_macro2::Span::mixed_site());
+    let mut plan_params = Vec::new();
+    let mut plan_args = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pt) = input else { continue };
+        match (params.get(i), &*pt.pat) {
+            (Some(Param::Query), _) => plan_args.push(quote!(&#root)),
+            (_, Pat::Ident(p)) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let (name, ty) = (&p.ident, &pt.ty);
+                plan_params.push(quote!(#name: #ty));
+                plan_args.push(quote!(#name));
+            }
+            _ => {
+                let name = quote::format_ident!("arg{}", i);
+                let ty = &pt.ty;
+                plan_params.push(quote!(#name: #ty));
+                plan_args.push(quote!(#name));
+            }
+        }
+    }
+    let plan_doc = format!("The requests that asking for the result of step `{name}` sends, computed offline.");
+
+    let describe = |call: TokenStream| {
+        quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, dead_code, unreachable_pub)]
+            #vis struct #ident {}
+
+            impl ::dagger::__private::Step for #ident {
+                type Inputs = (#(#input_tys,)*);
+                type Output = #output_ty;
+                const NAME: &'static str = #name;
+                const DOC: &'static str = #doc;
+                const PARAMS: &'static [&'static str] = &[#(#param_names),*];
+                const ARITY: usize = #arity;
+
+                fn call(dag: &::dagger::Query, inputs: Self::Inputs) -> Self::Output {
+                    #call
+                }
+            }
+        }
+    };
+    if let Some(errs) = errs {
+        // The step is described anyway (the build fails on `errs`, so `call` never runs): a pipeline using
+        // it reports nothing more.
+        let described = describe(quote! {
+            let _ = (dag, inputs);
+            ::core::unreachable!("this step did not compile")
+        });
+        return quote!(#errs #func #described);
+    }
+    let described = describe(quote! {
+        #ignore_dag
+        #ignore_inputs
+        #ident(#(#call_args),*)
+    });
 
     quote! {
         #func
 
-        #[doc(hidden)]
-        #[allow(non_camel_case_types, dead_code, unreachable_pub)]
-        #vis struct #ident {}
+        #described
 
-        impl ::dagger::__private::Step for #ident {
-            type Inputs = (#(#input_tys,)*);
-            type Output = #output_ty;
-            const NAME: &'static str = #name;
-            const DOC: &'static str = #doc;
-            const PARAMS: &'static [&'static str] = &[#(#param_names),*];
-            const ARITY: usize = #arity;
-
-            fn call(dag: &::dagger::Query, inputs: Self::Inputs) -> Self::Output {
-                #ignore_dag
-                #ignore_inputs
-                #ident(#(#call_args),*)
+        impl #ident {
+            #[doc = #plan_doc]
+            #[allow(dead_code, clippy::needless_pass_by_value)]
+            #vis fn plan(#(#plan_params),*) -> ::dagger::Plan {
+                use ::dagger::__private::{PlanObject as _, PlanOther as _};
+                let #root = ::dagger::Query::detached();
+                (&&::dagger::__private::PlanOf(#ident(#(#plan_args),*))).plan_of(#name)
             }
         }
 

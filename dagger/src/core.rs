@@ -131,6 +131,13 @@ impl<T> std::fmt::Debug for Leaf<T> {
     }
 }
 
+impl Leaf<Id> {
+    /// The `id` leaf of any object.
+    pub(crate) fn own_id<O: Object>(object: &O) -> Self {
+        object.ctx().leaf("id", vec![], LeafShape::OwnId, decode_own_id)
+    }
+}
+
 impl<T> Leaf<T> {
     /// The whole selection the leaf sends, from the root down to (and below) the leaf field.
     pub fn selection(&self) -> Selection {

@@ -1,6 +1,8 @@
 //! What `#[step]` and `pipeline!` expand to: the `Step` trait and the checks that turn type errors into
 //! readable messages. Reached only through `dagger::__private`.
 
+use std::collections::BTreeMap;
+
 use crate::core::Object;
 use crate::{Query, scalars::Platform};
 
@@ -41,6 +43,8 @@ impl StepParam for String {}
 impl StepParam for bool {}
 impl StepParam for Vec<String> {}
 impl StepParam for Platform {}
+/// The values of a binding declared in a `for` loop, used after the loop: one per element, by key.
+impl<K: Ord + Clone + 'static, V: StepParam> StepParam for BTreeMap<K, V> {}
 macro_rules! int_params {
     ($($t:ty),*) => {$( impl StepParam for $t {} )*};
 }
@@ -135,6 +139,78 @@ impl<const N: usize> IntoStepArg<Vec<String>> for [&str; N] {
     }
 }
 
+impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for BTreeMap<K, V> {
+    fn into_step_arg(self) -> BTreeMap<K, V> {
+        self
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for &BTreeMap<K, V> {
+    fn into_step_arg(self) -> BTreeMap<K, V> {
+        self.clone()
+    }
+}
+
+/// The key of the outputs of `for key in collection { … }`: the element itself.
+pub type KeyOf<C> = <C as IntoIterator>::Item;
+
+/// The key of the outputs of `for (key, value) in collection { … }`.
+pub type PairKeyOf<C> = <<C as IntoIterator>::Item as Pair>::Key;
+
+/// An element of a collection iterated as `(key, value)`.
+#[diagnostic::on_unimplemented(
+    message = "`for (key, value) in …` needs a collection of pairs, such as `BTreeMap<K, V>` or `Vec<(K, V)>`; \
+               its elements are `{Self}`",
+    label = "not a pair"
+)]
+pub trait Pair {
+    /// The first half: the key of the loop's outputs.
+    type Key;
+    /// The second half.
+    type Value;
+}
+
+impl<K, V> Pair for (K, V) {
+    type Key = K;
+    type Value = V;
+}
+
+/// The input of an `if` block.
+#[diagnostic::on_unimplemented(
+    message = "`if` needs a `bool` input, not `{Self}`",
+    label = "not a `bool`",
+    note = "a condition is one of the pipeline's `bool` inputs: `if publish {{ … }}` or `if !draft {{ … }}`"
+)]
+pub trait Condition {
+    /// The value tested.
+    fn holds(self) -> bool;
+}
+
+impl Condition for bool {
+    fn holds(self) -> bool {
+        self
+    }
+}
+
+/// Tests an `if` block's input (a readable error when it is not a `bool`).
+pub fn condition<C: Condition>(c: C) -> bool {
+    c.holds()
+}
+
+/// Collects a loop's collection into its elements, sorted and without duplicates: the loop's outputs are
+/// maps keyed by element, so equal elements would be one entry anyway.
+pub fn each_key<C: IntoIterator>(collection: C) -> std::collections::BTreeSet<C::Item>
+where
+    C::Item: Ord,
+{
+    collection.into_iter().collect()
+}
+
+/// Collects a loop's collection of `(key, value)` pairs into a map (the last value of a key wins).
+pub fn each_pair<C: IntoIterator<Item = (K, V)>, K: Ord, V>(collection: C) -> BTreeMap<K, V> {
+    collection.into_iter().collect()
+}
+
 macro_rules! int_args {
     ($($t:ty),*) => {$(
         impl IntoStepArg<$t> for $t {
@@ -146,6 +222,54 @@ macro_rules! int_args {
 }
 int_args!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
+/// The type of parameter `N` of a step's input tuple.
+#[diagnostic::on_unimplemented(
+    message = "too many arguments for this step: its parameters are `{Self}`",
+    label = "one argument too many",
+    note = "pass exactly the step's parameters, in order, without the leading `&Query`"
+)]
+pub trait Nth<const N: usize> {
+    /// The parameter's type.
+    type T;
+}
+
+macro_rules! nth {
+    ($all:tt $($n:literal => $t:ident),*) => {$( nth!(@one $all $n $t); )*};
+    (@one [$($all:ident),*] $n:literal $t:ident) => {
+        impl<$($all),*> Nth<$n> for ($($all,)*) {
+            type T = $t;
+        }
+    };
+}
+nth!([A] 0 => A);
+nth!([A, B] 0 => A, 1 => B);
+nth!([A, B, C] 0 => A, 1 => B, 2 => C);
+nth!([A, B, C, D] 0 => A, 1 => B, 2 => C, 3 => D);
+nth!([A, B, C, D, E] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E);
+nth!([A, B, C, D, E, F] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F);
+nth!([A, B, C, D, E, F, G] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G);
+nth!([A, B, C, D, E, F, G, H] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H);
+nth!([A, B, C, D, E, F, G, H, I] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I);
+nth!([A, B, C, D, E, F, G, H, I, J] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J);
+nth!([A, B, C, D, E, F, G, H, I, J, K] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J, 10 => K);
+nth!([A, B, C, D, E, F, G, H, I, J, K, L] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F, 6 => G, 7 => H, 8 => I, 9 => J, 10 => K, 11 => L);
+
+/// The converted arguments of a step call, which must be exactly the step's input tuple.
+#[diagnostic::on_unimplemented(
+    message = "wrong number of arguments for this step: it takes `{T}`, the pipeline passes `{Self}`",
+    label = "pass exactly the step's parameters, without the leading `&Query`"
+)]
+pub trait ExactInputs<T> {
+    /// The input tuple.
+    fn into_inputs(self) -> T;
+}
+
+impl<T> ExactInputs<T> for T {
+    fn into_inputs(self) -> T {
+        self
+    }
+}
+
 /// Converts a pipeline argument to the step's parameter type (the target type is inferred from the step).
 pub fn step_arg<T, A: IntoStepArg<T>>(arg: A) -> T {
     arg.into_step_arg()
@@ -156,3 +280,35 @@ pub fn assert_step_param<T: StepParam>() {}
 
 /// Fails to compile, with a readable message, when `T` cannot be a step's output.
 pub fn assert_step_output<T: StepOutput>() {}
+
+/// The value a step's `plan()` plans; `(&&PlanOf(v)).plan_of(name)` picks [`PlanObject`] when `v` is a Dagger
+/// object, and the empty fallback otherwise (a step returning something else already fails to compile with
+/// its own message, which this keeps from being repeated).
+pub struct PlanOf<T>(pub T);
+
+/// Plans the ID of a step's object (the usual case).
+pub trait PlanObject {
+    /// The requests that asking for the object's ID sends.
+    fn plan_of(&self, name: &'static str) -> crate::Plan;
+}
+
+impl<T: Object> PlanObject for &PlanOf<T> {
+    fn plan_of(&self, name: &'static str) -> crate::Plan {
+        crate::Plan::of_object(name, &self.0)
+    }
+}
+
+/// The fallback for a step whose output is not an object (a compile error is reported elsewhere).
+pub trait PlanOther {
+    /// An empty plan.
+    fn plan_of(&self, name: &'static str) -> crate::Plan;
+}
+
+impl<T> PlanOther for PlanOf<T> {
+    fn plan_of(&self, name: &'static str) -> crate::Plan {
+        crate::Plan {
+            pipeline: name,
+            documents: Vec::new(),
+        }
+    }
+}

@@ -82,6 +82,14 @@ pub enum Error {
     )]
     NotConnected,
 
+    /// A `pipeline!` run did not complete: which outputs failed (with their errors), which were not run.
+    ///
+    /// `?` on a pipeline's `run` converts its [`PipelineError`](crate::PipelineError) into this variant, so a
+    /// pipeline can be run inside a closure returning `dagger::Error`. The outputs that finished stay
+    /// reachable through [`PipelineError::partial_as`](crate::PipelineError::partial_as).
+    #[error(transparent)]
+    Pipeline(Box<crate::pipeline::PipelineError<crate::pipeline::AnyPartial>>),
+
     /// An object argument's ID was missing when the query was printed (a bug in the SDK; please report it).
     #[error("internal error: the ID of a `{type_name}` argument was not resolved before the query was sent")]
     UnresolvedId {

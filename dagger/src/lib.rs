@@ -41,8 +41,8 @@
 //! ## Pipelines checked at compile time
 //! [`step`] marks a function as a pipeline step and [`pipeline!`] wires steps into a named pipeline whose
 //! graph (unknown names, cycles, type mismatches between steps, leaves that do not exist) is checked by
-//! the compiler. Each dependency level of its outputs is sent as one GraphQL document, and `plan(..)` prints
-//! those documents with no engine, for snapshot tests.
+//! the compiler. Outputs that become ready together are sent as one GraphQL document, each request as soon as
+//! the ones it waits for are done, and `plan(..)` prints those documents with no engine, for snapshot tests.
 //!
 //! ```no_run
 //! use dagger::prelude::*;
@@ -95,7 +95,7 @@ pub use connection::{Connection, ConnectionBuilder, connect};
 pub use core::{BoxFuture, FromResponse, Leaf, Object, ToValue};
 pub use error::{Error, ExecError, SessionError};
 pub use logs::{LogSink, StderrLogs};
-pub use pipeline::{OutputFailure, PipelineError, Plan, PlanDocument};
+pub use pipeline::{AnyPartial, OutputFailure, PipelineError, Plan, PlanDocument};
 pub use scalars::{Id, Json, Platform};
 pub use transport::{GraphQlError, Response};
 
@@ -105,8 +105,11 @@ pub use dagger_macros::{pipeline, step};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::api::{has, leaves};
-    pub use crate::dsl::{IntoStepArg, Step, StepOutput, StepParam, assert_step_output, assert_step_param, step_arg};
-    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run};
+    pub use crate::dsl::{
+        Condition, ExactInputs, IntoStepArg, KeyOf, Nth, Pair, PairKeyOf, PlanObject, PlanOf, PlanOther, Step,
+        StepOutput, StepParam, assert_step_output, assert_step_param, condition, each_key, each_pair, step_arg,
+    };
+    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of};
 }
 
 /// The names most pipelines need: `use dagger::prelude::*;`.

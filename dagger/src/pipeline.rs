@@ -1,23 +1,34 @@
 //! The runtime half of `pipeline!`: scheduling outputs into batched requests, running them, and mapping
 //! failures back to the outputs, bindings and steps that caused them.
 //!
-//! A run has two phases:
-//! 1. **IDs.** Object arguments whose IDs are unknown are asked for in batched documents, one aliased field
-//!    each (`a0: host { directory(path: ".") { id } }`). An object whose own chain needs another unknown
-//!    ID waits for a later round, so the number of ID requests is the nesting depth of such arguments.
-//! 2. **Levels.** Each level of outputs is one document with one aliased field per output (`o0`, `o1`, …);
-//!    the engine evaluates them concurrently. A level starts once the previous one succeeded.
+//! A run is a small graph of requests, computed before anything is sent ([`Run::schedule`]):
+//! - **Outputs** are grouped into requests by what they wait for and what waits for them: outputs that
+//!   become ready at the same moment (they wait for the same requests) and are awaited by the same outputs
+//!   share one document, with one aliased field each (`o0`, `o1`, …), so the engine evaluates them
+//!   concurrently. A request is sent as soon as the requests it waits for are done, while others are still
+//!   in flight; nothing waits for a whole "level".
+//! - **Object IDs.** Object arguments whose IDs are unknown are asked for as aliased `id` fields
+//!   (`a0: host { directory(path: ".") { id } }`). An ID rides along in an earlier request that every
+//!   request needing it waits for; when there is none, it goes into an ID round before everything else. An
+//!   object whose own chain needs another unknown ID comes after it, which can add a round.
+//! - **Failures** skip only the outputs that wait for the failed one (directly or through others); with
+//!   `fail_fast`, the first failure stops every request not sent yet.
 //!
 //! [`Plan`] prints the same documents offline, with placeholders (`<id:a0>`) where IDs would go.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::core::{FromResponse, Leaf, resolve_raw_response};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::core::{FromResponse, Leaf, Object, resolve_raw_response};
 use crate::error::Error;
 use crate::querybuilder::{IdMode, ObjectRef, Selection};
 use crate::scalars::Id;
-use crate::transport::{Client, GraphQlError};
+use crate::transport::{Client, GraphQlError, Response};
 
 /// What `pipeline!` records about one output.
 #[doc(hidden)]
@@ -31,6 +42,10 @@ pub struct OutputMeta {
     pub step: &'static str,
     /// The leaf method.
     pub leaf: &'static str,
+    /// The outputs (indexes in declaration order) this one waits for.
+    pub after: &'static [usize],
+    /// The `for` loop the output is declared in (numbered from 1), or 0.
+    pub each: usize,
 }
 
 /// What `pipeline!` records about a pipeline.
@@ -41,8 +56,8 @@ pub struct PipelineMeta {
     pub name: &'static str,
     /// Its outputs, in declaration order.
     pub outputs: &'static [OutputMeta],
-    /// Output indexes by level.
-    pub levels: &'static [&'static [usize]],
+    /// Whether the first failure stops every request not sent yet (`#[fail_fast]`).
+    pub fail_fast: bool,
 }
 
 /// A leaf with its value type erased, so outputs of different types share one schedule.
@@ -83,84 +98,422 @@ pub struct Handle<T> {
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Handle<T> {}
+
+/// One output of a run: its leaf, where it came from, and the outputs it waits for.
+struct Out {
+    /// Its index in the pipeline's outputs (declaration order).
+    index: usize,
+    meta: &'static OutputMeta,
+    /// The output's name (the leaf's field for [`Plan::of_leaf`]).
+    name: &'static str,
+    /// For an output of a `for` loop: the element's number and its key, printed (`"1.85"`).
+    elem: Option<(usize, String)>,
+    /// Output instances (indexes into `Run::outs`) it waits for; filled by [`Run::link`].
+    waits: Vec<usize>,
+    leaf: Box<dyn ErasedLeaf>,
+}
+
+impl Out {
+    /// `tests` or, for an element of a loop, `tests["1.85"]`.
+    fn display_name(&self) -> String {
+        match &self.elem {
+            Some((_, key)) => format!("{}[{key}]", self.name),
+            None => self.name.to_owned(),
+        }
+    }
+}
+
 /// The outputs of one pipeline run, scheduled and ready to execute or plan.
 #[doc(hidden)]
 pub struct Run {
+    name: &'static str,
+    fail_fast: bool,
     meta: &'static PipelineMeta,
-    leaves: Vec<Box<dyn ErasedLeaf>>,
+    outs: Vec<Out>,
+    /// What each handle stands for: `(output index, its position in outs once added)`.
+    slots: Vec<(usize, Option<usize>)>,
+    /// Work that needs the values of earlier outputs, built once they are known.
+    deferred: Vec<Deferred>,
 }
 
-/// One scheduled document: the IDs it resolves and the outputs it evaluates.
-struct Doc {
-    /// `resolve object IDs (round 1)`, `level 2: tests, lint`.
+/// Steps and outputs that take the values of earlier outputs: a closure called with those values.
+struct Deferred {
+    /// The handles (slots) whose values it needs.
+    needs: Vec<usize>,
+    build: Option<DeferredFn>,
+}
+
+type DeferredFn = Box<dyn FnOnce(&mut Run, &Values<'_>) + Send>;
+
+/// The values a deferred part of a pipeline reads: real ones during a run, placeholders in a plan.
+#[doc(hidden)]
+pub struct Values<'a> {
+    values: Option<&'a [Option<Box<dyn Any + Send>>]>,
+    slots: &'a [(usize, Option<usize>)],
+}
+
+impl Values<'_> {
+    /// The value of the output behind `handle` (a placeholder naming `name` in a plan).
+    pub fn get<T: ValueArg>(&self, handle: &Handle<T>, name: &'static str) -> T {
+        let value = self.values.and_then(|values| {
+            let pos = self.slots.get(handle.index)?.1?;
+            values.get(pos)?.as_ref()?.downcast_ref::<T>().cloned()
+        });
+        value.unwrap_or_else(|| T::placeholder(name))
+    }
+}
+
+/// `values.get(handle, name)`, as a function whose call `pipeline!` places on the output's name.
+#[doc(hidden)]
+pub fn value_of<T: ValueArg>(values: &Values<'_>, handle: &Handle<T>, name: &'static str) -> T {
+    values.get(handle, name)
+}
+
+/// Leaf values that can feed a later step: the run waits for them; a plan prints a placeholder.
+#[diagnostic::on_unimplemented(
+    message = "the value of an output of type `{Self}` cannot be a step argument",
+    label = "not a plain value",
+    note = "values that can feed a step: `String`, integers, `bool`, `Vec<String>`; for an object (`sync`), pass \
+            the binding itself"
+)]
+pub trait ValueArg: Clone + Send + 'static {
+    /// What a plan shows in its place.
+    fn placeholder(name: &'static str) -> Self;
+}
+
+impl ValueArg for String {
+    fn placeholder(name: &'static str) -> Self {
+        format!("<value:{name}>")
+    }
+}
+
+impl ValueArg for bool {
+    fn placeholder(_: &'static str) -> Self {
+        false
+    }
+}
+
+impl ValueArg for Vec<String> {
+    fn placeholder(name: &'static str) -> Self {
+        vec![format!("<value:{name}>")]
+    }
+}
+
+macro_rules! int_values {
+    ($($t:ty),*) => {$(
+        impl ValueArg for $t {
+            fn placeholder(_: &'static str) -> Self {
+                0
+            }
+        }
+    )*};
+}
+int_values!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// One scheduled request: the IDs it resolves, the outputs it evaluates, and the requests it waits for.
+#[derive(Clone, Debug)]
+struct Req {
+    /// `resolve object IDs (round 1)`, `tests, lint`.
     title: String,
     /// `(alias, object)` of each ID field.
     ids: Vec<(String, ObjectRef)>,
     /// The output indexes it evaluates (aliased `o<index>`).
     outputs: Vec<usize>,
+    /// The requests (indexes) that must be done before this one is sent.
+    after: Vec<usize>,
 }
 
-impl Doc {
-    fn fields(&self, run: &Run) -> Vec<(String, Selection)> {
-        let ids = self
-            .ids
-            .iter()
-            .map(|(alias, o)| (alias.clone(), o.selection.select("id", vec![])));
-        let outs = self
-            .outputs
-            .iter()
-            .map(|&i| (format!("o{i}"), run.leaves[i].selection()));
-        ids.chain(outs).collect()
-    }
+fn fields(run: &Run, ids: &[(String, ObjectRef)], outputs: &[usize]) -> Vec<(String, Selection)> {
+    let ids = ids
+        .iter()
+        .map(|(alias, o)| (alias.clone(), o.selection.select("id", vec![])));
+    let outs = outputs.iter().map(|&i| (format!("o{i}"), run.outs[i].leaf.selection()));
+    ids.chain(outs).collect()
 }
+
+/// `(alias, object)` of the ID fields of one request.
+type IdFields = Vec<(String, ObjectRef)>;
+
+/// Where an object's ID is asked for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Carrier {
+    /// An ID round of its own, before any output (`round` from 0).
+    Round(usize),
+    /// Riding along in the request of an output group.
+    Group(usize),
+}
+
+/// The pipeline of [`Plan::of_leaf`]: one output, no edges.
+static LEAF_META: PipelineMeta = PipelineMeta {
+    name: "leaf",
+    outputs: &[OutputMeta {
+        name: "value",
+        binding: "value",
+        step: "leaf",
+        leaf: "leaf",
+        after: &[],
+        each: 0,
+    }],
+    fail_fast: false,
+};
 
 impl Run {
     /// An empty run of the pipeline described by `meta`.
     pub fn new(meta: &'static PipelineMeta) -> Self {
         Self {
+            name: meta.name,
+            fail_fast: meta.fail_fast,
             meta,
-            leaves: Vec::new(),
+            outs: Vec::new(),
+            slots: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
-    /// Adds the next output (in declaration order).
-    pub fn add<T: Send + 'static>(&mut self, leaf: Leaf<T>) -> Handle<T> {
-        self.leaves.push(Box::new(leaf));
+    /// A handle for output `index`, whose leaf a deferred part adds later with [`Run::fill`].
+    pub fn reserve<T: Send + 'static>(&mut self, index: usize) -> Handle<T> {
+        self.slots.push((index, None));
         Handle {
-            index: self.leaves.len() - 1,
+            index: self.slots.len() - 1,
             _type: std::marker::PhantomData,
         }
     }
 
-    /// The level (from 1) of each output.
-    fn level_of(&self, output: usize) -> usize {
-        self.meta
-            .levels
-            .iter()
-            .position(|l| l.contains(&output))
-            .map_or(1, |p| p + 1)
+    /// Adds the leaf of a reserved output.
+    pub fn fill<T: Send + 'static>(&mut self, handle: &Handle<T>, leaf: Leaf<T>) {
+        let Some(&(index, None)) = self.slots.get(handle.index) else {
+            return;
+        };
+        self.push(index, None, leaf);
+        self.slots.pop();
+        let pos = self.outs.len() - 1;
+        if let Some(slot) = self.slots.get_mut(handle.index) {
+            slot.1 = Some(pos);
+        }
     }
 
-    /// The documents of a run, in order.
-    ///
-    /// Every object argument with an unknown ID is resolved by an aliased `id` field, as early as its own
-    /// chain allows (`depth`: the objects it needs come first), and before the first level that needs it.
-    /// IDs that can wait ride along in the documents of earlier levels; only IDs that the first levels need
-    /// too early get documents of their own. So a run costs `levels + P` requests, where `P` is usually 1.
-    fn docs(&self) -> Vec<Doc> {
-        // Every unresolved object, transitively, with what it needs and which outputs need it.
+    /// Registers work that needs the values behind `needs`; `build` adds its outputs with [`Run::fill`].
+    pub fn defer(&mut self, needs: Vec<usize>, build: impl FnOnce(&mut Run, &Values<'_>) + Send + 'static) {
+        self.deferred.push(Deferred {
+            needs,
+            build: Some(Box::new(build)),
+        });
+    }
+
+    /// The slot of a handle, for [`Run::defer`].
+    pub fn slot<T>(handle: &Handle<T>) -> usize {
+        handle.index
+    }
+
+    /// Adds output number `index` (in declaration order).
+    pub fn add<T: Send + 'static>(&mut self, index: usize, leaf: Leaf<T>) -> Handle<T> {
+        self.push(index, None, leaf)
+    }
+
+    /// Adds the instance of output `index` for element number `elem` of its `for` loop, keyed `key`.
+    pub fn add_each<T: Send + 'static, K: fmt::Debug>(
+        &mut self,
+        index: usize,
+        elem: usize,
+        key: &K,
+        leaf: Leaf<T>,
+    ) -> Handle<T> {
+        self.push(index, Some((elem, format!("{key:?}"))), leaf)
+    }
+
+    fn push<T: Send + 'static>(&mut self, index: usize, elem: Option<(usize, String)>, leaf: Leaf<T>) -> Handle<T> {
+        let meta = self.meta.outputs.get(index).unwrap_or(&LEAF_META.outputs[0]);
+        self.outs.push(Out {
+            index,
+            meta,
+            name: meta.name,
+            elem,
+            waits: Vec::new(),
+            leaf: Box::new(leaf),
+        });
+        self.slots.push((index, Some(self.outs.len() - 1)));
+        Handle {
+            index: self.slots.len() - 1,
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    /// Resolves `after` edges between outputs into edges between instances: an output of a loop waits for
+    /// the instance of the same element when both are in that loop, and for every instance otherwise.
+    fn link(&mut self) {
+        // Declaration order (then element order), whatever order the expansion added them in: aliases and
+        // plans read in the order the pipeline is written.
+        let mut order: Vec<usize> = (0..self.outs.len()).collect();
+        order.sort_by_key(|&i| (self.outs[i].index, self.outs[i].elem.as_ref().map(|e| e.0)));
+        let mut moved = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            moved[old] = new;
+        }
+        let mut outs: Vec<Option<Out>> = std::mem::take(&mut self.outs).into_iter().map(Some).collect();
+        self.outs = order.iter().filter_map(|&i| outs[i].take()).collect();
+        for slot in &mut self.slots {
+            slot.1 = slot.1.and_then(|p| moved.get(p).copied());
+        }
+        self.link_from(0);
+    }
+
+    /// Links the outputs from position `start` on (those added by a deferred part).
+    fn link_from(&mut self, start: usize) {
+        let all: Vec<(usize, usize, Option<usize>)> = self
+            .outs
+            .iter()
+            .map(|o| (o.index, o.meta.each, o.elem.as_ref().map(|e| e.0)))
+            .collect();
+        for o in self.outs.iter_mut().skip(start) {
+            let mine = o.elem.as_ref().map(|e| e.0);
+            o.waits = all
+                .iter()
+                .enumerate()
+                .filter(|(_, (index, each, elem))| {
+                    o.meta.after.contains(index) && (*each == 0 || *each != o.meta.each || *elem == mine)
+                })
+                .map(|(j, _)| j)
+                .collect();
+        }
+    }
+
+    /// The requests of a run, in an order where each comes after the ones it waits for.
+    fn schedule(&self) -> Vec<Req> {
+        self.schedule_from(0, &[], 0, &[], 0, &[])
+    }
+
+    /// The requests for the outputs from position `start` on, numbered from `base`: `req_of` gives the
+    /// request of each earlier output, and `batch_after` what the whole batch waits for (the requests that
+    /// produced the values it was built with).
+    fn schedule_from(
+        &self,
+        start: usize,
+        req_of: &[Option<usize>],
+        base: usize,
+        batch_after: &[usize],
+        alias_base: usize,
+        known: &[(ObjectRef, usize)],
+    ) -> Vec<Req> {
+        // Objects an earlier request asks for are not asked again; the batch waits for that request.
+        let mut batch_after = batch_after.to_vec();
+        let n = self.outs.len();
+        let pending: Vec<bool> = self
+            .outs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| i >= start && o.leaf.known_any().is_none())
+            .collect();
+        // Depth: 0 for outputs that wait for nothing (the graph is acyclic: the macro checked it).
+        let mut depth = vec![0usize; n];
+        for _ in 0..=n {
+            let mut changed = false;
+            for i in 0..n {
+                let d = self.outs[i]
+                    .waits
+                    .iter()
+                    .map(|&w| depth.get(w).map_or(0, |d| d + 1))
+                    .max();
+                let d = d.unwrap_or(0);
+                if d != depth[i] {
+                    depth[i] = d;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        // Who waits for an output, as declared outputs (those not added yet included): the instances of one
+        // loop output share requests.
+        let dependents: Vec<BTreeSet<usize>> = self
+            .outs
+            .iter()
+            .map(|o| {
+                (0..self.meta.outputs.len())
+                    .filter(|&m| self.meta.outputs[m].after.contains(&o.index))
+                    .collect()
+            })
+            .collect();
+        // Group outputs: same requests waited for, same (declared) outputs waiting for them.
+        let mut order: Vec<usize> = (0..n).filter(|&i| pending[i]).collect();
+        order.sort_by_key(|&i| (depth[i], i));
+        let mut group_of: Vec<Option<usize>> = vec![None; n];
+        let mut keys: Vec<(BTreeSet<usize>, BTreeSet<usize>)> = Vec::new();
+        let mut outside: Vec<BTreeSet<usize>> = Vec::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in order {
+            let prereqs: BTreeSet<usize> = self.outs[i]
+                .waits
+                .iter()
+                .filter_map(|&w| group_of.get(w).copied().flatten())
+                .collect();
+            // Requests of earlier batches this output waits for.
+            let earlier: BTreeSet<usize> = self.outs[i]
+                .waits
+                .iter()
+                .filter(|&&w| w < start)
+                .filter_map(|&w| req_of.get(w).copied().flatten())
+                .collect();
+            let key = (prereqs, dependents[i].clone());
+            let key_outside = earlier;
+            let g = match keys
+                .iter()
+                .zip(&outside)
+                .position(|(k, o)| *k == key && *o == key_outside)
+            {
+                Some(g) => g,
+                None => {
+                    keys.push(key);
+                    outside.push(key_outside);
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                }
+            };
+            groups[g].push(i);
+            group_of[i] = Some(g);
+        }
+        // Every request each group transitively waits for (groups are created after their prerequisites).
+        let mut ancestors: Vec<BTreeSet<usize>> = Vec::with_capacity(groups.len());
+        for (prereqs, _) in &keys {
+            let mut all = prereqs.clone();
+            for &p in prereqs {
+                all.extend(ancestors[p].iter().copied());
+            }
+            ancestors.push(all);
+        }
+
+        // Every unresolved object, transitively, with the objects it needs and the groups that need it.
         let mut all: Vec<ObjectRef> = Vec::new();
-        let mut first_need: Vec<usize> = Vec::new();
-        for (i, leaf) in self.leaves.iter().enumerate() {
-            let level = self.level_of(i);
-            let mut stack = leaf.selection().unresolved_objects();
-            while let Some(obj) = stack.pop() {
-                match all.iter().position(|o| o.selection.same_as(&obj.selection)) {
-                    Some(k) => first_need[k] = first_need[k].min(level),
-                    None => {
+        let mut need: Vec<BTreeSet<usize>> = Vec::new();
+        let find = |all: &[ObjectRef], o: &ObjectRef| all.iter().position(|x| x.selection.same_as(&o.selection));
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                let mut seen: Vec<usize> = Vec::new();
+                let mut stack = self.outs[i].leaf.selection().unresolved_objects();
+                while let Some(obj) = stack.pop() {
+                    if let Some((_, r)) = known.iter().find(|(o, _)| o.selection.same_as(&obj.selection)) {
+                        batch_after.push(*r);
+                        continue;
+                    }
+                    let k = match find(&all, &obj) {
+                        Some(k) => k,
+                        None => {
+                            all.push(obj.clone());
+                            need.push(BTreeSet::new());
+                            all.len() - 1
+                        }
+                    };
+                    need[k].insert(g);
+                    if !seen.contains(&k) {
+                        seen.push(k);
                         stack.extend(obj.selection.unresolved_objects());
-                        all.push(obj);
-                        first_need.push(level);
                     }
                 }
             }
@@ -171,24 +524,17 @@ impl Run {
                 o.selection
                     .unresolved_objects()
                     .iter()
-                    .filter_map(|d| all.iter().position(|x| x.selection.same_as(&d.selection)))
+                    .filter_map(|d| find(&all, d))
                     .collect()
             })
             .collect();
-        // An object needed by a level is needed by the objects that need it no later than they are.
-        let mut depth = vec![0usize; all.len()];
+        let mut odepth = vec![0usize; all.len()];
         for _ in 0..=all.len() {
             let mut changed = false;
-            for i in 0..all.len() {
-                for &j in &deps[i] {
-                    if first_need[j] > first_need[i] {
-                        first_need[j] = first_need[i];
-                        changed = true;
-                    }
-                }
-                let d = deps[i].iter().map(|&j| depth[j] + 1).max().unwrap_or(0);
-                if d != depth[i] {
-                    depth[i] = d;
+            for k in 0..all.len() {
+                let d = deps[k].iter().map(|&j| odepth[j] + 1).max().unwrap_or(0);
+                if d != odepth[k] {
+                    odepth[k] = d;
                     changed = true;
                 }
             }
@@ -196,59 +542,133 @@ impl Run {
                 break;
             }
         }
-        // Documents before level 1 ("pure" ID rounds): enough for every object to come before its level.
-        let pure = (0..all.len())
-            .map(|i| (depth[i] + 2).saturating_sub(first_need[i]))
-            .max()
-            .unwrap_or(0);
-        let levels = self.meta.levels.len();
-        let mut docs: Vec<Doc> = (0..pure + levels)
-            .map(|k| {
-                if k < pure {
-                    Doc {
-                        title: format!("resolve object IDs (round {})", k + 1),
-                        ids: Vec::new(),
-                        outputs: Vec::new(),
-                    }
-                } else {
-                    let level = self.meta.levels[k - pure];
-                    let names: Vec<&str> = level
-                        .iter()
-                        .map(|&i| self.meta.outputs.get(i).map_or("?", |o| o.name))
-                        .collect();
-                    Doc {
-                        title: format!("level {}: {}", k - pure + 1, names.join(", ")),
-                        ids: Vec::new(),
-                        outputs: level
-                            .iter()
-                            .copied()
-                            .filter(|&i| self.leaves.get(i).is_some_and(|l| l.known_any().is_none()))
-                            .collect(),
-                    }
-                }
-            })
-            .collect();
-        // First needed first; then by depth, so aliases read in a natural order.
-        let mut order: Vec<usize> = (0..all.len()).rev().collect();
-        order.sort_by_key(|&i| depth[i]);
-        for (n, i) in order.into_iter().enumerate() {
-            let doc = depth[i].min(docs.len().saturating_sub(1));
-            docs[doc].ids.push((format!("a{n}"), all[i].clone()));
+        let mut by_depth: Vec<usize> = (0..all.len()).collect();
+        by_depth.sort_by_key(|&k| (odepth[k], k));
+        // The earliest request that every group needing the object waits for, after the object's own needs.
+        let mut carrier = vec![Carrier::Round(0); all.len()];
+        for &k in &by_depth {
+            let mut common: Option<BTreeSet<usize>> = None;
+            for &g in &need[k] {
+                common = Some(match common {
+                    None => ancestors[g].clone(),
+                    Some(c) => c.intersection(&ancestors[g]).copied().collect(),
+                });
+            }
+            let found = common.unwrap_or_default().into_iter().find(|&r| {
+                deps[k].iter().all(|&p| match carrier[p] {
+                    Carrier::Round(_) => true,
+                    Carrier::Group(q) => ancestors[r].contains(&q),
+                })
+            });
+            carrier[k] = found.map_or(Carrier::Round(0), Carrier::Group);
         }
-        if docs.iter().any(|d| !d.ids.is_empty()) {
-            for d in docs.iter_mut().skip(pure) {
-                if !d.ids.is_empty() {
-                    d.title.push_str(" (and object IDs for later levels)");
+        // An object in an ID round needs its own objects in earlier rounds.
+        for &k in by_depth.iter().rev() {
+            if matches!(carrier[k], Carrier::Round(_)) {
+                for &p in &deps[k] {
+                    carrier[p] = Carrier::Round(0);
                 }
             }
         }
-        docs
+        let mut rounds = 0;
+        for &k in &by_depth {
+            if matches!(carrier[k], Carrier::Round(_)) {
+                let r = deps[k]
+                    .iter()
+                    .filter_map(|&p| match carrier[p] {
+                        Carrier::Round(r) => Some(r + 1),
+                        Carrier::Group(_) => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                carrier[k] = Carrier::Round(r);
+                rounds = rounds.max(r + 1);
+            }
+        }
+
+        batch_after.sort_unstable();
+        batch_after.dedup();
+        let batch_after = &batch_after[..];
+        let mut reqs: Vec<Req> = (0..rounds)
+            .map(|r| Req {
+                title: format!("resolve object IDs (round {})", r + 1),
+                ids: Vec::new(),
+                outputs: Vec::new(),
+                after: if r == 0 {
+                    batch_after.to_vec()
+                } else {
+                    vec![base + r - 1]
+                },
+            })
+            .collect();
+        for (g, members) in groups.iter().enumerate() {
+            // `tests × 3` for the instances of a loop output.
+            let mut names: Vec<String> = Vec::new();
+            let mut k = 0;
+            while k < members.len() {
+                let out = &self.outs[members[k]];
+                let same = members[k..]
+                    .iter()
+                    .take_while(|&&j| self.outs[j].index == out.index && self.outs[j].elem.is_some())
+                    .count();
+                if same > 0 {
+                    names.push(format!("{} × {same}", out.name));
+                    k += same;
+                } else {
+                    names.push(out.display_name());
+                    k += 1;
+                }
+            }
+            let mut after: Vec<usize> = keys[g].0.iter().map(|&p| base + p + rounds).collect();
+            after.extend(outside[g].iter().copied());
+            if keys[g].0.is_empty() {
+                if rounds > 0 {
+                    after.push(base + rounds - 1);
+                } else {
+                    after.extend(batch_after.iter().copied());
+                }
+            }
+            after.sort_unstable();
+            after.dedup();
+            reqs.push(Req {
+                title: names.join(", "),
+                ids: Vec::new(),
+                outputs: members.clone(),
+                after,
+            });
+        }
+        // Aliases by request, then depth, so they read in a natural order.
+        let request_of = |k: usize| match carrier[k] {
+            Carrier::Round(r) => r,
+            Carrier::Group(g) => g + rounds,
+        };
+        let mut alias_order: Vec<usize> = (0..all.len()).rev().collect();
+        alias_order.sort_by_key(|&k| (request_of(k), odepth[k]));
+        for (a, k) in alias_order.into_iter().enumerate() {
+            reqs[request_of(k)]
+                .ids
+                .push((format!("a{}", alias_base + a), all[k].clone()));
+        }
+        for r in reqs.iter_mut().skip(rounds) {
+            if !r.ids.is_empty() {
+                r.title.push_str(" (and object IDs for later requests)");
+            }
+        }
+        reqs
     }
 
     /// The documents `execute` would send, printed offline.
-    pub fn plan(self) -> Plan {
-        let docs = self.docs();
-        let aliases: Vec<(Selection, String)> = docs
+    pub fn plan(mut self) -> Plan {
+        self.link();
+        let mut reqs = self.schedule();
+        let mut req_of = requests_of(&reqs, self.outs.len());
+        // Deferred parts are built with placeholders, in the order a run builds them.
+        let mut k = 0;
+        while k < self.deferred.len() {
+            self.fire(k, None, &mut reqs, &mut req_of);
+            k += 1;
+        }
+        let aliases: Vec<(Selection, String)> = reqs
             .iter()
             .flat_map(|d| d.ids.iter())
             .map(|(alias, o)| (o.selection.clone(), format!("<id:{alias}>")))
@@ -261,101 +681,276 @@ impl Run {
                 .unwrap_or_else(|| "<id:?>".to_owned())
         };
         let ids = IdMode::Placeholder(&placeholder);
-        let documents = docs
+        let documents = reqs
             .iter()
-            .filter(|d| !d.ids.is_empty() || !d.outputs.is_empty())
             .map(|d| {
-                let fields = d.fields(&self);
+                let fields = fields(&self, &d.ids, &d.outputs);
                 PlanDocument {
                     title: d.title.clone(),
+                    after: d.after.iter().map(|a| a + 1).collect(),
                     query: print_doc(&fields, ids, false),
                     pretty: print_doc(&fields, ids, true),
                 }
             })
             .collect();
         Plan {
-            pipeline: self.meta.name,
+            pipeline: self.name,
             documents,
         }
     }
 
-    /// Runs every document in order and collects what each output produced.
-    pub async fn execute(self) -> Results {
+    /// Sends every request as soon as the ones it waits for are done, and collects what each output produced.
+    pub async fn execute(mut self) -> Results {
+        self.link();
         let mut results = Results {
-            meta: self.meta,
-            values: (0..self.leaves.len()).map(|_| None).collect(),
+            pipeline: self.name,
+            names: Vec::new(),
+            values: Vec::new(),
+            failed: Vec::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
+            unsent: Vec::new(),
+            slots: Vec::new(),
         };
-        for (i, leaf) in self.leaves.iter().enumerate() {
-            results.take_known(i, &**leaf);
-        }
-        let Some(client) = self.leaves.iter().find_map(|l| l.client()) else {
-            if !self.leaves.is_empty() && results.values.iter().any(Option::is_none) {
+        results.grow(&self);
+        let Some(client) = self.outs.iter().find_map(|o| o.leaf.client()) else {
+            if !self.outs.is_empty() && results.values.iter().any(Option::is_none) {
                 results.fail(0, Error::NotConnected);
                 results.skip_rest();
             }
+            results.finish(&self);
             return results;
         };
-        for doc in self.docs() {
-            if doc.ids.is_empty() && doc.outputs.is_empty() {
-                continue;
-            }
-            let fields = doc.fields(&self);
-            let response = match print_resolved(&fields) {
-                Ok(query) => client.request(&query).await,
-                Err(e) => Err(e),
-            };
-            let ok = match response {
-                Ok(response) => {
-                    let (ok, lost) = results.read(&doc, response, &self);
-                    if !lost.is_empty() {
-                        self.recover(&client, lost, &mut results).await;
+        let mut reqs = self.schedule();
+        let mut req_of = requests_of(&reqs, self.outs.len());
+        let mut state = vec![ReqState::Waiting; reqs.len()];
+        let mut sent: Vec<(IdFields, Vec<usize>)> = vec![(Vec::new(), Vec::new()); reqs.len()];
+        let mut in_flight: FuturesUnordered<RequestFuture> = FuturesUnordered::new();
+        let mut stopped = false;
+        loop {
+            // Build the deferred parts whose values arrived; drop those whose values never will.
+            if !stopped {
+                for k in 0..self.deferred.len() {
+                    if self.deferred[k].build.is_none() {
+                        continue;
                     }
-                    ok
+                    let pos = |slot: &usize| self.slots.get(*slot).and_then(|s| s.1);
+                    let needs: Vec<Option<usize>> = self.deferred[k].needs.iter().map(pos).collect();
+                    let has = |p: &Option<usize>| p.is_some_and(|p| results.values.get(p).is_some_and(Option::is_some));
+                    if needs.iter().all(has) {
+                        self.fire(k, Some(&results.values), &mut reqs, &mut req_of);
+                        results.grow(&self);
+                        state.resize(reqs.len(), ReqState::Waiting);
+                        sent.resize(reqs.len(), (Vec::new(), Vec::new()));
+                    } else if needs
+                        .iter()
+                        .any(|p| p.is_none_or(|p| results.decided(p) && !has(&Some(p))))
+                    {
+                        self.deferred[k].build = None;
+                    }
                 }
-                Err(e) => {
-                    results.fail_doc(&doc, e, &self);
-                    false
+            }
+            // Send everything whose prerequisites are done; a request left with nothing to ask is done at once.
+            let mut progressed = true;
+            while progressed && !stopped {
+                progressed = false;
+                for r in 0..reqs.len() {
+                    if state[r] != ReqState::Waiting || !reqs[r].after.iter().all(|&a| state[a] == ReqState::Done) {
+                        continue;
+                    }
+                    progressed = true;
+                    let (ids, outputs) = self.live_parts(&reqs[r], &mut results);
+                    if ids.is_empty() && outputs.is_empty() {
+                        state[r] = ReqState::Done;
+                        continue;
+                    }
+                    let fields = fields(&self, &ids, &outputs);
+                    sent[r] = (ids, outputs);
+                    state[r] = ReqState::Running;
+                    match print_resolved(&fields) {
+                        Ok(query) => in_flight.push(send(client.clone(), query, Job::Main(r))),
+                        Err(e) => {
+                            results.fail_doc(&sent[r].0, &sent[r].1, e, &self);
+                            state[r] = ReqState::Done;
+                        }
+                    }
                 }
+                if self.fail_fast && !results.failures.is_empty() {
+                    stopped = true;
+                }
+            }
+            let Some((job, response)) = in_flight.next().await else {
+                break;
             };
-            if !ok {
-                results.skip_rest();
-                return results;
+            match job {
+                Job::Main(r) => {
+                    let (ids, outputs) = &sent[r];
+                    match response {
+                        Ok(response) => {
+                            let lost = results.read(ids, outputs, response, &self);
+                            if lost.is_empty() {
+                                state[r] = ReqState::Done;
+                            } else {
+                                // The siblings of a failure, asked for once more, alone.
+                                let fields = fields(&self, &[], &lost);
+                                match print_resolved(&fields) {
+                                    Ok(query) => in_flight.push(send(client.clone(), query, Job::Recover(r, lost))),
+                                    Err(e) => {
+                                        results.fail_many(lost, e);
+                                        state[r] = ReqState::Done;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            results.fail_doc(ids, outputs, e, &self);
+                            state[r] = ReqState::Done;
+                        }
+                    }
+                }
+                Job::Recover(r, lost) => {
+                    match response {
+                        Ok(response) => {
+                            for i in results.read(&[], &lost, response, &self) {
+                                let path = format!("o{i}");
+                                results.fail(i, Error::MissingData { path });
+                            }
+                        }
+                        Err(e) => results.fail_doc(&[], &lost, e, &self),
+                    }
+                    state[r] = ReqState::Done;
+                }
+            }
+            if self.fail_fast && !results.failures.is_empty() {
+                stopped = true;
             }
         }
+        results.skip_rest();
+        results.finish(&self);
         results
+    }
+
+    /// Builds deferred part `k` with `values` (placeholders when `None`), and schedules what it added after
+    /// the requests that produced those values.
+    fn fire(
+        &mut self,
+        k: usize,
+        values: Option<&[Option<Box<dyn Any + Send>>]>,
+        reqs: &mut Vec<Req>,
+        req_of: &mut Vec<Option<usize>>,
+    ) {
+        let Some(build) = self.deferred.get_mut(k).and_then(|d| d.build.take()) else {
+            return;
+        };
+        let start = self.outs.len();
+        let slots = self.slots.clone();
+        build(self, &Values { values, slots: &slots });
+        self.link_from(start);
+        let needs = self.deferred[k].needs.clone();
+        let positions: Vec<usize> = needs
+            .iter()
+            .filter_map(|s| self.slots.get(*s).and_then(|s| s.1))
+            .collect();
+        let mut batch_after: Vec<usize> = positions
+            .iter()
+            .filter_map(|&p| req_of.get(p).copied().flatten())
+            .collect();
+        batch_after.sort_unstable();
+        batch_after.dedup();
+        let alias_base = reqs.iter().map(|r| r.ids.len()).sum();
+        let known: Vec<(ObjectRef, usize)> = reqs
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| req.ids.iter().map(move |(_, o)| (o.clone(), r)))
+            .collect();
+        let mut new = self.schedule_from(start, req_of, reqs.len(), &batch_after, alias_base, &known);
+        let names: Vec<String> = positions
+            .iter()
+            .map(|&p| format!("`{}`", self.outs[p].display_name()))
+            .collect();
+        let base = reqs.len();
+        req_of.resize(self.outs.len(), None);
+        let mut round = reqs.iter().filter(|r| r.outputs.is_empty()).count();
+        for (j, r) in new.iter_mut().enumerate() {
+            if r.outputs.is_empty() {
+                round += 1;
+                r.title = format!("resolve object IDs (round {round})");
+            }
+            r.title.push_str(&format!(" (with the value of {})", names.join(", ")));
+            for &o in &r.outputs {
+                req_of[o] = Some(base + j);
+            }
+        }
+        reqs.extend(new);
+    }
+
+    /// The parts of a request still worth sending: outputs not decided yet whose prerequisites all
+    /// succeeded (the others are skipped), and IDs some undecided output still needs.
+    fn live_parts(&self, req: &Req, results: &mut Results) -> (IdFields, Vec<usize>) {
+        let mut outputs = Vec::new();
+        for &i in &req.outputs {
+            if results.decided(i) {
+                continue;
+            }
+            if self.outs[i]
+                .waits
+                .iter()
+                .all(|&w| results.values.get(w).is_some_and(Option::is_some))
+            {
+                outputs.push(i);
+            } else {
+                results.skip(i);
+            }
+        }
+        let ids = req
+            .ids
+            .iter()
+            .filter(|(_, o)| {
+                outputs_needing(std::slice::from_ref(o), self)
+                    .iter()
+                    .any(|&i| !results.decided(i))
+            })
+            .cloned()
+            .collect();
+        (ids, outputs)
     }
 }
 
-impl Run {
-    /// Fetches again the outputs of a failed level that did not fail themselves.
-    ///
-    /// When one field of a document fails, GraphQL's null propagation usually empties the whole answer (every
-    /// field up to the root is non-null), taking the values of the siblings that succeeded with it. Those
-    /// siblings are asked for once more, alone, in one request; the engine has their results cached.
-    async fn recover(&self, client: &Client, lost: Vec<usize>, results: &mut Results) {
-        let doc = Doc {
-            title: "recover the outputs that succeeded beside a failure".into(),
-            ids: Vec::new(),
-            outputs: lost,
-        };
-        let fields = doc.fields(self);
-        let response = match print_resolved(&fields) {
-            Ok(query) => client.request(&query).await,
-            Err(e) => Err(e),
-        };
-        match response {
-            Ok(response) => {
-                let (_, still_lost) = results.read(&doc, response, self);
-                for i in still_lost {
-                    let path = format!("o{i}");
-                    results.fail(i, Error::MissingData { path });
-                }
+/// The request of each output (`None`: known without asking).
+fn requests_of(reqs: &[Req], n: usize) -> Vec<Option<usize>> {
+    let mut of = vec![None; n];
+    for (r, req) in reqs.iter().enumerate() {
+        for &o in &req.outputs {
+            if let Some(x) = of.get_mut(o) {
+                *x = Some(r);
             }
-            Err(e) => results.fail_doc(&doc, e, self),
         }
     }
+    of
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReqState {
+    Waiting,
+    Running,
+    Done,
+}
+
+/// What a request in flight is for.
+enum Job {
+    /// A scheduled request (its index).
+    Main(usize),
+    /// The outputs lost beside a failure in request `.0`, asked for again.
+    Recover(usize, Vec<usize>),
+}
+
+type RequestFuture = Pin<Box<dyn Future<Output = (Job, Result<Response, Error>)> + Send>>;
+
+fn send(client: Client, query: String, job: Job) -> RequestFuture {
+    Box::pin(async move {
+        let response = client.request(&query).await;
+        (job, response)
+    })
 }
 
 fn print_doc(fields: &[(String, Selection)], ids: IdMode<'_>, pretty: bool) -> String {
@@ -388,59 +983,122 @@ fn print_resolved(fields: &[(String, Selection)]) -> Result<String, Error> {
 /// What a run produced: values by output, and failures.
 #[doc(hidden)]
 pub struct Results {
-    meta: &'static PipelineMeta,
+    pipeline: &'static str,
+    /// `(output, binding, step)` of each output.
+    names: Vec<Names>,
     values: Vec<Option<Box<dyn Any + Send>>>,
+    failed: Vec<bool>,
     failures: Vec<OutputFailure>,
-    skipped: Vec<&'static str>,
+    /// Indexes of the outputs not run.
+    skipped: Vec<usize>,
+    /// Outputs of deferred parts that were never built (a value they needed did not come).
+    unsent: Vec<&'static str>,
+    /// What each handle stands for (see [`Run`]).
+    slots: Vec<(usize, Option<usize>)>,
 }
+
+/// `(output, key of its loop element, binding, step)`.
+type Names = (&'static str, Option<String>, &'static str, &'static str);
 
 impl Results {
     /// The value of an output, if it succeeded.
     pub fn take<T: 'static>(&mut self, handle: Handle<T>) -> Option<T> {
-        let boxed = self.values.get_mut(handle.index)?.take()?;
+        let slot = self.slots.get(handle.index)?.1?;
+        let boxed = self.values.get_mut(slot)?.take()?;
         boxed.downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// The values of a loop output's instances that succeeded, by key.
+    pub fn take_each<K: Ord, T: 'static>(&mut self, handles: Vec<(K, Handle<T>)>) -> std::collections::BTreeMap<K, T> {
+        handles
+            .into_iter()
+            .filter_map(|(k, h)| self.take(h).map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Whether every output succeeded.
+    pub fn complete(&self) -> bool {
+        self.failures.is_empty() && self.skipped.is_empty() && self.unsent.is_empty()
+    }
+
+    /// Makes room for the outputs added since the last call, taking the values they know already.
+    fn grow(&mut self, run: &Run) {
+        for (i, o) in run.outs.iter().enumerate().skip(self.names.len()) {
+            self.names.push((
+                o.name,
+                o.elem.as_ref().map(|e| e.1.clone()),
+                o.meta.binding,
+                o.meta.step,
+            ));
+            self.values.push(None);
+            self.failed.push(false);
+            self.take_known(i, &*o.leaf);
+        }
+    }
+
+    /// Records where handles point, and the reserved outputs that were never built.
+    fn finish(&mut self, run: &Run) {
+        self.slots = run.slots.clone();
+        for &(index, pos) in &run.slots {
+            if pos.is_none() {
+                self.unsent.push(run.meta.outputs.get(index).map_or("?", |o| o.name));
+            }
+        }
     }
 
     /// The error for a failed run, carrying the outputs that finished.
     pub fn into_error<P>(self, partial: P) -> PipelineError<P> {
+        let skipped = self
+            .skipped
+            .iter()
+            .map(|&i| match self.names.get(i) {
+                Some((name, Some(key), _, _)) => format!("{name}[{key}]"),
+                Some((name, None, _, _)) => (*name).to_owned(),
+                None => "?".to_owned(),
+            })
+            .chain(self.unsent.iter().map(|n| (*n).to_owned()))
+            .collect();
         PipelineError {
-            pipeline: self.meta.name,
+            pipeline: self.pipeline,
             failures: self.failures,
-            skipped: self.skipped,
+            skipped,
             partial,
         }
     }
 
-    fn output_meta(&self, i: usize) -> (&'static str, &'static str, &'static str) {
-        self.meta
-            .outputs
-            .get(i)
-            .map_or(("?", "?", "?"), |o| (o.name, o.binding, o.step))
+    /// Whether output `i` has a value, a failure or was skipped.
+    fn decided(&self, i: usize) -> bool {
+        self.values.get(i).is_some_and(Option::is_some)
+            || self.failed.get(i).copied().unwrap_or(true)
+            || self.skipped.contains(&i)
     }
 
     fn fail(&mut self, i: usize, error: Error) {
-        let (output, binding, step) = self.output_meta(i);
-        if self.failures.iter().any(|f| f.output == output) {
+        if self.failed.get(i).copied().unwrap_or(true) {
             return;
         }
+        self.failed[i] = true;
+        let (output, key, binding, step) = self.names[i].clone();
         self.failures.push(OutputFailure {
             output,
+            key,
             binding,
             step,
             error,
         });
     }
 
+    /// Marks output `i` as not run (something it waits for failed), unless it is decided already.
+    fn skip(&mut self, i: usize) {
+        if !self.decided(i) {
+            self.skipped.push(i);
+        }
+    }
+
     /// Marks every output that has neither a value nor a failure as skipped.
     fn skip_rest(&mut self) {
         for i in 0..self.values.len() {
-            let name = self.output_meta(i).0;
-            if self.values[i].is_none()
-                && !self.failures.iter().any(|f| f.output == name)
-                && !self.skipped.contains(&name)
-            {
-                self.skipped.push(name);
-            }
+            self.skip(i);
         }
     }
 
@@ -458,6 +1116,9 @@ impl Results {
         let message = error.to_string();
         let mut error = Some(error);
         for i in outputs {
+            if self.decided(i) {
+                continue;
+            }
             let e = error.take().unwrap_or_else(|| Error::Query {
                 message: message.clone(),
                 path: Vec::new(),
@@ -466,24 +1127,29 @@ impl Results {
         }
     }
 
-    /// A whole document failed (transport, or printing).
-    fn fail_doc(&mut self, doc: &Doc, error: Error, run: &Run) {
-        let mut outs = doc.outputs.clone();
-        if outs.is_empty() {
-            let objs: Vec<ObjectRef> = doc.ids.iter().map(|(_, o)| o.clone()).collect();
-            outs = outputs_needing(&objs, run);
+    /// A whole document failed (transport, or printing): its outputs fail, and so do the outputs that need
+    /// the IDs it was to resolve.
+    fn fail_doc(&mut self, ids: &[(String, ObjectRef)], outputs: &[usize], error: Error, run: &Run) {
+        let mut outs = outputs.to_vec();
+        if !ids.is_empty() {
+            let objs: Vec<ObjectRef> = ids.iter().map(|(_, o)| o.clone()).collect();
+            for i in outputs_needing(&objs, run) {
+                if !outs.contains(&i) {
+                    outs.push(i);
+                }
+            }
         }
         self.fail_many(outs, error);
     }
 
-    /// Reads one answer: IDs first, then outputs. Returns whether everything in it succeeded, and the outputs
-    /// whose values were lost to another field's failure (no error of their own, no value either).
-    fn read(&mut self, doc: &Doc, response: crate::transport::Response, run: &Run) -> (bool, Vec<usize>) {
+    /// Reads one answer: IDs first, then outputs. Returns the outputs whose values were lost to another
+    /// field's failure (no error of their own, no value either).
+    fn read(&mut self, ids: &[(String, ObjectRef)], outputs: &[usize], response: Response, run: &Run) -> Vec<usize> {
         let mut errors = response.errors;
         let had_errors = !errors.is_empty();
-        let mut ok = true;
         let mut lost = Vec::new();
-        for (alias, obj) in &doc.ids {
+        let mut blamed = false;
+        for (alias, obj) in ids {
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
                 Some(pos) => Err(errors.swap_remove(pos).into_error()),
                 None => {
@@ -494,21 +1160,29 @@ impl Results {
             };
             match result {
                 Ok(id) => obj.selection.set_id(id),
-                // An ID lost to a sibling's failure is only needed by later levels, which will not run.
-                Err(_) if had_errors && is_absent(&response.data, alias) => ok = false,
+                // Lost to a sibling's failure: what needs it waits for that sibling, or cannot be printed.
+                Err(_) if had_errors && is_absent(&response.data, alias) => {
+                    for i in outputs_needing(std::slice::from_ref(obj), run) {
+                        if !outputs.contains(&i) {
+                            self.skip(i);
+                        }
+                    }
+                }
                 Err(e) => {
                     self.fail_many(outputs_needing(std::slice::from_ref(obj), run), e);
-                    ok = false;
+                    blamed = true;
                 }
             }
         }
-        for &i in &doc.outputs {
-            let leaf = &run.leaves[i];
+        for &i in outputs {
+            let leaf = &run.outs[i].leaf;
             let alias = format!("o{i}");
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
                 Some(pos) => Err(errors.swap_remove(pos).into_error()),
                 None if had_errors && is_absent(&response.data, &alias) => {
-                    lost.push(i);
+                    if !self.decided(i) {
+                        lost.push(i);
+                    }
                     continue;
                 }
                 None => {
@@ -520,20 +1194,17 @@ impl Results {
                 Ok(v) => self.values[i] = Some(v),
                 Err(e) => {
                     self.fail(i, e);
-                    ok = false;
+                    blamed = true;
                 }
             }
         }
-        if !lost.is_empty() {
-            ok = false;
-        }
-        if ok && !errors.is_empty() {
+        if !errors.is_empty() && !blamed {
             // An error that names no field of this document: blame its first output.
-            let first = doc.outputs.first().copied().unwrap_or(0);
+            let first = outputs.first().copied().unwrap_or(0);
             self.fail(first, errors.swap_remove(0).into_error());
-            ok = false;
+            lost.retain(|&i| i != first);
         }
-        (ok, lost)
+        lost
     }
 }
 
@@ -549,8 +1220,8 @@ fn first_key(e: &GraphQlError) -> Option<&str> {
 /// Output indexes whose selections need any of `objs` (directly or through other objects).
 fn outputs_needing(objs: &[ObjectRef], run: &Run) -> Vec<usize> {
     let mut out = Vec::new();
-    for (i, leaf) in run.leaves.iter().enumerate() {
-        let mut stack = leaf.selection().unresolved_objects();
+    for (i, o) in run.outs.iter().enumerate() {
+        let mut stack = o.leaf.selection().unresolved_objects();
         let mut seen: Vec<ObjectRef> = Vec::new();
         let mut hit = false;
         while let Some(o) = stack.pop() {
@@ -568,9 +1239,6 @@ fn outputs_needing(objs: &[ObjectRef], run: &Run) -> Vec<usize> {
             out.push(i);
         }
     }
-    if out.is_empty() && !run.leaves.is_empty() {
-        out.push(0);
-    }
     out
 }
 
@@ -579,6 +1247,8 @@ fn outputs_needing(objs: &[ObjectRef], run: &Run) -> Vec<usize> {
 pub struct OutputFailure {
     /// The output's name.
     pub output: &'static str,
+    /// For an output declared in a `for` loop: the element's key, printed with `{:?}` (`"1.85"`).
+    pub key: Option<String>,
     /// The input or binding its leaf ran on.
     pub binding: &'static str,
     /// The step that made the binding.
@@ -594,11 +1264,16 @@ pub struct PipelineError<P = ()> {
     pub pipeline: &'static str,
     /// The outputs that failed, in order.
     pub failures: Vec<OutputFailure>,
-    /// The outputs that were not run because an earlier level failed.
-    pub skipped: Vec<&'static str>,
+    /// The outputs that were not run: something they wait for failed (or, with `fail_fast`, anything did).
+    /// (`name`, or `name[key]` for an element of a `for` loop.)
+    pub skipped: Vec<String>,
     /// The outputs that finished, as the pipeline's `Partial` struct.
     pub partial: P,
 }
+
+/// The `partial` value of a [`PipelineError`] converted into [`Error::Pipeline`]: the pipeline's `Partial`
+/// struct, boxed; read it back with [`PipelineError::partial_as`].
+pub type AnyPartial = Box<dyn Any + Send + Sync>;
 
 impl<P> PipelineError<P> {
     /// The first failure's error.
@@ -607,13 +1282,54 @@ impl<P> PipelineError<P> {
     }
 }
 
+impl<P: Send + Sync + 'static> PipelineError<P> {
+    /// The same error with its `partial` value boxed, so errors of different pipelines share one type.
+    pub fn erase(self) -> PipelineError<AnyPartial> {
+        PipelineError {
+            pipeline: self.pipeline,
+            failures: self.failures,
+            skipped: self.skipped,
+            partial: Box::new(self.partial),
+        }
+    }
+}
+
+impl PipelineError<AnyPartial> {
+    /// The outputs that finished, as the pipeline's `Partial` struct (`ci::Partial`); `None` for another type.
+    ///
+    /// ```no_run
+    /// # use dagger::prelude::*;
+    /// # #[step] fn build(dag: &Query) -> Container { dag.container() }
+    /// # pipeline! { ci() { let b = build(); out log = b.stdout(); } }
+    /// # async fn demo(dag: Query) {
+    /// let result: Result<ci::Outputs, dagger::Error> = ci::run(&dag).await.map_err(Into::into);
+    /// if let Err(dagger::Error::Pipeline(e)) = &result {
+    ///     let partial = e.partial_as::<ci::Partial>();
+    ///     println!("the log, if it finished: {:?}", partial.and_then(|p| p.log.as_deref()));
+    /// }
+    /// # }
+    /// # fn main() {}
+    /// ```
+    pub fn partial_as<P: 'static>(&self) -> Option<&P> {
+        self.partial.downcast_ref::<P>()
+    }
+}
+
+/// `?` on a pipeline's `run` inside a function returning `Result<_, dagger::Error>`.
+impl<P: Send + Sync + 'static> From<PipelineError<P>> for Error {
+    fn from(e: PipelineError<P>) -> Self {
+        Error::Pipeline(Box::new(e.erase()))
+    }
+}
+
 impl<P> fmt::Display for PipelineError<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pipeline `{}` failed", self.pipeline)?;
         for fail in &self.failures {
+            let key = fail.key.as_ref().map(|k| format!("[{k}]")).unwrap_or_default();
             write!(
                 f,
-                "\n- output `{}` (binding `{}`, step `{}`): ",
+                "\n- output `{}{key}` (binding `{}`, step `{}`): ",
                 fail.output, fail.binding, fail.step
             )?;
             let text = fail.error.to_string();
@@ -643,23 +1359,26 @@ impl<P: fmt::Debug> std::error::Error for PipelineError<P> {
 /// One request of a [`Plan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanDocument {
-    /// What the request does (`resolve object IDs (round 1)`, `level 1: tests, image`).
+    /// What the request does: `resolve object IDs (round 1)`, or the outputs it evaluates (`tests, lint`).
     pub title: String,
+    /// The requests (numbered from 1, as in the plan) that must be done before this one is sent.
+    pub after: Vec<usize>,
     /// The document as sent, on one line.
     pub query: String,
     /// The document over several indented lines.
     pub pretty: String,
 }
 
-/// The requests a pipeline run sends, in order, computed without an engine.
+/// The requests a pipeline run sends, computed without an engine.
 ///
-/// Object IDs that would be resolved at run time print as `<id:aN>`, naming the aliased field of the ID
+/// Requests are listed so that each comes after the ones it waits for; a run sends a request as soon as
+/// those are done, so requests that wait for different ones are in flight at the same time. Object IDs that would be resolved at run time print as `<id:aN>`, naming the aliased field of the ID
 /// request that resolves them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// The pipeline's name.
     pub pipeline: &'static str,
-    /// The requests, in order.
+    /// The requests, each after the ones it waits for.
     pub documents: Vec<PlanDocument>,
 }
 
@@ -673,9 +1392,48 @@ impl fmt::Display for Plan {
             if n == 1 { "" } else { "s" }
         )?;
         for (i, doc) in self.documents.iter().enumerate() {
-            writeln!(f, "\n# request {}: {}", i + 1, doc.title)?;
+            write!(f, "\n# request {}", i + 1)?;
+            if !doc.after.is_empty() {
+                let after: Vec<String> = doc.after.iter().map(ToString::to_string).collect();
+                let s = if after.len() == 1 { "" } else { "s" };
+                write!(f, " (after request{s} {})", after.join(", "))?;
+            }
+            writeln!(f, ": {}", doc.title)?;
             f.write_str(&doc.pretty)?;
         }
         Ok(())
+    }
+}
+
+impl Plan {
+    /// The requests that running one leaf as a pipeline output sends, for a snapshot of a single step's work:
+    /// the ID rounds its object arguments need, then the leaf.
+    ///
+    /// ```
+    /// use dagger::prelude::*;
+    ///
+    /// let dag = Query::detached();
+    /// let log = dag.container().from("alpine").with_exec(["echo", "hi"]).stdout();
+    /// let plan = Plan::of_leaf("echo", log);
+    /// assert_eq!(plan.documents.len(), 1);
+    /// assert!(plan.documents[0].query.contains("withExec"));
+    /// ```
+    pub fn of_leaf<T: Send + 'static>(name: &'static str, leaf: Leaf<T>) -> Plan {
+        let field = leaf.field();
+        let mut run = Run::new(&LEAF_META);
+        run.name = name;
+        run.add(0, leaf);
+        if let Some(out) = run.outs.first_mut() {
+            out.name = field;
+        }
+        run.plan()
+    }
+
+    /// The requests that asking for an object's ID sends: the chain that builds it (a step's output, for
+    /// instance), with the ID rounds of its object arguments first. `#[step]` functions have a shortcut:
+    /// `toolchain::plan(src)` calls the step on a detached [`Query`](crate::Query) and plans its result.
+    pub fn of_object<T: Object>(name: &'static str, object: &T) -> Plan {
+        let leaf: Leaf<Id> = Leaf::own_id(object);
+        Plan::of_leaf(name, leaf)
     }
 }

@@ -9,7 +9,8 @@
 //! | [`hello`] | `hello` | the smallest pipeline: one command in a container |
 //! | [`quickstart`] | `quickstart` | test, build, package and publish the sample web app in `examples/app`, then run the published image, with the plain API |
 //! | [`quickstart_dsl`] | `quickstart_dsl` | the same pipeline with `#[step]` and `pipeline!` |
-//! | [`matrix`] | `matrix` | one build for several variants, run concurrently, gathered into one exported directory |
+//! | [`matrix`] | `matrix` | a `pipeline!` looping over variants given at run time, run concurrently, gathered into one exported directory |
+//! | [`release`] | — | a `pipeline!` with a matrix of toolchain images, a version read from the sources feeding the image tag, and a publish only when asked |
 //! | [`chaining`] | `chaining` | results of one pipeline (a string, a file, a directory ID) feeding the next |
 //! | [`errors`] | `errors` | a failed command as `ExecError`, tolerated exit codes, and a failed `pipeline!` run |
 
@@ -19,6 +20,7 @@ pub mod hello;
 pub mod matrix;
 pub mod quickstart;
 pub mod quickstart_dsl;
+pub mod release;
 
 /// The error type of the examples' own functions: a [`dagger::Error`], or an answer the example did not
 /// expect (a build that printed something else).

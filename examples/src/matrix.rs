@@ -1,16 +1,21 @@
-//! A build matrix: the same build for several variants, run concurrently, gathered into one directory and
-//! exported to the host.
+//! A build matrix with `pipeline!`: the same build for several variants given at run time, run
+//! concurrently, gathered into one directory and exported to the host.
 //!
-//! Each [`Variant`] is one container running the same build script with its own `TARGET` and `PROFILE`. The
-//! builds are independent, so [`run`] starts them all at once (`join_all` over their `sync()` leaves): the
-//! engine receives one request per variant and runs the containers side by side. Each build records when
-//! it started and finished (clock seconds inside its container), so the overlap is visible in [`Build`].
+//! The `matrix` pipeline loops over its `variants` input (`for variant in variants { … }`): each
+//! [`Variant`] is one container running the same build script with its own `TARGET` and `PROFILE`, and the
+//! loop's output `summaries` is a map from variant to what its build printed. After the loop, `artifact` is
+//! the map of every variant's artifact, which the `gather` step puts into one [`Directory`] with a
+//! `BUILDINFO` index; that directory is exported. The steps and the loop body are checked at compile time;
+//! only the number of variants is dynamic.
 //!
-//! Once every build succeeded, their artifacts go into one [`Directory`] (`with_file` per variant, plus a
-//! `BUILDINFO` index) and that directory is exported in one call.
+//! However many variants there are, a run is **3 requests** (see [`plan`]): the sources' ID, the artifacts'
+//! IDs, then every build's summary, the export and the listing together — the engine runs the builds side
+//! by side. The plain API needed one request per variant and leaf. Each build records when it started and
+//! finished (clock seconds inside its container), so the overlap is visible in [`Build`].
+
+use std::collections::BTreeMap;
 
 use dagger::prelude::*;
-use futures_util::future::try_join_all;
 
 use crate::BoxError;
 
@@ -35,8 +40,8 @@ echo "$ARTIFACT $(wc -c < "$out") $started $(date +%s)"
 /// The program every variant builds.
 pub const MAIN_SH: &str = "echo \"hello from $TARGET\"\n";
 
-/// One cell of the matrix.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One cell of the matrix (ordered by target, then profile: the key of the pipeline's maps).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Variant {
     /// The target triple-like name (`linux-amd64`).
     pub target: String,
@@ -105,22 +110,77 @@ pub fn sources(dag: &Query) -> Directory {
 
 /// The build of one variant, not yet run: `image` with the sources, the variant's environment and the
 /// build script.
-pub fn build(dag: &Query, image: &str, src: &Directory, variant: &Variant, seconds: u32) -> Container {
+#[step]
+pub fn build(dag: &Query, image: String, src: Directory, target: String, profile: String, seconds: u32) -> Container {
+    let artifact = format!("app-{target}-{profile}");
     dag.container()
         .from(image)
-        .with_directory("/src", src.clone())
+        .with_directory("/src", src)
         .with_workdir("/src")
-        .with_env_variable("TARGET", variant.target.clone())
-        .with_env_variable("PROFILE", variant.profile.clone())
-        .with_env_variable("ARTIFACT", variant.artifact())
+        .with_env_variable("TARGET", target)
+        .with_env_variable("PROFILE", profile)
+        .with_env_variable("ARTIFACT", artifact)
         .with_env_variable("BUILD_SECONDS", seconds.to_string())
         .with_exec(["sh", "build.sh"])
 }
 
+/// The artifact a build wrote.
+#[step]
+pub fn artifact(built: Container, name: String) -> File {
+    built.file(format!("/out/{name}"))
+}
+
+/// Every artifact in one directory, with a `BUILDINFO` index (`<artifact> <target> <profile> <size>` per
+/// line, in variant order) written in the engine, where the sizes are known.
+#[step]
+pub fn gather(dag: &Query, image: String, artifacts: BTreeMap<Variant, File>) -> Directory {
+    // The files go straight into the container (not through a directory of their own), so the artifacts'
+    // IDs are the only object arguments: one ID round fewer.
+    let mut ctr = dag.container().from(image);
+    let mut script = String::from("set -eu\n: > /dist/BUILDINFO\n");
+    for (variant, file) in artifacts {
+        let name = variant.artifact();
+        script.push_str(&format!(
+            "echo \"{name} {} {} $(wc -c < /dist/{name} | tr -d ' ')\" >> /dist/BUILDINFO\n",
+            variant.target, variant.profile
+        ));
+        ctr = ctr.with_file(format!("/dist/{name}"), file);
+    }
+    ctr.with_exec(["sh", "-c", &script]).directory("/dist")
+}
+
+pipeline! {
+    /// Builds every variant concurrently, gathers the artifacts with a `BUILDINFO` index, and exports them.
+    pub matrix(image: String, src: Directory, variants: Vec<Variant>, seconds: u32, out_dir: String) {
+        for variant in variants {
+            let built = build(image, src, variant.target, variant.profile, seconds);
+            let artifact = artifact(built, variant.artifact());
+            /// What each build printed: `<artifact> <size> <started> <finished>`.
+            out summaries = built.stdout();
+        }
+        let dist = gather(image, artifact);
+        /// Where the directory went on the host.
+        out exported = dist.export(out_dir);
+        /// The directory's entries.
+        out entries = dist.entries();
+    }
+}
+
+/// The requests [`run`] sends, computed without an engine.
+pub fn plan(image: &str, variants: &[Variant], seconds: u32, out_dir: &str) -> Plan {
+    let dag = Query::detached();
+    matrix::plan(
+        image.to_owned(),
+        sources(&dag),
+        variants.to_vec(),
+        seconds,
+        out_dir.to_owned(),
+    )
+}
+
 /// Builds every variant concurrently (each build takes `seconds`), gathers the artifacts into one directory
 /// with a `BUILDINFO` index, and exports it to `out_dir` on the host (relative paths resolve against the
-/// session's working directory). Fails with the first error (a [`dagger::Error`] inside the box) if any
-/// build fails.
+/// session's working directory). Fails (a [`dagger::Error::Pipeline`] inside the box) if any build fails.
 pub async fn run(
     dag: &Query,
     image: &str,
@@ -129,49 +189,41 @@ pub async fn run(
     out_dir: &str,
 ) -> Result<Report, BoxError> {
     let src = sources(dag);
-    // One future per variant; `try_join_all` polls them together, so their requests are in flight at once.
-    let builds = try_join_all(variants.iter().map(|variant| {
-        let container = build(dag, image, &src, variant, seconds);
-        async move {
-            // `sync` runs the build once; reading its stdout and file afterwards reuses the cached result.
-            let built = container.sync().await?;
-            let summary = built.stdout().await?;
-            let (size, started, finished) = parse_summary(&summary)?;
-            Ok::<_, BoxError>(Build {
-                artifact: built.file(format!("/out/{}", variant.artifact())),
-                variant: variant.clone(),
-                size,
-                started,
-                finished,
-            })
-        }
-    }))
-    .await?;
-
-    let index: String = builds
-        .iter()
-        .map(|b| {
-            format!(
-                "{} {} {} {}\n",
-                b.variant.artifact(),
-                b.variant.target,
-                b.variant.profile,
-                b.size
-            )
-        })
-        .collect();
-    let dist = builds
-        .iter()
-        .fold(dag.directory(), |dir, b| {
-            dir.with_file(b.variant.artifact(), b.artifact.clone())
-        })
-        .with_new_file("BUILDINFO", index);
-    let exported = dist.export(out_dir).await?;
-    let entries = dist.entries().await?;
+    let out = matrix::run(
+        dag,
+        image.to_owned(),
+        src.clone(),
+        variants.to_vec(),
+        seconds,
+        out_dir.to_owned(),
+    )
+    .await
+    .map_err(dagger::Error::from)?;
+    let mut builds = Vec::new();
+    for variant in variants {
+        let summary = out.summaries.get(variant).map(String::as_str).unwrap_or_default();
+        let (size, started, finished) = parse_summary(summary)?;
+        // The same chain the pipeline built: no request, and the engine has it cached.
+        let built = build(
+            dag,
+            image.to_owned(),
+            src.clone(),
+            variant.target.clone(),
+            variant.profile.clone(),
+            seconds,
+        );
+        builds.push(Build {
+            artifact: artifact(built, variant.artifact()),
+            variant: variant.clone(),
+            size,
+            started,
+            finished,
+        });
+    }
     Ok(Report {
         builds,
-        exported,
-        entries,
+        exported: out.exported,
+        entries: out.entries,
     })
 }
 

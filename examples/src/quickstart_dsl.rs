@@ -1,14 +1,15 @@
 //! The quickstart pipeline with `#[step]` and `pipeline!`: the same work as [`crate::quickstart`], with the
 //! graph checked at compile time and sent as one request per level.
 //!
-//! `quickstart::LEVELS` has two levels: the test log and the release binary first (together, in one
-//! request), then the publish, which waits for the tests through `after`. Running the published image needs
-//! the reference the publish returned, so it happens after the pipeline, with the plain API.
+//! The test log and the release binary go first (together, in one request), then the publish, which waits
+//! for the tests through `after`. Running the published image needs the reference the publish returned: the
+//! `published` output's value is the argument of the `published_image` step, so the run builds that step once
+//! the reference is known and sends its output in one more request (the plan shows `<value:published>`).
 
 use dagger::prelude::*;
 
 use crate::BoxError;
-use crate::quickstart::{BINARY, Report, Settings, TARGET_DIR, run_published, source};
+use crate::quickstart::{BINARY, CHECK, Report, Settings, TARGET_DIR, source};
 
 /// A Rust toolchain with the app's sources and cargo's caches mounted.
 #[step]
@@ -55,6 +56,12 @@ pub fn image(dag: &Query, binary: File, base: String) -> Container {
         .with_default_args(["serve"])
 }
 
+/// The published image, pulled by the reference the publish returned, running its self-test.
+#[step]
+pub fn published_image(dag: &Query, reference: String) -> Container {
+    dag.container().from(reference).with_exec(CHECK.to_vec())
+}
+
 pipeline! {
     /// Test and build the sample app, then publish its image once the tests passed.
     pub quickstart(src: Directory, rust_image: String, runtime_image: String, address: String) {
@@ -69,6 +76,9 @@ pipeline! {
         out built = bin.sync();
         /// The published image, pinned by digest.
         out published = img.publish(address) after test_log, built;
+        let served = published_image(published);
+        /// What the published image's self-test printed.
+        out output = served.stdout();
     }
 }
 
@@ -82,15 +92,16 @@ fn inputs(dag: &Query, settings: &Settings) -> (Directory, String, String, Strin
     )
 }
 
-/// Runs the pipeline, then the published image; the same report as [`crate::quickstart::run`].
+/// Runs the pipeline (which runs the published image too); the same report as [`crate::quickstart::run`].
 pub async fn run(dag: &Query, settings: &Settings) -> Result<Report, BoxError> {
     let (src, rust_image, runtime_image, address) = inputs(dag, settings);
-    let outputs = quickstart::run(dag, src, rust_image, runtime_image, address).await?;
-    let output = run_published(dag, &outputs.published).await?;
+    let outputs = quickstart::run(dag, src, rust_image, runtime_image, address)
+        .await
+        .map_err(dagger::Error::from)?;
     Ok(Report {
         test_log: outputs.test_log,
         published: outputs.published,
-        output,
+        output: outputs.output,
     })
 }
 

@@ -101,7 +101,8 @@ fn quickstart_publishes_an_image_that_runs() {
 #[test]
 fn quickstart_dsl_publishes_an_image_that_runs() {
     offline_images();
-    assert_eq!(quickstart_dsl::quickstart::LEVELS.len(), 2);
+    // Tests and build, then the publish, then the published image's self-test (fed by its reference).
+    assert_eq!(quickstart_dsl::quickstart::LEVELS.len(), 3);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
@@ -117,8 +118,11 @@ fn quickstart_dsl_publishes_an_image_that_runs() {
 #[test]
 fn quickstart_dsl_plan_tests_and_builds_before_publishing() {
     let plan = quickstart_dsl::plan(&Settings::default());
-    // One ID round, then one request per level.
-    assert_eq!(plan.documents.len(), 3, "{plan}");
+    // One ID round, the tests with the build, the publish, then the published image run by its reference.
+    assert_eq!(plan.documents.len(), 4, "{plan}");
+    let last = &plan.documents[3];
+    assert_eq!(last.title, "output (with the value of `published`)", "{plan}");
+    assert!(last.query.contains(r#"from(address:"<value:published>")"#), "{plan}");
     let text = plan.to_string();
     let publish = text.find("publish(address: \"127.0.0.1:5000/quickstart-app:latest\")");
     let test = text.find("withExec(args: [\"cargo\", \"test\", \"--locked\"])");

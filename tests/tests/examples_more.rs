@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
-use examples::{chaining, errors, matrix};
+use examples::{chaining, errors, matrix, release};
 use tests::registry::{LocalRegistry, push_busybox};
 
 /// An engine, a connection to it, a loopback registry holding busybox, and the busybox reference.
@@ -45,9 +45,19 @@ async fn matrix_builds_every_variant_concurrently_and_exports_one_directory() {
         matrix::Variant::new("linux-amd64", "debug"),
     ];
     let out = f.dir.path().join("dist");
+    let plan = matrix::plan(&f.image, &variants, 2, &out.to_string_lossy());
+    let before = f._session.engine.requests.load(std::sync::atomic::Ordering::Relaxed);
     let report = matrix::run(&f.dag, &f.image, &variants, 2, &out.to_string_lossy())
         .await
         .unwrap_or_else(|e| panic!("the matrix runs: {e}"));
+    let sent = f._session.engine.requests.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // One request per wave, whatever the number of variants: the sources' ID, the artifacts' IDs, then
+    // every build with the export and the listing. (The plain API took one request per variant and leaf.)
+    assert_eq!(sent, 3, "{plan}");
+    assert_eq!(plan.documents.len(), 3, "{plan}");
+    assert_eq!(plan.documents[2].title, "summaries × 3, exported, entries", "{plan}");
+    let more = matrix::plan(&f.image, &matrix::default_variants(), 2, "out");
+    assert_eq!(more.documents.len(), 3, "{more}");
 
     assert_eq!(report.exported, out.to_string_lossy());
     assert_eq!(
@@ -91,8 +101,10 @@ async fn matrix_builds_every_variant_concurrently_and_exports_one_directory() {
         );
     }
     let info = std::fs::read_to_string(out.join("BUILDINFO")).expect("BUILDINFO exported");
-    let expected: String = report
-        .builds
+    // BUILDINFO lists the variants in their order (target, then profile).
+    let mut sorted: Vec<&matrix::Build> = report.builds.iter().collect();
+    sorted.sort_by(|a, b| a.variant.cmp(&b.variant));
+    let expected: String = sorted
         .iter()
         .map(|b| {
             format!(
@@ -274,4 +286,67 @@ async fn hello_greets_from_a_container() {
     let f = fixture().await;
     let out = examples::hello::greet(&f.dag, &f.image).await.expect("hello runs");
     assert_eq!(out, "hello, pipelines\n");
+}
+
+#[tokio::test]
+async fn release_tests_every_toolchain_and_publishes_the_tagged_image_only_when_asked() {
+    use std::sync::atomic::Ordering;
+    let f = fixture().await;
+    let host = f._registry.host();
+    push_busybox(&f._registry, "busybox:1.36").await;
+    let mut s = release::Settings {
+        version: "1.2.3".into(),
+        toolchains: vec![f.image.clone(), format!("{host}/busybox:1.36")],
+        base: f.image.clone(),
+        registry: host.clone(),
+        publish: false,
+    };
+
+    // Not asked to publish: the tests and the version only; the image is neither built nor sent.
+    let plan = release::plan(&s);
+    assert!(!plan.to_string().contains("publish"), "{plan}");
+    let before = f._session.engine.requests.load(Ordering::Relaxed);
+    let out = release::run(&f.dag, &s)
+        .await
+        .unwrap_or_else(|e| panic!("the release runs: {e}"));
+    let sent = f._session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.version, "1.2.3\n");
+    assert_eq!(out.test_logs.len(), 2, "{:?}", out.test_logs);
+    assert!(
+        out.test_logs.values().all(|log| log.starts_with("tests ok")),
+        "{:?}",
+        out.test_logs
+    );
+    assert!(out.published.is_none());
+
+    // Asked to publish: the version read from the sources tags and labels the image.
+    s.publish = true;
+    let plan = release::plan(&s);
+    assert!(plan.to_string().contains("/app:<value:version>"), "{plan}");
+    let out = release::run(&f.dag, &s)
+        .await
+        .unwrap_or_else(|e| panic!("the release runs: {e}"));
+    let published = out.published.expect("published");
+    assert!(published.starts_with(&format!("{host}/app@sha256:")), "{published}");
+    let tagged = format!("{host}/app:1.2.3");
+    let ran = f
+        .dag
+        .container()
+        .from(tagged.clone())
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("the tagged image runs");
+    assert_eq!(ran, "app 1.2.3\n");
+    let label = f
+        .dag
+        .container()
+        .from(tagged)
+        .label("org.opencontainers.image.version")
+        .await;
+    assert_eq!(label.expect("label").as_deref(), Some("1.2.3"));
 }

@@ -1,6 +1,8 @@
 //! `#[step]` and `pipeline!` end to end: offline plans (snapshots), and runs against a real HTTP server that
 //! counts requests and checks that one level's outputs arrive in one document.
 
+use std::collections::BTreeMap;
+
 use dagger::prelude::*;
 use dagger::{ContainerWithExecOpts, ReturnType};
 use serde_json::{Value, json};
@@ -109,6 +111,148 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// One slow branch beside a short chain of dependent outputs: the chain does not wait for the slow branch,
+    /// and a failure in the chain skips only what follows it.
+    pub unbalanced(src: Directory) {
+        let tc = toolchain(src);
+        let slow = unit_tests(tc, "slow");
+        let checks = lint(tc);
+        let bin = binary(tc);
+        out slow_log = slow.stdout();
+        out slow_code = slow.exit_code() after slow_log;
+        out linted = checks.sync();
+        out size = bin.size() after linted;
+        out digest = bin.digest() after size;
+    }
+}
+
+pipeline! {
+    /// The same graph; the first failure stops everything not sent yet.
+    #[fail_fast]
+    pub unbalanced_fail_fast(src: Directory) {
+        let tc = toolchain(src);
+        let slow = unit_tests(tc, "slow");
+        let checks = lint(tc);
+        let bin = binary(tc);
+        out slow_log = slow.stdout();
+        out slow_code = slow.exit_code() after slow_log;
+        out linted = checks.sync();
+        out size = bin.size() after linted;
+        out digest = bin.digest() after size;
+    }
+}
+
+/// A toolchain of a version chosen at run time.
+#[step]
+fn toolchain_for(dag: &Query, src: Directory, version: String) -> Container {
+    dag.container()
+        .from(format!("rust:{version}-slim"))
+        .with_directory("/src", src)
+        .with_workdir("/src")
+}
+
+/// Every binary in one directory, named by key.
+#[step]
+fn bundle(dag: &Query, bins: BTreeMap<String, File>) -> Directory {
+    bins.into_iter().fold(dag.directory(), |dir, (name, bin)| {
+        dir.with_file(format!("app-{name}"), bin)
+    })
+}
+
+pipeline! {
+    /// Tests on every toolchain version given at run time; the build waits for all of them.
+    pub matrix(src: Directory, versions: Vec<String>) {
+        for version in versions {
+            let tc = toolchain_for(src, version);
+            let tests = unit_tests(tc, "");
+            /// The test log of each version.
+            out test_logs = tests.stdout();
+            out test_codes = tests.exit_code() after test_logs;
+        }
+        let stable = toolchain(src);
+        let bin = binary(stable);
+        out size = bin.size() after test_logs;
+    }
+}
+
+pipeline! {
+    /// One build per named image; the binaries are bundled after the loop.
+    pub per_image(src: Directory, images: BTreeMap<String, String>) {
+        for (name, image) in images {
+            let tc = toolchain_for(src, image);
+            let bin = binary(tc);
+            out sizes = bin.size();
+        }
+        let all = bundle(bin);
+        out entries = all.entries();
+    }
+}
+
+pipeline! {
+    /// Publish only when asked; the long tests only when this is not a draft.
+    pub release(src: Directory, base: String, publish: bool, draft: bool) {
+        let tc = toolchain(src);
+        let img = image(binary(tc), base);
+        out built = img.sync();
+        if !draft {
+            let tests = unit_tests(tc, "--include-ignored");
+            out test_log = tests.stdout();
+        }
+        if publish {
+            out image_ref = img.publish("127.0.0.1:5000/app:1") after built, test_log;
+        }
+    }
+}
+
+/// The version file of the sources.
+#[step]
+fn version_file(src: Directory) -> File {
+    src.file("VERSION")
+}
+
+/// The runtime image, labelled with its version.
+#[step]
+fn tagged(dag: &Query, bin: File, base: String, version: String) -> Container {
+    dag.container()
+        .from(base)
+        .with_file("/usr/local/bin/app", bin)
+        .with_label("org.opencontainers.image.version", version)
+}
+
+pipeline! {
+    /// The version read from the sources labels and tags the image.
+    pub versioned(src: Directory, base: String) {
+        let tc = toolchain(src);
+        let tests = unit_tests(tc, "");
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        out test_log = tests.stdout();
+        let img = tagged(bin, base, version);
+        out image_ref = img.publish(format!("127.0.0.1:5000/app:{}", version)) after test_log;
+    }
+}
+
+pipeline! {
+    /// The version labels the image, which is built and published only when asked.
+    pub tagged_release(src: Directory, base: String, publish: bool) {
+        let tc = toolchain(src);
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        if publish {
+            let img = tagged(bin, base, version);
+            out image_ref = img.publish(format!("127.0.0.1:5000/app:{}", version));
+        }
+    }
+}
+
+fn versions() -> Vec<String> {
+    // Out of order and with a duplicate: elements are keys, sorted and unique.
+    ["1.85", "1.80", "1.85"].map(String::from).to_vec()
+}
+
 fn src() -> Directory {
     Query::detached().host().directory(".")
 }
@@ -131,6 +275,181 @@ fn diamond_plan() {
 #[test]
 fn ordered_plan() {
     insta::assert_snapshot!(ordered::plan(src(), "debian:bookworm-slim".into()).to_string());
+}
+
+#[test]
+fn unbalanced_plan() {
+    // The slow branch and the chain's head are separate requests: nothing waits for the slow one but its
+    // own follower.
+    let plan = unbalanced::plan(src());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            ("slow_log", &[1][..]),
+            ("linted", &[1]),
+            ("slow_code", &[2]),
+            ("size", &[3]),
+            ("digest", &[5]),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_single_step_and_a_single_leaf_have_plans() {
+    // `#[step]` gives every step a `plan` with the step's own parameters (`&str` stays `&str`).
+    insta::assert_snapshot!(
+        "step_plan_unit_tests",
+        unit_tests::plan(toolchain(&Query::detached(), src()), "--quiet").to_string()
+    );
+    let plan = steps::report::plan("checks".into(), 3);
+    assert_eq!(plan.pipeline, "report");
+    assert_eq!(plan.documents.len(), 1, "no object argument, no ID round: {plan}");
+    assert!(
+        plan.documents[0]
+            .query
+            .contains(r#"file(name:"report.txt",contents:"checks: 3")"#),
+        "{plan}"
+    );
+    // Any leaf, as the output of a one-output pipeline.
+    let leaf = binary(toolchain(&Query::detached(), src())).size();
+    insta::assert_snapshot!("leaf_plan_binary_size", Plan::of_leaf("binary size", leaf).to_string());
+}
+
+#[test]
+fn matrix_plan() {
+    // All elements of a loop output go in one request: 3 requests for any number of versions.
+    let plan = matrix::plan(src(), versions());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            // The build's cache volume is needed only later: it rides along.
+            ("test_logs × 2 (and object IDs for later requests)", &[1][..]),
+            ("test_codes × 2, size", &[2]),
+        ]
+    );
+    let more = matrix::plan(src(), ["1.70", "1.75", "1.80", "1.85"].map(String::from).to_vec());
+    assert_eq!(more.documents.len(), 3);
+    assert!(more.documents[1].title.starts_with("test_logs × 4"));
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_loop_binding_after_its_loop_is_a_map() {
+    let images = BTreeMap::from([
+        ("slim".to_owned(), "1.85".to_owned()),
+        ("alpine".to_owned(), "1.85-alpine".to_owned()),
+    ]);
+    let plan = per_image::plan(src(), images);
+    // The binaries' IDs ride along with their sizes; the bundle's entries need them.
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "resolve object IDs (round 2)",
+            "sizes × 2, entries"
+        ]
+    );
+    let last = &plan.documents[2].query;
+    assert!(last.contains(r#"withFile(path:"app-alpine",source:"<id:a"#), "{plan}");
+    assert!(last.contains(r#"withFile(path:"app-slim",source:"<id:a"#), "{plan}");
+}
+
+#[test]
+fn conditions_leave_out_what_is_not_needed() {
+    let base = || "debian:bookworm-slim".to_owned();
+    // A draft that is not published: the image only; neither the tests nor the publish appear.
+    let draft = release::plan(src(), base(), false, true);
+    let all: String = draft.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        !all.contains("--include-ignored") && !all.contains("publish"),
+        "{draft}"
+    );
+    assert_eq!(draft.documents.last().map(|d| d.title.as_str()), Some("built"));
+    // A release: the tests beside the image, then the publish after both.
+    let full = release::plan(src(), base(), true, false);
+    let titles: Vec<&str> = full.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "resolve object IDs (round 2)",
+            "built, test_log",
+            "image_ref"
+        ],
+        "{full}"
+    );
+    insta::assert_snapshot!("release_plan_published", full.to_string());
+    // A published draft: the publish waits only for what exists.
+    let quick = release::plan(src(), base(), true, true);
+    assert_eq!(
+        quick.documents.last().map(|d| (d.title.as_str(), d.after.clone())),
+        Some(("image_ref", vec![3]))
+    );
+}
+
+#[test]
+fn a_value_feeding_a_step_cuts_a_wave_and_shows_a_placeholder() {
+    let plan = versioned::plan(src(), "debian:bookworm-slim".into());
+    let titles: Vec<(&str, &[usize])> = plan
+        .documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            ("version, test_log", &[1][..]),
+            ("resolve object IDs (round 2) (with the value of `version`)", &[1, 2]),
+            ("image_ref (with the value of `version`)", &[2, 3]),
+        ],
+        "{plan}"
+    );
+    let last = &plan.documents[3].query;
+    assert!(
+        last.contains(r#"withLabel(name:"org.opencontainers.image.version",value:"<value:version>")"#),
+        "{plan}"
+    );
+    assert!(
+        last.contains(r#"publish(address:"127.0.0.1:5000/app:<value:version>")"#),
+        "{plan}"
+    );
+    assert!(versioned::EDGES.contains(&("version", "image_ref")));
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_value_can_feed_a_step_in_an_if_block() {
+    let off = tagged_release::plan(src(), "debian:bookworm-slim".into(), false);
+    let titles: Vec<&str> = off.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["version"], "{off}");
+    let on = tagged_release::plan(src(), "debian:bookworm-slim".into(), true);
+    let titles: Vec<&str> = on.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "version",
+            // The image's object arguments are only known once its step is called, with the value.
+            "resolve object IDs (round 1) (with the value of `version`)",
+            "resolve object IDs (round 2) (with the value of `version`)",
+            "image_ref (with the value of `version`)"
+        ],
+        "{on}"
+    );
 }
 
 #[test]
@@ -217,9 +536,12 @@ async fn a_run_sends_exactly_the_plan_one_request_per_level() {
         "sync returns the loaded object"
     );
 
-    let sent = engine.documents();
-    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    let mut sent = engine.documents();
+    let mut planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    // Requests that wait for different ones may be sent in either order; here each waits for the previous.
     assert_eq!(sent, planned, "the run sends exactly the planned documents");
+    sent.sort();
+    planned.sort();
     let id_rounds = plan.documents.iter().filter(|d| d.title.starts_with("resolve")).count();
     assert_eq!(sent.len(), diamond::LEVELS.len() + id_rounds);
     // One level's two outputs arrive in one document.
@@ -270,4 +592,273 @@ async fn a_failed_output_names_its_binding_and_step_and_keeps_partial_results() 
         "the last level was not sent"
     );
     insta::assert_snapshot!("failed_output_display", err.to_string());
+}
+
+/// Answers like [`plan_like_engine`], but holds the slow branch's first request (`o0`) for two seconds and
+/// records whether the chain's last request arrived while the slow one was still being answered.
+fn slow_branch_engine(
+    fail_on: Option<&'static str>,
+    slow_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    chain_end_early: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+) -> impl Fn(&tests::Recorded) -> tests::Reply + Send + Sync {
+    use std::sync::atomic::Ordering;
+    let inner = plan_like_engine(fail_on);
+    move |req| {
+        let doc = req.document();
+        if doc.contains("o0:") {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            slow_done.store(true, Ordering::SeqCst);
+        }
+        if doc.contains("o4:") {
+            *chain_end_early.lock().expect("lock") = Some(!slow_done.load(Ordering::SeqCst));
+        }
+        inner(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_does_not_wait_for_a_slow_branch() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(None, slow_done.clone(), early.clone())).await;
+    let dag = connect(&engine).await;
+    let plan = unbalanced::plan(src());
+    let out = unbalanced::run(&dag, dag.host().directory(".")).await.expect("runs");
+    assert_eq!(out.slow_log, "value of o0");
+    assert_eq!(out.digest, "value of o4");
+    assert_eq!(
+        *early.lock().expect("lock"),
+        Some(true),
+        "the chain's last output was sent while the slow branch was still running"
+    );
+    let mut sent = engine.documents();
+    let mut planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    sent.sort();
+    planned.sort();
+    assert_eq!(
+        sent, planned,
+        "the run sends exactly the planned documents, in some order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_skips_only_what_waits_for_it() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let dag = connect(&engine).await;
+    let err = unbalanced::run(&dag, dag.host().directory("."))
+        .await
+        .expect_err("linted fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].output, "linted");
+    assert_eq!(err.skipped, vec!["size", "digest"], "{err}");
+    // The slow branch and its follower ran to the end.
+    assert_eq!(err.partial.slow_log.as_deref(), Some("value of o0"));
+    assert_eq!(err.partial.slow_code, Some(0));
+    assert!(!engine.documents().iter().any(|d| d.contains("o3:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_fast_stops_everything_not_sent_yet() {
+    let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let early = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let dag = connect(&engine).await;
+    let err = unbalanced_fail_fast::run(&dag, dag.host().directory("."))
+        .await
+        .expect_err("linted fails");
+    assert_eq!(err.failures[0].output, "linted");
+    // The slow request was in flight and finished; its follower was never sent.
+    assert_eq!(err.partial.slow_log.as_deref(), Some("value of o0"));
+    assert!(err.partial.slow_code.is_none());
+    let mut skipped = err.skipped.clone();
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec!["digest", "size", "slow_code"], "{err}");
+    assert!(!engine.documents().iter().any(|d| d.contains("o1:")));
+}
+
+/// `?` turns a pipeline's error into `dagger::Error`, keeping the partial results reachable.
+async fn diamond_with_question_mark(dag: &Query) -> Result<String, Error> {
+    let out = diamond::run(dag, dag.host().directory("."), "debian:bookworm-slim".into()).await?;
+    Ok(out.image_ref)
+}
+
+#[tokio::test]
+async fn question_mark_converts_a_pipeline_error_into_dagger_error() {
+    let engine = FakeEngine::start(plan_like_engine(Some("o1"))).await;
+    let dag = connect(&engine).await;
+    let err = diamond_with_question_mark(&dag).await.expect_err("o1 fails");
+    let Error::Pipeline(e) = &err else {
+        panic!("expected Error::Pipeline, got {err:?}");
+    };
+    assert_eq!(e.pipeline, "diamond");
+    assert_eq!(e.failures[0].output, "test_log");
+    let partial = e
+        .partial_as::<diamond::Partial>()
+        .expect("the diamond's partial outputs");
+    assert_eq!(partial.lint_log.as_deref(), Some("value of o2"));
+    // The same text as the pipeline error, and the failed command as its source.
+    assert!(
+        err.to_string()
+            .starts_with("pipeline `diamond` failed\n- output `test_log`"),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.to_string().contains("exit code: 101"), "{source}");
+}
+
+#[tokio::test]
+async fn a_matrix_runs_every_element_in_one_request_and_returns_maps() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = matrix::plan(src(), versions());
+    let out = matrix::run(&dag, dag.host().directory("."), versions())
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.test_logs,
+        BTreeMap::from([
+            ("1.80".to_owned(), "value of o0".to_owned()),
+            ("1.85".to_owned(), "value of o1".to_owned())
+        ])
+    );
+    assert_eq!(out.test_codes.len(), 2);
+    assert_eq!(out.size, 1234);
+    let sent = engine.documents();
+    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert_eq!(sent, planned, "3 requests for the whole matrix");
+}
+
+#[tokio::test]
+async fn a_failed_element_skips_its_own_followers_and_what_waits_for_all() {
+    // Outputs are numbered in declaration order, then element order: o0 = test_logs["1.80"],
+    // o1 = test_logs["1.85"], o2 = test_codes["1.80"], o3 = test_codes["1.85"], o4 = size.
+    let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
+    let dag = connect(&engine).await;
+    let err = matrix::run(&dag, dag.host().directory("."), versions())
+        .await
+        .expect_err("1.80 fails");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(
+        (err.failures[0].output, err.failures[0].key.as_deref()),
+        ("test_logs", Some("\"1.80\""))
+    );
+    assert_eq!(err.skipped, ["test_codes[\"1.80\"]", "size"], "{err}");
+    // The other element went on.
+    assert_eq!(
+        err.partial.test_logs.get("1.85").map(String::as_str),
+        Some("value of o1")
+    );
+    assert_eq!(err.partial.test_codes.get("1.85"), Some(&0));
+    assert!(
+        err.to_string()
+            .contains("- output `test_logs[\"1.80\"]` (binding `tests`, step `unit_tests`)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_false_condition_sends_nothing_and_gives_none() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let out = release::run(
+        &dag,
+        dag.host().directory("."),
+        "debian:bookworm-slim".into(),
+        false,
+        true,
+    )
+    .await
+    .expect("runs");
+    assert!(out.image_ref.is_none() && out.test_log.is_none());
+    assert!(
+        !engine
+            .documents()
+            .iter()
+            .any(|d| d.contains("publish") || d.contains("--include-ignored"))
+    );
+
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = release::plan(src(), "debian:bookworm-slim".into(), true, false);
+    let out = release::run(
+        &dag,
+        dag.host().directory("."),
+        "debian:bookworm-slim".into(),
+        true,
+        false,
+    )
+    .await
+    .expect("runs");
+    assert_eq!(out.test_log.as_deref(), Some("value of o1"));
+    assert_eq!(out.image_ref.as_deref(), Some("value of o2"));
+    let planned: Vec<String> = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert_eq!(engine.documents(), planned);
+}
+
+#[tokio::test]
+async fn a_value_feeds_the_steps_after_it() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let plan = versioned::plan(src(), "debian:bookworm-slim".into());
+    let out = versioned::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into())
+        .await
+        .expect("runs");
+    assert_eq!(out.version, "value of o0");
+    assert_eq!(out.image_ref, "value of o2");
+    // The same documents as the plan, with the value where the plan has its placeholder.
+    let planned: Vec<String> = plan
+        .documents
+        .iter()
+        .map(|d| d.query.replace("<value:version>", "value of o0"))
+        .collect();
+    assert_eq!(engine.documents(), planned);
+}
+
+#[tokio::test]
+async fn a_failed_value_skips_the_steps_it_feeds() {
+    let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
+    let dag = connect(&engine).await;
+    let err = versioned::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into())
+        .await
+        .expect_err("the version cannot be read");
+    assert_eq!(err.failures[0].output, "version");
+    assert_eq!(err.partial.test_log.as_deref(), Some("value of o1"));
+    assert_eq!(err.skipped, ["image_ref"], "{err}");
+    assert!(!engine.documents().iter().any(|d| d.contains("publish")));
+}
+
+#[tokio::test]
+async fn a_value_feeds_a_step_only_when_its_condition_holds() {
+    for publish in [false, true] {
+        let engine = FakeEngine::start(plan_like_engine(None)).await;
+        let dag = connect(&engine).await;
+        let plan = tagged_release::plan(src(), "debian:bookworm-slim".into(), publish);
+        let out = tagged_release::run(&dag, dag.host().directory("."), "debian:bookworm-slim".into(), publish)
+            .await
+            .expect("runs");
+        assert_eq!(out.version, "value of o0");
+        assert_eq!(out.image_ref.is_some(), publish);
+        let planned: Vec<String> = plan
+            .documents
+            .iter()
+            .map(|d| d.query.replace("<value:version>", "value of o0"))
+            .collect();
+        assert_eq!(engine.documents(), planned);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_matrix_runs_what_is_outside_the_loop() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let out = matrix::run(&dag, dag.host().directory("."), Vec::new())
+        .await
+        .expect("runs");
+    assert!(out.test_logs.is_empty() && out.test_codes.is_empty());
+    assert_eq!(out.size, 1234);
+    let plan = matrix::plan(src(), Vec::new());
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["resolve object IDs (round 1)", "size"], "{plan}");
 }

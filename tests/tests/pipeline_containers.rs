@@ -68,6 +68,59 @@ pipeline! {
     }
 }
 
+/// "Slow tests": take two seconds, then pass.
+#[step]
+fn slow_tests(toolchain: Container) -> Container {
+    toolchain.with_exec(["sh", "-c", "sleep 2; echo slow tests ok"])
+}
+
+pipeline! {
+    /// A failing lint beside the tests: the tests and the build after them still run; only the publish,
+    /// which waits for the lint, is skipped.
+    pub waves(base: String, src: Directory, address: String) {
+        let tc = toolchain(base, src);
+        let tests = slow_tests(tc);
+        let checks = lint(tc, true);
+        let img = image(base, binary(tc));
+        out test_log = tests.stdout();
+        out built = img.sync() after test_log;
+        out lint_log = checks.stdout();
+        out published = img.publish(address) after lint_log;
+    }
+}
+
+pipeline! {
+    /// The same graph, stopping at the first failure.
+    #[fail_fast]
+    pub waves_fail_fast(base: String, src: Directory, address: String) {
+        let tc = toolchain(base, src);
+        let tests = slow_tests(tc);
+        let checks = lint(tc, true);
+        let img = image(base, binary(tc));
+        out test_log = tests.stdout();
+        out built = img.sync() after test_log;
+        out lint_log = checks.stdout();
+        out published = img.publish(address) after lint_log;
+    }
+}
+
+pipeline! {
+    /// Tests always; lint unless this is a draft; publish only when asked.
+    pub gated(base: String, src: Directory, address: String, draft: bool, publish: bool) {
+        let tc = toolchain(base, src);
+        let tests = unit_tests(tc);
+        out test_log = tests.stdout();
+        if !draft {
+            let checks = lint(tc, true);
+            out lint_log = checks.stdout();
+        }
+        if publish {
+            let img = image(base, binary(tc));
+            out published = img.publish(address) after test_log;
+        }
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -162,4 +215,75 @@ async fn a_failing_check_is_named_and_stops_the_publish() {
     assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
     assert!(err.partial.published.is_none());
     assert_eq!(err.skipped, vec!["published"]);
+}
+
+#[tokio::test]
+async fn a_failure_skips_only_the_outputs_that_wait_for_it() {
+    let env = start().await;
+    let address = format!("{}/ci-app:waves", env.host);
+    let plan = waves::plan(env.base.clone(), sources(&env.dag), address.clone());
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let err = waves::run(&env.dag, env.base.clone(), sources(&env.dag), address)
+        .await
+        .expect_err("strict lint fails");
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].output, "lint_log");
+    // Under level barriers `built` (level 2) would have been skipped with the publish.
+    assert_eq!(err.partial.test_log.as_deref(), Some("slow tests ok\n"));
+    assert!(err.partial.built.is_some(), "{err}");
+    assert_eq!(err.skipped, vec!["published"]);
+    // Every planned request but the publish's was sent (the lint's own request ends with the failure).
+    assert_eq!(sent, plan.documents.len() - 1, "{plan}");
+}
+
+#[tokio::test]
+async fn fail_fast_skips_what_was_not_sent_at_the_first_failure() {
+    let env = start().await;
+    let address = format!("{}/ci-app:waves-ff", env.host);
+    let err = waves_fail_fast::run(&env.dag, env.base.clone(), sources(&env.dag), address)
+        .await
+        .expect_err("strict lint fails");
+    assert_eq!(err.failures[0].output, "lint_log");
+    // The slow tests were in flight when the lint failed, and finished; the build after them was never sent.
+    assert_eq!(err.partial.test_log.as_deref(), Some("slow tests ok\n"));
+    assert!(err.partial.built.is_none());
+    let mut skipped = err.skipped.clone();
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec!["built", "published"]);
+}
+
+#[tokio::test]
+async fn conditions_decide_what_runs() {
+    let env = start().await;
+    let address = format!("{}/ci-app:gated", env.host);
+    // A draft that publishes: the failing lint is never sent, so the run succeeds and the image is pushed.
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = gated::run(
+        &env.dag,
+        env.base.clone(),
+        sources(&env.dag),
+        address.clone(),
+        true,
+        true,
+    )
+    .await
+    .expect("the lint is left out");
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert!(out.lint_log.is_none());
+    let published = out.published.expect("published");
+    assert!(
+        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        "{published}"
+    );
+    let plan = gated::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true);
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    // Not a draft, not published: the lint runs (and fails); nothing is published.
+    let err = gated::run(&env.dag, env.base.clone(), sources(&env.dag), address, false, false)
+        .await
+        .expect_err("the strict lint fails");
+    assert_eq!(err.failures[0].output, "lint_log");
+    assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
+    assert!(err.partial.published.is_none());
+    assert!(err.skipped.is_empty(), "nothing waited for the lint: {err}");
 }

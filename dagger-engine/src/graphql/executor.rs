@@ -8,6 +8,7 @@
 //! `EXEC_ERROR` with its exit code and output. So execution is ours: a small, concurrent resolver walk.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use apollo_compiler::ast::Type;
@@ -212,7 +213,7 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
         visited: AtomicUsize::new(0),
         over_budget: AtomicBool::new(false),
     };
-    let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Vec::new()).await {
+    let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Path::default()).await {
         Ok(mut fields) => {
             // Introspection keys hold a placeholder in their place in the selection; fill them in.
             for (k, slot) in &mut fields {
@@ -285,7 +286,51 @@ fn introspect(
     }
 }
 
-type Path = Vec<Value>;
+/// A response path (`["directory", "file", "contents"]`), shared between levels: each level adds one node
+/// pointing at its parent, so a chain of 10,000 calls holds 10,000 nodes, not 10,000 copies of growing
+/// vectors.
+#[derive(Clone, Default)]
+struct Path(Option<Arc<PathNode>>);
+
+struct PathNode {
+    parent: Path,
+    key: Value,
+}
+
+impl Path {
+    /// This path with one more key (a response key or a list index).
+    fn child(&self, key: Value) -> Path {
+        Path(Some(Arc::new(PathNode {
+            parent: self.clone(),
+            key,
+        })))
+    }
+
+    /// The path as the JSON list an error carries, root first.
+    fn to_json(&self) -> Value {
+        let mut keys = Vec::new();
+        let mut cur = self.0.as_ref();
+        while let Some(node) = cur {
+            keys.push(node.key.clone());
+            cur = node.parent.0.as_ref();
+        }
+        keys.reverse();
+        Value::Array(keys)
+    }
+}
+
+impl Drop for PathNode {
+    // Iterative, so dropping the path of a very deep field does not recurse once per level.
+    fn drop(&mut self) {
+        let mut next = self.parent.0.take();
+        while let Some(node) = next {
+            match Arc::try_unwrap(node) {
+                Ok(mut n) => next = n.parent.0.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
 
 /// A null that travels up to the nearest nullable position, as the GraphQL spec's error propagation says:
 /// the error behind it is already recorded, so whoever receives it only turns it into `null`.
@@ -402,11 +447,11 @@ fn exec_selection<'a, R: Resolver>(
         }
         let fields = collector.out;
         // Sibling fields run concurrently: the outputs of one request are evaluated side by side.
-        let values = join_all(fields.iter().map(|(key, fs)| {
-            let mut p = path.clone();
-            p.push(Value::String(key.clone()));
-            exec_field(ctx, obj, fs, p)
-        }))
+        let values = join_all(
+            fields
+                .iter()
+                .map(|(key, fs)| exec_field(ctx, obj, fs, path.child(Value::String(key.clone())))),
+        )
         .await;
         let mut out = Vec::with_capacity(fields.len());
         let mut bubbled = false;
@@ -491,9 +536,7 @@ fn complete<'a, R: Resolver>(
                 let mut out = Vec::with_capacity(items.len());
                 let mut bubbled = false;
                 for (i, item) in items.into_iter().enumerate() {
-                    let mut p = path.clone();
-                    p.push(json!(i));
-                    match complete(ctx, item_ty, fields, item, p).await {
+                    match complete(ctx, item_ty, fields, item, path.child(json!(i))).await {
                         Ok(v) => out.push(v),
                         Err(Bubble) => bubbled = true,
                     }
@@ -516,7 +559,7 @@ impl<R: Resolver> Ctx<'_, R> {
                 json!([{ "line": start.line, "column": start.column }]),
             );
         }
-        err.insert("path".into(), Value::Array(path.clone()));
+        err.insert("path".into(), path.to_json());
         if let Some(ext) = e.extensions {
             err.insert("extensions".into(), Value::Object(ext));
         }

@@ -8,9 +8,27 @@ pub(crate) struct Pipeline {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
     pub(crate) name: Ident,
+    /// `#[fail_fast]`: the first failure stops every request not sent yet.
+    pub(crate) fail_fast: bool,
     pub(crate) inputs: Vec<Input>,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) outputs: Vec<Output>,
+    /// `for key in input { … }` and `if input { … }` blocks; bindings and outputs point at theirs with
+    /// `each`.
+    pub(crate) loops: Vec<Loop>,
+}
+
+/// `for key in input { … }`, `for (key, value) in input { … }`, or `if input { … }` (`cond`).
+pub(crate) struct Loop {
+    /// The loop variable (for `if`: the condition's name again, not a variable).
+    pub(crate) key: Ident,
+    pub(crate) value: Option<Ident>,
+    /// The input iterated over (for `if`: the `bool` input tested).
+    pub(crate) input: Ident,
+    /// `Some(negated)` for an `if` block: its items exist only when the input is true (`false` with `!`).
+    pub(crate) cond: Option<bool>,
+    /// The number of bindings declared before the loop: where its block goes in the expansion.
+    pub(crate) at_binding: usize,
 }
 
 /// A typed input: `src: Directory`.
@@ -28,6 +46,10 @@ pub(crate) struct Binding {
     pub(crate) call_span: Span,
     /// Names of inputs and bindings the arguments mention, with the span of each mention.
     pub(crate) uses: Vec<Ident>,
+    /// The loop (index into `Pipeline::loops`) the binding is declared in.
+    pub(crate) each: Option<usize>,
+    /// Its place among the pipeline's items (bindings and outputs), for "used before defined".
+    pub(crate) pos: usize,
 }
 
 /// `out name = target.leaf(args…) after a, b;`
@@ -40,6 +62,10 @@ pub(crate) struct Output {
     pub(crate) after: Vec<Ident>,
     /// Names of inputs and bindings the leaf's arguments mention.
     pub(crate) uses: Vec<Ident>,
+    /// The loop (index into `Pipeline::loops`) the output is declared in.
+    pub(crate) each: Option<usize>,
+    /// Its place among the pipeline's items (bindings and outputs).
+    pub(crate) pos: usize,
 }
 
 impl Pipeline {
@@ -49,5 +75,24 @@ impl Pipeline {
 
     pub(crate) fn input(&self, name: &str) -> Option<&Input> {
         self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The loop whose variable (key or value) is `name`.
+    pub(crate) fn loop_var(&self, name: &str) -> Option<usize> {
+        self.loops
+            .iter()
+            .position(|l| l.cond.is_none() && (l.key == name || l.value.as_ref().is_some_and(|v| v == name)))
+    }
+
+    /// Whether `name` is an input, a binding, a loop variable or an output (whose value may feed a step).
+    pub(crate) fn is_name(&self, name: &str) -> bool {
+        self.input(name).is_some()
+            || self.binding(name).is_some()
+            || self.loop_var(name).is_some()
+            || self.output(name).is_some()
+    }
+
+    pub(crate) fn output(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|o| o.name == name)
     }
 }

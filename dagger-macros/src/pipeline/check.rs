@@ -15,38 +15,60 @@ use crate::step::Errors;
 pub(crate) struct Checked {
     /// `(before, after)` output indexes: `after` waits for `before`.
     pub(crate) edges: Vec<(usize, usize)>,
-    /// Output indexes by level; each level is one request.
+    /// Output indexes by level of `after` (and value) edges.
     pub(crate) levels: Vec<Vec<usize>>,
+    /// Which parts wait for the values of outputs.
+    pub(crate) values: Values,
 }
 
 pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_duplicates(p, errors);
+    check_loops(p, errors);
     check_binding_uses(p, errors);
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
-    let edges = after_edges(p, errors);
+    let mut edges = after_edges(p, errors);
+    let (values, extra) = values(p, &edges, errors);
+    edges.extend(extra);
+    edges.sort_unstable();
+    edges.dedup();
     let levels = levels(p, &edges, errors);
-    Checked { edges, levels }
+    Checked { edges, levels, values }
 }
 
 // Rule: every input, binding and output has its own name, so each reference means one thing.
 fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
     let mut seen: HashMap<String, &'static str> = HashMap::new();
+    let loop_vars = p
+        .loops
+        .iter()
+        .filter(|l| l.cond.is_none())
+        .flat_map(|l| std::iter::once(&l.key).chain(l.value.as_ref()))
+        .map(|v| (v, "loop variable"));
     let names = p
         .inputs
         .iter()
         .map(|i| (&i.name, "input"))
+        .chain(loop_vars)
         .chain(p.bindings.iter().map(|b| (&b.name, "binding")));
     for (name, kind) in names {
         if let Some(first) = seen.get(&name.to_string()) {
+            let article = if first.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
             errors.push(
                 name.span(),
-                format!("duplicate name `{name}`: it is already the name of an {first}; rename this {kind}"),
+                format!("duplicate name `{name}`: it is already the name of {article} {first}; rename this {kind}"),
             );
         } else {
             seen.insert(
                 name.to_string(),
-                if kind == "input" { "input" } else { "earlier binding" },
+                match kind {
+                    "binding" => "earlier binding",
+                    other => other,
+                },
             );
         }
     }
@@ -57,15 +79,124 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
                 o.name.span(),
                 format!("duplicate output `{}`: each output needs its own name", o.name),
             );
+        } else if let Some(kind) = seen.get(&o.name.to_string()) {
+            // Rule: an output's name is a name in the pipeline too (its value can feed steps), so it cannot
+            // be the name of an input, a loop variable or a binding.
+            let kind = kind.trim_start_matches("earlier ");
+            let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            errors.push(
+                o.name.span(),
+                format!(
+                    "output `{}` has the name of {article} {kind}; rename the output (its value is known by its name)",
+                    o.name
+                ),
+            );
         }
     }
+}
+
+// Rule: a loop goes over an input, which is what gives the loop its elements at run time.
+fn check_loops(p: &Pipeline, errors: &mut Errors) {
+    for l in &p.loops {
+        let name = l.input.to_string();
+        if p.input(&name).is_none() {
+            let inputs: Vec<String> = p.inputs.iter().map(|i| i.name.to_string()).collect();
+            let what = if p.binding(&name).is_some() {
+                format!("`{name}` is a binding, not an input")
+            } else {
+                unknown("input", &l.input, &inputs)
+            };
+            errors.push(
+                l.input.span(),
+                match l.cond {
+                    None => format!(
+                        "{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`"
+                    ),
+                    Some(_) => format!("{what}; a condition is one of the pipeline's inputs, a `bool`"),
+                },
+            );
+        }
+    }
+}
+
+/// `for v in versions`, for messages.
+fn loop_text(p: &Pipeline, l: usize) -> String {
+    let lp = &p.loops[l];
+    match (&lp.value, lp.cond) {
+        (_, Some(false)) => format!("if {}", lp.input),
+        (_, Some(true)) => format!("if !{}", lp.input),
+        (Some(v), None) => format!("for ({}, {v}) in {}", lp.key, lp.input),
+        (None, None) => format!("for {} in {}", lp.key, lp.input),
+    }
+}
+
+/// What a binding of block `l` is outside it, for messages.
+fn block_value(p: &Pipeline, l: usize) -> String {
+    match p.loops[l].cond {
+        Some(_) => format!("exists only inside `{} {{ … }}`", loop_text(p, l)),
+        None => format!("has one value per element of `{}`", loop_text(p, l)),
+    }
+}
+
+// Rule: a loop variable exists only inside its loop; a binding of a loop has one value per element, so
+// another loop cannot use it (after its own loop, it is the map of those values).
+fn check_loop_scope(p: &Pipeline, used: &Ident, each: Option<usize>, errors: &mut Errors) -> bool {
+    let text = used.to_string();
+    if let Some(l) = p.loop_var(&text) {
+        if each != Some(l) {
+            errors.push(
+                used.span(),
+                format!("`{text}` is only defined inside `{} {{ … }}`", loop_text(p, l)),
+            );
+        }
+        return true;
+    }
+    if let Some((_, b)) = p.binding(&text)
+        && let Some(theirs) = b.each
+        && p.loops[theirs].cond.is_some()
+        && each != Some(theirs)
+    {
+        errors.push(
+            used.span(),
+            format!(
+                "`{text}` {}: use it inside that block (an output there is an `Option`, `None` when the \
+                 condition is false)",
+                block_value(p, theirs)
+            ),
+        );
+    } else if let Some((_, b)) = p.binding(&text)
+        && let (Some(theirs), Some(mine)) = (b.each, each)
+        && theirs != mine
+        && p.loops[mine].cond.is_none()
+    {
+        errors.push(
+            used.span(),
+            format!(
+                "`{text}` has one value per element of `{}`, so `{}` cannot use it; use it after its loop, where \
+                 it is a map keyed by element",
+                loop_text(p, theirs),
+                loop_text(p, mine)
+            ),
+        );
+    }
+    false
 }
 
 // Rule: an argument may only use inputs and bindings defined above it, as in a function body.
 fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
     for (i, b) in p.bindings.iter().enumerate() {
         for used in &b.uses {
-            if p.input(&used.to_string()).is_some() {
+            if p.input(&used.to_string()).is_some() || check_loop_scope(p, used, b.each, errors) {
+                continue;
+            }
+            if p.binding(&used.to_string()).is_none()
+                && let Some(v) = p.output(&used.to_string())
+            {
+                check_value_use(p, used, v, b.each, b.pos, errors);
                 continue;
             }
             match p.binding(&used.to_string()) {
@@ -85,6 +216,227 @@ fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
             }
         }
     }
+}
+
+// Rule: an output's value may feed a later step or leaf argument, like a variable defined above; inside a
+// `for` or `if` block it cannot (yet): the run would need one wave per element.
+fn check_value_use(p: &Pipeline, used: &Ident, v: usize, each: Option<usize>, pos: usize, errors: &mut Errors) {
+    let out = &p.outputs[v];
+    let in_loop = each.is_some_and(|l| p.loops[l].cond.is_none());
+    if out.each.is_some() || in_loop {
+        let block = out.each.or(each).map(|l| loop_text(p, l)).unwrap_or_default();
+        errors.push(
+            used.span(),
+            format!(
+                "the value of `{used}` cannot feed a step here: the values of outputs outside blocks feed steps \
+                 outside `for` loops only (here: `{block}`)"
+            ),
+        );
+    } else if out.pos > pos {
+        errors.push(
+            used.span(),
+            format!("the value of `{used}` is used before it is defined; move `out {used} = …;` above this line"),
+        );
+    }
+}
+
+/// Which outputs' values each binding and output needs, directly or through the bindings it uses.
+pub(crate) struct Values {
+    /// Per binding: the outputs whose values it needs (transitively), and its stage.
+    pub(crate) binding_stage: Vec<usize>,
+    /// Per output: its stage (0: built before anything is sent; n: once the values of stage n - 1 are known).
+    pub(crate) output_stage: Vec<usize>,
+    /// Per binding and output: the outputs whose values it takes directly.
+    pub(crate) binding_direct: Vec<Vec<usize>>,
+    pub(crate) output_direct: Vec<Vec<usize>>,
+}
+
+// Rule: a value cannot feed the step its own output needs (it would wait for itself).
+fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Values, Vec<(usize, usize)>) {
+    let direct = |uses: &[Ident]| -> Vec<usize> {
+        let mut v: Vec<usize> = uses
+            .iter()
+            .filter(|u| p.binding(&u.to_string()).is_none() && p.input(&u.to_string()).is_none())
+            .filter_map(|u| p.output(&u.to_string()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let binding_direct: Vec<Vec<usize>> = p.bindings.iter().map(|b| direct(&b.uses)).collect();
+    let output_direct: Vec<Vec<usize>> = p.outputs.iter().map(|o| direct(&o.uses)).collect();
+    let nb = p.bindings.len();
+    let no = p.outputs.len();
+    // Transitive values of bindings and outputs.
+    let mut vals_b: Vec<BTreeSet<usize>> = binding_direct.iter().map(|d| d.iter().copied().collect()).collect();
+    let mut vals_o: Vec<BTreeSet<usize>> = output_direct.iter().map(|d| d.iter().copied().collect()).collect();
+    for _ in 0..=(nb + no) {
+        let mut changed = false;
+        for i in 0..nb {
+            let mut add = BTreeSet::new();
+            for u in &p.bindings[i].uses {
+                if let Some((j, _)) = p.binding(&u.to_string()) {
+                    add.extend(vals_b[j].iter().copied());
+                }
+            }
+            let before = vals_b[i].len();
+            vals_b[i].extend(add);
+            changed |= vals_b[i].len() != before;
+        }
+        for (o, vals) in p.outputs.iter().zip(vals_o.iter_mut()) {
+            let mut add = BTreeSet::new();
+            for u in std::iter::once(&o.target).chain(&o.uses) {
+                if let Some((k, _)) = p.binding(&u.to_string()) {
+                    add.extend(vals_b[k].iter().copied());
+                }
+            }
+            let before = vals.len();
+            vals.extend(add);
+            changed |= vals.len() != before;
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut extra = Vec::new();
+    for (j, vals) in vals_o.iter().enumerate() {
+        if vals.contains(&j) {
+            let name = &p.outputs[j].name;
+            errors.push(
+                name.span(),
+                format!(
+                    "`{name}` would wait for its own value: it runs a leaf on a binding that the value of `{name}` \
+                     feeds; a value can only feed steps its own output does not need"
+                ),
+            );
+            continue;
+        }
+        extra.extend(vals.iter().map(|&v| (v, j)));
+    }
+    // Stages: a value's users come one stage after it; an output `after` another is built no earlier.
+    let mut output_stage = vec![0usize; no];
+    let mut binding_stage = vec![0usize; nb];
+    for _ in 0..=(nb + no) {
+        let mut changed = false;
+        for i in 0..nb {
+            let s = vals_b[i]
+                .iter()
+                .filter(|&&v| v < no)
+                .map(|&v| output_stage[v] + 1)
+                .max()
+                .unwrap_or(0);
+            if s != binding_stage[i] {
+                binding_stage[i] = s;
+                changed = true;
+            }
+        }
+        for j in 0..no {
+            let from_values = vals_o[j]
+                .iter()
+                .filter(|&&v| v != j)
+                .map(|&v| output_stage[v] + 1)
+                .max();
+            let from_after = after
+                .iter()
+                .filter(|&&(_, b)| b == j)
+                .map(|&(a, _)| output_stage[a])
+                .max();
+            let s = from_values.into_iter().chain(from_after).max().unwrap_or(0).min(no);
+            if s != output_stage[j] {
+                output_stage[j] = s;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Rule: blocks are built before anything is sent, so nothing in them may wait for a value (yet).
+    for (i, b) in p.bindings.iter().enumerate() {
+        // (Reported once, where it starts: a direct use, or the first binding of the block that waits.)
+        let caused_inside = b.uses.iter().any(|u| {
+            p.binding(&u.to_string())
+                .is_some_and(|(j, x)| x.each == b.each && binding_stage[j] > 0)
+        });
+        if let Some(l) = b.each
+            && p.loops[l].cond.is_none()
+            && binding_stage[i] > 0
+            && binding_direct[i].is_empty()
+            && !caused_inside
+        {
+            errors.push(
+                b.name.span(),
+                format!(
+                    "`{}` waits for the value of an output, which a binding inside `{} {{ … }}` cannot do (yet); \
+                     move it out of the block",
+                    b.name,
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    for (j, o) in p.outputs.iter().enumerate() {
+        let caused_inside = std::iter::once(&o.target).chain(&o.uses).any(|u| {
+            p.binding(&u.to_string())
+                .is_some_and(|(k, x)| x.each == o.each && binding_stage[k] > 0)
+        });
+        if let Some(l) = o.each
+            && p.loops[l].cond.is_none()
+            && output_stage[j] > 0
+            && output_direct[j].is_empty()
+            && !caused_inside
+        {
+            errors.push(
+                o.name.span(),
+                format!(
+                    "`{}` waits for the value of an output, which an output inside `{} {{ … }}` cannot do (yet); \
+                     move it out of the block",
+                    o.name,
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    // Rule: an `if` block's parts that wait for values all wait in one stage (each stage is built apart).
+    for (l, lp) in p.loops.iter().enumerate() {
+        if lp.cond.is_none() {
+            continue;
+        }
+        let stages: BTreeSet<usize> = p
+            .bindings
+            .iter()
+            .zip(&binding_stage)
+            .filter(|(b, _)| b.each == Some(l))
+            .map(|(_, s)| *s)
+            .chain(
+                p.outputs
+                    .iter()
+                    .zip(&output_stage)
+                    .filter(|(o, _)| o.each == Some(l))
+                    .map(|(_, s)| *s),
+            )
+            .filter(|&s| s > 0)
+            .collect();
+        if stages.len() > 1 {
+            errors.push(
+                lp.input.span(),
+                format!(
+                    "`{} {{ … }}` holds parts that wait for values in turn (a value computed from another value), \
+                     which an `if` block cannot do (yet); move the first of them out of the block",
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    (
+        Values {
+            binding_stage,
+            output_stage,
+            binding_direct,
+            output_direct,
+        },
+        extra,
+    )
 }
 
 /// Inputs and the bindings defined before binding `upto`.
@@ -160,10 +512,42 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
     let leaf_names: BTreeSet<&str> = LEAVES.iter().flat_map(|(_, leaves)| leaves.iter().copied()).collect();
     for o in &p.outputs {
         let target = o.target.to_string();
-        if p.input(&target).is_none() && p.binding(&target).is_none() {
+        if let Some(l) = p.loop_var(&target) {
+            errors.push(
+                o.target.span(),
+                format!(
+                    "`{target}` is an element of `{}`, a plain value, not an object: an output runs a leaf on a \
+                     binding or an input",
+                    loop_text(p, l)
+                ),
+            );
+        } else if p.input(&target).is_none() && p.binding(&target).is_none() {
             errors.push(o.target.span(), unknown("binding", &o.target, &all));
+        } else if let Some((_, b)) = p.binding(&target)
+            && let Some(theirs) = b.each
+            && o.each != Some(theirs)
+        {
+            // Rule: a binding of a loop has one value per element; its outputs are declared in the loop and
+            // become maps keyed by element.
+            let fix = match (o.each, p.loops[theirs].cond) {
+                (None, None) => {
+                    "put this `out` inside that loop: it becomes a map with one value per element".to_owned()
+                }
+                (None, Some(_)) => "put this `out` inside that block: it becomes an `Option`".to_owned(),
+                (Some(mine), _) => format!("`{}` cannot use it", loop_text(p, mine)),
+            };
+            errors.push(o.target.span(), format!("`{target}` {}; {fix}", block_value(p, theirs)));
         }
         for used in &o.uses {
+            if check_loop_scope(p, used, o.each, errors) {
+                continue;
+            }
+            if p.binding(&used.to_string()).is_none()
+                && let Some(v) = p.output(&used.to_string())
+            {
+                check_value_use(p, used, v, o.each, o.pos, errors);
+                continue;
+            }
             if p.input(&used.to_string()).is_none() && p.binding(&used.to_string()).is_none() {
                 errors.push(used.span(), unknown("binding", used, &all));
             }
@@ -418,6 +802,31 @@ mod tests {
     fn all_errors_are_reported_together() {
         let (_, errs) = run("ci(src: Directory) { let a = s(zz); let a = s(src); let unused = s(src); }");
         assert!(errs.len() >= 3, "{errs:?}");
+    }
+
+    #[test]
+    fn a_loop_body_sees_its_variable_and_a_binding_after_the_loop_is_a_map() {
+        let (_, errs) = run(
+            "ci(src: Directory, vs: Vec<String>) { for v in vs { let tc = t(src, v); out logs = tc.stdout(); } \
+             let all = gather(tc); out n = all.entries(); }",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn loop_rules() {
+        let (_, errs) = run(
+            "ci(src: Directory, vs: Vec<String>) { for v in versions { let tc = t(src, v); out logs = tc.stdout(); } \
+             let other = t(src, v); out bad = tc.stdout(); out x = other.sync(); }",
+        );
+        let want = [
+            "unknown input `versions`; in scope: `src`, `vs`; a loop goes over one of the pipeline's inputs",
+            "`v` is only defined inside `for v in versions { … }`",
+            "`tc` has one value per element of `for v in versions`; put this `out` inside that loop",
+        ];
+        for w in want {
+            assert!(errs.iter().any(|e| e.starts_with(w)), "{w}\n{errs:?}");
+        }
     }
 
     #[test]

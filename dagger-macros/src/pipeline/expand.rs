@@ -3,8 +3,8 @@
 //! Step calls and leaf calls carry the spans of the user's tokens, so rustc's type errors (a mismatch
 //! between steps, a leaf missing on a type) land on the pipeline's own lines.
 
-use proc_macro2::TokenStream;
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
@@ -18,30 +18,15 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let doc = doc_string(attrs);
     let input_names: Vec<&Ident> = p.inputs.iter().map(|i| &i.name).collect();
     let input_tys: Vec<&syn::Type> = p.inputs.iter().map(|i| &i.ty).collect();
+    // The expansion's own locals are hygienic (mixed-site), so inputs, bindings and outputs may be named
+    // `dag`, `run`, `results` or `partial` without clashing with them.
+    let local = |s: &str| Ident::new(s, Span::mixed_site());
+    let dag = local("dag");
+    let run_var = local("run");
+    let results = local("results");
+    let partial = local("partial");
+    let elem = local("elem");
     let input_params = quote!(#(#input_names: #input_tys),*);
-
-    // Bindings: one step call each, in order.
-    let binding_stmts = p.bindings.iter().map(|b| {
-        let bname = &b.name;
-        let step = &b.step;
-        let step_span = step.span();
-        let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
-        let args = b.args.iter().map(|a| {
-            let a = clone_if_name(a, p);
-            quote_spanned!(a.span()=> ::dagger::__private::step_arg(#a))
-        });
-        let arity = b.args.len();
-        let step_name = step.to_token_stream().to_string().replace(' ', "");
-        let msg = format!(
-            "wrong number of arguments for step `{step_name}`: {arity} given; pass exactly the step's parameters, \
-             without the leading `&Query`"
-        );
-        let call_span = b.call_span;
-        quote_spanned! {call_span=>
-            const _: () = ::core::assert!(#step_ty::ARITY == #arity, #msg);
-            let #bname: #step_ty::Output = #step_ty::call(dag, (#(#args,)*));
-        }
-    });
 
     // The type of a binding or input by name, as a type expression.
     let type_of = |target: &Ident| -> TokenStream {
@@ -54,9 +39,51 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote!(())
         }
     };
+    // The condition of an `if` block, as a `bool` expression.
+    let cond_of = |l: usize| -> TokenStream {
+        let lp = &p.loops[l];
+        let input = &lp.input;
+        let not = if lp.cond == Some(true) { quote!(!) } else { quote!() };
+        let cond = quote_spanned!(input.span()=> ::dagger::__private::condition(::core::clone::Clone::clone(&#input)));
+        quote!(#not #cond)
+    };
+    // The key type of a loop's maps.
+    let key_ty = |l: usize| -> TokenStream {
+        let lp = &p.loops[l];
+        let ty = p
+            .input(&lp.input.to_string())
+            .map_or_else(|| quote!(()), |i| i.ty.to_token_stream());
+        if lp.value.is_some() {
+            quote!(::dagger::__private::PairKeyOf<#ty>)
+        } else {
+            quote!(::dagger::__private::KeyOf<#ty>)
+        }
+    };
 
-    let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
-    let out_tys: Vec<TokenStream> = p
+    // Bindings: one step call each, in order.
+    let binding_stmt = |b: &super::ast::Binding| {
+        let bname = &b.name;
+        let step = &b.step;
+        let step_span = step.span();
+        let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
+        // Each argument converts to its own parameter's type (`Nth<i>`), so a mismatch and an argument too
+        // many are reported on that argument; `inputs` reports a missing one.
+        let args = b.args.iter().enumerate().map(|(i, a)| {
+            let span = a.span();
+            let a = clone_if_name(a, p);
+            quote_spanned!(span=> ::dagger::__private::step_arg::<<#step_ty::Inputs as ::dagger::__private::Nth<#i>>::T, _>(#a))
+        });
+        let call_span = b.call_span;
+        let inputs = quote_spanned!(call_span=>
+            ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
+        );
+        quote_spanned! {call_span=>
+            let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
+        }
+    };
+
+    // The value type of each output's leaf.
+    let leaf_tys: Vec<TokenStream> = p
         .outputs
         .iter()
         .map(|o| {
@@ -67,38 +94,309 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote_spanned!(o.leaf.span()=> <#target_ty as ::dagger::__private::leaves::#leaf_trait>::Output)
         })
         .collect();
+    let is_if = |each: Option<usize>| each.is_some_and(|l| p.loops[l].cond.is_some());
+    // A loop's outputs are maps keyed by element; a condition's are options.
+    let out_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&leaf_tys)
+        .map(|(o, ty)| match o.each {
+            Some(_) if is_if(o.each) => quote!(::core::option::Option<#ty>),
+            Some(l) => {
+                let k = key_ty(l);
+                quote!(::std::collections::BTreeMap<#k, #ty>)
+            }
+            None => ty.clone(),
+        })
+        .collect();
+    let partial_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&out_tys)
+        .map(|(o, ty)| match o.each {
+            Some(_) => ty.clone(),
+            None => quote!(::core::option::Option<#ty>),
+        })
+        .collect();
+    let handle_tys: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .zip(&leaf_tys)
+        .map(|(o, ty)| match o.each {
+            Some(_) if is_if(o.each) => quote!(::core::option::Option<::dagger::__private::Handle<#ty>>),
+            Some(l) => {
+                let k = key_ty(l);
+                quote!(::std::vec::Vec<(#k, ::dagger::__private::Handle<#ty>)>)
+            }
+            None => quote!(::dagger::__private::Handle<#ty>),
+        })
+        .collect();
+    let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
     let out_docs: Vec<TokenStream> = p
         .outputs
         .iter()
         .map(|o| {
             let d = doc_string(&o.attrs);
-            let d = if d.is_empty() {
+            let mut d = if d.is_empty() {
                 format!("`{}.{}(…)`", o.target, o.leaf)
             } else {
                 d
             };
+            if let Some(l) = o.each {
+                let lp = &p.loops[l];
+                match lp.cond {
+                    Some(negated) => d.push_str(&format!(
+                        "\n\n`None` when `{}` is {}: the output is not sent.",
+                        lp.input,
+                        if negated { "true" } else { "false" }
+                    )),
+                    None => d.push_str(&format!("\n\nOne value per element of `{}`.", lp.input)),
+                }
+            }
             quote!(#[doc = #d])
         })
         .collect();
-    let leaf_stmts = p.outputs.iter().zip(&out_tys).map(|(o, ty)| {
+    let handles: Vec<Ident> = p.outputs.iter().map(|o| local(&format!("__h_{}", o.name))).collect();
+    let leaf_stmt = |i: usize| {
+        let o = &p.outputs[i];
         let (oname, target, leaf) = (&o.name, &o.target, &o.leaf);
+        let ty = &leaf_tys[i];
         let args = o.args.iter().map(|a| clone_if_name(a, p));
-        let target_ty = type_of(target);
         let leaf_str = leaf.to_string();
         let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
+        let handle = &handles[i];
+        let deferred = checked.values.output_stage[i] > 0;
+        let add = match o.each {
+            None if deferred => quote!(#run_var.fill(&#handle, #oname);),
+            Some(_) if deferred => quote! {
+                if let ::core::option::Option::Some(h) = &#handle {
+                    #run_var.fill(h, #oname);
+                }
+            },
+            Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
+            Some(l) => {
+                let key = &p.loops[l].key;
+                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #oname)));)
+            }
+            None => quote!(let #handle = #run_var.add(#i, #oname);),
+        };
         quote_spanned! {leaf.span()=>
             {
-                fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>() {}
-                __has_leaf::<#target_ty>();
+                // Checked on the value (not by naming its type), so "has no leaf" points at the `out` line.
+                fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>(_: &T) {}
+                __has_leaf(&#target);
             }
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
+            #add
         }
-    });
-    let handles: Vec<Ident> = p.outputs.iter().map(|o| format_ident!("__h_{}", o.name)).collect();
+    };
+
+    // The body of `__schedule`: outer bindings in order, each loop as a `for` block where it was declared.
+    let mut schedule = TokenStream::new();
+    let emit_loop = |l: usize, schedule: &mut TokenStream| {
+        let lp = &p.loops[l];
+        let input = &lp.input;
+        let mut before = TokenStream::new();
+        let mut body = TokenStream::new();
+        let mut after = TokenStream::new();
+        if let Some(negated) = lp.cond {
+            // `if publish { … }`: the block's steps are called and its outputs added only when it holds, so
+            // nothing it needs is ever sent otherwise.
+            // (Parts waiting for a value are built later, in the closure of their stage.)
+            for (j, b) in p.bindings.iter().enumerate() {
+                if b.each == Some(l) && checked.values.binding_stage[j] == 0 {
+                    body.extend(binding_stmt(b));
+                }
+            }
+            for (i, o) in p.outputs.iter().enumerate() {
+                if o.each == Some(l) && checked.values.output_stage[i] == 0 {
+                    let handle = &handles[i];
+                    let hty = &handle_tys[i];
+                    before.extend(quote!(let mut #handle: #hty = ::core::option::Option::None;));
+                    body.extend(leaf_stmt(i));
+                }
+            }
+            let cond = cond_of(l);
+            schedule.extend(quote! {
+                #before
+                if #cond {
+                    #body
+                }
+            });
+            let _ = negated;
+            return;
+        }
+        let k = key_ty(l);
+        let key = &lp.key;
+        body.extend(quote!(let _ = &#key;));
+        if let Some(v) = &lp.value {
+            body.extend(quote!(let _ = &#v;));
+        }
+        for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
+            body.extend(binding_stmt(b));
+            // Used after the loop: the map of its values by key.
+            let text = b.name.to_string();
+            let used_after = p
+                .bindings
+                .iter()
+                .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
+                || p.outputs
+                    .iter()
+                    .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
+            if used_after {
+                let bname = &b.name;
+                let map = local(&format!("__map_{bname}"));
+                let step = &b.step;
+                before.extend(quote! {
+                    let mut #map: ::std::collections::BTreeMap<#k, <#step as ::dagger::__private::Step>::Output> =
+                        ::std::collections::BTreeMap::new();
+                });
+                body.extend(
+                    quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
+                );
+                after.extend(quote!(let #bname = #map;));
+            }
+        }
+        for (i, o) in p.outputs.iter().enumerate() {
+            if o.each == Some(l) {
+                let handle = &handles[i];
+                let hty = &handle_tys[i];
+                before.extend(quote!(let mut #handle: #hty = ::std::vec::Vec::new();));
+                body.extend(leaf_stmt(i));
+            }
+        }
+        let pattern = match &lp.value {
+            Some(v) => quote!((#key, #v)),
+            None => quote!(#key),
+        };
+        let collect = if lp.value.is_some() {
+            quote!(::dagger::__private::each_pair)
+        } else {
+            quote!(::dagger::__private::each_key)
+        };
+        schedule.extend(quote! {
+            #before
+            for (#elem, #pattern) in #collect(::core::clone::Clone::clone(&#input)).into_iter().enumerate() {
+                #body
+            }
+            #after
+        });
+    };
+    let mut emitted = vec![false; p.loops.len()];
+    for (j, b) in p.bindings.iter().enumerate() {
+        for (l, lp) in p.loops.iter().enumerate() {
+            if lp.at_binding == j && !emitted[l] {
+                emitted[l] = true;
+                emit_loop(l, &mut schedule);
+            }
+        }
+        if b.each.is_none() && checked.values.binding_stage[j] == 0 {
+            schedule.extend(binding_stmt(b));
+        }
+    }
+    for (l, done) in emitted.into_iter().enumerate() {
+        if !done {
+            emit_loop(l, &mut schedule);
+        }
+    }
+    for (i, o) in p.outputs.iter().enumerate() {
+        if o.each.is_none() && checked.values.output_stage[i] == 0 {
+            schedule.extend(leaf_stmt(i));
+        }
+    }
+    // Parts that take the values of outputs: one closure per stage, nested, each called by the run once the
+    // values it reads are known (with placeholders by `plan`); their outputs' handles are reserved now.
+    let vals = &checked.values;
+    let max_stage = vals
+        .output_stage
+        .iter()
+        .chain(&vals.binding_stage)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    if max_stage > 0 {
+        let dag_owned = local("dag_owned");
+        let values_var = local("values");
+        for (i, o) in p.outputs.iter().enumerate() {
+            if vals.output_stage[i] > 0 {
+                let handle = &handles[i];
+                let hty = &handle_tys[i];
+                // An output of an `if` block is reserved only when its condition holds.
+                let reserve = match o.each {
+                    Some(l) => {
+                        let cond = cond_of(l);
+                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#i)) } else { ::core::option::Option::None })
+                    }
+                    None => quote!(#run_var.reserve(#i)),
+                };
+                schedule.extend(quote!(let #handle: #hty = #reserve;));
+            }
+        }
+        let mut inner = TokenStream::new();
+        for k in (1..=max_stage).rev() {
+            let mut needs: Vec<usize> = Vec::new();
+            let mut body = TokenStream::new();
+            // Top-level parts first, then each `if` block's, inside its condition.
+            let blocks = std::iter::once(None).chain((0..p.loops.len()).map(Some));
+            for block in blocks {
+                let mut part = TokenStream::new();
+                for (j, b) in p.bindings.iter().enumerate() {
+                    if vals.binding_stage[j] == k && b.each == block {
+                        needs.extend(&vals.binding_direct[j]);
+                        part.extend(binding_stmt(b));
+                    }
+                }
+                for (i, o) in p.outputs.iter().enumerate() {
+                    if vals.output_stage[i] == k && o.each == block {
+                        needs.extend(&vals.output_direct[i]);
+                        part.extend(leaf_stmt(i));
+                    }
+                }
+                match block {
+                    Some(l) if !part.is_empty() => {
+                        let cond = cond_of(l);
+                        body.extend(quote!(if #cond { #part }));
+                    }
+                    _ => body.extend(part),
+                }
+            }
+            needs.sort_unstable();
+            needs.dedup();
+            let reads = needs.iter().map(|&v| {
+                let name = &p.outputs[v].name;
+                let name_str = name.to_string();
+                let ty = &leaf_tys[v];
+                let handle = &handles[v];
+                // Hygienic names, located on the output's name, so a type error points there.
+                let at = |i: &Ident| Ident::new(&i.to_string(), Span::mixed_site().located_at(name.span()));
+                let (vv, hh) = (at(&values_var), at(handle));
+                let get = quote_spanned!(name.span()=> ::dagger::__private::value_of(#vv, &#hh, #name_str));
+                quote!(let #name: #ty = #get;)
+            });
+            let slots = needs.iter().map(|&v| {
+                let handle = &handles[v];
+                quote!(::dagger::__private::Run::slot(&#handle))
+            });
+            inner = quote! {
+                #run_var.defer(::std::vec![#(#slots),*], move |#run_var: &mut ::dagger::__private::Run,
+                                                              #values_var: &::dagger::__private::Values<'_>| {
+                    let #dag: &::dagger::Query = &#dag_owned;
+                    let _ = (#dag, #values_var);
+                    #(#reads)*
+                    #body
+                    #inner
+                });
+            };
+        }
+        schedule.extend(quote! {
+            let #dag_owned: ::dagger::Query = ::core::clone::Clone::clone(#dag);
+            #inner
+        });
+    }
 
     // Static metadata.
-    let meta_outputs = p.outputs.iter().map(|o| {
+    let meta_outputs = p.outputs.iter().enumerate().map(|(i, o)| {
         let oname = o.name.to_string();
         let target = o.target.to_string();
         let step = p
@@ -106,9 +404,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .map(|(_, b)| b.step.to_token_stream().to_string().replace(' ', ""))
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
-        quote!(::dagger::__private::OutputMeta { name: #oname, binding: #target, step: #step, leaf: #leaf })
+        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
+        // `if` blocks have one instance per output: only loops pair instances by element.
+        let each = o.each.filter(|&l| p.loops[l].cond.is_none()).map_or(0, |l| l + 1);
+        quote!(::dagger::__private::OutputMeta {
+            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*], each: #each
+        })
     });
-    let levels = checked.levels.iter().map(|l| quote!(&[#(#l),*]));
+    let fail_fast = p.fail_fast;
     let level_names = checked.levels.iter().map(|l| {
         let names = l.iter().map(|&i| p.outputs[i].name.to_string());
         quote!(&[#(#names),*])
@@ -119,6 +422,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         quote!((#bname, #step))
     });
     let mut edges: Vec<(String, String)> = Vec::new();
+    for lp in p.loops.iter().filter(|l| l.cond.is_none()) {
+        edges.push((lp.input.to_string(), lp.key.to_string()));
+        if let Some(v) = &lp.value {
+            edges.push((lp.input.to_string(), v.to_string()));
+        }
+    }
     for b in &p.bindings {
         for u in &b.uses {
             edges.push((u.to_string(), b.name.to_string()));
@@ -137,8 +446,24 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     edges.dedup();
     let edge_tokens = edges.iter().map(|(a, b)| quote!((#a, #b)));
     let outputs_doc = format!("The values of `{name_str}`'s outputs, once every output succeeded.");
-    let partial_doc =
-        format!("The outputs of `{name_str}` that completed before a failure (`None`: failed or not run).");
+    let partial_doc = format!(
+        "The outputs of `{name_str}` that completed before a failure (`None`, or missing from a loop's map: failed \
+         or not run)."
+    );
+    let takes = p.outputs.iter().zip(&handles).map(|(o, h)| match o.each {
+        Some(_) if is_if(o.each) => {
+            quote!(match #h { ::core::option::Option::Some(h) => #results.take(h), ::core::option::Option::None => ::core::option::Option::None })
+        }
+        Some(_) => quote!(#results.take_each(#h)),
+        None => quote!(#results.take(#h)),
+    });
+    let complete_pattern = p.outputs.iter().map(|o| {
+        let n = &o.name;
+        match o.each {
+            Some(_) => quote!(#n),
+            None => quote!(#n: ::core::option::Option::Some(#n)),
+        }
+    });
 
     quote! {
         #(#attrs)*
@@ -154,14 +479,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             pub const STEPS: &[(&str, &str)] = &[#(#steps),*];
             /// `(from, to)` dependencies between inputs, bindings and outputs (data and `after`).
             pub const EDGES: &[(&str, &str)] = &[#(#edge_tokens),*];
-            /// Output names by evaluation level: each level is one request; a level starts once the previous
-            /// one succeeded.
+            /// Output names by depth of `after` edges: level 1 waits for nothing, level n + 1 waits for
+            /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
 
             static META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
                 name: #name_str,
                 outputs: &[#(#meta_outputs),*],
-                levels: &[#(#levels),*],
+                fail_fast: #fail_fast,
             };
 
             #[doc = #outputs_doc]
@@ -173,71 +498,45 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             #[doc = #partial_doc]
             #[derive(Debug, Default)]
             pub struct Partial {
-                #(#out_docs pub #out_names: ::core::option::Option<#out_tys>,)*
+                #(#out_docs pub #out_names: #partial_tys,)*
             }
 
-            fn __schedule(dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(::dagger::__private::Handle<#out_tys>,)*)) {
-                #(#binding_stmts)*
-                #(#leaf_stmts)*
-                let mut run = ::dagger::__private::Run::new(&META);
-                #(let #handles = run.add(#out_names);)*
-                (run, (#(#handles,)*))
+            fn __schedule(#dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(#handle_tys,)*)) {
+                let mut #run_var = ::dagger::__private::Run::new(&META);
+                #schedule
+                (#run_var, (#(#handles,)*))
             }
 
-            /// Runs the pipeline: resolves the object arguments it needs, then evaluates each level of outputs
-            /// in one request.
-            pub async fn run(dag: &::dagger::Query, #input_params)
+            /// Runs the pipeline: each request (a group of outputs, with the object IDs later ones need) is
+            /// sent as soon as the requests it waits for are done; a failure skips only what waits for it.
+            pub async fn run(#dag: &::dagger::Query, #input_params)
                 -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
             {
-                let (run, (#(#handles,)*)) = __schedule(dag, #(#input_names),*);
-                let mut results = run.execute().await;
-                let partial = Partial { #(#out_names: results.take(#handles),)* };
-                match partial {
-                    Partial { #(#out_names: ::core::option::Option::Some(#out_names),)* } => {
+                let (#run_var, (#(#handles,)*)) = __schedule(#dag, #(#input_names),*);
+                let mut #results = #run_var.execute().await;
+                let #partial = Partial { #(#out_names: #takes,)* };
+                match #partial {
+                    Partial { #(#complete_pattern,)* } if #results.complete() => {
                         ::core::result::Result::Ok(Outputs { #(#out_names,)* })
                     }
-                    partial => ::core::result::Result::Err(results.into_error(partial)),
+                    #partial => ::core::result::Result::Err(#results.into_error(#partial)),
                 }
             }
 
             /// The requests `run` sends, computed offline (object IDs are placeholders such as `<id:a0>`).
             pub fn plan(#input_params) -> ::dagger::Plan {
-                let dag = ::dagger::Query::detached();
-                let (run, _) = __schedule(&dag, #(#input_names),*);
-                run.plan()
+                let #dag = ::dagger::Query::detached();
+                let (#run_var, _) = __schedule(&#dag, #(#input_names),*);
+                #run_var.plan()
             }
         }
     }
 }
 
-/// Rewrites every input or binding name an argument mentions into a clone of it, so one value can feed
+/// Rewrites every input, binding or value name an argument uses into a clone of it, so one value can feed
 /// several steps and outputs (objects are cheap to clone).
 fn clone_if_name(expr: &Expr, p: &Pipeline) -> TokenStream {
-    let names: Vec<String> = super::parse::mentions(expr).iter().map(|i| i.to_string()).collect();
-    rewrite(expr.to_token_stream(), &|ident: &Ident| {
-        let text = ident.to_string();
-        names.contains(&text) && (p.input(&text).is_some() || p.binding(&text).is_some())
-    })
-}
-
-fn rewrite(tokens: TokenStream, is_name: &dyn Fn(&Ident) -> bool) -> TokenStream {
-    use proc_macro2::{Group, TokenTree};
-    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
-    let mut out = TokenStream::new();
-    for (i, tt) in tokens.iter().enumerate() {
-        match tt {
-            TokenTree::Group(g) => {
-                let mut ng = Group::new(g.delimiter(), rewrite(g.stream(), is_name));
-                ng.set_span(g.span());
-                out.extend([TokenTree::Group(ng)]);
-            }
-            TokenTree::Ident(ident) if is_name(ident) && super::parse::is_mention(&tokens, i) => {
-                out.extend(quote_spanned!(ident.span()=> ::core::clone::Clone::clone(&#ident)));
-            }
-            other => out.extend([other.clone()]),
-        }
-    }
-    out
+    super::names::clone_names(expr, &|ident: &Ident| p.is_name(&ident.to_string()))
 }
 
 /// `Ident::new`, escaping keywords as raw identifiers.

@@ -3,6 +3,7 @@
 mod ast;
 mod check;
 mod expand;
+mod names;
 pub(crate) mod parse;
 
 use proc_macro2::TokenStream;

@@ -1,13 +1,11 @@
 //! Parsing: tokens → [`Pipeline`]s. Only syntax is checked here; the graph rules live in `check`.
 
-use proc_macro2::{Delimiter, TokenStream, TokenTree};
-use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, Ident, Token, Type, Visibility, braced, parenthesized};
 
-use super::ast::{Binding, Input, Output, Pipeline};
+use super::ast::{Binding, Input, Loop, Output, Pipeline};
 
 mod kw {
     syn::custom_keyword!(out);
@@ -34,7 +32,10 @@ impl Parse for Pipelines {
 
 impl Parse for Pipeline {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = input.call(Attribute::parse_outer)?;
+        let before = attrs.len();
+        attrs.retain(|a| !a.path().is_ident("fail_fast"));
+        let fail_fast = attrs.len() != before;
         let vis: Visibility = input.parse()?;
         if input.peek(Token![fn]) {
             return Err(input.error("write the pipeline without `fn`: `pub ci(src: Directory) { … }`"));
@@ -47,28 +48,137 @@ impl Parse for Pipeline {
         braced!(body in input);
         let mut bindings = Vec::new();
         let mut outputs = Vec::new();
-        while !body.is_empty() {
-            let attrs = body.call(Attribute::parse_outer)?;
-            if body.peek(Token![let]) {
-                bindings.push(parse_binding(&body)?);
-            } else if body.peek(kw::out) {
-                outputs.push(parse_output(&body, attrs)?);
-            } else {
-                return Err(body.error(
-                    "expected `let name = step(args…);` or `out name = binding.leaf(args…);` (optionally followed by \
-                     `after other, …`)",
-                ));
-            }
-        }
+        let mut loops = Vec::new();
+        parse_items(&body, &mut bindings, &mut outputs, &mut loops, None)?;
         Ok(Pipeline {
             attrs,
             vis,
             name,
+            fail_fast,
             inputs: inputs.into_iter().map(|i| i.0).collect(),
             bindings,
             outputs,
+            loops,
         })
     }
+}
+
+/// The items of a pipeline's body, or of a `for` block in it (`each`).
+fn parse_items(
+    body: ParseStream<'_>,
+    bindings: &mut Vec<Binding>,
+    outputs: &mut Vec<Output>,
+    loops: &mut Vec<Loop>,
+    each: Option<usize>,
+) -> syn::Result<()> {
+    while !body.is_empty() {
+        let attrs = body.call(Attribute::parse_outer)?;
+        if body.peek(Token![let]) {
+            let mut b = parse_binding(body)?;
+            b.each = each;
+            b.pos = bindings.len() + outputs.len();
+            bindings.push(b);
+        } else if body.peek(kw::out) {
+            let mut o = parse_output(body, attrs)?;
+            o.each = each;
+            o.pos = bindings.len() + outputs.len();
+            outputs.push(o);
+        } else if body.peek(Token![for]) {
+            let for_token: Token![for] = body.parse()?;
+            if each.is_some() {
+                return Err(syn::Error::new(
+                    for_token.span,
+                    "`for` loops do not nest (nor go inside `if`): iterate over one input per loop, or make the \
+                     inner collection part of the outer elements",
+                ));
+            }
+            let (key, value) = if body.peek(syn::token::Paren) {
+                let pair;
+                parenthesized!(pair in body);
+                let key: Ident = pair.parse()?;
+                pair.parse::<Token![,]>()?;
+                let value: Ident = pair.parse()?;
+                if !pair.is_empty() {
+                    return Err(pair.error("expected `(key, value)`: a loop binds one name, or a pair of names"));
+                }
+                (key, Some(value))
+            } else {
+                let key: Ident = body.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected a name or a pair of names after `for`: `for version in versions { … }` or \
+                         `for (name, image) in images { … }`",
+                    )
+                })?;
+                (key, None)
+            };
+            body.parse::<Token![in]>()?;
+            let input: Ident = body.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "a loop goes over an input of the pipeline, by name: `for version in versions { … }`",
+                )
+            })?;
+            let block;
+            braced!(block in body);
+            loops.push(Loop {
+                key,
+                value,
+                input,
+                cond: None,
+                at_binding: bindings.len(),
+            });
+            let index = loops.len() - 1;
+            parse_items(&block, bindings, outputs, loops, Some(index))?;
+        } else if body.peek(Token![if]) {
+            let if_token: Token![if] = body.parse()?;
+            if each.is_some() {
+                return Err(syn::Error::new(
+                    if_token.span,
+                    "`if` and `for` blocks do not nest: put the condition around the loop, or make it an input of \
+                     the steps inside",
+                ));
+            }
+            let negated = body.parse::<Option<Token![!]>>()?.is_some();
+            let input: Ident = body.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "a condition is one of the pipeline's `bool` inputs, by name: `if publish { … }` or \
+                     `if !draft { … }`",
+                )
+            })?;
+            if body.peek(Token![else]) || !body.peek(syn::token::Brace) {
+                return Err(body.error(
+                    "expected `{ … }` after the condition: a condition is one `bool` input, such as `if publish { … }`",
+                ));
+            }
+            let block;
+            braced!(block in body);
+            if block.is_empty() {
+                return Err(syn::Error::new(if_token.span, "this `if` block is empty"));
+            }
+            loops.push(Loop {
+                key: input.clone(),
+                value: None,
+                input,
+                cond: Some(negated),
+                at_binding: bindings.len(),
+            });
+            let index = loops.len() - 1;
+            parse_items(&block, bindings, outputs, loops, Some(index))?;
+            if body.peek(Token![else]) {
+                return Err(body.error(
+                    "`else` is not supported: write a second block with the opposite condition, `if !flag { … }`",
+                ));
+            }
+        } else {
+            return Err(body.error(
+                "expected `let name = step(args…);`, `out name = binding.leaf(args…);` (optionally followed by \
+                 `after other, …`), `for name in input { … }` or `if flag { … }`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct InputSyntax(Input);
@@ -92,8 +202,8 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         .map_err(|e| syn::Error::new(e.span(), "expected `;` after the binding"))?;
     let call_span = expr.span();
     let Expr::Call(call) = expr else {
-        return Err(syn::Error::new(
-            call_span,
+        return Err(syn::Error::new_spanned(
+            &expr,
             format!(
                 "the binding `{name}` must call a step: `let {name} = step(args…);`; method chains belong inside a \
                  step, or in an argument"
@@ -101,19 +211,21 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
         ));
     };
     let Expr::Path(step) = *call.func else {
-        return Err(syn::Error::new(
-            call.func.span(),
+        return Err(syn::Error::new_spanned(
+            &call.func,
             "expected the name (or path) of a `#[step]` function here",
         ));
     };
     let args: Vec<Expr> = call.args.into_iter().collect();
-    let uses = args.iter().flat_map(mentions).collect();
+    let uses = args.iter().flat_map(super::names::mentions).collect();
     Ok(Binding {
         name,
         step,
         args,
         call_span,
         uses,
+        each: None,
+        pos: 0,
     })
 }
 
@@ -123,8 +235,8 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
     input.parse::<Token![=]>()?;
     let expr: Expr = input.parse()?;
     let Expr::MethodCall(call) = expr else {
-        return Err(syn::Error::new(
-            expr.span(),
+        return Err(syn::Error::new_spanned(
+            &expr,
             format!("the output `{name}` must be one leaf on a binding or input: `out {name} = binding.stdout();`"),
         ));
     };
@@ -133,14 +245,14 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         _ => None,
     };
     let Some(target) = target else {
-        return Err(syn::Error::new(
-            call.receiver.span(),
+        return Err(syn::Error::new_spanned(
+            &call.receiver,
             "an output's leaf must be called directly on a binding or input name: `out log = tests.stdout();`; \
              chains belong inside a step",
         ));
     };
     let args: Vec<Expr> = call.args.into_iter().collect();
-    let uses = args.iter().flat_map(mentions).collect();
+    let uses = args.iter().flat_map(super::names::mentions).collect();
     let mut after = Vec::new();
     if input.peek(kw::after) {
         let kw: kw::after = input.parse()?;
@@ -169,74 +281,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         args,
         after,
         uses,
+        each: None,
+        pos: 0,
     })
-}
-
-/// The lowercase plain names an expression mentions (candidates for inputs and bindings).
-///
-/// Skipped: method and field names (after `.`), path segments (around `::`), function and macro names
-/// (before `(` or `!`), keywords, and names starting with an uppercase letter (types, constants, variants).
-pub(crate) fn mentions(expr: &Expr) -> Vec<Ident> {
-    let mut out = Vec::new();
-    scan(expr.to_token_stream(), &mut out);
-    out
-}
-
-fn scan(tokens: TokenStream, out: &mut Vec<Ident>) {
-    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
-    for (i, tt) in tokens.iter().enumerate() {
-        match tt {
-            TokenTree::Group(g) => scan(g.stream(), out),
-            TokenTree::Ident(ident) if is_mention(&tokens, i) => out.push(ident.clone()),
-            _ => {}
-        }
-    }
-}
-
-/// Whether the identifier at `tokens[i]` is a plain name (not a method, field, path segment, function,
-/// macro, keyword, type or constant).
-pub(crate) fn is_mention(tokens: &[TokenTree], i: usize) -> bool {
-    let TokenTree::Ident(ident) = &tokens[i] else {
-        return false;
-    };
-    let prev = i.checked_sub(1).and_then(|j| tokens.get(j));
-    let next = tokens.get(i + 1);
-    let after_dot_or_path = matches!(prev, Some(TokenTree::Punct(p)) if p.as_char() == '.' || p.as_char() == ':');
-    let before_call = match next {
-        Some(TokenTree::Punct(p)) => p.as_char() == '!' || p.as_char() == ':',
-        Some(TokenTree::Group(g)) => g.delimiter() == Delimiter::Parenthesis,
-        _ => false,
-    };
-    let text = ident.to_string();
-    let lower = text.chars().next().is_some_and(|c| c.is_lowercase() || c == '_');
-    !after_dot_or_path && !before_call && lower && !is_keyword(&text)
-}
-
-fn is_keyword(s: &str) -> bool {
-    matches!(
-        s,
-        "true"
-            | "false"
-            | "as"
-            | "move"
-            | "ref"
-            | "mut"
-            | "self"
-            | "crate"
-            | "super"
-            | "in"
-            | "if"
-            | "else"
-            | "match"
-            | "let"
-            | "for"
-            | "while"
-            | "loop"
-            | "return"
-            | "async"
-            | "await"
-            | "dyn"
-            | "impl"
-            | "_"
-    )
 }

@@ -36,8 +36,8 @@ async fn main() -> ExitCode {
         }
     }
     println!(
-        "quickstart (pipeline!): {} levels, publishing to {}",
-        quickstart_dsl::quickstart::LEVELS.len(),
+        "quickstart (pipeline!): {} requests, publishing to {}",
+        quickstart_dsl::plan(&settings).documents.len(),
         settings.address
     );
     let started = Instant::now();

@@ -1,0 +1,18 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory) -> Container {
+    dag.container().from("rust:1-slim").with_directory("/src", src)
+}
+
+pipeline! {
+    pub ci(src: Directory) {
+        let tc = toolchain(src);
+        out ready = tc.sync();
+        out log = tc.stdout() after tc;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,19 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory) -> Container {
+    dag.container().from("rust:1-slim").with_directory("/src", src)
+}
+
+pipeline! {
+    pub ci(src: Directory, publish: bool, draft: bool) {
+        let tc = toolchain(src);
+        if publish && draft {
+            out log = tc.stdout();
+        }
+    }
+}
+
+fn main() {}

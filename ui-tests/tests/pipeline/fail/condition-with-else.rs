@@ -1,0 +1,26 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory) -> Container {
+    dag.container().from("rust:1-slim").with_directory("/src", src)
+}
+
+#[step]
+fn unit_tests(toolchain: Container) -> Container {
+    toolchain.with_exec(["cargo", "test"])
+}
+
+pipeline! {
+    pub ci(src: Directory, slow: bool) {
+        let tc = toolchain(src);
+        if slow {
+            out test_log = tc.stdout();
+        } else {
+            out quick_log = tc.stderr();
+        }
+    }
+}
+
+fn main() {}

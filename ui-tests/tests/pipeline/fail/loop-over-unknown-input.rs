@@ -1,0 +1,24 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory, version: String) -> Container {
+    dag.container().from(format!("rust:{version}")).with_directory("/src", src)
+}
+
+#[step]
+fn unit_tests(toolchain: Container) -> Container {
+    toolchain.with_exec(["cargo", "test"])
+}
+
+pipeline! {
+    pub ci(src: Directory, versions: Vec<String>) {
+        for version in versoins {
+            let tc = toolchain(src, version);
+            out logs = tc.stdout();
+        }
+    }
+}
+
+fn main() {}

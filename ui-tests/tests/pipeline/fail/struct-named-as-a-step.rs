@@ -1,0 +1,19 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory) -> Container {
+    dag.container().from("rust:1-slim").with_directory("/src", src)
+}
+
+struct Settings;
+
+pipeline! {
+    pub ci(src: Directory) {
+        let tc = Settings(src);
+        out log = tc.stdout();
+    }
+}
+
+fn main() {}

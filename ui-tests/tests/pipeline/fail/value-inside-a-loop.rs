@@ -1,0 +1,31 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+fn toolchain(dag: &Query, src: Directory) -> Container {
+    dag.container().from("rust:1-slim").with_directory("/src", src)
+}
+
+#[step]
+fn tagged(dag: &Query, version: String) -> Container {
+    dag.container().from("debian:bookworm-slim").with_label("version", version)
+}
+
+#[step]
+fn version_file(src: Directory) -> File {
+    src.file("VERSION")
+}
+
+pipeline! {
+    pub ci(src: Directory, channels: Vec<String>) {
+        let vf = version_file(src);
+        out version = vf.contents();
+        for channel in channels {
+            let img = tagged(version);
+            out published = img.publish(channel);
+        }
+    }
+}
+
+fn main() {}

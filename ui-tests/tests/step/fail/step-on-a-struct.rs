@@ -1,0 +1,8 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step]
+struct Build;
+
+fn main() {}

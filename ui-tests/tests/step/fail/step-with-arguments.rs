@@ -1,0 +1,10 @@
+#![allow(dead_code)]
+
+use dagger::prelude::*;
+
+#[step(name = "x")]
+fn build(dag: &Query) -> Container {
+    dag.container()
+}
+
+fn main() {}
