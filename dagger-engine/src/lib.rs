@@ -1,43 +1,39 @@
 //! # dagger-engine — an embedded engine for the Dagger v0.21 protocol
 //!
 //! # Layout
-//! - [`server`]: HTTP `POST /query` on loopback with the session token, body limits;
-//! - [`exec`]: parse and validate requests (apollo-compiler), execute them concurrently;
-//! - [`input`]: input coercion: variables and arguments checked against their GraphQL types;
-//! - [`schema`]: the contract `schema/core.graphql` the engine serves, exactly;
-//! - [`core`]: the core API: builders record calls, leaves evaluate them;
-//! - [`engine`]: one session: ID registry, evaluation with caching and deduplication, secrets, events;
-//! - [`ids`]: calls, digests and the wire form of IDs;
-//! - [`tree`]: directory snapshots as manifests;
-//! - [`container`]: container state, the `Container` fields, and `withExec`;
-//! - [`snapshot`]: container filesystems as overlayfs stacks of layer directories;
-//! - [`runtime`]: OCI runtime bundles run by `runc` or `crun`;
-//! - [`network`]: a network namespace per exec, on a NAT bridge;
-//! - [`store`]: the on-disk, content-addressed cache;
-//! - [`cleanup`]: which engine owns what, and collecting what engines that stopped uncleanly left;
-//! - [`oci`]: images: references, registry pull/push, layer extraction and packing, image building and tarballs.
+//! Five layers, each using only its own and those below it:
+//! - [`graphql`]: the HTTP server, the executor (generic over a resolver), input coercion, the served schema,
+//!   and the core API as a resolver;
+//! - `ops`: the engine of a session ([`Engine`], [`Config`]), one module per core type (directory, file,
+//!   host, secret, cache volume, container), the field router, the value enum;
+//! - `solver`: the call registry, evaluation with in-flight deduplication and the results cache, events;
+//! - `worker`: the OCI runtime, snapshots, networking, cache volumes, images ([`oci`]), cleanup;
+//! - [`store`]: the on-disk, content-addressed cache directory;
+//! - [`model`]: calls and digests, directory trees, the error type.
 //!
-//! A request flows `server` → `exec` → `core::resolve`; builders register a [`ids::Call`] and return its
-//! digest as the object's ID; leaves ask [`engine::Engine::eval`], which computes each call once
-//! (`core::compute`) and keeps results in memory and in the [`store::Store`].
+//! A request flows `graphql::server` → `graphql::executor` → `graphql::resolver`; builders register a
+//! [`model::ids::Call`] and return its digest as the object's ID; leaves ask `Engine::eval`, which has the
+//! `solver::Solver` compute each call once (`ops::router::compute`) and keep results in memory and in the
+//! [`store::Store`].
 
-pub mod cleanup;
-pub mod container;
-pub mod core;
-pub mod engine;
-pub mod exec;
-pub mod ids;
-pub mod input;
-pub mod network;
-pub mod oci;
-pub mod runtime;
-pub mod schema;
-pub mod server;
-pub mod snapshot;
+pub mod graphql;
+pub mod model;
+pub(crate) mod ops;
+pub(crate) mod solver;
 pub mod store;
-pub mod tree;
+pub(crate) mod worker;
 
-pub use engine::{Config, ConfigError, Engine, Event, EventKind};
+pub use graphql::{schema, server};
+pub use model::{ids, tree};
+pub use ops::engine::{Config, ConfigError, Engine};
+pub use solver::events::{Event, EventKind};
+pub use worker::{cleanup, network, oci, runtime, snapshot};
+
+/// Where the engine's session types were before the layers: `engine::{Config, Engine, Event, EventKind}`.
+pub mod engine {
+    pub use crate::ops::engine::{Config, ConfigError, Engine};
+    pub use crate::solver::events::{Event, EventKind};
+}
 
 /// A running in-process session: its port and token, and the handle that stops it.
 pub struct Session {

@@ -5,11 +5,11 @@
 //! - `results/<digest>`: the evaluated result of a call (JSON);
 //! - `calls/<digest>`: the call behind an ID (JSON);
 //! - `layers/<sha256>`: an image layer blob extracted into a directory (overlayfs upper format, see
-//!   [`crate::oci::layer`]), named after the compressed blob's digest;
+//!   [`crate::worker::oci::layer`]), named after the compressed blob's digest;
 //! - `packed/<digest>`: which blob a layer directory was packed into, so exports do not pack it again;
 //! - `tmp/`: entries being written, and the scratch directories of execs;
 //! - `runtime/`: the OCI runtime's container state; `cache-volumes/`: cache volumes; `engines/`: one lock file
-//!   per engine process using the directory (see [`crate::cleanup`]).
+//!   per engine process using the directory (see [`crate::worker::cleanup`]).
 //!
 //! The cache directory is private to the engine's user: [`Store::open`] creates it (and each directory above)
 //! with mode 0700, and repairs a wider mode. Image layers keep their set-user-ID files, so a cache directory
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 
 /// The directories under the cache directory; each is created private (0700) by [`Store::open`].
 const SUBDIRS: [&str; 9] = [
@@ -200,28 +200,28 @@ impl Store {
     /// HMAC-SHA256 of `message` under this cache directory's secret key (made on first use, readable by
     /// the owner only). Used to tell secret values apart in IDs without putting them there.
     pub fn secret_mac(&self, message: &[u8]) -> Result<Digest, StoreError> {
-        use sha2::Digest as _;
+        use hmac::Mac as _;
         let key_path = self.root.join("secret-key");
         let key = match std::fs::read(&key_path) {
             Ok(k) if k.len() == 32 => k,
             _ => {
                 let mut k = vec![0u8; 32];
-                std::fs::File::open("/dev/urandom")
-                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
-                    .map_err(err(Path::new("/dev/urandom")))?;
+                getrandom::fill(&mut k).map_err(|e| StoreError {
+                    path: key_path.clone(),
+                    source: std::io::Error::other(format!("no random bytes for the secret key: {e}")),
+                })?;
                 self.write_atomic_mode(&key_path, &k, 0o600, true)?;
                 // Another engine may have won the race: use what is on disk.
                 std::fs::read(&key_path).map_err(err(&key_path))?
             }
         };
-        let mut ipad = [0x36u8; 64];
-        let mut opad = [0x5cu8; 64];
-        for (i, b) in key.iter().enumerate() {
-            ipad[i] ^= b;
-            opad[i] ^= b;
-        }
-        let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
-        Ok(Digest::of_hasher(Sha256::new().chain_update(opad).chain_update(inner)))
+        // HMAC takes a key of any length; a 32-byte key never fails.
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key).map_err(|e| StoreError {
+            path: key_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        mac.update(message);
+        Ok(Digest::from_bytes(&mac.finalize().into_bytes().into()))
     }
 
     /// The path of a blob.
@@ -252,42 +252,8 @@ impl Store {
         self.root.join("layers").join(blob.as_str())
     }
 
-    /// Extracts the layer blob `blob` (already in the store) into [`Store::layer_path`], once: when the
-    /// directory exists it is returned as is. Extraction happens under `tmp/` and the directory is renamed into
-    /// place, so concurrent callers and killed engines never see half a layer.
-    pub fn extract_layer_cached(&self, blob: &Digest) -> Result<PathBuf, crate::oci::OciError> {
-        self.extract_layer(blob).map(|(dest, _)| dest)
-    }
-
-    /// [`Store::extract_layer_cached`], also returning what this extraction left out (device nodes, fifos, …;
-    /// see [`crate::oci::layer::Extracted::summary`]). A layer already extracted reports nothing: it was
-    /// reported when it was unpacked.
-    pub fn extract_layer(
-        &self,
-        blob: &Digest,
-    ) -> Result<(PathBuf, crate::oci::layer::Extracted), crate::oci::OciError> {
-        let dest = self.layer_path(blob);
-        if dest.is_dir() {
-            return Ok((dest, Default::default()));
-        }
-        let tmp = self.tmp_path("layer");
-        let extracted = crate::oci::layer::extract(&self.blob_path(blob), &tmp)?;
-        match std::fs::rename(&tmp, &dest) {
-            Ok(()) => Ok((dest, extracted)),
-            // Another extraction of the same blob won the race (and reports): keep its directory.
-            Err(_) if dest.is_dir() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                Ok((dest, Default::default()))
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                Err(crate::oci::OciError::Io { path: dest, source: e })
-            }
-        }
-    }
-
-    /// A fresh path under `tmp/`.
-    fn tmp_path(&self, what: &str) -> PathBuf {
+    /// A fresh path under `tmp/` (`<what>.<pid>.<n>`: the process ID names its owner for collection).
+    pub fn tmp_path(&self, what: &str) -> PathBuf {
         self.root
             .join("tmp")
             .join(format!("{what}.{}.{}", std::process::id(), unique()))
@@ -330,7 +296,7 @@ impl Store {
     /// Removes the least recently modified results, blobs and extracted layers until the store is at most
     /// `max_bytes`; a layer directory is removed whole. Calls (the ID registry) are kept: they are small, and
     /// IDs must stay loadable. `tmp/` is left alone: what is there belongs to running engines (their execs'
-    /// mounts and scratch folders), or is collected by the next engine to start ([`crate::cleanup`]). Returns
+    /// mounts and scratch folders), or is collected by the next engine to start ([`crate::worker::cleanup`]). Returns
     /// bytes freed.
     pub fn prune(&self, max_bytes: u64) -> Result<u64, StoreError> {
         // (age key in seconds, size, path, is a directory)
@@ -481,6 +447,30 @@ fn unique() -> u64 {
 mod tests {
     use super::*;
 
+    /// The MAC is standard HMAC-SHA256 (RFC 2104) under the directory's key, so the `$mac` in recorded calls
+    /// stays the same across versions and their results stay cache hits.
+    #[test]
+    fn secret_macs_are_hmac_sha256_under_the_directory_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let key: Vec<u8> = (0..32).collect();
+        std::fs::write(dir.path().join("secret-key"), &key).expect("key");
+        assert_eq!(
+            store.secret_mac(b"hunter2").expect("mac").as_str(),
+            "8629d712da366318588317f3f98c728c71d4819f843d95db8803c019c561c1e7"
+        );
+
+        // Without a key, one is made (32 random bytes, owner-only) and kept.
+        let other = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(other.path()).expect("open");
+        let first = store.secret_mac(b"x").expect("mac");
+        let key = std::fs::read(other.path().join("secret-key")).expect("key");
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, vec![0u8; 32]);
+        assert_eq!(store.secret_mac(b"x").expect("mac"), first);
+        assert_ne!(store.secret_mac(b"y").expect("mac"), first);
+    }
+
     #[test]
     fn blobs_and_records_round_trip_and_prune() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -525,34 +515,6 @@ mod tests {
         // Neither the mismatch nor an abandoned writer leaves temporary files.
         drop(store.blob_writer().expect("writer"));
         assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
-    }
-
-    #[test]
-    fn layers_extract_once_and_prune_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o644);
-        tar.append_data(&mut h, "dir/file", &b"hello"[..]).expect("append");
-        let d = store.put_blob(&tar.into_inner().expect("tar")).expect("put");
-
-        let layer = store.extract_layer_cached(&d).expect("extract");
-        assert_eq!(layer, store.layer_path(&d));
-        assert_eq!(std::fs::read(layer.join("dir/file")).expect("read"), b"hello");
-        std::fs::write(layer.join("marker"), b"").expect("marker");
-        assert_eq!(store.extract_layer_cached(&d).expect("again"), layer);
-        assert!(layer.join("marker").exists(), "a cached layer is not extracted again");
-
-        store.prune(0).expect("prune");
-        assert!(!layer.exists());
-        assert!(
-            std::fs::read_dir(dir.path().join("layers"))
-                .expect("layers")
-                .next()
-                .is_none()
-        );
     }
 
     /// Whether the unprivileged user `nobody` can `stat` a path (`setpriv`, util-linux).

@@ -104,7 +104,7 @@ async fn pushed_images_pull_back_and_skopeo_reads_them() {
     let layer = &by_tag.layers[0];
     let blob = layer.store_digest().expect("sha256");
     assert_eq!(std::fs::metadata(&layer.path).expect("blob").len(), layer.size);
-    let dir = store.extract_layer_cached(&blob).expect("extract");
+    let dir = dagger_engine::oci::layer::extract_cached(&store, &blob).expect("extract");
     check_busybox_layer(&dir);
     // The extracted layer is a working root filesystem (chroot needs root; skipped otherwise).
     if rustix::process::geteuid().is_root() {
@@ -407,7 +407,7 @@ async fn oci_tarballs_round_trip_and_other_tools_read_them() {
         image.layers.iter().map(|l| &l.digest).collect::<Vec<_>>()
     );
     let d = from_oci.layers[0].store_digest().expect("digest");
-    check_busybox_layer(&store2.extract_layer_cached(&d).expect("extract"));
+    check_busybox_layer(&dagger_engine::oci::layer::extract_cached(&store2, &d).expect("extract"));
     let from_named = read_image_tarball(&named, &store2).expect("read named OCI tarball");
     assert_eq!(from_named.reference, Some(name));
     assert_eq!(from_named.manifest_digest, image.manifest.digest);
@@ -423,7 +423,7 @@ async fn oci_tarballs_round_trip_and_other_tools_read_them() {
     // docker-archive layers are stored uncompressed, so their digest is the diff_id.
     assert_eq!(layer.digest, image.diff_ids[0]);
     assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar");
-    check_busybox_layer(&store2.extract_layer_cached(&d).expect("extract"));
+    check_busybox_layer(&dagger_engine::oci::layer::extract_cached(&store2, &d).expect("extract"));
 
     // Not an image tarball at all.
     let junk = dir.path().join("junk.tar");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dagger_engine::exec::{Data, Response};
+use dagger_engine::graphql::{Data, Response};
 use dagger_engine::{Config, Engine, Session};
 use serde_json::Value;
 
@@ -237,146 +237,159 @@ fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.command {
-        Command::Session { labels, workdir } => {
-            let mut signals = StopSignals::new()?;
-            let (session, progress) = start_session(&cli, workdir.clone()).await?;
-            if !labels.is_empty() && !cli.quiet {
-                eprintln!("session for {}", labels.join(", "));
-            }
-            // The handshake: exactly one line on stdout (line-buffered, so it is flushed here).
-            println!(
-                "{}",
-                serde_json::json!({ "port": session.port, "session_token": session.token })
-            );
-            // The session lives until stdin closes, or a signal stops it.
-            tokio::select! {
-                _ = stdin_closed() => {}
-                () = signals.recv() => {}
-            }
-            session.shutdown(GRACE).await;
-            progress.finish().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run { workdir, cmd } => {
-            let (program, args) = cmd.split_first().ok_or("nothing to run: give a command")?;
-            let mut signals = StopSignals::new()?;
-            let (session, progress) = start_session(&cli, workdir.clone()).await?;
-            let child = tokio::process::Command::new(program)
-                .args(args)
-                .env("DAGGER_SESSION_PORT", session.port.to_string())
-                .env("DAGGER_SESSION_TOKEN", &session.token)
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    session.shutdown(GRACE).await;
-                    progress.finish().await;
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        eprintln!(
-                            "dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)"
-                        );
-                        return Ok(ExitCode::from(127));
-                    }
-                    eprintln!("dagger-rs: cannot run `{program}`: {e}");
-                    return Ok(ExitCode::from(126));
-                }
-            };
-            let status = tokio::select! {
-                status = child.wait() => Some(status),
-                () = signals.recv() => None,
-            };
-            let code = match status {
-                Some(Ok(status)) => exit_code(status),
-                Some(Err(e)) => {
-                    eprintln!("dagger-rs: cannot wait for `{program}`: {e}");
-                    ExitCode::FAILURE
-                }
-                None => {
-                    // Stopped by a signal: the command stops first (it may be using the session), then the engine.
-                    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                    }
-                    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-                        let _ = child.kill().await;
-                    }
-                    ExitCode::SUCCESS
-                }
-            };
-            session.shutdown(GRACE).await;
-            progress.finish().await;
-            Ok(code)
-        }
-        Command::Query { document, workdir } => {
-            let document = match document {
-                Some(d) => d.clone(),
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .map_err(|e| format!("cannot read the query from stdin: {e}"))?;
-                    s
-                }
-            };
-            if document.trim().is_empty() {
-                return Err("no query: pass a document as the argument or on stdin".into());
-            }
-            let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
-            let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
-            let req = dagger_engine::exec::Request {
-                query: document,
-                ..Default::default()
-            };
-            let response = dagger_engine::exec::execute(&engine, req).await;
-            progress.finish().await;
-            print_response(&response)
-        }
-        Command::Serve { listen, token, workdir } => {
-            let token = match token {
-                // An empty `--token ""` or DAGGER_SESSION_TOKEN= would serve without authentication: refuse
-                // before anything starts.
-                Some(t) => {
-                    dagger_engine::server::check_token(t).map_err(|e| e.to_string())?;
-                    t.clone()
-                }
-                None => dagger_engine::server::random_token(),
-            };
-            let mut signals = StopSignals::new()?;
-            let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
-            let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
-            let session = Session::serve(listener, token, engine).map_err(|e| e.to_string())?;
-            signals.recv().await;
-            session.shutdown(GRACE).await;
-            progress.finish().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Cache { command } => {
-            let dir = config(&cli.cache_dir, None)?.cache_dir;
-            let store = dagger_engine::store::Store::open(&dir).map_err(|e| e.to_string())?;
-            match command {
-                CacheCommand::Prune { max_size } => {
-                    let max = parse_size(max_size)?;
-                    // What engines that are gone left goes first; what running engines use is never pruned.
-                    let collected = dagger_engine::cleanup::start(&store);
-                    if !collected.is_empty() && !cli.quiet {
-                        eprintln!("dagger-rs: {collected}");
-                    }
-                    let freed = store.prune(max).map_err(|e| e.to_string())?;
-                    println!(
-                        "freed {freed} bytes; {} now holds {} bytes",
-                        dir.display(),
-                        store.size()
-                    );
-                }
-                CacheCommand::Info => println!("{}: {} bytes", dir.display(), store.size()),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Session { labels, workdir } => session(&cli, labels, workdir).await,
+        Command::Run { workdir, cmd } => run_command(&cli, workdir, cmd).await,
+        Command::Query { document, workdir } => query(&cli, document, workdir).await,
+        Command::Serve { listen, token, workdir } => serve(&cli, listen, token, workdir).await,
+        Command::Cache { command } => cache(&cli, command).await,
     }
+}
+
+/// Start a session for `dagger-rs session`: the handshake on stdout, until stdin closes or a signal.
+async fn session(cli: &Cli, labels: &[String], workdir: &Option<PathBuf>) -> Result<ExitCode, String> {
+    let mut signals = StopSignals::new()?;
+    let (session, progress) = start_session(cli, workdir.clone()).await?;
+    if !labels.is_empty() && !cli.quiet {
+        eprintln!("session for {}", labels.join(", "));
+    }
+    // The handshake: exactly one line on stdout (line-buffered, so it is flushed here).
+    println!(
+        "{}",
+        serde_json::json!({ "port": session.port, "session_token": session.token })
+    );
+    // The session lives until stdin closes, or a signal stops it.
+    tokio::select! {
+        _ = stdin_closed() => {}
+        () = signals.recv() => {}
+    }
+    session.shutdown(GRACE).await;
+    progress.finish().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dagger-rs run`: the command with a session in its environment; its exit code is ours.
+async fn run_command(cli: &Cli, workdir: &Option<PathBuf>, cmd: &[String]) -> Result<ExitCode, String> {
+    let (program, args) = cmd.split_first().ok_or("nothing to run: give a command")?;
+    let mut signals = StopSignals::new()?;
+    let (session, progress) = start_session(cli, workdir.clone()).await?;
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .env("DAGGER_SESSION_PORT", session.port.to_string())
+        .env("DAGGER_SESSION_TOKEN", &session.token)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            session.shutdown(GRACE).await;
+            progress.finish().await;
+            if e.kind() == std::io::ErrorKind::NotFound {
+                eprintln!("dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)");
+                return Ok(ExitCode::from(127));
+            }
+            eprintln!("dagger-rs: cannot run `{program}`: {e}");
+            return Ok(ExitCode::from(126));
+        }
+    };
+    let status = tokio::select! {
+        status = child.wait() => Some(status),
+        () = signals.recv() => None,
+    };
+    let code = match status {
+        Some(Ok(status)) => exit_code(status),
+        Some(Err(e)) => {
+            eprintln!("dagger-rs: cannot wait for `{program}`: {e}");
+            ExitCode::FAILURE
+        }
+        None => {
+            // Stopped by a signal: the command stops first (it may be using the session), then the engine.
+            if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    session.shutdown(GRACE).await;
+    progress.finish().await;
+    Ok(code)
+}
+
+/// `dagger-rs query`: one document against an engine of this process.
+async fn query(cli: &Cli, document: &Option<String>, workdir: &Option<PathBuf>) -> Result<ExitCode, String> {
+    let document = match document {
+        Some(d) => d.clone(),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("cannot read the query from stdin: {e}"))?;
+            s
+        }
+    };
+    if document.trim().is_empty() {
+        return Err("no query: pass a document as the argument or on stdin".into());
+    }
+    let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
+    let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
+    let req = dagger_engine::graphql::Request {
+        query: document,
+        ..Default::default()
+    };
+    let response = dagger_engine::graphql::execute(&engine, req).await;
+    progress.finish().await;
+    print_response(&response)
+}
+
+/// `dagger-rs serve`: a session on `listen` until a signal.
+async fn serve(cli: &Cli, listen: &str, token: &Option<String>, workdir: &Option<PathBuf>) -> Result<ExitCode, String> {
+    let token = match token {
+        // An empty `--token ""` or DAGGER_SESSION_TOKEN= would serve without authentication: refuse
+        // before anything starts.
+        Some(t) => {
+            dagger_engine::server::check_token(t).map_err(|e| e.to_string())?;
+            t.clone()
+        }
+        None => dagger_engine::server::random_token(),
+    };
+    let mut signals = StopSignals::new()?;
+    let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
+    let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
+    let session = Session::serve(listener, token, engine).map_err(|e| e.to_string())?;
+    signals.recv().await;
+    session.shutdown(GRACE).await;
+    progress.finish().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dagger-rs cache`: pruning and the size of the cache directory.
+async fn cache(cli: &Cli, command: &CacheCommand) -> Result<ExitCode, String> {
+    let dir = config(&cli.cache_dir, None)?.cache_dir;
+    let store = dagger_engine::store::Store::open(&dir).map_err(|e| e.to_string())?;
+    match command {
+        CacheCommand::Prune { max_size } => {
+            let max = parse_size(max_size)?;
+            // What engines that are gone left goes first; what running engines use is never pruned.
+            let collected = dagger_engine::cleanup::start(&store);
+            if !collected.is_empty() && !cli.quiet {
+                eprintln!("dagger-rs: {collected}");
+            }
+            let freed = store.prune(max).map_err(|e| e.to_string())?;
+            println!(
+                "freed {freed} bytes; {} now holds {} bytes",
+                dir.display(),
+                store.size()
+            );
+        }
+        CacheCommand::Info => println!("{}: {} bytes", dir.display(), store.size()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints `data` on stdout and each error on stderr; errors make the exit code 1.

@@ -2,14 +2,14 @@
 
 use std::sync::OnceLock;
 
+use apollo_compiler::Name;
 use apollo_compiler::Schema;
 use apollo_compiler::collections::HashMap;
 use apollo_compiler::schema::{ExtendedType, Implementers};
 use apollo_compiler::validation::Valid;
-use apollo_compiler::{Name, Node};
 
 /// The contract, compiled into the engine.
-pub const SDL: &str = include_str!("../../schema/core.graphql");
+pub const SDL: &str = include_str!("../../../schema/core.graphql");
 
 /// The parsed and validated schema, with its implementers map (for `node` and introspection).
 pub struct Served {
@@ -25,23 +25,20 @@ pub fn served() -> &'static Served {
     SERVED.get_or_init(|| {
         // The SDL is part of the build and checked by tests; failing here means the binary is broken.
         #[allow(clippy::expect_used)]
-        let schema = Schema::parse_and_validate(SDL, "schema/core.graphql").expect("the contract schema is valid");
-        let implementers = schema.implementers_map();
-        Served { schema, implementers }
+        Served::parse(SDL, "schema/core.graphql").expect("the contract schema is valid")
     })
 }
 
 impl Served {
+    /// Parses and validates a schema (`path` names it in errors).
+    pub fn parse(sdl: &str, path: &str) -> Result<Served, String> {
+        let schema = Schema::parse_and_validate(sdl, path).map_err(|e| e.to_string())?;
+        let implementers = schema.implementers_map();
+        Ok(Served { schema, implementers })
+    }
+
     /// Whether `name` is an object type.
     pub fn is_object(&self, name: &str) -> bool {
         matches!(self.schema.types.get(name), Some(ExtendedType::Object(_)))
-    }
-
-    /// The field definition `type_name.field`.
-    pub fn field(&self, type_name: &str, field: &str) -> Option<&Node<apollo_compiler::schema::FieldDefinition>> {
-        match self.schema.types.get(type_name) {
-            Some(ExtendedType::Object(o)) => o.fields.get(field).map(|c| &c.node),
-            _ => None,
-        }
     }
 }

@@ -8,12 +8,11 @@
 //!   and pack such a directory back into a deterministic gzip tar;
 //! - [`image`]: build an image (config and manifest) from layer directories, write and read image tarballs.
 //!
-//! A pull lands every blob in the store under its digest; [`Store::extract_layer_cached`] turns each layer
+//! A pull lands every blob in the store under its digest; [`layer::extract_cached`] turns each layer
 //! into a directory once; the runtime stacks those directories with overlayfs. Going out, [`image::build_image`]
 //! packs layer directories into blobs, and [`registry::RegistryClient::push`] or [`image::write_oci_tarball`]
 //! ship them.
 //!
-//! [`Store::extract_layer_cached`]: crate::store::Store::extract_layer_cached
 
 pub mod image;
 pub mod layer;
@@ -69,8 +68,10 @@ pub type LayerBlob = Blob;
 
 impl Blob {
     /// The store digest (the hex part of [`Blob::digest`]), if it is a well-formed sha256 digest.
-    pub fn store_digest(&self) -> Option<crate::ids::Digest> {
-        self.digest.strip_prefix("sha256:").and_then(crate::ids::Digest::parse)
+    pub fn store_digest(&self) -> Option<crate::model::ids::Digest> {
+        self.digest
+            .strip_prefix("sha256:")
+            .and_then(crate::model::ids::Digest::parse)
     }
 }
 
@@ -348,7 +349,7 @@ impl OciError {
 
 /// `sha256:<hex>` of bytes.
 pub(crate) fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::ids::Digest::of(bytes))
+    format!("sha256:{}", crate::model::ids::Digest::of(bytes))
 }
 
 #[cfg(test)]

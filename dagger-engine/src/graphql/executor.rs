@@ -18,9 +18,8 @@ use apollo_compiler::{ExecutableDocument, Node};
 use futures_util::future::{BoxFuture, join_all};
 use serde_json::{Map, Value, json};
 
-use crate::core::{self, Obj, Resolved};
-use crate::engine::Engine;
-use crate::schema::served;
+use crate::graphql::schema::Served;
+use crate::model::error::FieldError;
 
 /// How deeply a document may nest (each chained call is one level). Evaluation does not nest with the
 /// chain (see `Engine::eval`); parsing, execution and the response do, on the request thread's large stack.
@@ -47,39 +46,44 @@ pub struct Request {
     pub variables: Option<Map<String, Value>>,
 }
 
-/// An error of one field, with optional extensions (`_type: "EXEC_ERROR"`, …).
-#[derive(Debug, Clone)]
-pub struct FieldError {
-    /// The message.
-    pub message: String,
-    /// Extra, typed details.
-    pub extensions: Option<Map<String, Value>>,
+/// What a field resolved to.
+#[derive(Debug)]
+pub enum Resolved<O> {
+    /// `null`.
+    Null,
+    /// A scalar or enum.
+    Leaf(Value),
+    /// An object, to complete with the field's selection set.
+    Obj(O),
+    /// A list.
+    List(Vec<Resolved<O>>),
 }
 
-impl FieldError {
-    /// An error with a message only.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            extensions: None,
-        }
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for FieldError {
-    fn from(e: E) -> Self {
-        FieldError::new(e.to_string())
-    }
+/// What the executor asks of the API it serves: the type of an object, and the value of one of its fields
+/// (arguments already coerced to their declared types; `__typename` and introspection are answered by the
+/// executor).
+pub trait Resolver: Send + Sync {
+    /// An object during execution.
+    type Object: Send + Sync;
+    /// The GraphQL type of `obj`.
+    fn type_name<'o>(&self, obj: &'o Self::Object) -> &'o str;
+    /// Resolves `field` of `obj`.
+    fn resolve<'a>(
+        &'a self,
+        obj: &'a Self::Object,
+        field: &'a Field,
+        args: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<Resolved<Self::Object>, FieldError>>;
 }
 
 /// One request being executed.
-pub struct Ctx<'a> {
-    /// The engine (session).
-    pub engine: &'a Arc<Engine>,
+struct Ctx<'a, R: Resolver> {
+    resolver: &'a R,
+    served: &'a Served,
     doc: &'a Valid<ExecutableDocument>,
     /// The variables, coerced to their declared types.
     vars: Map<String, Value>,
-    errors: std::sync::Mutex<Vec<Value>>,
+    errors: parking_lot::Mutex<Vec<Value>>,
     /// Selections visited so far (see [`MAX_FIELDS`]).
     visited: AtomicUsize,
     /// Whether the [`MAX_FIELDS`] error was recorded.
@@ -167,34 +171,12 @@ impl serde::Serialize for Response {
     }
 }
 
-/// Executes a request and returns the response body.
-pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
-    let served = served();
-    let parsed = apollo_compiler::parser::Parser::new()
-        .recursion_limit(MAX_DEPTH)
-        .token_limit(MAX_TOKENS)
-        .parse_executable(&served.schema, &req.query, "request.graphql");
-    #[allow(clippy::result_large_err)]
-    let validated = parsed.and_then(|d| match d.validate(&served.schema) {
-        Ok(v) => Ok(v),
-        // apollo-compiler's field-merging validation stops at a fixed nesting depth (128), far below real
-        // pipeline chains. Building the document already checked every field and argument name against
-        // the schema, so a document whose only problem is its depth is executed as built.
-        Err(e) if e.errors.iter().all(|d| d.to_string().contains("too much recursion")) => {
-            Ok(Valid::assume_valid(e.partial))
-        }
-        Err(e) => Err(e),
-    });
-    let doc = match validated {
+/// Executes a request against the schema `served`, resolving fields from `root` with `resolver`, and
+/// returns the response body.
+pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object, req: Request) -> Response {
+    let doc = match parse(served, &req.query) {
         Ok(doc) => doc,
-        Err(with_errors) => {
-            let errors: Vec<Value> = with_errors
-                .errors
-                .iter()
-                .map(|d| serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({"message": d.to_string()})))
-                .collect();
-            return Response::request_errors(errors);
-        }
+        Err(errors) => return Response::request_errors(errors),
     };
     let op = match doc.operations.get(req.operation_name.as_deref()) {
         Ok(op) => op,
@@ -207,40 +189,30 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
         }
     };
     // Variables are checked and converted before any field runs (a bad one is a request error, no `data`).
-    let vars = match crate::input::coerce_variables(&served.schema, &op.variables, &req.variables.unwrap_or_default()) {
+    let vars = match crate::graphql::input::coerce_variables(
+        &served.schema,
+        &op.variables,
+        &req.variables.unwrap_or_default(),
+    ) {
         Ok(v) => v,
         Err(messages) => {
             return Response::request_errors(messages.into_iter().map(|m| json!({ "message": m })).collect());
         }
     };
-
-    // Introspection fields come from apollo-compiler, straight from the SDL.
-    let mut introspected = apollo_compiler::response::JsonMap::new();
-    let mut errors: Vec<Value> = Vec::new();
-    let wants_introspection = op.root_fields(&doc).any(|f| f.name == "__schema" || f.name == "__type");
-    if wants_introspection {
-        let raw_vars: apollo_compiler::response::JsonMap =
-            serde_json::from_value(Value::Object(vars.clone())).unwrap_or_default();
-        match apollo_compiler::request::coerce_variable_values(&served.schema, op, &raw_vars).and_then(|v| {
-            apollo_compiler::introspection::partial_execute(&served.schema, &served.implementers, &doc, op, &v)
-        }) {
-            Ok(resp) => {
-                introspected = resp.data.unwrap_or_default();
-                errors.extend(resp.errors.iter().filter_map(|e| serde_json::to_value(e).ok()));
-            }
-            Err(e) => return Response::request_errors(vec![json!({ "message": e.message().to_string() })]),
-        }
-    }
+    let (introspected, mut errors) = match introspect(served, &doc, op, &vars) {
+        Ok(found) => found,
+        Err(errors) => return Response::request_errors(errors),
+    };
 
     let ctx = Ctx {
-        engine,
+        resolver,
+        served,
         doc: &doc,
         vars,
-        errors: std::sync::Mutex::new(Vec::new()),
+        errors: parking_lot::Mutex::new(Vec::new()),
         visited: AtomicUsize::new(0),
         over_budget: AtomicBool::new(false),
     };
-    let root = Obj::query();
     let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Path::default()).await {
         Ok(mut fields) => {
             // Introspection keys hold a placeholder in their place in the selection; fill them in.
@@ -254,10 +226,63 @@ pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
         // A non-null root field failed: the spec makes the whole `data` null.
         Err(Bubble) => Data::Json(Value::Null),
     };
-    errors.extend(ctx.errors.into_inner().unwrap_or_default());
+    errors.extend(ctx.errors.into_inner());
     Response {
         errors,
         data: Some(data),
+    }
+}
+
+/// Parses and validates a document, within the depth and token limits; `Err` holds the request errors.
+fn parse(served: &Served, query: &str) -> Result<Valid<ExecutableDocument>, Vec<Value>> {
+    let parsed = apollo_compiler::parser::Parser::new()
+        .recursion_limit(MAX_DEPTH)
+        .token_limit(MAX_TOKENS)
+        .parse_executable(&served.schema, query, "request.graphql");
+    #[allow(clippy::result_large_err)]
+    let validated = parsed.and_then(|d| match d.validate(&served.schema) {
+        Ok(v) => Ok(v),
+        // apollo-compiler's field-merging validation stops at a fixed nesting depth (128), far below real
+        // pipeline chains. Building the document already checked every field and argument name against
+        // the schema, so a document whose only problem is its depth is executed as built.
+        Err(e) if e.errors.iter().all(|d| d.to_string().contains("too much recursion")) => {
+            Ok(Valid::assume_valid(e.partial))
+        }
+        Err(e) => Err(e),
+    });
+    validated.map_err(|with_errors| {
+        with_errors
+            .errors
+            .iter()
+            .map(|d| serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({"message": d.to_string()})))
+            .collect()
+    })
+}
+
+/// The introspection fields of `op` (`__schema`, `__type`), answered by apollo-compiler straight from the
+/// SDL, with the errors they raised; `Err` holds a request error.
+fn introspect(
+    served: &Served,
+    doc: &Valid<ExecutableDocument>,
+    op: &apollo_compiler::executable::Operation,
+    vars: &Map<String, Value>,
+) -> Result<(apollo_compiler::response::JsonMap, Vec<Value>), Vec<Value>> {
+    if !op.root_fields(doc).any(|f| f.name == "__schema" || f.name == "__type") {
+        return Ok(Default::default());
+    }
+    let raw_vars: apollo_compiler::response::JsonMap =
+        serde_json::from_value(Value::Object(vars.clone())).unwrap_or_default();
+    match apollo_compiler::request::coerce_variable_values(&served.schema, op, &raw_vars).and_then(|v| {
+        apollo_compiler::introspection::partial_execute(&served.schema, &served.implementers, doc, op, &v)
+    }) {
+        Ok(resp) => Ok((
+            resp.data.unwrap_or_default(),
+            resp.errors
+                .iter()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect(),
+        )),
+        Err(e) => Err(vec![json!({ "message": e.message().to_string() })]),
     }
 }
 
@@ -317,8 +342,8 @@ struct Bubble;
 /// Each fragment is expanded once for all the sets (`visited`), and a field node reached twice is kept once,
 /// so spreading a fragment repeatedly adds no work. Every selection visited counts towards [`MAX_FIELDS`];
 /// `Err` once the request has used it up (the error is recorded once).
-struct Collector<'c, 'd> {
-    ctx: &'c Ctx<'d>,
+struct Collector<'c, 'd, R: Resolver> {
+    ctx: &'c Ctx<'d, R>,
     type_name: &'c str,
     visited: HashSet<&'d str>,
     out: Vec<(String, Vec<&'d Node<Field>>)>,
@@ -328,7 +353,7 @@ struct Collector<'c, 'd> {
     seen: HashSet<usize>,
 }
 
-impl<'d> Collector<'_, 'd> {
+impl<'d, R: Resolver> Collector<'_, 'd, R> {
     fn collect(&mut self, set: &'d SelectionSet) -> Result<(), Bubble> {
         for sel in &set.selections {
             self.ctx.spend()?;
@@ -355,7 +380,7 @@ impl<'d> Collector<'_, 'd> {
                     }
                     let applies = match &inline.type_condition {
                         None => true,
-                        Some(t) => applies_to(t.as_str(), self.type_name),
+                        Some(t) => applies_to(self.ctx.served, t.as_str(), self.type_name),
                     };
                     if applies {
                         self.collect(&inline.selection_set)?;
@@ -366,7 +391,7 @@ impl<'d> Collector<'_, 'd> {
                         continue;
                     }
                     if let Some(frag) = self.ctx.doc.fragments.get(&spread.fragment_name)
-                        && applies_to(frag.type_condition().as_str(), self.type_name)
+                        && applies_to(self.ctx.served, frag.type_condition().as_str(), self.type_name)
                     {
                         self.collect(&frag.selection_set)?;
                     }
@@ -377,20 +402,20 @@ impl<'d> Collector<'_, 'd> {
     }
 }
 
-fn applies_to(condition: &str, type_name: &str) -> bool {
+fn applies_to(served: &Served, condition: &str, type_name: &str) -> bool {
     condition == type_name
-        || served()
+        || served
             .implementers
             .get(condition)
             .is_some_and(|i| i.objects.iter().any(|o| o.as_str() == type_name))
 }
 
 /// `@skip(if: true)` or `@include(if: false)`.
-fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveList) -> bool {
+fn skipped<R: Resolver>(ctx: &Ctx<'_, R>, directives: &apollo_compiler::executable::DirectiveList) -> bool {
     let flag = |name: &str| {
         let value = directives.get(name)?.specified_argument_by_name("if")?;
-        let coerced = crate::input::coerce_literal(
-            &served().schema,
+        let coerced = crate::graphql::input::coerce_literal(
+            &ctx.served.schema,
             &Type::NonNullNamed(apollo_compiler::name!("Boolean")),
             value,
             &ctx.vars,
@@ -402,16 +427,16 @@ fn skipped(ctx: &Ctx<'_>, directives: &apollo_compiler::executable::DirectiveLis
 }
 
 /// Executes the merged selection sets `sets` on `obj`; `Err` when a non-null field of it came out null.
-fn exec_selection<'a>(
-    ctx: &'a Ctx<'a>,
-    obj: &'a Obj,
+fn exec_selection<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
+    obj: &'a R::Object,
     sets: Vec<&'a SelectionSet>,
     path: Path,
 ) -> BoxFuture<'a, Result<Vec<(String, Data)>, Bubble>> {
     Box::pin(async move {
         let mut collector = Collector {
             ctx,
-            type_name: &obj.type_name,
+            type_name: ctx.resolver.type_name(obj),
             visited: HashSet::new(),
             out: Vec::new(),
             index: std::collections::HashMap::new(),
@@ -441,9 +466,9 @@ fn exec_selection<'a>(
 }
 
 /// Resolves and completes one response key; `Err` when it is null and its type says it must not be.
-fn exec_field<'a>(
-    ctx: &'a Ctx<'a>,
-    obj: &'a Obj,
+fn exec_field<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
+    obj: &'a R::Object,
     fields: &'a [&'a Node<Field>],
     path: Path,
 ) -> BoxFuture<'a, Result<Data, Bubble>> {
@@ -451,7 +476,7 @@ fn exec_field<'a>(
         let field = fields[0];
         let name = field.name.as_str();
         if name == "__typename" {
-            return Ok(Data::Json(Value::String(obj.type_name.clone())));
+            return Ok(Data::Json(Value::String(ctx.resolver.type_name(obj).to_owned())));
         }
         if name == "__schema" || name == "__type" {
             // Filled in from apollo-compiler's introspection by `execute`.
@@ -459,7 +484,7 @@ fn exec_field<'a>(
         }
         let ty = &field.definition.ty;
         let resolved = match coerce_args(ctx, field) {
-            Ok(args) => core::resolve(ctx, obj, field, args).await,
+            Ok(args) => ctx.resolver.resolve(obj, field, args).await,
             Err(e) => Err(e),
         };
         let value = match resolved {
@@ -481,11 +506,11 @@ fn nullable_or_bubble(ty: &Type, value: Result<Data, Bubble>) -> Result<Data, Bu
     }
 }
 
-fn complete<'a>(
-    ctx: &'a Ctx<'a>,
+fn complete<'a, R: Resolver>(
+    ctx: &'a Ctx<'a, R>,
     ty: &'a Type,
     fields: &'a [&'a Node<Field>],
-    resolved: Resolved,
+    resolved: Resolved<R::Object>,
     path: Path,
 ) -> BoxFuture<'a, Result<Data, Bubble>> {
     Box::pin(async move {
@@ -523,7 +548,7 @@ fn complete<'a>(
     })
 }
 
-impl Ctx<'_> {
+impl<R: Resolver> Ctx<'_, R> {
     /// Records a field error with the field's position in the document and its response path.
     fn error(&self, e: FieldError, field: &Node<Field>, path: &Path) {
         let mut err = Map::new();
@@ -538,34 +563,34 @@ impl Ctx<'_> {
         if let Some(ext) = e.extensions {
             err.insert("extensions".into(), Value::Object(ext));
         }
-        if let Ok(mut errors) = self.errors.lock() {
-            errors.push(Value::Object(err));
-        }
+        self.errors.lock().push(Value::Object(err));
     }
 }
 
 /// The field's arguments as JSON, as the spec's CoerceArgumentValues makes them: literals checked against
 /// their types and converted, variables substituted, defaults applied, required ones present.
-fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, FieldError> {
-    let schema = &served().schema;
+fn coerce_args<R: Resolver>(ctx: &Ctx<'_, R>, field: &Field) -> Result<Map<String, Value>, FieldError> {
+    let schema = &ctx.served.schema;
     let mut out = Map::new();
     let owner = field.definition.name.as_str();
     for def in &field.definition.arguments {
-        let invalid = |e: crate::input::Invalid| FieldError::new(e.for_argument(owner, def.name.as_str()));
+        let invalid = |e: crate::graphql::input::Invalid| FieldError::new(e.for_argument(owner, def.name.as_str()));
         let given = match field.arguments.iter().find(|a| a.name == def.name) {
-            Some(a) => crate::input::coerce_literal(schema, &def.ty, &a.value, &ctx.vars, &mut String::new())
+            Some(a) => crate::graphql::input::coerce_literal(schema, &def.ty, &a.value, &ctx.vars, &mut String::new())
                 .map_err(invalid)?,
             None => None,
         };
         let value = match given {
             Some(v) => v,
             None => match &def.default_value {
-                Some(d) => match crate::input::coerce_literal(schema, &def.ty, d, &Map::new(), &mut String::new())
-                    .map_err(invalid)?
-                {
-                    Some(v) => v,
-                    None => continue,
-                },
+                Some(d) => {
+                    match crate::graphql::input::coerce_literal(schema, &def.ty, d, &Map::new(), &mut String::new())
+                        .map_err(invalid)?
+                    {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                }
                 None if def.ty.is_non_null() => {
                     return Err(FieldError::new(format!(
                         "Argument \"{}\" of `{owner}` is required (type {}) but was not given",
@@ -580,17 +605,15 @@ fn coerce_args(ctx: &Ctx<'_>, field: &Field) -> Result<Map<String, Value>, Field
     Ok(out)
 }
 
-impl Ctx<'_> {
+impl<R: Resolver> Ctx<'_, R> {
     /// Counts one visited selection; `Err` (recording the error once) when the request has used up
     /// [`MAX_FIELDS`].
     fn spend(&self) -> Result<(), Bubble> {
         if self.visited.fetch_add(1, Ordering::Relaxed) < MAX_FIELDS {
             return Ok(());
         }
-        if !self.over_budget.swap(true, Ordering::Relaxed)
-            && let Ok(mut errors) = self.errors.lock()
-        {
-            errors.push(json!({
+        if !self.over_budget.swap(true, Ordering::Relaxed) {
+            self.errors.lock().push(json!({
                 "message": format!(
                     "the request selects more than {MAX_FIELDS} fields (exec::MAX_FIELDS, counting each field and \
                      fragment once for every object it applies to): split it into smaller requests"
@@ -603,154 +626,277 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 mod tests {
+    //! The executor on a toy API: no engine, no containers.
+
+    use parking_lot::Mutex;
+
     use super::*;
 
-    fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
-        Engine::new(crate::Config {
-            cache_dir: dir.path().join("cache"),
-            workdir: dir.path().to_owned(),
-            ..crate::Config::default()
-        })
-        .expect("engine")
+    const SDL: &str = r#"
+        type Query {
+            hero: Character!
+            greet(name: String! = "you", times: Int = 1): String!
+            nothing: String
+            missing: String!
+            items: [Item!]!
+            maybeItems: [Item!]
+            item(id: Int!): Item
+        }
+        interface Character { name: String! }
+        type Human implements Character { name: String! height: Int friends: [Human!]! }
+        type Item implements Character { name: String! id: Int! label: String! broken: String! note: String }
+    "#;
+
+    #[derive(Debug)]
+    enum Toy {
+        Query,
+        Human(&'static str),
+        Item(i64),
     }
 
-    /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
-    async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
+    /// Answers the toy schema and records every field it resolves.
+    #[derive(Default)]
+    struct ToyResolver {
+        resolved: Mutex<Vec<String>>,
+    }
+
+    impl Resolver for ToyResolver {
+        type Object = Toy;
+
+        fn type_name<'o>(&self, obj: &'o Toy) -> &'o str {
+            match obj {
+                Toy::Query => "Query",
+                Toy::Human(_) => "Human",
+                Toy::Item(_) => "Item",
+            }
+        }
+
+        fn resolve<'a>(
+            &'a self,
+            obj: &'a Toy,
+            field: &'a Field,
+            args: Map<String, Value>,
+        ) -> BoxFuture<'a, Result<Resolved<Toy>, FieldError>> {
+            Box::pin(async move {
+                let name = field.name.as_str();
+                self.resolved.lock().push(format!("{}.{name}", self.type_name(obj)));
+                let leaf = |v: Value| Ok(Resolved::Leaf(v));
+                match (obj, name) {
+                    (Toy::Query, "hero") => Ok(Resolved::Obj(Toy::Human("Luke"))),
+                    (Toy::Query, "greet") => {
+                        let who = args["name"].as_str().unwrap_or_default();
+                        let times = args.get("times").and_then(Value::as_i64).unwrap_or(0);
+                        leaf(json!(format!("hello {who}").repeat(times as usize)))
+                    }
+                    (Toy::Query, "nothing" | "missing") => Ok(Resolved::Null),
+                    (Toy::Query, "items" | "maybeItems") => {
+                        Ok(Resolved::List((1..=3).map(Toy::Item).map(Resolved::Obj).collect()))
+                    }
+                    (Toy::Query, "item") => Ok(Resolved::Obj(Toy::Item(args["id"].as_i64().unwrap_or_default()))),
+                    (Toy::Human(n), "name") => leaf(json!(n)),
+                    (Toy::Human(_), "height") => leaf(json!(172)),
+                    (Toy::Human(_), "friends") => Ok(Resolved::List(vec![
+                        Resolved::Obj(Toy::Human("Leia")),
+                        Resolved::Obj(Toy::Human("Han")),
+                    ])),
+                    (Toy::Item(i), "id") => leaf(json!(i)),
+                    (Toy::Item(i), "label" | "name") => leaf(json!(format!("item {i}"))),
+                    (Toy::Item(i), "broken") if *i == 2 => Err(FieldError::new("item 2 is broken")),
+                    (Toy::Item(_), "broken") => leaf(json!("fine")),
+                    (Toy::Item(_), "note") => Ok(Resolved::Null),
+                    (_, other) => Err(FieldError::new(format!("no field {other}"))),
+                }
+            })
+        }
+    }
+
+    fn served() -> Served {
+        Served::parse(SDL, "toy.graphql").expect("toy schema")
+    }
+
+    async fn run_with(resolver: &ToyResolver, query: &str, variables: Value) -> Response {
         let req = Request {
             query: query.to_owned(),
             operation_name: None,
             variables: variables.as_object().cloned(),
         };
-        let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || {
-                let _ = tx.send(handle.block_on(execute(&engine, req)).to_json());
-            })
-            .expect("thread");
-        rx.await.expect("response")
+        execute(&served(), resolver, Toy::Query, req).await
     }
 
-    /// `levels` fragments, each spreading the next `copies` times at one place.
-    fn spreads(levels: usize, copies: usize) -> String {
-        let mut doc = String::from(r#"{ directory { withNewFile(path: "f", contents: "hi") { ...F0 } } }"#);
-        for i in 0..levels {
-            let spread = format!(" ...F{}", i + 1);
-            doc.push_str(&format!(" fragment F{i} on Directory {{{} }}", spread.repeat(copies)));
-        }
-        doc.push_str(&format!(
-            " fragment F{levels} on Directory {{ entries f: file(path: \"f\") {{ contents }} }}"
-        ));
-        doc
+    async fn run(query: &str, variables: Value) -> Value {
+        run_with(&ToyResolver::default(), query, variables).await.to_json()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn repeated_spreads_are_collected_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // 3^40 expansions if each spread were followed.
-        let v = run(&engine, &spreads(40, 3), json!({})).await;
+    /// The response body as text, to check the order of keys (serde_json's maps sort them).
+    async fn text(query: &str) -> String {
+        let response = run_with(&ToyResolver::default(), query, json!({})).await;
+        serde_json::to_string(&response).expect("serialize")
+    }
+
+    #[tokio::test]
+    async fn named_and_inline_fragments_apply_by_type_condition() {
+        let v = run(
+            r#"{ hero { ...Names ... on Human { height friends { ...Names } } ... on Item { label } } }
+               fragment Names on Character { name __typename }"#,
+            json!({}),
+        )
+        .await;
         assert_eq!(
             v,
-            json!({ "data": { "directory": { "withNewFile": { "entries": ["f"], "f": { "contents": "hi" } } } } })
+            json!({ "data": { "hero": {
+                "name": "Luke", "__typename": "Human", "height": 172,
+                "friends": [{ "name": "Leia", "__typename": "Human" }, { "name": "Han", "__typename": "Human" }],
+            } } })
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn merged_fields_with_the_same_spreads_collect_them_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // Every level has two fields with one response key, each spreading the next level: the response stays
-        // one chain, and its sub-selections are collected once per level.
-        let levels = 40;
-        let mut doc = String::from("{ directory { ...F0 } }");
-        for i in 0..levels {
-            doc.push_str(&format!(
-                " fragment F{i} on Directory {{ d: withNewDirectory(path: \"x\") {{ ...F{n} }} d: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
-                n = i + 1
-            ));
-        }
-        doc.push_str(&format!(" fragment F{levels} on Directory {{ entries }}"));
-        let v = run(&engine, &doc, json!({})).await;
-        let mut at = &v["data"]["directory"];
-        for _ in 0..levels {
-            at = &at["d"];
-        }
-        assert_eq!(at["entries"], json!(["x/"]), "{v}");
-        assert!(v.get("errors").is_none(), "{v}");
+    #[tokio::test]
+    async fn fields_keep_the_order_of_the_selection_and_merge_by_response_key() {
+        let body = text(
+            r#"{ hero { ... on Human { height } name ... on Human { name height } } z: greet a: greet(name: "b") }"#,
+        )
+        .await;
+        assert_eq!(
+            body,
+            r#"{"data":{"hero":{"height":172,"name":"Luke"},"z":"hello you","a":"hello b"}}"#
+        );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn too_many_fields_stop_the_request_with_an_error_naming_the_limit() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        // Distinct keys at every level: 2^20 leaves, far above the limit.
-        let doubling = |levels: usize| {
-            let mut doc = String::from("{ directory { ...F0 } }");
-            for i in 0..levels {
-                doc.push_str(&format!(
-                    " fragment F{i} on Directory {{ a: withNewDirectory(path: \"x\") {{ ...F{n} }} b: withNewDirectory(path: \"x\") {{ ...F{n} }} }}",
-                    n = i + 1
-                ));
+    #[tokio::test]
+    async fn aliases_name_fields_called_with_different_arguments() {
+        let v = run(
+            r#"{ one: greet(name: "x") two: greet(name: "y", times: 2) greet }"#,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            v,
+            json!({ "data": { "one": "hello x", "two": "hello yhello y", "greet": "hello you" } })
+        );
+    }
+
+    #[tokio::test]
+    async fn skip_and_include_drop_fields_before_they_are_resolved() {
+        let resolver = ToyResolver::default();
+        let v = run_with(
+            &resolver,
+            r#"query($on: Boolean!) {
+                a: greet @include(if: $on)
+                b: greet @skip(if: $on)
+                c: greet @include(if: false)
+                hero @skip(if: true) { name }
+                ... @include(if: $on) { d: greet(name: "d") }
+                ...Frag @skip(if: $on)
             }
-            doc.push_str(&format!(" fragment F{levels} on Directory {{ __typename }}"));
-            doc
-        };
-        let v = run(&engine, &doubling(20), json!({})).await;
-        let errors = v["errors"].as_array().expect("errors");
-        assert_eq!(errors.len(), 1, "one error says it: {errors:?}");
-        assert!(
-            errors[0]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("exec::MAX_FIELDS")),
-            "{errors:?}"
-        );
-        // Below the limit, the same shape answers in full.
-        let v = run(&engine, &doubling(12), json!({})).await;
-        assert!(v.get("errors").is_none(), "{}", v["errors"]);
+            fragment Frag on Query { e: greet }"#,
+            json!({ "on": true }),
+        )
+        .await
+        .to_json();
+        assert_eq!(v, json!({ "data": { "a": "hello you", "d": "hello d" } }));
+        let resolved = resolver.resolved.lock().clone();
         assert_eq!(
-            v["data"]["directory"]["b"]["a"]["b"]["b"]["a"]["a"]["b"]["a"]["a"]["a"]["b"]["b"]["__typename"],
-            "Directory"
+            resolved,
+            ["Query.greet", "Query.greet"],
+            "skipped fields are never resolved"
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bad_variables_fail_the_request_before_any_field_runs() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        let doc = r#"query($p: String!, $drop: [String!]!) {
-            directory { withNewFile(path: $p, contents: "x") { withoutFiles(paths: $drop) { entries } } }
-        }"#;
-        for (vars, name) in [
-            (json!({ "drop": [] }), "$p"),
-            (json!({ "p": 1, "drop": [] }), "$p"),
-            (json!({ "p": "a", "drop": [true] }), "$drop"),
-        ] {
-            let v = run(&engine, doc, vars.clone()).await;
-            assert!(v.get("data").is_none(), "{vars} → {v}");
-            let message = v["errors"][0]["message"].as_str().unwrap_or_default();
-            assert!(message.contains(&format!("Variable \"{name}\"")), "{vars} → {v}");
+    #[tokio::test]
+    async fn variables_are_coerced_defaulted_and_required() {
+        let doc = r#"query($n: String!, $t: Int = 2) { greet(name: $n, times: $t) }"#;
+        assert_eq!(
+            run(doc, json!({ "n": "v" })).await,
+            json!({ "data": { "greet": "hello vhello v" } })
+        );
+        assert_eq!(
+            run(doc, json!({ "n": "v", "t": 1 })).await,
+            json!({ "data": { "greet": "hello v" } })
+        );
+        for bad in [json!({}), json!({ "n": 3 }), json!({ "n": "v", "t": "many" })] {
+            let v = run(doc, bad.clone()).await;
+            assert!(v.get("data").is_none(), "{bad} is a request error: {v}");
+            assert!(
+                v["errors"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Variable")),
+                "{v}"
+            );
         }
-        assert_eq!(engine.computed.load(Ordering::Relaxed), 0, "nothing was evaluated");
-        let v = run(&engine, doc, json!({ "p": "a", "drop": "a" })).await;
-        assert_eq!(
-            v,
-            json!({ "data": { "directory": { "withNewFile": { "withoutFiles": { "entries": [] } } } } })
+    }
+
+    #[tokio::test]
+    async fn a_null_bubbles_to_the_nearest_nullable_position() {
+        // A nullable object with a failing non-null field becomes null; its siblings stay.
+        let v = run(r#"{ item(id: 2) { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], json!({ "item": null, "greet": "hello you" }), "{v}");
+        assert_eq!(v["errors"][0]["message"], "item 2 is broken");
+        assert_eq!(v["errors"][0]["path"], json!(["item", "broken"]));
+        assert_eq!(v["errors"][0]["locations"], json!([{ "line": 1, "column": 20 }]));
+
+        // In a nullable list of non-null items, the failing item takes the whole list down.
+        let v = run(r#"{ maybeItems { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], json!({ "maybeItems": null, "greet": "hello you" }), "{v}");
+        assert_eq!(v["errors"][0]["path"], json!(["maybeItems", 1, "broken"]));
+
+        // Through non-null positions up to the root: `data` itself is null.
+        let v = run(r#"{ items { id broken } greet }"#, json!({})).await;
+        assert_eq!(v["data"], Value::Null, "{v}");
+        assert_eq!(v["errors"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    #[tokio::test]
+    async fn null_is_an_error_only_where_the_type_is_non_null() {
+        let v = run(r#"{ nothing item(id: 1) { note } }"#, json!({})).await;
+        assert_eq!(v, json!({ "data": { "nothing": null, "item": { "note": null } } }));
+        let v = run(r#"{ missing }"#, json!({})).await;
+        assert_eq!(v["data"], Value::Null, "{v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`missing` returned null")),
+            "{v}"
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn skip_and_include_read_coerced_variables() {
-        let dir = tempfile::tempdir().expect("dir");
-        let engine = engine(&dir);
-        let doc = r#"query($yes: Boolean!, $no: Boolean = false) {
-            a: version @include(if: $yes) b: version @skip(if: $yes) c: version @include(if: $no)
-        }"#;
-        let v = run(&engine, doc, json!({ "yes": true })).await;
-        let keys: Vec<&String> = v["data"].as_object().expect("data").keys().collect();
-        assert_eq!(keys, ["a"], "{v}");
-        let v = run(&engine, doc, json!({ "yes": "true" })).await;
-        assert!(v.get("data").is_none(), "a string is no Boolean: {v}");
+    #[tokio::test]
+    async fn invalid_documents_and_unknown_operations_are_request_errors() {
+        let v = run(r#"{ hero { weight } }"#, json!({})).await;
+        assert!(v.get("data").is_none(), "{v}");
+        let req = Request {
+            query: "query A { greet } query B { greet }".to_owned(),
+            operation_name: Some("C".to_owned()),
+            variables: None,
+        };
+        let v = execute(&served(), &ToyResolver::default(), Toy::Query, req)
+            .await
+            .to_json();
+        assert!(v.get("data").is_none(), "{v}");
+        assert!(
+            v["errors"][0]["message"].as_str().is_some_and(|m| m.contains("`C`")),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn arguments_are_checked_against_their_types_before_the_resolver_runs() {
+        let resolver = ToyResolver::default();
+        for doc in [
+            r#"query($i: Int) { item(id: $i) { id } }"#,
+            r#"{ item(id: "one") { id } }"#,
+            r#"{ greet(times: 1) item { id } }"#,
+        ] {
+            let v = run_with(&resolver, doc, json!({ "i": 1 })).await.to_json();
+            assert!(v.get("data").is_none(), "{doc}: {v}");
+            assert!(v["errors"][0]["message"].is_string(), "{doc}: {v}");
+        }
+        assert!(resolver.resolved.lock().is_empty(), "the resolver never ran");
+        let v = run_with(
+            &resolver,
+            r#"query($i: Int!) { item(id: $i) { id } }"#,
+            json!({ "i": 7 }),
+        )
+        .await;
+        assert_eq!(v.to_json(), json!({ "data": { "item": { "id": 7 } } }));
     }
 }

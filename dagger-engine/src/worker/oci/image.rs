@@ -22,7 +22,7 @@ use super::layer::{self, Compression};
 use super::manifest::{Descriptor, DescriptorPlatform, Document, Index, Manifest, select_platform};
 use super::registry::{PulledImage, read_config};
 use super::{Blob, LayerBlob, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OciError, Platform, Reference};
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 use crate::store::{BlobError, Store};
 
 /// An image whose blobs (layers, config, manifest) are all in the store, ready to push or export.
@@ -307,14 +307,26 @@ pub fn read_image_tarball(path: &Path, store: &Store) -> Result<PulledImage, Oci
 /// streamed into the store once; blobs named by digest are checked against it. When an index holds several
 /// images, the one for `platform` is taken.
 pub fn read_image_tarball_for(path: &Path, store: &Store, platform: &Platform) -> Result<PulledImage, OciError> {
-    let bad = |reason: String| OciError::BadTarball {
+    let files = store_members(path, store)?;
+    if let Some((index_digest, _)) = files.get("index.json") {
+        return import_oci_layout(path, store, platform, &files, index_digest);
+    }
+    if let Some((manifest_digest, _)) = files.get("manifest.json") {
+        return import_docker_archive(path, store, &files, manifest_digest);
+    }
+    Err(OciError::BadTarball {
         path: path.to_owned(),
-        reason,
-    };
+        reason: "it has neither `index.json` (an OCI image layout) nor `manifest.json` (a `docker save` archive)"
+            .into(),
+    })
+}
+
+/// Every regular member of the tarball at `path`, stored as a blob (checked against its name under
+/// `blobs/sha256/`): normalized member path → (store digest, size).
+fn store_members(path: &Path, store: &Store) -> Result<HashMap<String, (Digest, u64)>, OciError> {
     let file = std::fs::File::open(path).map_err(OciError::io(path))?;
     let (_, reader) = layer::decompress(BufReader::with_capacity(64 * 1024, file)).map_err(OciError::io(path))?;
     let mut archive = tar::Archive::new(reader);
-    // Normalized member path → (store digest, size).
     let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
     for entry in archive.entries().map_err(OciError::io(path))? {
         let mut entry = entry.map_err(OciError::io(path))?;
@@ -340,6 +352,21 @@ pub fn read_image_tarball_for(path: &Path, store: &Store, platform: &Platform) -
         files.insert(name, (digest, size));
     }
 
+    Ok(files)
+}
+
+/// An OCI image layout: follows `index.json` down to the image manifest for `platform`.
+fn import_oci_layout(
+    path: &Path,
+    store: &Store,
+    platform: &Platform,
+    files: &HashMap<String, (Digest, u64)>,
+    index_digest: &Digest,
+) -> Result<PulledImage, OciError> {
+    let bad = |reason: String| OciError::BadTarball {
+        path: path.to_owned(),
+        reason,
+    };
     let blob_of = |digest: &str, media_type: &str| -> Result<Blob, OciError> {
         let d = digest
             .strip_prefix("sha256:")
@@ -357,101 +384,105 @@ pub fn read_image_tarball_for(path: &Path, store: &Store, platform: &Platform) -
         })
     };
 
-    if let Some((index_digest, _)) = files.get("index.json") {
-        let what = format!("index.json of {}", path.display());
-        let bytes = store.get_blob(index_digest)?;
-        let mut doc = Document::parse(&bytes, None, &what)?;
-        let mut reference = None;
-        // Follow indexes down to one image manifest (a few levels at most).
-        for _ in 0..4 {
-            let Document::Index(index) = doc else {
-                return Err(bad(format!("{what} is an image manifest, not an index")));
-            };
-            let chosen = match index.manifests.as_slice() {
-                [only] => only.clone(),
-                [] => return Err(bad(format!("{what} lists no image"))),
-                _ => select_platform(&index, platform, &what)?.clone(),
-            };
-            reference = reference.or_else(|| {
-                chosen
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("io.containerd.image.name"))
-                    .and_then(|n| Reference::parse(n).ok())
-            });
-            let blob = blob_of(&chosen.digest, &chosen.media_type)?;
-            let bytes = std::fs::read(&blob.path).map_err(OciError::io(&blob.path))?;
-            doc = Document::parse(&bytes, Some(&chosen.media_type), &format!("manifest {}", chosen.digest))?;
-            if let Document::Manifest(m) = doc {
-                return import_manifest(path, *m, chosen.digest, reference, &blob_of);
-            }
+    let what = format!("index.json of {}", path.display());
+    let bytes = store.get_blob(index_digest)?;
+    let mut doc = Document::parse(&bytes, None, &what)?;
+    let mut reference = None;
+    // Follow indexes down to one image manifest (a few levels at most).
+    for _ in 0..4 {
+        let Document::Index(index) = doc else {
+            return Err(bad(format!("{what} is an image manifest, not an index")));
+        };
+        let chosen = match index.manifests.as_slice() {
+            [only] => only.clone(),
+            [] => return Err(bad(format!("{what} lists no image"))),
+            _ => select_platform(&index, platform, &what)?.clone(),
+        };
+        reference = reference.or_else(|| {
+            chosen
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("io.containerd.image.name"))
+                .and_then(|n| Reference::parse(n).ok())
+        });
+        let blob = blob_of(&chosen.digest, &chosen.media_type)?;
+        let bytes = std::fs::read(&blob.path).map_err(OciError::io(&blob.path))?;
+        doc = Document::parse(&bytes, Some(&chosen.media_type), &format!("manifest {}", chosen.digest))?;
+        if let Document::Manifest(m) = doc {
+            return import_manifest(path, *m, chosen.digest, reference, &blob_of);
         }
-        return Err(bad("its indexes nest too deeply".into()));
     }
+    Err(bad("its indexes nest too deeply".into()))
+}
 
-    if let Some((manifest_digest, _)) = files.get("manifest.json") {
-        let bytes = store.get_blob(manifest_digest)?;
-        let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&bytes).map_err(|source| OciError::Json {
-            what: format!("manifest.json of {}", path.display()),
-            kind: "docker save manifest",
-            source,
-        })?;
-        let entry = match entries.as_slice() {
-            [one] => one,
-            [] => return Err(bad("its manifest.json lists no image".into())),
-            _ => return Err(bad("it holds several images; import one at a time".into())),
-        };
-        let member = |name: &str| {
-            files
-                .get(&normalize_member(name.as_bytes()))
-                .cloned()
-                .ok_or_else(|| bad(format!("manifest.json names `{name}`, which is not in the tarball")))
-        };
-        let (config_digest, config_size) = member(&entry.config)?;
-        let mut layers = Vec::new();
-        for name in &entry.layers {
-            let (d, size) = member(name)?;
-            let path = store.blob_path(&d);
-            let compression = sniff(&path)?;
-            layers.push(Blob {
-                digest: format!("sha256:{d}"),
-                media_type: compression.oci_media_type().to_owned(),
-                size,
-                path,
-            });
-        }
-        let config_path = store.blob_path(&config_digest);
-        let config = read_config(&config_path, &format!("the config of {}", path.display()))?;
-        check_layer_count(path, &config, layers.len())?;
-        // `docker save` archives have no registry manifest; make the one a registry would hold.
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.to_owned()),
-            config: Descriptor::new(OCI_CONFIG, &format!("sha256:{config_digest}"), config_size),
-            layers: layers
-                .iter()
-                .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-                .collect(),
-            annotations: None,
-        };
-        let manifest_blob = put_small_blob(store, &canonical_json(&manifest, "image manifest")?, OCI_MANIFEST)?;
-        let reference = entry
-            .repo_tags
-            .as_ref()
-            .and_then(|t| t.first())
-            .and_then(|t| Reference::parse(t).ok());
-        return Ok(PulledImage {
-            reference,
-            manifest_digest: manifest_blob.digest,
-            config_digest: format!("sha256:{config_digest}"),
-            config,
-            layers,
+/// A `docker save` archive: its one image, with the registry manifest it would have.
+fn import_docker_archive(
+    path: &Path,
+    store: &Store,
+    files: &HashMap<String, (Digest, u64)>,
+    manifest_digest: &Digest,
+) -> Result<PulledImage, OciError> {
+    let bad = |reason: String| OciError::BadTarball {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = store.get_blob(manifest_digest)?;
+    let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&bytes).map_err(|source| OciError::Json {
+        what: format!("manifest.json of {}", path.display()),
+        kind: "docker save manifest",
+        source,
+    })?;
+    let entry = match entries.as_slice() {
+        [one] => one,
+        [] => return Err(bad("its manifest.json lists no image".into())),
+        _ => return Err(bad("it holds several images; import one at a time".into())),
+    };
+    let member = |name: &str| {
+        files
+            .get(&normalize_member(name.as_bytes()))
+            .cloned()
+            .ok_or_else(|| bad(format!("manifest.json names `{name}`, which is not in the tarball")))
+    };
+    let (config_digest, config_size) = member(&entry.config)?;
+    let mut layers = Vec::new();
+    for name in &entry.layers {
+        let (d, size) = member(name)?;
+        let path = store.blob_path(&d);
+        let compression = sniff(&path)?;
+        layers.push(Blob {
+            digest: format!("sha256:{d}"),
+            media_type: compression.oci_media_type().to_owned(),
+            size,
+            path,
         });
     }
-
-    Err(bad(
-        "it has neither `index.json` (an OCI image layout) nor `manifest.json` (a `docker save` archive)".into(),
-    ))
+    let config_path = store.blob_path(&config_digest);
+    let config = read_config(&config_path, &format!("the config of {}", path.display()))?;
+    check_layer_count(path, &config, layers.len())?;
+    // `docker save` archives have no registry manifest; make the one a registry would hold.
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_owned()),
+        config: Descriptor::new(OCI_CONFIG, &format!("sha256:{config_digest}"), config_size),
+        layers: layers
+            .iter()
+            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
+            .collect(),
+        annotations: None,
+    };
+    let manifest_blob = put_small_blob(store, &canonical_json(&manifest, "image manifest")?, OCI_MANIFEST)?;
+    let reference = entry
+        .repo_tags
+        .as_ref()
+        .and_then(|t| t.first())
+        .and_then(|t| Reference::parse(t).ok());
+    Ok(PulledImage {
+        reference,
+        manifest_digest: manifest_blob.digest,
+        config_digest: format!("sha256:{config_digest}"),
+        config,
+        layers,
+    })
 }
 
 fn import_manifest(

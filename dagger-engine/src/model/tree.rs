@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 
 /// One entry of a tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +400,30 @@ impl Tree {
         }
     }
 
+    /// The tree without the entries `dropped` names (given each path and whether it is a directory), nor
+    /// anything below a dropped directory.
+    pub fn without(&self, mut dropped: impl FnMut(&str, bool) -> bool) -> Tree {
+        let mut gone: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut out = Tree::default();
+        for (k, v) in &self.entries {
+            let mut parent = parent_of(k);
+            let mut below_gone = false;
+            while let Some(p) = parent {
+                if gone.contains(p) {
+                    below_gone = true;
+                    break;
+                }
+                parent = parent_of(p);
+            }
+            if below_gone || dropped(k, matches!(v, Entry::Dir { .. })) {
+                gone.insert(k);
+                continue;
+            }
+            out.entries.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
     /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
     /// holding kept entries are kept.
     pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
@@ -480,50 +504,106 @@ impl Tree {
     }
 }
 
-/// Matches path segments against pattern segments; `**` matches zero or more segments.
+/// Matches path segments against pattern segments; `**` matches zero or more segments. Time is linear in
+/// the product of the lengths (no backtracking), whatever the pattern.
 fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
-    match pat.split_first() {
-        None => segs.is_empty(),
-        Some((&"**", rest)) => (0..=segs.len()).any(|i| match_segments(rest, &segs[i..])),
-        Some((p, rest)) => match segs.split_first() {
-            Some((s, srest)) => match_one(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest),
-            None => false,
-        },
+    // `next[j]`: whether `pat[i + 1..]` matches `segs[j..]`; built from the end of the pattern.
+    let mut next = vec![false; segs.len() + 1];
+    next[segs.len()] = true;
+    for p in pat.iter().rev() {
+        let mut cur = vec![false; segs.len() + 1];
+        for j in (0..=segs.len()).rev() {
+            cur[j] = if *p == "**" {
+                next[j] || (j < segs.len() && cur[j + 1])
+            } else {
+                j < segs.len() && next[j + 1] && match_one(p.as_bytes(), segs[j].as_bytes())
+            };
+        }
+        next = cur;
     }
+    next[0]
+}
+
+/// One element of a segment pattern.
+enum Token<'a> {
+    /// `*`: any run of bytes.
+    Star,
+    /// `?`: one byte.
+    Any,
+    /// `[…]`, `[!…]`, `[^…]`: one byte in (or, negated, not in) the class.
+    Class { negate: bool, class: &'a [u8] },
+    /// A byte as it is (an unclosed `[` included).
+    Byte(u8),
+}
+
+impl Token<'_> {
+    fn matches(&self, c: u8) -> bool {
+        match self {
+            Token::Star | Token::Any => true,
+            Token::Byte(b) => *b == c,
+            Token::Class { negate, class } => {
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == b'-' {
+                        hit |= class[i] <= c && c <= class[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= class[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != *negate
+            }
+        }
+    }
+}
+
+fn tokens(p: &[u8]) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => out.push(Token::Star),
+            b'?' => out.push(Token::Any),
+            b'[' => {
+                if let Some(end) = p[i + 1..].iter().position(|&c| c == b']') {
+                    let inner = &p[i + 1..i + 1 + end];
+                    out.push(match inner.split_first() {
+                        Some((b'!' | b'^', class)) => Token::Class { negate: true, class },
+                        _ => Token::Class {
+                            negate: false,
+                            class: inner,
+                        },
+                    });
+                    i += end + 2;
+                    continue;
+                }
+                out.push(Token::Byte(b'['));
+            }
+            c => out.push(Token::Byte(c)),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Matches one segment against a pattern with `*`, `?` and `[…]` classes.
 pub fn match_one(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| match_one(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && match_one(rest, &s[1..]),
-        Some((b'[', rest)) => {
-            let Some(end) = rest.iter().position(|&c| c == b']') else {
-                return s.first() == Some(&b'[') && match_one(rest, &s[1..]);
+    // The same dynamic programme as `match_segments`, over bytes: no backtracking.
+    let mut next = vec![false; s.len() + 1];
+    next[s.len()] = true;
+    for t in tokens(p).iter().rev() {
+        let mut cur = vec![false; s.len() + 1];
+        for j in (0..=s.len()).rev() {
+            cur[j] = match t {
+                Token::Star => next[j] || (j < s.len() && cur[j + 1]),
+                t => j < s.len() && next[j + 1] && t.matches(s[j]),
             };
-            let Some((&c, srest)) = s.split_first() else {
-                return false;
-            };
-            let (negate, class) = match rest[..end].split_first() {
-                Some((b'!' | b'^', cls)) => (true, cls),
-                _ => (false, &rest[..end]),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && match_one(&rest[end + 1..], srest)
         }
-        Some((&pc, rest)) => s.first() == Some(&pc) && match_one(rest, &s[1..]),
+        next = cur;
     }
+    next[0]
 }
 
 #[cfg(test)]
@@ -579,5 +659,112 @@ mod tests {
         assert!(match_one(b"[a-c]x", b"bx"));
         assert!(!match_one(b"[!a-c]x", b"bx"));
         assert!(match_one(b"*.t?t", b"notes.txt"));
+    }
+
+    #[test]
+    fn without_drops_entries_and_everything_below_dropped_directories() {
+        let mut t = Tree::default();
+        for d in ["a", "a/b", "a-b"] {
+            t.mkdir_all(d, 0o755).expect("mkdir");
+        }
+        for f in ["a/b/c", "a-b/c", "x"] {
+            let entry = Entry::File(FileEntry {
+                mode: 0o644,
+                blob: Digest::of(b""),
+                size: 0,
+                mtime: None,
+            });
+            t.put(f, entry, true).expect("put");
+        }
+        let mut asked = Vec::new();
+        let kept = t.without(|path, is_dir| {
+            asked.push((path.to_owned(), is_dir));
+            path == "a"
+        });
+        assert_eq!(kept.entries.keys().collect::<Vec<_>>(), ["a-b", "a-b/c", "x"]);
+        assert!(
+            !asked.iter().any(|(p, _)| p.starts_with("a/")),
+            "nothing below a dropped directory is asked about"
+        );
+        assert!(asked.contains(&("a-b".to_owned(), true)) && asked.contains(&("x".to_owned(), false)));
+    }
+
+    /// The backtracking matchers this engine used before, as the reference for the linear ones.
+    /// Matches path segments against pattern segments; `**` matches zero or more segments.
+    fn reference_segments(pat: &[&str], segs: &[&str]) -> bool {
+        match pat.split_first() {
+            None => segs.is_empty(),
+            Some((&"**", rest)) => (0..=segs.len()).any(|i| reference_segments(rest, &segs[i..])),
+            Some((p, rest)) => match segs.split_first() {
+                Some((s, srest)) => reference_one(p.as_bytes(), s.as_bytes()) && reference_segments(rest, srest),
+                None => false,
+            },
+        }
+    }
+
+    /// Matches one segment against a pattern with `*`, `?` and `[…]` classes.
+    fn reference_one(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| reference_one(rest, &s[i..])),
+            Some((b'?', rest)) => !s.is_empty() && reference_one(rest, &s[1..]),
+            Some((b'[', rest)) => {
+                let Some(end) = rest.iter().position(|&c| c == b']') else {
+                    return s.first() == Some(&b'[') && reference_one(rest, &s[1..]);
+                };
+                let Some((&c, srest)) = s.split_first() else {
+                    return false;
+                };
+                let (negate, class) = match rest[..end].split_first() {
+                    Some((b'!' | b'^', cls)) => (true, cls),
+                    _ => (false, &rest[..end]),
+                };
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == b'-' {
+                        hit |= class[i] <= c && c <= class[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= class[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != negate && reference_one(&rest[end + 1..], srest)
+            }
+            Some((&pc, rest)) => s.first() == Some(&pc) && reference_one(rest, &s[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn segment_matching_agrees_with_the_backtracking_reference(
+            p in "[ab*?\\[\\]!^-]{0,8}",
+            s in "[ab\\[\\]-]{0,8}",
+        ) {
+            proptest::prop_assert_eq!(match_one(p.as_bytes(), s.as_bytes()), reference_one(p.as_bytes(), s.as_bytes()));
+        }
+
+        #[test]
+        fn path_matching_agrees_with_the_backtracking_reference(
+            p in proptest::collection::vec("\\*\\*|a\\*|b|\\*", 0..5),
+            s in proptest::collection::vec("a|b|ab|ba", 0..5),
+        ) {
+            let pat: Vec<&str> = p.iter().map(String::as_str).collect();
+            let segs: Vec<&str> = s.iter().map(String::as_str).collect();
+            proptest::prop_assert_eq!(match_segments(&pat, &segs), reference_segments(&pat, &segs));
+        }
+    }
+
+    #[test]
+    fn patterns_that_made_backtracking_explode_match_at_once() {
+        let started = std::time::Instant::now();
+        let pattern = format!("{}b", "a*".repeat(40));
+        assert!(!match_one(pattern.as_bytes(), "a".repeat(200).as_bytes()));
+        let deep: Vec<&str> = std::iter::repeat_n("x", 200).collect();
+        let stars: Vec<&str> = std::iter::repeat_n("**", 40).chain(["y"]).collect();
+        assert!(!match_segments(&stars, &deep));
+        // Generous: the backtracking matchers took longer than the age of the universe here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -188,7 +188,7 @@ fn parse_digest(d: &str) -> Result<String, String> {
             "the digest algorithm `{algo}` is not supported; use a `sha256:` digest"
         ));
     }
-    if crate::ids::Digest::parse(hex).is_none() {
+    if crate::model::ids::Digest::parse(hex).is_none() {
         return Err(format!(
             "the digest `{d}` is not `sha256:` followed by 64 lowercase hex digits"
         ));

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use oci_spec::runtime::{
@@ -183,9 +185,7 @@ struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&self.id);
-        }
+        self.running.lock().remove(&self.id);
     }
 }
 
@@ -253,19 +253,10 @@ impl Runtime {
     /// `SIGKILL`), and no new one starts from now on.
     pub async fn stop(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<String> = self
-            .running
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default();
+        let ids: Vec<String> = self.running.lock().iter().cloned().collect();
         for id in ids {
             self.kill(&id).await;
         }
-    }
-
-    /// Which runtime this is.
-    pub fn kind(&self) -> RuntimeKind {
-        self.kind
     }
 
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
@@ -276,11 +267,9 @@ impl Runtime {
         let spec = spec_for(req)?;
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        let id = format!("drs-{}", crate::snapshot::unique());
+        let id = format!("drs-{}", crate::worker::snapshot::unique());
         // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(id.clone());
-        }
+        self.running.lock().insert(id.clone());
         let _running = RunningGuard {
             running: &self.running,
             id: id.clone(),
@@ -298,31 +287,8 @@ impl Runtime {
         // Should this run be abandoned (its request cancelled), killing the runtime process is not enough: the
         // container outlives it. The guard kills and deletes the container then.
         let mut abandoned = KillOnDrop(Some(self.kill_commands(&id)));
-        let stdin = child.stdin.take();
-        let input = req.stdin.clone();
-        let feed = async move {
-            if let Some(mut s) = stdin {
-                // A process that never reads its input closes the pipe: not an error.
-                let _ = s.write_all(&input).await;
-                let _ = s.shutdown().await;
-            }
-        };
-        let combined = Arc::new(Mutex::new(Vec::new()));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let out = pump(
-            child.stdout.take(),
-            stdout.clone(),
-            combined.clone(),
-            on_line.clone(),
-            false,
-        );
-        let err = pump(child.stderr.take(), stderr.clone(), combined.clone(), on_line, true);
-        let wait = async {
-            let ((), (), (), status) = tokio::join!(feed, out, err, child.wait());
-            status
-        };
-        let taken = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        let captured = Captured::default();
+        let wait = feed_and_wait(&mut child, req.stdin.clone(), &captured, on_line);
         let (result, timed_out) = match self.timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => (Some(r), None),
@@ -333,13 +299,7 @@ impl Runtime {
         abandoned.disarm();
         let Some(status) = result else {
             self.kill(&id).await;
-            return Ok(RunOutput {
-                exit_code: 137,
-                timed_out,
-                stdout: taken(&stdout),
-                stderr: taken(&stderr),
-                combined: taken(&combined),
-            });
+            return Ok(captured.output(137, timed_out));
         };
         let status = status.map_err(io("cannot wait for the container"))?;
         let exit_code = {
@@ -360,13 +320,7 @@ impl Runtime {
                 hint,
             });
         }
-        Ok(RunOutput {
-            exit_code,
-            stdout: taken(&stdout),
-            stderr: taken(&stderr),
-            combined: taken(&combined),
-            timed_out,
-        })
+        Ok(captured.output(exit_code, timed_out))
     }
 
     fn command(&self, sub: &[&str], bundle: &Path, id: &str, log: &Path) -> tokio::process::Command {
@@ -521,6 +475,62 @@ fn start_hint(message: &str, command: &str) -> Option<String> {
     None
 }
 
+/// What a process wrote: each stream, and both interleaved as they came.
+#[derive(Default)]
+struct Captured {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    combined: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Captured {
+    /// The output of a process that ended with `exit_code` (or was killed after `timed_out`).
+    fn output(&self, exit_code: i32, timed_out: Option<Duration>) -> RunOutput {
+        let taken = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock());
+        RunOutput {
+            exit_code,
+            stdout: taken(&self.stdout),
+            stderr: taken(&self.stderr),
+            combined: taken(&self.combined),
+            timed_out,
+        }
+    }
+}
+
+/// Feeds `input` to the child's standard input, captures its output (lines also go to `on_line`), and waits
+/// for it to end.
+async fn feed_and_wait(
+    child: &mut tokio::process::Child,
+    input: Vec<u8>,
+    captured: &Captured,
+    on_line: LineSink,
+) -> std::io::Result<std::process::ExitStatus> {
+    let stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(mut s) = stdin {
+            // A process that never reads its input closes the pipe: not an error.
+            let _ = s.write_all(&input).await;
+            let _ = s.shutdown().await;
+        }
+    };
+    let out = pump(
+        child.stdout.take(),
+        captured.stdout.clone(),
+        captured.combined.clone(),
+        on_line.clone(),
+        false,
+    );
+    let err = pump(
+        child.stderr.take(),
+        captured.stderr.clone(),
+        captured.combined.clone(),
+        on_line,
+        true,
+    );
+    let ((), (), (), status) = tokio::join!(feed, out, err, child.wait());
+    status
+}
+
 /// Reads one stream to its end into `own` and `combined` (shared, so what arrived survives a timeout), and
 /// hands each line to `on_line`.
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
@@ -543,9 +553,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
         };
         all.extend_from_slice(&buf[..n]);
         for shared in [&own, &combined] {
-            if let Ok(mut c) = shared.lock() {
-                c.extend_from_slice(&buf[..n]);
-            }
+            shared.lock().extend_from_slice(&buf[..n]);
         }
         while let Some(pos) = all[line_start..].iter().position(|b| *b == b'\n') {
             let line = String::from_utf8_lossy(&all[line_start..line_start + pos]);
@@ -594,83 +602,13 @@ fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
 
 /// The OCI runtime spec for one run.
 pub fn spec_for(req: &RunRequest) -> Result<Spec, RuntimeError> {
-    let caps: std::collections::HashSet<Capability> = if req.privileged {
-        all_caps()
-    } else {
-        DEFAULT_CAPS.iter().copied().collect()
-    };
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps.clone())
-        .inheritable(std::collections::HashSet::new())
-        .ambient(std::collections::HashSet::new())
-        .build()
-        .map_err(spec_err)?;
-    let user = UserBuilder::default()
-        .uid(req.uid)
-        .gid(req.gid)
-        .additional_gids(req.additional_gids.clone())
-        .build()
-        .map_err(spec_err)?;
-    // As many open files as the engine itself may have: asking for more than that is refused.
-    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .maximum
-        .unwrap_or(1_048_576);
-    let process = ProcessBuilder::default()
-        .terminal(false)
-        .args(req.args.clone())
-        .env(req.env.clone())
-        .cwd(if req.cwd.is_empty() {
-            "/".to_owned()
-        } else {
-            req.cwd.clone()
-        })
-        .user(user)
-        .capabilities(capabilities)
-        .no_new_privileges(!req.privileged)
-        .rlimits(vec![
-            oci_spec::runtime::PosixRlimitBuilder::default()
-                .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
-                .hard(nofile)
-                .soft(nofile)
-                .build()
-                .map_err(spec_err)?,
-        ])
-        .build()
-        .map_err(spec_err)?;
+    let process = process(req)?;
     let root = RootBuilder::default()
         .path(req.rootfs.clone())
         .readonly(false)
         .build()
         .map_err(spec_err)?;
-    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
-    // The default cgroup mount is read-only cgroupfs; keep it, it is what containers expect to see.
-    for (host, target) in &req.etc_files {
-        mounts.push(bind(host, target, true)?);
-    }
-    for m in &req.mounts {
-        mounts.push(match m {
-            MountSpec::Bind {
-                source,
-                target,
-                read_only,
-            } => bind(source, target, *read_only)?,
-            MountSpec::Tmpfs { target, size } => {
-                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned(), "mode=1777".to_owned()];
-                if let Some(s) = size {
-                    options.push(format!("size={s}"));
-                }
-                MountBuilder::default()
-                    .destination(target)
-                    .typ("tmpfs")
-                    .source("tmpfs")
-                    .options(options)
-                    .build()
-                    .map_err(spec_err)?
-            }
-        });
-    }
+    let mounts = mounts(req)?;
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_root(Some(root));
@@ -701,6 +639,87 @@ pub fn spec_for(req: &RunRequest) -> Result<Spec, RuntimeError> {
         }
     }
     Ok(spec)
+}
+
+/// The process of the spec: command, environment, user, capabilities, limits.
+fn process(req: &RunRequest) -> Result<oci_spec::runtime::Process, RuntimeError> {
+    let caps: std::collections::HashSet<Capability> = if req.privileged {
+        all_caps()
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(spec_err)?;
+    let user = UserBuilder::default()
+        .uid(req.uid)
+        .gid(req.gid)
+        .additional_gids(req.additional_gids.clone())
+        .build()
+        .map_err(spec_err)?;
+    // As many open files as the engine itself may have: asking for more than that is refused.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(1_048_576);
+    ProcessBuilder::default()
+        .terminal(false)
+        .args(req.args.clone())
+        .env(req.env.clone())
+        .cwd(if req.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            req.cwd.clone()
+        })
+        .user(user)
+        .capabilities(capabilities)
+        .no_new_privileges(!req.privileged)
+        .rlimits(vec![
+            oci_spec::runtime::PosixRlimitBuilder::default()
+                .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+                .hard(nofile)
+                .soft(nofile)
+                .build()
+                .map_err(spec_err)?,
+        ])
+        .build()
+        .map_err(spec_err)
+}
+
+/// The mounts of the spec: the defaults, the `/etc` files, then the exec's own.
+fn mounts(req: &RunRequest) -> Result<Vec<Mount>, RuntimeError> {
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    // The default cgroup mount is read-only cgroupfs; keep it, it is what containers expect to see.
+    for (host, target) in &req.etc_files {
+        mounts.push(bind(host, target, true)?);
+    }
+    for m in &req.mounts {
+        mounts.push(match m {
+            MountSpec::Bind {
+                source,
+                target,
+                read_only,
+            } => bind(source, target, *read_only)?,
+            MountSpec::Tmpfs { target, size } => {
+                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned(), "mode=1777".to_owned()];
+                if let Some(s) = size {
+                    options.push(format!("size={s}"));
+                }
+                MountBuilder::default()
+                    .destination(target)
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(options)
+                    .build()
+                    .map_err(spec_err)?
+            }
+        });
+    }
+    Ok(mounts)
 }
 
 fn bind(source: &Path, target: &str, read_only: bool) -> Result<Mount, RuntimeError> {

@@ -36,7 +36,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -48,7 +50,7 @@ use super::{
     Blob, BuiltImage, DOCKER_CONFIG, LayerBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError,
     Platform, Reference, sha256_of,
 };
-use crate::ids::Digest;
+use crate::model::ids::Digest;
 use crate::store::{BlobError, Store};
 
 /// The variable that lists registry mirrors.
@@ -315,13 +317,11 @@ impl Activity {
     }
 
     fn touch(&self) {
-        if let Ok(mut t) = self.0.lock() {
-            *t = Instant::now();
-        }
+        *self.0.lock() = Instant::now();
     }
 
     fn quiet_for(&self) -> Duration {
-        self.0.lock().map(|t| t.elapsed()).unwrap_or_default()
+        self.0.lock().elapsed()
     }
 }
 
@@ -410,7 +410,7 @@ impl RegistryClient {
     // ----- pull ------------------------------------------------------------------------------------------
 
     /// Pulls `reference` for `platform` into `store`: manifest, config and layer blobs (layers are not
-    /// extracted; see [`Store::extract_layer_cached`]). Mirrors are tried first.
+    /// extracted; see [`extract_cached`](super::layer::extract_cached)). Mirrors are tried first.
     pub async fn pull(
         &self,
         store: &Store,
@@ -840,7 +840,7 @@ impl RegistryClient {
         let key = (ep.base.clone(), scope.clone());
         let mut answered_challenge = false;
         loop {
-            let cached = self.authorizations.lock().ok().and_then(|m| m.get(&key).cloned());
+            let cached = self.authorizations.lock().get(&key).cloned();
             let mut req = self.http.request(method.clone(), url);
             for (name, value) in headers {
                 req = req.header(name, *value);
@@ -899,9 +899,7 @@ impl RegistryClient {
             } else {
                 return Err(unauthorized());
             };
-            if let Ok(mut m) = self.authorizations.lock() {
-                m.insert(key.clone(), authorization);
-            }
+            self.authorizations.lock().insert(key.clone(), authorization);
         }
     }
 

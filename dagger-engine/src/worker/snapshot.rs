@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Component, Path, PathBuf};
 
-use crate::tree::{Entry, FileEntry, Tree};
+use crate::model::tree::{Entry, FileEntry, Tree};
 
 /// A snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -195,42 +195,65 @@ pub enum Snapshotter {
     Copy,
 }
 
-/// The snapshotter in use: `DAGGER_RS_SNAPSHOTTER=overlay|copy`, else overlayfs when a test mount under
-/// `scratch` works, else copies.
+impl Snapshotter {
+    /// Assembles `layers` at `target` this way; see [`mount_overlay`] for the arguments.
+    pub fn assemble(
+        self,
+        layers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+        empty_layer: &Path,
+    ) -> Result<Mounted, SnapshotError> {
+        assemble(self, layers, upper, target, empty_layer)
+    }
+}
+
+/// The snapshotter for an engine whose scratch directory is `scratch`: `DAGGER_RS_SNAPSHOTTER=overlay|copy`,
+/// else overlayfs when a test mount under `scratch` works, else copies, with why overlayfs was not usable.
+/// Each engine chooses for its own cache directory: two engines in one process may differ (one whose
+/// cache directory is on overlayfs copies, another overlays).
+pub fn choose(scratch: &Path) -> (Snapshotter, Option<String>) {
+    match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
+        Ok("copy") => return (Snapshotter::Copy, None),
+        Ok("overlay") => return (Snapshotter::Overlay, None),
+        _ => {}
+    }
+    let probe = scratch.join(format!("probe-{}", unique()));
+    let empty = probe.join("empty");
+    let ok = std::fs::create_dir_all(&empty)
+        .map_err(io(format!("cannot create {}", empty.display())))
+        .and_then(|()| {
+            mount_overlay(
+                std::slice::from_ref(&empty),
+                Some((&probe.join("upper"), &probe.join("work"))),
+                &probe.join("root"),
+                &empty,
+            )
+        })
+        .and_then(Mounted::unmount);
+    remove_all(&probe);
+    match ok {
+        Ok(()) => (Snapshotter::Overlay, None),
+        Err(e) => (Snapshotter::Copy, Some(e.to_string())),
+    }
+}
+
+/// [`choose`] once for the whole process (the first caller's `scratch` decides), for tools that have no
+/// engine; engines choose their own.
 pub fn snapshotter(scratch: &Path) -> Snapshotter {
     static CHOSEN: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
-        Ok("copy") => Snapshotter::Copy,
-        Ok("overlay") => Snapshotter::Overlay,
-        _ => {
-            let probe = scratch.join(format!("probe-{}", unique()));
-            let empty = probe.join("empty");
-            let ok = std::fs::create_dir_all(&empty)
-                .map_err(io(format!("cannot create {}", empty.display())))
-                .and_then(|()| {
-                    mount_overlay(
-                        std::slice::from_ref(&empty),
-                        Some((&probe.join("upper"), &probe.join("work"))),
-                        &probe.join("root"),
-                        &empty,
-                    )
-                })
-                .and_then(Mounted::unmount);
-            remove_all(&probe);
-            match ok {
-                Ok(()) => Snapshotter::Overlay,
-                Err(e) => {
-                    let _ = PROBE_FAILURE.set(e.to_string());
-                    Snapshotter::Copy
-                }
-            }
+    *CHOSEN.get_or_init(|| {
+        let (chosen, why) = choose(scratch);
+        if let Some(why) = why {
+            let _ = PROBE_FAILURE.set(why);
         }
+        chosen
     })
 }
 
 static PROBE_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Why overlayfs was found unusable, when the automatic choice fell back to copies.
+/// Why overlayfs was found unusable, when the process-wide choice of [`snapshotter`] fell back to copies.
 pub fn overlay_probe_failure() -> Option<&'static str> {
     PROBE_FAILURE.get().map(String::as_str)
 }
@@ -564,7 +587,7 @@ pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> R
         match lookup_in_layers(layers, &resolved) {
             Found::Link(target) if follow_last || !last => {
                 links += 1;
-                if links > crate::tree::MAX_LINKS {
+                if links > crate::model::tree::MAX_LINKS {
                     return Err(SnapshotError::Loop(path.to_owned()));
                 }
                 resolved.pop();
@@ -975,12 +998,14 @@ mod tests {
     #[test]
     fn overlayfs_is_chosen_where_it_works_and_stacks_of_any_depth_mount() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(
-            snapshotter(dir.path()),
-            Snapshotter::Overlay,
-            "the probe failed: {:?}",
-            overlay_probe_failure()
-        );
+        let (chosen, why) = choose(dir.path());
+        if !rustix::process::geteuid().is_root() {
+            // Without root no overlay mounts: copies, and the reason says what is missing.
+            assert_eq!(chosen, Snapshotter::Copy);
+            assert!(why.is_some_and(|w| w.contains("needs root")), "the reason names root");
+            return;
+        }
+        assert_eq!(chosen, Snapshotter::Overlay, "the probe failed: {why:?}");
         let empty = dir.path().join("empty");
         let layer = dir.path().join("layer");
         std::fs::create_dir_all(&layer).expect("layer");
@@ -1006,7 +1031,7 @@ mod path_safety {
     //! the tree holds, resolution stays inside it and writing it never touches anything outside its
     //! destination.
     use super::*;
-    use crate::tree::{Entry, PathError};
+    use crate::model::tree::{Entry, PathError};
     use proptest::prelude::*;
 
     const NAMES: &[&str] = &["a", "b", "c"];

@@ -23,8 +23,8 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::engine::Engine;
-use crate::exec::{self, Request};
+use crate::graphql::executor::Request;
+use crate::ops::engine::Engine;
 
 /// The largest request body accepted (413 above it).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -218,7 +218,7 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
                 // When the client goes away, hyper drops this handler and with it `rx`: stop executing. The
                 // execution is dropped here, on the large stack, as deep as it nests.
                 let response = tokio::select! {
-                    response = exec::execute(&engine, req) => response,
+                    response = crate::graphql::resolver::execute(&engine, req) => response,
                     () = tx.closed() => return,
                 };
                 // Serialized (and dropped) here too: a deep chain is a deep response.
@@ -247,12 +247,8 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
 
 /// A random session token (32 hex characters from the operating system's random source).
 pub fn random_token() -> String {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if !ok {
+    if getrandom::fill(&mut bytes).is_err() {
         // Fall back to time and process identity: weaker, but the server only listens on loopback.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -262,4 +258,20 @@ pub fn random_token() -> String {
         bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_are_32_hex_characters_and_differ() {
+        let tokens: std::collections::HashSet<String> = (0..16).map(|_| random_token()).collect();
+        assert_eq!(tokens.len(), 16);
+        for t in &tokens {
+            assert_eq!(t.len(), 32);
+            assert!(t.bytes().all(|b| b.is_ascii_hexdigit()), "{t}");
+            assert!(check_token(t).is_ok());
+        }
+    }
 }

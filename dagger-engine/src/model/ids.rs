@@ -30,6 +30,11 @@ impl Digest {
         Digest(hex(&hasher.finalize()))
     }
 
+    /// A digest computed elsewhere (a MAC), from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        Digest(hex(bytes))
+    }
+
     /// The hex string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -4,7 +4,7 @@
 //! `tmp/`, the tmpfs of the exec's secrets, a container (still running) in the OCI runtime's state directory
 //! `runtime/`, and on the host a network namespace, the host side of its veth and an address lease. Every one
 //! of these is named after the engine's process ID (`exec-<pid>-…`, `drs-<pid>-…`, see
-//! [`crate::snapshot::unique`]), so each has an owner.
+//! [`crate::worker::snapshot::unique`]), so each has an owner.
 //!
 //! Every engine process holds an exclusive `flock` on `<cache>/engines/<pid>.lock` for each cache directory it
 //! uses, and (as root) on `/run/dagger-rs/engines/<pid>.lock` for the host-wide items; the kernel drops the
@@ -19,72 +19,14 @@
 //! lazily, deepest first), then the scratch entries (only once no mount is left under them, so nothing is ever
 //! deleted through a mount), then network namespaces, veths and leases.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::store::Store;
 
-/// What one collection removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Mounts under the cache directory (container filesystems, secrets' tmpfs).
-    pub mounts: usize,
-    /// Scratch folders under `tmp/`.
-    pub scratch_folders: usize,
-    /// Half-written files under `tmp/`.
-    pub temporary_files: usize,
-    /// Containers in the OCI runtime's state directory (their processes killed).
-    pub containers: usize,
-    /// Network namespaces.
-    pub namespaces: usize,
-    /// Host ends of veth pairs.
-    pub veths: usize,
-    /// Container address leases.
-    pub leases: usize,
-}
-
-impl Collected {
-    /// Whether nothing was collected.
-    pub fn is_empty(&self) -> bool {
-        *self == Collected::default()
-    }
-
-    fn add(&mut self, other: &Collected) {
-        self.mounts += other.mounts;
-        self.scratch_folders += other.scratch_folders;
-        self.temporary_files += other.temporary_files;
-        self.containers += other.containers;
-        self.namespaces += other.namespaces;
-        self.veths += other.veths;
-        self.leases += other.leases;
-    }
-}
-
-impl std::fmt::Display for Collected {
-    /// `collected after an unclean stop: 2 mounts, 3 scratch folders, 1 container, 1 network namespace`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = [
-            (self.mounts, "mount", "mounts"),
-            (self.scratch_folders, "scratch folder", "scratch folders"),
-            (self.temporary_files, "temporary file", "temporary files"),
-            (self.containers, "container", "containers"),
-            (self.namespaces, "network namespace", "network namespaces"),
-            (self.veths, "veth", "veths"),
-            (self.leases, "address lease", "address leases"),
-        ]
-        .into_iter()
-        .filter(|(n, _, _)| *n > 0)
-        .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
-        .collect();
-        if parts.is_empty() {
-            write!(f, "nothing left by an unclean stop")
-        } else {
-            write!(f, "collected after an unclean stop: {}", parts.join(", "))
-        }
-    }
-}
+pub use crate::worker::collected::{Collected, owner_pid};
 
 /// Where the host-wide lock files live (network namespaces, veths and leases are host-wide).
 const HOST_LOCKS: &str = "/run/dagger-rs/engines";
@@ -99,23 +41,13 @@ fn lock_path(dir: &Path, pid: u32) -> PathBuf {
     dir.join(format!("{pid}.lock"))
 }
 
-/// The process ID an item is named after: the first group of at most 10 digits between `-` and `.`
-/// separators (`exec-1234-5-ab`, `blob.1234.7`, `<digest>.1234.0`, `drs-1234-2-ff`).
-pub fn owner_pid(name: &str) -> Option<u32> {
-    name.split(['-', '.'])
-        .find(|t| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse().ok())
-}
-
 /// Takes this process's lock in `dir` (creating the directory, private) unless it holds it already. Returns
 /// whether it was taken now: the first engine of a process is the one that collects what an earlier process
 /// with the same ID left.
 fn claim(dir: &Path) -> std::io::Result<bool> {
     use rustix::fs::{FlockOperation, flock};
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-    let mut held = HELD
-        .lock()
-        .map_err(|_| std::io::Error::other("lock registry poisoned"))?;
+    let mut held = HELD.lock();
     if held.iter().any(|(d, _)| d == dir) {
         return Ok(false);
     }
@@ -153,9 +85,8 @@ fn claim(dir: &Path) -> std::io::Result<bool> {
 
 /// Releases this process's lock in `dir` and removes its lock file (when the process stops cleanly).
 fn release(dir: &Path) {
-    if let Ok(mut held) = HELD.lock()
-        && let Some(i) = held.iter().position(|(d, _)| d == dir)
-    {
+    let mut held = HELD.lock();
+    if let Some(i) = held.iter().position(|(d, _)| d == dir) {
         let (_, f) = held.remove(i);
         let _ = std::fs::remove_file(lock_path(dir, std::process::id()));
         drop(f);
@@ -283,7 +214,7 @@ fn engines_dir(store: &Store) -> PathBuf {
 fn collect(store: &Store, judge: &mut Judge, host: Option<&mut Judge>) -> Collected {
     let mut c = Collected::default();
     let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_owned());
-    c.containers = crate::runtime::collect_containers(&root.join("runtime"), &mut |id| judge.dead_name(id));
+    c.containers = crate::worker::runtime::collect_containers(&root.join("runtime"), &mut |id| judge.dead_name(id));
     let tmp = root.join("tmp");
     c.mounts = unmount_under(&tmp, judge);
     let busy = mounts_under(&tmp);
@@ -296,7 +227,7 @@ fn collect(store: &Store, judge: &mut Judge, host: Option<&mut Judge>) -> Collec
             }
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
             if is_dir {
-                crate::snapshot::remove_all(&path);
+                crate::worker::snapshot::remove_all(&path);
                 if !path.exists() {
                     c.scratch_folders += 1;
                 }
@@ -307,7 +238,7 @@ fn collect(store: &Store, judge: &mut Judge, host: Option<&mut Judge>) -> Collec
     }
     if let Some(host) = host {
         host.sweep();
-        c.add(&crate::network::collect_dead(&mut |pid| host.dead(pid)));
+        c.add(&crate::worker::network::collect_dead(&mut |pid| host.dead(pid)));
         // The short symbolic-link folders overlay mounts name their layers through (see `snapshot`).
         if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
             for e in entries.flatten() {

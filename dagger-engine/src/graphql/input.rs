@@ -304,40 +304,7 @@ pub fn coerce_literal(
         return Ok(Some(Value::Null));
     }
     match ty {
-        Type::List(item) | Type::NonNullList(item) => match value {
-            AstValue::List(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, v) in items.iter().enumerate() {
-                    let len = at.len();
-                    at.push_str(&format!("[{i}]"));
-                    // An unprovided variable inside a list is null there.
-                    let v = coerce_literal(schema, item, v, vars, at)?.unwrap_or(Value::Null);
-                    if v.is_null() && item.is_non_null() {
-                        return Err(Invalid::new(
-                            at,
-                            "null".into(),
-                            item,
-                            Some("a non-null type takes no null".into()),
-                        ));
-                    }
-                    out.push(v);
-                    at.truncate(len);
-                }
-                Ok(Some(Value::Array(out)))
-            }
-            other => {
-                let v = coerce_literal(schema, item, other, vars, at)?.unwrap_or(Value::Null);
-                if v.is_null() && item.is_non_null() {
-                    return Err(Invalid::new(
-                        at,
-                        "null".into(),
-                        item,
-                        Some("a non-null type takes no null".into()),
-                    ));
-                }
-                Ok(Some(Value::Array(vec![v])))
-            }
-        },
+        Type::List(item) | Type::NonNullList(item) => coerce_list(schema, item, value, vars, at).map(Some),
         Type::Named(name) | Type::NonNullNamed(name) => {
             let bad = |reason: Option<String>| Invalid::new(at, shown(value), ty, reason);
             match schema.types.get(name) {
@@ -353,43 +320,89 @@ pub fn coerce_literal(
                     if let Some((unknown, _)) = fields.iter().find(|(k, _)| !o.fields.contains_key(k)) {
                         return Err(bad(Some(format!("`{name}` has no field `{unknown}`"))));
                     }
-                    let mut out = Map::new();
-                    for (fname, fdef) in &o.fields {
-                        let len = at.len();
-                        at.push_str(&format!(".{fname}"));
-                        let given = match fields.iter().find(|(k, _)| k == fname) {
-                            Some((_, v)) => coerce_literal(schema, &fdef.ty, v, vars, at)?,
-                            None => None,
-                        };
-                        let v = match given {
-                            Some(v) => Some(v),
-                            None => match &fdef.default_value {
-                                Some(d) => coerce_literal(schema, &fdef.ty, d, &Map::new(), at)?,
-                                None => None,
-                            },
-                        };
-                        match v {
-                            Some(v) => {
-                                out.insert(fname.to_string(), v);
-                            }
-                            None if fdef.ty.is_non_null() => {
-                                return Err(Invalid::new(
-                                    at,
-                                    "nothing".into(),
-                                    &fdef.ty,
-                                    Some(format!("the field `{name}.{fname}` is required")),
-                                ));
-                            }
-                            None => {}
-                        }
-                        at.truncate(len);
-                    }
-                    Ok(Some(Value::Object(out)))
+                    coerce_input_object(schema, name.as_str(), o, fields, vars, at).map(Some)
                 }
                 _ => Err(bad(Some(format!("`{name}` is not an input type")))),
             }
         }
     }
+}
+
+/// A list literal as a list of `item` (a single value is a list of one, as the spec's input coercion says).
+fn coerce_list(
+    schema: &Schema,
+    item: &Type,
+    value: &AstValue,
+    vars: &Map<String, Value>,
+    at: &mut String,
+) -> Result<Value, Invalid> {
+    let one = |v: &AstValue, at: &mut String| -> Result<Value, Invalid> {
+        // An unprovided variable inside a list is null there.
+        let v = coerce_literal(schema, item, v, vars, at)?.unwrap_or(Value::Null);
+        if v.is_null() && item.is_non_null() {
+            return Err(Invalid::new(
+                at,
+                "null".into(),
+                item,
+                Some("a non-null type takes no null".into()),
+            ));
+        }
+        Ok(v)
+    };
+    let AstValue::List(items) = value else {
+        return Ok(Value::Array(vec![one(value, at)?]));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let len = at.len();
+        at.push_str(&format!("[{i}]"));
+        out.push(one(v, at)?);
+        at.truncate(len);
+    }
+    Ok(Value::Array(out))
+}
+
+/// The fields of an input object literal of type `name`, defaults applied and required ones checked.
+fn coerce_input_object(
+    schema: &Schema,
+    name: &str,
+    o: &apollo_compiler::schema::InputObjectType,
+    fields: &[(apollo_compiler::Name, apollo_compiler::Node<AstValue>)],
+    vars: &Map<String, Value>,
+    at: &mut String,
+) -> Result<Value, Invalid> {
+    let mut out = Map::new();
+    for (fname, fdef) in &o.fields {
+        let len = at.len();
+        at.push_str(&format!(".{fname}"));
+        let given = match fields.iter().find(|(k, _)| k == fname) {
+            Some((_, v)) => coerce_literal(schema, &fdef.ty, v, vars, at)?,
+            None => None,
+        };
+        let v = match given {
+            Some(v) => Some(v),
+            None => match &fdef.default_value {
+                Some(d) => coerce_literal(schema, &fdef.ty, d, &Map::new(), at)?,
+                None => None,
+            },
+        };
+        match v {
+            Some(v) => {
+                out.insert(fname.to_string(), v);
+            }
+            None if fdef.ty.is_non_null() => {
+                return Err(Invalid::new(
+                    at,
+                    "nothing".into(),
+                    &fdef.ty,
+                    Some(format!("the field `{name}.{fname}` is required")),
+                ));
+            }
+            None => {}
+        }
+        at.truncate(len);
+    }
+    Ok(Value::Object(out))
 }
 
 /// A scalar from a literal.

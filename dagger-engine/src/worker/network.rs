@@ -13,7 +13,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::io::AsyncWriteExt;
 
@@ -56,34 +58,24 @@ impl Namespace {
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/var/run/netns").join(&self.name)
     }
-
-    /// The container's IPv4 address, in bridge mode.
-    pub fn address(&self) -> Option<String> {
-        self.address.map(ip_of)
-    }
 }
 
 /// A namespace taken for one exec ([`Network::take`]): deleted in the background when dropped, so an exec
 /// whose future is dropped part-way (its request was cancelled) leaves no namespace, veth or address behind.
 #[derive(Debug)]
-pub struct Held {
+pub struct NetnsLease {
     ns: Option<Namespace>,
     network: Arc<Network>,
 }
 
-impl Held {
+impl NetnsLease {
     /// The path runtimes join (`/var/run/netns/<name>`).
     pub fn path(&self) -> PathBuf {
         self.ns.as_ref().map(Namespace::path).unwrap_or_default()
     }
-
-    /// The container's IPv4 address, in bridge mode.
-    pub fn address(&self) -> Option<String> {
-        self.ns.as_ref().and_then(Namespace::address)
-    }
 }
 
-impl Drop for Held {
+impl Drop for NetnsLease {
     fn drop(&mut self) {
         let Some(ns) = self.ns.take() else { return };
         let network = self.network.clone();
@@ -97,8 +89,8 @@ impl Drop for Held {
                     let _ = run_sync("ip", &["link", "delete", &format!("drsv{n:x}")]);
                 }
                 let _ = run_sync("ip", &["netns", "delete", &ns.name]);
-                if let (Some(n), Ok(mut used)) = (ns.address, network.in_use.lock()) {
-                    used.remove(&n);
+                if let Some(n) = ns.address {
+                    network.in_use.lock().remove(&n);
                     let _ = std::fs::remove_file(lease_path(n));
                 }
             }
@@ -169,7 +161,7 @@ impl Network {
 
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
-        self.setup_error.lock().ok().and_then(|e| e.clone())
+        self.setup_error.lock().clone()
     }
 
     /// Why bridge networking is off, the first time it is asked (to be reported once).
@@ -182,9 +174,7 @@ impl Network {
     }
 
     fn mode(&self) -> Mode {
-        let Ok(mut mode) = self.mode.lock() else {
-            return Mode::None;
-        };
+        let mut mode = self.mode.lock();
         if let Some(m) = *mode {
             return m;
         }
@@ -195,9 +185,7 @@ impl Network {
             match setup_bridge() {
                 Ok(()) => Mode::Bridge,
                 Err(e) => {
-                    if let Ok(mut err) = self.setup_error.lock() {
-                        *err = Some(e);
-                    }
+                    *self.setup_error.lock() = Some(e);
                     Mode::None
                 }
             }
@@ -209,44 +197,35 @@ impl Network {
     /// A namespace for one exec: a ready one from the pool when there is one (the pool is topped up in the
     /// background), else a new one.
     ///
-    /// It is deleted when the returned [`Held`] is dropped or [released](Self::release).
-    pub async fn take(self: &Arc<Self>) -> Result<Held, String> {
-        let ready = self.pool.lock().ok().and_then(|mut p| p.pop());
+    /// It is deleted when the returned [`NetnsLease`] is dropped or [released](Self::release).
+    pub async fn take(self: &Arc<Self>) -> Result<NetnsLease, String> {
+        let ready = self.pool.lock().pop();
         self.refill();
         let ns = match ready {
             Some(ns) => ns,
             None => self.create().await?,
         };
-        Ok(Held {
+        Ok(NetnsLease {
             ns: Some(ns),
             network: self.clone(),
         })
     }
 
     /// Deletes a used namespace in the background (as dropping it does).
-    pub fn release(self: &Arc<Self>, ns: Held) {
+    pub fn release(self: &Arc<Self>, ns: NetnsLease) {
         drop(ns);
     }
 
     fn refill(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
-        let have = self.pool.lock().map(|p| p.len()).unwrap_or(POOL);
+        let have = self.pool.lock().len();
         let filling = self.filling.load(Ordering::Relaxed);
         for _ in (have + filling)..POOL {
             self.filling.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
             tokio::spawn(async move {
                 if let Ok(ns) = this.create().await {
-                    let unpooled = match this.pool.lock() {
-                        Ok(mut p) => {
-                            p.push(ns);
-                            None
-                        }
-                        Err(_) => Some(ns),
-                    };
-                    if let Some(ns) = unpooled {
-                        this.remove(ns).await;
-                    }
+                    this.pool.lock().push(ns);
                 }
                 this.filling.fetch_sub(1, Ordering::Relaxed);
             });
@@ -255,7 +234,7 @@ impl Network {
 
     /// Creates a namespace for one exec.
     pub async fn create(&self) -> Result<Namespace, String> {
-        let name = format!("drs-{}", crate::snapshot::unique());
+        let name = format!("drs-{}", crate::worker::snapshot::unique());
         ip(&["netns", "add", &name], None).await?;
         let mut ns = Namespace { name, address: None };
         let result = self.configure(&mut ns).await;
@@ -271,7 +250,7 @@ impl Network {
             return ip(&["-n", &ns.name, "link", "set", "lo", "up"], None).await;
         }
         let n = {
-            let mut used = self.in_use.lock().map_err(|_| "network state is poisoned".to_owned())?;
+            let mut used = self.in_use.lock();
             let n = (2..0xfffe)
                 .filter(|n| n & 0xff != 0 && n & 0xff != 0xff && !used.contains(n))
                 .find(|n| lease(*n))
@@ -312,8 +291,8 @@ impl Network {
             let _ = ip(&["link", "delete", &format!("drsv{n:x}")], None).await;
         }
         let _ = ip(&["netns", "delete", &ns.name], None).await;
-        if let (Some(n), Ok(mut used)) = (ns.address, self.in_use.lock()) {
-            used.remove(&n);
+        if let Some(n) = ns.address {
+            self.in_use.lock().remove(&n);
             let _ = std::fs::remove_file(lease_path(n));
         }
     }
@@ -350,17 +329,17 @@ fn lease(n: u32) -> bool {
     false
 }
 
-/// Deletes what engines that are gone left on the host (see [`crate::cleanup`]): their namespaces (named
+/// Deletes what engines that are gone left on the host (see [`crate::worker::cleanup`]): their namespaces (named
 /// `drs-<pid>-…`), the host ends of veths whose address lease is not held by a live engine, and those leases.
 /// `dead` says whether the engine with a process ID is gone.
-pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::cleanup::Collected {
-    let mut c = crate::cleanup::Collected::default();
+pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::worker::collected::Collected {
+    let mut c = crate::worker::collected::Collected::default();
     if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let owned_by_dead = name
                 .strip_prefix("drs-")
-                .and_then(crate::cleanup::owner_pid)
+                .and_then(crate::worker::collected::owner_pid)
                 .is_some_and(&mut *dead);
             if owned_by_dead && run_sync("ip", &["netns", "delete", &name]).unwrap_or(false) {
                 c.namespaces += 1;
@@ -410,11 +389,7 @@ const POOL: usize = 2;
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let pooled = self
-            .pool
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
+        let pooled = std::mem::take(&mut *self.pool.lock());
         for ns in pooled {
             let _ = run_sync("ip", &["netns", "delete", &ns.name]);
             if let Some(n) = ns.address {

@@ -1,0 +1,745 @@
+//! `withExec`: the exec's filesystem assembled from the layers and mounts, secrets on a private tmpfs, the
+//! process run by the OCI runtime in its own network namespace, its output captured (secrets scrubbed), and
+//! the overlay's upper directory kept as the container's next layer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::model::tree::{Entry, FileEntry, Tree};
+use crate::ops::args::{b, s, strings};
+use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
+use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
+use crate::ops::engine::Engine;
+use crate::ops::secret::secret_plaintext;
+use crate::worker::runtime::{MountSpec, RunRequest};
+use crate::worker::scratch::Scratch;
+use crate::worker::snapshot::{self};
+
+/// Replaces every secret plaintext by `***`.
+pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    if secrets.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s.as_str(), "***");
+    }
+    text.into_bytes()
+}
+
+/// What `withExec` was asked to do, beyond the command.
+struct Options {
+    stdin: String,
+    redirect_stdin: String,
+    redirect_stdout: String,
+    redirect_stderr: String,
+    /// `SUCCESS`, `FAILURE` or `ANY`.
+    expect: String,
+    privileged: bool,
+}
+
+impl Options {
+    fn parse(args: &Map<String, Value>) -> Result<Options, FieldError> {
+        if b(args, "experimentalPrivilegedNesting") {
+            return Err(FieldError::new(
+                "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
+            ));
+        }
+        Ok(Options {
+            stdin: s(args, "stdin").to_owned(),
+            redirect_stdin: s(args, "redirectStdin").to_owned(),
+            redirect_stdout: s(args, "redirectStdout").to_owned(),
+            redirect_stderr: s(args, "redirectStderr").to_owned(),
+            expect: match s(args, "expect") {
+                "" => "SUCCESS".to_owned(),
+                e => e.to_owned(),
+            },
+            privileged: b(args, "insecureRootCapabilities"),
+        })
+    }
+}
+
+/// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
+/// or when no args were given.
+pub(crate) fn command(st: &ContainerState, args: &Map<String, Value>) -> Result<Vec<String>, FieldError> {
+    let mut argv = strings(args, "args");
+    if b(args, "expand") {
+        argv = argv.iter().map(|a| expand(a, st)).collect();
+    }
+    if argv.is_empty() {
+        argv = st.config.cmd.clone();
+    }
+    if b(args, "useEntrypoint") || (strings(args, "args").is_empty() && !st.config.entrypoint.is_empty()) {
+        let mut full = st.config.entrypoint.clone();
+        full.extend(argv);
+        argv = full;
+    }
+    if argv.is_empty() {
+        return Err(FieldError::new(
+            "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
+        ));
+    }
+    Ok(argv)
+}
+
+/// The secrets of one exec: the environment with secret variables set, every plaintext (to scrub from what
+/// comes back), and the files of mounted secrets.
+struct Secrets {
+    env: Vec<String>,
+    plaintexts: Vec<String>,
+    files: Vec<SecretFile>,
+}
+
+async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, FieldError> {
+    let mut plaintexts = Vec::new();
+    let mut env = st.config.env.clone();
+    for (name, sd) in &st.secret_env {
+        let p = secret_plaintext(engine, sd).await?;
+        env.retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
+        env.push(format!("{name}={p}"));
+        plaintexts.push(p);
+    }
+    let mut files = Vec::new();
+    for (path, src) in &st.mounts {
+        if let MountSource::Secret { secret, mode, owner } = src {
+            let p = secret_plaintext(engine, secret).await?;
+            files.push((path.clone(), p.clone(), *mode, *owner));
+            plaintexts.push(p);
+        }
+    }
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    Ok(Secrets { env, plaintexts, files })
+}
+
+/// Runs `withExec` on `st`, returning the container after it.
+///
+/// Every resource it takes is a guard released on every path, a cancelled request included: the scratch
+/// folder, the cache volume locks, the prepared filesystem (mounts, secrets' tmpfs) and the network
+/// namespace.
+pub(crate) async fn exec(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    mut st: ContainerState,
+    args: &Map<String, Value>,
+) -> Result<ContainerState, FieldError> {
+    let runtime = engine.runtime()?;
+    let argv = command(&st, args)?;
+    let Secrets { env, plaintexts, files } = secrets(engine, &st).await?;
+    let opts = Options::parse(args)?;
+
+    let scratch_guard = Scratch::new(&engine.store, "exec");
+    let scratch = scratch_guard.path().to_owned();
+    // Held until the exec is over.
+    let cache_lease = engine.volumes.acquire(&cache_mounts(&st)).await;
+    let fresh_caches = cache_lease.fresh.clone();
+
+    // Prepare the filesystem (blocking work) and run.
+    let (prep_engine, prep_st, prep_scratch) = (engine.clone(), st.clone(), scratch.clone());
+    let mut prepared =
+        tokio::task::spawn_blocking(move || prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches))
+            .await
+            .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    let req = run_request(engine, d, &st, &opts, &prepared, &scratch, argv.clone(), env).await?;
+    let on_line = log_sink(engine, d, &plaintexts);
+    let result = runtime.run(&req.0, on_line).await;
+    // The secrets' files and the namespace go as soon as the process is done.
+    drop(prepared.secrets.take());
+    drop(req);
+    // Tear down: unmount, then read back what the process wrote into writable snapshot mounts.
+    let store = engine.store.clone();
+    let read_back = prepared.read_back.clone();
+    let trees = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
+        prepared.overlay.unmount().map_err(snap)?;
+        read_back
+            .iter()
+            .map(|(path, host)| Ok((path.clone(), snapshot::read_tree(&store, host).map_err(snap)?)))
+            .collect()
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
+    let output = result.map_err(|e| FieldError::new(e.to_string()))?;
+    for (path, tree) in trees? {
+        for (mp, src) in st.mounts.iter_mut() {
+            if *mp == path
+                && let MountSource::Dir { tree: t, .. } = src
+            {
+                *t = tree.clone();
+            }
+        }
+    }
+    let stdout = scrub(&output.stdout, &plaintexts);
+    let stderr = scrub(&output.stderr, &plaintexts);
+    let combined = scrub(&output.combined, &plaintexts);
+    check_exit(&output, &opts.expect, &argv, &stdout, &stderr, &plaintexts)?;
+    let upper = scratch.join("upper");
+    write_redirects(
+        engine,
+        &st,
+        &upper,
+        &[(&opts.redirect_stdout, &stdout), (&opts.redirect_stderr, &stderr)],
+    )?;
+    keep_layer(engine, &upper, &d.to_string())?;
+    st.layers.push(d.to_string());
+    st.exec = Some(ExecResult {
+        exit_code: output.exit_code,
+        stdout: engine.store.put_blob(&stdout)?,
+        stderr: engine.store.put_blob(&stderr)?,
+        combined: engine.store.put_blob(&combined)?,
+    });
+    Ok(st)
+}
+
+/// The cache volumes `st` mounts: key and sharing mode.
+fn cache_mounts(st: &ContainerState) -> Vec<(&str, &str)> {
+    st.mounts
+        .iter()
+        .filter_map(|(_, m)| match m {
+            MountSource::Cache { key, sharing, .. } => Some((key.as_str(), sharing.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Output lines as log events of `d`, secrets scrubbed.
+fn log_sink(engine: &Arc<Engine>, d: &Digest, secrets: &[String]) -> crate::worker::runtime::LineSink {
+    let (events, call_name, secrets) = (engine.clone(), d.clone(), secrets.to_vec());
+    Arc::new(move |line: &str, _is_err: bool| {
+        let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets)).into_owned();
+        events.emit_log("Container.withExec", &call_name, line);
+    })
+}
+
+/// The run request for a prepared filesystem, with the network namespace it joins (held until dropped):
+/// the user resolved, `HOME` set, stdin read, the workdir created when missing.
+#[allow(clippy::too_many_arguments)]
+async fn run_request(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &ContainerState,
+    opts: &Options,
+    prepared: &Prepared,
+    scratch: &Path,
+    argv: Vec<String>,
+    mut env: Vec<String>,
+) -> Result<(RunRequest, crate::worker::network::NetnsLease), FieldError> {
+    let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    let mut stdin_bytes = opts.stdin.clone().into_bytes();
+    if !opts.redirect_stdin.is_empty() {
+        let p = st.abs(&opts.redirect_stdin)?;
+        let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
+        stdin_bytes =
+            std::fs::read(&host).map_err(|e| FieldError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
+    }
+    // The workdir is created when missing, as image builders do.
+    let cwd = st.workdir().to_owned();
+    if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
+        let _ = std::fs::create_dir_all(host);
+    }
+    let netns = engine.network.take().await;
+    warn_once(engine, d);
+    let netns = netns.map_err(|e| FieldError::new(format!("cannot set up the container's network: {e}")))?;
+    let req = RunRequest {
+        rootfs: prepared.rootfs.clone(),
+        bundle: scratch.join("bundle"),
+        args: argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+        mounts: prepared.mounts.clone(),
+        stdin: stdin_bytes,
+        netns: Some(netns.path()),
+        privileged: opts.privileged,
+        etc_files: prepared.etc_files.clone(),
+    };
+    Ok((req, netns))
+}
+
+/// Reports, once per engine, that filesystems are copied or that containers get no network.
+fn warn_once(engine: &Arc<Engine>, d: &Digest) {
+    if engine.snapshotter() == snapshot::Snapshotter::Copy
+        && let Some(why) = engine.overlay_unusable()
+        && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: overlayfs is not usable ({why}); container filesystems are copied, which is slower"),
+        );
+    }
+    if let Some(why) = engine.network.take_setup_warning() {
+        engine.emit_log(
+            "Container.withExec",
+            d,
+            format!("warning: containers get no network beyond loopback: {why}"),
+        );
+    }
+}
+
+/// The `EXEC_ERROR` of a process that did not end as `expect` says (or ran out of time).
+fn check_exit(
+    output: &crate::worker::runtime::RunOutput,
+    expect: &str,
+    argv: &[String],
+    stdout: &[u8],
+    stderr: &[u8],
+    secrets: &[String],
+) -> Result<(), FieldError> {
+    let failed = match expect {
+        "ANY" => false,
+        "FAILURE" => output.exit_code == 0,
+        _ => output.exit_code != 0,
+    } || output.timed_out.is_some();
+    if !failed {
+        return Ok(());
+    }
+    let cmd_text = argv.join(" ");
+    let message = match (output.timed_out, expect) {
+        (Some(t), _) => format!(
+            "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
+            t.as_secs()
+        ),
+        (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+        (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
+            "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
+            output.exit_code,
+            output.exit_code - 128
+        ),
+        (None, _) => format!(
+            "process \"{cmd_text}\" did not complete successfully: exit code: {}",
+            output.exit_code
+        ),
+    };
+    let mut ext = Map::new();
+    ext.insert("_type".into(), json!("EXEC_ERROR"));
+    ext.insert("cmd".into(), json!(argv));
+    ext.insert("exitCode".into(), json!(output.exit_code));
+    ext.insert("stdout".into(), json!(String::from_utf8_lossy(stdout)));
+    ext.insert("stderr".into(), json!(String::from_utf8_lossy(stderr)));
+    Err(FieldError {
+        message: String::from_utf8_lossy(&scrub(message.as_bytes(), secrets)).into_owned(),
+        extensions: Some(ext),
+    })
+}
+
+/// Writes redirected output into the new layer `upper`, at the path resolved through the container's links
+/// (the process may have made some), without following any.
+fn write_redirects(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    upper: &Path,
+    outputs: &[(&String, &Vec<u8>)],
+) -> Result<(), FieldError> {
+    for (target, bytes) in outputs {
+        if target.is_empty() {
+            continue;
+        }
+        let p = st.abs(target)?;
+        let mut stack = layer_paths(engine, st);
+        stack.push(upper.to_owned());
+        let rel = snapshot::resolve_in_layers(&stack, &p, true).map_err(snap)?;
+        let entry = Entry::File(FileEntry {
+            mode: 0o644,
+            blob: engine.store.put_blob(bytes)?,
+            size: bytes.len() as u64,
+            mtime: None,
+        });
+        snapshot::write_entry_at(&engine.store, upper, &rel, &entry, None)
+            .map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Keeps the exec's upper directory as the layer `name`.
+fn keep_layer(engine: &Engine, upper: &Path, name: &str) -> Result<(), FieldError> {
+    let layers = layers_dir(&engine.store);
+    std::fs::create_dir_all(&layers)
+        .map_err(|e| FieldError::new(format!("cannot create {}: {e}", layers.display())))?;
+    let target = layers.join(name);
+    if target.exists() {
+        snapshot::remove_all(&target);
+    }
+    std::fs::rename(upper, &target)
+        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))
+}
+
+/// A secret mounted as a file: container path, plaintext, mode, owner.
+pub(crate) type SecretFile = (String, String, u32, Option<(u32, u32)>);
+
+/// A filesystem ready for one exec.
+pub(crate) struct Prepared {
+    overlay: snapshot::Mounted,
+    rootfs: PathBuf,
+    mounts: Vec<MountSpec>,
+    etc_files: Vec<(PathBuf, String)>,
+    /// Writable snapshot mounts to read back after the exec: container path, host directory.
+    read_back: Vec<(String, PathBuf)>,
+    /// The tmpfs holding the mounted secrets' files, unmounted when the exec ends.
+    secrets: Option<SecretStore>,
+}
+
+pub(crate) fn prepare(
+    engine: &Engine,
+    st: &ContainerState,
+    scratch: &Path,
+    secret_files: &[SecretFile],
+    fresh_caches: &std::collections::HashSet<String>,
+) -> Result<Prepared, FieldError> {
+    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+    std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    for l in &layers {
+        if !l.is_dir() {
+            return Err(FieldError::new(format!(
+                "layer {} is missing from the cache directory (pruned while in use?); run the pipeline again",
+                l.display()
+            )));
+        }
+    }
+    let rootfs = scratch.join("rootfs");
+    let overlay = engine
+        .snapshotter()
+        .assemble(
+            &layers,
+            Some((&scratch.join("upper"), &scratch.join("work"))),
+            &rootfs,
+            &empty_layer(&engine.store)?,
+        )
+        .map_err(snap)?;
+    let mut mounts = Vec::new();
+    let mut read_back = Vec::new();
+    for (n, (path, src)) in st.mounts.iter().enumerate() {
+        let fresh = matches!(src, MountSource::Cache { key, sharing, .. } if sharing == "PRIVATE" && fresh_caches.contains(key));
+        if let Some((spec, writable)) = mount_spec(engine, scratch, n, path, src, fresh)? {
+            if let (true, MountSpec::Bind { source, .. }) = (writable, &spec) {
+                read_back.push((path.clone(), source.clone()));
+            }
+            mounts.push(spec);
+        }
+    }
+    let secrets = if secret_files.is_empty() {
+        None
+    } else {
+        let store = SecretStore::mount(&scratch.join("secrets"), secret_files)?;
+        for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
+            let host = store.write(&format!("s{n}"), plaintext.as_bytes(), *mode, *owner)?;
+            mounts.push(MountSpec::Bind {
+                source: host,
+                target: path.clone(),
+                read_only: true,
+            });
+        }
+        Some(store)
+    };
+    let etc_files = etc_files(scratch)?;
+    Ok(Prepared {
+        overlay,
+        rootfs,
+        mounts,
+        etc_files,
+        read_back,
+        secrets,
+    })
+}
+
+/// The mount of `src` at `path` for one exec (the `n`th mount), its host side made under `scratch`; with
+/// whether what the exec writes there is read back (writable snapshot mounts). `None` for secrets, which are
+/// mounted from their own tmpfs. `fresh` gives a `PRIVATE` cache volume in use elsewhere a throwaway
+/// directory.
+fn mount_spec(
+    engine: &Engine,
+    scratch: &Path,
+    n: usize,
+    path: &str,
+    src: &MountSource,
+    fresh: bool,
+) -> Result<Option<(MountSpec, bool)>, FieldError> {
+    let bind = |source: PathBuf, read_only: bool| MountSpec::Bind {
+        source,
+        target: path.to_owned(),
+        read_only,
+    };
+    Ok(Some(match src {
+        MountSource::Dir { tree, read_only, owner } => {
+            let host = scratch.join(format!("m{n}"));
+            snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
+            (bind(host, *read_only), !read_only)
+        }
+        MountSource::File { entry, owner } => {
+            let host = scratch.join(format!("f{n}"));
+            snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
+            if let Some((u, g)) = owner {
+                snapshot::chown(&host, *u, *g).map_err(snap)?;
+            }
+            (bind(host, false), false)
+        }
+        MountSource::Cache { key, seed, owner, .. } => {
+            let (host, created) = crate::worker::cache_volume::volume_dir(&engine.store, key, fresh, scratch, n)?;
+            if created {
+                if let Some(seed) = seed {
+                    snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
+                } else if let Some((u, g)) = owner {
+                    snapshot::chown(&host, *u, *g).map_err(snap)?;
+                }
+            }
+            (bind(host, false), false)
+        }
+        MountSource::Secret { .. } => return Ok(None),
+        MountSource::Temp { size } => (
+            MountSpec::Tmpfs {
+                target: path.to_owned(),
+                size: *size,
+            },
+            false,
+        ),
+    }))
+}
+
+/// Name resolution and a hosts file, as every container expects: host files written under `scratch`, with
+/// the container path each is mounted at.
+fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, FieldError> {
+    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+    // Name resolution and a hosts file, as every container expects.
+    let hosts = scratch.join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost dagger\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(io(format!("cannot write {}", hosts.display())))?;
+    let mut etc_files = vec![(hosts, "/etc/hosts".to_owned())];
+    let resolv = Path::new("/etc/resolv.conf");
+    if resolv.is_file() {
+        let copy = scratch.join("resolv.conf");
+        std::fs::copy(resolv, &copy).map_err(io("cannot copy /etc/resolv.conf".into()))?;
+        etc_files.push((copy, "/etc/resolv.conf".to_owned()));
+    }
+    Ok(etc_files)
+}
+
+/// The files of the secrets one exec mounts: on a tmpfs of their own (memory, never the cache's disk), mounted
+/// private to the engine's user (mode 0700) with `nosuid,nodev,noexec`, and unmounted when dropped, which is
+/// when the exec ends. An engine that dies first leaves the mount under `tmp/`, where the next engine to start
+/// on the cache directory unmounts it (see [`crate::worker::cleanup`]).
+pub(crate) struct SecretStore {
+    dir: PathBuf,
+}
+
+impl SecretStore {
+    /// Mounts a tmpfs at `dir`, sized for `files`.
+    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, FieldError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+        // A page per file at least, and room for the directory itself.
+        let size: usize = files
+            .iter()
+            .map(|f| f.1.len().div_ceil(4096).max(1) * 4096)
+            .sum::<usize>()
+            + 64 * 1024;
+        let data = std::ffi::CString::new(format!("mode=0700,size={size}"))
+            .map_err(|_| FieldError::new("internal error: tmpfs options contain a NUL byte"))?;
+        use rustix::mount::MountFlags;
+        rustix::mount::mount(
+            "drs-secrets",
+            dir,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data.as_c_str(),
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_dir(dir);
+            FieldError::new(format!(
+                "cannot mount a tmpfs for the exec's secrets at {} (the engine needs root): {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Writes one secret file, created with its final mode and owner before the plaintext goes in.
+    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, FieldError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // `create_new` never follows a symbolic link and never opens an existing file.
+        let path = self.dir.join(name);
+        let fail = |e: std::io::Error| FieldError::new(format!("cannot write the secret file {}: {e}", path.display()));
+        let mode = mode & 0o7777;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(fail)?;
+        if let Some((u, g)) = owner {
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(u)),
+                Some(rustix::fs::Gid::from_raw(g)),
+            )
+            .map_err(|e| fail(e.into()))?;
+        }
+        // The umask may have narrowed the mode asked for; the file gets exactly that mode, never more.
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        f.write_all(plaintext).map_err(fail)?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretStore {
+    fn drop(&mut self) {
+        // Unmounting frees the files' memory; nothing was ever written to disk.
+        let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pure parts of `withExec`: the command line, the exit check, scrubbing. No runtime, no root.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::runtime::RunOutput;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    fn with_image(entrypoint: &[&str], cmd: &[&str]) -> ContainerState {
+        let mut st = ContainerState::default();
+        st.config.entrypoint = entrypoint.iter().map(|s| s.to_string()).collect();
+        st.config.cmd = cmd.iter().map(|s| s.to_string()).collect();
+        st
+    }
+
+    #[test]
+    fn the_command_line_follows_args_default_args_and_the_entrypoint() {
+        let st = with_image(&["/init"], &["serve", "--port=80"]);
+        let cases = [
+            (json!({ "args": ["ls", "-l"] }), vec!["ls", "-l"]),
+            (json!({ "args": ["ls"], "useEntrypoint": true }), vec!["/init", "ls"]),
+            (json!({}), vec!["/init", "serve", "--port=80"]),
+        ];
+        for (a, want) in cases {
+            assert_eq!(
+                command(&st, &args(a.clone())).map_err(|e| e.message),
+                Ok(want.iter().map(|s| s.to_string()).collect()),
+                "{a}"
+            );
+        }
+        let plain = with_image(&[], &["sh"]);
+        assert_eq!(
+            command(&plain, &args(json!({}))).map_err(|e| e.message),
+            Ok(vec!["sh".to_owned()])
+        );
+        let none = with_image(&[], &[]);
+        let err = command(&none, &args(json!({}))).expect_err("no command");
+        assert!(err.message.contains("withDefaultArgs"), "{}", err.message);
+    }
+
+    #[test]
+    fn arguments_expand_from_the_environment_only_when_asked() {
+        let mut st = with_image(&[], &[]);
+        st.config.env.push("NAME=world".into());
+        let a = args(json!({ "args": ["echo", "$NAME", "${NAME}!"], "expand": true }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Ok(vec!["echo".into(), "world".into(), "world!".into()])
+        );
+        let a = args(json!({ "args": ["echo", "$NAME"] }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Ok(vec!["echo".into(), "$NAME".into()])
+        );
+    }
+
+    fn output(exit_code: i32, timed_out: Option<Duration>) -> RunOutput {
+        RunOutput {
+            exit_code,
+            stdout: b"out".to_vec(),
+            stderr: b"err hunter2".to_vec(),
+            combined: Vec::new(),
+            timed_out,
+        }
+    }
+
+    #[test]
+    fn a_failed_exec_is_an_exec_error_with_its_code_output_and_no_secret() {
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), "echo hunter2; exit 3".to_owned()];
+        let secrets = vec!["hunter2".to_owned()];
+        let stderr = scrub(b"err hunter2", &secrets);
+        let err = check_exit(&output(3, None), "SUCCESS", &argv, b"out", &stderr, &secrets).expect_err("fails");
+        assert_eq!(
+            err.message,
+            "process \"sh -c echo ***; exit 3\" did not complete successfully: exit code: 3"
+        );
+        let ext = err.extensions.expect("extensions");
+        assert_eq!(ext["_type"], "EXEC_ERROR");
+        assert_eq!(ext["exitCode"], 3);
+        assert_eq!(ext["stdout"], "out");
+        assert_eq!(ext["stderr"], "err ***");
+        assert_eq!(ext["cmd"], json!(argv), "the command as given (IDs hold it already)");
+    }
+
+    #[test]
+    fn expect_signals_and_timeouts_decide_what_failed() {
+        let argv = vec!["x".to_owned()];
+        let check = |code: i32, expect: &str, t: Option<Duration>| {
+            check_exit(&output(code, t), expect, &argv, b"", b"", &[]).map_err(|e| e.message)
+        };
+        assert_eq!(check(0, "SUCCESS", None), Ok(()));
+        assert_eq!(check(1, "ANY", None), Ok(()));
+        assert_eq!(check(2, "FAILURE", None), Ok(()));
+        assert_eq!(
+            check(0, "FAILURE", None),
+            Err("process \"x\" succeeded but was expected to fail".into())
+        );
+        assert_eq!(
+            check(137, "SUCCESS", None),
+            Err("process \"x\" did not complete successfully: exit code: 137 (killed by signal 9)".into())
+        );
+        let timed_out = check(137, "ANY", Some(Duration::from_secs(2))).expect_err("timed out");
+        assert!(timed_out.contains("killed after running for 2s"), "{timed_out}");
+    }
+
+    #[test]
+    fn scrubbing_replaces_every_secret_and_nothing_else() {
+        assert_eq!(
+            scrub(b"a s1 b s2 s1", &["s1".into(), "s2".into(), String::new()]),
+            b"a *** b *** ***"
+        );
+        assert_eq!(scrub(b"nothing to hide", &[]), b"nothing to hide");
+    }
+
+    #[test]
+    fn only_cache_mounts_take_volume_leases() {
+        let mut st = ContainerState::default();
+        st.add_mount("/tmp".into(), MountSource::Temp { size: None });
+        st.add_mount(
+            "/cache".into(),
+            MountSource::Cache {
+                key: "k".into(),
+                sharing: "LOCKED".into(),
+                seed: None,
+                owner: None,
+            },
+        );
+        assert_eq!(cache_mounts(&st), [("k", "LOCKED")]);
+    }
+}

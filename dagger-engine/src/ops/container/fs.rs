@@ -1,0 +1,493 @@
+//! A container's filesystem: new layers for file operations (`withDirectory`, `withNewFile`,
+//! `withoutFile`, …), reads (`file`, `directory`, `rootfs`, `stat`, `exists`), and users resolved from the
+//! container's `/etc/passwd` and `/etc/group`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::model::tree::{Entry, FileEntry, Tree, normalize};
+use crate::ops::args::{b, digest_arg, i, s, strings};
+use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_arg};
+use crate::ops::engine::Engine;
+use crate::ops::value::Evaluated;
+use crate::worker::scratch::Scratch;
+use crate::worker::snapshot::{self, SnapshotError};
+
+pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, FieldError> {
+    let p = layers_dir(store).join("empty");
+    std::fs::create_dir_all(&p).map_err(|e| FieldError::new(format!("cannot create {}: {e}", p.display())))?;
+    Ok(p)
+}
+
+pub(crate) fn snap(e: SnapshotError) -> FieldError {
+    FieldError::new(e.to_string())
+}
+
+/// Numeric owner from `owner` (`uid`, `uid:gid`, `name`, `name:group`), resolved in the container's files.
+pub(crate) fn owner_arg(
+    engine: &Engine,
+    state: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<Option<(u32, u32)>, FieldError> {
+    let owner = s(args, "owner");
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    let (u, g, _) = resolve_user(engine, state, owner)?;
+    Ok(Some((u, g)))
+}
+
+/// Evaluates a required object argument.
+pub(crate) async fn obj(
+    engine: &Arc<Engine>,
+    args: &Map<String, Value>,
+    k: &str,
+) -> Result<Arc<Evaluated>, FieldError> {
+    let d = digest_arg(args, k).ok_or_else(|| FieldError::new(format!("missing argument `{k}`")))?;
+    engine.eval(&d).await
+}
+
+/// Creates a new layer (named after the call that makes it) with `fill` writing into it.
+pub(crate) fn new_layer(
+    engine: &Engine,
+    name: &Digest,
+    fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
+) -> Result<String, FieldError> {
+    let dir = layers_dir(&engine.store);
+    let target = dir.join(name.as_str());
+    if target.is_dir() {
+        return Ok(name.to_string());
+    }
+    let tmp =
+        Scratch::create(&engine.store, "layer").map_err(|e| FieldError::new(format!("cannot create a layer: {e}")))?;
+    fill(tmp.path()).map_err(snap)?;
+    std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+    // When another evaluation made it first (same call, same content), the scratch folder is removed.
+    let _ = tmp.keep_as(&target);
+    Ok(name.to_string())
+}
+
+/// The host directories of a container's layers, bottom first.
+pub(crate) fn layer_paths(engine: &Engine, st: &ContainerState) -> Vec<PathBuf> {
+    st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect()
+}
+
+/// Writes into the container at `path`: into the mount that holds it when there is one (a snapshot mount
+/// gets a new tree), else into a new layer. The path is first resolved through the container's symlinks
+/// (the last component only with `follow_last`), inside the container's root; `fill` gets the directory to
+/// write under and the resolved path relative to it.
+pub(crate) fn write_into(
+    engine: &Engine,
+    st: &mut ContainerState,
+    d: &Digest,
+    path: &str,
+    follow_last: bool,
+    fill: impl FnOnce(&Path, &str) -> Result<(), SnapshotError>,
+) -> Result<(), FieldError> {
+    if let Some((m, MountSource::Dir { tree, .. }, rest)) = st.mount_at(path) {
+        let rest = tree.resolve(&normalize(&rest)?, follow_last)?;
+        let m = m.to_owned();
+        // Apply the write to the mounted snapshot through a scratch directory.
+        let scratch = Scratch::new(&engine.store, "mnt");
+        let result = (|| {
+            let Some((_, MountSource::Dir { tree, .. }, _)) = st.mount_at(path) else {
+                return Ok(());
+            };
+            snapshot::write_tree(&engine.store, tree, scratch.path(), "", None).map_err(snap)?;
+            fill(scratch.path(), &rest).map_err(snap)?;
+            let new_tree = snapshot::read_tree(&engine.store, scratch.path()).map_err(snap)?;
+            for (mp, src) in st.mounts.iter_mut() {
+                if *mp == m
+                    && let MountSource::Dir { tree, .. } = src
+                {
+                    *tree = new_tree.clone();
+                }
+            }
+            Ok(())
+        })();
+        return result;
+    }
+    if st.mount_at(path).is_some() {
+        return Err(FieldError::new(format!(
+            "cannot write `{path}`: it is inside a cache, secret or temporary mount"
+        )));
+    }
+    let path = snapshot::resolve_in_layers(&layer_paths(engine, st), path, follow_last).map_err(snap)?;
+    let path = path.as_str();
+    // Several writes of one call (withFiles) share the call's layer.
+    let name = d.to_string();
+    let dir = layers_dir(&engine.store).join(&name);
+    if st.layers.last() == Some(&name) {
+        fill(&dir, path).map_err(snap)?;
+    } else {
+        // Each call's layer is built once; an existing one is the same content.
+        let layer = new_layer(engine, d, |l| fill(l, path))?;
+        st.layers.push(layer);
+    }
+    Ok(())
+}
+
+/// Reads `file`, `directory`, `rootfs` or `stat` out of a container.
+pub(crate) async fn read(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<Evaluated, FieldError> {
+    let path = if field == "rootfs" {
+        "/".to_owned()
+    } else {
+        path_arg(st, args, "path")?
+    };
+    // A path under a mount reads the mount's content.
+    if let Some((_, src, rest)) = st.mount_at(&path) {
+        let rest = normalize(&rest)?;
+        return match src {
+            MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, field, &path),
+            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, field, &path),
+            _ => Err(FieldError::new(format!(
+                "cannot read `{path}`: paths inside cache, secret and temporary mounts cannot be read back"
+            ))),
+        };
+    }
+    let (engine, st) = (engine.clone(), st.clone());
+    let follow = !(field == "stat" && b(args, "doNotFollowSymlinks"));
+    let field = field.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mounted = mount_readonly(&engine, &st)?;
+        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
+        let out = read_host(&engine, &host, &path, &field)?;
+        mounted.unmount().map_err(snap)?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// Reads `file`, `directory` or `stat` of the container path `path`, found at `host` in the mounted root.
+fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Evaluated, FieldError> {
+    let meta = std::fs::symlink_metadata(host)
+        .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    Ok(match field {
+        "file" => {
+            if !meta.is_file() {
+                return Err(FieldError::new(format!(
+                    "`{path}` is not a regular file in the container"
+                )));
+            }
+            let (blob, size) = engine.store.put_blob_from_file(host)?;
+            use std::os::unix::fs::PermissionsExt;
+            Evaluated::File {
+                name,
+                entry: FileEntry {
+                    mode: meta.permissions().mode() & 0o7777,
+                    blob,
+                    size,
+                    mtime: None,
+                },
+            }
+        }
+        "stat" => {
+            use std::os::unix::fs::PermissionsExt;
+            let ft = meta.file_type();
+            Evaluated::Stat {
+                file_type: if ft.is_dir() {
+                    "DIRECTORY"
+                } else if ft.is_symlink() {
+                    "SYMLINK"
+                } else {
+                    "REGULAR"
+                }
+                .into(),
+                name: if path == "/" { "/".into() } else { name },
+                permissions: meta.permissions().mode() & 0o7777,
+                size: meta.len(),
+            }
+        }
+        _ => {
+            if !meta.is_dir() {
+                return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
+            }
+            let tree = snapshot::read_tree(&engine.store, host).map_err(snap)?;
+            Evaluated::Dir {
+                tree,
+                name: if path == "/" { "/".into() } else { format!("{name}/") },
+            }
+        }
+    })
+}
+
+pub(crate) fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    match field {
+        "file" => Ok(Evaluated::File {
+            name,
+            entry: tree.file(rest)?.clone(),
+        }),
+        "stat" => crate::ops::directory::stat_named(tree, rest, name)
+            .map_err(|_| FieldError::new(format!("no such file or directory: `{path}`"))),
+        _ => Ok(Evaluated::Dir {
+            tree: tree.subtree(rest)?,
+            name: format!("{name}/"),
+        }),
+    }
+}
+
+pub(crate) fn read_file_entry(entry: &FileEntry, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    match field {
+        "file" => Ok(Evaluated::File {
+            name,
+            entry: entry.clone(),
+        }),
+        "stat" => Ok(Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name,
+            permissions: entry.mode,
+            size: entry.size,
+        }),
+        _ => Err(FieldError::new(format!("`{path}` is a mounted file, not a directory"))),
+    }
+}
+
+/// Mounts the container's layers read-only at a scratch directory.
+pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Mounted, FieldError> {
+    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
+    let target = engine
+        .store
+        .root()
+        .join("tmp")
+        .join(format!("ro-{}", snapshot::unique()));
+    engine
+        .snapshotter()
+        .assemble(&layers, None, &target, &empty_layer(&engine.store)?)
+        .map_err(snap)
+}
+
+/// `exists(path, expectedType, doNotFollowSymlinks)`.
+pub(crate) async fn exists(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    args: &Map<String, Value>,
+) -> Result<bool, FieldError> {
+    let follow = !b(args, "doNotFollowSymlinks");
+    let path = path_arg(st, args, "path")?;
+    let expected = s(args, "expectedType").to_owned();
+    if let Some((_, src, rest)) = st.mount_at(&path) {
+        let rest = normalize(&rest)?;
+        return Ok(match src {
+            MountSource::Dir { tree, .. } => crate::ops::directory::tree_has(tree, &rest, &expected),
+            MountSource::File { .. } => rest.is_empty() && matches!(expected.as_str(), "" | "REGULAR_TYPE"),
+            _ => rest.is_empty() && matches!(expected.as_str(), "" | "DIRECTORY_TYPE"),
+        });
+    }
+    let engine = engine.clone();
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let mounted = mount_readonly(&engine, &st)?;
+        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
+        let found = match std::fs::symlink_metadata(&host) {
+            Err(_) => false,
+            Ok(m) => match expected.as_str() {
+                "" => true,
+                "REGULAR_TYPE" => m.is_file(),
+                "DIRECTORY_TYPE" => m.is_dir(),
+                "SYMLINK_TYPE" => m.file_type().is_symlink(),
+                _ => false,
+            },
+        };
+        mounted.unmount().map_err(snap)?;
+        Ok(found)
+    })
+    .await
+    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+}
+
+/// A user resolved to IDs, with the home directory from `/etc/passwd`.
+pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), FieldError> {
+    if user.is_empty() {
+        return Ok((0, 0, "/root".into()));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    // Numeric IDs need no lookup, but the home directory does.
+    let lookup = |file: &str| -> Vec<Vec<String>> {
+        let Ok(m) = mount_readonly(engine, st) else {
+            return Vec::new();
+        };
+        let text = snapshot::resolve_in_root(m.path(), file, true)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_owned).collect())
+            .collect()
+    };
+    let passwd = lookup("/etc/passwd");
+    let entry = passwd
+        .iter()
+        .find(|f| f.first().map(String::as_str) == Some(u) || f.get(2).map(String::as_str) == Some(u));
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => entry
+            .and_then(|f| f.get(2)?.parse().ok())
+            .ok_or_else(|| FieldError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
+    };
+    let home = entry
+        .and_then(|f| f.get(5).cloned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let gid = match g {
+        None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup("/etc/group")
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| FieldError::new(format!("group `{g}` is not in the container's /etc/group")))?,
+        },
+    };
+    Ok((uid, gid, home))
+}
+
+/// Applies a filesystem field (`withRootfs`, `withDirectory`, `withFile`, `withNewFile`, `withFiles`,
+/// `withSymlink`, `withoutFile`, `withoutDirectory`, `withoutFiles`) to `st`, as the call `d`; `false` when
+/// `field` is not one of them.
+pub(crate) async fn compute(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &mut ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<bool, FieldError> {
+    match field {
+        "withRootfs" => {
+            let dir = obj(engine, args, "directory").await?;
+            let Evaluated::Dir { tree, .. } = &*dir else {
+                return Err(FieldError::new("`directory` is not a directory"));
+            };
+            let layer = new_layer(engine, d, |l| snapshot::write_tree(&engine.store, tree, l, "", None))?;
+            st.layers = vec![layer];
+            st.exec = None;
+        }
+        "withDirectory" => {
+            let path = path_arg(st, args, "path")?;
+            let dir = obj(engine, args, "source").await?;
+            let Evaluated::Dir { tree, .. } = &*dir else {
+                return Err(FieldError::new("`source` is not a directory"));
+            };
+            let mut tree = tree.filter(&strings(args, "include"), &strings(args, "exclude"));
+            if let Some(p) = i(args, "permissions") {
+                tree.set_permissions(p as u32);
+            }
+            let owner = owner_arg(engine, st, args)?;
+            write_into(engine, st, d, &path, true, |l, at| {
+                snapshot::write_tree(&engine.store, &tree, l, at, owner)
+            })?;
+        }
+        "withSymlink" => {
+            // The owner is checked as for files, though a link gets none.
+            owner_arg(engine, st, args)?;
+            let link = path_arg(st, args, "linkName")?;
+            let target = s(args, "target").to_owned();
+            write_into(engine, st, d, &link, false, |l, at| {
+                snapshot::write_entry_at(&engine.store, l, at, &Entry::Symlink { target }, None)
+            })?;
+        }
+        "withFile" | "withNewFile" | "withFiles" => {
+            let owner = owner_arg(engine, st, args)?;
+            for (path, entry) in files(engine, st, field, args).await? {
+                let store = engine.store.clone();
+                write_into(engine, st, d, &path, true, move |l, at| {
+                    snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
+                })?;
+            }
+        }
+        "withoutFile" | "withoutDirectory" | "withoutFiles" => remove(engine, d, st, field, args)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The files `withFile`, `withNewFile` or `withFiles` writes, by absolute container path.
+async fn files(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<Vec<(String, FileEntry)>, FieldError> {
+    let path = path_arg(st, args, "path")?;
+    Ok(match field {
+        "withFile" => {
+            let f = obj(engine, args, "source").await?;
+            let Evaluated::File { entry, .. } = &*f else {
+                return Err(FieldError::new("`source` is not a file"));
+            };
+            let mut entry = entry.clone();
+            if let Some(p) = i(args, "permissions") {
+                entry.mode = p as u32;
+            }
+            vec![(path, entry)]
+        }
+        "withNewFile" => {
+            let contents = s(args, "contents");
+            let blob = engine.store.put_blob(contents.as_bytes())?;
+            let entry = FileEntry {
+                mode: i(args, "permissions").unwrap_or(0o644) as u32,
+                blob,
+                size: contents.len() as u64,
+                mtime: None,
+            };
+            vec![(path, entry)]
+        }
+        _ => crate::ops::file::source_files(engine, args)
+            .await?
+            .into_iter()
+            .map(|(name, entry)| (format!("{}/{name}", path.trim_end_matches('/')), entry))
+            .collect(),
+    })
+}
+
+/// `withoutFile`, `withoutDirectory`, `withoutFiles`: a new layer of whiteouts. Parents resolve through the
+/// container's symlinks; a final link is removed itself.
+fn remove(
+    engine: &Arc<Engine>,
+    d: &Digest,
+    st: &mut ContainerState,
+    field: &str,
+    args: &Map<String, Value>,
+) -> Result<(), FieldError> {
+    let paths = if field == "withoutFiles" {
+        strings(args, "paths")
+            .iter()
+            .map(|p| {
+                let p = if b(args, "expand") { expand(p, st) } else { p.clone() };
+                st.abs(&p)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![path_arg(st, args, "path")?]
+    };
+    let lower = layer_paths(engine, st);
+    let paths = paths
+        .iter()
+        .map(|p| snapshot::resolve_in_layers(&lower, p, false).map_err(snap))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layer = new_layer(engine, d, |l| {
+        for p in paths.iter().filter(|p| !p.is_empty()) {
+            snapshot::whiteout(l, p)?;
+        }
+        Ok(())
+    })?;
+    st.layers.push(layer);
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! What a container is — layers, image configuration, mounts, platform, the last exec's result, secret
+//! variables, registry credentials — and the edits of it that need no filesystem (environment, workdir,
+//! user, entrypoint, labels, ports, …): pure functions of the state and the arguments.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::model::tree::{FileEntry, Tree, normalize};
+use crate::ops::args::{b, digest_arg, i, s, strings};
+
+/// The image configuration a container carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ImageConfig {
+    /// `NAME=value` pairs, in order.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The working directory (empty: `/`).
+    #[serde(default)]
+    pub workdir: String,
+    /// The user (`name`, `uid`, `name:group`, `uid:gid`; empty: root).
+    #[serde(default)]
+    pub user: String,
+    /// The entrypoint.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// The default arguments.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports: port, protocol (`TCP`/`UDP`), description.
+    #[serde(default)]
+    pub ports: Vec<(i64, String, Option<String>)>,
+}
+
+/// What is mounted at a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "m")]
+pub(crate) enum MountSource {
+    /// A directory snapshot (writable unless `read_only`).
+    Dir {
+        /// Its contents.
+        tree: Tree,
+        /// Mounted read-only.
+        read_only: bool,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A single file.
+    File {
+        /// Its contents.
+        entry: FileEntry,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A cache volume.
+    Cache {
+        /// The volume's key.
+        key: String,
+        /// `SHARED`, `PRIVATE` or `LOCKED`.
+        sharing: String,
+        /// What a new volume starts with.
+        seed: Option<Tree>,
+        /// Owner of a new volume's root.
+        owner: Option<(u32, u32)>,
+    },
+    /// A secret, as a file.
+    Secret {
+        /// The secret object.
+        secret: Digest,
+        /// Permission bits.
+        mode: u32,
+        /// Owner, when given.
+        owner: Option<(u32, u32)>,
+    },
+    /// A fresh tmpfs.
+    Temp {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+}
+
+/// The result of the last `withExec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExecResult {
+    /// Exit code.
+    pub exit_code: i32,
+    /// Standard output (a blob).
+    pub stdout: Digest,
+    /// Standard error (a blob).
+    pub stderr: Digest,
+    /// Both, interleaved (a blob).
+    pub combined: Digest,
+}
+
+/// Everything a container is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ContainerState {
+    /// Layer directory names under the store's `layers/`, bottom first.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The image configuration.
+    #[serde(default)]
+    pub config: ImageConfig,
+    /// Mounts by absolute path, in the order they were added.
+    #[serde(default)]
+    pub mounts: Vec<(String, MountSource)>,
+    /// The platform (`linux/amd64`).
+    #[serde(default)]
+    pub platform: String,
+    /// The image it came from (`imageRef`).
+    #[serde(default)]
+    pub image_ref: String,
+    /// The last exec's result.
+    #[serde(default)]
+    pub exec: Option<ExecResult>,
+    /// Environment variables whose value is a secret.
+    #[serde(default)]
+    pub secret_env: Vec<(String, Digest)>,
+    /// Registry credentials: address, user name, secret.
+    #[serde(default)]
+    pub registry_auth: Vec<(String, String, Digest)>,
+}
+
+impl ContainerState {
+    /// Whether every layer is still on disk (a pruned cache may have removed some).
+    pub(crate) fn intact(&self, store: &crate::store::Store) -> bool {
+        self.layers.iter().all(|l| layers_dir(store).join(l).is_dir())
+    }
+
+    pub(crate) fn env_value(&self, name: &str) -> Option<String> {
+        self.config
+            .env
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+    }
+
+    pub(crate) fn set_env(&mut self, name: &str, value: &str) {
+        self.config
+            .env
+            .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name));
+        self.config.env.push(format!("{name}={value}"));
+    }
+
+    /// An absolute, normalized container path for `path` (relative ones resolve against the workdir).
+    pub(crate) fn abs(&self, path: &str) -> Result<String, FieldError> {
+        let joined = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.workdir())
+        };
+        Ok(format!("/{}", normalize(&joined)?))
+    }
+
+    pub(crate) fn workdir(&self) -> &str {
+        if self.config.workdir.is_empty() {
+            "/"
+        } else {
+            &self.config.workdir
+        }
+    }
+
+    /// The mount holding `path`, and the rest of the path inside it.
+    pub(crate) fn mount_at(&self, path: &str) -> Option<(&str, &MountSource, String)> {
+        self.mounts.iter().rev().find_map(|(m, src)| {
+            let rest = if path == m {
+                ""
+            } else {
+                path.strip_prefix(m.as_str())?.strip_prefix('/')?
+            };
+            Some((m.as_str(), src, rest.to_owned()))
+        })
+    }
+
+    pub(crate) fn add_mount(&mut self, path: String, src: MountSource) {
+        // A mount replaces any mount at or below its path.
+        self.mounts
+            .retain(|(m, _)| m != &path && !m.starts_with(&format!("{}/", path.trim_end_matches('/'))));
+        self.mounts.push((path, src));
+    }
+}
+
+/// Where layers live.
+pub(crate) fn layers_dir(store: &crate::store::Store) -> PathBuf {
+    store.root().join("layers")
+}
+
+/// Expands `$NAME` and `${NAME}` from the container's environment (unset variables expand to nothing).
+pub(crate) fn expand(text: &str, state: &ContainerState) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let name: String = if chars.peek() == Some(&'{') {
+            chars.next();
+            let mut n = String::new();
+            for c in chars.by_ref() {
+                if c == '}' {
+                    break;
+                }
+                n.push(c);
+            }
+            n
+        } else {
+            let mut n = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    n.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if n.is_empty() {
+                out.push('$');
+                continue;
+            }
+            n
+        };
+        out.push_str(&state.env_value(&name).unwrap_or_default());
+    }
+    out
+}
+
+/// A path argument, expanded when `expand: true`, made absolute against the workdir.
+pub(crate) fn path_arg(state: &ContainerState, args: &Map<String, Value>, k: &str) -> Result<String, FieldError> {
+    let raw = s(args, k);
+    let p = if b(args, "expand") {
+        expand(raw, state)
+    } else {
+        raw.to_owned()
+    };
+    state.abs(&p)
+}
+
+/// The records behind `envVariables`, `labels` and `exposedPorts`.
+pub(crate) fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String, Value>>> {
+    let pair = |n: &str, v: &str| {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(n));
+        m.insert("value".into(), json!(v));
+        m
+    };
+    Some(match field {
+        "envVariables" => st
+            .config
+            .env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                pair(k, v)
+            })
+            .collect(),
+        "labels" => st.config.labels.iter().map(|(k, v)| pair(k, v)).collect(),
+        "exposedPorts" => st
+            .config
+            .ports
+            .iter()
+            .map(|(port, protocol, description)| {
+                let mut m = Map::new();
+                m.insert("port".into(), json!(port));
+                m.insert("protocol".into(), json!(protocol));
+                m.insert("description".into(), json!(description));
+                m.insert("experimentalSkipHealthcheck".into(), json!(false));
+                m
+            })
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Applies a field that edits the state alone (`withEnvVariable`, `withWorkdir`, `withUser`, `withLabel`,
+/// `withExposedPort`, …) to `st`; `false` when `field` is not one of them.
+pub(crate) fn edit(st: &mut ContainerState, field: &str, args: &Map<String, Value>) -> Result<bool, FieldError> {
+    let args = args.clone();
+    match field {
+        "withEnvVariable" => {
+            let value = if b(&args, "expand") {
+                expand(s(&args, "value"), st)
+            } else {
+                s(&args, "value").to_owned()
+            };
+            st.set_env(s(&args, "name"), &value);
+        }
+        "withoutEnvVariable" => {
+            let name = s(&args, "name");
+            st.config
+                .env
+                .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name));
+        }
+        "withSecretVariable" => {
+            let name = s(&args, "name").to_owned();
+            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
+            st.secret_env.retain(|(n, _)| *n != name);
+            st.secret_env.push((name, secret));
+        }
+        "withoutSecretVariable" => {
+            let name = s(&args, "name");
+            st.secret_env.retain(|(n, _)| n != name);
+        }
+        "withWorkdir" => st.config.workdir = path_arg(st, &args, "path")?,
+        "withoutWorkdir" => st.config.workdir.clear(),
+        "withUser" => st.config.user = s(&args, "name").to_owned(),
+        "withoutUser" => st.config.user.clear(),
+        "withEntrypoint" => {
+            st.config.entrypoint = strings(&args, "args");
+            if !b(&args, "keepDefaultArgs") {
+                st.config.cmd.clear();
+            }
+        }
+        "withoutEntrypoint" => {
+            st.config.entrypoint.clear();
+            if !b(&args, "keepDefaultArgs") {
+                st.config.cmd.clear();
+            }
+        }
+        "withDefaultArgs" => st.config.cmd = strings(&args, "args"),
+        "withoutDefaultArgs" => st.config.cmd.clear(),
+        "withLabel" => {
+            st.config
+                .labels
+                .insert(s(&args, "name").to_owned(), s(&args, "value").to_owned());
+        }
+        "withoutLabel" => {
+            st.config.labels.remove(s(&args, "name"));
+        }
+        "withExposedPort" => {
+            let port = i(&args, "port").unwrap_or(0);
+            if !(1..=65535).contains(&port) {
+                return Err(FieldError::new(format!("port {port} is out of range (1-65535)")));
+            }
+            let protocol = match s(&args, "protocol") {
+                "" => "TCP".to_owned(),
+                p => p.to_owned(),
+            };
+            st.config
+                .ports
+                .retain(|(p, proto, _)| !(*p == port && *proto == protocol));
+            st.config.ports.push((
+                port,
+                protocol,
+                args.get("description").and_then(Value::as_str).map(str::to_owned),
+            ));
+        }
+        "withRegistryAuth" => {
+            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
+            let address = s(&args, "address").to_owned();
+            st.registry_auth.retain(|(a, _, _)| *a != address);
+            st.registry_auth
+                .push((address, s(&args, "username").to_owned(), secret));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The platform containers get when none is asked for.
+pub(crate) fn default_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        "arm" => "linux/arm/v7",
+        "riscv64" => "linux/riscv64",
+        "s390x" => "linux/s390x",
+        "powerpc64" => "linux/ppc64le",
+        _ => "linux/amd64",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pure state edits: no engine, no filesystem, no root.
+
+    use super::*;
+
+    fn apply(st: &mut ContainerState, field: &str, args: Value) -> Result<bool, FieldError> {
+        edit(st, field, args.as_object().expect("object"))
+    }
+
+    fn edited(fields: &[(&str, Value)]) -> ContainerState {
+        let mut st = ContainerState::default();
+        for (field, args) in fields {
+            assert_eq!(
+                apply(&mut st, field, args.clone()).map_err(|e| e.message),
+                Ok(true),
+                "{field}"
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn env_variables_replace_by_name_and_expand_from_the_environment() {
+        let st = edited(&[
+            ("withEnvVariable", json!({ "name": "A", "value": "1" })),
+            ("withEnvVariable", json!({ "name": "B", "value": "x" })),
+            (
+                "withEnvVariable",
+                json!({ "name": "A", "value": "$B-${B}-$NONE-$", "expand": true }),
+            ),
+            ("withEnvVariable", json!({ "name": "C", "value": "$A" })),
+        ]);
+        assert_eq!(st.config.env, ["B=x", "A=x-x--$", "C=$A"]);
+        assert_eq!(st.env_value("A").as_deref(), Some("x-x--$"));
+        let st = {
+            let mut st = st;
+            apply(&mut st, "withoutEnvVariable", json!({ "name": "B" })).expect("edit");
+            st
+        };
+        assert_eq!(st.config.env, ["A=x-x--$", "C=$A"]);
+        let names: Vec<Value> = records(&st, "envVariables")
+            .expect("records")
+            .iter()
+            .map(|r| r["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("A"), json!("C")]);
+    }
+
+    #[test]
+    fn workdir_resolves_against_the_previous_one_and_paths_against_it() {
+        let mut st = edited(&[
+            ("withWorkdir", json!({ "path": "/src" })),
+            ("withWorkdir", json!({ "path": "app/../lib" })),
+        ]);
+        assert_eq!(st.workdir(), "/src/lib");
+        assert_eq!(st.abs("x/y").map_err(|e| e.message), Ok("/src/lib/x/y".to_owned()));
+        assert_eq!(st.abs("/etc").map_err(|e| e.message), Ok("/etc".to_owned()));
+        apply(&mut st, "withoutWorkdir", json!({})).expect("edit");
+        assert_eq!(st.workdir(), "/");
+    }
+
+    #[test]
+    fn entrypoint_clears_default_args_unless_asked_to_keep_them() {
+        let st = edited(&[
+            ("withDefaultArgs", json!({ "args": ["a", "b"] })),
+            (
+                "withEntrypoint",
+                json!({ "args": ["sh", "-c"], "keepDefaultArgs": true }),
+            ),
+        ]);
+        assert_eq!(
+            (st.config.entrypoint.as_slice(), st.config.cmd.as_slice()),
+            (
+                &["sh".to_owned(), "-c".to_owned()][..],
+                &["a".to_owned(), "b".to_owned()][..]
+            )
+        );
+        let mut st = st;
+        apply(&mut st, "withEntrypoint", json!({ "args": ["bash"] })).expect("edit");
+        assert!(st.config.cmd.is_empty());
+        apply(&mut st, "withDefaultArgs", json!({ "args": ["x"] })).expect("edit");
+        apply(&mut st, "withoutEntrypoint", json!({ "keepDefaultArgs": true })).expect("edit");
+        assert_eq!(
+            (st.config.entrypoint.len(), st.config.cmd.as_slice()),
+            (0, &["x".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn user_labels_and_secret_variables() {
+        let mut st = edited(&[
+            ("withUser", json!({ "name": "1000:1000" })),
+            ("withLabel", json!({ "name": "a", "value": "1" })),
+            ("withLabel", json!({ "name": "a", "value": "2" })),
+            ("withLabel", json!({ "name": "b", "value": "3" })),
+            (
+                "withSecretVariable",
+                json!({ "name": "TOKEN", "secret": { "$id": Digest::of(b"one") } }),
+            ),
+            (
+                "withSecretVariable",
+                json!({ "name": "TOKEN", "secret": { "$id": Digest::of(b"two") } }),
+            ),
+        ]);
+        assert_eq!(st.config.user, "1000:1000");
+        assert_eq!(st.config.labels.get("a").map(String::as_str), Some("2"));
+        assert_eq!(st.secret_env, [("TOKEN".to_owned(), Digest::of(b"two"))]);
+        for (field, args) in [
+            ("withoutUser", json!({})),
+            ("withoutLabel", json!({ "name": "a" })),
+            ("withoutSecretVariable", json!({ "name": "TOKEN" })),
+        ] {
+            apply(&mut st, field, args).expect("edit");
+        }
+        assert_eq!(st.config.user, "");
+        assert_eq!(st.config.labels.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(st.secret_env.is_empty());
+        let missing = apply(&mut st, "withSecretVariable", json!({ "name": "X" })).expect_err("no secret");
+        assert!(missing.message.contains("`secret`"), "{}", missing.message);
+    }
+
+    #[test]
+    fn exposed_ports_are_checked_and_replaced_by_port_and_protocol() {
+        let mut st = edited(&[
+            ("withExposedPort", json!({ "port": 80 })),
+            ("withExposedPort", json!({ "port": 80, "protocol": "UDP" })),
+            ("withExposedPort", json!({ "port": 80, "description": "web" })),
+        ]);
+        assert_eq!(
+            st.config.ports,
+            [
+                (80, "UDP".to_owned(), None),
+                (80, "TCP".to_owned(), Some("web".to_owned()))
+            ]
+        );
+        for port in [0, 65536, -1] {
+            let err = apply(&mut st, "withExposedPort", json!({ "port": port })).expect_err("out of range");
+            assert!(err.message.contains("out of range"), "{}", err.message);
+        }
+        let ports = records(&st, "exposedPorts").expect("records");
+        assert_eq!(ports[1]["description"], "web");
+    }
+
+    #[test]
+    fn other_fields_are_not_state_edits() {
+        let mut st = ContainerState::default();
+        for field in ["withExec", "withNewFile", "withMountedCache", "from"] {
+            assert_eq!(
+                apply(&mut st, field, json!({})).map_err(|e| e.message),
+                Ok(false),
+                "{field}"
+            );
+        }
+        assert_eq!(st, ContainerState::default());
+    }
+
+    #[test]
+    fn mounts_replace_what_is_at_or_below_their_path() {
+        let mut st = ContainerState::default();
+        st.add_mount("/a/b".into(), MountSource::Temp { size: None });
+        st.add_mount("/a/bc".into(), MountSource::Temp { size: None });
+        st.add_mount("/a".into(), MountSource::Temp { size: Some(1) });
+        let paths: Vec<&str> = st.mounts.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/a"]);
+        let (at, _, rest) = st.mount_at("/a/x/y").expect("mount");
+        assert_eq!((at, rest.as_str()), ("/a", "x/y"));
+        assert!(st.mount_at("/ab").is_none());
+    }
+}

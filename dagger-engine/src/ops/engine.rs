@@ -1,0 +1,356 @@
+//! The engine of one session, the context every operation receives: its configuration, the [`Solver`] of its
+//! calls, session secrets, and the worker's resources (runtime, registry client, network, cache volumes).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::model::error::FieldError;
+use crate::model::ids::{Call, Digest};
+use crate::ops::value::Evaluated;
+use crate::solver::Solver;
+use crate::solver::events::{Event, EventKind};
+use crate::store::Store;
+use crate::worker::cache_volume::CacheVolumes;
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cache directory (see [`Store::default_dir`]).
+    pub cache_dir: PathBuf,
+    /// The directory host paths resolve against.
+    pub workdir: PathBuf,
+    /// The OCI runtime (`runc`, `crun` or a path); `None` reads `DAGGER_RS_RUNTIME`, then uses `runc`.
+    pub runtime: Option<String>,
+    /// How long one exec may run before it is killed; `None` reads `DAGGER_RS_EXEC_TIMEOUT` (seconds), and
+    /// without it there is no limit.
+    pub exec_timeout: Option<std::time::Duration>,
+    /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
+    /// where it works and copies elsewhere.
+    pub snapshotter: Option<crate::worker::snapshot::Snapshotter>,
+    /// Registry mirrors, plain-HTTP registries and timeouts; `None` reads `DAGGER_RS_REGISTRY_MIRRORS`,
+    /// `DAGGER_RS_INSECURE_REGISTRIES` and `DAGGER_RS_REGISTRY_TIMEOUT`.
+    pub registries: Option<crate::worker::oci::registry::RegistryConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cache_dir: Store::default_dir(),
+            workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            runtime: None,
+            exec_timeout: None,
+            snapshotter: None,
+            registries: None,
+        }
+    }
+}
+
+/// The engine configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("engine configuration {}: {reason}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The engine configuration file: every field optional; environment variables override it.
+///
+/// ```json
+/// {
+///   "cacheDir": "/var/cache/dagger-rs",
+///   "runtime": "crun",
+///   "execTimeoutSeconds": 3600,
+///   "snapshotter": "overlay",
+///   "registryMirrors": { "docker.io": ["http://127.0.0.1:5000"] },
+///   "insecureRegistries": ["registry.internal:5000"],
+///   "registryTimeout": "connect=10,request=60,idle=60"
+/// }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    cache_dir: Option<PathBuf>,
+    runtime: Option<String>,
+    exec_timeout_seconds: Option<u64>,
+    snapshotter: Option<String>,
+    #[serde(default)]
+    registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    registry_timeout: Option<String>,
+}
+
+impl Config {
+    /// Where the configuration file is looked for: `$DAGGER_RS_CONFIG`, else
+    /// `$XDG_CONFIG_HOME/dagger-rs/engine.json`, else `~/.config/dagger-rs/engine.json`.
+    pub fn file_path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("DAGGER_RS_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("dagger-rs").join("engine.json"))
+    }
+
+    /// The defaults, then the configuration file (when there is one), then environment variables
+    /// (`DAGGER_RS_CACHE_DIR`, `DAGGER_RS_RUNTIME`, `DAGGER_RS_EXEC_TIMEOUT`, `DAGGER_RS_SNAPSHOTTER`,
+    /// `DAGGER_RS_REGISTRY_MIRRORS`, `DAGGER_RS_INSECURE_REGISTRIES`, `DAGGER_RS_REGISTRY_TIMEOUT`), each
+    /// overriding the one before.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        let Some(path) = Self::file_path() else {
+            return Ok(config);
+        };
+        let explicit = std::env::var_os("DAGGER_RS_CONFIG").is_some_and(|p| !p.is_empty());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(config),
+            Err(e) => {
+                return Err(ConfigError {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let bad = |reason: String| ConfigError {
+            path: path.clone(),
+            reason,
+        };
+        let file: ConfigFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if let Some(d) = file.cache_dir
+            && !env_set("DAGGER_RS_CACHE_DIR")
+        {
+            config.cache_dir = d;
+        }
+        config.runtime = file.runtime;
+        config.exec_timeout = file.exec_timeout_seconds.map(std::time::Duration::from_secs);
+        config.snapshotter = match file.snapshotter.as_deref() {
+            None => None,
+            Some("overlay") => Some(crate::worker::snapshot::Snapshotter::Overlay),
+            Some("copy") => Some(crate::worker::snapshot::Snapshotter::Copy),
+            Some(other) => return Err(bad(format!("snapshotter `{other}` is not `overlay` or `copy`"))),
+        };
+        // Environment variables win over the file: a field left empty is read from its variable when used.
+        if env_set("DAGGER_RS_RUNTIME") {
+            config.runtime = None;
+        }
+        if env_set("DAGGER_RS_EXEC_TIMEOUT") {
+            config.exec_timeout = None;
+        }
+        if env_set("DAGGER_RS_SNAPSHOTTER") {
+            config.snapshotter = None;
+        }
+        let mut registries =
+            crate::worker::oci::registry::RegistryConfig::from_env().map_err(|e| bad(e.to_string()))?;
+        if !env_set("DAGGER_RS_REGISTRY_MIRRORS") {
+            registries.mirrors = file.registry_mirrors;
+        }
+        if !env_set("DAGGER_RS_INSECURE_REGISTRIES") {
+            registries.insecure = file.insecure_registries.into_iter().collect();
+        }
+        if let Some(t) = file
+            .registry_timeout
+            .filter(|_| !env_set(crate::worker::oci::registry::TIMEOUT_ENV))
+        {
+            registries.timeouts = crate::worker::oci::registry::RegistryTimeouts::parse(&t)
+                .map_err(|e| bad(format!("registryTimeout: {e}")))?;
+        }
+        config.registries = Some(registries);
+        Ok(config)
+    }
+}
+
+/// One session's engine.
+pub struct Engine {
+    /// Setup.
+    pub config: Config,
+    /// The on-disk store.
+    pub store: Store,
+    /// Calls, results and evaluations.
+    pub(crate) solver: Arc<Solver<Evaluated>>,
+    secrets: Mutex<HashMap<Digest, String>>,
+    runtime: std::sync::OnceLock<Result<crate::worker::runtime::Runtime, String>>,
+    registry: std::sync::OnceLock<Result<crate::worker::oci::registry::RegistryClient, String>>,
+    /// The snapshotter chosen for this engine's cache directory on first use, and why overlayfs was not
+    /// usable when it fell back to copies.
+    snapshot: std::sync::OnceLock<(crate::worker::snapshot::Snapshotter, Option<String>)>,
+    /// Whether the copying-snapshotter warning was reported.
+    pub warned_snapshot: std::sync::atomic::AtomicBool,
+    /// Container networking.
+    pub network: Arc<crate::worker::network::Network>,
+    /// The locks and use counts of cache volumes.
+    pub(crate) volumes: CacheVolumes,
+    /// How many operations were computed (not served from a cache), for tests and benchmarks.
+    pub computed: std::sync::atomic::AtomicUsize,
+    /// How many GraphQL requests were answered (authorized and well-formed), for tests and benchmarks.
+    pub requests: std::sync::atomic::AtomicUsize,
+    /// What the engine collected at start-up from engines that stopped uncleanly (see
+    /// [`crate::worker::cleanup`]); reported once, as an event, by [`Engine::subscribe_with_start_report`].
+    pub collected: crate::worker::collected::Collected,
+    collected_reported: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over the cache directory of `config`.
+    pub fn new(config: Config) -> Result<Arc<Self>, crate::store::StoreError> {
+        let store = Store::open(&config.cache_dir)?;
+        let collected = crate::worker::cleanup::start(&store);
+        Ok(Arc::new(Self {
+            config,
+            solver: Arc::new(Solver::new(store.clone())),
+            store,
+            secrets: Mutex::default(),
+            runtime: std::sync::OnceLock::new(),
+            network: Arc::new(crate::worker::network::Network::new()),
+            snapshot: std::sync::OnceLock::new(),
+            warned_snapshot: std::sync::atomic::AtomicBool::new(false),
+            registry: std::sync::OnceLock::new(),
+            volumes: CacheVolumes::default(),
+            computed: std::sync::atomic::AtomicUsize::new(0),
+            requests: std::sync::atomic::AtomicUsize::new(0),
+            collected,
+            collected_reported: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Progress events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.solver.subscribe()
+    }
+
+    /// Progress events, from now on, after the report of the start-up collection (a log event of the
+    /// operation `engine`, such as `collected after an unclean stop: 2 mounts, 1 container`) when something
+    /// was collected. The report is emitted once: for the first caller, and to every subscriber at that
+    /// moment.
+    pub fn subscribe_with_start_report(&self) -> broadcast::Receiver<Event> {
+        let rx = self.solver.subscribe();
+        if !self.collected.is_empty() && !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.solver.send(Event {
+                op: "engine".to_owned(),
+                id: "start".to_owned(),
+                kind: EventKind::Log(self.collected.to_string()),
+            });
+        }
+        rx
+    }
+
+    /// Stops running work: kills every container this engine runs, and starts no new one (execs asked for
+    /// from now on fail, saying the engine is stopping).
+    pub async fn stop_containers(&self) {
+        if let Some(Ok(rt)) = self.runtime.get() {
+            rt.stop().await;
+        }
+    }
+
+    /// Reports a line of output from an operation.
+    pub(crate) fn emit_log(&self, op: &str, digest: &Digest, line: String) {
+        self.emit_event(op, digest, EventKind::Log(line));
+    }
+
+    /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
+    pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
+        self.solver.emit_event(op, digest, kind);
+    }
+
+    /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
+    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, FieldError> {
+        self.runtime
+            .get_or_init(|| {
+                crate::worker::runtime::Runtime::detect(
+                    self.config.runtime.as_deref(),
+                    self.config.exec_timeout,
+                    &self.store.root().join("runtime"),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| FieldError::new(e.clone()))
+    }
+
+    /// The registry client, made on first use.
+    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, FieldError> {
+        self.registry
+            .get_or_init(|| {
+                let config = match &self.config.registries {
+                    Some(c) => c.clone(),
+                    None => crate::worker::oci::registry::RegistryConfig::from_env().map_err(|e| e.to_string())?,
+                };
+                crate::worker::oci::registry::RegistryClient::new(config).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| FieldError::new(e.clone()))
+    }
+
+    /// How container filesystems are assembled for this engine: as configured, else chosen for its own
+    /// cache directory on first use (see [`crate::worker::snapshot::choose`]).
+    pub fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
+        match self.config.snapshotter {
+            Some(s) => s,
+            None => self.chosen_snapshotter().0,
+        }
+    }
+
+    /// Why overlayfs is not used, when this engine chose copies because its probe mount failed.
+    pub(crate) fn overlay_unusable(&self) -> Option<&str> {
+        match self.config.snapshotter {
+            Some(_) => None,
+            None => self.chosen_snapshotter().1.as_deref(),
+        }
+    }
+
+    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::Snapshotter, Option<String>) {
+        self.snapshot
+            .get_or_init(|| crate::worker::snapshot::choose(&self.store.root().join("tmp")))
+    }
+
+    /// Registers a call, returning its digest (the object's identity).
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
+        self.solver.register(call)
+    }
+
+    /// The call behind a digest, from memory or the cache directory.
+    pub(crate) fn call(&self, d: &Digest) -> Option<Call> {
+        self.solver.call(d)
+    }
+
+    /// Keeps a secret's plaintext in session memory (never on disk, never in an ID).
+    pub(crate) fn set_secret(&self, d: &Digest, plaintext: String) {
+        self.secrets.lock().insert(d.clone(), plaintext);
+    }
+
+    /// A secret's plaintext, if this session holds it.
+    pub(crate) fn secret(&self, d: &Digest) -> Option<String> {
+        self.secrets.lock().get(d).cloned()
+    }
+
+    /// Records a result computed outside `eval` (eager host reads).
+    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
+        self.solver.put_result(d, value)
+    }
+
+    /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
+    /// computing it once (see `Solver::eval`) with the operations of `ops::router`.
+    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
+        self.solver.eval(d, self.clone())
+    }
+}

@@ -1,0 +1,83 @@
+//! The host: paths relative to the session's workdir, host directories and files read into the store when
+//! the object is created (so their content is part of its identity), and exports back to the host.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::error::FieldError;
+use crate::model::tree::{FileEntry, Tree};
+use crate::ops::engine::Engine;
+
+/// A host path: absolute as given, relative ones against the session's workdir.
+pub(crate) fn host_path(engine: &Engine, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        engine.config.workdir.join(p)
+    }
+}
+
+pub(crate) fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644)
+}
+
+/// Reads a host directory into a tree (filtered), storing file contents as blobs.
+pub(crate) fn read_host_dir(
+    engine: &Engine,
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+    gitignore: bool,
+) -> Result<(Tree, String), FieldError> {
+    let meta = std::fs::metadata(root)
+        .map_err(|e| FieldError::new(format!("cannot read host directory {}: {e}", root.display())))?;
+    if !meta.is_dir() {
+        return Err(FieldError::new(format!(
+            "host path {} is not a directory",
+            root.display()
+        )));
+    }
+    let tree = crate::worker::snapshot::read_tree(&engine.store, root).map_err(|e| FieldError::new(e.to_string()))?;
+    let mut tree = tree.filter(include, exclude);
+    if gitignore {
+        tree = without_gitignored(root, &tree)?;
+    }
+    let name = root
+        .file_name()
+        .map(|n| format!("{}/", n.to_string_lossy()))
+        .unwrap_or_else(|| "/".to_owned());
+    Ok((tree, name))
+}
+
+pub(crate) fn write_file(engine: &Engine, entry: &FileEntry, target: &Path) -> Result<(), FieldError> {
+    crate::worker::snapshot::write_file(&engine.store, entry, target).map_err(|e| FieldError::new(e.to_string()))
+}
+
+pub(crate) fn export_tree(engine: &Engine, tree: &Tree, target: &Path, wipe: bool) -> Result<(), FieldError> {
+    if wipe && target.exists() {
+        std::fs::remove_dir_all(target)
+            .map_err(|e| FieldError::new(format!("cannot wipe {}: {e}", target.display())))?;
+    }
+    crate::worker::snapshot::write_tree(&engine.store, tree, target, "", None)
+        .map_err(|e| FieldError::new(e.to_string()))
+}
+
+/// `tree` (read from `root`) without what `root/.gitignore` ignores, as git reads it: negations (`!keep.log`)
+/// re-include, a trailing `/` matches directories only, a leading `/` anchors at the root, and nothing below
+/// an ignored directory comes back. Without a `.gitignore`, the tree as it is.
+fn without_gitignored(root: &Path, tree: &Tree) -> Result<Tree, FieldError> {
+    let file = root.join(".gitignore");
+    if !file.is_file() {
+        return Ok(tree.clone());
+    }
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+    // Lines that are not valid patterns are skipped, as git skips them.
+    let _ = builder.add(&file);
+    let matcher = builder
+        .build()
+        .map_err(|e| FieldError::new(format!("cannot use {}: {e}", file.display())))?;
+    Ok(tree.without(|path, is_dir| matcher.matched_path_or_any_parents(path, is_dir).is_ignore()))
+}

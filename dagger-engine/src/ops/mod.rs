@@ -1,0 +1,15 @@
+//! The operations of the core API, one module per core type: [`directory`], [`file`](mod@file), [`host`],
+//! [`secret`], [`cache_volume`], [`container`] (state, filesystem, mounts, exec, images); the values they
+//! produce ([`value`]); the engine every operation receives ([`engine`]); and the field [`router`] that
+//! records builder calls, computes them and answers leaves.
+
+pub(crate) mod args;
+pub(crate) mod cache_volume;
+pub(crate) mod container;
+pub(crate) mod directory;
+pub(crate) mod engine;
+pub(crate) mod file;
+pub(crate) mod host;
+pub(crate) mod router;
+pub(crate) mod secret;
+pub(crate) mod value;

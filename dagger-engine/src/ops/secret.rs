@@ -1,0 +1,54 @@
+//! `Secret`: secrets by name and URI (`env://`, `file://`) or set by value; plaintexts stay in session
+//! memory, never on disk or in an ID.
+
+use std::sync::Arc;
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::ops::args::unsupported;
+use crate::ops::engine::Engine;
+use crate::ops::value::Evaluated;
+use serde_json::{Value, json};
+
+/// The current value behind an `env://NAME` or `file://PATH` secret URI.
+pub(crate) fn read_secret_uri(uri: &str) -> Result<String, FieldError> {
+    if let Some(var) = uri.strip_prefix("env://") {
+        return std::env::var(var)
+            .map_err(|_| FieldError::new(format!("secret `{uri}`: the environment variable `{var}` is not set")));
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return std::fs::read_to_string(path)
+            .map_err(|e| FieldError::new(format!("secret `{uri}`: cannot read {path}: {e}")));
+    }
+    Err(FieldError::new(format!(
+        "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
+    )))
+}
+
+/// The plaintext of a secret object: from session memory (`setSecret`), else read from its URI now.
+pub(crate) async fn secret_plaintext(engine: &Arc<Engine>, d: &Digest) -> Result<String, FieldError> {
+    if let Some(p) = engine.secret(d) {
+        return Ok(p);
+    }
+    let v = engine.eval(d).await?;
+    let Evaluated::Secret { uri, name } = &*v else {
+        return Err(FieldError::new("not a secret"));
+    };
+    if uri.is_empty() {
+        return Err(FieldError::new(format!(
+            "the value of secret `{name}` was set in another session and is not kept; set it again with `setSecret`"
+        )));
+    }
+    read_secret_uri(uri)
+}
+
+/// Computes the leaf `name` of the secret `v`, the object `d`.
+pub(crate) async fn leaf(engine: &Arc<Engine>, name: &str, v: &Evaluated, d: &Digest) -> Result<Value, FieldError> {
+    let leaf = |v: Value| Ok(v);
+    match (name, v) {
+        ("name", Evaluated::Secret { name, .. }) => leaf(json!(name)),
+        ("uri", Evaluated::Secret { uri, .. }) => leaf(json!(uri)),
+        ("plaintext", Evaluated::Secret { .. }) => leaf(json!(secret_plaintext(engine, d).await?)),
+        _ => Err(unsupported("Secret", name)),
+    }
+}

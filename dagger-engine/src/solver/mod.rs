@@ -1,0 +1,535 @@
+//! The solver: the registry of calls (every object is the digest of the call that makes it), evaluation
+//! with in-flight deduplication, the results cache (in memory and, for persistent values, on disk), and
+//! progress events.
+//!
+//! It knows nothing of what the values are: it stores any [`Value`], and computes a call with the
+//! [`Compute`] it is given, so the operations live above it.
+
+pub(crate) mod events;
+mod results;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared, WeakShared};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+use crate::model::error::FieldError;
+use crate::model::ids::{Call, Digest};
+use crate::solver::events::{Event, EventKind};
+use crate::solver::results::Results;
+use crate::store::Store;
+
+/// A value the solver can keep: in memory, and on disk (as JSON under `results/`) when it is persistent.
+pub(crate) trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Whether this result is worth keeping on disk across sessions.
+    fn persistent(&self) -> bool;
+    /// Whether a result loaded from disk can still be used (what it names may have been pruned).
+    fn intact(&self, store: &Store) -> bool;
+}
+
+/// How a call is computed, once its inputs (parent and object arguments) are ready.
+pub(crate) trait Compute<V>: Send + Sync {
+    /// Computes the value of `call`.
+    fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<V, FieldError>>;
+}
+
+type EvalResult<V> = Result<Arc<V>, FieldError>;
+type EvalFuture<V> = Shared<BoxFuture<'static, EvalResult<V>>>;
+/// An evaluation in flight, held weakly: it lives as long as some request awaits it, and is dropped (and so
+/// stopped) when the last one is (its client went away).
+type WeakEvalFuture<V> = WeakShared<BoxFuture<'static, EvalResult<V>>>;
+
+/// The calls, results and evaluations of one engine.
+pub(crate) struct Solver<V> {
+    store: Store,
+    calls: Mutex<HashMap<Digest, Call>>,
+    results: Results<V>,
+    in_flight: Mutex<HashMap<Digest, WeakEvalFuture<V>>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl<V: Value> Solver<V> {
+    /// A solver keeping its calls and persistent results in `store`.
+    pub(crate) fn new(store: Store) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            store,
+            calls: Mutex::default(),
+            results: Results::default(),
+            in_flight: Mutex::default(),
+            events,
+        }
+    }
+
+    /// Progress events, from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Sends an event to the subscribers of this moment.
+    pub(crate) fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Reports an event of a call.
+    fn emit(&self, call: &Call, digest: &Digest, kind: EventKind) {
+        // Name the operation after the type the field belongs to (`Directory.file`, `Query.container`).
+        let owner = match &call.parent {
+            None => "Query".to_owned(),
+            Some(p) => self
+                .call(p)
+                .map(|c| c.type_name)
+                .unwrap_or_else(|| call.type_name.clone()),
+        };
+        self.emit_event(&format!("{owner}.{}", call.field), digest, kind);
+    }
+
+    /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
+    pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
+        self.send(Event {
+            op: op.to_owned(),
+            id: digest.as_str()[..12].to_owned(),
+            kind,
+        });
+    }
+
+    /// Registers a call, returning its digest (the object's identity).
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
+        let d = call.digest();
+        let known = self.calls.lock().contains_key(&d);
+        if !known {
+            // A record already on disk (from an earlier session) is the same call: no need to write it again.
+            if !self.store.has_json("calls", &d) {
+                self.store.put_json("calls", &d, &call)?;
+            }
+            self.calls.lock().insert(d.clone(), call);
+        }
+        Ok(d)
+    }
+
+    /// The call behind a digest, from memory or the cache directory.
+    pub(crate) fn call(&self, d: &Digest) -> Option<Call> {
+        if let Some(c) = self.calls.lock().get(d).cloned() {
+            return Some(c);
+        }
+        let c: Call = self.store.get_json("calls", d)?;
+        self.calls.lock().insert(d.clone(), c.clone());
+        Some(c)
+    }
+
+    /// Records a result computed outside `eval` (eager host reads, records of a list).
+    pub(crate) fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, FieldError> {
+        let persistent = value.persistent();
+        if persistent {
+            self.store.put_json("results", d, &value)?;
+        }
+        let v = Arc::new(value);
+        self.results.remember(d, &v, persistent);
+        Ok(v)
+    }
+
+    /// A result from memory or, reported as cached, from disk.
+    fn ready(&self, d: &Digest, call: &Call) -> Option<Arc<V>> {
+        if let Some(v) = self.results.get(d) {
+            return Some(v);
+        }
+        let v = self
+            .store
+            .get_json::<V>("results", d)
+            .filter(|v| v.intact(&self.store))?;
+        self.emit(call, d, EventKind::Cached);
+        let v = Arc::new(v);
+        self.results.remember(d, &v, true);
+        Some(v)
+    }
+
+    /// The objects `d` depends on that are not ready yet, dependencies first, found with an explicit stack
+    /// (a chain of any length costs no native stack). Results found on disk on the way are loaded.
+    fn missing_inputs(&self, d: &Digest) -> Result<Vec<(Digest, Call)>, FieldError> {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        seen.insert(d.clone());
+        let root = self.call(d).ok_or_else(|| unknown(d))?;
+        // An entry with its call has had its inputs pushed above it: it comes next once they are done.
+        let mut stack: Vec<(Digest, Option<Call>)> = Vec::new();
+        for input in root.inputs().into_iter().rev() {
+            stack.push((input, None));
+        }
+        // Keep the held results alive until the caller has used them.
+        let mut held = Vec::new();
+        while let Some((digest, expanded)) = stack.pop() {
+            if let Some(call) = expanded {
+                order.push((digest, call));
+                continue;
+            }
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let call = self.call(&digest).ok_or_else(|| unknown(&digest))?;
+            if let Some(v) = self.ready(&digest, &call) {
+                held.push(v);
+                continue;
+            }
+            let inputs = call.inputs();
+            stack.push((digest, Some(call)));
+            for input in inputs.into_iter().rev() {
+                if !seen.contains(&input) {
+                    stack.push((input, None));
+                }
+            }
+        }
+        self.results.keep_recent(held);
+        Ok(order)
+    }
+
+    /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
+    /// computing it once with `compute`.
+    ///
+    /// The objects it is built from are evaluated first, bottom up, in a loop: computing an object then finds
+    /// its parent ready, so evaluation never nests deeper than one level per object argument, however long
+    /// the chain of calls is.
+    pub(crate) fn eval(
+        self: &Arc<Self>,
+        d: &Digest,
+        compute: Arc<dyn Compute<V>>,
+    ) -> BoxFuture<'static, EvalResult<V>> {
+        let this = self.clone();
+        let d = d.clone();
+        Box::pin(async move {
+            if let Some(v) = this.results.get(&d) {
+                return Ok(v);
+            }
+            let call = this.call(&d).ok_or_else(|| unknown(&d))?;
+            if let Some(v) = this.ready(&d, &call) {
+                return Ok(v);
+            }
+            let mut below = None;
+            for (dep, dep_call) in this.missing_inputs(&d)? {
+                // Held until the next one is computed, so a chain's parent is never dropped before its child
+                // has read it.
+                below = Some(this.eval_one(&dep, dep_call, &compute).await?);
+            }
+            let v = this.eval_one(&d, call, &compute).await;
+            drop(below);
+            v
+        })
+    }
+
+    /// Evaluates one object whose inputs are (normally) ready: joins an evaluation in flight or starts one.
+    async fn eval_one(self: &Arc<Self>, d: &Digest, call: Call, compute: &Arc<dyn Compute<V>>) -> EvalResult<V> {
+        if let Some(v) = self.ready(d, &call) {
+            return Ok(v);
+        }
+        let fut = {
+            let mut in_flight = self.in_flight.lock();
+            // In flight entries are weak: an evaluation lives while a request awaits it, and is dropped
+            // (its containers stopped) with the last one.
+            match in_flight.get(d).and_then(WeakShared::upgrade) {
+                Some(f) => f,
+                None => {
+                    let shared: EvalFuture<V> = self.clone().start(d.clone(), call, compute.clone()).shared();
+                    if let Some(weak) = shared.downgrade() {
+                        in_flight.insert(d.clone(), weak);
+                    }
+                    shared
+                }
+            }
+        };
+        fut.await
+    }
+
+    /// The evaluation of one call: computes it, reports it, and keeps its result.
+    fn start(
+        self: Arc<Self>,
+        digest: Digest,
+        call: Call,
+        compute: Arc<dyn Compute<V>>,
+    ) -> BoxFuture<'static, EvalResult<V>> {
+        Box::pin(async move {
+            self.emit(&call, &digest, EventKind::Started);
+            let mut running = Running {
+                solver: &self,
+                call: &call,
+                digest: &digest,
+                finished: false,
+            };
+            let started = Instant::now();
+            let result = compute.compute(call.clone()).await;
+            running.finished = true;
+            match &result {
+                Ok(_) => self.emit(&call, &digest, EventKind::Done(started.elapsed().as_millis())),
+                Err(e) => self.emit(&call, &digest, EventKind::Failed(e.message.clone())),
+            }
+            let result = match result {
+                Ok(v) => self.put_result(&digest, v),
+                Err(e) => Err(e),
+            };
+            self.in_flight.lock().remove(&digest);
+            result
+        })
+    }
+}
+
+/// An evaluation under way; dropped unfinished (no request waits for it any more), it reports the operation
+/// as cancelled so progress displays do not wait for it, and forgets it.
+struct Running<'a, V: Value> {
+    solver: &'a Solver<V>,
+    call: &'a Call,
+    digest: &'a Digest,
+    finished: bool,
+}
+
+impl<V: Value> Drop for Running<'_, V> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.solver.emit(
+            self.call,
+            self.digest,
+            EventKind::Failed("cancelled: no request waits for it any more".into()),
+        );
+        self.solver.in_flight.lock().remove(self.digest);
+    }
+}
+
+fn unknown(d: &Digest) -> FieldError {
+    FieldError::new(format!("unknown object `{d}`: it was never created on this engine"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The solver with a toy value and compute function: no engine, no containers.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A number; negative ones are not kept on disk, and one is "pruned" when a file `pruned-<n>` exists.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Num(i64);
+
+    impl Value for Num {
+        fn persistent(&self) -> bool {
+            self.0 >= 0
+        }
+        fn intact(&self, store: &Store) -> bool {
+            !store.root().join(format!("pruned-{}", self.0)).exists()
+        }
+    }
+
+    /// Computes `parent + n`; the fields `fail`, `wait` and `forever` fail, wait for a permit, or never end.
+    struct Toy {
+        solver: Arc<Solver<Num>>,
+        computed: AtomicUsize,
+        fail: AtomicBool,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Compute<Num> for Toy {
+        fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Num, FieldError>> {
+            Box::pin(async move {
+                self.computed.fetch_add(1, Ordering::SeqCst);
+                match call.field.as_str() {
+                    "fail" if self.fail.load(Ordering::SeqCst) => return Err(FieldError::new("failed on purpose")),
+                    "wait" => drop(self.gate.acquire().await),
+                    "forever" => std::future::pending::<()>().await,
+                    _ => {}
+                }
+                let base = match &call.parent {
+                    Some(p) => self.solver.eval(p, self.clone()).await?.0,
+                    None => 0,
+                };
+                Ok(Num(
+                    base + call.args.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0)
+                ))
+            })
+        }
+    }
+
+    fn toy(store: &Store) -> Arc<Toy> {
+        Arc::new(Toy {
+            solver: Arc::new(Solver::new(store.clone())),
+            computed: AtomicUsize::new(0),
+            fail: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+        })
+    }
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(dir.path().join("cache")).expect("store")
+    }
+
+    /// Registers `field(n)` on `parent`.
+    fn call(toy: &Toy, parent: Option<&Digest>, field: &str, n: i64) -> Digest {
+        toy.solver
+            .register(Call {
+                type_name: "Num".into(),
+                parent: parent.cloned(),
+                field: field.into(),
+                args: [("n".to_owned(), json!(n))].into_iter().collect(),
+            })
+            .expect("register")
+    }
+
+    /// A chain of `len` calls adding 1 each; returns the last.
+    fn chain(toy: &Toy, len: usize) -> Digest {
+        let mut d = call(toy, None, "add", 1);
+        for _ in 1..len {
+            d = call(toy, Some(&d), "add", 1);
+        }
+        d
+    }
+
+    async fn eval(toy: &Arc<Toy>, d: &Digest) -> Result<Arc<Num>, FieldError> {
+        toy.solver.eval(d, toy.clone()).await
+    }
+
+    #[tokio::test]
+    async fn a_chain_is_computed_once_and_then_served_from_memory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let top = chain(&toy, 5);
+        assert_eq!(*eval(&toy, &top).await.expect("eval"), Num(5));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 5);
+        assert_eq!(*eval(&toy, &top).await.expect("eval"), Num(5));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 5, "nothing is computed twice");
+    }
+
+    #[tokio::test]
+    async fn registering_is_idempotent_and_calls_are_read_back_from_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir);
+        let toy = toy(&store);
+        let d = call(&toy, None, "add", 3);
+        assert_eq!(call(&toy, None, "add", 3), d);
+        let other = Solver::<Num>::new(store);
+        assert_eq!(other.call(&d).map(|c| c.field), Some("add".to_owned()));
+        assert!(other.call(&Digest::of(b"never")).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_evaluations_of_one_call_share_one_computation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let d = call(&toy, None, "wait", 7);
+        let (a, b) = (toy.clone(), toy.clone());
+        let (da, db) = (d.clone(), d.clone());
+        let first = tokio::spawn(async move { eval(&a, &da).await });
+        let second = tokio::spawn(async move { eval(&b, &db).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        toy.gate.add_permits(10);
+        assert_eq!(*first.await.expect("join").expect("eval"), Num(7));
+        assert_eq!(*second.await.expect("join").expect("eval"), Num(7));
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn persistent_results_are_cache_hits_for_the_next_solver_unless_pruned() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir);
+        let first = toy(&store);
+        let kept = call(&first, None, "add", 4);
+        let session_only = call(&first, None, "add", -4);
+        let pruned = call(&first, None, "add", 9);
+        for d in [&kept, &session_only, &pruned] {
+            eval(&first, d).await.expect("eval");
+        }
+        std::fs::write(store.root().join("pruned-9"), b"").expect("prune");
+
+        let second = toy(&store);
+        let mut events = second.solver.subscribe();
+        assert_eq!(*eval(&second, &kept).await.expect("eval"), Num(4));
+        assert_eq!(second.computed.load(Ordering::SeqCst), 0, "read from disk");
+        assert_eq!(events.try_recv().map(|e| e.kind), Ok(EventKind::Cached));
+        assert_eq!(*eval(&second, &session_only).await.expect("eval"), Num(-4));
+        assert_eq!(*eval(&second, &pruned).await.expect("eval"), Num(9));
+        assert_eq!(
+            second.computed.load(Ordering::SeqCst),
+            2,
+            "a session value and a pruned one are computed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_reaches_every_dependent_and_is_not_cached() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        toy.fail.store(true, Ordering::SeqCst);
+        let failing = call(&toy, None, "fail", 1);
+        let child = call(&toy, Some(&failing), "add", 1);
+        let mut events = toy.solver.subscribe();
+        let err = eval(&toy, &child).await.expect_err("fails");
+        assert_eq!(err.message, "failed on purpose");
+        let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Started, EventKind::Failed("failed on purpose".into())]
+        );
+
+        toy.fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            *eval(&toy, &child).await.expect("eval"),
+            Num(2),
+            "the failure was not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_object_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let err = eval(&toy, &Digest::of(b"nothing")).await.expect_err("unknown");
+        assert!(err.message.contains("never created on this engine"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_nobody_awaits_is_cancelled_and_forgotten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let d = call(&toy, None, "forever", 1);
+        let mut events = toy.solver.subscribe();
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), eval(&toy, &d)).await;
+        assert!(pending.is_err(), "it never ends");
+        let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Started,
+                EventKind::Failed("cancelled: no request waits for it any more".into())
+            ]
+        );
+        assert!(toy.solver.in_flight.lock().is_empty());
+        // A new request starts it again rather than joining the dropped one.
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), eval(&toy, &d)).await;
+        assert!(again.is_err());
+        assert_eq!(toy.computed.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_long_chain_is_evaluated_without_native_recursion() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let top = chain(&toy, 1_000);
+        // A small stack: evaluating one level per call recursively would overflow it.
+        let result = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                rt.block_on(eval(&toy, &top)).map(|v| v.0)
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(result.expect("eval"), 1_000);
+    }
+}

@@ -1,0 +1,170 @@
+//! Cache volumes on the host: where each volume's directory lives, and the sharing modes — a `LOCKED`
+//! volume admits one exec at a time, a `PRIVATE` one gives a second concurrent user a fresh, throwaway
+//! directory, a `SHARED` one is used by all at once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::model::error::FieldError;
+use crate::model::ids::Digest;
+use crate::store::Store;
+
+/// The cache volumes in use by one engine's execs.
+#[derive(Default)]
+pub(crate) struct CacheVolumes {
+    private_holders: Mutex<HashSet<String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The cache volumes one exec uses: the locks of its `LOCKED` volumes, the `PRIVATE` ones it holds, and those
+/// it must replace by a fresh, throwaway directory because another exec holds them; all released on drop.
+pub(crate) struct CacheVolumeLease<'a> {
+    volumes: &'a CacheVolumes,
+    _locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    held: Vec<String>,
+    /// Keys of `PRIVATE` volumes in use elsewhere: this exec gets a fresh directory for each.
+    pub fresh: HashSet<String>,
+}
+
+impl Drop for CacheVolumeLease<'_> {
+    fn drop(&mut self) {
+        let mut holders = self.volumes.private_holders.lock();
+        for k in &self.held {
+            holders.remove(k);
+        }
+    }
+}
+
+impl CacheVolumes {
+    /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs.
+    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> CacheVolumeLease<'_> {
+        let mut guards = Vec::new();
+        let mut held = Vec::new();
+        let mut fresh = HashSet::new();
+        for &(key, sharing) in mounts {
+            match sharing {
+                "LOCKED" => {
+                    let lock = self.locks.lock().entry(key.to_owned()).or_default().clone();
+                    guards.push(lock.lock_owned().await);
+                }
+                "PRIVATE" => {
+                    let taken = !self.private_holders.lock().insert(key.to_owned());
+                    if taken {
+                        fresh.insert(key.to_owned());
+                    } else {
+                        held.push(key.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        CacheVolumeLease {
+            volumes: self,
+            _locks: guards,
+            held,
+            fresh,
+        }
+    }
+}
+
+/// The host directory of a cache volume for one exec, and whether it was just created (to seed it): a
+/// `fresh` one is `c<n>` in the exec's `scratch` folder, the others live under the store's `cache-volumes/`.
+pub(crate) fn volume_dir(
+    store: &Store,
+    key: &str,
+    fresh: bool,
+    scratch: &Path,
+    n: usize,
+) -> Result<(PathBuf, bool), FieldError> {
+    if fresh {
+        let dir = scratch.join(format!("c{n}"));
+        std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+        return Ok((dir, true));
+    }
+    let base = store
+        .root()
+        .join("cache-volumes")
+        .join(Digest::of(key.as_bytes()).as_str());
+    let data = base.join("data");
+    if data.is_dir() {
+        return Ok((data, false));
+    }
+    std::fs::create_dir_all(&base).map_err(|e| FieldError::new(format!("cannot create {}: {e}", base.display())))?;
+    let tmp = base.join(format!("new-{}", crate::worker::snapshot::unique()));
+    std::fs::create_dir_all(&tmp).map_err(|e| FieldError::new(format!("cannot create {}: {e}", tmp.display())))?;
+    if std::fs::rename(&tmp, &data).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok((data, false));
+    }
+    Ok((data, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn waits(volumes: &CacheVolumes, mounts: &[(&str, &str)]) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), volumes.acquire(mounts))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_locked_volume_admits_one_exec_at_a_time_even_after_a_panic_elsewhere() {
+        let volumes = Arc::new(CacheVolumes::default());
+        let first = volumes.acquire(&[("k", "LOCKED")]).await;
+        assert!(waits(&volumes, &[("k", "LOCKED")]).await, "a second user waits");
+        assert!(
+            !waits(&volumes, &[("other", "LOCKED")]).await,
+            "another volume does not"
+        );
+        // A thread that panics while holding the lock table does not make the next user get a fresh lock.
+        let v = volumes.clone();
+        let panicked = std::thread::spawn(move || {
+            let _table = v.locks.lock();
+            panic!("while holding the lock table");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(waits(&volumes, &[("k", "LOCKED")]).await, "still one at a time");
+        drop(first);
+        assert!(!waits(&volumes, &[("k", "LOCKED")]).await, "free once released");
+    }
+
+    #[tokio::test]
+    async fn a_private_volume_in_use_gives_the_next_user_a_fresh_directory_until_released() {
+        let volumes = CacheVolumes::default();
+        let first = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        assert!(first.fresh.is_empty());
+        let second = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        assert_eq!(second.fresh, HashSet::from(["p".to_owned()]));
+        drop(second);
+        let third = volumes.acquire(&[("p", "PRIVATE")]).await;
+        assert_eq!(third.fresh.len(), 1, "the first user still holds it");
+        drop(third);
+        drop(first);
+        let fourth = volumes.acquire(&[("p", "PRIVATE")]).await;
+        assert!(fourth.fresh.is_empty(), "released with its first user");
+    }
+
+    #[test]
+    fn volume_directories_are_made_once_and_fresh_ones_in_the_scratch_folder() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path().join("cache")).expect("store");
+        let scratch = dir.path().join("scratch");
+        let (data, created) = volume_dir(&store, "k", false, &scratch, 0).expect("dir");
+        assert!(created && data.is_dir());
+        assert_eq!(
+            volume_dir(&store, "k", false, &scratch, 0).expect("again"),
+            (data.clone(), false)
+        );
+        let (fresh, created) = volume_dir(&store, "k", true, &scratch, 3).expect("fresh");
+        assert_eq!((fresh, created), (scratch.join("c3"), true));
+        assert_ne!(volume_dir(&store, "other", false, &scratch, 0).expect("other").0, data);
+    }
+}
