@@ -1,8 +1,8 @@
 //! Figure 8, deep chains: the peak memory of a fresh engine answering one cold query that is a chain of N
 //! calls. Every call rewrites the same small file, so the results stay small and only the depth grows.
 //!
-//! The request goes over plain HTTP ([`EngineProc::post_query`]), not through the SDK, and the answer is
-//! checked as text: a 10,000-deep response is beyond a JSON parser's default recursion limit.
+//! The request goes over plain HTTP ([`crate::engine::EngineProc::post_query`]), not through the SDK, and the
+//! answer is checked as text: a 10,000-deep response is beyond a JSON parser's default recursion limit.
 
 use std::time::{Duration, Instant};
 
