@@ -83,6 +83,63 @@ pub enum PathError {
 /// The most symlinks one path resolution follows (as Linux does) before it fails with [`PathError::Loop`].
 pub const MAX_LINKS: usize = 40;
 
+/// What a path names, as [`resolve_path`] needs to know it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    /// Nothing.
+    Missing,
+    /// A directory.
+    Dir,
+    /// A symbolic link, with its target.
+    Link(String),
+    /// Anything else (a file, a device).
+    Other,
+}
+
+/// Resolves `path` inside a root the way a process whose root it is would: `lookup` says what the components
+/// resolved so far name; a symlink met on the way is followed (the last component only with `follow_last`),
+/// an absolute target starts again from the root, and `..` never climbs above the root. The result's
+/// components have only directories (or nothing) above them. The one algorithm behind trees, layer stacks and
+/// mounted root filesystems.
+pub fn resolve_path(
+    path: &str,
+    follow_last: bool,
+    mut lookup: impl FnMut(&[String]) -> Node,
+) -> Result<Vec<String>, PathError> {
+    let mut pending: Vec<String> = segments(path).rev().map(str::to_owned).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(c);
+        let last = pending.is_empty();
+        match lookup(&resolved) {
+            Node::Link(target) if follow_last || !last => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(PathError::Loop(path.to_owned()));
+                }
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                pending.extend(segments(&target).rev().map(str::to_owned));
+            }
+            Node::Other | Node::Link(_) if !last => {
+                return Err(PathError::WrongKind {
+                    path: resolved.join("/"),
+                    expected: "directory",
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(resolved)
+}
+
 /// The components of a path, without empty and `.` segments.
 fn segments(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty() && *s != ".")
@@ -124,39 +181,12 @@ impl Tree {
     /// restarts from the root, and `..` never climbs above the root. The result is a normalized path whose
     /// ancestors are all directories of the tree or missing; what it names may not exist.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, PathError> {
-        let mut pending: Vec<String> = segments(path).map(str::to_owned).collect();
-        pending.reverse();
-        let mut resolved: Vec<String> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                resolved.pop();
-                continue;
-            }
-            resolved.push(c);
-            let here = resolved.join("/");
-            let last = pending.is_empty();
-            match self.entries.get(&here) {
-                Some(Entry::Symlink { target }) if follow_last || !last => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(PathError::Loop(path.to_owned()));
-                    }
-                    resolved.pop();
-                    if target.starts_with('/') {
-                        resolved.clear();
-                    }
-                    pending.extend(segments(target).rev().map(str::to_owned));
-                }
-                Some(Entry::File(_)) | Some(Entry::Symlink { .. }) if !last => {
-                    return Err(PathError::WrongKind {
-                        path: here,
-                        expected: "directory",
-                    });
-                }
-                _ => {}
-            }
-        }
+        let resolved = resolve_path(path, follow_last, |comps| match self.entries.get(&comps.join("/")) {
+            None => Node::Missing,
+            Some(Entry::Dir { .. }) => Node::Dir,
+            Some(Entry::Symlink { target }) => Node::Link(target.clone()),
+            Some(Entry::File(_)) => Node::Other,
+        })?;
         Ok(resolved.join("/"))
     }
 

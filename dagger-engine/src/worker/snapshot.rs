@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::model::tree::{Entry, FileEntry, Tree};
+use crate::model::tree::{Entry, FileEntry, Node, PathError, Tree, resolve_path};
 
 /// A snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -481,36 +481,20 @@ pub fn unique() -> String {
 /// Resolves `path` (absolute inside the container) under `root`, following symlinks the way the container
 /// would; `follow_last = false` leaves a final symlink unresolved. The result is always inside `root`.
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, SnapshotError> {
-    let mut pending: Vec<String> = components(path);
-    pending.reverse();
-    let mut resolved: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if c == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = root.join(resolved.iter().collect::<PathBuf>()).join(&c);
-        let is_last = pending.is_empty();
+    let resolved = resolve_path(path, follow_last, |comps| {
+        let candidate: PathBuf = root.join(comps.iter().collect::<PathBuf>());
         match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() && (follow_last || !is_last) => {
-                links += 1;
-                if links > 40 {
-                    return Err(SnapshotError::Loop(path.to_owned()));
-                }
-                let target =
-                    std::fs::read_link(&candidate).map_err(io(format!("cannot read link {}", candidate.display())))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => resolved.push(c),
+            Err(_) => Node::Missing,
+            Ok(m) if m.is_dir() => Node::Dir,
+            Ok(m) if m.file_type().is_symlink() => Node::Link(
+                std::fs::read_link(&candidate)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            Ok(_) => Node::Other,
         }
-    }
+    })
+    .map_err(path_error)?;
     Ok(root.join(resolved.iter().collect::<PathBuf>()))
 }
 
@@ -573,49 +557,23 @@ fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
 /// `..` stops at the root, and the last component is followed only with `follow_last`. Returns the path
 /// relative to the root; its ancestors are directories or missing.
 pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> Result<String, SnapshotError> {
-    let mut pending: Vec<String> = components(path);
-    pending.reverse();
-    let mut resolved: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if c == ".." {
-            resolved.pop();
-            continue;
-        }
-        resolved.push(c);
-        let last = pending.is_empty();
-        match lookup_in_layers(layers, &resolved) {
-            Found::Link(target) if follow_last || !last => {
-                links += 1;
-                if links > crate::model::tree::MAX_LINKS {
-                    return Err(SnapshotError::Loop(path.to_owned()));
-                }
-                resolved.pop();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            Found::Other | Found::Link(_) if !last => {
-                return Err(SnapshotError::NotADirectory(format!("/{}", resolved.join("/"))));
-            }
-            _ => {}
-        }
-    }
+    let resolved = resolve_path(path, follow_last, |comps| match lookup_in_layers(layers, comps) {
+        Found::Missing => Node::Missing,
+        Found::Dir => Node::Dir,
+        Found::Link(t) => Node::Link(t),
+        Found::Other => Node::Other,
+    })
+    .map_err(path_error)?;
     Ok(resolved.join("/"))
 }
 
-fn components(path: &str) -> Vec<String> {
-    Path::new(path)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".to_owned()),
-            _ => None,
-        })
-        .collect()
+/// A resolution failure as a container path error.
+fn path_error(e: PathError) -> SnapshotError {
+    match e {
+        PathError::Loop(p) => SnapshotError::Loop(p),
+        PathError::WrongKind { path, .. } => SnapshotError::NotADirectory(format!("/{path}")),
+        other => SnapshotError::NotFound(other.to_string()),
+    }
 }
 
 /// Reads the directory `dir` (already resolved on the host) into a tree, storing file contents as blobs.

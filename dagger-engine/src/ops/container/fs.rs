@@ -290,7 +290,12 @@ pub(crate) async fn exists(
     let st = st.clone();
     tokio::task::spawn_blocking(move || {
         let mounted = mount_readonly(&engine, &st)?;
-        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
+        // A path through a file, or a link loop, names nothing.
+        let host = match snapshot::resolve_in_root(mounted.path(), &path, follow) {
+            Ok(h) => h,
+            Err(snapshot::SnapshotError::NotADirectory(_) | snapshot::SnapshotError::Loop(_)) => return Ok(false),
+            Err(e) => return Err(snap(e)),
+        };
         let found = match std::fs::symlink_metadata(&host) {
             Err(_) => false,
             Ok(m) => match expected.as_str() {
