@@ -596,21 +596,37 @@ async fn a_failed_output_names_its_binding_and_step_and_keeps_partial_results() 
 
 /// Answers like [`plan_like_engine`], but holds the slow branch's first request (`o0`) for two seconds and
 /// records whether the chain's last request arrived while the slow one was still being answered.
+/// A fake engine whose request for `o0` (the slow branch) is slow: it is answered only once the request for
+/// `o4` (the end of the other chain) has arrived — or after 2 s when `wait_for_chain_end` is off or after 60 s
+/// at the most, so a run that waits for the slow branch before sending `o4` is seen, however loaded the
+/// machine, and not by a race against a fixed sleep.
 fn slow_branch_engine(
     fail_on: Option<&'static str>,
     slow_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     chain_end_early: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+    wait_for_chain_end: bool,
 ) -> impl Fn(&tests::Recorded) -> tests::Reply + Send + Sync {
     use std::sync::atomic::Ordering;
     let inner = plan_like_engine(fail_on);
+    let chain_end = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     move |req| {
         let doc = req.document();
-        if doc.contains("o0:") {
-            std::thread::sleep(std::time::Duration::from_secs(2));
-            slow_done.store(true, Ordering::SeqCst);
-        }
         if doc.contains("o4:") {
             *chain_end_early.lock().expect("lock") = Some(!slow_done.load(Ordering::SeqCst));
+            let (seen, cv) = &*chain_end;
+            *seen.lock().expect("lock") = true;
+            cv.notify_all();
+        }
+        if doc.contains("o0:") {
+            let (seen, cv) = &*chain_end;
+            let limit = if wait_for_chain_end { 60 } else { 2 };
+            let guard = seen.lock().expect("lock");
+            let _ = cv
+                .wait_timeout_while(guard, std::time::Duration::from_secs(limit), |seen| {
+                    !wait_for_chain_end || !*seen
+                })
+                .expect("wait");
+            slow_done.store(true, Ordering::SeqCst);
         }
         inner(req)
     }
@@ -620,7 +636,7 @@ fn slow_branch_engine(
 async fn a_chain_does_not_wait_for_a_slow_branch() {
     let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let early = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let engine = FakeEngine::start(slow_branch_engine(None, slow_done.clone(), early.clone())).await;
+    let engine = FakeEngine::start(slow_branch_engine(None, slow_done.clone(), early.clone(), true)).await;
     let dag = connect(&engine).await;
     let plan = unbalanced::plan(src());
     let out = unbalanced::run(&dag, dag.host().directory(".")).await.expect("runs");
@@ -645,7 +661,7 @@ async fn a_chain_does_not_wait_for_a_slow_branch() {
 async fn a_failure_skips_only_what_waits_for_it() {
     let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let early = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early, false)).await;
     let dag = connect(&engine).await;
     let err = unbalanced::run(&dag, dag.host().directory("."))
         .await
@@ -663,7 +679,7 @@ async fn a_failure_skips_only_what_waits_for_it() {
 async fn fail_fast_stops_everything_not_sent_yet() {
     let slow_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let early = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early)).await;
+    let engine = FakeEngine::start(slow_branch_engine(Some("o2"), slow_done, early, false)).await;
     let dag = connect(&engine).await;
     let err = unbalanced_fail_fast::run(&dag, dag.host().directory("."))
         .await
