@@ -318,7 +318,16 @@ fn lease(n: u32) -> bool {
             }
             Err(_) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let alive = !holder.is_empty() && std::path::Path::new("/proc").join(holder.trim()).exists();
+                // An empty lease is being written by its taker right now (create, then write): it is only
+                // free once it has stayed empty far longer than that takes. Taking it over at once let two
+                // engines share an address, and the second deleted the first one's veth as a leftover.
+                let alive = if holder.trim().is_empty() {
+                    std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().map_or(true, |age| age < std::time::Duration::from_secs(60)))
+                } else {
+                    std::path::Path::new("/proc").join(holder.trim()).exists()
+                };
                 if alive {
                     return false;
                 }
