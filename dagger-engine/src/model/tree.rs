@@ -481,17 +481,22 @@ impl Tree {
             out.entries.insert(k.clone(), v.clone());
         }
         // Parents of kept entries stay, with their own metadata.
-        let keys: Vec<String> = out.entries.keys().cloned().collect();
+        out.add_parents_from(self);
+        out
+    }
+
+    /// Adds the parent directories of every entry, as `source` has them (keeping the tree well formed).
+    fn add_parents_from(&mut self, source: &Tree) {
+        let keys: Vec<String> = self.entries.keys().cloned().collect();
         for k in keys {
             let mut cur = k.as_str();
             while let Some(p) = parent_of(cur) {
-                if let Some(e) = self.entries.get(p) {
-                    out.entries.entry(p.to_owned()).or_insert_with(|| e.clone());
+                if let Some(e) = source.entries.get(p) {
+                    self.entries.entry(p.to_owned()).or_insert_with(|| e.clone());
                 }
                 cur = p;
             }
         }
-        out
     }
 
     /// What `other` adds or changes relative to `self` (deletions do not appear).
@@ -502,16 +507,7 @@ impl Tree {
                 out.entries.insert(k.clone(), v.clone());
             }
         }
-        let keys: Vec<String> = out.entries.keys().cloned().collect();
-        for k in keys {
-            let mut cur = k.as_str();
-            while let Some(p) = parent_of(cur) {
-                if let Some(e) = other.entries.get(p) {
-                    out.entries.entry(p.to_owned()).or_insert_with(|| e.clone());
-                }
-                cur = p;
-            }
-        }
+        out.add_parents_from(other);
         out
     }
 
