@@ -504,31 +504,9 @@ async fn a_client_that_disconnects_stops_its_request() {
     let marker = format!("cancel-marker-{}", dagger_engine::server::random_token());
     // Runs far longer than the test waits after the disconnect: only cancellation ends it in time.
     let script = format!("sleep 40; echo {marker}");
-    let query = json!({
-        "query": format!(
-            r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", {script:?}]) {{ stdout }} }} }} }}"#
-        )
-    })
-    .to_string();
-    let auth = basic(&format!("{}:", env.session.token));
-    let mut stream = TcpStream::connect(("127.0.0.1", env.session.port))
-        .await
-        .expect("connect");
-    let request = format!(
-        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{query}",
-        query.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-
+    let stream = send_exec_raw(&env, &image, &script).await;
     // The command starts …
-    let started = Instant::now();
-    while processes_with(&marker).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_running(&marker).await;
     // The network namespace the command runs in (one of the engine's, under /var/run/netns).
     let netns_of = |pid: u32| {
         use std::os::unix::fs::MetadataExt;
@@ -596,27 +574,9 @@ async fn an_evaluation_shared_with_a_client_that_stays_goes_on_when_another_disc
     let mut events = env.session.engine.subscribe();
     let marker = format!("shared-marker-{}", dagger_engine::server::random_token());
     let script = format!("sleep 3; echo {marker}");
-    let doc = format!(
-        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", {script:?}]) {{ stdout }} }} }} }}"#
-    );
-    let body = json!({ "query": doc }).to_string();
-    let auth = basic(&format!("{}:", env.session.token));
-    let mut leaving = TcpStream::connect(("127.0.0.1", env.session.port))
-        .await
-        .expect("connect");
-    let request = format!(
-        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    leaving.write_all(request.as_bytes()).await.expect("write");
-    let started = Instant::now();
-    while processes_with(&marker).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = json!({ "query": exec_query(&image, &script) }).to_string();
+    let leaving = send_exec_raw(&env, &image, &script).await;
+    wait_until_running(&marker).await;
     // A second client asks for the same thing and joins the evaluation in flight; then the first leaves.
     let url = env.url();
     let token = env.session.token.clone();
@@ -647,4 +607,39 @@ async fn an_evaluation_shared_with_a_client_that_stays_goes_on_when_another_disc
         }
     }
     assert_eq!(execs, 1, "the command ran once, for both clients");
+}
+
+/// A query running `sh -c script` in `image` and asking for its stdout.
+fn exec_query(image: &str, script: &str) -> String {
+    format!(
+        r#"{{ container {{ from(address: "{image}") {{ withExec(args: ["sh", "-c", {script:?}]) {{ stdout }} }} }} }}"#
+    )
+}
+
+/// Sends `exec_query(image, script)` over a raw connection and returns it, unread, so the test can drop it
+/// (disconnect) while the command runs.
+async fn send_exec_raw(env: &Env, image: &str, script: &str) -> TcpStream {
+    let body = json!({ "query": exec_query(image, script) }).to_string();
+    let auth = basic(&format!("{}:", env.session.token));
+    let mut stream = TcpStream::connect(("127.0.0.1", env.session.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
+/// Waits until a process whose command line holds `marker` runs.
+async fn wait_until_running(marker: &str) {
+    let started = Instant::now();
+    while processes_with(marker).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
