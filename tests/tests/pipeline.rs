@@ -277,16 +277,20 @@ fn ordered_plan() {
     insta::assert_snapshot!(ordered::plan(src(), "debian:bookworm-slim".into()).to_string());
 }
 
+/// Each request of a plan: its title, and the requests it waits for.
+fn titles_and_waits(plan: &Plan) -> Vec<(&str, &[usize])> {
+    plan.documents
+        .iter()
+        .map(|d| (d.title.as_str(), &d.after[..]))
+        .collect()
+}
+
 #[test]
 fn unbalanced_plan() {
     // The slow branch and the chain's head are separate requests: nothing waits for the slow one but its
     // own follower.
     let plan = unbalanced::plan(src());
-    let titles: Vec<(&str, &[usize])> = plan
-        .documents
-        .iter()
-        .map(|d| (d.title.as_str(), &d.after[..]))
-        .collect();
+    let titles = titles_and_waits(&plan);
     assert_eq!(
         titles,
         [
@@ -326,11 +330,7 @@ fn a_single_step_and_a_single_leaf_have_plans() {
 fn matrix_plan() {
     // All elements of a loop output go in one request: 3 requests for any number of versions.
     let plan = matrix::plan(src(), versions());
-    let titles: Vec<(&str, &[usize])> = plan
-        .documents
-        .iter()
-        .map(|d| (d.title.as_str(), &d.after[..]))
-        .collect();
+    let titles = titles_and_waits(&plan);
     assert_eq!(
         titles,
         [
@@ -404,11 +404,7 @@ fn conditions_leave_out_what_is_not_needed() {
 #[test]
 fn a_value_feeding_a_step_cuts_a_wave_and_shows_a_placeholder() {
     let plan = versioned::plan(src(), "debian:bookworm-slim".into());
-    let titles: Vec<(&str, &[usize])> = plan
-        .documents
-        .iter()
-        .map(|d| (d.title.as_str(), &d.after[..]))
-        .collect();
+    let titles = titles_and_waits(&plan);
     assert_eq!(
         titles,
         [
