@@ -479,12 +479,11 @@ fn mount_spec(
             (bind(host, *read_only), !read_only)
         }
         MountSource::File { entry, owner } => {
-            let host = scratch.join(format!("f{n}"));
-            snapshot::write_file(&engine.store, entry, &host).map_err(snap)?;
-            if let Some((u, g)) = owner {
-                snapshot::chown(&host, *u, *g).map_err(snap)?;
-            }
-            (bind(host, false), false)
+            let name = format!("f{n}");
+            // Owner first, then mode (a chown after would clear set-user-ID bits).
+            snapshot::write_entry_at(&engine.store, scratch, &name, &Entry::File(entry.clone()), *owner)
+                .map_err(snap)?;
+            (bind(scratch.join(name), false), false)
         }
         MountSource::Cache { key, seed, owner, .. } => {
             let (host, created) = crate::worker::cache_volume::volume_dir(&engine.store, key, fresh, scratch, n)?;
