@@ -1,4 +1,5 @@
-//! Generates the typed API (`dagger/src/gen.rs`) from the contract `schema/core.graphql`.
+//! Generates the typed API (`dagger/src/gen.rs`) from the contract `schema/core.graphql`, and runs the
+//! other generators on it (the engine's typed fields, [`crate::engine_fields`]).
 //!
 //! Mapping:
 //! - an object type becomes a struct wrapping a selection, with one method per field;
@@ -50,7 +51,10 @@ pub fn check() -> Result<String, String> {
             ));
         }
     }
-    Ok(format!("{OUTPUT} and {LEAVES_OUTPUT} are up to date"))
+    Ok(format!(
+        "{OUTPUT}, {LEAVES_OUTPUT} and {} are up to date",
+        crate::engine_fields::OUTPUT
+    ))
 }
 
 /// Generates and formats every generated file: `(path relative to the root, contents)`.
@@ -58,10 +62,12 @@ pub fn generate_from_disk() -> Result<Vec<(&'static str, String)>, String> {
     let root = workspace_root();
     let sdl = std::fs::read_to_string(root.join(SCHEMA)).map_err(|e| format!("reading {SCHEMA}: {e}"))?;
     let (api, leaves) = generate(&sdl)?;
+    let engine = crate::engine_fields::generate(&parse_schema(&sdl)?)?;
     let config = root.join("rustfmt.toml");
     Ok(vec![
         (OUTPUT, rustfmt(&api, &config)?),
         (LEAVES_OUTPUT, rustfmt(&leaves, &config)?),
+        (crate::engine_fields::OUTPUT, rustfmt(&engine, &config)?),
     ])
 }
 
@@ -90,7 +96,7 @@ pub fn rustfmt(code: &str, config: &std::path::Path) -> Result<String, String> {
 
 /// The kind of an argument or input field, as the generator maps it to Rust.
 #[derive(Clone, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Str,
     Int,
     Bool,
@@ -102,17 +108,18 @@ enum Kind {
     List(Box<Kind>),
 }
 
-struct Schema {
-    objects: Vec<ast::ObjectTypeDefinition>,
-    enums: Vec<ast::EnumTypeDefinition>,
-    inputs: Vec<ast::InputObjectTypeDefinition>,
-    object_names: BTreeSet<String>,
-    enum_names: BTreeSet<String>,
-    input_names: BTreeSet<String>,
+/// The definitions of the contract schema the generators read.
+pub(crate) struct Schema {
+    pub(crate) objects: Vec<ast::ObjectTypeDefinition>,
+    pub(crate) enums: Vec<ast::EnumTypeDefinition>,
+    pub(crate) inputs: Vec<ast::InputObjectTypeDefinition>,
+    pub(crate) object_names: BTreeSet<String>,
+    pub(crate) enum_names: BTreeSet<String>,
+    pub(crate) input_names: BTreeSet<String>,
 }
 
-/// Generates unformatted Rust code for an SDL document: the API, and the macro crate's list of leaves.
-pub fn generate(sdl: &str) -> Result<(String, String), String> {
+/// Reads the object, enum and input definitions of an SDL document.
+pub(crate) fn parse_schema(sdl: &str) -> Result<Schema, String> {
     let doc = Document::parse(sdl, SCHEMA).map_err(|e| format!("{SCHEMA} does not parse:\n{e}"))?;
     let mut schema = Schema {
         objects: Vec::new(),
@@ -139,6 +146,12 @@ pub fn generate(sdl: &str) -> Result<(String, String), String> {
             _ => {}
         }
     }
+    Ok(schema)
+}
+
+/// Generates unformatted Rust code for an SDL document: the API, and the macro crate's list of leaves.
+pub fn generate(sdl: &str) -> Result<(String, String), String> {
+    let schema = parse_schema(sdl)?;
 
     let mut body = String::new();
     let mut leaf_impls = Vec::new();
@@ -194,7 +207,7 @@ pub fn generate(sdl: &str) -> Result<(String, String), String> {
 
 /// Writes `text` as `///` lines, then a last paragraph naming the GraphQL item (`tag`), so every generated
 /// item is documented and traceable to the schema.
-fn doc_tagged(out: &mut String, text: Option<&str>, tag: &str) {
+pub(crate) fn doc_tagged(out: &mut String, text: Option<&str>, tag: &str) {
     let mut full = text.unwrap_or("").trim().to_owned();
     if !full.is_empty() {
         full.push_str("\n\n");
@@ -216,7 +229,7 @@ fn doc(out: &mut String, text: Option<&str>) {
     }
 }
 
-fn describe(d: &Option<apollo_compiler::Node<str>>) -> Option<&str> {
+pub(crate) fn describe(d: &Option<apollo_compiler::Node<str>>) -> Option<&str> {
     d.as_deref()
 }
 
@@ -665,7 +678,7 @@ fn arg_kind(schema: &Schema, type_name: &str, field: &str, arg: &ast::InputValue
     )
 }
 
-fn kind_of(
+pub(crate) fn kind_of(
     schema: &Schema,
     owner: &str,
     name: &str,
@@ -769,7 +782,7 @@ fn ref_value(kind: &Kind, r: &str) -> String {
     }
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -819,7 +832,7 @@ fn words(name: &str) -> Vec<String> {
 }
 
 /// Escapes Rust keywords as raw identifiers.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     const KEYWORDS: &[&str] = &[
         "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
         "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",

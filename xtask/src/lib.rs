@@ -1,6 +1,7 @@
 //! Project automation behind `cargo run -p xtask -- …`.
 
 pub mod codegen;
+pub mod engine_fields;
 pub mod images;
 
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
 //! `cargo run -p xtask -- <task>`: project automation.
 //!
 //! Tasks:
-//! - `codegen`: regenerate `dagger/src/gen.rs` from `schema/core.graphql`;
-//! - `codegen --check`: fail if `dagger/src/gen.rs` is stale;
+//! - `codegen`: regenerate `dagger/src/gen.rs` (the SDK), `dagger-macros/src/leaves.rs` and
+//!   `dagger-engine/src/ops/fields.rs` (the engine's typed fields) from `schema/core.graphql`;
+//! - `codegen --check`: fail if a generated file is stale;
 //! - `images`: start (or reuse) a registry on `127.0.0.1:5000` and push the offline images to it (busybox,
 //!   `debian:bookworm-slim`, `rust:1-slim`; the Debian ones are built with `mmdebstrap` on first use).
 

@@ -12,8 +12,8 @@ use crate::graphql::executor::{self, Request, Resolved, Resolver, Response};
 use crate::graphql::schema::served;
 use crate::model::error::FieldError;
 use crate::model::ids::{format_id, parse_id};
-use crate::ops::args::{digest_arg, s};
 use crate::ops::engine::Engine;
+use crate::ops::fields::QueryNode;
 use crate::ops::router::{self, Obj};
 
 /// Executes a request on `engine` and returns the response body.
@@ -101,18 +101,12 @@ async fn resolve(
     let ret = field.definition.ty.inner_named_type().as_str();
     normalize_ids(engine, field, &mut args)?;
 
-    // `node(id:)` loads any object by ID.
+    // `node(id:)` loads any object by ID (its existence was checked with the other IDs).
     if ty == "Query" && name == "node" {
-        let id = s(&args, "id");
-        let (t, d) = match args.get("id").and_then(|v| v.get("$id")) {
-            Some(_) => parse_id(&format!(
-                "x:{}",
-                digest_arg(&args, "id").map(|d| d.to_string()).unwrap_or_default()
-            ))?,
-            None => parse_id(id)?,
-        };
+        let d = QueryNode::parse(&args)
+            .map_err(|e| FieldError::new(format!("`node`: {e}")))?
+            .id;
         let call = engine.call(&d).ok_or_else(|| FieldError::new("unknown ID"))?;
-        let _ = t;
         return Ok(Resolved::Obj(Obj {
             type_name: call.type_name,
             digest: Some(d),

@@ -3,140 +3,169 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::model::error::FieldError;
 use crate::model::tree::{Entry, FileEntry, Tree, normalize};
-use crate::ops::args::{b, digest_arg, i, s, strings, unsupported};
+use crate::ops::args::unsupported;
 use crate::ops::engine::Engine;
+use crate::ops::fields::{DirectoryField, ExistsType};
 use crate::ops::file::{file_of, source_files};
 use crate::ops::host::{export_tree, host_path};
+use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
 
-/// Computes a field of the directory `p`.
-pub(crate) async fn compute(
-    engine: &Arc<Engine>,
-    p: &Evaluated,
-    field: &str,
-    args: &Map<String, Value>,
-) -> Result<Evaluated, FieldError> {
-    let (tree, dname) = dir_of(p)?;
-    let path_arg = |k: &str| normalize(s(args, k)).map_err(FieldError::from);
-    let dir = |tree: Tree| Evaluated::Dir {
-        tree,
-        name: dname.to_owned(),
-    };
-    Ok(match field {
-        "directory" => {
-            let path = path_arg("path")?;
-            let sub = tree.subtree(&tree.resolve(&path, true)?)?;
-            let name = path
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty())
-                .map_or("/".to_owned(), |n| format!("{n}/"));
-            Evaluated::Dir { tree: sub, name }
-        }
-        "file" => {
-            let path = path_arg("path")?;
-            let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
-            Evaluated::File {
-                name: path.rsplit('/').next().unwrap_or_default().to_owned(),
-                entry,
+/// The op computing a builder field of a directory; `None` for a field this engine does not implement.
+pub(crate) fn op(field: DirectoryField) -> Option<Op> {
+    use DirectoryField as F;
+    match field {
+        F::Directory(a) => run(move |cx| async move { directory(&cx, &a.path) }),
+        F::File(a) => run(move |cx| async move { file(&cx, &a.path) }),
+        F::Stat(a) => run(move |cx| async move {
+            let (tree, _) = cx.dir()?;
+            let path = normalize(&a.path)?;
+            let at = tree.resolve(&path, !a.do_not_follow_symlinks)?;
+            stat_named(tree, &at, base_name(&path))
+        }),
+        F::Diff(a) => run(move |cx| async move {
+            let other = cx.eval(&a.other).await?;
+            edited(&cx, |t| {
+                *t = t.diff(dir_of(&other)?.0);
+                Ok(())
+            })
+        }),
+        F::Filter(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                *t = t.filter(&a.include, &a.exclude);
+                Ok(())
+            })
+        }),
+        F::WithTimestamps(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                *t = t.with_timestamps(a.timestamp);
+                Ok(())
+            })
+        }),
+        F::WithNewFile(a) => run(move |cx| async move {
+            let blob = cx.engine.store.put_blob(a.contents.as_bytes())?;
+            let entry = Entry::File(FileEntry {
+                mode: a.permissions as u32,
+                blob,
+                size: a.contents.len() as u64,
+                mtime: None,
+            });
+            edited(&cx, |t| {
+                t.put(&normalize(&a.path)?, entry, true)?;
+                Ok(())
+            })
+        }),
+        F::WithNewDirectory(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                t.mkdir_all(&normalize(&a.path)?, a.permissions as u32)?;
+                Ok(())
+            })
+        }),
+        F::WithoutFile(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                t.remove_path(&normalize(&a.path)?)?;
+                Ok(())
+            })
+        }),
+        F::WithoutDirectory(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                t.remove_path(&normalize(&a.path)?)?;
+                Ok(())
+            })
+        }),
+        F::WithoutFiles(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                for p in &a.paths {
+                    t.remove_path(&normalize(p)?)?;
+                }
+                Ok(())
+            })
+        }),
+        F::WithFile(a) => run(move |cx| async move {
+            let src = cx.eval(&a.source).await?;
+            let mut entry = file_of(&src)?.1.clone();
+            if let Some(p) = a.permissions {
+                entry.mode = p as u32;
             }
-        }
-        "stat" => {
-            let path = path_arg("path")?;
-            let at = tree.resolve(&path, !b(args, "doNotFollowSymlinks"))?;
-            stat_named(tree, &at, base_name(&path))?
-        }
-        "diff" => {
-            let other = object(engine, args, "other").await?;
-            dir(tree.diff(dir_of(&other)?.0))
-        }
-        "filter" => dir(tree.filter(&strings(args, "include"), &strings(args, "exclude"))),
-        "withTimestamps" => dir(tree.with_timestamps(i(args, "timestamp").unwrap_or(0))),
-        _ => {
-            let mut t = tree.clone();
-            edit(engine, &mut t, field, args).await?;
-            dir(t)
-        }
+            edited(&cx, |t| {
+                t.put(&normalize(&a.path)?, Entry::File(entry), true)?;
+                Ok(())
+            })
+        }),
+        F::WithFiles(a) => run(move |cx| async move {
+            let files = source_files(&cx.engine, &a.sources, a.permissions).await?;
+            edited(&cx, |t| {
+                let path = normalize(&a.path)?;
+                for (name, entry) in files {
+                    let target = if path.is_empty() {
+                        name
+                    } else {
+                        format!("{path}/{name}")
+                    };
+                    t.put(&target, Entry::File(entry), true)?;
+                }
+                Ok(())
+            })
+        }),
+        F::WithDirectory(a) => run(move |cx| async move {
+            let src = cx.eval(&a.source).await?;
+            let mut filtered = dir_of(&src)?.0.filter(&a.include, &a.exclude);
+            if let Some(p) = a.permissions {
+                filtered.set_permissions(p as u32);
+            }
+            edited(&cx, |t| {
+                t.merge(&normalize(&a.path)?, &filtered)?;
+                Ok(())
+            })
+        }),
+        F::WithSymlink(a) => run(move |cx| async move {
+            edited(&cx, |t| {
+                let target = Entry::Symlink { target: a.target };
+                t.put(&normalize(&a.link_name)?, target, false)?;
+                Ok(())
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// The parent directory changed by `f`, under the parent's name.
+fn edited(cx: &Cx, f: impl FnOnce(&mut Tree) -> Result<(), FieldError>) -> Result<Evaluated, FieldError> {
+    let (tree, name) = cx.dir()?;
+    let mut tree = tree.clone();
+    f(&mut tree)?;
+    Ok(Evaluated::Dir {
+        tree,
+        name: name.to_owned(),
     })
 }
 
-/// Evaluates the required object argument `k`.
-async fn object(engine: &Arc<Engine>, args: &Map<String, Value>, k: &str) -> Result<Arc<Evaluated>, FieldError> {
-    let d = digest_arg(args, k).ok_or_else(|| FieldError::new(format!("missing `{k}`")))?;
-    engine.eval(&d).await
+/// `directory(path)`: the subdirectory, named after its last component.
+fn directory(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
+    let (tree, _) = cx.dir()?;
+    let path = normalize(path)?;
+    let sub = tree.subtree(&tree.resolve(&path, true)?)?;
+    let name = path
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .map_or("/".to_owned(), |n| format!("{n}/"));
+    Ok(Evaluated::Dir { tree: sub, name })
 }
 
-/// Applies a field that edits the tree in place (`withNewFile`, `withDirectory`, `withoutFile`, …) to `t`.
-async fn edit(engine: &Arc<Engine>, t: &mut Tree, field: &str, args: &Map<String, Value>) -> Result<(), FieldError> {
-    let path_arg = |k: &str| normalize(s(args, k)).map_err(FieldError::from);
-    match field {
-        "withNewFile" => {
-            let path = path_arg("path")?;
-            let contents = s(args, "contents");
-            let blob = engine.store.put_blob(contents.as_bytes())?;
-            let entry = Entry::File(FileEntry {
-                mode: i(args, "permissions").unwrap_or(0o644) as u32,
-                blob,
-                size: contents.len() as u64,
-                mtime: None,
-            });
-            t.put(&path, entry, true)?;
-        }
-        "withNewDirectory" => {
-            t.mkdir_all(&path_arg("path")?, i(args, "permissions").unwrap_or(0o755) as u32)?;
-        }
-        "withoutFile" | "withoutDirectory" => {
-            t.remove_path(&path_arg("path")?)?;
-        }
-        "withoutFiles" => {
-            for p in strings(args, "paths") {
-                t.remove_path(&normalize(&p)?)?;
-            }
-        }
-        "withFile" => {
-            let path = path_arg("path")?;
-            let src = object(engine, args, "source").await?;
-            let mut entry = file_of(&src)?.1.clone();
-            if let Some(p) = i(args, "permissions") {
-                entry.mode = p as u32;
-            }
-            t.put(&path, Entry::File(entry), true)?;
-        }
-        "withFiles" => {
-            let path = path_arg("path")?;
-            for (name, entry) in source_files(engine, args).await? {
-                let target = if path.is_empty() {
-                    name
-                } else {
-                    format!("{path}/{name}")
-                };
-                t.put(&target, Entry::File(entry), true)?;
-            }
-        }
-        "withDirectory" => {
-            let path = path_arg("path")?;
-            let src = object(engine, args, "source").await?;
-            let mut filtered = dir_of(&src)?
-                .0
-                .filter(&strings(args, "include"), &strings(args, "exclude"));
-            if let Some(p) = i(args, "permissions") {
-                filtered.set_permissions(p as u32);
-            }
-            t.merge(&path, &filtered)?;
-        }
-        "withSymlink" => {
-            let target = Entry::Symlink {
-                target: s(args, "target").to_owned(),
-            };
-            t.put(&path_arg("linkName")?, target, false)?;
-        }
-        other => return Err(unsupported("Directory", other)),
-    }
-    Ok(())
+/// `file(path)`: the file, named after its last component.
+fn file(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
+    let (tree, _) = cx.dir()?;
+    let path = normalize(path)?;
+    let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
+    Ok(Evaluated::File {
+        name: path.rsplit('/').next().unwrap_or_default().to_owned(),
+        entry,
+    })
 }
 
 pub(crate) fn dir_of(v: &Evaluated) -> Result<(&Tree, &str), FieldError> {
@@ -147,8 +176,8 @@ pub(crate) fn dir_of(v: &Evaluated) -> Result<(&Tree, &str), FieldError> {
 }
 
 /// Whether `path` (normalized; empty for the root, a directory) is in the tree, and of the `expected` kind
-/// (`REGULAR_TYPE`, `DIRECTORY_TYPE`, `SYMLINK_TYPE`; empty for any).
-pub(crate) fn tree_has(tree: &Tree, path: &str, expected: &str) -> bool {
+/// (any when `None`).
+pub(crate) fn tree_has(tree: &Tree, path: &str, expected: Option<ExistsType>) -> bool {
     let entry = if path.is_empty() {
         Some(&Entry::Dir {
             mode: 0o755,
@@ -159,10 +188,10 @@ pub(crate) fn tree_has(tree: &Tree, path: &str, expected: &str) -> bool {
     };
     matches!(
         (entry, expected),
-        (Some(_), "")
-            | (Some(Entry::File(_)), "REGULAR_TYPE")
-            | (Some(Entry::Dir { .. }), "DIRECTORY_TYPE")
-            | (Some(Entry::Symlink { .. }), "SYMLINK_TYPE")
+        (Some(_), None)
+            | (Some(Entry::File(_)), Some(ExistsType::RegularType))
+            | (Some(Entry::Dir { .. }), Some(ExistsType::DirectoryType))
+            | (Some(Entry::Symlink { .. }), Some(ExistsType::SymlinkType))
     )
 }
 
@@ -193,36 +222,31 @@ pub(crate) fn base_name(path: &str) -> String {
     }
 }
 
-/// Computes the leaf `name` of the directory `v`.
-pub(crate) fn leaf(
-    engine: &Arc<Engine>,
-    name: &str,
-    args: &Map<String, Value>,
-    v: &Evaluated,
-) -> Result<Value, FieldError> {
-    let leaf = |v: Value| Ok(v);
-    match (name, v) {
-        ("entries", Evaluated::Dir { tree, .. }) => {
-            let path = normalize(s(args, "path"))?;
-            leaf(json!(tree.list(&tree.resolve(&path, true)?)?))
+/// Computes a leaf of the directory `tree` named `name`.
+pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, name: &str) -> Result<Value, FieldError> {
+    use DirectoryField as F;
+    Ok(match field {
+        F::Entries(a) => {
+            let path = normalize(a.path.as_deref().unwrap_or(""))?;
+            json!(tree.list(&tree.resolve(&path, true)?)?)
         }
-        ("glob", Evaluated::Dir { tree, .. }) => leaf(json!(tree.glob(s(args, "pattern")))),
-        ("digest", Evaluated::Dir { tree, .. }) => leaf(json!(format!("sha256:{}", tree.digest()))),
-        ("name", Evaluated::Dir { name, .. }) => leaf(json!(name)),
-        ("exists", Evaluated::Dir { tree, .. }) => {
-            let path = normalize(s(args, "path"))?;
+        F::Glob(a) => json!(tree.glob(&a.pattern)),
+        F::Digest => json!(format!("sha256:{}", tree.digest())),
+        F::Name => json!(name),
+        F::Exists(a) => {
+            let path = normalize(&a.path)?;
             // Symlinks are followed (inside the directory) unless asked not to; a path that cannot be
             // resolved (a loop, a file used as a directory) does not exist.
             let found = tree
-                .resolve(&path, !b(args, "doNotFollowSymlinks"))
-                .is_ok_and(|at| tree_has(tree, &at, s(args, "expectedType")));
-            leaf(json!(found))
+                .resolve(&path, !a.do_not_follow_symlinks)
+                .is_ok_and(|at| tree_has(tree, &at, a.expected_type));
+            json!(found)
         }
-        ("export", Evaluated::Dir { tree, .. }) => {
-            let target = host_path(engine, s(args, "path"));
-            export_tree(engine, tree, &target, b(args, "wipe"))?;
-            leaf(json!(target.to_string_lossy()))
+        F::Export(a) => {
+            let target = host_path(engine, &a.path);
+            export_tree(engine, tree, &target, a.wipe)?;
+            json!(target.to_string_lossy())
         }
-        _ => Err(unsupported("Directory", name)),
-    }
+        other => return Err(unsupported("Directory", other.name())),
+    })
 }

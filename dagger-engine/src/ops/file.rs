@@ -3,41 +3,50 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
-use crate::ops::args::{b, i, s, unsupported};
+use crate::ops::args::unsupported;
 use crate::ops::engine::Engine;
+use crate::ops::fields::FileField;
 use crate::ops::host::{host_path, write_file};
+use crate::ops::op::{Op, run};
 use crate::ops::value::Evaluated;
 
-/// Computes a field of the file `p`.
-pub(crate) fn compute(p: &Evaluated, field: &str, args: &Map<String, Value>) -> Result<Evaluated, FieldError> {
-    Ok({
-        let (name, entry) = file_of(p)?;
-        match field {
-            "withName" => Evaluated::File {
-                name: s(args, "name").to_owned(),
+/// The op computing a builder field of a file; `None` for a field this engine does not implement.
+pub(crate) fn op(field: FileField) -> Option<Op> {
+    use FileField as F;
+    match field {
+        F::WithName(a) => run(move |cx| async move {
+            let (_, entry) = cx.file()?;
+            Ok(Evaluated::File {
+                name: a.name,
                 entry: entry.clone(),
-            },
-            "withTimestamps" => Evaluated::File {
+            })
+        }),
+        F::WithTimestamps(a) => run(move |cx| async move {
+            let (name, entry) = cx.file()?;
+            Ok(Evaluated::File {
                 name: name.to_owned(),
                 entry: FileEntry {
-                    mtime: i(args, "timestamp"),
+                    mtime: Some(a.timestamp),
                     ..entry.clone()
                 },
-            },
-            "stat" => Evaluated::Stat {
+            })
+        }),
+        F::Stat => run(move |cx| async move {
+            let (name, entry) = cx.file()?;
+            Ok(Evaluated::Stat {
                 file_type: "REGULAR".into(),
                 name: name.to_owned(),
                 permissions: entry.mode,
                 size: entry.size,
-            },
-            other => return Err(unsupported("File", other)),
-        }
-    })
+            })
+        }),
+        _ => None,
+    }
 }
 
 pub(crate) fn file_of(v: &Evaluated) -> Result<(&str, &FileEntry), FieldError> {
@@ -47,28 +56,20 @@ pub(crate) fn file_of(v: &Evaluated) -> Result<(&str, &FileEntry), FieldError> {
     }
 }
 
-/// The files of a list argument of file IDs (`sources`), each with its name, and `permissions` applied when
-/// given.
+/// The files `sources` (file objects), each with its name, and `permissions` applied when given.
 pub(crate) async fn source_files(
     engine: &Arc<Engine>,
-    args: &Map<String, Value>,
+    sources: &[Digest],
+    permissions: Option<i64>,
 ) -> Result<Vec<(String, FileEntry)>, FieldError> {
     let mut files = Vec::new();
-    for v in args
-        .get("sources")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        let Some(d) = v.get("$id").and_then(Value::as_str).and_then(Digest::parse) else {
-            continue;
-        };
-        let src = engine.eval(&d).await?;
+    for d in sources {
+        let src = engine.eval(d).await?;
         let Evaluated::File { name, entry } = &*src else {
             return Err(FieldError::new("`sources` holds something that is not a file"));
         };
         let mut entry = entry.clone();
-        if let Some(p) = i(args, "permissions") {
+        if let Some(p) = permissions {
             entry.mode = p as u32;
         }
         files.push((name.clone(), entry));
@@ -76,57 +77,68 @@ pub(crate) async fn source_files(
     Ok(files)
 }
 
-/// Computes the leaf `name` of the file `v`.
-pub(crate) fn leaf(
-    engine: &Arc<Engine>,
-    name: &str,
-    args: &Map<String, Value>,
-    v: &Evaluated,
-) -> Result<Value, FieldError> {
-    let leaf = |v: Value| Ok(v);
-    match (name, v) {
-        ("contents", Evaluated::File { entry, .. }) => {
+/// Computes a leaf of the file `entry` named `name`.
+pub(crate) fn leaf(engine: &Arc<Engine>, field: FileField, name: &str, entry: &FileEntry) -> Result<Value, FieldError> {
+    use FileField as F;
+    Ok(match field {
+        F::Contents(a) => {
             let bytes = engine.store.get_blob(&entry.blob)?;
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let offset = i(args, "offsetLines").unwrap_or(0).max(0) as usize;
-            let text = match (offset, i(args, "limitLines")) {
-                (0, None) => text,
-                (o, limit) => {
-                    let lines = text.split_inclusive('\n').skip(o);
-                    match limit {
-                        Some(l) => lines.take(l.max(0) as usize).collect(),
-                        None => lines.collect(),
-                    }
-                }
-            };
-            leaf(json!(text))
+            json!(lines(&String::from_utf8_lossy(&bytes), a.offset_lines, a.limit_lines))
         }
-        ("name", Evaluated::File { name, .. }) => leaf(json!(name)),
-        ("size", Evaluated::File { entry, .. }) => leaf(json!(entry.size)),
-        ("digest", Evaluated::File { entry, name }) => {
-            if b(args, "excludeMetadata") {
-                leaf(json!(format!("sha256:{}", entry.blob)))
+        F::Name => json!(name),
+        F::Size => json!(entry.size),
+        F::Digest(a) => {
+            if a.exclude_metadata {
+                json!(format!("sha256:{}", entry.blob))
             } else {
                 let meta = serde_json::to_vec(&(name, entry)).unwrap_or_default();
-                leaf(json!(format!("sha256:{}", Digest::of(&meta))))
+                json!(format!("sha256:{}", Digest::of(&meta)))
             }
         }
-        ("export", Evaluated::File { entry, .. }) => {
-            let mut target = host_path(engine, s(args, "path"));
+        F::Export(a) => {
+            let mut target = host_path(engine, &a.path);
             if target.is_dir() {
-                if !b(args, "allowParentDirPath") {
+                if !a.allow_parent_dir_path {
                     return Err(FieldError::new(format!(
                         "{} is a directory; pass a file path, or set `allowParentDirPath` to write into it",
                         target.display()
                     )));
                 }
-                if let Ok((name, _)) = file_of(v) {
-                    target = target.join(name);
-                }
+                target = target.join(name);
             }
             write_file(engine, entry, &target)?;
-            leaf(json!(target.to_string_lossy()))
+            json!(target.to_string_lossy())
         }
-        _ => Err(unsupported("File", name)),
+        other => return Err(unsupported("File", other.name())),
+    })
+}
+
+/// The lines of `text` from `offset` (0 when absent or negative), at most `limit` of them.
+fn lines(text: &str, offset: Option<i64>, limit: Option<i64>) -> String {
+    let offset = offset.unwrap_or(0).max(0) as usize;
+    let lines = text.split_inclusive('\n').skip(offset);
+    match limit {
+        Some(l) => lines.take(l.max(0) as usize).collect(),
+        None => lines.collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_can_start_at_a_line_and_stop_after_some() {
+        let text = "a\nb\nc";
+        assert_eq!(lines(text, None, None), text);
+        assert_eq!(lines(text, Some(1), None), "b\nc");
+        assert_eq!(lines(text, Some(1), Some(1)), "b\n");
+        assert_eq!(
+            lines(text, Some(-3), Some(2)),
+            "a\nb\n",
+            "a negative offset is the start"
+        );
+        assert_eq!(lines(text, Some(9), None), "");
+        assert_eq!(lines(text, None, Some(0)), "");
     }
 }

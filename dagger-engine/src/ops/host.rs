@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::model::error::FieldError;
 use crate::model::tree::{FileEntry, Tree};
 use crate::ops::engine::Engine;
+use crate::ops::fields::HostField;
+use crate::ops::op::{Op, value};
 
 /// A host path: absolute as given, relative ones against the session's workdir.
 pub(crate) fn host_path(engine: &Engine, path: &str) -> PathBuf {
@@ -17,11 +19,43 @@ pub(crate) fn host_path(engine: &Engine, path: &str) -> PathBuf {
     }
 }
 
-pub(crate) fn file_mode(path: &Path) -> u32 {
+fn file_mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644)
+}
+
+/// The op of a `Host` builder. Host content is read when the object is created (its digest is part of the
+/// call), so computing it later means the result was lost: the object has to be created again.
+pub(crate) fn op(field: HostField) -> Option<Op> {
+    match field {
+        HostField::Directory(_) | HostField::File(_) => value(Err(FieldError::new(
+            "host content is read when the object is created; create it again in this session",
+        ))),
+        _ => None,
+    }
+}
+
+/// Reads a host file into the store: its name and entry.
+pub(crate) fn read_host_file(engine: &Engine, path: &Path) -> Result<(String, FileEntry), FieldError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| FieldError::new(format!("cannot read host file {}: {e}", path.display())))?;
+    let mode = file_mode(path);
+    let blob = engine.store.put_blob(&bytes)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((
+        name,
+        FileEntry {
+            mode,
+            blob,
+            size: bytes.len() as u64,
+            mtime: None,
+        },
+    ))
 }
 
 /// Reads a host directory into a tree (filtered), storing file contents as blobs.

@@ -4,12 +4,13 @@
 //! records builder calls, computes them and answers leaves.
 
 pub(crate) mod args;
-pub(crate) mod cache_volume;
 pub(crate) mod container;
 pub(crate) mod directory;
 pub(crate) mod engine;
+pub(crate) mod fields;
 pub(crate) mod file;
 pub(crate) mod host;
+pub(crate) mod op;
 pub(crate) mod router;
 pub(crate) mod secret;
 pub(crate) mod value;

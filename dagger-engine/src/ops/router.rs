@@ -3,7 +3,9 @@
 //! module of its parent's type), and which module answers a leaf.
 //!
 //! Builders (fields returning objects) only record a [`Call`]; nothing runs until a leaf needs a value.
-//! Leaves evaluate their object through [`Engine::eval`], which caches by call digest.
+//! Leaves evaluate their object through [`Engine::eval`], which caches by call digest. Fields and their
+//! arguments are typed ([`crate::ops::fields`], generated from the schema); each type's module maps its
+//! fields to ops in one `match`, so a field is "not supported" in exactly one place.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,9 +16,11 @@ use serde_json::{Map, Value, json};
 use crate::model::error::FieldError;
 use crate::model::ids::{Call, Digest, format_id};
 use crate::model::tree::{FileEntry, Tree};
-use crate::ops::args::{b, i, s, strings, unsupported};
+use crate::ops::args::unsupported;
 use crate::ops::engine::Engine;
-use crate::ops::host::{file_mode, host_path, read_host_dir};
+use crate::ops::fields::{ContainerField, Field, HostField, QueryField, StatField};
+use crate::ops::host::{host_path, read_host_dir, read_host_file};
+use crate::ops::op::{Cx, Op, run, value};
 use crate::ops::secret::read_secret_uri;
 use crate::ops::value::Evaluated;
 use crate::solver::Compute;
@@ -43,85 +47,11 @@ impl Obj {
     }
 }
 
-/// The builder fields this engine can compute. Other fields answer a clear "not supported yet" error.
-const SUPPORTED_BUILDERS: &[&str] = &[
-    "Query.directory",
-    "Query.file",
-    "Query.host",
-    "Query.cacheVolume",
-    "Query.setSecret",
-    "Query.secret",
-    "Query.node",
-    "Host.directory",
-    "Host.file",
-    "Directory.withDirectory",
-    "Directory.withFile",
-    "Directory.withFiles",
-    "Directory.withNewFile",
-    "Directory.withNewDirectory",
-    "Directory.withoutFile",
-    "Directory.withoutFiles",
-    "Directory.withoutDirectory",
-    "Directory.directory",
-    "Directory.file",
-    "Directory.stat",
-    "Directory.withSymlink",
-    "Directory.diff",
-    "Directory.filter",
-    "Directory.withTimestamps",
-    "File.withName",
-    "File.withTimestamps",
-    "File.stat",
-    "Query.container",
-    "Container.withRootfs",
-    "Container.withDirectory",
-    "Container.withFile",
-    "Container.withFiles",
-    "Container.withNewFile",
-    "Container.withSymlink",
-    "Container.withoutFile",
-    "Container.withoutFiles",
-    "Container.withoutDirectory",
-    "Container.withMountedDirectory",
-    "Container.withMountedFile",
-    "Container.withMountedCache",
-    "Container.withMountedSecret",
-    "Container.withMountedTemp",
-    "Container.withoutMount",
-    "Container.withEnvVariable",
-    "Container.withoutEnvVariable",
-    "Container.withSecretVariable",
-    "Container.withoutSecretVariable",
-    "Container.withWorkdir",
-    "Container.withoutWorkdir",
-    "Container.withUser",
-    "Container.withoutUser",
-    "Container.withEntrypoint",
-    "Container.withoutEntrypoint",
-    "Container.withDefaultArgs",
-    "Container.withoutDefaultArgs",
-    "Container.withLabel",
-    "Container.withoutLabel",
-    "Container.withExposedPort",
-    "Container.withRegistryAuth",
-    "Container.withExec",
-    "Container.file",
-    "Container.directory",
-    "Container.rootfs",
-    "Container.stat",
-    "Container.from",
-    "Container.import",
-    "Container.asTarball",
-];
-
-/// Fields returning lists of plain records; each element becomes an object of its own.
-const RECORD_LISTS: &[&str] = &["Container.envVariables", "Container.labels", "Container.exposedPorts"];
-
 /// Records a builder call (doing eager work where the call's identity depends on outside state).
 pub(crate) async fn build(
     engine: &Arc<Engine>,
     parent: &Obj,
-    field: &str,
+    field: &Field,
     ret: &str,
     mut args: Map<String, Value>,
 ) -> Result<Obj, FieldError> {
@@ -129,7 +59,7 @@ pub(crate) async fn build(
     let call = Call {
         type_name: ret.to_owned(),
         parent: parent.digest.clone(),
-        field: field.to_owned(),
+        field: field.name().to_owned(),
         args: args.into_iter().collect::<BTreeMap<_, _>>(),
     };
     let d = engine.register(call)?;
@@ -151,64 +81,41 @@ pub(crate) async fn build(
 async fn identity_hooks(
     engine: &Arc<Engine>,
     parent: &Obj,
-    field: &str,
+    field: &Field,
     args: &mut Map<String, Value>,
 ) -> Result<(Option<Evaluated>, Option<String>), FieldError> {
-    let ty = parent.type_name.as_str();
-    let mut eager: Option<Evaluated> = None;
-    let mut secret: Option<String> = None;
-    match (ty, field) {
+    match field {
         // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
-        ("Host", "directory") => {
-            let path = host_path(engine, s(args, "path"));
-            let (tree, name) = read_host_dir(
-                engine,
-                &path,
-                &strings(args, "include"),
-                &strings(args, "exclude"),
-                b(args, "gitignore"),
-            )?;
+        Field::Host(HostField::Directory(a)) => {
+            let path = host_path(engine, &a.path);
+            let (tree, name) = read_host_dir(engine, &path, &a.include, &a.exclude, a.gitignore)?;
             args.insert("$content".into(), json!(tree.digest()));
             args.remove("noCache");
-            eager = Some(Evaluated::Dir { tree, name });
+            Ok((Some(Evaluated::Dir { tree, name }), None))
         }
-        ("Host", "file") => {
-            let path = host_path(engine, s(args, "path"));
-            let bytes = std::fs::read(&path)
-                .map_err(|e| FieldError::new(format!("cannot read host file {}: {e}", path.display())))?;
-            let mode = file_mode(&path);
-            let blob = engine.store.put_blob(&bytes)?;
-            args.insert("$content".into(), json!(blob));
+        Field::Host(HostField::File(a)) => {
+            let path = host_path(engine, &a.path);
+            let (name, entry) = read_host_file(engine, &path)?;
+            args.insert("$content".into(), json!(entry.blob));
             args.remove("noCache");
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            eager = Some(Evaluated::File {
-                name,
-                entry: FileEntry {
-                    mode,
-                    blob,
-                    size: bytes.len() as u64,
-                    mtime: None,
-                },
-            });
+            Ok((Some(Evaluated::File { name, entry }), None))
         }
         // The plaintext never enters the call; a keyed digest of it does, so two values of one secret name
         // are two objects, while the ID reveals nothing without the cache directory's own key.
-        ("Query", "setSecret") => {
-            secret = args.remove("plaintext").and_then(|v| v.as_str().map(str::to_owned));
-            let mac = engine.store.secret_mac(secret.as_deref().unwrap_or("").as_bytes())?;
+        Field::Query(QueryField::SetSecret(a)) => {
+            args.remove("plaintext");
+            let mac = engine.store.secret_mac(a.plaintext.as_bytes())?;
             args.insert("$mac".into(), json!(mac));
+            Ok((None, Some(a.plaintext.clone())))
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
-        ("Container", "from") => {
-            let d = crate::ops::container::image::resolve_address(engine, parent.digest.as_ref(), s(args, "address"))
-                .await?;
+        Field::Container(ContainerField::From(a)) => {
+            let d = crate::ops::container::image::resolve_address(engine, parent.digest.as_ref(), &a.address).await?;
             args.insert("$digest".into(), json!(d));
+            Ok((None, None))
         }
-        ("Query", "secret") => {
-            let uri = s(args, "uri");
+        Field::Query(QueryField::Secret(a)) => {
+            let uri = a.uri.as_str();
             if !(uri.starts_with("env://") || uri.starts_with("file://")) {
                 return Err(FieldError::new(format!(
                     "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
@@ -219,73 +126,112 @@ async fn identity_hooks(
             if let Ok(value) = read_secret_uri(uri) {
                 args.insert("$mac".into(), json!(engine.store.secret_mac(value.as_bytes())?));
             }
+            Ok((None, None))
         }
-        _ => {}
+        _ => Ok((None, None)),
     }
-    Ok((eager, secret))
+}
+
+/// The op computing a builder field; `None` for a field this engine does not implement.
+fn op_of(field: Field) -> Option<Op> {
+    match field {
+        Field::Query(f) => query_op(f),
+        Field::Directory(f) => crate::ops::directory::op(f),
+        Field::File(f) => crate::ops::file::op(f),
+        Field::Container(f) => crate::ops::container::op(f),
+        Field::Host(f) => crate::ops::host::op(f),
+        _ => None,
+    }
+}
+
+/// The ops of the root's builder fields.
+fn query_op(field: QueryField) -> Option<Op> {
+    use QueryField as F;
+    match field {
+        F::Container(a) => value(Ok(crate::ops::container::empty(a.platform))),
+        F::Directory => value(Ok(Evaluated::Dir {
+            tree: Tree::default(),
+            name: "/".into(),
+        })),
+        F::File(a) => run(move |cx| async move {
+            let blob = cx.engine.store.put_blob(a.contents.as_bytes())?;
+            Ok(Evaluated::File {
+                name: a.name,
+                entry: FileEntry {
+                    mode: a.permissions as u32,
+                    blob,
+                    size: a.contents.len() as u64,
+                    mtime: None,
+                },
+            })
+        }),
+        F::Host => value(Ok(Evaluated::Host)),
+        F::CacheVolume(a) => value(Ok(Evaluated::Cache { key: a.key })),
+        F::SetSecret(a) => value(Ok(Evaluated::Secret {
+            name: a.name,
+            uri: String::new(),
+        })),
+        F::Secret(a) => value(Ok(Evaluated::Secret {
+            name: a.uri.clone(),
+            uri: a.uri,
+        })),
+        _ => None,
+    }
+}
+
+/// The type whose field a call of a parent with value `parent` is.
+fn type_of(parent: Option<&Evaluated>) -> &'static str {
+    match parent {
+        None => "Query",
+        Some(Evaluated::Dir { .. }) => "Directory",
+        Some(Evaluated::File { .. }) => "File",
+        Some(Evaluated::Container(_)) => "Container",
+        Some(Evaluated::Host) => "Host",
+        Some(Evaluated::Secret { .. }) => "Secret",
+        Some(Evaluated::Cache { .. }) => "CacheVolume",
+        Some(Evaluated::Stat { .. }) => "Stat",
+        Some(Evaluated::Record(_)) => "Record",
+    }
+}
+
+/// Whether a field is a list of plain records (`Container.envVariables`, `labels`, `exposedPorts`), each
+/// element an object of its own.
+fn is_record_list(field: &Field) -> bool {
+    use ContainerField as F;
+    matches!(field, Field::Container(F::EnvVariables | F::Labels | F::ExposedPorts))
 }
 
 /// Computes an object from its call.
 pub(crate) async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, FieldError> {
-    let args: Map<String, Value> = call.args.clone().into_iter().collect();
     let parent = match &call.parent {
         Some(p) => Some(engine.eval(p).await?),
         None => None,
     };
-    let pty = parent.as_deref();
-    match (call.field.as_str(), pty) {
-        ("container", None) => return crate::ops::container::compute(engine, call, &call.digest(), None).await,
-        (field, Some(Evaluated::Container(st))) => {
-            if RECORD_LISTS.contains(&format!("Container.{field}").as_str()) {
-                let index = args.get("$index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                return crate::ops::container::state::records(st, field)
-                    .and_then(|r| r.into_iter().nth(index))
-                    .map(Evaluated::Record)
-                    .ok_or_else(|| FieldError::new(format!("`Container.{field}` has no element {index}")));
-            }
-            return crate::ops::container::compute(engine, call, &call.digest(), Some(st)).await;
-        }
-        _ => {}
+    let ty = type_of(parent.as_deref());
+    let args: Map<String, Value> = call.args.clone().into_iter().collect();
+    let field = Field::parse(ty, &call.field, &args)?;
+    if is_record_list(&field) {
+        let index = args.get("$index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        return match parent.as_deref() {
+            Some(Evaluated::Container(st)) => crate::ops::container::state::records(st, &call.field)
+                .and_then(|r| r.into_iter().nth(index))
+                .map(Evaluated::Record)
+                .ok_or_else(|| FieldError::new(format!("`Container.{}` has no element {index}", call.field))),
+            _ => Err(unsupported(ty, &call.field)),
+        };
     }
-    Ok(match (call.type_name.as_str(), call.field.as_str(), pty) {
-        ("Directory", "directory", None) => Evaluated::Dir {
-            tree: Tree::default(),
-            name: "/".into(),
-        },
-        ("Host", "host", None) => Evaluated::Host,
-        ("CacheVolume", "cacheVolume", None) => crate::ops::cache_volume::compute(&args),
-        ("Secret", "setSecret", None) => Evaluated::Secret {
-            name: s(&args, "name").to_owned(),
-            uri: String::new(),
-        },
-        ("Secret", "secret", None) => Evaluated::Secret {
-            name: s(&args, "uri").to_owned(),
-            uri: s(&args, "uri").to_owned(),
-        },
-        ("File", "file", None) => {
-            let contents = s(&args, "contents");
-            let blob = engine.store.put_blob(contents.as_bytes())?;
-            Evaluated::File {
-                name: s(&args, "name").to_owned(),
-                entry: FileEntry {
-                    mode: i(&args, "permissions").unwrap_or(0o644) as u32,
-                    blob,
-                    size: contents.len() as u64,
-                    mtime: None,
-                },
-            }
-        }
-        ("Directory", "directory", Some(Evaluated::Host)) | ("File", "file", Some(Evaluated::Host)) => {
-            return Err(FieldError::new(
-                "host content is read when the object is created; create it again in this session",
-            ));
-        }
-        (_, field, Some(p @ Evaluated::Dir { .. })) => {
-            return crate::ops::directory::compute(engine, p, field, &args).await;
-        }
-        (_, field, Some(p @ Evaluated::File { .. })) => return crate::ops::file::compute(p, field, &args),
-        (t, f, _) => return Err(unsupported(t, f)),
+    let name = (field.type_name(), field.name());
+    let Some(op) = op_of(field) else {
+        return Err(unsupported(name.0, name.1));
+    };
+    let hidden = args.into_iter().filter(|(k, _)| k.starts_with('$')).collect();
+    op(Cx {
+        engine: engine.clone(),
+        digest: call.digest(),
+        parent,
+        hidden,
     })
+    .await
 }
 
 /// Computes a leaf of an evaluated object.
@@ -297,38 +243,32 @@ pub(crate) async fn leaf(
     v: &Evaluated,
     d: &Digest,
 ) -> Result<Value, FieldError> {
-    let leaf = |v: Value| Ok(v);
-    match (ty, name, v) {
-        (_, "sync", _) => leaf(json!(format_id(ty, d))),
-        ("Container", _, Evaluated::Container(st)) => {
-            match crate::ops::container::leaf(engine, name, args, st).await? {
-                Some(v) => leaf(v),
-                None => Err(unsupported(ty, name)),
-            }
-        }
-        (_, _, Evaluated::Record(fields)) => match fields.get(name) {
-            Some(v) => leaf(v.clone()),
-            None => Err(unsupported(ty, name)),
-        },
-        ("Directory", _, Evaluated::Dir { .. }) => crate::ops::directory::leaf(engine, name, args, v),
-        ("File", _, Evaluated::File { .. }) => crate::ops::file::leaf(engine, name, args, v),
-        ("Secret", _, Evaluated::Secret { .. }) => crate::ops::secret::leaf(engine, name, v, d).await,
+    if name == "sync" {
+        return Ok(json!(format_id(ty, d)));
+    }
+    if let Evaluated::Record(fields) = v {
+        return fields.get(name).cloned().ok_or_else(|| unsupported(ty, name));
+    }
+    match (Field::parse(ty, name, args)?, v) {
+        (Field::Container(f), Evaluated::Container(st)) => crate::ops::container::leaf(engine, f, st).await,
+        (Field::Directory(f), Evaluated::Dir { tree, name }) => crate::ops::directory::leaf(engine, f, tree, name),
+        (Field::File(f), Evaluated::File { name, entry }) => crate::ops::file::leaf(engine, f, name, entry),
+        (Field::Secret(f), Evaluated::Secret { .. }) => crate::ops::secret::leaf(engine, f, v, d).await,
         (
-            "Stat",
-            field,
+            Field::Stat(f),
             Evaluated::Stat {
                 file_type,
                 name,
                 permissions,
                 size,
             },
-        ) => match field {
-            "fileType" => leaf(json!(file_type)),
-            "name" => leaf(json!(name)),
-            "permissions" => leaf(json!(permissions)),
-            "size" => leaf(json!(size)),
-            other => Err(unsupported("Stat", other)),
-        },
+        ) => Ok(match f {
+            StatField::FileType => json!(file_type),
+            StatField::Name => json!(name),
+            StatField::Permissions => json!(permissions),
+            StatField::Size => json!(size),
+            other => return Err(unsupported("Stat", other.name())),
+        }),
         _ => Err(unsupported(ty, name)),
     }
 }
@@ -342,37 +282,35 @@ pub(crate) async fn record_list(
     ret: &str,
 ) -> Result<Option<Vec<Obj>>, FieldError> {
     let ty = obj.type_name.as_str();
-    if RECORD_LISTS.contains(&format!("{ty}.{name}").as_str())
-        && let Some(d) = &obj.digest
-    {
-        let value = engine.eval(d).await?;
-        let Evaluated::Container(st) = &*value else {
-            return Err(unsupported(ty, name));
+    let is_list = Field::parse(ty, name, &Map::new()).is_ok_and(|f| is_record_list(&f));
+    let (true, Some(d)) = (is_list, &obj.digest) else {
+        return Ok(None);
+    };
+    let value = engine.eval(d).await?;
+    let Evaluated::Container(st) = &*value else {
+        return Err(unsupported(ty, name));
+    };
+    let records = crate::ops::container::state::records(st, name).unwrap_or_default();
+    let mut out = Vec::with_capacity(records.len());
+    for (index, record) in records.into_iter().enumerate() {
+        let call = Call {
+            type_name: ret.to_owned(),
+            parent: Some(d.clone()),
+            field: name.to_owned(),
+            args: [("$index".to_owned(), json!(index))].into_iter().collect(),
         };
-        let records = crate::ops::container::state::records(st, name).unwrap_or_default();
-        let mut out = Vec::with_capacity(records.len());
-        for (index, record) in records.into_iter().enumerate() {
-            let call = Call {
-                type_name: ret.to_owned(),
-                parent: Some(d.clone()),
-                field: name.to_owned(),
-                args: [("$index".to_owned(), json!(index))].into_iter().collect(),
-            };
-            let rd = engine.register(call)?;
-            engine.put_result(&rd, Evaluated::Record(record))?;
-            out.push(Obj {
-                type_name: ret.to_owned(),
-                digest: Some(rd),
-            });
-        }
-        return Ok(Some(out));
+        let rd = engine.register(call)?;
+        engine.put_result(&rd, Evaluated::Record(record))?;
+        out.push(Obj {
+            type_name: ret.to_owned(),
+            digest: Some(rd),
+        });
     }
-
-    Ok(None)
+    Ok(Some(out))
 }
 
 /// Records a builder call of a field returning an object; an error names a field this engine does not
-/// implement.
+/// implement (decided by the same `match` that computes it).
 pub(crate) async fn builder(
     engine: &Arc<Engine>,
     parent: &Obj,
@@ -380,11 +318,11 @@ pub(crate) async fn builder(
     ret: &str,
     args: Map<String, Value>,
 ) -> Result<Obj, FieldError> {
-    let ty = parent.type_name.as_str();
-    if !SUPPORTED_BUILDERS.contains(&format!("{ty}.{field}").as_str()) {
-        return Err(unsupported(ty, field));
+    let typed = Field::parse(&parent.type_name, field, &args)?;
+    if op_of(typed.clone()).is_none() {
+        return Err(unsupported(&parent.type_name, field));
     }
-    build(engine, parent, field, ret, args).await
+    build(engine, parent, &typed, ret, args).await
 }
 
 /// Computes the objects of the core API: the [`Compute`] the solver evaluates calls with.

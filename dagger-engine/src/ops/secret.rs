@@ -7,6 +7,7 @@ use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::ops::args::unsupported;
 use crate::ops::engine::Engine;
+use crate::ops::fields::SecretField;
 use crate::ops::value::Evaluated;
 use serde_json::{Value, json};
 
@@ -42,13 +43,20 @@ pub(crate) async fn secret_plaintext(engine: &Arc<Engine>, d: &Digest) -> Result
     read_secret_uri(uri)
 }
 
-/// Computes the leaf `name` of the secret `v`, the object `d`.
-pub(crate) async fn leaf(engine: &Arc<Engine>, name: &str, v: &Evaluated, d: &Digest) -> Result<Value, FieldError> {
-    let leaf = |v: Value| Ok(v);
-    match (name, v) {
-        ("name", Evaluated::Secret { name, .. }) => leaf(json!(name)),
-        ("uri", Evaluated::Secret { uri, .. }) => leaf(json!(uri)),
-        ("plaintext", Evaluated::Secret { .. }) => leaf(json!(secret_plaintext(engine, d).await?)),
-        _ => Err(unsupported("Secret", name)),
-    }
+/// Computes a leaf of the secret `v`, the object `d`.
+pub(crate) async fn leaf(
+    engine: &Arc<Engine>,
+    field: SecretField,
+    v: &Evaluated,
+    d: &Digest,
+) -> Result<Value, FieldError> {
+    let Evaluated::Secret { name, uri } = v else {
+        return Err(FieldError::new("internal error: expected a secret"));
+    };
+    Ok(match field {
+        SecretField::Name => json!(name),
+        SecretField::Uri => json!(uri),
+        SecretField::Plaintext => json!(secret_plaintext(engine, d).await?),
+        other => return Err(unsupported("Secret", other.name())),
+    })
 }

@@ -5,15 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree};
-use crate::ops::args::{b, s, strings};
 use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
 use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
 use crate::ops::engine::Engine;
+use crate::ops::fields::{ContainerWithExec, ReturnType};
 use crate::ops::secret::secret_plaintext;
 use crate::worker::runtime::{MountSpec, RunRequest};
 use crate::worker::scratch::Scratch;
@@ -31,49 +31,27 @@ pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// What `withExec` was asked to do, beyond the command.
-struct Options {
-    stdin: String,
-    redirect_stdin: String,
-    redirect_stdout: String,
-    redirect_stderr: String,
-    /// `SUCCESS`, `FAILURE` or `ANY`.
-    expect: String,
-    privileged: bool,
-}
-
-impl Options {
-    fn parse(args: &Map<String, Value>) -> Result<Options, FieldError> {
-        if b(args, "experimentalPrivilegedNesting") {
-            return Err(FieldError::new(
-                "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
-            ));
-        }
-        Ok(Options {
-            stdin: s(args, "stdin").to_owned(),
-            redirect_stdin: s(args, "redirectStdin").to_owned(),
-            redirect_stdout: s(args, "redirectStdout").to_owned(),
-            redirect_stderr: s(args, "redirectStderr").to_owned(),
-            expect: match s(args, "expect") {
-                "" => "SUCCESS".to_owned(),
-                e => e.to_owned(),
-            },
-            privileged: b(args, "insecureRootCapabilities"),
-        })
+/// Refuses what `withExec` cannot do here.
+fn check_options(a: &ContainerWithExec) -> Result<(), FieldError> {
+    if a.experimental_privileged_nesting {
+        return Err(FieldError::new(
+            "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
+        ));
     }
+    Ok(())
 }
 
 /// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
 /// or when no args were given.
-pub(crate) fn command(st: &ContainerState, args: &Map<String, Value>) -> Result<Vec<String>, FieldError> {
-    let mut argv = strings(args, "args");
-    if b(args, "expand") {
-        argv = argv.iter().map(|a| expand(a, st)).collect();
+pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, FieldError> {
+    let mut argv = a.args.clone();
+    if a.expand {
+        argv = argv.iter().map(|arg| expand(arg, st)).collect();
     }
     if argv.is_empty() {
         argv = st.config.cmd.clone();
     }
-    if b(args, "useEntrypoint") || (strings(args, "args").is_empty() && !st.config.entrypoint.is_empty()) {
+    if a.use_entrypoint || (a.args.is_empty() && !st.config.entrypoint.is_empty()) {
         let mut full = st.config.entrypoint.clone();
         full.extend(argv);
         argv = full;
@@ -129,12 +107,12 @@ pub(crate) async fn exec(
     engine: &Arc<Engine>,
     d: &Digest,
     mut st: ContainerState,
-    args: &Map<String, Value>,
+    opts: ContainerWithExec,
 ) -> Result<ContainerState, FieldError> {
+    check_options(&opts)?;
     let runtime = engine.runtime()?;
-    let argv = command(&st, args)?;
+    let argv = command(&st, &opts)?;
     let Secrets { env, plaintexts, files } = secrets(engine, &st).await?;
-    let opts = Options::parse(args)?;
 
     let scratch_guard = Scratch::new(&engine.store, "exec");
     let scratch = scratch_guard.path().to_owned();
@@ -179,7 +157,7 @@ pub(crate) async fn exec(
     let stdout = scrub(&output.stdout, &plaintexts);
     let stderr = scrub(&output.stderr, &plaintexts);
     let combined = scrub(&output.combined, &plaintexts);
-    check_exit(&output, &opts.expect, &argv, &stdout, &stderr, &plaintexts)?;
+    check_exit(&output, opts.expect, &argv, &stdout, &stderr, &plaintexts)?;
     let upper = scratch.join("upper");
     write_redirects(
         engine,
@@ -225,7 +203,7 @@ async fn run_request(
     engine: &Arc<Engine>,
     d: &Digest,
     st: &ContainerState,
-    opts: &Options,
+    opts: &ContainerWithExec,
     prepared: &Prepared,
     scratch: &Path,
     argv: Vec<String>,
@@ -262,7 +240,7 @@ async fn run_request(
         mounts: prepared.mounts.clone(),
         stdin: stdin_bytes,
         netns: Some(netns.path()),
-        privileged: opts.privileged,
+        privileged: opts.insecure_root_capabilities,
         etc_files: prepared.etc_files.clone(),
     };
     Ok((req, netns))
@@ -292,16 +270,16 @@ fn warn_once(engine: &Arc<Engine>, d: &Digest) {
 /// The `EXEC_ERROR` of a process that did not end as `expect` says (or ran out of time).
 fn check_exit(
     output: &crate::worker::runtime::RunOutput,
-    expect: &str,
+    expect: ReturnType,
     argv: &[String],
     stdout: &[u8],
     stderr: &[u8],
     secrets: &[String],
 ) -> Result<(), FieldError> {
     let failed = match expect {
-        "ANY" => false,
-        "FAILURE" => output.exit_code == 0,
-        _ => output.exit_code != 0,
+        ReturnType::Any => false,
+        ReturnType::Failure => output.exit_code == 0,
+        ReturnType::Success => output.exit_code != 0,
     } || output.timed_out.is_some();
     if !failed {
         return Ok(());
@@ -312,7 +290,7 @@ fn check_exit(
             "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
             t.as_secs()
         ),
-        (None, "FAILURE") => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+        (None, ReturnType::Failure) => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
         (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
             "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
             output.exit_code,
@@ -616,8 +594,8 @@ mod tests {
     use super::*;
     use crate::worker::runtime::RunOutput;
 
-    fn args(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().expect("object")
+    fn args(v: serde_json::Value) -> ContainerWithExec {
+        ContainerWithExec::parse(v.as_object().expect("object")).expect("arguments")
     }
 
     fn with_image(entrypoint: &[&str], cmd: &[&str]) -> ContainerState {
@@ -633,7 +611,7 @@ mod tests {
         let cases = [
             (json!({ "args": ["ls", "-l"] }), vec!["ls", "-l"]),
             (json!({ "args": ["ls"], "useEntrypoint": true }), vec!["/init", "ls"]),
-            (json!({}), vec!["/init", "serve", "--port=80"]),
+            (json!({ "args": [] }), vec!["/init", "serve", "--port=80"]),
         ];
         for (a, want) in cases {
             assert_eq!(
@@ -644,11 +622,11 @@ mod tests {
         }
         let plain = with_image(&[], &["sh"]);
         assert_eq!(
-            command(&plain, &args(json!({}))).map_err(|e| e.message),
+            command(&plain, &args(json!({ "args": [] }))).map_err(|e| e.message),
             Ok(vec!["sh".to_owned()])
         );
         let none = with_image(&[], &[]);
-        let err = command(&none, &args(json!({}))).expect_err("no command");
+        let err = command(&none, &args(json!({ "args": [] }))).expect_err("no command");
         assert!(err.message.contains("withDefaultArgs"), "{}", err.message);
     }
 
@@ -683,7 +661,8 @@ mod tests {
         let argv = vec!["sh".to_owned(), "-c".to_owned(), "echo hunter2; exit 3".to_owned()];
         let secrets = vec!["hunter2".to_owned()];
         let stderr = scrub(b"err hunter2", &secrets);
-        let err = check_exit(&output(3, None), "SUCCESS", &argv, b"out", &stderr, &secrets).expect_err("fails");
+        let err =
+            check_exit(&output(3, None), ReturnType::Success, &argv, b"out", &stderr, &secrets).expect_err("fails");
         assert_eq!(
             err.message,
             "process \"sh -c echo ***; exit 3\" did not complete successfully: exit code: 3"
@@ -699,21 +678,21 @@ mod tests {
     #[test]
     fn expect_signals_and_timeouts_decide_what_failed() {
         let argv = vec!["x".to_owned()];
-        let check = |code: i32, expect: &str, t: Option<Duration>| {
+        let check = |code: i32, expect: ReturnType, t: Option<Duration>| {
             check_exit(&output(code, t), expect, &argv, b"", b"", &[]).map_err(|e| e.message)
         };
-        assert_eq!(check(0, "SUCCESS", None), Ok(()));
-        assert_eq!(check(1, "ANY", None), Ok(()));
-        assert_eq!(check(2, "FAILURE", None), Ok(()));
+        assert_eq!(check(0, ReturnType::Success, None), Ok(()));
+        assert_eq!(check(1, ReturnType::Any, None), Ok(()));
+        assert_eq!(check(2, ReturnType::Failure, None), Ok(()));
         assert_eq!(
-            check(0, "FAILURE", None),
+            check(0, ReturnType::Failure, None),
             Err("process \"x\" succeeded but was expected to fail".into())
         );
         assert_eq!(
-            check(137, "SUCCESS", None),
+            check(137, ReturnType::Success, None),
             Err("process \"x\" did not complete successfully: exit code: 137 (killed by signal 9)".into())
         );
-        let timed_out = check(137, "ANY", Some(Duration::from_secs(2))).expect_err("timed out");
+        let timed_out = check(137, ReturnType::Any, Some(Duration::from_secs(2))).expect_err("timed out");
         assert!(timed_out.contains("killed after running for 2s"), "{timed_out}");
     }
 

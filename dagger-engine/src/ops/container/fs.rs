@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree, normalize};
-use crate::ops::args::{b, digest_arg, i, s, strings};
-use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_arg};
+use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_in};
 use crate::ops::engine::Engine;
+use crate::ops::fields::{ContainerExists, ContainerField, ContainerWithDirectory, ExistsType};
+use crate::ops::op::{Cx, Op, change, run};
 use crate::ops::value::Evaluated;
 use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self, SnapshotError};
@@ -27,28 +26,14 @@ pub(crate) fn snap(e: SnapshotError) -> FieldError {
     FieldError::new(e.to_string())
 }
 
-/// Numeric owner from `owner` (`uid`, `uid:gid`, `name`, `name:group`), resolved in the container's files.
-pub(crate) fn owner_arg(
-    engine: &Engine,
-    state: &ContainerState,
-    args: &Map<String, Value>,
-) -> Result<Option<(u32, u32)>, FieldError> {
-    let owner = s(args, "owner");
+/// Numeric owner from an `owner` argument (`uid`, `uid:gid`, `name`, `name:group`; empty for none), resolved
+/// in the container's files.
+pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> Result<Option<(u32, u32)>, FieldError> {
     if owner.is_empty() {
         return Ok(None);
     }
     let (u, g, _) = resolve_user(engine, state, owner)?;
     Ok(Some((u, g)))
-}
-
-/// Evaluates a required object argument.
-pub(crate) async fn obj(
-    engine: &Arc<Engine>,
-    args: &Map<String, Value>,
-    k: &str,
-) -> Result<Arc<Evaluated>, FieldError> {
-    let d = digest_arg(args, k).ok_or_else(|| FieldError::new(format!("missing argument `{k}`")))?;
-    engine.eval(&d).await
 }
 
 /// Creates a new layer (named after the call that makes it) with `fill` writing into it.
@@ -131,36 +116,44 @@ pub(crate) fn write_into(
     Ok(())
 }
 
-/// Reads `file`, `directory`, `rootfs` or `stat` out of a container.
+/// What to read out of a container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// `file(path)`.
+    File,
+    /// `directory(path)` or `rootfs`.
+    Directory,
+    /// `stat(path)`.
+    Stat {
+        /// Whether a final symlink is followed.
+        follow: bool,
+    },
+}
+
+/// Reads a file, a directory or a `stat` out of a container at the absolute container path `path`.
 pub(crate) async fn read(
     engine: &Arc<Engine>,
     st: &ContainerState,
-    field: &str,
-    args: &Map<String, Value>,
+    what: Read,
+    path: String,
 ) -> Result<Evaluated, FieldError> {
-    let path = if field == "rootfs" {
-        "/".to_owned()
-    } else {
-        path_arg(st, args, "path")?
-    };
     // A path under a mount reads the mount's content.
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return match src {
-            MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, field, &path),
-            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, field, &path),
+            MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, what, &path),
+            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, what, &path),
             _ => Err(FieldError::new(format!(
                 "cannot read `{path}`: paths inside cache, secret and temporary mounts cannot be read back"
             ))),
         };
     }
     let (engine, st) = (engine.clone(), st.clone());
-    let follow = !(field == "stat" && b(args, "doNotFollowSymlinks"));
-    let field = field.to_owned();
+    let follow = !matches!(what, Read::Stat { follow: false });
     tokio::task::spawn_blocking(move || {
         let mounted = mount_readonly(&engine, &st)?;
         let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
-        let out = read_host(&engine, &host, &path, &field)?;
+        let out = read_host(&engine, &host, &path, what)?;
         mounted.unmount().map_err(snap)?;
         Ok(out)
     })
@@ -169,12 +162,12 @@ pub(crate) async fn read(
 }
 
 /// Reads `file`, `directory` or `stat` of the container path `path`, found at `host` in the mounted root.
-fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Evaluated, FieldError> {
+fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Evaluated, FieldError> {
     let meta = std::fs::symlink_metadata(host)
         .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-    Ok(match field {
-        "file" => {
+    Ok(match what {
+        Read::File => {
             if !meta.is_file() {
                 return Err(FieldError::new(format!(
                     "`{path}` is not a regular file in the container"
@@ -192,7 +185,7 @@ fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Ev
                 },
             }
         }
-        "stat" => {
+        Read::Stat { .. } => {
             use std::os::unix::fs::PermissionsExt;
             let ft = meta.file_type();
             Evaluated::Stat {
@@ -209,7 +202,7 @@ fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Ev
                 size: meta.len(),
             }
         }
-        _ => {
+        Read::Directory => {
             if !meta.is_dir() {
                 return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
             }
@@ -222,36 +215,36 @@ fn read_host(engine: &Engine, host: &Path, path: &str, field: &str) -> Result<Ev
     })
 }
 
-pub(crate) fn read_tree_path(tree: &Tree, rest: &str, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) -> Result<Evaluated, FieldError> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-    match field {
-        "file" => Ok(Evaluated::File {
+    match what {
+        Read::File => Ok(Evaluated::File {
             name,
             entry: tree.file(rest)?.clone(),
         }),
-        "stat" => crate::ops::directory::stat_named(tree, rest, name)
+        Read::Stat { .. } => crate::ops::directory::stat_named(tree, rest, name)
             .map_err(|_| FieldError::new(format!("no such file or directory: `{path}`"))),
-        _ => Ok(Evaluated::Dir {
+        Read::Directory => Ok(Evaluated::Dir {
             tree: tree.subtree(rest)?,
             name: format!("{name}/"),
         }),
     }
 }
 
-pub(crate) fn read_file_entry(entry: &FileEntry, field: &str, path: &str) -> Result<Evaluated, FieldError> {
+pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Result<Evaluated, FieldError> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-    match field {
-        "file" => Ok(Evaluated::File {
+    match what {
+        Read::File => Ok(Evaluated::File {
             name,
             entry: entry.clone(),
         }),
-        "stat" => Ok(Evaluated::Stat {
+        Read::Stat { .. } => Ok(Evaluated::Stat {
             file_type: "REGULAR".into(),
             name,
             permissions: entry.mode,
             size: entry.size,
         }),
-        _ => Err(FieldError::new(format!("`{path}` is a mounted file, not a directory"))),
+        Read::Directory => Err(FieldError::new(format!("`{path}` is a mounted file, not a directory"))),
     }
 }
 
@@ -270,20 +263,16 @@ pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<sna
 }
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
-pub(crate) async fn exists(
-    engine: &Arc<Engine>,
-    st: &ContainerState,
-    args: &Map<String, Value>,
-) -> Result<bool, FieldError> {
-    let follow = !b(args, "doNotFollowSymlinks");
-    let path = path_arg(st, args, "path")?;
-    let expected = s(args, "expectedType").to_owned();
+pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: ContainerExists) -> Result<bool, FieldError> {
+    let follow = !a.do_not_follow_symlinks;
+    let path = path_in(st, &a.path, a.expand)?;
+    let expected = a.expected_type;
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return Ok(match src {
-            MountSource::Dir { tree, .. } => crate::ops::directory::tree_has(tree, &rest, &expected),
-            MountSource::File { .. } => rest.is_empty() && matches!(expected.as_str(), "" | "REGULAR_TYPE"),
-            _ => rest.is_empty() && matches!(expected.as_str(), "" | "DIRECTORY_TYPE"),
+            MountSource::Dir { tree, .. } => crate::ops::directory::tree_has(tree, &rest, expected),
+            MountSource::File { .. } => rest.is_empty() && matches!(expected, None | Some(ExistsType::RegularType)),
+            _ => rest.is_empty() && matches!(expected, None | Some(ExistsType::DirectoryType)),
         });
     }
     let engine = engine.clone();
@@ -298,12 +287,11 @@ pub(crate) async fn exists(
         };
         let found = match std::fs::symlink_metadata(&host) {
             Err(_) => false,
-            Ok(m) => match expected.as_str() {
-                "" => true,
-                "REGULAR_TYPE" => m.is_file(),
-                "DIRECTORY_TYPE" => m.is_dir(),
-                "SYMLINK_TYPE" => m.file_type().is_symlink(),
-                _ => false,
+            Ok(m) => match expected {
+                None => true,
+                Some(ExistsType::RegularType) => m.is_file(),
+                Some(ExistsType::DirectoryType) => m.is_dir(),
+                Some(ExistsType::SymlinkType) => m.file_type().is_symlink(),
             },
         };
         mounted.unmount().map_err(snap)?;
@@ -364,130 +352,152 @@ pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> 
     Ok((uid, gid, home))
 }
 
-/// Applies a filesystem field (`withRootfs`, `withDirectory`, `withFile`, `withNewFile`, `withFiles`,
-/// `withSymlink`, `withoutFile`, `withoutDirectory`, `withoutFiles`) to `st`, as the call `d`; `false` when
-/// `field` is not one of them.
-pub(crate) async fn compute(
-    engine: &Arc<Engine>,
-    d: &Digest,
-    st: &mut ContainerState,
-    field: &str,
-    args: &Map<String, Value>,
-) -> Result<bool, FieldError> {
-    match field {
-        "withRootfs" => {
-            let dir = obj(engine, args, "directory").await?;
-            let Evaluated::Dir { tree, .. } = &*dir else {
-                return Err(FieldError::new("`directory` is not a directory"));
-            };
-            let layer = new_layer(engine, d, |l| snapshot::write_tree(&engine.store, tree, l, "", None))?;
-            st.layers = vec![layer];
-            st.exec = None;
-        }
-        "withDirectory" => {
-            let path = path_arg(st, args, "path")?;
-            let dir = obj(engine, args, "source").await?;
-            let Evaluated::Dir { tree, .. } = &*dir else {
-                return Err(FieldError::new("`source` is not a directory"));
-            };
-            let mut tree = tree.filter(&strings(args, "include"), &strings(args, "exclude"));
-            if let Some(p) = i(args, "permissions") {
-                tree.set_permissions(p as u32);
-            }
-            let owner = owner_arg(engine, st, args)?;
-            write_into(engine, st, d, &path, true, |l, at| {
-                snapshot::write_tree(&engine.store, &tree, l, at, owner)
-            })?;
-        }
-        "withSymlink" => {
-            // The owner is checked as for files, though a link gets none.
-            owner_arg(engine, st, args)?;
-            let link = path_arg(st, args, "linkName")?;
-            let target = s(args, "target").to_owned();
-            write_into(engine, st, d, &link, false, |l, at| {
-                snapshot::write_entry_at(&engine.store, l, at, &Entry::Symlink { target }, None)
-            })?;
-        }
-        "withFile" | "withNewFile" | "withFiles" => {
-            let owner = owner_arg(engine, st, args)?;
-            for (path, entry) in files(engine, st, field, args).await? {
-                let store = engine.store.clone();
-                write_into(engine, st, d, &path, true, move |l, at| {
-                    snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
+/// The op of a filesystem field (`withRootfs`, `withDirectory`, `withFile`, `withNewFile`, `withFiles`,
+/// `withSymlink`, `withoutFile`, `withoutDirectory`, `withoutFiles`, and the reads `file`, `directory`,
+/// `rootfs`, `stat`); the field back when it is not one.
+// The field is handed back by value when it is not this group's: once per call, not worth a box.
+#[allow(clippy::result_large_err)]
+pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
+    use ContainerField as F;
+    Ok(match field {
+        F::WithRootfs(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let dir = cx.eval(&a.directory).await?;
+                let Evaluated::Dir { tree, .. } = &*dir else {
+                    return Err(FieldError::new("`directory` is not a directory"));
+                };
+                let store = &cx.engine.store;
+                let layer = new_layer(&cx.engine, &cx.digest, |l| {
+                    snapshot::write_tree(store, tree, l, "", None)
                 })?;
-            }
-        }
-        "withoutFile" | "withoutDirectory" | "withoutFiles" => remove(engine, d, st, field, args)?,
-        _ => return Ok(false),
-    }
-    Ok(true)
+                st.layers = vec![layer];
+                st.exec = None;
+                Ok(())
+            })
+        }),
+        F::WithDirectory(a) => change(move |cx, st| Box::pin(with_directory(cx, st, a))),
+        F::WithSymlink(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let link = path_in(st, &a.link_name, a.expand)?;
+                let target = if a.expand { expand(&a.target, st) } else { a.target };
+                let store = &cx.engine.store;
+                write_into(&cx.engine, st, &cx.digest, &link, false, |l, at| {
+                    snapshot::write_entry_at(store, l, at, &Entry::Symlink { target }, None)
+                })
+            })
+        }),
+        F::WithFile(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let f = cx.eval(&a.source).await?;
+                let Evaluated::File { entry, .. } = &*f else {
+                    return Err(FieldError::new("`source` is not a file"));
+                };
+                let mut entry = entry.clone();
+                if let Some(p) = a.permissions {
+                    entry.mode = p as u32;
+                }
+                let path = path_in(st, &a.path, a.expand)?;
+                write_files(cx, st, &a.owner, vec![(path, entry)])
+            })
+        }),
+        F::WithNewFile(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let blob = cx.engine.store.put_blob(a.contents.as_bytes())?;
+                let entry = FileEntry {
+                    mode: a.permissions as u32,
+                    blob,
+                    size: a.contents.len() as u64,
+                    mtime: None,
+                };
+                let path = path_in(st, &a.path, a.expand)?;
+                write_files(cx, st, &a.owner, vec![(path, entry)])
+            })
+        }),
+        F::WithFiles(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let path = path_in(st, &a.path, a.expand)?;
+                let files = crate::ops::file::source_files(&cx.engine, &a.sources, a.permissions)
+                    .await?
+                    .into_iter()
+                    .map(|(name, entry)| (format!("{}/{name}", path.trim_end_matches('/')), entry))
+                    .collect();
+                write_files(cx, st, &a.owner, files)
+            })
+        }),
+        F::WithoutFile(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &[a.path], a.expand) })),
+        F::WithoutDirectory(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &[a.path], a.expand) })),
+        F::WithoutFiles(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &a.paths, a.expand) })),
+        F::File(a) => reading(Read::File, a.path, a.expand),
+        F::Directory(a) => reading(Read::Directory, a.path, a.expand),
+        F::Rootfs => reading(Read::Directory, "/".to_owned(), false),
+        F::Stat(a) => reading(
+            Read::Stat {
+                follow: !a.do_not_follow_symlinks,
+            },
+            a.path,
+            false,
+        ),
+        other => return Err(other),
+    })
 }
 
-/// The files `withFile`, `withNewFile` or `withFiles` writes, by absolute container path.
-async fn files(
-    engine: &Arc<Engine>,
-    st: &ContainerState,
-    field: &str,
-    args: &Map<String, Value>,
-) -> Result<Vec<(String, FileEntry)>, FieldError> {
-    let path = path_arg(st, args, "path")?;
-    Ok(match field {
-        "withFile" => {
-            let f = obj(engine, args, "source").await?;
-            let Evaluated::File { entry, .. } = &*f else {
-                return Err(FieldError::new("`source` is not a file"));
-            };
-            let mut entry = entry.clone();
-            if let Some(p) = i(args, "permissions") {
-                entry.mode = p as u32;
-            }
-            vec![(path, entry)]
-        }
-        "withNewFile" => {
-            let contents = s(args, "contents");
-            let blob = engine.store.put_blob(contents.as_bytes())?;
-            let entry = FileEntry {
-                mode: i(args, "permissions").unwrap_or(0o644) as u32,
-                blob,
-                size: contents.len() as u64,
-                mtime: None,
-            };
-            vec![(path, entry)]
-        }
-        _ => crate::ops::file::source_files(engine, args)
-            .await?
-            .into_iter()
-            .map(|(name, entry)| (format!("{}/{name}", path.trim_end_matches('/')), entry))
-            .collect(),
+/// The op reading `what` at `path` (expanded when asked) out of the parent container.
+fn reading(what: Read, path: String, expand: bool) -> Option<Op> {
+    run(move |cx| async move {
+        let st = cx.container()?;
+        let path = path_in(st, &path, expand)?;
+        read(&cx.engine, st, what, path).await
     })
+}
+
+/// `withDirectory`: the source filtered, permissions and owner applied, written at the path.
+async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirectory) -> Result<(), FieldError> {
+    let path = path_in(st, &a.path, a.expand)?;
+    let dir = cx.eval(&a.source).await?;
+    let Evaluated::Dir { tree, .. } = &*dir else {
+        return Err(FieldError::new("`source` is not a directory"));
+    };
+    let mut tree = tree.filter(&a.include, &a.exclude);
+    if let Some(p) = a.permissions {
+        tree.set_permissions(p as u32);
+    }
+    let owner = owner_of(&cx.engine, st, &a.owner)?;
+    let store = &cx.engine.store;
+    write_into(&cx.engine, st, &cx.digest, &path, true, |l, at| {
+        snapshot::write_tree(store, &tree, l, at, owner)
+    })
+}
+
+/// Writes files at absolute container paths, owned by `owner` when given.
+fn write_files(
+    cx: &Cx,
+    st: &mut ContainerState,
+    owner: &str,
+    files: Vec<(String, FileEntry)>,
+) -> Result<(), FieldError> {
+    let owner = owner_of(&cx.engine, st, owner)?;
+    for (path, entry) in files {
+        let store = cx.engine.store.clone();
+        write_into(&cx.engine, st, &cx.digest, &path, true, move |l, at| {
+            snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
+        })?;
+    }
+    Ok(())
 }
 
 /// `withoutFile`, `withoutDirectory`, `withoutFiles`: a new layer of whiteouts. Parents resolve through the
 /// container's symlinks; a final link is removed itself.
-fn remove(
-    engine: &Arc<Engine>,
-    d: &Digest,
-    st: &mut ContainerState,
-    field: &str,
-    args: &Map<String, Value>,
-) -> Result<(), FieldError> {
-    let paths = if field == "withoutFiles" {
-        strings(args, "paths")
-            .iter()
-            .map(|p| {
-                let p = if b(args, "expand") { expand(p, st) } else { p.clone() };
-                st.abs(&p)
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        vec![path_arg(st, args, "path")?]
-    };
-    let lower = layer_paths(engine, st);
+fn remove(cx: &Cx, st: &mut ContainerState, paths: &[String], expand: bool) -> Result<(), FieldError> {
+    let paths = paths
+        .iter()
+        .map(|p| path_in(st, p, expand))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lower = layer_paths(&cx.engine, st);
     let paths = paths
         .iter()
         .map(|p| snapshot::resolve_in_layers(&lower, p, false).map_err(snap))
         .collect::<Result<Vec<_>, _>>()?;
-    let layer = new_layer(engine, d, |l| {
+    let layer = new_layer(&cx.engine, &cx.digest, |l| {
         for p in paths.iter().filter(|p| !p.is_empty()) {
             snapshot::whiteout(l, p)?;
         }

@@ -9,10 +9,11 @@ use serde_json::{Map, Value, json};
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
-use crate::ops::args::{b, s};
-use crate::ops::container::fs::obj;
 use crate::ops::container::state::{ContainerState, ImageConfig, expand, layers_dir};
 use crate::ops::engine::Engine;
+use crate::ops::fields::{
+    ContainerExport, ContainerPublish, ContainerWithRegistryAuth, ImageLayerCompression, ImageMediaTypes,
+};
 use crate::ops::secret::secret_plaintext;
 use crate::ops::value::Evaluated;
 use crate::worker::scratch::Scratch;
@@ -151,15 +152,9 @@ pub(crate) async fn resolve_address(
             ))
         })?;
         if call.field == "withRegistryAuth" {
-            let arg = |k: &str| call.args.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-            let secret = call
-                .args
-                .get("secret")
-                .and_then(|v| v.get("$id"))
-                .and_then(Value::as_str)
-                .and_then(Digest::parse);
-            if let Some(secret) = secret {
-                auths.insert(0, (arg("address"), arg("username"), secret));
+            let args: Map<String, Value> = call.args.clone().into_iter().collect();
+            if let Ok(a) = ContainerWithRegistryAuth::parse(&args) {
+                auths.insert(0, (a.address, a.username, a.secret));
             }
         }
         if call.field == "from" || call.field == "container" {
@@ -183,11 +178,11 @@ pub(crate) async fn from(
     engine: &Arc<Engine>,
     d: &Digest,
     st: &mut ContainerState,
-    args: &Map<String, Value>,
+    address: &str,
+    pinned: Option<&str>,
 ) -> Result<(), FieldError> {
-    let address = s(args, "address");
     let mut reference = crate::worker::oci::Reference::parse(address).map_err(oci)?;
-    if let Some(d) = args.get("$digest").and_then(Value::as_str) {
+    if let Some(d) = pinned {
         reference = reference.with_digest(d);
     }
     // `resolve_address` pins every `from` when it is selected; a record without the pin is not pulled by tag.
@@ -254,9 +249,9 @@ pub(crate) async fn import(
     engine: &Arc<Engine>,
     d: &Digest,
     st: &mut ContainerState,
-    args: &Map<String, Value>,
+    source: &Digest,
 ) -> Result<(), FieldError> {
-    let file = obj(engine, args, "source").await?;
+    let file = engine.eval(source).await?;
     let Evaluated::File { entry, .. } = &*file else {
         return Err(FieldError::new("`source` is not a file"));
     };
@@ -273,29 +268,37 @@ pub(crate) async fn import(
     Ok(())
 }
 
+/// The image-output options of `export`, `publish` and `asTarball`.
+pub(crate) struct ImageOptions<'a> {
+    /// The field (`export`, …), for messages.
+    pub(crate) field: &'static str,
+    /// Other platforms' containers to include.
+    pub(crate) platform_variants: &'a [Digest],
+    /// The media types asked for.
+    pub(crate) media_types: ImageMediaTypes,
+    /// The layer compression asked for.
+    pub(crate) forced_compression: Option<ImageLayerCompression>,
+}
+
 /// Refuses image-output options this engine does not implement yet, naming them.
-pub(crate) fn check_image_options(args: &Map<String, Value>, field: &str) -> Result<(), FieldError> {
-    if args
-        .get("platformVariants")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-    {
+pub(crate) fn check_image_options(o: &ImageOptions<'_>) -> Result<(), FieldError> {
+    let field = o.field;
+    if !o.platform_variants.is_empty() {
         return Err(FieldError::new(format!(
             "`Container.{field}(platformVariants:)` is not supported by this engine yet: publish one platform at a time"
         )));
     }
-    match s(args, "mediaTypes") {
-        "" | "OCI" | "OCIMediaTypes" => {}
-        other => {
-            return Err(FieldError::new(format!(
-                "`Container.{field}(mediaTypes: {other})` is not supported by this engine yet: it writes OCI media types"
-            )));
-        }
+    if !matches!(o.media_types, ImageMediaTypes::Oci | ImageMediaTypes::OciMediaTypes) {
+        return Err(FieldError::new(format!(
+            "`Container.{field}(mediaTypes: {})` is not supported by this engine yet: it writes OCI media types",
+            o.media_types.as_str()
+        )));
     }
-    match s(args, "forcedCompression") {
-        "" | "Gzip" => Ok(()),
-        other => Err(FieldError::new(format!(
-            "`Container.{field}(forcedCompression: {other})` is not supported by this engine yet: layers are gzip-compressed"
+    match o.forced_compression {
+        None | Some(ImageLayerCompression::Gzip | ImageLayerCompression::GZIP) => Ok(()),
+        Some(other) => Err(FieldError::new(format!(
+            "`Container.{field}(forcedCompression: {})` is not supported by this engine yet: layers are gzip-compressed",
+            other.as_str()
         ))),
     }
 }
@@ -346,9 +349,9 @@ pub(crate) async fn write_tarball(engine: &Arc<Engine>, st: &ContainerState, tar
 pub(crate) async fn as_tarball(
     engine: &Arc<Engine>,
     st: &ContainerState,
-    args: &Map<String, Value>,
+    options: ImageOptions<'_>,
 ) -> Result<Evaluated, FieldError> {
-    check_image_options(args, "asTarball")?;
+    check_image_options(&options)?;
     // Removed however this ends, a cancelled request included.
     let tmp = Scratch::new(&engine.store, "image");
     write_tarball(engine, st, tmp.path()).await?;
@@ -369,15 +372,15 @@ pub(crate) async fn as_tarball(
 pub(crate) async fn export(
     engine: &Arc<Engine>,
     st: &ContainerState,
-    args: &Map<String, Value>,
+    a: &ContainerExport,
 ) -> Result<Value, FieldError> {
-    check_image_options(args, "export")?;
-    let raw = s(args, "path");
-    let path = if b(args, "expand") {
-        expand(raw, st)
-    } else {
-        raw.to_owned()
-    };
+    check_image_options(&ImageOptions {
+        field: "export",
+        platform_variants: &a.platform_variants,
+        media_types: a.media_types,
+        forced_compression: a.forced_compression,
+    })?;
+    let path = if a.expand { expand(&a.path, st) } else { a.path.clone() };
     let target = crate::ops::host::host_path(engine, &path);
     if target.is_dir() {
         return Err(FieldError::new(format!(
@@ -393,10 +396,15 @@ pub(crate) async fn export(
 pub(crate) async fn publish(
     engine: &Arc<Engine>,
     st: &ContainerState,
-    args: &Map<String, Value>,
+    a: &ContainerPublish,
 ) -> Result<Value, FieldError> {
-    check_image_options(args, "publish")?;
-    let reference = crate::worker::oci::Reference::parse(s(args, "address")).map_err(oci)?;
+    check_image_options(&ImageOptions {
+        field: "publish",
+        platform_variants: &a.platform_variants,
+        media_types: a.media_types,
+        forced_compression: a.forced_compression,
+    })?;
+    let reference = crate::worker::oci::Reference::parse(&a.address).map_err(oci)?;
     let auth = registry_auth(engine, st.registry_auth.clone(), &reference).await?;
     let image = built_image(engine, st).await?;
     let pinned = engine

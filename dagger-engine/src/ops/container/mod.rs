@@ -14,73 +14,88 @@ pub(crate) mod image;
 pub(crate) mod mounts;
 pub(crate) mod state;
 
+use std::future::Future;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::model::error::FieldError;
-use crate::model::ids::{Call, Digest};
-use crate::ops::args::s;
+use crate::model::ids::Digest;
 use crate::ops::container::exec::exec;
-use crate::ops::container::fs::*;
-use crate::ops::container::image::*;
+use crate::ops::container::image::{ImageOptions, as_tarball, export, from, import, publish};
 use crate::ops::container::state::{ContainerState, ExecResult};
 use crate::ops::engine::Engine;
+use crate::ops::fields::ContainerField;
+use crate::ops::op::{Op, change, run};
 use crate::ops::value::Evaluated;
+use crate::solver::events::EventKind;
 
-/// Computes a `Container` builder field.
-pub(crate) async fn compute(
-    engine: &Arc<Engine>,
-    call: &Call,
-    d: &Digest,
-    parent: Option<&ContainerState>,
-) -> Result<Evaluated, FieldError> {
-    let args: Map<String, Value> = call.args.clone().into_iter().collect();
-    if call.field == "container" {
-        let mut st = ContainerState {
-            platform: s(&args, "platform").to_owned(),
-            ..ContainerState::default()
-        };
-        if st.platform.is_empty() {
-            st.platform = crate::ops::container::state::default_platform().to_owned();
-        }
-        return Ok(Evaluated::Container(Box::new(st)));
-    }
-    let Some(parent) = parent else {
-        return Err(FieldError::new("internal error: a container field without a container"));
+/// The op computing a builder field of a container; `None` for a field this engine does not implement.
+///
+/// Each group of fields is tried in turn (state edits, mounts, filesystem, then images and exec here); a
+/// group hands back a field that is not its own.
+pub(crate) fn op(field: ContainerField) -> Option<Op> {
+    use ContainerField as F;
+    let field = match state::edit(field) {
+        Ok(e) => return crate::ops::op::edit(e),
+        Err(other) => other,
     };
-    let mut st = parent.clone();
-    let field = call.field.as_str();
+    let field = match mounts::op(field) {
+        Ok(op) => return op,
+        Err(other) => other,
+    };
+    let field = match fs::op(field) {
+        Ok(op) => return op,
+        Err(other) => other,
+    };
     match field {
-        "withExec" => {
-            return exec(engine, d, st, &args)
+        F::WithExec(a) => run(move |cx| async move {
+            let st = cx.container()?.clone();
+            exec(&cx.engine, &cx.digest, st, a)
                 .await
-                .map(|s| Evaluated::Container(Box::new(s)));
+                .map(|s| Evaluated::Container(Box::new(s)))
+        }),
+        F::From(a) => change(move |cx, st| {
+            Box::pin(async move {
+                let pinned = cx.hidden.get("$digest").and_then(Value::as_str);
+                from(&cx.engine, &cx.digest, st, &a.address, pinned).await
+            })
+        }),
+        F::Import(a) => {
+            change(move |cx, st| Box::pin(async move { import(&cx.engine, &cx.digest, st, &a.source).await }))
         }
-        "from" => from(engine, d, &mut st, &args).await?,
-        "import" => import(engine, d, &mut st, &args).await?,
-        "asTarball" => return as_tarball(engine, &st, &args).await,
-        "file" | "directory" | "rootfs" | "stat" => return read(engine, &st, field, &args).await,
-        other => {
-            let done = crate::ops::container::state::edit(&mut st, other, &args)?
-                || crate::ops::container::mounts::compute(engine, &mut st, other, &args).await?
-                || crate::ops::container::fs::compute(engine, d, &mut st, other, &args).await?;
-            if !done {
-                return Err(crate::ops::args::unsupported("Container", other));
-            }
-        }
+        F::AsTarball(a) => run(move |cx| async move {
+            let options = ImageOptions {
+                field: "asTarball",
+                platform_variants: &a.platform_variants,
+                media_types: a.media_types,
+                forced_compression: a.forced_compression,
+            };
+            as_tarball(&cx.engine, cx.container()?, options).await
+        }),
+        _ => None,
     }
-    Ok(Evaluated::Container(Box::new(st)))
 }
 
-/// Leaves of a container.
+/// `Query.container(platform)`: an empty container.
+pub(crate) fn empty(platform: Option<String>) -> Evaluated {
+    let platform = platform
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| state::default_platform().to_owned());
+    Evaluated::Container(Box::new(ContainerState {
+        platform,
+        ..ContainerState::default()
+    }))
+}
+
+/// Computes a leaf of a container.
 pub(crate) async fn leaf(
     engine: &Arc<Engine>,
-    name: &str,
-    args: &Map<String, Value>,
+    field: ContainerField,
     st: &ContainerState,
-) -> Result<Option<Value>, FieldError> {
-    let exec_blob = |pick: fn(&ExecResult) -> &Digest| -> Result<Value, FieldError> {
+) -> Result<Value, FieldError> {
+    use ContainerField as F;
+    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, FieldError> {
         let e = st.exec.as_ref().ok_or_else(|| {
             FieldError::new(format!(
                 "`{name}` needs a command to have run: call `withExec` before reading its output"
@@ -89,51 +104,58 @@ pub(crate) async fn leaf(
         let bytes = engine.store.get_blob(pick(e))?;
         Ok(json!(String::from_utf8_lossy(&bytes)))
     };
-    Ok(Some(match name {
-        "stdout" => exec_blob(|e| &e.stdout)?,
-        "stderr" => exec_blob(|e| &e.stderr)?,
-        "combinedOutput" => exec_blob(|e| &e.combined)?,
-        "exitCode" => json!(
+    Ok(match field {
+        F::Stdout => exec_blob("stdout", |e| &e.stdout)?,
+        F::Stderr => exec_blob("stderr", |e| &e.stderr)?,
+        F::CombinedOutput => exec_blob("combinedOutput", |e| &e.combined)?,
+        F::ExitCode => json!(
             st.exec
                 .as_ref()
                 .ok_or_else(|| FieldError::new("`exitCode` needs a command to have run: call `withExec` first"))?
                 .exit_code
         ),
-        "envVariable" => json!(st.env_value(s(args, "name"))),
-        "workdir" => json!(st.workdir()),
-        "user" => json!(st.config.user),
-        "entrypoint" => json!(st.config.entrypoint),
-        "defaultArgs" => json!(st.config.cmd),
-        "label" => json!(st.config.labels.get(s(args, "name"))),
-        "mounts" => json!(st.mounts.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()),
-        "platform" => json!(st.platform),
-        "imageRef" => json!(st.image_ref),
-        "exists" => json!(exists(engine, st, args).await?),
-        "export" | "publish" => {
-            // Image output can take a while (packing layers, uploading): it gets progress events of its own.
-            let op = format!("Container.{name}");
-            let key = Digest::of(format!("{op}{}", json!(args)).as_bytes());
-            engine.emit_event(&op, &key, crate::solver::events::EventKind::Started);
-            let started = std::time::Instant::now();
-            let result = if name == "export" {
-                export(engine, st, args).await
-            } else {
-                publish(engine, st, args).await
-            };
-            let kind = match &result {
-                Ok(v) => {
-                    engine.emit_event(
-                        &op,
-                        &key,
-                        crate::solver::events::EventKind::Log(v.as_str().unwrap_or("").to_owned()),
-                    );
-                    crate::solver::events::EventKind::Done(started.elapsed().as_millis())
-                }
-                Err(e) => crate::solver::events::EventKind::Failed(e.message.clone()),
-            };
-            engine.emit_event(&op, &key, kind);
-            result?
+        F::EnvVariable(a) => json!(st.env_value(&a.name)),
+        F::Workdir => json!(st.workdir()),
+        F::User => json!(st.config.user),
+        F::Entrypoint => json!(st.config.entrypoint),
+        F::DefaultArgs => json!(st.config.cmd),
+        F::Label(a) => json!(st.config.labels.get(&a.name)),
+        F::Mounts => json!(st.mounts.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()),
+        F::Platform => json!(st.platform),
+        F::ImageRef => json!(st.image_ref),
+        F::Exists(a) => json!(fs::exists(engine, st, a).await?),
+        F::Export(a) => with_progress(engine, "Container.export", json!([&a.path]), export(engine, st, &a)).await?,
+        F::Publish(a) => {
+            with_progress(
+                engine,
+                "Container.publish",
+                json!([&a.address]),
+                publish(engine, st, &a),
+            )
+            .await?
         }
-        _ => return Ok(None),
-    }))
+        other => return Err(crate::ops::args::unsupported("Container", other.name())),
+    })
+}
+
+/// Runs image output (packing layers, uploading: it can take a while) with progress events of its own.
+async fn with_progress(
+    engine: &Arc<Engine>,
+    op: &str,
+    key: Value,
+    work: impl Future<Output = Result<Value, FieldError>>,
+) -> Result<Value, FieldError> {
+    let key = Digest::of(format!("{op}{key}").as_bytes());
+    engine.emit_event(op, &key, EventKind::Started);
+    let started = std::time::Instant::now();
+    let result = work.await;
+    let kind = match &result {
+        Ok(v) => {
+            engine.emit_event(op, &key, EventKind::Log(v.as_str().unwrap_or("").to_owned()));
+            EventKind::Done(started.elapsed().as_millis())
+        }
+        Err(e) => EventKind::Failed(e.message.clone()),
+    };
+    engine.emit_event(op, &key, kind);
+    result
 }

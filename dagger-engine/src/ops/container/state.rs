@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{FileEntry, Tree, normalize};
-use crate::ops::args::{b, digest_arg, i, s, strings};
+use crate::ops::fields::{ContainerField, NetworkProtocol};
 
 /// The image configuration a container carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,15 +232,13 @@ pub(crate) fn expand(text: &str, state: &ContainerState) -> String {
     out
 }
 
-/// A path argument, expanded when `expand: true`, made absolute against the workdir.
-pub(crate) fn path_arg(state: &ContainerState, args: &Map<String, Value>, k: &str) -> Result<String, FieldError> {
-    let raw = s(args, k);
-    let p = if b(args, "expand") {
-        expand(raw, state)
+/// A path argument, expanded from the environment when `expand`, made absolute against the workdir.
+pub(crate) fn path_in(state: &ContainerState, path: &str, expand_it: bool) -> Result<String, FieldError> {
+    if expand_it {
+        state.abs(&expand(path, state))
     } else {
-        raw.to_owned()
-    };
-    state.abs(&p)
+        state.abs(path)
+    }
 }
 
 /// The records behind `envVariables`, `labels` and `exposedPorts`.
@@ -279,89 +277,111 @@ pub(crate) fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String
     })
 }
 
-/// Applies a field that edits the state alone (`withEnvVariable`, `withWorkdir`, `withUser`, `withLabel`,
-/// `withExposedPort`, …) to `st`; `false` when `field` is not one of them.
-pub(crate) fn edit(st: &mut ContainerState, field: &str, args: &Map<String, Value>) -> Result<bool, FieldError> {
-    let args = args.clone();
-    match field {
-        "withEnvVariable" => {
-            let value = if b(&args, "expand") {
-                expand(s(&args, "value"), st)
-            } else {
-                s(&args, "value").to_owned()
-            };
-            st.set_env(s(&args, "name"), &value);
-        }
-        "withoutEnvVariable" => {
-            let name = s(&args, "name");
+/// An edit of a container's state alone.
+pub(crate) type StateEdit = Box<dyn FnOnce(&mut ContainerState) -> Result<(), FieldError> + Send>;
+
+/// The edit `field` makes to the state alone (`withEnvVariable`, `withWorkdir`, `withUser`, `withLabel`,
+/// `withExposedPort`, …); the field back when it is not one of them.
+// The field is handed back by value when it is not this group's: once per call, not worth a box.
+#[allow(clippy::result_large_err)]
+pub(crate) fn edit(field: ContainerField) -> Result<StateEdit, ContainerField> {
+    use ContainerField as F;
+    fn boxed(f: impl FnOnce(&mut ContainerState) -> Result<(), FieldError> + Send + 'static) -> StateEdit {
+        Box::new(f)
+    }
+    Ok(match field {
+        F::WithEnvVariable(a) => boxed(move |st| {
+            let value = if a.expand { expand(&a.value, st) } else { a.value };
+            st.set_env(&a.name, &value);
+            Ok(())
+        }),
+        F::WithoutEnvVariable(a) => boxed(move |st| {
             st.config
                 .env
-                .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name));
-        }
-        "withSecretVariable" => {
-            let name = s(&args, "name").to_owned();
-            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
-            st.secret_env.retain(|(n, _)| *n != name);
-            st.secret_env.push((name, secret));
-        }
-        "withoutSecretVariable" => {
-            let name = s(&args, "name");
-            st.secret_env.retain(|(n, _)| n != name);
-        }
-        "withWorkdir" => st.config.workdir = path_arg(st, &args, "path")?,
-        "withoutWorkdir" => st.config.workdir.clear(),
-        "withUser" => st.config.user = s(&args, "name").to_owned(),
-        "withoutUser" => st.config.user.clear(),
-        "withEntrypoint" => {
-            st.config.entrypoint = strings(&args, "args");
-            if !b(&args, "keepDefaultArgs") {
+                .retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(a.name.as_str()));
+            Ok(())
+        }),
+        F::WithSecretVariable(a) => boxed(move |st| {
+            st.secret_env.retain(|(n, _)| *n != a.name);
+            st.secret_env.push((a.name, a.secret));
+            Ok(())
+        }),
+        F::WithoutSecretVariable(a) => boxed(move |st| {
+            st.secret_env.retain(|(n, _)| *n != a.name);
+            Ok(())
+        }),
+        F::WithWorkdir(a) => boxed(move |st| {
+            st.config.workdir = path_in(st, &a.path, a.expand)?;
+            Ok(())
+        }),
+        F::WithoutWorkdir => boxed(|st| {
+            st.config.workdir.clear();
+            Ok(())
+        }),
+        F::WithUser(a) => boxed(move |st| {
+            st.config.user = a.name;
+            Ok(())
+        }),
+        F::WithoutUser => boxed(|st| {
+            st.config.user.clear();
+            Ok(())
+        }),
+        F::WithEntrypoint(a) => boxed(move |st| {
+            st.config.entrypoint = a.args;
+            if !a.keep_default_args {
                 st.config.cmd.clear();
             }
-        }
-        "withoutEntrypoint" => {
+            Ok(())
+        }),
+        F::WithoutEntrypoint(a) => boxed(move |st| {
             st.config.entrypoint.clear();
-            if !b(&args, "keepDefaultArgs") {
+            if !a.keep_default_args {
                 st.config.cmd.clear();
             }
-        }
-        "withDefaultArgs" => st.config.cmd = strings(&args, "args"),
-        "withoutDefaultArgs" => st.config.cmd.clear(),
-        "withLabel" => {
-            st.config
-                .labels
-                .insert(s(&args, "name").to_owned(), s(&args, "value").to_owned());
-        }
-        "withoutLabel" => {
-            st.config.labels.remove(s(&args, "name"));
-        }
-        "withExposedPort" => {
-            let port = i(&args, "port").unwrap_or(0);
-            if !(1..=65535).contains(&port) {
-                return Err(FieldError::new(format!("port {port} is out of range (1-65535)")));
-            }
-            let protocol = match s(&args, "protocol") {
-                "" => "TCP".to_owned(),
-                p => p.to_owned(),
-            };
-            st.config
-                .ports
-                .retain(|(p, proto, _)| !(*p == port && *proto == protocol));
-            st.config.ports.push((
-                port,
-                protocol,
-                args.get("description").and_then(Value::as_str).map(str::to_owned),
-            ));
-        }
-        "withRegistryAuth" => {
-            let secret = digest_arg(&args, "secret").ok_or_else(|| FieldError::new("missing argument `secret`"))?;
-            let address = s(&args, "address").to_owned();
-            st.registry_auth.retain(|(a, _, _)| *a != address);
-            st.registry_auth
-                .push((address, s(&args, "username").to_owned(), secret));
-        }
-        _ => return Ok(false),
+            Ok(())
+        }),
+        F::WithDefaultArgs(a) => boxed(move |st| {
+            st.config.cmd = a.args;
+            Ok(())
+        }),
+        F::WithoutDefaultArgs => boxed(|st| {
+            st.config.cmd.clear();
+            Ok(())
+        }),
+        F::WithLabel(a) => boxed(move |st| {
+            st.config.labels.insert(a.name, a.value);
+            Ok(())
+        }),
+        F::WithoutLabel(a) => boxed(move |st| {
+            st.config.labels.remove(&a.name);
+            Ok(())
+        }),
+        F::WithExposedPort(a) => boxed(move |st| with_exposed_port(st, a.port, a.protocol, a.description)),
+        F::WithRegistryAuth(a) => boxed(move |st| {
+            st.registry_auth.retain(|(addr, _, _)| *addr != a.address);
+            st.registry_auth.push((a.address, a.username, a.secret));
+            Ok(())
+        }),
+        other => return Err(other),
+    })
+}
+
+/// `withExposedPort`: a port in range, replacing the same port and protocol.
+fn with_exposed_port(
+    st: &mut ContainerState,
+    port: i64,
+    protocol: NetworkProtocol,
+    description: Option<String>,
+) -> Result<(), FieldError> {
+    if !(1..=65535).contains(&port) {
+        return Err(FieldError::new(format!("port {port} is out of range (1-65535)")));
     }
-    Ok(true)
+    let protocol = protocol.as_str().to_owned();
+    st.config
+        .ports
+        .retain(|(p, proto, _)| !(*p == port && *proto == protocol));
+    st.config.ports.push((port, protocol, description));
+    Ok(())
 }
 
 /// The platform containers get when none is asked for.
@@ -382,8 +402,13 @@ mod tests {
 
     use super::*;
 
+    /// Applies `field` with `args` to `st`; `Ok(false)` when it is not a state edit.
     fn apply(st: &mut ContainerState, field: &str, args: Value) -> Result<bool, FieldError> {
-        edit(st, field, args.as_object().expect("object"))
+        let field = ContainerField::parse(field, args.as_object().expect("object")).map_err(FieldError::from)?;
+        match edit(field) {
+            Ok(e) => e(st).map(|()| true),
+            Err(_) => Ok(false),
+        }
     }
 
     fn edited(fields: &[(&str, Value)]) -> ContainerState {
@@ -495,7 +520,7 @@ mod tests {
         assert_eq!(st.config.labels.keys().collect::<Vec<_>>(), ["b"]);
         assert!(st.secret_env.is_empty());
         let missing = apply(&mut st, "withSecretVariable", json!({ "name": "X" })).expect_err("no secret");
-        assert!(missing.message.contains("`secret`"), "{}", missing.message);
+        assert!(missing.message.contains("`secret`: missing"), "{}", missing.message);
     }
 
     #[test]
@@ -523,12 +548,14 @@ mod tests {
     #[test]
     fn other_fields_are_not_state_edits() {
         let mut st = ContainerState::default();
-        for field in ["withExec", "withNewFile", "withMountedCache", "from"] {
-            assert_eq!(
-                apply(&mut st, field, json!({})).map_err(|e| e.message),
-                Ok(false),
-                "{field}"
-            );
+        let d = json!({ "$id": Digest::of(b"x") });
+        for (field, args) in [
+            ("withExec", json!({ "args": ["true"] })),
+            ("withNewFile", json!({ "path": "/f" })),
+            ("withMountedCache", json!({ "path": "/c", "cache": d })),
+            ("from", json!({ "address": "busybox" })),
+        ] {
+            assert_eq!(apply(&mut st, field, args).map_err(|e| e.message), Ok(false), "{field}");
         }
         assert_eq!(st, ContainerState::default());
     }
