@@ -10,7 +10,7 @@ use crate::model::tree::{Entry, FileEntry, Tree, normalize};
 use crate::ops::args::unsupported;
 use crate::ops::engine::Engine;
 use crate::ops::fields::{DirectoryField, ExistsType};
-use crate::ops::file::{file_of, source_files};
+use crate::ops::file::source_files;
 use crate::ops::host::{export_tree, host_path};
 use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
@@ -30,7 +30,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         F::Diff(a) => run(move |cx| async move {
             let other = cx.eval(&a.other).await?;
             edited(&cx, |t| {
-                *t = t.diff(dir_of(&other)?.0);
+                *t = t.diff(other.as_dir()?.0);
                 Ok(())
             })
         }),
@@ -87,7 +87,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         F::WithFile(a) => run(move |cx| async move {
             let src = cx.eval(&a.source).await?;
-            let mut entry = file_of(&src)?.1.clone();
+            let mut entry = src.as_file()?.1.clone();
             if let Some(p) = a.permissions {
                 entry.mode = p as u32;
             }
@@ -113,7 +113,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         F::WithDirectory(a) => run(move |cx| async move {
             let src = cx.eval(&a.source).await?;
-            let mut filtered = dir_of(&src)?.0.filter(&a.include, &a.exclude);
+            let mut filtered = src.as_dir()?.0.filter(&a.include, &a.exclude);
             if let Some(p) = a.permissions {
                 filtered.set_permissions(p as u32);
             }
@@ -166,13 +166,6 @@ fn file(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
         name: path.rsplit('/').next().unwrap_or_default().to_owned(),
         entry,
     })
-}
-
-pub(crate) fn dir_of(v: &Evaluated) -> Result<(&Tree, &str), FieldError> {
-    match v {
-        Evaluated::Dir { tree, name } => Ok((tree, name)),
-        _ => Err(FieldError::new("internal error: expected a directory")),
-    }
 }
 
 /// Whether `path` (normalized; empty for the root, a directory) is in the tree, and of the `expected` kind

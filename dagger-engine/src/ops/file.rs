@@ -49,13 +49,6 @@ pub(crate) fn op(field: FileField) -> Option<Op> {
     }
 }
 
-pub(crate) fn file_of(v: &Evaluated) -> Result<(&str, &FileEntry), FieldError> {
-    match v {
-        Evaluated::File { name, entry } => Ok((name, entry)),
-        _ => Err(FieldError::new("internal error: expected a file")),
-    }
-}
-
 /// The files `sources` (file objects), each with its name, and `permissions` applied when given.
 pub(crate) async fn source_files(
     engine: &Arc<Engine>,

@@ -41,12 +41,12 @@ impl Cx {
 
     /// The parent directory: its tree and name.
     pub(crate) fn dir(&self) -> Result<(&Tree, &str), FieldError> {
-        crate::ops::directory::dir_of(self.parent()?)
+        self.parent()?.as_dir()
     }
 
     /// The parent file: its name and entry.
     pub(crate) fn file(&self) -> Result<(&str, &FileEntry), FieldError> {
-        crate::ops::file::file_of(self.parent()?)
+        self.parent()?.as_file()
     }
 
     /// The parent container.

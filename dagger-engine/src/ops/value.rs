@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::error::FieldError;
 use crate::model::tree::{FileEntry, Tree};
 use crate::store::Store;
 
@@ -54,6 +55,24 @@ pub(crate) enum Evaluated {
     Container(Box<crate::ops::container::state::ContainerState>),
     /// A plain record (`EnvVariable`, `Label`, `Port`): its fields.
     Record(serde_json::Map<String, serde_json::Value>),
+}
+
+impl Evaluated {
+    /// A directory's tree and name.
+    pub(crate) fn as_dir(&self) -> Result<(&Tree, &str), FieldError> {
+        match self {
+            Evaluated::Dir { tree, name } => Ok((tree, name)),
+            _ => Err(FieldError::new("internal error: expected a directory")),
+        }
+    }
+
+    /// A file's name and entry.
+    pub(crate) fn as_file(&self) -> Result<(&str, &FileEntry), FieldError> {
+        match self {
+            Evaluated::File { name, entry } => Ok((name, entry)),
+            _ => Err(FieldError::new("internal error: expected a file")),
+        }
+    }
 }
 
 impl crate::solver::Value for Evaluated {
