@@ -135,3 +135,86 @@ mod tests {
         assert_eq!(lines(text, None, Some(0)), "");
     }
 }
+
+#[cfg(test)]
+mod op_tests {
+    //! File ops and leaves: no runtime, no root.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::ops::op::testing::{apply, empty_dir, engine};
+
+    async fn a_file(e: &Arc<Engine>, contents: &str) -> Evaluated {
+        let dir = apply(
+            e,
+            empty_dir(),
+            "withNewFile",
+            json!({ "path": "d/f.txt", "contents": contents, "permissions": 0o640 }),
+        )
+        .await
+        .expect("withNewFile");
+        apply(e, dir, "file", json!({ "path": "d/f.txt" })).await.expect("file")
+    }
+
+    #[tokio::test]
+    async fn files_are_renamed_retimed_and_stated() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let f = a_file(&e, "hello").await;
+        let renamed = apply(&e, f.clone(), "withName", json!({ "name": "g.txt" }))
+            .await
+            .expect("withName");
+        assert_eq!(renamed.as_file().expect("file").0, "g.txt");
+        let stamped = apply(&e, f.clone(), "withTimestamps", json!({ "timestamp": 7 }))
+            .await
+            .expect("stamp");
+        assert_eq!(stamped.as_file().expect("file").1.mtime, Some(7));
+        let Evaluated::Stat {
+            file_type,
+            name,
+            permissions,
+            size,
+        } = apply(&e, f, "stat", json!({})).await.expect("stat")
+        else {
+            panic!("a stat");
+        };
+        assert_eq!(
+            (file_type.as_str(), name.as_str(), permissions, size),
+            ("REGULAR", "f.txt", 0o640, 5)
+        );
+    }
+
+    #[tokio::test]
+    async fn leaves_read_contents_size_digest_and_export() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let f = a_file(&e, "one\ntwo\n").await;
+        let (name, entry) = f.as_file().expect("file");
+        let leaf_of = |field: &str, args: serde_json::Value| {
+            let field = FileField::parse(field, args.as_object().expect("object")).expect("field");
+            leaf(&e, field, name, entry)
+        };
+        assert_eq!(
+            leaf_of("contents", json!({ "offsetLines": 1 })).expect("contents"),
+            json!("two\n")
+        );
+        assert_eq!(leaf_of("size", json!({})).expect("size"), json!(8));
+        let with_meta = leaf_of("digest", json!({})).expect("digest");
+        let content_only = leaf_of("digest", json!({ "excludeMetadata": true })).expect("digest");
+        assert_eq!(content_only, json!(format!("sha256:{}", entry.blob)));
+        assert_ne!(
+            with_meta, content_only,
+            "the name and mode are part of the default digest"
+        );
+        std::fs::create_dir_all(tmp.path().join("out")).expect("out");
+        let refused = leaf_of("export", json!({ "path": "out" })).expect_err("a directory");
+        assert!(refused.message.contains("allowParentDirPath"), "{}", refused.message);
+        let written = leaf_of("export", json!({ "path": "out", "allowParentDirPath": true })).expect("export");
+        assert_eq!(written, json!(tmp.path().join("out/f.txt").to_string_lossy()));
+        assert_eq!(
+            std::fs::read(tmp.path().join("out/f.txt")).expect("read"),
+            b"one\ntwo\n"
+        );
+    }
+}

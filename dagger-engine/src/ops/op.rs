@@ -98,3 +98,86 @@ where
         Ok(Evaluated::Container(Box::new(st)))
     })
 }
+
+/// What the ops' unit tests share: an engine on a temporary cache directory (no runtime, no root) and a way
+/// to run one field on a parent value.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::ops::fields::Field;
+
+    /// An engine whose cache directory and workdir are inside `dir`.
+    pub(crate) fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
+        Engine::new(crate::Config {
+            cache_dir: dir.path().join("cache"),
+            workdir: dir.path().to_owned(),
+            ..crate::Config::default()
+        })
+        .expect("engine")
+    }
+
+    /// The op of `Type.field` with `args` (JSON, object arguments as `{"$id": digest}`), `None` when the
+    /// engine does not implement it.
+    pub(crate) fn op_of(type_name: &str, field: &str, args: Value) -> Option<Op> {
+        let args: Map<String, Value> = args.as_object().cloned().expect("arguments are an object");
+        match Field::parse(type_name, field, &args).expect("the field and its arguments fit the schema") {
+            Field::Directory(f) => crate::ops::directory::op(f),
+            Field::File(f) => crate::ops::file::op(f),
+            Field::Container(f) => crate::ops::container::op(f),
+            Field::Host(f) => crate::ops::host::op(f),
+            _ => None,
+        }
+    }
+
+    /// Runs `Type.field(args)` on `parent`.
+    pub(crate) async fn apply(
+        engine: &Arc<Engine>,
+        parent: Evaluated,
+        field: &str,
+        args: Value,
+    ) -> Result<Evaluated, FieldError> {
+        let type_name = match &parent {
+            Evaluated::Dir { .. } => "Directory",
+            Evaluated::File { .. } => "File",
+            Evaluated::Container(_) => "Container",
+            _ => "Host",
+        };
+        let op = op_of(type_name, field, args).expect("an implemented field");
+        op(Cx {
+            engine: engine.clone(),
+            digest: Digest::of(field.as_bytes()),
+            parent: Some(Arc::new(parent)),
+            hidden: serde_json::Map::new(),
+        })
+        .await
+    }
+
+    /// Registers `value` as the result of a call of its own and returns its digest (for object arguments).
+    pub(crate) fn object(engine: &Arc<Engine>, value: Evaluated) -> Digest {
+        let d = engine
+            .register(crate::model::ids::Call {
+                type_name: "Directory".into(),
+                parent: None,
+                field: format!("test{}", crate::worker::snapshot::unique()),
+                args: Default::default(),
+            })
+            .expect("register");
+        engine.put_result(&d, value).expect("result");
+        d
+    }
+
+    /// An empty directory.
+    pub(crate) fn empty_dir() -> Evaluated {
+        Evaluated::Dir {
+            tree: Tree::default(),
+            name: "/".into(),
+        }
+    }
+
+    /// The tree of a directory value.
+    pub(crate) fn tree(v: &Evaluated) -> &Tree {
+        v.as_dir().expect("a directory").0
+    }
+}
