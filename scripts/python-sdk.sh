@@ -9,7 +9,7 @@
 #   scripts/python-sdk.sh           set up the venv if needed, build dagger-rs, run the clients
 #   scripts/python-sdk.sh --setup   only create (or update) the venv at target/python-sdk-venv
 #
-# The same clients run in `cargo test -p dagger-engine --test python_sdk`, which needs the venv.
+# The same clients run in `cargo test -p dagger-cli --test python_sdk`, which needs the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +37,7 @@ if [ "${1:-}" = "--setup" ]; then
   exit 0
 fi
 
-cargo build --quiet -p dagger-engine --bin dagger-rs
+cargo build --quiet -p dagger-cli --bin dagger-rs
 TARGET="${CARGO_TARGET_DIR:-target}"
 case "$TARGET" in /*) ;; *) TARGET="$(pwd)/$TARGET" ;; esac
 BIN="$TARGET/debug/dagger-rs"

@@ -12,7 +12,7 @@
 # The SDK's exact dependency tree is pinned by tests/ts/package-lock.json (`npm ci`); the setup does nothing,
 # and needs no network, when target/ts-sdk already holds that tree. Node.js 20 and npm are on every machine of
 # the project's kind, so scripts/packages.txt does not list them.
-# The same client runs in `cargo test -p dagger-engine --test ts_sdk`, which needs target/ts-sdk.
+# The same client runs in `cargo test -p dagger-cli --test ts_sdk`, which needs target/ts-sdk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,7 +55,7 @@ if [ "${1:-}" = "--setup" ]; then
   exit 0
 fi
 
-cargo build --quiet -p dagger-engine --bin dagger-rs
+cargo build --quiet -p dagger-cli --bin dagger-rs
 TARGET="${CARGO_TARGET_DIR:-target}"
 case "$TARGET" in /*) ;; *) TARGET="$(pwd)/$TARGET" ;; esac
 BIN="$TARGET/debug/dagger-rs"

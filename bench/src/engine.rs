@@ -49,7 +49,7 @@ pub(crate) fn engine_binary(workspace: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--quiet", "-p", "dagger-engine", "--bin", "dagger-rs"]);
+        .args(["build", "--quiet", "-p", "dagger-cli", "--bin", "dagger-rs"]);
     if release {
         cmd.arg("--release");
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use dagger_engine::oci::{Platform, Reference, RegistryClient, RegistryConfig, build_image};
 use dagger_engine::store::Store;
-use tests::registry::{LocalRegistry, busybox_config, busybox_layer, push_busybox_to};
+use testkit::registry::{LocalRegistry, busybox_config, busybox_layer, push_busybox_to};
 
 /// The fixtures of one run.
 pub(crate) struct Fixtures {

@@ -5,13 +5,7 @@ use dagger_engine::{Config, Session};
 use serde_json::{Value, json};
 
 async fn start(cache: &tempfile::TempDir) -> Session {
-    Session::start(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
-        ..Config::default()
-    })
-    .await
-    .expect("engine")
+    Session::start(Config::for_dir(cache.path())).await.expect("engine")
 }
 
 async fn query(session: &Session, query: &str) -> Value {

@@ -3,16 +3,6 @@
 
 use dagger_engine::{Config, Session};
 
-/// The default setup over a temporary cache and workdir.
-// `Config` is gaining fields (the container runtime); the update keeps this test compiling with them.
-#[allow(clippy::needless_update)]
-fn config(dir: &tempfile::TempDir) -> Config {
-    Config {
-        cache_dir: dir.path().to_owned(),
-        workdir: dir.path().to_owned(),
-        ..Config::default()
-    }
-}
 use serde_json::{Value, json};
 
 struct Env {
@@ -22,7 +12,7 @@ struct Env {
 
 async fn start() -> Env {
     let cache = tempfile::tempdir().expect("cache");
-    let session = Session::start(config(&cache)).await.expect("engine");
+    let session = Session::start(Config::for_dir(cache.path())).await.expect("engine");
     Env { session, _cache: cache }
 }
 

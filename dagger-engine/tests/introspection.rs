@@ -8,16 +8,6 @@ use apollo_compiler::ast::{DirectiveList, Type};
 use apollo_compiler::schema::{ExtendedType, InputValueDefinition};
 use dagger_engine::{Config, Session};
 
-/// The default setup over a temporary cache and workdir.
-// `Config` is gaining fields (the container runtime); the update keeps this test compiling with them.
-#[allow(clippy::needless_update)]
-fn config(dir: &tempfile::TempDir) -> Config {
-    Config {
-        cache_dir: dir.path().to_owned(),
-        workdir: dir.path().to_owned(),
-        ..Config::default()
-    }
-}
 use serde_json::{Value, json};
 
 const INTROSPECTION: &str = r#"
@@ -301,7 +291,7 @@ fn diff(expected: &Value, actual: &Value) -> String {
 #[tokio::test]
 async fn full_introspection_equals_the_sdl() {
     let cache = tempfile::tempdir().expect("cache");
-    let session = Session::start(config(&cache)).await.expect("engine");
+    let session = Session::start(Config::for_dir(cache.path())).await.expect("engine");
     let body = reqwest::Client::new()
         .post(format!("{}/query", session.url()))
         .basic_auth(&session.token, Some(""))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dagger_engine::oci::registry::{RegistryConfig, RegistryTimeouts};
 use dagger_engine::{Config, Session};
 use serde_json::{Value, json};
-use tests::registry::{FakeRegistry, FakeReply, FakeRequest};
+use testkit::registry::{FakeRegistry, FakeReply, FakeRequest};
 
 struct Env {
     session: Session,
@@ -17,10 +17,8 @@ struct Env {
 async fn start_with(f: impl FnOnce(&mut Config)) -> Env {
     let cache = tempfile::tempdir().expect("cache");
     let mut config = Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
         registries: Some(RegistryConfig::default()),
-        ..Config::default()
+        ..Config::for_dir(cache.path())
     };
     f(&mut config);
     let session = Session::start(config).await.expect("engine");

@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 
 use dagger_engine::{Config, Session};
 use serde_json::{Value, json};
+use testkit::process::processes_with;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
-
+/// An engine working in `dir`, with its cache in `dir/cache`.
 fn config(dir: &tempfile::TempDir) -> Config {
     Config {
         cache_dir: dir.path().join("cache"),
-        workdir: dir.path().to_owned(),
-        ..Config::default()
+        ..Config::for_dir(dir.path())
     }
 }
 
@@ -155,48 +154,6 @@ async fn an_empty_token_is_refused_by_the_server_and_the_session() {
         .await
         .expect("a chosen token");
     assert_eq!(ok.token, "chosen");
-}
-
-#[test]
-fn serve_refuses_an_empty_token_from_the_flag_or_the_environment() {
-    for (flag, env) in [(Some(""), None), (None, Some("")), (Some(" "), None)] {
-        let cache = tempfile::tempdir().expect("cache");
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.arg("--cache-dir")
-            .arg(cache.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("DAGGER_SESSION_TOKEN")
-            .stdin(std::process::Stdio::null());
-        if let Some(t) = flag {
-            cmd.args(["--token", t]);
-        }
-        if let Some(t) = env {
-            cmd.env("DAGGER_SESSION_TOKEN", t);
-        }
-        let mut child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!("`serve` with token {flag:?} / env {env:?} kept serving");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
-        assert!(!status.success(), "{flag:?} / {env:?}: {stderr}");
-        assert!(
-            stderr.contains("token is empty") && stderr.contains("--token"),
-            "{stderr}"
-        );
-    }
 }
 
 #[tokio::test]
@@ -482,23 +439,10 @@ async fn a_document_that_multiplies_into_too_many_fields_is_stopped() {
     );
 }
 
-/// The processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_stops_its_request() {
-    let registry = tests::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
-    let image = tests::registry::push_busybox(&registry, "busybox:latest").await;
+    let registry = testkit::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    let image = testkit::registry::push_busybox(&registry, "busybox:latest").await;
     let env = start().await;
     let mut events = env.session.engine.subscribe();
     let marker = format!("cancel-marker-{}", dagger_engine::server::random_token());
@@ -568,8 +512,8 @@ async fn a_client_that_disconnects_stops_its_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluation_shared_with_a_client_that_stays_goes_on_when_another_disconnects() {
-    let registry = tests::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
-    let image = tests::registry::push_busybox(&registry, "busybox:latest").await;
+    let registry = testkit::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    let image = testkit::registry::push_busybox(&registry, "busybox:latest").await;
     let env = start().await;
     let mut events = env.session.engine.subscribe();
     let marker = format!("shared-marker-{}", dagger_engine::server::random_token());

@@ -35,12 +35,7 @@ impl Drop for Overlay {
 }
 
 fn engine(cache: &std::path::Path) -> std::sync::Arc<Engine> {
-    Engine::new(Config {
-        cache_dir: cache.to_owned(),
-        workdir: cache.to_owned(),
-        ..Config::default()
-    })
-    .expect("engine")
+    Engine::new(Config::for_dir(cache)).expect("engine")
 }
 
 #[test]

@@ -20,16 +20,14 @@ struct Env {
 
 async fn start_on(cache: &std::path::Path, runtime: Option<&str>) -> (Session, Query) {
     start_with(Config {
-        cache_dir: cache.to_owned(),
-        workdir: cache.to_owned(),
         runtime: runtime.map(str::to_owned),
-        ..Config::default()
+        ..Config::for_dir(cache)
     })
     .await
 }
 
 async fn start_with(config: Config) -> (Session, Query) {
-    tests::start_engine(config).await
+    testkit::start_engine(config).await
 }
 
 async fn start() -> Env {
@@ -436,10 +434,8 @@ async fn containers_reach_the_network_the_host_reaches() {
 async fn a_process_past_the_time_limit_is_killed_and_reported() {
     let cache = tempfile::tempdir().expect("cache");
     let (_session, dag) = start_with(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
         exec_timeout: Some(std::time::Duration::from_secs(1)),
-        ..Config::default()
+        ..Config::for_dir(cache.path())
     })
     .await;
     let rootfs = busybox_rootfs();
@@ -517,10 +513,8 @@ async fn independent_execs_of_one_request_run_concurrently() {
 async fn without_overlayfs_layers_are_copied_with_the_same_results() {
     let cache = tempfile::tempdir().expect("cache");
     let (_session, dag) = start_with(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
         snapshotter: Some(dagger_engine::snapshot::Snapshotter::Copy),
-        ..Config::default()
+        ..Config::for_dir(cache.path())
     })
     .await;
     let rootfs = busybox_rootfs();

@@ -27,10 +27,9 @@ async fn start_in(cache: tempfile::TempDir) -> Env {
 
 async fn start_with(cache_dir: std::path::PathBuf, cache: tempfile::TempDir) -> Env {
     let work = tempfile::tempdir().expect("workdir");
-    let (session, dag) = tests::start_engine(Config {
+    let (session, dag) = testkit::start_engine(Config {
         cache_dir,
-        workdir: work.path().to_owned(),
-        ..Config::default()
+        ..Config::for_dir(work.path())
     })
     .await;
     Env {
@@ -281,13 +280,12 @@ async fn results_are_cached_across_restarts_and_deduplicated() {
     drop(env);
     let env2 = Session::start(Config {
         cache_dir: cache_path.clone(),
-        workdir: std::env::temp_dir(),
-        ..Config::default()
+        ..Config::for_dir(std::env::temp_dir())
     })
     .await
     .expect("restart");
     let mut events = env2.engine.subscribe();
-    let dag = tests::connect_to(&env2).await;
+    let dag = testkit::connect_to(&env2).await;
     assert_eq!(
         build(&dag).entries().await.expect("after restart"),
         vec!["a", "b", "c/"]

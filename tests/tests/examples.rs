@@ -1,5 +1,5 @@
 //! The quickstart examples end to end on the embedded engine: `rust:1-slim` and `debian:bookworm-slim` come
-//! from the offline registry on `127.0.0.1:5000` (built on first use by `tests::images::ensure`, which
+//! from the offline registry on `127.0.0.1:5000` (built on first use by `testkit::images::ensure`, which
 //! `cargo run -p xtask -- images` runs too), through the same `docker.io` mirror setting users set; the app
 //! image is published to a registry of the test's own, pulled back, and run.
 
@@ -8,22 +8,20 @@ use dagger_engine::oci::RegistryConfig;
 use dagger_engine::{Config, Session};
 use examples::quickstart::{self, BINARY, CHECK_PASSED, Report, Settings};
 use examples::quickstart_dsl;
-use tests::registry::LocalRegistry;
+use testkit::registry::LocalRegistry;
 
 // Blocking, and before any runtime exists: `ensure` runs its own.
 fn offline_images() {
-    if let Err(e) = tests::images::ensure() {
+    if let Err(e) = testkit::images::ensure() {
         panic!("offline images: {e}");
     }
 }
 
 async fn engine(cache: &tempfile::TempDir) -> (Session, Query) {
-    let registries = RegistryConfig::parse(tests::images::MIRRORS, "").expect("mirror setting");
-    tests::start_engine(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
+    let registries = RegistryConfig::parse(testkit::images::MIRRORS, "").expect("mirror setting");
+    testkit::start_engine(Config {
         registries: Some(registries),
-        ..Config::default()
+        ..Config::for_dir(cache.path())
     })
     .await
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
 use examples::{chaining, errors, matrix, release};
-use tests::registry::{LocalRegistry, push_busybox};
+use testkit::registry::{LocalRegistry, push_busybox};
 
 /// An engine, a connection to it, a loopback registry holding busybox, and the busybox reference.
 struct Fixture {
@@ -21,10 +21,9 @@ async fn fixture() -> Fixture {
     let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
     push_busybox(&registry, "busybox:latest").await;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (session, dag) = tests::start_engine(Config {
+    let (session, dag) = testkit::start_engine(Config {
         cache_dir: dir.path().join("cache"),
-        workdir: dir.path().to_owned(),
-        ..Config::default()
+        ..Config::for_dir(dir.path())
     })
     .await;
     Fixture {

@@ -3,16 +3,11 @@
 
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
-use tests::registry::{LocalRegistry, push_busybox};
+use testkit::registry::{LocalRegistry, push_busybox};
 
 async fn start() -> (Session, Query, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("cache dir");
-    let (session, dag) = tests::start_engine(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
-        ..Config::default()
-    })
-    .await;
+    let (session, dag) = testkit::start_engine(Config::for_dir(cache.path())).await;
     (session, dag, cache)
 }
 

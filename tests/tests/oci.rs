@@ -10,7 +10,7 @@ use dagger_engine::oci::{
     build_image, read_image_tarball, write_oci_tarball, write_oci_tarball_named,
 };
 use dagger_engine::store::Store;
-use tests::registry::{FakeRegistry, LocalRegistry, busybox_image, push_busybox};
+use testkit::registry::{FakeRegistry, LocalRegistry, busybox_image, push_busybox};
 
 fn registry() -> LocalRegistry {
     LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use dagger::prelude::*;
 use dagger::{ContainerWithExecOpts, ReturnType};
 use serde_json::{Value, json};
-use tests::{FakeEngine, auto_reply};
+use testkit::{FakeEngine, auto_reply};
 
 /// A toolchain with the sources mounted and a registry cache.
 #[step]
@@ -477,7 +477,7 @@ fn steps_stay_plain_functions() {
 }
 
 /// Answers ID requests with the plan's placeholders, so documents of a run equal the plan's.
-fn plan_like_engine(fail_on: Option<&'static str>) -> impl Fn(&tests::Recorded) -> tests::Reply + Send + Sync {
+fn plan_like_engine(fail_on: Option<&'static str>) -> impl Fn(&testkit::Recorded) -> testkit::Reply + Send + Sync {
     move |req| {
         let doc = req.document();
         let data = auto_reply(&doc, &|path: &[String]| match path.last().map(String::as_str) {
@@ -601,7 +601,7 @@ fn slow_branch_engine(
     slow_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     chain_end_early: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
     wait_for_chain_end: bool,
-) -> impl Fn(&tests::Recorded) -> tests::Reply + Send + Sync {
+) -> impl Fn(&testkit::Recorded) -> testkit::Reply + Send + Sync {
     use std::sync::atomic::Ordering;
     let inner = plan_like_engine(fail_on);
     let chain_end = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));

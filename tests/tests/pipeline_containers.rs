@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
-use tests::registry::{LocalRegistry, push_busybox};
+use testkit::registry::{LocalRegistry, push_busybox};
 
 /// A "toolchain": the base image with the sources.
 #[step]
@@ -134,12 +134,7 @@ async fn start() -> Env {
     let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
     push_busybox(&registry, "busybox:latest").await;
     let cache = tempfile::tempdir().expect("cache");
-    let (session, dag) = tests::start_engine(Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
-        ..Config::default()
-    })
-    .await;
+    let (session, dag) = testkit::start_engine(Config::for_dir(cache.path())).await;
     Env {
         base: format!("{}/busybox:latest", registry.host()),
         host: registry.host(),

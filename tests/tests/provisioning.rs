@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dagger::{Connection, Error, SessionError};
 use serde_json::json;
-use tests::FakeEngine;
+use testkit::FakeEngine;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 const FAKE_CLI: &str = env!("CARGO_BIN_EXE_fake-cli");

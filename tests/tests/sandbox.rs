@@ -14,7 +14,7 @@ use dagger_engine::oci::image::build_image;
 use dagger_engine::oci::reference::Reference;
 use dagger_engine::oci::registry::{RegistryClient, RegistryConfig};
 use dagger_engine::store::Store;
-use tests::registry::{LocalRegistry, busybox_config, busybox_layer};
+use testkit::registry::{LocalRegistry, busybox_config, busybox_layer};
 
 struct Env {
     dag: Query,
@@ -25,10 +25,9 @@ struct Env {
 
 async fn start() -> Env {
     let dirs = tempfile::tempdir().expect("dirs");
-    let (session, dag) = tests::start_engine(Config {
+    let (session, dag) = testkit::start_engine(Config {
         cache_dir: dirs.path().join("cache"),
-        workdir: dirs.path().to_owned(),
-        ..Config::default()
+        ..Config::for_dir(dirs.path())
     })
     .await;
     // Outside the engine's directories, as a host directory a hostile pipeline would aim at.

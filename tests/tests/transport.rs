@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dagger::{Connection, ContainerWithExecOpts, Error, Query, ReturnType};
 use serde_json::{Value, json};
-use tests::{FakeEngine, auto_reply, basic};
+use testkit::{FakeEngine, auto_reply, basic};
 
 const TOKEN: &str = "s3cret-token";
 

@@ -5,16 +5,16 @@
 //! busybox (`busybox:latest`, `library/busybox:latest`) and, built with `mmdebstrap`, `library/debian:
 //! bookworm-slim` and `library/rust:1-slim`. Images already there are left alone, so running it again is
 //! cheap. The registry keeps running after the command ends; stop it with the printed `kill` command. The
-//! work is done by [`tests::images::ensure`], which the integration tests call too.
+//! work is done by [`testkit::images::ensure`], which the integration tests call too.
 
 use std::time::Instant;
 
-pub use tests::images::{ADDR, MIRRORS};
+pub use testkit::images::{ADDR, MIRRORS};
 
 /// Starts (or reuses) the registry and pushes the images that are missing; returns the summary to print.
 pub fn run() -> Result<String, String> {
     let started = Instant::now();
-    let lines = tests::images::ensure()?;
+    let lines = testkit::images::ensure()?;
     Ok(format!(
         "images on {ADDR} (ready in {:.1} s):\n{}\nto pull Docker Hub names from it: DAGGER_RS_REGISTRY_MIRRORS={MIRRORS}",
         started.elapsed().as_secs_f64(),

@@ -90,6 +90,18 @@ struct ConfigFile {
 }
 
 impl Config {
+    /// The defaults with `dir` as both the cache directory and the working directory: an engine that keeps
+    /// everything it writes in one directory of the caller's (a temporary one in tests). Set fields after it
+    /// for anything else, such as `Config { exec_timeout: Some(d), ..Config::for_dir(dir) }`.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            cache_dir: dir.clone(),
+            workdir: dir,
+            ..Self::default()
+        }
+    }
+
     /// Where the configuration file is looked for: `$DAGGER_RS_CONFIG`, else
     /// `$XDG_CONFIG_HOME/dagger-rs/engine.json`, else `~/.config/dagger-rs/engine.json`.
     pub fn file_path() -> Option<PathBuf> {

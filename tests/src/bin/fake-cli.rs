@@ -12,7 +12,7 @@
 use std::io::Write;
 
 use serde_json::json;
-use tests::FakeEngine;
+use testkit::FakeEngine;
 use tokio::io::AsyncReadExt;
 
 fn log(line: &str) {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use dagger_engine::oci::{BuiltImage, Platform, Reference, RegistryClient, RegistryConfig, build_image};
 use dagger_engine::store::Store;
-use tokio::io::{AsyncWriteExt, BufReader};
+
+use crate::http::{FakeServer, RawReply, RawRequest};
 
 /// The registry binary, from the Debian package of the same name.
 pub const REGISTRY_BIN: &str = "docker-registry";
@@ -40,7 +41,7 @@ impl LocalRegistry {
     /// Starts a registry with empty storage on a free loopback port and waits until `/v2/` answers.
     pub fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-        let port = free_port()?;
+        let port = crate::process::try_free_port().map_err(|e| format!("a free port on 127.0.0.1: {e}"))?;
         let addr = format!("127.0.0.1:{port}");
         let child = spawn_registry(dir.path(), &addr, false)?;
         let mut registry = LocalRegistry { port, child, dir };
@@ -73,11 +74,6 @@ impl Drop for LocalRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 /// The registry's configuration: filesystem storage under `dir/data`, listening on `addr`, deletes allowed.
@@ -311,54 +307,38 @@ pub struct FakeRequest {
 /// What the fake registry answers: status, headers, body.
 pub type FakeReply = (u16, Vec<(String, String)>, Vec<u8>);
 
-type FakeHandler = Arc<dyn Fn(&FakeRequest) -> FakeReply + Send + Sync>;
-
-/// An HTTP/1.1 server on `127.0.0.1:0` that answers with a handler and can set any header (such as
-/// `WWW-Authenticate`), and serves binary bodies. Only bodiless requests are expected (pulls).
+/// An HTTP/1.1 server on `127.0.0.1:0` (see [`crate::http`]) that answers with a handler and can set any
+/// header (such as `WWW-Authenticate`), and serves binary bodies. Request bodies are read and dropped.
 pub struct FakeRegistry {
     /// The port it listens on.
     pub port: u16,
     requests: Arc<Mutex<Vec<FakeRequest>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: FakeServer,
 }
 
 impl FakeRegistry {
     /// Starts the server; `handler` also gets the server's own port (for token realms that point back).
     pub async fn start(handler: impl Fn(u16, &FakeRequest) -> FakeReply + Send + Sync + 'static) -> Self {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => panic!("bind 127.0.0.1:0: {e}"),
-        };
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let handler: FakeHandler = Arc::new(move |req| handler(port, req));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let handler = handler.clone();
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut reader = BufReader::new(read);
-                    while let Some(req) = read_fake_request(&mut reader).await {
-                        if let Ok(mut r) = recorded.lock() {
-                            r.push(req.clone());
-                        }
-                        let (status, headers, body) = handler(&req);
-                        let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
-                        for (k, v) in headers {
-                            head.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        head.push_str("\r\n");
-                        let body = if req.method == "HEAD" { Vec::new() } else { body };
-                        if write.write_all(head.as_bytes()).await.is_err() || write.write_all(&body).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+        let server = FakeServer::start(move |port, raw: RawRequest| {
+            let req = FakeRequest {
+                method: raw.method,
+                target: raw.target,
+                headers: raw.headers,
+            };
+            if let Ok(mut r) = recorded.lock() {
+                r.push(req.clone());
             }
-        });
-        FakeRegistry { port, requests, task }
+            let (status, headers, body) = handler(port, &req);
+            RawReply { status, headers, body }
+        })
+        .await;
+        FakeRegistry {
+            port: server.port,
+            requests,
+            _server: server,
+        }
     }
 
     /// `127.0.0.1:<port>`.
@@ -370,24 +350,6 @@ impl FakeRegistry {
     pub fn requests(&self) -> Vec<FakeRequest> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
-}
-
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn read_fake_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<FakeRequest> {
-    let (line, headers, _body) = crate::read_http_request(reader).await?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    Some(FakeRequest {
-        method,
-        target,
-        headers,
-    })
 }
 
 /// The cache directory fixtures use outside tests: the one the engine uses.

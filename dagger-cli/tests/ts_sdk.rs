@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::registry::{LocalRegistry, push_busybox};
+use testkit::registry::{LocalRegistry, push_busybox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 

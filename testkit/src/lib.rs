@@ -1,13 +1,24 @@
-//! Test support shared by the integration tests.
+//! Test fixtures shared by the test suites (`dagger-engine`, `dagger-cli` and `tests` dev-depend on this crate).
 //!
-//! [`FakeEngine`] is a real HTTP/1.1 server on `127.0.0.1:0` that records every request and answers with a
-//! handler the test chooses; [`auto_reply`] builds a `data` object shaped like any query document, so tests
-//! can answer chains without spelling out the nesting. [`registry`] holds the image fixtures: a real registry
-//! on loopback, a busybox image, and a scriptable fake registry; [`images`] keeps the long-running offline
-//! registry on `127.0.0.1:5000` with Debian images that stand in for Docker Hub's.
+//! [`FakeEngine`] is a real HTTP/1.1 server on `127.0.0.1:0` (axum, see [`http`]) that records every request
+//! and answers with a handler the test chooses; [`auto_reply`] builds a `data` object shaped like any query
+//! document, so tests can answer chains without spelling out the nesting. [`registry`] holds the image
+//! fixtures: a real registry on loopback, a busybox image, and a scriptable fake registry; [`images`] keeps the
+//! long-running offline registry on `127.0.0.1:5000` with Debian images that stand in for Docker Hub's.
+//! [`start_engine`] and [`connect_to`] start an in-process engine and connect the SDK to it; [`process`] holds
+//! helpers for tests that run programs (free ports, waiting for exits, finding processes).
 
+pub mod http;
 pub mod images;
+pub mod process;
 pub mod registry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+
+use crate::http::{FakeServer, RawReply, RawRequest};
 
 /// Starts an in-process engine with `config` and connects the SDK to it (quietly). Panics when either fails:
 /// a test cannot go on without its engine.
@@ -33,13 +44,6 @@ pub async fn connect_to(session: &dagger_engine::Session) -> dagger::Query {
     }
 }
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-
 /// One request the fake engine received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -61,53 +65,48 @@ impl Recorded {
     }
 }
 
+impl From<RawRequest> for Recorded {
+    fn from(req: RawRequest) -> Self {
+        Self {
+            request_line: format!("{} {} {}", req.method, req.target, req.version),
+            headers: req.headers,
+            body: String::from_utf8_lossy(&req.body).into_owned(),
+        }
+    }
+}
+
 /// An answer: status, content type, body.
 pub type Reply = (u16, &'static str, String);
-
-type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 /// A real HTTP server on loopback that records requests and answers with a handler.
 pub struct FakeEngine {
     /// The port it listens on.
     pub port: u16,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: FakeServer,
 }
 
 impl FakeEngine {
     /// Starts a server answering every request with `handler`.
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let handler = handler.clone();
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut reader = BufReader::new(read);
-                    // Keep-alive: serve requests on this connection until the client closes it.
-                    while let Some(req) = read_request(&mut reader).await {
-                        recorded.lock().expect("lock").push(req.clone());
-                        let (status, content_type, body) = handler(&req);
-                        let head = format!(
-                            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
-                            reason(status),
-                            body.len()
-                        );
-                        if write.write_all(head.as_bytes()).await.is_err()
-                            || write.write_all(body.as_bytes()).await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
+        let server = FakeServer::start(move |_port, raw: RawRequest| {
+            let req = Recorded::from(raw);
+            recorded.lock().expect("lock").push(req.clone());
+            let (status, content_type, body) = handler(&req);
+            RawReply {
+                status,
+                headers: vec![("content-type".to_owned(), content_type.to_owned())],
+                body: body.into_bytes(),
             }
-        });
-        Self { port, requests, task }
+        })
+        .await;
+        Self {
+            port: server.port,
+            requests,
+            _server: server,
+        }
     }
 
     /// A server that answers every query with [`auto_reply`] and `leaf`, after checking the token.
@@ -141,82 +140,13 @@ impl FakeEngine {
     }
 }
 
-impl Drop for FakeEngine {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The `Authorization` header value for a session token (token as user, empty password).
 pub fn basic(token: &str) -> String {
-    format!("Basic {}", base64(format!("{token}:").as_bytes()))
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        _ => "Status",
-    }
-}
-
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<Recorded> {
-    let (request_line, headers, body) = read_http_request(reader).await?;
-    Some(Recorded {
-        request_line,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-/// Reads one HTTP/1.1 request: its request line (trimmed), headers (names lowercased) and body
-/// (`Content-Length` bytes). `None` when the connection closes first.
-pub(crate) async fn read_http_request<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).await.ok()? == 0 {
-        return None;
-    }
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).await.ok()?;
-    Some((request_line.trim_end().to_owned(), headers, body))
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{token}:"))
+    )
 }
 
 /// Builds a `data` object shaped like `document`: every leaf field gets `leaf(path)`, where `path` holds the

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::process::{free_port, processes_with, wait_for_exit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 const TMPFS_MAGIC: u64 = 0x0102_1994;
@@ -111,22 +112,6 @@ async fn start_sleeping_exec(
     })
 }
 
-/// The processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmdline).contains(marker)
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -181,30 +166,9 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn signal(child: &Child, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("a pid");
     rustix::process::kill_process(pid, sig).expect("signal");
-}
-
-fn wait_for_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `dagger-rs serve` on a free port with token `t`; returns the child and the port once it answers.
@@ -274,13 +238,9 @@ fn unique_marker(what: &str) -> String {
 async fn mounted_secrets_live_on_a_tmpfs_of_their_own_and_never_on_disk() {
     let cache = disk_dir();
     let rootfs = busybox_rootfs();
-    let session = dagger_engine::Session::start(dagger_engine::Config {
-        cache_dir: cache.path().to_owned(),
-        workdir: cache.path().to_owned(),
-        ..dagger_engine::Config::default()
-    })
-    .await
-    .expect("engine");
+    let session = dagger_engine::Session::start(dagger_engine::Config::for_dir(cache.path()))
+        .await
+        .expect("engine");
     let (port, token) = (session.port, session.token.clone());
     let plaintext = unique_marker("plaintext");
     let marker = unique_marker("secret-exec");

@@ -2,11 +2,11 @@
 //! cache commands, progress output and `--help`. Every test runs the real binary with its own cache directory.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::process::{free_port, wait_for_exit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 
@@ -43,21 +43,6 @@ fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Waits for a child for at most `limit`, killing it (and failing) when it does not exit.
-fn wait_for_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Posts a query with an optional token; returns the status and the body.
@@ -268,13 +253,6 @@ fn query_errors_go_to_stderr_and_fail() {
     let out = run_with_stdin(cmd, "  \n");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no query"), "{}", text(&out.stderr));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test]
@@ -496,4 +474,40 @@ fn the_configuration_file_is_read_and_its_errors_name_it() {
         .output()
         .expect("runs");
     assert!(!out.status.success(), "an explicitly named file must exist");
+}
+
+#[test]
+fn serve_refuses_an_empty_token_from_the_flag_or_the_environment() {
+    for (flag, env) in [(Some(""), None), (None, Some("")), (Some(" "), None)] {
+        let cache = tempfile::tempdir().expect("cache");
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--cache-dir")
+            .arg(cache.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("DAGGER_SESSION_TOKEN")
+            .stdin(std::process::Stdio::null());
+        if let Some(t) = flag {
+            cmd.args(["--token", t]);
+        }
+        if let Some(t) = env {
+            cmd.env("DAGGER_SESSION_TOKEN", t);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let status = wait_for_exit(
+            &mut child,
+            Duration::from_secs(20),
+            &format!("`serve` with token {flag:?} / env {env:?}"),
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+        assert!(!status.success(), "{flag:?} / {env:?}: {stderr}");
+        assert!(
+            stderr.contains("token is empty") && stderr.contains("--token"),
+            "{stderr}"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tests::registry::{LocalRegistry, push_busybox};
+use testkit::registry::{LocalRegistry, push_busybox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 

@@ -1,4 +1,15 @@
 //! `dagger-rs`: the engine's command-line interface.
+//!
+//! It lives in a crate of its own so that the engine (and the SDK's `embedded` feature, which depends on
+//! it) builds without clap and indicatif. It drives the engine only through `dagger-engine`'s public API,
+//! which must therefore stay public:
+//! - [`Config`] (`Config::load`, the `cache_dir` and `workdir` fields), [`Engine`] (`Engine::new`,
+//!   `Engine::subscribe_with_start_report`) and [`Session`] (`Session::start`, `Session::serve`,
+//!   `Session::shutdown`, the `engine`, `port` and `token` fields);
+//! - `graphql::{Request, Response, Data, execute}` for `query`;
+//! - `server::{check_token, random_token}` for `serve`;
+//! - `store::Store` (`open`, `prune`, `size`) and `cleanup::start` for `cache`;
+//! - `Event` and `EventKind` for the progress display.
 
 mod progress;
 
