@@ -112,8 +112,7 @@ pub(crate) mod testing {
     pub(crate) fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
         Engine::new(crate::Config {
             cache_dir: dir.path().join("cache"),
-            workdir: dir.path().to_owned(),
-            ..crate::Config::default()
+            ..crate::Config::for_dir(dir.path())
         })
         .expect("engine")
     }
