@@ -33,7 +33,7 @@ pub struct Config {
     pub exec_timeout: Option<std::time::Duration>,
     /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
     /// where it works and copies elsewhere.
-    pub snapshotter: Option<crate::worker::snapshot::Snapshotter>,
+    pub snapshotter: Option<crate::worker::snapshot::SnapshotterKind>,
     /// Registry mirrors, plain-HTTP registries and timeouts; `None` reads `DAGGER_RS_REGISTRY_MIRRORS`,
     /// `DAGGER_RS_INSECURE_REGISTRIES` and `DAGGER_RS_REGISTRY_TIMEOUT`.
     pub registries: Option<crate::worker::oci::registry::RegistryConfig>,
@@ -150,8 +150,8 @@ impl Config {
         config.exec_timeout = file.exec_timeout_seconds.map(std::time::Duration::from_secs);
         config.snapshotter = match file.snapshotter.as_deref() {
             None => None,
-            Some("overlay") => Some(crate::worker::snapshot::Snapshotter::Overlay),
-            Some("copy") => Some(crate::worker::snapshot::Snapshotter::Copy),
+            Some("overlay") => Some(crate::worker::snapshot::SnapshotterKind::Overlay),
+            Some("copy") => Some(crate::worker::snapshot::SnapshotterKind::Copy),
             Some(other) => return Err(bad(format!("snapshotter `{other}` is not `overlay` or `copy`"))),
         };
         // Environment variables win over the file: a field left empty is read from its variable when used.
@@ -197,7 +197,7 @@ pub struct Engine {
     registry: std::sync::OnceLock<Result<crate::worker::oci::registry::RegistryClient, String>>,
     /// The snapshotter chosen for this engine's cache directory on first use, and why overlayfs was not
     /// usable when it fell back to copies.
-    snapshot: std::sync::OnceLock<(crate::worker::snapshot::Snapshotter, Option<String>)>,
+    snapshot: std::sync::OnceLock<(crate::worker::snapshot::SnapshotterKind, Option<String>)>,
     /// Whether the copying-snapshotter warning was reported.
     pub warned_snapshot: std::sync::atomic::AtomicBool,
     /// Container networking.
@@ -315,10 +315,10 @@ impl Engine {
 
     /// How container filesystems are assembled for this engine: as configured, else chosen for its own
     /// cache directory on first use (see [`crate::worker::snapshot::choose`]).
-    pub fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
+    pub fn snapshotter(&self) -> &'static dyn crate::worker::snapshot::Snapshotter {
         match self.config.snapshotter {
-            Some(s) => s,
-            None => self.chosen_snapshotter().0,
+            Some(s) => s.snapshotter(),
+            None => self.chosen_snapshotter().0.snapshotter(),
         }
     }
 
@@ -330,7 +330,7 @@ impl Engine {
         }
     }
 
-    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::Snapshotter, Option<String>) {
+    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::SnapshotterKind, Option<String>) {
         self.snapshot
             .get_or_init(|| crate::worker::snapshot::choose(&self.store.root().join("tmp")))
     }

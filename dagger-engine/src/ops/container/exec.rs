@@ -248,7 +248,7 @@ async fn run_request(
 
 /// Reports, once per engine, that filesystems are copied or that containers get no network.
 fn warn_once(engine: &Arc<Engine>, d: &Digest) {
-    if engine.snapshotter() == snapshot::Snapshotter::Copy
+    if engine.snapshotter().kind() == snapshot::SnapshotterKind::Copy
         && let Some(why) = engine.overlay_unusable()
         && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
