@@ -115,3 +115,62 @@ fn without_gitignored(root: &Path, tree: &Tree) -> Result<Tree, FieldError> {
         .map_err(|e| FieldError::new(format!("cannot use {}: {e}", file.display())))?;
     Ok(tree.without(|path, is_dir| matcher.matched_path_or_any_parents(path, is_dir).is_ignore()))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Host paths and reads on a temporary directory: no root.
+
+    use super::*;
+    use crate::ops::op::testing::engine;
+
+    #[test]
+    fn host_paths_are_relative_to_the_session_workdir() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        assert_eq!(host_path(&e, "a/b"), tmp.path().join("a/b"));
+        assert_eq!(host_path(&e, "/etc/hosts"), PathBuf::from("/etc/hosts"));
+    }
+
+    #[test]
+    fn host_files_are_stored_with_their_name_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let path = tmp.path().join("run.sh");
+        std::fs::write(&path, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        let (name, entry) = read_host_file(&e, &path).expect("read");
+        assert_eq!((name.as_str(), entry.mode, entry.size), ("run.sh", 0o750, 10));
+        assert_eq!(e.store.get_blob(&entry.blob).expect("blob"), b"#!/bin/sh\n");
+        let err = read_host_file(&e, &tmp.path().join("missing")).expect_err("missing");
+        assert!(err.message.starts_with("cannot read host file"), "{}", err.message);
+    }
+
+    #[test]
+    fn host_directories_are_filtered_and_must_be_directories() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let root = tmp.path().join("src");
+        std::fs::create_dir_all(root.join("target")).expect("mkdir");
+        std::fs::write(root.join("main.rs"), "fn main() {}").expect("write");
+        std::fs::write(root.join("target/out"), "x").expect("write");
+        let (tree, name) = read_host_dir(&e, &root, &[], &["target".to_owned()], false).expect("read");
+        assert_eq!(name, "src/");
+        assert_eq!(tree.entries.keys().collect::<Vec<_>>(), ["main.rs"]);
+        let err = read_host_dir(&e, &root.join("main.rs"), &[], &[], false).expect_err("a file");
+        assert!(err.message.contains("is not a directory"), "{}", err.message);
+        assert!(read_host_dir(&e, &root.join("nope"), &[], &[], false).is_err());
+    }
+
+    #[test]
+    fn host_builders_cannot_be_computed_later() {
+        assert!(op(HostField::Id).is_none());
+        assert!(
+            op(HostField::File(crate::ops::fields::HostFile {
+                path: "f".into(),
+                no_cache: false
+            }))
+            .is_some()
+        );
+    }
+}

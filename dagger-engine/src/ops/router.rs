@@ -334,3 +334,185 @@ impl Compute<Evaluated> for Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Routing fields to ops: no runtime, no root.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::ops::op::testing::engine;
+
+    fn parsed(ty: &str, field: &str, args: Value) -> Field {
+        Field::parse(ty, field, args.as_object().expect("object")).expect("parse")
+    }
+
+    #[test]
+    fn implemented_builders_have_ops_and_others_do_not() {
+        for (ty, field, args) in [
+            ("Query", "container", json!({})),
+            ("Query", "directory", json!({})),
+            ("Query", "cacheVolume", json!({ "key": "k" })),
+            ("Directory", "withNewFile", json!({ "path": "f", "contents": "" })),
+            ("Container", "withExec", json!({ "args": ["true"] })),
+            ("Container", "withEnvVariable", json!({ "name": "A", "value": "1" })),
+            ("Container", "withMountedTemp", json!({ "path": "/t" })),
+            ("Container", "rootfs", json!({})),
+        ] {
+            assert!(op_of(parsed(ty, field, args)).is_some(), "{ty}.{field}");
+        }
+        for (ty, field, args) in [
+            ("Query", "git", json!({ "url": "u" })),
+            ("Query", "http", json!({ "url": "u" })),
+            ("Container", "asService", json!({})),
+            ("Directory", "dockerBuild", json!({})),
+            ("Host", "unixSocket", json!({ "path": "/s" })),
+        ] {
+            assert!(
+                op_of(parsed(ty, field, args)).is_none(),
+                "{ty}.{field} is not implemented"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parent_value_names_the_type_whose_field_is_computed() {
+        assert_eq!(type_of(None), "Query");
+        assert_eq!(type_of(Some(&Evaluated::Host)), "Host");
+        assert_eq!(
+            type_of(Some(&Evaluated::Dir {
+                tree: Tree::default(),
+                name: "/".into()
+            })),
+            "Directory"
+        );
+        assert!(is_record_list(&parsed("Container", "envVariables", json!({}))));
+        assert!(is_record_list(&parsed("Container", "exposedPorts", json!({}))));
+        assert!(!is_record_list(&parsed("Container", "mounts", json!({}))));
+    }
+
+    #[tokio::test]
+    async fn root_builders_make_their_objects_without_running_anything() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let root = |field: &str, args: Value| {
+            let call = Call {
+                type_name: "X".into(),
+                parent: None,
+                field: field.into(),
+                args: args.as_object().cloned().expect("object").into_iter().collect(),
+            };
+            let e = e.clone();
+            async move { compute(&e, &call).await }
+        };
+        let Evaluated::File { name, entry } =
+            root("file", json!({ "name": "n", "contents": "abc", "permissions": 0o600 }))
+                .await
+                .expect("file")
+        else {
+            panic!("a file");
+        };
+        assert_eq!((name.as_str(), entry.mode, entry.size), ("n", 0o600, 3));
+        assert!(matches!(
+            root("cacheVolume", json!({ "key": "k" })).await.expect("cache"),
+            Evaluated::Cache { key } if key == "k"
+        ));
+        let Evaluated::Container(st) = root("container", json!({ "platform": "linux/arm64" }))
+            .await
+            .expect("container")
+        else {
+            panic!("a container");
+        };
+        assert_eq!(st.platform, "linux/arm64");
+        let Evaluated::Container(st) = root("container", json!({})).await.expect("container") else {
+            panic!("a container");
+        };
+        assert_eq!(st.platform, crate::ops::container::state::default_platform());
+        assert!(matches!(
+            root("setSecret", json!({ "name": "s" })).await.expect("secret"),
+            Evaluated::Secret { name, uri } if name == "s" && uri.is_empty()
+        ));
+        let err = root("git", json!({ "url": "u" })).await.expect_err("unsupported");
+        assert_eq!(err.message, "`Query.git` is not supported by this engine yet");
+    }
+
+    #[tokio::test]
+    async fn builders_refuse_unimplemented_fields_before_recording_anything() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let err = builder(
+            &e,
+            &Obj::query(),
+            "http",
+            "File",
+            json!({ "url": "u" }).as_object().cloned().expect("o"),
+        )
+        .await
+        .expect_err("unsupported");
+        assert_eq!(err.message, "`Query.http` is not supported by this engine yet");
+        let obj = builder(&e, &Obj::query(), "directory", "Directory", Map::new())
+            .await
+            .expect("directory");
+        let d = obj.digest.expect("a digest");
+        assert_eq!(e.call(&d).map(|c| c.field), Some("directory".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn set_secret_keeps_its_plaintext_out_of_the_call() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let args = json!({ "name": "token", "plaintext": "hunter2" });
+        let obj = builder(
+            &e,
+            &Obj::query(),
+            "setSecret",
+            "Secret",
+            args.as_object().cloned().expect("o"),
+        )
+        .await
+        .expect("setSecret");
+        let d = obj.digest.expect("digest");
+        let call = e.call(&d).expect("call");
+        assert!(!call.args.contains_key("plaintext"), "{:?}", call.args);
+        assert!(call.args.contains_key("$mac"));
+        assert_eq!(e.secret(&d).as_deref(), Some("hunter2"), "kept in session memory");
+        let v = compute(&e, &call).await.expect("computed again from its record");
+        assert!(matches!(v, Evaluated::Secret { name, .. } if name == "token"));
+    }
+
+    #[tokio::test]
+    async fn leaves_of_stats_and_records() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let d = Digest::of(b"x");
+        let stat = Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name: "f".into(),
+            permissions: 0o644,
+            size: 3,
+        };
+        let none = Map::new();
+        assert_eq!(
+            leaf(&e, "Stat", "size", &none, &stat, &d).await.expect("size"),
+            json!(3)
+        );
+        assert_eq!(
+            leaf(&e, "Stat", "fileType", &none, &stat, &d).await.expect("type"),
+            json!("REGULAR")
+        );
+        assert_eq!(
+            leaf(&e, "Stat", "sync", &none, &stat, &d).await.expect("sync"),
+            json!(format_id("Stat", &d))
+        );
+        let record = Evaluated::Record(json!({ "name": "A", "value": "1" }).as_object().cloned().expect("o"));
+        assert_eq!(
+            leaf(&e, "EnvVariable", "value", &none, &record, &d)
+                .await
+                .expect("value"),
+            json!("1")
+        );
+        let unknown = leaf(&e, "Stat", "nope", &none, &stat, &d).await.expect_err("unknown");
+        assert!(unknown.message.contains("no field `nope`"), "{}", unknown.message);
+    }
+}

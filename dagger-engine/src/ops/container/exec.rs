@@ -646,6 +646,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn privileged_nesting_is_refused_by_name() {
+        let a = args(json!({ "args": ["true"], "experimentalPrivilegedNesting": true }));
+        let err = check_options(&a).expect_err("refused");
+        assert!(err.message.contains("experimentalPrivilegedNesting"), "{}", err.message);
+        assert!(check_options(&args(json!({ "args": ["true"] }))).is_ok());
+    }
+
     fn output(exit_code: i32, timed_out: Option<Duration>) -> RunOutput {
         RunOutput {
             exit_code,
