@@ -4,13 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
-
-/// The error for a field this engine does not implement.
-pub(crate) fn unsupported(type_name: &str, field: &str) -> FieldError {
-    FieldError::new(format!("`{type_name}.{field}` is not supported by this engine yet"))
-}
 
 /// Arguments that do not fit the schema. The executor checks arguments against their types before any field
 /// runs, so this means a call record read back from the store that an older engine wrote differently.
@@ -192,86 +186,5 @@ mod tests {
             required::<Digest>(m, "bad").is_err(),
             "a malformed digest never names a file"
         );
-        assert_eq!(
-            unsupported("Container", "asService").message,
-            "`Container.asService` is not supported by this engine yet"
-        );
-    }
-}
-
-#[cfg(test)]
-mod generated_tests {
-    //! The generated field parsers on the contract's own fields.
-
-    use serde_json::json;
-
-    use crate::ops::fields::*;
-
-    fn parse(ty: &str, field: &str, args: serde_json::Value) -> Result<Field, String> {
-        Field::parse(ty, field, args.as_object().expect("object")).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn defaults_come_from_the_schema_when_an_argument_is_absent() {
-        let Ok(Field::Container(ContainerField::WithExec(a))) =
-            parse("Container", "withExec", json!({ "args": ["ls"] }))
-        else {
-            panic!("withExec");
-        };
-        assert_eq!(a.args, ["ls"]);
-        assert_eq!(
-            (a.expect, a.use_entrypoint, a.stdin.as_str()),
-            (ReturnType::Success, false, "")
-        );
-        let Ok(Field::Container(ContainerField::WithMountedCache(c))) = parse(
-            "Container",
-            "withMountedCache",
-            json!({ "path": "/c", "cache": { "$id": crate::model::ids::Digest::of(b"c") }, "sharing": "LOCKED" }),
-        ) else {
-            panic!("withMountedCache");
-        };
-        assert_eq!(
-            (c.sharing, c.source, c.owner.as_str()),
-            (CacheSharingMode::Locked, None, "")
-        );
-    }
-
-    #[test]
-    fn wrong_arguments_unknown_fields_and_unknown_types_are_named() {
-        assert_eq!(
-            parse("Container", "withExec", json!({ "args": "ls", "expect": "SOMETIMES" }))
-                .err()
-                .as_deref(),
-            Some(
-                "arguments of `Container.withExec`: `expect`: expected a value of the enum ReturnType, got \"SOMETIMES\""
-            )
-        );
-        assert_eq!(
-            parse("Directory", "withNewFile", json!({ "path": 3 })).err().as_deref(),
-            Some("arguments of `Directory.withNewFile`: `path`: expected a string, got 3")
-        );
-        assert_eq!(
-            parse("Directory", "teleport", json!({})).err().as_deref(),
-            Some("type `Directory` has no field `teleport`")
-        );
-        assert_eq!(
-            parse("Spaceship", "fly", json!({})).err().as_deref(),
-            Some("the core API has no object type `Spaceship`")
-        );
-        assert_eq!(
-            parse("Directory", "diff", json!({})).err().as_deref(),
-            Some("arguments of `Directory.diff`: `other`: missing"),
-            "an object argument has no zero value"
-        );
-    }
-
-    #[test]
-    fn fields_know_their_names_and_types() {
-        let f = parse("Container", "withExec", json!({ "args": [] })).expect("parse");
-        assert_eq!((f.type_name(), f.name()), ("Container", "withExec"));
-        let f = parse("Query", "version", json!({})).expect("parse");
-        assert_eq!((f.type_name(), f.name()), ("Query", "version"));
-        assert_eq!(ImageLayerCompression::GZIP.as_str(), "GZIP");
-        assert_eq!(ImageLayerCompression::Gzip.as_str(), "Gzip");
     }
 }

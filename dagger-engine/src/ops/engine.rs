@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::model::error::FieldError;
 use crate::model::ids::{Call, Digest};
+use crate::ops::error::OpError;
 use crate::ops::value::Evaluated;
 use crate::solver::Solver;
 use crate::solver::events::{Event, EventKind};
@@ -191,7 +191,7 @@ pub struct Engine {
     /// The on-disk store.
     pub store: Store,
     /// Calls, results and evaluations.
-    pub(crate) solver: Arc<Solver<Evaluated>>,
+    pub(crate) solver: Arc<Solver<Evaluated, OpError>>,
     secrets: Mutex<HashMap<Digest, String>>,
     runtime: std::sync::OnceLock<Result<crate::worker::runtime::Runtime, String>>,
     registry: std::sync::OnceLock<Result<crate::worker::oci::registry::RegistryClient, String>>,
@@ -285,7 +285,7 @@ impl Engine {
     }
 
     /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
-    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, FieldError> {
+    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, OpError> {
         self.runtime
             .get_or_init(|| {
                 crate::worker::runtime::Runtime::detect(
@@ -296,11 +296,11 @@ impl Engine {
                 .map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| FieldError::new(e.clone()))
+            .map_err(|e| OpError::new(e.clone()))
     }
 
     /// The registry client, made on first use.
-    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, FieldError> {
+    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, OpError> {
         self.registry
             .get_or_init(|| {
                 let config = match &self.config.registries {
@@ -310,7 +310,7 @@ impl Engine {
                 crate::worker::oci::registry::RegistryClient::new(config).map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| FieldError::new(e.clone()))
+            .map_err(|e| OpError::new(e.clone()))
     }
 
     /// How container filesystems are assembled for this engine: as configured, else chosen for its own
@@ -336,8 +336,8 @@ impl Engine {
     }
 
     /// Registers a call, returning its digest (the object's identity).
-    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
-        self.solver.register(call)
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, OpError> {
+        Ok(self.solver.register(call)?)
     }
 
     /// The call behind a digest, from memory or the cache directory.
@@ -356,13 +356,13 @@ impl Engine {
     }
 
     /// Records a result computed outside `eval` (eager host reads).
-    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
-        self.solver.put_result(d, value)
+    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, OpError> {
+        Ok(self.solver.put_result(d, value)?)
     }
 
     /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
     /// computing it once (see `Solver::eval`) with the operations of `ops::router`.
-    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
+    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, OpError>> {
         self.solver.eval(d, self.clone())
     }
 }

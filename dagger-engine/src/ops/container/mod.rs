@@ -19,14 +19,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::ops::container::exec::exec;
 use crate::ops::container::image::{ImageOptions, as_tarball, export, from, import, publish};
 use crate::ops::container::state::{ContainerState, ExecResult};
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::fields::ContainerField;
-use crate::ops::op::{Op, change, run};
+use futures_util::future::BoxFuture;
+
+use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
 use crate::solver::events::EventKind;
 
@@ -37,7 +39,7 @@ use crate::solver::events::EventKind;
 pub(crate) fn op(field: ContainerField) -> Option<Op> {
     use ContainerField as F;
     let field = match state::edit(field) {
-        Ok(e) => return crate::ops::op::edit(e),
+        Ok(e) => return edit(e),
         Err(other) => other,
     };
     let field = match mounts::op(field) {
@@ -50,7 +52,7 @@ pub(crate) fn op(field: ContainerField) -> Option<Op> {
     };
     match field {
         F::WithExec(a) => run(move |cx| async move {
-            let st = cx.container()?.clone();
+            let st = container_of(&cx)?.clone();
             exec(&cx.engine, &cx.digest, st, a)
                 .await
                 .map(|s| Evaluated::Container(Box::new(s)))
@@ -71,10 +73,42 @@ pub(crate) fn op(field: ContainerField) -> Option<Op> {
                 media_types: a.media_types,
                 forced_compression: a.forced_compression,
             };
-            as_tarball(&cx.engine, cx.container()?, options).await
+            as_tarball(&cx.engine, container_of(&cx)?, options).await
         }),
         _ => None,
     }
+}
+
+/// The parent container of an op.
+pub(crate) fn container_of(cx: &Cx) -> Result<&ContainerState, OpError> {
+    match cx.parent()? {
+        Evaluated::Container(st) => Ok(st),
+        _ => Err(OpError::new("internal error: expected a container")),
+    }
+}
+
+/// An [`Op`] that changes a copy of the parent container (which may evaluate arguments, write layers, …).
+pub(crate) fn change<F>(f: F) -> Option<Op>
+where
+    F: for<'a> FnOnce(&'a Cx, &'a mut ContainerState) -> BoxFuture<'a, Result<(), OpError>> + Send + 'static,
+{
+    run(move |cx| async move {
+        let mut st = container_of(&cx)?.clone();
+        f(&cx, &mut st).await?;
+        Ok(Evaluated::Container(Box::new(st)))
+    })
+}
+
+/// An [`Op`] that edits the parent container's state alone (no filesystem, no engine).
+pub(crate) fn edit<F>(f: F) -> Option<Op>
+where
+    F: FnOnce(&mut ContainerState) -> Result<(), OpError> + Send + 'static,
+{
+    run(move |cx| async move {
+        let mut st = container_of(&cx)?.clone();
+        f(&mut st)?;
+        Ok(Evaluated::Container(Box::new(st)))
+    })
 }
 
 /// `Query.container(platform)`: an empty container.
@@ -89,15 +123,11 @@ pub(crate) fn empty(platform: Option<String>) -> Evaluated {
 }
 
 /// Computes a leaf of a container.
-pub(crate) async fn leaf(
-    engine: &Arc<Engine>,
-    field: ContainerField,
-    st: &ContainerState,
-) -> Result<Value, FieldError> {
+pub(crate) async fn leaf(engine: &Arc<Engine>, field: ContainerField, st: &ContainerState) -> Result<Value, OpError> {
     use ContainerField as F;
-    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, FieldError> {
+    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, OpError> {
         let e = st.exec.as_ref().ok_or_else(|| {
-            FieldError::new(format!(
+            OpError::new(format!(
                 "`{name}` needs a command to have run: call `withExec` before reading its output"
             ))
         })?;
@@ -111,7 +141,7 @@ pub(crate) async fn leaf(
         F::ExitCode => json!(
             st.exec
                 .as_ref()
-                .ok_or_else(|| FieldError::new("`exitCode` needs a command to have run: call `withExec` first"))?
+                .ok_or_else(|| OpError::new("`exitCode` needs a command to have run: call `withExec` first"))?
                 .exit_code
         ),
         F::EnvVariable(a) => json!(st.env_value(&a.name)),
@@ -134,7 +164,7 @@ pub(crate) async fn leaf(
             )
             .await?
         }
-        other => return Err(crate::ops::args::unsupported("Container", other.name())),
+        other => return Err(OpError::unsupported("Container", other.name())),
     })
 }
 
@@ -143,8 +173,8 @@ async fn with_progress(
     engine: &Arc<Engine>,
     op: &str,
     key: Value,
-    work: impl Future<Output = Result<Value, FieldError>>,
-) -> Result<Value, FieldError> {
+    work: impl Future<Output = Result<Value, OpError>>,
+) -> Result<Value, OpError> {
     let key = Digest::of(format!("{op}{key}").as_bytes());
     engine.emit_event(op, &key, EventKind::Started);
     let started = std::time::Instant::now();
@@ -168,7 +198,20 @@ mod tests {
 
     use super::*;
     use crate::ops::container::state::MountSource;
-    use crate::ops::op::testing::{apply, empty_dir, engine, object, op_of};
+    use crate::ops::op::testing::{self, empty_dir, engine, object};
+
+    fn op_of(field: &str, args: serde_json::Value) -> Option<Op> {
+        op(ContainerField::parse(field, &testing::args(args)).expect("a field of Container"))
+    }
+
+    async fn apply(
+        e: &Arc<Engine>,
+        parent: Evaluated,
+        field: &str,
+        args: serde_json::Value,
+    ) -> Result<Evaluated, OpError> {
+        testing::apply(e, parent, op_of(field, args)).await
+    }
 
     fn container() -> Evaluated {
         empty(Some("linux/amd64".into()))
@@ -279,15 +322,7 @@ mod tests {
     async fn mounted_snapshots_are_read_back_by_path() {
         let tmp = tempfile::tempdir().expect("dir");
         let e = engine(&tmp);
-        let files = apply(
-            &e,
-            empty_dir(),
-            "withNewFile",
-            json!({ "path": "a/f", "contents": "x" }),
-        )
-        .await
-        .expect("file");
-        let dir = object(&e, files);
+        let dir = object(&e, testing::dir(&e, &[("a/f", "x")]));
         let c = apply(
             &e,
             container(),
@@ -362,23 +397,15 @@ mod tests {
 
     #[test]
     fn unimplemented_container_fields_have_no_op() {
-        assert!(op_of("Container", "asService", json!({})).is_none());
+        assert!(op_of("asService", json!({})).is_none());
         assert!(
             op_of(
-                "Container",
                 "withServiceBinding",
                 json!({ "alias": "db", "service": { "$id": Digest::of(b"s") } })
             )
             .is_none()
         );
-        assert!(
-            op_of(
-                "Container",
-                "withRootfs",
-                json!({ "directory": { "$id": Digest::of(b"d") } })
-            )
-            .is_some()
-        );
+        assert!(op_of("withRootfs", json!({ "directory": { "$id": Digest::of(b"d") } })).is_some());
     }
 
     #[test]
