@@ -406,3 +406,51 @@ pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &Conta
         .map_err(oci)?;
     Ok(json!(pinned))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Image configurations in and out: no registry, no root.
+
+    use super::*;
+
+    #[test]
+    fn a_container_config_survives_the_trip_through_an_oci_image_config() {
+        let mut st = ContainerState::default();
+        st.config = ImageConfig {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            workdir: "/app".into(),
+            user: "1000:1000".into(),
+            entrypoint: vec!["/bin/app".into()],
+            cmd: vec!["serve".into()],
+            labels: [("org.opencontainers.image.title".to_owned(), "app".to_owned())]
+                .into_iter()
+                .collect(),
+            ports: vec![(8080, "TCP".into(), None), (53, "UDP".into(), None)],
+        };
+        let img = image_config(&st).expect("image config");
+        let exposed = img
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        assert!(
+            exposed.contains(&"8080/tcp".to_owned()) && exposed.contains(&"53/udp".to_owned()),
+            "{exposed:?}"
+        );
+        let mut back = config_from_image(&img);
+        back.ports.sort();
+        let mut want = st.config.clone();
+        want.ports.sort();
+        assert_eq!(back, want, "descriptions of ports are not part of an image");
+    }
+
+    #[test]
+    fn an_empty_config_stays_empty() {
+        let img = image_config(&ContainerState::default()).expect("image config");
+        assert_eq!(config_from_image(&img), ImageConfig::default());
+        assert_eq!(
+            config_from_image(&oci_spec::image::ImageConfiguration::default()),
+            ImageConfig::default()
+        );
+    }
+}

@@ -561,6 +561,27 @@ mod tests {
     }
 
     #[test]
+    fn paths_expand_only_when_asked_and_resolve_against_the_workdir() {
+        let mut st = ContainerState::default();
+        st.set_env("DIR", "data");
+        st.config.workdir = "/srv".into();
+        assert_eq!(
+            path_in(&st, "$DIR/x", true).map_err(|e| e.message),
+            Ok("/srv/data/x".to_owned())
+        );
+        assert_eq!(
+            path_in(&st, "${DIR}", false).map_err(|e| e.message),
+            Ok("/srv/${DIR}".to_owned())
+        );
+        assert_eq!(
+            path_in(&st, "/abs/../etc", false).map_err(|e| e.message),
+            Ok("/etc".to_owned())
+        );
+        assert_eq!(expand("a-$NOPE-b", &st), "a--b", "unset variables expand to nothing");
+        assert_eq!(expand("cost: 5$", &st), "cost: 5$", "a lone `$` stays");
+    }
+
+    #[test]
     fn mounts_replace_what_is_at_or_below_their_path() {
         let mut st = ContainerState::default();
         st.add_mount("/a/b".into(), MountSource::Temp { size: None });
