@@ -162,12 +162,14 @@ fn remove_now(ns: Namespace, in_use: &Mutex<BTreeSet<u32>>, host: Option<&mut Rt
     }
 }
 
+/// Whether [`prepare_netns_dir`] has succeeded in this process.
+static NETNS_DIR_READY: Mutex<bool> = Mutex::new(false);
+
 /// Makes `/var/run/netns` a shared mount point, once per process, as `ip netns add` does: a namespace
 /// mounted there later is then seen in every mount namespace that shares it (a runtime's among them).
 fn prepare_netns_dir() -> Result<(), String> {
     use rustix::mount::{MountPropagationFlags as P, mount_bind_recursive, mount_change};
-    static READY: Mutex<bool> = Mutex::new(false);
-    let mut ready = READY.lock();
+    let mut ready = NETNS_DIR_READY.lock();
     if *ready {
         return Ok(());
     }
@@ -561,4 +563,137 @@ fn setup_bridge() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_veth_names_follow_the_lease_number() {
+        assert_eq!(ip_of(2), Ipv4Addr::new(10, 87, 0, 2));
+        assert_eq!(ip_of(0x1_2a), Ipv4Addr::new(10, 87, 1, 42));
+        assert_eq!(ip_of(0xfffd), Ipv4Addr::new(10, 87, 255, 253));
+        assert_eq!(host_veth(0x1_2a), "drsv12a");
+        assert!(host_veth(0xfffd).len() < 16, "fits a link name (IFNAMSIZ)");
+    }
+
+    /// Runs `f` on a thread of its own in a fresh network namespace (root only): the host's links are not
+    /// touched.
+    fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            f()
+        })
+        .join()
+        .expect("the test thread")
+    }
+
+    #[test]
+    fn the_bridge_its_address_and_the_nat_rule_are_made_when_missing() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (first, second, index, addresses, rules) = in_fresh_netns(|| {
+            let mut rtnl = Rtnl::open().expect("netlink");
+            assert_eq!(rtnl.link_index(BRIDGE).expect("lookup"), None, "a fresh namespace");
+            let first = setup_bridge();
+            // Again, as a second engine would: nothing is added twice.
+            let second = setup_bridge();
+            let index = rtnl.link_index(BRIDGE).expect("lookup");
+            let out = |cmd: &str, args: &[&str]| {
+                let o = std::process::Command::new(cmd).args(args).output().expect(cmd);
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let addresses = out("ip", &["-4", "-o", "addr", "show", "dev", BRIDGE]);
+            let rules = out("iptables", &["-t", "nat", "-S", "POSTROUTING"]);
+            (first, second, index, addresses, rules)
+        });
+        assert_eq!(first, Ok(()));
+        assert_eq!(second, Ok(()));
+        assert!(index.is_some(), "the bridge exists");
+        assert_eq!(addresses.matches("inet 10.87.0.1/16").count(), 1, "{addresses}");
+        let nat = format!("-A POSTROUTING -s {SUBNET} ! -o {BRIDGE} -j MASQUERADE");
+        assert_eq!(rules.matches(&nat).count(), 1, "{rules}");
+    }
+
+    /// The namespaces of this process under `/var/run/netns`.
+    fn mine() -> Vec<String> {
+        let prefix = format!("drs-{}-", std::process::id());
+        std::fs::read_dir(NETNS_DIR)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Held by the tests that make namespaces, so each sees only its own.
+    static NAMESPACES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[tokio::test]
+    async fn a_namespace_is_made_and_deleted_without_running_ip() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let _one = NAMESPACES.lock().await;
+        let network = Network::new();
+        *network.mode.lock() = Some(Mode::None);
+        let ns = network.create().await.expect("a namespace");
+        let path = ns.path();
+        // It is a network namespace of its own: not the test's.
+        let own = std::fs::metadata("/proc/self/ns/net").expect("own namespace");
+        let made = std::fs::metadata(&path).expect("the namespace file");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(own.dev(), made.dev(), "a namespace file (nsfs) is mounted there");
+        assert_ne!(own.ino(), made.ino());
+        let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+        network.remove(ns).await;
+        assert!(!path.exists(), "{name} is deleted");
+        assert!(!delete_namespace(&name), "nothing left to delete");
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_creation_is_abandoned_is_deleted_by_its_thread() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let _one = NAMESPACES.lock().await;
+        let network = Network::new();
+        *network.mode.lock() = Some(Mode::None);
+        // Polled once (the thread starts, and waits for the lock held here), then dropped: nobody takes the
+        // namespace the thread goes on to make.
+        let gate = NETNS_DIR_READY.lock();
+        let abandoned = tokio::time::timeout(std::time::Duration::ZERO, network.create()).await;
+        assert!(abandoned.is_err(), "the creation was still under way: {abandoned:?}");
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .map(|d| {
+                    d.flatten()
+                        .filter(|t| {
+                            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "drs-netns")
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The thread has started (and waits for the lock).
+        while threads() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the thread did not start");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(gate);
+        // Once the thread is gone, it has made the namespace and, finding nobody to hand it to, deleted it.
+        while threads() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the thread is still at work");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(mine().is_empty(), "left behind: {:?}", mine());
+    }
 }
