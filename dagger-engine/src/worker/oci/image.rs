@@ -89,17 +89,7 @@ pub fn build_image(
     let config_bytes = canonical_json(&config, "image configuration")?;
     let config = put_small_blob(store, &config_bytes, OCI_CONFIG)?;
 
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor::new(OCI_CONFIG, &config.digest, config.size),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-            .collect(),
-        annotations: None,
-    };
-    let manifest_bytes = canonical_json(&manifest, "image manifest")?;
+    let manifest_bytes = manifest_json(&config.digest, config.size, &layers)?;
     let manifest = put_small_blob(store, &manifest_bytes, OCI_MANIFEST)?;
     Ok(BuiltImage {
         manifest,
@@ -108,6 +98,22 @@ pub fn build_image(
         diff_ids,
         platform: platform.clone(),
     })
+}
+
+/// The OCI image manifest of a config (`sha256:…` and size) and layers, as written: its digest is the image's
+/// identity, so these bytes must never change for the same inputs.
+fn manifest_json(config_digest: &str, config_size: u64, layers: &[LayerBlob]) -> Result<Vec<u8>, OciError> {
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_owned()),
+        config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
+        layers: layers
+            .iter()
+            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
+            .collect(),
+        annotations: None,
+    };
+    canonical_json(&manifest, "image manifest")
 }
 
 // JSON with object keys sorted (serde_json's `Value` map is ordered), so equal documents hash equally even when
@@ -222,23 +228,7 @@ pub fn write_oci_tarball_named(image: &BuiltImage, name: Option<&Reference>, out
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append_bytes(&mut b, "oci-layout", layout).map_err(out_err)?;
 
-    let mut entry = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
-    entry.platform = Some(DescriptorPlatform::from(&image.platform));
-    if let Some(name) = name {
-        let mut annotations = std::collections::BTreeMap::new();
-        annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
-        if let Some(tag) = name.tag() {
-            annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
-        }
-        entry.annotations = Some(annotations);
-    }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.to_owned()),
-        manifests: vec![entry],
-        annotations: None,
-    };
-    append_bytes(&mut b, "index.json", &canonical_json(&index, "image index")?).map_err(out_err)?;
+    append_bytes(&mut b, "index.json", &index_json(image, name)?).map_err(out_err)?;
 
     let blob_path = |digest: &str| format!("blobs/{}", digest.replacen(':', "/", 1));
     let docker = vec![DockerArchiveEntry {
@@ -415,6 +405,28 @@ fn import_oci_layout(
     Err(bad("its indexes nest too deeply".into()))
 }
 
+/// The `index.json` of an image tarball: one entry, the image's manifest with its platform, named when `name`
+/// is given.
+fn index_json(image: &BuiltImage, name: Option<&Reference>) -> Result<Vec<u8>, OciError> {
+    let mut entry = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
+    entry.platform = Some(DescriptorPlatform::from(&image.platform));
+    if let Some(name) = name {
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
+        if let Some(tag) = name.tag() {
+            annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
+        }
+        entry.annotations = Some(annotations);
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.to_owned()),
+        manifests: vec![entry],
+        annotations: None,
+    };
+    canonical_json(&index, "image index")
+}
+
 /// A `docker save` archive: its one image, with the registry manifest it would have.
 fn import_docker_archive(
     path: &Path,
@@ -460,17 +472,8 @@ fn import_docker_archive(
     let config = read_config(&config_path, &format!("the config of {}", path.display()))?;
     check_layer_count(path, &config, layers.len())?;
     // `docker save` archives have no registry manifest; make the one a registry would hold.
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor::new(OCI_CONFIG, &format!("sha256:{config_digest}"), config_size),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-            .collect(),
-        annotations: None,
-    };
-    let manifest_blob = put_small_blob(store, &canonical_json(&manifest, "image manifest")?, OCI_MANIFEST)?;
+    let manifest = manifest_json(&format!("sha256:{config_digest}"), config_size, &layers)?;
+    let manifest_blob = put_small_blob(store, &manifest, OCI_MANIFEST)?;
     let reference = entry
         .repo_tags
         .as_ref()
@@ -588,5 +591,100 @@ mod tests {
         std::fs::write(a.join("etc/extra"), "ignored").expect("write");
         let again = build_image(&store, &[a, b], &config, &arm).expect("build again");
         assert_eq!(again, image);
+    }
+
+    fn fake_blob(hex: char, media_type: &str, size: u64) -> Blob {
+        Blob {
+            digest: format!("sha256:{}", hex.to_string().repeat(64)),
+            media_type: media_type.to_owned(),
+            size,
+            path: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    /// The bytes of what the engine writes are its images' identities (manifest digests, cache keys, `publish`
+    /// and `export` outputs): pinned here, so a change of types or libraries cannot change them unnoticed.
+    #[test]
+    fn manifests_indexes_and_configs_are_written_byte_for_byte_as_pinned() {
+        let layers = vec![
+            fake_blob('a', OCI_LAYER_GZIP, 100),
+            fake_blob('b', super::super::DOCKER_LAYER_GZIP, 200),
+        ];
+        let config = fake_blob('c', OCI_CONFIG, 300);
+        let manifest = manifest_json(&config.digest, config.size, &layers).expect("manifest");
+        let pin = |bytes: &[u8], digest: &str| {
+            assert_eq!(
+                super::super::sha256_of(bytes),
+                digest,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        };
+        assert_eq!(
+            String::from_utf8(manifest.clone()).expect("utf-8"),
+            concat!(
+                r#"{"config":{"digest":"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","#,
+                r#""mediaType":"application/vnd.oci.image.config.v1+json","size":300},"layers":[{"digest":"#,
+                r#""sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","#,
+                r#""mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":100},{"digest":"#,
+                r#""sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","#,
+                r#""mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":200}],"#,
+                r#""mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#
+            )
+        );
+        pin(
+            &manifest,
+            "sha256:70d7ff5cad4eecd0cf1cf7c23a19c1596e83dbf309cb54e643abcb266e7e6c84",
+        );
+
+        let image = BuiltImage {
+            manifest: fake_blob('d', OCI_MANIFEST, 400),
+            config,
+            layers,
+            diff_ids: Vec::new(),
+            platform: Platform::parse("linux/arm/v7").expect("platform"),
+        };
+        let name = Reference::parse("registry.example/team/app:1.0").expect("reference");
+        pin(
+            &index_json(&image, None).expect("index"),
+            "sha256:79340bb1cb30f4560405d7a1898f48c306e8655c5c3ab64839c044abe999ebd2",
+        );
+        // Named: two annotations (kept in key order) beside the platform.
+        pin(
+            &index_json(&image, Some(&name)).expect("index"),
+            "sha256:d953a1430ebfe9524c1337e97ee9e03a073f14fc5f7c5fd49f057e07a64459bc",
+        );
+
+        let mut config = ImageConfiguration::default();
+        let mut inner = oci_spec::image::Config::default();
+        inner.set_env(Some(vec!["PATH=/usr/bin:/bin".to_owned(), "A=1".to_owned()]));
+        inner.set_cmd(Some(vec!["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()]));
+        inner.set_entrypoint(Some(vec!["/entry".to_owned()]));
+        inner.set_working_dir(Some("/work".to_owned()));
+        inner.set_user(Some("1000:1000".to_owned()));
+        inner.set_labels(Some(
+            [("z.last", "3"), ("a.first", "1"), ("m.middle", "2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ));
+        inner.set_exposed_ports(Some(vec!["8080/tcp".to_owned(), "53/udp".to_owned()]));
+        config.set_config(Some(inner));
+        config.set_architecture(Arch::ARM);
+        config.set_os(Os::Linux);
+        config.set_variant(Some("v7".to_owned()));
+        config.rootfs_mut().set_typ("layers".to_owned());
+        config
+            .rootfs_mut()
+            .set_diff_ids(vec![format!("sha256:{}", "e".repeat(64))]);
+        let mut h = History::default();
+        h.set_created_by(Some("dagger-rs".to_owned()));
+        h.set_comment(Some("layer built by dagger-rs".to_owned()));
+        config.set_history(Some(vec![h]));
+        // Labels and exposed ports are hash maps in memory: written in key order all the same.
+        pin(
+            &canonical_json(&config, "image configuration").expect("config"),
+            "sha256:185bd432e95c2232acd03ee34b932b3bbfe5f6fbe302e9e33145c99555974375",
+        );
     }
 }
