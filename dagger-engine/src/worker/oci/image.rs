@@ -19,7 +19,7 @@ use oci_spec::image::{Arch, History, ImageConfiguration, Os};
 use serde::{Deserialize, Serialize};
 
 use super::layer::{self, Compression};
-use super::manifest::{Descriptor, DescriptorPlatform, Document, Index, Manifest, select_platform};
+use super::manifest::{Document, ImageIndex, ImageManifest, descriptor, select_platform};
 use super::registry::{PulledImage, read_config};
 use super::{Blob, LayerBlob, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OciError, Platform, Reference};
 use crate::model::ids::Digest;
@@ -103,16 +103,20 @@ pub fn build_image(
 /// The OCI image manifest of a config (`sha256:…` and size) and layers, as written: its digest is the image's
 /// identity, so these bytes must never change for the same inputs.
 fn manifest_json(config_digest: &str, config_size: u64, layers: &[LayerBlob]) -> Result<Vec<u8>, OciError> {
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-            .collect(),
-        annotations: None,
-    };
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+        .collect::<Result<_, _>>()?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(oci_spec::image::SCHEMA_VERSION)
+        .media_type(OCI_MANIFEST)
+        .config(descriptor(OCI_CONFIG, config_digest, config_size)?)
+        .layers(layers)
+        .build()
+        .map_err(|e| OciError::Incomplete {
+            what: "the image manifest",
+            reason: e.to_string(),
+        })?;
     canonical_json(&manifest, "image manifest")
 }
 
@@ -383,23 +387,24 @@ fn import_oci_layout(
         let Document::Index(index) = doc else {
             return Err(bad(format!("{what} is an image manifest, not an index")));
         };
-        let chosen = match index.manifests.as_slice() {
+        let chosen = match index.manifests().as_slice() {
             [only] => only.clone(),
             [] => return Err(bad(format!("{what} lists no image"))),
             _ => select_platform(&index, platform, &what)?.clone(),
         };
         reference = reference.or_else(|| {
             chosen
-                .annotations
+                .annotations()
                 .as_ref()
                 .and_then(|a| a.get("io.containerd.image.name"))
                 .and_then(|n| Reference::parse(n).ok())
         });
-        let blob = blob_of(&chosen.digest, &chosen.media_type)?;
+        let (digest, media_type) = (chosen.digest().to_string(), chosen.media_type().to_string());
+        let blob = blob_of(&digest, &media_type)?;
         let bytes = std::fs::read(&blob.path).map_err(OciError::io(&blob.path))?;
-        doc = Document::parse(&bytes, Some(&chosen.media_type), &format!("manifest {}", chosen.digest))?;
+        doc = Document::parse(&bytes, Some(&media_type), &format!("manifest {digest}"))?;
         if let Document::Manifest(m) = doc {
-            return import_manifest(path, *m, chosen.digest, reference, &blob_of);
+            return import_manifest(path, *m, digest, reference, &blob_of);
         }
     }
     Err(bad("its indexes nest too deeply".into()))
@@ -408,22 +413,19 @@ fn import_oci_layout(
 /// The `index.json` of an image tarball: one entry, the image's manifest with its platform, named when `name`
 /// is given.
 fn index_json(image: &BuiltImage, name: Option<&Reference>) -> Result<Vec<u8>, OciError> {
-    let mut entry = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
-    entry.platform = Some(DescriptorPlatform::from(&image.platform));
+    let mut entry = descriptor(OCI_MANIFEST, &image.manifest.digest, image.manifest.size)?;
+    entry.set_platform(Some((&image.platform).into()));
     if let Some(name) = name {
-        let mut annotations = std::collections::BTreeMap::new();
+        let mut annotations = HashMap::new();
         annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
         if let Some(tag) = name.tag() {
             annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
         }
-        entry.annotations = Some(annotations);
+        entry.set_annotations(Some(annotations));
     }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.to_owned()),
-        manifests: vec![entry],
-        annotations: None,
-    };
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(OCI_INDEX.into()));
+    index.set_manifests(vec![entry]);
     canonical_json(&index, "image index")
 }
 
@@ -490,23 +492,24 @@ fn import_docker_archive(
 
 fn import_manifest(
     path: &Path,
-    manifest: Manifest,
+    manifest: ImageManifest,
     manifest_digest: String,
     reference: Option<Reference>,
     blob_of: &dyn Fn(&str, &str) -> Result<Blob, OciError>,
 ) -> Result<PulledImage, OciError> {
-    let config_blob = blob_of(&manifest.config.digest, &manifest.config.media_type)?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_blob = blob_of(&config_digest, manifest.config().media_type().as_ref())?;
     let config = read_config(&config_blob.path, &format!("the config of {}", path.display()))?;
     let layers = manifest
-        .layers
+        .layers()
         .iter()
-        .map(|d| blob_of(&d.digest, &d.media_type))
+        .map(|d| blob_of(d.digest().as_ref(), d.media_type().as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     check_layer_count(path, &config, layers.len())?;
     Ok(PulledImage {
         reference,
         manifest_digest,
-        config_digest: manifest.config.digest,
+        config_digest,
         config,
         layers,
     })
@@ -584,8 +587,8 @@ mod tests {
         let Document::Manifest(m) = Document::parse(&bytes, None, "manifest").expect("parse") else {
             panic!("not a manifest");
         };
-        assert_eq!(m.config.digest, image.config.digest);
-        assert_eq!(m.layers[1].digest, image.layers[1].digest);
+        assert_eq!(m.config().digest().to_string(), image.config.digest);
+        assert_eq!(m.layers()[1].digest().to_string(), image.layers[1].digest);
 
         // Layer directories never change, so a directory of the same name is not packed again.
         std::fs::write(a.join("etc/extra"), "ignored").expect("write");
