@@ -144,16 +144,20 @@ fn delete_namespace(name: &str) -> bool {
     std::fs::remove_file(&path).is_ok()
 }
 
-/// Deletes a namespace, then its veth, then frees its address, synchronously. `host` is a netlink socket of
-/// the host's network namespace; without one, one is opened (so the calling thread must be in the host's).
+/// Deletes a namespace's veth, then the namespace, then frees its address, synchronously. `host` is a netlink
+/// socket of the host's network namespace; without one, one is opened (so the calling thread must be in the
+/// host's).
 fn remove_now(ns: Namespace, in_use: &Mutex<BTreeSet<u32>>, host: Option<&mut Rtnl>) {
     // The host side of the veth goes first, and synchronously: deleting only the namespace leaves the kernel
     // to remove the pair later, and the address (and with it the link's name) may be taken again before that.
+    // A link that cannot be deleted is deleted by whoever leases its address next (see `build`), or by the
+    // next engine's start-up collection.
     if let Some(n) = ns.address {
-        let _ = match host {
-            Some(r) => r.delete_link(&host_veth(n)).map_err(String::from),
-            None => Rtnl::open().and_then(|mut r| r.delete_link(&host_veth(n)).map_err(String::from)),
-        };
+        let name = host_veth(n);
+        match host {
+            Some(r) => drop(r.delete_link(&name)),
+            None => drop(Rtnl::open().map(|mut r| r.delete_link(&name))),
+        }
     }
     delete_namespace(&ns.name);
     if let Some(n) = ns.address {
