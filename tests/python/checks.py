@@ -51,6 +51,27 @@ async def check_sync_then_continue(client: dagger.Client, scratch: pathlib.Path)
     expect(await merged.file("copy/one.txt").contents(), "1", "copied file")
 
 
+async def check_legacy_loaders(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # The SDK's generated `load_*_from_id` methods send `loadDirectoryFromID(id:)` and friends. Their
+    # parameters are typed (`dagger.DirectoryID`), while `id()` returns a plain `str`, as with Dagger 0.21.
+    d = client.directory().with_new_file("a.txt", "A").with_new_directory("sub")
+    loaded = client.load_directory_from_id(dagger.DirectoryID(await d.id()))
+    expect(await loaded.entries(), ["a.txt", "sub/"], "entries of a loaded directory")
+    more = loaded.with_new_file("b.txt", "B")
+    expect(await more.entries(), ["a.txt", "b.txt", "sub/"], "building on a loaded directory")
+    file_id = await d.file("a.txt").id()
+    expect(await client.load_file_from_id(dagger.FileID(file_id)).contents(), "A", "contents of a loaded file")
+    secret = client.load_secret_from_id(dagger.SecretID(await client.set_secret("s", "pw").id()))
+    expect(await secret.plaintext(), "pw", "plaintext of a loaded secret")
+    try:
+        await client.load_directory_from_id(dagger.DirectoryID(file_id)).entries()
+    except dagger.QueryError as e:
+        if "File" not in str(e) or "Directory" not in str(e):
+            raise AssertionError(f"the error does not name both types: {e}") from e
+    else:
+        raise AssertionError("loading a File ID as a Directory succeeded")
+
+
 async def check_host_directory_with_exclude(client: dagger.Client, scratch: pathlib.Path) -> None:
     src = scratch / "host-src"
     (src / "sub").mkdir(parents=True, exist_ok=True)
@@ -93,6 +114,7 @@ CHECKS = [
     check_version,
     check_directory_building,
     check_sync_then_continue,
+    check_legacy_loaders,
     check_host_directory_with_exclude,
     check_export,
     check_secret,
