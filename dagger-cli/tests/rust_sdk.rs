@@ -89,14 +89,21 @@ fn the_official_rust_sdk_runs_its_quickstart_and_the_common_api_under_dagger_rs_
         .output()
         .expect("dagger-rs runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the client failed ({}):\n{}", out.status, report(&out));
+    assert!(
+        out.status.success(),
+        "the client failed ({}):\n{}",
+        out.status,
+        report(&out)
+    );
     assert!(!stdout.contains("FAIL"), "{}", report(&out));
     for check in [
         "directories",
         "files",
+        "paths like Dagger",
         "host directory and export",
         "quickstart",
         "container exec and env",
+        "container paths like Dagger",
         "secrets",
         "exec errors",
         "load by ID",

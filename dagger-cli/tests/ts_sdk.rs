@@ -187,6 +187,17 @@ fn the_sdk_ends_its_session_with_sigterm_and_exits_0() {
         "ok   building on a loaded directory",
         "ok   contents of a loaded file",
         "ok   loading a File ID as a Directory names both types",
+        "ok   withoutFile b/*.txt",
+        "ok   withoutDirectory a*",
+        "ok   withoutFiles with patterns",
+        "ok   glob marks directories",
+        "ok   withFile(\"\")",
+        "ok   withFile(\".\")",
+        "ok   withFile(\"/\")",
+        "ok   exists follows a link",
+        "ok   the symlink check sees the link",
+        "ok   doNotFollowSymlinks looks at the link",
+        "ok   a file name with a directory is an error",
     ] {
         assert!(stdout.contains(check), "missing `{check}`:\n{stdout}");
     }

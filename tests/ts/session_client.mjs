@@ -26,7 +26,7 @@ try {
   console.error(`the TypeScript SDK is not installed in ${sdkDir}: run scripts/ts-sdk.sh --setup (${e})`);
   process.exit(2);
 }
-const { connection, dag } = sdk;
+const { connection, dag, ExistsType } = sdk;
 
 const cli = process.env._EXPERIMENTAL_DAGGER_CLI_BIN;
 if (!cli) {
@@ -127,6 +127,52 @@ try {
           error.includes("File") && error.includes("Directory"),
           true,
         );
+      });
+
+      await check("paths like Dagger", async () => {
+        // Removal patterns, withFile into a directory, directories in glob, exists and symlinks, bare file names.
+        const d = dag
+          .directory()
+          .withNewFile("foo.txt", "")
+          .withNewFile("b/foo.txt", "")
+          .withNewFile("b/data.json", "")
+          .withNewFile("a1/x", "")
+          .withNewFile("a2/y", "");
+        expect("withoutFile b/*.txt", await d.withoutFile("b/*.txt").entries({ path: "b" }), ["data.json"]);
+        expect("withoutDirectory a*", await d.withoutDirectory("a*").entries(), ["b/", "foo.txt"]);
+        expect("withoutFiles with patterns", await d.withoutFiles(["*.txt", "nothing/*", "missing"]).entries(), [
+          "a1/",
+          "a2/",
+          "b/",
+        ]);
+        expect("glob marks directories", await d.glob("*"), ["a1/", "a2/", "b/", "foo.txt"]);
+        const f = dag.directory().withNewFile("sub/some-file", "data").file("sub/some-file");
+        for (const root of ["", ".", "/"]) {
+          expect(`withFile(${JSON.stringify(root)})`, await dag.directory().withFile(root, f).entries(), ["some-file"]);
+        }
+        const linked = d.withSymlink("foo.txt", "link");
+        expect(
+          "exists follows a link",
+          await linked.exists("link", { expectedType: ExistsType.RegularType }),
+          true,
+        );
+        expect(
+          "the symlink check sees the link",
+          await linked.exists("link", { expectedType: ExistsType.SymlinkType }),
+          true,
+        );
+        expect(
+          "doNotFollowSymlinks looks at the link",
+          await linked.exists("link", { expectedType: ExistsType.RegularType, doNotFollowSymlinks: true }),
+          false,
+        );
+        let error = "";
+        try {
+          await dag.file("dir/some-file", "x").contents();
+        } catch (e) {
+          error = String(e?.message ?? e);
+        }
+        expect("a file name with a directory is an error", error.includes("must not contain a directory"), true);
       });
 
       await check("relative host paths resolve against --workdir", async () => {

@@ -469,6 +469,36 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_names_are_bare_names() {
+        // As Dagger's `TestNewFileInvalid`: the error comes when the field is selected, even for an `id`.
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        for q in [
+            r#"{ file(name: "dir/some-file", contents: "x") { id } }"#,
+            r#"{ file(name: "/abs", contents: "x") { contents } }"#,
+            r#"{ file(name: "ok", contents: "x") { withName(name: "a/b") { id } } }"#,
+        ] {
+            let message = error(&engine, q).await;
+            assert!(message.contains("must not contain a directory"), "{q}: {message}");
+        }
+        let long = error(
+            &engine,
+            &format!(r#"{{ file(name: "{}", contents: "x") {{ id }} }}"#, "n".repeat(256)),
+        )
+        .await;
+        assert!(long.contains("255"), "{long}");
+        let v = data(
+            &engine,
+            r#"{ file(name: "some-file", contents: "x") { name withName(name: "other") { name } } }"#,
+        )
+        .await;
+        assert_eq!(
+            v["file"],
+            json!({ "name": "some-file", "withName": { "name": "other" } })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn secrets_keep_their_plaintext_out_of_ids_and_the_cache_directory() {
         let dir = tempfile::tempdir().expect("dir");
         let engine = engine(&dir);

@@ -146,7 +146,8 @@ pub(crate) mod testing {
         let op = op_of(type_name, field, args).expect("an implemented field");
         op(Cx {
             engine: engine.clone(),
-            digest: Digest::of(field.as_bytes()),
+            // Unique, as a call's digest is: it names the layers a container op makes.
+            digest: Digest::of(format!("{field}-{}", crate::worker::snapshot::unique()).as_bytes()),
             parent: Some(Arc::new(parent)),
             hidden: serde_json::Map::new(),
         })

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use dagger_sdk::{
-    Container, ContainerWithExecOptsBuilder, DirectoryWithNewFileOptsBuilder, HostDirectoryOptsBuilder, Query,
-    ReturnType,
+    Container, ContainerExistsOpts, ContainerWithExecOptsBuilder, DirectoryEntriesOpts, DirectoryExistsOpts,
+    DirectoryWithNewFileOptsBuilder, ExistsType, HostDirectoryOptsBuilder, Query, ReturnType,
 };
 use eyre::{bail, ensure, Result};
 
@@ -77,6 +77,94 @@ async fn directories(client: &Query) -> Result<()> {
             .await?,
         vec!["empty/".into(), "src/".into()],
     )?;
+    Ok(())
+}
+
+/// Paths as Dagger treats them: removal patterns, `withFile` into a directory, directories in `glob`, `exists`
+/// and symlinks, bare file names.
+async fn paths_like_dagger(client: &Query) -> Result<()> {
+    let d = client
+        .directory()
+        .with_new_file("foo.txt", "")
+        .with_new_file("b/foo.txt", "")
+        .with_new_file("b/data.json", "")
+        .with_new_file("a1/x", "")
+        .with_new_file("a2/y", "");
+    let in_b = DirectoryEntriesOpts { path: Some("b") };
+    expect(
+        "withoutFile b/*.txt",
+        d.without_file("b/*.txt").entries_opts(in_b).await?,
+        vec!["data.json".into()],
+    )?;
+    expect(
+        "withoutDirectory a*",
+        d.without_directory("a*").entries().await?,
+        vec!["b/".into(), "foo.txt".into()],
+    )?;
+    expect(
+        "withoutFiles with patterns",
+        d.without_files(vec!["*.txt", "nothing/*", "missing"]).entries().await?,
+        vec!["a1/".into(), "a2/".into(), "b/".into()],
+    )?;
+    expect(
+        "glob",
+        d.glob("*").await?,
+        vec!["a1/".into(), "a2/".into(), "b/".into(), "foo.txt".into()],
+    )?;
+    let f = client
+        .directory()
+        .with_new_file("sub/some-file", "data")
+        .file("sub/some-file");
+    for root in ["", ".", "/"] {
+        expect(
+            &format!("withFile({root:?})"),
+            client.directory().with_file(root, f.clone()).entries().await?,
+            vec!["some-file".into()],
+        )?;
+    }
+    let in_b = DirectoryEntriesOpts { path: Some("b") };
+    expect(
+        "withFile into a directory",
+        d.with_file("b", f).entries_opts(in_b).await?,
+        vec!["data.json".into(), "foo.txt".into(), "some-file".into()],
+    )?;
+    let linked = d.with_symlink("foo.txt", "link");
+    let exists = |ty: ExistsType, no_follow: bool| {
+        let linked = linked.clone();
+        async move {
+            linked
+                .exists_opts(
+                    "link",
+                    DirectoryExistsOpts {
+                        expected_type: Some(ty),
+                        do_not_follow_symlinks: Some(no_follow),
+                    },
+                )
+                .await
+        }
+    };
+    expect(
+        "a link to a file is a regular file",
+        exists(ExistsType::RegularType, false).await?,
+        true,
+    )?;
+    expect(
+        "the symlink check sees the link",
+        exists(ExistsType::SymlinkType, false).await?,
+        true,
+    )?;
+    expect(
+        "doNotFollowSymlinks",
+        exists(ExistsType::RegularType, true).await?,
+        false,
+    )?;
+    match client.file("dir/some-file", "x").contents().await {
+        Ok(_) => bail!("`file(name: \"dir/some-file\")` succeeded"),
+        Err(e) => ensure!(
+            e.to_string().contains("must not contain a directory"),
+            "unexpected error: {e}"
+        ),
+    }
     Ok(())
 }
 
@@ -181,6 +269,58 @@ async fn container_exec_and_env(client: &Query, registry: &str) -> Result<()> {
     )
 }
 
+async fn container_paths_like_dagger(client: &Query, registry: &str) -> Result<()> {
+    let c = busybox(client, registry)
+        .with_workdir("/workdir")
+        .with_new_file("moo", "")
+        .with_new_file("foo", "")
+        .with_new_file("bar/man", "")
+        .with_symlink("/workdir/foo", "/foo-link");
+    expect(
+        "withoutFile *oo",
+        c.without_file("*oo").with_exec(vec!["ls", "-1"]).stdout().await?,
+        "bar\n".into(),
+    )?;
+    let f = client
+        .directory()
+        .with_new_file("sub/some-file", "data")
+        .file("sub/some-file");
+    expect(
+        "withFile into /tmp",
+        c.with_file("/tmp", f).file("/tmp/some-file").contents().await?,
+        "data".into(),
+    )?;
+    let exists = |ty: ExistsType, no_follow: bool| {
+        let c = c.clone();
+        async move {
+            c.exists_opts(
+                "/foo-link",
+                ContainerExistsOpts {
+                    expected_type: Some(ty),
+                    do_not_follow_symlinks: Some(no_follow),
+                    expand: None,
+                },
+            )
+            .await
+        }
+    };
+    expect(
+        "exists follows a link",
+        exists(ExistsType::RegularType, false).await?,
+        true,
+    )?;
+    expect(
+        "the symlink check sees the link",
+        exists(ExistsType::SymlinkType, false).await?,
+        true,
+    )?;
+    expect(
+        "doNotFollowSymlinks",
+        exists(ExistsType::RegularType, true).await?,
+        false,
+    )
+}
+
 async fn secrets(client: &Query, registry: &str) -> Result<()> {
     let secret = client.set_secret("token", "s3cret");
     expect("plaintext", secret.plaintext().await?, "s3cret".into())?;
@@ -273,6 +413,7 @@ async fn main() {
         let mut failed = 0;
         check(&mut failed, "directories", directories(&client)).await;
         check(&mut failed, "files", files(&client)).await;
+        check(&mut failed, "paths like Dagger", paths_like_dagger(&client)).await;
         check(&mut failed, "host directory and export", host_and_export(&client, &dir)).await;
         if registry.is_empty() {
             println!("skip container checks: set DRS_TEST_REGISTRY to a registry holding busybox:latest");
@@ -282,6 +423,12 @@ async fn main() {
                 &mut failed,
                 "container exec and env",
                 container_exec_and_env(&client, &registry),
+            )
+            .await;
+            check(
+                &mut failed,
+                "container paths like Dagger",
+                container_paths_like_dagger(&client, &registry),
             )
             .await;
             check(&mut failed, "secrets", secrets(&client, &registry)).await;
