@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dagger_engine::network::Network;
 use dagger_engine::runtime::{RunRequest, Runtime};
-use dagger_engine::snapshot::{self, Snapshotter};
+use dagger_engine::snapshot::{self, SnapshotterKind};
 use dagger_engine::store::Store;
 
 use crate::fixtures::Fixtures;
@@ -93,14 +93,15 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
         // The container filesystem: an overlay of the busybox layer with a fresh upper directory.
         let scratch = dir.join(format!("exec-{i}"));
         let t = Instant::now();
-        let mounted = snapshot::assemble(
-            Snapshotter::Overlay,
-            std::slice::from_ref(&fx.rootfs),
-            Some((&scratch.join("upper"), &scratch.join("work"))),
-            &scratch.join("rootfs"),
-            &empty,
-        )
-        .map_err(|e| e.to_string())?;
+        let mounted = SnapshotterKind::Overlay
+            .snapshotter()
+            .assemble(
+                std::slice::from_ref(&fx.rootfs),
+                Some((&scratch.join("upper"), &scratch.join("work"))),
+                &scratch.join("rootfs"),
+                &empty,
+            )
+            .map_err(|e| e.to_string())?;
         let mount_time = since(t);
         // The engine's runtime wrapper (spec written, JSON log, output pumped) on that overlay.
         let req = RunRequest {
@@ -123,14 +124,15 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
         snapshot::remove_all(&scratch);
         // The copy snapshotter (the engine's fallback when its overlay probe fails): copy in, then compare.
         let t = Instant::now();
-        let copied = snapshot::assemble(
-            Snapshotter::Copy,
-            std::slice::from_ref(&fx.rootfs),
-            Some((&scratch.join("upper"), &scratch.join("work"))),
-            &scratch.join("rootfs"),
-            &empty,
-        )
-        .map_err(|e| e.to_string())?;
+        let copied = SnapshotterKind::Copy
+            .snapshotter()
+            .assemble(
+                std::slice::from_ref(&fx.rootfs),
+                Some((&scratch.join("upper"), &scratch.join("work"))),
+                &scratch.join("rootfs"),
+                &empty,
+            )
+            .map_err(|e| e.to_string())?;
         copied.unmount().map_err(|e| e.to_string())?;
         push(&mut copy, since(t));
         snapshot::remove_all(&scratch);

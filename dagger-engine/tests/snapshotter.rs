@@ -1,7 +1,7 @@
 //! Each engine chooses its snapshotter for its own cache directory: in one process, an engine whose cache
 //! directory is on overlayfs (where an overlay cannot be stacked) copies, and another one overlays.
 
-use dagger_engine::snapshot::Snapshotter;
+use dagger_engine::snapshot::SnapshotterKind;
 use dagger_engine::{Config, Engine};
 
 /// An overlay mount at `dir/merged`, unmounted when dropped.
@@ -49,7 +49,7 @@ fn engines_in_one_process_choose_their_snapshotter_for_their_own_cache_directory
     // The engine on overlayfs asks first: its choice must not become the other engine's.
     let on_overlay = engine(&overlay.0.join("cache"));
     let on_disk = engine(&dir.path().join("cache"));
-    assert_eq!(on_overlay.snapshotter(), Snapshotter::Copy);
-    assert_eq!(on_disk.snapshotter(), Snapshotter::Overlay);
+    assert_eq!(on_overlay.snapshotter().kind(), SnapshotterKind::Copy);
+    assert_eq!(on_disk.snapshotter().kind(), SnapshotterKind::Overlay);
     drop((on_overlay, on_disk));
 }

@@ -513,7 +513,7 @@ async fn independent_execs_of_one_request_run_concurrently() {
 async fn without_overlayfs_layers_are_copied_with_the_same_results() {
     let cache = tempfile::tempdir().expect("cache");
     let (_session, dag) = start_with(Config {
-        snapshotter: Some(dagger_engine::snapshot::Snapshotter::Copy),
+        snapshotter: Some(dagger_engine::snapshot::SnapshotterKind::Copy),
         ..Config::for_dir(cache.path())
     })
     .await;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use dagger_engine::oci::manifest::{Descriptor, DescriptorPlatform, Index};
+use dagger_engine::oci::manifest::{ImageIndex, descriptor};
 use dagger_engine::oci::{
     Auth, OCI_INDEX, OCI_MANIFEST, OciError, Platform, PulledImage, Reference, RegistryClient, RegistryConfig,
     build_image, read_image_tarball, write_oci_tarball, write_oci_tarball_named,
@@ -153,18 +153,15 @@ async fn index_entries_are_chosen_by_platform() {
         let image = busybox_image(&store, &platform).expect("image");
         let by_digest = reg.reference(&format!("multi@{}", image.manifest.digest));
         c.push(&image, &by_digest, None).await.expect("push by digest");
-        let mut d = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
-        d.platform = Some(DescriptorPlatform::from(&platform));
+        let mut d = descriptor(OCI_MANIFEST, &image.manifest.digest, image.manifest.size).expect("descriptor");
+        d.set_platform(Some((&platform).into()));
         entries.push(d);
         digests.push(image.manifest.digest.clone());
     }
     assert_ne!(digests[0], digests[1], "the configs differ by platform");
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.to_owned()),
-        manifests: entries,
-        annotations: None,
-    };
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(OCI_INDEX.into()));
+    index.set_manifests(entries);
     let bytes = serde_json::to_vec(&index).expect("json");
     let tagged = reg.reference("multi:latest");
     c.push_manifest(&tagged, OCI_INDEX, bytes, None)

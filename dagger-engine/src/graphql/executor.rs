@@ -18,8 +18,8 @@ use apollo_compiler::{ExecutableDocument, Node};
 use futures_util::future::{BoxFuture, join_all};
 use serde_json::{Map, Value, json};
 
+use crate::graphql::error::FieldError;
 use crate::graphql::schema::Served;
-use crate::model::error::FieldError;
 
 /// How deeply a document may nest (each chained call is one level). Evaluation does not nest with the
 /// chain (see `Engine::eval`); parsing, execution and the response do, on the request thread's large stack.

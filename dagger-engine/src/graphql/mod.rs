@@ -1,7 +1,9 @@
 //! The GraphQL layer: the HTTP server ([`server`]), the executor ([`executor`]: parse, validate, collect
 //! fields, null propagation, request limits — generic over a [`executor::Resolver`]), input coercion
-//! ([`input`]), the served schema ([`schema`]), and the core API as a resolver ([`resolver`]).
+//! ([`input`]), the served schema ([`schema`]), the core API as a resolver ([`resolver`]), and the error of a
+//! field in a response ([`error`]), which the layers' own errors become here.
 
+pub mod error;
 pub mod executor;
 pub mod input;
 pub mod resolver;

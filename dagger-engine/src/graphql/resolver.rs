@@ -9,11 +9,12 @@ use apollo_compiler::executable::Field;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
+use crate::graphql::error::FieldError;
 use crate::graphql::executor::{self, Request, Resolved, Resolver, Response};
 use crate::graphql::schema::served;
-use crate::model::error::FieldError;
 use crate::model::ids::{format_id, parse_id};
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::fields::QueryNode;
 use crate::ops::router::{self, Obj};
 
@@ -118,7 +119,6 @@ async fn resolve(
 ) -> Result<Resolved<Obj>, FieldError> {
     let ty = obj.type_name.as_str();
     let name = field.name.as_str();
-    let ret = field.definition.ty.inner_named_type().as_str();
     normalize_ids(engine, field, &mut args)?;
 
     // `node(id:)` loads any object by ID (its existence was checked with the other IDs).
@@ -156,6 +156,19 @@ async fn resolve(
         }));
     }
 
+    resolve_core(engine, obj, field, args).await.map_err(FieldError::from)
+}
+
+/// Resolves a field of the core API other than `node` (errors of the operations layer).
+async fn resolve_core(
+    engine: &Arc<Engine>,
+    obj: &Obj,
+    field: &Field,
+    args: Map<String, Value>,
+) -> Result<Resolved<Obj>, OpError> {
+    let ty = obj.type_name.as_str();
+    let name = field.name.as_str();
+    let ret = field.definition.ty.inner_named_type().as_str();
     if let Some(records) = router::record_list(engine, obj, name, ret).await? {
         return Ok(Resolved::List(records.into_iter().map(Resolved::Obj).collect()));
     }
@@ -189,7 +202,7 @@ async fn resolve(
         _ => {}
     }
     let Some(d) = &obj.digest else {
-        return Err(crate::ops::args::unsupported(ty, name));
+        return Err(OpError::unsupported(ty, name));
     };
     let value = engine.eval(d).await?;
     router::leaf(engine, ty, name, &args, &value, d)

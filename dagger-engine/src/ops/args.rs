@@ -4,13 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
-
-/// The error for a field this engine does not implement.
-pub(crate) fn unsupported(type_name: &str, field: &str) -> FieldError {
-    FieldError::new(format!("`{type_name}.{field}` is not supported by this engine yet"))
-}
 
 /// Arguments that do not fit the schema. The executor checks arguments against their types before any field
 /// runs, so this means a call record read back from the store that an older engine wrote differently.
@@ -191,10 +185,6 @@ mod tests {
         assert!(
             required::<Digest>(m, "bad").is_err(),
             "a malformed digest never names a file"
-        );
-        assert_eq!(
-            unsupported("Container", "asService").message,
-            "`Container.asService` is not supported by this engine yet"
         );
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
-use crate::ops::args::unsupported;
+use crate::ops::error::OpError;
+
 use crate::ops::engine::Engine;
 use crate::ops::fields::{DirectoryField, ExistsType};
 use crate::ops::file::source_files;
@@ -29,10 +29,10 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         F::Diff(a) => run(move |cx| async move {
             let other = cx.eval(&a.other).await?;
-            edited(&cx, |t| Ok::<_, FieldError>(t.diff(other.as_dir()?.0)))
+            edited(&cx, |t| Ok::<_, OpError>(t.diff(other.as_dir()?.0)))
         }),
-        F::Filter(a) => tree_edit(move |t| Ok::<_, FieldError>(t.filter(&a.include, &a.exclude))),
-        F::WithTimestamps(a) => tree_edit(move |t| Ok::<_, FieldError>(t.with_timestamps(a.timestamp))),
+        F::Filter(a) => tree_edit(move |t| Ok::<_, OpError>(t.filter(&a.include, &a.exclude))),
+        F::WithTimestamps(a) => tree_edit(move |t| Ok::<_, OpError>(t.with_timestamps(a.timestamp))),
         F::WithNewDirectory(a) => {
             tree_edit(move |mut t| t.mkdir_all(&normalize(&a.path)?, a.permissions as u32).map(|_| t))
         }
@@ -53,7 +53,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
             };
             edited(&cx, |mut t| {
                 t.put(&normalize(&a.path)?, Entry::File(entry), true)?;
-                Ok::<_, FieldError>(t)
+                Ok::<_, OpError>(t)
             })
         }),
         F::WithFile(a) => run(move |cx| async move {
@@ -62,7 +62,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
                 for (name, entry) in files {
                     put_file(&mut t, &a.path, &name, entry)?;
                 }
-                Ok::<_, FieldError>(t)
+                Ok::<_, OpError>(t)
             })
         }),
         F::WithFiles(a) => run(move |cx| async move {
@@ -77,7 +77,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
                         entry,
                     )?;
                 }
-                Ok::<_, FieldError>(t)
+                Ok::<_, OpError>(t)
             })
         }),
         F::WithDirectory(a) => run(move |cx| async move {
@@ -93,13 +93,13 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
 }
 
 /// An op that makes a new tree from the parent's alone.
-fn tree_edit<E: Into<FieldError>>(f: impl FnOnce(Tree) -> Result<Tree, E> + Send + 'static) -> Option<Op> {
+fn tree_edit<E: Into<OpError>>(f: impl FnOnce(Tree) -> Result<Tree, E> + Send + 'static) -> Option<Op> {
     run(move |cx| async move { edited(&cx, f) })
 }
 
 /// `tree` without `paths` (each normalized; a missing one is no error). A path holding a `*` is a pattern
 /// (see [`split_wildcards`]): everything it matches is removed, and no match is no error.
-fn without(mut tree: Tree, paths: &[String]) -> Result<Tree, FieldError> {
+fn without(mut tree: Tree, paths: &[String]) -> Result<Tree, OpError> {
     for p in paths {
         let p = normalize(p)?;
         match split_wildcards(&p) {
@@ -119,7 +119,7 @@ fn without(mut tree: Tree, paths: &[String]) -> Result<Tree, FieldError> {
 
 /// Puts the file `name` at the user path `dest`, or inside it under its own name when `dest` is an existing
 /// directory (the root given as `""`, `.` or `/` included) or ends with `/` (then created as needed).
-pub(crate) fn put_file(tree: &mut Tree, dest: &str, name: &str, entry: FileEntry) -> Result<String, FieldError> {
+pub(crate) fn put_file(tree: &mut Tree, dest: &str, name: &str, entry: FileEntry) -> Result<String, OpError> {
     let path = normalize(dest)?;
     let into_dir = dest_is_dir_hint(dest) || tree.is_dir(&tree.resolve(&path, true)?);
     let target = if into_dir {
@@ -140,7 +140,7 @@ pub(crate) fn dest_is_dir_hint(dest: &str) -> bool {
 }
 
 /// The parent directory made into a new tree by `f`, under the parent's name.
-fn edited<E: Into<FieldError>>(cx: &Cx, f: impl FnOnce(Tree) -> Result<Tree, E>) -> Result<Evaluated, FieldError> {
+fn edited<E: Into<OpError>>(cx: &Cx, f: impl FnOnce(Tree) -> Result<Tree, E>) -> Result<Evaluated, OpError> {
     let (tree, name) = cx.dir()?;
     Ok(Evaluated::Dir {
         tree: f(tree.clone()).map_err(Into::into)?,
@@ -149,7 +149,7 @@ fn edited<E: Into<FieldError>>(cx: &Cx, f: impl FnOnce(Tree) -> Result<Tree, E>)
 }
 
 /// `directory(path)`: the subdirectory, named after its last component.
-fn directory(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
+fn directory(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
     let (tree, _) = cx.dir()?;
     let path = normalize(path)?;
     let sub = tree.subtree(&tree.resolve(&path, true)?)?;
@@ -162,7 +162,7 @@ fn directory(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
 }
 
 /// `file(path)`: the file, named after its last component.
-fn file(cx: &Cx, path: &str) -> Result<Evaluated, FieldError> {
+fn file(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
     let (tree, _) = cx.dir()?;
     let path = normalize(path)?;
     let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
@@ -198,7 +198,7 @@ pub(crate) fn tree_has(tree: &Tree, path: &str, expected: Option<ExistsType>) ->
 }
 
 /// `stat` of `path` in a tree (the root for an empty path), reported under `name`.
-pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evaluated, FieldError> {
+pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evaluated, OpError> {
     let stat = |file_type: &str, permissions: u32, size: u64| Evaluated::Stat {
         file_type: file_type.into(),
         name: name.clone(),
@@ -225,7 +225,7 @@ pub(crate) fn base_name(path: &str) -> String {
 }
 
 /// Computes a leaf of the directory `tree` named `name`.
-pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, name: &str) -> Result<Value, FieldError> {
+pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, name: &str) -> Result<Value, OpError> {
     use DirectoryField as F;
     Ok(match field {
         F::Entries(a) => {
@@ -252,7 +252,7 @@ pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, nam
             export_tree(engine, tree, &target, a.wipe)?;
             json!(target.to_string_lossy())
         }
-        other => return Err(unsupported("Directory", other.name())),
+        other => return Err(OpError::unsupported("Directory", other.name())),
     })
 }
 
@@ -263,7 +263,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ops::op::testing::{apply, empty_dir, engine, object, op_of, tree};
+    use crate::ops::op::testing::{self, empty_dir, engine, object, tree};
+
+    fn op_of(field: &str, args: serde_json::Value) -> Option<Op> {
+        op(DirectoryField::parse(field, &testing::args(args)).expect("a field of Directory"))
+    }
+
+    async fn apply(
+        e: &Arc<Engine>,
+        parent: Evaluated,
+        field: &str,
+        args: serde_json::Value,
+    ) -> Result<Evaluated, OpError> {
+        testing::apply(e, parent, op_of(field, args)).await
+    }
 
     fn kinds(v: &Evaluated) -> Vec<(String, &'static str)> {
         tree(v)
@@ -826,7 +839,7 @@ mod tests {
 
     #[test]
     fn unimplemented_builders_have_no_op() {
-        assert!(op_of("Directory", "dockerBuild", json!({})).is_none());
-        assert!(op_of("Directory", "withNewFile", json!({ "path": "f", "contents": "" })).is_some());
+        assert!(op_of("dockerBuild", json!({})).is_none());
+        assert!(op_of("withNewFile", json!({ "path": "f", "contents": "" })).is_some());
     }
 }

@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::model::error::FieldError;
 use crate::model::ids::{Call, Digest};
+use crate::ops::error::OpError;
 use crate::ops::value::Evaluated;
 use crate::solver::Solver;
 use crate::solver::events::{Event, EventKind};
@@ -33,7 +33,7 @@ pub struct Config {
     pub exec_timeout: Option<std::time::Duration>,
     /// How container filesystems are assembled; `None` reads `DAGGER_RS_SNAPSHOTTER`, then uses overlayfs
     /// where it works and copies elsewhere.
-    pub snapshotter: Option<crate::worker::snapshot::Snapshotter>,
+    pub snapshotter: Option<crate::worker::snapshot::SnapshotterKind>,
     /// Registry mirrors, plain-HTTP registries and timeouts; `None` reads `DAGGER_RS_REGISTRY_MIRRORS`,
     /// `DAGGER_RS_INSECURE_REGISTRIES` and `DAGGER_RS_REGISTRY_TIMEOUT`.
     pub registries: Option<crate::worker::oci::registry::RegistryConfig>,
@@ -150,8 +150,8 @@ impl Config {
         config.exec_timeout = file.exec_timeout_seconds.map(std::time::Duration::from_secs);
         config.snapshotter = match file.snapshotter.as_deref() {
             None => None,
-            Some("overlay") => Some(crate::worker::snapshot::Snapshotter::Overlay),
-            Some("copy") => Some(crate::worker::snapshot::Snapshotter::Copy),
+            Some("overlay") => Some(crate::worker::snapshot::SnapshotterKind::Overlay),
+            Some("copy") => Some(crate::worker::snapshot::SnapshotterKind::Copy),
             Some(other) => return Err(bad(format!("snapshotter `{other}` is not `overlay` or `copy`"))),
         };
         // Environment variables win over the file: a field left empty is read from its variable when used.
@@ -191,13 +191,13 @@ pub struct Engine {
     /// The on-disk store.
     pub store: Store,
     /// Calls, results and evaluations.
-    pub(crate) solver: Arc<Solver<Evaluated>>,
+    pub(crate) solver: Arc<Solver<Evaluated, OpError>>,
     secrets: Mutex<HashMap<Digest, String>>,
     runtime: std::sync::OnceLock<Result<crate::worker::runtime::Runtime, String>>,
     registry: std::sync::OnceLock<Result<crate::worker::oci::registry::RegistryClient, String>>,
     /// The snapshotter chosen for this engine's cache directory on first use, and why overlayfs was not
     /// usable when it fell back to copies.
-    snapshot: std::sync::OnceLock<(crate::worker::snapshot::Snapshotter, Option<String>)>,
+    snapshot: std::sync::OnceLock<(crate::worker::snapshot::SnapshotterKind, Option<String>)>,
     /// Whether the copying-snapshotter warning was reported.
     pub warned_snapshot: std::sync::atomic::AtomicBool,
     /// Container networking.
@@ -285,7 +285,7 @@ impl Engine {
     }
 
     /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
-    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, FieldError> {
+    pub(crate) fn runtime(&self) -> Result<&crate::worker::runtime::Runtime, OpError> {
         self.runtime
             .get_or_init(|| {
                 crate::worker::runtime::Runtime::detect(
@@ -296,11 +296,11 @@ impl Engine {
                 .map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| FieldError::new(e.clone()))
+            .map_err(|e| OpError::new(e.clone()))
     }
 
     /// The registry client, made on first use.
-    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, FieldError> {
+    pub(crate) fn registry(&self) -> Result<&crate::worker::oci::registry::RegistryClient, OpError> {
         self.registry
             .get_or_init(|| {
                 let config = match &self.config.registries {
@@ -310,15 +310,15 @@ impl Engine {
                 crate::worker::oci::registry::RegistryClient::new(config).map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| FieldError::new(e.clone()))
+            .map_err(|e| OpError::new(e.clone()))
     }
 
     /// How container filesystems are assembled for this engine: as configured, else chosen for its own
     /// cache directory on first use (see [`crate::worker::snapshot::choose`]).
-    pub fn snapshotter(&self) -> crate::worker::snapshot::Snapshotter {
+    pub fn snapshotter(&self) -> &'static dyn crate::worker::snapshot::Snapshotter {
         match self.config.snapshotter {
-            Some(s) => s,
-            None => self.chosen_snapshotter().0,
+            Some(s) => s.snapshotter(),
+            None => self.chosen_snapshotter().0.snapshotter(),
         }
     }
 
@@ -330,14 +330,14 @@ impl Engine {
         }
     }
 
-    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::Snapshotter, Option<String>) {
+    fn chosen_snapshotter(&self) -> &(crate::worker::snapshot::SnapshotterKind, Option<String>) {
         self.snapshot
             .get_or_init(|| crate::worker::snapshot::choose(&self.store.root().join("tmp")))
     }
 
     /// Registers a call, returning its digest (the object's identity).
-    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
-        self.solver.register(call)
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, OpError> {
+        Ok(self.solver.register(call)?)
     }
 
     /// The call behind a digest, from memory or the cache directory.
@@ -356,13 +356,13 @@ impl Engine {
     }
 
     /// Records a result computed outside `eval` (eager host reads).
-    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, FieldError> {
-        self.solver.put_result(d, value)
+    pub(crate) fn put_result(&self, d: &Digest, value: Evaluated) -> Result<Arc<Evaluated>, OpError> {
+        Ok(self.solver.put_result(d, value)?)
     }
 
     /// Evaluates an object: from memory, from disk, by joining an identical evaluation in flight, or by
     /// computing it once (see `Solver::eval`) with the operations of `ops::router`.
-    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, FieldError>> {
+    pub(crate) fn eval(self: &Arc<Self>, d: &Digest) -> BoxFuture<'static, Result<Arc<Evaluated>, OpError>> {
         self.solver.eval(d, self.clone())
     }
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
-use crate::ops::args::unsupported;
+use crate::ops::error::OpError;
+
 use crate::ops::engine::Engine;
 use crate::ops::fields::FileField;
 use crate::ops::host::{host_path, write_file};
@@ -51,14 +51,12 @@ pub(crate) fn op(field: FileField) -> Option<Op> {
 
 /// Checks a name given to a file (`Query.file`, `File.withName`) as Dagger does: a bare file name, no longer
 /// than a file system allows.
-pub(crate) fn check_file_name(name: &str) -> Result<(), FieldError> {
+pub(crate) fn check_file_name(name: &str) -> Result<(), OpError> {
     if name.contains('/') {
-        return Err(FieldError::new(format!(
-            "file name {name:?} must not contain a directory"
-        )));
+        return Err(OpError::new(format!("file name {name:?} must not contain a directory")));
     }
     if name.len() > 255 {
-        return Err(FieldError::new(
+        return Err(OpError::new(
             "File name length exceeds the maximum supported 255 characters",
         ));
     }
@@ -70,12 +68,12 @@ pub(crate) async fn source_files(
     engine: &Arc<Engine>,
     sources: &[Digest],
     permissions: Option<i64>,
-) -> Result<Vec<(String, FileEntry)>, FieldError> {
+) -> Result<Vec<(String, FileEntry)>, OpError> {
     let mut files = Vec::new();
     for d in sources {
         let src = engine.eval(d).await?;
         let Evaluated::File { name, entry } = &*src else {
-            return Err(FieldError::new("`sources` holds something that is not a file"));
+            return Err(OpError::new("`sources` holds something that is not a file"));
         };
         let mut entry = entry.clone();
         if let Some(p) = permissions {
@@ -87,7 +85,7 @@ pub(crate) async fn source_files(
 }
 
 /// Computes a leaf of the file `entry` named `name`.
-pub(crate) fn leaf(engine: &Arc<Engine>, field: FileField, name: &str, entry: &FileEntry) -> Result<Value, FieldError> {
+pub(crate) fn leaf(engine: &Arc<Engine>, field: FileField, name: &str, entry: &FileEntry) -> Result<Value, OpError> {
     use FileField as F;
     Ok(match field {
         F::Contents(a) => {
@@ -108,7 +106,7 @@ pub(crate) fn leaf(engine: &Arc<Engine>, field: FileField, name: &str, entry: &F
             let mut target = host_path(engine, &a.path);
             if target.is_dir() {
                 if !a.allow_parent_dir_path {
-                    return Err(FieldError::new(format!(
+                    return Err(OpError::new(format!(
                         "{} is a directory; pass a file path, or set `allowParentDirPath` to write into it",
                         target.display()
                     )));
@@ -118,7 +116,7 @@ pub(crate) fn leaf(engine: &Arc<Engine>, field: FileField, name: &str, entry: &F
             write_file(engine, entry, &target)?;
             json!(target.to_string_lossy())
         }
-        other => return Err(unsupported("File", other.name())),
+        other => return Err(OpError::unsupported("File", other.name())),
     })
 }
 
@@ -159,18 +157,24 @@ mod op_tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ops::op::testing::{apply, empty_dir, engine};
+    use crate::ops::op::testing::{self, engine};
 
-    async fn a_file(e: &Arc<Engine>, contents: &str) -> Evaluated {
-        let dir = apply(
+    async fn apply(
+        e: &Arc<Engine>,
+        parent: Evaluated,
+        field: &str,
+        args: serde_json::Value,
+    ) -> Result<Evaluated, OpError> {
+        testing::apply(
             e,
-            empty_dir(),
-            "withNewFile",
-            json!({ "path": "d/f.txt", "contents": contents, "permissions": 0o640 }),
+            parent,
+            op(FileField::parse(field, &testing::args(args)).expect("a field of File")),
         )
         .await
-        .expect("withNewFile");
-        apply(e, dir, "file", json!({ "path": "d/f.txt" })).await.expect("file")
+    }
+
+    async fn a_file(e: &Arc<Engine>, contents: &str) -> Evaluated {
+        testing::file(e, "f.txt", contents, 0o640)
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub(crate) mod args;
 pub(crate) mod container;
 pub(crate) mod directory;
 pub(crate) mod engine;
+pub(crate) mod error;
 pub(crate) mod fields;
 pub(crate) mod file;
 pub(crate) mod host;

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{FileEntry, Tree};
-use crate::ops::container::state::ContainerState;
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::value::Evaluated;
 
 /// What an operation works with.
@@ -29,74 +28,43 @@ pub(crate) struct Cx {
 
 impl Cx {
     /// Evaluates an object argument.
-    pub(crate) async fn eval(&self, d: &Digest) -> Result<Arc<Evaluated>, FieldError> {
+    pub(crate) async fn eval(&self, d: &Digest) -> Result<Arc<Evaluated>, OpError> {
         self.engine.eval(d).await
     }
 
-    fn parent(&self) -> Result<&Evaluated, FieldError> {
+    /// The parent object's value.
+    pub(crate) fn parent(&self) -> Result<&Evaluated, OpError> {
         self.parent
             .as_deref()
-            .ok_or_else(|| FieldError::new("internal error: a field without its parent object"))
+            .ok_or_else(|| OpError::new("internal error: a field without its parent object"))
     }
 
     /// The parent directory: its tree and name.
-    pub(crate) fn dir(&self) -> Result<(&Tree, &str), FieldError> {
+    pub(crate) fn dir(&self) -> Result<(&Tree, &str), OpError> {
         self.parent()?.as_dir()
     }
 
     /// The parent file: its name and entry.
-    pub(crate) fn file(&self) -> Result<(&str, &FileEntry), FieldError> {
+    pub(crate) fn file(&self) -> Result<(&str, &FileEntry), OpError> {
         self.parent()?.as_file()
-    }
-
-    /// The parent container.
-    pub(crate) fn container(&self) -> Result<&ContainerState, FieldError> {
-        match self.parent()? {
-            Evaluated::Container(st) => Ok(st),
-            _ => Err(FieldError::new("internal error: expected a container")),
-        }
     }
 }
 
 /// Computes one builder call from its context.
-pub(crate) type Op = Box<dyn FnOnce(Cx) -> BoxFuture<'static, Result<Evaluated, FieldError>> + Send>;
+pub(crate) type Op = Box<dyn FnOnce(Cx) -> BoxFuture<'static, Result<Evaluated, OpError>> + Send>;
 
 /// An [`Op`] from an async function of the context.
 pub(crate) fn run<F, Fut>(f: F) -> Option<Op>
 where
     F: FnOnce(Cx) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Evaluated, FieldError>> + Send + 'static,
+    Fut: Future<Output = Result<Evaluated, OpError>> + Send + 'static,
 {
     Some(Box::new(move |cx| Box::pin(f(cx))))
 }
 
 /// An [`Op`] that needs nothing but a value it already has.
-pub(crate) fn value(v: Result<Evaluated, FieldError>) -> Option<Op> {
+pub(crate) fn value(v: Result<Evaluated, OpError>) -> Option<Op> {
     run(move |_| async move { v })
-}
-
-/// An [`Op`] that changes a copy of the parent container (which may evaluate arguments, write layers, …).
-pub(crate) fn change<F>(f: F) -> Option<Op>
-where
-    F: for<'a> FnOnce(&'a Cx, &'a mut ContainerState) -> BoxFuture<'a, Result<(), FieldError>> + Send + 'static,
-{
-    run(move |cx| async move {
-        let mut st = cx.container()?.clone();
-        f(&cx, &mut st).await?;
-        Ok(Evaluated::Container(Box::new(st)))
-    })
-}
-
-/// An [`Op`] that edits the parent container's state alone (no filesystem, no engine).
-pub(crate) fn edit<F>(f: F) -> Option<Op>
-where
-    F: FnOnce(&mut ContainerState) -> Result<(), FieldError> + Send + 'static,
-{
-    run(move |cx| async move {
-        let mut st = cx.container()?.clone();
-        f(&mut st)?;
-        Ok(Evaluated::Container(Box::new(st)))
-    })
 }
 
 /// What the ops' unit tests share: an engine on a temporary cache directory (no runtime, no root) and a way
@@ -106,7 +74,6 @@ pub(crate) mod testing {
     use serde_json::{Map, Value};
 
     use super::*;
-    use crate::ops::fields::Field;
 
     /// An engine whose cache directory and workdir are inside `dir`.
     pub(crate) fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
@@ -117,41 +84,48 @@ pub(crate) mod testing {
         .expect("engine")
     }
 
-    /// The op of `Type.field` with `args` (JSON, object arguments as `{"$id": digest}`), `None` when the
-    /// engine does not implement it.
-    pub(crate) fn op_of(type_name: &str, field: &str, args: Value) -> Option<Op> {
-        let args: Map<String, Value> = args.as_object().cloned().expect("arguments are an object");
-        match Field::parse(type_name, field, &args).expect("the field and its arguments fit the schema") {
-            Field::Directory(f) => crate::ops::directory::op(f),
-            Field::File(f) => crate::ops::file::op(f),
-            Field::Container(f) => crate::ops::container::op(f),
-            Field::Host(f) => crate::ops::host::op(f),
-            _ => None,
-        }
-    }
-
-    /// Runs `Type.field(args)` on `parent`.
-    pub(crate) async fn apply(
-        engine: &Arc<Engine>,
-        parent: Evaluated,
-        field: &str,
-        args: Value,
-    ) -> Result<Evaluated, FieldError> {
-        let type_name = match &parent {
-            Evaluated::Dir { .. } => "Directory",
-            Evaluated::File { .. } => "File",
-            Evaluated::Container(_) => "Container",
-            _ => "Host",
-        };
-        let op = op_of(type_name, field, args).expect("an implemented field");
+    /// Runs an op (from a type module's `op`) on `parent`; `None` (an unimplemented field) panics.
+    pub(crate) async fn apply(engine: &Arc<Engine>, parent: Evaluated, op: Option<Op>) -> Result<Evaluated, OpError> {
+        let op = op.expect("an implemented field");
         op(Cx {
             engine: engine.clone(),
-            // Unique, as a call's digest is: it names the layers a container op makes.
-            digest: Digest::of(format!("{field}-{}", crate::worker::snapshot::unique()).as_bytes()),
+            digest: Digest::of(crate::worker::snapshot::unique().as_bytes()),
             parent: Some(Arc::new(parent)),
             hidden: serde_json::Map::new(),
         })
         .await
+    }
+
+    /// The coerced JSON arguments of a field, as an object.
+    pub(crate) fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("arguments are an object")
+    }
+
+    /// A file value whose contents are `text`, stored.
+    pub(crate) fn file(engine: &Arc<Engine>, name: &str, text: &str, mode: u32) -> Evaluated {
+        let blob = engine.store.put_blob(text.as_bytes()).expect("blob");
+        Evaluated::File {
+            name: name.into(),
+            entry: FileEntry {
+                mode,
+                blob,
+                size: text.len() as u64,
+                mtime: None,
+            },
+        }
+    }
+
+    /// A directory value holding files `(path, text)`, stored.
+    pub(crate) fn dir(engine: &Arc<Engine>, files: &[(&str, &str)]) -> Evaluated {
+        let mut tree = Tree::default();
+        for (path, text) in files {
+            let Evaluated::File { entry, .. } = file(engine, "f", text, 0o644) else {
+                unreachable!("a file");
+            };
+            tree.put(path, crate::model::tree::Entry::File(entry), true)
+                .expect("put");
+        }
+        Evaluated::Dir { tree, name: "/".into() }
     }
 
     /// Registers `value` as the result of a call of its own and returns its digest (for object arguments).

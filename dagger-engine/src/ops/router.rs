@@ -13,10 +13,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::{Call, Digest, format_id};
 use crate::model::tree::{FileEntry, Tree};
-use crate::ops::args::unsupported;
+use crate::ops::error::OpError;
+
 use crate::ops::engine::Engine;
 use crate::ops::fields::{ContainerField, Field, FileField, HostField, QueryField, StatField};
 use crate::ops::host::{host_path, read_host_dir, read_host_file};
@@ -54,7 +54,7 @@ pub(crate) async fn build(
     field: &Field,
     ret: &str,
     mut args: Map<String, Value>,
-) -> Result<Obj, FieldError> {
+) -> Result<Obj, OpError> {
     check_args(field)?;
     let (eager, secret) = identity_hooks(engine, parent, field, &mut args).await?;
     let call = Call {
@@ -77,7 +77,7 @@ pub(crate) async fn build(
 }
 
 /// The checks Dagger makes on arguments when a builder is selected, before anything is evaluated.
-fn check_args(field: &Field) -> Result<(), FieldError> {
+fn check_args(field: &Field) -> Result<(), OpError> {
     match field {
         Field::Query(QueryField::File(a)) => crate::ops::file::check_file_name(&a.name),
         Field::File(FileField::WithName(a)) => crate::ops::file::check_file_name(&a.name),
@@ -93,7 +93,7 @@ async fn identity_hooks(
     parent: &Obj,
     field: &Field,
     args: &mut Map<String, Value>,
-) -> Result<(Option<Evaluated>, Option<String>), FieldError> {
+) -> Result<(Option<Evaluated>, Option<String>), OpError> {
     match field {
         // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
         Field::Host(HostField::Directory(a)) => {
@@ -127,7 +127,7 @@ async fn identity_hooks(
         Field::Query(QueryField::Secret(a)) => {
             let uri = a.uri.as_str();
             if !(uri.starts_with("env://") || uri.starts_with("file://")) {
-                return Err(FieldError::new(format!(
+                return Err(OpError::new(format!(
                     "secret URI `{uri}` is not supported: use `env://NAME` or `file://PATH`"
                 )));
             }
@@ -212,7 +212,7 @@ fn is_record_list(field: &Field) -> bool {
 }
 
 /// Computes an object from its call.
-pub(crate) async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, FieldError> {
+pub(crate) async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluated, OpError> {
     let parent = match &call.parent {
         Some(p) => Some(engine.eval(p).await?),
         None => None,
@@ -226,13 +226,13 @@ pub(crate) async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluat
             Some(Evaluated::Container(st)) => crate::ops::container::state::records(st, &call.field)
                 .and_then(|r| r.into_iter().nth(index))
                 .map(Evaluated::Record)
-                .ok_or_else(|| FieldError::new(format!("`Container.{}` has no element {index}", call.field))),
-            _ => Err(unsupported(ty, &call.field)),
+                .ok_or_else(|| OpError::new(format!("`Container.{}` has no element {index}", call.field))),
+            _ => Err(OpError::unsupported(ty, &call.field)),
         };
     }
     let name = (field.type_name(), field.name());
     let Some(op) = op_of(field) else {
-        return Err(unsupported(name.0, name.1));
+        return Err(OpError::unsupported(name.0, name.1));
     };
     let hidden = args.into_iter().filter(|(k, _)| k.starts_with('$')).collect();
     op(Cx {
@@ -252,12 +252,12 @@ pub(crate) async fn leaf(
     args: &Map<String, Value>,
     v: &Evaluated,
     d: &Digest,
-) -> Result<Value, FieldError> {
+) -> Result<Value, OpError> {
     if name == "sync" {
         return Ok(json!(format_id(ty, d)));
     }
     if let Evaluated::Record(fields) = v {
-        return fields.get(name).cloned().ok_or_else(|| unsupported(ty, name));
+        return fields.get(name).cloned().ok_or_else(|| OpError::unsupported(ty, name));
     }
     match (Field::parse(ty, name, args)?, v) {
         (Field::Container(f), Evaluated::Container(st)) => crate::ops::container::leaf(engine, f, st).await,
@@ -277,9 +277,9 @@ pub(crate) async fn leaf(
             StatField::Name => json!(name),
             StatField::Permissions => json!(permissions),
             StatField::Size => json!(size),
-            other => return Err(unsupported("Stat", other.name())),
+            other => return Err(OpError::unsupported("Stat", other.name())),
         }),
-        _ => Err(unsupported(ty, name)),
+        _ => Err(OpError::unsupported(ty, name)),
     }
 }
 
@@ -290,7 +290,7 @@ pub(crate) async fn record_list(
     obj: &Obj,
     name: &str,
     ret: &str,
-) -> Result<Option<Vec<Obj>>, FieldError> {
+) -> Result<Option<Vec<Obj>>, OpError> {
     let ty = obj.type_name.as_str();
     let is_list = Field::parse(ty, name, &Map::new()).is_ok_and(|f| is_record_list(&f));
     let (true, Some(d)) = (is_list, &obj.digest) else {
@@ -298,7 +298,7 @@ pub(crate) async fn record_list(
     };
     let value = engine.eval(d).await?;
     let Evaluated::Container(st) = &*value else {
-        return Err(unsupported(ty, name));
+        return Err(OpError::unsupported(ty, name));
     };
     let records = crate::ops::container::state::records(st, name).unwrap_or_default();
     let mut out = Vec::with_capacity(records.len());
@@ -327,20 +327,279 @@ pub(crate) async fn builder(
     field: &str,
     ret: &str,
     args: Map<String, Value>,
-) -> Result<Obj, FieldError> {
+) -> Result<Obj, OpError> {
     let typed = Field::parse(&parent.type_name, field, &args)?;
     if op_of(typed.clone()).is_none() {
-        return Err(unsupported(&parent.type_name, field));
+        return Err(OpError::unsupported(&parent.type_name, field));
     }
     build(engine, parent, &typed, ret, args).await
 }
 
 /// Computes the objects of the core API: the [`Compute`] the solver evaluates calls with.
-impl Compute<Evaluated> for Engine {
-    fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Evaluated, FieldError>> {
+impl Compute<Evaluated, OpError> for Engine {
+    fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Evaluated, OpError>> {
         Box::pin(async move {
             self.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             compute(&self, &call).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Routing fields to ops: no runtime, no root.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::ops::op::testing::engine;
+
+    fn parsed(ty: &str, field: &str, args: Value) -> Field {
+        Field::parse(ty, field, args.as_object().expect("object")).expect("parse")
+    }
+
+    #[test]
+    fn implemented_builders_have_ops_and_others_do_not() {
+        for (ty, field, args) in [
+            ("Query", "container", json!({})),
+            ("Query", "directory", json!({})),
+            ("Query", "cacheVolume", json!({ "key": "k" })),
+            ("Directory", "withNewFile", json!({ "path": "f", "contents": "" })),
+            ("Container", "withExec", json!({ "args": ["true"] })),
+            ("Container", "withEnvVariable", json!({ "name": "A", "value": "1" })),
+            ("Container", "withMountedTemp", json!({ "path": "/t" })),
+            ("Container", "rootfs", json!({})),
+        ] {
+            assert!(op_of(parsed(ty, field, args)).is_some(), "{ty}.{field}");
+        }
+        for (ty, field, args) in [
+            ("Query", "git", json!({ "url": "u" })),
+            ("Query", "http", json!({ "url": "u" })),
+            ("Container", "asService", json!({})),
+            ("Directory", "dockerBuild", json!({})),
+            ("Host", "unixSocket", json!({ "path": "/s" })),
+        ] {
+            assert!(
+                op_of(parsed(ty, field, args)).is_none(),
+                "{ty}.{field} is not implemented"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parent_value_names_the_type_whose_field_is_computed() {
+        assert_eq!(type_of(None), "Query");
+        assert_eq!(type_of(Some(&Evaluated::Host)), "Host");
+        assert_eq!(
+            type_of(Some(&Evaluated::Dir {
+                tree: Tree::default(),
+                name: "/".into()
+            })),
+            "Directory"
+        );
+        assert!(is_record_list(&parsed("Container", "envVariables", json!({}))));
+        assert!(is_record_list(&parsed("Container", "exposedPorts", json!({}))));
+        assert!(!is_record_list(&parsed("Container", "mounts", json!({}))));
+    }
+
+    #[tokio::test]
+    async fn root_builders_make_their_objects_without_running_anything() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let root = |field: &str, args: Value| {
+            let call = Call {
+                type_name: "X".into(),
+                parent: None,
+                field: field.into(),
+                args: args.as_object().cloned().expect("object").into_iter().collect(),
+            };
+            let e = e.clone();
+            async move { compute(&e, &call).await }
+        };
+        let Evaluated::File { name, entry } =
+            root("file", json!({ "name": "n", "contents": "abc", "permissions": 0o600 }))
+                .await
+                .expect("file")
+        else {
+            panic!("a file");
+        };
+        assert_eq!((name.as_str(), entry.mode, entry.size), ("n", 0o600, 3));
+        assert!(matches!(
+            root("cacheVolume", json!({ "key": "k" })).await.expect("cache"),
+            Evaluated::Cache { key } if key == "k"
+        ));
+        let Evaluated::Container(st) = root("container", json!({ "platform": "linux/arm64" }))
+            .await
+            .expect("container")
+        else {
+            panic!("a container");
+        };
+        assert_eq!(st.platform, "linux/arm64");
+        let Evaluated::Container(st) = root("container", json!({})).await.expect("container") else {
+            panic!("a container");
+        };
+        assert_eq!(st.platform, crate::ops::container::state::default_platform());
+        assert!(matches!(
+            root("setSecret", json!({ "name": "s" })).await.expect("secret"),
+            Evaluated::Secret { name, uri } if name == "s" && uri.is_empty()
+        ));
+        let err = root("git", json!({ "url": "u" })).await.expect_err("unsupported");
+        assert_eq!(err.message, "`Query.git` is not supported by this engine yet");
+    }
+
+    #[tokio::test]
+    async fn builders_refuse_unimplemented_fields_before_recording_anything() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let err = builder(
+            &e,
+            &Obj::query(),
+            "http",
+            "File",
+            json!({ "url": "u" }).as_object().cloned().expect("o"),
+        )
+        .await
+        .expect_err("unsupported");
+        assert_eq!(err.message, "`Query.http` is not supported by this engine yet");
+        let obj = builder(&e, &Obj::query(), "directory", "Directory", Map::new())
+            .await
+            .expect("directory");
+        let d = obj.digest.expect("a digest");
+        assert_eq!(e.call(&d).map(|c| c.field), Some("directory".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn set_secret_keeps_its_plaintext_out_of_the_call() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let args = json!({ "name": "token", "plaintext": "hunter2" });
+        let obj = builder(
+            &e,
+            &Obj::query(),
+            "setSecret",
+            "Secret",
+            args.as_object().cloned().expect("o"),
+        )
+        .await
+        .expect("setSecret");
+        let d = obj.digest.expect("digest");
+        let call = e.call(&d).expect("call");
+        assert!(!call.args.contains_key("plaintext"), "{:?}", call.args);
+        assert!(call.args.contains_key("$mac"));
+        assert_eq!(e.secret(&d).as_deref(), Some("hunter2"), "kept in session memory");
+        let v = compute(&e, &call).await.expect("computed again from its record");
+        assert!(matches!(v, Evaluated::Secret { name, .. } if name == "token"));
+    }
+
+    #[tokio::test]
+    async fn leaves_of_stats_and_records() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let d = Digest::of(b"x");
+        let stat = Evaluated::Stat {
+            file_type: "REGULAR".into(),
+            name: "f".into(),
+            permissions: 0o644,
+            size: 3,
+        };
+        let none = Map::new();
+        assert_eq!(
+            leaf(&e, "Stat", "size", &none, &stat, &d).await.expect("size"),
+            json!(3)
+        );
+        assert_eq!(
+            leaf(&e, "Stat", "fileType", &none, &stat, &d).await.expect("type"),
+            json!("REGULAR")
+        );
+        assert_eq!(
+            leaf(&e, "Stat", "sync", &none, &stat, &d).await.expect("sync"),
+            json!(format_id("Stat", &d))
+        );
+        let record = Evaluated::Record(json!({ "name": "A", "value": "1" }).as_object().cloned().expect("o"));
+        assert_eq!(
+            leaf(&e, "EnvVariable", "value", &none, &record, &d)
+                .await
+                .expect("value"),
+            json!("1")
+        );
+        let unknown = leaf(&e, "Stat", "nope", &none, &stat, &d).await.expect_err("unknown");
+        assert!(unknown.message.contains("no field `nope`"), "{}", unknown.message);
+    }
+}
+
+#[cfg(test)]
+mod generated_tests {
+    //! The generated field parsers on the contract's own fields.
+
+    use serde_json::json;
+
+    use crate::ops::fields::*;
+
+    fn parse(ty: &str, field: &str, args: serde_json::Value) -> Result<Field, String> {
+        Field::parse(ty, field, args.as_object().expect("object")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_come_from_the_schema_when_an_argument_is_absent() {
+        let Ok(Field::Container(ContainerField::WithExec(a))) =
+            parse("Container", "withExec", json!({ "args": ["ls"] }))
+        else {
+            panic!("withExec");
+        };
+        assert_eq!(a.args, ["ls"]);
+        assert_eq!(
+            (a.expect, a.use_entrypoint, a.stdin.as_str()),
+            (ReturnType::Success, false, "")
+        );
+        let Ok(Field::Container(ContainerField::WithMountedCache(c))) = parse(
+            "Container",
+            "withMountedCache",
+            json!({ "path": "/c", "cache": { "$id": crate::model::ids::Digest::of(b"c") }, "sharing": "LOCKED" }),
+        ) else {
+            panic!("withMountedCache");
+        };
+        assert_eq!(
+            (c.sharing, c.source, c.owner.as_str()),
+            (CacheSharingMode::Locked, None, "")
+        );
+    }
+
+    #[test]
+    fn wrong_arguments_unknown_fields_and_unknown_types_are_named() {
+        assert_eq!(
+            parse("Container", "withExec", json!({ "args": "ls", "expect": "SOMETIMES" }))
+                .err()
+                .as_deref(),
+            Some(
+                "arguments of `Container.withExec`: `expect`: expected a value of the enum ReturnType, got \"SOMETIMES\""
+            )
+        );
+        assert_eq!(
+            parse("Directory", "withNewFile", json!({ "path": 3 })).err().as_deref(),
+            Some("arguments of `Directory.withNewFile`: `path`: expected a string, got 3")
+        );
+        assert_eq!(
+            parse("Directory", "teleport", json!({})).err().as_deref(),
+            Some("type `Directory` has no field `teleport`")
+        );
+        assert_eq!(
+            parse("Spaceship", "fly", json!({})).err().as_deref(),
+            Some("the core API has no object type `Spaceship`")
+        );
+        assert_eq!(
+            parse("Directory", "diff", json!({})).err().as_deref(),
+            Some("arguments of `Directory.diff`: `other`: missing"),
+            "an object argument has no zero value"
+        );
+    }
+
+    #[test]
+    fn fields_know_their_names_and_types() {
+        let f = parse("Container", "withExec", json!({ "args": [] })).expect("parse");
+        assert_eq!((f.type_name(), f.name()), ("Container", "withExec"));
+        let f = parse("Query", "version", json!({})).expect("parse");
+        assert_eq!((f.type_name(), f.name()), ("Query", "version"));
+        assert_eq!(ImageLayerCompression::GZIP.as_str(), "GZIP");
+        assert_eq!(ImageLayerCompression::Gzip.as_str(), "Gzip");
     }
 }

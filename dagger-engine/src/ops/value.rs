@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::error::FieldError;
 use crate::model::tree::{FileEntry, Tree};
+use crate::ops::error::OpError;
 use crate::store::Store;
 
 /// What an evaluated object holds.
@@ -59,18 +59,18 @@ pub(crate) enum Evaluated {
 
 impl Evaluated {
     /// A directory's tree and name.
-    pub(crate) fn as_dir(&self) -> Result<(&Tree, &str), FieldError> {
+    pub(crate) fn as_dir(&self) -> Result<(&Tree, &str), OpError> {
         match self {
             Evaluated::Dir { tree, name } => Ok((tree, name)),
-            _ => Err(FieldError::new("internal error: expected a directory")),
+            _ => Err(OpError::new("internal error: expected a directory")),
         }
     }
 
     /// A file's name and entry.
-    pub(crate) fn as_file(&self) -> Result<(&str, &FileEntry), FieldError> {
+    pub(crate) fn as_file(&self) -> Result<(&str, &FileEntry), OpError> {
         match self {
             Evaluated::File { name, entry } => Ok((name, entry)),
-            _ => Err(FieldError::new("internal error: expected a file")),
+            _ => Err(OpError::new("internal error: expected a file")),
         }
     }
 }

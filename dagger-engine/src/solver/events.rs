@@ -38,3 +38,37 @@ impl std::fmt::Display for Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_print_as_one_line_each() {
+        let ev = |kind| Event {
+            op: "Container.withExec".into(),
+            id: "0123456789ab".into(),
+            kind,
+        };
+        assert_eq!(
+            ev(EventKind::Started).to_string(),
+            "▶ Container.withExec [0123456789ab]"
+        );
+        assert_eq!(
+            ev(EventKind::Cached).to_string(),
+            "● Container.withExec [0123456789ab] cached"
+        );
+        assert_eq!(
+            ev(EventKind::Done(12)).to_string(),
+            "✔ Container.withExec [0123456789ab] 12ms"
+        );
+        assert_eq!(
+            ev(EventKind::Failed("exit code: 1".into())).to_string(),
+            "✘ Container.withExec [0123456789ab] failed: exit code: 1"
+        );
+        assert_eq!(
+            ev(EventKind::Log("hello".into())).to_string(),
+            "│ Container.withExec [0123456789ab] hello"
+        );
+    }
+}

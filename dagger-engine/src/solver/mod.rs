@@ -19,7 +19,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use crate::model::error::FieldError;
 use crate::model::ids::{Call, Digest};
 use crate::solver::events::{Event, EventKind};
 use crate::solver::results::Results;
@@ -33,28 +32,45 @@ pub(crate) trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn intact(&self, store: &Store) -> bool;
 }
 
-/// How a call is computed, once its inputs (parent and object arguments) are ready.
-pub(crate) trait Compute<V>: Send + Sync {
-    /// Computes the value of `call`.
-    fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<V, FieldError>>;
+/// What goes wrong in the solver itself (a computation's own errors are the layer above's type `E`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SolverError {
+    /// A digest no call was registered for.
+    #[error("unknown object `{0}`: it was never created on this engine")]
+    Unknown(Digest),
+    /// A call or result record could not be written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
-type EvalResult<V> = Result<Arc<V>, FieldError>;
-type EvalFuture<V> = Shared<BoxFuture<'static, EvalResult<V>>>;
+/// The error type of the layer a solver computes for: cloned to every request that shares an evaluation,
+/// and made from the solver's own errors.
+pub(crate) trait SolveError: From<SolverError> + Clone + std::fmt::Display + Send + Sync + 'static {}
+
+impl<E: From<SolverError> + Clone + std::fmt::Display + Send + Sync + 'static> SolveError for E {}
+
+/// How a call is computed, once its inputs (parent and object arguments) are ready.
+pub(crate) trait Compute<V, E>: Send + Sync {
+    /// Computes the value of `call`.
+    fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<V, E>>;
+}
+
+type EvalResult<V, E> = Result<Arc<V>, E>;
+type EvalFuture<V, E> = Shared<BoxFuture<'static, EvalResult<V, E>>>;
 /// An evaluation in flight, held weakly: it lives as long as some request awaits it, and is dropped (and so
 /// stopped) when the last one is (its client went away).
-type WeakEvalFuture<V> = WeakShared<BoxFuture<'static, EvalResult<V>>>;
+type WeakEvalFuture<V, E> = WeakShared<BoxFuture<'static, EvalResult<V, E>>>;
 
-/// The calls, results and evaluations of one engine.
-pub(crate) struct Solver<V> {
+/// The calls, results and evaluations of one engine, for values `V` and errors `E`.
+pub(crate) struct Solver<V, E> {
     store: Store,
     calls: Mutex<HashMap<Digest, Call>>,
     results: Results<V>,
-    in_flight: Mutex<HashMap<Digest, WeakEvalFuture<V>>>,
+    in_flight: Mutex<HashMap<Digest, WeakEvalFuture<V, E>>>,
     events: broadcast::Sender<Event>,
 }
 
-impl<V: Value> Solver<V> {
+impl<V: Value, E: SolveError> Solver<V, E> {
     /// A solver keeping its calls and persistent results in `store`.
     pub(crate) fn new(store: Store) -> Self {
         let (events, _) = broadcast::channel(4096);
@@ -100,7 +116,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Registers a call, returning its digest (the object's identity).
-    pub(crate) fn register(&self, call: Call) -> Result<Digest, FieldError> {
+    pub(crate) fn register(&self, call: Call) -> Result<Digest, SolverError> {
         let d = call.digest();
         let known = self.calls.lock().contains_key(&d);
         if !known {
@@ -124,7 +140,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Records a result computed outside `eval` (eager host reads, records of a list).
-    pub(crate) fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, FieldError> {
+    pub(crate) fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, SolverError> {
         let persistent = value.persistent();
         if persistent {
             self.store.put_json("results", d, &value)?;
@@ -151,11 +167,11 @@ impl<V: Value> Solver<V> {
 
     /// The objects `d` depends on that are not ready yet, dependencies first, found with an explicit stack
     /// (a chain of any length costs no native stack). Results found on disk on the way are loaded.
-    fn missing_inputs(&self, d: &Digest) -> Result<Vec<(Digest, Call)>, FieldError> {
+    fn missing_inputs(&self, d: &Digest) -> Result<Vec<(Digest, Call)>, SolverError> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         seen.insert(d.clone());
-        let root = self.call(d).ok_or_else(|| unknown(d))?;
+        let root = self.call(d).ok_or_else(|| SolverError::Unknown(d.clone()))?;
         // An entry with its call has had its inputs pushed above it: it comes next once they are done.
         let mut stack: Vec<(Digest, Option<Call>)> = Vec::new();
         for input in root.inputs().into_iter().rev() {
@@ -171,7 +187,7 @@ impl<V: Value> Solver<V> {
             if !seen.insert(digest.clone()) {
                 continue;
             }
-            let call = self.call(&digest).ok_or_else(|| unknown(&digest))?;
+            let call = self.call(&digest).ok_or_else(|| SolverError::Unknown(digest.clone()))?;
             if let Some(v) = self.ready(&digest, &call) {
                 held.push(v);
                 continue;
@@ -197,20 +213,20 @@ impl<V: Value> Solver<V> {
     pub(crate) fn eval(
         self: &Arc<Self>,
         d: &Digest,
-        compute: Arc<dyn Compute<V>>,
-    ) -> BoxFuture<'static, EvalResult<V>> {
+        compute: Arc<dyn Compute<V, E>>,
+    ) -> BoxFuture<'static, EvalResult<V, E>> {
         let this = self.clone();
         let d = d.clone();
         Box::pin(async move {
             if let Some(v) = this.results.get(&d) {
                 return Ok(v);
             }
-            let call = this.call(&d).ok_or_else(|| unknown(&d))?;
+            let call = this.call(&d).ok_or_else(|| E::from(SolverError::Unknown(d.clone())))?;
             if let Some(v) = this.ready(&d, &call) {
                 return Ok(v);
             }
             let mut below = None;
-            for (dep, dep_call) in this.missing_inputs(&d)? {
+            for (dep, dep_call) in this.missing_inputs(&d).map_err(E::from)? {
                 // Held until the next one is computed, so a chain's parent is never dropped before its child
                 // has read it.
                 below = Some(this.eval_one(&dep, dep_call, &compute).await?);
@@ -222,7 +238,7 @@ impl<V: Value> Solver<V> {
     }
 
     /// Evaluates one object whose inputs are (normally) ready: joins an evaluation in flight or starts one.
-    async fn eval_one(self: &Arc<Self>, d: &Digest, call: Call, compute: &Arc<dyn Compute<V>>) -> EvalResult<V> {
+    async fn eval_one(self: &Arc<Self>, d: &Digest, call: Call, compute: &Arc<dyn Compute<V, E>>) -> EvalResult<V, E> {
         if let Some(v) = self.ready(d, &call) {
             return Ok(v);
         }
@@ -233,7 +249,7 @@ impl<V: Value> Solver<V> {
             match in_flight.get(d).and_then(WeakShared::upgrade) {
                 Some(f) => f,
                 None => {
-                    let shared: EvalFuture<V> = self.clone().start(d.clone(), call, compute.clone()).shared();
+                    let shared: EvalFuture<V, E> = self.clone().start(d.clone(), call, compute.clone()).shared();
                     if let Some(weak) = shared.downgrade() {
                         in_flight.insert(d.clone(), weak);
                     }
@@ -249,8 +265,8 @@ impl<V: Value> Solver<V> {
         self: Arc<Self>,
         digest: Digest,
         call: Call,
-        compute: Arc<dyn Compute<V>>,
-    ) -> BoxFuture<'static, EvalResult<V>> {
+        compute: Arc<dyn Compute<V, E>>,
+    ) -> BoxFuture<'static, EvalResult<V, E>> {
         Box::pin(async move {
             self.emit(&call, &digest, EventKind::Started);
             let mut running = Running {
@@ -264,10 +280,10 @@ impl<V: Value> Solver<V> {
             running.finished = true;
             match &result {
                 Ok(_) => self.emit(&call, &digest, EventKind::Done(started.elapsed().as_millis())),
-                Err(e) => self.emit(&call, &digest, EventKind::Failed(e.message.clone())),
+                Err(e) => self.emit(&call, &digest, EventKind::Failed(e.to_string())),
             }
             let result = match result {
-                Ok(v) => self.put_result(&digest, v),
+                Ok(v) => self.put_result(&digest, v).map_err(E::from),
                 Err(e) => Err(e),
             };
             self.in_flight.lock().remove(&digest);
@@ -278,14 +294,14 @@ impl<V: Value> Solver<V> {
 
 /// An evaluation under way; dropped unfinished (no request waits for it any more), it reports the operation
 /// as cancelled so progress displays do not wait for it, and forgets it.
-struct Running<'a, V: Value> {
-    solver: &'a Solver<V>,
+struct Running<'a, V: Value, E: SolveError> {
+    solver: &'a Solver<V, E>,
     call: &'a Call,
     digest: &'a Digest,
     finished: bool,
 }
 
-impl<V: Value> Drop for Running<'_, V> {
+impl<V: Value, E: SolveError> Drop for Running<'_, V, E> {
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -297,10 +313,6 @@ impl<V: Value> Drop for Running<'_, V> {
         );
         self.solver.in_flight.lock().remove(self.digest);
     }
-}
-
-fn unknown(d: &Digest) -> FieldError {
-    FieldError::new(format!("unknown object `{d}`: it was never created on this engine"))
 }
 
 #[cfg(test)]
@@ -327,20 +339,31 @@ mod tests {
         }
     }
 
+    /// The toy's error: a message.
+    #[derive(Clone, Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct ToyError(String);
+
+    impl From<SolverError> for ToyError {
+        fn from(e: SolverError) -> Self {
+            ToyError(e.to_string())
+        }
+    }
+
     /// Computes `parent + n`; the fields `fail`, `wait` and `forever` fail, wait for a permit, or never end.
     struct Toy {
-        solver: Arc<Solver<Num>>,
+        solver: Arc<Solver<Num, ToyError>>,
         computed: AtomicUsize,
         fail: AtomicBool,
         gate: tokio::sync::Semaphore,
     }
 
-    impl Compute<Num> for Toy {
-        fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Num, FieldError>> {
+    impl Compute<Num, ToyError> for Toy {
+        fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<Num, ToyError>> {
             Box::pin(async move {
                 self.computed.fetch_add(1, Ordering::SeqCst);
                 match call.field.as_str() {
-                    "fail" if self.fail.load(Ordering::SeqCst) => return Err(FieldError::new("failed on purpose")),
+                    "fail" if self.fail.load(Ordering::SeqCst) => return Err(ToyError("failed on purpose".into())),
                     "wait" => drop(self.gate.acquire().await),
                     "forever" => std::future::pending::<()>().await,
                     _ => {}
@@ -390,7 +413,7 @@ mod tests {
         d
     }
 
-    async fn eval(toy: &Arc<Toy>, d: &Digest) -> Result<Arc<Num>, FieldError> {
+    async fn eval(toy: &Arc<Toy>, d: &Digest) -> Result<Arc<Num>, ToyError> {
         toy.solver.eval(d, toy.clone()).await
     }
 
@@ -412,7 +435,7 @@ mod tests {
         let toy = toy(&store);
         let d = call(&toy, None, "add", 3);
         assert_eq!(call(&toy, None, "add", 3), d);
-        let other = Solver::<Num>::new(store);
+        let other = Solver::<Num, ToyError>::new(store);
         assert_eq!(other.call(&d).map(|c| c.field), Some("add".to_owned()));
         assert!(other.call(&Digest::of(b"never")).is_none());
     }
@@ -469,7 +492,7 @@ mod tests {
         let child = call(&toy, Some(&failing), "add", 1);
         let mut events = toy.solver.subscribe();
         let err = eval(&toy, &child).await.expect_err("fails");
-        assert_eq!(err.message, "failed on purpose");
+        assert_eq!(err.0, "failed on purpose");
         let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
         assert_eq!(
             kinds,
@@ -489,7 +512,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let toy = toy(&store(&dir));
         let err = eval(&toy, &Digest::of(b"nothing")).await.expect_err("unknown");
-        assert!(err.message.contains("never created on this engine"), "{}", err.message);
+        assert!(err.0.contains("never created on this engine"), "{}", err.0);
     }
 
     #[tokio::test]

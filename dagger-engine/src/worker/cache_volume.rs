@@ -8,9 +8,27 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::store::Store;
+
+/// A cache volume's directory could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create {}: {source}", path.display())]
+pub(crate) struct CacheVolumeError {
+    /// The directory.
+    path: PathBuf,
+    /// Why.
+    source: std::io::Error,
+}
+
+impl CacheVolumeError {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| CacheVolumeError {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
 
 /// The cache volumes in use by one engine's execs.
 #[derive(Default)]
@@ -78,10 +96,10 @@ pub(crate) fn volume_dir(
     fresh: bool,
     scratch: &Path,
     n: usize,
-) -> Result<(PathBuf, bool), FieldError> {
+) -> Result<(PathBuf, bool), CacheVolumeError> {
     if fresh {
         let dir = scratch.join(format!("c{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(CacheVolumeError::at(&dir))?;
         return Ok((dir, true));
     }
     let base = store
@@ -92,9 +110,9 @@ pub(crate) fn volume_dir(
     if data.is_dir() {
         return Ok((data, false));
     }
-    std::fs::create_dir_all(&base).map_err(|e| FieldError::new(format!("cannot create {}: {e}", base.display())))?;
+    std::fs::create_dir_all(&base).map_err(CacheVolumeError::at(&base))?;
     let tmp = base.join(format!("new-{}", crate::worker::snapshot::unique()));
-    std::fs::create_dir_all(&tmp).map_err(|e| FieldError::new(format!("cannot create {}: {e}", tmp.display())))?;
+    std::fs::create_dir_all(&tmp).map_err(CacheVolumeError::at(&tmp))?;
     if std::fs::rename(&tmp, &data).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
         return Ok((data, false));

@@ -185,26 +185,104 @@ pub fn mount_overlay(
     })
 }
 
-/// How container filesystems are assembled.
+/// How container filesystems are assembled from layers: each engine holds one, chosen for its own cache
+/// directory ([`choose`]).
+pub trait Snapshotter: Send + Sync {
+    /// Which one this is.
+    fn kind(&self) -> SnapshotterKind;
+
+    /// Assembles `layers` (bottom first) at `target`. With `upper = Some((upper, work))` the result is
+    /// writable and its changes land in `upper` in overlayfs' format (whiteouts for removals); otherwise it
+    /// is read-only. `empty_layer` is an empty directory to pad with.
+    fn assemble(
+        &self,
+        layers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+        empty_layer: &Path,
+    ) -> Result<Mounted, SnapshotError>;
+}
+
+/// The snapshotters there are, as a configuration names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Snapshotter {
-    /// Layers stacked with overlayfs: no copies.
+pub enum SnapshotterKind {
+    /// Layers stacked with overlayfs ([`OverlaySnapshotter`]): no copies.
     Overlay,
-    /// Layers copied into a plain directory, and changes found by comparing before and after. Slower, but
-    /// works where overlayfs does not (an engine whose cache directory is itself on overlayfs, say).
+    /// Layers copied into a plain directory ([`CopySnapshotter`]).
     Copy,
 }
 
-impl Snapshotter {
-    /// Assembles `layers` at `target` this way; see [`mount_overlay`] for the arguments.
-    pub fn assemble(
-        self,
+impl SnapshotterKind {
+    /// The snapshotter of this kind.
+    pub fn snapshotter(self) -> &'static dyn Snapshotter {
+        match self {
+            SnapshotterKind::Overlay => &OverlaySnapshotter,
+            SnapshotterKind::Copy => &CopySnapshotter,
+        }
+    }
+}
+
+/// Layers stacked with overlayfs: nothing is copied, and an exec's changes are the overlay's upper directory.
+#[derive(Debug)]
+pub struct OverlaySnapshotter;
+
+impl Snapshotter for OverlaySnapshotter {
+    fn kind(&self) -> SnapshotterKind {
+        SnapshotterKind::Overlay
+    }
+
+    fn assemble(
+        &self,
         layers: &[PathBuf],
         upper: Option<(&Path, &Path)>,
         target: &Path,
         empty_layer: &Path,
     ) -> Result<Mounted, SnapshotError> {
-        assemble(self, layers, upper, target, empty_layer)
+        mount_overlay(layers, upper, target, empty_layer)
+    }
+}
+
+/// Layers copied into a plain directory, and an exec's changes found by comparing every entry's state
+/// before and after. Slower, but works where overlayfs does not (an engine whose cache directory is itself on
+/// overlayfs, say).
+#[derive(Debug)]
+pub struct CopySnapshotter;
+
+impl Snapshotter for CopySnapshotter {
+    fn kind(&self) -> SnapshotterKind {
+        SnapshotterKind::Copy
+    }
+
+    fn assemble(
+        &self,
+        layers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        target: &Path,
+        _empty_layer: &Path,
+    ) -> Result<Mounted, SnapshotError> {
+        std::fs::create_dir_all(target).map_err(io(format!("cannot create {}", target.display())))?;
+        // Removed again on drop if a layer fails to apply.
+        let mut m = Mounted {
+            target: target.to_owned(),
+            links: PathBuf::new(),
+            mounted: false,
+            copy: Some(CopyState {
+                upper: None,
+                before: BTreeMap::new(),
+            }),
+        };
+        for l in layers {
+            apply_layer(l, target)?;
+        }
+        if let Some((u, _)) = upper {
+            std::fs::create_dir_all(u).map_err(io(format!("cannot create {}", u.display())))?;
+            let before = stamps(target)?;
+            m.copy = Some(CopyState {
+                upper: Some(u.to_owned()),
+                before,
+            });
+        }
+        Ok(m)
     }
 }
 
@@ -212,10 +290,10 @@ impl Snapshotter {
 /// else overlayfs when a test mount under `scratch` works, else copies, with why overlayfs was not usable.
 /// Each engine chooses for its own cache directory: two engines in one process may differ (one whose
 /// cache directory is on overlayfs copies, another overlays).
-pub fn choose(scratch: &Path) -> (Snapshotter, Option<String>) {
+pub fn choose(scratch: &Path) -> (SnapshotterKind, Option<String>) {
     match std::env::var("DAGGER_RS_SNAPSHOTTER").as_deref() {
-        Ok("copy") => return (Snapshotter::Copy, None),
-        Ok("overlay") => return (Snapshotter::Overlay, None),
+        Ok("copy") => return (SnapshotterKind::Copy, None),
+        Ok("overlay") => return (SnapshotterKind::Overlay, None),
         _ => {}
     }
     let probe = scratch.join(format!("probe-{}", unique()));
@@ -233,64 +311,9 @@ pub fn choose(scratch: &Path) -> (Snapshotter, Option<String>) {
         .and_then(Mounted::unmount);
     remove_all(&probe);
     match ok {
-        Ok(()) => (Snapshotter::Overlay, None),
-        Err(e) => (Snapshotter::Copy, Some(e.to_string())),
+        Ok(()) => (SnapshotterKind::Overlay, None),
+        Err(e) => (SnapshotterKind::Copy, Some(e.to_string())),
     }
-}
-
-/// [`choose`] once for the whole process (the first caller's `scratch` decides), for tools that have no
-/// engine; engines choose their own.
-pub fn snapshotter(scratch: &Path) -> Snapshotter {
-    static CHOSEN: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        let (chosen, why) = choose(scratch);
-        if let Some(why) = why {
-            let _ = PROBE_FAILURE.set(why);
-        }
-        chosen
-    })
-}
-
-static PROBE_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Why overlayfs was found unusable, when the process-wide choice of [`snapshotter`] fell back to copies.
-pub fn overlay_probe_failure() -> Option<&'static str> {
-    PROBE_FAILURE.get().map(String::as_str)
-}
-
-/// Assembles `layers` at `target` with the chosen snapshotter; see [`mount_overlay`] for the arguments.
-pub fn assemble(
-    mode: Snapshotter,
-    layers: &[PathBuf],
-    upper: Option<(&Path, &Path)>,
-    target: &Path,
-    empty_layer: &Path,
-) -> Result<Mounted, SnapshotError> {
-    if mode == Snapshotter::Overlay {
-        return mount_overlay(layers, upper, target, empty_layer);
-    }
-    std::fs::create_dir_all(target).map_err(io(format!("cannot create {}", target.display())))?;
-    let mut m = Mounted {
-        target: target.to_owned(),
-        links: PathBuf::new(),
-        mounted: false,
-        copy: Some(CopyState {
-            upper: None,
-            before: BTreeMap::new(),
-        }),
-    };
-    for l in layers {
-        apply_layer(l, target)?;
-    }
-    if let Some((u, _)) = upper {
-        std::fs::create_dir_all(u).map_err(io(format!("cannot create {}", u.display())))?;
-        let before = stamps(target)?;
-        m.copy = Some(CopyState {
-            upper: Some(u.to_owned()),
-            before,
-        });
-    }
-    Ok(m)
 }
 
 /// What identifies a file's state: type, mode, owner, size, and change time (any write moves it).
@@ -953,17 +976,133 @@ pub fn remove_all(path: &Path) {
 mod tests {
     use super::*;
 
+    fn files_under(root: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("read").flatten() {
+                let path = e.path();
+                let rel = path.strip_prefix(root).expect("inside").to_string_lossy().into_owned();
+                let meta = std::fs::symlink_metadata(&path).expect("meta");
+                if meta.is_dir() {
+                    stack.push(path);
+                    out.push((rel, "/".to_owned()));
+                } else if meta.is_file() {
+                    out.push((rel, std::fs::read_to_string(&path).expect("text")));
+                } else {
+                    out.push((rel, "?".to_owned()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn layer(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let l = dir.join(name);
+        for (p, text) in files {
+            let f = l.join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(f, text).expect("write");
+        }
+        std::fs::create_dir_all(&l).expect("layer");
+        l
+    }
+
+    #[test]
+    fn copies_stack_layers_in_order_and_are_removed_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let low = layer(dir.path(), "low", &[("a", "1"), ("d/b", "2")]);
+        let high = layer(dir.path(), "high", &[("a", "3"), ("d/c", "4")]);
+        let target = dir.path().join("root");
+        let copy = SnapshotterKind::Copy.snapshotter();
+        assert_eq!(copy.kind(), SnapshotterKind::Copy);
+        let m = copy
+            .assemble(&[low, high], None, &target, &dir.path().join("empty"))
+            .expect("assemble");
+        assert_eq!(m.path(), target);
+        assert_eq!(
+            files_under(&target),
+            [
+                ("a".into(), "3".into()),
+                ("d".into(), "/".into()),
+                ("d/b".into(), "2".into()),
+                ("d/c".into(), "4".into())
+            ],
+            "the upper layer wins"
+        );
+        drop(m);
+        assert!(!target.exists(), "a dropped copy is removed");
+    }
+
+    #[test]
+    fn a_writable_copy_collects_only_what_changed_into_the_upper_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = layer(dir.path(), "base", &[("same", "s"), ("edit", "old"), ("d/keep", "k")]);
+        let (upper, work, target) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("root"),
+        );
+        let copy = SnapshotterKind::Copy.snapshotter();
+        let m = copy
+            .assemble(&[base], Some((&upper, &work)), &target, &dir.path().join("empty"))
+            .expect("assemble");
+        std::fs::write(target.join("edit"), "new").expect("edit");
+        std::fs::write(target.join("d/added"), "a").expect("add");
+        std::fs::create_dir(target.join("e")).expect("mkdir");
+        m.unmount().expect("collect");
+        assert!(!target.exists(), "the copy is gone once collected");
+        assert_eq!(
+            files_under(&upper),
+            [
+                ("d".into(), "/".into()),
+                ("d/added".into(), "a".into()),
+                ("e".into(), "/".into()),
+                ("edit".into(), "new".into())
+            ],
+            "unchanged entries stay out of the new layer"
+        );
+    }
+
+    #[test]
+    fn a_removed_entry_becomes_one_whiteout_for_its_topmost_path() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: whiteouts are device nodes, which need root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = layer(dir.path(), "base", &[("gone/a", "1"), ("gone/b/c", "2"), ("file", "f")]);
+        let (upper, work, target) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("root"),
+        );
+        let m = SnapshotterKind::Copy
+            .snapshotter()
+            .assemble(&[base], Some((&upper, &work)), &target, &dir.path().join("empty"))
+            .expect("assemble");
+        std::fs::remove_dir_all(target.join("gone")).expect("rm");
+        std::fs::remove_file(target.join("file")).expect("rm");
+        m.unmount().expect("collect");
+        assert_eq!(
+            files_under(&upper),
+            [("file".into(), "?".into()), ("gone".into(), "?".into())],
+            "whiteouts for the removed directory and file, nothing for what was below the directory"
+        );
+    }
+
     #[test]
     fn overlayfs_is_chosen_where_it_works_and_stacks_of_any_depth_mount() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (chosen, why) = choose(dir.path());
         if !rustix::process::geteuid().is_root() {
             // Without root no overlay mounts: copies, and the reason says what is missing.
-            assert_eq!(chosen, Snapshotter::Copy);
+            assert_eq!(chosen, SnapshotterKind::Copy);
             assert!(why.is_some_and(|w| w.contains("needs root")), "the reason names root");
             return;
         }
-        assert_eq!(chosen, Snapshotter::Overlay, "the probe failed: {why:?}");
+        assert_eq!(chosen, SnapshotterKind::Overlay, "the probe failed: {why:?}");
         let empty = dir.path().join("empty");
         let layer = dir.path().join("layer");
         std::fs::create_dir_all(&layer).expect("layer");

@@ -5,14 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, json};
-
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree};
 use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
 use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
 use crate::ops::engine::Engine;
+use crate::ops::error::{ExecFailure, OpError};
 use crate::ops::fields::{ContainerWithExec, ReturnType};
 use crate::ops::secret::secret_plaintext;
 use crate::worker::runtime::{MountSpec, RunRequest};
@@ -32,9 +30,9 @@ pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
 }
 
 /// Refuses what `withExec` cannot do here.
-fn check_options(a: &ContainerWithExec) -> Result<(), FieldError> {
+fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
     if a.experimental_privileged_nesting {
-        return Err(FieldError::new(
+        return Err(OpError::new(
             "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
         ));
     }
@@ -43,7 +41,7 @@ fn check_options(a: &ContainerWithExec) -> Result<(), FieldError> {
 
 /// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
 /// or when no args were given.
-pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, FieldError> {
+pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, OpError> {
     let mut argv = a.args.clone();
     if a.expand {
         argv = argv.iter().map(|arg| expand(arg, st)).collect();
@@ -57,7 +55,7 @@ pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<
         argv = full;
     }
     if argv.is_empty() {
-        return Err(FieldError::new(
+        return Err(OpError::new(
             "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
         ));
     }
@@ -72,7 +70,7 @@ struct Secrets {
     files: Vec<SecretFile>,
 }
 
-async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, FieldError> {
+async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, OpError> {
     let mut plaintexts = Vec::new();
     let mut env = st.config.env.clone();
     for (name, sd) in &st.secret_env {
@@ -108,7 +106,7 @@ pub(crate) async fn exec(
     d: &Digest,
     mut st: ContainerState,
     opts: ContainerWithExec,
-) -> Result<ContainerState, FieldError> {
+) -> Result<ContainerState, OpError> {
     check_options(&opts)?;
     let runtime = engine.runtime()?;
     let argv = command(&st, &opts)?;
@@ -125,7 +123,7 @@ pub(crate) async fn exec(
     let mut prepared =
         tokio::task::spawn_blocking(move || prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches))
             .await
-            .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+            .map_err(|e| OpError::new(format!("internal error: {e}")))??;
     let req = run_request(engine, d, &st, &opts, &prepared, &scratch, argv.clone(), env).await?;
     let on_line = log_sink(engine, d, &plaintexts);
     let result = runtime.run(&req.0, on_line).await;
@@ -135,7 +133,7 @@ pub(crate) async fn exec(
     // Tear down: unmount, then read back what the process wrote into writable snapshot mounts.
     let store = engine.store.clone();
     let read_back = prepared.read_back.clone();
-    let trees = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, FieldError> {
+    let trees = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, OpError> {
         prepared.overlay.unmount().map_err(snap)?;
         read_back
             .iter()
@@ -143,8 +141,8 @@ pub(crate) async fn exec(
             .collect()
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?;
-    let output = result.map_err(|e| FieldError::new(e.to_string()))?;
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?;
+    let output = result.map_err(|e| OpError::new(e.to_string()))?;
     for (path, tree) in trees? {
         for (mp, src) in st.mounts.iter_mut() {
             if *mp == path
@@ -208,7 +206,7 @@ async fn run_request(
     scratch: &Path,
     argv: Vec<String>,
     mut env: Vec<String>,
-) -> Result<(RunRequest, crate::worker::network::NetnsLease), FieldError> {
+) -> Result<(RunRequest, crate::worker::network::NetnsLease), OpError> {
     let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
         env.push(format!("HOME={home}"));
@@ -218,7 +216,7 @@ async fn run_request(
         let p = st.abs(&opts.redirect_stdin)?;
         let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
         stdin_bytes =
-            std::fs::read(&host).map_err(|e| FieldError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
+            std::fs::read(&host).map_err(|e| OpError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
     }
     // The workdir is created when missing, as image builders do.
     let cwd = st.workdir().to_owned();
@@ -227,7 +225,7 @@ async fn run_request(
     }
     let netns = engine.network.take().await;
     warn_once(engine, d);
-    let netns = netns.map_err(|e| FieldError::new(format!("cannot set up the container's network: {e}")))?;
+    let netns = netns.map_err(|e| OpError::new(format!("cannot set up the container's network: {e}")))?;
     let req = RunRequest {
         rootfs: prepared.rootfs.clone(),
         bundle: scratch.join("bundle"),
@@ -248,7 +246,7 @@ async fn run_request(
 
 /// Reports, once per engine, that filesystems are copied or that containers get no network.
 fn warn_once(engine: &Arc<Engine>, d: &Digest) {
-    if engine.snapshotter() == snapshot::Snapshotter::Copy
+    if engine.snapshotter().kind() == snapshot::SnapshotterKind::Copy
         && let Some(why) = engine.overlay_unusable()
         && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
@@ -275,7 +273,7 @@ fn check_exit(
     stdout: &[u8],
     stderr: &[u8],
     secrets: &[String],
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     let failed = match expect {
         ReturnType::Any => false,
         ReturnType::Failure => output.exit_code == 0,
@@ -301,16 +299,15 @@ fn check_exit(
             output.exit_code
         ),
     };
-    let mut ext = Map::new();
-    ext.insert("_type".into(), json!("EXEC_ERROR"));
-    ext.insert("cmd".into(), json!(argv));
-    ext.insert("exitCode".into(), json!(output.exit_code));
-    ext.insert("stdout".into(), json!(String::from_utf8_lossy(stdout)));
-    ext.insert("stderr".into(), json!(String::from_utf8_lossy(stderr)));
-    Err(FieldError {
-        message: String::from_utf8_lossy(&scrub(message.as_bytes(), secrets)).into_owned(),
-        extensions: Some(ext),
-    })
+    Err(OpError::exec(
+        String::from_utf8_lossy(&scrub(message.as_bytes(), secrets)),
+        ExecFailure {
+            cmd: argv.to_vec(),
+            exit_code: output.exit_code,
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+        },
+    ))
 }
 
 /// Writes redirected output into the new layer `upper`, at the path resolved through the container's links
@@ -320,7 +317,7 @@ fn write_redirects(
     st: &ContainerState,
     upper: &Path,
     outputs: &[(&String, &Vec<u8>)],
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     for (target, bytes) in outputs {
         if target.is_empty() {
             continue;
@@ -336,22 +333,21 @@ fn write_redirects(
             mtime: None,
         });
         snapshot::write_entry_at(&engine.store, upper, &rel, &entry, None)
-            .map_err(|e| FieldError::new(format!("cannot write `{p}`: {e}")))?;
+            .map_err(|e| OpError::new(format!("cannot write `{p}`: {e}")))?;
     }
     Ok(())
 }
 
 /// Keeps the exec's upper directory as the layer `name`.
-fn keep_layer(engine: &Engine, upper: &Path, name: &str) -> Result<(), FieldError> {
+fn keep_layer(engine: &Engine, upper: &Path, name: &str) -> Result<(), OpError> {
     let layers = layers_dir(&engine.store);
-    std::fs::create_dir_all(&layers)
-        .map_err(|e| FieldError::new(format!("cannot create {}: {e}", layers.display())))?;
+    std::fs::create_dir_all(&layers).map_err(|e| OpError::new(format!("cannot create {}: {e}", layers.display())))?;
     let target = layers.join(name);
     if target.exists() {
         snapshot::remove_all(&target);
     }
     std::fs::rename(upper, &target)
-        .map_err(|e| FieldError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))
+        .map_err(|e| OpError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))
 }
 
 /// A secret mounted as a file: container path, plaintext, mode, owner.
@@ -375,13 +371,13 @@ pub(crate) fn prepare(
     scratch: &Path,
     secret_files: &[SecretFile],
     fresh_caches: &std::collections::HashSet<String>,
-) -> Result<Prepared, FieldError> {
-    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+) -> Result<Prepared, OpError> {
+    let io = |what: String| move |e: std::io::Error| OpError::new(format!("{what}: {e}"));
     std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
     let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
     for l in &layers {
         if !l.is_dir() {
-            return Err(FieldError::new(format!(
+            return Err(OpError::new(format!(
                 "layer {} is missing from the cache directory (pruned while in use?); run the pipeline again",
                 l.display()
             )));
@@ -444,7 +440,7 @@ fn mount_spec(
     path: &str,
     src: &MountSource,
     fresh: bool,
-) -> Result<Option<(MountSpec, bool)>, FieldError> {
+) -> Result<Option<(MountSpec, bool)>, OpError> {
     let bind = |source: PathBuf, read_only: bool| MountSpec::Bind {
         source,
         target: path.to_owned(),
@@ -487,8 +483,8 @@ fn mount_spec(
 
 /// Name resolution and a hosts file, as every container expects: host files written under `scratch`, with
 /// the container path each is mounted at.
-fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, FieldError> {
-    let io = |what: String| move |e: std::io::Error| FieldError::new(format!("{what}: {e}"));
+fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, OpError> {
+    let io = |what: String| move |e: std::io::Error| OpError::new(format!("{what}: {e}"));
     // Name resolution and a hosts file, as every container expects.
     let hosts = scratch.join("hosts");
     std::fs::write(
@@ -516,12 +512,12 @@ pub(crate) struct SecretStore {
 
 impl SecretStore {
     /// Mounts a tmpfs at `dir`, sized for `files`.
-    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, FieldError> {
+    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, OpError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dir)
-            .map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| OpError::new(format!("cannot create {}: {e}", dir.display())))?;
         // A page per file at least, and room for the directory itself.
         let size: usize = files
             .iter()
@@ -529,7 +525,7 @@ impl SecretStore {
             .sum::<usize>()
             + 64 * 1024;
         let data = std::ffi::CString::new(format!("mode=0700,size={size}"))
-            .map_err(|_| FieldError::new("internal error: tmpfs options contain a NUL byte"))?;
+            .map_err(|_| OpError::new("internal error: tmpfs options contain a NUL byte"))?;
         use rustix::mount::MountFlags;
         rustix::mount::mount(
             "drs-secrets",
@@ -540,7 +536,7 @@ impl SecretStore {
         )
         .map_err(|e| {
             let _ = std::fs::remove_dir(dir);
-            FieldError::new(format!(
+            OpError::new(format!(
                 "cannot mount a tmpfs for the exec's secrets at {} (the engine needs root): {e}",
                 dir.display()
             ))
@@ -549,12 +545,12 @@ impl SecretStore {
     }
 
     /// Writes one secret file, created with its final mode and owner before the plaintext goes in.
-    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, FieldError> {
+    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, OpError> {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         // `create_new` never follows a symbolic link and never opens an existing file.
         let path = self.dir.join(name);
-        let fail = |e: std::io::Error| FieldError::new(format!("cannot write the secret file {}: {e}", path.display()));
+        let fail = |e: std::io::Error| OpError::new(format!("cannot write the secret file {}: {e}", path.display()));
         let mode = mode & 0o7777;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -590,6 +586,8 @@ mod tests {
     //! The pure parts of `withExec`: the command line, the exit check, scrubbing. No runtime, no root.
 
     use std::time::Duration;
+
+    use serde_json::json;
 
     use super::*;
     use crate::worker::runtime::RunOutput;
@@ -646,6 +644,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn privileged_nesting_is_refused_by_name() {
+        let a = args(json!({ "args": ["true"], "experimentalPrivilegedNesting": true }));
+        let err = check_options(&a).expect_err("refused");
+        assert!(err.message.contains("experimentalPrivilegedNesting"), "{}", err.message);
+        assert!(check_options(&args(json!({ "args": ["true"] }))).is_ok());
+    }
+
     fn output(exit_code: i32, timed_out: Option<Duration>) -> RunOutput {
         RunOutput {
             exit_code,
@@ -667,12 +673,17 @@ mod tests {
             err.message,
             "process \"sh -c echo ***; exit 3\" did not complete successfully: exit code: 3"
         );
-        let ext = err.extensions.expect("extensions");
-        assert_eq!(ext["_type"], "EXEC_ERROR");
-        assert_eq!(ext["exitCode"], 3);
-        assert_eq!(ext["stdout"], "out");
-        assert_eq!(ext["stderr"], "err ***");
-        assert_eq!(ext["cmd"], json!(argv), "the command as given (IDs hold it already)");
+        let failure = err.exec.expect("the process's details");
+        assert_eq!(
+            *failure,
+            ExecFailure {
+                cmd: argv,
+                exit_code: 3,
+                stdout: "out".into(),
+                stderr: "err ***".into(),
+            },
+            "the command as given (IDs hold it already), the output scrubbed"
+        );
     }
 
     #[test]

@@ -5,31 +5,32 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
 use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_in};
+use crate::ops::container::{change, container_of};
 use crate::ops::directory::dest_is_dir_hint;
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerExists, ContainerField, ContainerWithDirectory, ExistsType};
-use crate::ops::op::{Cx, Op, change, run};
+use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
 use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self, SnapshotError};
 
-pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, FieldError> {
+pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, OpError> {
     let p = layers_dir(store).join("empty");
-    std::fs::create_dir_all(&p).map_err(|e| FieldError::new(format!("cannot create {}: {e}", p.display())))?;
+    std::fs::create_dir_all(&p).map_err(|e| OpError::new(format!("cannot create {}: {e}", p.display())))?;
     Ok(p)
 }
 
-pub(crate) fn snap(e: SnapshotError) -> FieldError {
-    FieldError::new(e.to_string())
+pub(crate) fn snap(e: SnapshotError) -> OpError {
+    OpError::new(e.to_string())
 }
 
 /// Numeric owner from an `owner` argument (`uid`, `uid:gid`, `name`, `name:group`; empty for none), resolved
 /// in the container's files.
-pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> Result<Option<(u32, u32)>, FieldError> {
+pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> Result<Option<(u32, u32)>, OpError> {
     if owner.is_empty() {
         return Ok(None);
     }
@@ -42,16 +43,16 @@ pub(crate) fn new_layer(
     engine: &Engine,
     name: &Digest,
     fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
-) -> Result<String, FieldError> {
+) -> Result<String, OpError> {
     let dir = layers_dir(&engine.store);
     let target = dir.join(name.as_str());
     if target.is_dir() {
         return Ok(name.to_string());
     }
     let tmp =
-        Scratch::create(&engine.store, "layer").map_err(|e| FieldError::new(format!("cannot create a layer: {e}")))?;
+        Scratch::create(&engine.store, "layer").map_err(|e| OpError::new(format!("cannot create a layer: {e}")))?;
     fill(tmp.path()).map_err(snap)?;
-    std::fs::create_dir_all(&dir).map_err(|e| FieldError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| OpError::new(format!("cannot create {}: {e}", dir.display())))?;
     // When another evaluation made it first (same call, same content), the scratch folder is removed.
     let _ = tmp.keep_as(&target);
     Ok(name.to_string())
@@ -73,7 +74,7 @@ pub(crate) fn write_into(
     path: &str,
     follow_last: bool,
     fill: impl FnOnce(&Path, &str) -> Result<(), SnapshotError>,
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     if let Some((m, MountSource::Dir { tree, .. }, rest)) = st.mount_at(path) {
         let rest = tree.resolve(&normalize(&rest)?, follow_last)?;
         let m = m.to_owned();
@@ -98,7 +99,7 @@ pub(crate) fn write_into(
         return result;
     }
     if st.mount_at(path).is_some() {
-        return Err(FieldError::new(format!(
+        return Err(OpError::new(format!(
             "cannot write `{path}`: it is inside a cache, secret or temporary mount"
         )));
     }
@@ -137,14 +138,14 @@ pub(crate) async fn read(
     st: &ContainerState,
     what: Read,
     path: String,
-) -> Result<Evaluated, FieldError> {
+) -> Result<Evaluated, OpError> {
     // A path under a mount reads the mount's content.
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return match src {
             MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, what, &path),
             MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, what, &path),
-            _ => Err(FieldError::new(format!(
+            _ => Err(OpError::new(format!(
                 "cannot read `{path}`: paths inside cache, secret and temporary mounts cannot be read back"
             ))),
         };
@@ -159,20 +160,18 @@ pub(crate) async fn read(
         Ok(out)
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
 /// Reads `file`, `directory` or `stat` of the container path `path`, found at `host` in the mounted root.
-fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Evaluated, FieldError> {
+fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Evaluated, OpError> {
     let meta = std::fs::symlink_metadata(host)
-        .map_err(|_| FieldError::new(format!("no such file or directory in the container: `{path}`")))?;
+        .map_err(|_| OpError::new(format!("no such file or directory in the container: `{path}`")))?;
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
     Ok(match what {
         Read::File => {
             if !meta.is_file() {
-                return Err(FieldError::new(format!(
-                    "`{path}` is not a regular file in the container"
-                )));
+                return Err(OpError::new(format!("`{path}` is not a regular file in the container")));
             }
             let (blob, size) = engine.store.put_blob_from_file(host)?;
             use std::os::unix::fs::PermissionsExt;
@@ -205,7 +204,7 @@ fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Eva
         }
         Read::Directory => {
             if !meta.is_dir() {
-                return Err(FieldError::new(format!("`{path}` is not a directory in the container")));
+                return Err(OpError::new(format!("`{path}` is not a directory in the container")));
             }
             let tree = snapshot::read_tree(&engine.store, host).map_err(snap)?;
             Evaluated::Dir {
@@ -216,7 +215,7 @@ fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Eva
     })
 }
 
-pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) -> Result<Evaluated, FieldError> {
+pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) -> Result<Evaluated, OpError> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
     match what {
         Read::File => Ok(Evaluated::File {
@@ -224,7 +223,7 @@ pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) ->
             entry: tree.file(rest)?.clone(),
         }),
         Read::Stat { .. } => crate::ops::directory::stat_named(tree, rest, name)
-            .map_err(|_| FieldError::new(format!("no such file or directory: `{path}`"))),
+            .map_err(|_| OpError::new(format!("no such file or directory: `{path}`"))),
         Read::Directory => Ok(Evaluated::Dir {
             tree: tree.subtree(rest)?,
             name: format!("{name}/"),
@@ -232,7 +231,7 @@ pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) ->
     }
 }
 
-pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Result<Evaluated, FieldError> {
+pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Result<Evaluated, OpError> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
     match what {
         Read::File => Ok(Evaluated::File {
@@ -245,12 +244,12 @@ pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Resu
             permissions: entry.mode,
             size: entry.size,
         }),
-        Read::Directory => Err(FieldError::new(format!("`{path}` is a mounted file, not a directory"))),
+        Read::Directory => Err(OpError::new(format!("`{path}` is a mounted file, not a directory"))),
     }
 }
 
 /// Mounts the container's layers read-only at a scratch directory.
-pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Mounted, FieldError> {
+pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<snapshot::Mounted, OpError> {
     let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
     let target = engine
         .store
@@ -264,7 +263,7 @@ pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<sna
 }
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
-pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: ContainerExists) -> Result<bool, FieldError> {
+pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: ContainerExists) -> Result<bool, OpError> {
     let expected = a.expected_type;
     let follow = crate::ops::directory::follows_links(a.do_not_follow_symlinks, expected);
     let path = path_in(st, &a.path, a.expand)?;
@@ -302,11 +301,11 @@ pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: Contain
         Ok(found)
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
 /// A user resolved to IDs, with the home directory from `/etc/passwd`.
-pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), FieldError> {
+pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), OpError> {
     if user.is_empty() {
         return Ok((0, 0, "/root".into()));
     }
@@ -336,7 +335,7 @@ pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> 
         Ok(n) => n,
         Err(_) => entry
             .and_then(|f| f.get(2)?.parse().ok())
-            .ok_or_else(|| FieldError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
+            .ok_or_else(|| OpError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
     };
     let home = entry
         .and_then(|f| f.get(5).cloned())
@@ -350,7 +349,7 @@ pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> 
                 .iter()
                 .find(|f| f.first().map(String::as_str) == Some(g))
                 .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| FieldError::new(format!("group `{g}` is not in the container's /etc/group")))?,
+                .ok_or_else(|| OpError::new(format!("group `{g}` is not in the container's /etc/group")))?,
         },
     };
     Ok((uid, gid, home))
@@ -368,7 +367,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
             Box::pin(async move {
                 let dir = cx.eval(&a.directory).await?;
                 let Evaluated::Dir { tree, .. } = &*dir else {
-                    return Err(FieldError::new("`directory` is not a directory"));
+                    return Err(OpError::new("`directory` is not a directory"));
                 };
                 let store = &cx.engine.store;
                 let layer = new_layer(&cx.engine, &cx.digest, |l| {
@@ -394,7 +393,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
             Box::pin(async move {
                 let f = cx.eval(&a.source).await?;
                 let Evaluated::File { name, entry } = &*f else {
-                    return Err(FieldError::new("`source` is not a file"));
+                    return Err(OpError::new("`source` is not a file"));
                 };
                 let mut entry = entry.clone();
                 if let Some(p) = a.permissions {
@@ -451,18 +450,18 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
 /// The op reading `what` at `path` (expanded when asked) out of the parent container.
 fn reading(what: Read, path: String, expand: bool) -> Option<Op> {
     run(move |cx| async move {
-        let st = cx.container()?;
+        let st = container_of(&cx)?;
         let path = path_in(st, &path, expand)?;
         read(&cx.engine, st, what, path).await
     })
 }
 
 /// `withDirectory`: the source filtered, permissions and owner applied, written at the path.
-async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirectory) -> Result<(), FieldError> {
+async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirectory) -> Result<(), OpError> {
     let path = path_in(st, &a.path, a.expand)?;
     let dir = cx.eval(&a.source).await?;
     let Evaluated::Dir { tree, .. } = &*dir else {
-        return Err(FieldError::new("`source` is not a directory"));
+        return Err(OpError::new("`source` is not a directory"));
     };
     let mut tree = tree.filter(&a.include, &a.exclude);
     if let Some(p) = a.permissions {
@@ -476,12 +475,7 @@ async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirect
 }
 
 /// Writes files at absolute container paths, owned by `owner` when given.
-fn write_files(
-    cx: &Cx,
-    st: &mut ContainerState,
-    owner: &str,
-    files: Vec<(String, FileEntry)>,
-) -> Result<(), FieldError> {
+fn write_files(cx: &Cx, st: &mut ContainerState, owner: &str, files: Vec<(String, FileEntry)>) -> Result<(), OpError> {
     let owner = owner_of(&cx.engine, st, owner)?;
     for (path, entry) in files {
         let store = cx.engine.store.clone();
@@ -501,7 +495,7 @@ async fn file_target(
     path: String,
     name: &str,
     into_dir: bool,
-) -> Result<String, FieldError> {
+) -> Result<String, OpError> {
     let is_dir = into_dir
         || matches!(
             read(engine, st, Read::Stat { follow: true }, path.clone()).await,
@@ -521,7 +515,7 @@ async fn wildcard_matches(
     st: &ContainerState,
     dir: String,
     pattern: Vec<String>,
-) -> Result<Vec<String>, FieldError> {
+) -> Result<Vec<String>, OpError> {
     if let Some((m, src, rest)) = st.mount_at(&dir) {
         return match src {
             MountSource::Dir { tree, .. } => {
@@ -532,7 +526,7 @@ async fn wildcard_matches(
                     .map(|p| format!("{}/{p}", m.trim_end_matches('/')))
                     .collect())
             }
-            _ => Err(FieldError::new(format!(
+            _ => Err(OpError::new(format!(
                 "cannot remove `{dir}/{}`: it is inside a cache, secret or temporary mount",
                 pattern.join("/")
             ))),
@@ -560,7 +554,7 @@ async fn wildcard_matches(
         found
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
 /// Collects, below the host directory `dir`, the relative paths matching `pattern` segment for segment; links
@@ -597,7 +591,7 @@ fn walk_matching(dir: &Path, pattern: &[String], rel: &mut Vec<String>, found: &
 /// it), then removed from the container's files; a path inside a mounted directory is removed from that
 /// mount. The rest becomes a new layer of whiteouts: parents resolve through the container's symlinks, a final
 /// link is removed itself.
-async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bool) -> Result<(), FieldError> {
+async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bool) -> Result<(), OpError> {
     let mut targets = Vec::new();
     for p in &paths {
         let path = path_in(st, p, expand)?;
@@ -627,7 +621,7 @@ async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bo
                 }
             }
             Some(_) => {
-                return Err(FieldError::new(format!(
+                return Err(OpError::new(format!(
                     "cannot remove `{path}`: it is inside a cache, secret or temporary mount"
                 )));
             }
@@ -660,7 +654,19 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::ops::op::testing::{apply, empty_dir, engine, object};
+    use crate::ops::fields::{DirectoryField, FileField};
+    use crate::ops::op::testing::{self, empty_dir, engine, object};
+
+    /// Runs `Type.field(args)` on `parent`, the type being the parent's.
+    async fn apply(e: &Arc<Engine>, parent: Evaluated, field: &str, args: Value) -> Result<Evaluated, OpError> {
+        let args = testing::args(args);
+        let op = match &parent {
+            Evaluated::Dir { .. } => crate::ops::directory::op(DirectoryField::parse(field, &args).expect("a field")),
+            Evaluated::File { .. } => crate::ops::file::op(FileField::parse(field, &args).expect("a field")),
+            _ => crate::ops::container::op(ContainerField::parse(field, &args).expect("a field")),
+        };
+        testing::apply(e, parent, op).await
+    }
 
     /// Applies fields in turn, starting from `start`.
     async fn chain(e: &Arc<Engine>, start: Evaluated, fields: &[(&str, Value)]) -> Evaluated {

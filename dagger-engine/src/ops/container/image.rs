@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
 use crate::ops::container::state::{ContainerState, ImageConfig, expand, layers_dir};
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::fields::{
     ContainerExport, ContainerPublish, ContainerWithRegistryAuth, ImageLayerCompression, ImageMediaTypes,
 };
@@ -21,8 +21,8 @@ use crate::worker::snapshot::{self};
 
 // ----- images in and out -----------------------------------------------------------------------------------
 
-pub(crate) fn oci(e: crate::worker::oci::OciError) -> FieldError {
-    FieldError::new(e.to_string())
+pub(crate) fn oci(e: crate::worker::oci::OciError) -> OpError {
+    OpError::new(e.to_string())
 }
 
 /// The image configuration as a container state's config.
@@ -52,7 +52,7 @@ pub(crate) fn config_from_image(img: &oci_spec::image::ImageConfiguration) -> Im
 }
 
 /// The container's config as an OCI image configuration.
-pub(crate) fn image_config(st: &ContainerState) -> Result<oci_spec::image::ImageConfiguration, FieldError> {
+pub(crate) fn image_config(st: &ContainerState) -> Result<oci_spec::image::ImageConfiguration, OpError> {
     let c = &st.config;
     let mut b = oci_spec::image::ConfigBuilder::default();
     if !c.env.is_empty() {
@@ -88,13 +88,13 @@ pub(crate) fn image_config(st: &ContainerState) -> Result<oci_spec::image::Image
     }
     let config = b
         .build()
-        .map_err(|e| FieldError::new(format!("cannot build the image config: {e}")))?;
+        .map_err(|e| OpError::new(format!("cannot build the image config: {e}")))?;
     let mut img = oci_spec::image::ImageConfiguration::default();
     img.set_config(Some(config));
     Ok(img)
 }
 
-pub(crate) fn platform_of(st: &ContainerState) -> Result<crate::worker::oci::Platform, FieldError> {
+pub(crate) fn platform_of(st: &ContainerState) -> Result<crate::worker::oci::Platform, OpError> {
     if st.platform.is_empty() {
         return Ok(crate::worker::oci::Platform::host());
     }
@@ -106,7 +106,7 @@ pub(crate) async fn registry_auth(
     engine: &Arc<Engine>,
     auths: Vec<(String, String, Digest)>,
     reference: &crate::worker::oci::Reference,
-) -> Result<Option<crate::worker::oci::registry::Auth>, FieldError> {
+) -> Result<Option<crate::worker::oci::registry::Auth>, OpError> {
     let found: Option<(String, String, Digest)> = {
         let wanted = reference.registry().to_owned();
         let mut found = None;
@@ -136,8 +136,8 @@ pub(crate) async fn resolve_address(
     engine: &Arc<Engine>,
     parent: Option<&Digest>,
     address: &str,
-) -> Result<String, FieldError> {
-    let failed = |cause: String| FieldError::new(format!("cannot resolve image `{address}` to a digest: {cause}"));
+) -> Result<String, OpError> {
+    let failed = |cause: String| OpError::new(format!("cannot resolve image `{address}` to a digest: {cause}"));
     let reference = crate::worker::oci::Reference::parse(address).map_err(|e| failed(e.to_string()))?;
     if let Some(d) = reference.digest() {
         return Ok(d.to_owned());
@@ -180,14 +180,14 @@ pub(crate) async fn from(
     st: &mut ContainerState,
     address: &str,
     pinned: Option<&str>,
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     let mut reference = crate::worker::oci::Reference::parse(address).map_err(oci)?;
     if let Some(d) = pinned {
         reference = reference.with_digest(d);
     }
     // `resolve_address` pins every `from` when it is selected; a record without the pin is not pulled by tag.
     if reference.digest().is_none() {
-        return Err(FieldError::new(format!(
+        return Err(OpError::new(format!(
             "image `{address}` was not resolved to a digest: select `from` again to resolve it"
         )));
     }
@@ -213,17 +213,17 @@ pub(crate) async fn apply_image(
     (op, d): (&str, &Digest),
     st: &mut ContainerState,
     image: &crate::worker::oci::registry::PulledImage,
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     let store = engine.store.clone();
     let blobs: Vec<Digest> = image
         .layers
         .iter()
         .map(|l| {
             l.store_digest()
-                .ok_or_else(|| FieldError::new(format!("layer digest `{}` is not a sha256 digest", l.digest)))
+                .ok_or_else(|| OpError::new(format!("layer digest `{}` is not a sha256 digest", l.digest)))
         })
         .collect::<Result<_, _>>()?;
-    let (names, skipped) = tokio::task::spawn_blocking(move || -> Result<(Vec<String>, Vec<String>), FieldError> {
+    let (names, skipped) = tokio::task::spawn_blocking(move || -> Result<(Vec<String>, Vec<String>), OpError> {
         let (mut names, mut skipped) = (Vec::new(), Vec::new());
         for b in &blobs {
             let (_, extracted) = crate::worker::oci::layer::extract_reporting(&store, b).map_err(oci)?;
@@ -233,7 +233,7 @@ pub(crate) async fn apply_image(
         Ok((names, skipped))
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    .map_err(|e| OpError::new(format!("internal error: {e}")))??;
     for line in skipped {
         engine.emit_log(op, d, line);
     }
@@ -250,10 +250,10 @@ pub(crate) async fn import(
     d: &Digest,
     st: &mut ContainerState,
     source: &Digest,
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     let file = engine.eval(source).await?;
     let Evaluated::File { entry, .. } = &*file else {
-        return Err(FieldError::new("`source` is not a file"));
+        return Err(OpError::new("`source` is not a file"));
     };
     let path = engine.store.blob_path(&entry.blob);
     let store = engine.store.clone();
@@ -262,7 +262,7 @@ pub(crate) async fn import(
         crate::worker::oci::image::read_image_tarball_for(&path, &store, &platform).map_err(oci)
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))??;
+    .map_err(|e| OpError::new(format!("internal error: {e}")))??;
     apply_image(engine, ("Container.import", d), st, &image).await?;
     st.image_ref = image.reference.map(|r| r.to_string()).unwrap_or_default();
     Ok(())
@@ -281,22 +281,22 @@ pub(crate) struct ImageOptions<'a> {
 }
 
 /// Refuses image-output options this engine does not implement yet, naming them.
-pub(crate) fn check_image_options(o: &ImageOptions<'_>) -> Result<(), FieldError> {
+pub(crate) fn check_image_options(o: &ImageOptions<'_>) -> Result<(), OpError> {
     let field = o.field;
     if !o.platform_variants.is_empty() {
-        return Err(FieldError::new(format!(
+        return Err(OpError::new(format!(
             "`Container.{field}(platformVariants:)` is not supported by this engine yet: publish one platform at a time"
         )));
     }
     if !matches!(o.media_types, ImageMediaTypes::Oci | ImageMediaTypes::OciMediaTypes) {
-        return Err(FieldError::new(format!(
+        return Err(OpError::new(format!(
             "`Container.{field}(mediaTypes: {})` is not supported by this engine yet: it writes OCI media types",
             o.media_types.as_str()
         )));
     }
     match o.forced_compression {
         None | Some(ImageLayerCompression::Gzip | ImageLayerCompression::GZIP) => Ok(()),
-        Some(other) => Err(FieldError::new(format!(
+        Some(other) => Err(OpError::new(format!(
             "`Container.{field}(forcedCompression: {})` is not supported by this engine yet: layers are gzip-compressed",
             other.as_str()
         ))),
@@ -307,7 +307,7 @@ pub(crate) fn check_image_options(o: &ImageOptions<'_>) -> Result<(), FieldError
 pub(crate) async fn built_image(
     engine: &Arc<Engine>,
     st: &ContainerState,
-) -> Result<crate::worker::oci::image::BuiltImage, FieldError> {
+) -> Result<crate::worker::oci::image::BuiltImage, OpError> {
     let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
     let config = image_config(st)?;
     let platform = platform_of(st)?;
@@ -316,15 +316,15 @@ pub(crate) async fn built_image(
         crate::worker::oci::image::build_image(&store, &layers, &config, &platform).map_err(oci)
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
 /// Writes the container's image as an OCI tarball at `target` (atomically).
-pub(crate) async fn write_tarball(engine: &Arc<Engine>, st: &ContainerState, target: &Path) -> Result<(), FieldError> {
+pub(crate) async fn write_tarball(engine: &Arc<Engine>, st: &ContainerState, target: &Path) -> Result<(), OpError> {
     let image = built_image(engine, st).await?;
     let target = target.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<(), FieldError> {
-        let io = |e: std::io::Error| FieldError::new(format!("cannot write {}: {e}", target.display()));
+    tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+        let io = |e: std::io::Error| OpError::new(format!("cannot write {}: {e}", target.display()));
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -342,7 +342,7 @@ pub(crate) async fn write_tarball(engine: &Arc<Engine>, st: &ContainerState, tar
         std::fs::rename(&tmp, &target).map_err(io)
     })
     .await
-    .map_err(|e| FieldError::new(format!("internal error: {e}")))?
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
 /// `asTarball`: the image as an OCI tarball file.
@@ -350,7 +350,7 @@ pub(crate) async fn as_tarball(
     engine: &Arc<Engine>,
     st: &ContainerState,
     options: ImageOptions<'_>,
-) -> Result<Evaluated, FieldError> {
+) -> Result<Evaluated, OpError> {
     check_image_options(&options)?;
     // Removed however this ends, a cancelled request included.
     let tmp = Scratch::new(&engine.store, "image");
@@ -369,11 +369,7 @@ pub(crate) async fn as_tarball(
 }
 
 /// `export(path)`: the image as an OCI tarball on the host; returns the absolute path written.
-pub(crate) async fn export(
-    engine: &Arc<Engine>,
-    st: &ContainerState,
-    a: &ContainerExport,
-) -> Result<Value, FieldError> {
+pub(crate) async fn export(engine: &Arc<Engine>, st: &ContainerState, a: &ContainerExport) -> Result<Value, OpError> {
     check_image_options(&ImageOptions {
         field: "export",
         platform_variants: &a.platform_variants,
@@ -383,7 +379,7 @@ pub(crate) async fn export(
     let path = if a.expand { expand(&a.path, st) } else { a.path.clone() };
     let target = crate::ops::host::host_path(engine, &path);
     if target.is_dir() {
-        return Err(FieldError::new(format!(
+        return Err(OpError::new(format!(
             "{} is a directory; `export` writes a tarball: give a file path",
             target.display()
         )));
@@ -393,11 +389,7 @@ pub(crate) async fn export(
 }
 
 /// `publish(address)`: pushes the image; returns `address@sha256:…`.
-pub(crate) async fn publish(
-    engine: &Arc<Engine>,
-    st: &ContainerState,
-    a: &ContainerPublish,
-) -> Result<Value, FieldError> {
+pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &ContainerPublish) -> Result<Value, OpError> {
     check_image_options(&ImageOptions {
         field: "publish",
         platform_variants: &a.platform_variants,
@@ -413,4 +405,52 @@ pub(crate) async fn publish(
         .await
         .map_err(oci)?;
     Ok(json!(pinned))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Image configurations in and out: no registry, no root.
+
+    use super::*;
+
+    #[test]
+    fn a_container_config_survives_the_trip_through_an_oci_image_config() {
+        let mut st = ContainerState::default();
+        st.config = ImageConfig {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            workdir: "/app".into(),
+            user: "1000:1000".into(),
+            entrypoint: vec!["/bin/app".into()],
+            cmd: vec!["serve".into()],
+            labels: [("org.opencontainers.image.title".to_owned(), "app".to_owned())]
+                .into_iter()
+                .collect(),
+            ports: vec![(8080, "TCP".into(), None), (53, "UDP".into(), None)],
+        };
+        let img = image_config(&st).expect("image config");
+        let exposed = img
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        assert!(
+            exposed.contains(&"8080/tcp".to_owned()) && exposed.contains(&"53/udp".to_owned()),
+            "{exposed:?}"
+        );
+        let mut back = config_from_image(&img);
+        back.ports.sort();
+        let mut want = st.config.clone();
+        want.ports.sort();
+        assert_eq!(back, want, "descriptions of ports are not part of an image");
+    }
+
+    #[test]
+    fn an_empty_config_stays_empty() {
+        let img = image_config(&ContainerState::default()).expect("image config");
+        assert_eq!(config_from_image(&img), ImageConfig::default());
+        assert_eq!(
+            config_from_image(&oci_spec::image::ImageConfiguration::default()),
+            ImageConfig::default()
+        );
+    }
 }

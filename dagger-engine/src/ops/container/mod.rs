@@ -19,14 +19,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::ops::container::exec::exec;
 use crate::ops::container::image::{ImageOptions, as_tarball, export, from, import, publish};
 use crate::ops::container::state::{ContainerState, ExecResult};
 use crate::ops::engine::Engine;
+use crate::ops::error::OpError;
 use crate::ops::fields::ContainerField;
-use crate::ops::op::{Op, change, run};
+use futures_util::future::BoxFuture;
+
+use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
 use crate::solver::events::EventKind;
 
@@ -37,7 +39,7 @@ use crate::solver::events::EventKind;
 pub(crate) fn op(field: ContainerField) -> Option<Op> {
     use ContainerField as F;
     let field = match state::edit(field) {
-        Ok(e) => return crate::ops::op::edit(e),
+        Ok(e) => return edit(e),
         Err(other) => other,
     };
     let field = match mounts::op(field) {
@@ -50,7 +52,7 @@ pub(crate) fn op(field: ContainerField) -> Option<Op> {
     };
     match field {
         F::WithExec(a) => run(move |cx| async move {
-            let st = cx.container()?.clone();
+            let st = container_of(&cx)?.clone();
             exec(&cx.engine, &cx.digest, st, a)
                 .await
                 .map(|s| Evaluated::Container(Box::new(s)))
@@ -71,10 +73,42 @@ pub(crate) fn op(field: ContainerField) -> Option<Op> {
                 media_types: a.media_types,
                 forced_compression: a.forced_compression,
             };
-            as_tarball(&cx.engine, cx.container()?, options).await
+            as_tarball(&cx.engine, container_of(&cx)?, options).await
         }),
         _ => None,
     }
+}
+
+/// The parent container of an op.
+pub(crate) fn container_of(cx: &Cx) -> Result<&ContainerState, OpError> {
+    match cx.parent()? {
+        Evaluated::Container(st) => Ok(st),
+        _ => Err(OpError::new("internal error: expected a container")),
+    }
+}
+
+/// An [`Op`] that changes a copy of the parent container (which may evaluate arguments, write layers, …).
+pub(crate) fn change<F>(f: F) -> Option<Op>
+where
+    F: for<'a> FnOnce(&'a Cx, &'a mut ContainerState) -> BoxFuture<'a, Result<(), OpError>> + Send + 'static,
+{
+    run(move |cx| async move {
+        let mut st = container_of(&cx)?.clone();
+        f(&cx, &mut st).await?;
+        Ok(Evaluated::Container(Box::new(st)))
+    })
+}
+
+/// An [`Op`] that edits the parent container's state alone (no filesystem, no engine).
+pub(crate) fn edit<F>(f: F) -> Option<Op>
+where
+    F: FnOnce(&mut ContainerState) -> Result<(), OpError> + Send + 'static,
+{
+    run(move |cx| async move {
+        let mut st = container_of(&cx)?.clone();
+        f(&mut st)?;
+        Ok(Evaluated::Container(Box::new(st)))
+    })
 }
 
 /// `Query.container(platform)`: an empty container.
@@ -89,15 +123,11 @@ pub(crate) fn empty(platform: Option<String>) -> Evaluated {
 }
 
 /// Computes a leaf of a container.
-pub(crate) async fn leaf(
-    engine: &Arc<Engine>,
-    field: ContainerField,
-    st: &ContainerState,
-) -> Result<Value, FieldError> {
+pub(crate) async fn leaf(engine: &Arc<Engine>, field: ContainerField, st: &ContainerState) -> Result<Value, OpError> {
     use ContainerField as F;
-    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, FieldError> {
+    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, OpError> {
         let e = st.exec.as_ref().ok_or_else(|| {
-            FieldError::new(format!(
+            OpError::new(format!(
                 "`{name}` needs a command to have run: call `withExec` before reading its output"
             ))
         })?;
@@ -111,7 +141,7 @@ pub(crate) async fn leaf(
         F::ExitCode => json!(
             st.exec
                 .as_ref()
-                .ok_or_else(|| FieldError::new("`exitCode` needs a command to have run: call `withExec` first"))?
+                .ok_or_else(|| OpError::new("`exitCode` needs a command to have run: call `withExec` first"))?
                 .exit_code
         ),
         F::EnvVariable(a) => json!(st.env_value(&a.name)),
@@ -134,7 +164,7 @@ pub(crate) async fn leaf(
             )
             .await?
         }
-        other => return Err(crate::ops::args::unsupported("Container", other.name())),
+        other => return Err(OpError::unsupported("Container", other.name())),
     })
 }
 
@@ -143,8 +173,8 @@ async fn with_progress(
     engine: &Arc<Engine>,
     op: &str,
     key: Value,
-    work: impl Future<Output = Result<Value, FieldError>>,
-) -> Result<Value, FieldError> {
+    work: impl Future<Output = Result<Value, OpError>>,
+) -> Result<Value, OpError> {
     let key = Digest::of(format!("{op}{key}").as_bytes());
     engine.emit_event(op, &key, EventKind::Started);
     let started = std::time::Instant::now();
@@ -158,4 +188,247 @@ async fn with_progress(
     };
     engine.emit_event(op, &key, kind);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    //! Container ops that need no runtime: mounts, state edits through the op table, leaves, refusals.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::ops::container::state::MountSource;
+    use crate::ops::op::testing::{self, empty_dir, engine, object};
+
+    fn op_of(field: &str, args: serde_json::Value) -> Option<Op> {
+        op(ContainerField::parse(field, &testing::args(args)).expect("a field of Container"))
+    }
+
+    async fn apply(
+        e: &Arc<Engine>,
+        parent: Evaluated,
+        field: &str,
+        args: serde_json::Value,
+    ) -> Result<Evaluated, OpError> {
+        testing::apply(e, parent, op_of(field, args)).await
+    }
+
+    fn container() -> Evaluated {
+        empty(Some("linux/amd64".into()))
+    }
+
+    fn state(v: Evaluated) -> ContainerState {
+        match v {
+            Evaluated::Container(st) => *st,
+            _ => panic!("a container"),
+        }
+    }
+
+    #[tokio::test]
+    async fn mounts_are_recorded_at_absolute_paths_and_replaced_or_removed() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = object(&e, empty_dir());
+        let cache = object(&e, Evaluated::Cache { key: "k".into() });
+        let secret = object(
+            &e,
+            Evaluated::Secret {
+                name: "s".into(),
+                uri: String::new(),
+            },
+        );
+        let c = apply(&e, container(), "withWorkdir", json!({ "path": "/w" }))
+            .await
+            .expect("workdir");
+        let c = apply(
+            &e,
+            c,
+            "withMountedDirectory",
+            json!({ "path": "src", "source": { "$id": dir }, "readOnly": true }),
+        )
+        .await
+        .expect("dir mount");
+        let c = apply(
+            &e,
+            c,
+            "withMountedCache",
+            json!({ "path": "/cache", "cache": { "$id": cache }, "sharing": "LOCKED" }),
+        )
+        .await
+        .expect("cache mount");
+        let c = apply(
+            &e,
+            c,
+            "withMountedSecret",
+            json!({ "path": "/run/s", "source": { "$id": secret } }),
+        )
+        .await
+        .expect("secret mount");
+        let c = apply(&e, c, "withMountedTemp", json!({ "path": "/tmp", "size": 1024 }))
+            .await
+            .expect("tmpfs");
+        let st = state(c.clone());
+        let paths: Vec<&str> = st.mounts.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/w/src", "/cache", "/run/s", "/tmp"]);
+        assert!(matches!(
+            &st.mounts[0].1,
+            MountSource::Dir {
+                read_only: true,
+                owner: None,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&st.mounts[1].1, MountSource::Cache { key, sharing, .. } if key == "k" && sharing == "LOCKED")
+        );
+        assert!(
+            matches!(&st.mounts[2].1, MountSource::Secret { mode: 0o400, .. }),
+            "secrets default to 0400"
+        );
+        assert!(matches!(&st.mounts[3].1, MountSource::Temp { size: Some(1024) }));
+        let c = apply(&e, c, "withoutMount", json!({ "path": "/cache" }))
+            .await
+            .expect("unmount");
+        let paths: Vec<String> = state(c).mounts.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["/w/src", "/run/s", "/tmp"]);
+    }
+
+    #[tokio::test]
+    async fn a_mount_source_of_the_wrong_kind_is_refused() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let not_a_cache = object(&e, empty_dir());
+        let err = apply(
+            &e,
+            container(),
+            "withMountedCache",
+            json!({ "path": "/c", "cache": { "$id": not_a_cache } }),
+        )
+        .await
+        .expect_err("not a cache");
+        assert_eq!(err.message, "`cache` is not a cache volume");
+        let err = apply(
+            &e,
+            container(),
+            "withMountedFile",
+            json!({ "path": "/f", "source": { "$id": not_a_cache } }),
+        )
+        .await
+        .expect_err("not a file");
+        assert_eq!(err.message, "`source` is not a file");
+    }
+
+    #[tokio::test]
+    async fn mounted_snapshots_are_read_back_by_path() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = object(&e, testing::dir(&e, &[("a/f", "x")]));
+        let c = apply(
+            &e,
+            container(),
+            "withMountedDirectory",
+            json!({ "path": "/m", "source": { "$id": dir } }),
+        )
+        .await
+        .expect("mount");
+        let sub = apply(&e, c.clone(), "directory", json!({ "path": "/m/a" }))
+            .await
+            .expect("directory");
+        assert_eq!(sub.as_dir().expect("dir").0.entries.keys().collect::<Vec<_>>(), ["f"]);
+        let f = apply(&e, c.clone(), "file", json!({ "path": "/m/a/f" }))
+            .await
+            .expect("file");
+        assert_eq!(f.as_file().expect("file").0, "f");
+        let exists = |path: &str| {
+            let f = ContainerField::parse("exists", json!({ "path": path }).as_object().expect("o")).expect("field");
+            let st = state(c.clone());
+            let e = e.clone();
+            async move { leaf(&e, f, &st).await.expect("exists") }
+        };
+        assert_eq!(exists("/m/a/f").await, json!(true));
+        assert_eq!(exists("/m/nope").await, json!(false));
+    }
+
+    #[tokio::test]
+    async fn leaves_read_the_state_and_say_what_is_missing() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let mut c = container();
+        for (field, args) in [
+            ("withEnvVariable", json!({ "name": "A", "value": "1" })),
+            ("withLabel", json!({ "name": "l", "value": "v" })),
+            ("withUser", json!({ "name": "app" })),
+            ("withEntrypoint", json!({ "args": ["/bin/sh"] })),
+            ("withDefaultArgs", json!({ "args": ["-c", "true"] })),
+        ] {
+            c = apply(&e, c, field, args).await.expect(field);
+        }
+        let st = state(c);
+        let read = |field: &str, args: serde_json::Value| {
+            let f = ContainerField::parse(field, args.as_object().expect("o")).expect("field");
+            let (e, st) = (e.clone(), st.clone());
+            async move { leaf(&e, f, &st).await }
+        };
+        assert_eq!(
+            read("envVariable", json!({ "name": "A" })).await.expect("env"),
+            json!("1")
+        );
+        assert_eq!(
+            read("envVariable", json!({ "name": "B" })).await.expect("env"),
+            json!(null)
+        );
+        assert_eq!(read("label", json!({ "name": "l" })).await.expect("label"), json!("v"));
+        assert_eq!(read("user", json!({})).await.expect("user"), json!("app"));
+        assert_eq!(read("entrypoint", json!({})).await.expect("ep"), json!(["/bin/sh"]));
+        assert_eq!(
+            read("defaultArgs", json!({})).await.expect("args"),
+            json!(["-c", "true"])
+        );
+        assert_eq!(read("workdir", json!({})).await.expect("workdir"), json!("/"));
+        assert_eq!(
+            read("platform", json!({})).await.expect("platform"),
+            json!("linux/amd64")
+        );
+        let err = read("stdout", json!({})).await.expect_err("no exec yet");
+        assert!(err.message.contains("withExec"), "{}", err.message);
+        let err = read("exitCode", json!({})).await.expect_err("no exec yet");
+        assert!(err.message.contains("withExec"), "{}", err.message);
+    }
+
+    #[test]
+    fn unimplemented_container_fields_have_no_op() {
+        assert!(op_of("asService", json!({})).is_none());
+        assert!(
+            op_of(
+                "withServiceBinding",
+                json!({ "alias": "db", "service": { "$id": Digest::of(b"s") } })
+            )
+            .is_none()
+        );
+        assert!(op_of("withRootfs", json!({ "directory": { "$id": Digest::of(b"d") } })).is_some());
+    }
+
+    #[test]
+    fn image_options_this_engine_cannot_write_are_refused_by_name() {
+        use crate::ops::container::image::{ImageOptions, check_image_options};
+        use crate::ops::fields::{ImageLayerCompression as C, ImageMediaTypes as M};
+        let check = |media_types, forced_compression, variants: &[Digest]| {
+            check_image_options(&ImageOptions {
+                field: "publish",
+                platform_variants: variants,
+                media_types,
+                forced_compression,
+            })
+            .map_err(|e| e.message)
+        };
+        assert_eq!(check(M::OciMediaTypes, None, &[]), Ok(()));
+        assert_eq!(check(M::Oci, Some(C::GZIP), &[]), Ok(()));
+        assert_eq!(check(M::Oci, Some(C::Gzip), &[]), Ok(()));
+        let docker = check(M::Docker, None, &[]).expect_err("docker media types");
+        assert!(docker.contains("`Container.publish(mediaTypes: DOCKER)`"), "{docker}");
+        let zstd = check(M::Oci, Some(C::Zstd), &[]).expect_err("zstd");
+        assert!(zstd.contains("forcedCompression: Zstd"), "{zstd}");
+        let variants = check(M::Oci, None, &[Digest::of(b"arm")]).expect_err("variants");
+        assert!(variants.contains("platformVariants"), "{variants}");
+    }
 }

@@ -2,11 +2,12 @@
 //! `withMountedTemp` and `withoutMount` record what an exec mounts where; they are set up for each exec (see
 //! [`crate::ops::container::exec`]), not written into the layers.
 
-use crate::model::error::FieldError;
+use crate::ops::container::change;
 use crate::ops::container::fs::owner_of;
 use crate::ops::container::state::{ContainerState, MountSource, path_in};
+use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerField, ContainerWithMountedCache};
-use crate::ops::op::{Cx, Op, change};
+use crate::ops::op::{Cx, Op};
 use crate::ops::value::Evaluated;
 
 /// The op of a mount field; the field back when it is not one.
@@ -19,7 +20,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
             Box::pin(async move {
                 let dir = cx.eval(&a.source).await?;
                 let Evaluated::Dir { tree, .. } = &*dir else {
-                    return Err(FieldError::new("`source` is not a directory"));
+                    return Err(OpError::new("`source` is not a directory"));
                 };
                 let source = MountSource::Dir {
                     tree: tree.clone(),
@@ -33,7 +34,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
             Box::pin(async move {
                 let f = cx.eval(&a.source).await?;
                 let Evaluated::File { entry, .. } = &*f else {
-                    return Err(FieldError::new("`source` is not a file"));
+                    return Err(OpError::new("`source` is not a file"));
                 };
                 let source = MountSource::File {
                     entry: entry.clone(),
@@ -76,22 +77,22 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
 }
 
 /// Adds `source` at the container path `path`.
-fn mount(st: &mut ContainerState, path: &str, expand: bool, source: MountSource) -> Result<(), FieldError> {
+fn mount(st: &mut ContainerState, path: &str, expand: bool, source: MountSource) -> Result<(), OpError> {
     let path = path_in(st, path, expand)?;
     st.add_mount(path, source);
     Ok(())
 }
 
 /// `withMountedCache`: the volume, what a new one starts with, its sharing mode and owner.
-async fn cache(cx: &Cx, st: &ContainerState, a: &ContainerWithMountedCache) -> Result<MountSource, FieldError> {
+async fn cache(cx: &Cx, st: &ContainerState, a: &ContainerWithMountedCache) -> Result<MountSource, OpError> {
     let cache = cx.eval(&a.cache).await?;
     let Evaluated::Cache { key } = &*cache else {
-        return Err(FieldError::new("`cache` is not a cache volume"));
+        return Err(OpError::new("`cache` is not a cache volume"));
     };
     let seed = match &a.source {
         Some(sd) => match &*cx.eval(sd).await? {
             Evaluated::Dir { tree, .. } => Some(tree.clone()),
-            _ => return Err(FieldError::new("`source` is not a directory")),
+            _ => return Err(OpError::new("`source` is not a directory")),
         },
         None => None,
     };

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::model::error::FieldError;
 use crate::model::ids::Digest;
 use crate::model::tree::{FileEntry, Tree, normalize};
+use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerField, NetworkProtocol};
 
 /// The image configuration a container carries.
@@ -150,7 +150,7 @@ impl ContainerState {
     }
 
     /// An absolute, normalized container path for `path` (relative ones resolve against the workdir).
-    pub(crate) fn abs(&self, path: &str) -> Result<String, FieldError> {
+    pub(crate) fn abs(&self, path: &str) -> Result<String, OpError> {
         let joined = if path.starts_with('/') {
             path.to_owned()
         } else {
@@ -233,7 +233,7 @@ pub(crate) fn expand(text: &str, state: &ContainerState) -> String {
 }
 
 /// A path argument, expanded from the environment when `expand`, made absolute against the workdir.
-pub(crate) fn path_in(state: &ContainerState, path: &str, expand_it: bool) -> Result<String, FieldError> {
+pub(crate) fn path_in(state: &ContainerState, path: &str, expand_it: bool) -> Result<String, OpError> {
     if expand_it {
         state.abs(&expand(path, state))
     } else {
@@ -278,7 +278,7 @@ pub(crate) fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String
 }
 
 /// An edit of a container's state alone.
-pub(crate) type StateEdit = Box<dyn FnOnce(&mut ContainerState) -> Result<(), FieldError> + Send>;
+pub(crate) type StateEdit = Box<dyn FnOnce(&mut ContainerState) -> Result<(), OpError> + Send>;
 
 /// The edit `field` makes to the state alone (`withEnvVariable`, `withWorkdir`, `withUser`, `withLabel`,
 /// `withExposedPort`, …); the field back when it is not one of them.
@@ -286,7 +286,7 @@ pub(crate) type StateEdit = Box<dyn FnOnce(&mut ContainerState) -> Result<(), Fi
 #[allow(clippy::result_large_err)]
 pub(crate) fn edit(field: ContainerField) -> Result<StateEdit, ContainerField> {
     use ContainerField as F;
-    fn boxed(f: impl FnOnce(&mut ContainerState) -> Result<(), FieldError> + Send + 'static) -> StateEdit {
+    fn boxed(f: impl FnOnce(&mut ContainerState) -> Result<(), OpError> + Send + 'static) -> StateEdit {
         Box::new(f)
     }
     Ok(match field {
@@ -372,9 +372,9 @@ fn with_exposed_port(
     port: i64,
     protocol: NetworkProtocol,
     description: Option<String>,
-) -> Result<(), FieldError> {
+) -> Result<(), OpError> {
     if !(1..=65535).contains(&port) {
-        return Err(FieldError::new(format!("port {port} is out of range (1-65535)")));
+        return Err(OpError::new(format!("port {port} is out of range (1-65535)")));
     }
     let protocol = protocol.as_str().to_owned();
     st.config
@@ -403,8 +403,8 @@ mod tests {
     use super::*;
 
     /// Applies `field` with `args` to `st`; `Ok(false)` when it is not a state edit.
-    fn apply(st: &mut ContainerState, field: &str, args: Value) -> Result<bool, FieldError> {
-        let field = ContainerField::parse(field, args.as_object().expect("object")).map_err(FieldError::from)?;
+    fn apply(st: &mut ContainerState, field: &str, args: Value) -> Result<bool, OpError> {
+        let field = ContainerField::parse(field, args.as_object().expect("object")).map_err(OpError::from)?;
         match edit(field) {
             Ok(e) => e(st).map(|()| true),
             Err(_) => Ok(false),
@@ -558,6 +558,27 @@ mod tests {
             assert_eq!(apply(&mut st, field, args).map_err(|e| e.message), Ok(false), "{field}");
         }
         assert_eq!(st, ContainerState::default());
+    }
+
+    #[test]
+    fn paths_expand_only_when_asked_and_resolve_against_the_workdir() {
+        let mut st = ContainerState::default();
+        st.set_env("DIR", "data");
+        st.config.workdir = "/srv".into();
+        assert_eq!(
+            path_in(&st, "$DIR/x", true).map_err(|e| e.message),
+            Ok("/srv/data/x".to_owned())
+        );
+        assert_eq!(
+            path_in(&st, "${DIR}", false).map_err(|e| e.message),
+            Ok("/srv/${DIR}".to_owned())
+        );
+        assert_eq!(
+            path_in(&st, "/abs/../etc", false).map_err(|e| e.message),
+            Ok("/etc".to_owned())
+        );
+        assert_eq!(expand("a-$NOPE-b", &st), "a--b", "unset variables expand to nothing");
+        assert_eq!(expand("cost: 5$", &st), "cost: 5$", "a lone `$` stays");
     }
 
     #[test]

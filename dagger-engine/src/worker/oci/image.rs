@@ -19,7 +19,7 @@ use oci_spec::image::{Arch, History, ImageConfiguration, Os};
 use serde::{Deserialize, Serialize};
 
 use super::layer::{self, Compression};
-use super::manifest::{Descriptor, DescriptorPlatform, Document, Index, Manifest, select_platform};
+use super::manifest::{Document, ImageIndex, ImageManifest, descriptor, select_platform};
 use super::registry::{PulledImage, read_config};
 use super::{Blob, LayerBlob, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OciError, Platform, Reference};
 use crate::model::ids::Digest;
@@ -89,17 +89,7 @@ pub fn build_image(
     let config_bytes = canonical_json(&config, "image configuration")?;
     let config = put_small_blob(store, &config_bytes, OCI_CONFIG)?;
 
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor::new(OCI_CONFIG, &config.digest, config.size),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-            .collect(),
-        annotations: None,
-    };
-    let manifest_bytes = canonical_json(&manifest, "image manifest")?;
+    let manifest_bytes = manifest_json(&config.digest, config.size, &layers)?;
     let manifest = put_small_blob(store, &manifest_bytes, OCI_MANIFEST)?;
     Ok(BuiltImage {
         manifest,
@@ -108,6 +98,26 @@ pub fn build_image(
         diff_ids,
         platform: platform.clone(),
     })
+}
+
+/// The OCI image manifest of a config (`sha256:…` and size) and layers, as written: its digest is the image's
+/// identity, so these bytes must never change for the same inputs.
+fn manifest_json(config_digest: &str, config_size: u64, layers: &[LayerBlob]) -> Result<Vec<u8>, OciError> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+        .collect::<Result<_, _>>()?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(oci_spec::image::SCHEMA_VERSION)
+        .media_type(OCI_MANIFEST)
+        .config(descriptor(OCI_CONFIG, config_digest, config_size)?)
+        .layers(layers)
+        .build()
+        .map_err(|e| OciError::Incomplete {
+            what: "the image manifest",
+            reason: e.to_string(),
+        })?;
+    canonical_json(&manifest, "image manifest")
 }
 
 // JSON with object keys sorted (serde_json's `Value` map is ordered), so equal documents hash equally even when
@@ -222,23 +232,7 @@ pub fn write_oci_tarball_named(image: &BuiltImage, name: Option<&Reference>, out
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append_bytes(&mut b, "oci-layout", layout).map_err(out_err)?;
 
-    let mut entry = Descriptor::new(OCI_MANIFEST, &image.manifest.digest, image.manifest.size);
-    entry.platform = Some(DescriptorPlatform::from(&image.platform));
-    if let Some(name) = name {
-        let mut annotations = std::collections::BTreeMap::new();
-        annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
-        if let Some(tag) = name.tag() {
-            annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
-        }
-        entry.annotations = Some(annotations);
-    }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.to_owned()),
-        manifests: vec![entry],
-        annotations: None,
-    };
-    append_bytes(&mut b, "index.json", &canonical_json(&index, "image index")?).map_err(out_err)?;
+    append_bytes(&mut b, "index.json", &index_json(image, name)?).map_err(out_err)?;
 
     let blob_path = |digest: &str| format!("blobs/{}", digest.replacen(':', "/", 1));
     let docker = vec![DockerArchiveEntry {
@@ -393,26 +387,46 @@ fn import_oci_layout(
         let Document::Index(index) = doc else {
             return Err(bad(format!("{what} is an image manifest, not an index")));
         };
-        let chosen = match index.manifests.as_slice() {
+        let chosen = match index.manifests().as_slice() {
             [only] => only.clone(),
             [] => return Err(bad(format!("{what} lists no image"))),
             _ => select_platform(&index, platform, &what)?.clone(),
         };
         reference = reference.or_else(|| {
             chosen
-                .annotations
+                .annotations()
                 .as_ref()
                 .and_then(|a| a.get("io.containerd.image.name"))
                 .and_then(|n| Reference::parse(n).ok())
         });
-        let blob = blob_of(&chosen.digest, &chosen.media_type)?;
+        let (digest, media_type) = (chosen.digest().to_string(), chosen.media_type().to_string());
+        let blob = blob_of(&digest, &media_type)?;
         let bytes = std::fs::read(&blob.path).map_err(OciError::io(&blob.path))?;
-        doc = Document::parse(&bytes, Some(&chosen.media_type), &format!("manifest {}", chosen.digest))?;
+        doc = Document::parse(&bytes, Some(&media_type), &format!("manifest {digest}"))?;
         if let Document::Manifest(m) = doc {
-            return import_manifest(path, *m, chosen.digest, reference, &blob_of);
+            return import_manifest(path, *m, digest, reference, &blob_of);
         }
     }
     Err(bad("its indexes nest too deeply".into()))
+}
+
+/// The `index.json` of an image tarball: one entry, the image's manifest with its platform, named when `name`
+/// is given.
+fn index_json(image: &BuiltImage, name: Option<&Reference>) -> Result<Vec<u8>, OciError> {
+    let mut entry = descriptor(OCI_MANIFEST, &image.manifest.digest, image.manifest.size)?;
+    entry.set_platform(Some((&image.platform).into()));
+    if let Some(name) = name {
+        let mut annotations = HashMap::new();
+        annotations.insert("io.containerd.image.name".to_owned(), name.to_string());
+        if let Some(tag) = name.tag() {
+            annotations.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
+        }
+        entry.set_annotations(Some(annotations));
+    }
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(OCI_INDEX.into()));
+    index.set_manifests(vec![entry]);
+    canonical_json(&index, "image index")
 }
 
 /// A `docker save` archive: its one image, with the registry manifest it would have.
@@ -460,17 +474,8 @@ fn import_docker_archive(
     let config = read_config(&config_path, &format!("the config of {}", path.display()))?;
     check_layer_count(path, &config, layers.len())?;
     // `docker save` archives have no registry manifest; make the one a registry would hold.
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor::new(OCI_CONFIG, &format!("sha256:{config_digest}"), config_size),
-        layers: layers
-            .iter()
-            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
-            .collect(),
-        annotations: None,
-    };
-    let manifest_blob = put_small_blob(store, &canonical_json(&manifest, "image manifest")?, OCI_MANIFEST)?;
+    let manifest = manifest_json(&format!("sha256:{config_digest}"), config_size, &layers)?;
+    let manifest_blob = put_small_blob(store, &manifest, OCI_MANIFEST)?;
     let reference = entry
         .repo_tags
         .as_ref()
@@ -487,23 +492,24 @@ fn import_docker_archive(
 
 fn import_manifest(
     path: &Path,
-    manifest: Manifest,
+    manifest: ImageManifest,
     manifest_digest: String,
     reference: Option<Reference>,
     blob_of: &dyn Fn(&str, &str) -> Result<Blob, OciError>,
 ) -> Result<PulledImage, OciError> {
-    let config_blob = blob_of(&manifest.config.digest, &manifest.config.media_type)?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_blob = blob_of(&config_digest, manifest.config().media_type().as_ref())?;
     let config = read_config(&config_blob.path, &format!("the config of {}", path.display()))?;
     let layers = manifest
-        .layers
+        .layers()
         .iter()
-        .map(|d| blob_of(&d.digest, &d.media_type))
+        .map(|d| blob_of(d.digest().as_ref(), d.media_type().as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     check_layer_count(path, &config, layers.len())?;
     Ok(PulledImage {
         reference,
         manifest_digest,
-        config_digest: manifest.config.digest,
+        config_digest,
         config,
         layers,
     })
@@ -581,12 +587,107 @@ mod tests {
         let Document::Manifest(m) = Document::parse(&bytes, None, "manifest").expect("parse") else {
             panic!("not a manifest");
         };
-        assert_eq!(m.config.digest, image.config.digest);
-        assert_eq!(m.layers[1].digest, image.layers[1].digest);
+        assert_eq!(m.config().digest().to_string(), image.config.digest);
+        assert_eq!(m.layers()[1].digest().to_string(), image.layers[1].digest);
 
         // Layer directories never change, so a directory of the same name is not packed again.
         std::fs::write(a.join("etc/extra"), "ignored").expect("write");
         let again = build_image(&store, &[a, b], &config, &arm).expect("build again");
         assert_eq!(again, image);
+    }
+
+    fn fake_blob(hex: char, media_type: &str, size: u64) -> Blob {
+        Blob {
+            digest: format!("sha256:{}", hex.to_string().repeat(64)),
+            media_type: media_type.to_owned(),
+            size,
+            path: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    /// The bytes of what the engine writes are its images' identities (manifest digests, cache keys, `publish`
+    /// and `export` outputs): pinned here, so a change of types or libraries cannot change them unnoticed.
+    #[test]
+    fn manifests_indexes_and_configs_are_written_byte_for_byte_as_pinned() {
+        let layers = vec![
+            fake_blob('a', OCI_LAYER_GZIP, 100),
+            fake_blob('b', super::super::DOCKER_LAYER_GZIP, 200),
+        ];
+        let config = fake_blob('c', OCI_CONFIG, 300);
+        let manifest = manifest_json(&config.digest, config.size, &layers).expect("manifest");
+        let pin = |bytes: &[u8], digest: &str| {
+            assert_eq!(
+                super::super::sha256_of(bytes),
+                digest,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        };
+        assert_eq!(
+            String::from_utf8(manifest.clone()).expect("utf-8"),
+            concat!(
+                r#"{"config":{"digest":"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","#,
+                r#""mediaType":"application/vnd.oci.image.config.v1+json","size":300},"layers":[{"digest":"#,
+                r#""sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","#,
+                r#""mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":100},{"digest":"#,
+                r#""sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","#,
+                r#""mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":200}],"#,
+                r#""mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#
+            )
+        );
+        pin(
+            &manifest,
+            "sha256:70d7ff5cad4eecd0cf1cf7c23a19c1596e83dbf309cb54e643abcb266e7e6c84",
+        );
+
+        let image = BuiltImage {
+            manifest: fake_blob('d', OCI_MANIFEST, 400),
+            config,
+            layers,
+            diff_ids: Vec::new(),
+            platform: Platform::parse("linux/arm/v7").expect("platform"),
+        };
+        let name = Reference::parse("registry.example/team/app:1.0").expect("reference");
+        pin(
+            &index_json(&image, None).expect("index"),
+            "sha256:79340bb1cb30f4560405d7a1898f48c306e8655c5c3ab64839c044abe999ebd2",
+        );
+        // Named: two annotations (kept in key order) beside the platform.
+        pin(
+            &index_json(&image, Some(&name)).expect("index"),
+            "sha256:d953a1430ebfe9524c1337e97ee9e03a073f14fc5f7c5fd49f057e07a64459bc",
+        );
+
+        let mut config = ImageConfiguration::default();
+        let mut inner = oci_spec::image::Config::default();
+        inner.set_env(Some(vec!["PATH=/usr/bin:/bin".to_owned(), "A=1".to_owned()]));
+        inner.set_cmd(Some(vec!["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()]));
+        inner.set_entrypoint(Some(vec!["/entry".to_owned()]));
+        inner.set_working_dir(Some("/work".to_owned()));
+        inner.set_user(Some("1000:1000".to_owned()));
+        inner.set_labels(Some(
+            [("z.last", "3"), ("a.first", "1"), ("m.middle", "2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ));
+        inner.set_exposed_ports(Some(vec!["8080/tcp".to_owned(), "53/udp".to_owned()]));
+        config.set_config(Some(inner));
+        config.set_architecture(Arch::ARM);
+        config.set_os(Os::Linux);
+        config.set_variant(Some("v7".to_owned()));
+        config.rootfs_mut().set_typ("layers".to_owned());
+        config
+            .rootfs_mut()
+            .set_diff_ids(vec![format!("sha256:{}", "e".repeat(64))]);
+        let mut h = History::default();
+        h.set_created_by(Some("dagger-rs".to_owned()));
+        h.set_comment(Some("layer built by dagger-rs".to_owned()));
+        config.set_history(Some(vec![h]));
+        // Labels and exposed ports are hash maps in memory: written in key order all the same.
+        pin(
+            &canonical_json(&config, "image configuration").expect("config"),
+            "sha256:185bd432e95c2232acd03ee34b932b3bbfe5f6fbe302e9e33145c99555974375",
+        );
     }
 }

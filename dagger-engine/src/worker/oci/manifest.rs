@@ -1,128 +1,58 @@
-//! The JSON documents of images: descriptors, image manifests and indexes, in their OCI and Docker forms.
+//! The JSON documents of images — descriptors, image manifests and indexes, in their OCI and Docker forms — as
+//! [`oci_spec::image`] types, and platform selection.
 //!
-//! The OCI and Docker schema-2 documents share one shape, so one set of types reads both. Maps are
-//! `BTreeMap`s so that what we write is deterministic (the digest of a manifest is its identity).
+//! The OCI and Docker schema-2 documents share one shape, so one set of types reads both: a Docker media type
+//! is kept as written (`MediaType::Other`). Documents the engine writes go through a canonical JSON form
+//! (object keys sorted, see `image`), so the hash maps these types hold never change their bytes.
+//!
+//! Two gaps of the library are covered here: a descriptor without `mediaType` (which the specifications
+//! require, and some registries omit in index entries) is read as having an empty one, as before; and the
+//! library names a descriptor platform's OS version `os_version` instead of `os.version`, which the engine
+//! neither reads nor writes.
 
-use std::collections::BTreeMap;
+use serde_json::Value;
 
-use serde::{Deserialize, Serialize};
+pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, OciError, Platform};
 
-/// A reference to a blob or manifest: media type, digest and size.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// The media type of the referenced content.
-    #[serde(default)]
-    pub media_type: String,
-    /// `sha256:…`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// In an index: the platform of the referenced manifest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<DescriptorPlatform>,
-    /// Arbitrary metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// Other places to download the content from (foreign layers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub urls: Option<Vec<String>>,
+/// A descriptor of `media_type`, `digest` (`sha256:…`) and `size`.
+pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Result<Descriptor, OciError> {
+    let digest: oci_spec::image::Digest = digest.parse().map_err(|_| OciError::UnsupportedMediaType {
+        what: format!("descriptor of {media_type}"),
+        media_type: format!("digest `{digest}`"),
+        supported: "sha256 digests",
+    })?;
+    Ok(Descriptor::new(media_type.into(), size, digest))
 }
 
-impl Descriptor {
-    /// A descriptor with just the media type, digest and size.
-    pub fn new(media_type: &str, digest: &str, size: u64) -> Self {
-        Descriptor {
-            media_type: media_type.to_owned(),
-            digest: digest.to_owned(),
-            size,
-            platform: None,
-            annotations: None,
-            urls: None,
-        }
-    }
-}
-
-/// The platform field of an index entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DescriptorPlatform {
-    /// CPU architecture (`amd64`, `arm64`, …).
-    pub architecture: String,
-    /// Operating system (`linux`).
-    pub os: String,
-    /// CPU variant (`v7`, `v8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// OS version (Windows images).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-}
-
-impl DescriptorPlatform {
-    /// As a [`Platform`].
-    pub fn to_platform(&self) -> Platform {
+impl From<&oci_spec::image::Platform> for Platform {
+    fn from(p: &oci_spec::image::Platform) -> Self {
         Platform {
-            os: self.os.clone(),
-            architecture: self.architecture.clone(),
-            variant: self.variant.clone(),
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
         }
     }
 }
 
-impl From<&Platform> for DescriptorPlatform {
+impl From<&Platform> for oci_spec::image::Platform {
     fn from(p: &Platform) -> Self {
-        DescriptorPlatform {
-            architecture: p.architecture.clone(),
-            os: p.os.clone(),
-            variant: p.variant.clone(),
-            os_version: None,
-        }
+        let mut platform = oci_spec::image::Platform::default();
+        platform.set_os(p.os.as_str().into());
+        platform.set_architecture(p.architecture.as_str().into());
+        platform.set_variant(p.variant.clone());
+        platform
     }
-}
-
-/// An image manifest (OCI or Docker schema 2): a config and layers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    /// Always 2.
-    pub schema_version: u32,
-    /// [`OCI_MANIFEST`] or [`DOCKER_MANIFEST`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The image configuration.
-    pub config: Descriptor,
-    /// The layers, base first.
-    pub layers: Vec<Descriptor>,
-    /// Arbitrary metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-/// An image index (OCI) or manifest list (Docker): manifests per platform.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Index {
-    /// Always 2.
-    pub schema_version: u32,
-    /// [`OCI_INDEX`] or [`DOCKER_MANIFEST_LIST`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The manifests.
-    pub manifests: Vec<Descriptor>,
-    /// Arbitrary metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A manifest document of either kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Document {
     /// A single-platform image.
-    Manifest(Box<Manifest>),
+    Manifest(Box<ImageManifest>),
     /// A multi-platform index.
-    Index(Index),
+    Index(Box<ImageIndex>),
 }
 
 /// The manifest media types a registry may answer with.
@@ -131,17 +61,24 @@ pub const ACCEPTED_MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+js
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
+/// Gives every descriptor under `key` (one, or a list) an empty `mediaType` when it has none.
+fn default_media_types(doc: &mut Value, key: &str) {
+    let fill = |d: &mut Value| {
+        if let Some(d) = d.as_object_mut() {
+            d.entry("mediaType").or_insert_with(|| Value::String(String::new()));
+        }
+    };
+    match doc.get_mut(key) {
+        Some(Value::Array(list)) => list.iter_mut().for_each(fill),
+        Some(one) => fill(one),
+        None => {}
+    }
+}
+
 impl Document {
     /// Parses a manifest or index, using `content_type` (from the registry) or else the document's own
     /// `mediaType`, or else its shape. `what` names it in errors.
     pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Self, OciError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Probe {
-            media_type: Option<String>,
-            schema_version: Option<u32>,
-            manifests: Option<serde_json::Value>,
-        }
         let json_err = |kind| {
             move |source| OciError::Json {
                 what: what.to_owned(),
@@ -149,31 +86,42 @@ impl Document {
                 source,
             }
         };
-        let probe: Probe = serde_json::from_slice(bytes).map_err(json_err("manifest"))?;
+        let mut doc: Value = serde_json::from_slice(bytes).map_err(json_err("manifest"))?;
+        if !doc.is_object() {
+            // Let the typed parse say what is wrong.
+            serde_json::from_value::<ImageManifest>(doc.clone()).map_err(json_err("manifest"))?;
+        }
+        let own_type = doc.get("mediaType").and_then(Value::as_str).map(str::to_owned);
+        let schema_version = doc.get("schemaVersion").and_then(Value::as_u64);
         let content_type = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim())
             .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
-        let media_type = content_type.map(str::to_owned).or(probe.media_type).unwrap_or_else(|| {
-            if probe.manifests.is_some() {
+        let media_type = content_type.map(str::to_owned).or(own_type).unwrap_or_else(|| {
+            if doc.get("manifests").is_some() {
                 OCI_INDEX.to_owned()
             } else {
                 OCI_MANIFEST.to_owned()
             }
         });
         match media_type.as_str() {
-            OCI_INDEX | DOCKER_MANIFEST_LIST => Ok(Document::Index(
-                serde_json::from_slice(bytes).map_err(json_err("image index"))?,
-            )),
+            OCI_INDEX | DOCKER_MANIFEST_LIST => {
+                default_media_types(&mut doc, "manifests");
+                Ok(Document::Index(Box::new(
+                    serde_json::from_value(doc).map_err(json_err("image index"))?,
+                )))
+            }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                if probe.schema_version != Some(2) {
+                if schema_version != Some(2) {
                     return Err(OciError::UnsupportedMediaType {
                         what: what.to_owned(),
-                        media_type: format!("{media_type} (schemaVersion {:?})", probe.schema_version),
+                        media_type: format!("{media_type} (schemaVersion {schema_version:?})"),
                         supported: "schema version 2",
                     });
                 }
+                default_media_types(&mut doc, "config");
+                default_media_types(&mut doc, "layers");
                 Ok(Document::Manifest(Box::new(
-                    serde_json::from_slice(bytes).map_err(json_err("image manifest"))?,
+                    serde_json::from_value(doc).map_err(json_err("image manifest"))?,
                 )))
             }
             other => Err(OciError::UnsupportedMediaType {
@@ -187,28 +135,20 @@ impl Document {
 
 /// Picks the manifest for `wanted` from an index; the error lists the platforms the index has. Entries
 /// without a platform, or for `unknown/unknown` (attestations), are never picked.
-pub fn select_platform<'a>(index: &'a Index, wanted: &Platform, what: &str) -> Result<&'a Descriptor, OciError> {
+pub fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform, what: &str) -> Result<&'a Descriptor, OciError> {
     let candidates = || {
-        index
-            .manifests
-            .iter()
-            .filter(|d| d.platform.as_ref().is_some_and(|p| p.os != "unknown"))
+        index.manifests().iter().filter_map(|d| {
+            let p = Platform::from(d.platform().as_ref()?);
+            (p.os != "unknown").then_some((d, p))
+        })
     };
     // An exact variant match beats an entry that merely has the right OS and architecture.
-    let exact = candidates().find(|d| {
-        d.platform.as_ref().is_some_and(|p| {
-            p.to_platform() == *wanted
-                || (wanted.variant.is_none() && p.variant.is_none() && p.to_platform().matches(wanted))
-        })
-    });
-    if let Some(d) =
-        exact.or_else(|| candidates().find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(&p.to_platform()))))
-    {
+    let exact = candidates()
+        .find(|(_, p)| p == wanted || (wanted.variant.is_none() && p.variant.is_none() && p.matches(wanted)));
+    if let Some((d, _)) = exact.or_else(|| candidates().find(|(_, p)| wanted.matches(p))) {
         return Ok(d);
     }
-    let mut available: Vec<String> = candidates()
-        .filter_map(|d| d.platform.as_ref().map(|p| p.to_platform().to_string()))
-        .collect();
+    let mut available: Vec<String> = candidates().map(|(_, p)| p.to_string()).collect();
     available.dedup();
     Err(OciError::NoPlatform {
         wanted: wanted.to_string(),
@@ -223,32 +163,30 @@ mod tests {
 
     fn entry(platform: &str, digest_char: char) -> Descriptor {
         let p = Platform::parse(platform).expect("platform");
-        Descriptor {
-            platform: Some(DescriptorPlatform::from(&p)),
-            ..Descriptor::new(
-                OCI_MANIFEST,
-                &format!("sha256:{}", digest_char.to_string().repeat(64)),
-                1,
-            )
-        }
+        let mut d = descriptor(
+            OCI_MANIFEST,
+            &format!("sha256:{}", digest_char.to_string().repeat(64)),
+            1,
+        )
+        .expect("descriptor");
+        d.set_platform(Some((&p).into()));
+        d
     }
 
     #[test]
     fn index_platform_selection_honours_variants() {
-        let index = Index {
-            schema_version: 2,
-            media_type: Some(OCI_INDEX.into()),
-            manifests: vec![
-                entry("linux/amd64", 'a'),
-                entry("linux/arm/v6", 'b'),
-                entry("linux/arm/v7", 'c'),
-                entry("linux/arm64/v8", 'd'),
-                entry("unknown/unknown", 'e'),
-            ],
-            annotations: None,
-        };
+        let mut index = ImageIndex::default();
+        index.set_media_type(Some(OCI_INDEX.into()));
+        index.set_manifests(vec![
+            entry("linux/amd64", 'a'),
+            entry("linux/arm/v6", 'b'),
+            entry("linux/arm/v7", 'c'),
+            entry("linux/arm64/v8", 'd'),
+            entry("unknown/unknown", 'e'),
+        ]);
         let pick = |p: &str| {
-            select_platform(&index, &Platform::parse(p).expect("platform"), "test index").map(|d| d.digest.clone())
+            select_platform(&index, &Platform::parse(p).expect("platform"), "test index")
+                .map(|d| d.digest().to_string())
         };
         assert!(pick("linux/amd64").expect("amd64").starts_with("sha256:a"));
         assert!(pick("linux/arm/v7").expect("v7").starts_with("sha256:c"));
@@ -262,7 +200,7 @@ mod tests {
 
     #[test]
     fn documents_are_recognized_by_type_or_shape() {
-        let m = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:1","size":1},"layers":[]}"#;
+        let m = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1},"layers":[]}"#;
         assert!(matches!(Document::parse(m, None, "m"), Ok(Document::Manifest(_))));
         assert!(matches!(
             Document::parse(m, Some(DOCKER_MANIFEST), "m"),
@@ -278,5 +216,70 @@ mod tests {
         )
         .expect_err("schema 1");
         assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn docker_schema_2_documents_read_like_oci_ones_with_their_media_types_kept() {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}",
+               "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":7,"digest":"{D1}"}},
+               "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":9,"digest":"{D2}",
+                          "urls":["https://example.com/l"]}}]}}"#
+        );
+        let Ok(Document::Manifest(m)) = Document::parse(manifest.as_bytes(), Some(DOCKER_MANIFEST), "m") else {
+            panic!("a Docker manifest");
+        };
+        assert_eq!(m.config().media_type().as_ref(), super::super::DOCKER_CONFIG);
+        assert_eq!((m.config().digest().as_ref(), m.config().size()), (D1, 7));
+        assert_eq!(m.layers()[0].media_type().as_ref(), super::super::DOCKER_LAYER_GZIP);
+        assert_eq!(m.layers()[0].digest().as_ref(), D2);
+
+        // A manifest list with `os.version`, `features`, a field of its own, and an entry without a media type.
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_LIST}","extra":true,"manifests":[
+                {{"mediaType":"{DOCKER_MANIFEST}","size":1,"digest":"{D1}",
+                  "platform":{{"architecture":"amd64","os":"windows","os.version":"10.0.17763.1"}}}},
+                {{"size":2,"digest":"{D2}","platform":{{"architecture":"arm","os":"linux","variant":"v7",
+                  "features":["sse4"]}}}}]}}"#
+        );
+        let Ok(Document::Index(index)) = Document::parse(list.as_bytes(), None, "list") else {
+            panic!("a Docker manifest list");
+        };
+        let arm = Platform::parse("linux/arm/v7").expect("platform");
+        let chosen = select_platform(&index, &arm, "list").expect("the arm entry");
+        assert_eq!(chosen.digest().as_ref(), D2);
+        assert_eq!(chosen.media_type().as_ref(), "", "no media type reads as an empty one");
+        let windows = Platform::from(index.manifests()[0].platform().as_ref().expect("a platform"));
+        assert_eq!(windows.to_string(), "windows/amd64");
+    }
+
+    #[test]
+    fn a_malformed_digest_is_refused_when_the_document_is_read() {
+        for digest in ["sha256:1", "sha256:../../etc/passwd", "md5"] {
+            let m = format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{digest}","size":1}},"layers":[]}}"#
+            );
+            let err = Document::parse(m.as_bytes(), None, "m").expect_err(digest);
+            assert!(matches!(err, OciError::Json { .. }), "{digest}: {err}");
+        }
+        assert!(descriptor(OCI_MANIFEST, "sha256:1", 1).is_err());
+    }
+
+    #[test]
+    fn platforms_convert_both_ways() {
+        for p in [
+            "linux/amd64",
+            "linux/arm/v7",
+            "linux/arm64/v8",
+            "linux/riscv64",
+            "plan9/mips64le",
+        ] {
+            let ours = Platform::parse(p).expect("platform");
+            let theirs = oci_spec::image::Platform::from(&ours);
+            assert_eq!(Platform::from(&theirs), ours, "{p}");
+        }
     }
 }

@@ -307,6 +307,14 @@ pub enum OciError {
         #[source]
         source: serde_json::Error,
     },
+    /// A document the engine writes could not be put together (a field its specification requires is missing).
+    #[error("cannot write {what}: {reason}")]
+    Incomplete {
+        /// The document.
+        what: &'static str,
+        /// What is missing.
+        reason: String,
+    },
     /// A layer tar has an entry that would land outside the layer, or cannot be represented.
     #[error("layer {layer}: entry `{entry}` {reason}; the layer was not extracted")]
     UnsafeEntry {

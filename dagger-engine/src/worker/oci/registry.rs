@@ -45,7 +45,7 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode, header};
 
-use super::manifest::{ACCEPTED_MANIFEST_TYPES, Descriptor, Document, Manifest, select_platform};
+use super::manifest::{ACCEPTED_MANIFEST_TYPES, Descriptor, Document, ImageManifest, select_platform};
 use super::{
     Blob, BuiltImage, DOCKER_CONFIG, LayerBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError,
     Platform, Reference, sha256_of,
@@ -483,13 +483,15 @@ impl RegistryClient {
                 Document::Manifest(m) => (*m, top_digest, bytes),
                 Document::Index(index) => {
                     let what = format!("{reference} ({top_digest})");
-                    let chosen = select_platform(&index, platform, &what)?.clone();
-                    let (bytes, content_type) = self.get_manifest(ep, repo, &chosen.digest, auth, &what).await?;
+                    let chosen = select_platform(&index, platform, &what)?;
+                    let chosen_digest = chosen.digest().to_string();
+                    let chosen_type = chosen.media_type().to_string();
+                    let (bytes, content_type) = self.get_manifest(ep, repo, &chosen_digest, auth, &what).await?;
                     let digest = sha256_of(&bytes);
-                    if digest != chosen.digest {
+                    if digest != chosen_digest {
                         return Err(OciError::DigestMismatch {
                             what: format!("the {platform} manifest of {reference}"),
-                            expected: chosen.digest,
+                            expected: chosen_digest,
                             actual: digest,
                         });
                     }
@@ -498,7 +500,7 @@ impl RegistryClient {
                         Document::Index(_) => {
                             return Err(OciError::UnsupportedMediaType {
                                 what: format!("the {platform} entry of {what}"),
-                                media_type: chosen.media_type,
+                                media_type: chosen_type,
                                 supported: "an image manifest inside an index (nested indexes are not supported)",
                             });
                         }
@@ -515,27 +517,28 @@ impl RegistryClient {
         ep: &Endpoint,
         store: &Store,
         reference: &Reference,
-        manifest: Manifest,
+        manifest: ImageManifest,
         manifest_digest: String,
         auth: Option<&Auth>,
     ) -> Result<PulledImage, OciError> {
         let repo = reference.repository();
-        if manifest.config.media_type != OCI_CONFIG && manifest.config.media_type != DOCKER_CONFIG {
+        let config_type = manifest.config().media_type().as_ref();
+        if config_type != OCI_CONFIG && config_type != DOCKER_CONFIG {
             return Err(OciError::UnsupportedMediaType {
                 what: format!("the config of {reference}"),
-                media_type: manifest.config.media_type.clone(),
+                media_type: config_type.to_owned(),
                 supported: "OCI and Docker image configs (artifacts are not images)",
             });
         }
         let config_blob = self
-            .fetch_blob(ep, store, repo, &manifest.config, auth, reference)
+            .fetch_blob(ep, store, repo, manifest.config(), auth, reference)
             .await?;
         let config = read_config(&config_blob.path, &format!("the config of {reference}"))?;
-        for layer in &manifest.layers {
-            if !is_layer_type(&layer.media_type) {
+        for layer in manifest.layers() {
+            if !is_layer_type(layer.media_type().as_ref()) {
                 return Err(OciError::UnsupportedMediaType {
-                    what: format!("layer {} of {reference}", layer.digest),
-                    media_type: layer.media_type.clone(),
+                    what: format!("layer {} of {reference}", layer.digest()),
+                    media_type: layer.media_type().to_string(),
                     supported: "tar layers, plain or compressed with gzip or zstd",
                 });
             }
@@ -543,7 +546,7 @@ impl RegistryClient {
         // The futures are made up front: a stream holding the closure that makes them would not be `Send`
         // for every lifetime, and pulls run inside the engine's `Send` evaluation futures.
         let fetches: Vec<_> = manifest
-            .layers
+            .layers()
             .iter()
             .map(|d| self.fetch_blob(ep, store, repo, d, auth, reference))
             .collect();
@@ -556,7 +559,7 @@ impl RegistryClient {
         Ok(PulledImage {
             reference: Some(reference.clone()),
             manifest_digest,
-            config_digest: manifest.config.digest,
+            config_digest: manifest.config().digest().to_string(),
             config,
             layers,
         })
@@ -616,26 +619,26 @@ impl RegistryClient {
         auth: Option<&Auth>,
         reference: &Reference,
     ) -> Result<Blob, OciError> {
-        let what = format!("blob {} of {reference}", d.digest);
+        let what = format!("blob {} of {reference}", d.digest());
         let digest = d
-            .digest
-            .strip_prefix("sha256:")
+            .as_digest_sha256()
             .and_then(Digest::parse)
             .ok_or_else(|| OciError::UnsupportedMediaType {
                 what: what.clone(),
-                media_type: format!("digest `{}`", d.digest),
+                media_type: format!("digest `{}`", d.digest()),
                 supported: "sha256 digests",
             })?;
+        let size = d.size();
         let blob = |path| Blob {
-            digest: d.digest.clone(),
-            media_type: d.media_type.clone(),
-            size: d.size,
+            digest: d.digest().to_string(),
+            media_type: d.media_type().to_string(),
+            size,
             path,
         };
         if store.has_blob(&digest) {
             return Ok(blob(store.blob_path(&digest)));
         }
-        let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest);
+        let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest());
         let resp = self
             .send(
                 ep,
@@ -661,8 +664,8 @@ impl RegistryClient {
                 break;
             };
             std::io::Write::write_all(&mut writer, &chunk).map_err(OciError::io(store.root().join("tmp")))?;
-            if writer.size() > d.size {
-                return Err(OciError::TooLarge { what, expected: d.size });
+            if writer.size() > size {
+                return Err(OciError::TooLarge { what, expected: size });
             }
         }
         match writer.commit(Some(&digest)) {
