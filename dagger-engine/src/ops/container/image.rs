@@ -415,17 +415,19 @@ mod tests {
 
     #[test]
     fn a_container_config_survives_the_trip_through_an_oci_image_config() {
-        let mut st = ContainerState::default();
-        st.config = ImageConfig {
-            env: vec!["PATH=/bin".into(), "A=1".into()],
-            workdir: "/app".into(),
-            user: "1000:1000".into(),
-            entrypoint: vec!["/bin/app".into()],
-            cmd: vec!["serve".into()],
-            labels: [("org.opencontainers.image.title".to_owned(), "app".to_owned())]
-                .into_iter()
-                .collect(),
-            ports: vec![(8080, "TCP".into(), None), (53, "UDP".into(), None)],
+        let st = ContainerState {
+            config: ImageConfig {
+                env: vec!["PATH=/bin".into(), "A=1".into()],
+                workdir: "/app".into(),
+                user: "1000:1000".into(),
+                entrypoint: vec!["/bin/app".into()],
+                cmd: vec!["serve".into()],
+                labels: [("org.opencontainers.image.title".to_owned(), "app".to_owned())]
+                    .into_iter()
+                    .collect(),
+                ports: vec![(8080, "TCP".into(), None), (53, "UDP".into(), None)],
+            },
+            ..ContainerState::default()
         };
         let img = image_config(&st).expect("image config");
         let exposed = img
