@@ -19,6 +19,8 @@ step "Python SDK for the engine's client tests (scripts/python-sdk.sh --setup)"
 ./scripts/python-sdk.sh --setup
 step "TypeScript SDK for the engine's client tests (scripts/ts-sdk.sh --setup; Node.js and npm come with the machine)"
 ./scripts/ts-sdk.sh --setup
+step "Rust SDK client for the engine's client tests (scripts/rust-sdk.sh --setup; dagger-sdk from crates.io, built into target/rust-sdk)"
+./scripts/rust-sdk.sh --setup
 step "offline images on 127.0.0.1:5000 (cargo run -p xtask -- images; the first run builds them, minutes)"
 cargo run -q -p xtask -- images
 step "cargo nextest run (unit, integration and ui tests)"

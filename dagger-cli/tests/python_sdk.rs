@@ -1,8 +1,10 @@
 //! The official Python SDK (dagger-io 0.21.x) as a real client of `dagger-rs`: it introspects the schema,
-//! builds directories, syncs and loads objects back by ID, reads the host, exports, uses secrets, and gets a
-//! clear error for a field the engine does not implement; and it drives container pipelines (pull, exec,
-//! mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. The clients
-//! live in `tests/python/`; the SDK is installed in `target/python-sdk-venv` by `scripts/python-sdk.sh --setup`.
+//! builds directories, syncs and loads objects back by ID (`sync`, and the SDK's `load_directory_from_id` and
+//! `load_container_from_id`, which send the legacy `loadFooFromID` fields), reads the host, exports, uses
+//! secrets, and gets a clear error for a field the engine does not implement; and it drives container pipelines
+//! (pull, exec, mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. The
+//! clients live in `tests/python/`; the SDK is installed in `target/python-sdk-venv` by
+//! `scripts/python-sdk.sh --setup`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

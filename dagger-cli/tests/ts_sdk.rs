@@ -1,10 +1,11 @@
 //! The official TypeScript SDK (@dagger.io/dagger 0.21.9) as a real client of `dagger-rs session`: a plain
 //! JavaScript program (`tests/ts/session_client.mjs`, run by `node`) lets the SDK start the CLI through
-//! `_EXPERIMENTAL_DAGGER_CLI_BIN`, builds and reads directories, passes objects by ID, reads the host, exports,
-//! and runs a container pipeline against a registry on loopback. That SDK ends the session by sending SIGTERM
-//! to the CLI and turns a CLI killed by the signal into an unhandled error (Node.js exit code 1); so these tests
-//! check the program exits 0, and that the engine is gone afterwards with nothing left in its cache directory.
-//! The SDK is installed in `target/ts-sdk` by `scripts/ts-sdk.sh --setup`; without Node.js the tests are skipped.
+//! `_EXPERIMENTAL_DAGGER_CLI_BIN`, builds and reads directories, passes objects by ID, loads them back with the
+//! SDK's `loadDirectoryFromID`/`loadContainerFromID`, reads the host, exports, and runs a container pipeline
+//! against a registry on loopback. That SDK ends the session by sending SIGTERM to the CLI and turns a CLI
+//! killed by the signal into an unhandled error (Node.js exit code 1); so these tests check the program exits 0,
+//! and that the engine is gone afterwards with nothing left in its cache directory. The SDK is installed in
+//! `target/ts-sdk` by `scripts/ts-sdk.sh --setup`; without Node.js the tests are skipped.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,21 @@ fn the_sdk_ends_its_session_with_sigterm_and_exits_0() {
         "ok   a synced file passed by ID",
         "ok   relative host paths resolve against --workdir",
         "ok   export to the host",
+        "ok   entries of a loaded directory",
+        "ok   building on a loaded directory",
+        "ok   contents of a loaded file",
+        "ok   loading a File ID as a Directory names both types",
+        "ok   withoutFile b/*.txt",
+        "ok   withoutDirectory a*",
+        "ok   withoutFiles with patterns",
+        "ok   glob marks directories",
+        "ok   withFile(\"\")",
+        "ok   withFile(\".\")",
+        "ok   withFile(\"/\")",
+        "ok   exists follows a link",
+        "ok   the symlink check sees the link",
+        "ok   doNotFollowSymlinks looks at the link",
+        "ok   a file name with a directory is an error",
     ] {
         assert!(stdout.contains(check), "missing `{check}`:\n{stdout}");
     }
@@ -206,6 +222,8 @@ fn the_sdk_runs_a_container_pipeline_and_exits_0() {
         "ok   container stdout",
         "ok   container exitCode",
         "ok   a file the exec made",
+        "ok   dag.loadContainerFromID: workdir",
+        "ok   dag.loadContainerFromID: exec on the loaded container",
     ] {
         assert!(stdout.contains(check), "missing `{check}`:\n{stdout}");
     }

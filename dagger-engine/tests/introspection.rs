@@ -327,6 +327,23 @@ async fn full_introspection_equals_the_sdl() {
     ] {
         assert!(names.contains(&name), "{name} is in the schema");
     }
+    // The legacy ID view of the official 0.21 SDKs is served: a scalar and a root loader per node type.
+    for name in ["ContainerID", "DirectoryID", "FileID", "SecretID", "StatID"] {
+        assert!(names.contains(&name), "{name} is in the schema");
+    }
+    let query = expected["__schema"]["types"]
+        .as_array()
+        .and_then(|types| types.iter().find(|t| t["name"] == "Query"))
+        .expect("Query");
+    let loader = query["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["name"] == "loadContainerFromID"))
+        .expect("Query.loadContainerFromID");
+    assert_eq!(loader["description"], "Load a Container from its ID.");
+    assert_eq!(
+        loader["args"][0]["type"],
+        json!({ "kind": "NON_NULL", "name": null, "ofType": { "kind": "SCALAR", "name": "ContainerID", "ofType": null } })
+    );
     assert!(
         *actual == expected,
         "introspection differs from the SDL (- expected, + served):\n{}",

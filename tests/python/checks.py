@@ -51,6 +51,104 @@ async def check_sync_then_continue(client: dagger.Client, scratch: pathlib.Path)
     expect(await merged.file("copy/one.txt").contents(), "1", "copied file")
 
 
+async def check_legacy_loaders(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # The SDK's generated `load_*_from_id` methods send `loadDirectoryFromID(id:)` and friends. Their
+    # parameters are typed (`dagger.DirectoryID`), while `id()` returns a plain `str`, as with Dagger 0.21.
+    d = client.directory().with_new_file("a.txt", "A").with_new_directory("sub")
+    loaded = client.load_directory_from_id(dagger.DirectoryID(await d.id()))
+    expect(await loaded.entries(), ["a.txt", "sub/"], "entries of a loaded directory")
+    more = loaded.with_new_file("b.txt", "B")
+    expect(await more.entries(), ["a.txt", "b.txt", "sub/"], "building on a loaded directory")
+    file_id = await d.file("a.txt").id()
+    expect(await client.load_file_from_id(dagger.FileID(file_id)).contents(), "A", "contents of a loaded file")
+    secret = client.load_secret_from_id(dagger.SecretID(await client.set_secret("s", "pw").id()))
+    expect(await secret.plaintext(), "pw", "plaintext of a loaded secret")
+    try:
+        await client.load_directory_from_id(dagger.DirectoryID(file_id)).entries()
+    except dagger.QueryError as e:
+        if "File" not in str(e) or "Directory" not in str(e):
+            raise AssertionError(f"the error does not name both types: {e}") from e
+    else:
+        raise AssertionError("loading a File ID as a Directory succeeded")
+
+
+async def check_removal_patterns(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # `withoutFile`, `withoutDirectory` and `withoutFiles` take patterns; no match is no error.
+    d = (
+        client.directory()
+        .with_new_file("foo.txt", "")
+        .with_new_file("b/foo.txt", "")
+        .with_new_file("b/data.json", "")
+        .with_new_file("c/file-a1.txt", "")
+        .with_new_file("c/file-b1.txt", "")
+        .with_new_file("a1/x", "")
+        .with_new_file("a2/y", "")
+    )
+    expect(await d.without_file("b/*.txt").entries(path="b"), ["data.json"], "withoutFile b/*.txt")
+    expect(await d.without_file("c/*a1*").entries(path="c"), ["file-b1.txt"], "withoutFile c/*a1*")
+    expect(await d.without_directory("a*").entries(), ["b/", "c/", "foo.txt"], "withoutDirectory a*")
+    expect(
+        await d.without_files(["*.txt", "nothing/*", "missing"]).entries(),
+        ["a1/", "a2/", "b/", "c/"],
+        "withoutFiles with patterns",
+    )
+
+
+async def check_with_file_into_a_directory(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # A destination that is an existing directory (the root as "", "." or "/") gets the file under its name.
+    f = client.directory().with_new_file("sub/deep/some-file", "data").file("sub/deep/some-file")
+    for root in ["", ".", "/"]:
+        expect(await client.directory().with_file(root, f).entries(), ["some-file"], f"withFile({root!r})")
+    d = client.directory().with_new_directory("d")
+    expect(await d.with_file("d", f).entries(path="d"), ["some-file"], "withFile into an existing directory")
+    expect(await d.with_file("new/", f).entries(path="new"), ["some-file"], "withFile into `new/`")
+    expect(await d.with_file("renamed", f).file("renamed").contents(), "data", "withFile to a new name")
+    two = client.directory().with_new_file("two", "2").file("two")
+    expect(await d.with_files("d", [f, two]).entries(path="d"), ["some-file", "two"], "withFiles")
+
+
+async def check_glob_marks_directories(client: dagger.Client, scratch: pathlib.Path) -> None:
+    d = client.directory().with_new_file("foo/bar.md/w.md", "").with_new_file("foo/baz.go/y.md", "")
+    expect(
+        await d.glob("**/*.md"),
+        ["foo/bar.md/", "foo/bar.md/w.md", "foo/baz.go/y.md"],
+        "glob: directories end with /",
+    )
+    expect(await d.glob("*"), ["foo/"], "glob *")
+
+
+async def check_exists_and_symlinks(client: dagger.Client, scratch: pathlib.Path) -> None:
+    d = (
+        client.directory()
+        .with_new_file("quotes/descartes", "Cogito, ergo sum")
+        .with_symlink("quotes/descartes", "i-am")
+        .with_symlink("quotes/does-not-exist", "nothing")
+        .with_symlink("/quotes", "abs")
+    )
+    regular, symlink = dagger.ExistsType.REGULAR_TYPE, dagger.ExistsType.SYMLINK_TYPE
+    expect(await d.exists("i-am", expected_type=regular), True, "a link to a file is a regular file")
+    expect(await d.exists("i-am", expected_type=symlink), True, "the symlink check sees the link")
+    expect(
+        await d.exists("i-am", expected_type=regular, do_not_follow_symlinks=True),
+        False,
+        "doNotFollowSymlinks looks at the link",
+    )
+    expect(await d.exists("nothing"), False, "a dangling link")
+    expect(await d.exists("nothing", do_not_follow_symlinks=True), True, "a dangling link itself")
+    expect(await d.exists("abs/descartes", expected_type=regular), True, "an absolute link inside the directory")
+
+
+async def check_file_names_are_bare(client: dagger.Client, scratch: pathlib.Path) -> None:
+    expect(await client.file("some-file", "x").name(), "some-file", "file name")
+    try:
+        await client.file("dir/some-file", "x").contents()
+    except dagger.QueryError as e:
+        if "must not contain a directory" not in str(e):
+            raise AssertionError(f"unexpected error: {e}") from e
+    else:
+        raise AssertionError("`file(name: \"dir/some-file\")` succeeded")
+
+
 async def check_host_directory_with_exclude(client: dagger.Client, scratch: pathlib.Path) -> None:
     src = scratch / "host-src"
     (src / "sub").mkdir(parents=True, exist_ok=True)
@@ -93,6 +191,12 @@ CHECKS = [
     check_version,
     check_directory_building,
     check_sync_then_continue,
+    check_legacy_loaders,
+    check_removal_patterns,
+    check_with_file_into_a_directory,
+    check_glob_marks_directories,
+    check_exists_and_symlinks,
+    check_file_names_are_bare,
     check_host_directory_with_exclude,
     check_export,
     check_secret,

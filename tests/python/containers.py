@@ -49,6 +49,43 @@ async def check_env_workdir_and_exec(reg: str, scratch: pathlib.Path) -> None:
     expect(await chained.stdout(), "one\n", "stdout of a chained exec")
 
 
+async def check_load_container_from_id(reg: str, scratch: pathlib.Path) -> None:
+    # `load_container_from_id` sends `loadContainerFromID(id:)`, as every official 0.21 SDK does.
+    c = busybox(reg).with_env_variable("WHO", "loaded").with_exec(["sh", "-c", "echo $WHO > /who"])
+    loaded = dag.load_container_from_id(dagger.ContainerID(await c.id()))
+    expect(await loaded.env_variable("WHO"), "loaded", "env_variable of a loaded container")
+    expect(await loaded.with_exec(["cat", "/who"]).stdout(), "loaded\n", "exec on a loaded container")
+    synced = dag.load_container_from_id(dagger.ContainerID(await (await c.sync()).id()))
+    expect(await synced.file("/who").contents(), "loaded\n", "file of a synced, loaded container")
+
+
+async def check_paths_like_dagger(reg: str, scratch: pathlib.Path) -> None:
+    # Removal patterns, withFile into a directory, exists and symlinks, in a container.
+    c = (
+        busybox(reg)
+        .with_workdir("/workdir")
+        .with_new_file("moo", "")
+        .with_new_file("foo", "")
+        .with_new_file("bar/man", "")
+        .with_symlink("/workdir/foo", "/foo-link")
+    )
+    out = await c.without_file("*oo").with_exec(["ls", "-1"]).stdout()
+    expect(out, "bar\n", "withoutFile *oo")
+    out = await c.without_files(["*oo", "nothing/*", "missing"]).with_exec(["ls", "-1"]).stdout()
+    expect(out, "bar\n", "withoutFiles with patterns")
+    f = dag.directory().with_new_file("sub/some-file", "data").file("sub/some-file")
+    expect(await c.with_file("/tmp", f).file("/tmp/some-file").contents(), "data", "withFile into /tmp")
+    expect(await c.with_file("", f).file("some-file").contents(), "data", "withFile into the workdir")
+    regular, symlink = dagger.ExistsType.REGULAR_TYPE, dagger.ExistsType.SYMLINK_TYPE
+    expect(await c.exists("/foo-link", expected_type=regular), True, "exists follows a link")
+    expect(await c.exists("/foo-link", expected_type=symlink), True, "the symlink check sees the link")
+    expect(
+        await c.exists("/foo-link", expected_type=regular, do_not_follow_symlinks=True),
+        False,
+        "doNotFollowSymlinks",
+    )
+
+
 async def check_mounted_directory_and_results(reg: str, scratch: pathlib.Path) -> None:
     src = dag.directory().with_new_file("in.txt", "hello\n").with_new_file("sub/b.txt", "B")
     c = (
@@ -155,6 +192,8 @@ async def check_publish_and_pull_back(reg: str, scratch: pathlib.Path) -> None:
 
 CHECKS = [
     check_env_workdir_and_exec,
+    check_load_container_from_id,
+    check_paths_like_dagger,
     check_mounted_directory_and_results,
     check_cache_volume_across_execs,
     check_secret_variable,

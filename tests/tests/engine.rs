@@ -102,7 +102,10 @@ async fn directory_and_file_fields() {
             .include(["src"])
             .exclude(["**/lib.rs"]),
     );
-    assert_eq!(filtered.glob("**").await.expect("filtered"), vec!["src", "src/main.rs"]);
+    assert_eq!(
+        filtered.glob("**").await.expect("filtered"),
+        vec!["src/", "src/main.rs"]
+    );
     let merged = dag
         .directory()
         .with_directory_opts(
@@ -113,7 +116,7 @@ async fn directory_and_file_fields() {
         .with_file("copied.rs", lib.clone());
     assert_eq!(
         merged.glob("**").await.expect("merged"),
-        vec!["copied.rs", "vendor", "vendor/README.md", "vendor/empty"]
+        vec!["copied.rs", "vendor/", "vendor/README.md", "vendor/empty/"]
     );
     assert_eq!(
         dag.file("x.txt", "same").digest().await.expect("digest"),

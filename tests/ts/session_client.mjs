@@ -26,7 +26,7 @@ try {
   console.error(`the TypeScript SDK is not installed in ${sdkDir}: run scripts/ts-sdk.sh --setup (${e})`);
   process.exit(2);
 }
-const { connection, dag } = sdk;
+const { connection, dag, ExistsType } = sdk;
 
 const cli = process.env._EXPERIMENTAL_DAGGER_CLI_BIN;
 if (!cli) {
@@ -92,8 +92,7 @@ try {
         const inner = dag.directory().withNewFile("a.txt", "A").withNewFile("sub/b.txt", "B");
         const outer = dag.directory().withDirectory("src", inner);
         expect("a directory passed by ID", await outer.entries({ path: "src" }), ["a.txt", "sub/"]);
-        // `sync` loads the object back through `node(id:)`; building on it must work. (The SDK's
-        // `dag.loadDirectoryFromID` needs the legacy `loadFooFromID` fields, which the engine does not serve.)
+        // `sync` loads the object back through `node(id:)`; building on it must work.
         const synced = await inner.sync();
         expect("building on a synced directory", await synced.withNewFile("c.txt", "C").entries(), [
           "a.txt",
@@ -103,6 +102,77 @@ try {
         const file = await synced.file("sub/b.txt").sync();
         const withFile = dag.directory().withFile("copy.txt", file);
         expect("a synced file passed by ID", await withFile.file("copy.txt").contents(), "B");
+      });
+
+      await check("dag.loadDirectoryFromID / loadFileFromID", async () => {
+        // The SDK's generated loaders send the legacy `loadFooFromID(id:)` fields.
+        const d = dag.directory().withNewFile("a.txt", "A").withNewDirectory("sub");
+        const loaded = dag.loadDirectoryFromID(await d.id());
+        expect("entries of a loaded directory", await loaded.entries(), ["a.txt", "sub/"]);
+        expect("building on a loaded directory", await loaded.withNewFile("b.txt", "B").entries(), [
+          "a.txt",
+          "b.txt",
+          "sub/",
+        ]);
+        const fileId = await d.file("a.txt").id();
+        expect("contents of a loaded file", await dag.loadFileFromID(fileId).contents(), "A");
+        let error = "";
+        try {
+          await dag.loadDirectoryFromID(fileId).entries();
+        } catch (e) {
+          error = String(e?.message ?? e);
+        }
+        expect(
+          "loading a File ID as a Directory names both types",
+          error.includes("File") && error.includes("Directory"),
+          true,
+        );
+      });
+
+      await check("paths like Dagger", async () => {
+        // Removal patterns, withFile into a directory, directories in glob, exists and symlinks, bare file names.
+        const d = dag
+          .directory()
+          .withNewFile("foo.txt", "")
+          .withNewFile("b/foo.txt", "")
+          .withNewFile("b/data.json", "")
+          .withNewFile("a1/x", "")
+          .withNewFile("a2/y", "");
+        expect("withoutFile b/*.txt", await d.withoutFile("b/*.txt").entries({ path: "b" }), ["data.json"]);
+        expect("withoutDirectory a*", await d.withoutDirectory("a*").entries(), ["b/", "foo.txt"]);
+        expect("withoutFiles with patterns", await d.withoutFiles(["*.txt", "nothing/*", "missing"]).entries(), [
+          "a1/",
+          "a2/",
+          "b/",
+        ]);
+        expect("glob marks directories", await d.glob("*"), ["a1/", "a2/", "b/", "foo.txt"]);
+        const f = dag.directory().withNewFile("sub/some-file", "data").file("sub/some-file");
+        for (const root of ["", ".", "/"]) {
+          expect(`withFile(${JSON.stringify(root)})`, await dag.directory().withFile(root, f).entries(), ["some-file"]);
+        }
+        const linked = d.withSymlink("foo.txt", "link");
+        expect(
+          "exists follows a link",
+          await linked.exists("link", { expectedType: ExistsType.RegularType }),
+          true,
+        );
+        expect(
+          "the symlink check sees the link",
+          await linked.exists("link", { expectedType: ExistsType.SymlinkType }),
+          true,
+        );
+        expect(
+          "doNotFollowSymlinks looks at the link",
+          await linked.exists("link", { expectedType: ExistsType.RegularType, doNotFollowSymlinks: true }),
+          false,
+        );
+        let error = "";
+        try {
+          await dag.file("dir/some-file", "x").contents();
+        } catch (e) {
+          error = String(e?.message ?? e);
+        }
+        expect("a file name with a directory is an error", error.includes("must not contain a directory"), true);
       });
 
       await check("relative host paths resolve against --workdir", async () => {
@@ -130,6 +200,13 @@ try {
           expect("container stdout", await c.stdout(), "hi from ts\nhello\n");
           expect("container exitCode", await c.exitCode(), 0);
           expect("a file the exec made", await c.file("/work/out.txt").contents(), "made\n");
+          const loaded = dag.loadContainerFromID(await c.id());
+          expect("dag.loadContainerFromID: workdir", await loaded.workdir(), "/work");
+          expect(
+            "dag.loadContainerFromID: exec on the loaded container",
+            await loaded.withExec(["cat", "out.txt"]).stdout(),
+            "made\n",
+          );
         });
       } else {
         console.log("skip container pipeline: set DRS_TEST_REGISTRY to a registry holding busybox:latest");

@@ -9,7 +9,8 @@
 //! - `ID` arguments marked `@expectedType(name: "T")` take the object `T` itself, resolved lazily;
 //! - a field named `sync` (or any other non-`id` field returning `ID!`) returns the object, reloaded by ID;
 //! - a list of objects is fetched as IDs and each element loaded with `node(id:)`;
-//! - `Query.node` becomes one `load_<type>_from_id` method per type implementing `Node`.
+//! - `Query.node` becomes one `load_<type>_from_id` method per type implementing `Node`; the legacy loader
+//!   fields (`Query.loadContainerFromID`, for the official 0.21 SDKs) are skipped.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -116,6 +117,7 @@ pub(crate) struct Schema {
     pub(crate) object_names: BTreeSet<String>,
     pub(crate) enum_names: BTreeSet<String>,
     pub(crate) input_names: BTreeSet<String>,
+    pub(crate) scalar_names: BTreeSet<String>,
 }
 
 /// Reads the object, enum and input definitions of an SDL document.
@@ -128,6 +130,7 @@ pub(crate) fn parse_schema(sdl: &str) -> Result<Schema, String> {
         object_names: BTreeSet::new(),
         enum_names: BTreeSet::new(),
         input_names: BTreeSet::new(),
+        scalar_names: BTreeSet::new(),
     };
     for def in &doc.definitions {
         match def {
@@ -142,6 +145,9 @@ pub(crate) fn parse_schema(sdl: &str) -> Result<Schema, String> {
             Definition::InputObjectTypeDefinition(i) => {
                 schema.input_names.insert(i.name.to_string());
                 schema.inputs.push((**i).clone());
+            }
+            Definition::ScalarTypeDefinition(s) => {
+                schema.scalar_names.insert(s.name.to_string());
             }
             _ => {}
         }
@@ -299,8 +305,8 @@ fn gen_field(
     leaf_impls: &mut Vec<(String, String, String)>,
 ) -> Result<(), String> {
     let fname = field.name.as_str();
-    if type_name == "Query" && fname == "node" {
-        // Replaced by the typed `load_*_from_id` methods.
+    if type_name == "Query" && (fname == "node" || legacy_loader(fname).is_some()) {
+        // Replaced by the typed `load_*_from_id` methods, which use `node(id:)`.
         return Ok(());
     }
     let ret = classify_return(schema, &field.ty, fname, is_node)?;
@@ -706,9 +712,29 @@ pub(crate) fn kind_of(
             }
             other if schema.enum_names.contains(other) => Kind::Enum(other.to_owned()),
             other if schema.input_names.contains(other) => Kind::Input(other.to_owned()),
-            other => return Err(format!("`{owner}({name}:)` has unsupported type `{other}`")),
+            // A legacy `FooID` scalar names its object type itself.
+            other => match legacy_id_type(schema, other) {
+                Some(object) => Kind::Object(object.to_owned()),
+                None => return Err(format!("`{owner}({name}:)` has unsupported type `{other}`")),
+            },
         }),
     }
+}
+
+/// The object type a legacy ID scalar (`ContainerID`) names, if `scalar` is one.
+pub(crate) fn legacy_id_type<'a>(schema: &Schema, scalar: &'a str) -> Option<&'a str> {
+    scalar
+        .strip_suffix("ID")
+        .filter(|t| schema.object_names.contains(*t) && schema.scalar_names.contains(scalar))
+}
+
+/// The object type a legacy loader field of `Query` (`loadContainerFromID`) loads, if `field` is one. They are
+/// the legacy ID view of the official 0.21 SDKs; this SDK loads objects with `node(id:)`.
+pub(crate) fn legacy_loader(field: &str) -> Option<&str> {
+    field
+        .strip_prefix("load")
+        .and_then(|rest| rest.strip_suffix("FromID"))
+        .filter(|t| !t.is_empty())
 }
 
 /// The type a required parameter (or an opts setter) accepts.
@@ -849,6 +875,39 @@ pub(crate) fn ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_loaders_are_skipped_and_legacy_ids_are_objects() {
+        let sdl = r#"
+            interface Node { id: ID! }
+            type Query implements Node {
+                node(id: ID!): Node
+                loadFileFromID(id: FileID!): File!
+                id: ID!
+            }
+            type File implements Node { id: ID! }
+            scalar FileID
+        "#;
+        let (api, _) = generate(sdl).expect("generate");
+        assert_eq!(
+            api.matches("pub fn load_file_from_id(").count(),
+            1,
+            "one loader, through `node`: {api}"
+        );
+        assert!(!api.contains("\"loadFileFromID\""), "{api}");
+        let schema = parse_schema(sdl).expect("parse");
+        let ty = Type::NonNullNamed(apollo_compiler::Name::new("FileID").expect("name"));
+        let kind = kind_of(
+            &schema,
+            "Query.loadFileFromID",
+            "id",
+            &ty,
+            &ast::DirectiveList::default(),
+        );
+        assert!(matches!(kind, Ok(Kind::Object(ref t)) if t == "File"), "{kind:?}");
+        let ty = Type::NonNullNamed(apollo_compiler::Name::new("FooID").expect("name"));
+        assert!(kind_of(&schema, "Q.f", "id", &ty, &ast::DirectiveList::default()).is_err());
+    }
 
     #[test]
     fn case_conversions() {

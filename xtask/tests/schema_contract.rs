@@ -291,3 +291,56 @@ fn every_item_has_a_description() {
     );
     assert!(count > 400, "only {count} items checked: is the walk complete?");
 }
+
+#[test]
+fn the_legacy_id_view_has_a_scalar_and_a_loader_per_node_type() {
+    // The official 0.21 SDKs (Python, TypeScript, Rust) send `loadFooFromID(id: FooID!)` for every object type
+    // with an ID except the root; the v0.21 engine serves them to clients older than v0.22.0.
+    let schema = schema();
+    let Some(ExtendedType::Object(query)) = schema.types.get("Query") else {
+        panic!("`Query` is missing");
+    };
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for (name, ty) in &schema.types {
+        let ExtendedType::Object(obj) = ty else { continue };
+        if name == "Query" || !obj.implements_interfaces.contains("Node") {
+            continue;
+        }
+        count += 1;
+        let scalar = format!("{name}ID");
+        if !matches!(schema.types.get(scalar.as_str()), Some(ExtendedType::Scalar(_))) {
+            problems.push(format!("scalar `{scalar}` is missing"));
+        }
+        let loader = format!("load{name}FromID");
+        match query.fields.get(loader.as_str()) {
+            Some(f)
+                if f.ty.to_string() == format!("{name}!")
+                    && f.arguments.len() == 1
+                    && f.arguments[0].name == "id"
+                    && f.arguments[0].ty.to_string() == format!("{scalar}!")
+                    && f.description.as_deref() == Some(&*format!("Load a {name} from its ID.")) => {}
+            _ => problems.push(format!(
+                "`Query.{loader}(id: {scalar}!): {name}!` (\"Load a {name} from its ID.\") is missing or differs"
+            )),
+        }
+    }
+    // Nothing else: every loader and every `FooID` scalar belongs to a node type.
+    for field in query.fields.keys() {
+        if let Some(object) = field.strip_prefix("load").and_then(|f| f.strip_suffix("FromID"))
+            && !matches!(schema.types.get(object), Some(ExtendedType::Object(o)) if o.implements_interfaces.contains("Node") && object != "Query")
+        {
+            problems.push(format!("`Query.{field}` loads no node type"));
+        }
+    }
+    for (name, ty) in &schema.types {
+        if let (ExtendedType::Scalar(_), Some(object)) = (ty, name.strip_suffix("ID"))
+            && !object.is_empty()
+            && !matches!(schema.types.get(object), Some(ExtendedType::Object(o)) if o.implements_interfaces.contains("Node") && object != "Query")
+        {
+            problems.push(format!("scalar `{name}` names no node type"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(count, 14, "the node types of the reference, less `Query`");
+}

@@ -402,7 +402,7 @@ impl Tree {
     }
 
     /// Paths matching a glob pattern (`*`, `?`, `[…]`, and `**` for any number of directories); directories
-    /// match too. Sorted.
+    /// match too, and end with `/` (as `entries` lists them). Sorted.
     pub fn glob(&self, pattern: &str) -> Vec<String> {
         let pat: Vec<&str> = pattern
             .trim_start_matches('/')
@@ -410,10 +410,32 @@ impl Tree {
             .filter(|s| !s.is_empty())
             .collect();
         self.entries
-            .keys()
-            .filter(|k| {
+            .iter()
+            .filter(|(k, _)| {
                 let segs: Vec<&str> = k.split('/').collect();
                 match_segments(&pat, &segs)
+            })
+            .map(|(k, e)| match e {
+                Entry::Dir { .. } => format!("{k}/"),
+                _ => k.clone(),
+            })
+            .collect()
+    }
+
+    /// The entries below the directory at the normalized path `base` whose path relative to it matches
+    /// `pattern` segment for segment (see [`split_wildcards`]), sorted. A match is not looked into: what is
+    /// below it has more segments than the pattern.
+    pub fn wildcard_matches(&self, base: &str, pattern: &[String]) -> Vec<String> {
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        self.entries
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|rel| matches_each(pattern, &rel.split('/').collect::<Vec<_>>()))
             })
             .cloned()
             .collect()
@@ -528,6 +550,32 @@ impl Tree {
     pub fn digest(&self) -> Digest {
         Digest::of(&serde_json::to_vec(self).unwrap_or_default())
     }
+}
+
+/// Splits a removal path (normalized, `/`-separated) that holds a `*` at its first component holding a
+/// wildcard (`*`, `?` or `[`): the literal directory before it (the path's leading `/` kept) and the pattern
+/// from there on, one element per segment. `None` when there is no `*`: the path names itself. As in Dagger's
+/// `withoutFile`, each pattern segment matches one segment (`*` never crosses a `/`, `**` is `*`).
+pub fn split_wildcards(path: &str) -> Option<(String, Vec<String>)> {
+    if !path.contains('*') {
+        return None;
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let first = segs.iter().position(|s| s.contains(['*', '?', '[']))?;
+    let lead = if path.starts_with('/') { "/" } else { "" };
+    Some((
+        format!("{lead}{}", segs[..first].join("/")),
+        segs[first..].iter().map(|s| (*s).to_owned()).collect(),
+    ))
+}
+
+/// Whether path segments match pattern segments one for one (`*`, `?`, `[…]` within a segment).
+pub fn matches_each(pattern: &[String], segs: &[&str]) -> bool {
+    pattern.len() == segs.len()
+        && pattern
+            .iter()
+            .zip(segs)
+            .all(|(p, s)| match_one(p.as_bytes(), s.as_bytes()))
 }
 
 /// Matches path segments against pattern segments; `**` matches zero or more segments. Time is linear in
@@ -662,12 +710,13 @@ mod tests {
         assert_eq!(t.list("").expect("root"), vec!["README.md", "src/"]);
         assert_eq!(t.list("src").expect("src"), vec!["lib/", "main.rs"]);
         assert_eq!(t.glob("**/*.rs"), vec!["src/lib/mod.rs", "src/main.rs"]);
-        // A trailing `**` matches zero or more segments, so the directory itself is included.
+        // A trailing `**` matches zero or more segments, so the directory itself is included; directories
+        // end with `/`.
         assert_eq!(
             t.glob("src/**"),
-            vec!["src", "src/lib", "src/lib/mod.rs", "src/main.rs"]
+            vec!["src/", "src/lib/", "src/lib/mod.rs", "src/main.rs"]
         );
-        assert_eq!(t.glob("*"), vec!["README.md", "src"]);
+        assert_eq!(t.glob("*"), vec!["README.md", "src/"]);
         let f = t.filter(&["src".into()], &["**/mod.rs".into()]);
         assert_eq!(
             f.entries.keys().cloned().collect::<Vec<_>>(),
@@ -678,6 +727,35 @@ mod tests {
         t2.insert("new.txt", file());
         t2.remove("README.md");
         assert_eq!(t.diff(&t2).entries.keys().cloned().collect::<Vec<_>>(), vec!["new.txt"]);
+    }
+
+    #[test]
+    fn removal_patterns_split_at_their_first_wildcard_and_match_segment_for_segment() {
+        assert_eq!(split_wildcards("a/b.txt"), None);
+        assert_eq!(split_wildcards("a/b?.txt"), None, "only a `*` makes a pattern");
+        assert_eq!(
+            split_wildcards("a/b/*.txt"),
+            Some(("a/b".to_owned(), vec!["*.txt".to_owned()]))
+        );
+        assert_eq!(
+            split_wildcards("/w/x?/*"),
+            Some(("/w".to_owned(), vec!["x?".to_owned(), "*".to_owned()]))
+        );
+        assert_eq!(split_wildcards("*oo"), Some((String::new(), vec!["*oo".to_owned()])));
+        let mut t = Tree::default();
+        for p in ["c/file-a1.txt", "c/file-b1.txt", "c/sub/file-a1.txt", "d/x.txt"] {
+            t.insert(p, file());
+        }
+        let pat = |p: &str| p.split('/').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(t.wildcard_matches("c", &pat("*a1*")), vec!["c/file-a1.txt"]);
+        assert_eq!(t.wildcard_matches("", &pat("*")), vec!["c", "d"]);
+        assert_eq!(
+            t.wildcard_matches("", &pat("*/*.txt")),
+            vec!["c/file-a1.txt", "c/file-b1.txt", "d/x.txt"],
+            "one segment per pattern segment"
+        );
+        assert_eq!(t.wildcard_matches("", &pat("**/x.txt")), vec!["d/x.txt"], "`**` is `*`");
+        assert!(t.wildcard_matches("nope", &pat("*")).is_empty());
     }
 
     #[test]

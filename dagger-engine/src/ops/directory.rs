@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::tree::{Entry, FileEntry, Tree, normalize};
+use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
 use crate::ops::error::OpError;
 
 use crate::ops::engine::Engine;
@@ -51,17 +51,34 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
                 size: a.contents.len() as u64,
                 mtime: None,
             };
-            edited(&cx, |t| put_files(t, &a.path, vec![(None, entry)]))
+            edited(&cx, |mut t| {
+                t.put(&normalize(&a.path)?, Entry::File(entry), true)?;
+                Ok::<_, OpError>(t)
+            })
         }),
         F::WithFile(a) => run(move |cx| async move {
             let files = source_files(&cx.engine, &[a.source], a.permissions).await?;
-            let files = files.into_iter().map(|(_, entry)| (None, entry)).collect();
-            edited(&cx, |t| put_files(t, &a.path, files))
+            edited(&cx, |mut t| {
+                for (name, entry) in files {
+                    put_file(&mut t, &a.path, &name, entry)?;
+                }
+                Ok::<_, OpError>(t)
+            })
         }),
         F::WithFiles(a) => run(move |cx| async move {
             let files = source_files(&cx.engine, &a.sources, a.permissions).await?;
-            let files = files.into_iter().map(|(name, entry)| (Some(name), entry)).collect();
-            edited(&cx, |t| put_files(t, &a.path, files))
+            edited(&cx, |mut t| {
+                for (name, entry) in files {
+                    // Each file goes where `withFile(path/name)` would put it.
+                    put_file(
+                        &mut t,
+                        &format!("{}/{name}", a.path.trim_end_matches('/')),
+                        &name,
+                        entry,
+                    )?;
+                }
+                Ok::<_, OpError>(t)
+            })
         }),
         F::WithDirectory(a) => run(move |cx| async move {
             let src = cx.eval(&a.source).await?;
@@ -80,26 +97,46 @@ fn tree_edit<E: Into<OpError>>(f: impl FnOnce(Tree) -> Result<Tree, E> + Send + 
     run(move |cx| async move { edited(&cx, f) })
 }
 
-/// `tree` without `paths` (each normalized; a missing one is no error).
+/// `tree` without `paths` (each normalized; a missing one is no error). A path holding a `*` is a pattern
+/// (see [`split_wildcards`]): everything it matches is removed, and no match is no error.
 fn without(mut tree: Tree, paths: &[String]) -> Result<Tree, OpError> {
     for p in paths {
-        tree.remove_path(&normalize(p)?)?;
+        let p = normalize(p)?;
+        match split_wildcards(&p) {
+            Some((dir, pattern)) => {
+                let base = tree.resolve(&dir, true)?;
+                for m in tree.wildcard_matches(&base, &pattern) {
+                    tree.remove(&m);
+                }
+            }
+            None => {
+                tree.remove_path(&p)?;
+            }
+        }
     }
     Ok(tree)
 }
 
-/// `tree` with files put under `dir`: each at `dir/name`, or at `dir` itself when it has no name.
-fn put_files(mut tree: Tree, dir: &str, files: Vec<(Option<String>, FileEntry)>) -> Result<Tree, OpError> {
-    let dir = normalize(dir)?;
-    for (name, entry) in files {
-        let target = match name {
-            None => dir.clone(),
-            Some(name) if dir.is_empty() => name,
-            Some(name) => format!("{dir}/{name}"),
-        };
-        tree.put(&target, Entry::File(entry), true)?;
-    }
-    Ok(tree)
+/// Puts the file `name` at the user path `dest`, or inside it under its own name when `dest` is an existing
+/// directory (the root given as `""`, `.` or `/` included) or ends with `/` (then created as needed).
+pub(crate) fn put_file(tree: &mut Tree, dest: &str, name: &str, entry: FileEntry) -> Result<String, OpError> {
+    let path = normalize(dest)?;
+    let into_dir = dest_is_dir_hint(dest) || tree.is_dir(&tree.resolve(&path, true)?);
+    let target = if into_dir {
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}/{name}")
+        }
+    } else {
+        path
+    };
+    Ok(tree.put(&target, Entry::File(entry), true)?)
+}
+
+/// Whether a destination path says it is a directory: it ends with `/` or `/.`.
+pub(crate) fn dest_is_dir_hint(dest: &str) -> bool {
+    dest.ends_with('/') || dest.ends_with("/.")
 }
 
 /// The parent directory made into a new tree by `f`, under the parent's name.
@@ -133,6 +170,11 @@ fn file(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
         name: path.rsplit('/').next().unwrap_or_default().to_owned(),
         entry,
     })
+}
+
+/// Whether `exists` follows a final symlink: not for the symlink check, nor with `doNotFollowSymlinks`.
+pub(crate) fn follows_links(do_not_follow: bool, expected: Option<ExistsType>) -> bool {
+    !do_not_follow && expected != Some(ExistsType::SymlinkType)
 }
 
 /// Whether `path` (normalized; empty for the root, a directory) is in the tree, and of the `expected` kind
@@ -195,11 +237,14 @@ pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, nam
         F::Name => json!(name),
         F::Exists(a) => {
             let path = normalize(&a.path)?;
-            // Symlinks are followed (inside the directory) unless asked not to; a path that cannot be
-            // resolved (a loop, a file used as a directory) does not exist.
-            let found = tree
-                .resolve(&path, !a.do_not_follow_symlinks)
-                .is_ok_and(|at| tree_has(tree, &at, a.expected_type));
+            // Symlinks are followed (inside the directory) for the any, regular and directory checks; the
+            // symlink check and `doNotFollowSymlinks` look at a final link itself. A path that cannot be
+            // resolved (a loop, a file used as a directory) does not exist, nor does the empty path.
+            let follow = follows_links(a.do_not_follow_symlinks, a.expected_type);
+            let found = !a.path.is_empty()
+                && tree
+                    .resolve(&path, follow)
+                    .is_ok_and(|at| tree_has(tree, &at, a.expected_type));
             json!(found)
         }
         F::Export(a) => {
@@ -527,6 +572,269 @@ mod tests {
             err.message,
             "`Directory.dockerBuild` is not supported by this engine yet"
         );
+    }
+
+    /// The sorted paths of a directory value, directories with a trailing `/`.
+    fn paths(v: &Evaluated) -> Vec<String> {
+        tree(v).glob("**")
+    }
+
+    #[tokio::test]
+    async fn removal_paths_with_a_star_are_patterns_and_no_match_is_no_error() {
+        // Ported from Dagger's `TestWithoutPaths` (directory_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = with_files(
+            &e,
+            &[
+                "foo.txt",
+                "a/bar.txt",
+                "a/data.json",
+                "b/foo.txt",
+                "b/bar.txt",
+                "b/data.json",
+                "c/file-a1.txt",
+                "c/file-a1.json",
+                "c/file-b1.txt",
+                "c/file-b1.json",
+            ],
+        )
+        .await;
+        let without = |field: &'static str, args: serde_json::Value| {
+            let (e, dir) = (e.clone(), dir.clone());
+            async move { apply(&e, dir, field, args).await.map(|v| paths(&v)) }
+        };
+        let b = without("withoutFile", json!({ "path": "b/*.txt" })).await.expect("op");
+        assert!(b.contains(&"b/data.json".to_owned()) && !b.iter().any(|p| p.starts_with("b/") && p.ends_with(".txt")));
+        assert!(
+            b.contains(&"foo.txt".to_owned()),
+            "the pattern stays in its directory: {b:?}"
+        );
+        let c = without("withoutFile", json!({ "path": "c/*a1*" })).await.expect("op");
+        let c_left: Vec<&String> = c.iter().filter(|p| p.starts_with("c/") && *p != "c/").collect();
+        assert_eq!(c_left, ["c/file-b1.json", "c/file-b1.txt"]);
+        let none = without("withoutFiles", json!({ "paths": ["nothing/*.txt", "*.nope", "x"] }))
+            .await
+            .expect("no match is no error");
+        assert_eq!(none, paths(&dir));
+        let many = without("withoutFiles", json!({ "paths": ["a/*", "*/foo.txt"] }))
+            .await
+            .expect("op");
+        // `a/*` keeps `a` itself; `*/foo.txt` is one directory deep, so the top `foo.txt` stays.
+        assert_eq!(
+            many,
+            [
+                "a/",
+                "b/",
+                "b/bar.txt",
+                "b/data.json",
+                "c/",
+                "c/file-a1.json",
+                "c/file-a1.txt",
+                "c/file-b1.json",
+                "c/file-b1.txt",
+                "foo.txt"
+            ]
+        );
+
+        let dirs = with_files(&e, &["foo.txt", "a1/a1-file", "a2/a2-file", "b1/b1-file"]).await;
+        let v = apply(&e, dirs, "withoutDirectory", json!({ "path": "a*" }))
+            .await
+            .expect("op");
+        assert_eq!(paths(&v), ["b1/", "b1/b1-file", "foo.txt"]);
+
+        // A link in the pattern's directory is followed; a matching link is removed itself.
+        let linked = apply(
+            &e,
+            with_files(&e, &["real/x.txt", "real/y.md"]).await,
+            "withSymlink",
+            json!({ "target": "real", "linkName": "via" }),
+        )
+        .await
+        .expect("link");
+        let v = apply(&e, linked.clone(), "withoutFile", json!({ "path": "via/*.txt" }))
+            .await
+            .expect("op");
+        assert_eq!(paths(&v), ["real/", "real/y.md", "via"]);
+        let v = apply(&e, linked, "withoutFile", json!({ "path": "v*" }))
+            .await
+            .expect("op");
+        assert_eq!(paths(&v), ["real/", "real/x.txt", "real/y.md"]);
+    }
+
+    #[tokio::test]
+    async fn with_file_into_an_existing_directory_keeps_the_file_name() {
+        // Ported from Dagger's `TestWithFile` and `TestWithFiles` (directory_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let src = with_files(&e, &["sub/subterrain/some-file"]).await;
+        let f = apply(&e, src, "file", json!({ "path": "sub/subterrain/some-file" }))
+            .await
+            .expect("file");
+        let f = object(&e, f);
+        let with_file = |dir: Evaluated, path: &'static str| {
+            let (e, f) = (e.clone(), f.clone());
+            async move { apply(&e, dir, "withFile", json!({ "path": path, "source": { "$id": f } })).await }
+        };
+        for root in ["", ".", "/"] {
+            let v = with_file(empty_dir(), root).await.expect("withFile at the root");
+            assert_eq!(paths(&v), ["some-file"], "root given as {root:?}");
+        }
+        let existing = with_files(&e, &["d/other"]).await;
+        let v = with_file(existing.clone(), "d").await.expect("into d");
+        assert_eq!(paths(&v), ["d/", "d/other", "d/some-file"]);
+        let v = with_file(existing.clone(), "target-file").await.expect("renamed");
+        assert_eq!(paths(&v), ["d/", "d/other", "target-file"]);
+        let v = with_file(existing, "new/")
+            .await
+            .expect("a trailing slash names a directory");
+        assert_eq!(paths(&v), ["d/", "d/other", "new/", "new/some-file"]);
+        // The directory a `directory(path)` gave is the one written into.
+        let sub = apply(
+            &e,
+            with_files(&e, &["some-other-file", "some-dir/x"]).await,
+            "directory",
+            json!({ "path": "/some-dir" }),
+        )
+        .await
+        .expect("directory");
+        let v = with_file(sub, "f").await.expect("withFile");
+        assert_eq!(paths(&v), ["f", "x"]);
+
+        let two = apply(
+            &e,
+            with_files(&e, &["second-file"]).await,
+            "file",
+            json!({ "path": "second-file" }),
+        )
+        .await
+        .expect("file");
+        let two = object(&e, two);
+        for (at, want) in [
+            ("/", vec!["second-file", "some-file"]),
+            (
+                "/a/b/c/",
+                vec!["a/", "a/b/", "a/b/c/", "a/b/c/second-file", "a/b/c/some-file"],
+            ),
+        ] {
+            let v = apply(
+                &e,
+                empty_dir(),
+                "withFiles",
+                json!({ "path": at, "sources": [{ "$id": f }, { "$id": two }] }),
+            )
+            .await
+            .expect("withFiles");
+            assert_eq!(paths(&v), want, "withFiles at {at}");
+        }
+        // A file whose `path/name` is an existing directory goes inside it, as `withFile` would put it.
+        let v = apply(
+            &e,
+            with_files(&e, &["some-file/keep"]).await,
+            "withFiles",
+            json!({ "path": "", "sources": [{ "$id": f }] }),
+        )
+        .await
+        .expect("withFiles");
+        assert_eq!(paths(&v), ["some-file/", "some-file/keep", "some-file/some-file"]);
+    }
+
+    #[tokio::test]
+    async fn glob_results_that_are_directories_end_with_a_slash() {
+        // Ported from Dagger's `TestGlob` (directory_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = with_files(
+            &e,
+            &[
+                "main.go",
+                "test.md",
+                "subdir/foo.txt",
+                "subdir/README.md",
+                "subdir2/subsubdir/x",
+                "foo/bar.md/w.md",
+                "foo/baz.go/y.md",
+            ],
+        )
+        .await;
+        let t = tree(&dir).clone();
+        let glob = |pattern: &str| {
+            let f = DirectoryField::parse("glob", json!({ "pattern": pattern }).as_object().expect("object"))
+                .expect("field");
+            leaf(&e, f, &t, "/").expect("glob")
+        };
+        assert_eq!(glob("*.md"), json!(["test.md"]));
+        assert_eq!(
+            glob("**/*.md"),
+            json!([
+                "foo/bar.md/",
+                "foo/bar.md/w.md",
+                "foo/baz.go/y.md",
+                "subdir/README.md",
+                "test.md"
+            ])
+        );
+        assert_eq!(glob("subdir*"), json!(["subdir/", "subdir2/"]));
+        assert_eq!(
+            glob("subdir2/**/*"),
+            json!(["subdir2/subsubdir/", "subdir2/subsubdir/x"])
+        );
+        assert_eq!(glob("nothing*"), json!([]));
+    }
+
+    #[tokio::test]
+    async fn exists_follows_links_except_for_the_symlink_check() {
+        // Ported from Dagger's `TestExists` and `TestExistsUsingAbsoluteSymlink` (directory_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let mut dir = with_files(&e, &["quotes/descartes", "some-file"]).await;
+        for (target, link) in [
+            ("quotes/descartes", "i-am"),
+            ("quotes/does-not-exist", "nothing"),
+            ("/some-file", "/abs-link"),
+            ("/quotes", "quotes-link"),
+        ] {
+            dir = apply(&e, dir, "withSymlink", json!({ "target": target, "linkName": link }))
+                .await
+                .expect("link");
+        }
+        let t = tree(&dir).clone();
+        let exists = |path: &str, ty: Option<&str>, no_follow: bool| {
+            let mut args = json!({ "path": path, "doNotFollowSymlinks": no_follow });
+            if let Some(ty) = ty {
+                args["expectedType"] = json!(ty);
+            }
+            let f = DirectoryField::parse("exists", args.as_object().expect("object")).expect("field");
+            leaf(&e, f, &t, "/").expect("exists")
+        };
+        let (reg, dir_t, link) = (Some("REGULAR_TYPE"), Some("DIRECTORY_TYPE"), Some("SYMLINK_TYPE"));
+        for (path, ty, no_follow, want) in [
+            ("We believe in nothing Lebowski", None, false, false),
+            ("quotes", None, false, true),
+            ("quotes", dir_t, false, true),
+            ("quotes/descartes", dir_t, false, false),
+            ("quotes/descartes", reg, false, true),
+            ("quotes", reg, false, false),
+            ("i-am", link, false, true),
+            ("quotes/descartes", link, false, false),
+            ("i-am", reg, false, true),
+            ("nothing", None, true, true),
+            ("nothing", None, false, false),
+            ("nothing", link, false, true),
+            ("i-am", reg, true, false),
+            ("abs-link", reg, false, true),
+            ("quotes-link/descartes", reg, false, true),
+            ("quotes-link", dir_t, false, true),
+            ("quotes-link", dir_t, true, false),
+            ("", None, false, false),
+            (".", dir_t, false, true),
+        ] {
+            assert_eq!(
+                exists(path, ty, no_follow),
+                json!(want),
+                "exists({path:?}, {ty:?}, doNotFollow {no_follow})"
+            );
+        }
     }
 
     #[test]

@@ -734,6 +734,258 @@ impl QueryNode {
     }
 }
 
+/// The arguments of `Query.loadCacheVolumeFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadCacheVolumeFromId {
+    /// The ID of the `CacheVolume` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadCacheVolumeFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadContainerFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadContainerFromId {
+    /// The ID of the `Container` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadContainerFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadDirectoryFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadDirectoryFromId {
+    /// The ID of the `Directory` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadDirectoryFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadEnvVariableFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadEnvVariableFromId {
+    /// The ID of the `EnvVariable` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadEnvVariableFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadFileFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadFileFromId {
+    /// The ID of the `File` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadFileFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadGitRefFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadGitRefFromId {
+    /// The ID of the `GitRef` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadGitRefFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadGitRepositoryFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadGitRepositoryFromId {
+    /// The ID of the `GitRepository` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadGitRepositoryFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadHostFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadHostFromId {
+    /// The ID of the `Host` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadHostFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadLabelFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadLabelFromId {
+    /// The ID of the `Label` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadLabelFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadPortFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadPortFromId {
+    /// The ID of the `Port` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadPortFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadSecretFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadSecretFromId {
+    /// The ID of the `Secret` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadSecretFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadServiceFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadServiceFromId {
+    /// The ID of the `Service` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadServiceFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadSocketFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadSocketFromId {
+    /// The ID of the `Socket` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadSocketFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
+/// The arguments of `Query.loadStatFromID`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueryLoadStatFromId {
+    /// The ID of the `Stat` to load, as returned by its `id` field; an ID of another type is an error.
+    ///
+    /// GraphQL argument `id`.
+    pub(crate) id: Digest,
+}
+
+impl QueryLoadStatFromId {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            id: required(m, "id").map_err(|e| format!("`id`: {e}"))?,
+        })
+    }
+}
+
 /// A field of `Query`, with its arguments.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum QueryField {
@@ -789,6 +1041,62 @@ pub(crate) enum QueryField {
     ///
     /// GraphQL field `Query.node`.
     Node(QueryNode),
+    /// Load a CacheVolume from its ID.
+    ///
+    /// GraphQL field `Query.loadCacheVolumeFromID`.
+    LoadCacheVolumeFromId(QueryLoadCacheVolumeFromId),
+    /// Load a Container from its ID.
+    ///
+    /// GraphQL field `Query.loadContainerFromID`.
+    LoadContainerFromId(QueryLoadContainerFromId),
+    /// Load a Directory from its ID.
+    ///
+    /// GraphQL field `Query.loadDirectoryFromID`.
+    LoadDirectoryFromId(QueryLoadDirectoryFromId),
+    /// Load a EnvVariable from its ID.
+    ///
+    /// GraphQL field `Query.loadEnvVariableFromID`.
+    LoadEnvVariableFromId(QueryLoadEnvVariableFromId),
+    /// Load a File from its ID.
+    ///
+    /// GraphQL field `Query.loadFileFromID`.
+    LoadFileFromId(QueryLoadFileFromId),
+    /// Load a GitRef from its ID.
+    ///
+    /// GraphQL field `Query.loadGitRefFromID`.
+    LoadGitRefFromId(QueryLoadGitRefFromId),
+    /// Load a GitRepository from its ID.
+    ///
+    /// GraphQL field `Query.loadGitRepositoryFromID`.
+    LoadGitRepositoryFromId(QueryLoadGitRepositoryFromId),
+    /// Load a Host from its ID.
+    ///
+    /// GraphQL field `Query.loadHostFromID`.
+    LoadHostFromId(QueryLoadHostFromId),
+    /// Load a Label from its ID.
+    ///
+    /// GraphQL field `Query.loadLabelFromID`.
+    LoadLabelFromId(QueryLoadLabelFromId),
+    /// Load a Port from its ID.
+    ///
+    /// GraphQL field `Query.loadPortFromID`.
+    LoadPortFromId(QueryLoadPortFromId),
+    /// Load a Secret from its ID.
+    ///
+    /// GraphQL field `Query.loadSecretFromID`.
+    LoadSecretFromId(QueryLoadSecretFromId),
+    /// Load a Service from its ID.
+    ///
+    /// GraphQL field `Query.loadServiceFromID`.
+    LoadServiceFromId(QueryLoadServiceFromId),
+    /// Load a Socket from its ID.
+    ///
+    /// GraphQL field `Query.loadSocketFromID`.
+    LoadSocketFromId(QueryLoadSocketFromId),
+    /// Load a Stat from its ID.
+    ///
+    /// GraphQL field `Query.loadStatFromID`.
+    LoadStatFromId(QueryLoadStatFromId),
     /// The platform the engine builds and runs for when none is given, such as `linux/amd64`.
     ///
     /// GraphQL field `Query.defaultPlatform`.
@@ -814,6 +1122,48 @@ impl QueryField {
             "http" => Self::Http(QueryHttp::parse(args).map_err(invalid("Query.http"))?),
             "version" => Self::Version,
             "node" => Self::Node(QueryNode::parse(args).map_err(invalid("Query.node"))?),
+            "loadCacheVolumeFromID" => Self::LoadCacheVolumeFromId(
+                QueryLoadCacheVolumeFromId::parse(args).map_err(invalid("Query.loadCacheVolumeFromID"))?,
+            ),
+            "loadContainerFromID" => Self::LoadContainerFromId(
+                QueryLoadContainerFromId::parse(args).map_err(invalid("Query.loadContainerFromID"))?,
+            ),
+            "loadDirectoryFromID" => Self::LoadDirectoryFromId(
+                QueryLoadDirectoryFromId::parse(args).map_err(invalid("Query.loadDirectoryFromID"))?,
+            ),
+            "loadEnvVariableFromID" => Self::LoadEnvVariableFromId(
+                QueryLoadEnvVariableFromId::parse(args).map_err(invalid("Query.loadEnvVariableFromID"))?,
+            ),
+            "loadFileFromID" => {
+                Self::LoadFileFromId(QueryLoadFileFromId::parse(args).map_err(invalid("Query.loadFileFromID"))?)
+            }
+            "loadGitRefFromID" => {
+                Self::LoadGitRefFromId(QueryLoadGitRefFromId::parse(args).map_err(invalid("Query.loadGitRefFromID"))?)
+            }
+            "loadGitRepositoryFromID" => Self::LoadGitRepositoryFromId(
+                QueryLoadGitRepositoryFromId::parse(args).map_err(invalid("Query.loadGitRepositoryFromID"))?,
+            ),
+            "loadHostFromID" => {
+                Self::LoadHostFromId(QueryLoadHostFromId::parse(args).map_err(invalid("Query.loadHostFromID"))?)
+            }
+            "loadLabelFromID" => {
+                Self::LoadLabelFromId(QueryLoadLabelFromId::parse(args).map_err(invalid("Query.loadLabelFromID"))?)
+            }
+            "loadPortFromID" => {
+                Self::LoadPortFromId(QueryLoadPortFromId::parse(args).map_err(invalid("Query.loadPortFromID"))?)
+            }
+            "loadSecretFromID" => {
+                Self::LoadSecretFromId(QueryLoadSecretFromId::parse(args).map_err(invalid("Query.loadSecretFromID"))?)
+            }
+            "loadServiceFromID" => Self::LoadServiceFromId(
+                QueryLoadServiceFromId::parse(args).map_err(invalid("Query.loadServiceFromID"))?,
+            ),
+            "loadSocketFromID" => {
+                Self::LoadSocketFromId(QueryLoadSocketFromId::parse(args).map_err(invalid("Query.loadSocketFromID"))?)
+            }
+            "loadStatFromID" => {
+                Self::LoadStatFromId(QueryLoadStatFromId::parse(args).map_err(invalid("Query.loadStatFromID"))?)
+            }
             "defaultPlatform" => Self::DefaultPlatform,
             "id" => Self::Id,
             other => {
@@ -839,6 +1189,20 @@ impl QueryField {
             Self::Http(_) => "http",
             Self::Version => "version",
             Self::Node(_) => "node",
+            Self::LoadCacheVolumeFromId(_) => "loadCacheVolumeFromID",
+            Self::LoadContainerFromId(_) => "loadContainerFromID",
+            Self::LoadDirectoryFromId(_) => "loadDirectoryFromID",
+            Self::LoadEnvVariableFromId(_) => "loadEnvVariableFromID",
+            Self::LoadFileFromId(_) => "loadFileFromID",
+            Self::LoadGitRefFromId(_) => "loadGitRefFromID",
+            Self::LoadGitRepositoryFromId(_) => "loadGitRepositoryFromID",
+            Self::LoadHostFromId(_) => "loadHostFromID",
+            Self::LoadLabelFromId(_) => "loadLabelFromID",
+            Self::LoadPortFromId(_) => "loadPortFromID",
+            Self::LoadSecretFromId(_) => "loadSecretFromID",
+            Self::LoadServiceFromId(_) => "loadServiceFromID",
+            Self::LoadSocketFromId(_) => "loadSocketFromID",
+            Self::LoadStatFromId(_) => "loadStatFromID",
             Self::DefaultPlatform => "defaultPlatform",
             Self::Id => "id",
         }

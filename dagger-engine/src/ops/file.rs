@@ -49,6 +49,20 @@ pub(crate) fn op(field: FileField) -> Option<Op> {
     }
 }
 
+/// Checks a name given to a file (`Query.file`, `File.withName`) as Dagger does: a bare file name, no longer
+/// than a file system allows.
+pub(crate) fn check_file_name(name: &str) -> Result<(), OpError> {
+    if name.contains('/') {
+        return Err(OpError::new(format!("file name {name:?} must not contain a directory")));
+    }
+    if name.len() > 255 {
+        return Err(OpError::new(
+            "File name length exceeds the maximum supported 255 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// The files `sources` (file objects), each with its name, and `permissions` applied when given.
 pub(crate) async fn source_files(
     engine: &Arc<Engine>,

@@ -18,7 +18,7 @@ use crate::model::tree::{FileEntry, Tree};
 use crate::ops::error::OpError;
 
 use crate::ops::engine::Engine;
-use crate::ops::fields::{ContainerField, Field, HostField, QueryField, StatField};
+use crate::ops::fields::{ContainerField, Field, FileField, HostField, QueryField, StatField};
 use crate::ops::host::{host_path, read_host_dir, read_host_file};
 use crate::ops::op::{Cx, Op, run, value};
 use crate::ops::secret::read_secret_uri;
@@ -55,6 +55,7 @@ pub(crate) async fn build(
     ret: &str,
     mut args: Map<String, Value>,
 ) -> Result<Obj, OpError> {
+    check_args(field)?;
     let (eager, secret) = identity_hooks(engine, parent, field, &mut args).await?;
     let call = Call {
         type_name: ret.to_owned(),
@@ -73,6 +74,15 @@ pub(crate) async fn build(
         type_name: ret.to_owned(),
         digest: Some(d),
     })
+}
+
+/// The checks Dagger makes on arguments when a builder is selected, before anything is evaluated.
+fn check_args(field: &Field) -> Result<(), OpError> {
+    match field {
+        Field::Query(QueryField::File(a)) => crate::ops::file::check_file_name(&a.name),
+        Field::File(FileField::WithName(a)) => crate::ops::file::check_file_name(&a.name),
+        _ => Ok(()),
+    }
 }
 
 /// The identity hooks of builders whose result depends on outside state: host content read now (its digest

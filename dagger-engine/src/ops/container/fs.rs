@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::ids::Digest;
-use crate::model::tree::{Entry, FileEntry, Tree, normalize};
+use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
 use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_in};
 use crate::ops::container::{change, container_of};
+use crate::ops::directory::dest_is_dir_hint;
 use crate::ops::engine::Engine;
 use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerExists, ContainerField, ContainerWithDirectory, ExistsType};
@@ -263,13 +264,16 @@ pub(crate) fn mount_readonly(engine: &Engine, st: &ContainerState) -> Result<sna
 
 /// `exists(path, expectedType, doNotFollowSymlinks)`.
 pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: ContainerExists) -> Result<bool, OpError> {
-    let follow = !a.do_not_follow_symlinks;
-    let path = path_in(st, &a.path, a.expand)?;
     let expected = a.expected_type;
+    let follow = crate::ops::directory::follows_links(a.do_not_follow_symlinks, expected);
+    let path = path_in(st, &a.path, a.expand)?;
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return Ok(match src {
-            MountSource::Dir { tree, .. } => crate::ops::directory::tree_has(tree, &rest, expected),
+            // Inside a mounted directory, its own symlinks are followed as in the directory.
+            MountSource::Dir { tree, .. } => tree
+                .resolve(&rest, follow)
+                .is_ok_and(|at| crate::ops::directory::tree_has(tree, &at, expected)),
             MountSource::File { .. } => rest.is_empty() && matches!(expected, None | Some(ExistsType::RegularType)),
             _ => rest.is_empty() && matches!(expected, None | Some(ExistsType::DirectoryType)),
         });
@@ -388,14 +392,16 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         F::WithFile(a) => change(move |cx, st| {
             Box::pin(async move {
                 let f = cx.eval(&a.source).await?;
-                let Evaluated::File { entry, .. } = &*f else {
+                let Evaluated::File { name, entry } = &*f else {
                     return Err(OpError::new("`source` is not a file"));
                 };
                 let mut entry = entry.clone();
                 if let Some(p) = a.permissions {
                     entry.mode = p as u32;
                 }
+                let raw = if a.expand { expand(&a.path, st) } else { a.path.clone() };
                 let path = path_in(st, &a.path, a.expand)?;
+                let path = file_target(&cx.engine, st, path, name, dest_is_dir_hint(&raw)).await?;
                 write_files(cx, st, &a.owner, vec![(path, entry)])
             })
         }),
@@ -415,17 +421,18 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         F::WithFiles(a) => change(move |cx, st| {
             Box::pin(async move {
                 let path = path_in(st, &a.path, a.expand)?;
-                let files = crate::ops::file::source_files(&cx.engine, &a.sources, a.permissions)
-                    .await?
-                    .into_iter()
-                    .map(|(name, entry)| (format!("{}/{name}", path.trim_end_matches('/')), entry))
-                    .collect();
+                let mut files = Vec::new();
+                for (name, entry) in crate::ops::file::source_files(&cx.engine, &a.sources, a.permissions).await? {
+                    // Each file goes where `withFile(path/name)` would put it.
+                    let at = format!("{}/{name}", path.trim_end_matches('/'));
+                    files.push((file_target(&cx.engine, st, at, &name, false).await?, entry));
+                }
                 write_files(cx, st, &a.owner, files)
             })
         }),
-        F::WithoutFile(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &[a.path], a.expand) })),
-        F::WithoutDirectory(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &[a.path], a.expand) })),
-        F::WithoutFiles(a) => change(move |cx, st| Box::pin(async move { remove(cx, st, &a.paths, a.expand) })),
+        F::WithoutFile(a) => change(move |cx, st| Box::pin(remove(cx, st, vec![a.path], a.expand))),
+        F::WithoutDirectory(a) => change(move |cx, st| Box::pin(remove(cx, st, vec![a.path], a.expand))),
+        F::WithoutFiles(a) => change(move |cx, st| Box::pin(remove(cx, st, a.paths, a.expand))),
         F::File(a) => reading(Read::File, a.path, a.expand),
         F::Directory(a) => reading(Read::Directory, a.path, a.expand),
         F::Rootfs => reading(Read::Directory, "/".to_owned(), false),
@@ -479,13 +486,151 @@ fn write_files(cx: &Cx, st: &mut ContainerState, owner: &str, files: Vec<(String
     Ok(())
 }
 
-/// `withoutFile`, `withoutDirectory`, `withoutFiles`: a new layer of whiteouts. Parents resolve through the
-/// container's symlinks; a final link is removed itself.
-fn remove(cx: &Cx, st: &mut ContainerState, paths: &[String], expand: bool) -> Result<(), OpError> {
-    let paths = paths
-        .iter()
-        .map(|p| path_in(st, p, expand))
-        .collect::<Result<Vec<_>, _>>()?;
+/// Where `withFile` puts the file `name` given the absolute container path `path`: inside it, under the file's
+/// own name, when it is an existing directory (of the image, a layer or a mounted directory) or `into_dir`
+/// (the path ended with `/`); else at the path itself.
+async fn file_target(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    path: String,
+    name: &str,
+    into_dir: bool,
+) -> Result<String, OpError> {
+    let is_dir = into_dir
+        || matches!(
+            read(engine, st, Read::Stat { follow: true }, path.clone()).await,
+            Ok(Evaluated::Stat { ref file_type, .. }) if file_type == "DIRECTORY"
+        );
+    Ok(if is_dir {
+        format!("{}/{name}", path.trim_end_matches('/'))
+    } else {
+        path
+    })
+}
+
+/// The container paths a removal pattern (an absolute path holding a `*`, see [`split_wildcards`]) matches:
+/// in the mounted directory holding it, or in the container's layers. No match is an empty list.
+async fn wildcard_matches(
+    engine: &Arc<Engine>,
+    st: &ContainerState,
+    dir: String,
+    pattern: Vec<String>,
+) -> Result<Vec<String>, OpError> {
+    if let Some((m, src, rest)) = st.mount_at(&dir) {
+        return match src {
+            MountSource::Dir { tree, .. } => {
+                let base = tree.resolve(&normalize(&rest)?, true)?;
+                Ok(tree
+                    .wildcard_matches(&base, &pattern)
+                    .into_iter()
+                    .map(|p| format!("{}/{p}", m.trim_end_matches('/')))
+                    .collect())
+            }
+            _ => Err(OpError::new(format!(
+                "cannot remove `{dir}/{}`: it is inside a cache, secret or temporary mount",
+                pattern.join("/")
+            ))),
+        };
+    }
+    let (engine, st) = (engine.clone(), st.clone());
+    tokio::task::spawn_blocking(move || {
+        let mounted = mount_readonly(&engine, &st)?;
+        let found = (|| {
+            let base = match snapshot::resolve_in_root(mounted.path(), &dir, true) {
+                Ok(b) => b,
+                Err(SnapshotError::NotADirectory(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(snap(e)),
+            };
+            // Where the pattern's directory really is in the container, its links followed.
+            let real = base.strip_prefix(mounted.path()).unwrap_or(Path::new("")).to_owned();
+            let mut found = Vec::new();
+            walk_matching(&base, &pattern, &mut Vec::new(), &mut found);
+            Ok(found
+                .into_iter()
+                .map(|rel| format!("/{}", real.join(rel).to_string_lossy()))
+                .collect())
+        })();
+        mounted.unmount().map_err(snap)?;
+        found
+    })
+    .await
+    .map_err(|e| OpError::new(format!("internal error: {e}")))?
+}
+
+/// Collects, below the host directory `dir`, the relative paths matching `pattern` segment for segment; links
+/// are not followed, and a directory is looked into only while its path still matches.
+fn walk_matching(dir: &Path, pattern: &[String], rel: &mut Vec<String>, found: &mut Vec<String>) {
+    let Ok(read) = std::fs::read_dir(dir) else { return };
+    let mut names: Vec<(String, bool)> = read
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.file_type().is_ok_and(|t| t.is_dir()),
+            )
+        })
+        .collect();
+    names.sort();
+    let depth = rel.len();
+    for (name, is_dir) in names {
+        if !crate::model::tree::match_one(pattern[depth].as_bytes(), name.as_bytes()) {
+            continue;
+        }
+        rel.push(name);
+        if depth + 1 == pattern.len() {
+            found.push(rel.join("/"));
+        } else if is_dir {
+            walk_matching(&dir.join(&rel[depth]), pattern, rel, found);
+        }
+        rel.pop();
+    }
+}
+
+/// `withoutFile`, `withoutDirectory`, `withoutFiles`. A path holding a `*` is a pattern: everything it matches
+/// is removed, and no match is no error. A path that is a mount point is unmounted (with the mounts below
+/// it), then removed from the container's files; a path inside a mounted directory is removed from that
+/// mount. The rest becomes a new layer of whiteouts: parents resolve through the container's symlinks, a final
+/// link is removed itself.
+async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bool) -> Result<(), OpError> {
+    let mut targets = Vec::new();
+    for p in &paths {
+        let path = path_in(st, p, expand)?;
+        match split_wildcards(&path) {
+            Some((dir, pattern)) => targets.extend(wildcard_matches(&cx.engine, st, dir, pattern).await?),
+            None => targets.push(path),
+        }
+    }
+    let mut paths = Vec::new();
+    for path in targets {
+        match st
+            .mount_at(&path)
+            .map(|(m, src, rest)| (m.to_owned(), matches!(src, MountSource::Dir { .. }), rest))
+        {
+            Some((m, _, rest)) if rest.is_empty() => {
+                let below = format!("{}/", m.trim_end_matches('/'));
+                st.mounts.retain(|(mp, _)| *mp != m && !mp.starts_with(&below));
+                paths.push(path);
+            }
+            Some((m, true, rest)) => {
+                for (mp, src) in st.mounts.iter_mut() {
+                    if *mp == m
+                        && let MountSource::Dir { tree, .. } = src
+                    {
+                        tree.remove_path(&normalize(&rest)?)?;
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(OpError::new(format!(
+                    "cannot remove `{path}`: it is inside a cache, secret or temporary mount"
+                )));
+            }
+            None => paths.push(path),
+        }
+    }
+    if paths.is_empty() {
+        return Ok(());
+    }
     let lower = layer_paths(&cx.engine, st);
     let paths = paths
         .iter()
@@ -499,4 +644,261 @@ fn remove(cx: &Cx, st: &mut ContainerState, paths: &[String], expand: bool) -> R
     })?;
     st.layers.push(layer);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Container file operations on layers and mounts (no exec, so no runtime); reading back mounts the layers
+    //! (overlayfs as root, else copies).
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::ops::fields::{DirectoryField, FileField};
+    use crate::ops::op::testing::{self, empty_dir, engine, object};
+
+    /// Runs `Type.field(args)` on `parent`, the type being the parent's.
+    async fn apply(e: &Arc<Engine>, parent: Evaluated, field: &str, args: Value) -> Result<Evaluated, OpError> {
+        let args = testing::args(args);
+        let op = match &parent {
+            Evaluated::Dir { .. } => crate::ops::directory::op(DirectoryField::parse(field, &args).expect("a field")),
+            Evaluated::File { .. } => crate::ops::file::op(FileField::parse(field, &args).expect("a field")),
+            _ => crate::ops::container::op(ContainerField::parse(field, &args).expect("a field")),
+        };
+        testing::apply(e, parent, op).await
+    }
+
+    /// Applies fields in turn, starting from `start`.
+    async fn chain(e: &Arc<Engine>, start: Evaluated, fields: &[(&str, Value)]) -> Evaluated {
+        let mut v = start;
+        for (field, args) in fields {
+            v = apply(e, v, field, args.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{field}({args}): {}", err.message));
+        }
+        v
+    }
+
+    /// A container on an empty root file system holding `/tmp`, with `/workdir` as its workdir and the files
+    /// of Dagger's `TestWithoutPath`.
+    async fn base(e: &Arc<Engine>) -> Evaluated {
+        let root = object(
+            e,
+            chain(e, empty_dir(), &[("withNewDirectory", json!({ "path": "tmp" }))]).await,
+        );
+        let mut fields = vec![
+            ("withRootfs", json!({ "directory": { "$id": root } })),
+            ("withWorkdir", json!({ "path": "/workdir" })),
+        ];
+        for p in ["xyz", "moo", "foo", "bar/man", "bat/man", "/ual"] {
+            fields.push(("withNewFile", json!({ "path": p, "contents": "" })));
+        }
+        chain(e, crate::ops::container::empty(None), &fields).await
+    }
+
+    /// The entries of the container directory `path`.
+    async fn entries(e: &Arc<Engine>, c: &Evaluated, path: &str) -> Vec<String> {
+        let d = apply(e, c.clone(), "directory", json!({ "path": path }))
+            .await
+            .unwrap_or_else(|err| panic!("directory({path}): {}", err.message));
+        d.as_dir().expect("a directory").0.list("").expect("list")
+    }
+
+    /// A file object named `name` holding `contents`.
+    async fn file(e: &Arc<Engine>, name: &str, contents: &str) -> Digest {
+        let d = chain(
+            e,
+            empty_dir(),
+            &[("withNewFile", json!({ "path": name, "contents": contents }))],
+        )
+        .await;
+        object(e, apply(e, d, "file", json!({ "path": name })).await.expect("file"))
+    }
+
+    async fn contents(e: &Arc<Engine>, c: &Evaluated, path: &str) -> String {
+        let f = apply(e, c.clone(), "file", json!({ "path": path }))
+            .await
+            .unwrap_or_else(|err| panic!("file({path}): {}", err.message));
+        let blob = &f.as_file().expect("a file").1.blob;
+        String::from_utf8(e.store.get_blob(blob).expect("blob")).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn removal_paths_with_a_star_are_patterns_in_layers_and_mounts() {
+        // Ported from Dagger's `TestWithoutPath` and `TestWithoutPaths` (container_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let c = base(&e).await;
+        assert_eq!(entries(&e, &c, ".").await, ["bar/", "bat/", "foo", "moo", "xyz"]);
+        let after = |fields: Vec<(&'static str, Value)>| {
+            let (e, c) = (e.clone(), c.clone());
+            async move { chain(&e, c, &fields).await }
+        };
+        let v = after(vec![("withoutFile", json!({ "path": "not-exists" }))]).await;
+        assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/", "foo", "moo", "xyz"]);
+        let v = after(vec![("withoutFile", json!({ "path": "*oo" }))]).await;
+        assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/", "xyz"]);
+        let v = after(vec![("withoutFiles", json!({ "paths": ["xyz", "*oo", "nothing/*"] }))]).await;
+        assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/"]);
+        let v = after(vec![("withoutDirectory", json!({ "path": "ba*" }))]).await;
+        assert_eq!(entries(&e, &v, ".").await, ["foo", "moo", "xyz"]);
+        let v = after(vec![("withoutFiles", json!({ "paths": ["/ual", "*/man"] }))]).await;
+        assert_eq!(entries(&e, &v, "/").await, ["tmp/", "workdir/"]);
+        assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/", "foo", "moo", "xyz"]);
+
+        // Inside a mounted directory, the mount's content.
+        let src = object(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[
+                    ("withNewFile", json!({ "path": "a.txt", "contents": "" })),
+                    ("withNewFile", json!({ "path": "b.md", "contents": "" })),
+                ],
+            )
+            .await,
+        );
+        let v = after(vec![
+            (
+                "withMountedDirectory",
+                json!({ "path": "/mnt", "source": { "$id": src } }),
+            ),
+            ("withoutFile", json!({ "path": "/mnt/*.txt" })),
+        ])
+        .await;
+        assert_eq!(entries(&e, &v, "/mnt").await, ["b.md"]);
+
+        // A mount point itself: unmounted, then removed below (Dagger's `TestWithoutFileOnMountedFile`).
+        let (f1, f2) = (file(&e, "f", "1").await, file(&e, "f", "2").await);
+        let v = after(vec![
+            ("withFile", json!({ "path": "/mnt/f", "source": { "$id": f1 } })),
+            ("withMountedFile", json!({ "path": "/mnt/f", "source": { "$id": f2 } })),
+            ("withoutFile", json!({ "path": "/mnt/f" })),
+        ])
+        .await;
+        assert_eq!(entries(&e, &v, "/mnt").await, Vec::<String>::new());
+        let Evaluated::Container(st) = &v else {
+            panic!("a container")
+        };
+        assert!(st.mounts.is_empty(), "{:?}", st.mounts);
+    }
+
+    #[tokio::test]
+    async fn with_file_into_an_existing_directory_keeps_the_file_name() {
+        // Ported from Dagger's `TestWithFile`, `TestWithFiles` and `TestWithFilesNested` (container_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let c = base(&e).await;
+        let f = file(&e, "some-file", "some-content").await;
+        let g = file(&e, "second-file", "two").await;
+        let after = |fields: Vec<(&'static str, Value)>| {
+            let (e, c) = (e.clone(), c.clone());
+            async move { chain(&e, c, &fields).await }
+        };
+        let v = after(vec![(
+            "withFile",
+            json!({ "path": "target-file", "source": { "$id": f } }),
+        )])
+        .await;
+        assert_eq!(contents(&e, &v, "/workdir/target-file").await, "some-content");
+        let v = after(vec![("withFile", json!({ "path": "/tmp", "source": { "$id": f } }))]).await;
+        assert_eq!(entries(&e, &v, "/tmp").await, ["some-file"]);
+        for root in ["", ".", "/workdir/"] {
+            let v = after(vec![("withFile", json!({ "path": root, "source": { "$id": f } }))]).await;
+            assert_eq!(contents(&e, &v, "/workdir/some-file").await, "some-content", "{root:?}");
+        }
+        let v = after(vec![("withFile", json!({ "path": "new/", "source": { "$id": f } }))]).await;
+        assert_eq!(entries(&e, &v, "/workdir/new").await, ["some-file"]);
+        for at in ["myfiles", "myfiles/", "/tmp"] {
+            let v = after(vec![(
+                "withFiles",
+                json!({ "path": at, "sources": [{ "$id": f }, { "$id": g }] }),
+            )])
+            .await;
+            let dir = if at == "/tmp" {
+                "/tmp".to_owned()
+            } else {
+                "/workdir/myfiles".to_owned()
+            };
+            assert_eq!(
+                entries(&e, &v, &dir).await,
+                ["second-file", "some-file"],
+                "withFiles at {at}"
+            );
+        }
+        // Into a mounted directory too.
+        let src = object(
+            &e,
+            chain(&e, empty_dir(), &[("withNewDirectory", json!({ "path": "d" }))]).await,
+        );
+        let v = after(vec![
+            (
+                "withMountedDirectory",
+                json!({ "path": "/mnt", "source": { "$id": src } }),
+            ),
+            ("withFile", json!({ "path": "/mnt/d", "source": { "$id": f } })),
+        ])
+        .await;
+        assert_eq!(entries(&e, &v, "/mnt/d").await, ["some-file"]);
+    }
+
+    #[tokio::test]
+    async fn exists_follows_links_except_for_the_symlink_check() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let src = object(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[
+                    ("withNewFile", json!({ "path": "real.txt", "contents": "" })),
+                    ("withSymlink", json!({ "target": "real.txt", "linkName": "link" })),
+                    ("withSymlink", json!({ "target": "/real.txt", "linkName": "abs" })),
+                ],
+            )
+            .await,
+        );
+        let c = chain(
+            &e,
+            base(&e).await,
+            &[
+                (
+                    "withSymlink",
+                    json!({ "target": "/workdir/foo", "linkName": "/foo-link" }),
+                ),
+                ("withSymlink", json!({ "target": "/gone", "linkName": "/dangling" })),
+                (
+                    "withMountedDirectory",
+                    json!({ "path": "/mnt", "source": { "$id": src } }),
+                ),
+            ],
+        )
+        .await;
+        let Evaluated::Container(st) = &c else {
+            panic!("a container")
+        };
+        for (path, ty, no_follow, want) in [
+            ("/foo-link", Some("REGULAR_TYPE"), false, true),
+            ("/foo-link", Some("SYMLINK_TYPE"), false, true),
+            ("/foo-link", Some("REGULAR_TYPE"), true, false),
+            ("/dangling", None, false, false),
+            ("/dangling", Some("SYMLINK_TYPE"), false, true),
+            ("/dangling", None, true, true),
+            ("/mnt/link", Some("REGULAR_TYPE"), false, true),
+            ("/mnt/abs", Some("REGULAR_TYPE"), false, true),
+            ("/mnt/link", Some("SYMLINK_TYPE"), false, true),
+            ("/mnt/link", Some("REGULAR_TYPE"), true, false),
+            ("bar", Some("DIRECTORY_TYPE"), false, true),
+        ] {
+            let mut args = json!({ "path": path, "doNotFollowSymlinks": no_follow });
+            if let Some(ty) = ty {
+                args["expectedType"] = json!(ty);
+            }
+            let a = crate::ops::fields::ContainerExists::parse(args.as_object().expect("object")).expect("args");
+            let found = exists(&e, st, a).await.expect("exists");
+            assert_eq!(found, want, "exists({path}, {ty:?}, doNotFollow {no_follow})");
+        }
+    }
 }
