@@ -47,13 +47,7 @@ fn each_command_lists_the_packages_its_tools_come_from() {
         );
     }
     let quickstart = listed_for("quickstart");
-    for p in [
-        "runc",
-        "busybox-static",
-        "docker-registry",
-        "mmdebstrap",
-        "iptables",
-    ] {
+    for p in ["runc", "busybox-static", "docker-registry", "mmdebstrap", "iptables"] {
         assert!(quickstart.iter().any(|t| t == p), "`{p}` is missing for `quickstart`");
     }
     // The engine makes network namespaces over netlink: only the tests run `ip`.
