@@ -19,19 +19,6 @@ fn since(start: Instant) -> Duration {
     start.elapsed()
 }
 
-async fn spawn_ip(args: &[&str]) -> Result<(), String> {
-    let status = tokio::process::Command::new("ip")
-        .args(args)
-        .status()
-        .await
-        .map_err(|e| format!("ip: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {} failed", args.join(" ")))
-    }
-}
-
 /// Repeats the engine's overlayfs probe (one empty lower layer, upper and work directories, through the
 /// engine's own `mount_overlay`) and says how it went: when it fails the engine assembles containers by copying.
 pub(crate) fn overlay_probe(work: &std::path::Path) -> String {
@@ -64,6 +51,7 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
     let store = Store::open(dir.join("store")).map_err(|e| e.to_string())?;
     let runtime = Runtime::detect(Some("runc"), None, &dir.join("runc-state")).map_err(|e| e.to_string())?;
     let network = Network::new();
+    let loopback = Network::loopback_only();
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
     let bundle = Bundle::write(work, "true", &fx.rootfs, &["true"])?;
@@ -78,17 +66,15 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
                 s.push_duration(d);
             }
         };
-        // Bridge networking: `ip netns add`, a veth on the bridge, addresses and routes, `ip netns delete`.
+        // Bridge networking over netlink: a namespace, a veth on the bridge, its address and route, deleted.
         let t = Instant::now();
         let ns = network.create().await?;
         network.remove(ns).await;
         push(&mut bridge, since(t));
-        // Loopback only (DAGGER_RS_NETWORK=none): the same `ip` calls the engine makes.
-        let name = format!("drsb-{}-{i}", std::process::id());
+        // Loopback only (DAGGER_RS_NETWORK=none): the engine's own namespace, with only `lo` up.
         let t = Instant::now();
-        spawn_ip(&["netns", "add", &name]).await?;
-        spawn_ip(&["-n", &name, "link", "set", "lo", "up"]).await?;
-        spawn_ip(&["netns", "delete", &name]).await?;
+        let ns = loopback.create().await?;
+        loopback.remove(ns).await;
         push(&mut none, since(t));
         // The container filesystem: an overlay of the busybox layer with a fresh upper directory.
         let scratch = dir.join(format!("exec-{i}"));
@@ -150,12 +136,12 @@ pub(crate) async fn exec_spans(work: &std::path::Path, fx: &Fixtures, reps: usiz
     Ok(vec![
         row(
             "3g",
-            "network namespace with a bridge veth, created and deleted (`ip` ×4)",
+            "network namespace with a bridge veth, created and deleted (netlink)",
             bridge,
         ),
         row(
             "3h",
-            "loopback-only network namespace, created and deleted (`ip` ×3)",
+            "loopback-only network namespace, created and deleted (netlink)",
             none,
         ),
         row("3i", "overlay mount + unmount of the busybox layer", overlay),

@@ -270,6 +270,13 @@ impl Network {
         }
     }
 
+    /// Network state that gives every namespace loopback only, as `DAGGER_RS_NETWORK=none` does.
+    pub fn loopback_only() -> Self {
+        let network = Self::new();
+        *network.mode.lock() = Some(Mode::None);
+        network
+    }
+
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
         self.setup_error.lock().clone()
