@@ -222,6 +222,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The version of what the operations compute. A call's digest (an object's ID) names what was asked, not
+/// how it was computed; when an operation comes to compute something else for the same call (a fix, a
+/// behaviour matched to the real Dagger engine), this changes, and results and layers stored under another
+/// epoch are not reused (they are left to pruning). Bump it with every such change.
+pub(crate) const OPS_EPOCH: &str = "ops-2";
+
 impl Engine {
     /// An engine over the cache directory of `config`.
     pub fn new(config: Config) -> Result<Arc<Self>, crate::store::StoreError> {
@@ -229,7 +235,7 @@ impl Engine {
         let collected = crate::worker::cleanup::start(&store);
         Ok(Arc::new(Self {
             config,
-            solver: Arc::new(Solver::new(store.clone())),
+            solver: Arc::new(Solver::new(store.clone(), OPS_EPOCH)),
             store,
             secrets: Mutex::default(),
             runtime: std::sync::OnceLock::new(),

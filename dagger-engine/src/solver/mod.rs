@@ -64,6 +64,8 @@ type WeakEvalFuture<V, E> = WeakShared<BoxFuture<'static, EvalResult<V, E>>>;
 /// The calls, results and evaluations of one engine, for values `V` and errors `E`.
 pub(crate) struct Solver<V, E> {
     store: Store,
+    /// The version of what the computation computes: results on disk are keyed by it with the call digest.
+    epoch: &'static str,
     calls: Mutex<HashMap<Digest, Call>>,
     results: Results<V>,
     in_flight: Mutex<HashMap<Digest, WeakEvalFuture<V, E>>>,
@@ -71,11 +73,13 @@ pub(crate) struct Solver<V, E> {
 }
 
 impl<V: Value, E: SolveError> Solver<V, E> {
-    /// A solver keeping its calls and persistent results in `store`.
-    pub(crate) fn new(store: Store) -> Self {
+    /// A solver keeping its calls and persistent results in `store`; results on disk are those of `epoch`
+    /// (a version of the computation: a result another version stored under the same call is not used).
+    pub(crate) fn new(store: Store, epoch: &'static str) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
             store,
+            epoch,
             calls: Mutex::default(),
             results: Results::default(),
             in_flight: Mutex::default(),
@@ -143,11 +147,16 @@ impl<V: Value, E: SolveError> Solver<V, E> {
     pub(crate) fn put_result(&self, d: &Digest, value: V) -> Result<Arc<V>, SolverError> {
         let persistent = value.persistent();
         if persistent {
-            self.store.put_json("results", d, &value)?;
+            self.store.put_json("results", &self.result_key(d), &value)?;
         }
         let v = Arc::new(value);
         self.results.remember(d, &v, persistent);
         Ok(v)
+    }
+
+    /// Where the result of `d` is kept on disk: the call digest salted with the epoch.
+    fn result_key(&self, d: &Digest) -> Digest {
+        Digest::of(format!("{}/result/{d}", self.epoch).as_bytes())
     }
 
     /// A result from memory or, reported as cached, from disk.
@@ -157,7 +166,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
         }
         let v = self
             .store
-            .get_json::<V>("results", d)
+            .get_json::<V>("results", &self.result_key(d))
             .filter(|v| v.intact(&self.store))?;
         self.emit(call, d, EventKind::Cached);
         let v = Arc::new(v);
@@ -380,8 +389,12 @@ mod tests {
     }
 
     fn toy(store: &Store) -> Arc<Toy> {
+        toy_of_epoch(store, "toy-1")
+    }
+
+    fn toy_of_epoch(store: &Store, epoch: &'static str) -> Arc<Toy> {
         Arc::new(Toy {
-            solver: Arc::new(Solver::new(store.clone())),
+            solver: Arc::new(Solver::new(store.clone(), epoch)),
             computed: AtomicUsize::new(0),
             fail: AtomicBool::new(false),
             gate: tokio::sync::Semaphore::new(0),
@@ -435,9 +448,32 @@ mod tests {
         let toy = toy(&store);
         let d = call(&toy, None, "add", 3);
         assert_eq!(call(&toy, None, "add", 3), d);
-        let other = Solver::<Num, ToyError>::new(store);
+        let other = Solver::<Num, ToyError>::new(store, "toy-1");
         assert_eq!(other.call(&d).map(|c| c.field), Some("add".to_owned()));
         assert!(other.call(&Digest::of(b"never")).is_none());
+    }
+
+    #[tokio::test]
+    async fn results_stored_by_another_epoch_of_the_computation_are_not_used() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store(&dir);
+        let first = toy_of_epoch(&store, "toy-1");
+        let d = call(&first, None, "add", 4);
+        assert_eq!(*eval(&first, &d).await.expect("eval"), Num(4));
+        let changed = toy_of_epoch(&store, "toy-2");
+        assert_eq!(*eval(&changed, &d).await.expect("eval"), Num(4));
+        assert_eq!(
+            changed.computed.load(Ordering::SeqCst),
+            1,
+            "another epoch computes again"
+        );
+        let same = toy_of_epoch(&store, "toy-1");
+        assert_eq!(*eval(&same, &d).await.expect("eval"), Num(4));
+        assert_eq!(
+            same.computed.load(Ordering::SeqCst),
+            0,
+            "the same epoch finds its result on disk"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

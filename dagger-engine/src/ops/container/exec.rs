@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree};
 use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
-use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
+use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layer_name, layers_dir};
 use crate::ops::engine::Engine;
 use crate::ops::error::{ExecFailure, OpError};
 use crate::ops::fields::{ContainerWithExec, ReturnType};
@@ -163,8 +163,9 @@ pub(crate) async fn exec(
         &upper,
         &[(&opts.redirect_stdout, &stdout), (&opts.redirect_stderr, &stderr)],
     )?;
-    keep_layer(engine, &upper, &d.to_string())?;
-    st.layers.push(d.to_string());
+    let layer = layer_name(d);
+    keep_layer(engine, &upper, &layer)?;
+    st.layers.push(layer);
     st.exec = Some(ExecResult {
         exit_code: output.exit_code,
         stdout: engine.store.put_blob(&stdout)?,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
-use crate::ops::container::state::{ContainerState, MountSource, expand, layers_dir, path_in};
+use crate::ops::container::state::{ContainerState, MountSource, expand, layer_name, layers_dir, path_in};
 use crate::ops::container::{change, container_of};
 use crate::ops::directory::dest_is_dir_hint;
 use crate::ops::engine::Engine;
@@ -38,16 +38,18 @@ pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> 
     Ok(Some((u, g)))
 }
 
-/// Creates a new layer (named after the call that makes it) with `fill` writing into it.
+/// Creates the layer of the call `d` (see [`layer_name`]) with `fill` writing into it; an existing one is the
+/// same content.
 pub(crate) fn new_layer(
     engine: &Engine,
-    name: &Digest,
+    d: &Digest,
     fill: impl FnOnce(&Path) -> Result<(), SnapshotError>,
 ) -> Result<String, OpError> {
+    let name = layer_name(d);
     let dir = layers_dir(&engine.store);
-    let target = dir.join(name.as_str());
+    let target = dir.join(&name);
     if target.is_dir() {
-        return Ok(name.to_string());
+        return Ok(name);
     }
     let tmp =
         Scratch::create(&engine.store, "layer").map_err(|e| OpError::new(format!("cannot create a layer: {e}")))?;
@@ -55,7 +57,7 @@ pub(crate) fn new_layer(
     std::fs::create_dir_all(&dir).map_err(|e| OpError::new(format!("cannot create {}: {e}", dir.display())))?;
     // When another evaluation made it first (same call, same content), the scratch folder is removed.
     let _ = tmp.keep_as(&target);
-    Ok(name.to_string())
+    Ok(name)
 }
 
 /// The host directories of a container's layers, bottom first.
@@ -106,7 +108,7 @@ pub(crate) fn write_into(
     let path = snapshot::resolve_in_layers(&layer_paths(engine, st), path, follow_last).map_err(snap)?;
     let path = path.as_str();
     // Several writes of one call (withFiles) share the call's layer.
-    let name = d.to_string();
+    let name = layer_name(d);
     let dir = layers_dir(&engine.store).join(&name);
     if st.layers.last() == Some(&name) {
         fill(&dir, path).map_err(snap)?;

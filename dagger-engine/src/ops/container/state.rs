@@ -187,6 +187,13 @@ impl ContainerState {
     }
 }
 
+/// The name of the layer a call makes (a file operation or an exec): its digest salted with
+/// [`OPS_EPOCH`](crate::ops::engine::OPS_EPOCH), so a layer an engine with other operations made under the
+/// same call is never reused.
+pub(crate) fn layer_name(d: &Digest) -> String {
+    Digest::of(format!("{}/layer/{d}", crate::ops::engine::OPS_EPOCH).as_bytes()).to_string()
+}
+
 /// Where layers live.
 pub(crate) fn layers_dir(store: &crate::store::Store) -> PathBuf {
     store.root().join("layers")
@@ -579,6 +586,18 @@ mod tests {
         );
         assert_eq!(expand("a-$NOPE-b", &st), "a--b", "unset variables expand to nothing");
         assert_eq!(expand("cost: 5$", &st), "cost: 5$", "a lone `$` stays");
+    }
+
+    #[test]
+    fn layers_of_calls_are_named_by_the_call_and_the_epoch_of_the_operations() {
+        let d = Digest::of(b"call");
+        assert_eq!(layer_name(&d), layer_name(&d), "one call, one layer");
+        assert_ne!(
+            layer_name(&d),
+            d.to_string(),
+            "not the bare call digest an older engine used"
+        );
+        assert_ne!(layer_name(&d), layer_name(&Digest::of(b"other")));
     }
 
     #[test]
