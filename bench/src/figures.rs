@@ -208,6 +208,68 @@ impl Bench {
     }
 
     // -----------------------------------------------------------------------------------------------------
+    // 4g, 4h. Bytes a plan sends, with and without known IDs reused
+    // -----------------------------------------------------------------------------------------------------
+
+    /// The bytes of the documents of two plans, with ID reuse (objects whose IDs are known are loaded with
+    /// `node(id:)`) and without (every document repeats each object's chain), without an engine.
+    pub(crate) fn plan_bytes(&mut self) -> Vec<Row> {
+        /// The size of one of this engine's IDs (`Container:sha256:` and 64 hex digits), counted for each
+        /// `<id:…>` placeholder of a plan.
+        const ID_BYTES: usize = 81;
+        fn bytes(plan: &Plan) -> usize {
+            plan.documents
+                .iter()
+                .map(|d| {
+                    let placeholders = d.query.matches("\"<id:").count();
+                    let placeholder_bytes: usize = d
+                        .query
+                        .match_indices("\"<id:")
+                        .filter_map(|(at, _)| d.query[at + 1..].find('>').map(|end| end + 1))
+                        .sum();
+                    d.query.len() - placeholder_bytes + placeholders * ID_BYTES
+                })
+                .sum()
+        }
+        let settings = examples::quickstart::Settings::default();
+        let src = || Query::detached().host().directory(".");
+        let base = || "debian:bookworm-slim".to_owned();
+        let plans = [
+            (
+                "4g",
+                "quickstart_dsl",
+                examples::quickstart_dsl::plan(&settings),
+                dagger::__private::without_id_reuse(|| examples::quickstart_dsl::plan(&settings)),
+            ),
+            (
+                "4h",
+                "diamond",
+                pipelines::diamond_steps::diamond::plan(src(), base()),
+                dagger::__private::without_id_reuse(|| pipelines::diamond_steps::diamond::plan(src(), base())),
+            ),
+        ];
+        plans
+            .into_iter()
+            .map(|(id, name, after, before)| {
+                let (after_n, before_n) = (bytes(&after), bytes(&before));
+                let mut s = Samples::default();
+                s.push(after_n as f64 / before_n as f64);
+                Row::new(
+                    id,
+                    format!("bytes sent by the `{name}` plan: known IDs reused ÷ every chain repeated"),
+                    Unit::Ratio,
+                    s,
+                )
+                .note(format!(
+                    "{after_n} bytes with reuse, {before_n} without, in {} requests; no engine (the plan's documents, \
+                     each ID counted at {ID_BYTES} bytes)",
+                    after.documents.len()
+                ))
+            })
+            .collect()
+    }
+
+    // -----------------------------------------------------------------------------------------------------
     // 3. Per-exec overhead
     // -----------------------------------------------------------------------------------------------------
 

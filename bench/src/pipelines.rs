@@ -147,3 +147,59 @@ pub(crate) async fn ci_plain(dag: &Query, base: &Container, src: &Directory, non
         .await?;
     Ok(())
 }
+
+/// The `diamond` pipeline of `tests/tests/pipeline.rs`, for the bytes its plan sends (figure 4h): a toolchain
+/// synced first, tests and lint on it side by side, then the image holding its build published.
+pub(crate) mod diamond_steps {
+    use dagger::prelude::*;
+
+    /// A toolchain with the sources mounted and a registry cache.
+    #[step]
+    pub(crate) fn toolchain(dag: &Query, src: Directory) -> Container {
+        dag.container()
+            .from("rust:1-slim")
+            .with_mounted_cache("/usr/local/cargo/registry", dag.cache_volume("cargo-registry"))
+            .with_directory("/src", src)
+            .with_workdir("/src")
+    }
+
+    /// The unit tests.
+    #[step]
+    pub(crate) fn unit_tests(toolchain: Container, filter: &str) -> Container {
+        toolchain.with_exec(["cargo", "test", filter])
+    }
+
+    /// The lint.
+    #[step]
+    pub(crate) fn lint(toolchain: Container) -> Container {
+        toolchain.with_exec(["cargo", "clippy", "--", "-D", "warnings"])
+    }
+
+    /// The release binary.
+    #[step]
+    pub(crate) fn binary(toolchain: Container) -> File {
+        toolchain
+            .with_exec(["cargo", "build", "--release"])
+            .file("target/release/app")
+    }
+
+    /// The runtime image.
+    #[step]
+    pub(crate) fn image(dag: &Query, binary: File, base: String) -> Container {
+        dag.container().from(base).with_file("/usr/local/bin/app", binary)
+    }
+
+    pipeline! {
+        /// Build once, then test and lint side by side, then publish.
+        pub(crate) diamond(src: Directory, base: String) {
+            let tc = toolchain(src);
+            let tests = unit_tests(tc, "");
+            let clippy = lint(tc);
+            let img = image(binary(tc), base);
+            out built = tc.sync();
+            out test_log = tests.stdout() after built;
+            out lint_log = clippy.stdout() after built;
+            out image_ref = img.publish("127.0.0.1:5000/app:latest") after test_log, lint_log;
+        }
+    }
+}

@@ -312,3 +312,32 @@ impl<T> PlanOther for PlanOf<T> {
         }
     }
 }
+
+/// The GraphQL type name of a pipeline value when it is a Dagger object: `(&&TypeOf(&x)).type_name()` picks
+/// [`ObjectTypeName`] for an object and the `None` fallback otherwise (a leaf on something else already
+/// fails to compile with its own message).
+pub struct TypeOf<'a, T>(pub &'a T);
+
+/// The type name of an object (the usual case).
+pub trait ObjectTypeName {
+    /// `Some("Container")` for a `Container`.
+    fn type_name(&self) -> Option<&'static str>;
+}
+
+impl<T: Object> ObjectTypeName for &TypeOf<'_, T> {
+    fn type_name(&self) -> Option<&'static str> {
+        Some(T::TYPE_NAME)
+    }
+}
+
+/// The fallback for values that are not objects.
+pub trait OtherTypeName {
+    /// `None`.
+    fn type_name(&self) -> Option<&'static str>;
+}
+
+impl<T> OtherTypeName for TypeOf<'_, T> {
+    fn type_name(&self) -> Option<&'static str> {
+        None
+    }
+}

@@ -273,6 +273,43 @@ fn diamond_plan() {
 }
 
 #[test]
+fn known_ids_are_reused_instead_of_repeating_chains() {
+    let base = || "debian:bookworm-slim".to_owned();
+    let toolchain_chain = r#"container{from(address:"rust:1-slim")"#;
+    let chains = |plan: &Plan| -> usize {
+        plan.documents
+            .iter()
+            .map(|d| d.query.matches(toolchain_chain).count())
+            .sum()
+    };
+    let bytes = |plan: &Plan| -> usize { plan.documents.iter().map(|d| d.query.len()).sum() };
+    let reused = diamond::plan(src(), base());
+    let repeated = dagger::__private::without_id_reuse(|| diamond::plan(src(), base()));
+    // The toolchain is synced by `built`: the tests, the lint and the build load it by that ID. Without
+    // reuse, its chain is in the build's ID field, `built`, the tests and the lint.
+    assert_eq!(chains(&reused), 1, "{reused}");
+    assert_eq!(chains(&repeated), 4, "{repeated}");
+    assert!(bytes(&reused) < bytes(&repeated));
+    let later: Vec<&str> = reused.documents[2..].iter().map(|d| d.query.as_str()).collect();
+    assert!(later.iter().all(|q| !q.contains(toolchain_chain)), "{reused}");
+    assert_eq!(
+        later[0].matches(r#"node(id:"<id:o0>"){... on Container{"#).count(),
+        3,
+        "{reused}"
+    );
+    // Turned off, the plan is the one of repeated chains, IDs riding along in the earliest request.
+    insta::assert_snapshot!("diamond_plan_without_id_reuse", repeated.to_string());
+    // An object an output synced is passed by that ID, with no ID field of its own.
+    let published = release::plan(src(), base(), true, false);
+    let last = published.documents.last().expect("the publish");
+    assert!(
+        last.query
+            .starts_with(r#"query{o2:node(id:"<id:o0>"){... on Container{publish("#),
+        "{published}"
+    );
+}
+
+#[test]
 fn ordered_plan() {
     insta::assert_snapshot!(ordered::plan(src(), "debian:bookworm-slim".into()).to_string());
 }
@@ -484,7 +521,8 @@ fn plan_like_engine(fail_on: Option<&'static str>) -> impl Fn(&tests::Recorded) 
             Some("id") => json!(format!("<id:{}>", path[0])),
             Some("size") => json!(1234),
             Some("exitCode") => json!(0),
-            Some("sync") => json!(format!("synced-{}", path[0])),
+            // `sync` returns the object's ID, which later documents load with `node(id:)`.
+            Some("sync") => json!(format!("<id:{}>", path[0])),
             _ => json!(format!("value of {}", path[0])),
         });
         if let Some(bad) = fail_on.filter(|bad| doc.contains(&format!("{bad}:"))) {

@@ -121,6 +121,23 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// The toolchain is synced first: the tests, the lint and the build load it by that ID; the build is
+    /// synced in turn, and the image takes it by the ID its `sync` returned.
+    pub reuse(base: String, src: Directory, address: String) {
+        let tc = toolchain(base, src);
+        let tests = unit_tests(tc);
+        let checks = lint(tc, false);
+        let bin = binary(tc);
+        let img = image(base, bin);
+        out built = tc.sync();
+        out test_log = tests.stdout() after built;
+        out lint_log = checks.stdout() after built;
+        out app = bin.sync() after built;
+        out published = img.publish(address) after test_log, lint_log, app;
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -286,4 +303,46 @@ async fn conditions_decide_what_runs() {
     assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
     assert!(err.partial.published.is_none());
     assert!(err.skipped.is_empty(), "nothing waited for the lint: {err}");
+}
+
+#[tokio::test]
+async fn later_requests_load_known_objects_by_id() {
+    let env = start().await;
+    let address = format!("{}/ci-app:reuse", env.host);
+    let plan = reuse::plan(env.base.clone(), sources(&env.dag), address.clone());
+    // After `built`, no document repeats the toolchain's chain: they load it with `node(id:)`, and the image
+    // takes the binary by the ID `app` returned.
+    let later: Vec<&str> = plan.documents[2..].iter().map(|d| d.query.as_str()).collect();
+    assert!(later.iter().all(|q| !q.contains("withDirectory")), "{plan}");
+    assert!(
+        later
+            .iter()
+            .any(|q| q.contains(r#"o1:node(id:"<id:o0>"){... on Container{"#)),
+        "{plan}"
+    );
+    assert!(later.iter().any(|q| q.contains(r#"source:"<id:o3>""#)), "{plan}");
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = reuse::run(&env.dag, env.base.clone(), sources(&env.dag), address.clone())
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.test_log, "tests ok\n");
+    assert_eq!(out.lint_log, "lint ok\n");
+    assert_eq!(
+        out.app.contents().await.expect("the binary"),
+        "#!/bin/sh\ncat <<EOF\nhello from a\nhello from b\nEOF\n"
+    );
+    let ran = env
+        .dag
+        .container()
+        .from(address)
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("published image runs");
+    assert_eq!(ran, "hello from a\nhello from b\n");
 }

@@ -167,19 +167,29 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
         let handle = &handles[i];
         let deferred = checked.values.output_stage[i] > 0;
+        // The GraphQL type of the target, so a `sync` or `id` output makes its ID known to later requests.
+        let ty_var = local("target_type");
+        let target_type = quote! {
+            let #ty_var = {
+                use ::dagger::__private::{ObjectTypeName as _, OtherTypeName as _};
+                (&&::dagger::__private::TypeOf(&#target)).type_name()
+            };
+        };
         let add = match o.each {
-            None if deferred => quote!(#run_var.fill(&#handle, #oname);),
+            None if deferred => quote!(#run_var.fill(&#handle, #ty_var, #oname);),
             Some(_) if deferred => quote! {
                 if let ::core::option::Option::Some(h) = &#handle {
-                    #run_var.fill(h, #oname);
+                    #run_var.fill(h, #ty_var, #oname);
                 }
             },
-            Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
+            Some(_) if is_if(o.each) => {
+                quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #ty_var, #oname));)
+            }
             Some(l) => {
                 let key = &p.loops[l].key;
-                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #oname)));)
+                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #ty_var, #oname)));)
             }
-            None => quote!(let #handle = #run_var.add(#i, #oname);),
+            None => quote!(let #handle = #run_var.add(#i, #ty_var, #oname);),
         };
         quote_spanned! {leaf.span()=>
             {
@@ -187,6 +197,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>(_: &T) {}
                 __has_leaf(&#target);
             }
+            #target_type
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
             #add
         }
