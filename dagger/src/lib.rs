@@ -106,9 +106,9 @@ pub use dagger_macros::{pipeline, step};
 pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
-        Condition, ExactInputs, IntoStepArg, KeyOf, Nth, ObjectTypeName, OtherTypeName, Pair, PairKeyOf, PlanObject,
-        PlanOf, PlanOther, Step, StepOutput, StepParam, TypeOf, assert_step_output, assert_step_param, condition,
-        each_key, each_pair, step_arg,
+        Condition, Element, ExactInputs, IntoStepArg, KeyOf, Nth, ObjectTypeName, OtherTypeName, Pair, PairKeyOf,
+        PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, assert_step_output,
+        assert_step_param, condition, each_key, each_pair, step_arg,
     };
     pub use crate::pipeline::{
         Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,

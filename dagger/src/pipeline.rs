@@ -1651,4 +1651,18 @@ impl Plan {
         let leaf: Leaf<Id> = Leaf::own_id(object);
         Plan::of_leaf(name, leaf)
     }
+
+    /// The requests that asking for several objects' IDs at once sends (a step returning a tuple).
+    pub(crate) fn of_objects(name: &'static str, ids: Vec<Leaf<Id>>) -> Plan {
+        let mut run = Run::new(&LEAF_META);
+        run.name = name;
+        const ELEMENTS: [&str; 6] = ["0.id", "1.id", "2.id", "3.id", "4.id", "5.id"];
+        for (i, leaf) in ids.into_iter().enumerate() {
+            run.add(i, None, leaf);
+            if let Some(out) = run.outs.last_mut() {
+                out.name = ELEMENTS.get(i).copied().unwrap_or("id");
+            }
+        }
+        run.plan()
+    }
 }

@@ -248,6 +248,70 @@ pipeline! {
     }
 }
 
+/// How to build: any `Clone` type can be a step parameter; it only shapes the query the step builds.
+#[derive(Clone, Debug)]
+struct BuildConfig {
+    profile: String,
+    features: Vec<String>,
+    jobs: Option<u32>,
+}
+
+/// How thorough the checks are.
+#[derive(Clone, Copy, Debug)]
+enum Checks {
+    Quick,
+    Full,
+}
+
+/// A toolchain behind an optional proxy.
+#[step]
+fn toolchain_behind(dag: &Query, src: Directory, proxy: Option<String>) -> Container {
+    let tc = dag
+        .container()
+        .from("rust:1-slim")
+        .with_directory("/src", src)
+        .with_workdir("/src");
+    match proxy {
+        Some(proxy) => tc.with_env_variable("HTTPS_PROXY", proxy),
+        None => tc,
+    }
+}
+
+/// The binary and its docs, from one build: a step returning a tuple.
+#[step]
+fn configured(tc: Container, config: BuildConfig, checks: Checks) -> (File, Directory) {
+    let mut args = vec![
+        "cargo".to_owned(),
+        "build".to_owned(),
+        "--profile".to_owned(),
+        config.profile,
+    ];
+    if !config.features.is_empty() {
+        args.push(format!("--features={}", config.features.join(",")));
+    }
+    if let Some(jobs) = config.jobs {
+        args.push(format!("-j{jobs}"));
+    }
+    let built = tc.with_exec(args);
+    let checked = match checks {
+        Checks::Quick => built,
+        Checks::Full => built.with_exec(["cargo", "doc", "--no-deps"]),
+    };
+    (checked.file("target/app"), checked.directory("target/doc"))
+}
+
+pipeline! {
+    /// A build shaped by a config struct, an enum and an optional proxy; its step returns two objects.
+    pub configured_build(src: Directory, config: BuildConfig, checks: Checks, proxy: Option<String>) {
+        let tc = toolchain_behind(src, proxy);
+        let (bin, docs) = configured(tc, config, checks);
+        let (_, quick_docs) = configured(tc, BuildConfig { profile: "dev".into(), features: vec![], jobs: None }, Checks::Quick);
+        out size = bin.size();
+        out doc_entries = docs.entries();
+        out quick_entries = quick_docs.entries();
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -307,6 +371,42 @@ fn known_ids_are_reused_instead_of_repeating_chains() {
             .starts_with(r#"query{o2:node(id:"<id:o0>"){... on Container{publish("#),
         "{published}"
     );
+}
+
+#[test]
+fn looser_steps_take_any_clone_value_and_return_tuples() {
+    let config = BuildConfig {
+        profile: "release".into(),
+        features: vec!["tls".into()],
+        jobs: Some(4),
+    };
+    let plan = configured_build::plan(src(), config.clone(), Checks::Full, Some("http://proxy:3128".into()));
+    insta::assert_snapshot!(plan.to_string());
+    let all: String = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        all.contains(r#"args:["cargo","build","--profile","release","--features=tls","-j4"]"#),
+        "{plan}"
+    );
+    assert!(
+        all.contains(r#"withEnvVariable(name:"HTTPS_PROXY",value:"http://proxy:3128")"#),
+        "{plan}"
+    );
+    // `None` and another variant shape another query.
+    let quick = configured_build::plan(src(), config.clone(), Checks::Quick, None);
+    let all: String = quick.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        !all.contains("HTTPS_PROXY") && !all.contains(r#""cargo","doc""#),
+        "{quick}"
+    );
+    assert_eq!(
+        configured_build::STEPS[1..3],
+        [("bin", "configured"), ("docs", "configured")]
+    );
+    // A tuple step's own plan asks for every element's ID, in one request.
+    let tc = toolchain_behind(&Query::detached(), src(), None);
+    let step = configured::plan(tc, config, Checks::Quick);
+    let titles: Vec<&str> = step.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["resolve object IDs (round 1)", "0.id, 1.id"], "{step}");
 }
 
 #[test]

@@ -138,6 +138,52 @@ pipeline! {
     }
 }
 
+/// What to greet and how: a config struct is a step parameter like any `Clone` value.
+#[derive(Clone, Debug)]
+pub struct Greeting {
+    /// Whom to greet.
+    pub who: String,
+    /// What follows the name, if anything.
+    pub suffix: Option<String>,
+}
+
+/// How loud.
+#[derive(Clone, Copy, Debug)]
+pub enum Volume {
+    /// As written.
+    Normal,
+    /// In capitals.
+    Loud,
+}
+
+/// The greeting as a file and the sources with a copy of it: a step returning two objects.
+#[step]
+fn greet(toolchain: Container, greeting: Greeting, volume: Volume) -> (File, Directory) {
+    let text = format!("hello {}{}", greeting.who, greeting.suffix.unwrap_or_default());
+    let filter = match volume {
+        Volume::Normal => "cat",
+        Volume::Loud => "tr a-z A-Z",
+    };
+    let made = toolchain.with_exec([
+        "sh",
+        "-c",
+        &format!("mkdir -p out && echo '{text}' | {filter} > out/greeting && cp *.txt out/"),
+    ]);
+    (made.file("out/greeting"), made.directory("out"))
+}
+
+pipeline! {
+    /// Config values shape the commands; a tuple step's two results are outputs of their own.
+    pub greetings(base: String, src: Directory, greeting: Greeting, volume: Volume) {
+        let tc = toolchain(base, src);
+        let (text, all) = greet(tc, greeting, volume);
+        let (quiet, _) = greet(tc, Greeting { who: "quietly".into(), suffix: None }, Volume::Normal);
+        out said = text.contents();
+        out files = all.entries();
+        out whispered = quiet.contents();
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -345,4 +391,23 @@ async fn later_requests_load_known_objects_by_id() {
         .await
         .expect("published image runs");
     assert_eq!(ran, "hello from a\nhello from b\n");
+}
+
+#[tokio::test]
+async fn steps_take_config_values_and_return_tuples() {
+    let env = start().await;
+    let greeting = Greeting {
+        who: "world".into(),
+        suffix: Some("!".into()),
+    };
+    let plan = greetings::plan(env.base.clone(), sources(&env.dag), greeting.clone(), Volume::Loud);
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = greetings::run(&env.dag, env.base.clone(), sources(&env.dag), greeting, Volume::Loud)
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.said, "HELLO WORLD!\n");
+    assert_eq!(out.files, ["a.txt", "b.txt", "greeting"]);
+    assert_eq!(out.whispered, "hello quietly\n");
 }

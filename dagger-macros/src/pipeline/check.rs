@@ -50,7 +50,7 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
         .iter()
         .map(|i| (&i.name, "input"))
         .chain(loop_vars)
-        .chain(p.bindings.iter().map(|b| (&b.name, "binding")));
+        .chain(p.bindings.iter().flat_map(|b| b.names().map(|n| (n, "binding"))));
     for (name, kind) in names {
         if let Some(first) = seen.get(&name.to_string()) {
             let article = if first.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -365,11 +365,11 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
             && !caused_inside
         {
             errors.push(
-                b.name.span(),
+                b.span(),
                 format!(
                     "`{}` waits for the value of an output, which a binding inside `{} {{ … }}` cannot do (yet); \
                      move it out of the block",
-                    b.name,
+                    b.pattern_text(),
                     loop_text(p, l)
                 ),
             );
@@ -444,7 +444,11 @@ fn in_scope(p: &Pipeline, upto: usize) -> Vec<String> {
     p.inputs
         .iter()
         .map(|i| i.name.to_string())
-        .chain(p.bindings[..upto].iter().map(|b| b.name.to_string()))
+        .chain(
+            p.bindings[..upto]
+                .iter()
+                .flat_map(|b| b.names().map(ToString::to_string)),
+        )
         .collect()
 }
 
@@ -594,14 +598,21 @@ fn check_unused_bindings(p: &Pipeline, errors: &mut Errors) {
         return;
     }
     for b in &p.bindings {
-        let name = b.name.to_string();
-        if !used.contains(&name) && !name.starts_with('_') {
+        for ident in b.names() {
+            let name = ident.to_string();
+            if used.contains(&name) || name.starts_with('_') {
+                continue;
+            }
+            // An element of a tuple whose step runs anyway only needs a `_`.
+            let fix = if b.tuple && b.names().any(|n| used.contains(&n.to_string())) {
+                "use it in an `out` or pass it to a step that is, or write `_` in its place in the tuple".to_owned()
+            } else {
+                "use it in an `out`, pass it to a step that is, or remove it (prefix it with `_` to keep it anyway)"
+                    .to_owned()
+            };
             errors.push(
-                b.name.span(),
-                format!(
-                    "binding `{name}` is never used by an output, so it would never run; use it in an `out`, pass it \
-                     to a step that is, or remove it (prefix it with `_` to keep it anyway)"
-                ),
+                ident.span(),
+                format!("binding `{name}` is never used by an output, so it would never run; {fix}"),
             );
         }
     }
@@ -657,7 +668,7 @@ fn after_edges(p: &Pipeline, errors: &mut Errors) -> Vec<(usize, usize)> {
             }
             // Rule: `after` names something that exists.
             let mut candidates = outputs.clone();
-            candidates.extend(p.bindings.iter().map(|b| b.name.to_string()));
+            candidates.extend(p.bindings.iter().flat_map(|b| b.names().map(ToString::to_string)));
             errors.push(name.span(), unknown("output", name, &candidates));
         }
     }

@@ -33,8 +33,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         if let Some(input) = p.input(&target.to_string()) {
             input.ty.to_token_stream()
         } else if let Some((_, b)) = p.binding(&target.to_string()) {
-            let step = &b.step;
-            quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output)
+            binding_ty(b, &target.to_string())
         } else {
             quote!(())
         }
@@ -62,7 +61,17 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
 
     // Bindings: one step call each, in order.
     let binding_stmt = |b: &super::ast::Binding| {
-        let bname = &b.name;
+        // `tc`, or `(bin, _)` for a step returning a tuple.
+        let bname = if b.tuple {
+            let elems = b.names.iter().map(|n| match n {
+                Some(n) => quote!(#n),
+                None => quote!(_),
+            });
+            quote!((#(#elems,)*))
+        } else {
+            let n = b.names();
+            quote!(#(#n)*)
+        };
         let step = &b.step;
         let step_span = step.span();
         let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
@@ -77,6 +86,21 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let inputs = quote_spanned!(call_span=>
             ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
         );
+        if b.tuple {
+            // Checked on the pattern: as many names as the tuple has elements.
+            let n = b.names.len();
+            let pattern_span = b.pattern_span;
+            // All on the pattern, the step's name too, so the error underlines the pattern alone.
+            let step_here = respan(step.to_token_stream(), pattern_span);
+            let parts = quote_spanned!(pattern_span=>
+                <<#step_here as ::dagger::__private::Step>::Output as ::dagger::__private::Tuple<#n>>::parts);
+            let whole = Ident::new("tuple", Span::mixed_site().located_at(pattern_span));
+            let call = quote_spanned!(call_span=> #step_ty::call(#dag, #inputs));
+            return quote_spanned! {pattern_span=>
+                let #whole = #call;
+                let #bname = #parts(#whole);
+            };
+        }
         quote_spanned! {call_span=>
             let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
         }
@@ -247,21 +271,22 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
             body.extend(binding_stmt(b));
             // Used after the loop: the map of its values by key.
-            let text = b.name.to_string();
-            let used_after = p
-                .bindings
-                .iter()
-                .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
-                || p.outputs
+            for bname in b.names() {
+                let text = bname.to_string();
+                let used_after = p
+                    .bindings
                     .iter()
-                    .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
-            if used_after {
-                let bname = &b.name;
+                    .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
+                    || p.outputs
+                        .iter()
+                        .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
+                if !used_after {
+                    continue;
+                }
                 let map = local(&format!("__map_{bname}"));
-                let step = &b.step;
+                let ty = binding_ty(b, &text);
                 before.extend(quote! {
-                    let mut #map: ::std::collections::BTreeMap<#k, <#step as ::dagger::__private::Step>::Output> =
-                        ::std::collections::BTreeMap::new();
+                    let mut #map: ::std::collections::BTreeMap<#k, #ty> = ::std::collections::BTreeMap::new();
                 });
                 body.extend(
                     quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
@@ -427,10 +452,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let names = l.iter().map(|&i| p.outputs[i].name.to_string());
         quote!(&[#(#names),*])
     });
-    let steps = p.bindings.iter().map(|b| {
-        let bname = b.name.to_string();
+    let steps = p.bindings.iter().flat_map(|b| {
         let step = b.step.to_token_stream().to_string().replace(' ', "");
-        quote!((#bname, #step))
+        b.names().map(move |n| {
+            let bname = n.to_string();
+            quote!((#bname, #step))
+        })
     });
     let mut edges: Vec<(String, String)> = Vec::new();
     for lp in p.loops.iter().filter(|l| l.cond.is_none()) {
@@ -441,7 +468,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     }
     for b in &p.bindings {
         for u in &b.uses {
-            edges.push((u.to_string(), b.name.to_string()));
+            for n in b.names() {
+                edges.push((u.to_string(), n.to_string()));
+            }
         }
     }
     for o in &p.outputs {
@@ -564,4 +593,31 @@ impl NewRaw for Ident {
             _ => Ident::new(s, span),
         }
     }
+}
+
+/// The type of the binding `name` made by `b`: the step's output, or its element for a tuple.
+fn binding_ty(b: &super::ast::Binding, name: &str) -> TokenStream {
+    let step = &b.step;
+    let output = quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output);
+    match b.element(name) {
+        Some(i) => quote_spanned!(step.span()=> <#output as ::dagger::__private::Element<#i>>::T),
+        None => output,
+    }
+}
+
+/// `tokens` with every span replaced by `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }

@@ -194,7 +194,52 @@ impl Parse for InputSyntax {
 
 fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
     input.parse::<Token![let]>()?;
-    let name: Ident = input.parse()?;
+    let (names, tuple, pattern_span) = if input.peek(syn::token::Paren) {
+        // `let (bin, docs) = build(tc);`: a step returning a tuple of objects.
+        let content;
+        let parens = parenthesized!(content in input);
+        let mut names = Vec::new();
+        while !content.is_empty() {
+            if content.peek(Token![_]) {
+                content.parse::<Token![_]>()?;
+                names.push(None);
+            } else {
+                let name: Ident = content.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected a name or `_` in the tuple: `let (bin, docs) = build(tc);`",
+                    )
+                })?;
+                names.push(Some(name));
+            }
+            if content.is_empty() {
+                break;
+            }
+            content.parse::<Token![,]>()?;
+        }
+        if names.iter().all(Option::is_none) {
+            return Err(syn::Error::new(
+                parens.span.join(),
+                "this tuple binds no name: name the elements the pipeline uses, `let (bin, _) = build(tc);`",
+            ));
+        }
+        (names, true, parens.span.join())
+    } else {
+        let name: Ident = input.parse()?;
+        let span = name.span();
+        (vec![Some(name)], false, span)
+    };
+    let name = {
+        let text: Vec<String> = names
+            .iter()
+            .map(|n| n.as_ref().map_or_else(|| "_".to_owned(), ToString::to_string))
+            .collect();
+        if tuple {
+            format!("({})", text.join(", "))
+        } else {
+            text.join(", ")
+        }
+    };
     input.parse::<Token![=]>()?;
     let expr: Expr = input.parse()?;
     input
@@ -219,7 +264,9 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
     let args: Vec<Expr> = call.args.into_iter().collect();
     let uses = args.iter().flat_map(super::names::mentions).collect();
     Ok(Binding {
-        name,
+        names,
+        tuple,
+        pattern_span,
         step,
         args,
         call_span,
