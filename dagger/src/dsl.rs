@@ -355,3 +355,8 @@ impl<T> OtherTypeName for TypeOf<'_, T> {
         None
     }
 }
+
+/// What `checks.log` is, in the pipeline using `checks`, when `log` is not a `sync` output: its value is only
+/// known once the run is over, in `Outputs::checks`, so it cannot be a step argument (yet).
+#[derive(Clone, Copy, Debug)]
+pub struct ValueOfAnOutputOfAUsedPipeline;

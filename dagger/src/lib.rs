@@ -107,8 +107,8 @@ pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
         Condition, Element, ExactInputs, IntoStepArg, KeyOf, Nth, ObjectTypeName, OtherTypeName, Pair, PairKeyOf,
-        PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, assert_step_output,
-        assert_step_param, condition, each_key, each_pair, step_arg,
+        PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, ValueOfAnOutputOfAUsedPipeline,
+        assert_step_output, assert_step_param, condition, each_key, each_pair, step_arg,
     };
     pub use crate::pipeline::{
         Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,

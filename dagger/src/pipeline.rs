@@ -45,10 +45,35 @@ pub struct OutputMeta {
     pub step: &'static str,
     /// The leaf method.
     pub leaf: &'static str,
-    /// The outputs (indexes in declaration order) this one waits for.
+    /// The outputs (indexes in declaration order) this one waits for. Outputs of pipelines used in this one
+    /// come after its own, numbered on from them.
     pub after: &'static [usize],
+    /// Ranges `(first, count)` of outputs it waits for, all of them (`after checks` on a pipeline used in
+    /// this one).
+    pub after_ranges: &'static [(usize, usize)],
     /// The `for` loop the output is declared in (numbered from 1), or 0.
     pub each: usize,
+}
+
+impl OutputMeta {
+    /// Whether this output waits for output `index` (numbered from its pipeline's first output).
+    fn waits_for(&self, index: usize) -> bool {
+        self.after.contains(&index)
+            || self
+                .after_ranges
+                .iter()
+                .any(|&(first, n)| (first..first + n).contains(&index))
+    }
+}
+
+/// The outputs of one pipeline in a run: the run's own pipeline, or one used inside it (composition).
+#[derive(Debug)]
+struct Segment {
+    /// The index of its first output among all the run's outputs.
+    base: usize,
+    meta: &'static PipelineMeta,
+    /// The bindings that used it, outermost first (`["checks"]`); empty for the run's own pipeline.
+    within: Vec<&'static str>,
 }
 
 /// What `pipeline!` records about a pipeline.
@@ -116,8 +141,10 @@ impl<T> Copy for Handle<T> {}
 
 /// One output of a run: its leaf, where it came from, and the outputs it waits for.
 struct Out {
-    /// Its index in the pipeline's outputs (declaration order).
+    /// Its index among the run's outputs (declaration order, then the outputs of pipelines used in it).
     index: usize,
+    /// The segment (pipeline) it belongs to.
+    segment: usize,
     meta: &'static OutputMeta,
     /// The output's name (the leaf's field for [`Plan::of_leaf`]).
     name: &'static str,
@@ -129,16 +156,31 @@ struct Out {
     /// The GraphQL type of the object the leaf runs on (`Container`), when it is an object: a `sync` or `id`
     /// output then makes that object's ID known to the requests after it.
     target_type: Option<&'static str>,
+    /// The bindings of the pipelines it was used through (see [`Segment::within`]).
+    within: Vec<&'static str>,
 }
 
 impl Out {
-    /// `tests` or, for an element of a loop, `tests["1.85"]`.
+    /// `tests`; for an element of a loop, `tests["1.85"]`; for an output of a pipeline used as `checks`,
+    /// `checks.tests`.
     fn display_name(&self) -> String {
+        let name = qualified(&self.within, self.name);
         match &self.elem {
-            Some((_, key)) => format!("{}[{key}]", self.name),
-            None => self.name.to_owned(),
+            Some((_, key)) => format!("{name}[{key}]"),
+            None => name,
         }
     }
+}
+
+/// `name`, prefixed by the bindings of the pipelines it was used through: `checks.clippy`.
+fn qualified(within: &[&'static str], name: &str) -> String {
+    let mut out = String::new();
+    for w in within {
+        out.push_str(w);
+        out.push('.');
+    }
+    out.push_str(name);
+    out
 }
 
 thread_local! {
@@ -164,7 +206,8 @@ pub struct Run {
     fail_fast: bool,
     /// Whether documents refer to objects whose IDs are known by `node(id:)` (off in [`without_id_reuse`]).
     reuse_ids: bool,
-    meta: &'static PipelineMeta,
+    /// The pipelines whose outputs the run holds: its own first, then those used in it.
+    segments: Vec<Segment>,
     outs: Vec<Out>,
     /// What each handle stands for: `(output index, its position in outs once added)`.
     slots: Vec<(usize, Option<usize>)>,
@@ -298,6 +341,7 @@ static LEAF_META: PipelineMeta = PipelineMeta {
         step: "leaf",
         leaf: "leaf",
         after: &[],
+        after_ranges: &[],
         each: 0,
     }],
     fail_fast: false,
@@ -310,15 +354,49 @@ impl Run {
             name: meta.name,
             fail_fast: meta.fail_fast,
             reuse_ids: REUSE_IDS.with(std::cell::Cell::get),
-            meta,
+            segments: vec![Segment {
+                base: 0,
+                meta,
+                within: Vec::new(),
+            }],
             outs: Vec::new(),
             slots: Vec::new(),
             deferred: Vec::new(),
         }
     }
 
-    /// A handle for output `index`, whose leaf a deferred part adds later with [`Run::fill`].
-    pub fn reserve<T: Send + 'static>(&mut self, index: usize) -> Handle<T> {
+    /// Makes room for the outputs of a pipeline used in the one of segment `scope` (as its binding `label`),
+    /// numbered from `first` on (counted from that pipeline's first output); returns its segment, which its
+    /// outputs are added to.
+    pub fn compose(&mut self, scope: usize, first: usize, meta: &'static PipelineMeta, label: &'static str) -> usize {
+        let (base, mut within) = match self.segments.get(scope) {
+            Some(s) => (s.base + first, s.within.clone()),
+            None => (first, Vec::new()),
+        };
+        within.push(label);
+        self.segments.push(Segment { base, meta, within });
+        self.segments.len() - 1
+    }
+
+    /// The segment holding output `index`, and the output's meta.
+    fn locate(&self, index: usize) -> (usize, &'static OutputMeta) {
+        for (k, seg) in self.segments.iter().enumerate() {
+            if let Some(meta) = index.checked_sub(seg.base).and_then(|i| seg.meta.outputs.get(i)) {
+                return (k, meta);
+            }
+        }
+        (0, &LEAF_META.outputs[0])
+    }
+
+    /// The index of output `index` of segment `scope` among all the run's outputs.
+    fn index_in(&self, scope: usize, index: usize) -> usize {
+        self.segments.get(scope).map_or(0, |s| s.base) + index
+    }
+
+    /// A handle for output `index` of segment `scope`, whose leaf a deferred part adds later with
+    /// [`Run::fill`].
+    pub fn reserve<T: Send + 'static>(&mut self, scope: usize, index: usize) -> Handle<T> {
+        let index = self.index_in(scope, index);
         self.slots.push((index, None));
         Handle {
             index: self.slots.len() - 1,
@@ -352,26 +430,31 @@ impl Run {
         handle.index
     }
 
-    /// Adds output number `index` (in declaration order); `target_type` is the GraphQL type of the object
-    /// its leaf runs on (see [`TypeOf`](crate::__private::TypeOf)).
+    /// Adds output number `index` (in declaration order) of segment `scope`; `target_type` is the GraphQL
+    /// type of the object its leaf runs on (see [`TypeOf`](crate::__private::TypeOf)).
     pub fn add<T: Send + 'static>(
         &mut self,
+        scope: usize,
         index: usize,
         target_type: Option<&'static str>,
         leaf: Leaf<T>,
     ) -> Handle<T> {
+        let index = self.index_in(scope, index);
         self.push(index, None, target_type, leaf)
     }
 
-    /// Adds the instance of output `index` for element number `elem` of its `for` loop, keyed `key`.
+    /// Adds the instance of output `index` of segment `scope` for element number `elem` of its `for` loop,
+    /// keyed `key`.
     pub fn add_each<T: Send + 'static, K: fmt::Debug>(
         &mut self,
+        scope: usize,
         index: usize,
         elem: usize,
         key: &K,
         target_type: Option<&'static str>,
         leaf: Leaf<T>,
     ) -> Handle<T> {
+        let index = self.index_in(scope, index);
         self.push(index, Some((elem, format!("{key:?}"))), target_type, leaf)
     }
 
@@ -382,9 +465,12 @@ impl Run {
         target_type: Option<&'static str>,
         leaf: Leaf<T>,
     ) -> Handle<T> {
-        let meta = self.meta.outputs.get(index).unwrap_or(&LEAF_META.outputs[0]);
+        let (segment, meta) = self.locate(index);
+        let within = self.segments.get(segment).map(|s| s.within.clone()).unwrap_or_default();
         self.outs.push(Out {
             index,
+            segment,
+            within,
             meta,
             name: meta.name,
             elem,
@@ -420,18 +506,23 @@ impl Run {
 
     /// Links the outputs from position `start` on (those added by a deferred part).
     fn link_from(&mut self, start: usize) {
-        let all: Vec<(usize, usize, Option<usize>)> = self
+        let all: Vec<(usize, (usize, usize), Option<usize>)> = self
             .outs
             .iter()
-            .map(|o| (o.index, o.meta.each, o.elem.as_ref().map(|e| e.0)))
+            .map(|o| (o.index, (o.segment, o.meta.each), o.elem.as_ref().map(|e| e.0)))
             .collect();
+        let bases: Vec<usize> = self.segments.iter().map(|s| s.base).collect();
         for o in self.outs.iter_mut().skip(start) {
             let mine = o.elem.as_ref().map(|e| e.0);
+            let base = bases.get(o.segment).copied().unwrap_or(0);
+            let each = (o.segment, o.meta.each);
             o.waits = all
                 .iter()
                 .enumerate()
-                .filter(|(_, (index, each, elem))| {
-                    o.meta.after.contains(index) && (*each == 0 || *each != o.meta.each || *elem == mine)
+                .filter(|(_, (index, theirs, elem))| {
+                    // A loop's outputs pair by element only with outputs of the same loop of the same pipeline.
+                    let waits = index.checked_sub(base).is_some_and(|i| o.meta.waits_for(i));
+                    waits && (theirs.1 == 0 || *theirs != each || *elem == mine)
                 })
                 .map(|(j, _)| j)
                 .collect();
@@ -490,8 +581,14 @@ impl Run {
             .outs
             .iter()
             .map(|o| {
-                (0..self.meta.outputs.len())
-                    .filter(|&m| self.meta.outputs[m].after.contains(&o.index))
+                self.segments
+                    .iter()
+                    .flat_map(|seg| {
+                        seg.meta.outputs.iter().enumerate().filter_map(move |(k, m)| {
+                            let waits = o.index.checked_sub(seg.base).is_some_and(|i| m.waits_for(i));
+                            waits.then_some(seg.base + k)
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -704,7 +801,7 @@ impl Run {
                     .take_while(|&&j| self.outs[j].index == out.index && self.outs[j].elem.is_some())
                     .count();
                 if same > 0 {
-                    names.push(format!("{} × {same}", out.name));
+                    names.push(format!("{} × {same}", qualified(&out.within, out.name)));
                     k += same;
                 } else {
                     names.push(out.display_name());
@@ -1204,13 +1301,19 @@ pub struct Results {
     /// Indexes of the outputs not run.
     skipped: Vec<usize>,
     /// Outputs of deferred parts that were never built (a value they needed did not come).
-    unsent: Vec<&'static str>,
+    unsent: Vec<String>,
     /// What each handle stands for (see [`Run`]).
     slots: Vec<(usize, Option<usize>)>,
 }
 
 /// `(output, key of its loop element, binding, step)`.
-type Names = (&'static str, Option<String>, &'static str, &'static str);
+type Names = (
+    &'static str,
+    Option<String>,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+);
 
 impl Results {
     /// The value of an output, if it succeeded.
@@ -1241,6 +1344,7 @@ impl Results {
                 o.elem.as_ref().map(|e| e.1.clone()),
                 o.meta.binding,
                 o.meta.step,
+                o.within.clone(),
             ));
             self.values.push(None);
             self.failed.push(false);
@@ -1253,7 +1357,9 @@ impl Results {
         self.slots = run.slots.clone();
         for &(index, pos) in &run.slots {
             if pos.is_none() {
-                self.unsent.push(run.meta.outputs.get(index).map_or("?", |o| o.name));
+                let (segment, meta) = run.locate(index);
+                let within = run.segments.get(segment).map(|s| &s.within[..]).unwrap_or_default();
+                self.unsent.push(qualified(within, meta.name));
             }
         }
     }
@@ -1264,11 +1370,11 @@ impl Results {
             .skipped
             .iter()
             .map(|&i| match self.names.get(i) {
-                Some((name, Some(key), _, _)) => format!("{name}[{key}]"),
-                Some((name, None, _, _)) => (*name).to_owned(),
+                Some((name, Some(key), _, _, within)) => format!("{}[{key}]", qualified(within, name)),
+                Some((name, None, _, _, within)) => qualified(within, name),
                 None => "?".to_owned(),
             })
-            .chain(self.unsent.iter().map(|n| (*n).to_owned()))
+            .chain(self.unsent)
             .collect();
         PipelineError {
             pipeline: self.pipeline,
@@ -1290,12 +1396,13 @@ impl Results {
             return;
         }
         self.failed[i] = true;
-        let (output, key, binding, step) = self.names[i].clone();
+        let (output, key, binding, step, within) = self.names[i].clone();
         self.failures.push(OutputFailure {
             output,
             key,
             binding,
             step,
+            within,
             error,
         });
     }
@@ -1468,6 +1575,9 @@ pub struct OutputFailure {
     pub binding: &'static str,
     /// The step that made the binding.
     pub step: &'static str,
+    /// For an output of a pipeline used inside this one: the bindings it was used through, outermost first
+    /// (`["checks"]` for `let checks = lint::run(…);`); empty for the pipeline's own outputs.
+    pub within: Vec<&'static str>,
     /// What went wrong ([`Error::Exec`] for a failed command).
     pub error: Error,
 }
@@ -1545,7 +1655,9 @@ impl<P> fmt::Display for PipelineError<P> {
             write!(
                 f,
                 "\n- output `{}{key}` (binding `{}`, step `{}`): ",
-                fail.output, fail.binding, fail.step
+                qualified(&fail.within, fail.output),
+                fail.binding,
+                fail.step
             )?;
             let text = fail.error.to_string();
             let mut lines = text.lines();
@@ -1637,7 +1749,7 @@ impl Plan {
         let field = leaf.field();
         let mut run = Run::new(&LEAF_META);
         run.name = name;
-        run.add(0, None, leaf);
+        run.add(0, 0, None, leaf);
         if let Some(out) = run.outs.first_mut() {
             out.name = field;
         }
@@ -1658,7 +1770,7 @@ impl Plan {
         run.name = name;
         const ELEMENTS: [&str; 6] = ["0.id", "1.id", "2.id", "3.id", "4.id", "5.id"];
         for (i, leaf) in ids.into_iter().enumerate() {
-            run.add(i, None, leaf);
+            run.add(0, i, None, leaf);
             if let Some(out) = run.outs.last_mut() {
                 out.name = ELEMENTS.get(i).copied().unwrap_or("id");
             }

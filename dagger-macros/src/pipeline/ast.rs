@@ -45,6 +45,9 @@ pub(crate) struct Binding {
     pub(crate) tuple: bool,
     /// The span of the name, or of the whole tuple pattern.
     pub(crate) pattern_span: Span,
+    /// `let checks = lint::run(…);`: the binding uses another pipeline (`step` is then that pipeline's
+    /// module path, `lint`), whose outputs become part of this one.
+    pub(crate) pipeline: bool,
     pub(crate) step: ExprPath,
     pub(crate) args: Vec<Expr>,
     /// The span of the whole call, for arity errors.
@@ -65,6 +68,8 @@ pub(crate) struct Output {
     pub(crate) leaf: Ident,
     pub(crate) args: Vec<Expr>,
     pub(crate) after: Vec<Ident>,
+    /// `after checks.log`: outputs of pipelines used in this one, as (binding, output).
+    pub(crate) after_fields: Vec<(Ident, Ident)>,
     /// Names of inputs and bindings the leaf's arguments mention.
     pub(crate) uses: Vec<Ident>,
     /// The loop (index into `Pipeline::loops`) the output is declared in.

@@ -23,6 +23,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let local = |s: &str| Ident::new(s, Span::mixed_site());
     let dag = local("dag");
     let run_var = local("run");
+    let scope = local("scope");
     let results = local("results");
     let partial = local("partial");
     let elem = local("elem");
@@ -59,6 +60,23 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         }
     };
 
+    // Pipelines used in this one (`let checks = lint::run(…);`): their outputs come after this one's own, in
+    // binding order; `first_of` is where a used pipeline's outputs start, as a constant expression.
+    let composed: Vec<usize> = (0..p.bindings.len()).filter(|&j| p.bindings[j].pipeline).collect();
+    let n_own = p.outputs.len();
+    let first_of = |j: usize| -> TokenStream {
+        let before = composed.iter().filter(|&&k| k < j).map(|&k| &p.bindings[k].step);
+        quote!((#n_own #(+ #before::__OUTPUTS)*))
+    };
+    let composed_handle = |j: usize| -> Ident {
+        let name = p.bindings[j]
+            .names()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        local(&format!("__hc_{name}"))
+    };
+
     // Bindings: one step call each, in order.
     let binding_stmt = |b: &super::ast::Binding| {
         // `tc`, or `(bin, _)` for a step returning a tuple.
@@ -74,6 +92,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         };
         let step = &b.step;
         let step_span = step.span();
+        let j = p.bindings.iter().position(|x| std::ptr::eq(x, b)).unwrap_or(0);
         let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
         // Each argument converts to its own parameter's type (`Nth<i>`), so a mismatch and an argument too
         // many are reported on that argument; `inputs` reports a missing one.
@@ -86,6 +105,25 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let inputs = quote_spanned!(call_span=>
             ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
         );
+        if b.pipeline {
+            // A used pipeline: its `__compose` takes its inputs as parameters, each converted like a step's.
+            let handle = composed_handle(j);
+            let sub = local("sub");
+            let first = first_of(j);
+            let label = b.pattern_text();
+            let args = b.args.iter().map(|a| {
+                let span = a.span();
+                let a = clone_if_name(a, p);
+                quote_spanned!(span=> ::dagger::__private::step_arg(#a))
+            });
+            return quote_spanned! {call_span=>
+                let (#handle, #bname) = {
+                    let #sub = #run_var.compose(#scope, #first, &#step::__META, #label);
+                    #step::__compose(#run_var, #sub, #dag, #(#args),*)
+                };
+                let _ = &#bname;
+            };
+        }
         if b.tuple {
             // Checked on the pattern: as many names as the tuple has elements.
             let n = b.names.len();
@@ -207,13 +245,13 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 }
             },
             Some(_) if is_if(o.each) => {
-                quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #ty_var, #oname));)
+                quote!(#handle = ::core::option::Option::Some(#run_var.add(#scope, #i, #ty_var, #oname));)
             }
             Some(l) => {
                 let key = &p.loops[l].key;
-                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #ty_var, #oname)));)
+                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#scope, #i, #elem, &#key, #ty_var, #oname)));)
             }
-            None => quote!(let #handle = #run_var.add(#i, #ty_var, #oname);),
+            None => quote!(let #handle = #run_var.add(#scope, #i, #ty_var, #oname);),
         };
         quote_spanned! {leaf.span()=>
             {
@@ -362,9 +400,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 let reserve = match o.each {
                     Some(l) => {
                         let cond = cond_of(l);
-                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#i)) } else { ::core::option::Option::None })
+                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#scope, #i)) } else { ::core::option::Option::None })
                     }
-                    None => quote!(#run_var.reserve(#i)),
+                    None => quote!(#run_var.reserve(#scope, #i)),
                 };
                 schedule.extend(quote!(let #handle: #hty = #reserve;));
             }
@@ -440,11 +478,31 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .map(|(_, b)| b.step.to_token_stream().to_string().replace(' ', ""))
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
-        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
+        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| quote!(#a));
+        // Outputs of used pipelines: one (`after checks.log`), or all of them (`after checks`).
+        let after_one = checked
+            .composed_after
+            .iter()
+            .filter(|(x, _, f)| *x == i && f.is_some())
+            .filter_map(|(_, j, f)| {
+                let path = &p.bindings[*j].step;
+                let first = first_of(*j);
+                f.as_ref()
+                    .map(|f| quote_spanned!(f.span()=> #first + #path::__index::#f))
+            });
+        let after_all = checked
+            .composed_after
+            .iter()
+            .filter(|(x, _, f)| *x == i && f.is_none())
+            .map(|(_, j, _)| {
+                let (first, path) = (first_of(*j), &p.bindings[*j].step);
+                quote!((#first, #path::__OUTPUTS))
+            });
         // `if` blocks have one instance per output: only loops pair instances by element.
         let each = o.each.filter(|&l| p.loops[l].cond.is_none()).map_or(0, |l| l + 1);
         quote!(::dagger::__private::OutputMeta {
-            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*], each: #each
+            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after,)* #(#after_one,)*],
+            after_ranges: &[#(#after_all),*], each: #each
         })
     });
     let fail_fast = p.fail_fast;
@@ -453,7 +511,10 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         quote!(&[#(#names),*])
     });
     let steps = p.bindings.iter().flat_map(|b| {
-        let step = b.step.to_token_stream().to_string().replace(' ', "");
+        let mut step = b.step.to_token_stream().to_string().replace(' ', "");
+        if b.pipeline {
+            step.push_str("::run");
+        }
         b.names().map(move |n| {
             let bname = n.to_string();
             quote!((#bname, #step))
@@ -482,6 +543,11 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     for &(a, b) in &checked.edges {
         edges.push((p.outputs[a].name.to_string(), p.outputs[b].name.to_string()));
     }
+    for (o, j, field) in &checked.composed_after {
+        let from = p.bindings[*j].pattern_text();
+        let from = field.as_ref().map_or_else(|| from.clone(), |f| format!("{from}.{f}"));
+        edges.push((from, p.outputs[*o].name.to_string()));
+    }
     edges.sort();
     edges.dedup();
     let edge_tokens = edges.iter().map(|(a, b)| quote!((#a, #b)));
@@ -497,17 +563,74 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         Some(_) => quote!(#results.take_each(#h)),
         None => quote!(#results.take(#h)),
     });
-    let complete_pattern = p.outputs.iter().map(|o| {
+
+    // The pipelines used in this one: a field of `Outputs` and `Partial` each, by binding name.
+    let c_names: Vec<Ident> = composed
+        .iter()
+        .filter_map(|&j| p.bindings[j].names().next().cloned())
+        .collect();
+    let c_paths: Vec<&syn::ExprPath> = composed.iter().map(|&j| &p.bindings[j].step).collect();
+    let c_handles: Vec<Ident> = composed.iter().map(|&j| composed_handle(j)).collect();
+    let c_docs = composed.iter().map(|&j| {
+        let b = &p.bindings[j];
+        let d = format!(
+            "The outputs of pipeline `{}`, used here as `{}`.",
+            b.step.to_token_stream().to_string().replace(' ', ""),
+            b.pattern_text()
+        );
+        quote!(#[doc = #d])
+    });
+    let c_docs: Vec<TokenStream> = c_docs.collect();
+
+    // `checks.built` in a pipeline using this one: the object behind each `sync` output outside blocks (and
+    // known before the run); the other outputs are values, known once it is over.
+    let object_fields: Vec<(TokenStream, TokenStream)> = p
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let on_top = |name: &Ident| match p.binding(&name.to_string()) {
+                Some((j, b)) => b.each.is_none() && !b.pipeline && checked.values.binding_stage[j] == 0,
+                None => p.input(&name.to_string()).is_some(),
+            };
+            let object =
+                o.leaf == "sync" && o.each.is_none() && checked.values.output_stage[i] == 0 && on_top(&o.target);
+            if object {
+                let target = &o.target;
+                (type_of(target), quote!(::core::clone::Clone::clone(&#target)))
+            } else {
+                (
+                    quote!(::dagger::__private::ValueOfAnOutputOfAUsedPipeline),
+                    quote!(::dagger::__private::ValueOfAnOutputOfAUsedPipeline),
+                )
+            }
+        })
+        .collect();
+    let object_tys = object_fields.iter().map(|(t, _)| t);
+    let object_values = object_fields.iter().map(|(_, v)| v);
+    let indexes = (0..p.outputs.len()).map(|i| quote!(#i));
+
+    // `Partial` → `Outputs` when every output finished (the used pipelines' too), and back.
+    let complete_own = p.outputs.iter().map(|o| {
         let n = &o.name;
         match o.each {
             Some(_) => quote!(#n),
-            None => quote!(#n: ::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::Some(#n)),
         }
     });
+    let back_own = p.outputs.iter().map(|o| {
+        let n = &o.name;
+        match o.each {
+            Some(_) => quote!(#n),
+            None => quote!(::core::option::Option::Some(#n)),
+        }
+    });
+    let own_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
+    let (objects_var, outputs_var, handles_var) = (local("objects"), local("outputs"), local("handles"));
 
     quote! {
         #(#attrs)*
-        #[allow(non_snake_case, unused_imports, clippy::all)]
+        #[allow(non_snake_case, unused_imports, unreachable_patterns, private_interfaces, clippy::all)]
         #vis mod #name {
             use super::*;
 
@@ -523,28 +646,111 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
 
-            static META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
+            #[doc(hidden)]
+            pub static __META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
                 name: #name_str,
                 outputs: &[#(#meta_outputs),*],
                 fail_fast: #fail_fast,
             };
 
+            /// The index of each output among the pipeline's own (for `after used.name` in a pipeline using
+            /// this one).
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            pub mod __index {
+                #(pub const #own_names: usize = #indexes;)*
+            }
+
             #[doc = #outputs_doc]
             #[derive(Debug)]
             pub struct Outputs {
                 #(#out_docs pub #out_names: #out_tys,)*
+                #(#c_docs pub #c_names: #c_paths::Outputs,)*
             }
 
             #[doc = #partial_doc]
             #[derive(Debug, Default)]
             pub struct Partial {
                 #(#out_docs pub #out_names: #partial_tys,)*
+                #(#c_docs pub #c_names: #c_paths::Partial,)*
             }
 
-            fn __schedule(#dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(#handle_tys,)*)) {
-                let mut #run_var = ::dagger::__private::Run::new(&META);
+            /// What a pipeline using this one sees of it as `used.name`: the object of each `sync` output.
+            #[doc(hidden)]
+            #[derive(Clone, Debug)]
+            pub struct Objects {
+                #(pub #own_names: #object_tys,)*
+            }
+
+            /// How many outputs this pipeline adds to a run: its own and those of the pipelines it uses.
+            #[doc(hidden)]
+            pub const __OUTPUTS: usize = #n_own #(+ #c_paths::__OUTPUTS)*;
+
+            /// The handles of this pipeline's outputs in a run.
+            #[doc(hidden)]
+            pub type __Handles = (#(#handle_tys,)* #(#c_paths::__Handles,)*);
+
+            /// Adds this pipeline's outputs to `run`, in segment `scope` (see `Run::compose`): how a pipeline
+            /// using this one (`let used = this::run(…);`) schedules it.
+            #[doc(hidden)]
+            pub fn __compose(
+                #run_var: &mut ::dagger::__private::Run,
+                #scope: usize,
+                #dag: &::dagger::Query,
+                #input_params
+            ) -> (__Handles, Objects) {
+                __schedule_into(#run_var, #scope, #dag, #(#input_names),*)
+            }
+
+            fn __schedule_into(
+                #run_var: &mut ::dagger::__private::Run,
+                #scope: usize,
+                #dag: &::dagger::Query,
+                #input_params
+            ) -> (__Handles, Objects) {
                 #schedule
-                (#run_var, (#(#handles,)*))
+                let #objects_var = Objects { #(#own_names: #object_values,)* };
+                ((#(#handles,)* #(#c_handles,)*), #objects_var)
+            }
+
+            /// The values of the outputs behind `handles`, as far as they finished.
+            #[doc(hidden)]
+            pub fn __take(
+                (#(#handles,)* #(#c_handles,)*): __Handles,
+                #results: &mut ::dagger::__private::Results,
+            ) -> Partial {
+                Partial {
+                    #(#out_names: #takes,)*
+                    #(#c_names: #c_paths::__take(#c_handles, #results),)*
+                }
+            }
+
+            /// `Outputs` when every output finished, else the `Partial` back.
+            #[doc(hidden)]
+            pub fn __complete(#partial: Partial) -> ::core::result::Result<Outputs, Partial> {
+                let Partial { #(#own_names,)* #(#c_names,)* } = #partial;
+                #(let #c_names = #c_paths::__complete(#c_names);)*
+                match (#(#own_names,)* #(#c_names,)*) {
+                    (#(#complete_own,)* #(::core::result::Result::Ok(#c_names),)*) => {
+                        ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* })
+                    }
+                    (#(#own_names,)* #(#c_names,)*) => ::core::result::Result::Err(Partial {
+                        #(#own_names,)*
+                        #(#c_names: #c_paths::__partial(#c_names),)*
+                    }),
+                }
+            }
+
+            /// `Outputs` as a `Partial`, or the `Partial` itself.
+            #[doc(hidden)]
+            pub fn __partial(#outputs_var: ::core::result::Result<Outputs, Partial>) -> Partial {
+                match #outputs_var {
+                    ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* }) => Partial {
+                        #(#own_names: #back_own,)*
+                        #(#c_names: #c_paths::__partial(::core::result::Result::Ok(#c_names)),)*
+                    },
+                    ::core::result::Result::Err(#partial) => #partial,
+                }
             }
 
             /// Runs the pipeline: each request (a group of outputs, with the object IDs later ones need) is
@@ -552,21 +758,25 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             pub async fn run(#dag: &::dagger::Query, #input_params)
                 -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
             {
-                let (#run_var, (#(#handles,)*)) = __schedule(#dag, #(#input_names),*);
+                let mut #run_var = ::dagger::__private::Run::new(&__META);
+                let (#handles_var, _) = __schedule_into(&mut #run_var, 0, #dag, #(#input_names),*);
                 let mut #results = #run_var.execute().await;
-                let #partial = Partial { #(#out_names: #takes,)* };
-                match #partial {
-                    Partial { #(#complete_pattern,)* } if #results.complete() => {
-                        ::core::result::Result::Ok(Outputs { #(#out_names,)* })
+                let #partial = __take(#handles_var, &mut #results);
+                if #results.complete() {
+                    match __complete(#partial) {
+                        ::core::result::Result::Ok(#outputs_var) => ::core::result::Result::Ok(#outputs_var),
+                        ::core::result::Result::Err(#partial) => ::core::result::Result::Err(#results.into_error(#partial)),
                     }
-                    #partial => ::core::result::Result::Err(#results.into_error(#partial)),
+                } else {
+                    ::core::result::Result::Err(#results.into_error(#partial))
                 }
             }
 
             /// The requests `run` sends, computed offline (object IDs are placeholders such as `<id:a0>`).
             pub fn plan(#input_params) -> ::dagger::Plan {
                 let #dag = ::dagger::Query::detached();
-                let (#run_var, _) = __schedule(&#dag, #(#input_names),*);
+                let mut #run_var = ::dagger::__private::Run::new(&__META);
+                let _ = __schedule_into(&mut #run_var, 0, &#dag, #(#input_names),*);
                 #run_var.plan()
             }
         }

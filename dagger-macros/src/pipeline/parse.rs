@@ -255,18 +255,35 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
             ),
         ));
     };
-    let Expr::Path(step) = *call.func else {
+    let Expr::Path(mut step) = *call.func else {
         return Err(syn::Error::new_spanned(
             &call.func,
             "expected the name (or path) of a `#[step]` function here",
         ));
     };
+    // `lint::run(…)`: another pipeline, used in this one.
+    let segments = &step.path.segments;
+    let pipeline = segments.len() >= 2 && segments.last().is_some_and(|s| s.ident == "run");
+    if pipeline {
+        if tuple {
+            return Err(syn::Error::new(
+                pattern_span,
+                "a pipeline used in this one is bound to one name, `let checks = lint::run(…);`; its outputs are \
+                 `checks.name`",
+            ));
+        }
+        let mut path = step.path.segments.clone();
+        path.pop();
+        path.pop_punct();
+        step.path.segments = path;
+    }
     let args: Vec<Expr> = call.args.into_iter().collect();
     let uses = args.iter().flat_map(super::names::mentions).collect();
     Ok(Binding {
         names,
         tuple,
         pattern_span,
+        pipeline,
         step,
         args,
         call_span,
@@ -301,16 +318,24 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
     let args: Vec<Expr> = call.args.into_iter().collect();
     let uses = args.iter().flat_map(super::names::mentions).collect();
     let mut after = Vec::new();
+    let mut after_fields = Vec::new();
     if input.peek(kw::after) {
         let kw: kw::after = input.parse()?;
         loop {
-            after.push(input.parse::<Ident>()?);
+            let name = input.parse::<Ident>()?;
+            if input.peek(Token![.]) {
+                // `after checks.log`: an output of a pipeline used in this one.
+                input.parse::<Token![.]>()?;
+                after_fields.push((name, input.parse::<Ident>()?));
+            } else {
+                after.push(name);
+            }
             if !input.peek(Token![,]) {
                 break;
             }
             input.parse::<Token![,]>()?;
         }
-        if after.is_empty() {
+        if after.is_empty() && after_fields.is_empty() {
             return Err(syn::Error::new(
                 kw.span,
                 "`after` needs at least one output or binding name",
@@ -327,6 +352,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         leaf: call.method,
         args,
         after,
+        after_fields,
         uses,
         each: None,
         pos: 0,
