@@ -197,16 +197,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         let FnArg::Typed(pt) = input else { continue };
         match (params.get(i), &*pt.pat) {
             (Some(Param::Query), _) => {}
-            (_, Pat::Ident(p)) if p.by_ref.is_none() && p.subpat.is_none() => {
-                let (name, ty) = (&p.ident, &pt.ty);
-                plan_params.push(quote!(#name: #ty));
-                plan_args.push(quote!(#name));
-            }
-            _ => {
-                let name = quote::format_ident!("arg{}", i);
+            (param, pat) => {
+                let name = match pat {
+                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+                    _ => quote::format_ident!("arg{}", i),
+                };
                 let ty = &pt.ty;
                 plan_params.push(quote!(#name: #ty));
-                plan_args.push(quote!(#name));
+                // The input tuple holds a `String` for a `&str` parameter.
+                plan_args.push(match param {
+                    Some(Param::Str { .. }) => quote!(::std::borrow::ToOwned::to_owned(#name)),
+                    _ => quote!(#name),
+                });
             }
         }
     }
@@ -217,6 +219,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             #[doc(hidden)]
             #[allow(non_camel_case_types, dead_code, unreachable_pub)]
             #vis struct #ident {}
+
+            impl ::dagger::__private::KnownStep for #ident {}
 
             impl ::dagger::__private::Step for #ident {
                 type Inputs = (#(#input_tys,)*);
@@ -261,7 +265,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 // Through the `Step` trait (the type namespace): a parameter may have the step's own name.
                 let #built = <#ident as ::dagger::__private::Step>::call(
                     &#root,
-                    (#(::dagger::__private::step_arg(#plan_args),)*),
+                    (#(#plan_args,)*),
                 );
                 (&&::dagger::__private::PlanOf(#built)).plan_of(#name)
             }

@@ -9,8 +9,9 @@ use crate::{Query, scalars::Platform};
 /// A function marked `#[step]`, described for `pipeline!`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a pipeline step",
-    label = "not a `#[step]` function",
-    note = "add `#[step]` to the function, or call a function that has it"
+    label = "not a `#[step]` function in scope here",
+    note = "add `#[step]` to the function, call a function that has it, or check the name: a step must be in scope \
+            where the pipeline is (a pipeline is used as `name::run(…)`)"
 )]
 pub trait Step {
     /// The parameters after the optional leading `&Query`, as a tuple (`&str` becomes `String`).
@@ -139,7 +140,7 @@ pub trait IntoStepArg<T> {
 }
 
 /// A value of the parameter's own type.
-impl<T> IntoStepArg<T> for T {
+impl<T: Clone> IntoStepArg<T> for T {
     fn into_step_arg(self) -> T {
         self
     }
@@ -360,3 +361,38 @@ impl<T> OtherTypeName for TypeOf<'_, T> {
 /// known once the run is over, in `Outputs::checks`, so it cannot be a step argument (yet).
 #[derive(Clone, Copy, Debug)]
 pub struct ValueOfAnOutputOfAUsedPipeline;
+
+/// The step a pipeline names by one identifier, found without a "cannot find type" error (see the expansion's
+/// `__Steps`): `T` is the `#[step]` struct, or a fallback that is not a [`Step`].
+pub trait Pick<const K: usize> {
+    /// The step (or its fallback).
+    type T;
+}
+
+/// Implemented by every `#[step]` struct: what `pipeline!` checks a step name against, once per name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` function in scope here",
+    label = "no `#[step]` function of this name",
+    note = "add `#[step]` to the function, call a function that has it, or check the name: a step must be in scope \
+            where the pipeline is (a pipeline is used as `name::run(…)`)"
+)]
+pub trait KnownStep {}
+
+/// Fails to compile, with a readable message, when `T` is not a `#[step]` struct.
+pub fn is_step<T: KnownStep>() {}
+
+/// The parameter type of a step `pipeline!` could not find: any argument converts to it, so a misspelled step
+/// name is reported once (by [`KnownStep`]), not once per argument.
+pub struct UnknownArg;
+
+impl<A> IntoStepArg<UnknownArg> for A {
+    fn into_step_arg(self) -> UnknownArg {
+        UnknownArg
+    }
+}
+
+/// The leaves of the stand-in for a step `pipeline!` could not find (see [`KnownStep`]): a leaf that is never
+/// run, as the build fails.
+pub fn unknown_leaf() -> crate::Leaf<String> {
+    Query::detached().version()
+}

@@ -106,9 +106,10 @@ pub use dagger_macros::{pipeline, step};
 pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
-        Condition, Element, ExactInputs, IntoStepArg, KeyOf, Nth, ObjectTypeName, OtherTypeName, Pair, PairKeyOf,
-        PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, ValueOfAnOutputOfAUsedPipeline,
-        assert_step_output, assert_step_param, condition, each_key, each_pair, step_arg,
+        Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownStep, Nth, ObjectTypeName, OtherTypeName, Pair,
+        PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, UnknownArg,
+        ValueOfAnOutputOfAUsedPipeline, assert_step_output, assert_step_param, condition, each_key, each_pair, is_step,
+        step_arg, unknown_leaf,
     };
     pub use crate::pipeline::{
         Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,

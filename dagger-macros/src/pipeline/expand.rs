@@ -34,7 +34,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         if let Some(input) = p.input(&target.to_string()) {
             input.ty.to_token_stream()
         } else if let Some((_, b)) = p.binding(&target.to_string()) {
-            binding_ty(b, &target.to_string())
+            binding_ty(p, b, &target.to_string())
         } else {
             quote!(())
         }
@@ -93,7 +93,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let step = &b.step;
         let step_span = step.span();
         let j = p.bindings.iter().position(|x| std::ptr::eq(x, b)).unwrap_or(0);
-        let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
+        let step_here = step_type(p, b);
+        let step_ty = quote_spanned!(step_span=> <#step_here as ::dagger::__private::Step>);
         // Each argument converts to its own parameter's type (`Nth<i>`), so a mismatch and an argument too
         // many are reported on that argument; `inputs` reports a missing one.
         let args = b.args.iter().enumerate().map(|(i, a)| {
@@ -129,7 +130,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             let n = b.names.len();
             let pattern_span = b.pattern_span;
             // All on the pattern, the step's name too, so the error underlines the pattern alone.
-            let step_here = respan(step.to_token_stream(), pattern_span);
+            let step_here = respan(step_type(p, b), pattern_span);
             let parts = quote_spanned!(pattern_span=>
                 <<#step_here as ::dagger::__private::Step>::Output as ::dagger::__private::Tuple<#n>>::parts);
             let whole = Ident::new("tuple", Span::mixed_site().located_at(pattern_span));
@@ -322,7 +323,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                     continue;
                 }
                 let map = local(&format!("__map_{bname}"));
-                let ty = binding_ty(b, &text);
+                let ty = binding_ty(p, b, &text);
                 before.extend(quote! {
                     let mut #map: ::std::collections::BTreeMap<#k, #ty> = ::std::collections::BTreeMap::new();
                 });
@@ -626,6 +627,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         }
     });
     let own_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
+    let lookup = step_lookup(p);
     let (objects_var, outputs_var, handles_var) = (local("objects"), local("outputs"), local("handles"));
 
     quote! {
@@ -645,6 +647,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             /// Output names by depth of `after` edges: level 1 waits for nothing, level n + 1 waits for
             /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
+
+            #lookup
 
             #[doc(hidden)]
             pub static __META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
@@ -686,9 +690,10 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             #[doc(hidden)]
             pub const __OUTPUTS: usize = #n_own #(+ #c_paths::__OUTPUTS)*;
 
-            /// The handles of this pipeline's outputs in a run.
+            /// The handles of this pipeline's outputs in a run (a struct, not a tuple alias: its field types name
+            /// this module's private `__Steps`, which a signature seen from another module must not).
             #[doc(hidden)]
-            pub type __Handles = (#(#handle_tys,)* #(#c_paths::__Handles,)*);
+            pub struct __Handles(#(pub #handle_tys,)* #(pub #c_paths::__Handles,)*);
 
             /// Adds this pipeline's outputs to `run`, in segment `scope` (see `Run::compose`): how a pipeline
             /// using this one (`let used = this::run(…);`) schedules it.
@@ -710,13 +715,13 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             ) -> (__Handles, Objects) {
                 #schedule
                 let #objects_var = Objects { #(#own_names: #object_values,)* };
-                ((#(#handles,)* #(#c_handles,)*), #objects_var)
+                (__Handles(#(#handles,)* #(#c_handles,)*), #objects_var)
             }
 
             /// The values of the outputs behind `handles`, as far as they finished.
             #[doc(hidden)]
             pub fn __take(
-                (#(#handles,)* #(#c_handles,)*): __Handles,
+                __Handles(#(#handles,)* #(#c_handles,)*): __Handles,
                 #results: &mut ::dagger::__private::Results,
             ) -> Partial {
                 Partial {
@@ -805,10 +810,144 @@ impl NewRaw for Ident {
     }
 }
 
-/// The type of the binding `name` made by `b`: the step's output, or its element for a tuple.
-fn binding_ty(b: &super::ast::Binding, name: &str) -> TokenStream {
+/// The steps named by one identifier (`toolchain`, not `ci::steps::build`), in order of first use: each is
+/// reached through `<__Steps as Pick<k>>::T`, which resolves to the `#[step]` struct when it is in scope and to
+/// a fallback struct of the same name otherwise (see `step_lookup`).
+fn single_name_steps(p: &Pipeline) -> Vec<Ident> {
+    let mut out: Vec<Ident> = Vec::new();
+    for b in p.bindings.iter().filter(|b| !b.pipeline) {
+        if let Some(ident) = b.step.path.get_ident()
+            && b.step.qself.is_none()
+            && !out.iter().any(|o| o == ident)
+        {
+            out.push(ident.clone());
+        }
+    }
+    out
+}
+
+/// The step of binding `b` as a type: its path, or `<__Steps as Pick<k>>::T` for a single name.
+fn step_type(p: &Pipeline, b: &super::ast::Binding) -> TokenStream {
     let step = &b.step;
-    let output = quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output);
+    let k = step
+        .path
+        .get_ident()
+        .filter(|_| !b.pipeline && step.qself.is_none())
+        .and_then(|ident| single_name_steps(p).iter().position(|s| s == ident));
+    match k {
+        Some(k) => quote_spanned!(step.span()=> <__Steps as ::dagger::__private::Pick<#k>>::T),
+        None => step.to_token_stream(),
+    }
+}
+
+/// How steps named by one identifier are found: a block-scope glob import of the parent module's names
+/// (where the `#[step]` structs are) takes precedence over the pipeline module's own items, which hold a
+/// stand-in struct per name. A name that is not a `#[step]` in scope (a typo, a plain function) still
+/// resolves — to its stand-in — so the first error is the macro's own message ("is not a `#[step]` function in
+/// scope here", once per name, from `is_step`), not rustc's "cannot find type". The stand-in is a `Step` whose
+/// parameters take anything and whose output has the leaves the pipeline calls on it, so nothing else about
+/// that binding is reported.
+fn step_lookup(p: &Pipeline) -> TokenStream {
+    let names = single_name_steps(p);
+    let mut out = TokenStream::new();
+    let mut picks = TokenStream::new();
+    for (k, name) in names.iter().enumerate() {
+        let users: Vec<&super::ast::Binding> = p
+            .bindings
+            .iter()
+            .filter(|b| !b.pipeline && b.step.qself.is_none() && b.step.path.get_ident() == Some(name))
+            .collect();
+        let arity = users.first().map_or(0, |b| b.args.len());
+        let params = (0..arity).map(|_| quote!(::dagger::__private::UnknownArg));
+        let name_str = name.to_string();
+        // The leaves the pipeline calls on bindings of this step, with as many arguments as it passes.
+        let mut leaves: Vec<(Ident, usize)> = Vec::new();
+        for o in &p.outputs {
+            let made_here = p
+                .binding(&o.target.to_string())
+                .is_some_and(|(_, b)| users.iter().any(|u| std::ptr::eq(*u, b)));
+            if made_here && !leaves.iter().any(|(l, _)| *l == o.leaf) {
+                leaves.push((o.leaf.clone(), o.args.len()));
+            }
+        }
+        let methods = leaves.iter().map(|(leaf, n)| {
+            let tys: Vec<Ident> = (0..*n).map(|i| quote::format_ident!("A{}", i)).collect();
+            quote! {
+                fn #leaf<#(#tys),*>(&self, #(_: #tys),*) -> ::dagger::Leaf<::std::string::String> {
+                    ::dagger::__private::unknown_leaf()
+                }
+            }
+        });
+        let mut traits: Vec<Ident> = Vec::new();
+        for (leaf, _) in &leaves {
+            let text = leaf.to_string();
+            let base = Ident::new_raw_or_plain(text.strip_suffix("_opts").unwrap_or(&text), leaf.span());
+            if !traits.contains(&base) {
+                traits.push(base);
+            }
+        }
+        let check_span = users.first().map_or_else(Span::call_site, |b| b.step.span());
+        let check = quote_spanned!(check_span=>
+            ::dagger::__private::is_step::<<__Steps as ::dagger::__private::Pick<#k>>::T>();
+        );
+        out.extend(quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #name {}
+
+            #[allow(dead_code)]
+            impl #name {
+                #(#methods)*
+            }
+
+            // (Never recommended in messages: the stand-in exists only for misspelled names.)
+            #[diagnostic::do_not_recommend]
+            impl ::dagger::__private::Step for #name {
+                type Inputs = (#(#params,)*);
+                type Output = #name;
+                const NAME: &'static str = #name_str;
+                const DOC: &'static str = "";
+                const PARAMS: &'static [&'static str] = &[];
+                const ARITY: usize = #arity;
+                fn call(_: &::dagger::Query, _: Self::Inputs) -> Self::Output {
+                    #name {}
+                }
+            }
+
+            #(
+                #[diagnostic::do_not_recommend]
+                impl ::dagger::__private::leaves::#traits for #name {
+                    type Output = ::std::string::String;
+                }
+                #[diagnostic::do_not_recommend]
+                impl ::dagger::__private::has::#traits for #name {}
+            )*
+
+            const _: () = {
+                #[allow(dead_code)]
+                fn __check() {
+                    #check
+                }
+            };
+        });
+        picks.extend(quote!(impl ::dagger::__private::Pick<#k> for __Steps { type T = #name; }));
+    }
+    quote! {
+        #[doc(hidden)]
+        struct __Steps;
+        #out
+        const _: () = {
+            use super::*;
+            #picks
+        };
+    }
+}
+
+/// The type of the binding `name` made by `b`: the step's output, or its element for a tuple.
+fn binding_ty(p: &Pipeline, b: &super::ast::Binding, name: &str) -> TokenStream {
+    let step = &b.step;
+    let step_here = step_type(p, b);
+    let output = quote_spanned!(step.span()=> <#step_here as ::dagger::__private::Step>::Output);
     match b.element(name) {
         Some(i) => quote_spanned!(step.span()=> <#output as ::dagger::__private::Element<#i>>::T),
         None => output,
