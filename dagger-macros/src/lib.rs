@@ -113,3 +113,32 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand(input.into()).into()
 }
+
+/// [`pipeline!`] written as a function: `#[pipeline_fn] pub fn ci(src: Directory) { … }` declares the same
+/// module `ci` as `pipeline! { pub ci(src: Directory) { … } }`, through the same parser, checks and
+/// expansion. The body is ordinary Rust syntax, so rustfmt formats it and rust-analyzer completes inside it;
+/// an output is a `let` marked `#[out]`:
+///
+/// ```ignore
+/// #[pipeline_fn]
+/// /// Test, then publish.
+/// pub fn ci(src: Directory, publish: bool) {
+///     let tc = toolchain(src);
+///     let tests = unit_tests(tc);
+///     /// The test log.
+///     #[out]
+///     let test_log = tests.stdout();
+///     if publish {
+///         let img = image(binary(tc));
+///         #[out(after(test_log))]
+///         let image_ref = img.publish("registry.example/app:1");
+///     }
+/// }
+/// ```
+///
+/// (An attribute cannot be named `pipeline` too: Rust keeps attribute and function-like macros in one
+/// namespace.)
+#[proc_macro_attribute]
+pub fn pipeline_fn(attr: TokenStream, item: TokenStream) -> TokenStream {
+    pipeline::expand_fn(attr.into(), item.into()).into()
+}

@@ -99,7 +99,7 @@ pub use pipeline::{AnyPartial, OutputFailure, PipelineError, Plan, PlanDocument}
 pub use scalars::{Id, Json, Platform};
 pub use transport::{GraphQlError, Response};
 
-pub use dagger_macros::{pipeline, step};
+pub use dagger_macros::{pipeline, pipeline_fn, step};
 
 /// What the macros' expansions use. Not a public API: it may change in any release.
 #[doc(hidden)]
@@ -119,5 +119,7 @@ pub mod __private {
 /// The names most pipelines need: `use dagger::prelude::*;`.
 pub mod prelude {
     pub use crate::api::*;
-    pub use crate::{Connection, Error, ExecError, Id, Object, PipelineError, Plan, Platform, connect, pipeline, step};
+    pub use crate::{
+        Connection, Error, ExecError, Id, Object, PipelineError, Plan, Platform, connect, pipeline, pipeline_fn, step,
+    };
 }

@@ -99,6 +99,24 @@ pipeline! {
     }
 }
 
+/// The diamond written as a function (`#[pipeline_fn]`): the same parser, checks and expansion.
+#[pipeline_fn]
+pub fn diamond_fn(src: Directory, base: String) {
+    let tc = toolchain(src);
+    let tests = unit_tests(tc, "");
+    let clippy = lint(tc);
+    let img = image(binary(tc), base);
+    /// The toolchain, synced.
+    #[out]
+    let built = tc.sync();
+    #[out(after(built))]
+    let test_log = tests.stdout();
+    #[out(after(built))]
+    let lint_log = clippy.stdout();
+    #[out(after(test_log, lint_log))]
+    let image_ref = img.publish("127.0.0.1:5000/app:latest");
+}
+
 pipeline! {
     /// Publish only after the smoke test passed, although no data orders them.
     pub ordered(src: Directory, base: String) {
@@ -407,6 +425,15 @@ fn looser_steps_take_any_clone_value_and_return_tuples() {
     let step = configured::plan(tc, config, Checks::Quick);
     let titles: Vec<&str> = step.documents.iter().map(|d| d.title.as_str()).collect();
     assert_eq!(titles, ["resolve object IDs (round 1)", "0.id, 1.id"], "{step}");
+}
+
+#[test]
+fn the_function_form_is_the_same_pipeline() {
+    let macro_form = diamond::plan(src(), "debian:bookworm-slim".into());
+    let fn_form = diamond_fn::plan(src(), "debian:bookworm-slim".into());
+    assert_eq!(fn_form.documents, macro_form.documents);
+    assert_eq!(diamond_fn::EDGES, diamond::EDGES);
+    assert_eq!(diamond_fn::LEVELS, diamond::LEVELS);
 }
 
 #[test]

@@ -184,6 +184,25 @@ pipeline! {
     }
 }
 
+/// `gated`, written as a function.
+#[pipeline_fn]
+pub fn gated_fn(base: String, src: Directory, address: String, draft: bool, publish: bool) {
+    let tc = toolchain(base, src);
+    let tests = unit_tests(tc);
+    #[out]
+    let test_log = tests.stdout();
+    if !draft {
+        let checks = lint(tc, true);
+        #[out]
+        let lint_log = checks.stdout();
+    }
+    if publish {
+        let img = image(base, binary(tc));
+        #[out(after(test_log))]
+        let published = img.publish(address);
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -410,4 +429,28 @@ async fn steps_take_config_values_and_return_tuples() {
     assert_eq!(out.said, "HELLO WORLD!\n");
     assert_eq!(out.files, ["a.txt", "b.txt", "greeting"]);
     assert_eq!(out.whispered, "hello quietly\n");
+}
+
+#[tokio::test]
+async fn the_function_form_runs_like_the_macro_form() {
+    let env = start().await;
+    let address = format!("{}/ci-app:gated-fn", env.host);
+    let plan = gated_fn::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true);
+    assert_eq!(
+        plan.documents,
+        gated::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true).documents
+    );
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = gated_fn::run(&env.dag, env.base.clone(), sources(&env.dag), address, true, true)
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.test_log, "tests ok\n");
+    assert!(out.lint_log.is_none());
+    let published = out.published.expect("published");
+    assert!(
+        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        "{published}"
+    );
 }
