@@ -35,7 +35,7 @@ use crate::figures::Bench;
 use crate::report::Row;
 
 const FIGURES: &[&str] = &[
-    "query", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect",
+    "query", "bytes", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect",
 ];
 
 /// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
@@ -55,8 +55,8 @@ struct Args {
     /// Sizes of the generated layers for the memory figure, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
     big_mib: Vec<u64>,
-    /// Only these figures (comma-separated): query, exec, fanout, cached, requests, buildkit, memory, chains,
-    /// collect.
+    /// Only these figures (comma-separated): query, bytes, exec, fanout, cached, requests, buildkit, memory,
+    /// chains, collect.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave Docker BuildKit out.
@@ -140,6 +140,10 @@ async fn run(args: Args) -> Result<(), String> {
         }
         progress(&rows);
     }
+    if which.contains(&"bytes") {
+        rows.extend(bench.plan_bytes());
+        progress(&rows);
+    }
     if which.contains(&"chains") {
         match bench.chains().await {
             Ok(r) => rows.extend(r),
@@ -147,7 +151,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         progress(&rows);
     }
-    let needs_engine = which.iter().any(|w| !["query", "chains"].contains(w));
+    let needs_engine = which.iter().any(|w| !["query", "bytes", "chains"].contains(w));
     if needs_engine {
         eprintln!("bench: preparing fixtures in {}", work.display());
         let fx = fixtures::Fixtures::prepare(&work).await?;

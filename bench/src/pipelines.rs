@@ -90,6 +90,48 @@ pipeline! {
     }
 }
 
+/// Runs `echo $((count + 1))` in `prev`: a command made from the value of an earlier output.
+#[step]
+pub(crate) fn counted(prev: Container, nonce: String, n: i64, count: String) -> Container {
+    let script = format!("echo $(({} + 1))", count.trim());
+    prev.with_env_variable("BENCH_NONCE", format!("{nonce}-{n}"))
+        .with_exec(["sh", "-c", script.as_str()])
+}
+
+pipeline! {
+    /// One slow branch (`sleep 1`, two leaves) beside a short chain of dependent values: each link's output is
+    /// the next link's argument, so the chain is three waves, sent while the slow branch runs.
+    pub(crate) unbalanced(base: Container, nonce: String) {
+        let slow = tagged(base, nonce, 1, "sleep 1; echo slow");
+        out slow_log = slow.stdout();
+        out slow_code = slow.exit_code();
+        let first = tagged(base, nonce, 2, "echo 1");
+        out one = first.stdout();
+        let second = counted(base, nonce, 3, one);
+        out two = second.stdout();
+        out two_code = second.exit_code();
+        let third = counted(base, nonce, 4, two);
+        out three = third.stdout();
+    }
+}
+
+/// The plain-API version of [`unbalanced`]: the slow branch and the chain awaited together with
+/// `tokio::try_join!`, each independent pair of leaves too.
+pub(crate) async fn unbalanced_plain(base: &Container, nonce: &str) -> Result<String, dagger::Error> {
+    let slow = tagged(base.clone(), nonce.to_owned(), 1, "sleep 1; echo slow".to_owned());
+    let slow_branch = async { tokio::try_join!(async { slow.stdout().await }, async { slow.exit_code().await }) };
+    let chain = async {
+        let one = tagged(base.clone(), nonce.to_owned(), 2, "echo 1".to_owned())
+            .stdout()
+            .await?;
+        let second = counted(base.clone(), nonce.to_owned(), 3, one);
+        let (two, _) = tokio::try_join!(async { second.stdout().await }, async { second.exit_code().await })?;
+        counted(base.clone(), nonce.to_owned(), 4, two).stdout().await
+    };
+    let (_, three) = tokio::try_join!(slow_branch, chain)?;
+    Ok(three)
+}
+
 /// Three steps, the same as the Dockerfile of the BuildKit figure.
 pub(crate) fn three_steps(base: &Container, nonce: &str) -> Container {
     base.with_env_variable("NONCE", nonce)
@@ -146,4 +188,89 @@ pub(crate) async fn ci_plain(dag: &Query, base: &Container, src: &Directory, non
         .stdout()
         .await?;
     Ok(())
+}
+
+/// The `diamond` pipeline of `tests/tests/pipeline.rs`, for the bytes its plan sends (figure 4h): a toolchain
+/// synced first, tests and lint on it side by side, then the image holding its build published.
+pub(crate) mod diamond_steps {
+    use dagger::prelude::*;
+
+    /// A toolchain with the sources mounted and a registry cache.
+    #[step]
+    pub(crate) fn toolchain(dag: &Query, src: Directory) -> Container {
+        dag.container()
+            .from("rust:1-slim")
+            .with_mounted_cache("/usr/local/cargo/registry", dag.cache_volume("cargo-registry"))
+            .with_directory("/src", src)
+            .with_workdir("/src")
+    }
+
+    /// The unit tests.
+    #[step]
+    pub(crate) fn unit_tests(toolchain: Container, filter: &str) -> Container {
+        toolchain.with_exec(["cargo", "test", filter])
+    }
+
+    /// The lint.
+    #[step]
+    pub(crate) fn lint(toolchain: Container) -> Container {
+        toolchain.with_exec(["cargo", "clippy", "--", "-D", "warnings"])
+    }
+
+    /// The release binary.
+    #[step]
+    pub(crate) fn binary(toolchain: Container) -> File {
+        toolchain
+            .with_exec(["cargo", "build", "--release"])
+            .file("target/release/app")
+    }
+
+    /// The runtime image.
+    #[step]
+    pub(crate) fn image(dag: &Query, binary: File, base: String) -> Container {
+        dag.container().from(base).with_file("/usr/local/bin/app", binary)
+    }
+
+    pipeline! {
+        /// Build once, then test and lint side by side, then publish.
+        pub(crate) diamond(src: Directory, base: String) {
+            let tc = toolchain(src);
+            let tests = unit_tests(tc, "");
+            let clippy = lint(tc);
+            let img = image(binary(tc), base);
+            out built = tc.sync();
+            out test_log = tests.stdout() after built;
+            out lint_log = clippy.stdout() after built;
+            out image_ref = img.publish("127.0.0.1:5000/app:latest") after test_log, lint_log;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unbalanced_plan_sends_the_chain_beside_the_slow_branch() {
+        let base = Query::detached().container().from("busybox");
+        let plan = unbalanced::plan(base, "n".to_owned());
+        let titles: Vec<(&str, &[usize])> = plan
+            .documents
+            .iter()
+            .map(|d| (d.title.as_str(), &d.after[..]))
+            .collect();
+        // The chain's links wait only for the value before them, not for the slow branch; `two_code` is a
+        // request of its own because nothing waits for it while `three` waits for `two`.
+        assert_eq!(
+            titles,
+            [
+                ("slow_log, slow_code", &[][..]),
+                ("one", &[]),
+                ("two (with the value of `one`)", &[2]),
+                ("two_code (with the value of `one`)", &[2]),
+                ("three (with the value of `two`)", &[3]),
+            ],
+            "{plan}"
+        );
+    }
 }

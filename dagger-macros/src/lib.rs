@@ -34,9 +34,11 @@ use proc_macro::TokenStream;
 ///
 /// # Rules (each is a compile error with a message that says how to fix it)
 /// - an optional first parameter `&Query` receives the pipeline's root; it is not passed in `pipeline!`;
-/// - other parameters are Dagger objects (`Container`, `Directory`, `File`, `Secret`, `CacheVolume`,
-///   `Service`, …) or plain values (`String`, `&str`, integers, `bool`, `Vec<String>`), taken by value;
-/// - the return type is a Dagger object;
+/// - other parameters are taken by value and may have any `Clone` type: Dagger objects (`Container`,
+///   `Directory`, `File`, …), which become IDs in the query, or plain values (`String`, `&str`, integers,
+///   `bool`, `Option<String>`, enums, your own config structs), which only shape the query the step builds;
+/// - the return type is a Dagger object, or a tuple of them (`-> (File, Directory)`, bound in a pipeline
+///   with `let (bin, docs) = build(tc);`);
 /// - a step is not `async`, not generic, and has no `self` receiver.
 #[proc_macro_attribute]
 pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -70,7 +72,7 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///           | for NAME in INPUT { (BINDING | OUTPUT)* }
 ///           | for ( NAME , NAME ) in INPUT { (BINDING | OUTPUT)* }
 ///           | if [!] INPUT { (BINDING | OUTPUT)* }
-/// BINDING  := let NAME = STEP_PATH ( EXPR,* ) ;
+/// BINDING  := let (NAME | ( NAME_OR_UNDERSCORE,* )) = STEP_PATH ( EXPR,* ) ;
 /// OUTPUT   := ATTR* out NAME = TARGET . LEAF ( EXPR,* ) [after NAME, …] ;
 /// ```
 /// - `let` binds the object a `#[step]` returns. Arguments are inputs, earlier bindings, literals, or
@@ -110,4 +112,33 @@ pub fn step(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::expand(input.into()).into()
+}
+
+/// [`pipeline!`] written as a function: `#[pipeline_fn] pub fn ci(src: Directory) { … }` declares the same
+/// module `ci` as `pipeline! { pub ci(src: Directory) { … } }`, through the same parser, checks and
+/// expansion. The body is ordinary Rust syntax, so rustfmt formats it and rust-analyzer completes inside it;
+/// an output is a `let` marked `#[out]`:
+///
+/// ```ignore
+/// #[pipeline_fn]
+/// /// Test, then publish.
+/// pub fn ci(src: Directory, publish: bool) {
+///     let tc = toolchain(src);
+///     let tests = unit_tests(tc);
+///     /// The test log.
+///     #[out]
+///     let test_log = tests.stdout();
+///     if publish {
+///         let img = image(binary(tc));
+///         #[out(after(test_log))]
+///         let image_ref = img.publish("registry.example/app:1");
+///     }
+/// }
+/// ```
+///
+/// (An attribute cannot be named `pipeline` too: Rust keeps attribute and function-like macros in one
+/// namespace.)
+#[proc_macro_attribute]
+pub fn pipeline_fn(attr: TokenStream, item: TokenStream) -> TokenStream {
+    pipeline::expand_fn(attr.into(), item.into()).into()
 }

@@ -54,8 +54,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push_spanned(
             &sig.generics,
-            "a step cannot be generic: `pipeline!` needs its exact parameter and output types; use concrete types \
-             such as `Container` or `String`",
+            "a step cannot be generic: `pipeline!` needs its exact parameter and output types; use concrete types: \
+             any `Clone` type works (`Container`, `String`, `Option<String>`, an enum, your own config struct)",
         );
     }
     // Whether the step can still be described to `pipeline!` despite its errors (its types are known), so
@@ -190,22 +190,25 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     // `toolchain::plan(src)`: the step's work as a plan, for a snapshot of one step. The root is a local of
     // the expansion (mixed-site hygiene), so a parameter named `dag` does not clash with it.
     let root = syn::Ident::new("dag", proc_macro2::Span::mixed_site());
+    let built = syn::Ident::new("built", proc_macro2::Span::mixed_site());
     let mut plan_params = Vec::new();
     let mut plan_args = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate() {
         let FnArg::Typed(pt) = input else { continue };
         match (params.get(i), &*pt.pat) {
-            (Some(Param::Query), _) => plan_args.push(quote!(&#root)),
-            (_, Pat::Ident(p)) if p.by_ref.is_none() && p.subpat.is_none() => {
-                let (name, ty) = (&p.ident, &pt.ty);
-                plan_params.push(quote!(#name: #ty));
-                plan_args.push(quote!(#name));
-            }
-            _ => {
-                let name = quote::format_ident!("arg{}", i);
+            (Some(Param::Query), _) => {}
+            (param, pat) => {
+                let name = match pat {
+                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+                    _ => quote::format_ident!("arg{}", i),
+                };
                 let ty = &pt.ty;
                 plan_params.push(quote!(#name: #ty));
-                plan_args.push(quote!(#name));
+                // The input tuple holds a `String` for a `&str` parameter.
+                plan_args.push(match param {
+                    Some(Param::Str { .. }) => quote!(::std::borrow::ToOwned::to_owned(#name)),
+                    _ => quote!(#name),
+                });
             }
         }
     }
@@ -216,6 +219,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             #[doc(hidden)]
             #[allow(non_camel_case_types, dead_code, unreachable_pub)]
             #vis struct #ident {}
+
+            impl ::dagger::__private::KnownStep for #ident {}
 
             impl ::dagger::__private::Step for #ident {
                 type Inputs = (#(#input_tys,)*);
@@ -257,7 +262,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             #vis fn plan(#(#plan_params),*) -> ::dagger::Plan {
                 use ::dagger::__private::{PlanObject as _, PlanOther as _};
                 let #root = ::dagger::Query::detached();
-                (&&::dagger::__private::PlanOf(#ident(#(#plan_args),*))).plan_of(#name)
+                // Through the `Step` trait (the type namespace): a parameter may have the step's own name.
+                let #built = <#ident as ::dagger::__private::Step>::call(
+                    &#root,
+                    (#(#plan_args,)*),
+                );
+                (&&::dagger::__private::PlanOf(#built)).plan_of(#name)
             }
         }
 

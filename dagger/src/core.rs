@@ -155,6 +155,12 @@ impl<T> Leaf<T> {
         path
     }
 
+    /// The object whose ID this leaf's value is (`sync`, `id`): its parent, which knows that ID once the
+    /// value is decoded.
+    pub(crate) fn id_of(&self) -> Option<&Selection> {
+        (self.field == "sync" || self.shape == LeafShape::OwnId).then_some(&self.parent.selection)
+    }
+
     /// The GraphQL field name of the leaf (`stdout`, `sync`, …).
     pub fn field(&self) -> &'static str {
         self.field

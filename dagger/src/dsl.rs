@@ -9,8 +9,9 @@ use crate::{Query, scalars::Platform};
 /// A function marked `#[step]`, described for `pipeline!`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a pipeline step",
-    label = "not a `#[step]` function",
-    note = "add `#[step]` to the function, or call a function that has it"
+    label = "not a `#[step]` function in scope here",
+    note = "add `#[step]` to the function, call a function that has it, or check the name: a step must be in scope \
+            where the pipeline is (a pipeline is used as `name::run(…)`)"
 )]
 pub trait Step {
     /// The parameters after the optional leading `&Query`, as a tuple (`&str` becomes `String`).
@@ -29,37 +30,102 @@ pub trait Step {
     fn call(dag: &Query, inputs: Self::Inputs) -> Self::Output;
 }
 
-/// Types a step parameter may have.
+/// Types a step parameter may have: any `Clone` type. Objects (`Container`, `Directory`, …) become IDs in the
+/// query; plain values (`String`, integers, `bool`, `Option<String>`, enums, your own config structs) stay in
+/// the process and only shape the query the step builds. A name passed to several steps is cloned for each.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a step parameter",
-    label = "not a Dagger object or a plain value",
-    note = "steps take Dagger objects (`Container`, `Directory`, `File`, `Secret`, `CacheVolume`, `Service`, …) or \
-            plain values (`String`, `&str`, integers, `bool`, `Vec<String>`)"
+    message = "`{Self}` cannot be a step parameter: it is not `Clone`",
+    label = "not `Clone`",
+    note = "`pipeline!` clones an argument for every step and output that uses it: derive or implement `Clone` \
+            for `{Self}` (Dagger objects, `String`, integers, `bool`, `Option<T>`, `Vec<T>` and `BTreeMap<K, V>` \
+            of `Clone` types already are)"
 )]
 pub trait StepParam {}
 
-impl<T: Object> StepParam for T {}
-impl StepParam for String {}
-impl StepParam for bool {}
-impl StepParam for Vec<String> {}
-impl StepParam for Platform {}
-/// The values of a binding declared in a `for` loop, used after the loop: one per element, by key.
-impl<K: Ord + Clone + 'static, V: StepParam> StepParam for BTreeMap<K, V> {}
-macro_rules! int_params {
-    ($($t:ty),*) => {$( impl StepParam for $t {} )*};
-}
-int_params!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+impl<T: Clone> StepParam for T {}
 
-/// Types a step may return.
+/// Types a step may return: a Dagger object, or a tuple of them (`let (bin, docs) = build(tc);`).
 #[diagnostic::on_unimplemented(
-    message = "a step must return a Dagger object, not `{Self}`",
+    message = "a step must return a Dagger object (or a tuple of them), not `{Self}`",
     label = "not a Dagger object",
-    note = "return the object the step builds (`Container`, `Directory`, `File`, …); run leaves such as `stdout` \
-            as pipeline outputs instead"
+    note = "return the object the step builds (`Container`, `Directory`, `File`, …), or a tuple such as \
+            `(File, Directory)` bound with `let (bin, docs) = step(…);`; run leaves such as `stdout` as pipeline \
+            outputs instead"
 )]
 pub trait StepOutput {}
 
 impl<T: Object> StepOutput for T {}
+
+/// A step's output bound with `let (a, b, …) = step(…);`: a tuple of exactly `N` objects.
+#[diagnostic::on_unimplemented(
+    message = "the step returns `{Self}`, which is not a tuple with one element per name of this binding",
+    label = "one name per element of the tuple the step returns",
+    note = "bind a step returning one object with `let name = step(…);`, and one returning a tuple with as many \
+            names as it has elements, `_` for those the pipeline does not use"
+)]
+pub trait Tuple<const N: usize> {
+    /// The tuple itself.
+    type Parts;
+    /// The tuple itself.
+    fn parts(self) -> Self::Parts;
+}
+
+/// Element `I` of a step's tuple.
+pub trait Element<const I: usize> {
+    /// Its type.
+    type T;
+}
+
+macro_rules! tuple_outputs {
+    ($($n:literal ($($t:ident),+)),*) => {$(
+        impl<$($t: Object),+> StepOutput for ($($t,)+) {}
+
+        impl<$($t),+> Tuple<$n> for ($($t,)+) {
+            type Parts = Self;
+            fn parts(self) -> Self {
+                self
+            }
+        }
+
+        impl<$($t: Object),+> PlanObject for &PlanOf<($($t,)+)> {
+            #[allow(non_snake_case)]
+            fn plan_of(&self, name: &'static str) -> crate::Plan {
+                let ($($t,)+) = &self.0;
+                crate::Plan::of_objects(name, vec![$(crate::core::Leaf::own_id($t)),+])
+            }
+        }
+    )*};
+}
+tuple_outputs!(
+    1(A),
+    2(A, B),
+    3(A, B, C),
+    4(A, B, C, D),
+    5(A, B, C, D, E),
+    6(A, B, C, D, E, F)
+);
+
+/// A single object: every "element" is the object itself. (A tuple binding of a step returning one object
+/// is reported once, by [`Tuple`]; its names still get a type, so their uses add no errors.)
+impl<T: Object, const I: usize> Element<I> for T {
+    type T = T;
+}
+
+macro_rules! elements {
+    ($all:tt $($i:literal => $t:ident),*) => {$( elements!(@one $all $i $t); )*};
+    (@one [$($all:ident),*] $i:literal $t:ident) => {
+        impl<$($all),*> Element<$i> for ($($all,)*) {
+            type T = $t;
+        }
+    };
+}
+// Names past the end of a tuple (reported once, by `Tuple`) get its last element's type.
+elements!([A] 0 => A, 1 => A, 2 => A, 3 => A, 4 => A, 5 => A);
+elements!([A, B] 0 => A, 1 => B, 2 => B, 3 => B, 4 => B, 5 => B);
+elements!([A, B, C] 0 => A, 1 => B, 2 => C, 3 => C, 4 => C, 5 => C);
+elements!([A, B, C, D] 0 => A, 1 => B, 2 => C, 3 => D, 4 => D, 5 => D);
+elements!([A, B, C, D, E] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => E);
+elements!([A, B, C, D, E, F] 0 => A, 1 => B, 2 => C, 3 => D, 4 => E, 5 => F);
 
 /// Values that can be passed where a step expects a `T`.
 #[diagnostic::on_unimplemented(
@@ -73,21 +139,17 @@ pub trait IntoStepArg<T> {
     fn into_step_arg(self) -> T;
 }
 
-impl<T: Object> IntoStepArg<T> for T {
+/// A value of the parameter's own type.
+impl<T: Clone> IntoStepArg<T> for T {
     fn into_step_arg(self) -> T {
         self
     }
 }
 
-impl<T: Object> IntoStepArg<T> for &T {
+/// A reference to one (`&tc`, `&settings`): cloned.
+impl<T: Clone> IntoStepArg<T> for &T {
     fn into_step_arg(self) -> T {
         self.clone()
-    }
-}
-
-impl IntoStepArg<String> for String {
-    fn into_step_arg(self) -> String {
-        self
     }
 }
 
@@ -97,33 +159,9 @@ impl IntoStepArg<String> for &str {
     }
 }
 
-impl IntoStepArg<String> for &String {
-    fn into_step_arg(self) -> String {
-        self.clone()
-    }
-}
-
-impl IntoStepArg<bool> for bool {
-    fn into_step_arg(self) -> bool {
-        self
-    }
-}
-
-impl IntoStepArg<Platform> for Platform {
-    fn into_step_arg(self) -> Platform {
-        self
-    }
-}
-
 impl IntoStepArg<Platform> for &str {
     fn into_step_arg(self) -> Platform {
         Platform(self.to_owned())
-    }
-}
-
-impl IntoStepArg<Vec<String>> for Vec<String> {
-    fn into_step_arg(self) -> Vec<String> {
-        self
     }
 }
 
@@ -136,18 +174,6 @@ impl IntoStepArg<Vec<String>> for Vec<&str> {
 impl<const N: usize> IntoStepArg<Vec<String>> for [&str; N] {
     fn into_step_arg(self) -> Vec<String> {
         self.into_iter().map(str::to_owned).collect()
-    }
-}
-
-impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for BTreeMap<K, V> {
-    fn into_step_arg(self) -> BTreeMap<K, V> {
-        self
-    }
-}
-
-impl<K: Ord + Clone, V: Clone> IntoStepArg<BTreeMap<K, V>> for &BTreeMap<K, V> {
-    fn into_step_arg(self) -> BTreeMap<K, V> {
-        self.clone()
     }
 }
 
@@ -210,17 +236,6 @@ where
 pub fn each_pair<C: IntoIterator<Item = (K, V)>, K: Ord, V>(collection: C) -> BTreeMap<K, V> {
     collection.into_iter().collect()
 }
-
-macro_rules! int_args {
-    ($($t:ty),*) => {$(
-        impl IntoStepArg<$t> for $t {
-            fn into_step_arg(self) -> $t {
-                self
-            }
-        }
-    )*};
-}
-int_args!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
 /// The type of parameter `N` of a step's input tuple.
 #[diagnostic::on_unimplemented(
@@ -311,4 +326,73 @@ impl<T> PlanOther for PlanOf<T> {
             documents: Vec::new(),
         }
     }
+}
+
+/// The GraphQL type name of a pipeline value when it is a Dagger object: `(&&TypeOf(&x)).type_name()` picks
+/// [`ObjectTypeName`] for an object and the `None` fallback otherwise (a leaf on something else already
+/// fails to compile with its own message).
+pub struct TypeOf<'a, T>(pub &'a T);
+
+/// The type name of an object (the usual case).
+pub trait ObjectTypeName {
+    /// `Some("Container")` for a `Container`.
+    fn type_name(&self) -> Option<&'static str>;
+}
+
+impl<T: Object> ObjectTypeName for &TypeOf<'_, T> {
+    fn type_name(&self) -> Option<&'static str> {
+        Some(T::TYPE_NAME)
+    }
+}
+
+/// The fallback for values that are not objects.
+pub trait OtherTypeName {
+    /// `None`.
+    fn type_name(&self) -> Option<&'static str>;
+}
+
+impl<T> OtherTypeName for TypeOf<'_, T> {
+    fn type_name(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What `checks.log` is, in the pipeline using `checks`, when `log` is not a `sync` output: its value is only
+/// known once the run is over, in `Outputs::checks`, so it cannot be a step argument (yet).
+#[derive(Clone, Copy, Debug)]
+pub struct ValueOfAnOutputOfAUsedPipeline;
+
+/// The step a pipeline names by one identifier, found without a "cannot find type" error (see the expansion's
+/// `__Steps`): `T` is the `#[step]` struct, or a fallback that is not a [`Step`].
+pub trait Pick<const K: usize> {
+    /// The step (or its fallback).
+    type T;
+}
+
+/// Implemented by every `#[step]` struct: what `pipeline!` checks a step name against, once per name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[step]` function in scope here",
+    label = "no `#[step]` function of this name",
+    note = "add `#[step]` to the function, call a function that has it, or check the name: a step must be in scope \
+            where the pipeline is (a pipeline is used as `name::run(…)`)"
+)]
+pub trait KnownStep {}
+
+/// Fails to compile, with a readable message, when `T` is not a `#[step]` struct.
+pub fn is_step<T: KnownStep>() {}
+
+/// The parameter type of a step `pipeline!` could not find: any argument converts to it, so a misspelled step
+/// name is reported once (by [`KnownStep`]), not once per argument.
+pub struct UnknownArg;
+
+impl<A> IntoStepArg<UnknownArg> for A {
+    fn into_step_arg(self) -> UnknownArg {
+        UnknownArg
+    }
+}
+
+/// The leaves of the stand-in for a step `pipeline!` could not find (see [`KnownStep`]): a leaf that is never
+/// run, as the build fails.
+pub fn unknown_leaf() -> crate::Leaf<String> {
+    Query::detached().version()
 }

@@ -99,21 +99,27 @@ pub use pipeline::{AnyPartial, OutputFailure, PipelineError, Plan, PlanDocument}
 pub use scalars::{Id, Json, Platform};
 pub use transport::{GraphQlError, Response};
 
-pub use dagger_macros::{pipeline, step};
+pub use dagger_macros::{pipeline, pipeline_fn, step};
 
 /// What the macros' expansions use. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
-        Condition, ExactInputs, IntoStepArg, KeyOf, Nth, Pair, PairKeyOf, PlanObject, PlanOf, PlanOther, Step,
-        StepOutput, StepParam, assert_step_output, assert_step_param, condition, each_key, each_pair, step_arg,
+        Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownStep, Nth, ObjectTypeName, OtherTypeName, Pair,
+        PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, UnknownArg,
+        ValueOfAnOutputOfAUsedPipeline, assert_step_output, assert_step_param, condition, each_key, each_pair, is_step,
+        step_arg, unknown_leaf,
     };
-    pub use crate::pipeline::{Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of};
+    pub use crate::pipeline::{
+        Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,
+    };
 }
 
 /// The names most pipelines need: `use dagger::prelude::*;`.
 pub mod prelude {
     pub use crate::api::*;
-    pub use crate::{Connection, Error, ExecError, Id, Object, PipelineError, Plan, Platform, connect, pipeline, step};
+    pub use crate::{
+        Connection, Error, ExecError, Id, Object, PipelineError, Plan, Platform, connect, pipeline, pipeline_fn, step,
+    };
 }

@@ -8,9 +8,12 @@
 //!   concurrently. A request is sent as soon as the requests it waits for are done, while others are still
 //!   in flight; nothing waits for a whole "level".
 //! - **Object IDs.** Object arguments whose IDs are unknown are asked for as aliased `id` fields
-//!   (`a0: host { directory(path: ".") { id } }`). An ID rides along in an earlier request that every
+//!   (`a0: host { directory(path: ".") { id } }`). An ID rides along in the latest request that every
 //!   request needing it waits for; when there is none, it goes into an ID round before everything else. An
-//!   object whose own chain needs another unknown ID comes after it, which can add a round.
+//!   object whose own chain needs another unknown ID comes after it, which can add a round. An object that
+//!   an earlier output returns (`sync`, `id`) needs no ID field.
+//! - **Known IDs are reused.** A chain passing through an object whose ID a request it waits for made known
+//!   starts there, with `node(id:)`, instead of repeating the chain that built the object.
 //! - **Failures** skip only the outputs that wait for the failed one (directly or through others); with
 //!   `fail_fast`, the first failure stops every request not sent yet.
 //!
@@ -42,10 +45,35 @@ pub struct OutputMeta {
     pub step: &'static str,
     /// The leaf method.
     pub leaf: &'static str,
-    /// The outputs (indexes in declaration order) this one waits for.
+    /// The outputs (indexes in declaration order) this one waits for. Outputs of pipelines used in this one
+    /// come after its own, numbered on from them.
     pub after: &'static [usize],
+    /// Ranges `(first, count)` of outputs it waits for, all of them (`after checks` on a pipeline used in
+    /// this one).
+    pub after_ranges: &'static [(usize, usize)],
     /// The `for` loop the output is declared in (numbered from 1), or 0.
     pub each: usize,
+}
+
+impl OutputMeta {
+    /// Whether this output waits for output `index` (numbered from its pipeline's first output).
+    fn waits_for(&self, index: usize) -> bool {
+        self.after.contains(&index)
+            || self
+                .after_ranges
+                .iter()
+                .any(|&(first, n)| (first..first + n).contains(&index))
+    }
+}
+
+/// The outputs of one pipeline in a run: the run's own pipeline, or one used inside it (composition).
+#[derive(Debug)]
+struct Segment {
+    /// The index of its first output among all the run's outputs.
+    base: usize,
+    meta: &'static PipelineMeta,
+    /// The bindings that used it, outermost first (`["checks"]`); empty for the run's own pipeline.
+    within: Vec<&'static str>,
 }
 
 /// What `pipeline!` records about a pipeline.
@@ -67,6 +95,7 @@ trait ErasedLeaf: Send {
     fn decode_any(&self, value: serde_json::Value) -> Result<Box<dyn Any + Send>, Error>;
     fn known_any(&self) -> Option<Result<Box<dyn Any + Send>, Error>>;
     fn client(&self) -> Option<Client>;
+    fn id_of(&self) -> Option<Selection>;
 }
 
 impl<T: Send + 'static> ErasedLeaf for Leaf<T> {
@@ -89,6 +118,10 @@ impl<T: Send + 'static> ErasedLeaf for Leaf<T> {
     fn client(&self) -> Option<Client> {
         self.client_handle()
     }
+
+    fn id_of(&self) -> Option<Selection> {
+        Leaf::id_of(self).cloned()
+    }
 }
 
 /// A typed handle on one output of a [`Run`].
@@ -108,8 +141,10 @@ impl<T> Copy for Handle<T> {}
 
 /// One output of a run: its leaf, where it came from, and the outputs it waits for.
 struct Out {
-    /// Its index in the pipeline's outputs (declaration order).
+    /// Its index among the run's outputs (declaration order, then the outputs of pipelines used in it).
     index: usize,
+    /// The segment (pipeline) it belongs to.
+    segment: usize,
     meta: &'static OutputMeta,
     /// The output's name (the leaf's field for [`Plan::of_leaf`]).
     name: &'static str,
@@ -118,16 +153,50 @@ struct Out {
     /// Output instances (indexes into `Run::outs`) it waits for; filled by [`Run::link`].
     waits: Vec<usize>,
     leaf: Box<dyn ErasedLeaf>,
+    /// The GraphQL type of the object the leaf runs on (`Container`), when it is an object: a `sync` or `id`
+    /// output then makes that object's ID known to the requests after it.
+    target_type: Option<&'static str>,
+    /// The bindings of the pipelines it was used through (see [`Segment::within`]).
+    within: Vec<&'static str>,
 }
 
 impl Out {
-    /// `tests` or, for an element of a loop, `tests["1.85"]`.
+    /// `tests`; for an element of a loop, `tests["1.85"]`; for an output of a pipeline used as `checks`,
+    /// `checks.tests`.
     fn display_name(&self) -> String {
+        let name = qualified(&self.within, self.name);
         match &self.elem {
-            Some((_, key)) => format!("{}[{key}]", self.name),
-            None => self.name.to_owned(),
+            Some((_, key)) => format!("{name}[{key}]"),
+            None => name,
         }
     }
+}
+
+/// `name`, prefixed by the bindings of the pipelines it was used through: `checks.clippy`.
+fn qualified(within: &[&'static str], name: &str) -> String {
+    let mut out = String::new();
+    for w in within {
+        out.push_str(w);
+        out.push('.');
+    }
+    out.push_str(name);
+    out
+}
+
+thread_local! {
+    /// Whether runs made on this thread refer to objects whose IDs are known (see [`without_id_reuse`]).
+    static REUSE_IDS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Calls `f` with ID reuse turned off for the pipelines it schedules on this thread (a `plan()`, typically):
+/// every document repeats the whole chain of each object, as before known IDs were reused, and IDs ride along
+/// in the earliest request possible. For measuring what reuse saves; runs do not need it.
+#[doc(hidden)]
+pub fn without_id_reuse<T>(f: impl FnOnce() -> T) -> T {
+    let before = REUSE_IDS.with(|r| r.replace(false));
+    let out = f();
+    REUSE_IDS.with(|r| r.set(before));
+    out
 }
 
 /// The outputs of one pipeline run, scheduled and ready to execute or plan.
@@ -135,7 +204,10 @@ impl Out {
 pub struct Run {
     name: &'static str,
     fail_fast: bool,
-    meta: &'static PipelineMeta,
+    /// Whether documents refer to objects whose IDs are known by `node(id:)` (off in [`without_id_reuse`]).
+    reuse_ids: bool,
+    /// The pipelines whose outputs the run holds: its own first, then those used in it.
+    segments: Vec<Segment>,
     outs: Vec<Out>,
     /// What each handle stands for: `(output index, its position in outs once added)`.
     slots: Vec<(usize, Option<usize>)>,
@@ -230,12 +302,22 @@ struct Req {
     after: Vec<usize>,
 }
 
-fn fields(run: &Run, ids: &[(String, ObjectRef)], outputs: &[usize]) -> Vec<(String, Selection)> {
-    let ids = ids
-        .iter()
-        .map(|(alias, o)| (alias.clone(), o.selection.select("id", vec![])));
-    let outs = outputs.iter().map(|&i| (format!("o{i}"), run.outs[i].leaf.selection()));
-    ids.chain(outs).collect()
+/// An object whose ID a request makes known: an ID field, or an output returning its target's ID (`sync`,
+/// `id`).
+#[derive(Clone, Debug)]
+struct Provide {
+    object: ObjectRef,
+    /// The field whose answer holds the ID (`a2`, `o0`), which plans print as `<id:a2>`.
+    alias: String,
+}
+
+/// One aliased field of a document as it is sent: the selection (shortened to start at an object whose ID
+/// is known) and where its value is in the answer.
+struct Field {
+    alias: String,
+    selection: Selection,
+    /// The response keys from the alias's value down to the value read (the alias itself excluded).
+    path: Vec<&'static str>,
 }
 
 /// `(alias, object)` of the ID fields of one request.
@@ -259,6 +341,7 @@ static LEAF_META: PipelineMeta = PipelineMeta {
         step: "leaf",
         leaf: "leaf",
         after: &[],
+        after_ranges: &[],
         each: 0,
     }],
     fail_fast: false,
@@ -270,15 +353,50 @@ impl Run {
         Self {
             name: meta.name,
             fail_fast: meta.fail_fast,
-            meta,
+            reuse_ids: REUSE_IDS.with(std::cell::Cell::get),
+            segments: vec![Segment {
+                base: 0,
+                meta,
+                within: Vec::new(),
+            }],
             outs: Vec::new(),
             slots: Vec::new(),
             deferred: Vec::new(),
         }
     }
 
-    /// A handle for output `index`, whose leaf a deferred part adds later with [`Run::fill`].
-    pub fn reserve<T: Send + 'static>(&mut self, index: usize) -> Handle<T> {
+    /// Makes room for the outputs of a pipeline used in the one of segment `scope` (as its binding `label`),
+    /// numbered from `first` on (counted from that pipeline's first output); returns its segment, which its
+    /// outputs are added to.
+    pub fn compose(&mut self, scope: usize, first: usize, meta: &'static PipelineMeta, label: &'static str) -> usize {
+        let (base, mut within) = match self.segments.get(scope) {
+            Some(s) => (s.base + first, s.within.clone()),
+            None => (first, Vec::new()),
+        };
+        within.push(label);
+        self.segments.push(Segment { base, meta, within });
+        self.segments.len() - 1
+    }
+
+    /// The segment holding output `index`, and the output's meta.
+    fn locate(&self, index: usize) -> (usize, &'static OutputMeta) {
+        for (k, seg) in self.segments.iter().enumerate() {
+            if let Some(meta) = index.checked_sub(seg.base).and_then(|i| seg.meta.outputs.get(i)) {
+                return (k, meta);
+            }
+        }
+        (0, &LEAF_META.outputs[0])
+    }
+
+    /// The index of output `index` of segment `scope` among all the run's outputs.
+    fn index_in(&self, scope: usize, index: usize) -> usize {
+        self.segments.get(scope).map_or(0, |s| s.base) + index
+    }
+
+    /// A handle for output `index` of segment `scope`, whose leaf a deferred part adds later with
+    /// [`Run::fill`].
+    pub fn reserve<T: Send + 'static>(&mut self, scope: usize, index: usize) -> Handle<T> {
+        let index = self.index_in(scope, index);
         self.slots.push((index, None));
         Handle {
             index: self.slots.len() - 1,
@@ -286,12 +404,12 @@ impl Run {
         }
     }
 
-    /// Adds the leaf of a reserved output.
-    pub fn fill<T: Send + 'static>(&mut self, handle: &Handle<T>, leaf: Leaf<T>) {
+    /// Adds the leaf of a reserved output; `target_type` is the GraphQL type of the object it runs on.
+    pub fn fill<T: Send + 'static>(&mut self, handle: &Handle<T>, target_type: Option<&'static str>, leaf: Leaf<T>) {
         let Some(&(index, None)) = self.slots.get(handle.index) else {
             return;
         };
-        self.push(index, None, leaf);
+        self.push(index, None, target_type, leaf);
         self.slots.pop();
         let pos = self.outs.len() - 1;
         if let Some(slot) = self.slots.get_mut(handle.index) {
@@ -312,31 +430,53 @@ impl Run {
         handle.index
     }
 
-    /// Adds output number `index` (in declaration order).
-    pub fn add<T: Send + 'static>(&mut self, index: usize, leaf: Leaf<T>) -> Handle<T> {
-        self.push(index, None, leaf)
+    /// Adds output number `index` (in declaration order) of segment `scope`; `target_type` is the GraphQL
+    /// type of the object its leaf runs on (see [`TypeOf`](crate::__private::TypeOf)).
+    pub fn add<T: Send + 'static>(
+        &mut self,
+        scope: usize,
+        index: usize,
+        target_type: Option<&'static str>,
+        leaf: Leaf<T>,
+    ) -> Handle<T> {
+        let index = self.index_in(scope, index);
+        self.push(index, None, target_type, leaf)
     }
 
-    /// Adds the instance of output `index` for element number `elem` of its `for` loop, keyed `key`.
+    /// Adds the instance of output `index` of segment `scope` for element number `elem` of its `for` loop,
+    /// keyed `key`.
     pub fn add_each<T: Send + 'static, K: fmt::Debug>(
         &mut self,
+        scope: usize,
         index: usize,
         elem: usize,
         key: &K,
+        target_type: Option<&'static str>,
         leaf: Leaf<T>,
     ) -> Handle<T> {
-        self.push(index, Some((elem, format!("{key:?}"))), leaf)
+        let index = self.index_in(scope, index);
+        self.push(index, Some((elem, format!("{key:?}"))), target_type, leaf)
     }
 
-    fn push<T: Send + 'static>(&mut self, index: usize, elem: Option<(usize, String)>, leaf: Leaf<T>) -> Handle<T> {
-        let meta = self.meta.outputs.get(index).unwrap_or(&LEAF_META.outputs[0]);
+    fn push<T: Send + 'static>(
+        &mut self,
+        index: usize,
+        elem: Option<(usize, String)>,
+        target_type: Option<&'static str>,
+        leaf: Leaf<T>,
+    ) -> Handle<T> {
+        let (segment, meta) = self.locate(index);
+        let within = self.segments.get(segment).map(|s| s.within.clone()).unwrap_or_default();
         self.outs.push(Out {
             index,
+            segment,
+            within,
             meta,
             name: meta.name,
             elem,
             waits: Vec::new(),
             leaf: Box::new(leaf),
+            target_type,
         });
         self.slots.push((index, Some(self.outs.len() - 1)));
         Handle {
@@ -366,18 +506,23 @@ impl Run {
 
     /// Links the outputs from position `start` on (those added by a deferred part).
     fn link_from(&mut self, start: usize) {
-        let all: Vec<(usize, usize, Option<usize>)> = self
+        let all: Vec<(usize, (usize, usize), Option<usize>)> = self
             .outs
             .iter()
-            .map(|o| (o.index, o.meta.each, o.elem.as_ref().map(|e| e.0)))
+            .map(|o| (o.index, (o.segment, o.meta.each), o.elem.as_ref().map(|e| e.0)))
             .collect();
+        let bases: Vec<usize> = self.segments.iter().map(|s| s.base).collect();
         for o in self.outs.iter_mut().skip(start) {
             let mine = o.elem.as_ref().map(|e| e.0);
+            let base = bases.get(o.segment).copied().unwrap_or(0);
+            let each = (o.segment, o.meta.each);
             o.waits = all
                 .iter()
                 .enumerate()
-                .filter(|(_, (index, each, elem))| {
-                    o.meta.after.contains(index) && (*each == 0 || *each != o.meta.each || *elem == mine)
+                .filter(|(_, (index, theirs, elem))| {
+                    // A loop's outputs pair by element only with outputs of the same loop of the same pipeline.
+                    let waits = index.checked_sub(base).is_some_and(|i| o.meta.waits_for(i));
+                    waits && (theirs.1 == 0 || *theirs != each || *elem == mine)
                 })
                 .map(|(j, _)| j)
                 .collect();
@@ -436,8 +581,14 @@ impl Run {
             .outs
             .iter()
             .map(|o| {
-                (0..self.meta.outputs.len())
-                    .filter(|&m| self.meta.outputs[m].after.contains(&o.index))
+                self.segments
+                    .iter()
+                    .flat_map(|seg| {
+                        seg.meta.outputs.iter().enumerate().filter_map(move |(k, m)| {
+                            let waits = o.index.checked_sub(seg.base).is_some_and(|i| m.waits_for(i));
+                            waits.then_some(seg.base + k)
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -493,13 +644,39 @@ impl Run {
         let mut all: Vec<ObjectRef> = Vec::new();
         let mut need: Vec<BTreeSet<usize>> = Vec::new();
         let find = |all: &[ObjectRef], o: &ObjectRef| all.iter().position(|x| x.selection.same_as(&o.selection));
+        // Objects whose IDs the outputs of each group return (`sync`, `id`): a group after it passes them by
+        // that ID, with no ID field of their own.
+        let returned: Vec<Vec<Selection>> = groups
+            .iter()
+            .map(|members| {
+                members
+                    .iter()
+                    .filter_map(|&i| self.returned_id(i))
+                    .map(|p| p.selection)
+                    .collect()
+            })
+            .collect();
         for (g, members) in groups.iter().enumerate() {
             for &i in members {
                 let mut seen: Vec<usize> = Vec::new();
-                let mut stack = self.outs[i].leaf.selection().unresolved_objects();
-                while let Some(obj) = stack.pop() {
+                let mut stack: Vec<(ObjectRef, bool)> = self.outs[i]
+                    .leaf
+                    .selection()
+                    .unresolved_objects()
+                    .into_iter()
+                    .map(|o| (o, true))
+                    .collect();
+                while let Some((obj, direct)) = stack.pop() {
                     if let Some((_, r)) = known.iter().find(|(o, _)| o.selection.same_as(&obj.selection)) {
                         batch_after.push(*r);
+                        continue;
+                    }
+                    // (Only for the output's own arguments: an object argument's chain is printed in the
+                    // request that asks for its ID, which may come before that group.)
+                    let returned_before = ancestors[g]
+                        .iter()
+                        .any(|&a| returned[a].iter().any(|s| s.same_as(&obj.selection)));
+                    if direct && returned_before {
                         continue;
                     }
                     let k = match find(&all, &obj) {
@@ -513,7 +690,7 @@ impl Run {
                     need[k].insert(g);
                     if !seen.contains(&k) {
                         seen.push(k);
-                        stack.extend(obj.selection.unresolved_objects());
+                        stack.extend(obj.selection.unresolved_objects().into_iter().map(|o| (o, false)));
                     }
                 }
             }
@@ -544,7 +721,8 @@ impl Run {
         }
         let mut by_depth: Vec<usize> = (0..all.len()).collect();
         by_depth.sort_by_key(|&k| (odepth[k], k));
-        // The earliest request that every group needing the object waits for, after the object's own needs.
+        // The latest request that every group needing the object waits for, after the object's own needs: the
+        // later it is asked for, the more of its chain is known by ID by then (and can be written `node(id:)`).
         let mut carrier = vec![Carrier::Round(0); all.len()];
         for &k in &by_depth {
             let mut common: Option<BTreeSet<usize>> = None;
@@ -554,12 +732,23 @@ impl Run {
                     Some(c) => c.intersection(&ancestors[g]).copied().collect(),
                 });
             }
-            let found = common.unwrap_or_default().into_iter().find(|&r| {
-                deps[k].iter().all(|&p| match carrier[p] {
-                    Carrier::Round(_) => true,
-                    Carrier::Group(q) => ancestors[r].contains(&q),
+            let found = common
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&r| {
+                    deps[k].iter().all(|&p| match carrier[p] {
+                        Carrier::Round(_) => true,
+                        Carrier::Group(q) => ancestors[r].contains(&q),
+                    })
                 })
-            });
+                .max_by_key(|&r| {
+                    // (Without reuse: the first one.)
+                    if self.reuse_ids {
+                        (ancestors[r].len(), r)
+                    } else {
+                        (0, usize::MAX - r)
+                    }
+                });
             carrier[k] = found.map_or(Carrier::Round(0), Carrier::Group);
         }
         // An object in an ID round needs its own objects in earlier rounds.
@@ -612,7 +801,7 @@ impl Run {
                     .take_while(|&&j| self.outs[j].index == out.index && self.outs[j].elem.is_some())
                     .count();
                 if same > 0 {
-                    names.push(format!("{} × {same}", out.name));
+                    names.push(format!("{} × {same}", qualified(&out.within, out.name)));
                     k += same;
                 } else {
                     names.push(out.display_name());
@@ -657,6 +846,101 @@ impl Run {
         reqs
     }
 
+    /// The object whose ID output `i` returns (`sync` or `id` on an object), with its type.
+    fn returned_id(&self, i: usize) -> Option<ObjectRef> {
+        if !self.reuse_ids {
+            return None;
+        }
+        let out = self.outs.get(i)?;
+        Some(ObjectRef {
+            type_name: out.target_type?,
+            selection: out.leaf.id_of()?,
+        })
+    }
+
+    /// The objects whose IDs a request makes known: its ID fields, and the objects its outputs return.
+    fn provides(&self, req: &Req) -> Vec<Provide> {
+        let ids = req.ids.iter().map(|(alias, object)| Provide {
+            object: object.clone(),
+            alias: alias.clone(),
+        });
+        let outs = req.outputs.iter().filter_map(|&i| {
+            Some(Provide {
+                object: self.returned_id(i)?,
+                alias: format!("o{i}"),
+            })
+        });
+        ids.chain(outs).collect()
+    }
+
+    /// The objects whose IDs are known when request `r` is sent: what the requests it waits for, directly or
+    /// not, provide.
+    fn available(&self, reqs: &[Req], r: usize) -> Vec<Provide> {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<usize> = reqs.get(r).map(|q| q.after.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        while let Some(a) = stack.pop() {
+            if !seen.insert(a) {
+                continue;
+            }
+            if let Some(req) = reqs.get(a) {
+                out.extend(self.provides(req));
+                stack.extend(req.after.iter().copied());
+            }
+        }
+        out
+    }
+
+    /// The fields of request `r` for the IDs `ids` and the outputs `outputs` (all of the request, or the part
+    /// still worth sending). Each chain starts at the deepest object whose ID is known by then, loaded with
+    /// `node(id:)`, instead of repeating the chain that built it: with the ID itself in a run (`resolved`),
+    /// with a placeholder naming the field that returns it in a plan (`<id:o0>`).
+    fn fields(&self, known: &[Provide], ids: &[(String, ObjectRef)], outputs: &[usize], resolved: bool) -> Vec<Field> {
+        let shorten = |full: Selection| -> Selection {
+            if !self.reuse_ids {
+                return full;
+            }
+            for prefix in full.prefixes() {
+                let Some(p) = known.iter().find(|p| p.object.selection.same_as(&prefix)) else {
+                    continue;
+                };
+                let id = match (resolved, prefix.known_id()) {
+                    (false, _) => Id::from(format!("<id:{}>", p.alias)),
+                    (true, Some(id)) => id.clone(),
+                    // Not known after all (what returns it failed): a shorter prefix, or the whole chain.
+                    (true, None) => continue,
+                };
+                if let Some(rebased) = full.rebase(&prefix, Selection::load(p.object.type_name, id)) {
+                    return rebased;
+                }
+            }
+            full
+        };
+        let ids = ids.iter().map(|(alias, o)| {
+            let selection = shorten(o.selection.select("id", vec![]));
+            Field {
+                alias: alias.clone(),
+                path: selection.path(),
+                selection,
+            }
+        });
+        let outs = outputs.iter().map(|&i| {
+            let leaf = &self.outs[i].leaf;
+            let full = leaf.selection();
+            // Fields below the leaf's own (`{id}` of a list of objects) are not part of the value's path.
+            let below = full.path().len().saturating_sub(leaf.response_path().len());
+            let selection = shorten(full);
+            let mut path = selection.path();
+            path.truncate(path.len().saturating_sub(below));
+            Field {
+                alias: format!("o{i}"),
+                selection,
+                path,
+            }
+        });
+        ids.chain(outs).collect()
+    }
+
     /// The documents `execute` would send, printed offline.
     pub fn plan(mut self) -> Plan {
         self.link();
@@ -673,18 +957,25 @@ impl Run {
             .flat_map(|d| d.ids.iter())
             .map(|(alias, o)| (o.selection.clone(), format!("<id:{alias}>")))
             .collect();
-        let placeholder = |o: &ObjectRef| {
-            aliases
-                .iter()
-                .find(|(s, _)| s.same_as(&o.selection))
-                .map(|(_, a)| a.clone())
-                .unwrap_or_else(|| "<id:?>".to_owned())
-        };
-        let ids = IdMode::Placeholder(&placeholder);
         let documents = reqs
             .iter()
-            .map(|d| {
-                let fields = fields(&self, &d.ids, &d.outputs);
+            .enumerate()
+            .map(|(r, d)| {
+                let known = self.available(&reqs, r);
+                // An object argument prints as the field that makes its ID known to this request.
+                let placeholder = |o: &ObjectRef| {
+                    let mine = known.iter().find(|p| p.object.selection.same_as(&o.selection));
+                    match mine {
+                        Some(p) => format!("<id:{}>", p.alias),
+                        None => aliases
+                            .iter()
+                            .find(|(s, _)| s.same_as(&o.selection))
+                            .map(|(_, a)| a.clone())
+                            .unwrap_or_else(|| "<id:?>".to_owned()),
+                    }
+                };
+                let ids = IdMode::Placeholder(&placeholder);
+                let fields = self.fields(&known, &d.ids, &d.outputs, false);
                 PlanDocument {
                     title: d.title.clone(),
                     after: d.after.iter().map(|a| a + 1).collect(),
@@ -724,7 +1015,7 @@ impl Run {
         let mut reqs = self.schedule();
         let mut req_of = requests_of(&reqs, self.outs.len());
         let mut state = vec![ReqState::Waiting; reqs.len()];
-        let mut sent: Vec<(IdFields, Vec<usize>)> = vec![(Vec::new(), Vec::new()); reqs.len()];
+        let mut sent: Vec<Sent> = vec![Sent::default(); reqs.len()];
         let mut in_flight: FuturesUnordered<RequestFuture> = FuturesUnordered::new();
         let mut stopped = false;
         loop {
@@ -741,7 +1032,7 @@ impl Run {
                         self.fire(k, Some(&results.values), &mut reqs, &mut req_of);
                         results.grow(&self);
                         state.resize(reqs.len(), ReqState::Waiting);
-                        sent.resize(reqs.len(), (Vec::new(), Vec::new()));
+                        sent.resize(reqs.len(), Sent::default());
                     } else if needs
                         .iter()
                         .any(|p| p.is_none_or(|p| results.decided(p) && !has(&Some(p))))
@@ -764,13 +1055,17 @@ impl Run {
                         state[r] = ReqState::Done;
                         continue;
                     }
-                    let fields = fields(&self, &ids, &outputs);
-                    sent[r] = (ids, outputs);
+                    let fields = self.fields(&self.available(&reqs, r), &ids, &outputs, true);
+                    sent[r] = Sent {
+                        ids,
+                        outputs,
+                        paths: fields.iter().map(|f| f.path.clone()).collect(),
+                    };
                     state[r] = ReqState::Running;
                     match print_resolved(&fields) {
                         Ok(query) => in_flight.push(send(client.clone(), query, Job::Main(r))),
                         Err(e) => {
-                            results.fail_doc(&sent[r].0, &sent[r].1, e, &self);
+                            results.fail_doc(&sent[r].ids, &sent[r].outputs, e, &self);
                             state[r] = ReqState::Done;
                         }
                     }
@@ -784,17 +1079,20 @@ impl Run {
             };
             match job {
                 Job::Main(r) => {
-                    let (ids, outputs) = &sent[r];
+                    let Sent { ids, outputs, paths } = &sent[r];
                     match response {
                         Ok(response) => {
-                            let lost = results.read(ids, outputs, response, &self);
+                            let lost = results.read(ids, outputs, paths, response, &self);
                             if lost.is_empty() {
                                 state[r] = ReqState::Done;
                             } else {
                                 // The siblings of a failure, asked for once more, alone.
-                                let fields = fields(&self, &[], &lost);
+                                let fields = self.fields(&self.available(&reqs, r), &[], &lost, true);
+                                let paths = fields.iter().map(|f| f.path.clone()).collect();
                                 match print_resolved(&fields) {
-                                    Ok(query) => in_flight.push(send(client.clone(), query, Job::Recover(r, lost))),
+                                    Ok(query) => {
+                                        in_flight.push(send(client.clone(), query, Job::Recover(r, lost, paths)));
+                                    }
                                     Err(e) => {
                                         results.fail_many(lost, e);
                                         state[r] = ReqState::Done;
@@ -808,10 +1106,10 @@ impl Run {
                         }
                     }
                 }
-                Job::Recover(r, lost) => {
+                Job::Recover(r, lost, paths) => {
                     match response {
                         Ok(response) => {
-                            for i in results.read(&[], &lost, response, &self) {
+                            for i in results.read(&[], &lost, &paths, response, &self) {
                                 let path = format!("o{i}");
                                 results.fail(i, Error::MissingData { path });
                             }
@@ -858,10 +1156,11 @@ impl Run {
         batch_after.sort_unstable();
         batch_after.dedup();
         let alias_base = reqs.iter().map(|r| r.ids.len()).sum();
+        // Objects whose IDs earlier requests ask for or return are not asked again.
         let known: Vec<(ObjectRef, usize)> = reqs
             .iter()
             .enumerate()
-            .flat_map(|(r, req)| req.ids.iter().map(move |(_, o)| (o.clone(), r)))
+            .flat_map(|(r, req)| self.provides(req).into_iter().map(move |p| (p.object, r)))
             .collect();
         let mut new = self.schedule_from(start, req_of, reqs.len(), &batch_after, alias_base, &known);
         let names: Vec<String> = positions
@@ -940,8 +1239,16 @@ enum ReqState {
 enum Job {
     /// A scheduled request (its index).
     Main(usize),
-    /// The outputs lost beside a failure in request `.0`, asked for again.
-    Recover(usize, Vec<usize>),
+    /// The outputs lost beside a failure in request `.0`, asked for again (with their response paths).
+    Recover(usize, Vec<usize>, Vec<Vec<&'static str>>),
+}
+
+/// What was sent for one request: its ID fields and outputs, and the response path of each field in order.
+#[derive(Clone, Default)]
+struct Sent {
+    ids: IdFields,
+    outputs: Vec<usize>,
+    paths: Vec<Vec<&'static str>>,
 }
 
 type RequestFuture = Pin<Box<dyn Future<Output = (Job, Result<Response, Error>)> + Send>>;
@@ -953,14 +1260,16 @@ fn send(client: Client, query: String, job: Job) -> RequestFuture {
     })
 }
 
-fn print_doc(fields: &[(String, Selection)], ids: IdMode<'_>, pretty: bool) -> String {
+fn print_doc(fields: &[Field], ids: IdMode<'_>, pretty: bool) -> String {
     let mut out = String::from(if pretty { "query {\n" } else { "query{" });
-    for (i, (alias, sel)) in fields.iter().enumerate() {
+    for (i, field) in fields.iter().enumerate() {
         if i > 0 && !pretty {
             out.push(' ');
         }
         // Placeholders never fail; resolved printing is checked before sending.
-        let _ = sel.print_fields(Some(alias), pretty.then_some(1), ids, &mut out);
+        let _ = field
+            .selection
+            .print_fields(Some(&field.alias), pretty.then_some(1), ids, &mut out);
     }
     out.push('}');
     if pretty {
@@ -969,9 +1278,9 @@ fn print_doc(fields: &[(String, Selection)], ids: IdMode<'_>, pretty: bool) -> S
     out
 }
 
-fn print_resolved(fields: &[(String, Selection)]) -> Result<String, Error> {
-    for (_, sel) in fields {
-        if let Some(obj) = sel.unresolved_objects().first() {
+fn print_resolved(fields: &[Field]) -> Result<String, Error> {
+    for field in fields {
+        if let Some(obj) = field.selection.unresolved_objects().first() {
             return Err(Error::UnresolvedId {
                 type_name: obj.type_name,
             });
@@ -992,13 +1301,19 @@ pub struct Results {
     /// Indexes of the outputs not run.
     skipped: Vec<usize>,
     /// Outputs of deferred parts that were never built (a value they needed did not come).
-    unsent: Vec<&'static str>,
+    unsent: Vec<String>,
     /// What each handle stands for (see [`Run`]).
     slots: Vec<(usize, Option<usize>)>,
 }
 
 /// `(output, key of its loop element, binding, step)`.
-type Names = (&'static str, Option<String>, &'static str, &'static str);
+type Names = (
+    &'static str,
+    Option<String>,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+);
 
 impl Results {
     /// The value of an output, if it succeeded.
@@ -1029,6 +1344,7 @@ impl Results {
                 o.elem.as_ref().map(|e| e.1.clone()),
                 o.meta.binding,
                 o.meta.step,
+                o.within.clone(),
             ));
             self.values.push(None);
             self.failed.push(false);
@@ -1041,7 +1357,9 @@ impl Results {
         self.slots = run.slots.clone();
         for &(index, pos) in &run.slots {
             if pos.is_none() {
-                self.unsent.push(run.meta.outputs.get(index).map_or("?", |o| o.name));
+                let (segment, meta) = run.locate(index);
+                let within = run.segments.get(segment).map(|s| &s.within[..]).unwrap_or_default();
+                self.unsent.push(qualified(within, meta.name));
             }
         }
     }
@@ -1052,11 +1370,11 @@ impl Results {
             .skipped
             .iter()
             .map(|&i| match self.names.get(i) {
-                Some((name, Some(key), _, _)) => format!("{name}[{key}]"),
-                Some((name, None, _, _)) => (*name).to_owned(),
+                Some((name, Some(key), _, _, within)) => format!("{}[{key}]", qualified(within, name)),
+                Some((name, None, _, _, within)) => qualified(within, name),
                 None => "?".to_owned(),
             })
-            .chain(self.unsent.iter().map(|n| (*n).to_owned()))
+            .chain(self.unsent)
             .collect();
         PipelineError {
             pipeline: self.pipeline,
@@ -1078,12 +1396,13 @@ impl Results {
             return;
         }
         self.failed[i] = true;
-        let (output, key, binding, step) = self.names[i].clone();
+        let (output, key, binding, step, within) = self.names[i].clone();
         self.failures.push(OutputFailure {
             output,
             key,
             binding,
             step,
+            within,
             error,
         });
     }
@@ -1142,21 +1461,26 @@ impl Results {
         self.fail_many(outs, error);
     }
 
-    /// Reads one answer: IDs first, then outputs. Returns the outputs whose values were lost to another
-    /// field's failure (no error of their own, no value either).
-    fn read(&mut self, ids: &[(String, ObjectRef)], outputs: &[usize], response: Response, run: &Run) -> Vec<usize> {
+    /// Reads one answer: IDs first, then outputs (`paths`: the response path of each field, in that order).
+    /// Returns the outputs whose values were lost to another field's failure (no error of their own, no value
+    /// either).
+    fn read(
+        &mut self,
+        ids: &[(String, ObjectRef)],
+        outputs: &[usize],
+        paths: &[Vec<&'static str>],
+        response: Response,
+        run: &Run,
+    ) -> Vec<usize> {
+        let path_of = |k: usize| paths.get(k).map_or(&[][..], |p| p.get(1..).unwrap_or(&[]));
         let mut errors = response.errors;
         let had_errors = !errors.is_empty();
         let mut lost = Vec::new();
         let mut blamed = false;
-        for (alias, obj) in ids {
+        for (k, (alias, obj)) in ids.iter().enumerate() {
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
                 Some(pos) => Err(errors.swap_remove(pos).into_error()),
-                None => {
-                    let mut path = obj.selection.path();
-                    path.push("id");
-                    resolve_raw_response(&response.data, alias, &path[1..]).and_then(Id::from_response)
-                }
+                None => resolve_raw_response(&response.data, alias, path_of(k)).and_then(Id::from_response),
             };
             match result {
                 Ok(id) => obj.selection.set_id(id),
@@ -1174,7 +1498,7 @@ impl Results {
                 }
             }
         }
-        for &i in outputs {
+        for (k, &i) in outputs.iter().enumerate() {
             let leaf = &run.outs[i].leaf;
             let alias = format!("o{i}");
             let result = match errors.iter().position(|e| first_key(e) == Some(alias.as_str())) {
@@ -1185,10 +1509,8 @@ impl Results {
                     }
                     continue;
                 }
-                None => {
-                    let path = leaf.response_path();
-                    resolve_raw_response(&response.data, &alias, &path[1..]).and_then(|v| leaf.decode_any(v))
-                }
+                None => resolve_raw_response(&response.data, &alias, path_of(ids.len() + k))
+                    .and_then(|v| leaf.decode_any(v)),
             };
             match result {
                 Ok(v) => self.values[i] = Some(v),
@@ -1253,6 +1575,9 @@ pub struct OutputFailure {
     pub binding: &'static str,
     /// The step that made the binding.
     pub step: &'static str,
+    /// For an output of a pipeline used inside this one: the bindings it was used through, outermost first
+    /// (`["checks"]` for `let checks = lint::run(…);`); empty for the pipeline's own outputs.
+    pub within: Vec<&'static str>,
     /// What went wrong ([`Error::Exec`] for a failed command).
     pub error: Error,
 }
@@ -1330,7 +1655,9 @@ impl<P> fmt::Display for PipelineError<P> {
             write!(
                 f,
                 "\n- output `{}{key}` (binding `{}`, step `{}`): ",
-                fail.output, fail.binding, fail.step
+                qualified(&fail.within, fail.output),
+                fail.binding,
+                fail.step
             )?;
             let text = fail.error.to_string();
             let mut lines = text.lines();
@@ -1422,7 +1749,7 @@ impl Plan {
         let field = leaf.field();
         let mut run = Run::new(&LEAF_META);
         run.name = name;
-        run.add(0, leaf);
+        run.add(0, 0, None, leaf);
         if let Some(out) = run.outs.first_mut() {
             out.name = field;
         }
@@ -1435,5 +1762,19 @@ impl Plan {
     pub fn of_object<T: Object>(name: &'static str, object: &T) -> Plan {
         let leaf: Leaf<Id> = Leaf::own_id(object);
         Plan::of_leaf(name, leaf)
+    }
+
+    /// The requests that asking for several objects' IDs at once sends (a step returning a tuple).
+    pub(crate) fn of_objects(name: &'static str, ids: Vec<Leaf<Id>>) -> Plan {
+        let mut run = Run::new(&LEAF_META);
+        run.name = name;
+        const ELEMENTS: [&str; 6] = ["0.id", "1.id", "2.id", "3.id", "4.id", "5.id"];
+        for (i, leaf) in ids.into_iter().enumerate() {
+            run.add(0, i, None, leaf);
+            if let Some(out) = run.outs.last_mut() {
+                out.name = ELEMENTS.get(i).copied().unwrap_or("id");
+            }
+        }
+        run.plan()
     }
 }

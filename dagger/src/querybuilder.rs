@@ -45,7 +45,7 @@ pub struct ObjectRef {
 }
 
 /// One link of a selection chain.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Step {
     /// `name(args…)`.
     Field {
@@ -135,6 +135,40 @@ impl Selection {
                 id: OnceCell::new(),
             })),
         }
+    }
+
+    /// This selection and every shorter selection it extends, deepest first (the root excluded): the
+    /// objects a chain passes through, each of which may have a known ID.
+    pub fn prefixes(&self) -> Vec<Selection> {
+        let mut out = Vec::new();
+        let mut cur = self.head.clone();
+        while let Some(link) = cur {
+            cur = link.parent.clone();
+            out.push(Selection { head: Some(link) });
+        }
+        out
+    }
+
+    /// The same chain with its part down to `at` (one of [`Self::prefixes`]) replaced by `base`: how a
+    /// document refers to an object whose ID is known (`base` loads it with `node(id:)`) instead of repeating
+    /// the chain that built it. Returns `None` when `at` is not part of this chain.
+    pub fn rebase(&self, at: &Selection, base: Selection) -> Option<Selection> {
+        let mut below: Vec<&Link> = Vec::new();
+        let mut cur = self.head.as_ref();
+        loop {
+            let link = cur?;
+            if at.head.as_ref().is_some_and(|a| Arc::ptr_eq(a, link)) {
+                break;
+            }
+            below.push(link);
+            cur = link.parent.as_ref();
+        }
+        Some(
+            below
+                .into_iter()
+                .rev()
+                .fold(base, |sel, link| sel.push(link.step.clone())),
+        )
     }
 
     /// The links from the root down to this selection.
@@ -416,6 +450,30 @@ mod tests {
                 .expect("resolved")
                 .contains(r#"source:"dir-1""#)
         );
+    }
+
+    #[test]
+    fn a_chain_rebased_on_a_known_object_starts_with_node() {
+        let tc = Selection::root()
+            .select("container", vec![])
+            .select("from", vec![("address", Value::String("alpine".into()))]);
+        let leaf = tc
+            .select(
+                "withExec",
+                vec![("args", Value::List(vec![Value::String("ls".into())]))],
+            )
+            .select("stdout", vec![]);
+        assert!(leaf.prefixes().iter().any(|p| p.same_as(&tc)));
+        let rebased = leaf
+            .rebase(&tc, Selection::load("Container", Id::from("c-1")))
+            .expect("tc is part of the chain");
+        assert_eq!(
+            rebased.print(IdMode::Resolved).expect("no objects"),
+            r#"query{node(id:"c-1"){... on Container{withExec(args:["ls"]){stdout}}}}"#
+        );
+        assert_eq!(rebased.path(), vec!["node", "withExec", "stdout"]);
+        let other = Selection::root().select("directory", vec![]);
+        assert!(leaf.rebase(&other, Selection::root()).is_none());
     }
 
     #[test]

@@ -11,12 +11,16 @@
 //! | [`quickstart_dsl`] | `quickstart_dsl` | the same pipeline with `#[step]` and `pipeline!` |
 //! | [`matrix`] | `matrix` | a `pipeline!` looping over variants given at run time, run concurrently, gathered into one exported directory |
 //! | [`release`] | — | a `pipeline!` with a matrix of toolchain images, a version read from the sources feeding the image tag, and a publish only when asked |
+//! | [`lint`] | — | a step library: steps and a small `lint` pipeline, exported for other pipelines (and crates) to use |
+//! | [`composed`] | — | two pipelines built on the shared `lint` pipeline, its outputs batched with theirs |
 //! | [`chaining`] | `chaining` | results of one pipeline (a string, a file, a directory ID) feeding the next |
 //! | [`errors`] | `errors` | a failed command as `ExecError`, tolerated exit codes, and a failed `pipeline!` run |
 
 pub mod chaining;
+pub mod composed;
 pub mod errors;
 pub mod hello;
+pub mod lint;
 pub mod matrix;
 pub mod quickstart;
 pub mod quickstart_dsl;

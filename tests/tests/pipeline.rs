@@ -99,6 +99,24 @@ pipeline! {
     }
 }
 
+/// The diamond written as a function (`#[pipeline_fn]`): the same parser, checks and expansion.
+#[pipeline_fn]
+pub fn diamond_fn(src: Directory, base: String) {
+    let tc = toolchain(src);
+    let tests = unit_tests(tc, "");
+    let clippy = lint(tc);
+    let img = image(binary(tc), base);
+    /// The toolchain, synced.
+    #[out]
+    let built = tc.sync();
+    #[out(after(built))]
+    let test_log = tests.stdout();
+    #[out(after(built))]
+    let lint_log = clippy.stdout();
+    #[out(after(test_log, lint_log))]
+    let image_ref = img.publish("127.0.0.1:5000/app:latest");
+}
+
 pipeline! {
     /// Publish only after the smoke test passed, although no data orders them.
     pub ordered(src: Directory, base: String) {
@@ -248,6 +266,70 @@ pipeline! {
     }
 }
 
+/// How to build: any `Clone` type can be a step parameter; it only shapes the query the step builds.
+#[derive(Clone, Debug)]
+struct BuildConfig {
+    profile: String,
+    features: Vec<String>,
+    jobs: Option<u32>,
+}
+
+/// How thorough the checks are.
+#[derive(Clone, Copy, Debug)]
+enum Checks {
+    Quick,
+    Full,
+}
+
+/// A toolchain behind an optional proxy.
+#[step]
+fn toolchain_behind(dag: &Query, src: Directory, proxy: Option<String>) -> Container {
+    let tc = dag
+        .container()
+        .from("rust:1-slim")
+        .with_directory("/src", src)
+        .with_workdir("/src");
+    match proxy {
+        Some(proxy) => tc.with_env_variable("HTTPS_PROXY", proxy),
+        None => tc,
+    }
+}
+
+/// The binary and its docs, from one build: a step returning a tuple.
+#[step]
+fn configured(tc: Container, config: BuildConfig, checks: Checks) -> (File, Directory) {
+    let mut args = vec![
+        "cargo".to_owned(),
+        "build".to_owned(),
+        "--profile".to_owned(),
+        config.profile,
+    ];
+    if !config.features.is_empty() {
+        args.push(format!("--features={}", config.features.join(",")));
+    }
+    if let Some(jobs) = config.jobs {
+        args.push(format!("-j{jobs}"));
+    }
+    let built = tc.with_exec(args);
+    let checked = match checks {
+        Checks::Quick => built,
+        Checks::Full => built.with_exec(["cargo", "doc", "--no-deps"]),
+    };
+    (checked.file("target/app"), checked.directory("target/doc"))
+}
+
+pipeline! {
+    /// A build shaped by a config struct, an enum and an optional proxy; its step returns two objects.
+    pub configured_build(src: Directory, config: BuildConfig, checks: Checks, proxy: Option<String>) {
+        let tc = toolchain_behind(src, proxy);
+        let (bin, docs) = configured(tc, config, checks);
+        let (_, quick_docs) = configured(tc, BuildConfig { profile: "dev".into(), features: vec![], jobs: None }, Checks::Quick);
+        out size = bin.size();
+        out doc_entries = docs.entries();
+        out quick_entries = quick_docs.entries();
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -270,6 +352,88 @@ fn fan_out_plan() {
 #[test]
 fn diamond_plan() {
     insta::assert_snapshot!(diamond::plan(src(), "debian:bookworm-slim".into()).to_string());
+}
+
+#[test]
+fn known_ids_are_reused_instead_of_repeating_chains() {
+    let base = || "debian:bookworm-slim".to_owned();
+    let toolchain_chain = r#"container{from(address:"rust:1-slim")"#;
+    let chains = |plan: &Plan| -> usize {
+        plan.documents
+            .iter()
+            .map(|d| d.query.matches(toolchain_chain).count())
+            .sum()
+    };
+    let bytes = |plan: &Plan| -> usize { plan.documents.iter().map(|d| d.query.len()).sum() };
+    let reused = diamond::plan(src(), base());
+    let repeated = dagger::__private::without_id_reuse(|| diamond::plan(src(), base()));
+    // The toolchain is synced by `built`: the tests, the lint and the build load it by that ID. Without
+    // reuse, its chain is in the build's ID field, `built`, the tests and the lint.
+    assert_eq!(chains(&reused), 1, "{reused}");
+    assert_eq!(chains(&repeated), 4, "{repeated}");
+    assert!(bytes(&reused) < bytes(&repeated));
+    let later: Vec<&str> = reused.documents[2..].iter().map(|d| d.query.as_str()).collect();
+    assert!(later.iter().all(|q| !q.contains(toolchain_chain)), "{reused}");
+    assert_eq!(
+        later[0].matches(r#"node(id:"<id:o0>"){... on Container{"#).count(),
+        3,
+        "{reused}"
+    );
+    // Turned off, the plan is the one of repeated chains, IDs riding along in the earliest request.
+    insta::assert_snapshot!("diamond_plan_without_id_reuse", repeated.to_string());
+    // An object an output synced is passed by that ID, with no ID field of its own.
+    let published = release::plan(src(), base(), true, false);
+    let last = published.documents.last().expect("the publish");
+    assert!(
+        last.query
+            .starts_with(r#"query{o2:node(id:"<id:o0>"){... on Container{publish("#),
+        "{published}"
+    );
+}
+
+#[test]
+fn looser_steps_take_any_clone_value_and_return_tuples() {
+    let config = BuildConfig {
+        profile: "release".into(),
+        features: vec!["tls".into()],
+        jobs: Some(4),
+    };
+    let plan = configured_build::plan(src(), config.clone(), Checks::Full, Some("http://proxy:3128".into()));
+    insta::assert_snapshot!(plan.to_string());
+    let all: String = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        all.contains(r#"args:["cargo","build","--profile","release","--features=tls","-j4"]"#),
+        "{plan}"
+    );
+    assert!(
+        all.contains(r#"withEnvVariable(name:"HTTPS_PROXY",value:"http://proxy:3128")"#),
+        "{plan}"
+    );
+    // `None` and another variant shape another query.
+    let quick = configured_build::plan(src(), config.clone(), Checks::Quick, None);
+    let all: String = quick.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        !all.contains("HTTPS_PROXY") && !all.contains(r#""cargo","doc""#),
+        "{quick}"
+    );
+    assert_eq!(
+        configured_build::STEPS[1..3],
+        [("bin", "configured"), ("docs", "configured")]
+    );
+    // A tuple step's own plan asks for every element's ID, in one request.
+    let tc = toolchain_behind(&Query::detached(), src(), None);
+    let step = configured::plan(tc, config, Checks::Quick);
+    let titles: Vec<&str> = step.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["resolve object IDs (round 1)", "0.id, 1.id"], "{step}");
+}
+
+#[test]
+fn the_function_form_is_the_same_pipeline() {
+    let macro_form = diamond::plan(src(), "debian:bookworm-slim".into());
+    let fn_form = diamond_fn::plan(src(), "debian:bookworm-slim".into());
+    assert_eq!(fn_form.documents, macro_form.documents);
+    assert_eq!(diamond_fn::EDGES, diamond::EDGES);
+    assert_eq!(diamond_fn::LEVELS, diamond::LEVELS);
 }
 
 #[test]
@@ -484,7 +648,8 @@ fn plan_like_engine(fail_on: Option<&'static str>) -> impl Fn(&testkit::Recorded
             Some("id") => json!(format!("<id:{}>", path[0])),
             Some("size") => json!(1234),
             Some("exitCode") => json!(0),
-            Some("sync") => json!(format!("synced-{}", path[0])),
+            // `sync` returns the object's ID, which later documents load with `node(id:)`.
+            Some("sync") => json!(format!("<id:{}>", path[0])),
             _ => json!(format!("value of {}", path[0])),
         });
         if let Some(bad) = fail_on.filter(|bad| doc.contains(&format!("{bad}:"))) {

@@ -121,6 +121,88 @@ pipeline! {
     }
 }
 
+pipeline! {
+    /// The toolchain is synced first: the tests, the lint and the build load it by that ID; the build is
+    /// synced in turn, and the image takes it by the ID its `sync` returned.
+    pub reuse(base: String, src: Directory, address: String) {
+        let tc = toolchain(base, src);
+        let tests = unit_tests(tc);
+        let checks = lint(tc, false);
+        let bin = binary(tc);
+        let img = image(base, bin);
+        out built = tc.sync();
+        out test_log = tests.stdout() after built;
+        out lint_log = checks.stdout() after built;
+        out app = bin.sync() after built;
+        out published = img.publish(address) after test_log, lint_log, app;
+    }
+}
+
+/// What to greet and how: a config struct is a step parameter like any `Clone` value.
+#[derive(Clone, Debug)]
+pub struct Greeting {
+    /// Whom to greet.
+    pub who: String,
+    /// What follows the name, if anything.
+    pub suffix: Option<String>,
+}
+
+/// How loud.
+#[derive(Clone, Copy, Debug)]
+pub enum Volume {
+    /// As written.
+    Normal,
+    /// In capitals.
+    Loud,
+}
+
+/// The greeting as a file and the sources with a copy of it: a step returning two objects.
+#[step]
+fn greet(toolchain: Container, greeting: Greeting, volume: Volume) -> (File, Directory) {
+    let text = format!("hello {}{}", greeting.who, greeting.suffix.unwrap_or_default());
+    let filter = match volume {
+        Volume::Normal => "cat",
+        Volume::Loud => "tr a-z A-Z",
+    };
+    let made = toolchain.with_exec([
+        "sh",
+        "-c",
+        &format!("mkdir -p out && echo '{text}' | {filter} > out/greeting && cp *.txt out/"),
+    ]);
+    (made.file("out/greeting"), made.directory("out"))
+}
+
+pipeline! {
+    /// Config values shape the commands; a tuple step's two results are outputs of their own.
+    pub greetings(base: String, src: Directory, greeting: Greeting, volume: Volume) {
+        let tc = toolchain(base, src);
+        let (text, all) = greet(tc, greeting, volume);
+        let (quiet, _) = greet(tc, Greeting { who: "quietly".into(), suffix: None }, Volume::Normal);
+        out said = text.contents();
+        out files = all.entries();
+        out whispered = quiet.contents();
+    }
+}
+
+/// `gated`, written as a function.
+#[pipeline_fn]
+pub fn gated_fn(base: String, src: Directory, address: String, draft: bool, publish: bool) {
+    let tc = toolchain(base, src);
+    let tests = unit_tests(tc);
+    #[out]
+    let test_log = tests.stdout();
+    if !draft {
+        let checks = lint(tc, true);
+        #[out]
+        let lint_log = checks.stdout();
+    }
+    if publish {
+        let img = image(base, binary(tc));
+        #[out(after(test_log))]
+        let published = img.publish(address);
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -281,4 +363,89 @@ async fn conditions_decide_what_runs() {
     assert_eq!(err.partial.test_log.as_deref(), Some("tests ok\n"));
     assert!(err.partial.published.is_none());
     assert!(err.skipped.is_empty(), "nothing waited for the lint: {err}");
+}
+
+#[tokio::test]
+async fn later_requests_load_known_objects_by_id() {
+    let env = start().await;
+    let address = format!("{}/ci-app:reuse", env.host);
+    let plan = reuse::plan(env.base.clone(), sources(&env.dag), address.clone());
+    // After `built`, no document repeats the toolchain's chain: they load it with `node(id:)`, and the image
+    // takes the binary by the ID `app` returned.
+    let later: Vec<&str> = plan.documents[2..].iter().map(|d| d.query.as_str()).collect();
+    assert!(later.iter().all(|q| !q.contains("withDirectory")), "{plan}");
+    assert!(
+        later
+            .iter()
+            .any(|q| q.contains(r#"o1:node(id:"<id:o0>"){... on Container{"#)),
+        "{plan}"
+    );
+    assert!(later.iter().any(|q| q.contains(r#"source:"<id:o3>""#)), "{plan}");
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = reuse::run(&env.dag, env.base.clone(), sources(&env.dag), address.clone())
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.test_log, "tests ok\n");
+    assert_eq!(out.lint_log, "lint ok\n");
+    assert_eq!(
+        out.app.contents().await.expect("the binary"),
+        "#!/bin/sh\ncat <<EOF\nhello from a\nhello from b\nEOF\n"
+    );
+    let ran = env
+        .dag
+        .container()
+        .from(address)
+        .with_exec_opts(
+            Vec::<String>::new(),
+            dagger::ContainerWithExecOpts::default().use_entrypoint(true),
+        )
+        .stdout()
+        .await
+        .expect("published image runs");
+    assert_eq!(ran, "hello from a\nhello from b\n");
+}
+
+#[tokio::test]
+async fn steps_take_config_values_and_return_tuples() {
+    let env = start().await;
+    let greeting = Greeting {
+        who: "world".into(),
+        suffix: Some("!".into()),
+    };
+    let plan = greetings::plan(env.base.clone(), sources(&env.dag), greeting.clone(), Volume::Loud);
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = greetings::run(&env.dag, env.base.clone(), sources(&env.dag), greeting, Volume::Loud)
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.said, "HELLO WORLD!\n");
+    assert_eq!(out.files, ["a.txt", "b.txt", "greeting"]);
+    assert_eq!(out.whispered, "hello quietly\n");
+}
+
+#[tokio::test]
+async fn the_function_form_runs_like_the_macro_form() {
+    let env = start().await;
+    let address = format!("{}/ci-app:gated-fn", env.host);
+    let plan = gated_fn::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true);
+    assert_eq!(
+        plan.documents,
+        gated::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true).documents
+    );
+    let before = env.session.engine.requests.load(Ordering::Relaxed);
+    let out = gated_fn::run(&env.dag, env.base.clone(), sources(&env.dag), address, true, true)
+        .await
+        .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+    let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, plan.documents.len(), "{plan}");
+    assert_eq!(out.test_log, "tests ok\n");
+    assert!(out.lint_log.is_none());
+    let published = out.published.expect("published");
+    assert!(
+        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        "{published}"
+    );
 }

@@ -37,9 +37,17 @@ pub(crate) struct Input {
     pub(crate) ty: Type,
 }
 
-/// `let name = step(args…);`
+/// `let name = step(args…);` or `let (a, b) = step(args…);` (a step returning a tuple).
 pub(crate) struct Binding {
-    pub(crate) name: Ident,
+    /// The names it binds: one, or one per element of the tuple the step returns (`None` for `_`).
+    pub(crate) names: Vec<Option<Ident>>,
+    /// Whether the names are a tuple pattern (`let (a, b) = …`), even of one element.
+    pub(crate) tuple: bool,
+    /// The span of the name, or of the whole tuple pattern.
+    pub(crate) pattern_span: Span,
+    /// `let checks = lint::run(…);`: the binding uses another pipeline (`step` is then that pipeline's
+    /// module path, `lint`), whose outputs become part of this one.
+    pub(crate) pipeline: bool,
     pub(crate) step: ExprPath,
     pub(crate) args: Vec<Expr>,
     /// The span of the whole call, for arity errors.
@@ -60,6 +68,8 @@ pub(crate) struct Output {
     pub(crate) leaf: Ident,
     pub(crate) args: Vec<Expr>,
     pub(crate) after: Vec<Ident>,
+    /// `after checks.log`: outputs of pipelines used in this one, as (binding, output).
+    pub(crate) after_fields: Vec<(Ident, Ident)>,
     /// Names of inputs and bindings the leaf's arguments mention.
     pub(crate) uses: Vec<Ident>,
     /// The loop (index into `Pipeline::loops`) the output is declared in.
@@ -68,9 +78,49 @@ pub(crate) struct Output {
     pub(crate) pos: usize,
 }
 
+impl Binding {
+    /// The names it binds, in order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Ident> {
+        self.names.iter().flatten()
+    }
+
+    /// Whether it binds `name`.
+    pub(crate) fn binds(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
+    /// The position of `name` in the tuple, when the binding is a tuple.
+    pub(crate) fn element(&self, name: &str) -> Option<usize> {
+        if !self.tuple {
+            return None;
+        }
+        self.names.iter().position(|n| n.as_ref().is_some_and(|n| n == name))
+    }
+
+    /// Where errors about the whole binding point: its (first) name.
+    pub(crate) fn span(&self) -> Span {
+        self.names().next().map_or_else(|| self.call_span, Ident::span)
+    }
+
+    /// The names as written, for messages about the whole binding: `tc`, or `(bin, docs)`.
+    pub(crate) fn pattern_text(&self) -> String {
+        let names: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| n.as_ref().map_or_else(|| "_".to_owned(), ToString::to_string))
+            .collect();
+        if self.tuple {
+            format!("({})", names.join(", "))
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
 impl Pipeline {
+    /// The binding that binds `name` (alone, or as an element of a tuple).
     pub(crate) fn binding(&self, name: &str) -> Option<(usize, &Binding)> {
-        self.bindings.iter().enumerate().find(|(_, b)| b.name == name)
+        self.bindings.iter().enumerate().find(|(_, b)| b.binds(name))
     }
 
     pub(crate) fn input(&self, name: &str) -> Option<&Input> {

@@ -15,6 +15,9 @@ use crate::step::Errors;
 pub(crate) struct Checked {
     /// `(before, after)` output indexes: `after` waits for `before`.
     pub(crate) edges: Vec<(usize, usize)>,
+    /// `(output, binding, name)`: the output waits for output `name` of the pipeline used as that binding
+    /// (`after checks.log`), or for all of its outputs (`after checks`, `name` is `None`).
+    pub(crate) composed_after: Vec<(usize, usize, Option<Ident>)>,
     /// Output indexes by level of `after` (and value) edges.
     pub(crate) levels: Vec<Vec<usize>>,
     /// Which parts wait for the values of outputs.
@@ -27,13 +30,63 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_binding_uses(p, errors);
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
-    let mut edges = after_edges(p, errors);
+    check_composed(p, errors);
+    let (mut edges, composed_after) = after_edges(p, errors);
     let (values, extra) = values(p, &edges, errors);
     edges.extend(extra);
     edges.sort_unstable();
     edges.dedup();
     let levels = levels(p, &edges, errors);
-    Checked { edges, levels, values }
+    for (j, b) in p.bindings.iter().enumerate() {
+        // Rule: a pipeline used in this one is scheduled with it, before any value is known.
+        if b.pipeline && values.binding_stage[j] > 0 {
+            errors.push(
+                b.span(),
+                format!(
+                    "`{}` uses a pipeline whose inputs wait for the value of an output, which a pipeline used in this \
+                     one cannot do (yet): bind its inputs to inputs and bindings",
+                    b.pattern_text()
+                ),
+            );
+        }
+    }
+    Checked {
+        edges,
+        composed_after,
+        levels,
+        values,
+    }
+}
+
+// Rule: a pipeline used in this one is used at the top level (not in a `for` or `if` block), and no output
+// runs a leaf on it: its outputs are its own.
+fn check_composed(p: &Pipeline, errors: &mut Errors) {
+    for b in p.bindings.iter().filter(|b| b.pipeline) {
+        if let Some(l) = b.each {
+            errors.push(
+                b.span(),
+                format!(
+                    "`{}` uses a pipeline inside `{} {{ … }}`, which is not supported (yet): use it outside the block",
+                    b.pattern_text(),
+                    loop_text(p, l)
+                ),
+            );
+        }
+    }
+    for o in &p.outputs {
+        if let Some((_, b)) = p.binding(&o.target.to_string())
+            && b.pipeline
+        {
+            errors.push(
+                o.target.span(),
+                format!(
+                    "`{t}` is a pipeline used in this one, not an object: its outputs are `outputs.{t}.<name>`; run \
+                     leaves on its objects inside it (`out built = tc.sync();` there makes `{t}.built` an object here)",
+                    t = o.target
+                ),
+            );
+        }
+    }
 }
 
 // Rule: every input, binding and output has its own name, so each reference means one thing.
@@ -50,7 +103,7 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
         .iter()
         .map(|i| (&i.name, "input"))
         .chain(loop_vars)
-        .chain(p.bindings.iter().map(|b| (&b.name, "binding")));
+        .chain(p.bindings.iter().flat_map(|b| b.names().map(|n| (n, "binding"))));
     for (name, kind) in names {
         if let Some(first) = seen.get(&name.to_string()) {
             let article = if first.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -365,11 +418,11 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
             && !caused_inside
         {
             errors.push(
-                b.name.span(),
+                b.span(),
                 format!(
                     "`{}` waits for the value of an output, which a binding inside `{} {{ … }}` cannot do (yet); \
                      move it out of the block",
-                    b.name,
+                    b.pattern_text(),
                     loop_text(p, l)
                 ),
             );
@@ -444,7 +497,11 @@ fn in_scope(p: &Pipeline, upto: usize) -> Vec<String> {
     p.inputs
         .iter()
         .map(|i| i.name.to_string())
-        .chain(p.bindings[..upto].iter().map(|b| b.name.to_string()))
+        .chain(
+            p.bindings[..upto]
+                .iter()
+                .flat_map(|b| b.names().map(ToString::to_string)),
+        )
         .collect()
 }
 
@@ -498,7 +555,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 // Rule: an output is one known leaf on an input or binding, and its arguments use only those names.
 fn check_outputs(p: &Pipeline, errors: &mut Errors) {
     // Rule: a pipeline with nothing to evaluate does nothing; the engine is lazy.
-    if p.outputs.is_empty() {
+    if p.outputs.is_empty() && !p.bindings.iter().any(|b| b.pipeline) {
         errors.push(
             p.name.span(),
             format!(
@@ -573,6 +630,7 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
 fn check_unused_bindings(p: &Pipeline, errors: &mut Errors) {
     let mut used: BTreeSet<String> = BTreeSet::new();
     // `after x` counts as a use of `x`: whether waiting on it makes sense is the `after` rules' business.
+    // A pipeline used in this one always runs (its outputs are part of this one's).
     let mut stack: Vec<String> = p
         .outputs
         .iter()
@@ -581,6 +639,12 @@ fn check_unused_bindings(p: &Pipeline, errors: &mut Errors) {
                 .chain(o.uses.iter().map(|u| u.to_string()))
                 .chain(o.after.iter().map(|a| a.to_string()))
         })
+        .chain(
+            p.bindings
+                .iter()
+                .filter(|b| b.pipeline)
+                .flat_map(|b| b.names().map(ToString::to_string)),
+        )
         .collect();
     while let Some(name) = stack.pop() {
         if !used.insert(name.clone()) {
@@ -594,25 +658,56 @@ fn check_unused_bindings(p: &Pipeline, errors: &mut Errors) {
         return;
     }
     for b in &p.bindings {
-        let name = b.name.to_string();
-        if !used.contains(&name) && !name.starts_with('_') {
+        for ident in b.names() {
+            let name = ident.to_string();
+            if used.contains(&name) || name.starts_with('_') {
+                continue;
+            }
+            // An element of a tuple whose step runs anyway only needs a `_`.
+            let fix = if b.tuple && b.names().any(|n| used.contains(&n.to_string())) {
+                "use it in an `out` or pass it to a step that is, or write `_` in its place in the tuple".to_owned()
+            } else {
+                "use it in an `out`, pass it to a step that is, or remove it (prefix it with `_` to keep it anyway)"
+                    .to_owned()
+            };
             errors.push(
-                b.name.span(),
-                format!(
-                    "binding `{name}` is never used by an output, so it would never run; use it in an `out`, pass it \
-                     to a step that is, or remove it (prefix it with `_` to keep it anyway)"
-                ),
+                ident.span(),
+                format!("binding `{name}` is never used by an output, so it would never run; {fix}"),
             );
         }
     }
 }
 
 /// Resolves `after` names to output indexes; a binding name means every output on that binding.
-fn after_edges(p: &Pipeline, errors: &mut Errors) -> Vec<(usize, usize)> {
+/// Also returns the edges to the outputs of pipelines used in this one (see [`Checked::composed_after`]).
+type ComposedAfter = Vec<(usize, usize, Option<Ident>)>;
+
+fn after_edges(p: &Pipeline, errors: &mut Errors) -> (Vec<(usize, usize)>, ComposedAfter) {
     let mut edges = Vec::new();
+    let mut composed = Vec::new();
     let outputs: Vec<String> = p.outputs.iter().map(|o| o.name.to_string()).collect();
     for (i, o) in p.outputs.iter().enumerate() {
+        for (name, field) in &o.after_fields {
+            // Rule: `after x.y` names an output `y` of the pipeline used as `x`.
+            match p.binding(&name.to_string()) {
+                Some((j, b)) if b.pipeline => composed.push((i, j, Some(field.clone()))),
+                _ => errors.push(
+                    name.span(),
+                    format!(
+                        "`{name}.{field}`: only the outputs of a pipeline used in this one (`let {name} = \
+                         lint::run(…);`) are named with a dot; name an output of this pipeline, or a binding"
+                    ),
+                ),
+            }
+        }
         for name in &o.after {
+            if let Some((j, b)) = p.binding(&name.to_string())
+                && b.pipeline
+            {
+                // `after checks`: every output of the pipeline used as `checks`.
+                composed.push((i, j, None));
+                continue;
+            }
             let text = name.to_string();
             // Rule: waiting for yourself can never finish.
             if o.name == text {
@@ -657,13 +752,13 @@ fn after_edges(p: &Pipeline, errors: &mut Errors) -> Vec<(usize, usize)> {
             }
             // Rule: `after` names something that exists.
             let mut candidates = outputs.clone();
-            candidates.extend(p.bindings.iter().map(|b| b.name.to_string()));
+            candidates.extend(p.bindings.iter().flat_map(|b| b.names().map(ToString::to_string)));
             errors.push(name.span(), unknown("output", name, &candidates));
         }
     }
     edges.sort_unstable();
     edges.dedup();
-    edges
+    (edges, composed)
 }
 
 // Rule: `after` edges must not form a cycle; the cycle is printed so it can be broken.

@@ -23,6 +23,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let local = |s: &str| Ident::new(s, Span::mixed_site());
     let dag = local("dag");
     let run_var = local("run");
+    let scope = local("scope");
     let results = local("results");
     let partial = local("partial");
     let elem = local("elem");
@@ -33,8 +34,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         if let Some(input) = p.input(&target.to_string()) {
             input.ty.to_token_stream()
         } else if let Some((_, b)) = p.binding(&target.to_string()) {
-            let step = &b.step;
-            quote_spanned!(step.span()=> <#step as ::dagger::__private::Step>::Output)
+            binding_ty(p, b, &target.to_string())
         } else {
             quote!(())
         }
@@ -60,12 +60,41 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         }
     };
 
+    // Pipelines used in this one (`let checks = lint::run(…);`): their outputs come after this one's own, in
+    // binding order; `first_of` is where a used pipeline's outputs start, as a constant expression.
+    let composed: Vec<usize> = (0..p.bindings.len()).filter(|&j| p.bindings[j].pipeline).collect();
+    let n_own = p.outputs.len();
+    let first_of = |j: usize| -> TokenStream {
+        let before = composed.iter().filter(|&&k| k < j).map(|&k| &p.bindings[k].step);
+        quote!((#n_own #(+ #before::__OUTPUTS)*))
+    };
+    let composed_handle = |j: usize| -> Ident {
+        let name = p.bindings[j]
+            .names()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        local(&format!("__hc_{name}"))
+    };
+
     // Bindings: one step call each, in order.
     let binding_stmt = |b: &super::ast::Binding| {
-        let bname = &b.name;
+        // `tc`, or `(bin, _)` for a step returning a tuple.
+        let bname = if b.tuple {
+            let elems = b.names.iter().map(|n| match n {
+                Some(n) => quote!(#n),
+                None => quote!(_),
+            });
+            quote!((#(#elems,)*))
+        } else {
+            let n = b.names();
+            quote!(#(#n)*)
+        };
         let step = &b.step;
         let step_span = step.span();
-        let step_ty = quote_spanned!(step_span=> <#step as ::dagger::__private::Step>);
+        let j = p.bindings.iter().position(|x| std::ptr::eq(x, b)).unwrap_or(0);
+        let step_here = step_type(p, b);
+        let step_ty = quote_spanned!(step_span=> <#step_here as ::dagger::__private::Step>);
         // Each argument converts to its own parameter's type (`Nth<i>`), so a mismatch and an argument too
         // many are reported on that argument; `inputs` reports a missing one.
         let args = b.args.iter().enumerate().map(|(i, a)| {
@@ -77,6 +106,40 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let inputs = quote_spanned!(call_span=>
             ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
         );
+        if b.pipeline {
+            // A used pipeline: its `__compose` takes its inputs as parameters, each converted like a step's.
+            let handle = composed_handle(j);
+            let sub = local("sub");
+            let first = first_of(j);
+            let label = b.pattern_text();
+            let args = b.args.iter().map(|a| {
+                let span = a.span();
+                let a = clone_if_name(a, p);
+                quote_spanned!(span=> ::dagger::__private::step_arg(#a))
+            });
+            return quote_spanned! {call_span=>
+                let (#handle, #bname) = {
+                    let #sub = #run_var.compose(#scope, #first, &#step::__META, #label);
+                    #step::__compose(#run_var, #sub, #dag, #(#args),*)
+                };
+                let _ = &#bname;
+            };
+        }
+        if b.tuple {
+            // Checked on the pattern: as many names as the tuple has elements.
+            let n = b.names.len();
+            let pattern_span = b.pattern_span;
+            // All on the pattern, the step's name too, so the error underlines the pattern alone.
+            let step_here = respan(step_type(p, b), pattern_span);
+            let parts = quote_spanned!(pattern_span=>
+                <<#step_here as ::dagger::__private::Step>::Output as ::dagger::__private::Tuple<#n>>::parts);
+            let whole = Ident::new("tuple", Span::mixed_site().located_at(pattern_span));
+            let call = quote_spanned!(call_span=> #step_ty::call(#dag, #inputs));
+            return quote_spanned! {pattern_span=>
+                let #whole = #call;
+                let #bname = #parts(#whole);
+            };
+        }
         quote_spanned! {call_span=>
             let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
         }
@@ -167,19 +230,29 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
         let handle = &handles[i];
         let deferred = checked.values.output_stage[i] > 0;
+        // The GraphQL type of the target, so a `sync` or `id` output makes its ID known to later requests.
+        let ty_var = local("target_type");
+        let target_type = quote! {
+            let #ty_var = {
+                use ::dagger::__private::{ObjectTypeName as _, OtherTypeName as _};
+                (&&::dagger::__private::TypeOf(&#target)).type_name()
+            };
+        };
         let add = match o.each {
-            None if deferred => quote!(#run_var.fill(&#handle, #oname);),
+            None if deferred => quote!(#run_var.fill(&#handle, #ty_var, #oname);),
             Some(_) if deferred => quote! {
                 if let ::core::option::Option::Some(h) = &#handle {
-                    #run_var.fill(h, #oname);
+                    #run_var.fill(h, #ty_var, #oname);
                 }
             },
-            Some(_) if is_if(o.each) => quote!(#handle = ::core::option::Option::Some(#run_var.add(#i, #oname));),
+            Some(_) if is_if(o.each) => {
+                quote!(#handle = ::core::option::Option::Some(#run_var.add(#scope, #i, #ty_var, #oname));)
+            }
             Some(l) => {
                 let key = &p.loops[l].key;
-                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#i, #elem, &#key, #oname)));)
+                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#scope, #i, #elem, &#key, #ty_var, #oname)));)
             }
-            None => quote!(let #handle = #run_var.add(#i, #oname);),
+            None => quote!(let #handle = #run_var.add(#scope, #i, #ty_var, #oname);),
         };
         quote_spanned! {leaf.span()=>
             {
@@ -187,6 +260,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 fn __has_leaf<T: ::dagger::__private::has::#has_trait + ?Sized>(_: &T) {}
                 __has_leaf(&#target);
             }
+            #target_type
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
             #add
         }
@@ -236,21 +310,22 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
             body.extend(binding_stmt(b));
             // Used after the loop: the map of its values by key.
-            let text = b.name.to_string();
-            let used_after = p
-                .bindings
-                .iter()
-                .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
-                || p.outputs
+            for bname in b.names() {
+                let text = bname.to_string();
+                let used_after = p
+                    .bindings
                     .iter()
-                    .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
-            if used_after {
-                let bname = &b.name;
+                    .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
+                    || p.outputs
+                        .iter()
+                        .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
+                if !used_after {
+                    continue;
+                }
                 let map = local(&format!("__map_{bname}"));
-                let step = &b.step;
+                let ty = binding_ty(p, b, &text);
                 before.extend(quote! {
-                    let mut #map: ::std::collections::BTreeMap<#k, <#step as ::dagger::__private::Step>::Output> =
-                        ::std::collections::BTreeMap::new();
+                    let mut #map: ::std::collections::BTreeMap<#k, #ty> = ::std::collections::BTreeMap::new();
                 });
                 body.extend(
                     quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
@@ -326,9 +401,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 let reserve = match o.each {
                     Some(l) => {
                         let cond = cond_of(l);
-                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#i)) } else { ::core::option::Option::None })
+                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#scope, #i)) } else { ::core::option::Option::None })
                     }
-                    None => quote!(#run_var.reserve(#i)),
+                    None => quote!(#run_var.reserve(#scope, #i)),
                 };
                 schedule.extend(quote!(let #handle: #hty = #reserve;));
             }
@@ -404,11 +479,31 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .map(|(_, b)| b.step.to_token_stream().to_string().replace(' ', ""))
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
-        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| a);
+        let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| quote!(#a));
+        // Outputs of used pipelines: one (`after checks.log`), or all of them (`after checks`).
+        let after_one = checked
+            .composed_after
+            .iter()
+            .filter(|(x, _, f)| *x == i && f.is_some())
+            .filter_map(|(_, j, f)| {
+                let path = &p.bindings[*j].step;
+                let first = first_of(*j);
+                f.as_ref()
+                    .map(|f| quote_spanned!(f.span()=> #first + #path::__index::#f))
+            });
+        let after_all = checked
+            .composed_after
+            .iter()
+            .filter(|(x, _, f)| *x == i && f.is_none())
+            .map(|(_, j, _)| {
+                let (first, path) = (first_of(*j), &p.bindings[*j].step);
+                quote!((#first, #path::__OUTPUTS))
+            });
         // `if` blocks have one instance per output: only loops pair instances by element.
         let each = o.each.filter(|&l| p.loops[l].cond.is_none()).map_or(0, |l| l + 1);
         quote!(::dagger::__private::OutputMeta {
-            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after),*], each: #each
+            name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after,)* #(#after_one,)*],
+            after_ranges: &[#(#after_all),*], each: #each
         })
     });
     let fail_fast = p.fail_fast;
@@ -416,10 +511,15 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let names = l.iter().map(|&i| p.outputs[i].name.to_string());
         quote!(&[#(#names),*])
     });
-    let steps = p.bindings.iter().map(|b| {
-        let bname = b.name.to_string();
-        let step = b.step.to_token_stream().to_string().replace(' ', "");
-        quote!((#bname, #step))
+    let steps = p.bindings.iter().flat_map(|b| {
+        let mut step = b.step.to_token_stream().to_string().replace(' ', "");
+        if b.pipeline {
+            step.push_str("::run");
+        }
+        b.names().map(move |n| {
+            let bname = n.to_string();
+            quote!((#bname, #step))
+        })
     });
     let mut edges: Vec<(String, String)> = Vec::new();
     for lp in p.loops.iter().filter(|l| l.cond.is_none()) {
@@ -430,7 +530,9 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     }
     for b in &p.bindings {
         for u in &b.uses {
-            edges.push((u.to_string(), b.name.to_string()));
+            for n in b.names() {
+                edges.push((u.to_string(), n.to_string()));
+            }
         }
     }
     for o in &p.outputs {
@@ -441,6 +543,11 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     }
     for &(a, b) in &checked.edges {
         edges.push((p.outputs[a].name.to_string(), p.outputs[b].name.to_string()));
+    }
+    for (o, j, field) in &checked.composed_after {
+        let from = p.bindings[*j].pattern_text();
+        let from = field.as_ref().map_or_else(|| from.clone(), |f| format!("{from}.{f}"));
+        edges.push((from, p.outputs[*o].name.to_string()));
     }
     edges.sort();
     edges.dedup();
@@ -457,17 +564,75 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         Some(_) => quote!(#results.take_each(#h)),
         None => quote!(#results.take(#h)),
     });
-    let complete_pattern = p.outputs.iter().map(|o| {
+
+    // The pipelines used in this one: a field of `Outputs` and `Partial` each, by binding name.
+    let c_names: Vec<Ident> = composed
+        .iter()
+        .filter_map(|&j| p.bindings[j].names().next().cloned())
+        .collect();
+    let c_paths: Vec<&syn::ExprPath> = composed.iter().map(|&j| &p.bindings[j].step).collect();
+    let c_handles: Vec<Ident> = composed.iter().map(|&j| composed_handle(j)).collect();
+    let c_docs = composed.iter().map(|&j| {
+        let b = &p.bindings[j];
+        let d = format!(
+            "The outputs of pipeline `{}`, used here as `{}`.",
+            b.step.to_token_stream().to_string().replace(' ', ""),
+            b.pattern_text()
+        );
+        quote!(#[doc = #d])
+    });
+    let c_docs: Vec<TokenStream> = c_docs.collect();
+
+    // `checks.built` in a pipeline using this one: the object behind each `sync` output outside blocks (and
+    // known before the run); the other outputs are values, known once it is over.
+    let object_fields: Vec<(TokenStream, TokenStream)> = p
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let on_top = |name: &Ident| match p.binding(&name.to_string()) {
+                Some((j, b)) => b.each.is_none() && !b.pipeline && checked.values.binding_stage[j] == 0,
+                None => p.input(&name.to_string()).is_some(),
+            };
+            let object =
+                o.leaf == "sync" && o.each.is_none() && checked.values.output_stage[i] == 0 && on_top(&o.target);
+            if object {
+                let target = &o.target;
+                (type_of(target), quote!(::core::clone::Clone::clone(&#target)))
+            } else {
+                (
+                    quote!(::dagger::__private::ValueOfAnOutputOfAUsedPipeline),
+                    quote!(::dagger::__private::ValueOfAnOutputOfAUsedPipeline),
+                )
+            }
+        })
+        .collect();
+    let object_tys = object_fields.iter().map(|(t, _)| t);
+    let object_values = object_fields.iter().map(|(_, v)| v);
+    let indexes = (0..p.outputs.len()).map(|i| quote!(#i));
+
+    // `Partial` → `Outputs` when every output finished (the used pipelines' too), and back.
+    let complete_own = p.outputs.iter().map(|o| {
         let n = &o.name;
         match o.each {
             Some(_) => quote!(#n),
-            None => quote!(#n: ::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::Some(#n)),
         }
     });
+    let back_own = p.outputs.iter().map(|o| {
+        let n = &o.name;
+        match o.each {
+            Some(_) => quote!(#n),
+            None => quote!(::core::option::Option::Some(#n)),
+        }
+    });
+    let own_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
+    let lookup = step_lookup(p);
+    let (objects_var, outputs_var, handles_var) = (local("objects"), local("outputs"), local("handles"));
 
     quote! {
         #(#attrs)*
-        #[allow(non_snake_case, unused_imports, clippy::all)]
+        #[allow(non_snake_case, unused_imports, unreachable_patterns, private_interfaces, clippy::all)]
         #vis mod #name {
             use super::*;
 
@@ -483,28 +648,114 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
 
-            static META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
+            #lookup
+
+            #[doc(hidden)]
+            pub static __META: ::dagger::__private::PipelineMeta = ::dagger::__private::PipelineMeta {
                 name: #name_str,
                 outputs: &[#(#meta_outputs),*],
                 fail_fast: #fail_fast,
             };
 
+            /// The index of each output among the pipeline's own (for `after used.name` in a pipeline using
+            /// this one).
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            pub mod __index {
+                #(pub const #own_names: usize = #indexes;)*
+            }
+
             #[doc = #outputs_doc]
             #[derive(Debug)]
             pub struct Outputs {
                 #(#out_docs pub #out_names: #out_tys,)*
+                #(#c_docs pub #c_names: #c_paths::Outputs,)*
             }
 
             #[doc = #partial_doc]
             #[derive(Debug, Default)]
             pub struct Partial {
                 #(#out_docs pub #out_names: #partial_tys,)*
+                #(#c_docs pub #c_names: #c_paths::Partial,)*
             }
 
-            fn __schedule(#dag: &::dagger::Query, #input_params) -> (::dagger::__private::Run, (#(#handle_tys,)*)) {
-                let mut #run_var = ::dagger::__private::Run::new(&META);
+            /// What a pipeline using this one sees of it as `used.name`: the object of each `sync` output.
+            #[doc(hidden)]
+            #[derive(Clone, Debug)]
+            pub struct Objects {
+                #(pub #own_names: #object_tys,)*
+            }
+
+            /// How many outputs this pipeline adds to a run: its own and those of the pipelines it uses.
+            #[doc(hidden)]
+            pub const __OUTPUTS: usize = #n_own #(+ #c_paths::__OUTPUTS)*;
+
+            /// The handles of this pipeline's outputs in a run (a struct, not a tuple alias: its field types name
+            /// this module's private `__Steps`, which a signature seen from another module must not).
+            #[doc(hidden)]
+            pub struct __Handles(#(pub #handle_tys,)* #(pub #c_paths::__Handles,)*);
+
+            /// Adds this pipeline's outputs to `run`, in segment `scope` (see `Run::compose`): how a pipeline
+            /// using this one (`let used = this::run(…);`) schedules it.
+            #[doc(hidden)]
+            pub fn __compose(
+                #run_var: &mut ::dagger::__private::Run,
+                #scope: usize,
+                #dag: &::dagger::Query,
+                #input_params
+            ) -> (__Handles, Objects) {
+                __schedule_into(#run_var, #scope, #dag, #(#input_names),*)
+            }
+
+            fn __schedule_into(
+                #run_var: &mut ::dagger::__private::Run,
+                #scope: usize,
+                #dag: &::dagger::Query,
+                #input_params
+            ) -> (__Handles, Objects) {
                 #schedule
-                (#run_var, (#(#handles,)*))
+                let #objects_var = Objects { #(#own_names: #object_values,)* };
+                (__Handles(#(#handles,)* #(#c_handles,)*), #objects_var)
+            }
+
+            /// The values of the outputs behind `handles`, as far as they finished.
+            #[doc(hidden)]
+            pub fn __take(
+                __Handles(#(#handles,)* #(#c_handles,)*): __Handles,
+                #results: &mut ::dagger::__private::Results,
+            ) -> Partial {
+                Partial {
+                    #(#out_names: #takes,)*
+                    #(#c_names: #c_paths::__take(#c_handles, #results),)*
+                }
+            }
+
+            /// `Outputs` when every output finished, else the `Partial` back.
+            #[doc(hidden)]
+            pub fn __complete(#partial: Partial) -> ::core::result::Result<Outputs, Partial> {
+                let Partial { #(#own_names,)* #(#c_names,)* } = #partial;
+                #(let #c_names = #c_paths::__complete(#c_names);)*
+                match (#(#own_names,)* #(#c_names,)*) {
+                    (#(#complete_own,)* #(::core::result::Result::Ok(#c_names),)*) => {
+                        ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* })
+                    }
+                    (#(#own_names,)* #(#c_names,)*) => ::core::result::Result::Err(Partial {
+                        #(#own_names,)*
+                        #(#c_names: #c_paths::__partial(#c_names),)*
+                    }),
+                }
+            }
+
+            /// `Outputs` as a `Partial`, or the `Partial` itself.
+            #[doc(hidden)]
+            pub fn __partial(#outputs_var: ::core::result::Result<Outputs, Partial>) -> Partial {
+                match #outputs_var {
+                    ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* }) => Partial {
+                        #(#own_names: #back_own,)*
+                        #(#c_names: #c_paths::__partial(::core::result::Result::Ok(#c_names)),)*
+                    },
+                    ::core::result::Result::Err(#partial) => #partial,
+                }
             }
 
             /// Runs the pipeline: each request (a group of outputs, with the object IDs later ones need) is
@@ -512,21 +763,25 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             pub async fn run(#dag: &::dagger::Query, #input_params)
                 -> ::core::result::Result<Outputs, ::dagger::PipelineError<Partial>>
             {
-                let (#run_var, (#(#handles,)*)) = __schedule(#dag, #(#input_names),*);
+                let mut #run_var = ::dagger::__private::Run::new(&__META);
+                let (#handles_var, _) = __schedule_into(&mut #run_var, 0, #dag, #(#input_names),*);
                 let mut #results = #run_var.execute().await;
-                let #partial = Partial { #(#out_names: #takes,)* };
-                match #partial {
-                    Partial { #(#complete_pattern,)* } if #results.complete() => {
-                        ::core::result::Result::Ok(Outputs { #(#out_names,)* })
+                let #partial = __take(#handles_var, &mut #results);
+                if #results.complete() {
+                    match __complete(#partial) {
+                        ::core::result::Result::Ok(#outputs_var) => ::core::result::Result::Ok(#outputs_var),
+                        ::core::result::Result::Err(#partial) => ::core::result::Result::Err(#results.into_error(#partial)),
                     }
-                    #partial => ::core::result::Result::Err(#results.into_error(#partial)),
+                } else {
+                    ::core::result::Result::Err(#results.into_error(#partial))
                 }
             }
 
             /// The requests `run` sends, computed offline (object IDs are placeholders such as `<id:a0>`).
             pub fn plan(#input_params) -> ::dagger::Plan {
                 let #dag = ::dagger::Query::detached();
-                let (#run_var, _) = __schedule(&#dag, #(#input_names),*);
+                let mut #run_var = ::dagger::__private::Run::new(&__META);
+                let _ = __schedule_into(&mut #run_var, 0, &#dag, #(#input_names),*);
                 #run_var.plan()
             }
         }
@@ -553,4 +808,165 @@ impl NewRaw for Ident {
             _ => Ident::new(s, span),
         }
     }
+}
+
+/// The steps named by one identifier (`toolchain`, not `ci::steps::build`), in order of first use: each is
+/// reached through `<__Steps as Pick<k>>::T`, which resolves to the `#[step]` struct when it is in scope and to
+/// a fallback struct of the same name otherwise (see `step_lookup`).
+fn single_name_steps(p: &Pipeline) -> Vec<Ident> {
+    let mut out: Vec<Ident> = Vec::new();
+    for b in p.bindings.iter().filter(|b| !b.pipeline) {
+        if let Some(ident) = b.step.path.get_ident()
+            && b.step.qself.is_none()
+            && !out.iter().any(|o| o == ident)
+        {
+            out.push(ident.clone());
+        }
+    }
+    out
+}
+
+/// The step of binding `b` as a type: its path, or `<__Steps as Pick<k>>::T` for a single name.
+fn step_type(p: &Pipeline, b: &super::ast::Binding) -> TokenStream {
+    let step = &b.step;
+    let k = step
+        .path
+        .get_ident()
+        .filter(|_| !b.pipeline && step.qself.is_none())
+        .and_then(|ident| single_name_steps(p).iter().position(|s| s == ident));
+    match k {
+        Some(k) => quote_spanned!(step.span()=> <__Steps as ::dagger::__private::Pick<#k>>::T),
+        None => step.to_token_stream(),
+    }
+}
+
+/// How steps named by one identifier are found: a block-scope glob import of the parent module's names
+/// (where the `#[step]` structs are) takes precedence over the pipeline module's own items, which hold a
+/// stand-in struct per name. A name that is not a `#[step]` in scope (a typo, a plain function) still
+/// resolves — to its stand-in — so the first error is the macro's own message ("is not a `#[step]` function in
+/// scope here", once per name, from `is_step`), not rustc's "cannot find type". The stand-in is a `Step` whose
+/// parameters take anything and whose output has the leaves the pipeline calls on it, so nothing else about
+/// that binding is reported.
+fn step_lookup(p: &Pipeline) -> TokenStream {
+    let names = single_name_steps(p);
+    let mut out = TokenStream::new();
+    let mut picks = TokenStream::new();
+    for (k, name) in names.iter().enumerate() {
+        let users: Vec<&super::ast::Binding> = p
+            .bindings
+            .iter()
+            .filter(|b| !b.pipeline && b.step.qself.is_none() && b.step.path.get_ident() == Some(name))
+            .collect();
+        let arity = users.first().map_or(0, |b| b.args.len());
+        let params = (0..arity).map(|_| quote!(::dagger::__private::UnknownArg));
+        let name_str = name.to_string();
+        // The leaves the pipeline calls on bindings of this step, with as many arguments as it passes.
+        let mut leaves: Vec<(Ident, usize)> = Vec::new();
+        for o in &p.outputs {
+            let made_here = p
+                .binding(&o.target.to_string())
+                .is_some_and(|(_, b)| users.iter().any(|u| std::ptr::eq(*u, b)));
+            if made_here && !leaves.iter().any(|(l, _)| *l == o.leaf) {
+                leaves.push((o.leaf.clone(), o.args.len()));
+            }
+        }
+        let methods = leaves.iter().map(|(leaf, n)| {
+            let tys: Vec<Ident> = (0..*n).map(|i| quote::format_ident!("A{}", i)).collect();
+            quote! {
+                fn #leaf<#(#tys),*>(&self, #(_: #tys),*) -> ::dagger::Leaf<::std::string::String> {
+                    ::dagger::__private::unknown_leaf()
+                }
+            }
+        });
+        let mut traits: Vec<Ident> = Vec::new();
+        for (leaf, _) in &leaves {
+            let text = leaf.to_string();
+            let base = Ident::new_raw_or_plain(text.strip_suffix("_opts").unwrap_or(&text), leaf.span());
+            if !traits.contains(&base) {
+                traits.push(base);
+            }
+        }
+        let check_span = users.first().map_or_else(Span::call_site, |b| b.step.span());
+        let check = quote_spanned!(check_span=>
+            ::dagger::__private::is_step::<<__Steps as ::dagger::__private::Pick<#k>>::T>();
+        );
+        out.extend(quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #name {}
+
+            #[allow(dead_code)]
+            impl #name {
+                #(#methods)*
+            }
+
+            // (Never recommended in messages: the stand-in exists only for misspelled names.)
+            #[diagnostic::do_not_recommend]
+            impl ::dagger::__private::Step for #name {
+                type Inputs = (#(#params,)*);
+                type Output = #name;
+                const NAME: &'static str = #name_str;
+                const DOC: &'static str = "";
+                const PARAMS: &'static [&'static str] = &[];
+                const ARITY: usize = #arity;
+                fn call(_: &::dagger::Query, _: Self::Inputs) -> Self::Output {
+                    #name {}
+                }
+            }
+
+            #(
+                #[diagnostic::do_not_recommend]
+                impl ::dagger::__private::leaves::#traits for #name {
+                    type Output = ::std::string::String;
+                }
+                #[diagnostic::do_not_recommend]
+                impl ::dagger::__private::has::#traits for #name {}
+            )*
+
+            const _: () = {
+                #[allow(dead_code)]
+                fn __check() {
+                    #check
+                }
+            };
+        });
+        picks.extend(quote!(impl ::dagger::__private::Pick<#k> for __Steps { type T = #name; }));
+    }
+    quote! {
+        #[doc(hidden)]
+        struct __Steps;
+        #out
+        const _: () = {
+            use super::*;
+            #picks
+        };
+    }
+}
+
+/// The type of the binding `name` made by `b`: the step's output, or its element for a tuple.
+fn binding_ty(p: &Pipeline, b: &super::ast::Binding, name: &str) -> TokenStream {
+    let step = &b.step;
+    let step_here = step_type(p, b);
+    let output = quote_spanned!(step.span()=> <#step_here as ::dagger::__private::Step>::Output);
+    match b.element(name) {
+        Some(i) => quote_spanned!(step.span()=> <#output as ::dagger::__private::Element<#i>>::T),
+        None => output,
+    }
+}
+
+/// `tokens` with every span replaced by `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }

@@ -16,8 +16,20 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
         Ok(p) => p,
         Err(e) => return e.to_compile_error(),
     };
+    expand_all(&pipelines)
+}
+
+/// `#[pipeline_fn]`: the same parse (in its function form), checks and expansion as `pipeline!`.
+pub(crate) fn expand_fn(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match parse::parse_fn_form(attr, item) {
+        Ok(p) => expand_all(std::slice::from_ref(&p)),
+        Err(e) => e.to_compile_error(),
+    }
+}
+
+fn expand_all(pipelines: &[ast::Pipeline]) -> TokenStream {
     let mut out = TokenStream::new();
-    for p in &pipelines {
+    for p in pipelines {
         let mut errors = Errors::default();
         let checked = check::check(p, &mut errors);
         match errors.into_compile_errors() {

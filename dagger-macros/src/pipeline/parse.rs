@@ -32,24 +32,60 @@ impl Parse for Pipelines {
 
 impl Parse for Pipeline {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        parse_pipeline(input, false)
+    }
+}
+
+/// `#[pipeline_fn] VIS fn NAME(INPUTS) { ITEMS }`: the same pipeline as `pipeline! { VIS NAME(INPUTS) { ITEMS } }`,
+/// written as a Rust function so rustfmt formats it and rust-analyzer completes inside it; an output is a
+/// `let` statement marked `#[out]` (`#[out(after(a, b))]` for `after`).
+pub(crate) fn parse_fn_form(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn::Result<Pipeline> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "`#[pipeline_fn]` takes no arguments; put `#[fail_fast]` under it to stop at the first failure",
+        ));
+    }
+    syn::parse::Parser::parse2(|input: ParseStream<'_>| parse_pipeline(input, true), item)
+}
+
+/// One pipeline: `VIS NAME(INPUTS) { … }` in `pipeline!`, `VIS fn NAME(INPUTS) { … }` under `#[pipeline_fn]`.
+fn parse_pipeline(input: ParseStream<'_>, fn_form: bool) -> syn::Result<Pipeline> {
+    {
         let mut attrs = input.call(Attribute::parse_outer)?;
         let before = attrs.len();
         attrs.retain(|a| !a.path().is_ident("fail_fast"));
         let fail_fast = attrs.len() != before;
         let vis: Visibility = input.parse()?;
-        if input.peek(Token![fn]) {
-            return Err(input.error("write the pipeline without `fn`: `pub ci(src: Directory) { … }`"));
+        if fn_form {
+            input.parse::<Token![fn]>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "`#[pipeline_fn]` goes on a function: `pub fn ci(src: Directory) { … }`",
+                )
+            })?;
+        } else if input.peek(Token![fn]) {
+            return Err(input.error(
+                "write the pipeline without `fn`: `pub ci(src: Directory) { … }` (or put `#[pipeline_fn]` on the \
+                 function instead of `pipeline!`)",
+            ));
         }
         let name: Ident = input.parse()?;
         let content;
         parenthesized!(content in input);
         let inputs: Punctuated<InputSyntax, Token![,]> = content.parse_terminated(InputSyntax::parse, Token![,])?;
+        if fn_form && input.peek(Token![->]) {
+            return Err(input.error(
+                "a pipeline function returns nothing: its outputs are `#[out] let name = binding.leaf();` \
+                 statements, and `ci::run` returns them",
+            ));
+        }
         let body;
         braced!(body in input);
         let mut bindings = Vec::new();
         let mut outputs = Vec::new();
         let mut loops = Vec::new();
-        parse_items(&body, &mut bindings, &mut outputs, &mut loops, None)?;
+        parse_items(&body, &mut bindings, &mut outputs, &mut loops, None, fn_form)?;
         Ok(Pipeline {
             attrs,
             vis,
@@ -63,17 +99,37 @@ impl Parse for Pipeline {
     }
 }
 
-/// The items of a pipeline's body, or of a `for` block in it (`each`).
+/// The items of a pipeline's body, or of a `for` block in it (`each`); `fn_form` under `#[pipeline_fn]`.
 fn parse_items(
     body: ParseStream<'_>,
     bindings: &mut Vec<Binding>,
     outputs: &mut Vec<Output>,
     loops: &mut Vec<Loop>,
     each: Option<usize>,
+    fn_form: bool,
 ) -> syn::Result<()> {
     while !body.is_empty() {
-        let attrs = body.call(Attribute::parse_outer)?;
-        if body.peek(Token![let]) {
+        let mut attrs = body.call(Attribute::parse_outer)?;
+        let out_attr = attrs.iter().position(|a| a.path().is_ident("out"));
+        if let Some(at) = out_attr.filter(|_| fn_form) {
+            // `#[out] let name = target.leaf(args);` (`#[out(after(a, b))]`).
+            let out_attr = attrs.remove(at);
+            let after = out_after(&out_attr)?;
+            let let_token: Token![let] = body.parse().map_err(|e| {
+                syn::Error::new(e.span(), "`#[out]` goes on a `let`: `#[out] let log = tests.stdout();`")
+            })?;
+            let _ = let_token;
+            let mut o = parse_output_rest(body, attrs)?;
+            for a in after {
+                match a {
+                    (name, None) => o.after.push(name),
+                    (name, Some(field)) => o.after_fields.push((name, field)),
+                }
+            }
+            o.each = each;
+            o.pos = bindings.len() + outputs.len();
+            outputs.push(o);
+        } else if body.peek(Token![let]) {
             let mut b = parse_binding(body)?;
             b.each = each;
             b.pos = bindings.len() + outputs.len();
@@ -129,7 +185,7 @@ fn parse_items(
                 at_binding: bindings.len(),
             });
             let index = loops.len() - 1;
-            parse_items(&block, bindings, outputs, loops, Some(index))?;
+            parse_items(&block, bindings, outputs, loops, Some(index), fn_form)?;
         } else if body.peek(Token![if]) {
             let if_token: Token![if] = body.parse()?;
             if each.is_some() {
@@ -165,7 +221,7 @@ fn parse_items(
                 at_binding: bindings.len(),
             });
             let index = loops.len() - 1;
-            parse_items(&block, bindings, outputs, loops, Some(index))?;
+            parse_items(&block, bindings, outputs, loops, Some(index), fn_form)?;
             if body.peek(Token![else]) {
                 return Err(body.error(
                     "`else` is not supported: write a second block with the opposite condition, `if !flag { … }`",
@@ -194,7 +250,52 @@ impl Parse for InputSyntax {
 
 fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
     input.parse::<Token![let]>()?;
-    let name: Ident = input.parse()?;
+    let (names, tuple, pattern_span) = if input.peek(syn::token::Paren) {
+        // `let (bin, docs) = build(tc);`: a step returning a tuple of objects.
+        let content;
+        let parens = parenthesized!(content in input);
+        let mut names = Vec::new();
+        while !content.is_empty() {
+            if content.peek(Token![_]) {
+                content.parse::<Token![_]>()?;
+                names.push(None);
+            } else {
+                let name: Ident = content.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected a name or `_` in the tuple: `let (bin, docs) = build(tc);`",
+                    )
+                })?;
+                names.push(Some(name));
+            }
+            if content.is_empty() {
+                break;
+            }
+            content.parse::<Token![,]>()?;
+        }
+        if names.iter().all(Option::is_none) {
+            return Err(syn::Error::new(
+                parens.span.join(),
+                "this tuple binds no name: name the elements the pipeline uses, `let (bin, _) = build(tc);`",
+            ));
+        }
+        (names, true, parens.span.join())
+    } else {
+        let name: Ident = input.parse()?;
+        let span = name.span();
+        (vec![Some(name)], false, span)
+    };
+    let name = {
+        let text: Vec<String> = names
+            .iter()
+            .map(|n| n.as_ref().map_or_else(|| "_".to_owned(), ToString::to_string))
+            .collect();
+        if tuple {
+            format!("({})", text.join(", "))
+        } else {
+            text.join(", ")
+        }
+    };
     input.parse::<Token![=]>()?;
     let expr: Expr = input.parse()?;
     input
@@ -210,16 +311,35 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
             ),
         ));
     };
-    let Expr::Path(step) = *call.func else {
+    let Expr::Path(mut step) = *call.func else {
         return Err(syn::Error::new_spanned(
             &call.func,
             "expected the name (or path) of a `#[step]` function here",
         ));
     };
+    // `lint::run(…)`: another pipeline, used in this one.
+    let segments = &step.path.segments;
+    let pipeline = segments.len() >= 2 && segments.last().is_some_and(|s| s.ident == "run");
+    if pipeline {
+        if tuple {
+            return Err(syn::Error::new(
+                pattern_span,
+                "a pipeline used in this one is bound to one name, `let checks = lint::run(…);`; its outputs are \
+                 `checks.name`",
+            ));
+        }
+        let mut path = step.path.segments.clone();
+        path.pop();
+        path.pop_punct();
+        step.path.segments = path;
+    }
     let args: Vec<Expr> = call.args.into_iter().collect();
     let uses = args.iter().flat_map(super::names::mentions).collect();
     Ok(Binding {
-        name,
+        names,
+        tuple,
+        pattern_span,
+        pipeline,
         step,
         args,
         call_span,
@@ -229,8 +349,56 @@ fn parse_binding(input: ParseStream<'_>) -> syn::Result<Binding> {
     })
 }
 
+/// The `after` list of `#[out(after(a, b.c))]`.
+fn out_after(attr: &Attribute) -> syn::Result<Vec<(Ident, Option<Ident>)>> {
+    if matches!(attr.meta, syn::Meta::Path(_)) {
+        return Ok(Vec::new());
+    }
+    let wrong = |span| {
+        syn::Error::new(
+            span,
+            "expected `#[out]` or `#[out(after(name, …))]`: `after` names the outputs (or bindings) this one waits for",
+        )
+    };
+    attr.parse_args_with(|input: ParseStream<'_>| {
+        let kw: kw::after = input.parse().map_err(|e| wrong(e.span()))?;
+        let content;
+        parenthesized!(content in input);
+        let mut names = Vec::new();
+        while !content.is_empty() {
+            let name: Ident = content.parse()?;
+            let field = if content.peek(Token![.]) {
+                content.parse::<Token![.]>()?;
+                Some(content.parse::<Ident>()?)
+            } else {
+                None
+            };
+            names.push((name, field));
+            if content.is_empty() {
+                break;
+            }
+            content.parse::<Token![,]>()?;
+        }
+        if names.is_empty() {
+            return Err(syn::Error::new(
+                kw.span,
+                "`after` needs at least one output or binding name",
+            ));
+        }
+        if !input.is_empty() {
+            return Err(wrong(input.span()));
+        }
+        Ok(names)
+    })
+}
+
 fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Output> {
     input.parse::<kw::out>()?;
+    parse_output_rest(input, attrs)
+}
+
+/// An output after `out` (or after `#[out] let`): `name = target.leaf(args…) [after …];`.
+fn parse_output_rest(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Output> {
     let name: Ident = input.parse()?;
     input.parse::<Token![=]>()?;
     let expr: Expr = input.parse()?;
@@ -254,16 +422,24 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
     let args: Vec<Expr> = call.args.into_iter().collect();
     let uses = args.iter().flat_map(super::names::mentions).collect();
     let mut after = Vec::new();
+    let mut after_fields = Vec::new();
     if input.peek(kw::after) {
         let kw: kw::after = input.parse()?;
         loop {
-            after.push(input.parse::<Ident>()?);
+            let name = input.parse::<Ident>()?;
+            if input.peek(Token![.]) {
+                // `after checks.log`: an output of a pipeline used in this one.
+                input.parse::<Token![.]>()?;
+                after_fields.push((name, input.parse::<Ident>()?));
+            } else {
+                after.push(name);
+            }
             if !input.peek(Token![,]) {
                 break;
             }
             input.parse::<Token![,]>()?;
         }
-        if after.is_empty() {
+        if after.is_empty() && after_fields.is_empty() {
             return Err(syn::Error::new(
                 kw.span,
                 "`after` needs at least one output or binding name",
@@ -280,6 +456,7 @@ fn parse_output(input: ParseStream<'_>, attrs: Vec<Attribute>) -> syn::Result<Ou
         leaf: call.method,
         args,
         after,
+        after_fields,
         uses,
         each: None,
         pos: 0,

@@ -1,0 +1,16 @@
+use dagger::prelude::*;
+
+#[step]
+fn build(tc: Container) -> (File, Directory) {
+    let built = tc.with_exec(["make"]);
+    (built.file("app"), built.directory("doc"))
+}
+
+pipeline! {
+    pub ci(tc: Container) {
+        let (_, _) = build(tc);
+        out log = tc.stdout();
+    }
+}
+
+fn main() {}
