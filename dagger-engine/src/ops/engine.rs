@@ -257,13 +257,20 @@ impl Engine {
     pub fn subscribe_with_start_report(&self) -> broadcast::Receiver<Event> {
         let rx = self.solver.subscribe();
         if !self.collected.is_empty() && !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.solver.send(Event {
-                op: "engine".to_owned(),
-                id: "start".to_owned(),
-                kind: EventKind::Log(self.collected.to_string()),
-            });
+            self.solver.send(Event::new(
+                "engine",
+                "start",
+                EventKind::Log(self.collected.to_string()),
+            ));
         }
         rx
+    }
+
+    /// Hands every progress event from now on to `listener`, synchronously, as it is sent: unlike a
+    /// [`subscribe`](Self::subscribe)r, a listener never misses an event when many come at once (a run
+    /// report). It must be quick and must not block; it lives as long as the engine.
+    pub fn listen(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
+        self.solver.listen(Arc::new(listener));
     }
 
     /// Stops running work: kills every container this engine runs, and starts no new one (execs asked for
@@ -282,6 +289,11 @@ impl Engine {
     /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
     pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
         self.solver.emit_event(op, digest, kind);
+    }
+
+    /// Sends an event made by the operations (a leaf's own progress, with its description).
+    pub(crate) fn send_event(&self, event: Event) {
+        self.solver.send(event);
     }
 
     /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
@@ -348,6 +360,11 @@ impl Engine {
     /// Keeps a secret's plaintext in session memory (never on disk, never in an ID).
     pub(crate) fn set_secret(&self, d: &Digest, plaintext: String) {
         self.secrets.lock().insert(d.clone(), plaintext);
+    }
+
+    /// Every secret plaintext this session holds (to keep them out of what events show).
+    pub(crate) fn secret_plaintexts(&self) -> Vec<String> {
+        self.secrets.lock().values().cloned().collect()
     }
 
     /// A secret's plaintext, if this session holds it.

@@ -5,6 +5,7 @@
 
 pub(crate) mod args;
 pub(crate) mod container;
+pub(crate) mod describe;
 pub(crate) mod directory;
 pub(crate) mod engine;
 pub(crate) mod error;
