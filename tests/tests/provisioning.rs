@@ -126,6 +126,51 @@ fn with_nothing_configured_the_embedded_engine_runs() {
     assert_eq!(out, format!("OK dagger-rs-engine v{}", env!("CARGO_PKG_VERSION")));
 }
 
+/// Runs the probe with exactly these environment variables; returns whether it succeeded, its stdout and
+/// its stderr (where the SDK's default log sink writes).
+fn probe_logs(vars: &[(&str, &str)]) -> (bool, String, String) {
+    let out: Output = Command::new(PROBE)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run probe");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_embedded_engine_writes_the_report_the_builder_or_the_environment_asks_for() {
+    let path = empty_path_dir();
+    let dir = scratch("report-out");
+    for (var, name) in [("PROBE_REPORT", "builder.html"), ("DAGGER_RS_REPORT", "env.html")] {
+        // A cache of its own each time, so every operation runs.
+        let cache = dir.join(format!("{name}-cache"));
+        let html = dir.join(name);
+        let (ok, out, err) = probe_logs(&[
+            ("PATH", path.to_str().expect("utf-8")),
+            ("DAGGER_RS_CACHE_DIR", cache.to_str().expect("utf-8")),
+            ("PROBE_WORK", "1"),
+            (var, html.to_str().expect("utf-8")),
+        ]);
+        assert!(ok, "{out}\n{err}");
+        // Progress by what each operation does, then the summary line naming the report.
+        assert!(err.contains("withNewFile probe.txt ["), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(" run, ") && last.ends_with(&format!("· report: {}", html.display())),
+            "{err}"
+        );
+        let page = std::fs::read_to_string(&html).expect("the report");
+        for op in ["Directory.withNewFile", "Directory.withNewDirectory"] {
+            assert!(page.contains(&format!("data-op=\"{op}\"")), "{op} in the {name} report");
+        }
+        assert!(html.with_extension("jsonl").exists(), "its events beside it");
+    }
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use run::{Op, Run, State, Summary};
-pub use text::{Counts, Step, StepKind, Tracker, duration};
+pub use text::{Counts, Step, StepKind, Tracker, duration, short_label};
 
 use crate::ops::engine::Engine;
 use crate::solver::events::Event;

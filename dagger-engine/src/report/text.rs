@@ -74,8 +74,8 @@ impl Step {
     }
 }
 
-/// A label cut for the front of a log line.
-pub(crate) fn short_label(label: &str) -> String {
+/// A label cut for the front of a log line (at 40 characters).
+pub fn short_label(label: &str) -> String {
     if label.chars().count() <= LOG_LABEL {
         return label.to_owned();
     }
@@ -117,7 +117,7 @@ pub struct Counts {
     pub cached: usize,
     /// Operations that failed (of any role).
     pub failed: usize,
-    /// Settings and starting points (folded into the work they shape).
+    /// Settings that took effect (folded into the work they shape).
     pub settings: usize,
 }
 
@@ -240,7 +240,7 @@ impl Tracker {
                 continue;
             }
             if op.role != Role::Work {
-                if op.state != State::Queued {
+                if op.role == Role::Setting && op.state != State::Queued {
                     c.settings += 1;
                 }
                 continue;
@@ -354,7 +354,7 @@ mod tests {
             ]
         );
         let c = t.counts();
-        assert_eq!((c.run, c.cached, c.failed, c.settings), (2, 0, 0, 3));
+        assert_eq!((c.run, c.cached, c.failed, c.settings), (2, 0, 0, 2));
     }
 
     #[test]
@@ -440,7 +440,7 @@ mod tests {
         ));
         assert_eq!(
             t.summary_line(Duration::from_millis(5200), Some(Path::new("/tmp/r.html"))),
-            "✔ 2 run, 1 cached, 0 failed in 5.2s (3 settings folded) · report: /tmp/r.html"
+            "✔ 2 run, 1 cached, 0 failed in 5.2s (2 settings folded) · report: /tmp/r.html"
         );
     }
 
