@@ -295,7 +295,8 @@ async fn render(
             ev = rx.recv() => match ev {
                 Ok(ev) => renderer.show(&ev),
                 Err(broadcast::error::RecvError::Lagged(n)) => renderer.skipped(n),
-                Err(broadcast::error::RecvError::Closed) => break None,
+                // The engine is gone (its session stopped): what is left is the summary, once asked for.
+                Err(broadcast::error::RecvError::Closed) => break (&mut stopped).await.ok().flatten(),
             },
             report = &mut stopped => {
                 // Drain what was sent before the stop, so the last lines are not lost.

@@ -49,6 +49,7 @@ details.op>summary:hover{background:var(--panel)}
 details.op:target>summary{background:#fff6dd}
 .name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .name .field{color:var(--dim)}
+.name .with{display:block;color:var(--dim);font-size:11.5px;line-height:1.2;overflow:hidden;text-overflow:ellipsis}
 .dur{text-align:right;color:var(--dim);font-variant-numeric:tabular-nums}
 .st{font-weight:bold;text-align:center}
 .st-done .st{color:var(--done)}
@@ -61,7 +62,7 @@ details.op:target>summary{background:#fff6dd}
 .st-running .bar{background:var(--running)}
 .st-failed>summary{background:#fdf0f0}
 .critical .bar{box-shadow:0 0 0 2px var(--critical)}
-.critical .name::after{content:" ◆";color:var(--critical)}
+.crit{color:var(--critical)}
 .minor{display:none}
 body.show-minor .minor{display:block}
 body.only-critical details.op:not(.critical){display:none}
@@ -290,7 +291,7 @@ impl Run {
             end = end.map(|e| e.to_string()).unwrap_or_default(),
             open = if op.state == State::Failed { " open" } else { "" },
             mark = mark(op.state),
-            title = esc(&op.label),
+            title = esc(&title(op)),
             name = name_html(op),
         );
         if let (Some(q), Some(s)) = (op.queued, op.started)
@@ -382,6 +383,9 @@ impl Run {
                 esc(&shown)
             );
         }
+        if !op.settings.is_empty() {
+            let _ = write!(out, "<tr><th>with</th><td>{}</td></tr>", esc(&op.settings.join(", ")));
+        }
         if !op.inputs.is_empty() {
             out.push_str("<tr><th>built from</th><td>");
             for (i, input) in op.inputs.iter().enumerate() {
@@ -419,14 +423,30 @@ impl Run {
     }
 }
 
-/// The name of an operation: its field dimmed, then what it does.
+/// The name of an operation: its field dimmed, then what it does, then the settings made for it.
 fn name_html(op: &Op) -> String {
     let field = op.op.rsplit_once('.').map_or(op.op.as_str(), |(_, f)| f);
-    match op.label.strip_prefix(field).map(str::trim_start) {
+    let mut out = match op.label.strip_prefix(field).map(str::trim_start) {
         Some(rest) if !rest.is_empty() => {
             format!("<span class=\"field\">{}</span> <code>{}</code>", esc(field), esc(rest))
         }
         _ => format!("<span class=\"field\">{}</span>", esc(&op.op)),
+    };
+    if op.critical {
+        out.push_str(" <span class=\"crit\" title=\"on the critical path\">◆</span>");
+    }
+    if !op.settings.is_empty() {
+        let _ = write!(out, "<span class=\"with\">{}</span>", esc(&op.settings.join(", ")));
+    }
+    out
+}
+
+/// The name's tooltip: what it does and the settings made for it, in full.
+fn title(op: &Op) -> String {
+    if op.settings.is_empty() {
+        op.label.clone()
+    } else {
+        format!("{} · {}", op.label, op.settings.join(", "))
     }
 }
 

@@ -10,6 +10,8 @@ use crate::solver::events::{EventKind, Role};
 const LOG_LINES: usize = 1000;
 /// Characters kept per log line.
 const LOG_LINE_CHARS: usize = 2000;
+/// How many settings up a chain an operation lists.
+const SETTINGS_DEPTH: usize = 64;
 
 /// Where an operation ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +54,9 @@ pub struct Op {
     pub args: BTreeMap<String, serde_json::Value>,
     /// The objects it is built from.
     pub inputs: Vec<String>,
+    /// The settings made just for it (environment variables, working directory, mounts), as the progress
+    /// display folds them into it.
+    pub settings: Vec<String>,
     /// Work, a setting, or a starting point.
     pub role: Role,
     /// Where it ended up.
@@ -159,6 +164,7 @@ impl Run {
                     label: ev.op.clone(),
                     args: BTreeMap::new(),
                     inputs: Vec::new(),
+                    settings: Vec::new(),
                     role: Role::Work,
                     state: State::Queued,
                     queued: None,
@@ -224,6 +230,19 @@ impl Run {
             if op.state == State::Queued {
                 op.started = None;
             }
+        }
+        let settings: Vec<Vec<String>> = ops
+            .iter()
+            .map(|op| match op.role {
+                Role::Work => crate::report::text::settings_chain(&op.id, SETTINGS_DEPTH, |id| {
+                    let o = &ops[*index.get(id)?];
+                    Some((o.label.as_str(), o.role, o.inputs.first().map(String::as_str)))
+                }),
+                _ => Vec::new(),
+            })
+            .collect();
+        for (op, settings) in ops.iter_mut().zip(settings) {
+            op.settings = settings;
         }
         ops.sort_by(|a, b| a.start().cmp(&b.start()).then_with(|| a.id.cmp(&b.id)));
         let (critical_ms, critical_ops) = mark_critical_path(&mut ops);
@@ -416,6 +435,11 @@ mod tests {
         assert_eq!((s.settings, s.running, s.run, s.wall_ms), (1, 1, 0, 100));
         assert_eq!(s.peak_concurrency, 1);
         assert_eq!(run.ops[1].state, State::Running);
+        assert_eq!(
+            run.ops[1].settings,
+            ["withExec run env"],
+            "the setting is listed with its work"
+        );
     }
 
     #[test]

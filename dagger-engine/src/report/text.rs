@@ -84,6 +84,41 @@ pub fn short_label(label: &str) -> String {
     s
 }
 
+/// The settings up the chain of parents of `id`, oldest first, runs of one field merged: `lookup` gives an
+/// operation's label, role and parent.
+pub(crate) fn settings_chain<'a>(
+    id: &str,
+    depth: usize,
+    lookup: impl Fn(&str) -> Option<(&'a str, Role, Option<&'a str>)>,
+) -> Vec<String> {
+    let mut labels: Vec<&str> = Vec::new();
+    let mut at = lookup(id).and_then(|(_, _, parent)| parent);
+    while let Some(parent) = at {
+        let Some((label, Role::Setting, up)) = lookup(parent) else {
+            break;
+        };
+        if labels.len() == depth {
+            break;
+        }
+        labels.push(label);
+        at = up;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut last_field = "";
+    for label in labels.into_iter().rev() {
+        let (field, rest) = label.split_once(' ').unwrap_or((label, ""));
+        match out.last_mut() {
+            Some(prev) if field == last_field && !rest.is_empty() => {
+                prev.push(' ');
+                prev.push_str(rest);
+            }
+            _ => out.push(label.to_owned()),
+        }
+        last_field = field;
+    }
+    out
+}
+
 /// `850ms`, `2.4s`, `3m05s`.
 pub fn duration(ms: u64) -> String {
     match ms {
@@ -201,22 +236,13 @@ impl Tracker {
     }
 
     /// The settings made just before `id` (up its chain of parents, stopping at the first operation that is
-    /// not a setting), in the order they were made.
+    /// not a setting), in the order they were made, runs of one field merged (`withEnvVariable A=1 B=2`).
     pub fn settings_of(&self, id: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut at = self.ops.get(id).and_then(|o| o.inputs.first());
-        while let Some(parent) = at {
-            let Some(p) = self.ops.get(parent).filter(|p| p.role == Role::Setting) else {
-                break;
-            };
-            if out.len() == FOLD_DEPTH {
-                break;
-            }
-            out.push(p.label.clone());
-            at = p.inputs.first();
-        }
-        out.reverse();
-        out
+        settings_chain(id, FOLD_DEPTH, |id| {
+            self.ops
+                .get(id)
+                .map(|o| (o.label.as_str(), o.role, o.inputs.first().map(String::as_str)))
+        })
     }
 
     /// The work running now, in the order it started: id, label, settings, and how long it has run.
@@ -441,6 +467,45 @@ mod tests {
         assert_eq!(
             t.summary_line(Duration::from_millis(5200), Some(Path::new("/tmp/r.html"))),
             "✔ 2 run, 1 cached, 0 failed in 5.2s (2 settings folded) · report: /tmp/r.html"
+        );
+    }
+
+    #[test]
+    fn runs_of_one_setting_read_as_one() {
+        let mut t = Tracker::new();
+        let mut parent: Option<String> = None;
+        for (i, (op, detail)) in [
+            ("Container.withWorkdir", "/src"),
+            ("Container.withEnvVariable", "A=1"),
+            ("Container.withEnvVariable", "B=2"),
+            ("Container.withMountedCache", "/cache"),
+            ("Container.withEnvVariable", "C=3"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("s{i}");
+            let inputs: Vec<&str> = parent.iter().map(String::as_str).collect();
+            t.update(&ev(op, &id, EventKind::Cached, detail, Role::Setting, &inputs));
+            parent = Some(id);
+        }
+        let last = parent.unwrap_or_default();
+        t.update(&ev(
+            "Container.withExec",
+            "x",
+            EventKind::Started,
+            "make",
+            Role::Work,
+            &[&last],
+        ));
+        assert_eq!(
+            t.settings_of("x"),
+            [
+                "withWorkdir /src",
+                "withEnvVariable A=1 B=2",
+                "withMountedCache /cache",
+                "withEnvVariable C=3"
+            ]
         );
     }
 
