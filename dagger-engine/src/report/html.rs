@@ -79,7 +79,8 @@ white-space:pre-wrap;word-break:break-all;margin:6px 0}
 a{color:var(--running)}
 "#;
 
-/// The script: the two switches above the timeline, and opening an operation linked to.
+/// The script: the two switches above the timeline, opening an operation linked to, and the time the page
+/// took to be laid out (`body[data-rendered-ms]`, from navigation to the load event with layout done).
 const SCRIPT: &str = r#"
 (function(){
 var b=document.body;
@@ -89,6 +90,7 @@ function open(){var h=location.hash.slice(1);if(!h)return;var d=document.getElem
 if(d&&d.tagName==='DETAILS'){d.open=true;if(d.classList.contains('minor')){b.classList.add('show-minor');
 var c=document.getElementById('show-minor');if(c)c.checked=true;}}}
 window.addEventListener('hashchange',open);open();
+window.addEventListener('load',function(){b.getBoundingClientRect();b.setAttribute('data-rendered-ms',Math.round(performance.now()));});
 })();
 "#;
 
@@ -350,53 +352,7 @@ impl Run {
 
     /// What an opened operation shows: its field, id, times, arguments, inputs, error and logs.
     fn details(&self, out: &mut String, op: &Op) {
-        out.push_str("<table>");
-        let _ = write!(
-            out,
-            "<tr><th>field</th><td><code>{}</code> <span class=\"sub\">#{}</span></td></tr>",
-            esc(&op.op),
-            esc(&op.id)
-        );
-        let mut times = op.state.as_str().to_owned();
-        if let Some(q) = op.queued {
-            let _ = write!(times, " · queued at {}", duration(q));
-        }
-        if let Some(s) = op.started {
-            let _ = write!(times, " · started at {}", duration(s));
-        }
-        if let Some(e) = op.ended {
-            let _ = write!(times, " · ended at {}", duration(e));
-        }
-        if op.critical {
-            times.push_str(" · on the critical path");
-        }
-        let _ = write!(out, "<tr><th>state</th><td>{}</td></tr>", esc(&times));
-        for (k, v) in &op.args {
-            let shown = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let _ = write!(
-                out,
-                "<tr class=\"arg\"><th>{}</th><td><code>{}</code></td></tr>",
-                esc(k),
-                esc(&shown)
-            );
-        }
-        if !op.settings.is_empty() {
-            let _ = write!(out, "<tr><th>with</th><td>{}</td></tr>", esc(&op.settings.join(", ")));
-        }
-        if !op.inputs.is_empty() {
-            out.push_str("<tr><th>built from</th><td>");
-            for (i, input) in op.inputs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                let _ = write!(out, "<a href=\"#op-{0}\">#{0}</a>", esc(input));
-            }
-            out.push_str("</td></tr>");
-        }
-        out.push_str("</table>");
+        // What a person opens a row for first: the error, then the output.
         if let Some(e) = &op.error {
             out.push_str("<div class=\"error\">");
             if let Some(code) = op.exit_code {
@@ -420,6 +376,70 @@ impl Run {
             }
             out.push_str("</pre>");
         }
+        out.push_str("<table>");
+        let _ = write!(
+            out,
+            "<tr><th>field</th><td><code>{}</code> <span class=\"sub\">#{}</span></td></tr>",
+            esc(&op.op),
+            esc(&op.id)
+        );
+        let mut times = op.state.as_str().to_owned();
+        if let Some(q) = op.queued {
+            let _ = write!(times, " · queued at {}", duration(q));
+        }
+        if let Some(s) = op.started {
+            let _ = write!(times, " · started at {}", duration(s));
+        }
+        if let Some(e) = op.ended {
+            let _ = write!(times, " · ended at {}", duration(e));
+        }
+        if op.critical {
+            times.push_str(" · on the critical path");
+        }
+        let _ = write!(out, "<tr><th>state</th><td>{}</td></tr>", esc(&times));
+        // Arguments with a value; those left false or empty (nearly always their defaults) on one line.
+        let mut unset = Vec::new();
+        for (k, v) in &op.args {
+            let shown = match v {
+                serde_json::Value::Null | serde_json::Value::Bool(false) => None,
+                serde_json::Value::String(s) if s.is_empty() => None,
+                serde_json::Value::Array(a) if a.is_empty() => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            match shown {
+                Some(shown) => {
+                    let _ = write!(
+                        out,
+                        "<tr class=\"arg\"><th>{}</th><td><code>{}</code></td></tr>",
+                        esc(k),
+                        esc(&shown)
+                    );
+                }
+                None => unset.push(k.as_str()),
+            }
+        }
+        if !unset.is_empty() {
+            let _ = write!(
+                out,
+                "<tr class=\"arg unset\"><th>false or empty</th><td class=\"sub\">{}</td></tr>",
+                esc(&unset.join(", "))
+            );
+        }
+        if !op.settings.is_empty() {
+            let _ = write!(out, "<tr><th>with</th><td>{}</td></tr>", esc(&op.settings.join(", ")));
+        }
+        if !op.inputs.is_empty() {
+            out.push_str("<tr><th>built from</th><td>");
+            for (i, input) in op.inputs.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "<a href=\"#op-{0}\">#{0}</a>", esc(input));
+            }
+            out.push_str("</td></tr>");
+        }
+        out.push_str("</table>");
     }
 }
 
