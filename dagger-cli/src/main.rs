@@ -129,6 +129,18 @@ enum Command {
         #[arg(long)]
         workdir: Option<PathBuf>,
     },
+    /// Make the HTML report of a run from its events (the JSON lines `--report` or `--events` wrote).
+    #[command(long_about = "Make the HTML report of a run from its events.\n\n\
+        Reads the JSON lines `--report PATH` (PATH with the extension .jsonl) or `--events PATH` wrote, one \
+        event a line, and writes the self-contained HTML report of that run to --output (default: the events \
+        file with the extension .html). The run's time starts at its first event.")]
+    Report {
+        /// The events file.
+        events: PathBuf,
+        /// Where to write the HTML report.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Show or prune the cache directory.
     Cache {
         #[command(subcommand)]
@@ -314,6 +326,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Query { document, workdir } => query(&cli, document, workdir).await,
         Command::Serve { listen, token, workdir } => serve(&cli, listen, token, workdir).await,
         Command::Cache { command } => cache(&cli, command).await,
+        Command::Report { events, output } => report(events, output),
     }
 }
 
@@ -439,6 +452,24 @@ async fn serve(cli: &Cli, listen: &str, token: &Option<String>, workdir: &Option
     signals.recv().await;
     session.shutdown(GRACE).await;
     progress.finish(outputs.finish()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dagger-rs report`: the HTML report of recorded events.
+fn report(events: &std::path::Path, output: &Option<PathBuf>) -> Result<ExitCode, String> {
+    let records = dagger_engine::report::read_events(events).map_err(|e| format!("cannot read the events: {e}"))?;
+    let run = dagger_engine::report::Run::from_records(&records, None, None);
+    let out = output.clone().unwrap_or_else(|| events.with_extension("html"));
+    std::fs::write(&out, run.html()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let s = &run.summary;
+    println!(
+        "{}: {} operations run, {} cached, {} failed in {}",
+        out.display(),
+        s.run,
+        s.cached,
+        s.failed,
+        dagger_engine::report::duration(s.wall_ms)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -444,6 +444,24 @@ fn report_writes_an_html_timeline_and_json_lines_and_the_summary_says_where() {
         "{kinds:?}"
     );
 
+    // The events make the same report again.
+    let again = dir.path().join("again.html");
+    let out = dagger_rs(&cache)
+        .args(["report"])
+        .arg(dir.path().join("out/report.jsonl"))
+        .arg("--output")
+        .arg(&again)
+        .output()
+        .expect("report");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 operations run, 0 cached, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = std::fs::read_to_string(&again).expect("the report again");
+    assert!(again.contains("data-op=\"Directory.withNewFile\""));
+
     // The environment variable does the same; a path that cannot be written fails before anything runs.
     let from_env = dir.path().join("env.html");
     let out = dagger_rs(&cache)
@@ -474,6 +492,7 @@ fn every_subcommand_has_help() {
         &["run"],
         &["query"],
         &["serve"],
+        &["report"],
         &["cache"],
         &["cache", "prune"],
         &["cache", "info"],
@@ -483,12 +502,12 @@ fn every_subcommand_has_help() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         assert!(help.contains("Usage: dagger-rs"), "{args:?}: {help}");
         assert!(
-            help.contains("--progress"),
+            help.contains("--progress") && help.contains("--report"),
             "the global flags are listed for {args:?}: {help}"
         );
     }
     let top = text(&Command::new(BIN).arg("--help").output().expect("help").stdout);
-    for sub in ["session", "run", "query", "serve", "cache"] {
+    for sub in ["session", "run", "query", "serve", "report", "cache"] {
         assert!(top.contains(sub), "`{sub}` is listed: {top}");
     }
 }

@@ -94,7 +94,7 @@ fn hide_secret_variables(mut args: BTreeMap<String, Value>) -> BTreeMap<String, 
 }
 
 /// What a call does in a few words, from its (already scrubbed) arguments: the command of an exec, an
-/// address, a path (with what is put there), `NAME=value`, a name, a key.
+/// address, `NAME=value`, a path, a name, a key, a port.
 fn detail(args: &BTreeMap<String, Value>) -> String {
     let text = |k: &str| args.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     if let Some(Value::Array(argv)) = args.get("args")
@@ -116,6 +116,12 @@ fn detail(args: &BTreeMap<String, Value>) -> String {
         if let Some(v) = text(k) {
             return v.to_owned();
         }
+    }
+    if let Some(port) = args.get("port").and_then(Value::as_i64) {
+        return match text("protocol") {
+            Some(proto) => format!("{port}/{}", proto.to_ascii_lowercase()),
+            None => port.to_string(),
+        };
     }
     if let Some(Value::Array(paths)) = args.get("paths") {
         let paths: Vec<&str> = paths.iter().filter_map(Value::as_str).collect();
@@ -248,6 +254,12 @@ mod tests {
             &call("withMountedTemp", None, json!({ "path": "/tmp/x" })),
         );
         assert_eq!((mount.detail.as_str(), mount.role), ("/tmp/x", Role::Setting));
+        let port = describe(
+            &e,
+            "Container",
+            &call("withExposedPort", None, json!({ "port": 8080, "protocol": "TCP" })),
+        );
+        assert_eq!((port.detail.as_str(), port.role), ("8080/tcp", Role::Setting));
         let root = describe(&e, "Query", &call("container", None, json!({})));
         assert_eq!((root.detail.as_str(), root.role), ("", Role::Root));
     }

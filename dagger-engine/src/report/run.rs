@@ -256,32 +256,58 @@ impl Run {
     }
 }
 
-/// Marks the critical path: from the operation that ended last, back through the input that ended last
-/// before it started, to an operation with none. Returns its span and length.
+/// Marks the critical path: the chain of operations, each waiting for the one before, that ended last.
+///
+/// From the operation of work that ended last, it goes back to what that one waited for: the input that
+/// ended last before it started or, when the client asked for the operation only later (a value it read fed
+/// the next request, as a published reference feeds a `from`), the operation that ended last before it was
+/// asked for, whichever ended later. Starting points (`container`, `directory`) are left out: everything is
+/// built on them. Returns the path's span and how many operations of work it has.
 fn mark_critical_path(ops: &mut [Op]) -> (u64, usize) {
-    let ended = |op: &Op| match op.state {
-        State::Done | State::Failed | State::Cached => op.ended,
+    let ended = |op: &Op| match (op.state, op.role) {
+        (_, Role::Root) => None,
+        (State::Done | State::Failed | State::Cached, _) => op.ended,
         _ => None,
     };
-    let Some(mut at) = (0..ops.len())
-        .filter(|&i| ended(&ops[i]).is_some())
-        .max_by_key(|&i| (ended(&ops[i]), ops[i].start()))
+    // Every operation that ended, by its end (then its start): the candidates for "ended last before t".
+    let mut by_end: Vec<(u64, u64, usize)> = (0..ops.len())
+        .filter_map(|i| ended(&ops[i]).map(|e| (e, ops[i].start(), i)))
+        .collect();
+    by_end.sort_unstable();
+    let Some(&(end, _, mut at)) = by_end
+        .iter()
+        .rev()
+        .find(|(_, _, i)| ops[*i].role == Role::Work)
+        .or(by_end.last())
     else {
         return (0, 0);
     };
     let by_id: HashMap<String, usize> = ops.iter().enumerate().map(|(i, o)| (o.id.clone(), i)).collect();
-    let end = ended(&ops[at]).unwrap_or(0);
     let mut count = 0;
     loop {
         ops[at].critical = true;
-        count += 1;
+        if ops[at].role == Role::Work {
+            count += 1;
+        }
         let start = ops[at].start();
-        let next = ops[at]
+        let input = ops[at]
             .inputs
             .iter()
             .filter_map(|id| by_id.get(id).copied())
             .filter(|&i| !ops[i].critical && ended(&ops[i]).is_some_and(|e| e <= start))
-            .max_by_key(|&i| ended(&ops[i]));
+            .max_by_key(|&i| (ended(&ops[i]), ops[i].start()));
+        let asked = ops[at].queued.unwrap_or(start).min(start);
+        let before = by_end.partition_point(|(e, _, _)| *e <= asked);
+        let earlier = by_end[..before]
+            .iter()
+            .rev()
+            .find(|(_, _, i)| !ops[*i].critical && *i != at)
+            .map(|(_, _, i)| *i);
+        let next = match (input, earlier) {
+            (Some(a), Some(b)) if ended(&ops[b]) > ended(&ops[a]) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
         match next {
             Some(i) => at = i,
             None => break,
@@ -421,6 +447,33 @@ mod tests {
         assert_eq!(critical, ["base", "slow", "join"]);
         assert_eq!((run.summary.critical_ms, run.summary.critical_ops), (60, 3));
         assert_eq!(run.summary.peak_concurrency, 2, "fast and slow ran together");
+    }
+
+    #[test]
+    fn the_critical_path_goes_through_what_the_client_waited_for_and_not_the_starting_points() {
+        // container → build → publish; then the client reads the published reference and asks for `from` of
+        // it (no input of the build), then runs a test in it.
+        let records = vec![
+            rec(0, "root", EventKind::Cached, &[], Role::Root),
+            work(0, "build", EventKind::Queued, &["root"]),
+            work(1, "build", EventKind::Started, &["root"]),
+            work(30, "build", EventKind::Done(29), &[]),
+            work(30, "publish", EventKind::Started, &["build"]),
+            work(40, "publish", EventKind::Done(10), &[]),
+            work(41, "pull", EventKind::Queued, &["root"]),
+            work(41, "pull", EventKind::Started, &["root"]),
+            work(45, "pull", EventKind::Done(4), &[]),
+            work(45, "test", EventKind::Started, &["pull"]),
+            work(50, "test", EventKind::Done(5), &[]),
+            // Concurrent, unrelated, and ending before the client asked for `pull`: not on the path.
+            work(2, "lint", EventKind::Started, &["root"]),
+            work(20, "lint", EventKind::Done(18), &[]),
+        ];
+        let run = Run::from_records(&records, None, None);
+        let mut critical: Vec<&str> = run.ops.iter().filter(|o| o.critical).map(|o| o.id.as_str()).collect();
+        critical.sort_unstable();
+        assert_eq!(critical, ["build", "publish", "pull", "test"]);
+        assert_eq!((run.summary.critical_ms, run.summary.critical_ops), (49, 4));
     }
 
     #[test]
