@@ -228,33 +228,52 @@ async fn start_session(cli: &Cli, workdir: Option<PathBuf>) -> Result<(Session, 
 struct Outputs {
     report: Option<Report>,
     events: Option<Recorder>,
+    /// Spans over OTLP/HTTP, when the `OTEL_EXPORTER_OTLP_*` variables ask for them.
+    #[cfg(feature = "otel")]
+    tracing: Option<dagger_engine::report::Tracing>,
 }
 
 impl Outputs {
     /// Starts recording `engine`'s events for what `cli` asks; a path that cannot be written is an error
     /// now, before anything runs.
     fn start(cli: &Cli, engine: &Engine) -> Result<Self, String> {
-        if let Some(html) = &cli.report {
-            let report = Report::start(engine, html.clone(), cli.events.clone()).map_err(|e| e.to_string())?;
-            return Ok(Self {
-                report: Some(report),
-                events: None,
-            });
-        }
-        let events = match &cli.events {
-            Some(path) => {
-                let recorder = Recorder::new(Some(path)).map_err(|e| format!("events file {}: {e}", path.display()))?;
-                recorder.attach(engine);
-                Some(recorder)
+        #[cfg(feature = "otel")]
+        let tracing = match dagger_engine::report::Tracing::from_env()? {
+            Some(t) => {
+                t.attach(engine);
+                Some(t)
             }
             None => None,
         };
-        Ok(Self { report: None, events })
+        let (report, events) = match (&cli.report, &cli.events) {
+            (Some(html), events) => {
+                let report = Report::start(engine, html.clone(), events.clone()).map_err(|e| e.to_string())?;
+                (Some(report), None)
+            }
+            (None, Some(path)) => {
+                let recorder = Recorder::new(Some(path)).map_err(|e| format!("events file {}: {e}", path.display()))?;
+                recorder.attach(engine);
+                (None, Some(recorder))
+            }
+            (None, None) => (None, None),
+        };
+        Ok(Self {
+            report,
+            events,
+            #[cfg(feature = "otel")]
+            tracing,
+        })
     }
 
     /// Writes what was asked; returns the report's path for the summary line. A failure to write is said
     /// on stderr (the run itself is not failed by it).
     fn finish(self) -> Option<PathBuf> {
+        #[cfg(feature = "otel")]
+        if let Some(tracing) = &self.tracing
+            && let Err(e) = tracing.shutdown()
+        {
+            eprintln!("dagger-rs: {e}");
+        }
         if let Some(recorder) = self.events
             && let Err(e) = recorder.stop()
         {

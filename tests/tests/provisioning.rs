@@ -171,6 +171,56 @@ fn the_embedded_engine_writes_the_report_the_builder_or_the_environment_asks_for
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_engine_sends_spans_parented_on_the_programs_traceparent() {
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = std::sync::Arc::default();
+    let sink = bodies.clone();
+    let receiver = testkit::http::FakeServer::start(move |_, req| {
+        if req.target == "/v1/traces" {
+            sink.lock().expect("lock").push(req.body);
+        }
+        testkit::http::RawReply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+        }
+    })
+    .await;
+    let path = empty_path_dir();
+    let cache = scratch("otel-cache");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        probe_logs(&[
+            ("PATH", path.to_str().expect("utf-8")),
+            ("DAGGER_RS_CACHE_DIR", cache.to_str().expect("utf-8")),
+            ("PROBE_WORK", "1"),
+            ("TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(ok, "{out}\n{err}");
+    let mut names = Vec::new();
+    for body in bodies.lock().expect("lock").iter() {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("OTLP/JSON");
+        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{span}");
+                    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "{span}");
+                    names.push(span["name"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    }
+    assert!(
+        names.iter().any(|n| n == "Directory.withNewFile") && names.iter().any(|n| n == "Directory.withNewDirectory"),
+        "{names:?}"
+    );
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -1,6 +1,7 @@
 //! Run reports: every progress event of a session, kept and turned into one self-contained HTML file (a
 //! timeline of every operation, its arguments, logs and errors, a summary) and written as JSON lines for
-//! tools; and the text a person reads while it runs ([`Tracker`]).
+//! tools; the text a person reads while it runs ([`Tracker`]); and, with the feature `otel`, a span per
+//! operation over OTLP/HTTP (`Tracing`).
 //!
 //! It is the top layer: it reads the engine's events ([`Event`]) and nothing else of the engine, so the CLI
 //! (`dagger-rs run|session|serve|query --report PATH`) and the SDK's embedded engine
@@ -17,6 +18,8 @@
 //! ```
 
 mod html;
+#[cfg(feature = "otel")]
+mod otel;
 mod run;
 mod text;
 
@@ -28,6 +31,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "otel")]
+pub use otel::Tracing;
 pub use run::{Op, Run, State, Summary};
 pub use text::{Counts, Step, StepKind, Tracker, duration, short_label};
 

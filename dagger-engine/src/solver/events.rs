@@ -28,6 +28,36 @@ pub struct Event {
     /// On a `Failed` event of a process that ran and did not end as expected: its exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// On the `Queued`, `Started` and `Cached` events of an operation a client's request asked for: the
+    /// W3C `traceparent` that request carried (its spans are parented on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+tokio::task_local! {
+    /// The `traceparent` of the request being executed.
+    static TRACEPARENT: Option<String>;
+}
+
+/// Runs `fut` as the execution of a request that carried `traceparent`: the events of the operations it
+/// starts carry it.
+pub(crate) async fn with_traceparent<F: std::future::Future>(traceparent: Option<String>, fut: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, fut).await
+}
+
+/// The `traceparent` of the request being executed here, if it carried one.
+pub(crate) fn current_traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok().flatten()
+}
+
+/// Whether `s` is a W3C `traceparent` this engine follows: version `00`, a trace id and a parent id that are
+/// not all zeros, and flags, in lowercase hex (`00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`).
+pub(crate) fn valid_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [v, trace, parent, flags]
+        if *v == "00" && hex(trace, 32) && nonzero(trace) && hex(parent, 16) && nonzero(parent) && hex(flags, 2))
 }
 
 impl Event {
@@ -39,6 +69,7 @@ impl Event {
             kind,
             info: None,
             exit_code: None,
+            traceparent: None,
         }
     }
 
@@ -151,6 +182,32 @@ mod tests {
 
         let queued = serde_json::to_value(Event::new("Query.container", "x", EventKind::Queued)).expect("json");
         assert_eq!(queued, json!({ "op": "Query.container", "id": "x", "kind": "queued" }));
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_followed() {
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_traceparent_of_a_request_is_seen_by_what_it_runs() {
+        assert_eq!(current_traceparent(), None);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+        let seen = with_traceparent(Some(tp.clone()), async { current_traceparent() }).await;
+        assert_eq!(seen, Some(tp));
     }
 
     #[test]

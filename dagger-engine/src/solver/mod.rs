@@ -112,8 +112,14 @@ impl<V: Value, E: SolveError> Solver<V, E> {
         self.listeners.write().push(listener);
     }
 
-    /// Sends an event to the listeners and to the subscribers of this moment.
-    pub(crate) fn send(&self, event: Event) {
+    /// Sends an event to the listeners and to the subscribers of this moment; the events that describe an
+    /// operation get the `traceparent` of the request being executed.
+    pub(crate) fn send(&self, mut event: Event) {
+        if event.traceparent.is_none()
+            && matches!(event.kind, EventKind::Queued | EventKind::Started | EventKind::Cached)
+        {
+            event.traceparent = crate::solver::events::current_traceparent();
+        }
         for listener in self.listeners.read().iter() {
             listener(&event);
         }

@@ -4,13 +4,14 @@
 //! know the difference. Engine progress goes to the connection's log sink as the lines `dagger-rs` prints
 //! (each operation by what it does, settings folded into their command), with a summary line when the
 //! session ends; a report asked for ([`ConnectionBuilder::report`](crate::ConnectionBuilder::report) or
-//! `DAGGER_RS_REPORT`) is written then too.
+//! `DAGGER_RS_REPORT`) is written then too. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each operation is also a
+//! span sent over OTLP/HTTP, parented on the `traceparent` the SDK sends with its requests.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dagger_engine::report::{Report, Tracker};
+use dagger_engine::report::{Report, Tracing, Tracker};
 
 use super::{Endpoint, Options};
 use crate::error::SessionError;
@@ -21,6 +22,7 @@ use crate::logs::Logs;
 pub(crate) struct EmbeddedGuard {
     _session: dagger_engine::Session,
     report: Option<Report>,
+    tracing: Option<Tracing>,
     tracker: Option<Arc<Mutex<Tracker>>>,
     logs: Logs,
     started: Instant,
@@ -28,6 +30,11 @@ pub(crate) struct EmbeddedGuard {
 
 impl Drop for EmbeddedGuard {
     fn drop(&mut self) {
+        if let Some(tracing) = &self.tracing
+            && let Err(e) = tracing.shutdown()
+        {
+            self.logs.line(&e);
+        }
         let written = self.report.as_ref().and_then(|r| match r.finish() {
             Ok(_) => Some(r.html_path().to_owned()),
             Err(e) => {
@@ -69,6 +76,13 @@ pub(crate) async fn start(
         }
         None => None,
     };
+    // Spans over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_*` variables ask for them.
+    let tracing = Tracing::from_env().map_err(|e| SessionError::Embedded {
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(t) = &tracing {
+        t.attach(&session.engine);
+    }
     let tracker = logs.0.is_some().then(|| Arc::new(Mutex::new(Tracker::new())));
     if let Some(tracker) = &tracker {
         let mut events = session.engine.subscribe();
@@ -104,6 +118,7 @@ pub(crate) async fn start(
         EmbeddedGuard {
             _session: session,
             report,
+            tracing,
             tracker,
             logs: logs.clone(),
             started: Instant::now(),
