@@ -15,6 +15,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_dagger-rs");
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
+/// What the receiver got: the request line and content type, and the body.
+type Received = (String, Vec<u8>);
+
 /// Posts a query with the session token and, when given, a `traceparent`.
 async fn post(port: u16, token: &str, traceparent: Option<&str>, query: &str) -> Value {
     let mut req = reqwest::Client::new()
@@ -61,7 +64,7 @@ fn text_attr(span: &Value, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_is_a_span_parented_on_the_clients_traceparent() {
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
     let sink = received.clone();
     let receiver = FakeServer::start(move |_, req| {
         sink.lock().expect("lock").push((
