@@ -292,9 +292,12 @@ impl Tracker {
             "{mark} {} run, {} cached, {} failed in {wall}",
             c.run, c.cached, c.failed
         );
-        let unfinished = c.running + c.queued;
-        if unfinished > 0 {
-            out.push_str(&format!(", {unfinished} unfinished"));
+        if c.running > 0 {
+            out.push_str(&format!(", {} still running", c.running));
+        }
+        if c.queued > 0 {
+            // Asked for, and never started: what they are built from failed, or their request went away.
+            out.push_str(&format!(", {} not started", c.queued));
         }
         if c.settings > 0 {
             out.push_str(&format!(
@@ -427,9 +430,17 @@ mod tests {
             ]
         );
         assert_eq!(t.counts().failed, 2);
-        assert!(
-            t.summary_line(Duration::from_millis(1500), None)
-                .starts_with("✘ 0 run, 0 cached, 2 failed in 1.5s")
+        t.update(&ev(
+            "Container.withExec",
+            "z",
+            EventKind::Queued,
+            "make",
+            Role::Work,
+            &["x"],
+        ));
+        assert_eq!(
+            t.summary_line(Duration::from_millis(1500), None),
+            "✘ 0 run, 0 cached, 2 failed in 1.5s, 1 not started"
         );
     }
 
