@@ -11,7 +11,9 @@
 #   3. `cargo run -p examples --bin quickstart` with DAGGER_RS_REGISTRY_MIRRORS pointing Docker Hub names at
 #      that registry (unless you set it): tests and builds examples/app in rust:1-slim, packages it on
 #      debian:bookworm-slim, publishes it to 127.0.0.1:5000/quickstart-app:latest, runs the published image.
-# The SDK starts its embedded engine in-process, since no Dagger session or CLI is configured.
+# The SDK starts its embedded engine in-process, since no Dagger session or CLI is configured. It writes a
+# report of the run (DAGGER_RS_REPORT, default target/quickstart-report.html: a timeline of every operation,
+# self-contained HTML) and says where at the end.
 # Arguments are passed to the example (--address, --rust-image, --runtime-image, --app-dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,8 @@ step "offline images: cargo run -p xtask -- images"
 cargo run -p xtask -- images
 
 export DAGGER_RS_REGISTRY_MIRRORS="${DAGGER_RS_REGISTRY_MIRRORS:-docker.io=http://127.0.0.1:5000}"
+export DAGGER_RS_REPORT="${DAGGER_RS_REPORT:-$PWD/target/quickstart-report.html}"
 step "quickstart pipeline: cargo run -p examples --bin quickstart (DAGGER_RS_REGISTRY_MIRRORS=$DAGGER_RS_REGISTRY_MIRRORS)"
 cargo run -p examples --bin quickstart -- "$@"
 
-step "done"
+step "done; the run's report: $DAGGER_RS_REPORT (open it in a browser)"

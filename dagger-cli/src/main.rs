@@ -9,7 +9,8 @@
 //! - `graphql::{Request, Response, Data, execute}` for `query`;
 //! - `server::{check_token, random_token}` for `serve`;
 //! - `store::Store` (`open`, `prune`, `size`) and `cleanup::start` for `cache`;
-//! - `Event` and `EventKind` for the progress display.
+//! - `Event` and `EventKind` for the progress display, `report::{Report, Recorder, Tracker}` for `--report`,
+//!   `--events` and the progress text.
 
 mod progress;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dagger_engine::graphql::{Data, Response};
+use dagger_engine::report::{Recorder, Report};
 use dagger_engine::{Config, Engine, Session};
 use serde_json::Value;
 
@@ -32,7 +34,8 @@ use crate::progress::{Progress, ProgressMode};
     version,
     about,
     after_help = "Progress goes to standard error: live spinners on a terminal, one line per operation \
-                  otherwise (see --progress); --quiet turns it off.\n\
+                  otherwise (see --progress), then a summary line; --quiet turns it off. --report PATH (or \
+                  DAGGER_RS_REPORT) writes an HTML report of the run.\n\
                   SDKs find the engine through `dagger-rs run <cmd>` (DAGGER_SESSION_PORT and \
                   DAGGER_SESSION_TOKEN) or by starting `dagger-rs session` (_EXPERIMENTAL_DAGGER_CLI_BIN)."
 )]
@@ -47,6 +50,15 @@ struct Cli {
     /// `tty` (live spinners and coloured lines).
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, env = "DAGGER_RS_PROGRESS")]
     progress: ProgressMode,
+    /// Write a report of the run to PATH when it ends: one self-contained HTML file (a timeline of every
+    /// operation, its arguments, logs and errors, a summary), with its events as JSON lines beside it
+    /// (`PATH` with the extension `.jsonl`, or --events). For `run`, `session`, `serve` and `query`.
+    #[arg(long, global = true, value_name = "PATH", env = "DAGGER_RS_REPORT")]
+    report: Option<PathBuf>,
+    /// Write every progress event as a JSON line to PATH as it happens (with --report: instead of next to
+    /// the report).
+    #[arg(long, global = true, value_name = "PATH", env = "DAGGER_RS_EVENTS")]
+    events: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +128,18 @@ enum Command {
         /// The directory relative host paths resolve against (default: the current directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
+    },
+    /// Make the HTML report of a run from its events (the JSON lines `--report` or `--events` wrote).
+    #[command(long_about = "Make the HTML report of a run from its events.\n\n\
+        Reads the JSON lines `--report PATH` (PATH with the extension .jsonl) or `--events PATH` wrote, one \
+        event a line, and writes the self-contained HTML report of that run to --output (default: the events \
+        file with the extension .html). The run's time starts at its first event.")]
+    Report {
+        /// The events file.
+        events: PathBuf,
+        /// Where to write the HTML report.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Show or prune the cache directory.
     Cache {
@@ -190,12 +214,80 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start_session(cli: &Cli, workdir: Option<PathBuf>) -> Result<(Session, Progress), String> {
+async fn start_session(cli: &Cli, workdir: Option<PathBuf>) -> Result<(Session, Progress, Outputs), String> {
     let session = Session::start(config(&cli.cache_dir, workdir)?)
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;
+    let outputs = Outputs::start(cli, &session.engine)?;
     let progress = Progress::start(session.engine.subscribe_with_start_report(), cli.progress, cli.quiet);
-    Ok((session, progress))
+    Ok((session, progress, outputs))
+}
+
+/// What a run leaves behind when asked: the HTML report and its JSON lines (`--report`), or the JSON lines
+/// alone (`--events`).
+struct Outputs {
+    report: Option<Report>,
+    events: Option<Recorder>,
+    /// Spans over OTLP/HTTP, when the `OTEL_EXPORTER_OTLP_*` variables ask for them.
+    #[cfg(feature = "otel")]
+    tracing: Option<dagger_engine::report::Tracing>,
+}
+
+impl Outputs {
+    /// Starts recording `engine`'s events for what `cli` asks; a path that cannot be written is an error
+    /// now, before anything runs.
+    fn start(cli: &Cli, engine: &Engine) -> Result<Self, String> {
+        #[cfg(feature = "otel")]
+        let tracing = match dagger_engine::report::Tracing::from_env()? {
+            Some(t) => {
+                t.attach(engine);
+                Some(t)
+            }
+            None => None,
+        };
+        let (report, events) = match (&cli.report, &cli.events) {
+            (Some(html), events) => {
+                let report = Report::start(engine, html.clone(), events.clone()).map_err(|e| e.to_string())?;
+                (Some(report), None)
+            }
+            (None, Some(path)) => {
+                let recorder = Recorder::new(Some(path)).map_err(|e| format!("events file {}: {e}", path.display()))?;
+                recorder.attach(engine);
+                (None, Some(recorder))
+            }
+            (None, None) => (None, None),
+        };
+        Ok(Self {
+            report,
+            events,
+            #[cfg(feature = "otel")]
+            tracing,
+        })
+    }
+
+    /// Writes what was asked; returns the report's path for the summary line. A failure to write is said
+    /// on stderr (the run itself is not failed by it).
+    fn finish(self) -> Option<PathBuf> {
+        #[cfg(feature = "otel")]
+        if let Some(tracing) = &self.tracing
+            && let Err(e) = tracing.shutdown()
+        {
+            eprintln!("dagger-rs: {e}");
+        }
+        if let Some(recorder) = self.events
+            && let Err(e) = recorder.stop()
+        {
+            eprintln!("dagger-rs: cannot write the events: {e}");
+        }
+        let report = self.report?;
+        match report.finish() {
+            Ok(_) => Some(report.html_path().to_owned()),
+            Err(e) => {
+                eprintln!("dagger-rs: cannot write the report: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// How long a stopping engine waits for the requests in flight once their containers are killed, and how
@@ -253,13 +345,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Query { document, workdir } => query(&cli, document, workdir).await,
         Command::Serve { listen, token, workdir } => serve(&cli, listen, token, workdir).await,
         Command::Cache { command } => cache(&cli, command).await,
+        Command::Report { events, output } => report(events, output),
     }
 }
 
 /// Start a session for `dagger-rs session`: the handshake on stdout, until stdin closes or a signal.
 async fn session(cli: &Cli, labels: &[String], workdir: &Option<PathBuf>) -> Result<ExitCode, String> {
     let mut signals = StopSignals::new()?;
-    let (session, progress) = start_session(cli, workdir.clone()).await?;
+    let (session, progress, outputs) = start_session(cli, workdir.clone()).await?;
     if !labels.is_empty() && !cli.quiet {
         eprintln!("session for {}", labels.join(", "));
     }
@@ -274,7 +367,7 @@ async fn session(cli: &Cli, labels: &[String], workdir: &Option<PathBuf>) -> Res
         () = signals.recv() => {}
     }
     session.shutdown(GRACE).await;
-    progress.finish().await;
+    progress.finish(outputs.finish()).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -282,7 +375,7 @@ async fn session(cli: &Cli, labels: &[String], workdir: &Option<PathBuf>) -> Res
 async fn run_command(cli: &Cli, workdir: &Option<PathBuf>, cmd: &[String]) -> Result<ExitCode, String> {
     let (program, args) = cmd.split_first().ok_or("nothing to run: give a command")?;
     let mut signals = StopSignals::new()?;
-    let (session, progress) = start_session(cli, workdir.clone()).await?;
+    let (session, progress, outputs) = start_session(cli, workdir.clone()).await?;
     let child = tokio::process::Command::new(program)
         .args(args)
         .env("DAGGER_SESSION_PORT", session.port.to_string())
@@ -292,7 +385,7 @@ async fn run_command(cli: &Cli, workdir: &Option<PathBuf>, cmd: &[String]) -> Re
         Ok(c) => c,
         Err(e) => {
             session.shutdown(GRACE).await;
-            progress.finish().await;
+            progress.finish(outputs.finish()).await;
             if e.kind() == std::io::ErrorKind::NotFound {
                 eprintln!("dagger-rs: cannot run `{program}`: command not found (is it installed and on PATH?)");
                 return Ok(ExitCode::from(127));
@@ -323,7 +416,7 @@ async fn run_command(cli: &Cli, workdir: &Option<PathBuf>, cmd: &[String]) -> Re
         }
     };
     session.shutdown(GRACE).await;
-    progress.finish().await;
+    progress.finish(outputs.finish()).await;
     Ok(code)
 }
 
@@ -343,13 +436,14 @@ async fn query(cli: &Cli, document: &Option<String>, workdir: &Option<PathBuf>) 
         return Err("no query: pass a document as the argument or on stdin".into());
     }
     let engine = Engine::new(config(&cli.cache_dir, workdir.clone())?).map_err(|e| e.to_string())?;
+    let outputs = Outputs::start(cli, &engine)?;
     let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
     let req = dagger_engine::graphql::Request {
         query: document,
         ..Default::default()
     };
     let response = dagger_engine::graphql::execute(&engine, req).await;
-    progress.finish().await;
+    progress.finish(outputs.finish()).await;
     print_response(&response)
 }
 
@@ -371,11 +465,30 @@ async fn serve(cli: &Cli, listen: &str, token: &Option<String>, workdir: &Option
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("serving on http://{addr}/query (token: {token}); Ctrl-C stops");
+    let outputs = Outputs::start(cli, &engine)?;
     let progress = Progress::start(engine.subscribe_with_start_report(), cli.progress, cli.quiet);
     let session = Session::serve(listener, token, engine).map_err(|e| e.to_string())?;
     signals.recv().await;
     session.shutdown(GRACE).await;
-    progress.finish().await;
+    progress.finish(outputs.finish()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dagger-rs report`: the HTML report of recorded events.
+fn report(events: &std::path::Path, output: &Option<PathBuf>) -> Result<ExitCode, String> {
+    let records = dagger_engine::report::read_events(events).map_err(|e| format!("cannot read the events: {e}"))?;
+    let run = dagger_engine::report::Run::from_records(&records, None, None);
+    let out = output.clone().unwrap_or_else(|| events.with_extension("html"));
+    std::fs::write(&out, run.html()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let s = &run.summary;
+    println!(
+        "{}: {} operations run, {} cached, {} failed in {}",
+        out.display(),
+        s.run,
+        s.cached,
+        s.failed,
+        dagger_engine::report::duration(s.wall_ms)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

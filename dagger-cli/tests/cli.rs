@@ -17,7 +17,9 @@ fn dagger_rs(cache: &tempfile::TempDir) -> Command {
     // The caller's environment must not leak into the tests.
     cmd.env_remove("DAGGER_SESSION_TOKEN")
         .env_remove("DAGGER_SESSION_PORT")
-        .env_remove("DAGGER_RS_PROGRESS");
+        .env_remove("DAGGER_RS_PROGRESS")
+        .env_remove("DAGGER_RS_REPORT")
+        .env_remove("DAGGER_RS_EVENTS");
     cmd
 }
 
@@ -355,7 +357,16 @@ fn progress_is_plain_lines_off_a_terminal_and_quiet_silences_it() {
     let cache = cache();
     let out = dagger_rs(&cache).args(["query", BUILD]).output().expect("query");
     let err = text(&out.stderr);
-    assert!(err.contains("✔ Directory.withNewFile ["), "{err}");
+    assert!(
+        err.contains("✔ withNewFile a.txt ["),
+        "each operation by what it does: {err}"
+    );
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("✔ 1 run, 0 cached, 0 failed in ")),
+        "a summary line ends it: {err}"
+    );
     assert!(!err.contains('\x1b'), "no escape codes off a terminal: {err:?}");
 
     let out = dagger_rs(&cache)
@@ -368,7 +379,7 @@ fn progress_is_plain_lines_off_a_terminal_and_quiet_silences_it() {
         .output()
         .expect("query");
     let err = text(&out.stderr);
-    assert!(err.contains("Directory.withNewFile") && err.contains('\x1b'), "{err:?}");
+    assert!(err.contains("withNewFile b") && err.contains('\x1b'), "{err:?}");
 
     let out = dagger_rs(&cache)
         .args([
@@ -394,6 +405,86 @@ fn progress_is_plain_lines_off_a_terminal_and_quiet_silences_it() {
 }
 
 #[test]
+fn report_writes_an_html_timeline_and_json_lines_and_the_summary_says_where() {
+    let cache = cache();
+    let dir = tempfile::tempdir().expect("dir");
+    let html = dir.path().join("out/report.html");
+    let out = dagger_rs(&cache)
+        .arg("--report")
+        .arg(&html)
+        .args(["query", BUILD])
+        .output()
+        .expect("query");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.ends_with(&format!("· report: {}", html.display()))),
+        "{err}"
+    );
+    let page = std::fs::read_to_string(&html).expect("the report");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("data-op=\"Directory.withNewFile\""));
+    let events = std::fs::read_to_string(dir.path().join("out/report.jsonl")).expect("the events");
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            assert!(v["at"].as_u64().is_some(), "{l}");
+            format!(
+                "{} {}",
+                v["op"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"Directory.withNewFile started".to_owned())
+            && kinds.contains(&"Directory.withNewFile done".to_owned()),
+        "{kinds:?}"
+    );
+
+    // The events make the same report again.
+    let again = dir.path().join("again.html");
+    let out = dagger_rs(&cache)
+        .args(["report"])
+        .arg(dir.path().join("out/report.jsonl"))
+        .arg("--output")
+        .arg(&again)
+        .output()
+        .expect("report");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 operations run, 0 cached, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = std::fs::read_to_string(&again).expect("the report again");
+    assert!(again.contains("data-op=\"Directory.withNewFile\""));
+
+    // The environment variable does the same; a path that cannot be written fails before anything runs.
+    let from_env = dir.path().join("env.html");
+    let out = dagger_rs(&cache)
+        .env("DAGGER_RS_REPORT", &from_env)
+        .args(["--quiet", "query", BUILD])
+        .output()
+        .expect("query");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(from_env.exists() && dir.path().join("env.jsonl").exists());
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"").expect("file");
+    let out = dagger_rs(&cache)
+        .arg("--report")
+        .arg(blocked.join("report.html"))
+        .args(["query", BUILD])
+        .output()
+        .expect("query");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("report file"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).is_empty(), "nothing ran");
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [
         &[][..],
@@ -401,6 +492,7 @@ fn every_subcommand_has_help() {
         &["run"],
         &["query"],
         &["serve"],
+        &["report"],
         &["cache"],
         &["cache", "prune"],
         &["cache", "info"],
@@ -410,12 +502,12 @@ fn every_subcommand_has_help() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         assert!(help.contains("Usage: dagger-rs"), "{args:?}: {help}");
         assert!(
-            help.contains("--progress"),
+            help.contains("--progress") && help.contains("--report"),
             "the global flags are listed for {args:?}: {help}"
         );
     }
     let top = text(&Command::new(BIN).arg("--help").output().expect("help").stdout);
-    for sub in ["session", "run", "query", "serve", "cache"] {
+    for sub in ["session", "run", "query", "serve", "report", "cache"] {
         assert!(top.contains(sub), "`{sub}` is listed: {top}");
     }
 }

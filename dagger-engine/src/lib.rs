@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! Five layers, each using only its own and those below it:
+//! - [`report`]: run reports (the events of a session as an HTML timeline and JSON lines) and the progress
+//!   text people read, made from events alone;
 //! - [`graphql`]: the HTTP server, the executor (generic over a resolver), input coercion, the served schema,
 //!   and the core API as a resolver;
 //! - `ops`: the engine of a session ([`Engine`], [`Config`]), one module per core type (directory, file,
@@ -19,6 +21,7 @@
 pub mod graphql;
 pub mod model;
 pub(crate) mod ops;
+pub mod report;
 pub(crate) mod solver;
 pub mod store;
 pub(crate) mod worker;
@@ -26,7 +29,7 @@ pub(crate) mod worker;
 pub use graphql::{schema, server};
 pub use model::{ids, tree};
 pub use ops::engine::{Config, ConfigError, Engine};
-pub use solver::events::{Event, EventKind};
+pub use solver::events::{Event, EventKind, OpInfo, Role};
 pub use worker::{cleanup, network, oci, runtime, snapshot};
 
 /// Where the engine's session types were before the layers: `engine::{Config, Engine, Event, EventKind}`.

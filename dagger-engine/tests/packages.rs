@@ -28,7 +28,8 @@ fn listed_for(command: &str) -> Vec<String> {
 fn each_command_lists_the_packages_its_tools_come_from() {
     let test = listed_for("test");
     // What the test suites run: the runtimes, busybox for images and root filesystems, the registry, the
-    // Debian image builder, independent image tools, networking, and the Python SDK's venv.
+    // Debian image builder, independent image tools, networking, the Python SDK's venv, and the browser that
+    // renders run reports.
     for p in [
         "runc",
         "crun",
@@ -40,6 +41,7 @@ fn each_command_lists_the_packages_its_tools_come_from() {
         "iproute2",
         "iptables",
         "python3-venv",
+        "chromium",
     ] {
         assert!(
             test.iter().any(|t| t == p),

@@ -95,6 +95,7 @@ impl std::fmt::Debug for ConnectionBuilder {
             .field("cli_bin", &self.opts.cli_bin)
             .field("cli_timeout", &self.opts.cli_timeout)
             .field("workdir", &self.opts.workdir)
+            .field("report", &self.opts.report)
             .field("logs", &self.logs)
             .finish_non_exhaustive()
     }
@@ -131,6 +132,19 @@ impl ConnectionBuilder {
     /// `embedded` feature; `DAGGER_RS_EMBEDDED=0` also turns it off).
     pub fn embedded(mut self, on: bool) -> Self {
         self.opts.embedded = on;
+        self
+    }
+
+    /// Writes a report of the session's run to `path` when the session ends: one self-contained HTML file
+    /// (a timeline of every operation, its arguments with secrets as `***`, its logs and errors, a summary)
+    /// and its events as JSON lines beside it (`path` with the extension `.jsonl`). The path is also logged,
+    /// with a summary line.
+    ///
+    /// The embedded engine writes it (`DAGGER_RS_REPORT=path` does the same without code); a `dagger-rs
+    /// session` started by the SDK is asked to through that variable; a session found through
+    /// `DAGGER_SESSION_PORT` writes one only when its own command line asks (`dagger-rs run --report`).
+    pub fn report(mut self, path: impl Into<PathBuf>) -> Self {
+        self.opts.report = Some(path.into());
         self
     }
 

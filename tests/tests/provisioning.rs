@@ -126,6 +126,101 @@ fn with_nothing_configured_the_embedded_engine_runs() {
     assert_eq!(out, format!("OK dagger-rs-engine v{}", env!("CARGO_PKG_VERSION")));
 }
 
+/// Runs the probe with exactly these environment variables; returns whether it succeeded, its stdout and
+/// its stderr (where the SDK's default log sink writes).
+fn probe_logs(vars: &[(&str, &str)]) -> (bool, String, String) {
+    let out: Output = Command::new(PROBE)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run probe");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_embedded_engine_writes_the_report_the_builder_or_the_environment_asks_for() {
+    let path = empty_path_dir();
+    let dir = scratch("report-out");
+    for (var, name) in [("PROBE_REPORT", "builder.html"), ("DAGGER_RS_REPORT", "env.html")] {
+        // A cache of its own each time, so every operation runs.
+        let cache = dir.join(format!("{name}-cache"));
+        let html = dir.join(name);
+        let (ok, out, err) = probe_logs(&[
+            ("PATH", path.to_str().expect("utf-8")),
+            ("DAGGER_RS_CACHE_DIR", cache.to_str().expect("utf-8")),
+            ("PROBE_WORK", "1"),
+            (var, html.to_str().expect("utf-8")),
+        ]);
+        assert!(ok, "{out}\n{err}");
+        // Progress by what each operation does, then the summary line naming the report.
+        assert!(err.contains("withNewFile probe.txt ["), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(" run, ") && last.ends_with(&format!("· report: {}", html.display())),
+            "{err}"
+        );
+        let page = std::fs::read_to_string(&html).expect("the report");
+        for op in ["Directory.withNewFile", "Directory.withNewDirectory"] {
+            assert!(page.contains(&format!("data-op=\"{op}\"")), "{op} in the {name} report");
+        }
+        assert!(html.with_extension("jsonl").exists(), "its events beside it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_engine_sends_spans_parented_on_the_programs_traceparent() {
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = std::sync::Arc::default();
+    let sink = bodies.clone();
+    let receiver = testkit::http::FakeServer::start(move |_, req| {
+        if req.target == "/v1/traces" {
+            sink.lock().expect("lock").push(req.body);
+        }
+        testkit::http::RawReply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+        }
+    })
+    .await;
+    let path = empty_path_dir();
+    let cache = scratch("otel-cache");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        probe_logs(&[
+            ("PATH", path.to_str().expect("utf-8")),
+            ("DAGGER_RS_CACHE_DIR", cache.to_str().expect("utf-8")),
+            ("PROBE_WORK", "1"),
+            ("TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(ok, "{out}\n{err}");
+    let mut names = Vec::new();
+    for body in bodies.lock().expect("lock").iter() {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("OTLP/JSON");
+        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{span}");
+                    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "{span}");
+                    names.push(span["name"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    }
+    assert!(
+        names.iter().any(|n| n == "Directory.withNewFile") && names.iter().any(|n| n == "Directory.withNewDirectory"),
+        "{names:?}"
+    );
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -205,6 +205,14 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
         }
     };
     drop(body);
+    // The client's trace context, when it sends a well-formed one: the spans of what this request runs are
+    // its children.
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| crate::solver::events::valid_traceparent(v))
+        .map(str::to_owned);
     let engine = state.engine.clone();
     engine.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = tokio::runtime::Handle::current();
@@ -217,8 +225,12 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
             handle.block_on(async move {
                 // When the client goes away, hyper drops this handler and with it `rx`: stop executing. The
                 // execution is dropped here, on the large stack, as deep as it nests.
+                let execution = crate::solver::events::with_traceparent(
+                    traceparent,
+                    crate::graphql::resolver::execute(&engine, req),
+                );
                 let response = tokio::select! {
-                    response = crate::graphql::resolver::execute(&engine, req) => response,
+                    response = execution => response,
                     () = tx.closed() => return,
                 };
                 // Serialized (and dropped) here too: a deep chain is a deep response.

@@ -222,12 +222,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The version of what the operations compute. A call's digest (an object's ID) names what was asked, not
-/// how it was computed; when an operation comes to compute something else for the same call (a fix, a
-/// behaviour matched to the real Dagger engine), this changes, and results and layers stored under another
-/// epoch are not reused (they are left to pruning). Bump it with every such change.
-pub(crate) const OPS_EPOCH: &str = "ops-2";
-
 impl Engine {
     /// An engine over the cache directory of `config`.
     pub fn new(config: Config) -> Result<Arc<Self>, crate::store::StoreError> {
@@ -235,7 +229,7 @@ impl Engine {
         let collected = crate::worker::cleanup::start(&store);
         Ok(Arc::new(Self {
             config,
-            solver: Arc::new(Solver::new(store.clone(), OPS_EPOCH)),
+            solver: Arc::new(Solver::new(store.clone(), crate::ops::epoch::OPS_EPOCH)),
             store,
             secrets: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
@@ -263,13 +257,20 @@ impl Engine {
     pub fn subscribe_with_start_report(&self) -> broadcast::Receiver<Event> {
         let rx = self.solver.subscribe();
         if !self.collected.is_empty() && !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.solver.send(Event {
-                op: "engine".to_owned(),
-                id: "start".to_owned(),
-                kind: EventKind::Log(self.collected.to_string()),
-            });
+            self.solver.send(Event::new(
+                "engine",
+                "start",
+                EventKind::Log(self.collected.to_string()),
+            ));
         }
         rx
+    }
+
+    /// Hands every progress event from now on to `listener`, synchronously, as it is sent: unlike a
+    /// [`subscribe`](Self::subscribe)r, a listener never misses an event when many come at once (a run
+    /// report). It must be quick and must not block; it lives as long as the engine.
+    pub fn listen(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
+        self.solver.listen(Arc::new(listener));
     }
 
     /// Stops running work: kills every container this engine runs, and starts no new one (execs asked for
@@ -288,6 +289,11 @@ impl Engine {
     /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
     pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
         self.solver.emit_event(op, digest, kind);
+    }
+
+    /// Sends an event made by the operations (a leaf's own progress, with its description).
+    pub(crate) fn send_event(&self, event: Event) {
+        self.solver.send(event);
     }
 
     /// The container runtime, detected on first use (`DAGGER_RS_RUNTIME`, default `runc`).
@@ -354,6 +360,11 @@ impl Engine {
     /// Keeps a secret's plaintext in session memory (never on disk, never in an ID).
     pub(crate) fn set_secret(&self, d: &Digest, plaintext: String) {
         self.secrets.lock().insert(d.clone(), plaintext);
+    }
+
+    /// Every secret plaintext this session holds (to keep them out of what events show).
+    pub(crate) fn secret_plaintexts(&self) -> Vec<String> {
+        self.secrets.lock().values().cloned().collect()
     }
 
     /// A secret's plaintext, if this session holds it.

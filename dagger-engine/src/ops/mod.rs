@@ -5,8 +5,10 @@
 
 pub(crate) mod args;
 pub(crate) mod container;
+pub(crate) mod describe;
 pub(crate) mod directory;
 pub(crate) mod engine;
+pub(crate) mod epoch;
 pub(crate) mod error;
 pub(crate) mod fields;
 pub(crate) mod file;

@@ -260,7 +260,7 @@ pub(crate) async fn leaf(
         return fields.get(name).cloned().ok_or_else(|| OpError::unsupported(ty, name));
     }
     match (Field::parse(ty, name, args)?, v) {
-        (Field::Container(f), Evaluated::Container(st)) => crate::ops::container::leaf(engine, f, st).await,
+        (Field::Container(f), Evaluated::Container(st)) => crate::ops::container::leaf(engine, f, st, d).await,
         (Field::Directory(f), Evaluated::Dir { tree, name }) => crate::ops::directory::leaf(engine, f, tree, name),
         (Field::File(f), Evaluated::File { name, entry }) => crate::ops::file::leaf(engine, f, name, entry),
         (Field::Secret(f), Evaluated::Secret { .. }) => crate::ops::secret::leaf(engine, f, v, d).await,
@@ -342,6 +342,14 @@ impl Compute<Evaluated, OpError> for Engine {
             self.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             compute(&self, &call).await
         })
+    }
+
+    fn describe(&self, owner: &str, call: &Call) -> crate::solver::events::OpInfo {
+        crate::ops::describe::describe(self, owner, call)
+    }
+
+    fn exit_code(&self, error: &OpError) -> Option<i32> {
+        error.exec.as_ref().map(|f| f.exit_code)
     }
 }
 

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use crate::model::ids::{Call, Digest};
-use crate::solver::events::{Event, EventKind};
+use crate::solver::events::{Event, EventKind, OpInfo};
 use crate::solver::results::Results;
 use crate::store::Store;
 
@@ -49,11 +49,28 @@ pub(crate) trait SolveError: From<SolverError> + Clone + std::fmt::Display + Sen
 
 impl<E: From<SolverError> + Clone + std::fmt::Display + Send + Sync + 'static> SolveError for E {}
 
-/// How a call is computed, once its inputs (parent and object arguments) are ready.
+/// How a call is computed, once its inputs (parent and object arguments) are ready, and how its progress
+/// events describe it.
 pub(crate) trait Compute<V, E>: Send + Sync {
     /// Computes the value of `call`.
     fn compute(self: Arc<Self>, call: Call) -> BoxFuture<'static, Result<V, E>>;
+
+    /// What `call`, a field of the type `owner`, does, for its events (the solver fills in the inputs).
+    fn describe(&self, owner: &str, call: &Call) -> OpInfo {
+        let _ = (owner, call);
+        OpInfo::default()
+    }
+
+    /// The exit code of a process whose failure `error` is, for the `Failed` event.
+    fn exit_code(&self, error: &E) -> Option<i32> {
+        let _ = error;
+        None
+    }
 }
+
+/// A function that sees every event, synchronously, as it is sent (a run report): unlike a subscriber, it
+/// never misses one when many come at once.
+pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 type EvalResult<V, E> = Result<Arc<V>, E>;
 type EvalFuture<V, E> = Shared<BoxFuture<'static, EvalResult<V, E>>>;
@@ -70,6 +87,7 @@ pub(crate) struct Solver<V, E> {
     results: Results<V>,
     in_flight: Mutex<HashMap<Digest, WeakEvalFuture<V, E>>>,
     events: broadcast::Sender<Event>,
+    listeners: parking_lot::RwLock<Vec<Listener>>,
 }
 
 impl<V: Value, E: SolveError> Solver<V, E> {
@@ -84,6 +102,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
             results: Results::default(),
             in_flight: Mutex::default(),
             events,
+            listeners: parking_lot::RwLock::default(),
         }
     }
 
@@ -92,31 +111,62 @@ impl<V: Value, E: SolveError> Solver<V, E> {
         self.events.subscribe()
     }
 
-    /// Sends an event to the subscribers of this moment.
-    pub(crate) fn send(&self, event: Event) {
+    /// Hands every event from now on to `listener`, as it is sent.
+    pub(crate) fn listen(&self, listener: Listener) {
+        self.listeners.write().push(listener);
+    }
+
+    /// Sends an event to the listeners and to the subscribers of this moment; the events that describe an
+    /// operation get the `traceparent` of the request being executed.
+    pub(crate) fn send(&self, mut event: Event) {
+        if event.traceparent.is_none()
+            && matches!(event.kind, EventKind::Queued | EventKind::Started | EventKind::Cached)
+        {
+            event.traceparent = crate::solver::events::current_traceparent();
+        }
+        for listener in self.listeners.read().iter() {
+            listener(&event);
+        }
         let _ = self.events.send(event);
     }
 
-    /// Reports an event of a call.
-    fn emit(&self, call: &Call, digest: &Digest, kind: EventKind) {
-        // Name the operation after the type the field belongs to (`Directory.file`, `Query.container`).
-        let owner = match &call.parent {
+    /// Reports an event of a call; `compute` describes the call on the events that carry a description.
+    fn emit(&self, call: &Call, digest: &Digest, kind: EventKind, compute: &dyn Compute<V, E>) {
+        let owner = self.owner(call);
+        let info = matches!(kind, EventKind::Queued | EventKind::Started | EventKind::Cached).then(|| {
+            let mut info = compute.describe(&owner, call);
+            info.inputs = call.inputs().iter().map(short).collect();
+            Box::new(info)
+        });
+        self.send(Event {
+            info,
+            ..Event::new(format!("{owner}.{}", call.field), short(digest), kind)
+        });
+    }
+
+    /// Reports the failure of a call, with the exit code of the process that failed, if one did.
+    fn emit_failure(&self, call: &Call, digest: &Digest, message: String, exit_code: Option<i32>) {
+        let op = format!("{}.{}", self.owner(call), call.field);
+        self.send(Event {
+            exit_code,
+            ..Event::new(op, short(digest), EventKind::Failed(message))
+        });
+    }
+
+    /// The type a call's field belongs to (`Directory` for `Directory.file`), which names the operation.
+    fn owner(&self, call: &Call) -> String {
+        match &call.parent {
             None => "Query".to_owned(),
             Some(p) => self
                 .call(p)
                 .map(|c| c.type_name)
                 .unwrap_or_else(|| call.type_name.clone()),
-        };
-        self.emit_event(&format!("{owner}.{}", call.field), digest, kind);
+        }
     }
 
     /// Reports an event of an operation that is not a call (a leaf that does work, such as `publish`).
     pub(crate) fn emit_event(&self, op: &str, digest: &Digest, kind: EventKind) {
-        self.send(Event {
-            op: op.to_owned(),
-            id: digest.as_str()[..12].to_owned(),
-            kind,
-        });
+        self.send(Event::new(op, short(digest), kind));
     }
 
     /// Registers a call, returning its digest (the object's identity).
@@ -160,7 +210,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
     }
 
     /// A result from memory or, reported as cached, from disk.
-    fn ready(&self, d: &Digest, call: &Call) -> Option<Arc<V>> {
+    fn ready(&self, d: &Digest, call: &Call, compute: &dyn Compute<V, E>) -> Option<Arc<V>> {
         if let Some(v) = self.results.get(d) {
             return Some(v);
         }
@@ -168,7 +218,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
             .store
             .get_json::<V>("results", &self.result_key(d))
             .filter(|v| v.intact(&self.store))?;
-        self.emit(call, d, EventKind::Cached);
+        self.emit(call, d, EventKind::Cached, compute);
         let v = Arc::new(v);
         self.results.remember(d, &v, true);
         Some(v)
@@ -176,7 +226,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
 
     /// The objects `d` depends on that are not ready yet, dependencies first, found with an explicit stack
     /// (a chain of any length costs no native stack). Results found on disk on the way are loaded.
-    fn missing_inputs(&self, d: &Digest) -> Result<Vec<(Digest, Call)>, SolverError> {
+    fn missing_inputs(&self, d: &Digest, compute: &dyn Compute<V, E>) -> Result<Vec<(Digest, Call)>, SolverError> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         seen.insert(d.clone());
@@ -197,7 +247,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
                 continue;
             }
             let call = self.call(&digest).ok_or_else(|| SolverError::Unknown(digest.clone()))?;
-            if let Some(v) = self.ready(&digest, &call) {
+            if let Some(v) = self.ready(&digest, &call, compute) {
                 held.push(v);
                 continue;
             }
@@ -231,11 +281,26 @@ impl<V: Value, E: SolveError> Solver<V, E> {
                 return Ok(v);
             }
             let call = this.call(&d).ok_or_else(|| E::from(SolverError::Unknown(d.clone())))?;
-            if let Some(v) = this.ready(&d, &call) {
+            if let Some(v) = this.ready(&d, &call, &*compute) {
                 return Ok(v);
             }
+            let missing = this.missing_inputs(&d, &*compute).map_err(E::from)?;
+            // What has to run, in the order it will: queued until it starts (unless it is running already).
+            {
+                let in_flight = this.in_flight.lock();
+                let waiting: Vec<&(Digest, Call)> =
+                    missing.iter().filter(|(dep, _)| !in_flight.contains_key(dep)).collect();
+                let root_waits = !in_flight.contains_key(&d);
+                drop(in_flight);
+                for (dep, dep_call) in waiting {
+                    this.emit(dep_call, dep, EventKind::Queued, &*compute);
+                }
+                if root_waits {
+                    this.emit(&call, &d, EventKind::Queued, &*compute);
+                }
+            }
             let mut below = None;
-            for (dep, dep_call) in this.missing_inputs(&d).map_err(E::from)? {
+            for (dep, dep_call) in missing {
                 // Held until the next one is computed, so a chain's parent is never dropped before its child
                 // has read it.
                 below = Some(this.eval_one(&dep, dep_call, &compute).await?);
@@ -248,7 +313,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
 
     /// Evaluates one object whose inputs are (normally) ready: joins an evaluation in flight or starts one.
     async fn eval_one(self: &Arc<Self>, d: &Digest, call: Call, compute: &Arc<dyn Compute<V, E>>) -> EvalResult<V, E> {
-        if let Some(v) = self.ready(d, &call) {
+        if let Some(v) = self.ready(d, &call, &**compute) {
             return Ok(v);
         }
         let fut = {
@@ -277,7 +342,7 @@ impl<V: Value, E: SolveError> Solver<V, E> {
         compute: Arc<dyn Compute<V, E>>,
     ) -> BoxFuture<'static, EvalResult<V, E>> {
         Box::pin(async move {
-            self.emit(&call, &digest, EventKind::Started);
+            self.emit(&call, &digest, EventKind::Started, &*compute);
             let mut running = Running {
                 solver: &self,
                 call: &call,
@@ -285,11 +350,14 @@ impl<V: Value, E: SolveError> Solver<V, E> {
                 finished: false,
             };
             let started = Instant::now();
-            let result = compute.compute(call.clone()).await;
+            let result = compute.clone().compute(call.clone()).await;
             running.finished = true;
             match &result {
-                Ok(_) => self.emit(&call, &digest, EventKind::Done(started.elapsed().as_millis())),
-                Err(e) => self.emit(&call, &digest, EventKind::Failed(e.to_string())),
+                Ok(_) => {
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.emit(&call, &digest, EventKind::Done(ms), &*compute);
+                }
+                Err(e) => self.emit_failure(&call, &digest, e.to_string(), compute.exit_code(e)),
             }
             let result = match result {
                 Ok(v) => self.put_result(&digest, v).map_err(E::from),
@@ -299,6 +367,11 @@ impl<V: Value, E: SolveError> Solver<V, E> {
             result
         })
     }
+}
+
+/// The first characters of a digest, which name an operation in events.
+fn short(d: &Digest) -> String {
+    d.as_str().get(..12).unwrap_or(d.as_str()).to_owned()
 }
 
 /// An evaluation under way; dropped unfinished (no request waits for it any more), it reports the operation
@@ -315,10 +388,11 @@ impl<V: Value, E: SolveError> Drop for Running<'_, V, E> {
         if self.finished {
             return;
         }
-        self.solver.emit(
+        self.solver.emit_failure(
             self.call,
             self.digest,
-            EventKind::Failed("cancelled: no request waits for it any more".into()),
+            "cancelled: no request waits for it any more".into(),
+            None,
         );
         self.solver.in_flight.lock().remove(self.digest);
     }
@@ -385,6 +459,25 @@ mod tests {
                     base + call.args.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0)
                 ))
             })
+        }
+
+        fn describe(&self, owner: &str, call: &Call) -> OpInfo {
+            assert_eq!(owner, if call.parent.is_some() { "Num" } else { "Query" });
+            self.described(call)
+        }
+
+        fn exit_code(&self, _: &ToyError) -> Option<i32> {
+            Some(7)
+        }
+    }
+
+    impl Toy {
+        /// Describes calls by their `n`, and gives failures the exit code 7.
+        fn described(&self, call: &Call) -> OpInfo {
+            OpInfo {
+                detail: format!("n={}", call.args.get("n").unwrap_or(&serde_json::Value::Null)),
+                ..OpInfo::default()
+            }
         }
     }
 
@@ -532,7 +625,13 @@ mod tests {
         let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok().map(|e| e.kind)).collect();
         assert_eq!(
             kinds,
-            [EventKind::Started, EventKind::Failed("failed on purpose".into())]
+            [
+                EventKind::Queued,
+                EventKind::Queued,
+                EventKind::Started,
+                EventKind::Failed("failed on purpose".into())
+            ],
+            "both are queued, the first one runs and fails, its dependent never starts"
         );
 
         toy.fail.store(false, Ordering::SeqCst);
@@ -541,6 +640,60 @@ mod tests {
             Num(2),
             "the failure was not kept"
         );
+    }
+
+    #[tokio::test]
+    async fn events_describe_their_call_and_listeners_see_every_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let toy = toy(&store(&dir));
+        let seen = Arc::new(Mutex::new(Vec::<Event>::new()));
+        let sink = seen.clone();
+        toy.solver
+            .listen(Arc::new(move |e: &Event| sink.lock().push(e.clone())));
+        toy.fail.store(true, Ordering::SeqCst);
+        let base = call(&toy, None, "add", 1);
+        let failing = call(&toy, Some(&base), "fail", 2);
+        eval(&toy, &failing).await.expect_err("fails");
+        let seen = seen.lock().clone();
+        let summary: Vec<(String, EventKind, Option<String>, Vec<String>)> = seen
+            .iter()
+            .map(|e| {
+                (
+                    e.op.clone(),
+                    e.kind.clone(),
+                    e.info.as_ref().map(|i| i.detail.clone()),
+                    e.info.as_ref().map(|i| i.inputs.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (b, f) = (short(&base), short(&failing));
+        assert_eq!(
+            summary[0],
+            ("Query.add".into(), EventKind::Queued, Some("n=1".into()), vec![])
+        );
+        assert_eq!(
+            summary[1],
+            (
+                "Num.fail".into(),
+                EventKind::Queued,
+                Some("n=2".into()),
+                vec![b.clone()]
+            )
+        );
+        assert_eq!(summary[2].1, EventKind::Started);
+        assert!(matches!(summary[3].1, EventKind::Done(_)), "{summary:?}");
+        assert_eq!(
+            summary[3].2, None,
+            "only queued, started and cached events carry a description"
+        );
+        assert_eq!(
+            summary[4],
+            ("Num.fail".into(), EventKind::Started, Some("n=2".into()), vec![b])
+        );
+        let failed = &seen[5];
+        assert_eq!((failed.id.as_str(), failed.exit_code), (f.as_str(), Some(7)));
+        assert_eq!(failed.kind, EventKind::Failed("failed on purpose".into()));
+        assert_eq!(seen.len(), 6);
     }
 
     #[tokio::test]
@@ -563,6 +716,7 @@ mod tests {
         assert_eq!(
             kinds,
             [
+                EventKind::Queued,
                 EventKind::Started,
                 EventKind::Failed("cancelled: no request waits for it any more".into())
             ]

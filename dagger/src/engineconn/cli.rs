@@ -71,6 +71,10 @@ pub(crate) async fn start(bin: &Path, opts: &Options, logs: &Logs) -> Result<(En
     if let Some(dir) = &opts.workdir {
         cmd.arg("--workdir").arg(dir);
     }
+    // A report asked of the builder: `dagger-rs session` reads the variable (other CLIs ignore it).
+    if let Some(report) = &opts.report {
+        cmd.env(super::REPORT_ENV, report);
+    }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| SessionError::CliSpawn {
         bin: bin.to_owned(),

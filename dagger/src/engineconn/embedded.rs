@@ -1,19 +1,66 @@
 //! Strategy 4: the engine, started in this process (feature `embedded`).
 //!
 //! It serves the same HTTP protocol on a loopback port with a random token, so the rest of the SDK does not
-//! know the difference. Engine progress events go to the connection's log sink.
+//! know the difference. Engine progress goes to the connection's log sink as the lines `dagger-rs` prints
+//! (each operation by what it does, settings folded into their command), with a summary line when the
+//! session ends; a report asked for ([`ConnectionBuilder::report`](crate::ConnectionBuilder::report) or
+//! `DAGGER_RS_REPORT`) is written then too. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each operation is also a
+//! span sent over OTLP/HTTP, parented on the `traceparent` the SDK sends with its requests.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use dagger_engine::report::{Report, Tracing, Tracker};
 
 use super::{Endpoint, Options};
 use crate::error::SessionError;
 use crate::logs::Logs;
 
-/// Keeps the in-process engine running; dropping it stops the server.
+/// Keeps the in-process engine running; dropping it stops the server, writes the report and logs the
+/// summary line.
 pub(crate) struct EmbeddedGuard {
     _session: dagger_engine::Session,
+    report: Option<Report>,
+    tracing: Option<Tracing>,
+    tracker: Option<Arc<Mutex<Tracker>>>,
+    logs: Logs,
+    started: Instant,
 }
 
-/// Starts the engine on `127.0.0.1:0`.
-pub(crate) async fn start(opts: &Options, logs: &Logs) -> Result<(Endpoint, EmbeddedGuard), SessionError> {
+impl Drop for EmbeddedGuard {
+    fn drop(&mut self) {
+        if let Some(tracing) = &self.tracing
+            && let Err(e) = tracing.shutdown()
+        {
+            self.logs.line(&e);
+        }
+        let written = self.report.as_ref().and_then(|r| match r.finish() {
+            Ok(_) => Some(r.html_path().to_owned()),
+            Err(e) => {
+                self.logs.line(&format!("cannot write the report: {e}"));
+                None
+            }
+        });
+        match self.tracker.as_ref().and_then(|t| t.lock().ok()) {
+            Some(t) => self
+                .logs
+                .line(&t.summary_line(self.started.elapsed(), written.as_deref())),
+            None => {
+                if let Some(path) = written {
+                    self.logs.line(&format!("report: {}", path.display()));
+                }
+            }
+        }
+    }
+}
+
+/// Starts the engine on `127.0.0.1:0`, recording a report at `report` when given one.
+pub(crate) async fn start(
+    opts: &Options,
+    report: Option<PathBuf>,
+    logs: &Logs,
+) -> Result<(Endpoint, EmbeddedGuard), SessionError> {
     let mut config = dagger_engine::Config::load().map_err(|e| SessionError::Embedded {
         source: std::io::Error::other(e),
     })?;
@@ -23,12 +70,43 @@ pub(crate) async fn start(opts: &Options, logs: &Logs) -> Result<(Endpoint, Embe
     let session = dagger_engine::Session::start(config)
         .await
         .map_err(|source| SessionError::Embedded { source })?;
-    if logs.0.is_some() {
+    let report = match report {
+        Some(path) => {
+            Some(Report::start(&session.engine, path, None).map_err(|source| SessionError::Embedded { source })?)
+        }
+        None => None,
+    };
+    // Spans over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_*` variables ask for them.
+    let tracing = Tracing::from_env().map_err(|e| SessionError::Embedded {
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(t) = &tracing {
+        t.attach(&session.engine);
+    }
+    let tracker = logs.0.is_some().then(|| Arc::new(Mutex::new(Tracker::new())));
+    if let Some(tracker) = &tracker {
         let mut events = session.engine.subscribe();
-        let logs = logs.clone();
+        let (logs, tracker) = (logs.clone(), tracker.clone());
         tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                logs.line(&event.to_string());
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        logs.line(&format!("… {n} progress events skipped (the log sink fell behind)"));
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let step = match tracker.lock() {
+                    Ok(mut t) => t.update(&event),
+                    Err(_) => None,
+                };
+                for line in step
+                    .iter()
+                    .flat_map(|s| s.plain().lines().map(str::to_owned).collect::<Vec<_>>())
+                {
+                    logs.line(&line);
+                }
             }
         });
     }
@@ -37,6 +115,13 @@ pub(crate) async fn start(opts: &Options, logs: &Logs) -> Result<(Endpoint, Embe
             base: session.url(),
             token: session.token.clone(),
         },
-        EmbeddedGuard { _session: session },
+        EmbeddedGuard {
+            _session: session,
+            report,
+            tracing,
+            tracker,
+            logs: logs.clone(),
+            started: Instant::now(),
+        },
     ))
 }

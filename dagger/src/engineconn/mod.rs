@@ -55,7 +55,13 @@ pub(crate) struct Options {
     pub(crate) cli_timeout: Duration,
     pub(crate) workdir: Option<PathBuf>,
     pub(crate) embedded: bool,
+    /// Where the run report goes (`ConnectionBuilder::report`); `DAGGER_RS_REPORT` when unset.
+    pub(crate) report: Option<PathBuf>,
 }
+
+/// The environment variable naming a run report's HTML file (read by the embedded engine and by
+/// `dagger-rs`).
+pub(crate) const REPORT_ENV: &str = "DAGGER_RS_REPORT";
 
 impl Default for Options {
     fn default() -> Self {
@@ -66,6 +72,7 @@ impl Default for Options {
             cli_timeout: Duration::from_secs(300),
             workdir: None,
             embedded: true,
+            report: None,
         }
     }
 }
@@ -119,7 +126,8 @@ pub(crate) async fn provision(opts: &Options, env: EnvLookup<'_>, logs: &Logs) -
     } else {
         #[cfg(feature = "embedded")]
         {
-            let (endpoint, guard) = embedded::start(opts, logs).await?;
+            let report = opts.report.clone().or_else(|| env(REPORT_ENV).map(PathBuf::from));
+            let (endpoint, guard) = embedded::start(opts, report, logs).await?;
             return Ok(Session {
                 endpoint,
                 keepalive: Some(Box::new(guard)),

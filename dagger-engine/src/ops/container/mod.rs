@@ -30,7 +30,7 @@ use futures_util::future::BoxFuture;
 
 use crate::ops::op::{Cx, Op, run};
 use crate::ops::value::Evaluated;
-use crate::solver::events::EventKind;
+use crate::solver::events::{Event, EventKind, OpInfo, Role};
 
 /// The op computing a builder field of a container; `None` for a field this engine does not implement.
 ///
@@ -123,7 +123,14 @@ pub(crate) fn empty(platform: Option<String>) -> Evaluated {
 }
 
 /// Computes a leaf of a container.
-pub(crate) async fn leaf(engine: &Arc<Engine>, field: ContainerField, st: &ContainerState) -> Result<Value, OpError> {
+///
+/// `d` is the container's digest: the leaves that do work (`export`, `publish`) name it in their events.
+pub(crate) async fn leaf(
+    engine: &Arc<Engine>,
+    field: ContainerField,
+    st: &ContainerState,
+    d: &Digest,
+) -> Result<Value, OpError> {
     use ContainerField as F;
     let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, OpError> {
         let e = st.exec.as_ref().ok_or_else(|| {
@@ -154,39 +161,67 @@ pub(crate) async fn leaf(engine: &Arc<Engine>, field: ContainerField, st: &Conta
         F::Platform => json!(st.platform),
         F::ImageRef => json!(st.image_ref),
         F::Exists(a) => json!(fs::exists(engine, st, a).await?),
-        F::Export(a) => with_progress(engine, "Container.export", json!([&a.path]), export(engine, st, &a)).await?,
+        F::Export(a) => {
+            let what = Leaf {
+                op: "Container.export",
+                container: d,
+                arg: ("path", &a.path),
+            };
+            with_progress(engine, what, export(engine, st, &a)).await?
+        }
         F::Publish(a) => {
-            with_progress(
-                engine,
-                "Container.publish",
-                json!([&a.address]),
-                publish(engine, st, &a),
-            )
-            .await?
+            let what = Leaf {
+                op: "Container.publish",
+                container: d,
+                arg: ("address", &a.address),
+            };
+            with_progress(engine, what, publish(engine, st, &a)).await?
         }
         other => return Err(OpError::unsupported("Container", other.name())),
     })
 }
 
+/// A leaf that does work, as its progress events name it.
+struct Leaf<'a> {
+    /// `Container.publish`.
+    op: &'static str,
+    /// The container it reads.
+    container: &'a Digest,
+    /// The argument that says what it does, and its value (`address`, the reference pushed to).
+    arg: (&'static str, &'a str),
+}
+
 /// Runs image output (packing layers, uploading: it can take a while) with progress events of its own.
 async fn with_progress(
     engine: &Arc<Engine>,
-    op: &str,
-    key: Value,
+    what: Leaf<'_>,
     work: impl Future<Output = Result<Value, OpError>>,
 ) -> Result<Value, OpError> {
-    let key = Digest::of(format!("{op}{key}").as_bytes());
-    engine.emit_event(op, &key, EventKind::Started);
+    let op = what.op;
+    let key = Digest::of(format!("{op}{}{}", what.container, what.arg.1).as_bytes());
+    let short = |d: &Digest| d.as_str().get(..12).unwrap_or(d.as_str()).to_owned();
+    engine.send_event(Event {
+        info: Some(Box::new(OpInfo {
+            detail: what.arg.1.to_owned(),
+            args: [(what.arg.0.to_owned(), json!(what.arg.1))].into_iter().collect(),
+            inputs: vec![short(what.container)],
+            role: Role::Work,
+        })),
+        ..Event::new(op, short(&key), EventKind::Started)
+    });
     let started = std::time::Instant::now();
     let result = work.await;
-    let kind = match &result {
+    match &result {
         Ok(v) => {
             engine.emit_event(op, &key, EventKind::Log(v.as_str().unwrap_or("").to_owned()));
-            EventKind::Done(started.elapsed().as_millis())
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            engine.emit_event(op, &key, EventKind::Done(ms));
         }
-        Err(e) => EventKind::Failed(e.message.clone()),
-    };
-    engine.emit_event(op, &key, kind);
+        Err(e) => engine.send_event(Event {
+            exit_code: e.exec.as_ref().map(|f| f.exit_code),
+            ..Event::new(op, short(&key), EventKind::Failed(e.message.clone()))
+        }),
+    }
     result
 }
 
@@ -343,7 +378,7 @@ mod tests {
             let f = ContainerField::parse("exists", json!({ "path": path }).as_object().expect("o")).expect("field");
             let st = state(c.clone());
             let e = e.clone();
-            async move { leaf(&e, f, &st).await.expect("exists") }
+            async move { leaf(&e, f, &st, &Digest::of(b"c")).await.expect("exists") }
         };
         assert_eq!(exists("/m/a/f").await, json!(true));
         assert_eq!(exists("/m/nope").await, json!(false));
@@ -367,7 +402,7 @@ mod tests {
         let read = |field: &str, args: serde_json::Value| {
             let f = ContainerField::parse(field, args.as_object().expect("o")).expect("field");
             let (e, st) = (e.clone(), st.clone());
-            async move { leaf(&e, f, &st).await }
+            async move { leaf(&e, f, &st, &Digest::of(b"c")).await }
         };
         assert_eq!(
             read("envVariable", json!({ "name": "A" })).await.expect("env"),

@@ -188,10 +188,10 @@ impl ContainerState {
 }
 
 /// The name of the layer a call makes (a file operation or an exec): its digest salted with
-/// [`OPS_EPOCH`](crate::ops::engine::OPS_EPOCH), so a layer an engine with other operations made under the
+/// [`OPS_EPOCH`](crate::ops::epoch::OPS_EPOCH), so a layer an engine with other operations made under the
 /// same call is never reused.
 pub(crate) fn layer_name(d: &Digest) -> String {
-    Digest::of(format!("{}/layer/{d}", crate::ops::engine::OPS_EPOCH).as_bytes()).to_string()
+    Digest::of(format!("{}/layer/{d}", crate::ops::epoch::OPS_EPOCH).as_bytes()).to_string()
 }
 
 /// Where layers live.
