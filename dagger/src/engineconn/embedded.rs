@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dagger_engine::report::{Report, Tracing, Tracker};
+#[cfg(feature = "otel")]
+use dagger_engine::report::Tracing;
+use dagger_engine::report::{Report, Tracker};
 
 use super::{Endpoint, Options};
 use crate::error::SessionError;
@@ -22,6 +24,7 @@ use crate::logs::Logs;
 pub(crate) struct EmbeddedGuard {
     _session: dagger_engine::Session,
     report: Option<Report>,
+    #[cfg(feature = "otel")]
     tracing: Option<Tracing>,
     tracker: Option<Arc<Mutex<Tracker>>>,
     logs: Logs,
@@ -30,6 +33,7 @@ pub(crate) struct EmbeddedGuard {
 
 impl Drop for EmbeddedGuard {
     fn drop(&mut self) {
+        #[cfg(feature = "otel")]
         if let Some(tracing) = &self.tracing
             && let Err(e) = tracing.shutdown()
         {
@@ -77,11 +81,23 @@ pub(crate) async fn start(
         None => None,
     };
     // Spans over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_*` variables ask for them.
+    #[cfg(feature = "otel")]
     let tracing = Tracing::from_env().map_err(|e| SessionError::Embedded {
         source: std::io::Error::other(e),
     })?;
+    #[cfg(feature = "otel")]
     if let Some(t) = &tracing {
         t.attach(&session.engine);
+    }
+    #[cfg(not(feature = "otel"))]
+    if ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        logs.line(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this program was built without the `otel` feature of `dagger`: \
+             the embedded engine exports no spans (enable it with `features = [\"otel\"]`)",
+        );
     }
     let tracker = logs.0.is_some().then(|| Arc::new(Mutex::new(Tracker::new())));
     if let Some(tracker) = &tracker {
@@ -118,6 +134,7 @@ pub(crate) async fn start(
         EmbeddedGuard {
             _session: session,
             report,
+            #[cfg(feature = "otel")]
             tracing,
             tracker,
             logs: logs.clone(),
