@@ -22,6 +22,7 @@ mod pipelines;
 mod proxy;
 mod raw;
 mod report;
+mod reportfig;
 mod spans;
 mod stats;
 
@@ -35,7 +36,7 @@ use crate::figures::Bench;
 use crate::report::Row;
 
 const FIGURES: &[&str] = &[
-    "query", "bytes", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect",
+    "query", "bytes", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect", "report",
 ];
 
 /// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
@@ -56,7 +57,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
     big_mib: Vec<u64>,
     /// Only these figures (comma-separated): query, bytes, exec, fanout, cached, requests, buildkit, memory,
-    /// chains, collect.
+    /// chains, collect, report.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave Docker BuildKit out.
@@ -151,7 +152,16 @@ async fn run(args: Args) -> Result<(), String> {
         }
         progress(&rows);
     }
-    let needs_engine = which.iter().any(|w| !["query", "bytes", "chains"].contains(w));
+    if which.contains(&"report") {
+        match reportfig::report_rendering(&work, args.reps.min(5)).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("10", "a run report laid out in headless Chromium", e)),
+        }
+        progress(&rows);
+    }
+    let needs_engine = which
+        .iter()
+        .any(|w| !["query", "bytes", "chains", "report"].contains(w));
     if needs_engine {
         eprintln!("bench: preparing fixtures in {}", work.display());
         let fx = fixtures::Fixtures::prepare(&work).await?;
