@@ -227,13 +227,14 @@ impl Engine {
     pub fn new(config: Config) -> Result<Arc<Self>, crate::store::StoreError> {
         let store = Store::open(&config.cache_dir)?;
         let collected = crate::worker::cleanup::start(&store);
+        let network = Arc::new(crate::worker::network::Network::for_cache(store.root()));
         Ok(Arc::new(Self {
             config,
             solver: Arc::new(Solver::new(store.clone(), crate::ops::epoch::OPS_EPOCH)),
             store,
             secrets: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
-            network: Arc::new(crate::worker::network::Network::new()),
+            network,
             snapshot: std::sync::OnceLock::new(),
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),

@@ -174,8 +174,10 @@ impl Drop for Judge {
     }
 }
 
+/// Whether this process is the host's root: only then does it own host-wide items (a rootless engine's
+/// namespaces live under its cache directory and its mount namespace).
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    crate::worker::userns::privilege() == crate::worker::userns::Privilege::Root
 }
 
 /// At engine start-up: takes this process's locks (in the cache directory, and host-wide as root) and
@@ -236,23 +238,41 @@ fn collect(store: &Store, judge: &mut Judge, host: Option<&mut Judge>) -> Collec
             }
         }
     }
-    if let Some(host) = host {
-        host.sweep();
-        c.add(&crate::worker::network::collect_dead(&mut |pid| host.dead(pid)));
-        // The short symbolic-link folders overlay mounts name their layers through (see `snapshot`).
-        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix("drs-l")
-                    && owner_pid(rest).is_some_and(|p| host.dead(p))
-                {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
+    match host {
+        Some(host) => {
+            host.sweep();
+            c.add(&crate::worker::network::collect_dead(&mut |pid| host.dead(pid)));
+            remove_link_folders(&mut |pid| host.dead(pid));
         }
+        None if crate::worker::userns::is_rootless() => {
+            // A rootless engine's namespaces: files under `tmp/netns/` (their mounts died with its mount
+            // namespace), and its link folders in the temporary directory, judged by this cache's locks.
+            let netns = tmp.join(crate::worker::network::ROOTLESS_NETNS);
+            c.add(&crate::worker::network::collect_dead_namespaces(&netns, &mut |pid| judge.dead(pid)));
+            remove_link_folders(&mut |pid| judge.dead(pid));
+        }
+        None => {}
     }
     judge.sweep();
     c
+}
+
+/// Removes the short symbolic-link folders overlay mounts name their layers through (see `snapshot`) that
+/// belong to dead engines (and to this process's user: others' are not ours to judge).
+fn remove_link_folders(dead: &mut dyn FnMut(u32) -> bool) {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix("drs-l")
+                && e.metadata().is_ok_and(|m| m.uid() == me)
+                && owner_pid(rest).is_some_and(&mut *dead)
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// The mount points in `/proc/self/mountinfo`, in order.

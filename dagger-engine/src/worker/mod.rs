@@ -1,5 +1,5 @@
 //! The worker: what runs containers on this host — the OCI runtime ([`runtime`]), container filesystems
-//! ([`snapshot`]), networking ([`network`]), cache volumes ([`cache_volume`]), scratch folders ([`scratch`]), images ([`oci`]), and the
+//! ([`snapshot`]), networking ([`network`]), cache volumes ([`cache_volume`]), scratch folders ([`scratch`]), images ([`oci`]), running without root ([`userns`]), and the
 //! collection of what engines that stopped uncleanly left ([`cleanup`], [`collected`]).
 
 pub(crate) mod cache_volume;
@@ -10,3 +10,4 @@ pub mod oci;
 pub mod runtime;
 pub(crate) mod scratch;
 pub mod snapshot;
+pub mod userns;

@@ -10,6 +10,17 @@
 //! `DAGGER_RS_NETWORK=none` gives every exec a namespace with nothing but loopback. If the bridge cannot be
 //! set up (no `iptables`, no privileges) the engine says why once in its log and falls back to `none`.
 //!
+//! In rootless mode (the engine is root of a user namespace, see [`crate::worker::userns`]) there is no bridge:
+//! the host's network namespace is not the engine's to add links to. Each exec's namespace gets a `tap0`
+//! device served by a `slirp4netns` process of its own instead (`10.0.2.100/24`, gateway `10.0.2.2`), which
+//! carries the container's connections out as ordinary sockets of the user — the way rootless Podman does.
+//! It runs with `--disable-host-loopback`, so the host's loopback stays out of reach here too, in its own
+//! sandbox (a mount namespace without the host's files) and with a seccomp filter. It ends when its namespace
+//! is deleted, or when the engine dies (its `--exit-fd` is a pipe the engine holds). The namespaces are
+//! mounted under the cache directory (`tmp/netns/`) instead of `/var/run/netns`, inside the engine's own mount
+//! namespace; without `slirp4netns` (or without access to `/dev/net/tun`) execs get loopback only, and the
+//! engine says why once.
+//!
 //! Links, addresses and routes are made over rtnetlink ([`netlink`]), not by running `ip`. A namespace is
 //! made the way `ip netns add` makes one, on a thread of its own that is then discarded: the thread unshares
 //! its network namespace and bind-mounts it at `/var/run/netns/<name>` (a shared mount, so runtimes in other
@@ -46,6 +57,8 @@ const NETNS_DIR: &str = "/var/run/netns";
 pub enum Mode {
     /// A veth on the engine's bridge with NAT to the outside.
     Bridge,
+    /// A `tap0` served by a `slirp4netns` process (rootless mode).
+    Slirp,
     /// Loopback only.
     None,
 }
@@ -63,19 +76,41 @@ pub struct Network {
     warned: std::sync::atomic::AtomicBool,
     in_use: InUse,
     setup_error: Mutex<Option<String>>,
+    /// Where namespaces are mounted: `/var/run/netns` as root, a directory of the engine's when rootless.
+    dir: PathBuf,
+    /// The `slirp4netns` binary, in [`Mode::Slirp`].
+    slirp: Mutex<Option<PathBuf>>,
 }
 
 /// A namespace for one exec; deleted by [`Network::remove`].
 #[derive(Debug)]
 pub struct Namespace {
     name: String,
+    dir: PathBuf,
     address: Option<u32>,
+    /// The `slirp4netns` process serving it, in [`Mode::Slirp`].
+    slirp: Option<Slirp>,
 }
 
 impl Namespace {
-    /// The path runtimes join (`/var/run/netns/<name>`).
+    /// The path runtimes join (`/var/run/netns/<name>`, or under the engine's directory when rootless).
     pub fn path(&self) -> PathBuf {
-        Path::new(NETNS_DIR).join(&self.name)
+        self.dir.join(&self.name)
+    }
+}
+
+/// A `slirp4netns` process: it exits when the pipe of its `--exit-fd` closes, so dropping this ends it, and
+/// it is killed as well, should it not.
+#[derive(Debug)]
+struct Slirp {
+    child: tokio::process::Child,
+    exit: Option<tokio::process::ChildStdin>,
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        self.exit = None;
+        let _ = self.child.start_kill();
     }
 }
 
@@ -136,18 +171,19 @@ fn host_veth(n: u32) -> String {
     format!("drsv{n:x}")
 }
 
-/// Deletes namespace `name` (unmounts it and removes its file, as `ip netns delete` does); whether its file
-/// was removed.
-fn delete_namespace(name: &str) -> bool {
-    let path = Path::new(NETNS_DIR).join(name);
-    let _ = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH);
-    std::fs::remove_file(&path).is_ok()
+/// Deletes the namespace at `path` (unmounts it and removes its file, as `ip netns delete` does); whether
+/// its file was removed.
+fn delete_namespace(path: &Path) -> bool {
+    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
+    std::fs::remove_file(path).is_ok()
 }
 
 /// Deletes a namespace's veth, then the namespace, then frees its address, synchronously. `host` is a netlink
 /// socket of the host's network namespace; without one, one is opened (so the calling thread must be in the
 /// host's).
-fn remove_now(ns: Namespace, in_use: &Mutex<BTreeSet<u32>>, host: Option<&mut Rtnl>) {
+fn remove_now(mut ns: Namespace, in_use: &Mutex<BTreeSet<u32>>, host: Option<&mut Rtnl>) {
+    // Its slirp4netns first: it holds the namespace's tap device.
+    ns.slirp = None;
     // The host side of the veth goes first, and synchronously: deleting only the namespace leaves the kernel
     // to remove the pair later, and the address (and with it the link's name) may be taken again before that.
     // A link that cannot be deleted is deleted by whoever leases its address next (see `build`), or by the
@@ -159,40 +195,46 @@ fn remove_now(ns: Namespace, in_use: &Mutex<BTreeSet<u32>>, host: Option<&mut Rt
             None => drop(Rtnl::open().map(|mut r| r.delete_link(&name))),
         }
     }
-    delete_namespace(&ns.name);
+    delete_namespace(&ns.path());
     if let Some(n) = ns.address {
         in_use.lock().remove(&n);
         let _ = std::fs::remove_file(lease_path(n));
     }
 }
 
-/// Whether [`prepare_netns_dir`] has succeeded in this process.
-static NETNS_DIR_READY: Mutex<bool> = Mutex::new(false);
+/// The directories [`prepare_netns_dir`] has prepared in this process.
+static NETNS_DIR_READY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Makes `/var/run/netns` a shared mount point, once per process, as `ip netns add` does: a namespace
-/// mounted there later is then seen in every mount namespace that shares it (a runtime's among them).
-fn prepare_netns_dir() -> Result<(), String> {
+/// Prepares the directory namespaces are mounted in, once per process. As root that is `/var/run/netns`, made
+/// a shared mount point as `ip netns add` does: a namespace mounted there later is then seen in every mount
+/// namespace that shares it (a runtime's among them). Rootless, it is a private directory of the engine's,
+/// in a mount namespace of its own with the runtime it starts.
+fn prepare_netns_dir(dir: &Path) -> Result<(), String> {
     use rustix::mount::{MountPropagationFlags as P, mount_bind_recursive, mount_change};
     let mut ready = NETNS_DIR_READY.lock();
-    if *ready {
+    if ready.iter().any(|d| d == dir) {
         return Ok(());
     }
     use std::os::unix::fs::DirBuilderExt;
-    let fail = |e: &dyn std::fmt::Display| format!("cannot prepare {NETNS_DIR}: {e} (the engine needs root)");
+    let rootless = crate::worker::userns::is_rootless();
+    let fail = |e: &dyn std::fmt::Display| {
+        let why = if rootless { "" } else { " (the engine needs root)" };
+        format!("cannot prepare {}: {e}{why}", dir.display())
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o755)
-        .create(NETNS_DIR)
+        .mode(if rootless { 0o700 } else { 0o755 })
+        .create(dir)
         .map_err(|e| fail(&e))?;
-    if let Err(e) = mount_change(NETNS_DIR, P::SHARED | P::REC) {
+    if !rootless && let Err(e) = mount_change(dir, P::SHARED | P::REC) {
         // Not a mount point yet: make it one (bound onto itself), then shared.
         if e != rustix::io::Errno::INVAL {
             return Err(fail(&e));
         }
-        mount_bind_recursive(NETNS_DIR, NETNS_DIR).map_err(|e| fail(&e))?;
-        mount_change(NETNS_DIR, P::SHARED | P::REC).map_err(|e| fail(&e))?;
+        mount_bind_recursive(dir, dir).map_err(|e| fail(&e))?;
+        mount_change(dir, P::SHARED | P::REC).map_err(|e| fail(&e))?;
     }
-    *ready = true;
+    ready.push(dir.to_owned());
     Ok(())
 }
 
@@ -210,7 +252,7 @@ fn build(ns: &Namespace, host: &mut Rtnl) -> Result<(), String> {
         }
         None => None,
     };
-    prepare_netns_dir()?;
+    prepare_netns_dir(&ns.dir)?;
     rustix::fs::open(
         &path,
         rustix::fs::OFlags::RDONLY
@@ -221,7 +263,10 @@ fn build(ns: &Namespace, host: &mut Rtnl) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("cannot create a network namespace: {e} (the engine needs root)"))?;
+        .map_err(|e| {
+            let why = if crate::worker::userns::is_rootless() { "" } else { " (the engine needs root)" };
+            format!("cannot create a network namespace: {e}{why}")
+        })?;
     rustix::mount::mount_bind("/proc/thread-self/ns/net", &path)
         .map_err(|e| format!("cannot mount the network namespace at {}: {e}", path.display()))?;
     let mut inside = Rtnl::open()?;
@@ -258,8 +303,30 @@ impl Default for Network {
 }
 
 impl Network {
-    /// Network state; the bridge is set up on first use.
+    /// Network state; the bridge (or, rootless, `slirp4netns`) is set up on first use. Rootless, namespaces
+    /// are mounted in a directory of this process's under the system's temporary directory; an engine uses
+    /// [`Network::for_cache`] instead.
     pub fn new() -> Self {
+        let dir = if crate::worker::userns::is_rootless() {
+            std::env::temp_dir().join(format!("drs-netns-{}", std::process::id()))
+        } else {
+            PathBuf::from(NETNS_DIR)
+        };
+        Self::in_dir(dir)
+    }
+
+    /// Network state for an engine on the cache directory `cache`: as [`Network::new`], but rootless the
+    /// namespaces are mounted under `<cache>/tmp/netns/`, where the next engine collects what a dead one
+    /// left.
+    pub fn for_cache(cache: &Path) -> Self {
+        if crate::worker::userns::is_rootless() {
+            Self::in_dir(cache.join("tmp").join(ROOTLESS_NETNS))
+        } else {
+            Self::new()
+        }
+    }
+
+    fn in_dir(dir: PathBuf) -> Self {
         Self {
             mode: Mutex::new(None),
             pool: Mutex::default(),
@@ -267,7 +334,14 @@ impl Network {
             warned: std::sync::atomic::AtomicBool::new(false),
             in_use: InUse::default(),
             setup_error: Mutex::default(),
+            dir,
+            slirp: Mutex::default(),
         }
+    }
+
+    /// How execs are networked: decided on first use (setting up what the mode needs), then kept.
+    pub fn current_mode(&self) -> Mode {
+        self.mode()
     }
 
     /// Network state that gives every namespace loopback only, as `DAGGER_RS_NETWORK=none` does.
@@ -299,6 +373,17 @@ impl Network {
         let wanted = std::env::var("DAGGER_RS_NETWORK").unwrap_or_default();
         let m = if wanted == "none" {
             Mode::None
+        } else if crate::worker::userns::is_rootless() {
+            match find_slirp() {
+                Ok(slirp) => {
+                    *self.slirp.lock() = Some(slirp);
+                    Mode::Slirp
+                }
+                Err(e) => {
+                    *self.setup_error.lock() = Some(e);
+                    Mode::None
+                }
+            }
         } else {
             match setup_bridge() {
                 Ok(()) => Mode::Bridge,
@@ -367,14 +452,21 @@ impl Network {
     /// it when it could not be made or nobody waits for it any more (this future was dropped).
     pub async fn create(&self) -> Result<Namespace, String> {
         let name = format!("drs-{}", crate::worker::snapshot::unique());
-        let address = match self.mode() {
-            Mode::None => None,
+        let mode = self.mode();
+        let address = match mode {
+            Mode::None | Mode::Slirp => None,
             Mode::Bridge => Some(self.lease_address()?),
         };
         let in_use = self.in_use.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new().name("drs-netns".into()).spawn(move || {
-            let ns = Namespace { name, address };
+            let ns = Namespace {
+                name,
+                dir,
+                address,
+                slirp: None,
+            };
             // Opened before the thread leaves the host's namespace: it speaks for the host throughout.
             let mut host = match Rtnl::open() {
                 Ok(h) => h,
@@ -403,8 +495,24 @@ impl Network {
             }
             return Err(format!("cannot start a thread to make the network namespace: {e}"));
         }
-        rx.await
-            .map_err(|_| "the thread making the network namespace stopped".to_owned())?
+        let ns = rx
+            .await
+            .map_err(|_| "the thread making the network namespace stopped".to_owned())??;
+        if mode != Mode::Slirp {
+            return Ok(ns);
+        }
+        // Should starting slirp4netns fail, or this future be dropped while it starts, the namespace is deleted
+        // (and the process killed).
+        let path = ns.path();
+        let mut doomed = Doomed {
+            ns: Some(ns),
+            in_use: self.in_use.clone(),
+        };
+        let slirp = self.slirp.lock().clone().unwrap_or_default();
+        let served = start_slirp(&slirp, &path).await?;
+        let mut ns = doomed.ns.take().ok_or("internal error: the namespace is gone")?;
+        ns.slirp = Some(served);
+        Ok(ns)
     }
 
     /// Deletes a namespace (and its veth) and frees its address.
@@ -419,6 +527,80 @@ impl Network {
 
 /// Where address leases live: shared by every engine on the host, so two engines never hand out one address.
 const LEASES: &str = "/run/dagger-rs/leases";
+
+/// The directory under a cache directory's `tmp/` where a rootless engine mounts its namespaces.
+pub(crate) const ROOTLESS_NETNS: &str = "netns";
+
+/// The `slirp4netns` binary, checked to be usable: installed, and `/dev/net/tun` open to this user.
+fn find_slirp() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let slirp = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|d| d.join("slirp4netns"))
+        .find(|p| p.is_file())
+        .ok_or("rootless containers reach the network through slirp4netns, which is not installed: `sudo apt-get \
+                install slirp4netns`")?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| {
+            format!(
+                "slirp4netns cannot open /dev/net/tun ({e}): give users access as Debian does by default (`sudo \
+                 chmod 0666 /dev/net/tun`), or load the module (`sudo modprobe tun`)"
+            )
+        })?;
+    Ok(slirp)
+}
+
+/// Starts `slirp4netns` for the namespace at `netns` and waits until it has configured `tap0` (an address,
+/// the route through `10.0.2.2`): it writes one byte, `1`, to its `--ready-fd` (here its standard output,
+/// which it closes then). Standard input is its `--exit-fd`.
+async fn start_slirp(slirp: &Path, netns: &Path) -> Result<Slirp, String> {
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new(slirp)
+        .args([
+            "--configure",
+            "--mtu=65520",
+            "--disable-host-loopback",
+            "--enable-sandbox",
+            "--enable-seccomp",
+            "--exit-fd=0",
+            "--ready-fd=1",
+            "--netns-type=path",
+        ])
+        .arg(netns)
+        .arg("tap0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", slirp.display()))?;
+    let exit = child.stdin.take();
+    let mut ready = Vec::new();
+    let read = match child.stdout.take() {
+        Some(mut out) => tokio::time::timeout(std::time::Duration::from_secs(30), out.read_to_end(&mut ready)).await,
+        None => Ok(Ok(0)),
+    };
+    // Ready: the byte came, then the end of the stream (messages it prints to standard output are buffered,
+    // and lost when it closes that). Anything else: it failed, and says why on standard error.
+    if matches!(read, Ok(Ok(_))) && ready.last() == Some(&b'1') {
+        drop(child.stderr.take());
+        return Ok(Slirp { child, exit });
+    }
+    let _ = child.start_kill();
+    let mut why = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), err.read_to_end(&mut why)).await;
+    }
+    let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+    let why = String::from_utf8_lossy(&why).trim().replace('\n', "; ");
+    Err(match read {
+        Err(_) => format!("slirp4netns did not configure the container's network within 30 s: {why}"),
+        _ => format!("slirp4netns failed ({status}): {why}"),
+    })
+}
 
 fn lease_path(n: u32) -> PathBuf {
     PathBuf::from(LEASES).join(n.to_string())
@@ -461,19 +643,7 @@ fn lease(n: u32) -> bool {
 /// `drs-<pid>-…`), the host ends of veths whose address lease is not held by a live engine, and those leases.
 /// `dead` says whether the engine with a process ID is gone.
 pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::worker::collected::Collected {
-    let mut c = crate::worker::collected::Collected::default();
-    if let Ok(entries) = std::fs::read_dir(NETNS_DIR) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let owned_by_dead = name
-                .strip_prefix("drs-")
-                .and_then(crate::worker::collected::owner_pid)
-                .is_some_and(&mut *dead);
-            if owned_by_dead && delete_namespace(&name) {
-                c.namespaces += 1;
-            }
-        }
-    }
+    let mut c = collect_dead_namespaces(Path::new(NETNS_DIR), dead);
     // Whether lease `n` is free: no file, or a holder that is gone. A lease is written just after it is
     // created: an empty one is someone's for a moment, and only a stale empty one is free.
     let mut lease_free = |n: u32| -> bool {
@@ -519,14 +689,38 @@ pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::worker::
     c
 }
 
+/// Deletes the namespaces in `dir` (named `drs-<pid>-…`) whose engine is gone, as `dead` says. Rootless ones
+/// (under a cache directory) are plain files by then: their mounts went with the dead engine's mount
+/// namespace, and their slirp4netns processes with the engine.
+pub(crate) fn collect_dead_namespaces(
+    dir: &Path,
+    dead: &mut dyn FnMut(u32) -> bool,
+) -> crate::worker::collected::Collected {
+    let mut c = crate::worker::collected::Collected::default();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let owned_by_dead = name
+                .strip_prefix("drs-")
+                .and_then(crate::worker::collected::owner_pid)
+                .is_some_and(&mut *dead);
+            if owned_by_dead && delete_namespace(&e.path()) {
+                c.namespaces += 1;
+            }
+        }
+    }
+    c
+}
+
 /// How many namespaces are kept ready.
 const POOL: usize = 2;
 
 impl Drop for Network {
     fn drop(&mut self) {
         let pooled = std::mem::take(&mut *self.pool.lock());
-        for ns in pooled {
-            delete_namespace(&ns.name);
+        for mut ns in pooled {
+            ns.slirp = None;
+            delete_namespace(&ns.path());
             if let Some(n) = ns.address {
                 let _ = std::fs::remove_file(lease_path(n));
             }
@@ -665,7 +859,7 @@ mod tests {
         let name = path.file_name().expect("a name").to_string_lossy().into_owned();
         network.remove(ns).await;
         assert!(!path.exists(), "{name} is deleted");
-        assert!(!delete_namespace(&name), "nothing left to delete");
+        assert!(!delete_namespace(&path), "nothing left to delete");
     }
 
     #[tokio::test]

@@ -3,8 +3,13 @@
 //!
 //! The runtime is chosen with `DAGGER_RS_RUNTIME` (`runc`, `crun`, or a path to either). On hosts with hybrid
 //! cgroups (a cgroup2 hierarchy mounted at `/sys/fs/cgroup/unified` beside the v1 controllers) crun refuses
-//! to start, so it is run inside a private mount namespace (`unshare -m`) where that mount is removed first;
-//! the host's mounts are untouched.
+//! to start, so it is run inside a private mount namespace (`unshare -m`) where that mount is removed (or, in
+//! rootless mode, where it cannot be, covered by an empty tmpfs) first; the host's mounts are untouched.
+//!
+//! In rootless mode (see [`crate::worker::userns`]) the runtime runs as root of the engine's user namespace:
+//! runc and crun detect that themselves and leave cgroups alone where they cannot write them (the engine sets
+//! no resource limits). Containers share that user namespace, so container root is the engine's user on the
+//! host and other container users are the user's subordinate IDs.
 //!
 //! Output is captured while the process runs and handed to a callback line by line (for progress events);
 //! `DAGGER_RS_EXEC_TIMEOUT` (seconds) bounds how long one process may run before it is killed.
@@ -60,8 +65,13 @@ pub enum RuntimeError {
     /// `DAGGER_RS_RUNTIME` names something unknown.
     #[error("DAGGER_RS_RUNTIME=`{0}` is not a runtime this engine knows: use `runc`, `crun`, or a path to one")]
     Unknown(String),
-    /// Running containers needs root.
-    #[error("running containers needs root privileges (the engine runs as uid {0}); run the engine as root")]
+    /// Running containers needs root, of the host or of a user namespace.
+    #[error(
+        "running containers needs root, of the host or of a user namespace (the engine runs as uid {0}): \
+         the SDK's embedded engine and the `dagger-rs` CLI start themselves in a user namespace when run as an \
+         ordinary user (unless DAGGER_RS_ROOTLESS=0); a program that embeds the engine itself calls \
+         `dagger_engine::rootless::reexec()` first; or run it as root"
+    )]
     NotRoot(u32),
     /// Writing the bundle or spawning the runtime failed.
     #[error("{what}: {source}")]
@@ -75,6 +85,19 @@ pub enum RuntimeError {
     /// The OCI spec could not be built.
     #[error("cannot build the OCI runtime spec: {0}")]
     Spec(String),
+    /// Rootless without subordinate IDs, the container's user has no ID in the engine's user namespace.
+    #[error(
+        "the container's user {uid}:{gid} has no ID in the engine's user namespace, which maps one ID only (the \
+         engine runs rootless without subordinate IDs): run the command as root (`withUser(\"0\")`), or {fix}"
+    )]
+    UnmappedUser {
+        /// The user ID asked for.
+        uid: u32,
+        /// The group ID asked for.
+        gid: u32,
+        /// How to give the user subordinate IDs.
+        fix: String,
+    },
     /// The engine is stopping: no new process is started.
     #[error("the engine is stopping (it was asked to by a signal or its client): no new process is started")]
     Stopping,
@@ -206,8 +229,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 impl Runtime {
     /// The runtime named by `preference` (or `DAGGER_RS_RUNTIME`, or `runc`), checked to exist.
     pub fn detect(preference: Option<&str>, timeout: Option<Duration>, state_dir: &Path) -> Result<Self, RuntimeError> {
-        let uid = rustix::process::geteuid().as_raw();
-        if uid != 0 {
+        if let crate::worker::userns::Privilege::Unprivileged { uid } = crate::worker::userns::privilege() {
             return Err(RuntimeError::NotRoot(uid));
         }
         let env = std::env::var("DAGGER_RS_RUNTIME").ok().filter(|s| !s.is_empty());
@@ -264,7 +286,10 @@ impl Runtime {
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
         std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
         std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
-        let spec = spec_for(req)?;
+        let mut spec = spec_for(req)?;
+        if crate::worker::userns::privilege() == (crate::worker::userns::Privilege::UserNamespace { ids: 1 }) {
+            single_id(&mut spec, req)?;
+        }
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
         let id = format!("drs-{}", crate::worker::snapshot::unique());
@@ -341,8 +366,11 @@ impl Runtime {
     fn invoke_std(&self, args: &[String]) -> std::process::Command {
         let root = ["--root".to_owned(), self.state_dir.to_string_lossy().into_owned()];
         if self.kind == RuntimeKind::Crun && self.hybrid_cgroups {
-            // crun insists on one cgroup mode; hide the v2 mount of a hybrid host in a private namespace.
-            let script = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"";
+            // crun insists on one cgroup mode; hide the v2 mount of a hybrid host in a private namespace. In a
+            // user namespace the mount cannot be unmounted (it came locked from the host's namespace): an
+            // empty tmpfs over it hides it as well.
+            let script = "umount /sys/fs/cgroup/unified 2>/dev/null || mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k \
+                          drs-hide /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"";
             let mut cmd = std::process::Command::new("unshare");
             cmd.args(["-m", "--propagation", "private", "sh", "-c", script]);
             cmd.arg(&self.binary).args(root).args(args);
@@ -433,6 +461,30 @@ pub fn collect_containers(state_dir: &Path, dead: &mut dyn FnMut(&str) -> bool) 
         let _ = std::fs::remove_dir_all(state_dir.join(id));
     }
     ids.len()
+}
+
+/// Fits a spec to a user namespace that maps one ID (rootless without subordinate IDs): the process must run
+/// as root, and mount options naming other IDs (`gid=5` of `/dev/pts`) are dropped.
+fn single_id(spec: &mut Spec, req: &RunRequest) -> Result<(), RuntimeError> {
+    if req.uid != 0 || req.gid != 0 || req.additional_gids.iter().any(|g| *g != 0) {
+        return Err(RuntimeError::UnmappedUser {
+            uid: req.uid,
+            gid: req.gid,
+            fix: crate::worker::userns::subid_fix(),
+        });
+    }
+    if let Some(mounts) = spec.mounts_mut() {
+        for m in mounts.iter_mut() {
+            if let Some(options) = m.options().clone() {
+                let kept = options
+                    .into_iter()
+                    .filter(|o| !o.starts_with("uid=") && !o.starts_with("gid="))
+                    .collect();
+                m.set_options(Some(kept));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error lines of a runtime's JSON log, if any.

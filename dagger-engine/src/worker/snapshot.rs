@@ -2,7 +2,8 @@
 //!
 //! A layer is a directory under the store's `layers/` in overlayfs "upper" format: files, directories and
 //! symlinks as they are; a deleted path is a character device 0:0; a directory that hides everything below
-//! it carries the `trusted.overlay.opaque=y` attribute. Image layers are unpacked into that format, and the
+//! it carries the `trusted.overlay.opaque=y` attribute (`user.overlay.opaque=y` in rootless mode, where overlays
+//! are mounted with `userxattr`, see [`crate::worker::userns`]). Image layers are unpacked into that format, and the
 //! upper directory of an exec *is* a layer once the process exits, so an exec costs no copy.
 //!
 //! Paths inside a container are resolved with [`resolve_in_root`], which follows symlinks as the container
@@ -161,6 +162,10 @@ pub fn mount_overlay(
             data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
         }
         None => flags |= rustix::mount::MountFlags::RDONLY,
+    }
+    if crate::worker::userns::is_rootless() {
+        // Markers in `user.overlay.*`: the `trusted.*` namespace is out of a user namespace's reach.
+        data.push_str(",userxattr");
     }
     let data = CString::new(data).map_err(|_| SnapshotError::Io {
         what: "layer paths contain a NUL byte".into(),
@@ -369,7 +374,7 @@ fn is_whiteout(meta: &std::fs::Metadata) -> bool {
 fn is_opaque(dir: &Path) -> bool {
     let mut buf = [0u8; 4];
     matches!(
-        rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf),
+        rustix::fs::lgetxattr(dir, crate::worker::userns::opaque_xattr(), &mut buf),
         Ok(1) if buf[0] == b'y'
     )
 }
@@ -954,7 +959,7 @@ pub fn whiteout(layer: &Path, rel: &str) -> Result<(), SnapshotError> {
 
 /// Marks a directory in a layer as opaque: nothing below it in lower layers shows through.
 pub fn make_opaque(dir: &Path) -> Result<(), SnapshotError> {
-    rustix::fs::lsetxattr(dir, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).map_err(|e| {
+    rustix::fs::lsetxattr(dir, crate::worker::userns::opaque_xattr(), b"y", rustix::fs::XattrFlags::empty()).map_err(|e| {
         SnapshotError::Io {
             what: format!("cannot mark {} opaque", dir.display()),
             source: e.into(),

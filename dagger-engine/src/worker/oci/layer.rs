@@ -4,9 +4,10 @@
 //! - regular files, directories, symlinks and hard links (between entries of the same layer) keep their
 //!   mode, owner and modification time (owners need root; without it they are left as the current user);
 //! - a deleted path (tar `.wh.NAME`) is a character device 0:0 named `NAME`;
-//! - an opaque directory (tar `DIR/.wh..wh..opq`) carries the xattr `trusted.overlay.opaque` = `y`;
-//! - `user.*` and `security.capability` xattrs from PAX records are kept; others (notably `trusted.*`, which
-//!   could forge overlayfs metadata) are dropped.
+//! - an opaque directory (tar `DIR/.wh..wh..opq`) carries the xattr `trusted.overlay.opaque` = `y`
+//!   (`user.overlay.opaque` in rootless mode, see [`crate::worker::userns`]);
+//! - `user.*` and `security.capability` xattrs from PAX records are kept, except `user.overlay.*`; others
+//!   (notably `trusted.*`) are dropped: both could forge overlayfs metadata.
 //!
 //! Device nodes, fifos and sockets in a layer tar are **not** created: containers get their devices from the
 //! runtime, and creating nodes from untrusted images is a needless risk. They are not dropped silently either:
@@ -34,8 +35,18 @@ use crate::store::Store;
 
 use super::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError};
 
-/// The xattr overlayfs reads to hide a lower directory's contents.
-pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The xattr overlayfs reads to hide a lower directory's contents: `trusted.overlay.opaque` as root,
+/// `user.overlay.opaque` in rootless mode.
+pub fn opaque_xattr() -> &'static str {
+    crate::worker::userns::opaque_xattr()
+}
+
+/// Whether an extended attribute travels with a file in layer tars (both ways): `user.*` ones but the
+/// overlayfs markers of rootless mode (`user.overlay.*`, which would forge opaque directories and redirects),
+/// and file capabilities.
+fn kept_xattr(name: &[u8]) -> bool {
+    (name.starts_with(b"user.") && !name.starts_with(b"user.overlay.")) || name == b"security.capability"
+}
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -307,7 +318,7 @@ pub fn extract_tar(reader: impl Read, layer: &str, dest: &Path) -> Result<Extrac
     let mut x = Extractor {
         dest,
         layer,
-        is_root: rustix::process::geteuid().is_root(),
+        privilege: crate::worker::userns::privilege(),
         dir_times: Vec::new(),
         done: Extracted::default(),
     };
@@ -324,7 +335,7 @@ pub fn extract_tar(reader: impl Read, layer: &str, dest: &Path) -> Result<Extrac
 struct Extractor<'a> {
     dest: &'a Path,
     layer: &'a str,
-    is_root: bool,
+    privilege: crate::worker::userns::Privilege,
     dir_times: Vec<(PathBuf, i64)>,
     done: Extracted,
 }
@@ -462,7 +473,7 @@ impl Extractor<'_> {
     fn whiteout(&mut self, raw: &[u8], rel: &[OsString], name: &[u8]) -> Result<(), OciError> {
         let parent = self.ensure_dirs(raw, &rel[..rel.len() - 1])?;
         if name == OPAQUE_MARKER {
-            rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
+            rustix::fs::lsetxattr(&parent, opaque_xattr(), b"y", XattrFlags::empty())
                 .map_err(|e| OciError::io(&parent)(e.into()))?;
         } else if name.starts_with(b".wh..wh.") {
             // Other aufs metadata (hard-link directories): meaningless for overlayfs.
@@ -631,11 +642,20 @@ impl Extractor<'_> {
             Some(Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         );
-        match res {
-            Ok(()) => Ok(()),
-            // Without root, files stay owned by the current user.
-            Err(_) if !self.is_root => Ok(()),
-            Err(e) => Err(OciError::io(path)(e.into())),
+        use crate::worker::userns::Privilege;
+        match (res, self.privilege) {
+            (Ok(()), _) => Ok(()),
+            // Without root, files stay owned by the current user; in a user namespace that maps one ID, by root.
+            (Err(_), Privilege::Unprivileged { .. } | Privilege::UserNamespace { ids: 1 }) => Ok(()),
+            (Err(rustix::io::Errno::INVAL), Privilege::UserNamespace { ids }) => Err(self.unsafe_entry(
+                raw,
+                format!(
+                    "belongs to {uid}:{gid}, an ID the engine's user namespace does not map (it maps 0 to {}): \
+                     give the user a larger range of subordinate IDs in /etc/subuid and /etc/subgid",
+                    ids - 1
+                ),
+            )),
+            (Err(e), _) => Err(OciError::io(path)(e.into())),
         }
     }
 }
@@ -656,8 +676,7 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(OsString, Vec<u8>)
     exts.flatten()
         .filter_map(|ext| {
             let name = ext.key_bytes().strip_prefix(b"SCHILY.xattr.")?;
-            (name.starts_with(b"user.") || name == b"security.capability")
-                .then(|| (OsStr::from_bytes(name).to_owned(), ext.value_bytes().to_vec()))
+            kept_xattr(name).then(|| (OsStr::from_bytes(name).to_owned(), ext.value_bytes().to_vec()))
         })
         .collect()
 }
@@ -743,7 +762,7 @@ struct Packer<'a> {
 
 fn is_opaque(path: &Path) -> bool {
     let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(path, OPAQUE_XATTR, &mut buf[..]), Ok(1) if buf[0] == b'y')
+    matches!(rustix::fs::lgetxattr(path, opaque_xattr(), &mut buf[..]), Ok(1) if buf[0] == b'y')
 }
 
 fn base_header(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -835,7 +854,7 @@ impl Packer<'_> {
             .map_err(OciError::io(self.root.join(rel_dir)))
     }
 
-    // A PAX header carrying the entry's `user.*` and `security.capability` xattrs, when it has any.
+    // A PAX header carrying the entry's kept xattrs (`user.*`, `security.capability`), when it has any.
     fn pax_xattrs<W: Write>(&self, b: &mut tar::Builder<W>, path: &Path) -> Result<(), OciError> {
         let mut names = [0u8; 4096];
         let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
@@ -843,7 +862,7 @@ impl Packer<'_> {
         };
         let mut wanted: Vec<&[u8]> = names[..n]
             .split(|&c| c == 0)
-            .filter(|n| n.starts_with(b"user.") || *n == b"security.capability")
+            .filter(|n| kept_xattr(n))
             .collect();
         if wanted.is_empty() {
             return Ok(());

@@ -1,0 +1,597 @@
+//! The engine without root: container tests run again as an ordinary user, the engine root of a user
+//! namespace of that user's (see `dagger_engine::rootless`).
+//!
+//! Each `rootless_*` test runs one `inner_*` test of this file as the user `drs-rootless`: as root it creates
+//! that user (with `useradd`) and its subordinate ID ranges in `/etc/subuid` and `/etc/subgid` when missing,
+//! copies this test binary where the user can run it, and runs `runuser -u drs-rootless -- <copy> --exact
+//! inner_… --ignored`. The inner test first starts itself again inside a user namespace
+//! (`dagger_engine::rootless::reexec`), as the SDK does for its embedded engine, then runs containers with
+//! runc (and crun) over overlayfs, networked through slirp4netns.
+//!
+//! Not root: the `rootless_*` tests are skipped, saying so; the `inner_*` tests can be run directly as an
+//! ordinary user (`cargo test -p tests --test rootless -- --ignored inner_`).
+//!
+//! Needs the Debian packages `uidmap` and `slirp4netns` (`scripts/install-packages.sh test`), and
+//! `/dev/net/tun` open to users (mode 0666, Debian's default: set here when it is not).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dagger::prelude::*;
+use dagger::{ContainerWithExecOpts, Error};
+use dagger_engine::Config;
+
+/// The ordinary user the tests run as.
+const USER: &str = "drs-rootless";
+/// The size of the subordinate ID ranges given to it.
+const RANGE: u32 = 65_536;
+/// Set for the inner tests: a directory the user owns, which the outer test reads afterwards.
+const SHARE_ENV: &str = "DRS_ROOTLESS_SHARE";
+
+// ---------------------------------------------------------------------------------------------------------
+// The outer tests: as root, run an inner test as the user.
+// ---------------------------------------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root() && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+    })
+}
+
+/// The user's uid, and the start of its subordinate uid range.
+struct TestUser {
+    uid: u32,
+    subuid: u32,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first range of `file` for `name`: its start.
+fn range_of(file: &str, name: &str) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() == 3 && f[0] == name && f[2].parse::<u32>().is_ok_and(|c| c >= RANGE)).then(|| f[1].parse().ok())?
+    })
+}
+
+/// A start for a new range of `RANGE` IDs after every range `file` lists (100000 when it lists none).
+fn free_start(file: &str) -> u32 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let (start, count) = (f.get(1)?.parse::<u64>().ok()?, f.get(2)?.parse::<u64>().ok()?);
+            Some(start + count)
+        })
+        .max()
+        .map_or(100_000, |end| u32::try_from(end.max(100_000)).unwrap_or(100_000))
+}
+
+/// Creates the user and its ranges when missing (once at a time across test processes), and opens
+/// `/dev/net/tun` to users as Debian does.
+fn ensure_user() -> TestUser {
+    let lock = std::fs::File::create("/tmp/drs-rootless-setup.lock").expect("setup lock");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+    };
+    if id("-u").is_none() {
+        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", USER]));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        if range_of(file, USER).is_none() {
+            let line = format!("{USER}:{}:{RANGE}\n", free_start(file));
+            eprintln!("adding `{}` to {file}", line.trim());
+            let mut text = std::fs::read_to_string(file).unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            std::fs::write(file, text).expect("write the subordinate ID file");
+        }
+    }
+    let tun = Path::new("/dev/net/tun");
+    if std::fs::metadata(tun).is_ok_and(|m| m.mode() & 0o006 != 0o006) {
+        eprintln!("note: /dev/net/tun is not open to users; giving it Debian's default mode 0666");
+        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).expect("chmod /dev/net/tun");
+    }
+    TestUser {
+        uid: id("-u").expect("the user exists"),
+        subuid: range_of("/etc/subuid", USER).expect("the user has subordinate uids"),
+    }
+}
+
+/// A copy of this test binary the user can run, and a directory the user owns, removed when dropped.
+struct Staged {
+    dir: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the inner test `name` as the user; returns the staging directory (its `share/` holds what the test
+/// left for the caller to check) and the user.
+fn as_user(name: &str) -> Option<(Staged, TestUser)> {
+    if !is_root() {
+        eprintln!(
+            "skipped: needs root to create the test user `{USER}`; as an ordinary user, run the inner tests as \
+             yourself: cargo test -p tests --test rootless -- --ignored inner_"
+        );
+        return None;
+    }
+    let user = ensure_user();
+    let dir = PathBuf::from(format!("/tmp/drs-rootless-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("staging dir");
+    let staged = Staged { dir: dir.clone() };
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exe = dir.join("tests");
+    std::fs::copy(std::env::current_exe().expect("this test binary"), &exe).expect("copy the test binary");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let share = dir.join("share");
+    std::fs::create_dir(&share).expect("share dir");
+    rustix::fs::chown(&share, Some(rustix::fs::Uid::from_raw(user.uid)), None).expect("chown share");
+    let home = format!("/home/{USER}");
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "env", "-i"])
+        .arg(format!("HOME={home}"))
+        .arg(format!("USER={USER}"))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
+        .arg("TMPDIR=/tmp")
+        .arg("RUST_BACKTRACE=1")
+        .arg(format!("{SHARE_ENV}={}", share.display()))
+        .arg(&exe)
+        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .current_dir(&dir)
+        .output()
+        .expect("runuser");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{name} failed as {USER}: {}", out.status);
+    assert!(text.contains("1 passed"), "{name} ran: {text}");
+    Some((staged, user))
+}
+
+#[test]
+fn rootless_execs_run_as_root_and_as_other_users() {
+    as_user("inner_execs_run_as_root_and_as_other_users");
+}
+
+#[test]
+fn rootless_layers_whiteouts_and_opaque_directories_work_over_overlayfs() {
+    as_user("inner_layers_whiteouts_and_opaque_directories");
+}
+
+#[test]
+fn rootless_mounts_cache_volumes_and_secrets_work() {
+    as_user("inner_mounts_cache_volumes_and_secrets");
+}
+
+#[test]
+fn rootless_crun_runs_containers_too() {
+    as_user("inner_crun_runs_containers_too");
+}
+
+#[test]
+fn rootless_containers_reach_the_host_but_not_its_loopback() {
+    as_user("inner_network_reaches_the_host_but_not_its_loopback");
+}
+
+#[test]
+fn rootless_a_container_cannot_write_the_users_files() {
+    as_user("inner_a_container_cannot_write_the_users_files");
+}
+
+#[test]
+fn rootless_an_image_with_several_users_keeps_its_owners() {
+    if is_root()
+        && let Err(e) = testkit::images::ensure()
+    {
+        panic!("the offline registry: {e}");
+    }
+    as_user("inner_an_image_with_several_users_keeps_its_owners");
+}
+
+/// What containers write belongs, on the host, to the user (container root) and to its subordinate IDs
+/// (other container users): checked from outside the user namespace, on the cache volume the inner test left.
+#[test]
+fn rootless_container_users_are_the_users_subordinate_ids_on_the_host() {
+    let Some((staged, user)) = as_user("inner_files_of_container_users") else {
+        return;
+    };
+    let volumes = staged.dir.join("share/cache/cache-volumes");
+    let find = |name: &str| -> std::fs::Metadata {
+        let found = walk(&volumes).into_iter().find(|p| p.file_name().is_some_and(|f| f == name));
+        let path = found.unwrap_or_else(|| panic!("{name} is in a cache volume under {}", volumes.display()));
+        std::fs::symlink_metadata(path).expect("stat")
+    };
+    let by_root = find("by-root");
+    assert_eq!(by_root.uid(), user.uid, "container root is the user");
+    let by_1000 = find("by-1000");
+    assert_eq!(by_1000.uid(), user.subuid + 999, "container uid 1000 is the user's subordinate uid 1000");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The inner tests: as the ordinary user, inside a user namespace.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Starts this test again inside a user namespace (when not in one yet) and checks that it is rootless there.
+async fn enter() {
+    if let Err(e) = dagger_engine::rootless::reexec().await {
+        panic!("cannot enter a user namespace: {e}");
+    }
+    assert!(
+        dagger_engine::rootless::is_rootless(),
+        "the inner tests run as an ordinary user (the `rootless_*` tests run them so, as root): {:?}",
+        dagger_engine::rootless::privilege()
+    );
+}
+
+struct Env {
+    _session: dagger_engine::Session,
+    dag: Query,
+    _dirs: Vec<tempfile::TempDir>,
+    rootfs: String,
+}
+
+async fn start_with(config: impl FnOnce(&Path) -> Config) -> Env {
+    enter().await;
+    let cache = tempfile::tempdir().expect("cache dir");
+    let rootfs = busybox_rootfs();
+    let (session, dag) = testkit::start_engine(config(cache.path())).await;
+    Env {
+        _session: session,
+        dag,
+        rootfs: rootfs.path().to_string_lossy().into_owned(),
+        _dirs: vec![cache, rootfs],
+    }
+}
+
+async fn start() -> Env {
+    start_with(|dir| Config::for_dir(dir)).await
+}
+
+impl Env {
+    fn busybox(&self) -> Container {
+        self.dag.container().with_rootfs(self.dag.host().directory(self.rootfs.clone()))
+    }
+}
+
+/// A busybox root filesystem: `/bin/busybox`, one link per applet, users `root` and `user` (1000).
+fn busybox_rootfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("rootfs dir");
+    let root = dir.path();
+    for d in ["bin", "etc", "tmp", "root", "home/user"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).expect("chmod /tmp");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (Debian package busybox-static)");
+    let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").expect("group");
+    dir
+}
+
+fn exec_error(e: Error) -> dagger::ExecError {
+    match e {
+        Error::Exec(e) => e,
+        other => panic!("expected an exec error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_execs_run_as_root_and_as_other_users"]
+async fn inner_execs_run_as_root_and_as_other_users() {
+    let env = start().await;
+    let c = env
+        .busybox()
+        .with_env_variable("GREETING", "hello")
+        .with_workdir("/work")
+        .with_exec(["sh", "-c", "echo $GREETING from $(pwd) as $(id -u); echo oops >&2"]);
+    assert_eq!(c.stdout().await.expect("stdout"), "hello from /work as 0\n");
+    assert_eq!(c.stderr().await.expect("stderr"), "oops\n");
+    let err = env
+        .busybox()
+        .with_exec(["sh", "-c", "echo out; exit 3"])
+        .sync()
+        .await
+        .expect_err("exit 3 fails");
+    assert_eq!(exec_error(err).exit_code, 3);
+    // Another user of the image: its own ID, and what it writes is its own.
+    let as_user = env
+        .busybox()
+        .with_user("user")
+        .with_exec(["sh", "-c", "id -u; id -g; touch /tmp/mine; stat -c %u:%g /tmp/mine"]);
+    assert_eq!(as_user.stdout().await.expect("as user"), "1000\n1000\n1000:1000\n");
+    // Root owns what it writes; the next layer still sees each owner.
+    let owners = as_user.with_user("root").with_exec([
+        "sh",
+        "-c",
+        "touch /tmp/root-made; stat -c %u /tmp/mine /tmp/root-made",
+    ]);
+    assert_eq!(owners.stdout().await.expect("owners"), "1000\n0\n");
+    // Processes see a user namespace: root there, not the host's.
+    let map = env.busybox().with_exec(["cat", "/proc/self/uid_map"]);
+    let map = map.stdout().await.expect("uid_map");
+    assert!(!map.contains("4294967295"), "not the host's namespace: {map}");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_layers_whiteouts_and_opaque_directories_work_over_overlayfs"]
+async fn inner_layers_whiteouts_and_opaque_directories() {
+    let env = start().await;
+    let base = env
+        .busybox()
+        .with_new_file("/data/keep", "k")
+        .with_new_file("/data/drop", "d")
+        .with_new_file("/tree/old/a", "a")
+        .with_exec(["sh", "-c", "mkdir -p /tree/old/b && echo b > /tree/old/b/f"]);
+    // A removed file (a whiteout), and a directory removed and made again (an opaque directory).
+    let changed = base.with_exec([
+        "sh",
+        "-c",
+        "rm /data/drop && rm -rf /tree/old && mkdir /tree/old && echo new > /tree/old/n",
+    ]);
+    assert_eq!(changed.directory("/data").entries().await.expect("data"), ["keep"]);
+    assert_eq!(changed.directory("/tree/old").entries().await.expect("old"), ["n"]);
+    let listed = changed.with_exec(["sh", "-c", "ls -R /tree /data"]);
+    assert_eq!(
+        listed.stdout().await.expect("ls"),
+        "/data:\nkeep\n\n/tree:\nold\n\n/tree/old:\nn\n"
+    );
+    // Removals by the engine itself (not by a process) too.
+    let without = changed.without_file("/data/keep").with_exec(["ls", "-a", "/data"]);
+    assert_eq!(without.stdout().await.expect("ls"), ".\n..\n");
+    // An exported layer stack reads back the same.
+    let out = tempfile::tempdir().expect("export dir");
+    changed
+        .directory("/tree")
+        .export(out.path().to_string_lossy().into_owned())
+        .await
+        .expect("export");
+    assert_eq!(std::fs::read_to_string(out.path().join("old/n")).expect("exported"), "new\n");
+    assert!(!out.path().join("old/a").exists() && !out.path().join("old/b").exists());
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_mounts_cache_volumes_and_secrets_work"]
+async fn inner_mounts_cache_volumes_and_secrets() {
+    let env = start().await;
+    let cache = env.dag.cache_volume("counter");
+    for expected in ["1\n", "2\n"] {
+        let c = env
+            .busybox()
+            .with_mounted_cache("/cache", cache.clone())
+            .with_env_variable("ROUND", expected)
+            .with_exec(["sh", "-c", "echo x >> /cache/n; wc -l < /cache/n"]);
+        assert_eq!(c.stdout().await.expect("count"), expected);
+    }
+    let secret = env.dag.set_secret("token", "s3cr3t-value");
+    let c = env
+        .busybox()
+        .with_secret_variable("TOKEN", secret.clone())
+        .with_mounted_secret("/run/secrets/token", secret)
+        .with_mounted_temp("/scratch")
+        .with_mounted_directory("/src", env.dag.directory().with_new_file("in.txt", "in"))
+        .with_exec([
+            "sh",
+            "-c",
+            "test \"$(cat /run/secrets/token)\" = \"$TOKEN\" && echo match; echo t > /scratch/t; cat /src/in.txt \
+             > /src/out.txt; echo $TOKEN",
+        ]);
+    assert_eq!(c.stdout().await.expect("stdout"), "match\n***\n");
+    assert_eq!(c.file("/src/out.txt").contents().await.expect("written to the mount"), "in");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_crun_runs_containers_too"]
+async fn inner_crun_runs_containers_too() {
+    let env = start_with(|dir| Config {
+        runtime: Some("crun".into()),
+        ..Config::for_dir(dir)
+    })
+    .await;
+    let c = env
+        .busybox()
+        .with_user("user")
+        .with_exec(["sh", "-c", "id -u; echo crun > /tmp/x; cat /tmp/x"]);
+    assert_eq!(c.stdout().await.expect("crun runs"), "1000\ncrun\n");
+    let c = env
+        .busybox()
+        .with_exec(["sh", "-c", "rm -rf /home && echo gone"])
+        .with_exec(["ls", "/"]);
+    assert!(!c.stdout().await.expect("ls").contains("home"));
+}
+
+/// An IPv4 address of this host other than loopback (the source address of a route out), if it has one.
+fn host_address() -> Option<std::net::Ipv4Addr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_loopback() && !a.is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
+/// Answers every HTTP request on `listener` with `body`.
+fn serve(listener: std::net::TcpListener, body: &'static str) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_containers_reach_the_host_but_not_its_loopback"]
+async fn inner_network_reaches_the_host_but_not_its_loopback() {
+    let env = start().await;
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let loopback_port = loopback.local_addr().expect("addr").port();
+    serve(loopback, "loopback");
+    let c = env.busybox().with_exec(["sh", "-c", "ip addr show dev tap0; ip route"]);
+    let out = c.stdout().await.expect("addresses");
+    assert!(out.contains("inet 10.0.2.100/24"), "a slirp4netns tap device: {out}");
+    assert!(out.contains("default via 10.0.2.2"), "{out}");
+    // The host's loopback: neither as 127.0.0.1 (the container's own) nor through the gateway. (busybox's
+    // `wget` crashes on a refused connection; `nc` says so.)
+    let get = |host: String, port: u16| {
+        env.busybox().with_exec_opts(
+            ["sh", "-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}")],
+            ContainerWithExecOpts::default().expect(dagger::ReturnType::Any),
+        )
+    };
+    for host in ["127.0.0.1", "10.0.2.2"] {
+        let c = get(host.to_owned(), loopback_port);
+        let out = c.stdout().await.expect("nc");
+        assert!(!out.contains("loopback"), "{host}:{loopback_port} must be out of reach: {out}");
+        assert_ne!(c.exit_code().await.expect("nc"), 0, "{host}");
+    }
+    // The host on another address: reachable, through slirp4netns.
+    let Some(addr) = host_address() else {
+        eprintln!("note: this host has no address besides loopback; the reachable case is not checked");
+        return;
+    };
+    let outside = std::net::TcpListener::bind((addr, 0)).expect("listen on the host's address");
+    let port = outside.local_addr().expect("addr").port();
+    serve(outside, "reached");
+    let c = get(addr.to_string(), port);
+    let out = c.stdout().await.expect("nc");
+    assert!(out.ends_with("\r\n\r\nreached"), "the host is reachable: {out:?}");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_a_container_cannot_write_the_users_files"]
+async fn inner_a_container_cannot_write_the_users_files() {
+    let env = start().await;
+    let home = PathBuf::from(std::env::var("HOME").expect("HOME"));
+    let name = format!("drs-marker-{}", std::process::id());
+    let marker = home.join(&name);
+    std::fs::write(&marker, "original\n").expect("marker");
+    let before = listing(&home);
+    // The home directory mounted (a snapshot of it), and commands that look for the user's files everywhere
+    // they could be reached, with the default capabilities and with all of them.
+    let hunt = format!(
+        "echo changed > /mnt/home/{name}; for p in /proc/1/root /proc/*/cwd /sys /dev; do find $p -xdev -name \
+         '{name}' -exec sh -c 'echo changed > \"$1\"' _ {{}} \\; 2>/dev/null; done; mount -t tmpfs t /tmp \
+         2>/dev/null; mkdir -p /tmp/h && mount --bind / /tmp/h 2>/dev/null; find / -name '{name}' 2>/dev/null; true"
+    );
+    for privileged in [false, true] {
+        let c = env
+            .busybox()
+            .with_mounted_directory("/mnt/home", env.dag.host().directory(home.to_string_lossy().into_owned()))
+            .with_exec_opts(
+                ["sh", "-c", &hunt],
+                ContainerWithExecOpts::default().insecure_root_capabilities(privileged),
+            );
+        let found = c.stdout().await.expect("the hunt runs");
+        // Inside, the mounted snapshot changed...
+        assert!(found.contains(&format!("/mnt/home/{name}")), "{found}");
+        let inside = c.file(format!("/mnt/home/{name}")).contents().await.expect("inside");
+        assert_eq!(inside, "changed\n");
+        // ...and on the host nothing did.
+        assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "original\n", "privileged: {privileged}");
+        assert_eq!(listing(&home), before, "the home directory is as it was");
+    }
+    std::fs::remove_file(&marker).expect("remove the marker");
+}
+
+/// The entries of `dir` with their sizes and modification times, sorted.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
+    let mut all: Vec<(PathBuf, u64, i64)> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.mtime()))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_an_image_with_several_users_keeps_its_owners"]
+async fn inner_an_image_with_several_users_keeps_its_owners() {
+    let env = start().await;
+    let debian = env
+        .dag
+        .container()
+        .from(format!("{}/library/debian:bookworm-slim", testkit::images::ADDR));
+    let c = debian.with_exec([
+        "sh",
+        "-c",
+        "stat -c '%U:%G' /etc/shadow /var/mail; id -u nobody; touch /tmp/n",
+    ]);
+    assert_eq!(c.stdout().await.expect("owners"), "root:shadow\nroot:mail\n65534\n");
+    let nobody = debian
+        .with_user("nobody")
+        .with_exec(["sh", "-c", "id -u; touch /tmp/by-nobody; stat -c %U /tmp/by-nobody"]);
+    assert_eq!(nobody.stdout().await.expect("nobody"), "65534\nnobody\n");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_container_users_are_the_users_subordinate_ids_on_the_host"]
+async fn inner_files_of_container_users() {
+    let share = PathBuf::from(std::env::var(SHARE_ENV).expect("run by the outer test"));
+    let env = start_with(|_| Config::for_dir(share.join("cache"))).await;
+    let c = env
+        .busybox()
+        .with_mounted_cache("/cache", env.dag.cache_volume("owners"))
+        .with_exec([
+            "sh",
+            "-c",
+            "touch /cache/by-root; touch /cache/by-1000; chown 1000:1000 /cache/by-1000; ls -n /cache",
+        ]);
+    let out = c.stdout().await.expect("written");
+    assert!(out.contains(" 1000 ") && out.contains("by-1000"), "{out}");
+}
