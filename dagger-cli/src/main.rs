@@ -205,6 +205,11 @@ fn config(cli_cache: &Option<PathBuf>, workdir: Option<PathBuf>) -> Result<Confi
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // As an ordinary user, everything runs again inside a user namespace, where the engine is rootless.
+    if let Err(e) = dagger_engine::rootless::reexec().await {
+        eprintln!("dagger-rs: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

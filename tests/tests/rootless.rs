@@ -24,6 +24,8 @@ use dagger_engine::Config;
 
 /// The ordinary user the tests run as.
 const USER: &str = "drs-rootless";
+/// A second one, without subordinate IDs: its namespace maps a single ID.
+const SINGLE_ID_USER: &str = "drs-rootless1";
 /// The size of the subordinate ID ranges given to it.
 const RANGE: u32 = 65_536;
 /// Set for the inner tests: a directory the user owns, which the outer test reads afterwards.
@@ -77,25 +79,36 @@ fn free_start(file: &str) -> u32 {
         .map_or(100_000, |end| u32::try_from(end.max(100_000)).unwrap_or(100_000))
 }
 
-/// Creates the user and its ranges when missing (once at a time across test processes), and opens
-/// `/dev/net/tun` to users as Debian does.
-fn ensure_user() -> TestUser {
+/// Creates `name` when missing, with subordinate ID ranges when `ranges` (when not, its lines are removed:
+/// Debian's `useradd` adds some by itself), once at a time across test processes; opens `/dev/net/tun` to
+/// users as Debian does.
+fn ensure_user(name: &str, ranges: bool) -> TestUser {
     let lock = std::fs::File::create("/tmp/drs-rootless-setup.lock").expect("setup lock");
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
     let id = |flag: &str| {
         Command::new("id")
-            .args([flag, USER])
+            .args([flag, name])
             .output()
             .ok()
             .filter(|o| o.status.success())
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
     };
     if id("-u").is_none() {
-        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", USER]));
+        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]));
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
-        if range_of(file, USER).is_none() {
-            let line = format!("{USER}:{}:{RANGE}\n", free_start(file));
+        if !ranges {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{name}:")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if kept != text {
+                std::fs::write(file, kept).expect("write the subordinate ID file");
+            }
+        } else if range_of(file, name).is_none() {
+            let line = format!("{name}:{}:{RANGE}\n", free_start(file));
             eprintln!("adding `{}` to {file}", line.trim());
             let mut text = std::fs::read_to_string(file).unwrap_or_default();
             if !text.is_empty() && !text.ends_with('\n') {
@@ -112,7 +125,7 @@ fn ensure_user() -> TestUser {
     }
     TestUser {
         uid: id("-u").expect("the user exists"),
-        subuid: range_of("/etc/subuid", USER).expect("the user has subordinate uids"),
+        subuid: range_of("/etc/subuid", name).unwrap_or(0),
     }
 }
 
@@ -130,6 +143,10 @@ impl Drop for Staged {
 /// Runs the inner test `name` as the user; returns the staging directory (its `share/` holds what the test
 /// left for the caller to check) and the user.
 fn as_user(name: &str) -> Option<(Staged, TestUser)> {
+    as_user_named(USER, true, name)
+}
+
+fn as_user_named(user_name: &str, ranges: bool, name: &str) -> Option<(Staged, TestUser)> {
     if !is_root() {
         eprintln!(
             "skipped: needs root to create the test user `{USER}`; as an ordinary user, run the inner tests as \
@@ -137,7 +154,7 @@ fn as_user(name: &str) -> Option<(Staged, TestUser)> {
         );
         return None;
     }
-    let user = ensure_user();
+    let user = ensure_user(user_name, ranges);
     let dir = PathBuf::from(format!("/tmp/drs-rootless-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("staging dir");
@@ -149,11 +166,11 @@ fn as_user(name: &str) -> Option<(Staged, TestUser)> {
     let share = dir.join("share");
     std::fs::create_dir(&share).expect("share dir");
     rustix::fs::chown(&share, Some(rustix::fs::Uid::from_raw(user.uid)), None).expect("chown share");
-    let home = format!("/home/{USER}");
+    let home = format!("/home/{user_name}");
     let out = Command::new("runuser")
-        .args(["-u", USER, "--", "env", "-i"])
+        .args(["-u", user_name, "--", "env", "-i"])
         .arg(format!("HOME={home}"))
-        .arg(format!("USER={USER}"))
+        .arg(format!("USER={user_name}"))
         .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
         .arg("TMPDIR=/tmp")
         .arg("RUST_BACKTRACE=1")
@@ -169,9 +186,29 @@ fn as_user(name: &str) -> Option<(Staged, TestUser)> {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
-    assert!(out.status.success(), "{name} failed as {USER}: {}", out.status);
+    assert!(out.status.success(), "{name} failed as {user_name}: {}", out.status);
     assert!(text.contains("1 passed"), "{name} ran: {text}");
     Some((staged, user))
+}
+
+#[test]
+fn rootless_without_subordinate_ids_runs_as_root_only_and_says_how_to_add_them() {
+    as_user_named(SINGLE_ID_USER, false, "inner_single_id");
+}
+
+/// The SDK's embedded engine, started by an ordinary user's program that does nothing else about it: the
+/// program is started again in a user namespace, and the cache directory is the user's default one, private.
+#[test]
+fn rootless_the_sdk_starts_its_embedded_engine_in_a_user_namespace() {
+    if is_root() {
+        let _ = std::fs::remove_dir_all(format!("/home/{USER}/.cache/dagger-rs"));
+    }
+    let Some((_staged, user)) = as_user("inner_sdk_embedded_engine") else {
+        return;
+    };
+    let cache = std::fs::metadata(format!("/home/{USER}/.cache/dagger-rs")).expect("the default cache directory");
+    assert_eq!(cache.uid(), user.uid, "the user's own");
+    assert_eq!(cache.mode() & 0o777, 0o700, "private to the user");
 }
 
 #[test]
@@ -379,6 +416,10 @@ async fn inner_layers_whiteouts_and_opaque_directories() {
     ]);
     assert_eq!(changed.directory("/data").entries().await.expect("data"), ["keep"]);
     assert_eq!(changed.directory("/tree/old").entries().await.expect("old"), ["n"]);
+    // Over overlayfs (not copies), with its markers in `user.*` attributes.
+    let root_mount = changed.with_exec(["sh", "-c", "grep ' / / ' /proc/self/mountinfo"]);
+    let root_mount = root_mount.stdout().await.expect("mountinfo");
+    assert!(root_mount.contains(" - overlay ") && root_mount.contains("userxattr"), "{root_mount}");
     let listed = changed.with_exec(["sh", "-c", "ls -R /tree /data"]);
     assert_eq!(
         listed.stdout().await.expect("ls"),
@@ -594,4 +635,54 @@ async fn inner_files_of_container_users() {
         ]);
     let out = c.stdout().await.expect("written");
     assert!(out.contains(" 1000 ") && out.contains("by-1000"), "{out}");
+}
+
+#[tokio::test]
+#[ignore = "run by rootless_without_subordinate_ids_runs_as_root_only_and_says_how_to_add_them"]
+async fn inner_single_id() {
+    let env = start().await;
+    assert_eq!(dagger_engine::rootless::privilege(), dagger_engine::rootless::Privilege::UserNamespace { ids: 1 });
+    let note = dagger_engine::rootless::single_id_note().expect("a note");
+    assert!(
+        note.contains(&format!("`{SINGLE_ID_USER}:")) && note.contains(":65536` to /etc/subuid"),
+        "{note}"
+    );
+    // Root runs, and files keep working.
+    let c = env
+        .busybox()
+        .with_exec(["sh", "-c", "id -u; echo x > /tmp/x; rm -rf /home; ls /"]);
+    let out = c.stdout().await.expect("root runs");
+    assert!(out.starts_with("0\n") && !out.contains("home"), "{out}");
+    // Another user cannot: the error says why and how to fix it.
+    let err = env
+        .busybox()
+        .with_user("user")
+        .with_exec(["id"])
+        .sync()
+        .await
+        .expect_err("no ID for user 1000");
+    let text = err.to_string();
+    assert!(
+        text.contains("has no ID in the engine's user namespace") && text.contains("/etc/subuid"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_the_sdk_starts_its_embedded_engine_in_a_user_namespace"]
+async fn inner_sdk_embedded_engine() {
+    // No `enter()`: connecting does it (this test runs twice, the second time inside the namespace).
+    let rootfs = busybox_rootfs();
+    let conn = dagger::Connection::builder()
+        .quiet()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("the embedded engine starts: {e}"));
+    assert!(dagger_engine::rootless::is_rootless(), "{:?}", dagger_engine::rootless::privilege());
+    let dag = conn.query();
+    let c = dag
+        .container()
+        .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
+        .with_exec(["sh", "-c", "echo hello from $(id -u)"]);
+    assert_eq!(c.stdout().await.expect("runs"), "hello from 0\n");
 }

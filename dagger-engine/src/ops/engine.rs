@@ -212,6 +212,9 @@ pub struct Engine {
     /// [`crate::worker::cleanup`]); reported once, as an event, by [`Engine::subscribe_with_start_report`].
     pub collected: crate::worker::collected::Collected,
     collected_reported: std::sync::atomic::AtomicBool,
+    /// Notes on how this engine runs, reported once with the start-up collection: rootless without
+    /// subordinate IDs (containers get a single user ID).
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -243,6 +246,7 @@ impl Engine {
             requests: std::sync::atomic::AtomicUsize::new(0),
             collected,
             collected_reported: std::sync::atomic::AtomicBool::new(false),
+            notes: crate::worker::userns::single_id_note().into_iter().collect(),
         }))
     }
 
@@ -253,16 +257,15 @@ impl Engine {
 
     /// Progress events, from now on, after the report of the start-up collection (a log event of the
     /// operation `engine`, such as `collected after an unclean stop: 2 mounts, 1 container`) when something
-    /// was collected. The report is emitted once: for the first caller, and to every subscriber at that
-    /// moment.
+    /// was collected, and the engine's [notes](Self::notes). The report is emitted once: for the first
+    /// caller, and to every subscriber at that moment.
     pub fn subscribe_with_start_report(&self) -> broadcast::Receiver<Event> {
         let rx = self.solver.subscribe();
-        if !self.collected.is_empty() && !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.solver.send(Event::new(
-                "engine",
-                "start",
-                EventKind::Log(self.collected.to_string()),
-            ));
+        if !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let collected = (!self.collected.is_empty()).then(|| self.collected.to_string());
+            for line in collected.into_iter().chain(self.notes.iter().cloned()) {
+                self.solver.send(Event::new("engine", "start", EventKind::Log(line)));
+            }
         }
         rx
     }

@@ -107,14 +107,35 @@ pub fn single_id_note() -> Option<String> {
     }
 }
 
-/// How to give the current user subordinate IDs (the line to add, the command that adds it).
+/// How to give the current user subordinate IDs: the line to add and the command that adds it, with a range
+/// after every range `/etc/subuid` and `/etc/subgid` hold already.
 pub fn subid_fix() -> String {
-    SUBID_FIX.replace("USER", &current_user_name())
+    let files: Vec<String> = ["/etc/subuid", "/etc/subgid"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    let start = free_range_start(&files.join("\n"));
+    let end = u64::from(start) + 65_535;
+    let user = current_user_name();
+    format!(
+        "to give containers 65536 IDs, add the line `{user}:{start}:65536` to /etc/subuid and to /etc/subgid \
+         (`sudo usermod --add-subuids {start}-{end} --add-subgids {start}-{end} {user}`)"
+    )
 }
 
-const SUBID_FIX: &str = "to give containers 65536 IDs, add the line `USER:100000:65536` to /etc/subuid and to \
-                         /etc/subgid (`sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`, \
-                         with a range no other user has)";
+/// The first ID after every range in `text` (subuid/subgid lines), and at least 100000.
+fn free_range_start(text: &str) -> u32 {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split(':').skip(1);
+            let start: u64 = f.next()?.trim().parse().ok()?;
+            let count: u64 = f.next()?.trim().parse().ok()?;
+            Some(start + count)
+        })
+        .fold(100_000u64, u64::max)
+        .try_into()
+        .unwrap_or(100_000)
+}
 
 /// Entering a user namespace is not possible, and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +267,7 @@ fn mapping() -> Result<Mapping, RootlessError> {
             note: Some(format!(
                 "note: no subordinate IDs for `{name}` in /etc/subuid and /etc/subgid: containers run with a \
                  single user ID; {}",
-                SUBID_FIX.replace("USER", &name)
+                subid_fix()
             )),
         });
     };
@@ -345,8 +366,7 @@ pub const CHILD_ENV: &str = "DAGGER_RS_ROOTLESS_CHILD";
 /// `Ok(())` at once when nothing is to be done: as root, inside a user namespace already, or with
 /// `DAGGER_RS_ROOTLESS=0`.
 ///
-/// What the program did before this call it does again in the restart, so call it early. The note of a
-/// namespace with a single ID is printed to standard error first.
+/// What the program did before this call it does again in the restart, so call it early.
 pub async fn reexec() -> Result<(), RootlessError> {
     if !matches!(privilege(), Privilege::Unprivileged { .. })
         || std::env::var("DAGGER_RS_ROOTLESS").is_ok_and(|v| v == "0")
@@ -361,10 +381,8 @@ pub async fn reexec() -> Result<(), RootlessError> {
         source,
     })?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let (cmd, note) = command_in_user_namespace(&exe, &args)?;
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
+    // The note of a single-ID namespace is the engine's to report (in its progress output), not this one's.
+    let (cmd, _note) = command_in_user_namespace(&exe, &args)?;
     let io = |source| RootlessError::Io {
         what: exe.display().to_string(),
         source,
@@ -432,6 +450,13 @@ mod tests {
         );
         assert_eq!(subordinate_range(text, "dave", 1004), None);
         assert_eq!(subordinate_range("alice:x:1\n", "alice", 1), None, "garbled lines are skipped");
+    }
+
+    #[test]
+    fn the_range_proposed_comes_after_every_range_held() {
+        assert_eq!(free_range_start(""), 100_000);
+        assert_eq!(free_range_start("a:100000:65536\nb:231072:65536\n"), 296_608);
+        assert_eq!(free_range_start("a:1000:10\n# c\nbad\n"), 100_000);
     }
 
     #[test]

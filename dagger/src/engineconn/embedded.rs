@@ -6,6 +6,11 @@
 //! session ends; a report asked for ([`ConnectionBuilder::report`](crate::ConnectionBuilder::report) or
 //! `DAGGER_RS_REPORT`) is written then too. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each operation is also a
 //! span sent over OTLP/HTTP, parented on the `traceparent` the SDK sends with its requests.
+//!
+//! As an ordinary user (not root), the program is first started again inside a user namespace of its own
+//! (`dagger_engine::rootless::reexec`: the same arguments, environment and standard streams; this process
+//! waits for it and exits with its status), where the engine runs rootless. `DAGGER_RS_ROOTLESS=0` turns that
+//! off (and with it containers).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -65,6 +70,11 @@ pub(crate) async fn start(
     report: Option<PathBuf>,
     logs: &Logs,
 ) -> Result<(Endpoint, EmbeddedGuard), SessionError> {
+    dagger_engine::rootless::reexec()
+        .await
+        .map_err(|e| SessionError::Embedded {
+            source: std::io::Error::other(e),
+        })?;
     let mut config = dagger_engine::Config::load().map_err(|e| SessionError::Embedded {
         source: std::io::Error::other(e),
     })?;
@@ -101,7 +111,7 @@ pub(crate) async fn start(
     }
     let tracker = logs.0.is_some().then(|| Arc::new(Mutex::new(Tracker::new())));
     if let Some(tracker) = &tracker {
-        let mut events = session.engine.subscribe();
+        let mut events = session.engine.subscribe_with_start_report();
         let (logs, tracker) = (logs.clone(), tracker.clone());
         tokio::spawn(async move {
             loop {
