@@ -30,9 +30,9 @@ pub use graphql::{schema, server};
 pub use model::{ids, tree};
 pub use ops::engine::{Config, ConfigError, Engine};
 pub use solver::events::{Event, EventKind, OpInfo, Role};
-pub use worker::{cleanup, network, oci, runtime, snapshot};
 /// Running the engine without root, as root of a user namespace (see the module's documentation).
 pub use worker::userns as rootless;
+pub use worker::{cleanup, network, oci, runtime, snapshot};
 
 /// Where the engine's session types were before the layers: `engine::{Config, Engine, Event, EventKind}`.
 pub mod engine {

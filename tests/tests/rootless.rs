@@ -36,9 +36,9 @@ const SHARE_ENV: &str = "DRS_ROOTLESS_SHARE";
 // ---------------------------------------------------------------------------------------------------------
 
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root() && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-        m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-    })
+    rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// The user's uid, and the start of its subordinate uid range.
@@ -260,14 +260,20 @@ fn rootless_container_users_are_the_users_subordinate_ids_on_the_host() {
     };
     let volumes = staged.dir.join("share/cache/cache-volumes");
     let find = |name: &str| -> std::fs::Metadata {
-        let found = walk(&volumes).into_iter().find(|p| p.file_name().is_some_and(|f| f == name));
+        let found = walk(&volumes)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name));
         let path = found.unwrap_or_else(|| panic!("{name} is in a cache volume under {}", volumes.display()));
         std::fs::symlink_metadata(path).expect("stat")
     };
     let by_root = find("by-root");
     assert_eq!(by_root.uid(), user.uid, "container root is the user");
     let by_1000 = find("by-1000");
-    assert_eq!(by_1000.uid(), user.subuid + 999, "container uid 1000 is the user's subordinate uid 1000");
+    assert_eq!(
+        by_1000.uid(),
+        user.subuid + 999,
+        "container uid 1000 is the user's subordinate uid 1000"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -326,7 +332,9 @@ async fn start() -> Env {
 
 impl Env {
     fn busybox(&self) -> Container {
-        self.dag.container().with_rootfs(self.dag.host().directory(self.rootfs.clone()))
+        self.dag
+            .container()
+            .with_rootfs(self.dag.host().directory(self.rootfs.clone()))
     }
 }
 
@@ -339,7 +347,10 @@ fn busybox_rootfs() -> tempfile::TempDir {
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).expect("chmod /tmp");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (Debian package busybox-static)");
-    let list = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
@@ -380,17 +391,17 @@ async fn inner_execs_run_as_root_and_as_other_users() {
         .expect_err("exit 3 fails");
     assert_eq!(exec_error(err).exit_code, 3);
     // Another user of the image: its own ID, and what it writes is its own.
-    let as_user = env
-        .busybox()
-        .with_user("user")
-        .with_exec(["sh", "-c", "id -u; id -g; touch /tmp/mine; stat -c %u:%g /tmp/mine"]);
-    assert_eq!(as_user.stdout().await.expect("as user"), "1000\n1000\n1000:1000\n");
-    // Root owns what it writes; the next layer still sees each owner.
-    let owners = as_user.with_user("root").with_exec([
+    let as_user = env.busybox().with_user("user").with_exec([
         "sh",
         "-c",
-        "touch /tmp/root-made; stat -c %u /tmp/mine /tmp/root-made",
+        "id -u; id -g; touch /tmp/mine; stat -c %u:%g /tmp/mine",
     ]);
+    assert_eq!(as_user.stdout().await.expect("as user"), "1000\n1000\n1000:1000\n");
+    // Root owns what it writes; the next layer still sees each owner.
+    let owners =
+        as_user
+            .with_user("root")
+            .with_exec(["sh", "-c", "touch /tmp/root-made; stat -c %u /tmp/mine /tmp/root-made"]);
     assert_eq!(owners.stdout().await.expect("owners"), "1000\n0\n");
     // Processes see a user namespace: root there, not the host's.
     let map = env.busybox().with_exec(["cat", "/proc/self/uid_map"]);
@@ -419,7 +430,10 @@ async fn inner_layers_whiteouts_and_opaque_directories() {
     // Over overlayfs (not copies), with its markers in `user.*` attributes.
     let root_mount = changed.with_exec(["sh", "-c", "grep ' / / ' /proc/self/mountinfo"]);
     let root_mount = root_mount.stdout().await.expect("mountinfo");
-    assert!(root_mount.contains(" - overlay ") && root_mount.contains("userxattr"), "{root_mount}");
+    assert!(
+        root_mount.contains(" - overlay ") && root_mount.contains("userxattr"),
+        "{root_mount}"
+    );
     let listed = changed.with_exec(["sh", "-c", "ls -R /tree /data"]);
     assert_eq!(
         listed.stdout().await.expect("ls"),
@@ -435,7 +449,10 @@ async fn inner_layers_whiteouts_and_opaque_directories() {
         .export(out.path().to_string_lossy().into_owned())
         .await
         .expect("export");
-    assert_eq!(std::fs::read_to_string(out.path().join("old/n")).expect("exported"), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("old/n")).expect("exported"),
+        "new\n"
+    );
     assert!(!out.path().join("old/a").exists() && !out.path().join("old/b").exists());
 }
 
@@ -466,7 +483,10 @@ async fn inner_mounts_cache_volumes_and_secrets() {
              > /src/out.txt; echo $TOKEN",
         ]);
     assert_eq!(c.stdout().await.expect("stdout"), "match\n***\n");
-    assert_eq!(c.file("/src/out.txt").contents().await.expect("written to the mount"), "in");
+    assert_eq!(
+        c.file("/src/out.txt").contents().await.expect("written to the mount"),
+        "in"
+    );
 }
 
 #[tokio::test]
@@ -507,7 +527,11 @@ fn serve(listener: std::net::TcpListener, body: &'static str) {
             let mut stream = stream;
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
-            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
 }
@@ -527,14 +551,21 @@ async fn inner_network_reaches_the_host_but_not_its_loopback() {
     // `wget` crashes on a refused connection; `nc` says so.)
     let get = |host: String, port: u16| {
         env.busybox().with_exec_opts(
-            ["sh", "-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}")],
+            [
+                "sh",
+                "-c",
+                &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}"),
+            ],
             ContainerWithExecOpts::default().expect(dagger::ReturnType::Any),
         )
     };
     for host in ["127.0.0.1", "10.0.2.2"] {
         let c = get(host.to_owned(), loopback_port);
         let out = c.stdout().await.expect("nc");
-        assert!(!out.contains("loopback"), "{host}:{loopback_port} must be out of reach: {out}");
+        assert!(
+            !out.contains("loopback"),
+            "{host}:{loopback_port} must be out of reach: {out}"
+        );
         assert_ne!(c.exit_code().await.expect("nc"), 0, "{host}");
     }
     // The host on another address: reachable, through slirp4netns.
@@ -569,7 +600,10 @@ async fn inner_a_container_cannot_write_the_users_files() {
     for privileged in [false, true] {
         let c = env
             .busybox()
-            .with_mounted_directory("/mnt/home", env.dag.host().directory(home.to_string_lossy().into_owned()))
+            .with_mounted_directory(
+                "/mnt/home",
+                env.dag.host().directory(home.to_string_lossy().into_owned()),
+            )
             .with_exec_opts(
                 ["sh", "-c", &hunt],
                 ContainerWithExecOpts::default().insecure_root_capabilities(privileged),
@@ -580,7 +614,11 @@ async fn inner_a_container_cannot_write_the_users_files() {
         let inside = c.file(format!("/mnt/home/{name}")).contents().await.expect("inside");
         assert_eq!(inside, "changed\n");
         // ...and on the host nothing did.
-        assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "original\n", "privileged: {privileged}");
+        assert_eq!(
+            std::fs::read_to_string(&marker).expect("marker"),
+            "original\n",
+            "privileged: {privileged}"
+        );
         assert_eq!(listing(&home), before, "the home directory is as it was");
     }
     std::fs::remove_file(&marker).expect("remove the marker");
@@ -614,9 +652,10 @@ async fn inner_an_image_with_several_users_keeps_its_owners() {
         "stat -c '%U:%G' /etc/shadow /var/mail; id -u nobody; touch /tmp/n",
     ]);
     assert_eq!(c.stdout().await.expect("owners"), "root:shadow\nroot:mail\n65534\n");
-    let nobody = debian
-        .with_user("nobody")
-        .with_exec(["sh", "-c", "id -u; touch /tmp/by-nobody; stat -c %U /tmp/by-nobody"]);
+    let nobody =
+        debian
+            .with_user("nobody")
+            .with_exec(["sh", "-c", "id -u; touch /tmp/by-nobody; stat -c %U /tmp/by-nobody"]);
     assert_eq!(nobody.stdout().await.expect("nobody"), "65534\nnobody\n");
 }
 
@@ -641,7 +680,10 @@ async fn inner_files_of_container_users() {
 #[ignore = "run by rootless_without_subordinate_ids_runs_as_root_only_and_says_how_to_add_them"]
 async fn inner_single_id() {
     let env = start().await;
-    assert_eq!(dagger_engine::rootless::privilege(), dagger_engine::rootless::Privilege::UserNamespace { ids: 1 });
+    assert_eq!(
+        dagger_engine::rootless::privilege(),
+        dagger_engine::rootless::Privilege::UserNamespace { ids: 1 }
+    );
     let note = dagger_engine::rootless::single_id_note().expect("a note");
     assert!(
         note.contains(&format!("`{SINGLE_ID_USER}:")) && note.contains(":65536` to /etc/subuid"),
@@ -678,7 +720,11 @@ async fn inner_sdk_embedded_engine() {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("the embedded engine starts: {e}"));
-    assert!(dagger_engine::rootless::is_rootless(), "{:?}", dagger_engine::rootless::privilege());
+    assert!(
+        dagger_engine::rootless::is_rootless(),
+        "{:?}",
+        dagger_engine::rootless::privilege()
+    );
     let dag = conn.query();
     let c = dag
         .container()

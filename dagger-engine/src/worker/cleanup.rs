@@ -248,7 +248,9 @@ fn collect(store: &Store, judge: &mut Judge, host: Option<&mut Judge>) -> Collec
             // A rootless engine's namespaces: files under `tmp/netns/` (their mounts died with its mount
             // namespace), and its link folders in the temporary directory, judged by this cache's locks.
             let netns = tmp.join(crate::worker::network::ROOTLESS_NETNS);
-            c.add(&crate::worker::network::collect_dead_namespaces(&netns, &mut |pid| judge.dead(pid)));
+            c.add(&crate::worker::network::collect_dead_namespaces(&netns, &mut |pid| {
+                judge.dead(pid)
+            }));
             remove_link_folders(&mut |pid| judge.dead(pid));
         }
         None => {}

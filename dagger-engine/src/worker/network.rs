@@ -226,6 +226,14 @@ fn prepare_netns_dir(dir: &Path) -> Result<(), String> {
         .mode(if rootless { 0o700 } else { 0o755 })
         .create(dir)
         .map_err(|e| fail(&e))?;
+    if rootless {
+        // A directory someone else made first (in the shared temporary directory) is not used.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(&e))?;
+        if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+            return Err(fail(&"not a private directory of the engine's user"));
+        }
+    }
     if !rootless && let Err(e) = mount_change(dir, P::SHARED | P::REC) {
         // Not a mount point yet: make it one (bound onto itself), then shared.
         if e != rustix::io::Errno::INVAL {
@@ -262,11 +270,14 @@ fn build(ns: &Namespace, host: &mut Rtnl) -> Result<(), String> {
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| {
-            let why = if crate::worker::userns::is_rootless() { "" } else { " (the engine needs root)" };
-            format!("cannot create a network namespace: {e}{why}")
-        })?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        let why = if crate::worker::userns::is_rootless() {
+            ""
+        } else {
+            " (the engine needs root)"
+        };
+        format!("cannot create a network namespace: {e}{why}")
+    })?;
     rustix::mount::mount_bind("/proc/thread-self/ns/net", &path)
         .map_err(|e| format!("cannot mount the network namespace at {}: {e}", path.display()))?;
     let mut inside = Rtnl::open()?;
@@ -538,8 +549,10 @@ fn find_slirp() -> Result<PathBuf, String> {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
         .map(|d| d.join("slirp4netns"))
         .find(|p| p.is_file())
-        .ok_or("rootless containers reach the network through slirp4netns, which is not installed: `sudo apt-get \
-                install slirp4netns`")?;
+        .ok_or(
+            "rootless containers reach the network through slirp4netns, which is not installed: `sudo apt-get \
+                install slirp4netns`",
+        )?;
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -959,11 +959,15 @@ pub fn whiteout(layer: &Path, rel: &str) -> Result<(), SnapshotError> {
 
 /// Marks a directory in a layer as opaque: nothing below it in lower layers shows through.
 pub fn make_opaque(dir: &Path) -> Result<(), SnapshotError> {
-    rustix::fs::lsetxattr(dir, crate::worker::userns::opaque_xattr(), b"y", rustix::fs::XattrFlags::empty()).map_err(|e| {
-        SnapshotError::Io {
-            what: format!("cannot mark {} opaque", dir.display()),
-            source: e.into(),
-        }
+    rustix::fs::lsetxattr(
+        dir,
+        crate::worker::userns::opaque_xattr(),
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(|e| SnapshotError::Io {
+        what: format!("cannot mark {} opaque", dir.display()),
+        source: e.into(),
     })
 }
 

@@ -232,7 +232,10 @@ fn current_user_name() -> String {
     }) {
         return name;
     }
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| uid.to_string())
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| uid.to_string())
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -260,8 +263,10 @@ fn mapping() -> Result<Mapping, RootlessError> {
             .and_then(|t| subordinate_range(&t, &name, id))
     };
     // A group's subordinate IDs are listed under the user's name (or uid), as newgidmap looks them up.
-    let (Some(u), Some(g)) = (read("/etc/subuid", uid), read("/etc/subgid", uid).or_else(|| read("/etc/subgid", gid)))
-    else {
+    let (Some(u), Some(g)) = (
+        read("/etc/subuid", uid),
+        read("/etc/subgid", uid).or_else(|| read("/etc/subgid", gid)),
+    ) else {
         return Ok(Mapping {
             options: vec!["--map-root-user".into()],
             note: Some(format!(
@@ -294,17 +299,21 @@ fn enter_hint(stderr: &str) -> Option<String> {
         return Some("the `unshare` of util-linux 2.38 or later is needed (Debian 12, Ubuntu 23.04)".into());
     }
     if sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        return Some("user namespaces are disabled for unprivileged users: `sudo sysctl -w \
+        return Some(
+            "user namespaces are disabled for unprivileged users: `sudo sysctl -w \
              kernel.unprivileged_userns_clone=1`"
-            .into());
+                .into(),
+        );
     }
     if sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return Some("user namespaces are disabled: `sudo sysctl -w user.max_user_namespaces=15000`".into());
     }
     if sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
-        return Some("AppArmor restricts unprivileged user namespaces: `sudo sysctl -w \
+        return Some(
+            "AppArmor restricts unprivileged user namespaces: `sudo sysctl -w \
              kernel.apparmor_restrict_unprivileged_userns=0`, or add an AppArmor profile for the program"
-            .into());
+                .into(),
+        );
     }
     if stderr.contains("newuidmap") || stderr.contains("newgidmap") {
         return Some(format!(
@@ -320,7 +329,10 @@ fn enter_hint(stderr: &str) -> Option<String> {
 /// (non-root) user, made by `unshare`; with it, the note to report when the namespace maps a single ID (no
 /// subordinate IDs). Such a namespace is made once first, so a failure is an error naming its cause and fix
 /// (what to install or configure), never the program's exit status.
-pub fn command_in_user_namespace(program: &Path, args: &[OsString]) -> Result<(std::process::Command, Option<String>), RootlessError> {
+pub fn command_in_user_namespace(
+    program: &Path,
+    args: &[OsString],
+) -> Result<(std::process::Command, Option<String>), RootlessError> {
     let unshare = find_program("unshare").ok_or(RootlessError::Missing {
         program: "unshare",
         package: "util-linux",
@@ -449,7 +461,11 @@ mod tests {
             "an empty range is skipped"
         );
         assert_eq!(subordinate_range(text, "dave", 1004), None);
-        assert_eq!(subordinate_range("alice:x:1\n", "alice", 1), None, "garbled lines are skipped");
+        assert_eq!(
+            subordinate_range("alice:x:1\n", "alice", 1),
+            None,
+            "garbled lines are skipped"
+        );
     }
 
     #[test]

@@ -860,10 +860,7 @@ impl Packer<'_> {
         let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
             return Ok(());
         };
-        let mut wanted: Vec<&[u8]> = names[..n]
-            .split(|&c| c == 0)
-            .filter(|n| kept_xattr(n))
-            .collect();
+        let mut wanted: Vec<&[u8]> = names[..n].split(|&c| c == 0).filter(|n| kept_xattr(n)).collect();
         if wanted.is_empty() {
             return Ok(());
         }
