@@ -796,6 +796,25 @@ mod tests {
         assert!(host_veth(0xfffd).len() < 16, "fits a link name (IFNAMSIZ)");
     }
 
+    #[test]
+    fn a_dead_rootless_engines_namespace_files_are_collected_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (live, dead) = (std::process::id(), std::process::id() + 1_000_000);
+        for pid in [live, dead] {
+            std::fs::write(dir.path().join(format!("drs-{pid}-0-ab")), "").expect("namespace file");
+        }
+        std::fs::write(dir.path().join("other"), "").expect("not a namespace");
+        let c = collect_dead_namespaces(dir.path(), &mut |pid| pid == dead);
+        assert_eq!(c.namespaces, 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [format!("drs-{live}-0-ab"), "other".to_owned()]);
+    }
+
     /// Runs `f` on a thread of its own in a fresh network namespace (root only): the host's links are not
     /// touched.
     fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

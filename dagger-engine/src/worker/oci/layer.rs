@@ -1384,6 +1384,61 @@ mod tests {
         );
     }
 
+    /// `user.overlay.*` attributes are overlayfs markers in rootless mode (an image could forge an opaque
+    /// directory with one): dropped on extraction and never packed, while other `user.*` ones travel.
+    #[test]
+    fn overlay_markers_in_user_attributes_are_dropped_both_ways() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in [
+            ("etc/", tar::EntryType::Directory),
+            ("etc/conf", tar::EntryType::Regular),
+        ] {
+            let mut records = Vec::new();
+            pax_record(&mut records, b"SCHILY.xattr.user.note", b"kept");
+            pax_record(&mut records, b"SCHILY.xattr.user.overlay.opaque", b"y");
+            let mut x = tar::Header::new_ustar();
+            x.set_entry_type(tar::EntryType::XHeader);
+            x.set_mode(0o644);
+            x.set_size(records.len() as u64);
+            b.append_data(&mut x, "PaxHeader", records.as_slice()).expect("pax");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, name, &b""[..]).expect("entry");
+        }
+        let dest = tmp.path().join("x");
+        extract_bytes(&b.into_inner().expect("tar"), &dest).expect("extract");
+        let attr = |path: &Path, name: &str| {
+            let mut buf = [0u8; 16];
+            rustix::fs::lgetxattr(path, name, &mut buf[..])
+                .ok()
+                .map(|n| buf[..n].to_vec())
+        };
+        for path in [dest.join("etc"), dest.join("etc/conf")] {
+            assert_eq!(attr(&path, "user.note"), Some(b"kept".to_vec()), "{}", path.display());
+            assert_eq!(attr(&path, "user.overlay.opaque"), None, "{}", path.display());
+        }
+        // Packing leaves them out too (a rootless engine's own markers are not user data).
+        rustix::fs::lsetxattr(
+            dest.join("etc/conf"),
+            "user.overlay.redirect",
+            b"/x",
+            XattrFlags::empty(),
+        )
+        .expect("set a marker");
+        let mut packed = Vec::new();
+        pack(&dest, &mut packed).expect("pack");
+        let blob = tmp.path().join("packed.tar.gz");
+        fs::write(&blob, &packed).expect("write");
+        let back = tmp.path().join("back");
+        extract(&blob, &back).expect("extract packed");
+        assert_eq!(attr(&back.join("etc/conf"), "user.note"), Some(b"kept".to_vec()));
+        assert_eq!(attr(&back.join("etc/conf"), "user.overlay.redirect"), None);
+        assert!(kept_xattr(b"security.capability") && !kept_xattr(b"trusted.overlay.opaque"));
+    }
+
     #[test]
     fn layers_extract_once_and_prune_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
