@@ -829,10 +829,16 @@ mod tests {
                 "withFiles at {at}"
             );
         }
-        // Into a mounted directory too.
+        // Into a mounted directory too (searchable, so the test also runs as an ordinary user: the schema's
+        // default mode for a new directory, 0644, lets only root write into it outside a user namespace).
         let src = object(
             &e,
-            chain(&e, empty_dir(), &[("withNewDirectory", json!({ "path": "d" }))]).await,
+            chain(
+                &e,
+                empty_dir(),
+                &[("withNewDirectory", json!({ "path": "d", "permissions": 0o755 }))],
+            )
+            .await,
         );
         let v = after(vec![
             (
