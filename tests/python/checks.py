@@ -88,10 +88,18 @@ async def check_removal_patterns(client: dagger.Client, scratch: pathlib.Path) -
     expect(await d.without_file("c/*a1*").entries(path="c"), ["file-b1.txt"], "withoutFile c/*a1*")
     expect(await d.without_directory("a*").entries(), ["b/", "c/", "foo.txt"], "withoutDirectory a*")
     expect(
-        await d.without_files(["*.txt", "nothing/*", "missing"]).entries(),
+        await d.without_files(["*.txt", "c/*.nope", "missing"]).entries(),
         ["a1/", "a2/", "b/", "c/"],
         "withoutFiles with patterns",
     )
+    # As with Dagger, a pattern whose directory does not exist is an error.
+    try:
+        await d.without_files(["*.txt", "nothing/*"]).entries()
+    except dagger.QueryError as e:
+        if "nothing: no such file or directory" not in str(e):
+            raise AssertionError(f"unexpected error: {e}") from e
+    else:
+        raise AssertionError("a pattern in a missing directory succeeded")
 
 
 async def check_with_file_into_a_directory(client: dagger.Client, scratch: pathlib.Path) -> None:

@@ -143,7 +143,7 @@ async fn paths_that_escape_are_errors() {
         .await
         .expect_err("missing");
     assert!(
-        err.to_string().contains("no such file or directory: `missing.txt`"),
+        err.to_string().contains("missing.txt: no such file or directory"),
         "{err}"
     );
 }

@@ -530,14 +530,13 @@ enum Found {
     Other,
 }
 
-/// Looks `comps` up in `layers` (bottom first, overlayfs upper format) the way the merged filesystem would
+/// Finds `comps` in `layers` (bottom first, overlayfs upper format) the way the merged filesystem would
 /// show it: the topmost layer that has the path wins, a whiteout hides it, an opaque directory or a
-/// non-directory hides what lower layers hold below it. Never follows a link on the host: each layer is
-/// walked one component at a time with `lstat`, and only through directories.
-fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
-    let Some(last) = comps.len().checked_sub(1) else {
-        return Found::Dir;
-    };
+/// non-directory hides what lower layers hold below it. Returns the host path in the layer that shows it and
+/// its metadata (`None`: the path does not exist). Never follows a link on the host: each layer is walked one
+/// component at a time with `lstat`, and only through directories.
+fn find_in_layers(layers: &[PathBuf], comps: &[String]) -> Option<(PathBuf, std::fs::Metadata)> {
+    let last = comps.len().checked_sub(1)?;
     for layer in layers.iter().rev() {
         let mut path = layer.clone();
         let mut cut_below = false;
@@ -547,32 +546,63 @@ fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
                 break;
             };
             if is_whiteout(&meta) {
-                return Found::Missing;
+                return None;
             }
             if i == last {
-                return if meta.is_dir() {
-                    Found::Dir
-                } else if meta.file_type().is_symlink() {
-                    Found::Link(
-                        std::fs::read_link(&path)
-                            .map(|t| t.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    )
-                } else {
-                    Found::Other
-                };
+                return Some((path, meta));
             }
             if !meta.is_dir() {
                 // A file or link above the path's end: nothing lower shows through below it.
-                return Found::Missing;
+                return None;
             }
             cut_below |= is_opaque(&path);
         }
         if cut_below {
-            return Found::Missing;
+            return None;
         }
     }
-    Found::Missing
+    None
+}
+
+/// What `comps` names in `layers` (see [`find_in_layers`]); the root is a directory.
+fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
+    if comps.is_empty() {
+        return Found::Dir;
+    }
+    match find_in_layers(layers, comps) {
+        None => Found::Missing,
+        Some((_, meta)) if meta.is_dir() => Found::Dir,
+        Some((path, meta)) if meta.file_type().is_symlink() => Found::Link(
+            std::fs::read_link(&path)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        Some(_) => Found::Other,
+    }
+}
+
+/// Copies up, into the new layer directory `layer`, every directory on the way to `rel` (a resolved path,
+/// relative to the root) that the `lower` layers (bottom first) already have, `rel` itself included when it
+/// is one: created with the same permission bits and owner, as overlayfs copies a directory up before it
+/// changes what is inside. Without this, a layer that writes `/tmp/x` would give `/tmp` the mode and owner
+/// of a fresh directory. Stops at the first component that is not a directory below; what is missing is
+/// made by the write itself. A directory the layer already holds is left as it is.
+pub fn copy_up_dirs(lower: &[PathBuf], layer: &Path, rel: &str) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
+    let comps: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let mut cursor = Cursor::open(layer, "")?;
+    for i in 0..comps.len() {
+        let Some((_, meta)) = find_in_layers(lower, &comps[..=i]) else {
+            break;
+        };
+        if !meta.is_dir() {
+            break;
+        }
+        let rel = comps[..=i].join("/");
+        let fd = cursor.copy_dir(&comps[i], &rel, meta.mode(), (meta.uid(), meta.gid()))?;
+        cursor.stack.push((rel, fd));
+    }
+    Ok(())
 }
 
 /// Resolves `path` (absolute inside the container) against the container's layers (bottom first) without
@@ -594,7 +624,7 @@ pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> R
 fn path_error(e: PathError) -> SnapshotError {
     match e {
         PathError::Loop(p) => SnapshotError::Loop(p),
-        PathError::WrongKind { path, .. } => SnapshotError::NotADirectory(format!("/{path}")),
+        PathError::Through(path) | PathError::NotADirectory(path) => SnapshotError::NotADirectory(format!("/{path}")),
         other => SnapshotError::NotFound(other.to_string()),
     }
 }
@@ -604,6 +634,8 @@ fn path_error(e: PathError) -> SnapshotError {
 pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, SnapshotError> {
     use std::os::unix::fs::PermissionsExt;
     let mut tree = Tree::default();
+    let root = std::fs::metadata(dir).map_err(io(format!("cannot read {}", dir.display())))?;
+    tree.set_root_mode(root.permissions().mode());
     let mut stack = vec![(dir.to_owned(), String::new())];
     while let Some((d, rel)) = stack.pop() {
         let rd = std::fs::read_dir(&d).map_err(io(format!("cannot read {}", d.display())))?;
@@ -652,6 +684,9 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
 /// created with `O_EXCL | O_NOFOLLOW`, and a symlink (or file) standing where a directory is needed is
 /// replaced, never followed. So whatever the tree holds, and whatever is already on disk below `dest`,
 /// nothing is written outside `dest`.
+///
+/// The tree's root is `dest/<at>`: a directory already there keeps its own mode, one this call makes gets the
+/// tree's root mode (as a copy into a new path, or a mount, shows the directory's own permissions).
 pub fn write_tree(
     store: &crate::store::Store,
     tree: &Tree,
@@ -659,9 +694,19 @@ pub fn write_tree(
     at: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), SnapshotError> {
+    let base = dest.join(at.trim_matches('/'));
+    let existed = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir());
     let mut cursor = Cursor::open(dest, at)?;
     if let Some((u, g)) = owner {
         fchown(&cursor.base_fd(), u, g, &cursor.describe(""))?;
+    }
+    if !existed {
+        // After the chown, which clears set-group-ID bits.
+        rustix::fs::fchmod(
+            cursor.base_fd(),
+            rustix::fs::Mode::from_raw_mode(tree.root_mode() & 0o7777),
+        )
+        .map_err(sys(|| format!("cannot set the mode of {}", base.display())))?;
     }
     for (rel, entry) in &tree.entries {
         cursor.write_entry(store, rel, entry, owner)?;
@@ -811,6 +856,39 @@ impl Cursor {
             format!("cannot open {} (it changed while being written)", self.describe(rel))
         }))?;
         if set_mode {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+        }
+        Ok(fd)
+    }
+
+    /// Opens the directory `name` in the top directory, creating it with `mode` and `owner` when missing (an
+    /// existing one is kept as it is). Anything else standing there is an error.
+    fn copy_dir(
+        &self,
+        name: &str,
+        rel: &str,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<rustix::fd::OwnedFd, SnapshotError> {
+        use rustix::fs::{Mode, OFlags};
+        let name = plain_name(rel, name)?;
+        let parent = self.top();
+        let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(sys(|| format!("cannot create {}", self.describe(rel)))(e)),
+        };
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| format!("cannot open {}", self.describe(rel))))?;
+        if created {
+            // Owner first, then mode (a chown clears set-group-ID bits).
+            fchown(&fd, uid, gid, &self.describe(rel))?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
                 .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
         }
@@ -1232,7 +1310,10 @@ mod path_safety {
                 // A refused operation (a file used as a directory, a loop) leaves a usable tree behind.
                 if let Err(e) = r {
                     prop_assert!(
-                        matches!(e, PathError::WrongKind { .. } | PathError::Loop(_)),
+                        matches!(
+                            e,
+                            PathError::Through(_) | PathError::NotAFile(_) | PathError::Loop(_)
+                        ),
                         "unexpected error {e:?}"
                     );
                 }

@@ -29,6 +29,9 @@ pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// Dagger's error for an exec without a command, and for reading the output of a container that ran none.
+pub(crate) const NO_COMMAND: &str = "no command has been set";
+
 /// Refuses what `withExec` cannot do here.
 fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
     if a.experimental_privileged_nesting {
@@ -44,7 +47,7 @@ fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
 pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, OpError> {
     let mut argv = a.args.clone();
     if a.expand {
-        argv = argv.iter().map(|arg| expand(arg, st)).collect();
+        argv = argv.iter().map(|arg| expand(arg, st)).collect::<Result<_, _>>()?;
     }
     if argv.is_empty() {
         argv = st.config.cmd.clone();
@@ -55,9 +58,7 @@ pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<
         argv = full;
     }
     if argv.is_empty() {
-        return Err(OpError::new(
-            "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
-        ));
+        return Err(OpError::new(NO_COMMAND));
     }
     Ok(argv)
 }
@@ -80,12 +81,10 @@ async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, O
         plaintexts.push(p);
     }
     let mut files = Vec::new();
-    for (path, src) in &st.mounts {
-        if let MountSource::Secret { secret, mode, owner } = src {
-            let p = secret_plaintext(engine, secret).await?;
-            files.push((path.clone(), p.clone(), *mode, *owner));
-            plaintexts.push(p);
-        }
+    for m in &st.secret_mounts {
+        let p = secret_plaintext(engine, &m.secret).await?;
+        files.push((m.path.clone(), p.clone(), m.mode, m.owner));
+        plaintexts.push(p);
     }
     if !env.iter().any(|kv| kv.starts_with("PATH=")) {
         env.insert(
@@ -288,7 +287,7 @@ fn check_exit(
             "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
             t.as_secs()
         ),
-        (None, ReturnType::Failure) => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+        // An exit code of 0 where a failure was expected is reported like any other unexpected code.
         (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
             "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
             output.exit_code,
@@ -470,7 +469,6 @@ fn mount_spec(
             }
             (bind(host, false), false)
         }
-        MountSource::Secret { .. } => return Ok(None),
         MountSource::Temp { size } => (
             MountSpec::Tmpfs {
                 target: path.to_owned(),
@@ -625,7 +623,7 @@ mod tests {
         );
         let none = with_image(&[], &[]);
         let err = command(&none, &args(json!({ "args": [] }))).expect_err("no command");
-        assert!(err.message.contains("withDefaultArgs"), "{}", err.message);
+        assert_eq!(err.message, "no command has been set");
     }
 
     #[test]
@@ -641,6 +639,17 @@ mod tests {
         assert_eq!(
             command(&st, &a).map_err(|e| e.message),
             Ok(vec!["echo".into(), "$NAME".into()])
+        );
+    }
+
+    #[test]
+    fn an_argument_naming_a_secret_variable_is_not_expanded() {
+        let mut st = with_image(&[], &[]);
+        st.secret_env.push(("TOKEN".into(), Digest::of(b"s")));
+        let a = args(json!({ "args": ["echo", "${TOKEN}"], "expand": true }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Err("expand cannot be used with secret env variable \"TOKEN\"".to_owned())
         );
     }
 
@@ -697,7 +706,8 @@ mod tests {
         assert_eq!(check(2, ReturnType::Failure, None), Ok(()));
         assert_eq!(
             check(0, ReturnType::Failure, None),
-            Err("process \"x\" succeeded but was expected to fail".into())
+            Err("process \"x\" did not complete successfully: exit code: 0".into()),
+            "Dagger's wording for every unexpected exit code"
         );
         assert_eq!(
             check(137, ReturnType::Success, None),

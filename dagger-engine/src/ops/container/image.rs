@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
-use crate::ops::container::state::{ContainerState, ImageConfig, expand, layers_dir};
+use crate::ops::container::state::{ContainerState, ImageConfig, expand_if, layers_dir};
 use crate::ops::engine::Engine;
 use crate::ops::error::OpError;
 use crate::ops::fields::{
@@ -376,7 +376,7 @@ pub(crate) async fn export(engine: &Arc<Engine>, st: &ContainerState, a: &Contai
         media_types: a.media_types,
         forced_compression: a.forced_compression,
     })?;
-    let path = if a.expand { expand(&a.path, st) } else { a.path.clone() };
+    let path = expand_if(&a.path, st, a.expand)?;
     let target = crate::ops::host::host_path(engine, &path);
     if target.is_dir() {
         return Err(OpError::new(format!(

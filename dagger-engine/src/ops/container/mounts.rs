@@ -4,7 +4,7 @@
 
 use crate::ops::container::change;
 use crate::ops::container::fs::owner_of;
-use crate::ops::container::state::{ContainerState, MountSource, path_in};
+use crate::ops::container::state::{ContainerState, MountSource, SecretMount, path_in};
 use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerField, ContainerWithMountedCache};
 use crate::ops::op::{Cx, Op};
@@ -51,12 +51,14 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         }),
         F::WithMountedSecret(a) => change(move |cx, st| {
             Box::pin(async move {
-                let source = MountSource::Secret {
+                let mount = SecretMount {
+                    path: path_in(st, &a.path, a.expand)?,
                     secret: a.source,
                     mode: a.mode as u32,
                     owner: owner_of(&cx.engine, st, &a.owner)?,
                 };
-                mount(st, &a.path, a.expand, source)
+                st.secret_mounts.push(mount);
+                Ok(())
             })
         }),
         F::WithMountedTemp(a) => change(move |_, st| {
@@ -68,7 +70,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         F::WithoutMount(a) => change(move |_, st| {
             Box::pin(async move {
                 let path = path_in(st, &a.path, a.expand)?;
-                st.mounts.retain(|(m, _)| *m != path);
+                st.unmount(&path);
                 Ok(())
             })
         }),
