@@ -509,19 +509,7 @@ impl Tree {
     /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
     /// holding kept entries are kept.
     pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
-        let matches_any = |path: &str, pats: &[String]| {
-            let segs: Vec<&str> = path.split('/').collect();
-            pats.iter().any(|p| {
-                let pat: Vec<&str> = p
-                    .trim_start_matches('/')
-                    .trim_end_matches('/')
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                // A pattern matching a directory covers everything below it.
-                (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]))
-            })
-        };
+        let matches_any = matches_patterns;
         let mut out = Tree {
             root_mode: self.root_mode,
             ..Tree::default()
@@ -582,10 +570,35 @@ impl Tree {
         out
     }
 
-    /// A digest of the whole tree (paths, kinds, modes, contents).
+    /// A digest of the whole tree: paths, kinds, modes, contents, the root's mode. Modification times are not
+    /// part of it (as in Dagger, whose content digests leave them out): a file touched on the host, or a tree
+    /// given new times, has the same digest.
     pub fn digest(&self) -> Digest {
-        Digest::of(&serde_json::to_vec(self).unwrap_or_default())
+        let mut plain = self.clone();
+        for e in plain.entries.values_mut() {
+            match e {
+                Entry::Dir { mtime, .. } => *mtime = None,
+                Entry::File(f) => f.mtime = None,
+                Entry::Symlink { .. } => {}
+            }
+        }
+        Digest::of(&serde_json::to_vec(&plain).unwrap_or_default())
     }
+}
+
+/// Whether the relative path `path` matches one of the include/exclude `patterns` (`*`, `?`, `[…]` within a
+/// segment, `**` across segments); a pattern matching a directory covers everything below it.
+pub fn matches_patterns(path: &str, patterns: &[String]) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    patterns.iter().any(|p| {
+        let pat: Vec<&str> = p
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]))
+    })
 }
 
 /// Splits a removal path (normalized, `/`-separated) that holds a `*` at its first component holding a

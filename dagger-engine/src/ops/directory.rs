@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::model::ignore::GitignoreRules;
 use crate::model::tree::{Entry, FileEntry, PathError, Tree, normalize, split_wildcards};
 use crate::ops::error::OpError;
+use crate::store::Store;
 
 use crate::ops::engine::Engine;
 use crate::ops::fields::{DirectoryField, ExistsType};
@@ -37,7 +39,10 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
             let other = cx.eval(&a.other).await?;
             edited(&cx, |t| Ok::<_, OpError>(t.diff(other.as_dir()?.0)))
         }),
-        F::Filter(a) => tree_edit(move |t| Ok::<_, OpError>(t.filter(&a.include, &a.exclude))),
+        F::Filter(a) => run(move |cx| async move {
+            let store = cx.engine.store.clone();
+            edited(&cx, |t| filtered(&store, &t, &a.include, &a.exclude, a.gitignore))
+        }),
         F::WithTimestamps(a) => tree_edit(move |t| Ok::<_, OpError>(t.with_timestamps(a.timestamp))),
         F::WithNewDirectory(a) => tree_edit(move |mut t| {
             if let Some(outside) = outside_parent(&a.path) {
@@ -99,7 +104,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         F::WithDirectory(a) => run(move |cx| async move {
             let src = cx.eval(&a.source).await?;
-            let mut filtered = src.as_dir()?.0.filter(&a.include, &a.exclude);
+            let mut filtered = filtered(&cx.engine.store, src.as_dir()?.0, &a.include, &a.exclude, a.gitignore)?;
             if let Some(p) = a.permissions {
                 filtered.set_permissions(p as u32);
             }
@@ -107,6 +112,33 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         _ => None,
     }
+}
+
+/// `tree` with only what `include` names (everything when empty), without what `exclude` names, and with
+/// `gitignore` without what its own `.gitignore` files ignore (each relative to its folder, no `.git`
+/// needed; rules of a `.gitignore` the patterns leave out still apply).
+pub(crate) fn filtered(
+    store: &Store,
+    tree: &Tree,
+    include: &[String],
+    exclude: &[String],
+    gitignore: bool,
+) -> Result<Tree, OpError> {
+    let out = tree.filter(include, exclude);
+    if !gitignore {
+        return Ok(out);
+    }
+    let mut rules = GitignoreRules::default();
+    for (path, entry) in &tree.entries {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if let (".gitignore", Entry::File(f)) = (name, entry) {
+            rules.add(dir, &String::from_utf8_lossy(&store.get_blob(&f.blob)?));
+        }
+    }
+    if rules.is_empty() {
+        return Ok(out);
+    }
+    Ok(out.without(|path, is_dir| rules.ignored(path, is_dir)))
 }
 
 /// An op that makes a new tree from the parent's alone.
@@ -1013,6 +1045,78 @@ mod tests {
         assert_eq!(outside_parent("b/../../c").as_deref(), Some("../c"));
         assert_eq!(outside_parent("b/../c"), None);
         assert_eq!(outside_parent("/../c"), None, "an absolute path stays at the root");
+    }
+
+    #[tokio::test]
+    async fn filter_applies_the_directorys_own_gitignore_files() {
+        // Ported from Dagger's `TestFilter` and `TestWithDirectoryIncludeExclude` ("gitignore works",
+        // directory_test.go): no `.git` needed; a nested file's rules are relative to its folder and still
+        // apply when the patterns leave the file out.
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = with_files(
+            &e,
+            &[
+                "a.txt",
+                "b.txt",
+                "c.txt.rar",
+                "subdir/d.txt",
+                "sub2/x.log",
+                "sub2/y.txt",
+            ],
+        )
+        .await;
+        let dir = apply(
+            &e,
+            dir,
+            "withNewFile",
+            json!({ "path": ".gitignore", "contents": "b.txt\nsubdir/\n" }),
+        )
+        .await
+        .expect("gitignore");
+        let dir = apply(
+            &e,
+            dir,
+            "withNewFile",
+            json!({ "path": "sub2/.gitignore", "contents": "*.log\n" }),
+        )
+        .await
+        .expect("nested gitignore");
+        let v = apply(&e, dir.clone(), "filter", json!({ "gitignore": true }))
+            .await
+            .expect("filter");
+        assert_eq!(
+            paths(&v),
+            [
+                ".gitignore",
+                "a.txt",
+                "c.txt.rar",
+                "sub2/",
+                "sub2/.gitignore",
+                "sub2/y.txt"
+            ]
+        );
+        let v = apply(
+            &e,
+            dir.clone(),
+            "filter",
+            json!({ "gitignore": true, "exclude": ["**/.gitignore"] }),
+        )
+        .await
+        .expect("filter");
+        assert_eq!(paths(&v), ["a.txt", "c.txt.rar", "sub2/", "sub2/y.txt"]);
+        let v = apply(&e, dir.clone(), "filter", json!({})).await.expect("no gitignore");
+        assert_eq!(paths(&v), paths(&dir), "rules apply only when asked");
+        let src = object(&e, dir);
+        let v = apply(
+            &e,
+            empty_dir(),
+            "withDirectory",
+            json!({ "path": "copy", "source": { "$id": src }, "gitignore": true }),
+        )
+        .await
+        .expect("withDirectory");
+        assert!(!paths(&v).contains(&"copy/b.txt".to_owned()) && paths(&v).contains(&"copy/a.txt".to_owned()));
     }
 
     #[test]

@@ -98,7 +98,7 @@ async fn identity_hooks(
         // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
         Field::Host(HostField::Directory(a)) => {
             let path = host_path(engine, &a.path);
-            let (tree, name) = read_host_dir(engine, &path, &a.include, &a.exclude, a.gitignore)?;
+            let (tree, name) = read_host_dir(engine, &path, &a.path, &a.include, &a.exclude, a.gitignore)?;
             args.insert("$content".into(), json!(tree.digest()));
             args.remove("noCache");
             Ok((Some(Evaluated::Dir { tree, name }), None))

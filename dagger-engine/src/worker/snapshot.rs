@@ -632,12 +632,44 @@ fn path_error(e: PathError) -> SnapshotError {
 /// Reads the directory `dir` (already resolved on the host) into a tree, storing file contents as blobs.
 /// Symlinks are kept as links, never followed.
 pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, SnapshotError> {
-    use std::os::unix::fs::PermissionsExt;
+    read_tree_with(store, dir, &mut KeepAll, false)
+}
+
+/// What a filtered read of a directory (see [`read_tree_with`]) asks while it walks.
+pub trait WalkFilter {
+    /// Called with each directory the walk enters (relative path, `""` for the root, and its host path)
+    /// before any entry in it is asked about.
+    fn enter(&mut self, rel: &str, host: &Path);
+    /// Whether the entry at `rel` is read; a directory that is not is not walked into, and a file that is not
+    /// is never stored.
+    fn keep(&mut self, rel: &str, is_dir: bool) -> bool;
+}
+
+/// The filter of a plain read: everything.
+struct KeepAll;
+
+impl WalkFilter for KeepAll {
+    fn enter(&mut self, _: &str, _: &Path) {}
+    fn keep(&mut self, _: &str, _: bool) -> bool {
+        true
+    }
+}
+
+/// Reads the directory `dir` into a tree like [`read_tree`], reading only what `filter` keeps, and with
+/// `mtimes` recording each file's modification time (whole seconds).
+pub fn read_tree_with(
+    store: &crate::store::Store,
+    dir: &Path,
+    filter: &mut dyn WalkFilter,
+    mtimes: bool,
+) -> Result<Tree, SnapshotError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut tree = Tree::default();
     let root = std::fs::metadata(dir).map_err(io(format!("cannot read {}", dir.display())))?;
     tree.set_root_mode(root.permissions().mode());
     let mut stack = vec![(dir.to_owned(), String::new())];
     while let Some((d, rel)) = stack.pop() {
+        filter.enter(&rel, &d);
         let rd = std::fs::read_dir(&d).map_err(io(format!("cannot read {}", d.display())))?;
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -647,6 +679,10 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
                 continue;
             };
             let ft = meta.file_type();
+            if !(ft.is_symlink() || ft.is_dir() || ft.is_file()) || !filter.keep(&rel_path, ft.is_dir()) {
+                // Devices, fifos and sockets have no place in a snapshot.
+                continue;
+            }
             let mode = meta.permissions().mode() & 0o7777;
             if ft.is_symlink() {
                 let target = std::fs::read_link(&path)
@@ -656,7 +692,7 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
             } else if ft.is_dir() {
                 tree.entries.insert(rel_path.clone(), Entry::Dir { mode, mtime: None });
                 stack.push((path, rel_path));
-            } else if ft.is_file() {
+            } else {
                 let (blob, size) = store.put_blob_from_file(&path).map_err(|e| SnapshotError::Io {
                     what: format!("cannot store {}", path.display()),
                     source: std::io::Error::other(e.to_string()),
@@ -667,11 +703,10 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
                         mode,
                         blob,
                         size,
-                        mtime: None,
+                        mtime: mtimes.then(|| meta.mtime()),
                     }),
                 );
             }
-            // Devices, fifos and sockets have no place in a snapshot.
         }
     }
     Ok(tree)
@@ -711,7 +746,7 @@ pub fn write_tree(
     for (rel, entry) in &tree.entries {
         cursor.write_entry(store, rel, entry, owner)?;
     }
-    Ok(())
+    cursor.finish()
 }
 
 /// Writes one entry at `dest/<rel>` (`rel` relative, its missing parents created as 0755 directories), with
@@ -723,7 +758,9 @@ pub fn write_entry_at(
     entry: &Entry,
     owner: Option<(u32, u32)>,
 ) -> Result<(), SnapshotError> {
-    Cursor::open(dest, "")?.write_entry(store, rel, entry, owner)
+    let mut cursor = Cursor::open(dest, "")?;
+    cursor.write_entry(store, rel, entry, owner)?;
+    cursor.finish()
 }
 
 /// The open directory handles from a trusted base down to the directory being written, so sorted entries
@@ -732,6 +769,20 @@ struct Cursor {
     dest: PathBuf,
     /// `(relative path, handle)`, the base (`""`) first.
     stack: Vec<(String, rustix::fd::OwnedFd)>,
+    /// Directories written with a modification time, set once everything below them is written.
+    dir_times: Vec<(String, i64)>,
+}
+
+/// A modification (and access) time, in whole seconds.
+fn timestamps(secs: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 fn sys(what: impl FnOnce() -> String) -> impl FnOnce(rustix::io::Errno) -> SnapshotError {
@@ -775,6 +826,7 @@ impl Cursor {
         let mut cursor = Cursor {
             dest: dest.to_owned(),
             stack: vec![(String::new(), fd)],
+            dir_times: Vec::new(),
         };
         // `at` becomes the new base: its components are made like any other directory, never followed.
         let at = at.trim_matches('/');
@@ -788,6 +840,24 @@ impl Cursor {
             cursor.dest = dest.join(at);
         }
         Ok(cursor)
+    }
+
+    /// Sets the modification times of the directories written with one, deepest first (writing inside a
+    /// directory changes its time).
+    fn finish(mut self) -> Result<(), SnapshotError> {
+        let base = self.stack.swap_remove(0).1;
+        for (rel, secs) in self.dir_times.iter().rev() {
+            rustix::fs::utimensat(
+                &base,
+                rel.as_str(),
+                &timestamps(*secs),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(sys(|| {
+                format!("cannot set the time of {}", self.dest.join(rel).display())
+            }))?;
+        }
+        Ok(())
     }
 
     fn base_fd(&self) -> rustix::fd::BorrowedFd<'_> {
@@ -910,10 +980,13 @@ impl Cursor {
         let name = plain_name(rel, name)?;
         self.enter(parent)?;
         match entry {
-            Entry::Dir { mode, .. } => {
+            Entry::Dir { mode, mtime } => {
                 let fd = self.make_dir(name, *mode, rel, true)?;
                 if let Some((u, g)) = owner {
                     fchown(&fd, u, g, &self.describe(rel))?;
+                }
+                if let Some(secs) = mtime {
+                    self.dir_times.push((rel.to_owned(), *secs));
                 }
                 self.stack.push((rel.to_owned(), fd));
             }
@@ -937,6 +1010,10 @@ impl Cursor {
                 // After the chown, which clears set-user-ID bits.
                 rustix::fs::fchmod(&out, Mode::from_raw_mode(f.mode & 0o7777))
                     .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+                if let Some(secs) = f.mtime {
+                    rustix::fs::futimens(&out, &timestamps(secs))
+                        .map_err(sys(|| format!("cannot set the time of {}", self.describe(rel))))?;
+                }
             }
             Entry::Symlink { target } => {
                 let dir = self.top();

@@ -518,7 +518,7 @@ async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirect
     let Evaluated::Dir { tree, .. } = &*dir else {
         return Err(OpError::new("`source` is not a directory"));
     };
-    let mut tree = tree.filter(&a.include, &a.exclude);
+    let mut tree = crate::ops::directory::filtered(&cx.engine.store, tree, &a.include, &a.exclude, a.gitignore)?;
     if let Some(p) = a.permissions {
         tree.set_permissions(p as u32);
     }
