@@ -620,6 +620,22 @@ pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> R
     Ok(resolved.join("/"))
 }
 
+/// The contents of the regular file at `path` (absolute inside the container, links followed as the
+/// container would) in `layers` (bottom first), without mounting them; `None` when there is no such file.
+pub fn read_file_in_layers(layers: &[PathBuf], path: &str) -> Option<Vec<u8>> {
+    let resolved = resolve_in_layers(layers, path, true).ok()?;
+    let comps: Vec<String> = resolved
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (host, meta) = find_in_layers(layers, &comps)?;
+    if !meta.is_file() {
+        return None;
+    }
+    std::fs::read(host).ok()
+}
+
 /// A resolution failure as a container path error.
 fn path_error(e: PathError) -> SnapshotError {
     match e {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, Tree};
-use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
+use crate::ops::container::fs::{empty_layer, layer_paths, snap};
 use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layers_dir};
+use crate::ops::container::users::resolve_exec_user;
 use crate::ops::engine::Engine;
 use crate::ops::error::{ExecFailure, OpError};
 use crate::ops::fields::{ContainerWithExec, ReturnType};
@@ -206,9 +207,9 @@ async fn run_request(
     argv: Vec<String>,
     mut env: Vec<String>,
 ) -> Result<(RunRequest, crate::worker::network::NetnsLease), OpError> {
-    let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
+    let user = resolve_exec_user(engine, st)?;
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
-        env.push(format!("HOME={home}"));
+        env.push(format!("HOME={}", user.home));
     }
     let mut stdin_bytes = opts.stdin.clone().into_bytes();
     if !opts.redirect_stdin.is_empty() {
@@ -231,9 +232,9 @@ async fn run_request(
         args: argv,
         env,
         cwd,
-        uid,
-        gid,
-        additional_gids: Vec::new(),
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids,
         mounts: prepared.mounts.clone(),
         stdin: stdin_bytes,
         netns: Some(netns.path()),

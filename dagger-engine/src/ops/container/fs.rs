@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::model::ids::Digest;
 use crate::model::tree::{Entry, FileEntry, PathError, Tree, normalize, split_wildcards};
 use crate::ops::container::state::{ContainerState, MountSource, expand_if, layers_dir, path_in};
+use crate::ops::container::users::owner_of;
 use crate::ops::container::{change, container_of};
 use crate::ops::directory::dest_is_dir_hint;
 use crate::ops::engine::Engine;
@@ -26,16 +27,6 @@ pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, OpErro
 
 pub(crate) fn snap(e: SnapshotError) -> OpError {
     OpError::new(e.to_string())
-}
-
-/// Numeric owner from an `owner` argument (`uid`, `uid:gid`, `name`, `name:group`; empty for none), resolved
-/// in the container's files.
-pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> Result<Option<(u32, u32)>, OpError> {
-    if owner.is_empty() {
-        return Ok(None);
-    }
-    let (u, g, _) = resolve_user(engine, state, owner)?;
-    Ok(Some((u, g)))
 }
 
 /// Creates a new layer (named after the call that makes it) with `fill` writing into it.
@@ -351,57 +342,6 @@ pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: Contain
     })
     .await
     .map_err(|e| OpError::new(format!("internal error: {e}")))?
-}
-
-/// A user resolved to IDs, with the home directory from `/etc/passwd`.
-pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), OpError> {
-    if user.is_empty() {
-        return Ok((0, 0, "/root".into()));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    // Numeric IDs need no lookup, but the home directory does.
-    let lookup = |file: &str| -> Vec<Vec<String>> {
-        let Ok(m) = mount_readonly(engine, st) else {
-            return Vec::new();
-        };
-        let text = snapshot::resolve_in_root(m.path(), file, true)
-            .ok()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split(':').map(str::to_owned).collect())
-            .collect()
-    };
-    let passwd = lookup("/etc/passwd");
-    let entry = passwd
-        .iter()
-        .find(|f| f.first().map(String::as_str) == Some(u) || f.get(2).map(String::as_str) == Some(u));
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => entry
-            .and_then(|f| f.get(2)?.parse().ok())
-            .ok_or_else(|| OpError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
-    };
-    let home = entry
-        .and_then(|f| f.get(5).cloned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into());
-    let gid = match g {
-        None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => lookup("/etc/group")
-                .iter()
-                .find(|f| f.first().map(String::as_str) == Some(g))
-                .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| OpError::new(format!("group `{g}` is not in the container's /etc/group")))?,
-        },
-    };
-    Ok((uid, gid, home))
 }
 
 /// The op of a filesystem field (`withRootfs`, `withDirectory`, `withFile`, `withNewFile`, `withFiles`,

@@ -13,6 +13,7 @@ pub(crate) mod fs;
 pub(crate) mod image;
 pub(crate) mod mounts;
 pub(crate) mod state;
+pub(crate) mod users;
 
 use std::future::Future;
 use std::sync::Arc;

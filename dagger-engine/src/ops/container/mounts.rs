@@ -3,8 +3,8 @@
 //! [`crate::ops::container::exec`]), not written into the layers.
 
 use crate::ops::container::change;
-use crate::ops::container::fs::owner_of;
 use crate::ops::container::state::{ContainerState, MountSource, SecretMount, path_in};
+use crate::ops::container::users::owner_of;
 use crate::ops::error::OpError;
 use crate::ops::fields::{ContainerField, ContainerWithMountedCache};
 use crate::ops::op::{Cx, Op};
