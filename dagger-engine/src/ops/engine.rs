@@ -227,6 +227,7 @@ impl Engine {
     pub fn new(config: Config) -> Result<Arc<Self>, crate::store::StoreError> {
         let store = Store::open(&config.cache_dir)?;
         let collected = crate::worker::cleanup::start(&store);
+        let volumes = CacheVolumes::shared_through(store.root().join("cache-volumes"));
         Ok(Arc::new(Self {
             config,
             solver: Arc::new(Solver::new(store.clone())),
@@ -237,7 +238,7 @@ impl Engine {
             snapshot: std::sync::OnceLock::new(),
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
-            volumes: CacheVolumes::default(),
+            volumes,
             computed: std::sync::atomic::AtomicUsize::new(0),
             requests: std::sync::atomic::AtomicUsize::new(0),
             collected,

@@ -1032,7 +1032,7 @@ mod tests {
             )
             .await,
         );
-        let cache = object(&e, Evaluated::Cache { key: "k".into() });
+        let cache = object(&e, Evaluated::cache("k"));
         let c = chain(
             &e,
             base(&e).await,

@@ -9,6 +9,7 @@
 //! sees it.
 
 pub(crate) mod exec;
+pub(crate) mod exec_fs;
 pub(crate) mod fs;
 pub(crate) mod image;
 pub(crate) mod mounts;
@@ -222,7 +223,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("dir");
         let e = engine(&tmp);
         let dir = object(&e, empty_dir());
-        let cache = object(&e, Evaluated::Cache { key: "k".into() });
+        let cache = object(&e, Evaluated::cache("k"));
         let secret = object(
             &e,
             Evaluated::Secret {
@@ -289,6 +290,47 @@ mod tests {
             .await
             .expect("unmount the secret");
         assert!(state(c).secret_mounts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cache_volumes_own_arguments_are_the_defaults_of_its_mounts() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let seed = testing::dir(&e, &[("seeded", "x")]);
+        let volume = object(
+            &e,
+            Evaluated::Cache {
+                key: "k".into(),
+                sharing: "LOCKED".into(),
+                source: Some(seed.as_dir().expect("dir").0.clone()),
+                owner: "1000".into(),
+            },
+        );
+        let mounted = |args: serde_json::Value| {
+            let e = e.clone();
+            async move {
+                let c = apply(&e, container(), "withMountedCache", args).await.expect("mount");
+                state(c).mounts.remove(0).1
+            }
+        };
+        let MountSource::Cache {
+            sharing, seed, owner, ..
+        } = mounted(json!({ "path": "/c", "cache": { "$id": volume } })).await
+        else {
+            panic!("a cache mount")
+        };
+        assert_eq!((sharing.as_str(), owner), ("LOCKED", Some((1000, 1000))));
+        assert!(seed.is_some_and(|t| t.entries.contains_key("seeded")));
+        let MountSource::Cache { sharing, owner, .. } =
+            mounted(json!({ "path": "/c", "cache": { "$id": volume }, "sharing": "PRIVATE", "owner": "5:6" })).await
+        else {
+            panic!("a cache mount")
+        };
+        assert_eq!(
+            (sharing.as_str(), owner),
+            ("PRIVATE", Some((5, 6))),
+            "a mount's own arguments win"
+        );
     }
 
     #[tokio::test]
