@@ -183,8 +183,9 @@ async def check_publish_and_pull_back(reg: str, scratch: pathlib.Path) -> None:
         .with_workdir("/app")
     )
     published = await c.publish(address)
-    if not re.fullmatch(rf"{re.escape(reg)}/py-app@sha256:[0-9a-f]{{64}}", published):
-        raise AssertionError(f"publish returned {published!r}, not {reg}/py-app@sha256:…")
+    # As Dagger reports it: the reference with its tag and the digest pushed.
+    if not re.fullmatch(rf"{re.escape(reg)}/py-app:latest@sha256:[0-9a-f]{{64}}", published):
+        raise AssertionError(f"publish returned {published!r}, not {reg}/py-app:latest@sha256:…")
     for ref in (published, address):
         pulled = dag.container().from_(ref).with_exec(["sh", "-c", "cat msg.txt; echo $APP_MODE"])
         expect(await pulled.stdout(), f"published {RUN}\npy\n", f"stdout of {ref}")

@@ -388,7 +388,7 @@ pub(crate) async fn export(engine: &Arc<Engine>, st: &ContainerState, a: &Contai
     Ok(json!(target.to_string_lossy()))
 }
 
-/// `publish(address)`: pushes the image; returns `address@sha256:…`.
+/// `publish(address)`: pushes the image; returns the reference with its tag and digest (`host/repo:tag@sha256:…`).
 pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &ContainerPublish) -> Result<Value, OpError> {
     check_image_options(&ImageOptions {
         field: "publish",
@@ -404,7 +404,8 @@ pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &Conta
         .push(&image, &reference, auth.as_ref())
         .await
         .map_err(oci)?;
-    Ok(json!(pinned))
+    let digest = pinned.rsplit_once('@').map_or(pinned.as_str(), |(_, d)| d);
+    Ok(json!(reference.published(&a.address, digest)))
 }
 
 #[cfg(test)]
