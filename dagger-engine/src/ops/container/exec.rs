@@ -47,8 +47,8 @@ fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
     Ok(())
 }
 
-/// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
-/// or when no args were given.
+/// The command line, as Dagger makes it: `args` (expanded when asked), else the default args, behind the
+/// entrypoint only when `useEntrypoint` asks for it.
 pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, OpError> {
     let mut argv = a.args.clone();
     if a.expand {
@@ -57,7 +57,7 @@ pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<
     if argv.is_empty() {
         argv = st.config.cmd.clone();
     }
-    if a.use_entrypoint || (a.args.is_empty() && !st.config.entrypoint.is_empty()) {
+    if a.use_entrypoint {
         let mut full = st.config.entrypoint.clone();
         full.extend(argv);
         argv = full;
@@ -624,7 +624,11 @@ mod tests {
         let cases = [
             (json!({ "args": ["ls", "-l"] }), vec!["ls", "-l"]),
             (json!({ "args": ["ls"], "useEntrypoint": true }), vec!["/init", "ls"]),
-            (json!({ "args": [] }), vec!["/init", "serve", "--port=80"]),
+            (json!({ "args": [] }), vec!["serve", "--port=80"]),
+            (
+                json!({ "args": [], "useEntrypoint": true }),
+                vec!["/init", "serve", "--port=80"],
+            ),
         ];
         for (a, want) in cases {
             assert_eq!(
