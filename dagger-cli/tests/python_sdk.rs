@@ -2,7 +2,9 @@
 //! builds directories, syncs and loads objects back by ID (`sync`, and the SDK's `load_directory_from_id` and
 //! `load_container_from_id`, which send the legacy `loadFooFromID` fields), reads the host, exports, uses
 //! secrets, and gets a clear error for a field the engine does not implement; and it drives container pipelines
-//! (pull, exec, mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. The
+//! (pull, exec, mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. Both
+//! check the behaviours that follow the real engine (gitignore, modes, times, redirects, groups, `expand`, mounted
+//! files and secrets, cache volume defaults, mount stubs, Dagger's error wording). The
 //! clients live in `tests/python/`; the SDK is installed in `target/python-sdk-venv` by
 //! `scripts/python-sdk.sh --setup`.
 

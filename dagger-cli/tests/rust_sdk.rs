@@ -2,8 +2,10 @@
 //! `tests/rust-sdk/` (a crate of its own, outside the workspace, so the main build stays lean) runs under
 //! `dagger-rs run` a quickstart-like pipeline and the common API: directories, files, the host and export,
 //! container execs with env, mounts and secrets, exec errors, and `load_directory_from_id` /
-//! `load_container_from_id` (the legacy `loadFooFromID` fields every official 0.21 SDK sends), against a
-//! registry on loopback holding busybox.
+//! `load_container_from_id` (the legacy `loadFooFromID` fields every official 0.21 SDK sends), and the
+//! behaviours that follow the real engine (gitignore, directory modes, host file times, redirects through
+//! mounts, supplementary groups, `expand`, mounted files and secrets, cache volume defaults, mount stubs,
+//! Dagger's error wording, `publish`'s tag and digest), against a registry on loopback holding busybox.
 //!
 //! The test builds the program with `cargo build --offline --locked` into `target/rust-sdk` (about a minute and
 //! a half the first time). `scripts/rust-sdk.sh --setup` fetches its pinned dependencies (`Cargo.lock`) and
@@ -101,12 +103,15 @@ fn the_official_rust_sdk_runs_its_quickstart_and_the_common_api_under_dagger_rs_
         "files",
         "paths like Dagger",
         "host directory and export",
+        "gitignore",
+        "modes, times and wording",
         "quickstart",
         "container exec and env",
         "container paths like Dagger",
         "secrets",
         "exec errors",
         "load by ID",
+        "containers like Dagger",
     ] {
         assert!(
             stdout.lines().any(|l| l == format!("ok   {check}")),

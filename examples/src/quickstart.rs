@@ -116,7 +116,7 @@ impl Settings {
 pub struct Report {
     /// What `cargo test` printed on stdout.
     pub test_log: String,
-    /// The published image, pinned by digest (`127.0.0.1:5000/quickstart-app@sha256:…`).
+    /// The published image, its tag and digest (`127.0.0.1:5000/quickstart-app:latest@sha256:…`).
     pub published: String,
     /// What the published image printed when it ran [`CHECK`].
     pub output: String,

@@ -6,6 +6,7 @@ Each check takes a connected `dagger.Client` and a scratch directory on the host
 
 from __future__ import annotations
 
+import os
 import pathlib
 import traceback
 
@@ -88,10 +89,11 @@ async def check_removal_patterns(client: dagger.Client, scratch: pathlib.Path) -
     expect(await d.without_file("c/*a1*").entries(path="c"), ["file-b1.txt"], "withoutFile c/*a1*")
     expect(await d.without_directory("a*").entries(), ["b/", "c/", "foo.txt"], "withoutDirectory a*")
     expect(
-        await d.without_files(["*.txt", "nothing/*", "missing"]).entries(),
+        await d.without_files(["*.txt", "c/*.nope", "missing"]).entries(),
         ["a1/", "a2/", "b/", "c/"],
         "withoutFiles with patterns",
     )
+
 
 
 async def check_with_file_into_a_directory(client: dagger.Client, scratch: pathlib.Path) -> None:
@@ -149,6 +151,111 @@ async def check_file_names_are_bare(client: dagger.Client, scratch: pathlib.Path
         raise AssertionError("`file(name: \"dir/some-file\")` succeeded")
 
 
+async def expect_error(awaitable, wanted: str, what: str) -> None:
+    """Awaits `awaitable`, which must fail with an error whose text holds `wanted`."""
+    try:
+        await awaitable
+    except dagger.DaggerError as e:
+        if wanted not in str(e):
+            raise AssertionError(f"{what}: the error does not say {wanted!r}: {e}") from e
+    else:
+        raise AssertionError(f"{what}: succeeded; expected an error saying {wanted!r}")
+
+
+def daggers_gitignore_repo(root: pathlib.Path) -> None:
+    """The files of Dagger's `TestDirectoryGitIgnore` (host_test.go) under `root`."""
+    (root / ".git").mkdir(parents=True, exist_ok=True)
+    files = {
+        ".gitignore": "**.txt\n.git/\n!subdir/e.txt\n*.md\ninternal/foo/\n",
+        "b.md": "2",
+        "c.txt.rar": "3",
+        "subdir/b.md": "1",
+        "subdir/e.txt": "2",
+        "subdir/g.txt": "6",
+        "subdir/h.yaml": "6",
+        "subdir2/.gitignore": "*.yaml\n.gitignore\n",
+        "subdir2/foo.go": "1",
+        "subdir2/bar.txt": "1",
+        "subdir2/baz.md": "1",
+        "subdir2/bool.yaml": "1",
+        "bar/bar.txt": "1",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    with open(root / ".gitignore", "a") as f:
+        f.write("bar/\n")
+
+
+async def check_gitignore(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # host.directory(gitignore): every .gitignore from the nearest `.git` down, relative to its folder.
+    repo = scratch / "gitignore-repo"
+    daggers_gitignore_repo(repo)
+    d = client.host().directory(str(repo), gitignore=True)
+    expect(await d.entries(), [".gitignore", "c.txt.rar", "subdir/", "subdir2/"], "root entries")
+    expect(await d.directory("subdir").entries(), ["e.txt", "h.yaml"], "negation re-includes")
+    expect(await d.directory("subdir2").entries(), ["foo.go"], "a nested .gitignore")
+    sub = client.host().directory(str(repo / "subdir"), gitignore=True)
+    expect(await sub.entries(), ["e.txt", "h.yaml"], "a parent's rules apply to a path below it")
+    excluded = client.host().directory(str(repo), gitignore=True, exclude=[".gitignore"])
+    expect(await excluded.entries(), ["c.txt.rar", "subdir/", "subdir2/"], "an excluded .gitignore")
+    expect(await excluded.directory("subdir").entries(), ["e.txt", "h.yaml"], "its rules still apply")
+    await expect_error(
+        client.host().directory(str(repo / "bar"), gitignore=True).entries(),
+        "bar: no such file or directory",
+        "an ignored path",
+    )
+    plain = scratch / "gitignore-plain"
+    plain.mkdir(parents=True, exist_ok=True)
+    (plain / ".gitignore").write_text("**/**")
+    (plain / "foo.go").write_text("1")
+    entries = await client.host().directory(str(plain), gitignore=True).entries()
+    expect(entries, [".gitignore", "foo.go"], "no .git, no rules")
+    # Directory.filter(gitignore): the directory's own .gitignore files, no .git needed.
+    own = client.directory().with_new_file(".gitignore", "b.txt\nsubdir/\n").with_new_file("a.txt", "")
+    own = own.with_new_file("b.txt", "").with_new_file("subdir/d.txt", "")
+    expect(await own.filter(gitignore=True).entries(), [".gitignore", "a.txt"], "Directory.filter(gitignore)")
+
+
+async def check_directory_keeps_its_root_mode(client: dagger.Client, scratch: pathlib.Path) -> None:
+    sub = client.directory().with_new_directory("p", permissions=0o700).with_new_file("p/f", "x").directory("p")
+    expect(await sub.stat(".").permissions(), 0o700, "directory(path) keeps its mode")
+    copied = client.directory().with_directory("new", sub)
+    expect(await copied.stat("new").permissions(), 0o700, "copied to a new path")
+    into = client.directory().with_new_directory("old", permissions=0o750).with_directory("old", sub)
+    expect(await into.stat("old").permissions(), 0o750, "an existing directory keeps its own")
+
+
+async def check_host_files_keep_their_times(client: dagger.Client, scratch: pathlib.Path) -> None:
+    src = scratch / "times"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "f").write_text("x")
+    os.utime(src / "f", (499162500, 499162500))
+    out = scratch / "times-out"
+    await client.host().directory(str(src)).export(str(out))
+    expect(int((out / "f").stat().st_mtime), 499162500, "an exported host file keeps its time")
+
+
+async def check_error_wording(client: dagger.Client, scratch: pathlib.Path) -> None:
+    # Dagger's wording: the path as given, then the system's message.
+    d = client.directory().with_new_file("a/f", "x").with_new_directory("b")
+    await expect_error(d.directory("/foo").sync(), "/foo: no such file or directory", "a missing directory")
+    await expect_error(d.file("keep/../this").sync(), "keep/../this: no such file or directory", "a missing file")
+    await expect_error(d.file("a").sync(), "path a is a directory, not a file", "a directory as a file")
+    await expect_error(d.directory("a/f").sync(), "path a/f is a file, not a directory", "a file as a directory")
+    await expect_error(
+        d.directory("b").with_new_directory("../c").sync(),
+        "cannot create directory outside parent: ../c",
+        "withNewDirectory outside its parent",
+    )
+    await expect_error(d.stat("").name(), ": no such file or directory", "stat of the empty path")
+    await expect_error(
+        d.without_files(["*.txt", "nothing/*"]).sync(),
+        "nothing: no such file or directory",
+        "a removal pattern in a missing directory",
+    )
+
+
 async def check_host_directory_with_exclude(client: dagger.Client, scratch: pathlib.Path) -> None:
     src = scratch / "host-src"
     (src / "sub").mkdir(parents=True, exist_ok=True)
@@ -197,6 +304,10 @@ CHECKS = [
     check_glob_marks_directories,
     check_exists_and_symlinks,
     check_file_names_are_bare,
+    check_gitignore,
+    check_directory_keeps_its_root_mode,
+    check_host_files_keep_their_times,
+    check_error_wording,
     check_host_directory_with_exclude,
     check_export,
     check_secret,

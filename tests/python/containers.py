@@ -71,7 +71,7 @@ async def check_paths_like_dagger(reg: str, scratch: pathlib.Path) -> None:
     )
     out = await c.without_file("*oo").with_exec(["ls", "-1"]).stdout()
     expect(out, "bar\n", "withoutFile *oo")
-    out = await c.without_files(["*oo", "nothing/*", "missing"]).with_exec(["ls", "-1"]).stdout()
+    out = await c.without_files(["*oo", "bar/*.none", "missing"]).with_exec(["ls", "-1"]).stdout()
     expect(out, "bar\n", "withoutFiles with patterns")
     f = dag.directory().with_new_file("sub/some-file", "data").file("sub/some-file")
     expect(await c.with_file("/tmp", f).file("/tmp/some-file").contents(), "data", "withFile into /tmp")
@@ -183,11 +183,156 @@ async def check_publish_and_pull_back(reg: str, scratch: pathlib.Path) -> None:
         .with_workdir("/app")
     )
     published = await c.publish(address)
-    if not re.fullmatch(rf"{re.escape(reg)}/py-app@sha256:[0-9a-f]{{64}}", published):
-        raise AssertionError(f"publish returned {published!r}, not {reg}/py-app@sha256:…")
+    # As Dagger reports it: the reference with its tag and the digest pushed.
+    if not re.fullmatch(rf"{re.escape(reg)}/py-app:latest@sha256:[0-9a-f]{{64}}", published):
+        raise AssertionError(f"publish returned {published!r}, not {reg}/py-app:latest@sha256:…")
     for ref in (published, address):
         pulled = dag.container().from_(ref).with_exec(["sh", "-c", "cat msg.txt; echo $APP_MODE"])
         expect(await pulled.stdout(), f"published {RUN}\npy\n", f"stdout of {ref}")
+
+
+async def expect_error(awaitable, wanted: str, what: str) -> None:
+    try:
+        await awaitable
+    except dagger.DaggerError as e:
+        if wanted not in str(e):
+            raise AssertionError(f"{what}: the error does not say {wanted!r}: {e}") from e
+    else:
+        raise AssertionError(f"{what}: succeeded; expected an error saying {wanted!r}")
+
+
+async def check_supplementary_groups(reg: str, scratch: pathlib.Path) -> None:
+    c = (
+        busybox(reg)
+        .with_new_file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+        .with_new_file("/etc/group", "root:x:0:\nwheel:x:10:root\nstaff:x:50:app\napp:x:1000:\n")
+    )
+    groups = lambda user: c.with_user(user).with_exec(["id", "-G"]).stdout()  # noqa: E731
+    expect(await groups("app"), "1000 50\n", "the primary group and the groups listing the user")
+    expect(await groups("app:staff"), "50\n", "an explicit group is the only one")
+    expect(await c.with_exec(["id", "-G"]).stdout(), "0 10\n", "root's groups")
+
+
+async def check_redirects_through_mounts(reg: str, scratch: pathlib.Path) -> None:
+    src = dag.directory().with_new_file("in.txt", "from a mount\n")
+    c = (
+        busybox(reg)
+        .with_mounted_directory("/out", dag.directory())
+        .with_mounted_directory("/in", src)
+        .with_mounted_file("/f", dag.file("f", "a mounted file\n"))
+        .with_mounted_secret("/run/s", dag.set_secret("s", "hunter2"))
+        .with_env_variable("D", "/tmp")
+        .with_workdir("/tmp")
+    )
+    r = c.with_exec(
+        ["sh", "-c", "cat; echo oops >&2"],
+        redirect_stdin="/in/in.txt",
+        redirect_stdout="/out/o.txt",
+        redirect_stderr="e.txt",
+    )
+    expect(await r.directory("/out").entries(), ["o.txt"], "stdout into a mounted directory")
+    expect(await r.file("/out/o.txt").contents(), "from a mount\n", "stdin from a mounted directory")
+    expect(await r.file("/tmp/e.txt").contents(), "oops\n", "stderr against the workdir")
+    x = c.with_exec(["echo", "hi"], redirect_stdout="${D}/x", expand=True)
+    expect(await x.file("/tmp/x").contents(), "hi\n", "expand applies to redirect paths")
+    expect(await c.with_exec(["cat"], redirect_stdin="/f").stdout(), "a mounted file\n", "stdin from a mounted file")
+    n = await c.with_exec(["wc", "-c"], redirect_stdin="/run/s").stdout()
+    expect(n.strip(), "7", "stdin from a mounted secret")
+
+
+async def check_expand(reg: str, scratch: pathlib.Path) -> None:
+    c = busybox(reg).with_env_variable("T", "/etc/passwd").with_env_variable("L", "/link")
+    linked = c.with_symlink("${T}", "${L}", expand=True)
+    expect(await linked.with_exec(["readlink", "/link"]).stdout(), "/etc/passwd\n", "withSymlink expands both")
+    secret = c.with_secret_variable("S", dag.set_secret("s", "x"))
+    await expect_error(
+        secret.with_symlink("/x", "${S}", expand=True).sync(),
+        'expand cannot be used with secret env variable "S"',
+        "a secret variable in expand",
+    )
+
+
+async def check_mounted_files_and_secrets(reg: str, scratch: pathlib.Path) -> None:
+    # Dagger's TestWithFileOnMountedFile: withFile at a mounted file's path replaces what is read there.
+    d = dag.directory().with_new_file("f1", "1").with_new_file("f2", "2")
+    c = busybox(reg).with_mounted_directory("/mnt", d).with_mounted_file("/mnt/f2", dag.file("f3", "3"))
+    expect(await c.file("/mnt/f2").contents(), "3", "the mounted file")
+    expect(await c.with_file("/mnt/f2", dag.file("f4", "4")).file("/mnt/f2").contents(), "4", "withFile onto it")
+    # A mount point itself: unmounted first.
+    on_point = busybox(reg).with_mounted_directory("/mnt2", d).with_file("/mnt2", dag.file("f", "f"))
+    expect(await on_point.mounts(), [], "withFile onto a mount point unmounts it")
+    expect(await on_point.file("/mnt2").contents(), "f", "the file lands below")
+    # Secret mounts are kept apart: a later file mount hides the secret on read-back, execs still see it.
+    secret = dag.set_secret("tok", "s3cret")
+    only = busybox(reg).with_mounted_secret("/run/tok", secret)
+    await expect_error(only.file("/run/tok").contents(), "tok: no such file or directory", "a secret is not read")
+    both = only.with_mounted_file("/run/tok", dag.file("tok", "file"))
+    expect(await both.file("/run/tok").contents(), "file", "the file mount is read back")
+    seen = await both.with_exec(["sh", "-c", 'test "$(cat /run/tok)" = s3cret && echo secret']).stdout()
+    expect(seen, "secret\n", "the exec sees the secret")
+
+
+async def check_cache_volume_defaults(reg: str, scratch: pathlib.Path) -> None:
+    seed = dag.directory().with_new_file("seeded", "x")
+    volume = dag.cache_volume(f"py-defaults-{RUN}", sharing=dagger.CacheSharingMode.LOCKED, source=seed, owner="1000")
+    base = busybox(reg).with_env_variable("RUN", RUN).with_mounted_cache("/c", volume)
+    owned = await base.with_exec(["sh", "-c", "stat -c %u /c; ls /c"]).stdout()
+    expect(owned, "1000\nseeded\n", "the volume's source and owner")
+    step = "if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 0.5; rm /c/busy; echo {}"
+    a = base.with_exec(["sh", "-c", step.format("a")]).stdout()
+    b = base.with_exec(["sh", "-c", step.format("b")]).stdout()
+    expect(await asyncio.gather(a, b), ["a\n", "b\n"], "LOCKED from the volume: one exec at a time")
+
+
+async def check_mount_stubs_and_modes(reg: str, scratch: pathlib.Path) -> None:
+    before = busybox(reg)
+    after = (
+        before.with_mounted_directory("/src", dag.directory().with_new_file("a", "a"))
+        .with_mounted_cache("/deep/cache", dag.cache_volume(f"py-stubs-{RUN}"))
+        .with_mounted_file("/opt/f", dag.file("f", "f"))
+        .with_exec(["true"])
+    )
+    expect(await before.rootfs().diff(after.rootfs()).glob("**"), [], "an exec that changes nothing")
+    sub = dag.directory().with_new_directory("p", permissions=0o700).with_new_file("p/f", "x").directory("p")
+    out = (
+        before.with_mounted_directory("/m", sub)
+        .with_directory("/copied", sub)
+        .with_new_file("/tmp/x", "")
+        .with_exec(["stat", "-c", "%a %n", "/m", "/copied", "/tmp"])
+    )
+    expect(await out.stdout(), "700 /m\n700 /copied\n1777 /tmp\n", "directories keep their own modes")
+    src = scratch / "times"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "f").write_text("x")
+    os.utime(src / "f", (499162500, 499162500))
+    t = before.with_directory("/h", dag.host().directory(str(src))).with_exec(["stat", "-c", "%Y", "/h/f"])
+    expect(await t.stdout(), "499162500\n", "a host file keeps its time")
+
+
+async def check_paths_and_wording(reg: str, scratch: pathlib.Path) -> None:
+    c = busybox(reg)
+    expect(await c.with_new_file("/tmp", "x").file("/tmp/tmp").contents(), "x", "withNewFile onto a directory")
+    await expect_error(c.stdout(), "no command has been set", "stdout before any exec")
+    await expect_error(c.stderr(), "no command has been set", "stderr before any exec")
+    await expect_error(
+        c.with_exec(["true"], expect=dagger.ReturnType.FAILURE).sync(),
+        'process "true" did not complete successfully: exit code: 0',
+        "expect failure, exit 0",
+    )
+    m = (
+        c.with_mounted_directory("/mnt/dir", dag.directory().with_new_file("some-file", "x"))
+        .with_mounted_temp("/mnt/tmp")
+        .with_mounted_cache("/mnt/cache", dag.cache_volume(f"py-wording-{RUN}"))
+    )
+    for field, path, wanted in [
+        ("directory", "/mnt/dir/some-file", "path /mnt/dir/some-file is a file, not a directory"),
+        ("file", "/mnt/dir", "path /mnt/dir is a directory, not a file"),
+        ("file", "/mnt/dir/bogus", "bogus: no such file or directory"),
+        ("directory", "/bar", "bar: no such file or directory"),
+        ("file", "/mnt/tmp/bogus", "bogus: cannot retrieve path from tmpfs"),
+        ("directory", "/mnt/cache/bogus", "bogus: cannot retrieve path from cache"),
+    ]:
+        await expect_error(getattr(m, field)(path).sync(), wanted, f"{field}({path})")
 
 
 CHECKS = [
@@ -200,6 +345,13 @@ CHECKS = [
     check_exec_error,
     check_export_tarball,
     check_publish_and_pull_back,
+    check_supplementary_groups,
+    check_redirects_through_mounts,
+    check_expand,
+    check_mounted_files_and_secrets,
+    check_cache_volume_defaults,
+    check_mount_stubs_and_modes,
+    check_paths_and_wording,
 ]
 
 

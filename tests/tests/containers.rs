@@ -123,14 +123,18 @@ async fn a_failing_command_is_an_exec_error_with_its_output() {
         ContainerWithExecOpts::default().expect(ReturnType::Any),
     );
     assert_eq!(c.exit_code().await.expect("exit code"), 5);
-    // With `expect: FAILURE`, success is the error.
+    // With `expect: FAILURE`, success is the error, worded as Dagger words any unexpected exit code.
     let err = env
         .busybox()
         .with_exec_opts(["true"], ContainerWithExecOpts::default().expect(ReturnType::Failure))
         .sync()
         .await
         .expect_err("success is a failure here");
-    assert!(err.to_string().contains("expected to fail"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("process \"true\" did not complete successfully: exit code: 0"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -609,13 +613,16 @@ async fn every_state_field_reads_back() {
     let id = c.sync().await.expect("sync").id().await.expect("id");
     let again = env.dag.load_container_from_id(id);
     assert_eq!(again.mounts().await.expect("mounts"), ["/etc/app.conf", "/scratch"]);
-    // A mount is not readable through `file` when it is a temp mount.
+    // A mount is not readable through `file` when it is a temp mount (Dagger's wording).
     let err = c
         .file("/scratch/x")
         .contents()
         .await
         .expect_err("temp mounts cannot be read back");
-    assert!(err.to_string().contains("cannot be read back"), "{err}");
+    assert!(
+        err.to_string().contains("/scratch/x: cannot retrieve path from tmpfs"),
+        "{err}"
+    );
     let gone = c.without_mount("/scratch");
     assert_eq!(gone.mounts().await.expect("mounts"), ["/etc/app.conf"]);
 }
@@ -703,4 +710,129 @@ async fn a_private_cache_volume_in_use_gives_the_second_exec_a_fresh_one() {
         .await
         .expect("ls");
     assert!(after == "a\n" || after == "b\n", "{after:?}");
+}
+
+#[tokio::test]
+async fn redirects_resolve_against_the_workdir_and_through_mounts() {
+    // Dagger opens redirected streams in the container's filesystem with its mounts, before the process starts.
+    let mut env = start().await;
+    let input = env.dag.directory().with_new_file("in.txt", "from a mount\n");
+    let c = env
+        .busybox()
+        .with_mounted_directory("/out", env.dag.directory())
+        .with_mounted_directory("/in", input)
+        .with_mounted_file("/f", env.dag.file("f", "a mounted file\n"))
+        .with_mounted_secret("/run/s", env.dag.set_secret("s", "hunter2"))
+        .with_env_variable("D", "/tmp")
+        .with_workdir("/tmp");
+    let opts = ContainerWithExecOpts::default()
+        .redirect_stdin("/in/in.txt")
+        .redirect_stdout("/out/o.txt")
+        .redirect_stderr("e.txt");
+    let r = c.with_exec_opts(["sh", "-c", "cat; echo oops >&2"], opts);
+    assert_eq!(r.directory("/out").entries().await.expect("entries"), ["o.txt"]);
+    assert_eq!(r.file("/out/o.txt").contents().await.expect("o"), "from a mount\n");
+    assert_eq!(r.file("/tmp/e.txt").contents().await.expect("e"), "oops\n");
+    let expanded = c.with_exec_opts(
+        ["echo", "hi"],
+        ContainerWithExecOpts::default().redirect_stdout("${D}/x").expand(true),
+    );
+    assert_eq!(expanded.file("/tmp/x").contents().await.expect("x"), "hi\n");
+    let from_file = c.with_exec_opts(["cat"], ContainerWithExecOpts::default().redirect_stdin("/f"));
+    assert_eq!(from_file.stdout().await.expect("stdout"), "a mounted file\n");
+    let from_secret = c.with_exec_opts(["wc", "-c"], ContainerWithExecOpts::default().redirect_stdin("/run/s"));
+    assert_eq!(from_secret.stdout().await.expect("stdout").trim(), "7");
+}
+
+#[tokio::test]
+async fn an_exec_that_changes_nothing_leaves_an_empty_diff() {
+    // The stubs the runtime makes to mount on (/etc/hosts, /etc/resolv.conf, /dev, /proc, /sys and each mount
+    // target, with their missing parents) are removed after the exec, as Dagger removes them.
+    let mut env = start().await;
+    let before = env.busybox();
+    let after = before
+        .with_mounted_directory("/src", env.dag.directory().with_new_file("a", "a"))
+        .with_mounted_cache("/deep/cache", env.dag.cache_volume("stubs"))
+        .with_mounted_file("/opt/f", env.dag.file("f", "f"))
+        .with_mounted_secret("/run/secrets/s", env.dag.set_secret("s", "s"))
+        .with_mounted_temp("/scratch")
+        .with_exec(["true"]);
+    let diff = before.rootfs().diff(after.rootfs());
+    assert_eq!(diff.glob("**").await.expect("glob"), Vec::<String>::new());
+    // What the process made at a mount point's parent stays.
+    let made = before
+        .with_mounted_directory("/m/src", env.dag.directory())
+        .with_exec(["touch", "/m/kept"]);
+    assert_eq!(
+        before.rootfs().diff(made.rootfs()).glob("**").await.expect("glob"),
+        ["m/", "m/kept"]
+    );
+}
+
+#[tokio::test]
+async fn exec_users_get_their_supplementary_groups() {
+    let mut env = start().await;
+    let c = env.busybox().with_new_file(
+        "/etc/group",
+        "root:x:0:\nstaff:x:50:user\nwheel:x:10:root\nuser:x:1000:\n",
+    );
+    let groups = |user: &str| c.with_user(user).with_exec(["id", "-G"]).stdout();
+    assert_eq!(groups("user").await.expect("user"), "1000 50\n");
+    assert_eq!(
+        groups("user:staff").await.expect("user:staff"),
+        "50\n",
+        "an explicit group is the only one"
+    );
+    assert_eq!(groups("1000:1000").await.expect("ids"), "1000\n");
+    assert_eq!(
+        c.with_exec(["id", "-G"]).stdout().await.expect("root"),
+        "0 10\n",
+        "root too"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_mounted_or_copied_keeps_its_own_mode() {
+    let mut env = start().await;
+    let private = env
+        .dag
+        .directory()
+        .with_new_directory_opts("p", dagger::DirectoryWithNewDirectoryOpts::default().permissions(0o700))
+        .with_new_file("p/f", "x")
+        .directory("p");
+    let out = env
+        .busybox()
+        .with_mounted_directory("/m", private.clone())
+        .with_directory("/copied", private)
+        .with_exec(["stat", "-c", "%a %n", "/m", "/copied", "/tmp"])
+        .stdout()
+        .await
+        .expect("stat");
+    assert_eq!(out, "700 /m\n700 /copied\n755 /tmp\n");
+}
+
+#[tokio::test]
+async fn a_cache_volumes_own_sharing_mode_applies_to_its_mounts() {
+    let mut env = start().await;
+    let base = env
+        .busybox()
+        .with_env_variable("RUN", format!("{:?}", std::time::SystemTime::now()));
+    let volume = env.dag.cache_volume_opts(
+        "locked-by-default",
+        dagger::QueryCacheVolumeOpts::default().sharing(dagger::CacheSharingMode::Locked),
+    );
+    // The mounts set no sharing mode: the volume's LOCKED applies, so the two execs take turns.
+    let locked = |me: &str| {
+        base.with_mounted_cache("/c", volume.clone()).with_exec([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 0.5; rm /c/busy; echo {me}"
+            ),
+        ])
+    };
+    let (a, b) = (locked("a"), locked("b"));
+    let (ra, rb) = tokio::join!(a.stdout(), b.stdout());
+    assert_eq!(ra.expect("a"), "a\n");
+    assert_eq!(rb.expect("b"), "b\n");
 }

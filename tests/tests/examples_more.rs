@@ -327,7 +327,10 @@ async fn release_tests_every_toolchain_and_publishes_the_tagged_image_only_when_
         .await
         .unwrap_or_else(|e| panic!("the release runs: {e}"));
     let published = out.published.expect("published");
-    assert!(published.starts_with(&format!("{host}/app@sha256:")), "{published}");
+    assert!(
+        published.starts_with(&format!("{host}/app:1.2.3@sha256:")),
+        "{published}"
+    );
     let tagged = format!("{host}/app:1.2.3");
     let ran = f
         .dag

@@ -70,7 +70,7 @@ async fn a_published_image_pulls_back_and_other_tools_read_it() {
     let address = format!("{}/app:v1", reg.host());
     let published = built.publish(address.clone()).await.expect("publish");
     assert!(
-        published.starts_with(&format!("{}/app@sha256:", reg.host())),
+        published.starts_with(&format!("{}/app:v1@sha256:", reg.host())),
         "{published}"
     );
     // The publish reported its progress, ending with the reference it pushed.

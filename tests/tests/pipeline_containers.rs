@@ -246,7 +246,8 @@ async fn the_pipeline_runs_in_containers_and_publishes_after_its_checks() {
     assert_eq!(out.test_log, "tests ok\n");
     assert_eq!(out.lint_log, "lint ok\n");
     assert!(
-        out.published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        out.published
+            .starts_with(&format!("{}/ci-app:latest@sha256:", env.host)),
         "{}",
         out.published
     );
@@ -350,7 +351,7 @@ async fn conditions_decide_what_runs() {
     assert!(out.lint_log.is_none());
     let published = out.published.expect("published");
     assert!(
-        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        published.starts_with(&format!("{}/ci-app:gated@sha256:", env.host)),
         "{published}"
     );
     let plan = gated::plan(env.base.clone(), sources(&env.dag), address.clone(), true, true);

@@ -294,14 +294,18 @@ async fn a_link_in_a_pulled_image_layer_cannot_reach_the_host() {
 async fn redirected_output_is_written_through_links_inside_the_container() {
     let env = start().await;
     let canary = env.canary_path();
-    // The process itself makes the link, then its output is redirected through it.
-    let c = env.busybox().with_exec_opts(
-        ["sh", "-c", &format!("ln -s {canary} /out; echo hello")],
-        dagger::ContainerWithExecOpts {
-            redirect_stdout: Some("/out/stdout.txt".into()),
-            ..Default::default()
-        },
-    );
+    // A process makes the link; the next one's output is redirected through it (redirects are opened before
+    // the process starts, as Dagger opens them).
+    let c = env
+        .busybox()
+        .with_exec(["sh", "-c", &format!("mkdir -p {canary}; ln -s {canary} /out")])
+        .with_exec_opts(
+            ["echo", "hello"],
+            dagger::ContainerWithExecOpts {
+                redirect_stdout: Some("/out/stdout.txt".into()),
+                ..Default::default()
+            },
+        );
     let seen = c
         .with_exec(["cat", &format!("{canary}/stdout.txt")])
         .stdout()

@@ -5,14 +5,27 @@
 // `connection()` sends SIGTERM to the CLI (it never closes the CLI's stdin). If the CLI dies from the signal,
 // the SDK's pending subprocess promise rejects and Node.js exits with code 1 on the unhandled rejection; so
 // this program exiting 0 means the session ended cleanly. With DRS_TEST_REGISTRY naming a registry that holds
-// busybox:latest, it also runs a container pipeline.
+// busybox:latest, it also runs container pipelines. Besides the common API it checks the behaviours that follow
+// the real engine (gitignore, modes, times, redirects, groups, `expand`, mounted files and secrets, cache volume
+// defaults, mount stubs, Dagger's error wording, `publish`'s tag and digest).
 //
 // Each check prints `ok   …` or `FAIL …`; a failure makes the exit code non-zero. The program also prints
 // `engine pid: N` (the CLI process the SDK started) and `connection closed` once `connection()` returned.
 // The SDK is loaded from target/ts-sdk, where scripts/ts-sdk.sh --setup installs it.
 
 import { createRequire } from "node:module";
-import { mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -26,7 +39,7 @@ try {
   console.error(`the TypeScript SDK is not installed in ${sdkDir}: run scripts/ts-sdk.sh --setup (${e})`);
   process.exit(2);
 }
-const { connection, dag, ExistsType } = sdk;
+const { connection, dag, CacheSharingMode, ExistsType, ReturnType } = sdk;
 
 const cli = process.env._EXPERIMENTAL_DAGGER_CLI_BIN;
 if (!cli) {
@@ -43,6 +56,31 @@ function expect(what, got, want) {
   } else {
     console.log(`FAIL ${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
     failed += 1;
+  }
+}
+
+// Expects `promise` to fail with an error whose message holds `wanted`.
+async function expectError(what, promise, wanted) {
+  let error = "";
+  try {
+    await promise;
+  } catch (e) {
+    error = String(e?.message ?? e);
+  }
+  if (error.includes(wanted)) {
+    console.log(`ok   ${what}`);
+  } else {
+    console.log(`FAIL ${what}: got ${JSON.stringify(error)}, want an error saying ${JSON.stringify(wanted)}`);
+    failed += 1;
+  }
+}
+
+/** Writes `files` (relative path -> contents) under `root`. */
+function writeTree(root, files) {
+  for (const [rel, text] of Object.entries(files)) {
+    const path = join(root, rel);
+    mkdirSync(join(path, ".."), { recursive: true });
+    writeFileSync(path, text);
   }
 }
 
@@ -140,7 +178,7 @@ try {
           .withNewFile("a2/y", "");
         expect("withoutFile b/*.txt", await d.withoutFile("b/*.txt").entries({ path: "b" }), ["data.json"]);
         expect("withoutDirectory a*", await d.withoutDirectory("a*").entries(), ["b/", "foo.txt"]);
-        expect("withoutFiles with patterns", await d.withoutFiles(["*.txt", "nothing/*", "missing"]).entries(), [
+        expect("withoutFiles with patterns", await d.withoutFiles(["*.txt", "b/*.none", "missing"]).entries(), [
           "a1/",
           "a2/",
           "b/",
@@ -175,6 +213,94 @@ try {
         expect("a file name with a directory is an error", error.includes("must not contain a directory"), true);
       });
 
+      await check("gitignore", async () => {
+        // Dagger's TestDirectoryGitIgnore: every .gitignore from the nearest `.git` down, relative to its folder.
+        const repo = join(scratch, "gitignore-repo");
+        mkdirSync(join(repo, ".git"), { recursive: true });
+        writeTree(repo, {
+          ".gitignore": "**.txt\n.git/\n!subdir/e.txt\n*.md\nbar/\n",
+          "b.md": "2",
+          "c.txt.rar": "3",
+          "subdir/e.txt": "2",
+          "subdir/g.txt": "6",
+          "subdir/h.yaml": "6",
+          "subdir2/.gitignore": "*.yaml\n.gitignore\n",
+          "subdir2/foo.go": "1",
+          "subdir2/bool.yaml": "1",
+          "bar/bar.txt": "1",
+        });
+        const d = dag.host().directory(repo, { gitignore: true });
+        expect("gitignore: root entries", await d.entries(), [".gitignore", "c.txt.rar", "subdir/", "subdir2/"]);
+        expect("gitignore: a negation re-includes", await d.directory("subdir").entries(), ["e.txt", "h.yaml"]);
+        expect("gitignore: a nested .gitignore", await d.directory("subdir2").entries(), ["foo.go"]);
+        const sub = dag.host().directory(join(repo, "subdir"), { gitignore: true });
+        expect("gitignore: a parent's rules apply below it", await sub.entries(), ["e.txt", "h.yaml"]);
+        const excluded = dag.host().directory(repo, { gitignore: true, exclude: [".gitignore"] });
+        expect("gitignore: an excluded .gitignore still applies", await excluded.entries(), [
+          "c.txt.rar",
+          "subdir/",
+          "subdir2/",
+        ]);
+        await expectError(
+          "gitignore: an ignored path is not found",
+          dag.host().directory(join(repo, "bar"), { gitignore: true }).entries(),
+          "bar: no such file or directory",
+        );
+        const plain = join(scratch, "gitignore-plain");
+        writeTree(plain, { ".gitignore": "**/**", "foo.go": "1" });
+        expect("gitignore: no .git, no rules", await dag.host().directory(plain, { gitignore: true }).entries(), [
+          ".gitignore",
+          "foo.go",
+        ]);
+        const own = dag.directory().withNewFile(".gitignore", "b.txt\n").withNewFile("a.txt", "").withNewFile("b.txt", "");
+        expect("Directory.filter(gitignore)", await own.filter({ gitignore: true }).entries(), [".gitignore", "a.txt"]);
+      });
+
+      await check("directories keep their own mode", async () => {
+        const sub = dag.directory().withNewDirectory("p", { permissions: 0o700 }).withNewFile("p/f", "x").directory("p");
+        expect("directory(path) keeps its mode", await sub.stat(".").permissions(), 0o700);
+        expect(
+          "a copy to a new path keeps its mode",
+          await dag.directory().withDirectory("new", sub).stat("new").permissions(),
+          0o700,
+        );
+      });
+
+      await check("host files keep their times", async () => {
+        const src = join(scratch, "times");
+        writeTree(src, { f: "x" });
+        utimesSync(join(src, "f"), 499162500, 499162500);
+        const out = join(scratch, "times-out");
+        await dag.host().directory(src).export(out);
+        expect("host files keep their times", Math.floor(statSync(join(out, "f")).mtimeMs / 1000), 499162500);
+      });
+
+      await check("error wording", async () => {
+        const d = dag.directory().withNewFile("a/f", "x").withNewDirectory("b");
+        await expectError("wording: a missing directory", d.directory("/foo").sync(), "/foo: no such file or directory");
+        await expectError(
+          "wording: a missing file, the path as given",
+          d.file("keep/../this").sync(),
+          "keep/../this: no such file or directory",
+        );
+        await expectError("wording: a directory as a file", d.file("a").sync(), "path a is a directory, not a file");
+        await expectError(
+          "wording: a file as a directory",
+          d.directory("a/f").sync(),
+          "path a/f is a file, not a directory",
+        );
+        await expectError(
+          "wording: outside its parent",
+          d.directory("b").withNewDirectory("../c").sync(),
+          "cannot create directory outside parent: ../c",
+        );
+        await expectError(
+          "wording: a removal pattern in a missing directory",
+          d.withoutFiles(["*.txt", "nothing/*"]).sync(),
+          "nothing: no such file or directory",
+        );
+      });
+
       await check("relative host paths resolve against --workdir", async () => {
         const entries = await dag.host().directory(".").entries();
         expect("relative host paths resolve against --workdir", entries.includes("in-workdir.txt"), true);
@@ -206,6 +332,141 @@ try {
             "dag.loadContainerFromID: exec on the loaded container",
             await loaded.withExec(["cat", "out.txt"]).stdout(),
             "made\n",
+          );
+        });
+        await check("containers like Dagger", async () => {
+          const bb = () => dag.container().from(`${registry}/busybox:latest`);
+          const run = `${process.pid}-${Date.now()}`;
+          // Supplementary groups.
+          const users = bb()
+            .withNewFile("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+            .withNewFile("/etc/group", "root:x:0:\nwheel:x:10:root\nstaff:x:50:app\napp:x:1000:\n");
+          expect("groups: the user's", await users.withUser("app").withExec(["id", "-G"]).stdout(), "1000 50\n");
+          expect(
+            "groups: an explicit group only",
+            await users.withUser("app:staff").withExec(["id", "-G"]).stdout(),
+            "50\n",
+          );
+          // Redirects through mounts.
+          const c = bb()
+            .withMountedDirectory("/out", dag.directory())
+            .withMountedDirectory("/in", dag.directory().withNewFile("in.txt", "from a mount\n"))
+            .withMountedSecret("/run/s", dag.setSecret("s", "hunter2"))
+            .withEnvVariable("D", "/tmp")
+            .withWorkdir("/tmp");
+          const r = c.withExec(["sh", "-c", "cat; echo oops >&2"], {
+            redirectStdin: "/in/in.txt",
+            redirectStdout: "/out/o.txt",
+            redirectStderr: "e.txt",
+          });
+          expect("redirect: stdout into a mounted directory", await r.directory("/out").entries(), ["o.txt"]);
+          expect("redirect: stdin from a mounted directory", await r.file("/out/o.txt").contents(), "from a mount\n");
+          expect("redirect: against the workdir", await r.file("/tmp/e.txt").contents(), "oops\n");
+          const x = c.withExec(["echo", "hi"], { redirectStdout: "${D}/x", expand: true });
+          expect("redirect: expanded", await x.file("/tmp/x").contents(), "hi\n");
+          const n = await c.withExec(["wc", "-c"], { redirectStdin: "/run/s" }).stdout();
+          expect("redirect: stdin from a mounted secret", n.trim(), "7");
+          // expand.
+          const e = bb().withEnvVariable("T", "/etc/passwd").withEnvVariable("L", "/link");
+          expect(
+            "expand: withSymlink expands both",
+            await e.withSymlink("${T}", "${L}", { expand: true }).withExec(["readlink", "/link"]).stdout(),
+            "/etc/passwd\n",
+          );
+          await expectError(
+            "expand: a secret variable is refused",
+            e.withSecretVariable("S", dag.setSecret("s", "x")).withSymlink("/x", "${S}", { expand: true }).sync(),
+            'expand cannot be used with secret env variable "S"',
+          );
+          // Mounted files and secrets.
+          const m = bb()
+            .withMountedDirectory("/mnt", dag.directory().withNewFile("f1", "1").withNewFile("f2", "2"))
+            .withMountedFile("/mnt/f2", dag.file("f3", "3"));
+          expect(
+            "mounts: withFile onto a mounted file",
+            await m.withFile("/mnt/f2", dag.file("f4", "4")).file("/mnt/f2").contents(),
+            "4",
+          );
+          const both = bb()
+            .withMountedSecret("/run/tok", dag.setSecret("tok", "s3cret"))
+            .withMountedFile("/run/tok", dag.file("tok", "file"));
+          expect("mounts: a file mount hides the secret on read-back", await both.file("/run/tok").contents(), "file");
+          expect(
+            "mounts: the exec sees the secret",
+            await both.withExec(["sh", "-c", 'test "$(cat /run/tok)" = s3cret && echo secret']).stdout(),
+            "secret\n",
+          );
+          // Cache volume defaults.
+          const volume = dag.cacheVolume(`ts-defaults-${run}`, {
+            sharing: CacheSharingMode.Locked,
+            source: dag.directory().withNewFile("seeded", "x"),
+            owner: "1000",
+          });
+          const cached = bb().withEnvVariable("RUN", run).withMountedCache("/c", volume);
+          expect(
+            "cache: the volume's source and owner",
+            await cached.withExec(["sh", "-c", "stat -c %u /c; ls /c"]).stdout(),
+            "1000\nseeded\n",
+          );
+          const step = (me) =>
+            cached
+              .withExec(["sh", "-c", `if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 0.5; rm /c/busy; echo ${me}`])
+              .stdout();
+          expect("cache: LOCKED from the volume", await Promise.all([step("a"), step("b")]), ["a\n", "b\n"]);
+          // Mount stubs, modes.
+          const after = bb()
+            .withMountedDirectory("/src", dag.directory().withNewFile("a", "a"))
+            .withMountedCache("/deep/cache", dag.cacheVolume(`ts-stubs-${run}`))
+            .withExec(["true"]);
+          expect("stubs: an exec that changes nothing", await bb().rootfs().diff(after.rootfs()).glob("**"), []);
+          const p = dag.directory().withNewDirectory("p", { permissions: 0o700 }).withNewFile("p/f", "x").directory("p");
+          expect(
+            "modes: mounted, copied, written below",
+            await bb()
+              .withMountedDirectory("/m", p)
+              .withDirectory("/copied", p)
+              .withNewFile("/tmp/x", "")
+              .withExec(["stat", "-c", "%a %n", "/m", "/copied", "/tmp"])
+              .stdout(),
+            "700 /m\n700 /copied\n1777 /tmp\n",
+          );
+          // Paths and wording.
+          expect("withNewFile onto a directory", await bb().withNewFile("/tmp", "x").file("/tmp/tmp").contents(), "x");
+          await expectError("wording: stdout before any exec", bb().stdout(), "no command has been set");
+          await expectError(
+            "wording: expect failure, exit 0",
+            bb().withExec(["true"], { expect: ReturnType.Failure }).sync(),
+            'process "true" did not complete successfully: exit code: 0',
+          );
+          const mm = bb()
+            .withMountedDirectory("/mnt/dir", dag.directory().withNewFile("some-file", "x"))
+            .withMountedTemp("/mnt/tmp")
+            .withMountedCache("/mnt/cache", dag.cacheVolume(`ts-wording-${run}`));
+          await expectError(
+            "wording: a file as a directory",
+            mm.directory("/mnt/dir/some-file").sync(),
+            "path /mnt/dir/some-file is a file, not a directory",
+          );
+          await expectError(
+            "wording: a directory as a file",
+            mm.file("/mnt/dir").sync(),
+            "path /mnt/dir is a directory, not a file",
+          );
+          await expectError(
+            "wording: tmpfs",
+            mm.file("/mnt/tmp/bogus").sync(),
+            "bogus: cannot retrieve path from tmpfs",
+          );
+          await expectError(
+            "wording: cache",
+            mm.directory("/mnt/cache/bogus").sync(),
+            "bogus: cannot retrieve path from cache",
+          );
+          const published = await bb().withNewFile("/ts", run).publish(`${registry}/ts-app:v1`);
+          expect(
+            "publish returns the tag and the digest",
+            published.startsWith(`${registry}/ts-app:v1@sha256:`),
+            true,
           );
         });
       } else {

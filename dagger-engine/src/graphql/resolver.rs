@@ -679,8 +679,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let engine = engine(&dir);
         let proj = dir.path().join("proj");
+        // A repository: gitignore rules apply under the nearest directory holding `.git`.
+        std::fs::create_dir_all(proj.join(".git")).expect("mkdir");
         for (path, text) in [
-            (".gitignore", "# logs\n*.log\n!keep.log\nbuild/\n/root-only.txt\n"),
+            (
+                ".gitignore",
+                "# logs\n*.log\n!keep.log\nbuild/\n/root-only.txt\n.git/\n",
+            ),
             ("a.log", "x"),
             ("keep.log", "x"),
             ("build/out", "x"),
@@ -705,7 +710,7 @@ mod tests {
         let v = data(&engine, r#"{ host { directory(path: "proj") { entries } } }"#).await;
         assert_eq!(
             v["host"]["directory"]["entries"].as_array().map(Vec::len),
-            Some(7),
+            Some(8),
             "{v}"
         );
     }

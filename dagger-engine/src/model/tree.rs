@@ -56,7 +56,15 @@ pub struct FileEntry {
 pub struct Tree {
     /// The entries, sorted by path.
     pub entries: BTreeMap<String, Entry>,
+    /// The permission bits of the root directory itself when they are not the default 0755 (a directory taken
+    /// with `directory(path)`, read from a host or container directory of another mode, or given
+    /// permissions): mounted or copied to a new path, the directory keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_mode: Option<u32>,
 }
+
+/// The mode of a directory nobody gave one.
+pub const DEFAULT_DIR_MODE: u32 = 0o755;
 
 /// A path that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,20 +72,36 @@ pub enum PathError {
     /// The path climbs out of the directory with `..`.
     #[error("path `{0}` escapes its directory with `..`")]
     Escapes(String),
-    /// Nothing exists at the path.
-    #[error("no such file or directory: `{0}`")]
+    /// Nothing exists at the path (worded as Dagger words it: the path, then the system's message).
+    #[error("{0}: no such file or directory")]
     NotFound(String),
-    /// Something exists, but of another kind.
-    #[error("`{path}` is not a {expected}")]
-    WrongKind {
-        /// The path.
-        path: String,
-        /// What was expected (`file`, `directory`).
-        expected: &'static str,
-    },
+    /// A file (or link) is used as a directory on the way to the path.
+    #[error("{0}: not a directory")]
+    Through(String),
+    /// A directory was needed, something else is there.
+    #[error("path {0} is a file, not a directory")]
+    NotADirectory(String),
+    /// A file was needed, a directory is there.
+    #[error("path {0} is a directory, not a file")]
+    NotAFile(String),
     /// Resolving the path met more symlinks than [`MAX_LINKS`] (a loop, most likely).
     #[error("too many levels of symbolic links resolving `{0}`")]
     Loop(String),
+}
+
+impl PathError {
+    /// The same error about the path as the user gave it (Dagger's messages name that path, not the one it
+    /// resolved to).
+    pub fn at(self, given: &str) -> PathError {
+        let given = given.to_owned();
+        match self {
+            PathError::NotFound(_) => PathError::NotFound(given),
+            PathError::Through(_) => PathError::Through(given),
+            PathError::NotADirectory(_) => PathError::NotADirectory(given),
+            PathError::NotAFile(_) => PathError::NotAFile(given),
+            other => other,
+        }
+    }
 }
 
 /// The most symlinks one path resolution follows (as Linux does) before it fails with [`PathError::Loop`].
@@ -129,10 +153,7 @@ pub fn resolve_path(
                 pending.extend(segments(&target).rev().map(str::to_owned));
             }
             Node::Other | Node::Link(_) if !last => {
-                return Err(PathError::WrongKind {
-                    path: resolved.join("/"),
-                    expected: "directory",
-                });
+                return Err(PathError::Through(resolved.join("/")));
             }
             _ => {}
         }
@@ -213,10 +234,7 @@ impl Tree {
             if matches!(entry, Entry::Dir { .. }) {
                 return Ok(at);
             }
-            return Err(PathError::WrongKind {
-                path: "/".into(),
-                expected: "file (it is the root directory)",
-            });
+            return Err(PathError::NotAFile("/".into()));
         }
         self.insert(&at, entry);
         Ok(at)
@@ -241,6 +259,18 @@ impl Tree {
             return Ok(false);
         }
         Ok(self.remove(&at))
+    }
+
+    /// The permission bits of the root directory.
+    pub fn root_mode(&self) -> u32 {
+        self.root_mode.unwrap_or(DEFAULT_DIR_MODE)
+    }
+
+    /// Sets the permission bits of the root directory (the default is kept as `None`, so a tree's digest
+    /// does not depend on how its default mode was given).
+    pub fn set_root_mode(&mut self, mode: u32) {
+        let mode = mode & 0o7777;
+        self.root_mode = (mode != DEFAULT_DIR_MODE).then_some(mode);
     }
 
     /// Whether `path` (normalized) is the root or an existing directory.
@@ -302,24 +332,22 @@ impl Tree {
         if path.is_empty() {
             return Ok(self.clone());
         }
-        match self.entries.get(path) {
-            Some(Entry::Dir { .. }) => {}
-            Some(_) => {
-                return Err(PathError::WrongKind {
-                    path: path.to_owned(),
-                    expected: "directory",
-                });
-            }
+        let mode = match self.entries.get(path) {
+            Some(Entry::Dir { mode, .. }) => *mode,
+            Some(_) => return Err(PathError::NotADirectory(path.to_owned())),
             None => return Err(PathError::NotFound(path.to_owned())),
-        }
+        };
         let prefix = format!("{path}/");
-        Ok(Tree {
+        let mut sub = Tree {
             entries: self
                 .entries
                 .iter()
                 .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_owned(), v.clone())))
                 .collect(),
-        })
+            root_mode: None,
+        };
+        sub.set_root_mode(mode);
+        Ok(sub)
     }
 
     /// Copies `other` into this tree under the user directory path `path` (resolved through symlinks),
@@ -328,10 +356,11 @@ impl Tree {
     pub fn merge(&mut self, path: &str, other: &Tree) -> Result<String, PathError> {
         let base = self.resolve(path, true)?;
         if !base.is_empty() && !self.is_dir(&base) {
+            // A directory made for the copy takes the copied directory's own mode; an existing one keeps its.
             self.insert(
                 &base,
                 Entry::Dir {
-                    mode: 0o755,
+                    mode: other.root_mode(),
                     mtime: None,
                 },
             );
@@ -359,12 +388,12 @@ impl Tree {
 
     /// The file at a normalized path.
     pub fn file(&self, path: &str) -> Result<&FileEntry, PathError> {
+        if path.is_empty() {
+            return Err(PathError::NotAFile("/".into()));
+        }
         match self.entries.get(path) {
             Some(Entry::File(f)) => Ok(f),
-            Some(_) => Err(PathError::WrongKind {
-                path: path.to_owned(),
-                expected: "file",
-            }),
+            Some(_) => Err(PathError::NotAFile(path.to_owned())),
             None => Err(PathError::NotFound(path.to_owned())),
         }
     }
@@ -373,10 +402,7 @@ impl Tree {
     pub fn list(&self, path: &str) -> Result<Vec<String>, PathError> {
         if !self.is_dir(path) {
             return Err(if self.entries.contains_key(path) {
-                PathError::WrongKind {
-                    path: path.to_owned(),
-                    expected: "directory",
-                }
+                PathError::NotADirectory(path.to_owned())
             } else {
                 PathError::NotFound(path.to_owned())
             });
@@ -441,8 +467,9 @@ impl Tree {
             .collect()
     }
 
-    /// Gives every file and directory the permission bits `mode` (symlinks keep theirs).
+    /// Gives every file and directory, the root included, the permission bits `mode` (symlinks keep theirs).
     pub fn set_permissions(&mut self, mode: u32) {
+        self.set_root_mode(mode);
         for e in self.entries.values_mut() {
             match e {
                 Entry::Dir { mode: m, .. } => *m = mode,
@@ -456,7 +483,10 @@ impl Tree {
     /// anything below a dropped directory.
     pub fn without(&self, mut dropped: impl FnMut(&str, bool) -> bool) -> Tree {
         let mut gone: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        let mut out = Tree::default();
+        let mut out = Tree {
+            root_mode: self.root_mode,
+            ..Tree::default()
+        };
         for (k, v) in &self.entries {
             let mut parent = parent_of(k);
             let mut below_gone = false;
@@ -479,20 +509,11 @@ impl Tree {
     /// Keeps the entries that pass `include` (if any) and are not `exclude`d; exclude wins. Directories
     /// holding kept entries are kept.
     pub fn filter(&self, include: &[String], exclude: &[String]) -> Tree {
-        let matches_any = |path: &str, pats: &[String]| {
-            let segs: Vec<&str> = path.split('/').collect();
-            pats.iter().any(|p| {
-                let pat: Vec<&str> = p
-                    .trim_start_matches('/')
-                    .trim_end_matches('/')
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                // A pattern matching a directory covers everything below it.
-                (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]))
-            })
+        let matches_any = matches_patterns;
+        let mut out = Tree {
+            root_mode: self.root_mode,
+            ..Tree::default()
         };
-        let mut out = Tree::default();
         for (k, v) in &self.entries {
             if matches_any(k, exclude) {
                 continue;
@@ -523,7 +544,10 @@ impl Tree {
 
     /// What `other` adds or changes relative to `self` (deletions do not appear).
     pub fn diff(&self, other: &Tree) -> Tree {
-        let mut out = Tree::default();
+        let mut out = Tree {
+            root_mode: other.root_mode,
+            ..Tree::default()
+        };
         for (k, v) in &other.entries {
             if self.entries.get(k) != Some(v) {
                 out.entries.insert(k.clone(), v.clone());
@@ -546,10 +570,35 @@ impl Tree {
         out
     }
 
-    /// A digest of the whole tree (paths, kinds, modes, contents).
+    /// A digest of the whole tree: paths, kinds, modes, contents, the root's mode. Modification times are not
+    /// part of it (as in Dagger, whose content digests leave them out): a file touched on the host, or a tree
+    /// given new times, has the same digest.
     pub fn digest(&self) -> Digest {
-        Digest::of(&serde_json::to_vec(self).unwrap_or_default())
+        let mut plain = self.clone();
+        for e in plain.entries.values_mut() {
+            match e {
+                Entry::Dir { mtime, .. } => *mtime = None,
+                Entry::File(f) => f.mtime = None,
+                Entry::Symlink { .. } => {}
+            }
+        }
+        Digest::of(&serde_json::to_vec(&plain).unwrap_or_default())
     }
+}
+
+/// Whether the relative path `path` matches one of the include/exclude `patterns` (`*`, `?`, `[…]` within a
+/// segment, `**` across segments); a pattern matching a directory covers everything below it.
+pub fn matches_patterns(path: &str, patterns: &[String]) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    patterns.iter().any(|p| {
+        let pat: Vec<&str> = p
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]))
+    })
 }
 
 /// Splits a removal path (normalized, `/`-separated) that holds a `*` at its first component holding a

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
+use crate::model::ignore::GitignoreRules;
+use crate::model::tree::{Entry, FileEntry, PathError, Tree, normalize, split_wildcards};
 use crate::ops::error::OpError;
+use crate::store::Store;
 
 use crate::ops::engine::Engine;
 use crate::ops::fields::{DirectoryField, ExistsType};
@@ -23,19 +25,34 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         F::File(a) => run(move |cx| async move { file(&cx, &a.path) }),
         F::Stat(a) => run(move |cx| async move {
             let (tree, _) = cx.dir()?;
+            if a.path.is_empty() {
+                // As in Dagger, the empty path names nothing (the root is `.` or `/`).
+                return Err(PathError::NotFound(String::new()).into());
+            }
             let path = normalize(&a.path)?;
-            let at = tree.resolve(&path, !a.do_not_follow_symlinks)?;
-            stat_named(tree, &at, base_name(&path))
+            let at = tree
+                .resolve(&path, !a.do_not_follow_symlinks)
+                .map_err(|e| e.at(&a.path))?;
+            Ok(stat_named(tree, &at, base_name(&path)).map_err(|e| e.at(&a.path))?)
         }),
         F::Diff(a) => run(move |cx| async move {
             let other = cx.eval(&a.other).await?;
             edited(&cx, |t| Ok::<_, OpError>(t.diff(other.as_dir()?.0)))
         }),
-        F::Filter(a) => tree_edit(move |t| Ok::<_, OpError>(t.filter(&a.include, &a.exclude))),
+        F::Filter(a) => run(move |cx| async move {
+            let store = cx.engine.store.clone();
+            edited(&cx, |t| filtered(&store, &t, &a.include, &a.exclude, a.gitignore))
+        }),
         F::WithTimestamps(a) => tree_edit(move |t| Ok::<_, OpError>(t.with_timestamps(a.timestamp))),
-        F::WithNewDirectory(a) => {
-            tree_edit(move |mut t| t.mkdir_all(&normalize(&a.path)?, a.permissions as u32).map(|_| t))
-        }
+        F::WithNewDirectory(a) => tree_edit(move |mut t| {
+            if let Some(outside) = outside_parent(&a.path) {
+                return Err(OpError::new(format!(
+                    "cannot create directory outside parent: {outside}"
+                )));
+            }
+            t.mkdir_all(&normalize(&a.path)?, a.permissions as u32)?;
+            Ok(t)
+        }),
         F::WithoutFile(a) => tree_edit(move |t| without(t, &[a.path])),
         F::WithoutDirectory(a) => tree_edit(move |t| without(t, &[a.path])),
         F::WithoutFiles(a) => tree_edit(move |t| without(t, &a.paths)),
@@ -52,7 +69,12 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
                 mtime: None,
             };
             edited(&cx, |mut t| {
-                t.put(&normalize(&a.path)?, Entry::File(entry), true)?;
+                let path = normalize(&a.path)?;
+                // Dagger opens the path for writing, which a directory refuses.
+                if tree_is_dir_at(&t, &path) {
+                    return Err(OpError::new(format!("open {}: is a directory", a.path)));
+                }
+                t.put(&path, Entry::File(entry), true)?;
                 Ok::<_, OpError>(t)
             })
         }),
@@ -82,7 +104,7 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
         }),
         F::WithDirectory(a) => run(move |cx| async move {
             let src = cx.eval(&a.source).await?;
-            let mut filtered = src.as_dir()?.0.filter(&a.include, &a.exclude);
+            let mut filtered = filtered(&cx.engine.store, src.as_dir()?.0, &a.include, &a.exclude, a.gitignore)?;
             if let Some(p) = a.permissions {
                 filtered.set_permissions(p as u32);
             }
@@ -92,19 +114,50 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
     }
 }
 
+/// `tree` with only what `include` names (everything when empty), without what `exclude` names, and with
+/// `gitignore` without what its own `.gitignore` files ignore (each relative to its folder, no `.git`
+/// needed; rules of a `.gitignore` the patterns leave out still apply).
+pub(crate) fn filtered(
+    store: &Store,
+    tree: &Tree,
+    include: &[String],
+    exclude: &[String],
+    gitignore: bool,
+) -> Result<Tree, OpError> {
+    let out = tree.filter(include, exclude);
+    if !gitignore {
+        return Ok(out);
+    }
+    let mut rules = GitignoreRules::default();
+    for (path, entry) in &tree.entries {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if let (".gitignore", Entry::File(f)) = (name, entry) {
+            rules.add(dir, &String::from_utf8_lossy(&store.get_blob(&f.blob)?));
+        }
+    }
+    if rules.is_empty() {
+        return Ok(out);
+    }
+    Ok(out.without(|path, is_dir| rules.ignored(path, is_dir)))
+}
+
 /// An op that makes a new tree from the parent's alone.
 fn tree_edit<E: Into<OpError>>(f: impl FnOnce(Tree) -> Result<Tree, E> + Send + 'static) -> Option<Op> {
     run(move |cx| async move { edited(&cx, f) })
 }
 
 /// `tree` without `paths` (each normalized; a missing one is no error). A path holding a `*` is a pattern
-/// (see [`split_wildcards`]): everything it matches is removed, and no match is no error.
+/// (see [`split_wildcards`]): everything it matches is removed, and no match is no error; but, as in Dagger,
+/// a pattern whose directory does not exist is one (`dir: no such file or directory`).
 fn without(mut tree: Tree, paths: &[String]) -> Result<Tree, OpError> {
     for p in paths {
         let p = normalize(p)?;
         match split_wildcards(&p) {
             Some((dir, pattern)) => {
-                let base = tree.resolve(&dir, true)?;
+                let base = tree.resolve(&dir, true).map_err(|e| e.at(&dir))?;
+                if !base.is_empty() && !tree.entries.contains_key(&base) {
+                    return Err(PathError::NotFound(dir).into());
+                }
                 for m in tree.wildcard_matches(&base, &pattern) {
                     tree.remove(&m);
                 }
@@ -148,11 +201,38 @@ fn edited<E: Into<OpError>>(cx: &Cx, f: impl FnOnce(Tree) -> Result<Tree, E>) ->
     })
 }
 
+/// Whether the user path `path` (normalized) names a directory of `tree`, links followed.
+fn tree_is_dir_at(tree: &Tree, path: &str) -> bool {
+    tree.resolve(path, true).is_ok_and(|at| tree.is_dir(&at))
+}
+
+/// The cleaned form of a relative path that climbs out of its directory (`b/../../c` is `../c`), as
+/// `withNewDirectory` reports it; `None` for a path that stays inside.
+fn outside_parent(path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    (parts.first() == Some(&"..") && parts.len() > 1).then(|| parts.join("/"))
+}
+
 /// `directory(path)`: the subdirectory, named after its last component.
-fn directory(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
+fn directory(cx: &Cx, given: &str) -> Result<Evaluated, OpError> {
     let (tree, _) = cx.dir()?;
-    let path = normalize(path)?;
-    let sub = tree.subtree(&tree.resolve(&path, true)?)?;
+    let path = normalize(given)?;
+    let sub = tree
+        .resolve(&path, true)
+        .and_then(|at| tree.subtree(&at))
+        .map_err(|e| e.at(given))?;
     let name = path
         .rsplit('/')
         .next()
@@ -162,10 +242,13 @@ fn directory(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
 }
 
 /// `file(path)`: the file, named after its last component.
-fn file(cx: &Cx, path: &str) -> Result<Evaluated, OpError> {
+fn file(cx: &Cx, given: &str) -> Result<Evaluated, OpError> {
     let (tree, _) = cx.dir()?;
-    let path = normalize(path)?;
-    let entry = tree.file(&tree.resolve(&path, true)?)?.clone();
+    let path = normalize(given)?;
+    let entry = tree
+        .resolve(&path, true)
+        .and_then(|at| tree.file(&at).cloned())
+        .map_err(|e| e.at(given))?;
     Ok(Evaluated::File {
         name: path.rsplit('/').next().unwrap_or_default().to_owned(),
         entry,
@@ -198,7 +281,7 @@ pub(crate) fn tree_has(tree: &Tree, path: &str, expected: Option<ExistsType>) ->
 }
 
 /// `stat` of `path` in a tree (the root for an empty path), reported under `name`.
-pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evaluated, OpError> {
+pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evaluated, PathError> {
     let stat = |file_type: &str, permissions: u32, size: u64| Evaluated::Stat {
         file_type: file_type.into(),
         name: name.clone(),
@@ -206,13 +289,13 @@ pub(crate) fn stat_named(tree: &Tree, path: &str, name: String) -> Result<Evalua
         size,
     };
     if path.is_empty() {
-        return Ok(stat("DIRECTORY", 0o755, 0));
+        return Ok(stat("DIRECTORY", tree.root_mode(), 0));
     }
     Ok(match tree.entries.get(path) {
         Some(Entry::Dir { mode, .. }) => stat("DIRECTORY", *mode, 0),
         Some(Entry::File(f)) => stat("REGULAR", f.mode, f.size),
         Some(Entry::Symlink { target }) => stat("SYMLINK", 0o777, target.len() as u64),
-        None => return Err(crate::model::tree::PathError::NotFound(path.to_owned()).into()),
+        None => return Err(PathError::NotFound(path.to_owned())),
     })
 }
 
@@ -229,8 +312,10 @@ pub(crate) fn leaf(engine: &Arc<Engine>, field: DirectoryField, tree: &Tree, nam
     use DirectoryField as F;
     Ok(match field {
         F::Entries(a) => {
-            let path = normalize(a.path.as_deref().unwrap_or(""))?;
-            json!(tree.list(&tree.resolve(&path, true)?)?)
+            let given = a.path.as_deref().unwrap_or("");
+            let path = normalize(given)?;
+            let listed = tree.resolve(&path, true).and_then(|at| tree.list(&at));
+            json!(listed.map_err(|e| e.at(given))?)
         }
         F::Glob(a) => json!(tree.glob(&a.pattern)),
         F::Digest => json!(format!("sha256:{}", tree.digest())),
@@ -613,10 +698,15 @@ mod tests {
         let c = without("withoutFile", json!({ "path": "c/*a1*" })).await.expect("op");
         let c_left: Vec<&String> = c.iter().filter(|p| p.starts_with("c/") && *p != "c/").collect();
         assert_eq!(c_left, ["c/file-b1.json", "c/file-b1.txt"]);
-        let none = without("withoutFiles", json!({ "paths": ["nothing/*.txt", "*.nope", "x"] }))
+        let none = without("withoutFiles", json!({ "paths": ["c/*.nope", "*.nope", "x"] }))
             .await
             .expect("no match is no error");
         assert_eq!(none, paths(&dir));
+        // As in Dagger, a pattern whose directory does not exist is an error.
+        let err = without("withoutFiles", json!({ "paths": ["*.nope", "nothing/*.txt"] }))
+            .await
+            .expect_err("a missing directory");
+        assert_eq!(err.message, "nothing: no such file or directory");
         let many = without("withoutFiles", json!({ "paths": ["a/*", "*/foo.txt"] }))
             .await
             .expect("op");
@@ -835,6 +925,198 @@ mod tests {
                 "exists({path:?}, {ty:?}, doNotFollow {no_follow})"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_directory_keeps_its_own_root_mode() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = apply(
+            &e,
+            empty_dir(),
+            "withNewDirectory",
+            json!({ "path": "p", "permissions": 0o700 }),
+        )
+        .await
+        .expect("mkdir");
+        let sub = apply(&e, dir, "directory", json!({ "path": "p" }))
+            .await
+            .expect("directory");
+        assert_eq!(tree(&sub).root_mode(), 0o700);
+        let sub = object(&e, sub);
+        let copied = apply(
+            &e,
+            empty_dir(),
+            "withDirectory",
+            json!({ "path": "new", "source": { "$id": sub } }),
+        )
+        .await
+        .expect("copy");
+        assert!(matches!(
+            tree(&copied).entries.get("new"),
+            Some(Entry::Dir { mode: 0o700, .. })
+        ));
+        let existing = apply(
+            &e,
+            empty_dir(),
+            "withNewDirectory",
+            json!({ "path": "old", "permissions": 0o750 }),
+        )
+        .await
+        .expect("mkdir");
+        let into = apply(
+            &e,
+            existing,
+            "withDirectory",
+            json!({ "path": "old", "source": { "$id": sub } }),
+        )
+        .await
+        .expect("copy");
+        assert!(
+            matches!(tree(&into).entries.get("old"), Some(Entry::Dir { mode: 0o750, .. })),
+            "an existing directory keeps its mode"
+        );
+        let given = apply(
+            &e,
+            empty_dir(),
+            "withDirectory",
+            json!({ "path": "out", "source": { "$id": sub }, "permissions": 0o751 }),
+        )
+        .await
+        .expect("copy");
+        assert!(matches!(
+            tree(&given).entries.get("out"),
+            Some(Entry::Dir { mode: 0o751, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn errors_use_daggers_wording_and_the_path_as_given() {
+        // Ported from Dagger's `TestSync`, `TestDirectoryName`, `TestStat` and `TestWithNewDirectory`
+        // (directory_test.go) and `TestSync` (file_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = with_files(&e, &["a/f", "b/x"]).await;
+        let err = |field: &'static str, args: serde_json::Value| {
+            let (e, dir) = (e.clone(), dir.clone());
+            async move { apply(&e, dir, field, args).await.expect_err("an error").message }
+        };
+        assert_eq!(
+            err("directory", json!({ "path": "/foo" })).await,
+            "/foo: no such file or directory"
+        );
+        assert_eq!(
+            err("directory", json!({ "path": "keep/../this" })).await,
+            "keep/../this: no such file or directory"
+        );
+        assert_eq!(
+            err("file", json!({ "path": "to/file.txt" })).await,
+            "to/file.txt: no such file or directory"
+        );
+        assert_eq!(
+            err("file", json!({ "path": "a" })).await,
+            "path a is a directory, not a file"
+        );
+        assert_eq!(
+            err("directory", json!({ "path": "a/f" })).await,
+            "path a/f is a file, not a directory"
+        );
+        assert_eq!(err("stat", json!({ "path": "" })).await, ": no such file or directory");
+        assert_eq!(
+            err("stat", json!({ "path": "nope" })).await,
+            "nope: no such file or directory"
+        );
+        assert_eq!(
+            err("withNewFile", json!({ "path": "a", "contents": "" })).await,
+            "open a: is a directory"
+        );
+        let b = apply(&e, dir.clone(), "directory", json!({ "path": "b" }))
+            .await
+            .expect("b");
+        let outside = apply(&e, b, "withNewDirectory", json!({ "path": "../c" }))
+            .await
+            .expect_err("outside");
+        assert_eq!(outside.message, "cannot create directory outside parent: ../c");
+        let f = DirectoryField::parse("entries", json!({ "path": "nope" }).as_object().expect("o")).expect("field");
+        assert_eq!(
+            leaf(&e, f, tree(&dir), "/").expect_err("missing").message,
+            "nope: no such file or directory"
+        );
+        assert_eq!(outside_parent("b/../../c").as_deref(), Some("../c"));
+        assert_eq!(outside_parent("b/../c"), None);
+        assert_eq!(outside_parent("/../c"), None, "an absolute path stays at the root");
+    }
+
+    #[tokio::test]
+    async fn filter_applies_the_directorys_own_gitignore_files() {
+        // Ported from Dagger's `TestFilter` and `TestWithDirectoryIncludeExclude` ("gitignore works",
+        // directory_test.go): no `.git` needed; a nested file's rules are relative to its folder and still
+        // apply when the patterns leave the file out.
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let dir = with_files(
+            &e,
+            &[
+                "a.txt",
+                "b.txt",
+                "c.txt.rar",
+                "subdir/d.txt",
+                "sub2/x.log",
+                "sub2/y.txt",
+            ],
+        )
+        .await;
+        let dir = apply(
+            &e,
+            dir,
+            "withNewFile",
+            json!({ "path": ".gitignore", "contents": "b.txt\nsubdir/\n" }),
+        )
+        .await
+        .expect("gitignore");
+        let dir = apply(
+            &e,
+            dir,
+            "withNewFile",
+            json!({ "path": "sub2/.gitignore", "contents": "*.log\n" }),
+        )
+        .await
+        .expect("nested gitignore");
+        let v = apply(&e, dir.clone(), "filter", json!({ "gitignore": true }))
+            .await
+            .expect("filter");
+        assert_eq!(
+            paths(&v),
+            [
+                ".gitignore",
+                "a.txt",
+                "c.txt.rar",
+                "sub2/",
+                "sub2/.gitignore",
+                "sub2/y.txt"
+            ]
+        );
+        let v = apply(
+            &e,
+            dir.clone(),
+            "filter",
+            json!({ "gitignore": true, "exclude": ["**/.gitignore"] }),
+        )
+        .await
+        .expect("filter");
+        assert_eq!(paths(&v), ["a.txt", "c.txt.rar", "sub2/", "sub2/y.txt"]);
+        let v = apply(&e, dir.clone(), "filter", json!({})).await.expect("no gitignore");
+        assert_eq!(paths(&v), paths(&dir), "rules apply only when asked");
+        let src = object(&e, dir);
+        let v = apply(
+            &e,
+            empty_dir(),
+            "withDirectory",
+            json!({ "path": "copy", "source": { "$id": src }, "gitignore": true }),
+        )
+        .await
+        .expect("withDirectory");
+        assert!(!paths(&v).contains(&"copy/b.txt".to_owned()) && paths(&v).contains(&"copy/a.txt".to_owned()));
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl Engine {
         let store = Store::open(&config.cache_dir)?;
         let collected = crate::worker::cleanup::start(&store);
         let network = Arc::new(crate::worker::network::Network::for_cache(store.root()));
+        let volumes = CacheVolumes::shared_through(store.root().join("cache-volumes"));
         Ok(Arc::new(Self {
             config,
             solver: Arc::new(Solver::new(store.clone(), crate::ops::epoch::OPS_EPOCH)),
@@ -241,7 +242,7 @@ impl Engine {
             snapshot: std::sync::OnceLock::new(),
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
-            volumes: CacheVolumes::default(),
+            volumes,
             computed: std::sync::atomic::AtomicUsize::new(0),
             requests: std::sync::atomic::AtomicUsize::new(0),
             collected,

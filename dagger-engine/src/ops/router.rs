@@ -98,7 +98,7 @@ async fn identity_hooks(
         // Host content is read now, and its digest becomes part of the call, so a changed file is a new object.
         Field::Host(HostField::Directory(a)) => {
             let path = host_path(engine, &a.path);
-            let (tree, name) = read_host_dir(engine, &path, &a.include, &a.exclude, a.gitignore)?;
+            let (tree, name) = read_host_dir(engine, &path, &a.path, &a.include, &a.exclude, a.gitignore)?;
             args.insert("$content".into(), json!(tree.digest()));
             args.remove("noCache");
             Ok((Some(Evaluated::Dir { tree, name }), None))
@@ -176,7 +176,18 @@ fn query_op(field: QueryField) -> Option<Op> {
             })
         }),
         F::Host => value(Ok(Evaluated::Host)),
-        F::CacheVolume(a) => value(Ok(Evaluated::Cache { key: a.key })),
+        F::CacheVolume(a) => run(move |cx| async move {
+            let source = match &a.source {
+                Some(d) => Some(cx.eval(d).await?.as_dir()?.0.clone()),
+                None => None,
+            };
+            Ok(Evaluated::Cache {
+                key: a.key,
+                sharing: a.sharing.as_str().to_owned(),
+                source,
+                owner: a.owner,
+            })
+        }),
         F::SetSecret(a) => value(Ok(Evaluated::Secret {
             name: a.name,
             uri: String::new(),
@@ -434,7 +445,7 @@ mod tests {
         assert_eq!((name.as_str(), entry.mode, entry.size), ("n", 0o600, 3));
         assert!(matches!(
             root("cacheVolume", json!({ "key": "k" })).await.expect("cache"),
-            Evaluated::Cache { key } if key == "k"
+            Evaluated::Cache { key, .. } if key == "k"
         ));
         let Evaluated::Container(st) = root("container", json!({ "platform": "linux/arm64" }))
             .await

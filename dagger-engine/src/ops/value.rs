@@ -33,10 +33,19 @@ pub(crate) enum Evaluated {
         /// The URI (`env://…`, `file://…`), empty for `setSecret`.
         uri: String,
     },
-    /// A cache volume.
+    /// A cache volume, with the defaults `cacheVolume` gave for every mount of it that sets none of its own.
     Cache {
         /// Its key.
         key: String,
+        /// The sharing mode (`SHARED`, `PRIVATE`, `LOCKED`).
+        #[serde(default = "shared")]
+        sharing: String,
+        /// What a new volume starts with.
+        #[serde(default)]
+        source: Option<Tree>,
+        /// The owner of a new volume's root (`user[:group]`, resolved in the container mounting it).
+        #[serde(default)]
+        owner: String,
     },
     /// File metadata.
     Stat {
@@ -57,7 +66,23 @@ pub(crate) enum Evaluated {
     Record(serde_json::Map<String, serde_json::Value>),
 }
 
+/// The sharing mode of a cache volume nobody gave one.
+fn shared() -> String {
+    "SHARED".into()
+}
+
 impl Evaluated {
+    /// A cache volume with `key` and no defaults of its own.
+    #[cfg(test)]
+    pub(crate) fn cache(key: &str) -> Self {
+        Evaluated::Cache {
+            key: key.to_owned(),
+            sharing: shared(),
+            source: None,
+            owner: String::new(),
+        }
+    }
+
     /// A directory's tree and name.
     pub(crate) fn as_dir(&self) -> Result<(&Tree, &str), OpError> {
         match self {
@@ -111,7 +136,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let session_only = [
             Evaluated::Host,
-            Evaluated::Cache { key: "k".into() },
+            Evaluated::cache("k"),
             Evaluated::Secret {
                 name: "s".into(),
                 uri: String::new(),

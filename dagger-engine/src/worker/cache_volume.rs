@@ -35,6 +35,9 @@ impl CacheVolumeError {
 pub(crate) struct CacheVolumes {
     private_holders: Mutex<HashSet<String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where the lock files of `LOCKED` volumes live, shared by every engine on the cache directory (`None`:
+    /// this engine's execs only take turns among themselves).
+    lock_dir: Option<PathBuf>,
 }
 
 /// The cache volumes one exec uses: the locks of its `LOCKED` volumes, the `PRIVATE` ones it holds, and those
@@ -42,6 +45,8 @@ pub(crate) struct CacheVolumes {
 pub(crate) struct CacheVolumeLease<'a> {
     volumes: &'a CacheVolumes,
     _locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    /// The lock files held (an exclusive `flock` each, released when closed).
+    _files: Vec<std::fs::File>,
     held: Vec<String>,
     /// Keys of `PRIVATE` volumes in use elsewhere: this exec gets a fresh directory for each.
     pub fresh: HashSet<String>,
@@ -57,16 +62,67 @@ impl Drop for CacheVolumeLease<'_> {
 }
 
 impl CacheVolumes {
-    /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs.
-    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> CacheVolumeLease<'_> {
+    /// The volumes of an engine whose `LOCKED` volumes also take turns with every other engine, through a
+    /// `lock` file beside each volume's data in `lock_dir` (the cache directory's `cache-volumes/`).
+    pub(crate) fn shared_through(lock_dir: PathBuf) -> Self {
+        Self {
+            lock_dir: Some(lock_dir),
+            ..Self::default()
+        }
+    }
+
+    /// Waits for the lock file of `key` (an exclusive `flock`, polled so a cancelled wait holds nothing).
+    async fn lock_file(&self, key: &str) -> Result<Option<std::fs::File>, CacheVolumeError> {
+        let Some(dir) = &self.lock_dir else {
+            return Ok(None);
+        };
+        // Beside the volume's `data/`, in the folder every engine finds the volume in.
+        let base = dir.join(Digest::of(key.as_bytes()).as_str());
+        std::fs::create_dir_all(&base).map_err(CacheVolumeError::at(&base))?;
+        let path = base.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(CacheVolumeError::at(&path))?;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(file)),
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(CacheVolumeError::at(&path)(e.into())),
+            }
+        }
+    }
+
+    /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs. A
+    /// volume mounted twice counts once (with its strictest mode), and locks are taken in the order of their
+    /// keys, so two execs never wait on each other.
+    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> Result<CacheVolumeLease<'_>, CacheVolumeError> {
+        let strictness = |sharing: &str| match sharing {
+            "LOCKED" => 2,
+            "PRIVATE" => 1,
+            _ => 0,
+        };
+        let mut volumes: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+        for &(key, sharing) in mounts {
+            let slot = volumes.entry(key).or_insert(sharing);
+            if strictness(sharing) > strictness(slot) {
+                *slot = sharing;
+            }
+        }
         let mut guards = Vec::new();
+        let mut files = Vec::new();
         let mut held = Vec::new();
         let mut fresh = HashSet::new();
-        for &(key, sharing) in mounts {
+        for (key, sharing) in volumes {
             match sharing {
                 "LOCKED" => {
                     let lock = self.locks.lock().entry(key.to_owned()).or_default().clone();
                     guards.push(lock.lock_owned().await);
+                    files.extend(self.lock_file(key).await?);
                 }
                 "PRIVATE" => {
                     let taken = !self.private_holders.lock().insert(key.to_owned());
@@ -79,12 +135,13 @@ impl CacheVolumes {
                 _ => {}
             }
         }
-        CacheVolumeLease {
+        Ok(CacheVolumeLease {
             volumes: self,
             _locks: guards,
+            _files: files,
             held,
             fresh,
-        }
+        })
     }
 }
 
@@ -127,7 +184,7 @@ mod tests {
     use super::*;
 
     async fn waits(volumes: &CacheVolumes, mounts: &[(&str, &str)]) -> bool {
-        tokio::time::timeout(Duration::from_millis(100), volumes.acquire(mounts))
+        tokio::time::timeout(Duration::from_millis(300), volumes.acquire(mounts))
             .await
             .is_err()
     }
@@ -135,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn a_locked_volume_admits_one_exec_at_a_time_even_after_a_panic_elsewhere() {
         let volumes = Arc::new(CacheVolumes::default());
-        let first = volumes.acquire(&[("k", "LOCKED")]).await;
+        let first = volumes.acquire(&[("k", "LOCKED")]).await.expect("lease");
         assert!(waits(&volumes, &[("k", "LOCKED")]).await, "a second user waits");
         assert!(
             !waits(&volumes, &[("other", "LOCKED")]).await,
@@ -155,18 +212,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_volume_mounted_twice_is_locked_once_and_engines_on_one_cache_take_turns() {
+        let dir = tempfile::tempdir().expect("dir");
+        let one = CacheVolumes::shared_through(dir.path().to_owned());
+        let other = CacheVolumes::shared_through(dir.path().to_owned());
+        // The same LOCKED volume at two paths of one exec: no waiting on itself.
+        let first = tokio::time::timeout(Duration::from_secs(5), one.acquire(&[("k", "LOCKED"), ("k", "SHARED")]))
+            .await
+            .expect("no deadlock")
+            .expect("lease");
+        assert!(
+            waits(&other, &[("k", "LOCKED")]).await,
+            "another engine on the cache waits"
+        );
+        assert!(!waits(&other, &[("j", "LOCKED")]).await, "for that volume only");
+        drop(first);
+        assert!(!waits(&other, &[("k", "LOCKED")]).await, "and goes once it is released");
+        assert!(
+            dir.path().join(Digest::of(b"k").as_str()).join("lock").is_file(),
+            "the lock file sits beside the volume's data"
+        );
+    }
+
+    #[tokio::test]
     async fn a_private_volume_in_use_gives_the_next_user_a_fresh_directory_until_released() {
         let volumes = CacheVolumes::default();
-        let first = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        let first = volumes
+            .acquire(&[("p", "PRIVATE"), ("s", "SHARED")])
+            .await
+            .expect("lease");
         assert!(first.fresh.is_empty());
-        let second = volumes.acquire(&[("p", "PRIVATE"), ("s", "SHARED")]).await;
+        let second = volumes
+            .acquire(&[("p", "PRIVATE"), ("s", "SHARED")])
+            .await
+            .expect("lease");
         assert_eq!(second.fresh, HashSet::from(["p".to_owned()]));
         drop(second);
-        let third = volumes.acquire(&[("p", "PRIVATE")]).await;
+        let third = volumes.acquire(&[("p", "PRIVATE")]).await.expect("lease");
         assert_eq!(third.fresh.len(), 1, "the first user still holds it");
         drop(third);
         drop(first);
-        let fourth = volumes.acquire(&[("p", "PRIVATE")]).await;
+        let fourth = volumes.acquire(&[("p", "PRIVATE")]).await.expect("lease");
         assert!(fourth.fresh.is_empty(), "released with its first user");
     }
 

@@ -535,14 +535,13 @@ enum Found {
     Other,
 }
 
-/// Looks `comps` up in `layers` (bottom first, overlayfs upper format) the way the merged filesystem would
+/// Finds `comps` in `layers` (bottom first, overlayfs upper format) the way the merged filesystem would
 /// show it: the topmost layer that has the path wins, a whiteout hides it, an opaque directory or a
-/// non-directory hides what lower layers hold below it. Never follows a link on the host: each layer is
-/// walked one component at a time with `lstat`, and only through directories.
-fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
-    let Some(last) = comps.len().checked_sub(1) else {
-        return Found::Dir;
-    };
+/// non-directory hides what lower layers hold below it. Returns the host path in the layer that shows it and
+/// its metadata (`None`: the path does not exist). Never follows a link on the host: each layer is walked one
+/// component at a time with `lstat`, and only through directories.
+fn find_in_layers(layers: &[PathBuf], comps: &[String]) -> Option<(PathBuf, std::fs::Metadata)> {
+    let last = comps.len().checked_sub(1)?;
     for layer in layers.iter().rev() {
         let mut path = layer.clone();
         let mut cut_below = false;
@@ -552,32 +551,63 @@ fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
                 break;
             };
             if is_whiteout(&meta) {
-                return Found::Missing;
+                return None;
             }
             if i == last {
-                return if meta.is_dir() {
-                    Found::Dir
-                } else if meta.file_type().is_symlink() {
-                    Found::Link(
-                        std::fs::read_link(&path)
-                            .map(|t| t.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    )
-                } else {
-                    Found::Other
-                };
+                return Some((path, meta));
             }
             if !meta.is_dir() {
                 // A file or link above the path's end: nothing lower shows through below it.
-                return Found::Missing;
+                return None;
             }
             cut_below |= is_opaque(&path);
         }
         if cut_below {
-            return Found::Missing;
+            return None;
         }
     }
-    Found::Missing
+    None
+}
+
+/// What `comps` names in `layers` (see [`find_in_layers`]); the root is a directory.
+fn lookup_in_layers(layers: &[PathBuf], comps: &[String]) -> Found {
+    if comps.is_empty() {
+        return Found::Dir;
+    }
+    match find_in_layers(layers, comps) {
+        None => Found::Missing,
+        Some((_, meta)) if meta.is_dir() => Found::Dir,
+        Some((path, meta)) if meta.file_type().is_symlink() => Found::Link(
+            std::fs::read_link(&path)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        Some(_) => Found::Other,
+    }
+}
+
+/// Copies up, into the new layer directory `layer`, every directory on the way to `rel` (a resolved path,
+/// relative to the root) that the `lower` layers (bottom first) already have, `rel` itself included when it
+/// is one: created with the same permission bits and owner, as overlayfs copies a directory up before it
+/// changes what is inside. Without this, a layer that writes `/tmp/x` would give `/tmp` the mode and owner
+/// of a fresh directory. Stops at the first component that is not a directory below; what is missing is
+/// made by the write itself. A directory the layer already holds is left as it is.
+pub fn copy_up_dirs(lower: &[PathBuf], layer: &Path, rel: &str) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
+    let comps: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let mut cursor = Cursor::open(layer, "")?;
+    for i in 0..comps.len() {
+        let Some((_, meta)) = find_in_layers(lower, &comps[..=i]) else {
+            break;
+        };
+        if !meta.is_dir() {
+            break;
+        }
+        let rel = comps[..=i].join("/");
+        let fd = cursor.copy_dir(&comps[i], &rel, meta.mode(), (meta.uid(), meta.gid()))?;
+        cursor.stack.push((rel, fd));
+    }
+    Ok(())
 }
 
 /// Resolves `path` (absolute inside the container) against the container's layers (bottom first) without
@@ -595,11 +625,27 @@ pub fn resolve_in_layers(layers: &[PathBuf], path: &str, follow_last: bool) -> R
     Ok(resolved.join("/"))
 }
 
+/// The contents of the regular file at `path` (absolute inside the container, links followed as the
+/// container would) in `layers` (bottom first), without mounting them; `None` when there is no such file.
+pub fn read_file_in_layers(layers: &[PathBuf], path: &str) -> Option<Vec<u8>> {
+    let resolved = resolve_in_layers(layers, path, true).ok()?;
+    let comps: Vec<String> = resolved
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (host, meta) = find_in_layers(layers, &comps)?;
+    if !meta.is_file() {
+        return None;
+    }
+    std::fs::read(host).ok()
+}
+
 /// A resolution failure as a container path error.
 fn path_error(e: PathError) -> SnapshotError {
     match e {
         PathError::Loop(p) => SnapshotError::Loop(p),
-        PathError::WrongKind { path, .. } => SnapshotError::NotADirectory(format!("/{path}")),
+        PathError::Through(path) | PathError::NotADirectory(path) => SnapshotError::NotADirectory(format!("/{path}")),
         other => SnapshotError::NotFound(other.to_string()),
     }
 }
@@ -607,10 +653,44 @@ fn path_error(e: PathError) -> SnapshotError {
 /// Reads the directory `dir` (already resolved on the host) into a tree, storing file contents as blobs.
 /// Symlinks are kept as links, never followed.
 pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, SnapshotError> {
-    use std::os::unix::fs::PermissionsExt;
+    read_tree_with(store, dir, &mut KeepAll, false)
+}
+
+/// What a filtered read of a directory (see [`read_tree_with`]) asks while it walks.
+pub trait WalkFilter {
+    /// Called with each directory the walk enters (relative path, `""` for the root, and its host path)
+    /// before any entry in it is asked about.
+    fn enter(&mut self, rel: &str, host: &Path);
+    /// Whether the entry at `rel` is read; a directory that is not is not walked into, and a file that is not
+    /// is never stored.
+    fn keep(&mut self, rel: &str, is_dir: bool) -> bool;
+}
+
+/// The filter of a plain read: everything.
+struct KeepAll;
+
+impl WalkFilter for KeepAll {
+    fn enter(&mut self, _: &str, _: &Path) {}
+    fn keep(&mut self, _: &str, _: bool) -> bool {
+        true
+    }
+}
+
+/// Reads the directory `dir` into a tree like [`read_tree`], reading only what `filter` keeps, and with
+/// `mtimes` recording each file's modification time (whole seconds).
+pub fn read_tree_with(
+    store: &crate::store::Store,
+    dir: &Path,
+    filter: &mut dyn WalkFilter,
+    mtimes: bool,
+) -> Result<Tree, SnapshotError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut tree = Tree::default();
+    let root = std::fs::metadata(dir).map_err(io(format!("cannot read {}", dir.display())))?;
+    tree.set_root_mode(root.permissions().mode());
     let mut stack = vec![(dir.to_owned(), String::new())];
     while let Some((d, rel)) = stack.pop() {
+        filter.enter(&rel, &d);
         let rd = std::fs::read_dir(&d).map_err(io(format!("cannot read {}", d.display())))?;
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -620,6 +700,10 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
                 continue;
             };
             let ft = meta.file_type();
+            if !(ft.is_symlink() || ft.is_dir() || ft.is_file()) || !filter.keep(&rel_path, ft.is_dir()) {
+                // Devices, fifos and sockets have no place in a snapshot.
+                continue;
+            }
             let mode = meta.permissions().mode() & 0o7777;
             if ft.is_symlink() {
                 let target = std::fs::read_link(&path)
@@ -629,7 +713,7 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
             } else if ft.is_dir() {
                 tree.entries.insert(rel_path.clone(), Entry::Dir { mode, mtime: None });
                 stack.push((path, rel_path));
-            } else if ft.is_file() {
+            } else {
                 let (blob, size) = store.put_blob_from_file(&path).map_err(|e| SnapshotError::Io {
                     what: format!("cannot store {}", path.display()),
                     source: std::io::Error::other(e.to_string()),
@@ -640,11 +724,10 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
                         mode,
                         blob,
                         size,
-                        mtime: None,
+                        mtime: mtimes.then(|| meta.mtime()),
                     }),
                 );
             }
-            // Devices, fifos and sockets have no place in a snapshot.
         }
     }
     Ok(tree)
@@ -657,6 +740,9 @@ pub fn read_tree(store: &crate::store::Store, dir: &Path) -> Result<Tree, Snapsh
 /// created with `O_EXCL | O_NOFOLLOW`, and a symlink (or file) standing where a directory is needed is
 /// replaced, never followed. So whatever the tree holds, and whatever is already on disk below `dest`,
 /// nothing is written outside `dest`.
+///
+/// The tree's root is `dest/<at>`: a directory already there keeps its own mode, one this call makes gets the
+/// tree's root mode (as a copy into a new path, or a mount, shows the directory's own permissions).
 pub fn write_tree(
     store: &crate::store::Store,
     tree: &Tree,
@@ -664,14 +750,24 @@ pub fn write_tree(
     at: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), SnapshotError> {
+    let base = dest.join(at.trim_matches('/'));
+    let existed = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir());
     let mut cursor = Cursor::open(dest, at)?;
     if let Some((u, g)) = owner {
         fchown(&cursor.base_fd(), u, g, &cursor.describe(""))?;
     }
+    if !existed {
+        // After the chown, which clears set-group-ID bits.
+        rustix::fs::fchmod(
+            cursor.base_fd(),
+            rustix::fs::Mode::from_raw_mode(tree.root_mode() & 0o7777),
+        )
+        .map_err(sys(|| format!("cannot set the mode of {}", base.display())))?;
+    }
     for (rel, entry) in &tree.entries {
         cursor.write_entry(store, rel, entry, owner)?;
     }
-    Ok(())
+    cursor.finish()
 }
 
 /// Writes one entry at `dest/<rel>` (`rel` relative, its missing parents created as 0755 directories), with
@@ -683,7 +779,9 @@ pub fn write_entry_at(
     entry: &Entry,
     owner: Option<(u32, u32)>,
 ) -> Result<(), SnapshotError> {
-    Cursor::open(dest, "")?.write_entry(store, rel, entry, owner)
+    let mut cursor = Cursor::open(dest, "")?;
+    cursor.write_entry(store, rel, entry, owner)?;
+    cursor.finish()
 }
 
 /// The open directory handles from a trusted base down to the directory being written, so sorted entries
@@ -692,6 +790,20 @@ struct Cursor {
     dest: PathBuf,
     /// `(relative path, handle)`, the base (`""`) first.
     stack: Vec<(String, rustix::fd::OwnedFd)>,
+    /// Directories written with a modification time, set once everything below them is written.
+    dir_times: Vec<(String, i64)>,
+}
+
+/// A modification (and access) time, in whole seconds.
+fn timestamps(secs: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 fn sys(what: impl FnOnce() -> String) -> impl FnOnce(rustix::io::Errno) -> SnapshotError {
@@ -735,6 +847,7 @@ impl Cursor {
         let mut cursor = Cursor {
             dest: dest.to_owned(),
             stack: vec![(String::new(), fd)],
+            dir_times: Vec::new(),
         };
         // `at` becomes the new base: its components are made like any other directory, never followed.
         let at = at.trim_matches('/');
@@ -748,6 +861,24 @@ impl Cursor {
             cursor.dest = dest.join(at);
         }
         Ok(cursor)
+    }
+
+    /// Sets the modification times of the directories written with one, deepest first (writing inside a
+    /// directory changes its time).
+    fn finish(mut self) -> Result<(), SnapshotError> {
+        let base = self.stack.swap_remove(0).1;
+        for (rel, secs) in self.dir_times.iter().rev() {
+            rustix::fs::utimensat(
+                &base,
+                rel.as_str(),
+                &timestamps(*secs),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(sys(|| {
+                format!("cannot set the time of {}", self.dest.join(rel).display())
+            }))?;
+        }
+        Ok(())
     }
 
     fn base_fd(&self) -> rustix::fd::BorrowedFd<'_> {
@@ -822,6 +953,39 @@ impl Cursor {
         Ok(fd)
     }
 
+    /// Opens the directory `name` in the top directory, creating it with `mode` and `owner` when missing (an
+    /// existing one is kept as it is). Anything else standing there is an error.
+    fn copy_dir(
+        &self,
+        name: &str,
+        rel: &str,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<rustix::fd::OwnedFd, SnapshotError> {
+        use rustix::fs::{Mode, OFlags};
+        let name = plain_name(rel, name)?;
+        let parent = self.top();
+        let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(sys(|| format!("cannot create {}", self.describe(rel)))(e)),
+        };
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(|| format!("cannot open {}", self.describe(rel))))?;
+        if created {
+            // Owner first, then mode (a chown clears set-group-ID bits).
+            fchown(&fd, uid, gid, &self.describe(rel))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+        }
+        Ok(fd)
+    }
+
     fn write_entry(
         &mut self,
         store: &crate::store::Store,
@@ -837,10 +1001,13 @@ impl Cursor {
         let name = plain_name(rel, name)?;
         self.enter(parent)?;
         match entry {
-            Entry::Dir { mode, .. } => {
+            Entry::Dir { mode, mtime } => {
                 let fd = self.make_dir(name, *mode, rel, true)?;
                 if let Some((u, g)) = owner {
                     fchown(&fd, u, g, &self.describe(rel))?;
+                }
+                if let Some(secs) = mtime {
+                    self.dir_times.push((rel.to_owned(), *secs));
                 }
                 self.stack.push((rel.to_owned(), fd));
             }
@@ -864,6 +1031,10 @@ impl Cursor {
                 // After the chown, which clears set-user-ID bits.
                 rustix::fs::fchmod(&out, Mode::from_raw_mode(f.mode & 0o7777))
                     .map_err(sys(|| format!("cannot set the mode of {}", self.describe(rel))))?;
+                if let Some(secs) = f.mtime {
+                    rustix::fs::futimens(&out, &timestamps(secs))
+                        .map_err(sys(|| format!("cannot set the time of {}", self.describe(rel))))?;
+                }
             }
             Entry::Symlink { target } => {
                 let dir = self.top();
@@ -1241,7 +1412,10 @@ mod path_safety {
                 // A refused operation (a file used as a directory, a loop) leaves a usable tree behind.
                 if let Err(e) = r {
                     prop_assert!(
-                        matches!(e, PathError::WrongKind { .. } | PathError::Loop(_)),
+                        matches!(
+                            e,
+                            PathError::Through(_) | PathError::NotAFile(_) | PathError::Loop(_)
+                        ),
                         "unexpected error {e:?}"
                     );
                 }

@@ -11,8 +11,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use dagger_sdk::{
-    Container, ContainerExistsOpts, ContainerWithExecOptsBuilder, DirectoryEntriesOpts, DirectoryExistsOpts,
-    DirectoryWithNewFileOptsBuilder, ExistsType, HostDirectoryOptsBuilder, Query, ReturnType,
+    CacheSharingMode, Container, ContainerExistsOpts, ContainerWithExecOptsBuilder, ContainerWithSymlinkOpts,
+    DirectoryEntriesOpts, DirectoryExistsOpts, DirectoryFilterOpts, DirectoryWithNewDirectoryOpts,
+    DirectoryWithNewFileOptsBuilder, ExistsType, HostDirectoryOpts, HostDirectoryOptsBuilder, Query,
+    QueryCacheVolumeOpts, ReturnType,
 };
 use eyre::{bail, ensure, Result};
 
@@ -103,7 +105,7 @@ async fn paths_like_dagger(client: &Query) -> Result<()> {
     )?;
     expect(
         "withoutFiles with patterns",
-        d.without_files(vec!["*.txt", "nothing/*", "missing"]).entries().await?,
+        d.without_files(vec!["*.txt", "b/*.none", "missing"]).entries().await?,
         vec!["a1/".into(), "a2/".into(), "b/".into()],
     )?;
     expect(
@@ -398,6 +400,475 @@ async fn load_by_id(client: &Query, registry: &str) -> Result<()> {
     )
 }
 
+/// Fails unless `result` is an error whose text holds `wanted`.
+fn expect_error<T>(what: &str, result: Result<T, dagger_sdk::errors::DaggerError>, wanted: &str) -> Result<()> {
+    match result {
+        Ok(_) => bail!("{what}: succeeded; expected an error saying {wanted:?}"),
+        Err(e) => ensure!(
+            e.to_string().contains(wanted),
+            "{what}: the error does not say {wanted:?}: {e}"
+        ),
+    }
+    Ok(())
+}
+
+/// Writes `files` (relative path, contents) under `root`.
+fn write_tree(root: &Path, files: &[(&str, &str)]) -> Result<()> {
+    for (rel, text) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap_or(root))?;
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// gitignore as Dagger applies it: every .gitignore from the nearest `.git` down, relative to its folder.
+async fn gitignore(client: &Query, scratch: &Path) -> Result<()> {
+    let repo = scratch.join("gitignore-repo");
+    std::fs::create_dir_all(repo.join(".git"))?;
+    write_tree(
+        &repo,
+        &[
+            (".gitignore", "**.txt\n.git/\n!subdir/e.txt\n*.md\nbar/\n"),
+            ("b.md", "2"),
+            ("c.txt.rar", "3"),
+            ("subdir/e.txt", "2"),
+            ("subdir/g.txt", "6"),
+            ("subdir/h.yaml", "6"),
+            ("subdir2/.gitignore", "*.yaml\n.gitignore\n"),
+            ("subdir2/foo.go", "1"),
+            ("subdir2/bool.yaml", "1"),
+            ("bar/bar.txt", "1"),
+        ],
+    )?;
+    let opts = |exclude: Vec<&'static str>| HostDirectoryOpts {
+        exclude: Some(exclude),
+        gitignore: Some(true),
+        include: None,
+        no_cache: None,
+    };
+    let d = client.host().directory_opts(repo.to_string_lossy(), opts(vec![]));
+    expect(
+        "root entries",
+        d.entries().await?,
+        vec![
+            ".gitignore".into(),
+            "c.txt.rar".into(),
+            "subdir/".into(),
+            "subdir2/".into(),
+        ],
+    )?;
+    expect(
+        "a negation re-includes",
+        d.directory("subdir").entries().await?,
+        vec!["e.txt".into(), "h.yaml".into()],
+    )?;
+    expect(
+        "a nested .gitignore",
+        d.directory("subdir2").entries().await?,
+        vec!["foo.go".to_owned()],
+    )?;
+    let sub = client
+        .host()
+        .directory_opts(repo.join("subdir").to_string_lossy(), opts(vec![]));
+    expect(
+        "a parent's rules apply below it",
+        sub.entries().await?,
+        vec!["e.txt".into(), "h.yaml".into()],
+    )?;
+    let excluded = client
+        .host()
+        .directory_opts(repo.to_string_lossy(), opts(vec![".gitignore"]));
+    expect(
+        "an excluded .gitignore still applies",
+        excluded.entries().await?,
+        vec!["c.txt.rar".into(), "subdir/".into(), "subdir2/".into()],
+    )?;
+    expect_error(
+        "an ignored path",
+        client
+            .host()
+            .directory_opts(repo.join("bar").to_string_lossy(), opts(vec![]))
+            .entries()
+            .await,
+        "bar: no such file or directory",
+    )?;
+    let plain = scratch.join("gitignore-plain");
+    write_tree(&plain, &[(".gitignore", "**/**"), ("foo.go", "1")])?;
+    expect(
+        "no .git, no rules",
+        client
+            .host()
+            .directory_opts(plain.to_string_lossy(), opts(vec![]))
+            .entries()
+            .await?,
+        vec![".gitignore".into(), "foo.go".into()],
+    )?;
+    let own = client
+        .directory()
+        .with_new_file(".gitignore", "b.txt\n")
+        .with_new_file("a.txt", "")
+        .with_new_file("b.txt", "");
+    expect(
+        "Directory.filter(gitignore)",
+        own.filter_opts(DirectoryFilterOpts {
+            exclude: None,
+            include: None,
+            gitignore: Some(true),
+        })
+        .entries()
+        .await?,
+        vec![".gitignore".into(), "a.txt".into()],
+    )
+}
+
+/// A directory keeps its own root's mode; host files keep their times; Dagger's error wording.
+async fn modes_times_and_wording(client: &Query, scratch: &Path) -> Result<()> {
+    let sub = client
+        .directory()
+        .with_new_directory_opts(
+            "p",
+            DirectoryWithNewDirectoryOpts {
+                permissions: Some(0o700),
+            },
+        )
+        .with_new_file("p/f", "x")
+        .directory("p");
+    expect(
+        "directory(path) keeps its mode",
+        sub.stat(".").permissions().await?,
+        0o700,
+    )?;
+    expect(
+        "a copy to a new path keeps its mode",
+        client
+            .directory()
+            .with_directory("new", sub.clone())
+            .stat("new")
+            .permissions()
+            .await?,
+        0o700,
+    )?;
+    let src = scratch.join("times");
+    write_tree(&src, &[("f", "x")])?;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(499_162_500);
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("f"))?
+        .set_modified(when)?;
+    let out = scratch.join("times-out");
+    client
+        .host()
+        .directory(src.to_string_lossy())
+        .export(out.to_string_lossy())
+        .await?;
+    expect(
+        "an exported host file keeps its time",
+        std::fs::metadata(out.join("f"))?.modified()?,
+        when,
+    )?;
+    let d = client.directory().with_new_file("a/f", "x").with_new_directory("b");
+    expect_error(
+        "a missing directory",
+        d.directory("/foo").sync().await,
+        "/foo: no such file or directory",
+    )?;
+    expect_error(
+        "a missing file, as given",
+        d.file("keep/../this").sync().await,
+        "keep/../this: no such file or directory",
+    )?;
+    expect_error(
+        "a directory as a file",
+        d.file("a").sync().await,
+        "path a is a directory, not a file",
+    )?;
+    expect_error(
+        "a file as a directory",
+        d.directory("a/f").sync().await,
+        "path a/f is a file, not a directory",
+    )?;
+    expect_error(
+        "outside its parent",
+        d.directory("b").with_new_directory("../c").sync().await,
+        "cannot create directory outside parent: ../c",
+    )?;
+    expect_error(
+        "a removal pattern in a missing directory",
+        d.without_files(vec!["*.txt", "nothing/*"]).sync().await,
+        "nothing: no such file or directory",
+    )
+}
+
+/// Containers as Dagger runs them: groups, redirects, expand, mounted files and secrets, cache volume defaults,
+/// mount stubs, modes, times, wording, publish.
+async fn containers_like_dagger(client: &Query, registry: &str, scratch: &Path) -> Result<()> {
+    let run = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let users = busybox(client, registry)
+        .with_new_file(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .with_new_file(
+            "/etc/group",
+            "root:x:0:\nwheel:x:10:root\nstaff:x:50:app\napp:x:1000:\n",
+        );
+    expect(
+        "the user's groups",
+        users.with_user("app").with_exec(vec!["id", "-G"]).stdout().await?,
+        "1000 50\n".into(),
+    )?;
+    expect(
+        "an explicit group only",
+        users
+            .with_user("app:staff")
+            .with_exec(vec!["id", "-G"])
+            .stdout()
+            .await?,
+        "50\n".into(),
+    )?;
+
+    let c = busybox(client, registry)
+        .with_mounted_directory("/out", client.directory())
+        .with_mounted_directory("/in", client.directory().with_new_file("in.txt", "from a mount\n"))
+        .with_mounted_secret("/run/s", client.set_secret("s", "hunter2"))
+        .with_env_variable("D", "/tmp")
+        .with_workdir("/tmp");
+    let r = c.with_exec_opts(
+        vec!["sh", "-c", "cat; echo oops >&2"],
+        ContainerWithExecOptsBuilder::default()
+            .redirect_stdin("/in/in.txt")
+            .redirect_stdout("/out/o.txt")
+            .redirect_stderr("e.txt")
+            .build()?,
+    );
+    expect(
+        "stdout into a mounted directory",
+        r.directory("/out").entries().await?,
+        vec!["o.txt".to_owned()],
+    )?;
+    expect(
+        "stdin from a mount",
+        r.file("/out/o.txt").contents().await?,
+        "from a mount\n".into(),
+    )?;
+    expect(
+        "stderr against the workdir",
+        r.file("/tmp/e.txt").contents().await?,
+        "oops\n".into(),
+    )?;
+    let x = c.with_exec_opts(
+        vec!["echo", "hi"],
+        ContainerWithExecOptsBuilder::default()
+            .redirect_stdout("${D}/x")
+            .expand(true)
+            .build()?,
+    );
+    expect(
+        "an expanded redirect",
+        x.file("/tmp/x").contents().await?,
+        "hi\n".into(),
+    )?;
+    let n = c
+        .with_exec_opts(
+            vec!["wc", "-c"],
+            ContainerWithExecOptsBuilder::default()
+                .redirect_stdin("/run/s")
+                .build()?,
+        )
+        .stdout()
+        .await?;
+    expect("stdin from a mounted secret", n.trim(), "7")?;
+
+    let e = busybox(client, registry)
+        .with_env_variable("T", "/etc/passwd")
+        .with_env_variable("L", "/link");
+    let expanded = ContainerWithSymlinkOpts { expand: Some(true) };
+    expect(
+        "withSymlink expands both",
+        e.with_symlink_opts("${T}", "${L}", expanded)
+            .with_exec(vec!["readlink", "/link"])
+            .stdout()
+            .await?,
+        "/etc/passwd\n".into(),
+    )?;
+    expect_error(
+        "a secret variable in expand",
+        e.with_secret_variable("S", client.set_secret("s", "x"))
+            .with_symlink_opts("/x", "${S}", ContainerWithSymlinkOpts { expand: Some(true) })
+            .sync()
+            .await,
+        "expand cannot be used with secret env variable \"S\"",
+    )?;
+
+    let m = busybox(client, registry)
+        .with_mounted_directory(
+            "/mnt",
+            client.directory().with_new_file("f1", "1").with_new_file("f2", "2"),
+        )
+        .with_mounted_file("/mnt/f2", client.file("f3", "3"));
+    expect(
+        "withFile onto a mounted file",
+        m.with_file("/mnt/f2", client.file("f4", "4"))
+            .file("/mnt/f2")
+            .contents()
+            .await?,
+        "4".into(),
+    )?;
+    let both = busybox(client, registry)
+        .with_mounted_secret("/run/tok", client.set_secret("tok", "s3cret"))
+        .with_mounted_file("/run/tok", client.file("tok", "file"));
+    expect(
+        "a file mount hides the secret on read-back",
+        both.file("/run/tok").contents().await?,
+        "file".into(),
+    )?;
+    expect(
+        "the exec sees the secret",
+        both.with_exec(vec!["sh", "-c", r#"test "$(cat /run/tok)" = s3cret && echo secret"#])
+            .stdout()
+            .await?,
+        "secret\n".into(),
+    )?;
+
+    let seed = client.directory().with_new_file("seeded", "x").id().await?;
+    let volume = client.cache_volume_opts(
+        format!("rust-defaults-{run}"),
+        QueryCacheVolumeOpts {
+            source: Some(seed),
+            sharing: Some(CacheSharingMode::Locked),
+            owner: Some("1000"),
+        },
+    );
+    let cached = busybox(client, registry)
+        .with_env_variable("RUN", run.clone())
+        .with_mounted_cache("/c", volume);
+    expect(
+        "the volume's source and owner",
+        cached
+            .with_exec(vec!["sh", "-c", "stat -c %u /c; ls /c"])
+            .stdout()
+            .await?,
+        "1000\nseeded\n".into(),
+    )?;
+    let step = |me: &str| {
+        cached.with_exec(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "if [ -e /c/busy ]; then echo overlap; exit 1; fi; touch /c/busy; sleep 0.5; rm /c/busy; echo {me}"
+            ),
+        ])
+    };
+    let (a, b) = (step("a"), step("b"));
+    let (ra, rb) = tokio::join!(a.stdout(), b.stdout());
+    expect("LOCKED from the volume", (ra?, rb?), ("a\n".into(), "b\n".into()))?;
+
+    let before = busybox(client, registry);
+    let after = before
+        .with_mounted_directory("/src", client.directory().with_new_file("a", "a"))
+        .with_mounted_cache("/deep/cache", client.cache_volume(format!("rust-stubs-{run}")))
+        .with_exec(vec!["true"]);
+    expect(
+        "an exec that changes nothing",
+        before.rootfs().diff(after.rootfs()).glob("**").await?,
+        Vec::<String>::new(),
+    )?;
+    let p = client
+        .directory()
+        .with_new_directory_opts(
+            "p",
+            DirectoryWithNewDirectoryOpts {
+                permissions: Some(0o700),
+            },
+        )
+        .with_new_file("p/f", "x")
+        .directory("p");
+    let src = scratch.join("ctr-times");
+    write_tree(&src, &[("f", "x")])?;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(499_162_500);
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("f"))?
+        .set_modified(when)?;
+    expect(
+        "modes and times in the container",
+        before
+            .with_mounted_directory("/m", p.clone())
+            .with_directory("/copied", p)
+            .with_new_file("/tmp/x", "")
+            .with_directory("/h", client.host().directory(src.to_string_lossy()))
+            .with_exec(vec!["stat", "-c", "%a %n", "/m", "/copied", "/tmp"])
+            .with_exec_opts(
+                vec!["stat", "-c", "%Y", "/h/f"],
+                ContainerWithExecOptsBuilder::default()
+                    .redirect_stdout("/tmp/t")
+                    .build()?,
+            )
+            .with_exec(vec!["sh", "-c", "stat -c '%a %n' /m /copied /tmp; cat /tmp/t"])
+            .stdout()
+            .await?,
+        "700 /m\n700 /copied\n1777 /tmp\n499162500\n".into(),
+    )?;
+
+    expect(
+        "withNewFile onto a directory",
+        before.with_new_file("/tmp", "x").file("/tmp/tmp").contents().await?,
+        "x".into(),
+    )?;
+    expect_error(
+        "stdout before any exec",
+        before.stdout().await,
+        "no command has been set",
+    )?;
+    expect_error(
+        "expect failure, exit 0",
+        before
+            .with_exec_opts(
+                vec!["true"],
+                ContainerWithExecOptsBuilder::default()
+                    .expect(ReturnType::Failure)
+                    .build()?,
+            )
+            .sync()
+            .await,
+        "process \"true\" did not complete successfully: exit code: 0",
+    )?;
+    let mm = before
+        .with_mounted_directory("/mnt/dir", client.directory().with_new_file("some-file", "x"))
+        .with_mounted_temp("/mnt/tmp")
+        .with_mounted_cache("/mnt/cache", client.cache_volume(format!("rust-wording-{run}")));
+    expect_error(
+        "a file as a directory",
+        mm.directory("/mnt/dir/some-file").sync().await,
+        "path /mnt/dir/some-file is a file, not a directory",
+    )?;
+    expect_error(
+        "a directory as a file",
+        mm.file("/mnt/dir").sync().await,
+        "path /mnt/dir is a directory, not a file",
+    )?;
+    expect_error(
+        "a tmpfs",
+        mm.file("/mnt/tmp/bogus").sync().await,
+        "bogus: cannot retrieve path from tmpfs",
+    )?;
+    expect_error(
+        "a cache",
+        mm.directory("/mnt/cache/bogus").sync().await,
+        "bogus: cannot retrieve path from cache",
+    )?;
+    let published = before
+        .with_new_file("/rust", run)
+        .publish(format!("{registry}/rust-app:v1"))
+        .await?;
+    ensure!(
+        published.starts_with(&format!("{registry}/rust-app:v1@sha256:")),
+        "publish returned {published}"
+    );
+    Ok(())
+}
+
 fn busybox(client: &Query, registry: &str) -> Container {
     client.container().from(format!("{registry}/busybox:latest"))
 }
@@ -415,6 +886,13 @@ async fn main() {
         check(&mut failed, "files", files(&client)).await;
         check(&mut failed, "paths like Dagger", paths_like_dagger(&client)).await;
         check(&mut failed, "host directory and export", host_and_export(&client, &dir)).await;
+        check(&mut failed, "gitignore", gitignore(&client, &dir)).await;
+        check(
+            &mut failed,
+            "modes, times and wording",
+            modes_times_and_wording(&client, &dir),
+        )
+        .await;
         if registry.is_empty() {
             println!("skip container checks: set DRS_TEST_REGISTRY to a registry holding busybox:latest");
         } else {
@@ -434,6 +912,12 @@ async fn main() {
             check(&mut failed, "secrets", secrets(&client, &registry)).await;
             check(&mut failed, "exec errors", exec_errors(&client, &registry)).await;
             check(&mut failed, "load by ID", load_by_id(&client, &registry)).await;
+            check(
+                &mut failed,
+                "containers like Dagger",
+                containers_like_dagger(&client, &registry, &dir),
+            )
+            .await;
         }
         count.store(failed, std::sync::atomic::Ordering::SeqCst);
         Ok(())

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::ids::Digest;
-use crate::model::tree::{Entry, FileEntry, Tree};
-use crate::ops::container::fs::{empty_layer, layer_paths, resolve_user, snap};
-use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layer_name, layers_dir};
+use crate::model::tree::{Entry, Tree};
+use crate::ops::container::exec_fs::{self, Redirect};
+use crate::ops::container::fs::{empty_layer, snap};
+use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layer_name, layers_dir, path_in};
+use crate::ops::container::users::{ExecUser, resolve_exec_user};
 use crate::ops::engine::Engine;
 use crate::ops::error::{ExecFailure, OpError};
 use crate::ops::fields::{ContainerWithExec, ReturnType};
@@ -29,8 +31,14 @@ pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Refuses what `withExec` cannot do here.
+/// Dagger's error for an exec without a command, and for reading the output of a container that ran none.
+pub(crate) const NO_COMMAND: &str = "no command has been set";
+
+/// Refuses what `withExec` cannot do here, and what Dagger refuses.
 fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
+    if !a.stdin.is_empty() && !a.redirect_stdin.is_empty() {
+        return Err(OpError::new("cannot set both stdin and redirectStdin"));
+    }
     if a.experimental_privileged_nesting {
         return Err(OpError::new(
             "`Container.withExec(experimentalPrivilegedNesting: true)` is not supported by this engine yet",
@@ -39,25 +47,23 @@ fn check_options(a: &ContainerWithExec) -> Result<(), OpError> {
     Ok(())
 }
 
-/// The command line: `args` (expanded when asked), else the default args, behind the entrypoint when asked
-/// or when no args were given.
+/// The command line, as Dagger makes it: `args` (expanded when asked), else the default args, behind the
+/// entrypoint only when `useEntrypoint` asks for it.
 pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<String>, OpError> {
     let mut argv = a.args.clone();
     if a.expand {
-        argv = argv.iter().map(|arg| expand(arg, st)).collect();
+        argv = argv.iter().map(|arg| expand(arg, st)).collect::<Result<_, _>>()?;
     }
     if argv.is_empty() {
         argv = st.config.cmd.clone();
     }
-    if a.use_entrypoint || (a.args.is_empty() && !st.config.entrypoint.is_empty()) {
+    if a.use_entrypoint {
         let mut full = st.config.entrypoint.clone();
         full.extend(argv);
         argv = full;
     }
     if argv.is_empty() {
-        return Err(OpError::new(
-            "`withExec` needs a command: pass `args`, or set default args with `withDefaultArgs`",
-        ));
+        return Err(OpError::new(NO_COMMAND));
     }
     Ok(argv)
 }
@@ -80,12 +86,10 @@ async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, O
         plaintexts.push(p);
     }
     let mut files = Vec::new();
-    for (path, src) in &st.mounts {
-        if let MountSource::Secret { secret, mode, owner } = src {
-            let p = secret_plaintext(engine, secret).await?;
-            files.push((path.clone(), p.clone(), *mode, *owner));
-            plaintexts.push(p);
-        }
+    for m in &st.secret_mounts {
+        let p = secret_plaintext(engine, &m.secret).await?;
+        files.push((m.path.clone(), p.clone(), m.mode, m.owner));
+        plaintexts.push(p);
     }
     if !env.iter().any(|kv| kv.starts_with("PATH=")) {
         env.insert(
@@ -115,7 +119,7 @@ pub(crate) async fn exec(
     let scratch_guard = Scratch::new(&engine.store, "exec");
     let scratch = scratch_guard.path().to_owned();
     // Held until the exec is over.
-    let cache_lease = engine.volumes.acquire(&cache_mounts(&st)).await;
+    let cache_lease = engine.volumes.acquire(&cache_mounts(&st)).await?;
     let fresh_caches = cache_lease.fresh.clone();
 
     // Prepare the filesystem (blocking work) and run.
@@ -124,16 +128,54 @@ pub(crate) async fn exec(
         tokio::task::spawn_blocking(move || prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches))
             .await
             .map_err(|e| OpError::new(format!("internal error: {e}")))??;
-    let req = run_request(engine, d, &st, &opts, &prepared, &scratch, argv.clone(), env).await?;
+    let user = resolve_exec_user(engine, &st)?;
+    // Redirected streams are opened in the container's filesystem with its mounts, before the process starts.
+    let mut stdin = opts.stdin.clone().into_bytes();
+    if !opts.redirect_stdin.is_empty() {
+        let path = path_in(&st, &opts.redirect_stdin, opts.expand)?;
+        stdin = exec_fs::read_stdin(&prepared.rootfs, &prepared.mounts, &path)?;
+    }
+    let redirect = |what: &str, raw: &str| -> Result<Option<Redirect>, OpError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let path = path_in(&st, raw, opts.expand)?;
+        Redirect::create(&prepared.rootfs, &prepared.mounts, what, &path, (user.uid, user.gid)).map(Some)
+    };
+    let redirect_stdout = redirect("stdout", &opts.redirect_stdout)?;
+    let redirect_stderr = redirect("stderr", &opts.redirect_stderr)?;
+    let req = run_request(
+        engine,
+        d,
+        &st,
+        &opts,
+        &prepared,
+        &scratch,
+        argv.clone(),
+        env,
+        user,
+        stdin,
+    )
+    .await?;
     let on_line = log_sink(engine, d, &plaintexts);
     let result = runtime.run(&req.0, on_line).await;
     // The secrets' files and the namespace go as soon as the process is done.
     drop(prepared.secrets.take());
     drop(req);
-    // Tear down: unmount, then read back what the process wrote into writable snapshot mounts.
+    // What the process printed goes to its redirects while the filesystem is still mounted.
+    if let Ok(output) = &result {
+        for (r, bytes) in [(redirect_stdout, &output.stdout), (redirect_stderr, &output.stderr)] {
+            if let Some(r) = r {
+                r.write(&scrub(bytes, &plaintexts))?;
+            }
+        }
+    }
+    // Tear down: remove the mount stubs, unmount, then read back what the process wrote into writable
+    // snapshot mounts.
     let store = engine.store.clone();
     let read_back = prepared.read_back.clone();
     let trees = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Tree)>, OpError> {
+        exec_fs::remove_stubs(&prepared.rootfs, &prepared.stubs);
         prepared.overlay.unmount().map_err(snap)?;
         read_back
             .iter()
@@ -156,15 +198,8 @@ pub(crate) async fn exec(
     let stderr = scrub(&output.stderr, &plaintexts);
     let combined = scrub(&output.combined, &plaintexts);
     check_exit(&output, opts.expect, &argv, &stdout, &stderr, &plaintexts)?;
-    let upper = scratch.join("upper");
-    write_redirects(
-        engine,
-        &st,
-        &upper,
-        &[(&opts.redirect_stdout, &stdout), (&opts.redirect_stderr, &stderr)],
-    )?;
     let layer = layer_name(d);
-    keep_layer(engine, &upper, &layer)?;
+    keep_layer(engine, &scratch.join("upper"), &layer)?;
     st.layers.push(layer);
     st.exec = Some(ExecResult {
         exit_code: output.exit_code,
@@ -196,7 +231,7 @@ fn log_sink(engine: &Arc<Engine>, d: &Digest, secrets: &[String]) -> crate::work
 }
 
 /// The run request for a prepared filesystem, with the network namespace it joins (held until dropped):
-/// the user resolved, `HOME` set, stdin read, the workdir created when missing.
+/// `HOME` set from the user's, the workdir created when missing.
 #[allow(clippy::too_many_arguments)]
 async fn run_request(
     engine: &Arc<Engine>,
@@ -207,22 +242,24 @@ async fn run_request(
     scratch: &Path,
     argv: Vec<String>,
     mut env: Vec<String>,
+    user: ExecUser,
+    stdin_bytes: Vec<u8>,
 ) -> Result<(RunRequest, crate::worker::network::NetnsLease), OpError> {
-    let (uid, gid, home) = resolve_user(engine, st, &st.config.user)?;
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
-        env.push(format!("HOME={home}"));
+        env.push(format!("HOME={}", user.home));
     }
-    let mut stdin_bytes = opts.stdin.clone().into_bytes();
-    if !opts.redirect_stdin.is_empty() {
-        let p = st.abs(&opts.redirect_stdin)?;
-        let host = snapshot::resolve_in_root(&prepared.rootfs, &p, true).map_err(snap)?;
-        stdin_bytes =
-            std::fs::read(&host).map_err(|e| OpError::new(format!("cannot read `{p}` for redirectStdin: {e}")))?;
-    }
-    // The workdir is created when missing, as image builders do.
+    // The workdir is created when missing, as Dagger does: each directory it makes owned by the user.
     let cwd = st.workdir().to_owned();
     if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
-        let _ = std::fs::create_dir_all(host);
+        let missing: Vec<&Path> = host
+            .ancestors()
+            .take_while(|p| p.starts_with(&prepared.rootfs) && std::fs::symlink_metadata(p).is_err())
+            .collect();
+        for dir in missing.into_iter().rev() {
+            if std::fs::create_dir(dir).is_ok() {
+                let _ = std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid));
+            }
+        }
     }
     let netns = engine.network.take().await;
     warn_once(engine, d);
@@ -233,9 +270,9 @@ async fn run_request(
         args: argv,
         env,
         cwd,
-        uid,
-        gid,
-        additional_gids: Vec::new(),
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids,
         mounts: prepared.mounts.clone(),
         stdin: stdin_bytes,
         netns: Some(netns.path()),
@@ -289,7 +326,7 @@ fn check_exit(
             "process \"{cmd_text}\" was killed after running for {}s (DAGGER_RS_EXEC_TIMEOUT)",
             t.as_secs()
         ),
-        (None, ReturnType::Failure) => format!("process \"{cmd_text}\" succeeded but was expected to fail"),
+        // An exit code of 0 where a failure was expected is reported like any other unexpected code.
         (None, _) if output.exit_code > 128 && output.exit_code < 128 + 65 => format!(
             "process \"{cmd_text}\" did not complete successfully: exit code: {} (killed by signal {})",
             output.exit_code,
@@ -309,34 +346,6 @@ fn check_exit(
             stderr: String::from_utf8_lossy(stderr).into_owned(),
         },
     ))
-}
-
-/// Writes redirected output into the new layer `upper`, at the path resolved through the container's links
-/// (the process may have made some), without following any.
-fn write_redirects(
-    engine: &Arc<Engine>,
-    st: &ContainerState,
-    upper: &Path,
-    outputs: &[(&String, &Vec<u8>)],
-) -> Result<(), OpError> {
-    for (target, bytes) in outputs {
-        if target.is_empty() {
-            continue;
-        }
-        let p = st.abs(target)?;
-        let mut stack = layer_paths(engine, st);
-        stack.push(upper.to_owned());
-        let rel = snapshot::resolve_in_layers(&stack, &p, true).map_err(snap)?;
-        let entry = Entry::File(FileEntry {
-            mode: 0o644,
-            blob: engine.store.put_blob(bytes)?,
-            size: bytes.len() as u64,
-            mtime: None,
-        });
-        snapshot::write_entry_at(&engine.store, upper, &rel, &entry, None)
-            .map_err(|e| OpError::new(format!("cannot write `{p}`: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Keeps the exec's upper directory as the layer `name`.
@@ -364,6 +373,9 @@ pub(crate) struct Prepared {
     read_back: Vec<(String, PathBuf)>,
     /// The tmpfs holding the mounted secrets' files, unmounted when the exec ends.
     secrets: Option<SecretStore>,
+    /// Container paths the runtime may make only to mount on (they did not exist before): removed after the
+    /// exec when still empty.
+    stubs: Vec<String>,
 }
 
 pub(crate) fn prepare(
@@ -394,6 +406,9 @@ pub(crate) fn prepare(
             &empty_layer(&engine.store)?,
         )
         .map_err(snap)?;
+    let targets = st.mounts.iter().map(|(p, _)| p.as_str());
+    let targets = targets.chain(st.secret_mounts.iter().map(|m| m.path.as_str()));
+    let stubs = exec_fs::missing_stubs(&rootfs, &exec_fs::stub_candidates(targets));
     let mut mounts = Vec::new();
     let mut read_back = Vec::new();
     for (n, (path, src)) in st.mounts.iter().enumerate() {
@@ -427,6 +442,7 @@ pub(crate) fn prepare(
         etc_files,
         read_back,
         secrets,
+        stubs,
     })
 }
 
@@ -471,7 +487,6 @@ fn mount_spec(
             }
             (bind(host, false), false)
         }
-        MountSource::Secret { .. } => return Ok(None),
         MountSource::Temp { size } => (
             MountSpec::Tmpfs {
                 target: path.to_owned(),
@@ -610,7 +625,11 @@ mod tests {
         let cases = [
             (json!({ "args": ["ls", "-l"] }), vec!["ls", "-l"]),
             (json!({ "args": ["ls"], "useEntrypoint": true }), vec!["/init", "ls"]),
-            (json!({ "args": [] }), vec!["/init", "serve", "--port=80"]),
+            (json!({ "args": [] }), vec!["serve", "--port=80"]),
+            (
+                json!({ "args": [], "useEntrypoint": true }),
+                vec!["/init", "serve", "--port=80"],
+            ),
         ];
         for (a, want) in cases {
             assert_eq!(
@@ -626,7 +645,7 @@ mod tests {
         );
         let none = with_image(&[], &[]);
         let err = command(&none, &args(json!({ "args": [] }))).expect_err("no command");
-        assert!(err.message.contains("withDefaultArgs"), "{}", err.message);
+        assert_eq!(err.message, "no command has been set");
     }
 
     #[test]
@@ -642,6 +661,17 @@ mod tests {
         assert_eq!(
             command(&st, &a).map_err(|e| e.message),
             Ok(vec!["echo".into(), "$NAME".into()])
+        );
+    }
+
+    #[test]
+    fn an_argument_naming_a_secret_variable_is_not_expanded() {
+        let mut st = with_image(&[], &[]);
+        st.secret_env.push(("TOKEN".into(), Digest::of(b"s")));
+        let a = args(json!({ "args": ["echo", "${TOKEN}"], "expand": true }));
+        assert_eq!(
+            command(&st, &a).map_err(|e| e.message),
+            Err("expand cannot be used with secret env variable \"TOKEN\"".to_owned())
         );
     }
 
@@ -698,7 +728,8 @@ mod tests {
         assert_eq!(check(2, ReturnType::Failure, None), Ok(()));
         assert_eq!(
             check(0, ReturnType::Failure, None),
-            Err("process \"x\" succeeded but was expected to fail".into())
+            Err("process \"x\" did not complete successfully: exit code: 0".into()),
+            "Dagger's wording for every unexpected exit code"
         );
         assert_eq!(
             check(137, ReturnType::Success, None),

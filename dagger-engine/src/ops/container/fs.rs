@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::ids::Digest;
-use crate::model::tree::{Entry, FileEntry, Tree, normalize, split_wildcards};
-use crate::ops::container::state::{ContainerState, MountSource, expand, layer_name, layers_dir, path_in};
+use crate::model::tree::{Entry, FileEntry, PathError, Tree, normalize, split_wildcards};
+use crate::ops::container::state::{ContainerState, MountSource, expand_if, layer_name, layers_dir, path_in};
+use crate::ops::container::users::owner_of;
 use crate::ops::container::{change, container_of};
 use crate::ops::directory::dest_is_dir_hint;
 use crate::ops::engine::Engine;
@@ -26,16 +27,6 @@ pub(crate) fn empty_layer(store: &crate::store::Store) -> Result<PathBuf, OpErro
 
 pub(crate) fn snap(e: SnapshotError) -> OpError {
     OpError::new(e.to_string())
-}
-
-/// Numeric owner from an `owner` argument (`uid`, `uid:gid`, `name`, `name:group`; empty for none), resolved
-/// in the container's files.
-pub(crate) fn owner_of(engine: &Engine, state: &ContainerState, owner: &str) -> Result<Option<(u32, u32)>, OpError> {
-    if owner.is_empty() {
-        return Ok(None);
-    }
-    let (u, g, _) = resolve_user(engine, state, owner)?;
-    Ok(Some((u, g)))
 }
 
 /// Creates the layer of the call `d` (see [`layer_name`]) with `fill` writing into it; an existing one is the
@@ -65,18 +56,42 @@ pub(crate) fn layer_paths(engine: &Engine, st: &ContainerState) -> Vec<PathBuf> 
     st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect()
 }
 
+/// Finds where a write at the container path `path` goes, as Dagger does: a path inside a cache or tmpfs mount
+/// cannot be written (nor read), and a mount at exactly `path` is first unmounted, so the write lands below it
+/// (with `only_files`, only a mounted file is; a directory written onto a mounted directory goes into it).
+fn locate_for_write(st: &mut ContainerState, path: &str, only_files: bool) -> Result<(), OpError> {
+    loop {
+        let exact = match st.mount_at(path) {
+            Some((_, MountSource::Cache { .. }, _)) => {
+                return Err(OpError::new(format!("{path}: cannot retrieve path from cache")));
+            }
+            Some((_, MountSource::Temp { .. }, _)) => {
+                return Err(OpError::new(format!("{path}: cannot retrieve path from tmpfs")));
+            }
+            Some((m, src, rest)) if rest.is_empty() && (!only_files || matches!(src, MountSource::File { .. })) => {
+                m.to_owned()
+            }
+            _ => return Ok(()),
+        };
+        st.unmount(&exact);
+    }
+}
+
 /// Writes into the container at `path`: into the mount that holds it when there is one (a snapshot mount
-/// gets a new tree), else into a new layer. The path is first resolved through the container's symlinks
-/// (the last component only with `follow_last`), inside the container's root; `fill` gets the directory to
-/// write under and the resolved path relative to it.
+/// gets a new tree), else into a new layer. A mount at exactly `path` is unmounted first (see
+/// [`locate_for_write`]). The path is then resolved through the container's symlinks (the last component
+/// only with `follow_last`), inside the container's root; `fill` gets the directory to write under and the
+/// resolved path relative to it.
 pub(crate) fn write_into(
     engine: &Engine,
     st: &mut ContainerState,
     d: &Digest,
     path: &str,
     follow_last: bool,
+    only_files: bool,
     fill: impl FnOnce(&Path, &str) -> Result<(), SnapshotError>,
 ) -> Result<(), OpError> {
+    locate_for_write(st, path, only_files)?;
     if let Some((m, MountSource::Dir { tree, .. }, rest)) = st.mount_at(path) {
         let rest = tree.resolve(&normalize(&rest)?, follow_last)?;
         let m = m.to_owned();
@@ -100,21 +115,33 @@ pub(crate) fn write_into(
         })();
         return result;
     }
-    if st.mount_at(path).is_some() {
-        return Err(OpError::new(format!(
-            "cannot write `{path}`: it is inside a cache, secret or temporary mount"
-        )));
+    match st.mount_at(path) {
+        Some((_, MountSource::Cache { .. }, _)) => {
+            return Err(OpError::new(format!("{path}: cannot retrieve path from cache")));
+        }
+        Some((_, MountSource::Temp { .. }, _)) => {
+            return Err(OpError::new(format!("{path}: cannot retrieve path from tmpfs")));
+        }
+        Some((_, MountSource::File { .. }, _)) => return Err(PathError::Through(path.to_owned()).into()),
+        _ => {}
     }
-    let path = snapshot::resolve_in_layers(&layer_paths(engine, st), path, follow_last).map_err(snap)?;
+    let layers = layer_paths(engine, st);
+    let path = snapshot::resolve_in_layers(&layers, path, follow_last).map_err(snap)?;
     let path = path.as_str();
     // Several writes of one call (withFiles) share the call's layer.
     let name = layer_name(d);
     let dir = layers_dir(&engine.store).join(&name);
     if st.layers.last() == Some(&name) {
+        let lower = &layers[..layers.len() - 1];
+        snapshot::copy_up_dirs(lower, &dir, path).map_err(snap)?;
         fill(&dir, path).map_err(snap)?;
     } else {
-        // Each call's layer is built once; an existing one is the same content.
-        let layer = new_layer(engine, d, |l| fill(l, path))?;
+        // Each call's layer is built once; an existing one is the same content. The directories on the way
+        // keep the mode and owner they have below.
+        let layer = new_layer(engine, d, |l| {
+            snapshot::copy_up_dirs(&layers, l, path)?;
+            fill(l, path)
+        })?;
         st.layers.push(layer);
     }
     Ok(())
@@ -134,30 +161,39 @@ pub(crate) enum Read {
     },
 }
 
-/// Reads a file, a directory or a `stat` out of a container at the absolute container path `path`.
+/// Reads a file, a directory or a `stat` out of a container at the absolute container path `path`; errors
+/// name the path as the user gave it (`given`), as Dagger's do.
 pub(crate) async fn read(
     engine: &Arc<Engine>,
     st: &ContainerState,
     what: Read,
     path: String,
+    given: &str,
 ) -> Result<Evaluated, OpError> {
+    let follow = !matches!(what, Read::Stat { follow: false });
     // A path under a mount reads the mount's content.
     if let Some((_, src, rest)) = st.mount_at(&path) {
         let rest = normalize(&rest)?;
         return match src {
-            MountSource::Dir { tree, .. } => read_tree_path(tree, &rest, what, &path),
-            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, what, &path),
-            _ => Err(OpError::new(format!(
-                "cannot read `{path}`: paths inside cache, secret and temporary mounts cannot be read back"
-            ))),
+            MountSource::Dir { tree, .. } => {
+                let at = tree.resolve(&rest, follow).map_err(|e| e.at(given))?;
+                read_tree_path(tree, &at, what, &path).map_err(|e| e.at(given).into())
+            }
+            MountSource::File { entry, .. } if rest.is_empty() => read_file_entry(entry, what, given),
+            MountSource::File { .. } => Err(PathError::Through(given.to_owned()).into()),
+            MountSource::Cache { .. } => Err(OpError::new(format!("{path}: cannot retrieve path from cache"))),
+            MountSource::Temp { .. } => Err(OpError::new(format!("{path}: cannot retrieve path from tmpfs"))),
         };
     }
-    let (engine, st) = (engine.clone(), st.clone());
-    let follow = !matches!(what, Read::Stat { follow: false });
+    let (engine, st, given) = (engine.clone(), st.clone(), given.to_owned());
     tokio::task::spawn_blocking(move || {
         let mounted = mount_readonly(&engine, &st)?;
-        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(snap)?;
-        let out = read_host(&engine, &host, &path, what)?;
+        let host = snapshot::resolve_in_root(mounted.path(), &path, follow).map_err(|e| match e {
+            SnapshotError::NotADirectory(_) => PathError::Through(given.clone()).into(),
+            SnapshotError::NotFound(_) => PathError::NotFound(given.clone()).into(),
+            other => snap(other),
+        })?;
+        let out = read_host(&engine, &host, &path, &given, what)?;
         mounted.unmount().map_err(snap)?;
         Ok(out)
     })
@@ -165,15 +201,18 @@ pub(crate) async fn read(
     .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
-/// Reads `file`, `directory` or `stat` of the container path `path`, found at `host` in the mounted root.
-fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Evaluated, OpError> {
-    let meta = std::fs::symlink_metadata(host)
-        .map_err(|_| OpError::new(format!("no such file or directory in the container: `{path}`")))?;
+/// Reads `file`, `directory` or `stat` of the container path `path` (given as `given`), found at `host` in
+/// the mounted root.
+fn read_host(engine: &Engine, host: &Path, path: &str, given: &str, what: Read) -> Result<Evaluated, OpError> {
+    let meta = std::fs::symlink_metadata(host).map_err(|_| PathError::NotFound(given.to_owned()))?;
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
     Ok(match what {
         Read::File => {
+            if meta.is_dir() {
+                return Err(PathError::NotAFile(given.to_owned()).into());
+            }
             if !meta.is_file() {
-                return Err(OpError::new(format!("`{path}` is not a regular file in the container")));
+                return Err(OpError::new(format!("path {given} is not a regular file")));
             }
             let (blob, size) = engine.store.put_blob_from_file(host)?;
             use std::os::unix::fs::PermissionsExt;
@@ -206,7 +245,7 @@ fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Eva
         }
         Read::Directory => {
             if !meta.is_dir() {
-                return Err(OpError::new(format!("`{path}` is not a directory in the container")));
+                return Err(PathError::NotADirectory(given.to_owned()).into());
             }
             let tree = snapshot::read_tree(&engine.store, host).map_err(snap)?;
             Evaluated::Dir {
@@ -217,24 +256,25 @@ fn read_host(engine: &Engine, host: &Path, path: &str, what: Read) -> Result<Eva
     })
 }
 
-pub(crate) fn read_tree_path(tree: &Tree, rest: &str, what: Read, path: &str) -> Result<Evaluated, OpError> {
+/// Reads `what` at `at` (resolved) in a mounted directory's tree, named after the container path `path`.
+pub(crate) fn read_tree_path(tree: &Tree, at: &str, what: Read, path: &str) -> Result<Evaluated, PathError> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-    match what {
-        Read::File => Ok(Evaluated::File {
+    Ok(match what {
+        Read::File => Evaluated::File {
             name,
-            entry: tree.file(rest)?.clone(),
-        }),
-        Read::Stat { .. } => crate::ops::directory::stat_named(tree, rest, name)
-            .map_err(|_| OpError::new(format!("no such file or directory: `{path}`"))),
-        Read::Directory => Ok(Evaluated::Dir {
-            tree: tree.subtree(rest)?,
+            entry: tree.file(at)?.clone(),
+        },
+        Read::Stat { .. } => crate::ops::directory::stat_named(tree, at, name)?,
+        Read::Directory => Evaluated::Dir {
+            tree: tree.subtree(at)?,
             name: format!("{name}/"),
-        }),
-    }
+        },
+    })
 }
 
-pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Result<Evaluated, OpError> {
-    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+/// Reads `what` of a mounted file, the container path given as `given`.
+pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, given: &str) -> Result<Evaluated, OpError> {
+    let name = given.rsplit('/').next().unwrap_or_default().to_owned();
     match what {
         Read::File => Ok(Evaluated::File {
             name,
@@ -246,7 +286,7 @@ pub(crate) fn read_file_entry(entry: &FileEntry, what: Read, path: &str) -> Resu
             permissions: entry.mode,
             size: entry.size,
         }),
-        Read::Directory => Err(OpError::new(format!("`{path}` is a mounted file, not a directory"))),
+        Read::Directory => Err(PathError::NotADirectory(given.to_owned()).into()),
     }
 }
 
@@ -306,57 +346,6 @@ pub(crate) async fn exists(engine: &Arc<Engine>, st: &ContainerState, a: Contain
     .map_err(|e| OpError::new(format!("internal error: {e}")))?
 }
 
-/// A user resolved to IDs, with the home directory from `/etc/passwd`.
-pub(crate) fn resolve_user(engine: &Engine, st: &ContainerState, user: &str) -> Result<(u32, u32, String), OpError> {
-    if user.is_empty() {
-        return Ok((0, 0, "/root".into()));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    // Numeric IDs need no lookup, but the home directory does.
-    let lookup = |file: &str| -> Vec<Vec<String>> {
-        let Ok(m) = mount_readonly(engine, st) else {
-            return Vec::new();
-        };
-        let text = snapshot::resolve_in_root(m.path(), file, true)
-            .ok()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split(':').map(str::to_owned).collect())
-            .collect()
-    };
-    let passwd = lookup("/etc/passwd");
-    let entry = passwd
-        .iter()
-        .find(|f| f.first().map(String::as_str) == Some(u) || f.get(2).map(String::as_str) == Some(u));
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => entry
-            .and_then(|f| f.get(2)?.parse().ok())
-            .ok_or_else(|| OpError::new(format!("user `{u}` is not in the container's /etc/passwd")))?,
-    };
-    let home = entry
-        .and_then(|f| f.get(5).cloned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into());
-    let gid = match g {
-        None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => lookup("/etc/group")
-                .iter()
-                .find(|f| f.first().map(String::as_str) == Some(g))
-                .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| OpError::new(format!("group `{g}` is not in the container's /etc/group")))?,
-        },
-    };
-    Ok((uid, gid, home))
-}
-
 /// The op of a filesystem field (`withRootfs`, `withDirectory`, `withFile`, `withNewFile`, `withFiles`,
 /// `withSymlink`, `withoutFile`, `withoutDirectory`, `withoutFiles`, and the reads `file`, `directory`,
 /// `rootfs`, `stat`); the field back when it is not one.
@@ -384,9 +373,9 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         F::WithSymlink(a) => change(move |cx, st| {
             Box::pin(async move {
                 let link = path_in(st, &a.link_name, a.expand)?;
-                let target = if a.expand { expand(&a.target, st) } else { a.target };
+                let target = expand_if(&a.target, st, a.expand)?;
                 let store = &cx.engine.store;
-                write_into(&cx.engine, st, &cx.digest, &link, false, |l, at| {
+                write_into(&cx.engine, st, &cx.digest, &link, false, false, |l, at| {
                     snapshot::write_entry_at(store, l, at, &Entry::Symlink { target }, None)
                 })
             })
@@ -401,8 +390,8 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
                 if let Some(p) = a.permissions {
                     entry.mode = p as u32;
                 }
-                let raw = if a.expand { expand(&a.path, st) } else { a.path.clone() };
-                let path = path_in(st, &a.path, a.expand)?;
+                let raw = expand_if(&a.path, st, a.expand)?;
+                let path = st.abs(&raw)?;
                 let path = file_target(&cx.engine, st, path, name, dest_is_dir_hint(&raw)).await?;
                 write_files(cx, st, &a.owner, vec![(path, entry)])
             })
@@ -416,7 +405,12 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
                     size: a.contents.len() as u64,
                     mtime: None,
                 };
-                let path = path_in(st, &a.path, a.expand)?;
+                // As Dagger does it: a file named after the path's last component, put with `withFile` (so an
+                // existing directory at the path gets it inside).
+                let raw = expand_if(&a.path, st, a.expand)?;
+                let path = st.abs(&raw)?;
+                let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                let path = file_target(&cx.engine, st, path, &name, false).await?;
                 write_files(cx, st, &a.owner, vec![(path, entry)])
             })
         }),
@@ -450,11 +444,12 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
 }
 
 /// The op reading `what` at `path` (expanded when asked) out of the parent container.
-fn reading(what: Read, path: String, expand: bool) -> Option<Op> {
+fn reading(what: Read, path: String, expand_it: bool) -> Option<Op> {
     run(move |cx| async move {
         let st = container_of(&cx)?;
-        let path = path_in(st, &path, expand)?;
-        read(&cx.engine, st, what, path).await
+        let given = expand_if(&path, st, expand_it)?;
+        let abs = path_in(st, &given, false)?;
+        read(&cx.engine, st, what, abs, &given).await
     })
 }
 
@@ -465,13 +460,13 @@ async fn with_directory(cx: &Cx, st: &mut ContainerState, a: ContainerWithDirect
     let Evaluated::Dir { tree, .. } = &*dir else {
         return Err(OpError::new("`source` is not a directory"));
     };
-    let mut tree = tree.filter(&a.include, &a.exclude);
+    let mut tree = crate::ops::directory::filtered(&cx.engine.store, tree, &a.include, &a.exclude, a.gitignore)?;
     if let Some(p) = a.permissions {
         tree.set_permissions(p as u32);
     }
     let owner = owner_of(&cx.engine, st, &a.owner)?;
     let store = &cx.engine.store;
-    write_into(&cx.engine, st, &cx.digest, &path, true, |l, at| {
+    write_into(&cx.engine, st, &cx.digest, &path, true, true, |l, at| {
         snapshot::write_tree(store, &tree, l, at, owner)
     })
 }
@@ -481,7 +476,7 @@ fn write_files(cx: &Cx, st: &mut ContainerState, owner: &str, files: Vec<(String
     let owner = owner_of(&cx.engine, st, owner)?;
     for (path, entry) in files {
         let store = cx.engine.store.clone();
-        write_into(&cx.engine, st, &cx.digest, &path, true, move |l, at| {
+        write_into(&cx.engine, st, &cx.digest, &path, true, false, move |l, at| {
             snapshot::write_entry_at(&store, l, at, &Entry::File(entry), owner)
         })?;
     }
@@ -493,14 +488,16 @@ fn write_files(cx: &Cx, st: &mut ContainerState, owner: &str, files: Vec<(String
 /// (the path ended with `/`); else at the path itself.
 async fn file_target(
     engine: &Arc<Engine>,
-    st: &ContainerState,
+    st: &mut ContainerState,
     path: String,
     name: &str,
     into_dir: bool,
 ) -> Result<String, OpError> {
+    // A mount at the path itself is unmounted first, so what is below it decides.
+    locate_for_write(st, &path, false)?;
     let is_dir = into_dir
         || matches!(
-            read(engine, st, Read::Stat { follow: true }, path.clone()).await,
+            read(engine, st, Read::Stat { follow: true }, path.clone(), &path).await,
             Ok(Evaluated::Stat { ref file_type, .. }) if file_type == "DIRECTORY"
         );
     Ok(if is_dir {
@@ -518,20 +515,23 @@ async fn wildcard_matches(
     dir: String,
     pattern: Vec<String>,
 ) -> Result<Vec<String>, OpError> {
+    let missing = |dir: &str| OpError::from(PathError::NotFound(dir.to_owned()));
     if let Some((m, src, rest)) = st.mount_at(&dir) {
         return match src {
             MountSource::Dir { tree, .. } => {
                 let base = tree.resolve(&normalize(&rest)?, true)?;
+                if !base.is_empty() && !tree.entries.contains_key(&base) {
+                    return Err(missing(&dir));
+                }
                 Ok(tree
                     .wildcard_matches(&base, &pattern)
                     .into_iter()
                     .map(|p| format!("{}/{p}", m.trim_end_matches('/')))
                     .collect())
             }
-            _ => Err(OpError::new(format!(
-                "cannot remove `{dir}/{}`: it is inside a cache, secret or temporary mount",
-                pattern.join("/")
-            ))),
+            MountSource::Cache { .. } => Err(OpError::new(format!("{dir}: cannot retrieve path from cache"))),
+            MountSource::Temp { .. } => Err(OpError::new(format!("{dir}: cannot retrieve path from tmpfs"))),
+            MountSource::File { .. } => Ok(Vec::new()),
         };
     }
     let (engine, st) = (engine.clone(), st.clone());
@@ -543,6 +543,11 @@ async fn wildcard_matches(
                 Err(SnapshotError::NotADirectory(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(snap(e)),
             };
+            // As in Dagger, a pattern whose directory does not exist is an error (no match in an existing
+            // directory is none).
+            if std::fs::symlink_metadata(&base).is_err() {
+                return Err(missing(&dir));
+            }
             // Where the pattern's directory really is in the container, its links followed.
             let real = base.strip_prefix(mounted.path()).unwrap_or(Path::new("")).to_owned();
             let mut found = Vec::new();
@@ -604,16 +609,27 @@ async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bo
     }
     let mut paths = Vec::new();
     for path in targets {
-        match st
-            .mount_at(&path)
-            .map(|(m, src, rest)| (m.to_owned(), matches!(src, MountSource::Dir { .. }), rest))
-        {
-            Some((m, _, rest)) if rest.is_empty() => {
-                let below = format!("{}/", m.trim_end_matches('/'));
-                st.mounts.retain(|(mp, _)| *mp != m && !mp.starts_with(&below));
-                paths.push(path);
+        // As Dagger does: a mount at the path itself is unmounted (and the path removed from what is below
+        // it), a path inside a mounted directory is removed from that mount.
+        loop {
+            let (m, is_dir, rest) = match st.mount_at(&path) {
+                None => {
+                    paths.push(path);
+                    break;
+                }
+                Some((_, MountSource::Cache { .. }, _)) => {
+                    return Err(OpError::new(format!("{path}: cannot retrieve path from cache")));
+                }
+                Some((_, MountSource::Temp { .. }, _)) => {
+                    return Err(OpError::new(format!("{path}: cannot retrieve path from tmpfs")));
+                }
+                Some((m, src, rest)) => (m.to_owned(), matches!(src, MountSource::Dir { .. }), rest),
+            };
+            if rest.is_empty() {
+                st.unmount(&m);
+                continue;
             }
-            Some((m, true, rest)) => {
+            if is_dir {
                 for (mp, src) in st.mounts.iter_mut() {
                     if *mp == m
                         && let MountSource::Dir { tree, .. } = src
@@ -622,12 +638,7 @@ async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bo
                     }
                 }
             }
-            Some(_) => {
-                return Err(OpError::new(format!(
-                    "cannot remove `{path}`: it is inside a cache, secret or temporary mount"
-                )));
-            }
-            None => paths.push(path),
+            break;
         }
     }
     if paths.is_empty() {
@@ -640,6 +651,9 @@ async fn remove(cx: &Cx, st: &mut ContainerState, paths: Vec<String>, expand: bo
         .collect::<Result<Vec<_>, _>>()?;
     let layer = new_layer(&cx.engine, &cx.digest, |l| {
         for p in paths.iter().filter(|p| !p.is_empty()) {
+            // The whiteout's parents keep the mode and owner they have below.
+            let parent = p.rsplit_once('/').map_or("", |(parent, _)| parent);
+            snapshot::copy_up_dirs(&lower, l, parent)?;
             snapshot::whiteout(l, p)?;
         }
         Ok(())
@@ -740,8 +754,14 @@ mod tests {
         assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/", "foo", "moo", "xyz"]);
         let v = after(vec![("withoutFile", json!({ "path": "*oo" }))]).await;
         assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/", "xyz"]);
-        let v = after(vec![("withoutFiles", json!({ "paths": ["xyz", "*oo", "nothing/*"] }))]).await;
+        let v = after(vec![("withoutFiles", json!({ "paths": ["xyz", "*oo", "x*"] }))]).await;
         assert_eq!(entries(&e, &v, ".").await, ["bar/", "bat/"]);
+        // As in Dagger, a pattern whose directory does not exist is an error (no match in an existing one is
+        // none).
+        let err = apply(&e, c.clone(), "withoutFiles", json!({ "paths": ["*oo", "nothing/*"] }))
+            .await
+            .expect_err("a missing directory");
+        assert_eq!(err.message, "/workdir/nothing: no such file or directory");
         let v = after(vec![("withoutDirectory", json!({ "path": "ba*" }))]).await;
         assert_eq!(entries(&e, &v, ".").await, ["foo", "moo", "xyz"]);
         let v = after(vec![("withoutFiles", json!({ "paths": ["/ual", "*/man"] }))]).await;
@@ -908,5 +928,255 @@ mod tests {
             let found = exists(&e, st, a).await.expect("exists");
             assert_eq!(found, want, "exists({path}, {ty:?}, doNotFollow {no_follow})");
         }
+    }
+
+    /// The permission bits `stat` reports for a container path.
+    async fn mode(e: &Arc<Engine>, c: &Evaluated, path: &str) -> u32 {
+        match apply(e, c.clone(), "stat", json!({ "path": path })).await {
+            Ok(Evaluated::Stat { permissions, .. }) => permissions,
+            Ok(_) => panic!("stat({path}) is not a stat"),
+            Err(err) => panic!("stat({path}): {}", err.message),
+        }
+    }
+
+    #[tokio::test]
+    async fn directories_keep_their_own_mode_and_written_layers_keep_their_parents() {
+        // A directory's root mode goes with it (`directory(path)`, copied to a new path, mounted); a copy into an
+        // existing directory, and files written below one, leave that directory's mode as it was.
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let root = object(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[("withNewDirectory", json!({ "path": "tmp", "permissions": 0o1777 }))],
+            )
+            .await,
+        );
+        let c = chain(
+            &e,
+            crate::ops::container::empty(None),
+            &[("withRootfs", json!({ "directory": { "$id": root } }))],
+        )
+        .await;
+        let private = apply(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[
+                    ("withNewDirectory", json!({ "path": "p", "permissions": 0o700 })),
+                    ("withNewFile", json!({ "path": "p/f", "contents": "x" })),
+                ],
+            )
+            .await,
+            "directory",
+            json!({ "path": "p" }),
+        )
+        .await
+        .expect("directory");
+        assert_eq!(private.as_dir().expect("dir").0.root_mode(), 0o700);
+        let private = object(&e, private);
+        let f = file(&e, "x", "x").await;
+        let c = chain(
+            &e,
+            c,
+            &[
+                (
+                    "withDirectory",
+                    json!({ "path": "/copied", "source": { "$id": private } }),
+                ),
+                ("withDirectory", json!({ "path": "/tmp", "source": { "$id": private } })),
+                ("withNewFile", json!({ "path": "/tmp/new/deep", "contents": "" })),
+                ("withFile", json!({ "path": "/tmp/g", "source": { "$id": f } })),
+                (
+                    "withMountedDirectory",
+                    json!({ "path": "/mnt", "source": { "$id": private } }),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            mode(&e, &c, "/copied").await,
+            0o700,
+            "a new path takes the copied directory's mode"
+        );
+        assert_eq!(
+            mode(&e, &c, "/tmp").await,
+            0o1777,
+            "an existing directory keeps its mode"
+        );
+        assert_eq!(mode(&e, &c, "/tmp/new").await, 0o755, "a directory made on the way");
+        assert_eq!(
+            mode(&e, &c, "/mnt").await,
+            0o700,
+            "a mounted directory shows its own mode"
+        );
+        let c = chain(&e, c, &[("withoutFile", json!({ "path": "/tmp/g" }))]).await;
+        assert_eq!(
+            mode(&e, &c, "/tmp").await,
+            0o1777,
+            "a removal leaves its directory's mode"
+        );
+        // Read back out of the container, the directory still has its mode.
+        let back = apply(&e, c, "directory", json!({ "path": "/copied" }))
+            .await
+            .expect("directory");
+        assert_eq!(back.as_dir().expect("dir").0.root_mode(), 0o700);
+    }
+
+    #[tokio::test]
+    async fn reading_errors_use_daggers_wording() {
+        // Ported from Dagger's `TestDirectoryErrors` and `TestFileErrors` (container_test.go).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let src = object(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[("withNewFile", json!({ "path": "some-file", "contents": "x" }))],
+            )
+            .await,
+        );
+        let cache = object(&e, Evaluated::cache("k"));
+        let c = chain(
+            &e,
+            base(&e).await,
+            &[
+                (
+                    "withMountedDirectory",
+                    json!({ "path": "/mnt/dir", "source": { "$id": src } }),
+                ),
+                ("withMountedTemp", json!({ "path": "/mnt/tmp" })),
+                (
+                    "withMountedCache",
+                    json!({ "path": "/mnt/cache", "cache": { "$id": cache } }),
+                ),
+            ],
+        )
+        .await;
+        let err = |field: &'static str, path: &'static str| {
+            let (e, c) = (e.clone(), c.clone());
+            async move {
+                apply(&e, c, field, json!({ "path": path }))
+                    .await
+                    .expect_err("an error")
+                    .message
+            }
+        };
+        assert_eq!(
+            err("directory", "/mnt/dir/some-file").await,
+            "path /mnt/dir/some-file is a file, not a directory"
+        );
+        assert_eq!(
+            err("file", "/mnt/dir").await,
+            "path /mnt/dir is a directory, not a file"
+        );
+        assert_eq!(
+            err("file", "/mnt/dir/bogus").await,
+            "/mnt/dir/bogus: no such file or directory"
+        );
+        assert_eq!(
+            err("directory", "/mnt/tmp/bogus").await,
+            "/mnt/tmp/bogus: cannot retrieve path from tmpfs"
+        );
+        assert_eq!(
+            err("file", "/mnt/cache/bogus").await,
+            "/mnt/cache/bogus: cannot retrieve path from cache"
+        );
+        assert_eq!(err("directory", "/bar").await, "/bar: no such file or directory");
+        assert_eq!(err("file", "bar").await, "path bar is a directory, not a file");
+        assert_eq!(err("directory", "foo").await, "path foo is a file, not a directory");
+        assert_eq!(err("file", "nope").await, "nope: no such file or directory");
+        let f = file(&e, "f", "1").await;
+        let write = apply(
+            &e,
+            c,
+            "withFile",
+            json!({ "path": "/mnt/cache/f", "source": { "$id": f } }),
+        )
+        .await
+        .expect_err("a cache is not written through");
+        assert_eq!(write.message, "/mnt/cache/f: cannot retrieve path from cache");
+    }
+
+    #[tokio::test]
+    async fn writes_onto_a_mount_point_unmount_it_first() {
+        // Ported from Dagger's `TestWithFileOnMountedFile` (container_test.go): a file written at a mounted
+        // file's path lands in what is below it (here the mounted directory), and so does one written at a
+        // mounted directory's own path.
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let d = object(
+            &e,
+            chain(
+                &e,
+                empty_dir(),
+                &[
+                    ("withNewFile", json!({ "path": "f1", "contents": "1" })),
+                    ("withNewFile", json!({ "path": "f2", "contents": "2" })),
+                ],
+            )
+            .await,
+        );
+        let (f3, f4) = (file(&e, "f3", "3").await, file(&e, "f4", "4").await);
+        let c = chain(
+            &e,
+            base(&e).await,
+            &[
+                (
+                    "withMountedDirectory",
+                    json!({ "path": "/mnt", "source": { "$id": d } }),
+                ),
+                ("withMountedFile", json!({ "path": "/mnt/f2", "source": { "$id": f3 } })),
+            ],
+        )
+        .await;
+        assert_eq!(contents(&e, &c, "/mnt/f1").await, "1");
+        assert_eq!(contents(&e, &c, "/mnt/f2").await, "3");
+        let v = chain(
+            &e,
+            c.clone(),
+            &[("withFile", json!({ "path": "/mnt/f2", "source": { "$id": f4 } }))],
+        )
+        .await;
+        assert_eq!(contents(&e, &v, "/mnt/f2").await, "4");
+        let Evaluated::Container(st) = &v else {
+            panic!("a container")
+        };
+        assert_eq!(st.mounts.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["/mnt"]);
+        // At the mounted directory's own path: unmounted, then the file goes where the path is below (a new
+        // file, as the root file system has no `/mnt`).
+        let v = chain(
+            &e,
+            c,
+            &[("withFile", json!({ "path": "/mnt", "source": { "$id": f4 } }))],
+        )
+        .await;
+        assert_eq!(contents(&e, &v, "/mnt").await, "4");
+        let Evaluated::Container(st) = &v else {
+            panic!("a container")
+        };
+        assert_eq!(
+            st.mounts.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            ["/mnt/f2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_file_onto_an_existing_directory_goes_inside_it() {
+        // As Dagger's `withNewFile` (a file named after the path's last component, put with `withFile`).
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let v = chain(
+            &e,
+            base(&e).await,
+            &[("withNewFile", json!({ "path": "/tmp", "contents": "x" }))],
+        )
+        .await;
+        assert_eq!(entries(&e, &v, "/tmp").await, ["tmp"]);
+        assert_eq!(contents(&e, &v, "/tmp/tmp").await, "x");
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::ids::Digest;
 use crate::model::tree::FileEntry;
-use crate::ops::container::state::{ContainerState, ImageConfig, expand, layers_dir};
+use crate::ops::container::state::{ContainerState, ImageConfig, expand_if, layers_dir};
 use crate::ops::engine::Engine;
 use crate::ops::error::OpError;
 use crate::ops::fields::{
@@ -376,7 +376,7 @@ pub(crate) async fn export(engine: &Arc<Engine>, st: &ContainerState, a: &Contai
         media_types: a.media_types,
         forced_compression: a.forced_compression,
     })?;
-    let path = if a.expand { expand(&a.path, st) } else { a.path.clone() };
+    let path = expand_if(&a.path, st, a.expand)?;
     let target = crate::ops::host::host_path(engine, &path);
     if target.is_dir() {
         return Err(OpError::new(format!(
@@ -388,7 +388,7 @@ pub(crate) async fn export(engine: &Arc<Engine>, st: &ContainerState, a: &Contai
     Ok(json!(target.to_string_lossy()))
 }
 
-/// `publish(address)`: pushes the image; returns `address@sha256:…`.
+/// `publish(address)`: pushes the image; returns the reference with its tag and digest (`host/repo:tag@sha256:…`).
 pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &ContainerPublish) -> Result<Value, OpError> {
     check_image_options(&ImageOptions {
         field: "publish",
@@ -404,7 +404,8 @@ pub(crate) async fn publish(engine: &Arc<Engine>, st: &ContainerState, a: &Conta
         .push(&image, &reference, auth.as_ref())
         .await
         .map_err(oci)?;
-    Ok(json!(pinned))
+    let digest = pinned.rsplit_once('@').map_or(pinned.as_str(), |(_, d)| d);
+    Ok(json!(reference.published(&a.address, digest)))
 }
 
 #[cfg(test)]

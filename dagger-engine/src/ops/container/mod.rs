@@ -9,10 +9,12 @@
 //! sees it.
 
 pub(crate) mod exec;
+pub(crate) mod exec_fs;
 pub(crate) mod fs;
 pub(crate) mod image;
 pub(crate) mod mounts;
 pub(crate) mod state;
+pub(crate) mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -132,25 +134,17 @@ pub(crate) async fn leaf(
     d: &Digest,
 ) -> Result<Value, OpError> {
     use ContainerField as F;
-    let exec_blob = |name: &str, pick: fn(&ExecResult) -> &Digest| -> Result<Value, OpError> {
-        let e = st.exec.as_ref().ok_or_else(|| {
-            OpError::new(format!(
-                "`{name}` needs a command to have run: call `withExec` before reading its output"
-            ))
-        })?;
-        let bytes = engine.store.get_blob(pick(e))?;
+    // Dagger's wording when no `withExec` ran: the output of a container's image is not run by reading it.
+    let last_exec = || st.exec.as_ref().ok_or_else(|| OpError::new(exec::NO_COMMAND));
+    let exec_blob = |pick: fn(&ExecResult) -> &Digest| -> Result<Value, OpError> {
+        let bytes = engine.store.get_blob(pick(last_exec()?))?;
         Ok(json!(String::from_utf8_lossy(&bytes)))
     };
     Ok(match field {
-        F::Stdout => exec_blob("stdout", |e| &e.stdout)?,
-        F::Stderr => exec_blob("stderr", |e| &e.stderr)?,
-        F::CombinedOutput => exec_blob("combinedOutput", |e| &e.combined)?,
-        F::ExitCode => json!(
-            st.exec
-                .as_ref()
-                .ok_or_else(|| OpError::new("`exitCode` needs a command to have run: call `withExec` first"))?
-                .exit_code
-        ),
+        F::Stdout => exec_blob(|e| &e.stdout)?,
+        F::Stderr => exec_blob(|e| &e.stderr)?,
+        F::CombinedOutput => exec_blob(|e| &e.combined)?,
+        F::ExitCode => json!(last_exec()?.exit_code),
         F::EnvVariable(a) => json!(st.env_value(&a.name)),
         F::Workdir => json!(st.workdir()),
         F::User => json!(st.config.user),
@@ -264,7 +258,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("dir");
         let e = engine(&tmp);
         let dir = object(&e, empty_dir());
-        let cache = object(&e, Evaluated::Cache { key: "k".into() });
+        let cache = object(&e, Evaluated::cache("k"));
         let secret = object(
             &e,
             Evaluated::Secret {
@@ -304,7 +298,7 @@ mod tests {
             .expect("tmpfs");
         let st = state(c.clone());
         let paths: Vec<&str> = st.mounts.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["/w/src", "/cache", "/run/s", "/tmp"]);
+        assert_eq!(paths, ["/w/src", "/cache", "/tmp"], "secrets are mounted apart");
         assert!(matches!(
             &st.mounts[0].1,
             MountSource::Dir {
@@ -316,16 +310,110 @@ mod tests {
         assert!(
             matches!(&st.mounts[1].1, MountSource::Cache { key, sharing, .. } if key == "k" && sharing == "LOCKED")
         );
-        assert!(
-            matches!(&st.mounts[2].1, MountSource::Secret { mode: 0o400, .. }),
+        assert!(matches!(&st.mounts[2].1, MountSource::Temp { size: Some(1024) }));
+        assert_eq!(
+            (st.secret_mounts[0].path.as_str(), st.secret_mounts[0].mode),
+            ("/run/s", 0o400),
             "secrets default to 0400"
         );
-        assert!(matches!(&st.mounts[3].1, MountSource::Temp { size: Some(1024) }));
         let c = apply(&e, c, "withoutMount", json!({ "path": "/cache" }))
             .await
             .expect("unmount");
-        let paths: Vec<String> = state(c).mounts.into_iter().map(|(p, _)| p).collect();
-        assert_eq!(paths, ["/w/src", "/run/s", "/tmp"]);
+        let paths: Vec<String> = state(c.clone()).mounts.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["/w/src", "/tmp"]);
+        let c = apply(&e, c, "withoutMount", json!({ "path": "/run/s" }))
+            .await
+            .expect("unmount the secret");
+        assert!(state(c).secret_mounts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cache_volumes_own_arguments_are_the_defaults_of_its_mounts() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let seed = testing::dir(&e, &[("seeded", "x")]);
+        let volume = object(
+            &e,
+            Evaluated::Cache {
+                key: "k".into(),
+                sharing: "LOCKED".into(),
+                source: Some(seed.as_dir().expect("dir").0.clone()),
+                owner: "1000".into(),
+            },
+        );
+        let mounted = |args: serde_json::Value| {
+            let e = e.clone();
+            async move {
+                let c = apply(&e, container(), "withMountedCache", args).await.expect("mount");
+                state(c).mounts.remove(0).1
+            }
+        };
+        let MountSource::Cache {
+            sharing, seed, owner, ..
+        } = mounted(json!({ "path": "/c", "cache": { "$id": volume } })).await
+        else {
+            panic!("a cache mount")
+        };
+        assert_eq!((sharing.as_str(), owner), ("LOCKED", Some((1000, 1000))));
+        assert!(seed.is_some_and(|t| t.entries.contains_key("seeded")));
+        let MountSource::Cache { sharing, owner, .. } =
+            mounted(json!({ "path": "/c", "cache": { "$id": volume }, "sharing": "PRIVATE", "owner": "5:6" })).await
+        else {
+            panic!("a cache mount")
+        };
+        assert_eq!(
+            (sharing.as_str(), owner),
+            ("PRIVATE", Some((5, 6))),
+            "a mount's own arguments win"
+        );
+    }
+
+    #[tokio::test]
+    async fn secret_mounts_are_kept_apart_from_other_mounts() {
+        // Dagger keeps mounted secrets in a list of their own: a file mounted later at the same path does not
+        // replace the secret (execs still see it, mounted last), and reading the path back shows the file, never
+        // the secret; with nothing else there, reading it back finds nothing.
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        let secret = object(
+            &e,
+            Evaluated::Secret {
+                name: "s".into(),
+                uri: String::new(),
+            },
+        );
+        let f = object(&e, testing::file(&e, "f", "file", 0o644));
+        let c = apply(
+            &e,
+            container(),
+            "withMountedSecret",
+            json!({ "path": "/run/s", "source": { "$id": secret } }),
+        )
+        .await
+        .expect("secret mount");
+        let err = apply(&e, c.clone(), "file", json!({ "path": "/run/s" }))
+            .await
+            .expect_err("a secret is not read back");
+        assert_eq!(err.message, "/run/s: no such file or directory");
+        let c = apply(
+            &e,
+            c,
+            "withMountedFile",
+            json!({ "path": "/run/s", "source": { "$id": f } }),
+        )
+        .await
+        .expect("file mount");
+        let st = state(c.clone());
+        assert_eq!(st.secret_mounts.len(), 1, "the secret stays for execs");
+        let read = apply(&e, c.clone(), "file", json!({ "path": "/run/s" }))
+            .await
+            .expect("the file mount is read back");
+        let blob = &read.as_file().expect("file").1.blob;
+        assert_eq!(e.store.get_blob(blob).expect("blob"), b"file");
+        let mounts = leaf(&e, ContainerField::Mounts, &st, &Digest::of(b"c"))
+            .await
+            .expect("mounts");
+        assert_eq!(mounts, json!(["/run/s"]), "`mounts` lists no secret");
     }
 
     #[tokio::test]
@@ -424,10 +512,10 @@ mod tests {
             read("platform", json!({})).await.expect("platform"),
             json!("linux/amd64")
         );
-        let err = read("stdout", json!({})).await.expect_err("no exec yet");
-        assert!(err.message.contains("withExec"), "{}", err.message);
-        let err = read("exitCode", json!({})).await.expect_err("no exec yet");
-        assert!(err.message.contains("withExec"), "{}", err.message);
+        for field in ["stdout", "stderr", "combinedOutput", "exitCode"] {
+            let err = read(field, json!({})).await.expect_err("no exec yet");
+            assert_eq!(err.message, "no command has been set", "{field}");
+        }
     }
 
     #[test]

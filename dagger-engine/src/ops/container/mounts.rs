@@ -3,10 +3,10 @@
 //! [`crate::ops::container::exec`]), not written into the layers.
 
 use crate::ops::container::change;
-use crate::ops::container::fs::owner_of;
-use crate::ops::container::state::{ContainerState, MountSource, path_in};
+use crate::ops::container::state::{ContainerState, MountSource, SecretMount, path_in};
+use crate::ops::container::users::owner_of;
 use crate::ops::error::OpError;
-use crate::ops::fields::{ContainerField, ContainerWithMountedCache};
+use crate::ops::fields::{CacheSharingMode, ContainerField, ContainerWithMountedCache};
 use crate::ops::op::{Cx, Op};
 use crate::ops::value::Evaluated;
 
@@ -51,12 +51,14 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         }),
         F::WithMountedSecret(a) => change(move |cx, st| {
             Box::pin(async move {
-                let source = MountSource::Secret {
+                let mount = SecretMount {
+                    path: path_in(st, &a.path, a.expand)?,
                     secret: a.source,
                     mode: a.mode as u32,
                     owner: owner_of(&cx.engine, st, &a.owner)?,
                 };
-                mount(st, &a.path, a.expand, source)
+                st.secret_mounts.push(mount);
+                Ok(())
             })
         }),
         F::WithMountedTemp(a) => change(move |_, st| {
@@ -68,7 +70,7 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         F::WithoutMount(a) => change(move |_, st| {
             Box::pin(async move {
                 let path = path_in(st, &a.path, a.expand)?;
-                st.mounts.retain(|(m, _)| *m != path);
+                st.unmount(&path);
                 Ok(())
             })
         }),
@@ -83,10 +85,18 @@ fn mount(st: &mut ContainerState, path: &str, expand: bool, source: MountSource)
     Ok(())
 }
 
-/// `withMountedCache`: the volume, what a new one starts with, its sharing mode and owner.
+/// `withMountedCache`: the volume, what a new one starts with, its sharing mode and owner. What the mount does
+/// not set (a sharing mode other than the default `SHARED`, a source, an owner) comes from the volume's own
+/// `cacheVolume` arguments, as in Dagger.
 async fn cache(cx: &Cx, st: &ContainerState, a: &ContainerWithMountedCache) -> Result<MountSource, OpError> {
     let cache = cx.eval(&a.cache).await?;
-    let Evaluated::Cache { key } = &*cache else {
+    let Evaluated::Cache {
+        key,
+        sharing,
+        source,
+        owner,
+    } = &*cache
+    else {
         return Err(OpError::new("`cache` is not a cache volume"));
     };
     let seed = match &a.source {
@@ -94,12 +104,17 @@ async fn cache(cx: &Cx, st: &ContainerState, a: &ContainerWithMountedCache) -> R
             Evaluated::Dir { tree, .. } => Some(tree.clone()),
             _ => return Err(OpError::new("`source` is not a directory")),
         },
-        None => None,
+        None => source.clone(),
     };
+    let sharing = match a.sharing {
+        CacheSharingMode::Shared => sharing.clone(),
+        given => given.as_str().to_owned(),
+    };
+    let owner = if a.owner.is_empty() { owner } else { &a.owner };
     Ok(MountSource::Cache {
         key: key.clone(),
-        sharing: a.sharing.as_str().to_owned(),
+        sharing,
         seed,
-        owner: owner_of(&cx.engine, st, &a.owner)?,
+        owner: owner_of(&cx.engine, st, owner)?,
     })
 }

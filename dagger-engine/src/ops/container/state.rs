@@ -70,20 +70,26 @@ pub(crate) enum MountSource {
         /// Owner of a new volume's root.
         owner: Option<(u32, u32)>,
     },
-    /// A secret, as a file.
-    Secret {
-        /// The secret object.
-        secret: Digest,
-        /// Permission bits.
-        mode: u32,
-        /// Owner, when given.
-        owner: Option<(u32, u32)>,
-    },
     /// A fresh tmpfs.
     Temp {
         /// Size limit in bytes.
         size: Option<u64>,
     },
+}
+
+/// A secret mounted as a file. Secret mounts are kept apart from the other mounts, as in Dagger: another
+/// mount at the same path neither replaces nor is replaced by one, reading a path back never shows a
+/// secret, and an exec mounts the secrets last, so it sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SecretMount {
+    /// The absolute container path.
+    pub path: String,
+    /// The secret object.
+    pub secret: Digest,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner, when given.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// The result of the last `withExec`.
@@ -108,9 +114,12 @@ pub(crate) struct ContainerState {
     /// The image configuration.
     #[serde(default)]
     pub config: ImageConfig,
-    /// Mounts by absolute path, in the order they were added.
+    /// Mounts by absolute path, in the order they were added (secrets apart, in `secret_mounts`).
     #[serde(default)]
     pub mounts: Vec<(String, MountSource)>,
+    /// Secrets mounted as files, in the order they were added.
+    #[serde(default)]
+    pub secret_mounts: Vec<SecretMount>,
     /// The platform (`linux/amd64`).
     #[serde(default)]
     pub platform: String,
@@ -179,6 +188,17 @@ impl ContainerState {
         })
     }
 
+    /// Removes the mount at exactly `path`, and the secret mounted there (the last of each, as Dagger's
+    /// `withoutMount` does); mounts below it stay.
+    pub(crate) fn unmount(&mut self, path: &str) {
+        if let Some(i) = self.mounts.iter().rposition(|(m, _)| m == path) {
+            self.mounts.remove(i);
+        }
+        if let Some(i) = self.secret_mounts.iter().rposition(|s| s.path == path) {
+            self.secret_mounts.remove(i);
+        }
+    }
+
     pub(crate) fn add_mount(&mut self, path: String, src: MountSource) {
         // A mount replaces any mount at or below its path.
         self.mounts
@@ -199,53 +219,76 @@ pub(crate) fn layers_dir(store: &crate::store::Store) -> PathBuf {
     store.root().join("layers")
 }
 
-/// Expands `$NAME` and `${NAME}` from the container's environment (unset variables expand to nothing).
-pub(crate) fn expand(text: &str, state: &ContainerState) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let name: String = if chars.peek() == Some(&'{') {
-            chars.next();
-            let mut n = String::new();
-            for c in chars.by_ref() {
-                if c == '}' {
-                    break;
-                }
-                n.push(c);
-            }
-            n
-        } else {
-            let mut n = String::new();
-            while let Some(&c) = chars.peek() {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    n.push(c);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            if n.is_empty() {
-                out.push('$');
-                continue;
-            }
-            n
-        };
-        out.push_str(&state.env_value(&name).unwrap_or_default());
+/// Expands `$NAME` and `${NAME}` from the container's environment as Go's `os.Expand` (which Dagger uses)
+/// does: unset variables expand to nothing, a `$` followed by no name stays, `${}` and an unclosed `${` are
+/// dropped, and `$0`…`$9`, `$*`, `$#`, `$$`, `$@`, `$!`, `$?`, `$-` are one-character names. A name that is
+/// a secret variable of the container is an error: its value must never land in a path or an argument.
+pub(crate) fn expand(text: &str, state: &ContainerState) -> Result<String, OpError> {
+    fn special(c: u8) -> bool {
+        matches!(c, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9')
     }
-    out
+    fn alnum(c: u8) -> bool {
+        c == b'_' || c.is_ascii_alphanumeric()
+    }
+    /// The name after a `$` and how many bytes it takes (a name of `""` with a width: bad syntax, dropped).
+    fn shell_name(s: &[u8]) -> (&[u8], usize) {
+        if s[0] == b'{' {
+            if s.len() > 2 && special(s[1]) && s[2] == b'}' {
+                return (&s[1..2], 3);
+            }
+            return match s.iter().skip(1).position(|&c| c == b'}') {
+                Some(0) => (&[], 2),
+                Some(i) => (&s[1..=i], i + 2),
+                None => (&[], 1),
+            };
+        }
+        if special(s[0]) {
+            return (&s[..1], 1);
+        }
+        let n = s.iter().take_while(|&&c| alnum(c)).count();
+        (&s[..n], n)
+    }
+    let bytes = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let (mut i, mut j) = (0, 0);
+    while j < bytes.len() {
+        if bytes[j] == b'$' && j + 1 < bytes.len() {
+            out.extend_from_slice(&bytes[i..j]);
+            let (name, w) = shell_name(&bytes[j + 1..]);
+            if name.is_empty() {
+                if w == 0 {
+                    out.push(b'$');
+                }
+            } else {
+                let name = String::from_utf8_lossy(name);
+                if state.secret_env.iter().any(|(n, _)| *n == name) {
+                    return Err(OpError::new(format!(
+                        "expand cannot be used with secret env variable {name:?}"
+                    )));
+                }
+                out.extend_from_slice(state.env_value(&name).unwrap_or_default().as_bytes());
+            }
+            j += w;
+            i = j + 1;
+        }
+        j += 1;
+    }
+    out.extend_from_slice(&bytes[i.min(bytes.len())..]);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `text` expanded (see [`expand`]) when `expand_it`, else as it is.
+pub(crate) fn expand_if(text: &str, state: &ContainerState, expand_it: bool) -> Result<String, OpError> {
+    if expand_it {
+        expand(text, state)
+    } else {
+        Ok(text.to_owned())
+    }
 }
 
 /// A path argument, expanded from the environment when `expand`, made absolute against the workdir.
 pub(crate) fn path_in(state: &ContainerState, path: &str, expand_it: bool) -> Result<String, OpError> {
-    if expand_it {
-        state.abs(&expand(path, state))
-    } else {
-        state.abs(path)
-    }
+    state.abs(&expand_if(path, state, expand_it)?)
 }
 
 /// The records behind `envVariables`, `labels` and `exposedPorts`.
@@ -298,7 +341,7 @@ pub(crate) fn edit(field: ContainerField) -> Result<StateEdit, ContainerField> {
     }
     Ok(match field {
         F::WithEnvVariable(a) => boxed(move |st| {
-            let value = if a.expand { expand(&a.value, st) } else { a.value };
+            let value = expand_if(&a.value, st, a.expand)?;
             st.set_env(&a.name, &value);
             Ok(())
         }),
@@ -584,8 +627,36 @@ mod tests {
             path_in(&st, "/abs/../etc", false).map_err(|e| e.message),
             Ok("/etc".to_owned())
         );
-        assert_eq!(expand("a-$NOPE-b", &st), "a--b", "unset variables expand to nothing");
-        assert_eq!(expand("cost: 5$", &st), "cost: 5$", "a lone `$` stays");
+        let ex = |t: &str| expand(t, &st).map_err(|e| e.message);
+        assert_eq!(ex("a-$NOPE-b"), Ok("a--b".into()), "unset variables expand to nothing");
+        assert_eq!(ex("cost: 5$"), Ok("cost: 5$".into()), "a lone `$` stays");
+        // As Go's os.Expand: bad syntax is dropped, special names take one character.
+        assert_eq!(ex("${}x${DIR"), Ok("xDIR".into()));
+        assert_eq!(ex("$1$DIR-$%"), Ok("data-$%".into()));
+        assert_eq!(ex("${DIR}/${#}"), Ok("data/".into()));
+    }
+
+    #[test]
+    fn expanding_a_secret_variable_is_an_error() {
+        // Dagger's `TestEnvExpand` (container_test.go): a secret's value must never reach a path or an argument.
+        let mut st = ContainerState::default();
+        st.set_env("DIR", "data");
+        st.secret_env.push(("TOKEN".into(), Digest::of(b"secret")));
+        let want = Err("expand cannot be used with secret env variable \"TOKEN\"".to_owned());
+        assert_eq!(expand("/x/${TOKEN}", &st).map_err(|e| e.message), want);
+        assert_eq!(path_in(&st, "$TOKEN/$DIR", true).map_err(|e| e.message), want);
+        assert_eq!(
+            path_in(&st, "$TOKEN/$DIR", false).map_err(|e| e.message),
+            Ok("/$TOKEN/$DIR".to_owned()),
+            "without `expand` nothing is looked up"
+        );
+        let err = apply(
+            &mut st,
+            "withEnvVariable",
+            json!({ "name": "X", "value": "${TOKEN}", "expand": true }),
+        )
+        .expect_err("a secret");
+        assert_eq!(Err(err.message), want);
     }
 
     #[test]

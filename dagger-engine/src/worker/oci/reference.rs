@@ -131,9 +131,20 @@ impl Reference {
         }
     }
 
-    /// `registry/repository@digest`: the form `publish` returns.
+    /// `registry/repository@digest`: the image by digest alone.
     pub fn pinned(&self, digest: &str) -> String {
         format!("{}/{}@{digest}", self.registry, self.repository)
+    }
+
+    /// What `publish` returns, as Dagger does: `registry/repository:tag@digest` when `input` (the address as
+    /// given) names a tag, `registry/repository@digest` when it names none (`latest` was pushed).
+    pub fn published(&self, input: &str, digest: &str) -> String {
+        let name = input.split('@').next().unwrap_or(input);
+        let tag_given = name.rsplit('/').next().is_some_and(|last| last.contains(':'));
+        match (&self.tag, tag_given) {
+            (Some(tag), true) => format!("{}/{}:{tag}@{digest}", self.registry, self.repository),
+            _ => self.pinned(digest),
+        }
     }
 }
 
@@ -293,6 +304,29 @@ fn component_ok(part: &str) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod published_tests {
+    use super::*;
+
+    #[test]
+    fn publish_reports_the_tag_given_and_the_digest() {
+        let d = "sha256:0123";
+        let r = |s: &str| Reference::parse(s).expect("reference");
+        assert_eq!(
+            r("localhost:5000/app:v1").published("localhost:5000/app:v1", d),
+            "localhost:5000/app:v1@sha256:0123"
+        );
+        assert_eq!(
+            r("localhost:5000/app").published("localhost:5000/app", d),
+            "localhost:5000/app@sha256:0123"
+        );
+        assert_eq!(
+            r("app:latest").published("app:latest", d),
+            "docker.io/library/app:latest@sha256:0123"
+        );
+    }
 }
 
 #[cfg(test)]
