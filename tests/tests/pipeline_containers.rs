@@ -446,7 +446,7 @@ async fn the_function_form_runs_like_the_macro_form() {
     assert!(out.lint_log.is_none());
     let published = out.published.expect("published");
     assert!(
-        published.starts_with(&format!("{}/ci-app@sha256:", env.host)),
+        published.starts_with(&format!("{}/ci-app:gated-fn@sha256:", env.host)),
         "{published}"
     );
 }
