@@ -112,7 +112,8 @@ pub mod __private {
         step_arg, unknown_leaf,
     };
     pub use crate::pipeline::{
-        Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,
+        Handle, Handles, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, handle_at, restore, slots_of,
+        value_of, without_id_reuse,
     };
 }
 

@@ -77,8 +77,13 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         local(&format!("__hc_{name}"))
     };
 
-    // Bindings: one step call each, in order.
-    let binding_stmt = |b: &super::ast::Binding| {
+    // Bindings: one step call each, in order. In a wave after the first (`deferred`: the statements that
+    // unwrap the names it uses), the binding is an `Option`: `None` when a value it needs did not arrive.
+    let label = syn::Lifetime {
+        apostrophe: Span::mixed_site(),
+        ident: local("item"),
+    };
+    let binding_stmt = |b: &super::ast::Binding, deferred: Option<TokenStream>| {
         // `tc`, or `(bin, _)` for a step returning a tuple.
         let bname = if b.tuple {
             let elems = b.names.iter().map(|n| match n {
@@ -135,13 +140,44 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 <<#step_here as ::dagger::__private::Step>::Output as ::dagger::__private::Tuple<#n>>::parts);
             let whole = Ident::new("tuple", Span::mixed_site().located_at(pattern_span));
             let call = quote_spanned!(call_span=> #step_ty::call(#dag, #inputs));
+            let Some(unwraps) = deferred else {
+                return quote_spanned! {pattern_span=>
+                    let #whole = #call;
+                    let #bname = #parts(#whole);
+                };
+            };
+            let somes = b.names.iter().map(|n| match n {
+                Some(n) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(()),
+            });
+            let nones = b.names.iter().map(|n| match n {
+                Some(_) => quote!(::core::option::Option::None),
+                None => quote!(()),
+            });
             return quote_spanned! {pattern_span=>
-                let #whole = #call;
-                let #bname = #parts(#whole);
+                let #whole = #label: {
+                    #unwraps
+                    ::core::option::Option::Some(#call)
+                };
+                let #bname = match #whole {
+                    ::core::option::Option::Some(#whole) => {
+                        let #bname = #parts(#whole);
+                        (#(#somes,)*)
+                    }
+                    ::core::option::Option::None => (#(#nones,)*),
+                };
             };
         }
-        quote_spanned! {call_span=>
-            let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
+        match deferred {
+            None => quote_spanned! {call_span=>
+                let #bname: #step_ty::Output = #step_ty::call(#dag, #inputs);
+            },
+            Some(unwraps) => quote_spanned! {call_span=>
+                let #bname: ::core::option::Option<#step_ty::Output> = #label: {
+                    #unwraps
+                    ::core::option::Option::Some(#step_ty::call(#dag, #inputs))
+                };
+            },
         }
     };
 
@@ -157,19 +193,31 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             quote_spanned!(o.leaf.span()=> <#target_ty as ::dagger::__private::leaves::#leaf_trait>::Output)
         })
         .collect();
-    let is_if = |each: Option<usize>| each.is_some_and(|l| p.loops[l].cond.is_some());
-    // A loop's outputs are maps keyed by element; a condition's are options.
+    // Where an output is declared, for its types: the `for` loop it is in (if any), and whether an `if` block
+    // is around it outside that loop (outside any loop when there is none).
+    let shape = |each: Option<usize>| -> (Option<usize>, bool) {
+        let chain = p.chain(each);
+        let lp = chain.iter().copied().find(|&l| p.loops[l].cond.is_none());
+        let ifs = chain
+            .iter()
+            .take_while(|&&l| Some(l) != lp)
+            .any(|&l| p.loops[l].cond.is_some());
+        (lp, ifs)
+    };
+    // A loop's outputs are maps keyed by element (with the elements whose `if` blocks inside the loop held);
+    // outside loops, an output in `if` blocks is an option, and so is the map of a loop inside `if` blocks.
     let out_tys: Vec<TokenStream> = p
         .outputs
         .iter()
         .zip(&leaf_tys)
-        .map(|(o, ty)| match o.each {
-            Some(_) if is_if(o.each) => quote!(::core::option::Option<#ty>),
-            Some(l) => {
+        .map(|(o, ty)| match shape(o.each) {
+            (None, false) => ty.clone(),
+            (None, true) => quote!(::core::option::Option<#ty>),
+            (Some(l), ifs) => {
                 let k = key_ty(l);
-                quote!(::std::collections::BTreeMap<#k, #ty>)
+                let map = quote!(::std::collections::BTreeMap<#k, #ty>);
+                if ifs { quote!(::core::option::Option<#map>) } else { map }
             }
-            None => ty.clone(),
         })
         .collect();
     let partial_tys: Vec<TokenStream> = p
@@ -185,13 +233,21 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         .outputs
         .iter()
         .zip(&leaf_tys)
-        .map(|(o, ty)| match o.each {
-            Some(_) if is_if(o.each) => quote!(::core::option::Option<::dagger::__private::Handle<#ty>>),
-            Some(l) => {
-                let k = key_ty(l);
-                quote!(::std::vec::Vec<(#k, ::dagger::__private::Handle<#ty>)>)
+        .map(|(o, ty)| {
+            let h = quote!(::dagger::__private::Handle<#ty>);
+            match shape(o.each) {
+                (None, false) => h,
+                (None, true) => quote!(::core::option::Option<#h>),
+                (Some(l), ifs) => {
+                    let k = key_ty(l);
+                    let list = quote!(::std::vec::Vec<(usize, #k, #h)>);
+                    if ifs {
+                        quote!(::core::option::Option<#list>)
+                    } else {
+                        list
+                    }
+                }
             }
-            None => quote!(::dagger::__private::Handle<#ty>),
         })
         .collect();
     let out_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
@@ -205,22 +261,43 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             } else {
                 d
             };
-            if let Some(l) = o.each {
-                let lp = &p.loops[l];
-                match lp.cond {
-                    Some(negated) => d.push_str(&format!(
-                        "\n\n`None` when `{}` is {}: the output is not sent.",
-                        lp.input,
-                        if negated { "true" } else { "false" }
-                    )),
-                    None => d.push_str(&format!("\n\nOne value per element of `{}`.", lp.input)),
+            let chain = p.chain(o.each);
+            let (lp, ifs) = shape(o.each);
+            let conds = |inside: bool| -> Vec<String> {
+                chain
+                    .iter()
+                    .filter(|&&l| p.loops[l].cond.is_some())
+                    .filter(|&&l| lp.is_some_and(|lp| p.within(Some(l), Some(lp))) == inside)
+                    .map(|&l| {
+                        let lp = &p.loops[l];
+                        let not = if lp.cond == Some(true) { "!" } else { "" };
+                        format!("`{not}{}`", lp.input)
+                    })
+                    .collect()
+            };
+            if ifs {
+                d.push_str(&format!(
+                    "\n\n`None` when {} does not hold: the output is not sent.",
+                    conds(false).join(" or ")
+                ));
+            }
+            if let Some(l) = lp {
+                d.push_str(&format!("\n\nOne value per element of `{}`", p.loops[l].input));
+                let inner = conds(true);
+                if inner.is_empty() {
+                    d.push('.');
+                } else {
+                    d.push_str(&format!(" for which {} holds.", inner.join(" and ")));
                 }
             }
             quote!(#[doc = #d])
         })
         .collect();
     let handles: Vec<Ident> = p.outputs.iter().map(|o| local(&format!("__h_{}", o.name))).collect();
-    let leaf_stmt = |i: usize| {
+    let ty_var = local("target_type");
+    // The leaf of output `i`, checked and bound to the output's name (`Leaf<T>`), with the GraphQL type of
+    // its target, so a `sync` or `id` output makes its ID known to later requests.
+    let leaf_core = |i: usize| {
         let o = &p.outputs[i];
         let (oname, target, leaf) = (&o.name, &o.target, &o.leaf);
         let ty = &leaf_tys[i];
@@ -228,31 +305,11 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         let leaf_str = leaf.to_string();
         let base = leaf_str.strip_suffix("_opts").unwrap_or(&leaf_str);
         let has_trait = Ident::new_raw_or_plain(base, leaf.span());
-        let handle = &handles[i];
-        let deferred = checked.values.output_stage[i] > 0;
-        // The GraphQL type of the target, so a `sync` or `id` output makes its ID known to later requests.
-        let ty_var = local("target_type");
         let target_type = quote! {
             let #ty_var = {
                 use ::dagger::__private::{ObjectTypeName as _, OtherTypeName as _};
                 (&&::dagger::__private::TypeOf(&#target)).type_name()
             };
-        };
-        let add = match o.each {
-            None if deferred => quote!(#run_var.fill(&#handle, #ty_var, #oname);),
-            Some(_) if deferred => quote! {
-                if let ::core::option::Option::Some(h) = &#handle {
-                    #run_var.fill(h, #ty_var, #oname);
-                }
-            },
-            Some(_) if is_if(o.each) => {
-                quote!(#handle = ::core::option::Option::Some(#run_var.add(#scope, #i, #ty_var, #oname));)
-            }
-            Some(l) => {
-                let key = &p.loops[l].key;
-                quote!(#handle.push((::core::clone::Clone::clone(&#key), #run_var.add_each(#scope, #i, #elem, &#key, #ty_var, #oname)));)
-            }
-            None => quote!(let #handle = #run_var.add(#scope, #i, #ty_var, #oname);),
         };
         quote_spanned! {leaf.span()=>
             {
@@ -262,84 +319,410 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             }
             #target_type
             let #oname: ::dagger::Leaf<#ty> = #target.#leaf(#(#args),*);
-            #add
+        }
+    };
+    // The element number of the loop an item is in (0 outside loops), for handles and saved bindings.
+    let elem_key = |each: Option<usize>| -> TokenStream {
+        if p.enclosing_loop(each).is_some() {
+            quote!(#elem)
+        } else {
+            quote!(0usize)
+        }
+    };
+    // Output `i` added to the run before anything is sent (`add`), or its handle reserved for the wave that
+    // builds it (`reserve`); in a loop, one instance per element.
+    let add_stmt = |i: usize, reserve: bool| {
+        let o = &p.outputs[i];
+        let h = &handles[i];
+        let oname = &o.name;
+        let v = local("list");
+        match shape(o.each) {
+            (None, ifs) => {
+                let add = if reserve {
+                    quote!(#run_var.reserve(#scope, #i))
+                } else {
+                    quote!(#run_var.add(#scope, #i, #ty_var, #oname))
+                };
+                if ifs {
+                    quote!(#h = ::core::option::Option::Some(#add);)
+                } else {
+                    quote!(#h = #add;)
+                }
+            }
+            (Some(l), ifs) => {
+                let key = &p.loops[l].key;
+                let add = if reserve {
+                    quote!(#run_var.reserve_each(#scope, #i, #elem, &#key))
+                } else {
+                    quote!(#run_var.add_each(#scope, #i, #elem, &#key, #ty_var, #oname))
+                };
+                let item = quote!((#elem, ::core::clone::Clone::clone(&#key), #add));
+                if ifs {
+                    quote!(if let ::core::option::Option::Some(#v) = &mut #h { #v.push(#item); })
+                } else {
+                    quote!(#h.push(#item);)
+                }
+            }
         }
     };
 
-    // The body of `__schedule`: outer bindings in order, each loop as a `for` block where it was declared.
-    let mut schedule = TokenStream::new();
-    let emit_loop = |l: usize, schedule: &mut TokenStream| {
+    // How the parts of the pipeline are built: wave by wave (a part's stage is the number of values it waits
+    // for in turn), each wave walking the blocks in declaration order. Wave 0 is built before anything is sent;
+    // wave k > 0 is a closure the run calls once the values it reads are decided, and only the parts whose
+    // values arrived are built (their bindings are `Option`s there). A binding of a block used by a later wave
+    // is saved by element (`__st_*`), and found again when the block is walked in that wave.
+    let vals = &checked.values;
+    let max_stage = vals
+        .output_stage
+        .iter()
+        .chain(&vals.binding_stage)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let values_var = local("values");
+    // What a name used by an item is.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Use {
+        Plain,
+        Binding(usize),
+        Map(usize),
+        Value(usize),
+    }
+    let classify = |u: &Ident, each: Option<usize>| -> Use {
+        let text = u.to_string();
+        if p.input(&text).is_some() || p.loop_var(&text).is_some() {
+            return Use::Plain;
+        }
+        if let Some((j, b)) = p.binding(&text) {
+            return if p.within(each, b.each) {
+                Use::Binding(j)
+            } else {
+                Use::Map(j)
+            };
+        }
+        p.output(&text).map_or(Use::Plain, Use::Value)
+    };
+    // The block a name is declared in (a loop binding's map: the block around its loop), and its stage.
+    let home = |x: Use| -> (Option<usize>, usize) {
+        match x {
+            Use::Binding(j) => (p.bindings[j].each, vals.binding_stage[j]),
+            Use::Map(j) => (
+                p.bindings[j].each.and_then(|l| p.loops[l].parent),
+                vals.binding_stage[j],
+            ),
+            _ => (None, 0),
+        }
+    };
+    // Whether a binding (or map) is a plain value in wave k: built in wave 0, and in the pipeline's body (kept
+    // by the closures) or used in wave 0 itself; otherwise it is an `Option`.
+    let plain_in = |x: Use, k: usize| -> bool {
+        let (block, s) = home(x);
+        s == 0 && (block.is_none() || k == 0)
+    };
+    // Every (name, item stage, item block) use, for saving and finding bindings again.
+    let mut all_uses: Vec<(Ident, Use, usize)> = Vec::new();
+    for (j, b) in p.bindings.iter().enumerate() {
+        for u in &b.uses {
+            all_uses.push((u.clone(), classify(u, b.each), vals.binding_stage[j]));
+        }
+    }
+    for (i, o) in p.outputs.iter().enumerate() {
+        for u in std::iter::once(&o.target).chain(&o.uses) {
+            all_uses.push((u.clone(), classify(u, o.each), vals.output_stage[i]));
+        }
+    }
+    // Names of blocks used by a later wave than their own (saved), as (name, use).
+    let mut saved: Vec<(Ident, Use)> = Vec::new();
+    for (u, x, k) in &all_uses {
+        let (block, s) = home(*x);
+        if matches!(x, Use::Binding(_) | Use::Map(_))
+            && block.is_some()
+            && *k > s
+            && !saved.iter().any(|(n, y)| n == u && y == x)
+        {
+            saved.push((u.clone(), *x));
+        }
+    }
+    let state_var = |u: &Ident, x: Use| match x {
+        Use::Map(_) => local(&format!("__stm_{u}")),
+        _ => local(&format!("__st_{u}")),
+    };
+    let map_var = |u: &Ident| local(&format!("__map_{u}"));
+    let value_ty = |x: Use, u: &Ident| -> TokenStream {
+        match x {
+            Use::Binding(j) => binding_ty(p, &p.bindings[j], &u.to_string()),
+            Use::Map(j) => {
+                let b = &p.bindings[j];
+                let k = b.each.map_or_else(|| quote!(()), key_ty);
+                let t = binding_ty(p, b, &u.to_string());
+                quote!(::std::collections::BTreeMap<#k, #t>)
+            }
+            _ => quote!(()),
+        }
+    };
+    // Wave s's saved-binding maps, declared at the top of its code.
+    let state_decls = |s: usize| -> TokenStream {
+        let mut out = TokenStream::new();
+        for (u, x) in &saved {
+            if home(*x).1 == s {
+                let st = state_var(u, *x);
+                let ty = value_ty(*x, u);
+                out.extend(quote! {
+                    let mut #st: ::std::collections::BTreeMap<usize, #ty> = ::std::collections::BTreeMap::new();
+                });
+            }
+        }
+        out
+    };
+    // On entering block `l` in wave k: the saved bindings of its own that wave k uses, as options.
+    let restores = |l: usize, k: usize| -> TokenStream {
+        let mut out = TokenStream::new();
+        let key = elem_key(Some(l));
+        for (u, x) in &saved {
+            let (block, s) = home(*x);
+            let used_now = all_uses.iter().any(|(n, y, kk)| n == u && y == x && *kk == k);
+            if block == Some(l) && s < k && used_now {
+                let st = state_var(u, *x);
+                let ty = value_ty(*x, u);
+                out.extend(quote! {
+                    let #u: ::core::option::Option<#ty> = ::dagger::__private::restore(&#st, #key);
+                });
+            }
+        }
+        out
+    };
+    // On leaving block `l` in wave k: the bindings of its own built in wave k that a later wave uses.
+    let saves = |l: usize, k: usize| -> TokenStream {
+        let mut out = TokenStream::new();
+        let key = elem_key(Some(l));
+        for (u, x) in &saved {
+            let (block, s) = home(*x);
+            if block == Some(l) && s == k {
+                let st = state_var(u, *x);
+                out.extend(if plain_in(*x, k) {
+                    quote!(#st.insert(#key, ::core::clone::Clone::clone(&#u));)
+                } else {
+                    let v = local("saved");
+                    quote! {
+                        if let ::core::option::Option::Some(#v) = &#u {
+                            #st.insert(#key, ::core::clone::Clone::clone(#v));
+                        }
+                    }
+                });
+            }
+        }
+        out
+    };
+    // The statements that make the names an item uses in wave k plain values, or leave its block (`None`) when
+    // one is missing (a value that failed, a binding that was not built because of one).
+    let unwraps = |names: Vec<&Ident>, each: Option<usize>, k: usize| -> TokenStream {
+        let mut out = TokenStream::new();
+        let mut done: Vec<String> = Vec::new();
+        for u in names {
+            if done.contains(&u.to_string()) {
+                continue;
+            }
+            done.push(u.to_string());
+            let x = classify(u, each);
+            match x {
+                Use::Plain => {}
+                Use::Binding(_) | Use::Map(_) if plain_in(x, k) => {}
+                Use::Binding(_) | Use::Map(_) => out.extend(quote! {
+                    let ::core::option::Option::Some(#u) = ::core::clone::Clone::clone(&#u) else {
+                        break #label ::core::option::Option::None;
+                    };
+                }),
+                Use::Value(v) => {
+                    let out_name = &p.outputs[v].name;
+                    let name_str = out_name.to_string();
+                    let ty = &leaf_tys[v];
+                    // Hygienic names, located on the output's name, so a type error points there.
+                    let at = |i: &Ident| Ident::new(&i.to_string(), Span::mixed_site().located_at(out_name.span()));
+                    let (vv, hh) = (at(&values_var), at(&handles[v]));
+                    let key = elem_key(each);
+                    let get = quote_spanned!(out_name.span()=>
+                        ::dagger::__private::value_of::<#ty>(#vv, ::dagger::__private::handle_at(&#hh, #key), #name_str));
+                    out.extend(quote! {
+                        let ::core::option::Option::Some(#u) = #get else {
+                            break #label ::core::option::Option::None;
+                        };
+                    });
+                }
+            }
+        }
+        out
+    };
+    // The items of block `block` (`None`: the body) built in wave k, its blocks in place.
+    fn enter_needed(p: &Pipeline, vals: &super::check::Values, l: usize, k: usize) -> bool {
+        let inside = |each: Option<usize>| p.within(each, Some(l));
+        p.bindings
+            .iter()
+            .zip(&vals.binding_stage)
+            .any(|(b, &s)| inside(b.each) && s == k)
+            || p.outputs
+                .iter()
+                .zip(&vals.output_stage)
+                .any(|(o, &s)| inside(o.each) && (s == k || (k == 0 && s > 0)))
+    }
+    // (A recursive closure, written as a function taking the closures it needs.)
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        p: &Pipeline,
+        checked: &Checked,
+        block: Option<usize>,
+        k: usize,
+        item: &dyn Fn(Item, usize) -> TokenStream,
+        enter: &dyn Fn(usize, usize, TokenStream) -> TokenStream,
+    ) -> TokenStream {
+        let vals = &checked.values;
+        let mut out = TokenStream::new();
+        let children: Vec<usize> = (0..p.loops.len()).filter(|&l| p.loops[l].parent == block).collect();
+        let mut placed = vec![false; children.len()];
+        let place = |upto: usize, out: &mut TokenStream, placed: &mut Vec<bool>| {
+            for (c, &l) in children.iter().enumerate() {
+                if !placed[c] && p.loops[l].at_binding <= upto {
+                    placed[c] = true;
+                    if enter_needed(p, vals, l, k) {
+                        let inner = walk(p, checked, Some(l), k, item, enter);
+                        out.extend(enter(l, k, inner));
+                    }
+                }
+            }
+        };
+        for (j, b) in p.bindings.iter().enumerate() {
+            if b.each != block {
+                continue;
+            }
+            place(j, &mut out, &mut placed);
+            if vals.binding_stage[j] == k {
+                out.extend(item(Item::Binding(j), k));
+            }
+        }
+        place(usize::MAX, &mut out, &mut placed);
+        for (i, o) in p.outputs.iter().enumerate() {
+            if o.each == block {
+                out.extend(item(Item::Output(i), k));
+            }
+        }
+        out
+    }
+    // One item in wave k.
+    let item = |it: Item, k: usize| -> TokenStream {
+        match it {
+            Item::Binding(j) => {
+                let b = &p.bindings[j];
+                if k == 0 {
+                    binding_stmt(b, None)
+                } else {
+                    let un = unwraps(b.uses.iter().collect(), b.each, k);
+                    binding_stmt(b, Some(un))
+                }
+            }
+            Item::Output(i) => {
+                let o = &p.outputs[i];
+                let s = vals.output_stage[i];
+                if k == 0 && s == 0 {
+                    let core = leaf_core(i);
+                    let add = add_stmt(i, false);
+                    quote!({ #core #add })
+                } else if k == 0 {
+                    add_stmt(i, true)
+                } else if s == k {
+                    let core = leaf_core(i);
+                    let un = unwraps(std::iter::once(&o.target).chain(&o.uses).collect(), o.each, k);
+                    let h = &handles[i];
+                    let hh = local("handle");
+                    let oname = &o.name;
+                    let key = elem_key(o.each);
+                    quote! {
+                        if let ::core::option::Option::Some(#hh) = ::dagger::__private::handle_at(&#h, #key) {
+                            let _: ::core::option::Option<()> = #label: {
+                                #un
+                                #core
+                                #run_var.fill(&#hh, #ty_var, #oname);
+                                ::core::option::Option::Some(())
+                            };
+                        }
+                    }
+                } else {
+                    TokenStream::new()
+                }
+            }
+        }
+    };
+    // Block `l` in wave k, around the code of its items (`inner`).
+    let enter = |l: usize, k: usize, inner: TokenStream| -> TokenStream {
         let lp = &p.loops[l];
-        let input = &lp.input;
-        let mut before = TokenStream::new();
-        let mut body = TokenStream::new();
-        let mut after = TokenStream::new();
-        if let Some(negated) = lp.cond {
-            // `if publish { … }`: the block's steps are called and its outputs added only when it holds, so
-            // nothing it needs is ever sent otherwise.
-            // (Parts waiting for a value are built later, in the closure of their stage.)
-            for (j, b) in p.bindings.iter().enumerate() {
-                if b.each == Some(l) && checked.values.binding_stage[j] == 0 {
-                    body.extend(binding_stmt(b));
-                }
-            }
-            for (i, o) in p.outputs.iter().enumerate() {
-                if o.each == Some(l) && checked.values.output_stage[i] == 0 {
-                    let handle = &handles[i];
-                    let hty = &handle_tys[i];
-                    before.extend(quote!(let mut #handle: #hty = ::core::option::Option::None;));
-                    body.extend(leaf_stmt(i));
-                }
-            }
+        let restored = restores(l, k);
+        let saved_here = saves(l, k);
+        if lp.cond.is_some() {
             let cond = cond_of(l);
-            schedule.extend(quote! {
-                #before
+            return quote! {
                 if #cond {
-                    #body
+                    #restored
+                    #inner
+                    #saved_here
                 }
-            });
-            let _ = negated;
-            return;
+            };
         }
-        let k = key_ty(l);
+        let input = &lp.input;
         let key = &lp.key;
-        body.extend(quote!(let _ = &#key;));
-        if let Some(v) = &lp.value {
-            body.extend(quote!(let _ = &#v;));
+        let mut before = TokenStream::new();
+        let mut inserts = TokenStream::new();
+        let mut after = TokenStream::new();
+        // A loop inside `if` blocks: its outputs' lists exist once it is reached.
+        if k == 0 {
+            for (i, o) in p.outputs.iter().enumerate() {
+                if p.within(o.each, Some(l)) && shape(o.each).1 {
+                    let h = &handles[i];
+                    before.extend(quote!(#h = ::core::option::Option::Some(::std::vec::Vec::new());));
+                }
+            }
         }
-        for b in p.bindings.iter().filter(|b| b.each == Some(l)) {
-            body.extend(binding_stmt(b));
-            // Used after the loop: the map of its values by key.
+        // Bindings of the loop used after it: the map of their values by key, built in their wave (an `Option`
+        // in a later wave: `None` when an element's binding was not built).
+        for (j, b) in p.bindings.iter().enumerate() {
+            if b.each != Some(l) || vals.binding_stage[j] != k {
+                continue;
+            }
             for bname in b.names() {
-                let text = bname.to_string();
-                let used_after = p
-                    .bindings
-                    .iter()
-                    .any(|x| x.each != Some(l) && x.uses.iter().any(|u| *u == text))
-                    || p.outputs
-                        .iter()
-                        .any(|o| o.each != Some(l) && o.uses.iter().any(|u| *u == text));
+                let used_after = all_uses.iter().any(|(n, x, _)| n == bname && *x == Use::Map(j));
                 if !used_after {
                     continue;
                 }
-                let map = local(&format!("__map_{bname}"));
-                let ty = binding_ty(p, b, &text);
-                before.extend(quote! {
-                    let mut #map: ::std::collections::BTreeMap<#k, #ty> = ::std::collections::BTreeMap::new();
-                });
-                body.extend(
-                    quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
-                );
+                let map = map_var(bname);
+                let ty = value_ty(Use::Map(j), bname);
+                let (m, v) = (local("map"), local("value"));
+                if k == 0 {
+                    before.extend(quote!(let mut #map: #ty = ::std::collections::BTreeMap::new();));
+                    inserts.extend(
+                        quote!(#map.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(&#bname));),
+                    );
+                } else {
+                    let ok = local("complete");
+                    before.extend(quote! {
+                        let mut #map: ::core::option::Option<#ty> =
+                            ::core::option::Option::Some(::std::collections::BTreeMap::new());
+                    });
+                    inserts.extend(quote! {
+                        let #ok = match (&mut #map, &#bname) {
+                            (::core::option::Option::Some(#m), ::core::option::Option::Some(#v)) => {
+                                #m.insert(::core::clone::Clone::clone(&#key), ::core::clone::Clone::clone(#v));
+                                true
+                            }
+                            _ => false,
+                        };
+                        if !#ok {
+                            #map = ::core::option::Option::None;
+                        }
+                    });
+                }
                 after.extend(quote!(let #bname = #map;));
             }
         }
-        for (i, o) in p.outputs.iter().enumerate() {
-            if o.each == Some(l) {
-                let handle = &handles[i];
-                let hty = &handle_tys[i];
-                before.extend(quote!(let mut #handle: #hty = ::std::vec::Vec::new();));
-                body.extend(leaf_stmt(i));
-            }
+        let mut lets = quote!(let _ = (&#elem, &#key););
+        if let Some(v) = &lp.value {
+            lets.extend(quote!(let _ = &#v;));
         }
         let pattern = match &lp.value {
             Some(v) => quote!((#key, #v)),
@@ -350,124 +733,80 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         } else {
             quote!(::dagger::__private::each_key)
         };
-        schedule.extend(quote! {
+        // Maps made after this loop are names of the block around it: saved with that block's.
+        quote! {
             #before
             for (#elem, #pattern) in #collect(::core::clone::Clone::clone(&#input)).into_iter().enumerate() {
-                #body
+                #lets
+                #restored
+                #inner
+                #inserts
+                #saved_here
             }
             #after
-        });
+        }
     };
-    let mut emitted = vec![false; p.loops.len()];
-    for (j, b) in p.bindings.iter().enumerate() {
-        for (l, lp) in p.loops.iter().enumerate() {
-            if lp.at_binding == j && !emitted[l] {
-                emitted[l] = true;
-                emit_loop(l, &mut schedule);
-            }
-        }
-        if b.each.is_none() && checked.values.binding_stage[j] == 0 {
-            schedule.extend(binding_stmt(b));
-        }
-    }
-    for (l, done) in emitted.into_iter().enumerate() {
-        if !done {
-            emit_loop(l, &mut schedule);
-        }
-    }
+    // Wave 0: handles, saved bindings, the body; then waves 1.. as nested closures.
+    let mut schedule = TokenStream::new();
     for (i, o) in p.outputs.iter().enumerate() {
-        if o.each.is_none() && checked.values.output_stage[i] == 0 {
-            schedule.extend(leaf_stmt(i));
-        }
+        let h = &handles[i];
+        let hty = &handle_tys[i];
+        schedule.extend(match shape(o.each) {
+            (None, false) => quote!(let #h: #hty;),
+            _ => quote!(let mut #h: #hty = ::core::default::Default::default();),
+        });
     }
-    // Parts that take the values of outputs: one closure per stage, nested, each called by the run once the
-    // values it reads are known (with placeholders by `plan`); their outputs' handles are reserved now.
-    let vals = &checked.values;
-    let max_stage = vals
-        .output_stage
-        .iter()
-        .chain(&vals.binding_stage)
-        .copied()
-        .max()
-        .unwrap_or(0);
+    schedule.extend(state_decls(0));
+    schedule.extend(walk(p, checked, None, 0, &item, &enter));
+    let mut deferred = TokenStream::new();
     if max_stage > 0 {
         let dag_owned = local("dag_owned");
-        let values_var = local("values");
-        for (i, o) in p.outputs.iter().enumerate() {
-            if vals.output_stage[i] > 0 {
-                let handle = &handles[i];
-                let hty = &handle_tys[i];
-                // An output of an `if` block is reserved only when its condition holds.
-                let reserve = match o.each {
-                    Some(l) => {
-                        let cond = cond_of(l);
-                        quote!(if #cond { ::core::option::Option::Some(#run_var.reserve(#scope, #i)) } else { ::core::option::Option::None })
-                    }
-                    None => quote!(#run_var.reserve(#scope, #i)),
-                };
-                schedule.extend(quote!(let #handle: #hty = #reserve;));
+        let needs_var = local("needs");
+        // The slots of the values wave k reads (every element's, for a loop output).
+        let needs_of = |k: usize| -> TokenStream {
+            let mut read: Vec<usize> = all_uses
+                .iter()
+                .filter(|(_, _, kk)| *kk == k)
+                .filter_map(|(_, x, _)| match x {
+                    Use::Value(v) => Some(*v),
+                    _ => None,
+                })
+                .collect();
+            read.sort_unstable();
+            read.dedup();
+            let hs = read.iter().map(|&v| &handles[v]);
+            quote! {
+                let mut #needs_var: ::std::vec::Vec<usize> = ::std::vec::Vec::new();
+                #(#needs_var.extend(::dagger::__private::slots_of(&#hs));)*
             }
-        }
+        };
         let mut inner = TokenStream::new();
         for k in (1..=max_stage).rev() {
-            let mut needs: Vec<usize> = Vec::new();
-            let mut body = TokenStream::new();
-            // Top-level parts first, then each `if` block's, inside its condition.
-            let blocks = std::iter::once(None).chain((0..p.loops.len()).map(Some));
-            for block in blocks {
-                let mut part = TokenStream::new();
-                for (j, b) in p.bindings.iter().enumerate() {
-                    if vals.binding_stage[j] == k && b.each == block {
-                        needs.extend(&vals.binding_direct[j]);
-                        part.extend(binding_stmt(b));
-                    }
-                }
-                for (i, o) in p.outputs.iter().enumerate() {
-                    if vals.output_stage[i] == k && o.each == block {
-                        needs.extend(&vals.output_direct[i]);
-                        part.extend(leaf_stmt(i));
-                    }
-                }
-                match block {
-                    Some(l) if !part.is_empty() => {
-                        let cond = cond_of(l);
-                        body.extend(quote!(if #cond { #part }));
-                    }
-                    _ => body.extend(part),
-                }
-            }
-            needs.sort_unstable();
-            needs.dedup();
-            let reads = needs.iter().map(|&v| {
-                let name = &p.outputs[v].name;
-                let name_str = name.to_string();
-                let ty = &leaf_tys[v];
-                let handle = &handles[v];
-                // Hygienic names, located on the output's name, so a type error points there.
-                let at = |i: &Ident| Ident::new(&i.to_string(), Span::mixed_site().located_at(name.span()));
-                let (vv, hh) = (at(&values_var), at(handle));
-                let get = quote_spanned!(name.span()=> ::dagger::__private::value_of(#vv, &#hh, #name_str));
-                quote!(let #name: #ty = #get;)
-            });
-            let slots = needs.iter().map(|&v| {
-                let handle = &handles[v];
-                quote!(::dagger::__private::Run::slot(&#handle))
-            });
+            let decls = state_decls(k);
+            let body = walk(p, checked, None, k, &item, &enter);
+            let needs = needs_of(k);
             inner = quote! {
-                #run_var.defer(::std::vec![#(#slots),*], move |#run_var: &mut ::dagger::__private::Run,
-                                                              #values_var: &::dagger::__private::Values<'_>| {
+                #needs
+                #run_var.defer(#needs_var, move |#run_var: &mut ::dagger::__private::Run,
+                                               #values_var: &::dagger::__private::Values<'_>| {
                     let #dag: &::dagger::Query = &#dag_owned;
                     let _ = (#dag, #values_var);
-                    #(#reads)*
+                    #decls
                     #body
                     #inner
                 });
             };
         }
-        schedule.extend(quote! {
-            let #dag_owned: ::dagger::Query = ::core::clone::Clone::clone(#dag);
-            #inner
-        });
+        let copies = handles
+            .iter()
+            .map(|h| quote!(let #h = ::core::clone::Clone::clone(&#h);));
+        deferred = quote! {
+            {
+                let #dag_owned: ::dagger::Query = ::core::clone::Clone::clone(#dag);
+                #(#copies)*
+                #inner
+            }
+        };
     }
 
     // Static metadata.
@@ -500,7 +839,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 quote!((#first, #path::__OUTPUTS))
             });
         // `if` blocks have one instance per output: only loops pair instances by element.
-        let each = o.each.filter(|&l| p.loops[l].cond.is_none()).map_or(0, |l| l + 1);
+        let each = p.enclosing_loop(o.each).map_or(0, |l| l + 1);
         quote!(::dagger::__private::OutputMeta {
             name: #oname, binding: #target, step: #step, leaf: #leaf, after: &[#(#after,)* #(#after_one,)*],
             after_ranges: &[#(#after_all),*], each: #each
@@ -557,12 +896,24 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         "The outputs of `{name_str}` that completed before a failure (`None`, or missing from a loop's map: failed \
          or not run)."
     );
-    let takes = p.outputs.iter().zip(&handles).map(|(o, h)| match o.each {
-        Some(_) if is_if(o.each) => {
-            quote!(match #h { ::core::option::Option::Some(h) => #results.take(h), ::core::option::Option::None => ::core::option::Option::None })
+    let takes = p.outputs.iter().zip(&handles).map(|(o, h)| {
+        let v = local("taken");
+        match shape(o.each) {
+            (None, false) => quote!(#results.take(#h)),
+            (None, true) => quote! {
+                match #h {
+                    ::core::option::Option::Some(#v) => #results.take(#v),
+                    ::core::option::Option::None => ::core::option::Option::None,
+                }
+            },
+            (Some(_), false) => quote!(#results.take_each(#h)),
+            (Some(_), true) => quote! {
+                match #h {
+                    ::core::option::Option::Some(#v) => ::core::option::Option::Some(#results.take_each(#v)),
+                    ::core::option::Option::None => ::core::option::Option::None,
+                }
+            },
         }
-        Some(_) => quote!(#results.take_each(#h)),
-        None => quote!(#results.take(#h)),
     });
 
     // The pipelines used in this one: a field of `Outputs` and `Partial` each, by binding name.
@@ -632,7 +983,10 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
 
     quote! {
         #(#attrs)*
-        #[allow(non_snake_case, unused_imports, unreachable_patterns, private_interfaces, clippy::all)]
+        #[allow(
+            non_snake_case, unused_imports, unused_mut, unused_assignments, unused_labels, unreachable_patterns,
+            private_interfaces, clippy::all
+        )]
         #vis mod #name {
             use super::*;
 
@@ -715,6 +1069,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             ) -> (__Handles, Objects) {
                 #schedule
                 let #objects_var = Objects { #(#own_names: #object_values,)* };
+                #deferred
                 (__Handles(#(#handles,)* #(#c_handles,)*), #objects_var)
             }
 
@@ -969,4 +1324,11 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             tree
         })
         .collect()
+}
+
+/// An item of a block, for the walk that builds a wave.
+#[derive(Clone, Copy)]
+enum Item {
+    Binding(usize),
+    Output(usize),
 }
