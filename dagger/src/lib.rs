@@ -106,10 +106,11 @@ pub use dagger_macros::{pipeline, pipeline_fn, step};
 pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
-        Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownStep, Nth, ObjectTypeName, OtherTypeName, Pair,
-        PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, UnknownArg,
-        ValueOfAnOutputOfAUsedPipeline, assert_step_output, assert_step_param, condition, each_key, each_pair, is_step,
-        step_arg, unknown_leaf,
+        Composable, Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownPipeline, KnownStep, Nth, ObjectTypeName,
+        OtherTypeName, OutputNamed, Pair, PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam,
+        Tuple, TypeOf, UNKNOWN_PIPELINE, UnknownArg, UnknownObject, UnknownPipeline, ValueOfAnOutputOfAUsedPipeline,
+        assert_step_output, assert_step_param, condition, each_key, each_pair, is_step, step_arg, unknown_leaf,
+        unknown_pipeline,
     };
     pub use crate::pipeline::{
         Handle, Handles, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, handle_at, restore, slots_of,

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use quote::ToTokens;
 use syn::Ident;
 
 use super::ast::Pipeline;
@@ -31,6 +32,7 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
     check_composed(p, errors);
+    check_step_names(p, errors);
     let (mut edges, composed_after) = after_edges(p, errors);
     let (values, extra) = values(p, &edges, errors);
     edges.extend(extra);
@@ -55,6 +57,29 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
         composed_after,
         levels,
         values,
+    }
+}
+
+// Rule: a step is a function, named in snake case: a name that starts with a capital letter is a type (a
+// struct, an enum), which cannot be a step. (Reported here, once, rather than by rustc once per use of the
+// type as a step.)
+fn check_step_names(p: &Pipeline, errors: &mut Errors) {
+    for b in p.bindings.iter().filter(|b| !b.pipeline) {
+        let Some(last) = b.step.path.segments.last() else {
+            continue;
+        };
+        let name = last.ident.to_string();
+        if name.starts_with(|c: char| c.is_uppercase()) {
+            let written = b.step.to_token_stream().to_string().replace(' ', "");
+            errors.push_spanned(
+                &b.step,
+                format!(
+                    "`{written}` is not a `#[step]` function: it is named like a type, and a step is a function \
+                     marked `#[step]` (`fn toolchain(…) -> Container`); call one here (a step that builds a value of \
+                     this type, for instance)"
+                ),
+            );
+        }
     }
 }
 

@@ -65,8 +65,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let composed: Vec<usize> = (0..p.bindings.len()).filter(|&j| p.bindings[j].pipeline).collect();
     let n_own = p.outputs.len();
     let first_of = |j: usize| -> TokenStream {
-        let before = composed.iter().filter(|&&k| k < j).map(|&k| &p.bindings[k].step);
-        quote!((#n_own #(+ #before::__OUTPUTS)*))
+        let before = composed.iter().filter(|&&k| k < j).map(|&k| used_type(p, k));
+        quote!((#n_own #(+ <#before as ::dagger::__private::Composable>::OUTPUTS)*))
     };
     let composed_handle = |j: usize| -> Ident {
         let name = p.bindings[j]
@@ -112,20 +112,25 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             ::dagger::__private::ExactInputs::<#step_ty::Inputs>::into_inputs((#(#args,)*))
         );
         if b.pipeline {
-            // A used pipeline: its `__compose` takes its inputs as parameters, each converted like a step's.
+            // A used pipeline: its inputs are a tuple, each converted like a step's argument.
             let handle = composed_handle(j);
             let sub = local("sub");
             let first = first_of(j);
             let label = b.pattern_text();
-            let args = b.args.iter().map(|a| {
+            let used = used_type(p, j);
+            let used = quote_spanned!(step_span=> <#used as ::dagger::__private::Composable>);
+            let args = b.args.iter().enumerate().map(|(i, a)| {
                 let span = a.span();
                 let a = clone_if_name(a, p);
-                quote_spanned!(span=> ::dagger::__private::step_arg(#a))
+                quote_spanned!(span=> ::dagger::__private::step_arg::<<#used::Inputs as ::dagger::__private::Nth<#i>>::T, _>(#a))
             });
+            let inputs = quote_spanned!(call_span=>
+                ::dagger::__private::ExactInputs::<#used::Inputs>::into_inputs((#(#args,)*))
+            );
             return quote_spanned! {call_span=>
                 let (#handle, #bname) = {
-                    let #sub = #run_var.compose(#scope, #first, &#step::__META, #label);
-                    #step::__compose(#run_var, #sub, #dag, #(#args),*)
+                    let #sub = #run_var.compose(#scope, #first, #used::meta(), #label);
+                    #used::compose(#run_var, #sub, #dag, #inputs)
                 };
                 let _ = &#bname;
             };
@@ -810,6 +815,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     }
 
     // Static metadata.
+    let after_traits = std::cell::RefCell::new(TokenStream::new());
     let meta_outputs = p.outputs.iter().enumerate().map(|(i, o)| {
         let oname = o.name.to_string();
         let target = o.target.to_string();
@@ -819,24 +825,29 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             .unwrap_or_else(|| format!("input `{target}`"));
         let leaf = o.leaf.to_string();
         let after = checked.edges.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| quote!(#a));
-        // Outputs of used pipelines: one (`after checks.log`), or all of them (`after checks`).
-        let after_one = checked
+        // Outputs of used pipelines: one (`after checks.log`, found by the name's hash), or all of them
+        // (`after checks`).
+        let after_one: Vec<TokenStream> = checked
             .composed_after
             .iter()
             .filter(|(x, _, f)| *x == i && f.is_some())
-            .filter_map(|(_, j, f)| {
-                let path = &p.bindings[*j].step;
+            .enumerate()
+            .filter_map(|(n, (_, j, f))| {
                 let first = first_of(*j);
-                f.as_ref()
-                    .map(|f| quote_spanned!(f.span()=> #first + #path::__index::#f))
-            });
+                f.as_ref().map(|f| {
+                    let (def, index) = after_field(p, i, n, *j, f);
+                    after_traits.borrow_mut().extend(def);
+                    quote_spanned!(f.span()=> #first + #index)
+                })
+            })
+            .collect();
         let after_all = checked
             .composed_after
             .iter()
             .filter(|(x, _, f)| *x == i && f.is_none())
             .map(|(_, j, _)| {
-                let (first, path) = (first_of(*j), &p.bindings[*j].step);
-                quote!((#first, #path::__OUTPUTS))
+                let (first, used) = (first_of(*j), used_type(p, *j));
+                quote!((#first, <#used as ::dagger::__private::Composable>::OUTPUTS))
             });
         // `if` blocks have one instance per output: only loops pair instances by element.
         let each = p.enclosing_loop(o.each).map_or(0, |l| l + 1);
@@ -845,6 +856,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             after_ranges: &[#(#after_all),*], each: #each
         })
     });
+    let meta_outputs: Vec<TokenStream> = meta_outputs.collect();
+    let after_traits = after_traits.into_inner();
     let fail_fast = p.fail_fast;
     let level_names = checked.levels.iter().map(|l| {
         let names = l.iter().map(|&i| p.outputs[i].name.to_string());
@@ -921,7 +934,13 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
         .iter()
         .filter_map(|&j| p.bindings[j].names().next().cloned())
         .collect();
-    let c_paths: Vec<&syn::ExprPath> = composed.iter().map(|&j| &p.bindings[j].step).collect();
+    let c_paths: Vec<TokenStream> = composed
+        .iter()
+        .map(|&j| {
+            let used = used_type(p, j);
+            quote!(<#used as ::dagger::__private::Composable>)
+        })
+        .collect();
     let c_handles: Vec<Ident> = composed.iter().map(|&j| composed_handle(j)).collect();
     let c_docs = composed.iter().map(|&j| {
         let b = &p.bindings[j];
@@ -979,13 +998,21 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     });
     let own_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
     let lookup = step_lookup(p);
+    let used_lookup = used_lookup(p);
+    let inputs_var = local("inputs");
+    let input_tys_again: Vec<Vec<&syn::Type>> = p.outputs.iter().map(|_| input_tys.clone()).collect();
+    let input_tys_again = input_tys_again.iter().map(|tys| quote!((#(#tys,)*)));
+    let name_hashes = p
+        .outputs
+        .iter()
+        .map(|o| proc_macro2::Literal::u64_suffixed(name_hash(&o.name.to_string())));
     let (objects_var, outputs_var, handles_var) = (local("objects"), local("outputs"), local("handles"));
 
     quote! {
         #(#attrs)*
         #[allow(
             non_snake_case, unused_imports, unused_mut, unused_assignments, unused_labels, unreachable_patterns,
-            private_interfaces, clippy::all
+            unreachable_code, private_interfaces, clippy::all
         )]
         #vis mod #name {
             use super::*;
@@ -1011,12 +1038,56 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 fail_fast: #fail_fast,
             };
 
-            /// The index of each output among the pipeline's own (for `after used.name` in a pipeline using
-            /// this one).
+            #used_lookup
+            #after_traits
+
+            /// This pipeline, as a pipeline using it sees it (`let used = this::run(…);`): `__P`. (Generic over
+            /// the inputs, so that inputs of types less visible than the pipeline are not a "private type in
+            /// public interface" of its `Composable` implementation.)
             #[doc(hidden)]
-            #[allow(non_upper_case_globals)]
-            pub mod __index {
-                #(pub const #own_names: usize = #indexes;)*
+            pub struct __Pipeline<I>(::core::marker::PhantomData<I>);
+
+            /// This pipeline, as a pipeline using it sees it.
+            #[doc(hidden)]
+            pub type __P = __Pipeline<(#(#input_tys,)*)>;
+
+            impl ::dagger::__private::KnownPipeline for __Pipeline<(#(#input_tys,)*)> {}
+
+            // The index of each output among the pipeline's own, by the hash of its name (`after used.name`).
+            #(
+                impl ::dagger::__private::OutputNamed<#name_hashes> for __Pipeline<#input_tys_again> {
+                    const INDEX: usize = #indexes;
+                }
+            )*
+
+            impl ::dagger::__private::Composable for __Pipeline<(#(#input_tys,)*)> {
+                type Inputs = (#(#input_tys,)*);
+                type Outputs = Outputs;
+                type Partial = Partial;
+                type Handles = __Handles;
+                type Objects = Objects;
+                const OUTPUTS: usize = __OUTPUTS;
+                fn meta() -> &'static ::dagger::__private::PipelineMeta {
+                    &__META
+                }
+                fn compose(
+                    #run_var: &mut ::dagger::__private::Run,
+                    #scope: usize,
+                    #dag: &::dagger::Query,
+                    #inputs_var: Self::Inputs,
+                ) -> (__Handles, Objects) {
+                    let (#(#input_names,)*) = #inputs_var;
+                    __schedule_into(#run_var, #scope, #dag, #(#input_names),*)
+                }
+                fn take(#handles_var: __Handles, #results: &mut ::dagger::__private::Results) -> Partial {
+                    __take(#handles_var, #results)
+                }
+                fn complete(#partial: Partial) -> ::core::result::Result<Outputs, Partial> {
+                    __complete(#partial)
+                }
+                fn partial(#outputs_var: ::core::result::Result<Outputs, Partial>) -> Partial {
+                    __partial(#outputs_var)
+                }
             }
 
             #[doc = #outputs_doc]
@@ -1042,24 +1113,12 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
 
             /// How many outputs this pipeline adds to a run: its own and those of the pipelines it uses.
             #[doc(hidden)]
-            pub const __OUTPUTS: usize = #n_own #(+ #c_paths::__OUTPUTS)*;
+            pub const __OUTPUTS: usize = #n_own #(+ #c_paths::OUTPUTS)*;
 
             /// The handles of this pipeline's outputs in a run (a struct, not a tuple alias: its field types name
             /// this module's private `__Steps`, which a signature seen from another module must not).
             #[doc(hidden)]
-            pub struct __Handles(#(pub #handle_tys,)* #(pub #c_paths::__Handles,)*);
-
-            /// Adds this pipeline's outputs to `run`, in segment `scope` (see `Run::compose`): how a pipeline
-            /// using this one (`let used = this::run(…);`) schedules it.
-            #[doc(hidden)]
-            pub fn __compose(
-                #run_var: &mut ::dagger::__private::Run,
-                #scope: usize,
-                #dag: &::dagger::Query,
-                #input_params
-            ) -> (__Handles, Objects) {
-                __schedule_into(#run_var, #scope, #dag, #(#input_names),*)
-            }
+            pub struct __Handles(#(pub #handle_tys,)* #(pub #c_paths::Handles,)*);
 
             fn __schedule_into(
                 #run_var: &mut ::dagger::__private::Run,
@@ -1081,7 +1140,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             ) -> Partial {
                 Partial {
                     #(#out_names: #takes,)*
-                    #(#c_names: #c_paths::__take(#c_handles, #results),)*
+                    #(#c_names: #c_paths::take(#c_handles, #results),)*
                 }
             }
 
@@ -1089,14 +1148,14 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             #[doc(hidden)]
             pub fn __complete(#partial: Partial) -> ::core::result::Result<Outputs, Partial> {
                 let Partial { #(#own_names,)* #(#c_names,)* } = #partial;
-                #(let #c_names = #c_paths::__complete(#c_names);)*
+                #(let #c_names = #c_paths::complete(#c_names);)*
                 match (#(#own_names,)* #(#c_names,)*) {
                     (#(#complete_own,)* #(::core::result::Result::Ok(#c_names),)*) => {
                         ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* })
                     }
                     (#(#own_names,)* #(#c_names,)*) => ::core::result::Result::Err(Partial {
                         #(#own_names,)*
-                        #(#c_names: #c_paths::__partial(#c_names),)*
+                        #(#c_names: #c_paths::partial(#c_names),)*
                     }),
                 }
             }
@@ -1107,7 +1166,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 match #outputs_var {
                     ::core::result::Result::Ok(Outputs { #(#own_names,)* #(#c_names,)* }) => Partial {
                         #(#own_names: #back_own,)*
-                        #(#c_names: #c_paths::__partial(::core::result::Result::Ok(#c_names)),)*
+                        #(#c_names: #c_paths::partial(::core::result::Result::Ok(#c_names)),)*
                     },
                     ::core::result::Result::Err(#partial) => #partial,
                 }
@@ -1165,127 +1224,258 @@ impl NewRaw for Ident {
     }
 }
 
-/// The steps named by one identifier (`toolchain`, not `ci::steps::build`), in order of first use: each is
-/// reached through `<__Steps as Pick<k>>::T`, which resolves to the `#[step]` struct when it is in scope and to
-/// a fallback struct of the same name otherwise (see `step_lookup`).
-fn single_name_steps(p: &Pipeline) -> Vec<Ident> {
-    let mut out: Vec<Ident> = Vec::new();
+/// The steps the pipeline names (`toolchain`, `ci::steps::build`), in order of first use: each is reached
+/// through `<__Steps as Pick<k>>::T`, which resolves to the `#[step]` struct when it is in scope and to a
+/// stand-in struct of the same name otherwise (see `step_lookup`).
+fn lookup_steps(p: &Pipeline) -> Vec<syn::ExprPath> {
+    let mut out: Vec<syn::ExprPath> = Vec::new();
     for b in p.bindings.iter().filter(|b| !b.pipeline) {
-        if let Some(ident) = b.step.path.get_ident()
-            && b.step.qself.is_none()
-            && !out.iter().any(|o| o == ident)
-        {
-            out.push(ident.clone());
+        if b.step.qself.is_none() && !out.iter().any(|o| same_path(o, &b.step)) {
+            out.push(b.step.clone());
         }
     }
     out
 }
 
-/// The step of binding `b` as a type: its path, or `<__Steps as Pick<k>>::T` for a single name.
+fn same_path(a: &syn::ExprPath, b: &syn::ExprPath) -> bool {
+    a.to_token_stream().to_string() == b.to_token_stream().to_string()
+}
+
+/// A path as written (`ci::steps::build`), for messages and metadata.
+fn path_text(path: &syn::Path) -> String {
+    path.to_token_stream().to_string().replace(' ', "")
+}
+
+/// The step of binding `b` as a type: `<__Steps as Pick<k>>::T` (or the path itself, for a `<T as …>` path).
 fn step_type(p: &Pipeline, b: &super::ast::Binding) -> TokenStream {
     let step = &b.step;
-    let k = step
-        .path
-        .get_ident()
-        .filter(|_| !b.pipeline && step.qself.is_none())
-        .and_then(|ident| single_name_steps(p).iter().position(|s| s == ident));
+    let k = lookup_steps(p).iter().position(|s| same_path(s, step));
     match k {
-        Some(k) => quote_spanned!(step.span()=> <__Steps as ::dagger::__private::Pick<#k>>::T),
-        None => step.to_token_stream(),
+        Some(k) if !b.pipeline => quote_spanned!(step.span()=> <__Steps as ::dagger::__private::Pick<#k>>::T),
+        _ => step.to_token_stream(),
     }
 }
 
-/// How steps named by one identifier are found: a block-scope glob import of the parent module's names
-/// (where the `#[step]` structs are) takes precedence over the pipeline module's own items, which hold a
-/// stand-in struct per name. A name that is not a `#[step]` in scope (a typo, a plain function) still
-/// resolves — to its stand-in — so the first error is the macro's own message ("is not a `#[step]` function in
-/// scope here", once per name, from `is_step`), not rustc's "cannot find type". The stand-in is a `Step` whose
-/// parameters take anything and whose output has the leaves the pipeline calls on it, so nothing else about
-/// that binding is reported.
+/// `path` as seen from a module `depth` levels below the one `pipeline!` is called in: a leading `self` or
+/// `super` moves down with it (`super::x` from the pipeline's module is `super::super::x`).
+fn path_below(path: &syn::Path, depth: usize) -> TokenStream {
+    let mut segments = path.segments.iter().peekable();
+    let mut out = TokenStream::new();
+    let supers = |n: usize| {
+        let s = (0..n).map(|_| quote!(super));
+        quote!(#(#s)::*)
+    };
+    match segments.peek().map(|s| s.ident.to_string()) {
+        Some(first) if first == "self" && path.leading_colon.is_none() => {
+            segments.next();
+            out.extend(supers(depth));
+        }
+        Some(first) if first == "super" && path.leading_colon.is_none() => {
+            out.extend(supers(depth));
+        }
+        _ => {
+            let lead = &path.leading_colon;
+            out.extend(quote!(#lead));
+            if let Some(s) = segments.next() {
+                out.extend(quote!(#s));
+            }
+        }
+    }
+    for s in segments {
+        if out.is_empty() {
+            out.extend(quote!(#s));
+        } else {
+            out.extend(quote!(::#s));
+        }
+    }
+    out
+}
+
+/// How the last name of `path` can fall back to a stand-in in a lookup module below the pipeline's (see
+/// `step_lookup`): `None` for one name (looked up from the parent's names), `Some(prefix)` for a path whose
+/// module is imported (`ci::steps` for `ci::steps::build`); `Err` when a stand-in cannot be used (the first
+/// name is the last one, or the path goes through `Self` or generics).
+fn fallback_prefix(path: &syn::Path) -> Result<Option<syn::Path>, ()> {
+    if path.segments.iter().any(|s| !s.arguments.is_none()) {
+        return Err(());
+    }
+    let n = path.segments.len();
+    if n == 1 {
+        return if path.leading_colon.is_some() {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    }
+    let first = &path.segments[0].ident;
+    let last = &path.segments[n - 1].ident;
+    if first == last {
+        return Err(());
+    }
+    let mut prefix = path.clone();
+    prefix.segments.pop();
+    prefix.segments.pop_punct();
+    Ok(Some(prefix))
+}
+
+/// The stand-in for a step that is not a `#[step]` in scope: a `Step` whose parameters take anything and
+/// whose output has the leaves the pipeline calls on it, so nothing else about its bindings is reported.
+fn stand_in_step(p: &Pipeline, path: &syn::ExprPath, name: &Ident, vis: TokenStream) -> TokenStream {
+    let users: Vec<&super::ast::Binding> = p
+        .bindings
+        .iter()
+        .filter(|b| !b.pipeline && same_path(&b.step, path))
+        .collect();
+    let arity = users.first().map_or(0, |b| b.args.len());
+    let params = (0..arity).map(|_| quote!(::dagger::__private::UnknownArg));
+    let name_str = name.to_string();
+    // The leaves the pipeline calls on bindings of this step, with as many arguments as it passes.
+    let mut leaves: Vec<(Ident, usize)> = Vec::new();
+    for o in &p.outputs {
+        let made_here = p
+            .binding(&o.target.to_string())
+            .is_some_and(|(_, b)| users.iter().any(|u| std::ptr::eq(*u, b)));
+        if made_here && !leaves.iter().any(|(l, _)| *l == o.leaf) {
+            leaves.push((o.leaf.clone(), o.args.len()));
+        }
+    }
+    let methods = leaves.iter().map(|(leaf, n)| {
+        let tys: Vec<Ident> = (0..*n).map(|i| quote::format_ident!("A{}", i)).collect();
+        quote! {
+            #vis fn #leaf<#(#tys),*>(&self, #(_: #tys),*) -> ::dagger::Leaf<::std::string::String> {
+                ::dagger::__private::unknown_leaf()
+            }
+        }
+    });
+    let mut traits: Vec<Ident> = Vec::new();
+    for (leaf, _) in &leaves {
+        let text = leaf.to_string();
+        let base = Ident::new_raw_or_plain(text.strip_suffix("_opts").unwrap_or(&text), leaf.span());
+        if !traits.contains(&base) {
+            traits.push(base);
+        }
+    }
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #name {}
+
+        #[allow(dead_code)]
+        impl #name {
+            #(#methods)*
+        }
+
+        // (Never recommended in messages: the stand-in exists only for misspelled names.)
+        #[diagnostic::do_not_recommend]
+        impl ::dagger::__private::Step for #name {
+            type Inputs = (#(#params,)*);
+            type Output = #name;
+            const NAME: &'static str = #name_str;
+            const DOC: &'static str = "";
+            const PARAMS: &'static [&'static str] = &[];
+            const ARITY: usize = #arity;
+            fn call(_: &::dagger::Query, _: Self::Inputs) -> Self::Output {
+                #name {}
+            }
+        }
+
+        #(
+            #[diagnostic::do_not_recommend]
+            impl ::dagger::__private::leaves::#traits for #name {
+                type Output = ::std::string::String;
+            }
+            #[diagnostic::do_not_recommend]
+            impl ::dagger::__private::has::#traits for #name {}
+        )*
+    }
+}
+
+/// How the steps are found. A step named by one identifier: a block-scope glob import of the parent module's
+/// names (where the `#[step]` structs are) takes precedence over the pipeline module's own items, which hold
+/// a stand-in struct per name. A step named by a path (`ci::steps::build`): in a module of its own holding a
+/// stand-in named like its last name, a block imports the path's module (`use ci::steps::*;`), whose items
+/// take precedence over that stand-in. A name that is not a `#[step]` in scope (a typo, a plain function)
+/// still resolves — to its stand-in — so the one error is the macro's own message ("is not a `#[step]`
+/// function in scope here", once per name), not rustc's "cannot find type". (A path whose module itself does
+/// not exist still gets rustc's error: an import cannot fall back.)
 fn step_lookup(p: &Pipeline) -> TokenStream {
-    let names = single_name_steps(p);
+    let steps = lookup_steps(p);
     let mut out = TokenStream::new();
     let mut picks = TokenStream::new();
-    for (k, name) in names.iter().enumerate() {
-        let users: Vec<&super::ast::Binding> = p
+    for (k, path) in steps.iter().enumerate() {
+        let check_span = p
             .bindings
             .iter()
-            .filter(|b| !b.pipeline && b.step.qself.is_none() && b.step.path.get_ident() == Some(name))
-            .collect();
-        let arity = users.first().map_or(0, |b| b.args.len());
-        let params = (0..arity).map(|_| quote!(::dagger::__private::UnknownArg));
-        let name_str = name.to_string();
-        // The leaves the pipeline calls on bindings of this step, with as many arguments as it passes.
-        let mut leaves: Vec<(Ident, usize)> = Vec::new();
-        for o in &p.outputs {
-            let made_here = p
-                .binding(&o.target.to_string())
-                .is_some_and(|(_, b)| users.iter().any(|u| std::ptr::eq(*u, b)));
-            if made_here && !leaves.iter().any(|(l, _)| *l == o.leaf) {
-                leaves.push((o.leaf.clone(), o.args.len()));
+            .find(|b| !b.pipeline && same_path(&b.step, path))
+            .map_or_else(Span::call_site, |b| b.step.span());
+        let Some(last) = path.path.segments.last().map(|s| s.ident.clone()) else {
+            continue;
+        };
+        match fallback_prefix(&path.path) {
+            Ok(None) => {
+                out.extend(stand_in_step(p, path, &last, quote!()));
+                let check = quote_spanned!(check_span=>
+                    ::dagger::__private::is_step::<<__Steps as ::dagger::__private::Pick<#k>>::T>();
+                );
+                out.extend(quote! {
+                    const _: () = {
+                        #[allow(dead_code)]
+                        fn __check() {
+                            #check
+                        }
+                    };
+                });
+                picks.extend(quote!(impl ::dagger::__private::Pick<#k> for __Steps { type T = #last; }));
+            }
+            Ok(Some(prefix)) => {
+                let module = Ident::new(&format!("__step_{k}"), Span::call_site());
+                let stand_in = stand_in_step(p, path, &last, quote!(pub));
+                let prefix = path_below(&prefix, 2);
+                out.extend(quote! {
+                    #[allow(non_snake_case, unused_imports, dead_code)]
+                    mod #module {
+                        use super::*;
+                        #stand_in
+                        const _: () = {
+                            use #prefix::*;
+                            impl ::dagger::__private::Pick<#k> for super::__Steps { type T = #last; }
+                        };
+                    }
+                });
+                // The message names the path as written.
+                let text = path_text(&path.path);
+                let message = format!("`{text}` is not a `#[step]` function in scope here");
+                let check_trait = Ident::new(&format!("__IsStep{k}"), Span::call_site());
+                let ty = spanning_path(quote!(<__Steps as ::dagger::__private::Pick<#k>>::T), &path.path);
+                let check = quote_spanned!(check_span=> __is::<#ty>(););
+                out.extend(quote! {
+                    #[diagnostic::on_unimplemented(
+                        message = #message,
+                        label = "no `#[step]` function of this name",
+                        note = "add `#[step]` to the function, call a function that has it, or check the path: a step must \
+                                be in scope where the pipeline is"
+                    )]
+                    trait #check_trait {}
+                    #[diagnostic::do_not_recommend]
+                    impl<T: ::dagger::__private::KnownStep> #check_trait for T {}
+                    const _: () = {
+                        #[allow(dead_code)]
+                        fn __check() {
+                            fn __is<T: #check_trait>() {}
+                            #check
+                        }
+                    };
+                });
+            }
+            Err(()) => {
+                let direct = path_below(&path.path, 1);
+                out.extend(quote! {
+                    const _: () = {
+                        impl ::dagger::__private::Pick<#k> for __Steps { type T = #direct; }
+                    };
+                });
             }
         }
-        let methods = leaves.iter().map(|(leaf, n)| {
-            let tys: Vec<Ident> = (0..*n).map(|i| quote::format_ident!("A{}", i)).collect();
-            quote! {
-                fn #leaf<#(#tys),*>(&self, #(_: #tys),*) -> ::dagger::Leaf<::std::string::String> {
-                    ::dagger::__private::unknown_leaf()
-                }
-            }
-        });
-        let mut traits: Vec<Ident> = Vec::new();
-        for (leaf, _) in &leaves {
-            let text = leaf.to_string();
-            let base = Ident::new_raw_or_plain(text.strip_suffix("_opts").unwrap_or(&text), leaf.span());
-            if !traits.contains(&base) {
-                traits.push(base);
-            }
-        }
-        let check_span = users.first().map_or_else(Span::call_site, |b| b.step.span());
-        let check = quote_spanned!(check_span=>
-            ::dagger::__private::is_step::<<__Steps as ::dagger::__private::Pick<#k>>::T>();
-        );
-        out.extend(quote! {
-            #[doc(hidden)]
-            #[allow(non_camel_case_types, dead_code)]
-            struct #name {}
-
-            #[allow(dead_code)]
-            impl #name {
-                #(#methods)*
-            }
-
-            // (Never recommended in messages: the stand-in exists only for misspelled names.)
-            #[diagnostic::do_not_recommend]
-            impl ::dagger::__private::Step for #name {
-                type Inputs = (#(#params,)*);
-                type Output = #name;
-                const NAME: &'static str = #name_str;
-                const DOC: &'static str = "";
-                const PARAMS: &'static [&'static str] = &[];
-                const ARITY: usize = #arity;
-                fn call(_: &::dagger::Query, _: Self::Inputs) -> Self::Output {
-                    #name {}
-                }
-            }
-
-            #(
-                #[diagnostic::do_not_recommend]
-                impl ::dagger::__private::leaves::#traits for #name {
-                    type Output = ::std::string::String;
-                }
-                #[diagnostic::do_not_recommend]
-                impl ::dagger::__private::has::#traits for #name {}
-            )*
-
-            const _: () = {
-                #[allow(dead_code)]
-                fn __check() {
-                    #check
-                }
-            };
-        });
-        picks.extend(quote!(impl ::dagger::__private::Pick<#k> for __Steps { type T = #name; }));
     }
     quote! {
         #[doc(hidden)]
@@ -1298,6 +1488,211 @@ fn step_lookup(p: &Pipeline) -> TokenStream {
     }
 }
 
+/// FNV-1a: the hash of an output's name, which `OutputNamed` is keyed by (the same in every expansion).
+fn name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The used pipeline of binding `j`, as a type: `<__Used as Pick<c>>::T`, the `__P` of its module or a
+/// stand-in (see `used_lookup`).
+fn used_type(p: &Pipeline, j: usize) -> TokenStream {
+    let c = p.bindings[..j].iter().filter(|b| b.pipeline).count();
+    let span = p.bindings[j].step.span();
+    quote_spanned!(span=> <__Used as ::dagger::__private::Pick<#c>>::T)
+}
+
+/// How the pipelines used in this one are found, as `step_lookup` finds steps: the `__P` type of the
+/// module named (`lint::__P`), or a stand-in module of the same name whose `__P` takes any
+/// inputs and has every output, so the one error for a name that is not a pipeline is the macro's own. Also
+/// the per-site checks of `after checks.name`.
+fn used_lookup(p: &Pipeline) -> TokenStream {
+    let mut out = TokenStream::new();
+    let composed: Vec<usize> = (0..p.bindings.len()).filter(|&j| p.bindings[j].pipeline).collect();
+    for (c, &j) in composed.iter().enumerate() {
+        let b = &p.bindings[j];
+        let path = &b.step.path;
+        let span = b.step.span();
+        let Some(last) = path.segments.last().map(|s| s.ident.clone()) else {
+            continue;
+        };
+        let bname = b.pattern_text();
+        // The objects of the used pipeline that arguments take (`checks.ready`): fields of the stand-in.
+        let mut fields: Vec<Ident> = Vec::new();
+        let args = p
+            .bindings
+            .iter()
+            .flat_map(|b| &b.args)
+            .chain(p.outputs.iter().flat_map(|o| &o.args));
+        for a in args {
+            for (base, field) in super::names::fields(a) {
+                if base == bname && !fields.contains(&field) {
+                    fields.push(field);
+                }
+            }
+        }
+        let arity = b.args.len();
+        let params = (0..arity).map(|_| quote!(::dagger::__private::UnknownArg));
+        let clone_body = match fields.first() {
+            Some(f) => quote!(match self.#f {}),
+            None => quote!(Objects {}),
+        };
+        let stand_in = quote! {
+            pub(super) mod #last {
+                pub struct __P;
+                #[derive(Debug)]
+                pub struct Objects {
+                    #(pub #fields: ::dagger::__private::UnknownObject,)*
+                }
+                impl ::core::clone::Clone for Objects {
+                    fn clone(&self) -> Self {
+                        #clone_body
+                    }
+                }
+                impl ::dagger::__private::Composable for __P {
+                    type Inputs = (#(#params,)*);
+                    type Outputs = ::dagger::__private::UnknownPipeline;
+                    type Partial = ::dagger::__private::UnknownPipeline;
+                    type Handles = ();
+                    type Objects = Objects;
+                    const OUTPUTS: usize = 0;
+                    fn meta() -> &'static ::dagger::__private::PipelineMeta {
+                        &::dagger::__private::UNKNOWN_PIPELINE
+                    }
+                    fn compose(
+                        _: &mut ::dagger::__private::Run,
+                        _: usize,
+                        _: &::dagger::Query,
+                        _: Self::Inputs,
+                    ) -> ((), Objects) {
+                        ::dagger::__private::unknown_pipeline()
+                    }
+                    fn take(_: (), _: &mut ::dagger::__private::Results) -> Self::Partial {
+                        ::dagger::__private::UnknownPipeline
+                    }
+                    fn complete(partial: Self::Partial) -> ::core::result::Result<Self::Outputs, Self::Partial> {
+                        ::core::result::Result::Ok(partial)
+                    }
+                    fn partial(outputs: ::core::result::Result<Self::Outputs, Self::Partial>) -> Self::Partial {
+                        match outputs {
+                            ::core::result::Result::Ok(p) | ::core::result::Result::Err(p) => p,
+                        }
+                    }
+                }
+                impl<const H: u64> ::dagger::__private::OutputNamed<H> for __P {
+                    const INDEX: usize = 0;
+                }
+            }
+        };
+        let module = Ident::new(&format!("__used_{c}"), Span::call_site());
+        let pick = |ty: TokenStream| quote!(impl ::dagger::__private::Pick<#c> for super::__Used { type T = #ty; });
+        out.extend(match fallback_prefix(path) {
+            Ok(None) => {
+                let p = pick(quote!(#last::__P));
+                quote! {
+                    #[allow(non_snake_case, unused_imports, dead_code)]
+                    mod #module {
+                        #stand_in
+                        const _: () = {
+                            use super::super::*;
+                            #p
+                        };
+                    }
+                }
+            }
+            Ok(Some(prefix)) => {
+                let prefix = path_below(&prefix, 2);
+                let p = pick(quote!(#last::__P));
+                quote! {
+                    #[allow(non_snake_case, unused_imports, dead_code)]
+                    mod #module {
+                        use super::*;
+                        #stand_in
+                        const _: () = {
+                            use #prefix::*;
+                            #p
+                        };
+                    }
+                }
+            }
+            Err(()) => {
+                let direct = path_below(path, 1);
+                quote! {
+                    const _: () = {
+                        impl ::dagger::__private::Pick<#c> for __Used { type T = #direct::__P; }
+                    };
+                }
+            }
+        });
+        // Rule: a used pipeline is a `pipeline!` in scope (checked by type, with the path as written).
+        let text = path_text(path);
+        let message = format!("`{text}` is not a pipeline in scope here");
+        let check_trait = Ident::new(&format!("__IsPipeline{c}"), Span::call_site());
+        let ty = spanning_path(used_type(p, j), path);
+        let check = quote_spanned!(span=> __is::<#ty>(););
+        out.extend(quote! {
+            #[diagnostic::on_unimplemented(
+                message = #message,
+                label = "no `pipeline!` of this name",
+                note = "a pipeline is used by the name of the module its `pipeline!` declares, followed by `::run`: \
+                        `let checks = lint::run(…);`; check the name, and that the pipeline is in scope where this \
+                        one is"
+            )]
+            trait #check_trait {}
+            #[diagnostic::do_not_recommend]
+            impl<T: ::dagger::__private::KnownPipeline> #check_trait for T {}
+            const _: () = {
+                #[allow(dead_code)]
+                fn __check() {
+                    fn __is<T: #check_trait>() {}
+                    #check
+                }
+            };
+        });
+    }
+    if composed.is_empty() {
+        return out;
+    }
+    quote! {
+        #[doc(hidden)]
+        struct __Used;
+        #out
+    }
+}
+
+/// The trait that checks `after checks.field` (output `o`'s `n`-th such name) and gives the index of that
+/// output, and its use: `(definition, index expression)`.
+fn after_field(p: &Pipeline, o: usize, n: usize, j: usize, field: &Ident) -> (TokenStream, TokenStream) {
+    let b = &p.bindings[j];
+    let bname = b.pattern_text();
+    let text = path_text(&b.step.path);
+    let hash = proc_macro2::Literal::u64_suffixed(name_hash(&field.to_string()));
+    let message = format!("`{bname}.{field}`: the pipeline used as `{bname}` (`{text}`) has no output `{field}`");
+    let label = format!("not an output of `{text}`");
+    let note = format!(
+        "`after {bname}.name` waits for one output of the pipeline used as `{bname}`: one of the fields of \
+         `{text}::Outputs` (`after {bname}` waits for all of them)"
+    );
+    let check_trait = Ident::new(&format!("__After{o}x{n}"), Span::call_site());
+    let def = quote! {
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        trait #check_trait {
+            const INDEX: usize;
+        }
+        #[diagnostic::do_not_recommend]
+        impl<T: ::dagger::__private::OutputNamed<#hash>> #check_trait for T {
+            const INDEX: usize = <T as ::dagger::__private::OutputNamed<#hash>>::INDEX;
+        }
+    };
+    let ty = respan(used_type(p, j), field.span());
+    let index = quote_spanned!(field.span()=> <#ty as #check_trait>::INDEX);
+    (def, index)
+}
+
 /// The type of the binding `name` made by `b`: the step's output, or its element for a tuple.
 fn binding_ty(p: &Pipeline, b: &super::ast::Binding, name: &str) -> TokenStream {
     let step = &b.step;
@@ -1307,6 +1702,18 @@ fn binding_ty(p: &Pipeline, b: &super::ast::Binding, name: &str) -> TokenStream 
         Some(i) => quote_spanned!(step.span()=> <#output as ::dagger::__private::Element<#i>>::T),
         None => output,
     }
+}
+
+/// `tokens` spanning all of `path` in errors: the first token on its first name, the last on its last name
+/// (rustc underlines from one to the other).
+fn spanning_path(tokens: TokenStream, path: &syn::Path) -> TokenStream {
+    let first = path.segments.first().map_or_else(Span::call_site, |s| s.ident.span());
+    let last = path.segments.last().map_or(first, |s| s.ident.span());
+    let mut trees: Vec<proc_macro2::TokenTree> = respan(tokens, first).into_iter().collect();
+    if let Some(t) = trees.last_mut() {
+        t.set_span(last);
+    }
+    trees.into_iter().collect()
 }
 
 /// `tokens` with every span replaced by `span`.
