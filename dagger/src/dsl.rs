@@ -413,6 +413,8 @@ pub trait Composable {
     type Objects;
     /// How many outputs it adds to a run (its own and those of the pipelines it uses).
     const OUTPUTS: usize;
+    /// Its graph (the module's `GRAPH`).
+    const GRAPH: &'static crate::Graph;
     /// What `pipeline!` recorded about it.
     fn meta() -> &'static crate::pipeline::PipelineMeta;
     /// Adds its outputs to `run`, in segment `scope`.

@@ -1398,3 +1398,54 @@ async fn a_failed_element_value_skips_only_that_elements_steps() {
         "{sent:#?}"
     );
 }
+
+#[test]
+fn graphs_draw_every_shape_as_mermaid_and_dot() {
+    // The quickstart: levels of `after`, a value feeding a step (a second wave).
+    let quickstart = &examples::quickstart_dsl::quickstart::GRAPH;
+    insta::assert_snapshot!("graph_quickstart_mermaid", quickstart.mermaid());
+    insta::assert_snapshot!("graph_quickstart_dot", quickstart.dot());
+    // Loops, an `if` on a loop variable inside a loop, a loop inside an `if`.
+    insta::assert_snapshot!("graph_targets_mermaid", targets::GRAPH.mermaid());
+    insta::assert_snapshot!("graph_targets_dot", targets::GRAPH.dot());
+    // A value per element feeding that element's steps.
+    insta::assert_snapshot!("graph_per_version_mermaid", per_version::GRAPH.mermaid());
+    // A step returning a tuple, config values, a step in another module.
+    insta::assert_snapshot!("graph_configured_build_mermaid", configured_build::GRAPH.mermaid());
+    let fan = fan_out::GRAPH.mermaid();
+    assert!(fan.contains(r#"b4["summary = steps::report(…)"]:::step"#), "{fan}");
+}
+
+#[test]
+fn a_graph_names_what_the_macro_knows() {
+    let g = &diamond::GRAPH;
+    assert_eq!(g.name, "diamond");
+    assert_eq!(g.inputs.len(), 2);
+    assert_eq!(g.inputs[0].ty, "Directory");
+    let image_ref = g.outputs.iter().find(|o| o.name == "image_ref").expect("image_ref");
+    assert_eq!((image_ref.level, image_ref.wave), (3, 1));
+    let after: Vec<(&str, &str)> = g
+        .edges
+        .iter()
+        .filter(|e| e.kind == dagger::graph::EdgeKind::After)
+        .map(|e| (e.from, e.to))
+        .collect();
+    assert!(after.contains(&("test_log", "image_ref")), "{after:?}");
+    let t = &targets::GRAPH;
+    // `for (target, publish) in targets`, `if publish` in it, `if nightly`, `for version in versions` in it.
+    assert_eq!(t.blocks.len(), 4);
+    assert!(matches!(
+        t.blocks[1].kind,
+        dagger::graph::GraphBlockKind::If { negated: false }
+    ));
+    assert_eq!((t.blocks[1].input, t.blocks[1].parent), ("publish", Some(0)));
+    assert_eq!((t.blocks[2].input, t.blocks[2].parent), ("nightly", None));
+    assert_eq!((t.blocks[3].input, t.blocks[3].parent), ("versions", Some(2)));
+    assert_eq!(t.blocks[0].input, "targets");
+    let v = &per_version::GRAPH;
+    assert!(
+        v.edges
+            .iter()
+            .any(|e| (e.from, e.to, e.kind) == ("reported", "img", dagger::graph::EdgeKind::Value))
+    );
+}

@@ -999,6 +999,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
     let own_names: Vec<&Ident> = p.outputs.iter().map(|o| &o.name).collect();
     let lookup = step_lookup(p);
     let used_lookup = used_lookup(p);
+    let graph = graph(p, checked);
     let inputs_var = local("inputs");
     let input_tys_again: Vec<Vec<&syn::Type>> = p.outputs.iter().map(|_| input_tys.clone()).collect();
     let input_tys_again = input_tys_again.iter().map(|tys| quote!((#(#tys,)*)));
@@ -1028,6 +1029,8 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
             /// Output names by depth of `after` edges: level 1 waits for nothing, level n + 1 waits for
             /// outputs of levels up to n. Requests follow dependencies, not levels (see `plan`).
             pub const LEVELS: &[&[&str]] = &[#(#level_names),*];
+            /// The pipeline's graph: `GRAPH.mermaid()` and `GRAPH.dot()` draw it.
+            pub static GRAPH: ::dagger::Graph = #graph;
 
             #lookup
 
@@ -1067,6 +1070,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 type Handles = __Handles;
                 type Objects = Objects;
                 const OUTPUTS: usize = __OUTPUTS;
+                const GRAPH: &'static ::dagger::Graph = &GRAPH;
                 fn meta() -> &'static ::dagger::__private::PipelineMeta {
                     &__META
                 }
@@ -1560,6 +1564,7 @@ fn used_lookup(p: &Pipeline) -> TokenStream {
                     type Handles = ();
                     type Objects = Objects;
                     const OUTPUTS: usize = 0;
+                    const GRAPH: &'static ::dagger::Graph = &::dagger::__private::UNKNOWN_GRAPH;
                     fn meta() -> &'static ::dagger::__private::PipelineMeta {
                         &::dagger::__private::UNKNOWN_PIPELINE
                     }
@@ -1738,4 +1743,179 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 enum Item {
     Binding(usize),
     Output(usize),
+}
+
+/// A type as written, with rustfmt's spacing (`Vec<String>`, `BTreeMap<String, bool>`, `&'static str`).
+fn type_text(ty: &syn::Type) -> String {
+    let raw = ty.to_token_stream().to_string();
+    let mut out = raw
+        .replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" ::", "::")
+        .replace(" < ", "<")
+        .replace("< ", "<")
+        .replace(" <", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace("& ", "&")
+        .replace("( ", "(")
+        .replace(" )", ")")
+        .replace("[ ", "[")
+        .replace(" ]", "]")
+        .replace(" ;", ";");
+    while out.contains("> >") {
+        out = out.replace("> >", ">>");
+    }
+    out
+}
+
+/// The `GRAPH` static of a pipeline (see `dagger::Graph`).
+fn graph(p: &Pipeline, checked: &Checked) -> TokenStream {
+    let vals = &checked.values;
+    let name = p.name.to_string();
+    let inputs = p.inputs.iter().map(|i| {
+        let (n, ty) = (i.name.to_string(), type_text(&i.ty));
+        quote!(::dagger::graph::GraphInput { name: #n, ty: #ty })
+    });
+    let opt = |x: Option<usize>| match x {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    // The names an argument uses (`checks.ready` for an object of a used pipeline).
+    let arg_names = |a: &Expr| -> Vec<String> {
+        let fields = super::names::fields(a);
+        let mut out: Vec<String> = Vec::new();
+        for u in super::names::mentions(a) {
+            let text = u.to_string();
+            if !p.is_name(&text) {
+                continue;
+            }
+            let dotted: Vec<String> = fields
+                .iter()
+                .filter(|(base, _)| *base == text && p.binding(&text).is_some_and(|(_, b)| b.pipeline))
+                .map(|(base, f)| format!("{base}.{f}"))
+                .collect();
+            let names = if dotted.is_empty() { vec![text] } else { dotted };
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    };
+    let is_value = |n: &str| p.binding(n).is_none() && p.input(n).is_none() && p.output(n).is_some();
+    let mut edges: Vec<(String, String, &str)> = Vec::new();
+    let bindings: Vec<TokenStream> = p
+        .bindings
+        .iter()
+        .enumerate()
+        .map(|(j, b)| {
+            let names: Vec<String> = b
+                .names
+                .iter()
+                .map(|n| n.as_ref().map_or_else(|| "_".to_owned(), ToString::to_string))
+                .collect();
+            let mut step = path_text(&b.step.path);
+            if b.pipeline {
+                step.push_str("::run");
+            }
+            let args: Vec<Vec<String>> = b.args.iter().map(&arg_names).collect();
+            if !b.pipeline
+                && let Some(first) = b.names().next()
+            {
+                for n in args.iter().flatten() {
+                    let kind = if is_value(n) { "Value" } else { "Data" };
+                    edges.push((n.clone(), first.to_string(), kind));
+                }
+            }
+            let args = args.iter().map(|a| quote!(&[#(#a),*]));
+            let tuple = b.tuple;
+            let block = opt(b.each);
+            let wave = vals.binding_stage[j] + 1;
+            let pipeline = if b.pipeline {
+                let used = used_type(p, j);
+                quote!(::core::option::Option::Some(<#used as ::dagger::__private::Composable>::GRAPH))
+            } else {
+                quote!(::core::option::Option::None)
+            };
+            quote!(::dagger::graph::GraphBinding {
+                names: &[#(#names),*], tuple: #tuple, step: #step, args: &[#(#args),*], block: #block,
+                wave: #wave, pipeline: #pipeline
+            })
+        })
+        .collect();
+    let outputs: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let (n, target, leaf) = (o.name.to_string(), o.target.to_string(), o.leaf.to_string());
+            edges.push((target.clone(), n.clone(), "Data"));
+            for u in o.args.iter().flat_map(&arg_names) {
+                let kind = if is_value(&u) { "Value" } else { "Data" };
+                edges.push((u, n.clone(), kind));
+            }
+            for a in &o.after {
+                let a = a.to_string();
+                // An output, or a used pipeline (all of its outputs: drawn from its subgraph).
+                if p.output(&a).is_some() || p.binding(&a).is_some_and(|(_, b)| b.pipeline) {
+                    edges.push((a, n.clone(), "After"));
+                } else {
+                    for other in p.outputs.iter().filter(|x| x.target == a && x.name != o.name) {
+                        edges.push((other.name.to_string(), n.clone(), "After"));
+                    }
+                }
+            }
+            for (b, f) in &o.after_fields {
+                edges.push((format!("{b}.{f}"), n.clone(), "After"));
+            }
+            let block = opt(o.each);
+            let level = checked.levels.iter().position(|l| l.contains(&i)).map_or(1, |l| l + 1);
+            let wave = vals.output_stage[i] + 1;
+            let args = o.args.len();
+            quote!(::dagger::graph::GraphOutput {
+                name: #n, target: #target, leaf: #leaf, args: #args, block: #block, level: #level, wave: #wave
+            })
+        })
+        .collect();
+    let blocks = p.loops.iter().map(|l| {
+        let input = l.input.to_string();
+        let parent = opt(l.parent);
+        let kind = match (l.cond, &l.value) {
+            (Some(negated), _) => quote!(::dagger::graph::GraphBlockKind::If { negated: #negated }),
+            (None, value) => {
+                let key = l.key.to_string();
+                let value = match value {
+                    Some(v) => {
+                        let v = v.to_string();
+                        quote!(::core::option::Option::Some(#v))
+                    }
+                    None => quote!(::core::option::Option::None),
+                };
+                quote!(::dagger::graph::GraphBlockKind::For { key: #key, value: #value })
+            }
+        };
+        quote!(::dagger::graph::GraphBlock { kind: #kind, input: #input, parent: #parent })
+    });
+    let mut seen: Vec<(String, String, &str)> = Vec::new();
+    for e in edges {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    let edges = seen.iter().map(|(from, to, kind)| {
+        let kind = Ident::new(kind, Span::call_site());
+        quote!(::dagger::graph::GraphEdge { from: #from, to: #to, kind: ::dagger::graph::EdgeKind::#kind })
+    });
+    quote! {
+        ::dagger::Graph {
+            name: #name,
+            inputs: &[#(#inputs),*],
+            bindings: &[#(#bindings),*],
+            outputs: &[#(#outputs),*],
+            blocks: &[#(#blocks),*],
+            edges: &[#(#edges),*],
+        }
+    }
 }
