@@ -42,6 +42,26 @@ fn expansion_of_the_ci_pipeline() {
 }
 
 #[test]
+fn expansion_of_a_loop_whose_values_feed_its_steps() {
+    // Wave 0 reserves every element's `image_refs`; wave 1 walks the loop again, finds each element's `tc`
+    // (saved by element) and value, and builds what they allow.
+    let input = quote! {
+        pub per_version(src: Directory, versions: Vec<String>, publish_all: bool) {
+            for version in versions {
+                let tc = toolchain_for(src, version);
+                out reported = tc.stdout();
+                if publish_all {
+                    let img = tagged(tc, reported);
+                    out image_refs = img.publish(version);
+                }
+            }
+        }
+    };
+    let expanded = crate::pipeline::expand(input);
+    insta::assert_snapshot!(rustfmt(&expanded.to_string()));
+}
+
+#[test]
 fn expansion_of_a_step() {
     let item = quote! {
         /// A toolchain with the sources mounted.

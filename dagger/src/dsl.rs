@@ -396,3 +396,79 @@ impl<A> IntoStepArg<UnknownArg> for A {
 pub fn unknown_leaf() -> crate::Leaf<String> {
     Query::detached().version()
 }
+
+/// A pipeline, as a pipeline using it (`let checks = lint::run(…);`) sees it: `pipeline!` implements it for
+/// the hidden `__Pipeline` type of every pipeline module, and the using pipeline reaches it by type, so a
+/// module name that is not a pipeline gets one readable error (see [`KnownPipeline`]).
+pub trait Composable {
+    /// The inputs, as a tuple in declaration order.
+    type Inputs;
+    /// The pipeline's `Outputs` struct.
+    type Outputs: std::fmt::Debug;
+    /// The pipeline's `Partial` struct.
+    type Partial: std::fmt::Debug + Default;
+    /// The handles of its outputs in a run.
+    type Handles;
+    /// The objects of its `sync` outputs (`checks.ready`).
+    type Objects;
+    /// How many outputs it adds to a run (its own and those of the pipelines it uses).
+    const OUTPUTS: usize;
+    /// Its graph (the module's `GRAPH`).
+    const GRAPH: &'static crate::Graph;
+    /// What `pipeline!` recorded about it.
+    fn meta() -> &'static crate::pipeline::PipelineMeta;
+    /// Adds its outputs to `run`, in segment `scope`.
+    fn compose(
+        run: &mut crate::pipeline::Run,
+        scope: usize,
+        dag: &Query,
+        inputs: Self::Inputs,
+    ) -> (Self::Handles, Self::Objects);
+    /// The values of its outputs behind `handles`, as far as they finished.
+    fn take(handles: Self::Handles, results: &mut crate::pipeline::Results) -> Self::Partial;
+    /// `Outputs` when every output finished, else the `Partial` back.
+    fn complete(partial: Self::Partial) -> Result<Self::Outputs, Self::Partial>;
+    /// `Outputs` as a `Partial`, or the `Partial` itself.
+    fn partial(outputs: Result<Self::Outputs, Self::Partial>) -> Self::Partial;
+}
+
+/// Implemented by the `__Pipeline` type of every `pipeline!`: what a pipeline using another checks its
+/// name against (with a message of its own, naming the module it looked for).
+pub trait KnownPipeline {}
+
+/// Output number `INDEX` of a pipeline is named by the hash `H` of its name (see `pipeline!`'s expansion):
+/// how `after checks.log` finds `log` among the outputs of the pipeline used as `checks`, with a readable
+/// error when there is no such output.
+pub trait OutputNamed<const H: u64> {
+    /// The output's index among the pipeline's own.
+    const INDEX: usize;
+}
+
+/// What an object of a pipeline `pipeline!` could not find is (`checks.ready`): it converts to any step
+/// parameter, so the only error is the one naming the pipeline. It has no values: code holding one is never
+/// built, as the pipeline naming it does not compile.
+#[derive(Debug)]
+pub enum UnknownObject {}
+
+impl<T: Clone> IntoStepArg<T> for UnknownObject {
+    fn into_step_arg(self) -> T {
+        match self {}
+    }
+}
+
+/// The `Outputs` and `Partial` of a pipeline `pipeline!` could not find.
+#[derive(Debug, Default)]
+pub struct UnknownPipeline;
+
+/// The description of a pipeline `pipeline!` could not find.
+pub static UNKNOWN_PIPELINE: crate::pipeline::PipelineMeta = crate::pipeline::PipelineMeta {
+    name: "unknown",
+    outputs: &[],
+    fail_fast: false,
+};
+
+/// What the stand-in for a pipeline `pipeline!` could not find returns from `compose`: never called, as a
+/// pipeline naming it does not compile (its one error says the name is not a pipeline in scope).
+pub fn unknown_pipeline<T>() -> T {
+    unreachable!("a pipeline using an unknown pipeline does not compile")
+}

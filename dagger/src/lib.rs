@@ -84,6 +84,7 @@ mod core;
 mod dsl;
 mod engineconn;
 mod error;
+pub mod graph;
 mod logs;
 mod pipeline;
 pub mod querybuilder;
@@ -94,6 +95,7 @@ pub use api::*;
 pub use connection::{Connection, ConnectionBuilder, connect};
 pub use core::{BoxFuture, FromResponse, Leaf, Object, ToValue};
 pub use error::{Error, ExecError, SessionError};
+pub use graph::Graph;
 pub use logs::{LogSink, StderrLogs};
 pub use pipeline::{AnyPartial, OutputFailure, PipelineError, Plan, PlanDocument};
 pub use scalars::{Id, Json, Platform};
@@ -106,13 +108,18 @@ pub use dagger_macros::{pipeline, pipeline_fn, step};
 pub mod __private {
     pub use crate::api::{has, leaves};
     pub use crate::dsl::{
-        Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownStep, Nth, ObjectTypeName, OtherTypeName, Pair,
-        PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam, Tuple, TypeOf, UnknownArg,
-        ValueOfAnOutputOfAUsedPipeline, assert_step_output, assert_step_param, condition, each_key, each_pair, is_step,
-        step_arg, unknown_leaf,
+        Composable, Condition, Element, ExactInputs, IntoStepArg, KeyOf, KnownPipeline, KnownStep, Nth, ObjectTypeName,
+        OtherTypeName, OutputNamed, Pair, PairKeyOf, Pick, PlanObject, PlanOf, PlanOther, Step, StepOutput, StepParam,
+        Tuple, TypeOf, UNKNOWN_PIPELINE, UnknownArg, UnknownObject, UnknownPipeline, ValueOfAnOutputOfAUsedPipeline,
+        assert_step_output, assert_step_param, condition, each_key, each_pair, is_step, step_arg, unknown_leaf,
+        unknown_pipeline,
+    };
+    pub use crate::graph::{
+        EdgeKind, GraphBinding, GraphBlock, GraphBlockKind, GraphEdge, GraphInput, GraphOutput, UNKNOWN_GRAPH,
     };
     pub use crate::pipeline::{
-        Handle, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, value_of, without_id_reuse,
+        Handle, Handles, OutputMeta, PipelineMeta, Results, Run, ValueArg, Values, handle_at, restore, slots_of,
+        value_of, without_id_reuse,
     };
 }
 

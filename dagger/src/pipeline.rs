@@ -209,10 +209,21 @@ pub struct Run {
     /// The pipelines whose outputs the run holds: its own first, then those used in it.
     segments: Vec<Segment>,
     outs: Vec<Out>,
-    /// What each handle stands for: `(output index, its position in outs once added)`.
-    slots: Vec<(usize, Option<usize>)>,
+    /// What each handle stands for.
+    slots: Vec<Slot>,
     /// Work that needs the values of earlier outputs, built once they are known.
     deferred: Vec<Deferred>,
+}
+
+/// What a [`Handle`] stands for: an output, and where it is among the run's outputs once added.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// The output's index among the run's outputs (declaration order, then used pipelines').
+    index: usize,
+    /// Its position in `Run::outs`, once its leaf is added (a reserved output waits for [`Run::fill`]).
+    pos: Option<usize>,
+    /// For an output of a `for` loop reserved before its leaf is built: the element's number and key.
+    elem: Option<(usize, String)>,
 }
 
 /// Steps and outputs that take the values of earlier outputs: a closure called with those values.
@@ -228,24 +239,86 @@ type DeferredFn = Box<dyn FnOnce(&mut Run, &Values<'_>) + Send>;
 #[doc(hidden)]
 pub struct Values<'a> {
     values: Option<&'a [Option<Box<dyn Any + Send>>]>,
-    slots: &'a [(usize, Option<usize>)],
+    slots: &'a [Slot],
 }
 
 impl Values<'_> {
-    /// The value of the output behind `handle` (a placeholder naming `name` in a plan).
-    pub fn get<T: ValueArg>(&self, handle: &Handle<T>, name: &'static str) -> T {
-        let value = self.values.and_then(|values| {
-            let pos = self.slots.get(handle.index)?.1?;
-            values.get(pos)?.as_ref()?.downcast_ref::<T>().cloned()
-        });
-        value.unwrap_or_else(|| T::placeholder(name))
+    /// The value of the output behind `handle`: `None` when it failed or was not run (the parts it feeds are
+    /// then not built); in a plan, a placeholder naming `name`.
+    pub fn get<T: ValueArg>(&self, handle: Option<Handle<T>>, name: &'static str) -> Option<T> {
+        let handle = handle?;
+        let Some(values) = self.values else {
+            return Some(T::placeholder(name));
+        };
+        let pos = self.slots.get(handle.index)?.pos?;
+        values.get(pos)?.as_ref()?.downcast_ref::<T>().cloned()
     }
 }
 
 /// `values.get(handle, name)`, as a function whose call `pipeline!` places on the output's name.
 #[doc(hidden)]
-pub fn value_of<T: ValueArg>(values: &Values<'_>, handle: &Handle<T>, name: &'static str) -> T {
+pub fn value_of<T: ValueArg>(values: &Values<'_>, handle: Option<Handle<T>>, name: &'static str) -> Option<T> {
     values.get(handle, name)
+}
+
+/// What holds the handle(s) of one output in a run, by where the output is declared: a [`Handle`] (in the
+/// pipeline's body), an `Option` of one (in `if` blocks: `None` when a condition is false), a list of
+/// `(element, key, handle)` (in a `for` loop), or an `Option` of such a list (a loop inside `if` blocks).
+#[doc(hidden)]
+pub trait Handles<T> {
+    /// The handle of the instance of element `elem` (any element number outside loops).
+    fn at(&self, elem: usize) -> Option<Handle<T>>;
+    /// The slots of every instance, for [`Run::defer`].
+    fn slots(&self) -> Vec<usize>;
+}
+
+impl<T> Handles<T> for Handle<T> {
+    fn at(&self, _: usize) -> Option<Handle<T>> {
+        Some(*self)
+    }
+
+    fn slots(&self) -> Vec<usize> {
+        vec![self.index]
+    }
+}
+
+impl<T, H: Handles<T>> Handles<T> for Option<H> {
+    fn at(&self, elem: usize) -> Option<Handle<T>> {
+        self.as_ref().and_then(|h| h.at(elem))
+    }
+
+    fn slots(&self) -> Vec<usize> {
+        self.as_ref().map(Handles::slots).unwrap_or_default()
+    }
+}
+
+impl<T, K> Handles<T> for Vec<(usize, K, Handle<T>)> {
+    fn at(&self, elem: usize) -> Option<Handle<T>> {
+        self.iter().find(|(e, _, _)| *e == elem).map(|(_, _, h)| *h)
+    }
+
+    fn slots(&self) -> Vec<usize> {
+        self.iter().map(|(_, _, h)| h.index).collect()
+    }
+}
+
+/// The handle of element `elem`'s instance of an output (see [`Handles`]).
+#[doc(hidden)]
+pub fn handle_at<T, H: Handles<T>>(handles: &H, elem: usize) -> Option<Handle<T>> {
+    handles.at(elem)
+}
+
+/// The slots of every instance of an output (see [`Handles`]).
+#[doc(hidden)]
+pub fn slots_of<T, H: Handles<T>>(handles: &H) -> Vec<usize> {
+    handles.slots()
+}
+
+/// The value a binding of a block had for element `elem` (0 outside loops) in an earlier wave, if it was
+/// built: how a later wave of a pipeline finds the objects of each element again.
+#[doc(hidden)]
+pub fn restore<T: Clone>(state: &std::collections::BTreeMap<usize, T>, elem: usize) -> Option<T> {
+    state.get(&elem).cloned()
 }
 
 /// Leaf values that can feed a later step: the run waits for them; a plan prints a placeholder.
@@ -396,8 +469,28 @@ impl Run {
     /// A handle for output `index` of segment `scope`, whose leaf a deferred part adds later with
     /// [`Run::fill`].
     pub fn reserve<T: Send + 'static>(&mut self, scope: usize, index: usize) -> Handle<T> {
+        self.reserve_slot(scope, index, None)
+    }
+
+    /// [`Run::reserve`] for the instance of element number `elem` of a `for` loop, keyed `key`.
+    pub fn reserve_each<T: Send + 'static, K: fmt::Debug>(
+        &mut self,
+        scope: usize,
+        index: usize,
+        elem: usize,
+        key: &K,
+    ) -> Handle<T> {
+        self.reserve_slot(scope, index, Some((elem, format!("{key:?}"))))
+    }
+
+    fn reserve_slot<T: Send + 'static>(
+        &mut self,
+        scope: usize,
+        index: usize,
+        elem: Option<(usize, String)>,
+    ) -> Handle<T> {
         let index = self.index_in(scope, index);
-        self.slots.push((index, None));
+        self.slots.push(Slot { index, pos: None, elem });
         Handle {
             index: self.slots.len() - 1,
             _type: std::marker::PhantomData,
@@ -406,14 +499,17 @@ impl Run {
 
     /// Adds the leaf of a reserved output; `target_type` is the GraphQL type of the object it runs on.
     pub fn fill<T: Send + 'static>(&mut self, handle: &Handle<T>, target_type: Option<&'static str>, leaf: Leaf<T>) {
-        let Some(&(index, None)) = self.slots.get(handle.index) else {
+        let Some(Slot {
+            index, pos: None, elem, ..
+        }) = self.slots.get(handle.index).cloned()
+        else {
             return;
         };
-        self.push(index, None, target_type, leaf);
+        self.push(index, elem, target_type, leaf);
         self.slots.pop();
         let pos = self.outs.len() - 1;
         if let Some(slot) = self.slots.get_mut(handle.index) {
-            slot.1 = Some(pos);
+            slot.pos = Some(pos);
         }
     }
 
@@ -478,7 +574,11 @@ impl Run {
             leaf: Box::new(leaf),
             target_type,
         });
-        self.slots.push((index, Some(self.outs.len() - 1)));
+        self.slots.push(Slot {
+            index,
+            pos: Some(self.outs.len() - 1),
+            elem: None,
+        });
         Handle {
             index: self.slots.len() - 1,
             _type: std::marker::PhantomData,
@@ -499,7 +599,7 @@ impl Run {
         let mut outs: Vec<Option<Out>> = std::mem::take(&mut self.outs).into_iter().map(Some).collect();
         self.outs = order.iter().filter_map(|&i| outs[i].take()).collect();
         for slot in &mut self.slots {
-            slot.1 = slot.1.and_then(|p| moved.get(p).copied());
+            slot.pos = slot.pos.and_then(|p| moved.get(p).copied());
         }
         self.link_from(0);
     }
@@ -1019,25 +1119,24 @@ impl Run {
         let mut in_flight: FuturesUnordered<RequestFuture> = FuturesUnordered::new();
         let mut stopped = false;
         loop {
-            // Build the deferred parts whose values arrived; drop those whose values never will.
+            // Build the deferred parts whose values are all decided (arrived, failed or not run): each part
+            // of them is built only where the values it reads arrived, the rest is reported as not run.
             if !stopped {
                 for k in 0..self.deferred.len() {
                     if self.deferred[k].build.is_none() {
                         continue;
                     }
-                    let pos = |slot: &usize| self.slots.get(*slot).and_then(|s| s.1);
-                    let needs: Vec<Option<usize>> = self.deferred[k].needs.iter().map(pos).collect();
-                    let has = |p: &Option<usize>| p.is_some_and(|p| results.values.get(p).is_some_and(Option::is_some));
-                    if needs.iter().all(has) {
+                    let pos = |slot: &usize| self.slots.get(*slot).and_then(|s| s.pos);
+                    let ready = self.deferred[k]
+                        .needs
+                        .iter()
+                        .map(pos)
+                        .all(|p| p.is_none_or(|p| results.decided(p)));
+                    if ready {
                         self.fire(k, Some(&results.values), &mut reqs, &mut req_of);
                         results.grow(&self);
                         state.resize(reqs.len(), ReqState::Waiting);
                         sent.resize(reqs.len(), Sent::default());
-                    } else if needs
-                        .iter()
-                        .any(|p| p.is_none_or(|p| results.decided(p) && !has(&Some(p))))
-                    {
-                        self.deferred[k].build = None;
                     }
                 }
             }
@@ -1147,7 +1246,7 @@ impl Run {
         let needs = self.deferred[k].needs.clone();
         let positions: Vec<usize> = needs
             .iter()
-            .filter_map(|s| self.slots.get(*s).and_then(|s| s.1))
+            .filter_map(|s| self.slots.get(*s).and_then(|s| s.pos))
             .collect();
         let mut batch_after: Vec<usize> = positions
             .iter()
@@ -1163,10 +1262,25 @@ impl Run {
             .flat_map(|(r, req)| self.provides(req).into_iter().map(move |p| (p.object, r)))
             .collect();
         let mut new = self.schedule_from(start, req_of, reqs.len(), &batch_after, alias_base, &known);
-        let names: Vec<String> = positions
-            .iter()
-            .map(|&p| format!("`{}`", self.outs[p].display_name()))
-            .collect();
+        // `version`, or `tool_version × 3` for the instances of a loop output.
+        let mut names: Vec<String> = Vec::new();
+        let mut seen: Vec<usize> = Vec::new();
+        for &p in &positions {
+            let out = &self.outs[p];
+            if seen.contains(&out.index) {
+                continue;
+            }
+            seen.push(out.index);
+            let n = positions
+                .iter()
+                .filter(|&&q| self.outs[q].index == out.index && self.outs[q].elem.is_some())
+                .count();
+            names.push(if n > 1 {
+                format!("`{}` × {n}", qualified(&out.within, out.name))
+            } else {
+                format!("`{}`", out.display_name())
+            });
+        }
         let base = reqs.len();
         req_of.resize(self.outs.len(), None);
         let mut round = reqs.iter().filter(|r| r.outputs.is_empty()).count();
@@ -1303,7 +1417,7 @@ pub struct Results {
     /// Outputs of deferred parts that were never built (a value they needed did not come).
     unsent: Vec<String>,
     /// What each handle stands for (see [`Run`]).
-    slots: Vec<(usize, Option<usize>)>,
+    slots: Vec<Slot>,
 }
 
 /// `(output, key of its loop element, binding, step)`.
@@ -1318,16 +1432,19 @@ type Names = (
 impl Results {
     /// The value of an output, if it succeeded.
     pub fn take<T: 'static>(&mut self, handle: Handle<T>) -> Option<T> {
-        let slot = self.slots.get(handle.index)?.1?;
+        let slot = self.slots.get(handle.index)?.pos?;
         let boxed = self.values.get_mut(slot)?.take()?;
         boxed.downcast::<T>().ok().map(|b| *b)
     }
 
     /// The values of a loop output's instances that succeeded, by key.
-    pub fn take_each<K: Ord, T: 'static>(&mut self, handles: Vec<(K, Handle<T>)>) -> std::collections::BTreeMap<K, T> {
+    pub fn take_each<K: Ord, T: 'static>(
+        &mut self,
+        handles: Vec<(usize, K, Handle<T>)>,
+    ) -> std::collections::BTreeMap<K, T> {
         handles
             .into_iter()
-            .filter_map(|(k, h)| self.take(h).map(|v| (k, v)))
+            .filter_map(|(_, k, h)| self.take(h).map(|v| (k, v)))
             .collect()
     }
 
@@ -1355,11 +1472,15 @@ impl Results {
     /// Records where handles point, and the reserved outputs that were never built.
     fn finish(&mut self, run: &Run) {
         self.slots = run.slots.clone();
-        for &(index, pos) in &run.slots {
-            if pos.is_none() {
-                let (segment, meta) = run.locate(index);
+        for slot in &run.slots {
+            if slot.pos.is_none() {
+                let (segment, meta) = run.locate(slot.index);
                 let within = run.segments.get(segment).map(|s| &s.within[..]).unwrap_or_default();
-                self.unsent.push(qualified(within, meta.name));
+                let name = qualified(within, meta.name);
+                self.unsent.push(match &slot.elem {
+                    Some((_, key)) => format!("{name}[{key}]"),
+                    None => name,
+                });
             }
         }
     }

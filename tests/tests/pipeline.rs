@@ -330,6 +330,110 @@ pipeline! {
     }
 }
 
+/// What a toolchain says its version is.
+#[step]
+fn rustc_version(toolchain: Container) -> Container {
+    toolchain.with_exec(["rustc", "--version"])
+}
+
+/// The binary, built with a label in its environment.
+#[step]
+fn labelled_binary(toolchain: Container, label: String) -> File {
+    toolchain
+        .with_env_variable("APP_LABEL", label)
+        .with_exec(["cargo", "build", "--release"])
+        .file("target/release/app")
+}
+
+/// The changelog section of a version.
+#[step]
+fn changelog(src: Directory, version: String) -> File {
+    src.file(format!("changes/{}.md", version.trim()))
+}
+
+pipeline! {
+    /// Each toolchain's own version labels the image built with it: a value feeding a step, per element.
+    pub per_version(src: Directory, versions: Vec<String>, base: String) {
+        for version in versions {
+            let tc = toolchain_for(src, version);
+            let asked = rustc_version(tc);
+            /// What each toolchain reported.
+            out reported = asked.stdout();
+            let img = tagged(binary(tc), base, reported);
+            out image_refs = img.publish(format!("127.0.0.1:5000/app:{}", version));
+        }
+    }
+}
+
+pipeline! {
+    /// The version read once tags one image per channel: a value of the body feeding a loop.
+    pub channels(src: Directory, base: String, channels: Vec<String>) {
+        let tc = toolchain(src);
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        for channel in channels {
+            let img = tagged(bin, base, version);
+            out published = img.publish(format!("127.0.0.1:5000/app:{}-{}", version, channel));
+        }
+    }
+}
+
+pipeline! {
+    /// Per target, an image; only the targets marked for it are published (an `if` on the loop's own
+    /// variable); the soak tests run on every version, only on a nightly (a loop inside an `if`).
+    pub targets(src: Directory, targets: BTreeMap<String, bool>, nightly: bool, versions: Vec<String>) {
+        let tc = toolchain(src);
+        for (target, publish) in targets {
+            let img = image(binary(tc.with_env_variable("TARGET", target)), "debian:bookworm-slim");
+            out built = img.sync();
+            if publish {
+                out refs = img.publish(format!("127.0.0.1:5000/app:{}", target)) after built;
+            }
+        }
+        if nightly {
+            for version in versions {
+                let vtc = toolchain_for(src, version);
+                let soak = unit_tests(vtc, "--ignored");
+                out soak_logs = soak.stdout();
+            }
+        }
+    }
+}
+
+pipeline! {
+    /// Each toolchain's version labels its binary, and the binaries are bundled after the loop: a loop
+    /// binding that waits for a value, used as a map.
+    pub bundled(src: Directory, versions: Vec<String>) {
+        for version in versions {
+            let tc = toolchain_for(src, version);
+            let asked = rustc_version(tc);
+            out reported = asked.stdout();
+            let bin = labelled_binary(tc, reported);
+            out sizes = bin.size();
+        }
+        let all = bundle(bin);
+        out entries = all.entries();
+    }
+}
+
+pipeline! {
+    /// Only when publishing: the version picks the changelog, whose text labels the image (a value computed
+    /// from a value, inside an `if` block).
+    pub noted(src: Directory, base: String, publish: bool) {
+        let tc = toolchain(src);
+        let bin = binary(tc);
+        let vfile = version_file(src);
+        out version = vfile.contents();
+        if publish {
+            let notes = changelog(src, version);
+            out notes_text = notes.contents();
+            let img = tagged(bin, base, notes_text);
+            out image_ref = img.publish("127.0.0.1:5000/app:noted");
+        }
+    }
+}
+
 fn versions() -> Vec<String> {
     // Out of order and with a duplicate: elements are keys, sorted and unique.
     ["1.85", "1.80", "1.85"].map(String::from).to_vec()
@@ -648,6 +752,7 @@ fn plan_like_engine(fail_on: Option<&'static str>) -> impl Fn(&testkit::Recorded
             Some("id") => json!(format!("<id:{}>", path[0])),
             Some("size") => json!(1234),
             Some("exitCode") => json!(0),
+            Some("entries") => json!(["entry"]),
             // `sync` returns the object's ID, which later documents load with `node(id:)`.
             Some("sync") => json!(format!("<id:{}>", path[0])),
             _ => json!(format!("value of {}", path[0])),
@@ -1038,4 +1143,309 @@ async fn an_empty_matrix_runs_what_is_outside_the_loop() {
     let plan = matrix::plan(src(), Vec::new());
     let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
     assert_eq!(titles, ["resolve object IDs (round 1)", "size"], "{plan}");
+}
+
+/// `doc` with every `<value:…>` placeholder of a plan, and every value the fake engine answers
+/// (`value of o3`), replaced by `<value>`: a plan's documents and a run's then read the same.
+fn values_blanked(doc: &str) -> String {
+    let mut out = String::new();
+    let mut rest = doc;
+    loop {
+        let next = [rest.find("<value:"), rest.find("value of o")]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(at) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let len = if tail.starts_with("<value:") {
+            tail.find('>').map_or(tail.len(), |e| e + 1)
+        } else {
+            "value of o".len()
+                + tail["value of o".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .count()
+        };
+        out.push_str("<value>");
+        rest = &tail[len..];
+    }
+}
+
+#[test]
+fn a_value_feeds_the_steps_of_its_own_element() {
+    let plan = per_version::plan(src(), versions(), "debian:bookworm-slim".into());
+    let titles = titles_and_waits(&plan);
+    assert_eq!(
+        titles,
+        [
+            ("resolve object IDs (round 1)", &[][..]),
+            ("reported × 2", &[1][..]),
+            // The binaries' IDs are asked for once the images that take them are built, with the values.
+            (
+                "resolve object IDs (round 2) (with the value of `reported` × 2)",
+                &[1, 2]
+            ),
+            ("image_refs × 2 (with the value of `reported` × 2)", &[2, 3]),
+        ],
+        "{plan}"
+    );
+    // Each element's image carries its own toolchain's binary: two publishes, two toolchains.
+    let last = &plan.documents[3].query;
+    assert_eq!(last.matches("publish(").count(), 2, "{plan}");
+    assert!(last.contains("app:1.80") && last.contains("app:1.85"), "{plan}");
+    assert!(per_version::EDGES.contains(&("reported", "img")));
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_value_of_the_body_feeds_every_element() {
+    let plan = channels::plan(
+        src(),
+        "debian:bookworm-slim".into(),
+        ["beta", "stable"].map(String::from).to_vec(),
+    );
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "version",
+            "resolve object IDs (round 1) (with the value of `version`)",
+            "resolve object IDs (round 2) (with the value of `version`)",
+            "published × 2 (with the value of `version`)"
+        ],
+        "{plan}"
+    );
+    let last = &plan.documents[3].query;
+    assert!(
+        last.contains("app:<value:version>-beta") && last.contains("app:<value:version>-stable"),
+        "{plan}"
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn blocks_nest() {
+    let targets_of = |pairs: &[(&str, bool)]| -> BTreeMap<String, bool> {
+        pairs.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect()
+    };
+    let two = targets_of(&[("arm64", false), ("x86_64", true)]);
+    let plan = targets::plan(src(), two.clone(), true, versions());
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "resolve object IDs (round 2)",
+            // Apart: `refs` waits for `built`, nothing waits for `soak_logs`.
+            "built × 2",
+            "soak_logs × 2",
+            "refs × 1"
+        ],
+        "{plan}"
+    );
+    let all: String = plan.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(
+        !all.contains("app:arm64"),
+        "only the marked target is published: {plan}"
+    );
+    insta::assert_snapshot!(plan.to_string());
+    // Not a nightly: no soak test is planned.
+    let day = targets::plan(src(), two, false, versions());
+    let all: String = day.documents.iter().map(|d| d.query.clone()).collect();
+    assert!(!all.contains("--ignored"), "{day}");
+}
+
+#[test]
+fn a_loop_binding_that_waits_for_a_value_is_a_map_after_its_loop() {
+    let plan = bundled::plan(src(), versions());
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "resolve object IDs (round 1)",
+            "reported × 2",
+            "resolve object IDs (round 2) (with the value of `reported` × 2)",
+            "sizes × 2, entries (with the value of `reported` × 2)"
+        ],
+        "{plan}"
+    );
+    let last = &plan.documents[3].query;
+    assert!(
+        last.contains(r#"withFile(path:"app-1.80""#) && last.contains(r#"withFile(path:"app-1.85""#),
+        "{plan}"
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn a_value_computed_from_a_value_inside_an_if_block() {
+    let plan = noted::plan(src(), "debian:bookworm-slim".into(), true);
+    let titles: Vec<&str> = plan.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "version",
+            "notes_text (with the value of `version`)",
+            "resolve object IDs (round 1) (with the value of `notes_text`)",
+            "resolve object IDs (round 2) (with the value of `notes_text`)",
+            "image_ref (with the value of `notes_text`)"
+        ],
+        "{plan}"
+    );
+    assert!(
+        plan.documents[1]
+            .query
+            .contains(r#"file(path:"changes/<value:version>.md")"#),
+        "{plan}"
+    );
+    insta::assert_snapshot!(plan.to_string());
+    let off = noted::plan(src(), "debian:bookworm-slim".into(), false);
+    let titles: Vec<&str> = off.documents.iter().map(|d| d.title.as_str()).collect();
+    assert_eq!(titles, ["version"], "{off}");
+}
+
+/// Runs `run` on the fake engine and checks it sent the documents of `plan`, values in place of placeholders.
+async fn runs_as_planned<T, F, Fut>(plan: Plan, run: F) -> T
+where
+    F: FnOnce(Query) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    let out = run(dag).await;
+    let sent: Vec<String> = engine.documents().iter().map(|d| values_blanked(d)).collect();
+    let planned: Vec<String> = plan.documents.iter().map(|d| values_blanked(&d.query)).collect();
+    assert_eq!(sent, planned, "{plan}");
+    out
+}
+
+#[tokio::test]
+async fn nested_shapes_run_as_planned() {
+    let base = || "debian:bookworm-slim".to_owned();
+    let out = runs_as_planned(per_version::plan(src(), versions(), base()), |dag| async move {
+        per_version::run(&dag, dag.host().directory("."), versions(), base()).await
+    })
+    .await
+    .expect("runs");
+    assert_eq!(out.reported.len(), 2);
+    assert_eq!(out.image_refs.keys().collect::<Vec<_>>(), ["1.80", "1.85"]);
+
+    let chans = || ["beta", "stable"].map(String::from).to_vec();
+    let out = runs_as_planned(channels::plan(src(), base(), chans()), |dag| async move {
+        channels::run(&dag, dag.host().directory("."), base(), chans()).await
+    })
+    .await
+    .expect("runs");
+    assert_eq!(out.published.len(), 2);
+
+    let marked = || BTreeMap::from([("arm64".to_owned(), false), ("x86_64".to_owned(), true)]);
+    let out = runs_as_planned(targets::plan(src(), marked(), true, versions()), |dag| async move {
+        targets::run(&dag, dag.host().directory("."), marked(), true, versions()).await
+    })
+    .await
+    .expect("runs");
+    assert_eq!(out.built.len(), 2);
+    assert_eq!(out.refs.keys().collect::<Vec<_>>(), ["x86_64"]);
+    assert_eq!(out.soak_logs.map(|m| m.len()), Some(2));
+    let out = runs_as_planned(targets::plan(src(), marked(), false, versions()), |dag| async move {
+        targets::run(&dag, dag.host().directory("."), marked(), false, versions()).await
+    })
+    .await
+    .expect("runs");
+    assert!(out.soak_logs.is_none());
+
+    let out = runs_as_planned(bundled::plan(src(), versions()), |dag| async move {
+        bundled::run(&dag, dag.host().directory("."), versions()).await
+    })
+    .await
+    .expect("runs");
+    assert_eq!(out.sizes.len(), 2);
+
+    let out = runs_as_planned(noted::plan(src(), base(), true), |dag| async move {
+        noted::run(&dag, dag.host().directory("."), base(), true).await
+    })
+    .await
+    .expect("runs");
+    assert!(out.image_ref.is_some() && out.notes_text.is_some());
+}
+
+#[tokio::test]
+async fn a_failed_element_value_skips_only_that_elements_steps() {
+    // `o0` is the first element's `reported` (1.80): its image is not built; 1.85's is.
+    let engine = FakeEngine::start(plan_like_engine(Some("o0"))).await;
+    let dag = connect(&engine).await;
+    let err = per_version::run(
+        &dag,
+        dag.host().directory("."),
+        versions(),
+        "debian:bookworm-slim".into(),
+    )
+    .await
+    .expect_err("1.80's version cannot be read");
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].output, "reported");
+    assert_eq!(err.failures[0].key.as_deref(), Some("\"1.80\""));
+    assert_eq!(err.skipped, ["image_refs[\"1.80\"]"], "{err}");
+    assert_eq!(err.partial.image_refs.keys().collect::<Vec<_>>(), ["1.85"]);
+    let sent = engine.documents();
+    assert_eq!(
+        sent.iter().map(|d| d.matches("publish(").count()).sum::<usize>(),
+        1,
+        "{sent:#?}"
+    );
+}
+
+#[test]
+fn graphs_draw_every_shape_as_mermaid_and_dot() {
+    // The quickstart: levels of `after`, a value feeding a step (a second wave).
+    let quickstart = &examples::quickstart_dsl::quickstart::GRAPH;
+    insta::assert_snapshot!("graph_quickstart_mermaid", quickstart.mermaid());
+    insta::assert_snapshot!("graph_quickstart_dot", quickstart.dot());
+    // Loops, an `if` on a loop variable inside a loop, a loop inside an `if`.
+    insta::assert_snapshot!("graph_targets_mermaid", targets::GRAPH.mermaid());
+    insta::assert_snapshot!("graph_targets_dot", targets::GRAPH.dot());
+    // A value per element feeding that element's steps.
+    insta::assert_snapshot!("graph_per_version_mermaid", per_version::GRAPH.mermaid());
+    // A step returning a tuple, config values, a step in another module.
+    insta::assert_snapshot!("graph_configured_build_mermaid", configured_build::GRAPH.mermaid());
+    let fan = fan_out::GRAPH.mermaid();
+    assert!(fan.contains(r#"b4["summary = steps::report(…)"]:::step"#), "{fan}");
+}
+
+#[test]
+fn a_graph_names_what_the_macro_knows() {
+    let g = &diamond::GRAPH;
+    assert_eq!(g.name, "diamond");
+    assert_eq!(g.inputs.len(), 2);
+    assert_eq!(g.inputs[0].ty, "Directory");
+    let image_ref = g.outputs.iter().find(|o| o.name == "image_ref").expect("image_ref");
+    assert_eq!((image_ref.level, image_ref.wave), (3, 1));
+    let after: Vec<(&str, &str)> = g
+        .edges
+        .iter()
+        .filter(|e| e.kind == dagger::graph::EdgeKind::After)
+        .map(|e| (e.from, e.to))
+        .collect();
+    assert!(after.contains(&("test_log", "image_ref")), "{after:?}");
+    let t = &targets::GRAPH;
+    // `for (target, publish) in targets`, `if publish` in it, `if nightly`, `for version in versions` in it.
+    assert_eq!(t.blocks.len(), 4);
+    assert!(matches!(
+        t.blocks[1].kind,
+        dagger::graph::GraphBlockKind::If { negated: false }
+    ));
+    assert_eq!((t.blocks[1].input, t.blocks[1].parent), ("publish", Some(0)));
+    assert_eq!((t.blocks[2].input, t.blocks[2].parent), ("nightly", None));
+    assert_eq!((t.blocks[3].input, t.blocks[3].parent), ("versions", Some(2)));
+    assert_eq!(t.blocks[0].input, "targets");
+    let v = &per_version::GRAPH;
+    assert!(
+        v.edges
+            .iter()
+            .any(|e| (e.from, e.to, e.kind) == ("reported", "img", dagger::graph::EdgeKind::Value))
+    );
 }

@@ -42,6 +42,31 @@ fn src() -> Directory {
 }
 
 #[test]
+fn a_used_pipeline_is_a_subgraph_of_the_graph() {
+    // `lint` twice, its inputs fed by this pipeline's, its `ready` feeding a step of this one, `after` a whole
+    // used pipeline and one of its outputs.
+    let mermaid = checked::GRAPH.mermaid();
+    assert!(
+        mermaid.contains(r#"subgraph checks__["checks = lint::run(…)"]"#),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains("in_other --> strict__in_image"), "{mermaid}");
+    assert!(mermaid.contains("checks__o_ready --> b2"), "{mermaid}");
+    assert!(
+        mermaid.contains("strict__o_syntax_log -.->|after| o_names"),
+        "{mermaid}"
+    );
+    insta::assert_snapshot!("graph_checked_mermaid", mermaid);
+    insta::assert_snapshot!("graph_checked_dot", checked::GRAPH.dot());
+    // Nested: `ci` uses `lint`, and `everything` uses `ci`.
+    let nested = everything::GRAPH.mermaid();
+    assert!(
+        nested.contains(r#"subgraph main__checks__["checks = lint::run(…)"]"#),
+        "{nested}"
+    );
+}
+
+#[test]
 fn a_used_pipeline_is_batched_with_the_one_using_it() {
     let plan = checked::plan("busybox".into(), "alpine".into(), src());
     let titles: Vec<(&str, &[usize])> = plan

@@ -203,6 +203,76 @@ pub fn gated_fn(base: String, src: Directory, address: String, draft: bool, publ
     }
 }
 
+/// The first line of file `name` of the sources, printed.
+#[step]
+fn first_line(toolchain: Container, name: String) -> Container {
+    toolchain.with_exec(["sh", "-c", &format!("head -n1 {name}")])
+}
+
+/// A container that prints `text` (trimmed).
+#[step]
+fn saying(dag: &Query, base: String, text: String) -> Container {
+    dag.container().from(base).with_exec(["echo", text.trim()])
+}
+
+/// A container that prints `text` (trimmed) in capitals.
+#[step]
+fn shouting(dag: &Query, base: String, text: String) -> Container {
+    dag.container()
+        .from(base)
+        .with_exec(["sh", "-c", "echo \"$0\" | tr a-z A-Z", text.trim()])
+}
+
+/// A file `name` holding `text`.
+#[step]
+fn note(dag: &Query, name: String, text: String) -> File {
+    dag.directory().with_new_file(name.clone(), text).file(name)
+}
+
+/// The notes in one directory, named by key.
+#[step]
+fn notes(dag: &Query, files: std::collections::BTreeMap<String, File>) -> Directory {
+    files.into_iter().fold(dag.directory(), |dir, (name, file)| {
+        dir.with_file(format!("note-{name}"), file)
+    })
+}
+
+pipeline! {
+    /// Every shape of blocks and values at once: the title (a value of the body) and each file's first line
+    /// (a value per element) feed that element's steps; only the files marked for it are shouted (an `if` on
+    /// the loop's variable), from what that element said (a value computed from a value); the notes made from the values are gathered after the loop (a map of bindings
+    /// that waited for values); when loud, every file is counted (a loop inside an `if`) and the title is
+    /// said twice, the second time from what the first printed (a value computed from a value).
+    pub shapes(base: String, src: Directory, files: std::collections::BTreeMap<String, bool>, loud: bool) {
+        let tc = toolchain(base, src);
+        let head = first_line(tc, "a.txt");
+        out title = head.stdout();
+        for (name, shout) in files {
+            let line = first_line(tc, name);
+            out lines = line.stdout();
+            let echo = saying(base, format!("{} / {}", title.trim(), lines.trim()));
+            out said = echo.stdout();
+            let kept = note(name, lines);
+            if shout {
+                let louder = shouting(base, said);
+                out shouted = louder.stdout();
+            }
+        }
+        let all = notes(kept);
+        out kept_files = all.entries();
+        if loud {
+            for (counted, _marked) in files {
+                let wc = first_line(tc, counted);
+                out counts = wc.exit_code();
+            }
+            let first = saying(base, title);
+            out once = first.stdout();
+            let second = saying(base, format!("again: {}", once));
+            out twice = second.stdout();
+        }
+    }
+}
+
 struct Env {
     _registry: LocalRegistry,
     base: String,
@@ -449,4 +519,36 @@ async fn the_function_form_runs_like_the_macro_form() {
         published.starts_with(&format!("{}/ci-app:gated-fn@sha256:", env.host)),
         "{published}"
     );
+}
+
+#[tokio::test]
+async fn blocks_nest_and_values_feed_steps_per_element_on_the_engine() {
+    let env = start().await;
+    let files = || std::collections::BTreeMap::from([("a.txt".to_owned(), false), ("b.txt".to_owned(), true)]);
+    for loud in [true, false] {
+        let plan = shapes::plan(env.base.clone(), sources(&env.dag), files(), loud);
+        let before = env.session.engine.requests.load(Ordering::Relaxed);
+        let out = shapes::run(&env.dag, env.base.clone(), sources(&env.dag), files(), loud)
+            .await
+            .unwrap_or_else(|e| panic!("pipeline runs: {e}"));
+        let sent = env.session.engine.requests.load(Ordering::Relaxed) - before;
+        assert_eq!(sent, plan.documents.len(), "{plan}");
+        assert_eq!(out.title, "hello from a\n");
+        assert_eq!(out.lines["b.txt"], "hello from b\n");
+        // Each element's step got the title and that element's own line.
+        assert_eq!(out.said["a.txt"], "hello from a / hello from a\n");
+        assert_eq!(out.said["b.txt"], "hello from a / hello from b\n");
+        // Only the marked file was shouted.
+        assert_eq!(out.shouted.keys().collect::<Vec<_>>(), ["b.txt"]);
+        assert_eq!(out.shouted["b.txt"], "HELLO FROM A / HELLO FROM B\n");
+        assert_eq!(out.kept_files, ["note-a.txt", "note-b.txt"]);
+        if loud {
+            assert_eq!(out.counts.map(|c| c.len()), Some(2));
+            assert_eq!(out.once.as_deref(), Some("hello from a\n"));
+            assert_eq!(out.twice.as_deref(), Some("again: hello from a\n"));
+        } else {
+            assert!(out.counts.is_none() && out.once.is_none() && out.twice.is_none());
+            assert!(!plan.to_string().contains("again"), "{plan}");
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Loop {
     pub(crate) cond: Option<bool>,
     /// The number of bindings declared before the loop: where its block goes in the expansion.
     pub(crate) at_binding: usize,
+    /// The block it is declared in (`None`: the pipeline's body). `if` blocks nest in `for` loops and in
+    /// each other, `for` loops in `if` blocks; a `for` loop never has another one among its ancestors.
+    pub(crate) parent: Option<usize>,
 }
 
 /// A typed input: `src: Directory`.
@@ -144,5 +147,30 @@ impl Pipeline {
 
     pub(crate) fn output(&self, name: &str) -> Option<usize> {
         self.outputs.iter().position(|o| o.name == name)
+    }
+
+    /// The blocks from the outermost down to `each` itself (empty for the pipeline's body).
+    pub(crate) fn chain(&self, each: Option<usize>) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = each;
+        while let Some(l) = at {
+            out.push(l);
+            at = self.loops[l].parent;
+        }
+        out.reverse();
+        out
+    }
+
+    /// Whether block `inner` is `outer` or inside it (everything is inside the body, `None`).
+    pub(crate) fn within(&self, inner: Option<usize>, outer: Option<usize>) -> bool {
+        match outer {
+            None => true,
+            Some(o) => self.chain(inner).contains(&o),
+        }
+    }
+
+    /// The `for` loop `each` is in (itself included), if any: loops do not nest, so there is at most one.
+    pub(crate) fn enclosing_loop(&self, each: Option<usize>) -> Option<usize> {
+        self.chain(each).into_iter().find(|&l| self.loops[l].cond.is_none())
     }
 }

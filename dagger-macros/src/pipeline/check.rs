@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use quote::ToTokens;
 use syn::Ident;
 
 use super::ast::Pipeline;
@@ -31,6 +32,7 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
     check_outputs(p, errors);
     check_unused_bindings(p, errors);
     check_composed(p, errors);
+    check_step_names(p, errors);
     let (mut edges, composed_after) = after_edges(p, errors);
     let (values, extra) = values(p, &edges, errors);
     edges.extend(extra);
@@ -55,6 +57,29 @@ pub(crate) fn check(p: &Pipeline, errors: &mut Errors) -> Checked {
         composed_after,
         levels,
         values,
+    }
+}
+
+// Rule: a step is a function, named in snake case: a name that starts with a capital letter is a type (a
+// struct, an enum), which cannot be a step. (Reported here, once, rather than by rustc once per use of the
+// type as a step.)
+fn check_step_names(p: &Pipeline, errors: &mut Errors) {
+    for b in p.bindings.iter().filter(|b| !b.pipeline) {
+        let Some(last) = b.step.path.segments.last() else {
+            continue;
+        };
+        let name = last.ident.to_string();
+        if name.starts_with(|c: char| c.is_uppercase()) {
+            let written = b.step.to_token_stream().to_string().replace(' ', "");
+            errors.push_spanned(
+                &b.step,
+                format!(
+                    "`{written}` is not a `#[step]` function: it is named like a type, and a step is a function \
+                     marked `#[step]` (`fn toolchain(…) -> Container`); call one here (a step that builds a value of \
+                     this type, for instance)"
+                ),
+            );
+        }
     }
 }
 
@@ -152,27 +177,40 @@ fn check_duplicates(p: &Pipeline, errors: &mut Errors) {
     }
 }
 
-// Rule: a loop goes over an input, which is what gives the loop its elements at run time.
+// Rule: a loop goes over an input, which is what gives the loop its elements at run time; a condition is a
+// `bool` input, or a variable of the loop around it (one condition per element).
 fn check_loops(p: &Pipeline, errors: &mut Errors) {
     for l in &p.loops {
         let name = l.input.to_string();
-        if p.input(&name).is_none() {
-            let inputs: Vec<String> = p.inputs.iter().map(|i| i.name.to_string()).collect();
-            let what = if p.binding(&name).is_some() {
-                format!("`{name}` is a binding, not an input")
-            } else {
-                unknown("input", &l.input, &inputs)
-            };
-            errors.push(
-                l.input.span(),
-                match l.cond {
-                    None => format!(
-                        "{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`"
-                    ),
-                    Some(_) => format!("{what}; a condition is one of the pipeline's inputs, a `bool`"),
-                },
-            );
+        if p.input(&name).is_some() {
+            continue;
         }
+        if l.cond.is_some()
+            && let Some(of) = p.loop_var(&name)
+        {
+            if !p.within(l.parent, Some(of)) {
+                errors.push(
+                    l.input.span(),
+                    format!("`{name}` is only defined inside `{} {{ … }}`", loop_text(p, of)),
+                );
+            }
+            continue;
+        }
+        let inputs: Vec<String> = p.inputs.iter().map(|i| i.name.to_string()).collect();
+        let what = if p.binding(&name).is_some() {
+            format!("`{name}` is a binding, not an input")
+        } else {
+            unknown("input", &l.input, &inputs)
+        };
+        errors.push(
+            l.input.span(),
+            match l.cond {
+                None => {
+                    format!("{what}; a loop goes over one of the pipeline's inputs, a collection such as `Vec<String>`")
+                }
+                Some(_) => format!("{what}; a condition is one of the pipeline's inputs, a `bool`"),
+            },
+        );
     }
 }
 
@@ -195,12 +233,19 @@ fn block_value(p: &Pipeline, l: usize) -> String {
     }
 }
 
-// Rule: a loop variable exists only inside its loop; a binding of a loop has one value per element, so
-// another loop cannot use it (after its own loop, it is the map of those values).
+/// The outermost block of `chain(theirs)` that block `each` is not inside: what a name declared in `theirs`
+/// is cut off by, seen from `each` (`None` when `each` is inside `theirs`).
+fn cut_off_by(p: &Pipeline, theirs: Option<usize>, each: Option<usize>) -> Option<usize> {
+    p.chain(theirs).into_iter().find(|&c| !p.within(each, Some(c)))
+}
+
+// Rule: a loop variable exists only inside its loop, and a binding inside its block; a binding of a loop
+// has one value per element, so after its loop (in the block around it) it is the map of those values, and
+// another loop cannot use it.
 fn check_loop_scope(p: &Pipeline, used: &Ident, each: Option<usize>, errors: &mut Errors) -> bool {
     let text = used.to_string();
     if let Some(l) = p.loop_var(&text) {
-        if each != Some(l) {
+        if !p.within(each, Some(l)) {
             errors.push(
                 used.span(),
                 format!("`{text}` is only defined inside `{} {{ … }}`", loop_text(p, l)),
@@ -208,34 +253,40 @@ fn check_loop_scope(p: &Pipeline, used: &Ident, each: Option<usize>, errors: &mu
         }
         return true;
     }
-    if let Some((_, b)) = p.binding(&text)
-        && let Some(theirs) = b.each
-        && p.loops[theirs].cond.is_some()
-        && each != Some(theirs)
-    {
-        errors.push(
-            used.span(),
-            format!(
-                "`{text}` {}: use it inside that block (an output there is an `Option`, `None` when the \
-                 condition is false)",
-                block_value(p, theirs)
-            ),
-        );
-    } else if let Some((_, b)) = p.binding(&text)
-        && let (Some(theirs), Some(mine)) = (b.each, each)
-        && theirs != mine
-        && p.loops[mine].cond.is_none()
-    {
-        errors.push(
-            used.span(),
-            format!(
-                "`{text}` has one value per element of `{}`, so `{}` cannot use it; use it after its loop, where \
-                 it is a map keyed by element",
-                loop_text(p, theirs),
-                loop_text(p, mine)
-            ),
-        );
+    let Some((_, b)) = p.binding(&text) else {
+        return false;
+    };
+    let Some(cut) = cut_off_by(p, b.each, each) else {
+        return false;
+    };
+    if b.each == Some(cut) && p.loops[cut].cond.is_none() {
+        // After its loop: the map of its values, unless the user is in another loop.
+        if let Some(mine) = p.enclosing_loop(each) {
+            errors.push(
+                used.span(),
+                format!(
+                    "`{text}` has one value per element of `{}`, so `{}` cannot use it; use it after its loop, \
+                     where it is a map keyed by element",
+                    loop_text(p, cut),
+                    loop_text(p, mine)
+                ),
+            );
+        }
+        return false;
     }
+    // Cut off by an `if` (the binding's own block, or one around its loop), or in an `if` inside a loop.
+    let block = match b.each {
+        Some(l) if p.loops[l].cond.is_some() => l,
+        _ => cut,
+    };
+    errors.push(
+        used.span(),
+        format!(
+            "`{text}` {}: use it inside that block (an output there is an `Option`, `None` when the condition is \
+             false)",
+            block_value(p, block)
+        ),
+    );
     false
 }
 
@@ -271,20 +322,26 @@ fn check_binding_uses(p: &Pipeline, errors: &mut Errors) {
     }
 }
 
-// Rule: an output's value may feed a later step or leaf argument, like a variable defined above; inside a
-// `for` or `if` block it cannot (yet): the run would need one wave per element.
+// Rule: an output's value may feed a later step or leaf argument, like a variable defined above, inside the
+// block the output is declared in (in a loop: the same element's value).
 fn check_value_use(p: &Pipeline, used: &Ident, v: usize, each: Option<usize>, pos: usize, errors: &mut Errors) {
     let out = &p.outputs[v];
-    let in_loop = each.is_some_and(|l| p.loops[l].cond.is_none());
-    if out.each.is_some() || in_loop {
-        let block = out.each.or(each).map(|l| loop_text(p, l)).unwrap_or_default();
-        errors.push(
-            used.span(),
-            format!(
-                "the value of `{used}` cannot feed a step here: the values of outputs outside blocks feed steps \
-                 outside `for` loops only (here: `{block}`)"
+    if let Some(cut) = cut_off_by(p, out.each, each) {
+        let what = match p.enclosing_loop(out.each) {
+            Some(l) if !p.within(each, Some(l)) => format!(
+                "has one value per element of `{}`, so it can feed steps inside that loop only (each element's \
+                 value feeds that element's steps)",
+                loop_text(p, l)
             ),
-        );
+            _ => {
+                let block = out.each.filter(|&l| p.loops[l].cond.is_some()).unwrap_or(cut);
+                format!(
+                    "exists only inside `{} {{ … }}`, so it can feed steps inside that block only",
+                    loop_text(p, block)
+                )
+            }
+        };
+        errors.push(used.span(), format!("the value of `{used}` {what}"));
     } else if out.pos > pos {
         errors.push(
             used.span(),
@@ -299,9 +356,6 @@ pub(crate) struct Values {
     pub(crate) binding_stage: Vec<usize>,
     /// Per output: its stage (0: built before anything is sent; n: once the values of stage n - 1 are known).
     pub(crate) output_stage: Vec<usize>,
-    /// Per binding and output: the outputs whose values it takes directly.
-    pub(crate) binding_direct: Vec<Vec<usize>>,
-    pub(crate) output_direct: Vec<Vec<usize>>,
 }
 
 // Rule: a value cannot feed the step its own output needs (it would wait for itself).
@@ -404,89 +458,10 @@ fn values(p: &Pipeline, after: &[(usize, usize)], errors: &mut Errors) -> (Value
             break;
         }
     }
-    // Rule: blocks are built before anything is sent, so nothing in them may wait for a value (yet).
-    for (i, b) in p.bindings.iter().enumerate() {
-        // (Reported once, where it starts: a direct use, or the first binding of the block that waits.)
-        let caused_inside = b.uses.iter().any(|u| {
-            p.binding(&u.to_string())
-                .is_some_and(|(j, x)| x.each == b.each && binding_stage[j] > 0)
-        });
-        if let Some(l) = b.each
-            && p.loops[l].cond.is_none()
-            && binding_stage[i] > 0
-            && binding_direct[i].is_empty()
-            && !caused_inside
-        {
-            errors.push(
-                b.span(),
-                format!(
-                    "`{}` waits for the value of an output, which a binding inside `{} {{ … }}` cannot do (yet); \
-                     move it out of the block",
-                    b.pattern_text(),
-                    loop_text(p, l)
-                ),
-            );
-        }
-    }
-    for (j, o) in p.outputs.iter().enumerate() {
-        let caused_inside = std::iter::once(&o.target).chain(&o.uses).any(|u| {
-            p.binding(&u.to_string())
-                .is_some_and(|(k, x)| x.each == o.each && binding_stage[k] > 0)
-        });
-        if let Some(l) = o.each
-            && p.loops[l].cond.is_none()
-            && output_stage[j] > 0
-            && output_direct[j].is_empty()
-            && !caused_inside
-        {
-            errors.push(
-                o.name.span(),
-                format!(
-                    "`{}` waits for the value of an output, which an output inside `{} {{ … }}` cannot do (yet); \
-                     move it out of the block",
-                    o.name,
-                    loop_text(p, l)
-                ),
-            );
-        }
-    }
-    // Rule: an `if` block's parts that wait for values all wait in one stage (each stage is built apart).
-    for (l, lp) in p.loops.iter().enumerate() {
-        if lp.cond.is_none() {
-            continue;
-        }
-        let stages: BTreeSet<usize> = p
-            .bindings
-            .iter()
-            .zip(&binding_stage)
-            .filter(|(b, _)| b.each == Some(l))
-            .map(|(_, s)| *s)
-            .chain(
-                p.outputs
-                    .iter()
-                    .zip(&output_stage)
-                    .filter(|(o, _)| o.each == Some(l))
-                    .map(|(_, s)| *s),
-            )
-            .filter(|&s| s > 0)
-            .collect();
-        if stages.len() > 1 {
-            errors.push(
-                lp.input.span(),
-                format!(
-                    "`{} {{ … }}` holds parts that wait for values in turn (a value computed from another value), \
-                     which an `if` block cannot do (yet); move the first of them out of the block",
-                    loop_text(p, l)
-                ),
-            );
-        }
-    }
     (
         Values {
             binding_stage,
             output_stage,
-            binding_direct,
-            output_direct,
         },
         extra,
     )
@@ -581,17 +556,21 @@ fn check_outputs(p: &Pipeline, errors: &mut Errors) {
         } else if p.input(&target).is_none() && p.binding(&target).is_none() {
             errors.push(o.target.span(), unknown("binding", &o.target, &all));
         } else if let Some((_, b)) = p.binding(&target)
-            && let Some(theirs) = b.each
-            && o.each != Some(theirs)
+            && let Some(cut) = cut_off_by(p, b.each, o.each)
         {
             // Rule: a binding of a loop has one value per element; its outputs are declared in the loop and
-            // become maps keyed by element.
-            let fix = match (o.each, p.loops[theirs].cond) {
-                (None, None) => {
+            // become maps keyed by element (in an `if` block: options).
+            let theirs = match b.each {
+                Some(l) if p.loops[l].cond.is_some() => l,
+                _ => cut,
+            };
+            let outside = p.within(p.loops[cut].parent, o.each);
+            let fix = match (outside, p.loops[theirs].cond) {
+                (true, None) => {
                     "put this `out` inside that loop: it becomes a map with one value per element".to_owned()
                 }
-                (None, Some(_)) => "put this `out` inside that block: it becomes an `Option`".to_owned(),
-                (Some(mine), _) => format!("`{}` cannot use it", loop_text(p, mine)),
+                (true, Some(_)) => "put this `out` inside that block: it becomes an `Option`".to_owned(),
+                (false, _) => format!("`{}` cannot use it", loop_text(p, o.each.unwrap_or(cut))),
             };
             errors.push(o.target.span(), format!("`{target}` {}; {fix}", block_value(p, theirs)));
         }

@@ -20,6 +20,21 @@ pub(crate) fn mentions(expr: &Expr) -> Vec<Ident> {
     found
 }
 
+/// The fields read on plain names in `expr`, as `(name, field)`: `checks.ready` → `(checks, ready)`.
+pub(crate) fn fields(expr: &Expr) -> Vec<(String, Ident)> {
+    let mut found = Vec::new();
+    let mut copy = expr.clone();
+    walk(&mut copy, &mut Vec::new(), &mut |e| {
+        if let Expr::Field(f) = e
+            && let Some(base) = plain_name(&f.base)
+            && let syn::Member::Named(field) = &f.member
+        {
+            found.push((base.to_string(), field.clone()));
+        }
+    });
+    found
+}
+
 /// `expr` with every use of a name for which `is_name` holds replaced by a clone of it.
 pub(crate) fn clone_names(expr: &Expr, is_name: &dyn Fn(&Ident) -> bool) -> TokenStream {
     let mut copy = expr.clone();
@@ -47,8 +62,13 @@ fn plain_name(e: &Expr) -> Option<&Ident> {
 }
 
 /// Calls `f` on every expression that may be a use of a name, skipping names bound inside the expression
-/// (closure parameters, which are in `bound`).
+/// (closure parameters, which are in `bound`), and on every field access (before walking its base).
 fn walk(e: &mut Expr, bound: &mut Vec<String>, f: &mut dyn FnMut(&mut Expr)) {
+    if let Expr::Field(x) = e
+        && plain_name(&x.base).is_none_or(|i| !bound.contains(&i.to_string()))
+    {
+        f(e);
+    }
     match e {
         Expr::Path(_) if plain_name(e).is_some_and(|i| !bound.contains(&i.to_string())) => f(e),
         Expr::MethodCall(m) => {

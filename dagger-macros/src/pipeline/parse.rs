@@ -141,12 +141,17 @@ fn parse_items(
             outputs.push(o);
         } else if body.peek(Token![for]) {
             let for_token: Token![for] = body.parse()?;
-            if each.is_some() {
-                return Err(syn::Error::new(
-                    for_token.span,
-                    "`for` loops do not nest (nor go inside `if`): iterate over one input per loop, or make the \
-                     inner collection part of the outer elements",
-                ));
+            // (An `if` block may sit between the two loops: still nested.)
+            let mut at = each;
+            while let Some(l) = at {
+                if loops[l].cond.is_none() {
+                    return Err(syn::Error::new(
+                        for_token.span,
+                        "`for` loops do not nest: iterate over one input per loop, or make the inner collection \
+                         part of the outer elements (`for (target, image) in builds`)",
+                    ));
+                }
+                at = loops[l].parent;
             }
             let (key, value) = if body.peek(syn::token::Paren) {
                 let pair;
@@ -183,24 +188,18 @@ fn parse_items(
                 input,
                 cond: None,
                 at_binding: bindings.len(),
+                parent: each,
             });
             let index = loops.len() - 1;
             parse_items(&block, bindings, outputs, loops, Some(index), fn_form)?;
         } else if body.peek(Token![if]) {
             let if_token: Token![if] = body.parse()?;
-            if each.is_some() {
-                return Err(syn::Error::new(
-                    if_token.span,
-                    "`if` and `for` blocks do not nest: put the condition around the loop, or make it an input of \
-                     the steps inside",
-                ));
-            }
             let negated = body.parse::<Option<Token![!]>>()?.is_some();
             let input: Ident = body.parse().map_err(|e| {
                 syn::Error::new(
                     e.span(),
-                    "a condition is one of the pipeline's `bool` inputs, by name: `if publish { … }` or \
-                     `if !draft { … }`",
+                    "a condition is one of the pipeline's `bool` inputs (or a `bool` variable of the loop around \
+                     it), by name: `if publish { … }` or `if !draft { … }`",
                 )
             })?;
             if body.peek(Token![else]) || !body.peek(syn::token::Brace) {
@@ -219,6 +218,7 @@ fn parse_items(
                 input,
                 cond: Some(negated),
                 at_binding: bindings.len(),
+                parent: each,
             });
             let index = loops.len() - 1;
             parse_items(&block, bindings, outputs, loops, Some(index), fn_form)?;

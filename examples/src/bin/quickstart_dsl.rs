@@ -2,10 +2,11 @@
 //!
 //! ```sh
 //! cargo run -p examples --bin quickstart_dsl -- --plan      # print the requests, no engine needed
+//! cargo run -p examples --bin quickstart_dsl -- --graph     # print the pipeline's graph (Mermaid)
 //! DAGGER_RS_REGISTRY_MIRRORS=docker.io=http://127.0.0.1:5000 cargo run -p examples --bin quickstart_dsl
 //! ```
 //!
-//! Options: `--plan`, `--app-dir`, `--rust-image`, `--runtime-image`, `--address` (or the `QUICKSTART_*`
+//! Options: `--plan`, `--graph`, `--app-dir`, `--rust-image`, `--runtime-image`, `--address` (or the `QUICKSTART_*`
 //! variables).
 
 use std::process::ExitCode;
@@ -30,8 +31,12 @@ async fn main() -> ExitCode {
             println!("{plan}");
             return ExitCode::SUCCESS;
         }
+        ["--graph"] => {
+            print!("{}", quickstart_dsl::quickstart::GRAPH.mermaid());
+            return ExitCode::SUCCESS;
+        }
         [flag, ..] => {
-            eprintln!("error: unknown argument `{flag}`\n--plan, or {USAGE}");
+            eprintln!("error: unknown argument `{flag}`\n--plan, --graph, or {USAGE}");
             return ExitCode::from(2);
         }
     }
