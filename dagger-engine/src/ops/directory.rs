@@ -79,6 +79,8 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
             })
         }),
         F::WithFile(a) => run(move |cx| async move {
+            // A bad path is reported before the source is evaluated.
+            normalize(&a.path)?;
             let files = source_files(&cx.engine, &[a.source], a.permissions).await?;
             edited(&cx, |mut t| {
                 for (name, entry) in files {
@@ -88,6 +90,8 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
             })
         }),
         F::WithFiles(a) => run(move |cx| async move {
+            // A bad path is reported before the source is evaluated.
+            normalize(&a.path)?;
             let files = source_files(&cx.engine, &a.sources, a.permissions).await?;
             edited(&cx, |mut t| {
                 for (name, entry) in files {
@@ -103,6 +107,8 @@ pub(crate) fn op(field: DirectoryField) -> Option<Op> {
             })
         }),
         F::WithDirectory(a) => run(move |cx| async move {
+            // A bad path is reported before the source is evaluated.
+            normalize(&a.path)?;
             let src = cx.eval(&a.source).await?;
             let mut filtered = filtered(&cx.engine.store, src.as_dir()?.0, &a.include, &a.exclude, a.gitignore)?;
             if let Some(p) = a.permissions {
@@ -1117,6 +1123,23 @@ mod tests {
         .await
         .expect("withDirectory");
         assert!(!paths(&v).contains(&"copy/b.txt".to_owned()) && paths(&v).contains(&"copy/a.txt".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_bad_path_is_reported_before_the_source_is_evaluated() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let e = engine(&tmp);
+        // A source that was never created: evaluating it would fail with "unknown object".
+        let never = json!({ "$id": crate::model::ids::Digest::of(b"never created") });
+        for (field, args) in [
+            ("withFile", json!({ "path": "../x", "source": never })),
+            ("withFiles", json!({ "path": "../x", "sources": [never] })),
+            ("withDirectory", json!({ "path": "../x", "source": never })),
+        ] {
+            let err = apply(&e, empty_dir(), field, args).await.expect_err("a bad path");
+            assert!(!err.message.contains("unknown object"), "{field}: {}", err.message);
+            assert!(err.message.contains("../x"), "{field}: {}", err.message);
+        }
     }
 
     #[test]

@@ -382,6 +382,9 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         }),
         F::WithFile(a) => change(move |cx, st| {
             Box::pin(async move {
+                // A bad path is reported before the source is evaluated.
+                let raw = expand_if(&a.path, st, a.expand)?;
+                let path = st.abs(&raw)?;
                 let f = cx.eval(&a.source).await?;
                 let Evaluated::File { name, entry } = &*f else {
                     return Err(OpError::new("`source` is not a file"));
@@ -390,8 +393,6 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
                 if let Some(p) = a.permissions {
                     entry.mode = p as u32;
                 }
-                let raw = expand_if(&a.path, st, a.expand)?;
-                let path = st.abs(&raw)?;
                 let path = file_target(&cx.engine, st, path, name, dest_is_dir_hint(&raw)).await?;
                 write_files(cx, st, &a.owner, vec![(path, entry)])
             })

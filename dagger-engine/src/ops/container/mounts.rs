@@ -18,6 +18,8 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
     Ok(match field {
         F::WithMountedDirectory(a) => change(move |cx, st| {
             Box::pin(async move {
+                // A bad path is reported before the source is evaluated.
+                path_in(st, &a.path, a.expand)?;
                 let dir = cx.eval(&a.source).await?;
                 let Evaluated::Dir { tree, .. } = &*dir else {
                     return Err(OpError::new("`source` is not a directory"));
@@ -32,6 +34,8 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         }),
         F::WithMountedFile(a) => change(move |cx, st| {
             Box::pin(async move {
+                // A bad path is reported before the source is evaluated.
+                path_in(st, &a.path, a.expand)?;
                 let f = cx.eval(&a.source).await?;
                 let Evaluated::File { entry, .. } = &*f else {
                     return Err(OpError::new("`source` is not a file"));
@@ -45,12 +49,16 @@ pub(crate) fn op(field: ContainerField) -> Result<Option<Op>, ContainerField> {
         }),
         F::WithMountedCache(a) => change(move |cx, st| {
             Box::pin(async move {
+                // A bad path is reported before the source is evaluated.
+                path_in(st, &a.path, a.expand)?;
                 let source = cache(cx, st, &a).await?;
                 mount(st, &a.path, a.expand, source)
             })
         }),
         F::WithMountedSecret(a) => change(move |cx, st| {
             Box::pin(async move {
+                // A bad path is reported before the source is evaluated.
+                path_in(st, &a.path, a.expand)?;
                 let mount = SecretMount {
                     path: path_in(st, &a.path, a.expand)?,
                     secret: a.source,
