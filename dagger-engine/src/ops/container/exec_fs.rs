@@ -213,10 +213,12 @@ mod tests {
             err.message,
             "open redirect stdin file: /nope: no such file or directory"
         );
-        let out = Redirect::create(&root, &mounts, "stdout", "/mnt/out", (0, 0)).expect("create");
+        // Owned by whoever runs the test (only root may give a file away), so it also runs as an ordinary user.
+        let me = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
+        let out = Redirect::create(&root, &mounts, "stdout", "/mnt/out", me).expect("create");
         out.write(b"hi").expect("write");
         assert_eq!(std::fs::read(m.join("out")).expect("read"), b"hi");
-        let err = Redirect::create(&root, &mounts, "stdout", "/mnt/in", (0, 0)).expect_err("read-only");
+        let err = Redirect::create(&root, &mounts, "stdout", "/mnt/in", me).expect_err("read-only");
         assert_eq!(err.message, "open redirect stdout file: /mnt/in: read-only file system");
         let err = Redirect::create(&root, &mounts, "stderr", "/no/dir/x", (0, 0)).expect_err("no parent");
         assert_eq!(

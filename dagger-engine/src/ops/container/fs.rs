@@ -701,7 +701,14 @@ mod tests {
     async fn base(e: &Arc<Engine>) -> Evaluated {
         let root = object(
             e,
-            chain(e, empty_dir(), &[("withNewDirectory", json!({ "path": "tmp" }))]).await,
+            // `/tmp` as images have it (1777), so the tests also run as an ordinary user: a new layer copies
+            // the mode of the directories it writes into.
+            chain(
+                e,
+                empty_dir(),
+                &[("withNewDirectory", json!({ "path": "tmp", "permissions": 0o1777 }))],
+            )
+            .await,
         );
         let mut fields = vec![
             ("withRootfs", json!({ "directory": { "$id": root } })),
