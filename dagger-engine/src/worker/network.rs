@@ -21,7 +21,7 @@
 //! namespace; without `slirp4netns` (or without access to `/dev/net/tun`) execs get loopback only, and the
 //! engine says why once.
 //!
-//! Links, addresses and routes are made over rtnetlink ([`netlink`]), not by running `ip`. A namespace is
+//! Links, addresses and routes are made over rtnetlink (the `netlink` submodule), not by running `ip`. A namespace is
 //! made the way `ip netns add` makes one, on a thread of its own that is then discarded: the thread unshares
 //! its network namespace and bind-mounts it at `/var/run/netns/<name>` (a shared mount, so runtimes in other
 //! mount namespaces see it too). A netlink socket opened before the unshare still speaks for the host, one
