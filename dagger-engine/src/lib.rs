@@ -29,7 +29,7 @@ pub(crate) mod worker;
 pub use graphql::{schema, server};
 pub use model::{ids, tree};
 pub use ops::engine::{Config, ConfigError, Engine};
-pub use solver::events::{Event, EventKind, OpInfo, Role};
+pub use solver::events::{EdgeKind, Event, EventKind, GraphEdge, GraphNode, NodeKind, OpInfo, PipelineGraph, Role};
 /// Running the engine without root, as root of a user namespace (see the module's documentation).
 pub use worker::userns as rootless;
 pub use worker::{cleanup, network, oci, runtime, snapshot};

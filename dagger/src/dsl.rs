@@ -465,6 +465,7 @@ pub static UNKNOWN_PIPELINE: crate::pipeline::PipelineMeta = crate::pipeline::Pi
     name: "unknown",
     outputs: &[],
     fail_fast: false,
+    graph: None,
 };
 
 /// What the stand-in for a pipeline `pipeline!` could not find returns from `compose`: never called, as a

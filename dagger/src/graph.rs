@@ -191,6 +191,100 @@ impl Graph {
         out
     }
 
+    /// The graph as the `pipeline` extension of a run's first request, for the engine's report: its nodes
+    /// (inputs and loop variables, bindings made by steps, outputs with the name their fields are sent
+    /// under) and edges between node ids, with the pipelines used in it drawn inline (`checks.clippy`).
+    pub(crate) fn report_json(&self) -> serde_json::Value {
+        let mut nodes = Vec::new();
+        let mut edges = Vec::new();
+        self.flatten("", "", &mut nodes, &mut edges);
+        // An edge from a used pipeline (`after checks`) starts at each of its outputs.
+        let mut flat = Vec::new();
+        for (from, to, kind) in edges {
+            let starts: Vec<String> = match from {
+                Place::Node(id) => vec![id],
+                Place::Cluster(sub, anchor) => {
+                    let outs: Vec<String> = nodes
+                        .iter()
+                        .filter(|(id, _, k, _)| *k == "output" && id.starts_with(&sub))
+                        .map(|(id, _, _, _)| id.clone())
+                        .collect();
+                    if outs.is_empty() { vec![anchor] } else { outs }
+                }
+            };
+            let to = match to {
+                Place::Node(id) | Place::Cluster(_, id) => id,
+            };
+            for from in starts {
+                flat.push(serde_json::json!({ "from": from, "to": to, "kind": kind }));
+            }
+        }
+        let nodes: Vec<serde_json::Value> = nodes
+            .into_iter()
+            .map(|(id, label, kind, serves)| match serves {
+                Some(s) => serde_json::json!({ "id": id, "label": label, "kind": kind, "serves": s }),
+                None => serde_json::json!({ "id": id, "label": label, "kind": kind }),
+            })
+            .collect();
+        serde_json::json!({ "name": self.name, "nodes": nodes, "edges": flat })
+    }
+
+    /// Collects the nodes `(id, label, kind, serves)` and edges of this graph drawn under `prefix`, its output
+    /// names qualified by `qual`.
+    #[allow(clippy::type_complexity)]
+    fn flatten(
+        &self,
+        prefix: &str,
+        qual: &str,
+        nodes: &mut Vec<(String, String, &'static str, Option<String>)>,
+        edges: &mut Vec<(Place, Place, &'static str)>,
+    ) {
+        for input in self.inputs {
+            let label = format!("{}: {}", input.name, input.ty);
+            nodes.push((format!("{prefix}in_{}", input.name), label, "input", None));
+        }
+        for (input, var) in self.loop_vars() {
+            nodes.push((format!("{prefix}v_{var}"), var.to_owned(), "input", None));
+            let from = Place::Node(format!("{prefix}in_{input}"));
+            edges.push((from, Place::Node(format!("{prefix}v_{var}")), "data"));
+        }
+        for (j, b) in self.bindings.iter().enumerate() {
+            match b.pipeline {
+                Some(inner) => {
+                    let name = b.names.first().copied().unwrap_or("_");
+                    let sub = format!("{prefix}{name}__");
+                    inner.flatten(&sub, &format!("{qual}{name}."), nodes, edges);
+                    for (arg, input) in b.args.iter().zip(inner.inputs) {
+                        for from in arg.iter().filter_map(|n| self.place(n, prefix)) {
+                            edges.push((from, Place::Node(format!("{sub}in_{}", input.name)), "data"));
+                        }
+                    }
+                }
+                None => nodes.push((format!("{prefix}b{j}"), self.binding_label(j), "step", None)),
+            }
+        }
+        for (i, o) in self.outputs.iter().enumerate() {
+            let serves = format!("{qual}{}", o.name);
+            nodes.push((
+                format!("{prefix}o_{}", o.name),
+                self.output_label(i),
+                "output",
+                Some(serves),
+            ));
+        }
+        for e in self.edges {
+            let (Some(from), Some(to)) = (self.place(e.from, prefix), self.place(e.to, prefix)) else {
+                continue;
+            };
+            let kind = match e.kind {
+                EdgeKind::Data => "data",
+                EdgeKind::Value => "value",
+                EdgeKind::After => "after",
+            };
+            edges.push((from, to, kind));
+        }
+    }
+
     /// `(input, variable)` for every variable of every loop.
     fn loop_vars(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();

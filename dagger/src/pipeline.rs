@@ -86,6 +86,8 @@ pub struct PipelineMeta {
     pub outputs: &'static [OutputMeta],
     /// Whether the first failure stops every request not sent yet (`#[fail_fast]`).
     pub fail_fast: bool,
+    /// Its graph, sent with the run's first request for the engine's report.
+    pub graph: Option<&'static crate::Graph>,
 }
 
 /// A leaf with its value type erased, so outputs of different types share one schedule.
@@ -388,6 +390,8 @@ struct Provide {
 /// is known) and where its value is in the answer.
 struct Field {
     alias: String,
+    /// What it serves, for the engine's progress (the output's name); ID fields serve no one output.
+    serves: Option<String>,
     selection: Selection,
     /// The response keys from the alias's value down to the value read (the alias itself excluded).
     path: Vec<&'static str>,
@@ -418,6 +422,7 @@ static LEAF_META: PipelineMeta = PipelineMeta {
         each: 0,
     }],
     fail_fast: false,
+    graph: None,
 };
 
 impl Run {
@@ -1020,6 +1025,7 @@ impl Run {
             let selection = shorten(o.selection.select("id", vec![]));
             Field {
                 alias: alias.clone(),
+                serves: None,
                 path: selection.path(),
                 selection,
             }
@@ -1034,6 +1040,7 @@ impl Run {
             path.truncate(path.len().saturating_sub(below));
             Field {
                 alias: format!("o{i}"),
+                serves: Some(self.outs[i].display_name()),
                 selection,
                 path,
             }
@@ -1118,6 +1125,8 @@ impl Run {
         let mut sent: Vec<Sent> = vec![Sent::default(); reqs.len()];
         let mut in_flight: FuturesUnordered<RequestFuture> = FuturesUnordered::new();
         let mut stopped = false;
+        // The pipeline's graph rides along with the first request, for the engine's report.
+        let mut graph = self.segments[0].meta.graph.map(crate::Graph::report_json);
         loop {
             // Build the deferred parts whose values are all decided (arrived, failed or not run): each part
             // of them is built only where the values it reads arrived, the rest is reported as not run.
@@ -1162,7 +1171,13 @@ impl Run {
                     };
                     state[r] = ReqState::Running;
                     match print_resolved(&fields) {
-                        Ok(query) => in_flight.push(send(client.clone(), query, Job::Main(r))),
+                        Ok(query) => {
+                            let mut ext = serves(&fields);
+                            if let Some(graph) = graph.take() {
+                                ext.insert("pipeline".into(), graph);
+                            }
+                            in_flight.push(send(client.clone(), query, ext, Job::Main(r)));
+                        }
                         Err(e) => {
                             results.fail_doc(&sent[r].ids, &sent[r].outputs, e, &self);
                             state[r] = ReqState::Done;
@@ -1190,7 +1205,13 @@ impl Run {
                                 let paths = fields.iter().map(|f| f.path.clone()).collect();
                                 match print_resolved(&fields) {
                                     Ok(query) => {
-                                        in_flight.push(send(client.clone(), query, Job::Recover(r, lost, paths)));
+                                        let serves = serves(&fields);
+                                        in_flight.push(send(
+                                            client.clone(),
+                                            query,
+                                            serves,
+                                            Job::Recover(r, lost, paths),
+                                        ));
                                     }
                                     Err(e) => {
                                         results.fail_many(lost, e);
@@ -1367,11 +1388,32 @@ struct Sent {
 
 type RequestFuture = Pin<Box<dyn Future<Output = (Job, Result<Response, Error>)> + Send>>;
 
-fn send(client: Client, query: String, job: Job) -> RequestFuture {
+/// Sends `query` with `extensions` (what each of its fields serves, see [`serves`]; the pipeline's graph).
+fn send(
+    client: Client,
+    query: String,
+    extensions: serde_json::Map<String, serde_json::Value>,
+    job: Job,
+) -> RequestFuture {
     Box::pin(async move {
-        let response = client.request(&query).await;
+        let response = client.request_with(&query, extensions).await;
         (job, response)
     })
+}
+
+/// The request's `serves` extension, `{"serves": {"o0": "tests"}}` (nothing when no field serves an output):
+/// each output field's alias with the output's name. The embedded engine and `dagger-rs` put the name on the
+/// progress events and report rows of the operations that field needs; other engines ignore it.
+fn serves(fields: &[Field]) -> serde_json::Map<String, serde_json::Value> {
+    let named: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter_map(|f| Some((f.alias.clone(), serde_json::Value::String(f.serves.clone()?))))
+        .collect();
+    let mut ext = serde_json::Map::new();
+    if !named.is_empty() {
+        ext.insert("serves".into(), serde_json::Value::Object(named));
+    }
+    ext
 }
 
 fn print_doc(fields: &[Field], ids: IdMode<'_>, pretty: bool) -> String {

@@ -138,7 +138,22 @@ impl Transport {
 
     /// Sends one document and returns the decoded response, GraphQL errors included.
     pub(crate) async fn request(&self, document: &str) -> Result<Response, Error> {
-        let body = serde_json::json!({ "query": document });
+        self.request_with(document, serde_json::Map::new()).await
+    }
+
+    /// Sends one document with `extensions` (none when empty). The embedded engine and `dagger-rs` read two,
+    /// for progress and reports: `serves` (root response key → what that field serves, such as a `pipeline!`
+    /// output's name) and `pipeline` (the graph of the pipeline being run); other engines ignore them.
+    pub(crate) async fn request_with(
+        &self,
+        document: &str,
+        extensions: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Response, Error> {
+        let body = if extensions.is_empty() {
+            serde_json::json!({ "query": document })
+        } else {
+            serde_json::json!({ "query": document, "extensions": extensions })
+        };
         let mut req = self
             .http
             .post(&self.url)

@@ -91,7 +91,8 @@ async fn a_published_image_pulls_back_and_other_tools_read_it() {
     );
 
     // Pulled back, it runs as configured.
-    let (_s2, dag2, _c2) = start().await;
+    let (s2, dag2, _c2) = start().await;
+    let mut pulls = s2.engine.subscribe();
     let back = dag2.container().from(address.clone());
     let out = back
         .with_exec_opts(
@@ -102,6 +103,27 @@ async fn a_published_image_pulls_back_and_other_tools_read_it() {
         .await
         .expect("entrypoint runs");
     assert_eq!(out, "app says hello\n");
+    // The fresh engine downloaded the whole image once, and said how much: the blobs skopeo lists, and the
+    // manifest and configuration.
+    let mut pulled = Vec::new();
+    while let Ok(ev) = pulls.try_recv() {
+        if let dagger_engine::EventKind::Pulled(n) = ev.kind {
+            assert_eq!(ev.op, "Container.from");
+            pulled.push(n);
+        }
+    }
+    let layer_bytes: u64 =
+        skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{address}")])["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["size"].as_u64().expect("size"))
+            .sum();
+    assert_eq!(pulled.len(), 1, "{pulled:?}");
+    assert!(
+        pulled[0] > layer_bytes && pulled[0] < layer_bytes + 64 * 1024,
+        "pulled {pulled:?}, layers {layer_bytes}"
+    );
     assert_eq!(back.workdir().await.expect("workdir"), "/app");
     assert_eq!(back.env_variable("APP_MODE").await.expect("env"), Some("test".into()));
     assert_eq!(

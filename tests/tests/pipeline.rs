@@ -831,6 +831,65 @@ async fn fan_out_costs_levels_plus_one_requests() {
 }
 
 #[tokio::test]
+async fn each_output_field_tells_the_engine_which_output_it_serves() {
+    let engine = FakeEngine::start(plan_like_engine(None)).await;
+    let dag = connect(&engine).await;
+    fan_out::run(&dag, dag.host().directory(".")).await.expect("runs");
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
+    for req in engine.requests() {
+        let body: Value = serde_json::from_str(&req.body).expect("JSON body");
+        let document = body["query"].as_str().expect("query").to_owned();
+        match body.get("extensions").and_then(|e| e.get("serves")) {
+            // An ID round names nothing.
+            None => assert!(!document.contains("o0:") && !document.contains("o1:"), "{document}"),
+            Some(serves) => {
+                for (alias, name) in serves.as_object().expect("serves") {
+                    assert!(
+                        document.contains(&format!("{alias}:")),
+                        "{alias} is a field of {document}"
+                    );
+                    named.insert(alias.clone(), name.as_str().expect("a name").to_owned());
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = named.values().map(String::as_str).collect();
+    assert_eq!(names.len(), 4, "{named:?}");
+    for output in ["bin_size", "report"] {
+        assert!(names.contains(&output), "{output} in {named:?}");
+    }
+    // The first request carries the pipeline's graph, once, in the shape the engine reads; its outputs are
+    // named as their fields are.
+    let graphs: Vec<(usize, Value)> = engine
+        .requests()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let body: Value = serde_json::from_str(&r.body).ok()?;
+            Some((i, body.get("extensions")?.get("pipeline")?.clone()))
+        })
+        .collect();
+    assert_eq!(graphs.len(), 1);
+    assert_eq!(graphs[0].0, 0, "with the first request");
+    let graph = dagger_engine::PipelineGraph::from_extension(&graphs[0].1).expect("a graph the engine reads");
+    assert_eq!(graph.name, "fan_out");
+    let mut served: Vec<&str> = graph.nodes.iter().filter_map(|n| n.serves.as_deref()).collect();
+    served.sort_unstable();
+    let mut names = names;
+    names.sort_unstable();
+    assert_eq!(served, names);
+    assert_eq!(
+        graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == dagger_engine::NodeKind::Step)
+            .count(),
+        fan_out::STEPS.len()
+    );
+    assert!(graph.edges.len() >= fan_out::EDGES.len(), "{:?}", graph.edges);
+}
+
+#[tokio::test]
 async fn a_failed_output_names_its_binding_and_step_and_keeps_partial_results() {
     let engine = FakeEngine::start(plan_like_engine(Some("o1"))).await;
     let dag = connect(&engine).await;

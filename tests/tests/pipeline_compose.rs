@@ -175,6 +175,39 @@ async fn a_run_sends_the_combined_plan_and_returns_the_used_pipelines_outputs() 
     sent.sort();
     planned.sort();
     assert_eq!(sent, planned, "the run sends exactly the planned documents");
+
+    // One flat graph rides with the first request: the used pipelines drawn inline, their outputs named as
+    // their fields are (`checks.syntax_log`), and `after checks` starting at each of checks' outputs.
+    let first: serde_json::Value = serde_json::from_str(&fake.requests()[0].body).expect("JSON");
+    let graph = dagger_engine::PipelineGraph::from_extension(&first["extensions"]["pipeline"]).expect("a graph");
+    assert_eq!(graph.name, "checked");
+    let served: Vec<&str> = graph.nodes.iter().filter_map(|n| n.serves.as_deref()).collect();
+    for name in ["names", "checks.syntax_log", "strict.whitespace_log"] {
+        assert!(served.contains(&name), "{name} in {served:?}");
+    }
+    let mut named: Vec<String> = Vec::new();
+    for r in fake.requests() {
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+        if let Some(m) = body["extensions"]["serves"].as_object() {
+            named.extend(m.values().filter_map(|v| v.as_str().map(str::to_owned)));
+        }
+    }
+    named.sort();
+    let mut outputs: Vec<String> = served.iter().map(|s| s.to_string()).collect();
+    outputs.sort();
+    assert_eq!(named, outputs, "every output is sent under the name its node has");
+    let afters: Vec<&str> = graph
+        .edges
+        .iter()
+        .filter(|e| e.kind == dagger_engine::EdgeKind::After && e.to == "o_names")
+        .map(|e| e.from.as_str())
+        .collect();
+    let checks_outputs = graph.nodes.iter().filter(|n| n.id.starts_with("checks__o_")).count();
+    assert!(checks_outputs > 1);
+    assert!(
+        afters.iter().filter(|f| f.starts_with("checks__o_")).count() == checks_outputs,
+        "{afters:?}"
+    );
 }
 
 #[tokio::test]

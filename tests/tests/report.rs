@@ -317,3 +317,75 @@ fn a_report_of_a_thousand_operations_renders_and_says_how_long_it_took() {
     );
     assert!(took < Duration::from_secs(60), "rendered at all within a minute");
 }
+
+/// A toolchain of the offline busybox.
+#[step]
+fn shell(dag: &Query, image: String) -> Container {
+    dag.container().from(image).with_workdir("/w")
+}
+
+#[step]
+fn passing(shell: Container) -> Container {
+    shell.with_exec(["sh", "-c", "echo all good"])
+}
+
+#[step]
+fn failing(shell: Container) -> Container {
+    shell.with_exec(["sh", "-c", "echo two problems >&2; exit 4"])
+}
+
+pipeline! {
+    /// One check that passes and one that fails, on one toolchain.
+    pub checks(image: String) {
+        let sh = shell(image);
+        let good = passing(sh);
+        let bad = failing(sh);
+        out good_log = good.stdout();
+        out bad_log = bad.stdout();
+    }
+}
+
+#[test]
+fn a_pipeline_report_draws_its_graph_and_names_what_each_operation_serves() {
+    if let Err(e) = testkit::images::ensure() {
+        panic!("offline images: {e}");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let html = dir.path().join("pipeline.html");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (session, dag) = engine(&dir.path().join("cache")).await;
+        let report = Report::start(&session.engine, html.clone(), None).expect("report");
+        let err = checks::run(&dag, BUSYBOX.into()).await.expect_err("bad_log fails");
+        assert_eq!(err.failures.len(), 1);
+        let summary = report.finish().expect("write the report");
+        assert!(summary.bytes_pulled > 100_000, "busybox was pulled: {summary:?}");
+    });
+    let dom = dom(&html, "");
+    // The graph, outputs coloured by how their operations ended.
+    assert!(
+        dom.contains("<svg class=\"graph\" data-pipeline=\"checks\""),
+        "the graph is drawn"
+    );
+    let node = |id: &str| {
+        let at = dom
+            .find(&format!("data-node=\"{id}\""))
+            .unwrap_or_else(|| panic!("node {id}"));
+        let tag = &dom[dom[..at].rfind('<').expect("tag")..at + dom[at..].find('>').expect("end")];
+        attr(tag, "data-state")
+    };
+    assert_eq!(node("o_good_log").as_deref(), Some("done"));
+    assert_eq!(node("o_bad_log").as_deref(), Some("failed"));
+    assert_eq!(node("in_image"), None, "inputs have no state");
+    // Each operation of work says which output it serves; the failed exec serves `bad_log`.
+    let failed = rows(&dom)
+        .into_iter()
+        .find(|r| r.state == "failed")
+        .expect("a failed row");
+    let tag_at = dom.find(&format!("id=\"op-{}\"", failed.id)).expect("the failed row");
+    let tag = &dom[dom[..tag_at].rfind('<').expect("tag")..tag_at + dom[tag_at..].find('>').expect("end")];
+    assert_eq!(attr(tag, "data-serves").as_deref(), Some("bad_log"));
+    assert!(dom.contains("data-serves=\"good_log\""));
+    // The summary says what was pulled.
+    assert!(figure(&dom, "pulled").ends_with("MiB") || figure(&dom, "pulled").ends_with("KiB"));
+}

@@ -7,7 +7,7 @@
 //! this engine needs both: sibling outputs of one request run concurrently, and a failed command is an
 //! `EXEC_ERROR` with its exit code and output. So execution is ours: a small, concurrent resolver walk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -15,7 +15,7 @@ use apollo_compiler::ast::Type;
 use apollo_compiler::executable::{Field, Selection, SelectionSet};
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Node};
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::future::{BoxFuture, Either, join_all};
 use serde_json::{Map, Value, json};
 
 use crate::graphql::error::FieldError;
@@ -44,6 +44,28 @@ pub struct Request {
     /// Variable values.
     #[serde(default)]
     pub variables: Option<Map<String, Value>>,
+    /// Extensions of the request. This engine reads one: `serves`, a map from root response keys to what
+    /// each serves for the client (`{"o0": "tests"}`), which the progress events of the operations those
+    /// fields need carry ([`Event::serves`](crate::solver::events::Event::serves)). Others are ignored.
+    #[serde(default)]
+    pub extensions: Option<Map<String, Value>>,
+}
+
+/// Longest name of what a root field serves that is kept (longer ones are cut).
+const SERVES_CHARS: usize = 200;
+
+/// The `serves` extension of a request: root response key → name, names cut to [`SERVES_CHARS`]; entries
+/// that are not strings are ignored.
+fn serves_of(extensions: Option<&Map<String, Value>>) -> HashMap<String, Arc<str>> {
+    let Some(Value::Object(map)) = extensions.and_then(|e| e.get("serves")) else {
+        return HashMap::new();
+    };
+    map.iter()
+        .filter_map(|(k, v)| {
+            let name: String = v.as_str()?.chars().take(SERVES_CHARS).collect();
+            Some((k.clone(), Arc::from(name)))
+        })
+        .collect()
 }
 
 /// What a field resolved to.
@@ -88,6 +110,8 @@ struct Ctx<'a, R: Resolver> {
     visited: AtomicUsize,
     /// Whether the [`MAX_FIELDS`] error was recorded.
     over_budget: AtomicBool,
+    /// What each root field serves (the request's `serves` extension).
+    serves: HashMap<String, Arc<str>>,
 }
 
 /// A value of a response's `data`: objects keep the order of the query's selection, as GraphQL requires
@@ -199,6 +223,7 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
             return Response::request_errors(messages.into_iter().map(|m| json!({ "message": m })).collect());
         }
     };
+    let serves = serves_of(req.extensions.as_ref());
     let (introspected, mut errors) = match introspect(served, &doc, op, &vars) {
         Ok(found) => found,
         Err(errors) => return Response::request_errors(errors),
@@ -212,6 +237,7 @@ pub async fn execute<R: Resolver>(served: &Served, resolver: &R, root: R::Object
         errors: parking_lot::Mutex::new(Vec::new()),
         visited: AtomicUsize::new(0),
         over_budget: AtomicBool::new(false),
+        serves,
     };
     let data = match exec_selection(&ctx, &root, vec![&op.selection_set], Path::default()).await {
         Ok(mut fields) => {
@@ -447,11 +473,15 @@ fn exec_selection<'a, R: Resolver>(
         }
         let fields = collector.out;
         // Sibling fields run concurrently: the outputs of one request are evaluated side by side.
-        let values = join_all(
-            fields
-                .iter()
-                .map(|(key, fs)| exec_field(ctx, obj, fs, path.child(Value::String(key.clone())))),
-        )
+        // A root field the client named runs with that name, for the progress events of what it needs.
+        let root = path.0.is_none();
+        let values = join_all(fields.iter().map(|(key, fs)| {
+            let field = exec_field(ctx, obj, fs, path.child(Value::String(key.clone())));
+            match ctx.serves.get(key).filter(|_| root) {
+                Some(serves) => Either::Left(crate::solver::events::with_serves(Some(serves.clone()), field)),
+                None => Either::Right(field),
+            }
+        }))
         .await;
         let mut out = Vec::with_capacity(fields.len());
         let mut bubbled = false;
@@ -658,6 +688,8 @@ mod tests {
     #[derive(Default)]
     struct ToyResolver {
         resolved: Mutex<Vec<String>>,
+        /// Each field resolved, with what it served (`Type.field@serves`).
+        served: Mutex<Vec<String>>,
     }
 
     impl Resolver for ToyResolver {
@@ -680,6 +712,10 @@ mod tests {
             Box::pin(async move {
                 let name = field.name.as_str();
                 self.resolved.lock().push(format!("{}.{name}", self.type_name(obj)));
+                let serves = crate::solver::events::current_serves().unwrap_or_default();
+                self.served
+                    .lock()
+                    .push(format!("{}.{name}@{serves}", self.type_name(obj)));
                 let leaf = |v: Value| Ok(Resolved::Leaf(v));
                 match (obj, name) {
                     (Toy::Query, "hero") => Ok(Resolved::Obj(Toy::Human("Luke"))),
@@ -719,8 +755,54 @@ mod tests {
             query: query.to_owned(),
             operation_name: None,
             variables: variables.as_object().cloned(),
+            extensions: None,
         };
         execute(&served(), resolver, Toy::Query, req).await
+    }
+
+    #[tokio::test]
+    async fn root_fields_named_by_the_serves_extension_resolve_under_that_name() {
+        let resolver = ToyResolver::default();
+        let req = Request {
+            query: r#"{ a: hero { name ... on Human { friends { name } } } b: item(id: 2) { label } greet(name: "x", times: 1) }"#
+                .to_owned(),
+            extensions: Some(
+                json!({"serves": {"a": "tests", "b": "lint[clippy]", "zzz": "unused", "greet": 3}})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            ..Request::default()
+        };
+        let response = execute(&served(), &resolver, Toy::Query, req).await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let mut seen = resolver.served.lock().clone();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "Human.friends@tests",
+                "Human.name@tests",
+                "Human.name@tests",
+                "Human.name@tests",
+                "Item.label@lint[clippy]",
+                "Query.greet@",
+                "Query.hero@tests",
+                "Query.item@lint[clippy]",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_serves_extension_keeps_strings_and_cuts_long_names() {
+        let long = "x".repeat(500);
+        let ext = json!({"serves": {"a": long, "b": null, "c": "ok"}});
+        let serves = serves_of(ext.as_object());
+        assert_eq!(serves.len(), 2);
+        assert_eq!(serves["a"].len(), SERVES_CHARS);
+        assert_eq!(&*serves["c"], "ok");
+        assert!(serves_of(None).is_empty());
+        assert!(serves_of(json!({"serves": "nope"}).as_object()).is_empty());
     }
 
     async fn run(query: &str, variables: Value) -> Value {
@@ -867,6 +949,7 @@ mod tests {
             query: "query A { greet } query B { greet }".to_owned(),
             operation_name: Some("C".to_owned()),
             variables: None,
+            extensions: None,
         };
         let v = execute(&served(), &ToyResolver::default(), Toy::Query, req)
             .await

@@ -19,7 +19,23 @@ use crate::ops::fields::QueryNode;
 use crate::ops::router::{self, Obj};
 
 /// Executes a request on `engine` and returns the response body.
+///
+/// A request may carry the graph of the client's pipeline as its `pipeline` extension (see
+/// [`PipelineGraph`](crate::solver::events::PipelineGraph)): it becomes an event for reports. One that is not a
+/// graph is left out with a note in the engine's events; the request runs either way.
 pub async fn execute(engine: &Arc<Engine>, req: Request) -> Response {
+    if let Some(graph) = req.extensions.as_ref().and_then(|e| e.get("pipeline")) {
+        use crate::solver::events::{Event, EventKind, PipelineGraph};
+        let event = match PipelineGraph::from_extension(graph) {
+            Ok(g) => Event::new("pipeline", g.name.clone(), EventKind::Graph(Box::new(g))),
+            Err(e) => Event::new(
+                "engine",
+                "pipeline",
+                EventKind::Log(format!("the request's pipeline graph was left out of the report: {e}")),
+            ),
+        };
+        engine.send_event(event);
+    }
     executor::execute(served(), &CoreResolver { engine: engine.clone() }, Obj::query(), req).await
 }
 
@@ -229,11 +245,18 @@ mod tests {
 
     /// Executes on a thread with a large stack, as the server does (deep documents nest deeply).
     async fn run(engine: &Arc<Engine>, query: &str, variables: Value) -> Value {
-        let req = Request {
-            query: query.to_owned(),
-            operation_name: None,
-            variables: variables.as_object().cloned(),
-        };
+        run_request(
+            engine,
+            Request {
+                query: query.to_owned(),
+                variables: variables.as_object().cloned(),
+                ..Request::default()
+            },
+        )
+        .await
+    }
+
+    async fn run_request(engine: &Arc<Engine>, req: Request) -> Value {
         let (engine, handle) = (engine.clone(), tokio::runtime::Handle::current());
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -243,6 +266,75 @@ mod tests {
             })
             .expect("thread");
         rx.await.expect("response")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_events_of_a_named_field_say_what_it_serves() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let mut events = engine.subscribe();
+        let req = Request {
+            query: r#"{ o0: directory { withNewFile(path: "a", contents: "x") { entries } }
+                        o1: directory { withNewFile(path: "b", contents: "y") { entries } } }"#
+                .to_owned(),
+            extensions: json!({"serves": {"o0": "tests"}}).as_object().cloned(),
+            ..Request::default()
+        };
+        let v = run_request(&engine, req).await;
+        assert!(v.get("errors").is_none(), "{v}");
+        let mut serves = std::collections::BTreeMap::new();
+        while let Ok(ev) = events.try_recv() {
+            if ev.op == "Directory.withNewFile" && ev.kind == crate::solver::events::EventKind::Started {
+                let path = ev.info.as_ref().map(|i| i.args["path"].clone()).unwrap_or_default();
+                serves.insert(path.to_string(), ev.serves.clone());
+            }
+        }
+        assert_eq!(serves.get("\"a\""), Some(&Some("tests".to_owned())), "{serves:?}");
+        assert_eq!(serves.get("\"b\""), Some(&None), "{serves:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipeline_graph_becomes_an_event_and_a_bad_one_a_note() {
+        use crate::solver::events::EventKind;
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = engine(&dir);
+        let mut events = engine.subscribe();
+        let graph = json!({"name": "ci", "nodes": [
+            {"id": "in_src", "label": "src: Directory", "kind": "input"},
+            {"id": "o_log", "label": "log = src.entries()", "kind": "output", "serves": "log"}],
+            "edges": [{"from": "in_src", "to": "o_log"}]});
+        let bad = json!({"name": "ci", "nodes": [], "edges": [{"from": "a", "to": "b"}]});
+        for (ext, expect_graph) in [(graph, true), (bad, false), (json!(42), false)] {
+            let req = Request {
+                query: "{ directory { entries } }".to_owned(),
+                extensions: json!({ "pipeline": ext }).as_object().cloned(),
+                ..Request::default()
+            };
+            let v = run_request(&engine, req).await;
+            assert_eq!(
+                v,
+                json!({"data": {"directory": {"entries": []}}}),
+                "the request runs either way"
+            );
+            let mut seen = None;
+            while let Ok(ev) = events.try_recv() {
+                match ev.kind {
+                    EventKind::Graph(g) => seen = Some(Ok(g)),
+                    EventKind::Log(line) if ev.op == "engine" => seen = Some(Err(line)),
+                    _ => {}
+                }
+            }
+            match seen {
+                Some(Ok(g)) if expect_graph => {
+                    assert_eq!((g.name.as_str(), g.nodes.len(), g.edges.len()), ("ci", 2, 1));
+                    assert_eq!(g.nodes[1].serves.as_deref(), Some("log"));
+                }
+                Some(Err(note)) if !expect_graph => {
+                    assert!(note.contains("pipeline graph was left out"), "{note}");
+                }
+                other => panic!("unexpected: {other:?}"),
+            }
+        }
     }
 
     /// `levels` fragments, each spreading the next `copies` times at one place.

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::report::run::{Op, Run, State};
-use crate::report::text::duration;
+use crate::report::text::{bytes, duration};
 use crate::solver::events::Role;
 
 /// The style: a light page, the timeline as a grid of rows (state, what it does, its bar, its duration).
@@ -63,6 +63,19 @@ details.op:target>summary{background:#fff6dd}
 .st-failed>summary{background:#fdf0f0}
 .critical .bar{box-shadow:0 0 0 2px var(--critical)}
 .crit{color:var(--critical)}
+.serves{color:var(--dim);font-size:12px}
+.graph-wrap{overflow-x:auto;border:1px solid var(--line);border-radius:8px;background:var(--panel);padding:4px}
+.graph .edge{fill:none;stroke:#8a94a6;stroke-width:1.3}
+.graph .edge.value{stroke-width:2.6}
+.graph .edge.after{stroke-dasharray:5 4}
+.graph rect{fill:#fff;stroke:#555}
+.graph .input rect{fill:#eef3fb;stroke:#6b7fa8}
+.graph .output rect{fill:#f3f5f8;stroke:#8a94a6}
+.graph .s-done rect{fill:#eaf6ec;stroke:var(--done)}
+.graph .s-cached rect{fill:#f1f2f5;stroke:var(--cached)}
+.graph .s-failed rect{fill:#fdf0f0;stroke:var(--failed);stroke-width:2}
+.graph .s-running rect{fill:#eef3fd;stroke:var(--running)}
+.graph text{font:12px system-ui,sans-serif;fill:var(--fg)}
 .minor{display:none}
 body.show-minor .minor{display:block}
 body.only-critical details.op:not(.critical){display:none}
@@ -95,7 +108,7 @@ window.addEventListener('load',function(){b.getBoundingClientRect();b.setAttribu
 "#;
 
 /// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -193,7 +206,7 @@ impl Run {
         out.push_str("<section id=\"summary\">");
         let ratio = format!("{:.0}%", s.cache_hit_ratio * 100.0);
         let critical = format!("{} · {} ops", duration(s.critical_ms), s.critical_ops);
-        let figures: [(&str, String, &str, bool); 8] = [
+        let figures: [(&str, String, &str, bool); 9] = [
             ("wall", duration(s.wall_ms), "wall time", false),
             ("run", s.run.to_string(), "operations run", false),
             ("cached", s.cached.to_string(), "from the cache", false),
@@ -201,6 +214,7 @@ impl Run {
             ("ratio", ratio, "cache hit ratio", false),
             ("peak", s.peak_concurrency.to_string(), "peak concurrency", false),
             ("critical", critical, "critical path", false),
+            ("pulled", bytes(s.bytes_pulled), "pulled from registries", false),
             (
                 "settings",
                 s.settings.to_string(),
@@ -220,6 +234,7 @@ impl Run {
         for note in &self.notes {
             let _ = write!(out, "<p class=\"notes\">engine: {}</p>", esc(note));
         }
+        self.graphs(&mut out);
 
         let _ = write!(
             out,
@@ -241,6 +256,33 @@ impl Run {
         }
         let _ = writeln!(out, "</section></main><script>{SCRIPT}</script></body></html>");
         out
+    }
+
+    /// The graphs of the pipelines the clients ran, outputs coloured by how their operations ended.
+    fn graphs(&self, out: &mut String) {
+        if self.graphs.is_empty() {
+            return;
+        }
+        out.push_str("<section id=\"pipelines\">");
+        for g in &self.graphs {
+            let _ = write!(
+                out,
+                "<h2>Pipeline <code>{}</code></h2><div class=\"graph-wrap\">",
+                esc(&g.name)
+            );
+            let state_of = |serves: &str| {
+                crate::report::graph::output_state(
+                    serves,
+                    self.ops
+                        .iter()
+                        .filter(|o| o.role == Role::Work || o.state == State::Failed)
+                        .filter_map(|o| Some((o.serves.as_deref()?, o.state))),
+                )
+            };
+            crate::report::graph::svg(g, &state_of, out);
+            out.push_str("</div>");
+        }
+        out.push_str("</section>");
     }
 
     /// The time axis.
@@ -283,7 +325,7 @@ impl Run {
         let _ = write!(
             out,
             "<details class=\"{classes}\" id=\"op-{id}\" data-id=\"{id}\" data-op=\"{opname}\" data-state=\"{state}\" \
-             data-role=\"{role}\" data-start=\"{start}\" data-end=\"{end}\"{open}><summary class=\"row\">\
+             data-role=\"{role}\" data-start=\"{start}\" data-end=\"{end}\"{serves}{open}><summary class=\"row\">\
              <span class=\"st\" title=\"{state}\">{mark}</span><span class=\"name\" title=\"{title}\">{name}</span>\
              <div class=\"track\">",
             id = esc(&op.id),
@@ -292,6 +334,11 @@ impl Run {
             start = op.start(),
             end = end.map(|e| e.to_string()).unwrap_or_default(),
             open = if op.state == State::Failed { " open" } else { "" },
+            serves = op
+                .serves
+                .as_deref()
+                .map(|s| format!(" data-serves=\"{}\"", esc(s)))
+                .unwrap_or_default(),
             mark = mark(op.state),
             title = esc(&title(op)),
             name = name_html(op),
@@ -397,6 +444,20 @@ impl Run {
             times.push_str(" · on the critical path");
         }
         let _ = write!(out, "<tr><th>state</th><td>{}</td></tr>", esc(&times));
+        if let Some(serves) = &op.serves {
+            let _ = write!(
+                out,
+                "<tr class=\"serves\"><th>serves</th><td><code>{}</code></td></tr>",
+                esc(serves)
+            );
+        }
+        if op.pulled > 0 {
+            let _ = write!(
+                out,
+                "<tr class=\"pulled\"><th>pulled</th><td>{}</td></tr>",
+                bytes(op.pulled)
+            );
+        }
         // Arguments with a value; those left false or empty (nearly always their defaults) on one line.
         let mut unset = Vec::new();
         for (k, v) in &op.args {
@@ -454,6 +515,9 @@ fn name_html(op: &Op) -> String {
     };
     if op.critical {
         out.push_str(" <span class=\"crit\" title=\"on the critical path\">◆</span>");
+    }
+    if let Some(serves) = &op.serves {
+        let _ = write!(out, " <span class=\"serves\" title=\"serves\">→ {}</span>", esc(serves));
     }
     if !op.settings.is_empty() {
         let _ = write!(out, "<span class=\"with\">{}</span>", esc(&op.settings.join(", ")));
@@ -517,6 +581,29 @@ mod tests {
         assert!(html.contains("data-state=\"failed\""));
         assert!(html.contains("data-exit-code=\"3\""));
         assert_eq!(html.matches("<details class=\"op").count(), 2);
+    }
+
+    #[test]
+    fn rows_say_what_they_serve_and_the_summary_what_was_pulled() {
+        let mut started = rec(0, "a", EventKind::Started, "cargo <test>");
+        started.event.serves = Some("tests<1>".into());
+        let run = Run::from_records(
+            &[
+                started,
+                rec(5, "a", EventKind::Pulled(5 << 20), ""),
+                rec(20, "a", EventKind::Done(20), ""),
+            ],
+            None,
+            None,
+        );
+        let html = run.html();
+        assert!(
+            html.contains("<span class=\"serves\" title=\"serves\">→ tests&lt;1&gt;</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<th>serves</th><td><code>tests&lt;1&gt;</code>"));
+        assert!(html.contains("<tr class=\"pulled\"><th>pulled</th><td>5.0 MiB</td></tr>"));
+        assert!(html.contains("data-figure=\"pulled\"><b>5.0 MiB</b>"));
     }
 
     #[test]

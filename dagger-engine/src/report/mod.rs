@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod graph;
 mod html;
 #[cfg(feature = "otel")]
 mod otel;

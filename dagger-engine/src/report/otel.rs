@@ -167,6 +167,9 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
         KeyValue::new("dagger_rs.op", ev.op.clone()),
         KeyValue::new("dagger_rs.id", ev.id.clone()),
     ];
+    if let Some(serves) = &ev.serves {
+        out.push(KeyValue::new("dagger_rs.serves", serves.clone()));
+    }
     if let Some(info) = &ev.info {
         if !info.detail.is_empty() {
             out.push(KeyValue::new("dagger_rs.detail", info.detail.clone()));
@@ -193,7 +196,15 @@ impl Spans {
         }
         let now = SystemTime::now();
         match &ev.kind {
-            EventKind::Queued | EventKind::Log(_) => {}
+            EventKind::Queued | EventKind::Log(_) | EventKind::Graph(_) => {}
+            EventKind::Pulled(bytes) => {
+                if let Some(open) = self.open.get_mut(&ev.id) {
+                    open.attributes.push(KeyValue::new(
+                        "dagger_rs.bytes_pulled",
+                        i64::try_from(*bytes).unwrap_or(i64::MAX),
+                    ));
+                }
+            }
             EventKind::Started => {
                 self.open.insert(
                     ev.id.clone(),

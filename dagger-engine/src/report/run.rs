@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::report::Record;
-use crate::solver::events::{EventKind, Role};
+use crate::solver::events::{EventKind, PipelineGraph, Role};
 
 /// Log lines kept per operation (the last ones: where a failure explains itself).
 const LOG_LINES: usize = 1000;
@@ -50,6 +50,10 @@ pub struct Op {
     pub op: String,
     /// What it does, for a person (`withExec cargo test`).
     pub label: String,
+    /// What it serves, as the client named the field that needed it first (a `pipeline!` output).
+    pub serves: Option<String>,
+    /// Bytes it downloaded from a registry.
+    pub pulled: u64,
     /// Its arguments, secrets as `***`.
     pub args: BTreeMap<String, serde_json::Value>,
     /// The objects it is built from.
@@ -120,6 +124,8 @@ pub struct Summary {
     pub critical_ms: u64,
     /// How many operations it has.
     pub critical_ops: usize,
+    /// Bytes downloaded from registries.
+    pub bytes_pulled: u64,
 }
 
 /// A run: its operations in timeline order and its summary.
@@ -131,6 +137,8 @@ pub struct Run {
     pub ops: Vec<Op>,
     /// Lines of the engine itself (such as what it collected at start-up).
     pub notes: Vec<String>,
+    /// The graphs of the pipelines the clients ran (`pipeline!`), one per pipeline name.
+    pub graphs: Vec<PipelineGraph>,
     /// The figures.
     pub summary: Summary,
 }
@@ -148,9 +156,16 @@ impl Run {
         let mut ops: Vec<Op> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut notes = Vec::new();
+        let mut graphs = Vec::new();
         for r in records {
             let ev = &r.event;
             let at = rel(r.at);
+            if let EventKind::Graph(g) = &ev.kind {
+                // One picture per pipeline: the last one sent.
+                graphs.retain(|known: &PipelineGraph| known.name != g.name);
+                graphs.push((**g).clone());
+                continue;
+            }
             if ev.op == "engine" {
                 if let EventKind::Log(line) = &ev.kind {
                     notes.push(line.clone());
@@ -162,6 +177,8 @@ impl Run {
                     id: ev.id.clone(),
                     op: ev.op.clone(),
                     label: ev.op.clone(),
+                    serves: None,
+                    pulled: 0,
                     args: BTreeMap::new(),
                     inputs: Vec::new(),
                     settings: Vec::new(),
@@ -184,6 +201,9 @@ impl Run {
                 op.args = info.args.clone();
                 op.inputs = info.inputs.clone();
                 op.role = info.role;
+            }
+            if op.serves.is_none() {
+                op.serves.clone_from(&ev.serves);
             }
             match &ev.kind {
                 EventKind::Queued => {
@@ -217,6 +237,8 @@ impl Run {
                     op.error = Some(msg.clone());
                     op.exit_code = ev.exit_code;
                 }
+                EventKind::Pulled(bytes) => op.pulled += bytes,
+                EventKind::Graph(_) => {}
                 EventKind::Log(line) => {
                     if op.logs.len() == LOG_LINES {
                         op.logs.remove(0);
@@ -251,6 +273,7 @@ impl Run {
             started_at,
             ops,
             notes,
+            graphs,
             summary,
         }
     }
@@ -326,6 +349,7 @@ fn summarize(ops: &[Op], wall_ms: u64, critical_ms: u64, critical_ops: usize) ->
     };
     let mut edges = Vec::new();
     for op in ops {
+        s.bytes_pulled += op.pulled;
         if op.state == State::Failed {
             s.failed += 1;
         }
@@ -386,6 +410,30 @@ mod tests {
 
     fn work(at: u64, id: &str, kind: EventKind, inputs: &[&str]) -> Record {
         rec(at, id, kind, inputs, Role::Work)
+    }
+
+    #[test]
+    fn what_each_operation_serves_and_the_bytes_pulled_are_kept() {
+        let mut queued = work(0, "a", EventKind::Queued, &[]);
+        queued.event.serves = Some("tests".into());
+        let mut started = work(1, "a", EventKind::Started, &[]);
+        // A later event without the name (another field asked too) keeps the first name.
+        started.event.serves = None;
+        let records = vec![
+            queued,
+            started,
+            work(2, "a", EventKind::Pulled(1000), &[]),
+            work(3, "a", EventKind::Pulled(24), &[]),
+            work(4, "a", EventKind::Done(3), &[]),
+            work(5, "b", EventKind::Started, &["a"]),
+            work(6, "b", EventKind::Pulled(1), &[]),
+            work(7, "b", EventKind::Done(2), &[]),
+        ];
+        let run = Run::from_records(&records, None, None);
+        assert_eq!(run.ops[0].serves.as_deref(), Some("tests"));
+        assert_eq!(run.ops[0].pulled, 1024);
+        assert_eq!(run.ops[1].serves, None);
+        assert_eq!(run.summary.bytes_pulled, 1025);
     }
 
     #[test]

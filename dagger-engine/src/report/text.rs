@@ -119,6 +119,21 @@ pub(crate) fn settings_chain<'a>(
     out
 }
 
+/// `512 B`, `3.1 KiB`, `245.2 MiB`, `1.3 GiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// `850ms`, `2.4s`, `3m05s`.
 pub fn duration(ms: u64) -> String {
     match ms {
@@ -132,11 +147,25 @@ pub fn duration(ms: u64) -> String {
 #[derive(Debug)]
 struct Tracked {
     label: String,
+    /// What it serves, as the client named it (a `pipeline!` output).
+    serves: Option<String>,
+    /// Bytes it downloaded from a registry.
+    pulled: u64,
     role: Role,
     inputs: Vec<String>,
     state: State,
     /// When it started, for the running ones.
     started: Option<std::time::Instant>,
+}
+
+impl Tracked {
+    /// Its label as a display shows it: what it does, then what it serves (`withExec cargo test → tests`).
+    fn shown(&self) -> String {
+        match &self.serves {
+            Some(serves) => format!("{} → {serves}", self.label),
+            None => self.label.clone(),
+        }
+    }
 }
 
 /// How many operations are where.
@@ -173,8 +202,14 @@ impl Tracker {
     /// Follows `ev`; returns what to show for it, or `None` for what is folded away (a setting, a starting
     /// point, an operation being queued).
     pub fn update(&mut self, ev: &Event) -> Option<Step> {
+        if let EventKind::Graph(_) = ev.kind {
+            // A picture, for reports.
+            return None;
+        }
         let op = self.ops.entry(ev.id.clone()).or_insert_with(|| Tracked {
             label: ev.op.clone(),
+            serves: None,
+            pulled: 0,
             role: Role::Work,
             inputs: Vec::new(),
             state: State::Queued,
@@ -184,6 +219,9 @@ impl Tracker {
             op.label = ev.label();
             op.role = info.role;
             op.inputs = info.inputs.clone();
+        }
+        if op.serves.is_none() {
+            op.serves.clone_from(&ev.serves);
         }
         let work = op.role == Role::Work;
         let kind = match &ev.kind {
@@ -203,6 +241,11 @@ impl Tracker {
                 op.state = State::Done;
                 StepKind::Done(*ms)
             }
+            EventKind::Pulled(bytes) => {
+                op.pulled += bytes;
+                return None;
+            }
+            EventKind::Graph(_) => return None,
             EventKind::Failed(message) => {
                 op.state = State::Failed;
                 StepKind::Failed {
@@ -212,7 +255,7 @@ impl Tracker {
             }
             EventKind::Log(line) => StepKind::Log(line.clone()),
         };
-        let label = op.label.clone();
+        let label = op.shown();
         if op.state == State::Running {
             if work && !self.running.contains(&ev.id) {
                 self.running.push(ev.id.clone());
@@ -226,6 +269,12 @@ impl Tracker {
         let settings = match kind {
             StepKind::Started | StepKind::Cached => self.settings_of(&ev.id),
             _ => Vec::new(),
+        };
+        let label = match (&kind, self.ops.get(&ev.id).map_or(0, |o| o.pulled)) {
+            (StepKind::Done(_) | StepKind::Failed { .. }, pulled) if pulled > 0 => {
+                format!("{label} · pulled {}", bytes(pulled))
+            }
+            _ => label,
         };
         Some(Step {
             id: ev.id.clone(),
@@ -252,7 +301,7 @@ impl Tracker {
             .filter_map(|id| {
                 let op = self.ops.get(id)?;
                 let ran = op.started.map(|s| s.elapsed()).unwrap_or_default();
-                Some((id.clone(), op.label.clone(), self.settings_of(id), ran))
+                Some((id.clone(), op.shown(), self.settings_of(id), ran))
             })
             .collect()
     }
@@ -282,8 +331,8 @@ impl Tracker {
         c
     }
 
-    /// The line that ends a run: `✔ 8 run, 3 cached, 0 failed in 5.2s (16 settings folded) · report:
-    /// PATH`.
+    /// The line that ends a run: `✔ 8 run, 3 cached, 0 failed in 5.2s (16 settings folded) · pulled 245.2 MiB
+    /// · report: PATH`.
     pub fn summary_line(&self, wall: Duration, report: Option<&Path>) -> String {
         let c = self.counts();
         let mark = if c.failed == 0 { '✔' } else { '✘' };
@@ -305,6 +354,10 @@ impl Tracker {
                 c.settings,
                 if c.settings == 1 { "" } else { "s" }
             ));
+        }
+        let pulled: u64 = self.ops.values().map(|o| o.pulled).sum();
+        if pulled > 0 {
+            out.push_str(&format!(" · pulled {}", bytes(pulled)));
         }
         if let Some(p) = report {
             out.push_str(&format!(" · report: {}", p.display()));
@@ -384,6 +437,73 @@ mod tests {
         );
         let c = t.counts();
         assert_eq!((c.run, c.cached, c.failed, c.settings), (2, 0, 0, 2));
+    }
+
+    #[test]
+    fn what_an_operation_serves_and_what_it_pulled_are_shown() {
+        let mut t = Tracker::new();
+        let mut started = ev(
+            "Container.from",
+            "f",
+            EventKind::Started,
+            "rust:1-slim",
+            Role::Work,
+            &[],
+        );
+        started.serves = Some("build".into());
+        let mut exec = ev(
+            "Container.withExec",
+            "x",
+            EventKind::Started,
+            "cargo test",
+            Role::Work,
+            &["f"],
+        );
+        exec.serves = Some("tests".into());
+        let lines = plain(
+            &mut t,
+            &[
+                started,
+                ev("Container.from", "f", EventKind::Pulled(3 << 20), "", Role::Work, &[]),
+                ev("Container.from", "f", EventKind::Done(1500), "", Role::Work, &[]),
+                exec,
+                ev(
+                    "Container.withExec",
+                    "x",
+                    EventKind::Log("ok".into()),
+                    "",
+                    Role::Work,
+                    &[],
+                ),
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "▶ from rust:1-slim → build [f]",
+                "✔ from rust:1-slim → build · pulled 3.0 MiB [f] 1.5s",
+                "▶ withExec cargo test → tests [x]",
+                "│ withExec cargo test → tests [x] ok",
+            ]
+        );
+        let running: Vec<String> = t.running().into_iter().map(|(_, label, _, _)| label).collect();
+        assert_eq!(running, ["withExec cargo test → tests"]);
+        assert!(
+            t.summary_line(Duration::from_secs(2), None)
+                .ends_with(" · pulled 3.0 MiB"),
+            "{}",
+            t.summary_line(Duration::from_secs(2), None)
+        );
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(260 * 1024 * 1024), "260.0 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0 TiB");
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub struct Event {
     /// W3C `traceparent` that request carried (its spans are parented on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// On the `Queued`, `Started` and `Cached` events of an operation a client's request asked for: what it
+    /// serves, as the client named the request's field that needed it first (a `pipeline!` output such as
+    /// `tests` or `lint[clippy]`). An operation shared by several fields is named for the first to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serves: Option<String>,
 }
 
 tokio::task_local! {
@@ -48,6 +53,21 @@ pub(crate) async fn with_traceparent<F: std::future::Future>(traceparent: Option
 /// The `traceparent` of the request being executed here, if it carried one.
 pub(crate) fn current_traceparent() -> Option<String> {
     TRACEPARENT.try_with(Clone::clone).ok().flatten()
+}
+
+tokio::task_local! {
+    /// What the field being resolved serves, as the client named it.
+    static SERVES: Option<std::sync::Arc<str>>;
+}
+
+/// Runs `fut` as the resolution of a field the client named `serves` (see [`Event::serves`]).
+pub(crate) async fn with_serves<F: std::future::Future>(serves: Option<std::sync::Arc<str>>, fut: F) -> F::Output {
+    SERVES.scope(serves, fut).await
+}
+
+/// What the field being resolved here serves, if the client named it.
+pub(crate) fn current_serves() -> Option<String> {
+    SERVES.try_with(|s| s.as_deref().map(str::to_owned)).ok().flatten()
 }
 
 /// Whether `s` is a W3C `traceparent` this engine follows: version `00`, a trace id and a parent id that are
@@ -70,6 +90,7 @@ impl Event {
             info: None,
             exit_code: None,
             traceparent: None,
+            serves: None,
         }
     }
 
@@ -104,6 +125,132 @@ pub enum EventKind {
     Failed(String),
     /// A line of output it produced.
     Log(String),
+    /// It downloaded this many bytes from a registry (image layers, configurations and manifests that were
+    /// not in the store yet); sent before it ends.
+    Pulled(u64),
+    /// The graph of the pipeline a client runs, as it sent it (the event's `op` is `pipeline`, its `id` the
+    /// pipeline's name).
+    Graph(Box<PipelineGraph>),
+}
+
+/// The graph of a client's pipeline (a `pipeline!` of the Rust SDK): its inputs, steps and outputs and what
+/// feeds what, for reports to draw beside the operations. Clients send it as the `pipeline` extension of a
+/// request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineGraph {
+    /// The pipeline's name.
+    pub name: String,
+    /// Its nodes, in the order the client declared them.
+    pub nodes: Vec<GraphNode>,
+    /// What feeds what.
+    #[serde(default)]
+    pub edges: Vec<GraphEdge>,
+}
+
+/// A node of a [`PipelineGraph`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphNode {
+    /// Its id, unique in the graph.
+    pub id: String,
+    /// What a person reads (`tc = toolchain(…)`).
+    pub label: String,
+    /// What it is.
+    pub kind: NodeKind,
+    /// For an output: the name the fields that compute it are sent under (see [`Event::serves`]); the
+    /// elements of a loop's output are named `name[key]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serves: Option<String>,
+}
+
+/// What a [`GraphNode`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// An input of the pipeline (or a loop variable).
+    Input,
+    /// A binding made by a step.
+    Step,
+    /// An output.
+    Output,
+}
+
+/// An edge of a [`PipelineGraph`], between node ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphEdge {
+    /// Where it starts.
+    pub from: String,
+    /// Where it ends.
+    pub to: String,
+    /// What it means.
+    #[serde(default)]
+    pub kind: EdgeKind,
+}
+
+/// What a [`GraphEdge`] means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// An object or value passed as an argument.
+    #[default]
+    Data,
+    /// The value of an output feeding a later step.
+    Value,
+    /// One output waits for another to succeed.
+    After,
+}
+
+impl PipelineGraph {
+    /// Most nodes a graph may have.
+    pub const MAX_NODES: usize = 2_000;
+    /// Most edges a graph may have.
+    pub const MAX_EDGES: usize = 10_000;
+    /// Longest id, label or name kept (longer ones are cut).
+    pub const MAX_TEXT: usize = 200;
+
+    /// The graph a client sent as the `pipeline` extension of a request, checked: `Err` says why it is not
+    /// one (not the expected shape, too many nodes or edges, ids not unique, an edge naming no node). Long
+    /// texts are cut.
+    pub fn from_extension(value: &serde_json::Value) -> Result<Self, String> {
+        let mut g: PipelineGraph =
+            serde_json::from_value(value.clone()).map_err(|e| format!("not a pipeline graph: {e}"))?;
+        if g.nodes.len() > Self::MAX_NODES || g.edges.len() > Self::MAX_EDGES {
+            return Err(format!(
+                "a pipeline graph has at most {} nodes and {} edges (this one: {} and {})",
+                Self::MAX_NODES,
+                Self::MAX_EDGES,
+                g.nodes.len(),
+                g.edges.len()
+            ));
+        }
+        let cut = |s: &mut String| {
+            if s.chars().count() > Self::MAX_TEXT {
+                *s = s.chars().take(Self::MAX_TEXT).collect();
+            }
+        };
+        cut(&mut g.name);
+        let mut ids = std::collections::HashSet::new();
+        for n in &mut g.nodes {
+            cut(&mut n.id);
+            cut(&mut n.label);
+            if let Some(s) = &mut n.serves {
+                cut(s);
+            }
+            if !ids.insert(n.id.clone()) {
+                return Err(format!("node id `{}` appears twice in the pipeline graph", n.id));
+            }
+        }
+        for e in &mut g.edges {
+            cut(&mut e.from);
+            cut(&mut e.to);
+            if !ids.contains(&e.from) || !ids.contains(&e.to) {
+                return Err(format!(
+                    "edge `{}` → `{}` names a node the graph does not have",
+                    e.from, e.to
+                ));
+            }
+        }
+        Ok(g)
+    }
 }
 
 /// What an operation does, as its events describe it.
@@ -152,6 +299,8 @@ impl std::fmt::Display for Event {
                 None => write!(f, "✘ {label} [{id}] failed: {msg}"),
             },
             EventKind::Log(line) => write!(f, "│ {label} [{id}] {line}"),
+            EventKind::Pulled(bytes) => write!(f, "↓ {label} [{id}] pulled {bytes} bytes"),
+            EventKind::Graph(g) => write!(f, "◇ pipeline {} ({} nodes)", g.name, g.nodes.len()),
         }
     }
 }

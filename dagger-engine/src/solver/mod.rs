@@ -117,12 +117,15 @@ impl<V: Value, E: SolveError> Solver<V, E> {
     }
 
     /// Sends an event to the listeners and to the subscribers of this moment; the events that describe an
-    /// operation get the `traceparent` of the request being executed.
+    /// operation get the `traceparent` of the request being executed and what the field being resolved serves.
     pub(crate) fn send(&self, mut event: Event) {
         if event.traceparent.is_none()
             && matches!(event.kind, EventKind::Queued | EventKind::Started | EventKind::Cached)
         {
             event.traceparent = crate::solver::events::current_traceparent();
+        }
+        if event.serves.is_none() && matches!(event.kind, EventKind::Queued | EventKind::Started | EventKind::Cached) {
+            event.serves = crate::solver::events::current_serves();
         }
         for listener in self.listeners.read().iter() {
             listener(&event);

@@ -1039,6 +1039,7 @@ pub(crate) fn expand(p: &Pipeline, checked: &Checked) -> TokenStream {
                 name: #name_str,
                 outputs: &[#(#meta_outputs),*],
                 fail_fast: #fail_fast,
+                graph: ::core::option::Option::Some(&GRAPH),
             };
 
             #used_lookup

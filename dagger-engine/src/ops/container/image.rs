@@ -16,6 +16,7 @@ use crate::ops::fields::{
 };
 use crate::ops::secret::secret_plaintext;
 use crate::ops::value::Evaluated;
+use crate::solver::events::EventKind;
 use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self};
 
@@ -197,6 +198,9 @@ pub(crate) async fn from(
     let pull: futures_util::future::BoxFuture<'_, _> =
         Box::pin(registry.pull(&engine.store, &reference, &platform, auth.as_ref()));
     let image = pull.await.map_err(oci)?;
+    if image.downloaded > 0 {
+        engine.emit_event("Container.from", d, EventKind::Pulled(image.downloaded));
+    }
     apply_image(engine, ("Container.from", d), st, &image).await?;
     let mut shown = reference.clone();
     if shown.digest().is_none() {

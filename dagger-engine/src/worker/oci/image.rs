@@ -487,6 +487,7 @@ fn import_docker_archive(
         config_digest: format!("sha256:{config_digest}"),
         config,
         layers,
+        downloaded: 0,
     })
 }
 
@@ -512,6 +513,7 @@ fn import_manifest(
         config_digest,
         config,
         layers,
+        downloaded: 0,
     })
 }
 

@@ -288,6 +288,9 @@ pub struct PulledImage {
     pub config: oci_spec::image::ImageConfiguration,
     /// The layer blobs, base first, all in the store.
     pub layers: Vec<LayerBlob>,
+    /// How many bytes this pull downloaded: the manifests, and the blobs that were not in the store yet
+    /// (0 for a tarball import).
+    pub downloaded: u64,
 }
 
 /// What a request body is made from; rebuilt for each attempt, so requests can be retried after a challenge.
@@ -468,6 +471,7 @@ impl RegistryClient {
         let (bytes, content_type) = self
             .get_manifest(ep, repo, reference.tag_or_digest(), auth, &reference.to_string())
             .await?;
+        let mut downloaded = bytes.len() as u64;
         let top_digest = sha256_of(&bytes);
         if let Some(expected) = reference.digest()
             && expected != top_digest
@@ -487,6 +491,7 @@ impl RegistryClient {
                     let chosen_digest = chosen.digest().to_string();
                     let chosen_type = chosen.media_type().to_string();
                     let (bytes, content_type) = self.get_manifest(ep, repo, &chosen_digest, auth, &what).await?;
+                    downloaded += bytes.len() as u64;
                     let digest = sha256_of(&bytes);
                     if digest != chosen_digest {
                         return Err(OciError::DigestMismatch {
@@ -508,8 +513,11 @@ impl RegistryClient {
                 }
             };
         store.put_blob(&manifest_bytes)?;
-        self.pull_manifest_content(ep, store, reference, manifest, manifest_digest, auth)
-            .await
+        let mut image = self
+            .pull_manifest_content(ep, store, reference, manifest, manifest_digest, auth)
+            .await?;
+        image.downloaded += downloaded;
+        Ok(image)
     }
 
     async fn pull_manifest_content(
@@ -530,7 +538,7 @@ impl RegistryClient {
                 supported: "OCI and Docker image configs (artifacts are not images)",
             });
         }
-        let config_blob = self
+        let (config_blob, mut downloaded) = self
             .fetch_blob(ep, store, repo, manifest.config(), auth, reference)
             .await?;
         let config = read_config(&config_blob.path, &format!("the config of {reference}"))?;
@@ -550,18 +558,20 @@ impl RegistryClient {
             .iter()
             .map(|d| self.fetch_blob(ep, store, repo, d, auth, reference))
             .collect();
-        let layers: Vec<LayerBlob> = futures_util::stream::iter(fetches)
+        let fetched: Vec<(LayerBlob, u64)> = futures_util::stream::iter(fetches)
             .buffered(PARALLEL_LAYERS)
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
+        downloaded += fetched.iter().map(|(_, n)| n).sum::<u64>();
         Ok(PulledImage {
             reference: Some(reference.clone()),
             manifest_digest,
             config_digest: manifest.config().digest().to_string(),
             config,
-            layers,
+            layers: fetched.into_iter().map(|(blob, _)| blob).collect(),
+            downloaded,
         })
     }
 
@@ -609,7 +619,8 @@ impl RegistryClient {
         Ok((body, content_type))
     }
 
-    // Streams one blob into the store unless it is there already, verifying its digest and size.
+    // Streams one blob into the store unless it is there already, verifying its digest and size; returns it
+    // with how many bytes were downloaded (0 when it was there).
     async fn fetch_blob(
         &self,
         ep: &Endpoint,
@@ -618,7 +629,7 @@ impl RegistryClient {
         d: &Descriptor,
         auth: Option<&Auth>,
         reference: &Reference,
-    ) -> Result<Blob, OciError> {
+    ) -> Result<(Blob, u64), OciError> {
         let what = format!("blob {} of {reference}", d.digest());
         let digest = d
             .as_digest_sha256()
@@ -636,7 +647,7 @@ impl RegistryClient {
             path,
         };
         if store.has_blob(&digest) {
-            return Ok(blob(store.blob_path(&digest)));
+            return Ok((blob(store.blob_path(&digest)), 0));
         }
         let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest());
         let resp = self
@@ -668,8 +679,9 @@ impl RegistryClient {
                 return Err(OciError::TooLarge { what, expected: size });
             }
         }
+        let downloaded = writer.size();
         match writer.commit(Some(&digest)) {
-            Ok(_) => Ok(blob(store.blob_path(&digest))),
+            Ok(_) => Ok((blob(store.blob_path(&digest)), downloaded)),
             Err(BlobError::Mismatch { expected, actual }) => Err(OciError::DigestMismatch {
                 what,
                 expected: format!("sha256:{expected}"),
