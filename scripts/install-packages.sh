@@ -3,9 +3,10 @@
 #
 #   scripts/install-packages.sh quickstart|test [--check]
 #
-# Packages already installed are left alone (nothing runs when none is missing). As root the missing ones are
-# installed with apt-get; otherwise the exact `sudo apt-get install …` command is printed and the exit code is
-# 1. With --check nothing is installed: the missing packages are listed and the exit code says whether any are.
+# Packages already installed are left alone (nothing runs when none is missing). The missing ones are installed
+# with apt-get: directly as root, through `sudo` otherwise (apt-get is the only thing run with sudo; without
+# sudo the exact command to run is printed and the exit code is 1). With --check nothing is installed: the
+# missing packages are listed and the exit code says whether any are.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -49,13 +50,18 @@ if [ "$check" -eq 1 ]; then
   echo "packages: missing ${missing[*]}"
   exit 1
 fi
+apt=()
 if [ "$(id -u)" -ne 0 ]; then
-  echo "packages: missing ${missing[*]}; install them with:" >&2
-  echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
-  echo "(or run this command as root, which installs them)" >&2
-  exit 1
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "packages: missing ${missing[*]}; install them as root with:" >&2
+    echo "  apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "packages: installing ${missing[*]} with sudo apt-get (the only step that needs root)"
+  apt=(sudo DEBIAN_FRONTEND=noninteractive)
+else
+  echo "packages: installing ${missing[*]}"
 fi
-echo "packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${apt[@]}" apt-get update -q
+"${apt[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

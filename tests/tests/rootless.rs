@@ -568,6 +568,22 @@ async fn inner_network_reaches_the_host_but_not_its_loopback() {
         );
         assert_ne!(c.exit_code().await.expect("nc"), 0, "{host}");
     }
+    // slirp4netns answers DNS at 10.0.2.3 as the user's own process would: what a container's resolv.conf
+    // names instead of a resolver on the host's loopback (systemd-resolved's 127.0.0.53).
+    use std::net::ToSocketAddrs;
+    if ("deb.debian.org", 80).to_socket_addrs().is_ok() {
+        let c = env
+            .busybox()
+            .with_exec(["sh", "-c", "nslookup deb.debian.org 10.0.2.3 && cat /etc/resolv.conf"]);
+        let out = c.stdout().await.expect("nslookup through slirp4netns");
+        assert!(out.contains("Address:") && out.contains("deb.debian.org"), "{out}");
+        assert!(
+            !out.lines().any(|l| l.starts_with("nameserver 127.")),
+            "no loopback name server in a container: {out}"
+        );
+    } else {
+        eprintln!("note: this host resolves no names; DNS through slirp4netns is not checked");
+    }
     // The host on another address: reachable, through slirp4netns.
     let Some(addr) = host_address() else {
         eprintln!("note: this host has no address besides loopback; the reachable case is not checked");
@@ -731,4 +747,49 @@ async fn inner_sdk_embedded_engine() {
         .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()))
         .with_exec(["sh", "-c", "echo hello from $(id -u)"]);
     assert_eq!(c.stdout().await.expect("runs"), "hello from 0\n");
+}
+
+/// The quickstart pipeline (README command 1's work) as an ordinary user: `cargo test` and a release build
+/// in `rust:1-slim`, the binary copied into `debian:bookworm-slim`, published to a registry the user started,
+/// pulled back and run as a server that answers its self-test.
+#[test]
+fn rootless_the_quickstart_pipeline_runs_as_an_ordinary_user() {
+    if is_root()
+        && let Err(e) = testkit::images::ensure()
+    {
+        panic!("the offline registry: {e}");
+    }
+    as_user("inner_quickstart");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_the_quickstart_pipeline_runs_as_an_ordinary_user"]
+async fn inner_quickstart() {
+    use examples::quickstart::{self, CHECK_PASSED, Settings};
+    enter().await;
+    let registry = testkit::registry::LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let registries = dagger_engine::oci::RegistryConfig::parse(testkit::images::MIRRORS, "").expect("mirrors");
+    let (_session, dag) = testkit::start_engine(Config {
+        registries: Some(registries),
+        ..Config::for_dir(cache.path())
+    })
+    .await;
+    let settings = Settings {
+        address: format!("{}/quickstart-app:rootless", registry.host()),
+        ..Settings::default()
+    };
+    let report = quickstart::run(&dag, &settings)
+        .await
+        .unwrap_or_else(|e| panic!("the quickstart failed rootless: {e}"));
+    assert!(
+        quickstart::test_summary(&report.test_log)
+            .first()
+            .is_some_and(|l| l.starts_with("test result: ok.")),
+        "{}",
+        report.test_log
+    );
+    assert!(report.published.contains("@sha256:"), "{}", report.published);
+    report.check().unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.output.ends_with(&format!("{CHECK_PASSED}\n")) || report.output.ends_with(CHECK_PASSED));
 }

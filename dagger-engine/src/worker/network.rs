@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+mod dns;
 mod netlink;
 
 use netlink::Rtnl;
@@ -74,6 +75,10 @@ pub struct Network {
     pool: Mutex<Vec<Namespace>>,
     filling: std::sync::atomic::AtomicUsize,
     warned: std::sync::atomic::AtomicBool,
+    /// Whether the note that containers resolve no names was made.
+    dns_warned: std::sync::atomic::AtomicBool,
+    /// That note, until it is taken.
+    dns_note: Mutex<Option<String>>,
     in_use: InUse,
     setup_error: Mutex<Option<String>>,
     /// Where namespaces are mounted: `/var/run/netns` as root, a directory of the engine's when rootless.
@@ -343,6 +348,8 @@ impl Network {
             pool: Mutex::default(),
             filling: std::sync::atomic::AtomicUsize::new(0),
             warned: std::sync::atomic::AtomicBool::new(false),
+            dns_warned: std::sync::atomic::AtomicBool::new(false),
+            dns_note: Mutex::default(),
             in_use: InUse::default(),
             setup_error: Mutex::default(),
             dir,
@@ -365,6 +372,27 @@ impl Network {
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
         self.setup_error.lock().clone()
+    }
+
+    /// The `/etc/resolv.conf` containers get (see the `dns` submodule): the host's, with name servers on its
+    /// loopback replaced by ones a container reaches; `None` when the host has no `/etc/resolv.conf`. When
+    /// containers will resolve no names, [`Network::take_dns_warning`] says so once.
+    pub fn resolv_conf(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        let host = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+        let upstream = std::fs::read_to_string(dns::SYSTEMD_UPSTREAM).ok();
+        let r = dns::for_containers(self.mode(), &host, upstream.as_deref());
+        if let Some(note) = r.note
+            && !self.dns_warned.swap(true, Ordering::Relaxed)
+        {
+            *self.dns_note.lock() = Some(note);
+        }
+        Some(r.text)
+    }
+
+    /// Why containers resolve no names, once (see [`Network::resolv_conf`]).
+    pub fn take_dns_warning(&self) -> Option<String> {
+        self.dns_note.lock().take()
     }
 
     /// Why bridge networking is off, the first time it is asked (to be reported once).

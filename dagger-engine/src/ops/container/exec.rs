@@ -282,7 +282,8 @@ async fn run_request(
     Ok((req, netns))
 }
 
-/// Reports, once per engine, that filesystems are copied or that containers get no network.
+/// Reports, once per engine, that filesystems are copied, that containers get no network, or that they
+/// resolve no names.
 fn warn_once(engine: &Arc<Engine>, d: &Digest) {
     if engine.snapshotter().kind() == snapshot::SnapshotterKind::Copy
         && let Some(why) = engine.overlay_unusable()
@@ -300,6 +301,9 @@ fn warn_once(engine: &Arc<Engine>, d: &Digest) {
             d,
             format!("warning: containers get no network beyond loopback: {why}"),
         );
+    }
+    if let Some(why) = engine.network.take_dns_warning() {
+        engine.emit_log("Container.withExec", d, format!("warning: {why}"));
     }
 }
 
@@ -434,7 +438,7 @@ pub(crate) fn prepare(
         }
         Some(store)
     };
-    let etc_files = etc_files(scratch)?;
+    let etc_files = etc_files(scratch, engine.network.resolv_conf())?;
     Ok(Prepared {
         overlay,
         rootfs,
@@ -497,9 +501,10 @@ fn mount_spec(
     }))
 }
 
-/// Name resolution and a hosts file, as every container expects: host files written under `scratch`, with
-/// the container path each is mounted at.
-fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, OpError> {
+/// Name resolution (`resolv`, the text of the container's `/etc/resolv.conf`, when the host has one) and a
+/// hosts file, as every container expects: host files written under `scratch`, with the container path each
+/// is mounted at.
+fn etc_files(scratch: &Path, resolv: Option<String>) -> Result<Vec<(PathBuf, String)>, OpError> {
     let io = |what: String| move |e: std::io::Error| OpError::new(format!("{what}: {e}"));
     // Name resolution and a hosts file, as every container expects.
     let hosts = scratch.join("hosts");
@@ -509,11 +514,10 @@ fn etc_files(scratch: &Path) -> Result<Vec<(PathBuf, String)>, OpError> {
     )
     .map_err(io(format!("cannot write {}", hosts.display())))?;
     let mut etc_files = vec![(hosts, "/etc/hosts".to_owned())];
-    let resolv = Path::new("/etc/resolv.conf");
-    if resolv.is_file() {
-        let copy = scratch.join("resolv.conf");
-        std::fs::copy(resolv, &copy).map_err(io("cannot copy /etc/resolv.conf".into()))?;
-        etc_files.push((copy, "/etc/resolv.conf".to_owned()));
+    if let Some(text) = resolv {
+        let file = scratch.join("resolv.conf");
+        std::fs::write(&file, text).map_err(io(format!("cannot write {}", file.display())))?;
+        etc_files.push((file, "/etc/resolv.conf".to_owned()));
     }
     Ok(etc_files)
 }
