@@ -98,3 +98,80 @@ fn the_sdk_runs_container_pipelines() {
         .expect("dagger-rs runs");
     check("dagger-rs run python containers.py", &out);
 }
+
+/// The same container pipelines, as an ordinary user: `dagger-rs run` starts itself again in a user namespace
+/// and the engine runs the containers rootless. Run as root, this creates the user `drs-rootless` (see
+/// `testkit::users`) and runs the client as that user, with the system's `python3` and the SDK the venv holds
+/// (the venv's own interpreter may live where the user cannot read); not root, it is skipped, saying so.
+#[test]
+fn the_sdk_runs_container_pipelines_as_an_ordinary_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !testkit::users::is_root() {
+        eprintln!("skipped: needs root to create the test user; as an ordinary user the other tests are rootless");
+        return;
+    }
+    let user = testkit::users::ensure("drs-rootless", true);
+    let venv_lib = workspace().join("target/python-sdk-venv/lib");
+    let site = std::fs::read_dir(&venv_lib)
+        .unwrap_or_else(|e| panic!("the Python SDK is not installed ({e}): run `scripts/python-sdk.sh --setup`"))
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("the venv's site-packages");
+    let venv_version = site
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let system = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .expect("/usr/bin/python3 (Debian's python3)");
+    assert_eq!(
+        String::from_utf8_lossy(&system.stdout).trim(),
+        venv_version,
+        "the system's python3 must be the venv's version to load its packages"
+    );
+
+    let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(push_busybox(&registry, "busybox:latest"));
+    // The binary where the user can run it, and a cache directory the user owns.
+    let staged = tempfile::Builder::new()
+        .prefix("drs-python-rootless")
+        .tempdir()
+        .expect("staging dir");
+    std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = staged.path().join("dagger-rs");
+    std::fs::copy(BIN, &bin).expect("copy dagger-rs");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cache = staged.path().join("cache");
+    std::fs::create_dir(&cache).expect("cache dir");
+    rustix::fs::chown(&cache, Some(rustix::fs::Uid::from_raw(user.uid)), None).expect("chown the cache");
+    let out = Command::new("runuser")
+        .args(["-u", "drs-rootless", "--", "env", "-i"])
+        .arg("HOME=/home/drs-rootless")
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .arg("TMPDIR=/tmp")
+        .arg(format!("PYTHONPATH={}", site.display()))
+        .arg(format!("DAGGER_RS_CACHE_DIR={}", cache.display()))
+        .arg("DAGGER_RS_PROGRESS=plain")
+        .arg(format!("DRS_TEST_REGISTRY={}", registry.host()))
+        .arg(&bin)
+        .args(["run", "/usr/bin/python3", "containers.py"])
+        .current_dir(workspace().join("tests/python"))
+        .output()
+        .expect("runuser");
+    check("dagger-rs run python containers.py (as drs-rootless)", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("no subordinate IDs"),
+        "the user's ranges are used: {stderr}"
+    );
+}

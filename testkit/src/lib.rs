@@ -6,12 +6,14 @@
 //! fixtures: a real registry on loopback, a busybox image, and a scriptable fake registry; [`images`] keeps the
 //! long-running offline registry on `127.0.0.1:5000` with Debian images that stand in for Docker Hub's.
 //! [`start_engine`] and [`connect_to`] start an in-process engine and connect the SDK to it; [`process`] holds
-//! helpers for tests that run programs (free ports, waiting for exits, finding processes).
+//! helpers for tests that run programs (free ports, waiting for exits, finding processes); [`users`] makes the
+//! ordinary users the rootless tests run as.
 
 pub mod http;
 pub mod images;
 pub mod process;
 pub mod registry;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -26,108 +26,12 @@ use dagger_engine::Config;
 const USER: &str = "drs-rootless";
 /// A second one, without subordinate IDs: its namespace maps a single ID.
 const SINGLE_ID_USER: &str = "drs-rootless1";
-/// The size of the subordinate ID ranges given to it.
-const RANGE: u32 = 65_536;
 /// Set for the inner tests: a directory the user owns, which the outer test reads afterwards.
 const SHARE_ENV: &str = "DRS_ROOTLESS_SHARE";
 
 // ---------------------------------------------------------------------------------------------------------
 // The outer tests: as root, run an inner test as the user.
 // ---------------------------------------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-}
-
-/// The user's uid, and the start of its subordinate uid range.
-struct TestUser {
-    uid: u32,
-    subuid: u32,
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The first range of `file` for `name`: its start.
-fn range_of(file: &str, name: &str) -> Option<u32> {
-    std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() == 3 && f[0] == name && f[2].parse::<u32>().is_ok_and(|c| c >= RANGE)).then(|| f[1].parse().ok())?
-    })
-}
-
-/// A start for a new range of `RANGE` IDs after every range `file` lists (100000 when it lists none).
-fn free_start(file: &str) -> u32 {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            let (start, count) = (f.get(1)?.parse::<u64>().ok()?, f.get(2)?.parse::<u64>().ok()?);
-            Some(start + count)
-        })
-        .max()
-        .map_or(100_000, |end| u32::try_from(end.max(100_000)).unwrap_or(100_000))
-}
-
-/// Creates `name` when missing, with subordinate ID ranges when `ranges` (when not, its lines are removed:
-/// Debian's `useradd` adds some by itself), once at a time across test processes; opens `/dev/net/tun` to
-/// users as Debian does.
-fn ensure_user(name: &str, ranges: bool) -> TestUser {
-    let lock = std::fs::File::create("/tmp/drs-rootless-setup.lock").expect("setup lock");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    let id = |flag: &str| {
-        Command::new("id")
-            .args([flag, name])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
-    };
-    if id("-u").is_none() {
-        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]));
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        if !ranges {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            let kept: String = text
-                .lines()
-                .filter(|l| !l.starts_with(&format!("{name}:")))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            if kept != text {
-                std::fs::write(file, kept).expect("write the subordinate ID file");
-            }
-        } else if range_of(file, name).is_none() {
-            let line = format!("{name}:{}:{RANGE}\n", free_start(file));
-            eprintln!("adding `{}` to {file}", line.trim());
-            let mut text = std::fs::read_to_string(file).unwrap_or_default();
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&line);
-            std::fs::write(file, text).expect("write the subordinate ID file");
-        }
-    }
-    let tun = Path::new("/dev/net/tun");
-    if std::fs::metadata(tun).is_ok_and(|m| m.mode() & 0o006 != 0o006) {
-        eprintln!("note: /dev/net/tun is not open to users; giving it Debian's default mode 0666");
-        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).expect("chmod /dev/net/tun");
-    }
-    TestUser {
-        uid: id("-u").expect("the user exists"),
-        subuid: range_of("/etc/subuid", name).unwrap_or(0),
-    }
-}
 
 /// A copy of this test binary the user can run, and a directory the user owns, removed when dropped.
 struct Staged {
@@ -142,19 +46,19 @@ impl Drop for Staged {
 
 /// Runs the inner test `name` as the user; returns the staging directory (its `share/` holds what the test
 /// left for the caller to check) and the user.
-fn as_user(name: &str) -> Option<(Staged, TestUser)> {
+fn as_user(name: &str) -> Option<(Staged, testkit::users::TestUser)> {
     as_user_named(USER, true, name)
 }
 
-fn as_user_named(user_name: &str, ranges: bool, name: &str) -> Option<(Staged, TestUser)> {
-    if !is_root() {
+fn as_user_named(user_name: &str, ranges: bool, name: &str) -> Option<(Staged, testkit::users::TestUser)> {
+    if !testkit::users::is_root() {
         eprintln!(
             "skipped: needs root to create the test user `{USER}`; as an ordinary user, run the inner tests as \
              yourself: cargo test -p tests --test rootless -- --ignored inner_"
         );
         return None;
     }
-    let user = ensure_user(user_name, ranges);
+    let user = testkit::users::ensure(user_name, ranges);
     let dir = PathBuf::from(format!("/tmp/drs-rootless-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("staging dir");
@@ -200,7 +104,7 @@ fn rootless_without_subordinate_ids_runs_as_root_only_and_says_how_to_add_them()
 /// program is started again in a user namespace, and the cache directory is the user's default one, private.
 #[test]
 fn rootless_the_sdk_starts_its_embedded_engine_in_a_user_namespace() {
-    if is_root() {
+    if testkit::users::is_root() {
         let _ = std::fs::remove_dir_all(format!("/home/{USER}/.cache/dagger-rs"));
     }
     let Some((_staged, user)) = as_user("inner_sdk_embedded_engine") else {
@@ -243,7 +147,7 @@ fn rootless_a_container_cannot_write_the_users_files() {
 
 #[test]
 fn rootless_an_image_with_several_users_keeps_its_owners() {
-    if is_root()
+    if testkit::users::is_root()
         && let Err(e) = testkit::images::ensure()
     {
         panic!("the offline registry: {e}");
@@ -754,7 +658,7 @@ async fn inner_sdk_embedded_engine() {
 /// pulled back and run as a server that answers its self-test.
 #[test]
 fn rootless_the_quickstart_pipeline_runs_as_an_ordinary_user() {
-    if is_root()
+    if testkit::users::is_root()
         && let Err(e) = testkit::images::ensure()
     {
         panic!("the offline registry: {e}");
