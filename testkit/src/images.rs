@@ -4,7 +4,9 @@
 //! [`ensure`] starts the registry (or reuses whatever answers there), then pushes what is missing:
 //! - `busybox:latest` and `library/busybox:latest`, built from the host's `/bin/busybox`;
 //! - `library/debian:bookworm-slim` ([`DEBIAN_SLIM`]): `mmdebstrap --variant=minbase`, documentation trimmed;
-//! - `library/rust:1-slim` ([`RUST_SLIM`]): the same plus Debian's `rustc`, `cargo` and `ca-certificates`.
+//! - `library/rust:1-slim` ([`RUST_SLIM`]): the same plus Debian's `rustc`, `cargo` and `ca-certificates`;
+//! - `library/redis:7-bookworm` ([`REDIS`]): the same plus Debian's `redis-server` (and `redis-cli`), a
+//!   database for service tests.
 //!
 //! Because they live under `library/…`, `DAGGER_RS_REGISTRY_MIRRORS=docker.io=http://127.0.0.1:5000` makes
 //! `debian:bookworm-slim` and `rust:1-slim` resolve to them unchanged. Debian's `rustc` is 1.63, so whatever
@@ -50,6 +52,10 @@ pub struct DebianImage {
     pub hooks: &'static [&'static str],
     /// The image configuration's environment.
     pub env: &'static [&'static str],
+    /// The image's default command.
+    pub cmd: &'static [&'static str],
+    /// The ports it exposes (`6379/tcp`).
+    pub exposed_ports: &'static [&'static str],
 }
 
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -61,6 +67,8 @@ pub const DEBIAN_SLIM: DebianImage = DebianImage {
     include: &[],
     hooks: &[],
     env: &[PATH],
+    cmd: &["bash"],
+    exposed_ports: &[],
 };
 
 /// `rust:1-slim`: Debian 12 with its Rust 1.63 toolchain, `CARGO_HOME=/usr/local/cargo` (whose `bin` is first
@@ -75,10 +83,35 @@ pub const RUST_SLIM: DebianImage = DebianImage {
         "PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "CARGO_HOME=/usr/local/cargo",
     ],
+    cmd: &["bash"],
+    exposed_ports: &[],
+};
+
+/// `redis:7-bookworm`: Debian 12 with its Redis 7 server and `redis-cli`, serving on port 6379 to the network
+/// it is on (protected mode off, as in the Docker Hub image, which has no password either) and keeping no
+/// data on disk: a database for integration tests, as a service.
+pub const REDIS: DebianImage = DebianImage {
+    name: "library/redis:7-bookworm",
+    recipe: "redis-bookworm-v1",
+    include: &["redis-server"],
+    hooks: &[],
+    env: &[PATH],
+    cmd: &[
+        "redis-server",
+        "--bind",
+        "0.0.0.0",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ],
+    exposed_ports: &["6379/tcp"],
 };
 
 /// The Debian images, in build order.
-pub const DEBIAN_IMAGES: &[DebianImage] = &[DEBIAN_SLIM, RUST_SLIM];
+pub const DEBIAN_IMAGES: &[DebianImage] = &[DEBIAN_SLIM, RUST_SLIM, REDIS];
 
 /// Makes sure the registry runs on [`ADDR`] and holds every image; returns one line per image
 /// (`127.0.0.1:5000/library/rust:1-slim  (…@sha256:…)`). Prints progress to stdout as it goes.
@@ -354,5 +387,16 @@ fn layer_dir(store: &Store, image: &DebianImage, tarball: &Path) -> Result<PathB
 
 /// The image configuration of a Debian image: its environment and `bash` as the command.
 pub fn debian_config(image: &DebianImage) -> Result<oci_spec::image::ImageConfiguration, String> {
-    crate::registry::image_config(image.env.iter().map(|e| (*e).to_owned()).collect(), "bash")
+    let mut config = oci_spec::image::ConfigBuilder::default()
+        .env(image.env.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>())
+        .cmd(image.cmd.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>())
+        .build()
+        .map_err(|e| e.to_string())?;
+    if !image.exposed_ports.is_empty() {
+        config.set_exposed_ports(Some(image.exposed_ports.iter().map(|p| (*p).to_owned()).collect()));
+    }
+    oci_spec::image::ImageConfigurationBuilder::default()
+        .config(config)
+        .build()
+        .map_err(|e| e.to_string())
 }

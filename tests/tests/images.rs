@@ -216,3 +216,28 @@ async fn bad_references_and_missing_images_are_clear_errors() {
         .expect_err("nothing to publish from a missing base");
     assert!(err.to_string().contains("busybox"), "{err}");
 }
+
+/// The offline `redis:7-bookworm` image (a database for service tests) starts its server from its default
+/// command and answers its own client.
+#[tokio::test]
+async fn the_offline_redis_image_runs_its_server_and_client() {
+    tokio::task::spawn_blocking(|| testkit::images::ensure().unwrap_or_else(|e| panic!("offline images: {e}")))
+        .await
+        .expect("join");
+    let (_session, dag, _c) = start().await;
+    let redis = dag
+        .container()
+        .from(format!("{}/library/redis:7-bookworm", testkit::images::ADDR));
+    let ports = redis.exposed_ports().await.expect("exposed ports");
+    assert_eq!(ports.len(), 1, "the image's 6379/tcp");
+    assert_eq!(ports[0].port().await.expect("port"), 6379);
+    let args = redis.default_args().await.expect("default args");
+    assert_eq!(args.first().map(String::as_str), Some("redis-server"));
+    let mut script = args.join(" ");
+    script.push_str(
+        " --daemonize yes && for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli ping && break; sleep 0.2; done && \
+         redis-cli set greeting hello >/dev/null && redis-cli get greeting",
+    );
+    let out = redis.with_exec(["sh", "-c", &script]).stdout().await.expect("redis");
+    assert_eq!(out, "PONG\nhello\n");
+}
