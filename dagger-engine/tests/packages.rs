@@ -75,13 +75,30 @@ fn each_command_lists_the_packages_its_tools_come_from() {
     }
 }
 
+/// Runs the installer as `nobody` with `PATH` = `dirs`; returns its exit code, stdout and stderr.
+fn install_as_nobody(dir: &std::path::Path, dirs: &str) -> (Option<i32>, String, String) {
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/bash"])
+        .arg(dir.join("install-packages.sh"))
+        .arg("test")
+        .env("PATH", dirs)
+        .output()
+        .expect("setpriv");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn without_root_the_installer_names_the_exact_command_to_run() {
+fn without_root_the_installer_runs_apt_get_through_sudo_or_names_the_command() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: needs root to run the installer as another user");
         return;
     }
-    // A copy anyone can read, and a `dpkg-query` that reports `crun` and `umoci` as not installed.
+    // A copy anyone can read, a `dpkg-query` that reports `crun` and `umoci` as not installed, and the few
+    // programs the script runs: a `PATH` of this directory alone has no `sudo`.
     let dir = tempfile::tempdir().expect("tempdir");
     for f in ["packages.txt", "install-packages.sh"] {
         std::fs::copy(scripts().join(f), dir.path().join(f)).expect("copy");
@@ -93,25 +110,50 @@ fn without_root_the_installer_names_the_exact_command_to_run() {
         "#!/bin/sh\nfor a; do last=$a; done\ncase $last in crun|umoci) exit 1;; esac\nprintf installed\n",
     )
     .expect("shim");
+    for tool in ["dirname", "id"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{tool}"), shim.join(tool)).expect("link");
+    }
+    // A `sudo` that records what it was asked to run.
+    let with_sudo = dir.path().join("sudo-bin");
+    std::fs::create_dir(&with_sudo).expect("mkdir");
+    let record = dir.path().join("sudo.log");
+    std::fs::write(
+        with_sudo.join("sudo"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", record.display()),
+    )
+    .expect("sudo shim");
+    std::fs::write(&record, "").expect("log");
     {
         use std::os::unix::fs::PermissionsExt;
-        for (p, mode) in [(dir.path(), 0o755), (&shim, 0o755), (&shim.join("dpkg-query"), 0o755)] {
+        for (p, mode) in [
+            (dir.path(), 0o755),
+            (&shim, 0o755),
+            (&shim.join("dpkg-query"), 0o755),
+            (&with_sudo, 0o755),
+            (&with_sudo.join("sudo"), 0o755),
+            (&record, 0o666),
+        ] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
     }
-    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default());
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"])
-        .arg(dir.path().join("install-packages.sh"))
-        .arg("test")
-        .env("PATH", &path)
-        .output()
-        .expect("setpriv");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+
+    // No sudo: the exact command, and exit code 1.
+    let (code, _, stderr) = install_as_nobody(dir.path(), &shim.display().to_string());
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("sudo apt-get install -y --no-install-recommends crun umoci"),
+        stderr.contains("apt-get install -y --no-install-recommends crun umoci"),
         "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&record).expect("log"), "");
+
+    // With sudo: apt-get, and only apt-get, runs through it.
+    let (code, stdout, stderr) = install_as_nobody(dir.path(), &format!("{}:{}", shim.display(), with_sudo.display()));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("with sudo apt-get"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&record).expect("log"),
+        "DEBIAN_FRONTEND=noninteractive apt-get update -q\n\
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends crun umoci\n"
     );
 
     // Everything installed: nothing to do, whoever runs it.

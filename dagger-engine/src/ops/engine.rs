@@ -262,13 +262,26 @@ impl Engine {
     /// caller, and to every subscriber at that moment.
     pub fn subscribe_with_start_report(&self) -> broadcast::Receiver<Event> {
         let rx = self.solver.subscribe();
+        self.send_start_report();
+        rx
+    }
+
+    /// As [`listen`](Self::listen), and the first caller of this or of
+    /// [`subscribe_with_start_report`](Self::subscribe_with_start_report) also gets the engine's start-up
+    /// lines (what it collected, its notes) as `engine` events.
+    pub fn listen_with_start_report(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
+        self.listen(listener);
+        self.send_start_report();
+    }
+
+    /// Sends the start-up lines once per engine.
+    fn send_start_report(&self) {
         if !self.collected_reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let collected = (!self.collected.is_empty()).then(|| self.collected.to_string());
             for line in collected.into_iter().chain(self.notes.iter().cloned()) {
                 self.solver.send(Event::new("engine", "start", EventKind::Log(line)));
             }
         }
-        rx
     }
 
     /// Hands every progress event from now on to `listener`, synchronously, as it is sent: unlike a

@@ -111,28 +111,19 @@ pub(crate) async fn start(
     }
     let tracker = logs.0.is_some().then(|| Arc::new(Mutex::new(Tracker::new())));
     if let Some(tracker) = &tracker {
-        let mut events = session.engine.subscribe_with_start_report();
+        // A listener, not a subscriber: each line is written as its event is sent, so none is dropped and the
+        // summary line, written when the session ends, comes after them all.
         let (logs, tracker) = (logs.clone(), tracker.clone());
-        tokio::spawn(async move {
-            loop {
-                let event = match events.recv().await {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        logs.line(&format!("… {n} progress events skipped (the log sink fell behind)"));
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                };
-                let step = match tracker.lock() {
-                    Ok(mut t) => t.update(&event),
-                    Err(_) => None,
-                };
-                for line in step
-                    .iter()
-                    .flat_map(|s| s.plain().lines().map(str::to_owned).collect::<Vec<_>>())
-                {
-                    logs.line(&line);
-                }
+        session.engine.listen_with_start_report(move |event| {
+            let step = match tracker.lock() {
+                Ok(mut t) => t.update(event),
+                Err(_) => None,
+            };
+            for line in step
+                .iter()
+                .flat_map(|s| s.plain().lines().map(str::to_owned).collect::<Vec<_>>())
+            {
+                logs.line(&line);
             }
         });
     }
