@@ -284,6 +284,27 @@ impl Runtime {
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
+        self.run_with(req, on_line, None, self.timeout).await
+    }
+
+    /// Runs `req` as [`run`](Self::run) does, but with no time limit (a service runs until it is stopped),
+    /// sending the process each signal (`TERM`, `KILL`) that `signals` carries, as it comes.
+    pub async fn run_signalled(
+        &self,
+        req: &RunRequest,
+        on_line: LineSink,
+        signals: tokio::sync::watch::Receiver<Option<&'static str>>,
+    ) -> Result<RunOutput, RuntimeError> {
+        self.run_with(req, on_line, Some(signals), None).await
+    }
+
+    async fn run_with(
+        &self,
+        req: &RunRequest,
+        on_line: LineSink,
+        signals: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+        timeout: Option<Duration>,
+    ) -> Result<RunOutput, RuntimeError> {
         std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
         std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
         let mut spec = spec_for(req)?;
@@ -314,7 +335,14 @@ impl Runtime {
         let mut abandoned = KillOnDrop(Some(self.kill_commands(&id)));
         let captured = Captured::default();
         let wait = feed_and_wait(&mut child, req.stdin.clone(), &captured, on_line);
-        let (result, timed_out) = match self.timeout {
+        let forward = self.forward_signals(&id, signals);
+        let wait = async {
+            tokio::select! {
+                status = wait => status,
+                never = forward => match never {},
+            }
+        };
+        let (result, timed_out) = match timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => (Some(r), None),
                 Err(_) => (None, Some(t)),
@@ -380,6 +408,26 @@ impl Runtime {
             cmd.args(root).args(args);
             cmd
         }
+    }
+
+    /// Sends the container `id` each signal `signals` carries; never ends (without a receiver, it waits).
+    async fn forward_signals(
+        &self,
+        id: &str,
+        signals: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+    ) -> std::convert::Infallible {
+        if let Some(mut rx) = signals {
+            while rx.changed().await.is_ok() {
+                let signal = *rx.borrow_and_update();
+                if let Some(signal) = signal {
+                    let args = ["kill".to_owned(), id.to_owned(), signal.to_owned()];
+                    let mut cmd = self.invoke(&args);
+                    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                    let _ = cmd.status().await;
+                }
+            }
+        }
+        std::future::pending().await
     }
 
     async fn kill(&self, id: &str) {

@@ -1,0 +1,417 @@
+//! Services on the embedded engine: containers run as services on the session's bridge, reached by alias
+//! from execs that bind them, shared by concurrent dependents, health-checked, stopped, cached, tunnelled to
+//! the host and back, and gone when the engine stops.
+//!
+//! The base image is built from the host's `busybox-static` (`httpd`, `wget`, `nc`), so no registry is
+//! needed. Services need the bridge, so these tests need root (as the other container tests do).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dagger::prelude::*;
+use dagger::{ContainerAsServiceOpts, ContainerWithExposedPortOpts, PortForward, ServiceEndpointOpts, ServiceStopOpts};
+use dagger_engine::{Config, EventKind, Session};
+
+/// Counts events.
+#[derive(Default)]
+struct Counter(std::sync::atomic::AtomicUsize);
+
+impl Counter {
+    fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct Env {
+    session: Session,
+    dag: Query,
+    /// Service instances started (their `Started` events).
+    starts: Arc<Counter>,
+    /// Service logs and outcomes, as progress events show them.
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    cache: std::path::PathBuf,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start_on(cache: &std::path::Path) -> (Session, Query, Arc<Counter>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let (session, dag) = testkit::start_engine(Config::for_dir(cache)).await;
+    let starts = Arc::new(Counter::default());
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s, l) = (starts.clone(), lines.clone());
+    session.engine.listen(move |e| {
+        if e.op != "Service" {
+            return;
+        }
+        match &e.kind {
+            EventKind::Started => s.add(),
+            EventKind::Log(line) | EventKind::Failed(line) => l.lock().expect("lines").push(line.clone()),
+            _ => {}
+        }
+    });
+    (session, dag, starts, lines)
+}
+
+async fn start() -> Env {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let (session, dag, starts, lines) = start_on(cache.path()).await;
+    Env {
+        session,
+        dag,
+        starts,
+        lines,
+        cache: cache.path().to_owned(),
+        _dirs: vec![cache],
+    }
+}
+
+/// A busybox root filesystem on the host: `/bin/busybox`, one link per applet, `/etc/passwd` and `/tmp`.
+fn busybox_rootfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("rootfs dir");
+    let root = dir.path();
+    for d in ["bin", "etc", "tmp", "root", "srv"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox is missing: install the Debian package busybox-static");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+    std::fs::write(root.join("srv/index.html"), "hello from the service\n").expect("index");
+    dir
+}
+
+impl Env {
+    fn busybox(&mut self) -> Container {
+        let root = busybox_rootfs();
+        let path = root.path().to_string_lossy().into_owned();
+        self._dirs.push(root);
+        self.dag.container().with_rootfs(self.dag.host().directory(path))
+    }
+
+    /// An HTTP server on port 8080 serving `/srv` (`index.html` says hello).
+    fn web(&mut self) -> Service {
+        self.busybox()
+            .with_exposed_port_opts(8080, ContainerWithExposedPortOpts::default().description("web"))
+            .as_service_opts(ContainerAsServiceOpts::default().args(["httpd", "-f", "-p", "8080", "-h", "/srv"]))
+    }
+}
+
+/// Fetches `url` in a client container bound to `svc` as `alias`; `tag` makes the exec a call of its own.
+fn fetch(client: Container, alias: &str, svc: &Service, url: &str, tag: &str) -> Container {
+    client.with_service_binding(alias, svc.clone()).with_exec([
+        "sh",
+        "-c",
+        &format!("wget -q -O- {url}; echo {tag} >/dev/null"),
+    ])
+}
+
+#[tokio::test]
+async fn a_client_reaches_a_service_by_its_alias_and_its_hostname() {
+    let mut env = start().await;
+    let svc = env.web();
+    let host = svc.hostname().await.expect("hostname");
+    assert_eq!(host.len(), 13, "{host}");
+    assert!(
+        host.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
+        "{host}"
+    );
+    assert_eq!(svc.endpoint().await.expect("endpoint"), format!("{host}:8080"));
+    assert_eq!(
+        svc.endpoint_opts(ServiceEndpointOpts::default().scheme("http"))
+            .await
+            .expect("endpoint"),
+        format!("http://{host}:8080")
+    );
+    let ports = svc.ports().await.expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port().await.expect("port"), 8080);
+    assert_eq!(
+        ports[0].description().await.expect("description").as_deref(),
+        Some("web")
+    );
+    assert_eq!(env.starts.get(), 0, "answering about a service does not run it");
+
+    let client = env.busybox();
+    let by_alias = fetch(client.clone(), "www", &svc, "http://www:8080/index.html", "alias");
+    assert_eq!(by_alias.stdout().await.expect("by alias"), "hello from the service\n");
+    let by_name = fetch(client, "www", &svc, &format!("http://{host}:8080/index.html"), "name");
+    assert_eq!(by_name.stdout().await.expect("by hostname"), "hello from the service\n");
+    let lines = env.lines.lock().expect("lines").clone();
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("{host} is ready at 10.87."))),
+        "{lines:?}"
+    );
+
+    // `withHostname` names the service: the client reaches it under that name as well.
+    let named = svc.with_hostname("web-server");
+    assert_eq!(named.hostname().await.expect("hostname"), "web-server");
+    let c = fetch(
+        env.busybox(),
+        "other",
+        &named,
+        "http://web-server:8080/index.html",
+        "custom",
+    );
+    assert_eq!(c.stdout().await.expect("custom name"), "hello from the service\n");
+}
+
+#[tokio::test]
+async fn concurrent_dependents_share_one_instance() {
+    let mut env = start().await;
+    let svc = env.web();
+    let client = env.busybox();
+    let a = fetch(client.clone(), "www", &svc, "http://www:8080/index.html", "a");
+    let b = fetch(client, "web", &svc, "http://web:8080/index.html", "b");
+    let (a, b) = tokio::join!(a.stdout(), b.stdout());
+    assert_eq!(a.expect("a"), "hello from the service\n");
+    assert_eq!(b.expect("b"), "hello from the service\n");
+    assert_eq!(env.starts.get(), 1, "one instance for both dependents");
+}
+
+#[tokio::test]
+async fn a_service_that_exits_before_it_is_ready_fails_its_dependent_with_its_output() {
+    let mut env = start().await;
+    let svc = env
+        .busybox()
+        .with_exposed_port(5432)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "echo starting up; echo config is missing >&2; exit 3",
+        ]));
+    let err = env
+        .busybox()
+        .with_service_binding("db", svc)
+        .with_exec(["echo", "never runs"])
+        .stdout()
+        .await
+        .expect_err("the service failed");
+    let message = err.to_string();
+    assert!(message.contains("exited with code 3 before it was ready"), "{message}");
+    assert!(
+        message.contains("config is missing") && message.contains("starting up"),
+        "{message}"
+    );
+    assert!(message.contains("(bound as `db`)"), "{message}");
+}
+
+#[tokio::test]
+async fn a_service_without_a_command_is_refused_by_name() {
+    let mut env = start().await;
+    let err = env.busybox().as_service().hostname().await.expect_err("no command");
+    assert!(err.to_string().contains("no service command has been set"), "{err}");
+}
+
+/// The runtime containers (`drs-…` state folders) the engine on `cache` has now.
+fn containers(cache: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("runtime"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("drs-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The network namespaces of this process.
+fn namespaces() -> Vec<String> {
+    let prefix = format!("drs-{}-", std::process::id());
+    std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 30 s) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn start_keeps_a_service_until_stop() {
+    let mut env = start().await;
+    let svc = env.web();
+    svc.start().await.expect("start");
+    assert_eq!(env.starts.get(), 1);
+    assert_eq!(containers(&env.cache).len(), 1, "the service runs");
+    let c = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "started");
+    assert_eq!(c.stdout().await.expect("fetch"), "hello from the service\n");
+    assert_eq!(env.starts.get(), 1, "the started instance served the exec");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        containers(&env.cache).len(),
+        1,
+        "kept after its dependent, until stopped"
+    );
+    svc.stop_opts(ServiceStopOpts::default().kill(true))
+        .await
+        .expect("stop");
+    eventually("the service's container is gone", || containers(&env.cache).is_empty()).await;
+    let lines = env.lines.lock().expect("lines").clone();
+    assert!(lines.iter().any(|l| l.starts_with("exited with code")), "{lines:?}");
+    // Stopped, it starts again for the next dependent.
+    let c = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "again");
+    assert_eq!(c.stdout().await.expect("fetch again"), "hello from the service\n");
+    assert_eq!(env.starts.get(), 2);
+}
+
+#[tokio::test]
+async fn a_graceful_stop_lets_the_service_end_itself() {
+    let mut env = start().await;
+    let svc = env
+        .busybox()
+        .with_exposed_port(8080)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 0' TERM; httpd -f -p 8080 -h /srv & wait",
+        ]));
+    svc.start().await.expect("start");
+    let begun = std::time::Instant::now();
+    svc.stop().await.expect("stop");
+    assert!(
+        begun.elapsed() < Duration::from_secs(9),
+        "ended on SIGTERM, not killed after the timeout"
+    );
+    let lines = env.lines.lock().expect("lines").clone();
+    assert!(lines.iter().any(|l| l == "got TERM"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "exited with code 0"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn an_exec_that_used_a_service_is_cached_by_its_inputs() {
+    let cache = tempfile::tempdir().expect("cache");
+    let rootfs = busybox_rootfs();
+    let run = |dag: Query| {
+        let base = dag
+            .container()
+            .with_rootfs(dag.host().directory(rootfs.path().to_string_lossy().into_owned()));
+        let svc = base
+            .clone()
+            .with_exposed_port(8080)
+            .as_service_opts(ContainerAsServiceOpts::default().args(["httpd", "-f", "-p", "8080", "-h", "/srv"]));
+        fetch(base, "www", &svc, "http://www:8080/index.html", "cached")
+    };
+    let (session, dag, starts, _) = start_on(cache.path()).await;
+    assert_eq!(
+        run(dag.clone()).stdout().await.expect("first"),
+        "hello from the service\n"
+    );
+    assert_eq!(starts.get(), 1);
+    session.shutdown(Duration::from_secs(5)).await;
+
+    // Another session on the same cache: the same exec (same inputs, the same service ID) is a cache hit,
+    // and the service is not started at all.
+    let (session, dag, starts, _) = start_on(cache.path()).await;
+    let computed = session.engine.computed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(run(dag).stdout().await.expect("again"), "hello from the service\n");
+    assert_eq!(starts.get(), 0, "a cache hit starts no service");
+    let after = session.engine.computed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        after - computed <= 2,
+        "only the host directory and nothing else is computed: {}",
+        after - computed
+    );
+    session.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn nothing_is_left_when_the_engine_stops() {
+    let mut env = start().await;
+    let svc = env.web();
+    svc.start().await.expect("start");
+    assert_eq!(containers(&env.cache).len(), 1);
+    assert!(!namespaces().is_empty());
+    let cache = env.cache.clone();
+    let Env { session, _dirs, .. } = env;
+    session.shutdown(Duration::from_secs(5)).await;
+    eventually("no container is left", || containers(&cache).is_empty()).await;
+    eventually("no network namespace is left", || namespaces().is_empty()).await;
+    drop(_dirs);
+}
+
+#[tokio::test]
+async fn the_host_reaches_a_service_through_a_tunnel_on_loopback() {
+    let mut env = start().await;
+    let svc = env.web();
+    let tunnel = env.dag.host().tunnel(svc.clone());
+    let endpoint = tunnel.endpoint().await.expect("endpoint");
+    assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
+    let body = reqwest::get(format!("http://{endpoint}/index.html"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "hello from the service\n");
+
+    // `up` forwards to the port asked for, until the service stops.
+    let port = testkit::process::free_port();
+    let up_svc = svc.clone();
+    let up = tokio::spawn(async move {
+        up_svc
+            .up_opts(dagger::ServiceUpOpts::default().ports([PortForward {
+                frontend: Some(i64::from(port)),
+                backend: 8080,
+                protocol: None,
+            }]))
+            .await
+    });
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            break r.text().await.expect("body");
+        }
+        assert!(std::time::Instant::now() < deadline, "the tunnel of `up` did not open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "hello from the service\n");
+    svc.stop_opts(ServiceStopOpts::default().kill(true))
+        .await
+        .expect("stop");
+    let ended = tokio::time::timeout(Duration::from_secs(30), up).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "`up` returns when the service stops: {ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn containers_reach_a_port_of_the_host_through_a_host_service() {
+    let mut env = start().await;
+    let server = testkit::http::FakeServer::start(|_, req| testkit::http::RawReply {
+        status: 200,
+        headers: vec![],
+        body: format!("host says hi to {}", req.target).into_bytes(),
+    })
+    .await;
+    let svc = env.dag.host().service([PortForward {
+        frontend: Some(80),
+        backend: i64::from(server.port),
+        protocol: None,
+    }]);
+    let c = fetch(env.busybox(), "host", &svc, "http://host/x", "host");
+    assert_eq!(c.stdout().await.expect("from the host"), "host says hi to /x");
+}
