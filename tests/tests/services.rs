@@ -154,6 +154,19 @@ async fn a_client_reaches_a_service_by_its_alias_and_its_hostname() {
         "{lines:?}"
     );
 
+    // The service's own host name is the one its clients know it by.
+    let own = env
+        .busybox()
+        .with_exposed_port(8080)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "hostname > /srv/name && exec httpd -f -p 8080 -h /srv",
+        ]));
+    let own_name = own.hostname().await.expect("hostname");
+    let c = fetch(env.busybox(), "me", &own, "http://me:8080/name", "own");
+    assert_eq!(c.stdout().await.expect("its name"), format!("{own_name}\n"));
+
     // `withHostname` names the service: the client reaches it under that name as well.
     let named = svc.with_hostname("web-server");
     assert_eq!(named.hostname().await.expect("hostname"), "web-server");

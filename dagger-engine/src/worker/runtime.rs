@@ -170,6 +170,8 @@ pub struct RunRequest {
     pub privileged: bool,
     /// Host files bound read-only over the container's (e.g. `/etc/resolv.conf`, `/etc/hosts`).
     pub etc_files: Vec<(PathBuf, String)>,
+    /// The container's host name (empty: `dagger`); a service's is its own.
+    pub hostname: String,
 }
 
 /// What a process did.
@@ -712,7 +714,12 @@ pub fn spec_for(req: &RunRequest) -> Result<Spec, RuntimeError> {
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_root(Some(root));
-    spec.set_hostname(Some("dagger".to_owned()));
+    let hostname = if req.hostname.is_empty() {
+        "dagger"
+    } else {
+        &req.hostname
+    };
+    spec.set_hostname(Some(hostname.to_owned()));
     spec.set_mounts(Some(mounts));
     if let Some(linux) = spec.linux_mut() {
         let namespaces: Vec<LinuxNamespace> = [

@@ -123,6 +123,7 @@ pub(crate) async fn run_request(
         netns: Some(netns.path()),
         privileged,
         etc_files: prepared.etc_files.clone(),
+        hostname: String::new(),
     };
     Ok((req, netns))
 }
@@ -332,6 +333,7 @@ pub(crate) async fn service_process(
     engine: &Arc<Engine>,
     d: &Digest,
     st: &ContainerState,
+    hostname: &str,
     argv: Vec<String>,
     privileged: bool,
     hosts: &[(String, Ipv4Addr)],
@@ -348,7 +350,7 @@ pub(crate) async fn service_process(
     .await
     .map_err(|e| OpError::new(format!("internal error: {e}")))??;
     let user = resolve_exec_user(engine, st)?;
-    let (req, netns) = run_request(
+    let (mut req, netns) = run_request(
         engine,
         d,
         st,
@@ -361,6 +363,7 @@ pub(crate) async fn service_process(
         Vec::new(),
     )
     .await?;
+    req.hostname = hostname.to_owned();
     Ok(ServiceProcess {
         req,
         address: netns.address(),

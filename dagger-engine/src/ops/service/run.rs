@@ -246,7 +246,7 @@ async fn start_container(
         })),
         ..Event::new("Service", short(d), EventKind::Started)
     });
-    let process = crate::ops::container::process::service_process(engine, d, st, argv, privileged, &deps.hosts)
+    let process = crate::ops::container::process::service_process(engine, d, st, host, argv, privileged, &deps.hosts)
         .await
         .map_err(other)?;
     let address = process
