@@ -427,4 +427,52 @@ async fn containers_reach_a_port_of_the_host_through_a_host_service() {
     }]);
     let c = fetch(env.busybox(), "host", &svc, "http://host/x", "host");
     assert_eq!(c.stdout().await.expect("from the host"), "host says hi to /x");
+
+    // A container that does not bind the host service cannot reach it, even at its address.
+    svc.start().await.expect("start");
+    let lines = env.lines.lock().expect("lines").clone();
+    let address = lines
+        .iter()
+        .find_map(|l| l.split(" is ready at ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in {lines:?}"))
+        .to_owned();
+    let stranger = env
+        .busybox()
+        .with_exec_opts(
+            [
+                "sh",
+                "-c",
+                &format!("wget -q -T 5 -O- http://{address}/x; echo exit=$?"),
+            ],
+            dagger::ContainerWithExecOpts::default().expect(dagger::ReturnType::Any),
+        )
+        .stdout()
+        .await
+        .expect("stranger");
+    assert!(!stranger.contains("host says hi"), "{stranger}");
+    // The connection is closed at once: wget fails (busybox's even crashes on it).
+    assert!(
+        stranger.contains("exit=") && !stranger.ends_with("exit=0\n"),
+        "{stranger}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_ended_is_started_again_for_the_next_dependent() {
+    let mut env = start().await;
+    // `httpd` without `-f` goes to the background; the service ends when its first process does.
+    let svc = env
+        .busybox()
+        .with_exposed_port(8080)
+        .as_service_opts(ContainerAsServiceOpts::default().args(["sh", "-c", "httpd -p 8080 -h /srv; sleep 3"]));
+    svc.start().await.expect("start");
+    let lines = env.lines.clone();
+    eventually("the service ends", || {
+        lines.lock().expect("lines").iter().any(|l| l == "exited with code 0")
+    })
+    .await;
+    let c = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "after");
+    assert_eq!(c.stdout().await.expect("fetch"), "hello from the service\n");
+    assert_eq!(env.starts.get(), 2, "a new instance");
 }

@@ -100,6 +100,31 @@ pub(crate) struct Running {
     stopped: Option<watch::Sender<Option<i32>>>,
     signals: Option<watch::Sender<Option<&'static str>>>,
     task: tokio::task::JoinHandle<()>,
+    /// A forwarder's peers allowed to connect (`None`: anyone who can reach it).
+    allowed: Option<Allowed>,
+    /// Told when the instance goes (a forwarder has no process whose exit says so).
+    on_drop: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// The peers a forwarder accepts connections from, each counted once per dependent that allowed it.
+pub(crate) type Allowed = Arc<Mutex<HashMap<std::net::IpAddr, usize>>>;
+
+/// One dependent's permission to connect to a forwarder: withdrawn when dropped.
+pub(crate) struct AllowGuard {
+    allowed: Allowed,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AllowGuard {
+    fn drop(&mut self) {
+        let mut allowed = self.allowed.lock();
+        if let Some(n) = allowed.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                allowed.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Running {
@@ -116,12 +141,21 @@ impl Drop for Running {
         // The run's future is dropped: the runtime kills and deletes the container, and what the task holds
         // (filesystem, namespace, the leases of the services it uses) is released.
         self.task.abort();
+        if let Some(f) = self.on_drop.lock().take() {
+            f();
+        }
     }
 }
 
 impl Running {
-    /// A running task (a forwarder) at `address` with `ports`: dropping the instance aborts it.
-    pub(crate) fn task(address: Option<Ipv4Addr>, ports: Vec<u16>, task: tokio::task::JoinHandle<()>) -> Self {
+    /// A running task (a forwarder) at `address` with `ports`: dropping the instance aborts it. `allowed`
+    /// is the forwarder's list of peers, when it keeps one.
+    pub(crate) fn task(
+        address: Option<Ipv4Addr>,
+        ports: Vec<u16>,
+        task: tokio::task::JoinHandle<()>,
+        allowed: Option<Allowed>,
+    ) -> Self {
         let (stopped, exit) = watch::channel(None);
         Self {
             address,
@@ -130,7 +164,24 @@ impl Running {
             stopped: Some(stopped),
             signals: None,
             task,
+            allowed,
+            on_drop: Mutex::new(None),
         }
+    }
+
+    /// Calls `f` when the instance goes.
+    pub(crate) fn on_drop(self, f: impl FnOnce() + Send + 'static) -> Self {
+        *self.on_drop.lock() = Some(Box::new(f));
+        self
+    }
+
+    /// Lets `ip` connect while the guard lives (a forwarder that keeps a list of peers; others accept
+    /// whoever reaches them, and give no guard).
+    pub(crate) fn allow(&self, ip: Ipv4Addr) -> Option<AllowGuard> {
+        let allowed = self.allowed.clone()?;
+        let ip = std::net::IpAddr::V4(ip);
+        *allowed.lock().entry(ip).or_insert(0) += 1;
+        Some(AllowGuard { allowed, ip })
     }
 
     /// The exit code, once the process has ended.
@@ -229,6 +280,8 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
         stopped: None,
         signals: Some(signal_tx),
         task,
+        allowed: None,
+        on_drop: Mutex::new(None),
     };
     let early = |running: &Running, error_rx: &mut tokio::sync::oneshot::Receiver<String>| {
         if let Ok(e) = error_rx.try_recv() {
@@ -267,12 +320,14 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
     Ok(running)
 }
 
-/// Serves each listener in the background: every connection it accepts is joined to a new connection to
-/// its target. Aborting the returned task closes the listeners and every connection; `keep` (a network
-/// namespace, the lease of the service connected to) lives as long as the task.
+/// Serves each listener in the background: every connection it accepts (from a peer in `allowed`, when
+/// given) is joined to a new connection to its target; others are closed at once. Aborting the returned task
+/// closes the listeners and every connection; `keep` (a network namespace, the lease of the service
+/// connected to) lives as long as the task.
 pub(crate) fn spawn_forwarders(
     listeners: Vec<(tokio::net::TcpListener, SocketAddr)>,
     keep: Box<dyn Send>,
+    allowed: Option<Allowed>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _keep = keep;
@@ -281,9 +336,12 @@ pub(crate) fn spawn_forwarders(
         let mut accepting = tokio::task::JoinSet::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
         for (listener, target) in listeners {
-            let tx = tx.clone();
+            let (tx, allowed) = (tx.clone(), allowed.clone());
             accepting.spawn(async move {
-                while let Ok((conn, _)) = listener.accept().await {
+                while let Ok((conn, peer)) = listener.accept().await {
+                    if allowed.as_ref().is_some_and(|a| !a.lock().contains_key(&peer.ip())) {
+                        continue;
+                    }
                     if tx.send((conn, target)).await.is_err() {
                         break;
                     }
@@ -431,6 +489,19 @@ impl Services {
     where
         F: std::future::Future<Output = Result<Running, ServiceError>>,
     {
+        // An instance whose process has ended since it started is forgotten: this dependent starts a new one.
+        {
+            let mut entries = self.inner.entries.lock();
+            let ended = entries
+                .get(key)
+                .and_then(|e| e.started.get())
+                .is_some_and(|r| r.as_ref().is_ok_and(|r| r.signals.is_some() && r.exit_code().is_some()));
+            if ended {
+                let gone = entries.remove(key);
+                drop(entries);
+                drop(gone);
+            }
+        }
         let entry = {
             let mut entries = self.inner.entries.lock();
             let entry = entries.entry(key.clone()).or_insert_with(|| {
@@ -571,7 +642,7 @@ mod tests {
     use super::*;
 
     fn idle() -> Running {
-        Running::task(None, vec![1], tokio::spawn(std::future::pending()))
+        Running::task(None, vec![1], tokio::spawn(std::future::pending()), None)
     }
 
     #[tokio::test]
@@ -638,6 +709,37 @@ mod tests {
         services.keep(lease);
         services.stop_all();
         assert!(services.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forwarder_with_a_list_of_peers_serves_only_them() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("upstream");
+        let target = upstream.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = upstream.accept().await {
+                let _ = c.write_all(b"hello").await;
+            }
+        });
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("front");
+        let port = front.local_addr().expect("addr").port();
+        let allowed = Allowed::default();
+        let task = spawn_forwarders(vec![(front, target)], Box::new(()), Some(allowed.clone()));
+        let running = Running::task(None, vec![port], task, Some(allowed));
+        let read = || async move {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+            got
+        };
+        assert_eq!(read().await, b"", "a peer nobody allowed is closed on");
+        let guard = running.allow(Ipv4Addr::LOCALHOST).expect("a list of peers");
+        assert_eq!(read().await, b"hello");
+        drop(guard);
+        assert_eq!(read().await, b"", "withdrawn with the guard");
+        assert!(idle().allow(Ipv4Addr::LOCALHOST).is_none(), "a process keeps no list");
     }
 
     #[test]

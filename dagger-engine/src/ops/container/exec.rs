@@ -117,11 +117,14 @@ pub(crate) async fn exec(
         stdin,
     )
     .await?;
+    // The host services it binds accept its connections (and no other container's) while it runs.
+    let allowed = req.1.address().map(|ip| services.allow(ip));
     let on_line = log_sink(engine, d, &plaintexts);
     let result = runtime.run(&req.0, on_line).await;
     // The secrets' files, the namespace and the services go as soon as the process is done.
     drop(prepared.secrets.take());
     drop(req);
+    drop(allowed);
     drop(services);
     // What the process printed goes to its redirects while the filesystem is still mounted.
     if let Ok(output) = &result {

@@ -17,7 +17,7 @@ use crate::ops::service::def::{Forward, ServiceDef, ServiceKind, TUNNEL_HOST, fo
 use crate::ops::value::Evaluated;
 use crate::solver::events::{Event, EventKind, OpInfo, Role};
 use crate::worker::network::Mode;
-use crate::worker::service::{ContainerService, Running, ServiceError, ServiceLease};
+use crate::worker::service::{AllowGuard, ContainerService, Running, ServiceError, ServiceLease};
 
 /// The ports a service exposes, as `Port` records (a tunnel's are known once it runs: it is started).
 pub(crate) async fn port_records(
@@ -121,8 +121,8 @@ async fn open_tunnel(lease: ServiceLease, forwards: &[Forward]) -> Result<Runnin
         ports.push(port);
         listeners.push((listener, SocketAddr::from((address, f.backend))));
     }
-    let task = crate::worker::service::spawn_forwarders(listeners, Box::new(lease));
-    Ok(Running::task(None, ports, task))
+    let task = crate::worker::service::spawn_forwarders(listeners, Box::new(lease), None);
+    Ok(Running::task(None, ports, task, None))
 }
 
 /// A lease on the running instance of service `d`, starting it when needed, and the service's hostname.
@@ -138,6 +138,15 @@ pub(crate) async fn acquire(engine: &Arc<Engine>, d: &Digest) -> Result<(Service
         .services
         .acquire(d, move || async move {
             let begun = std::time::Instant::now();
+            e.send_event(Event {
+                info: Some(Box::new(OpInfo {
+                    detail: format!("{name}: {}", what_runs(&def)),
+                    args: [("hostname".to_owned(), json!(name))].into_iter().collect(),
+                    inputs: Vec::new(),
+                    role: Role::Work,
+                })),
+                ..Event::new("Service", short(&key), EventKind::Started)
+            });
             let result = match &def.what {
                 ServiceKind::Container {
                     container,
@@ -151,20 +160,52 @@ pub(crate) async fn acquire(engine: &Arc<Engine>, d: &Digest) -> Result<(Service
                     native,
                 } => start_tunnel(&e, upstream, ports, *native).await,
             };
-            match &result {
+            match result {
                 Ok(r) => {
                     let at = r.address.map(|a| format!(" at {a}")).unwrap_or_default();
                     let ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
                     e.emit_log("Service", &key, format!("{name} is ready{at} ({ms} ms)"));
+                    if matches!(def.what, ServiceKind::Container { .. }) {
+                        // Its process's exit ends it, as events say (see `start_container`).
+                        Ok(r)
+                    } else {
+                        let (events, key) = (Arc::downgrade(&e), key.clone());
+                        Ok(r.on_drop(move || {
+                            if let Some(e) = events.upgrade() {
+                                let ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
+                                e.emit_event("Service", &key, EventKind::Done(ms));
+                            }
+                        }))
+                    }
                 }
-                Err(err) => e.emit_event("Service", &key, EventKind::Failed(format!("service {name}: {err}"))),
+                Err(err) => {
+                    e.emit_event("Service", &key, EventKind::Failed(format!("service {name} {err}")));
+                    Err(err)
+                }
             }
-            result
         })
         .await;
     match started {
         Ok(lease) => Ok((lease, host)),
         Err(e) => Err(OpError::new(format!("service {host} {e}"))),
+    }
+}
+
+/// What runs for a service, as its progress events say: a command, or the ports it forwards.
+fn what_runs(def: &ServiceDef) -> String {
+    let ports = |ports: &[Forward], to: &str| {
+        let each: Vec<String> = ports
+            .iter()
+            .map(|f| format!("{} → {to}:{}", f.frontend, f.backend))
+            .collect();
+        each.join(", ")
+    };
+    match &def.what {
+        ServiceKind::Container { args, .. } => args.join(" "),
+        ServiceKind::Host { ports: p } => format!("forwards {}", ports(p, "localhost")),
+        ServiceKind::Tunnel { upstream, .. } => {
+            format!("tunnel to {}", crate::ops::service::def::hostname_of(upstream))
+        }
     }
 }
 
@@ -175,6 +216,14 @@ pub(crate) struct Bindings {
     _leases: Vec<ServiceLease>,
     /// Each alias and service hostname, with the service's address.
     pub(crate) hosts: Vec<(String, Ipv4Addr)>,
+}
+
+impl Bindings {
+    /// Lets the dependent at `ip` connect to the bound services that keep a list of peers (host services),
+    /// while the guards live.
+    pub(crate) fn allow(&self, ip: Ipv4Addr) -> Vec<AllowGuard> {
+        self._leases.iter().filter_map(|l| l.running().allow(ip)).collect()
+    }
 }
 
 /// Starts (or joins) every service `st` binds, all at once.
@@ -237,21 +286,13 @@ async fn start_container(
     need_bridge(engine).map_err(other)?;
     let runtime = engine.runtime().map_err(other)?.clone();
     let deps = Box::pin(bind(engine, st)).await.map_err(other)?;
-    engine.send_event(Event {
-        info: Some(Box::new(OpInfo {
-            detail: format!("{host}: {}", argv.join(" ")),
-            args: [("hostname".to_owned(), json!(host))].into_iter().collect(),
-            inputs: Vec::new(),
-            role: Role::Work,
-        })),
-        ..Event::new("Service", short(d), EventKind::Started)
-    });
     let process = crate::ops::container::process::service_process(engine, d, st, host, argv, privileged, &deps.hosts)
         .await
         .map_err(other)?;
     let address = process
         .address
         .ok_or_else(|| ServiceError::Other("the service got no address on the bridge".into()))?;
+    let allowed = deps.allow(address);
     let ports: Vec<u16> = st
         .config
         .ports
@@ -287,7 +328,7 @@ async fn start_container(
     });
     let svc = ContainerService {
         req: process.req,
-        keep: Box::new((process.keep, deps)),
+        keep: Box::new((process.keep, allowed, deps)),
         address,
         checks,
         ports,
@@ -318,8 +359,11 @@ async fn start_host(engine: &Arc<Engine>, ports: &[Forward]) -> Result<Running, 
         .zip(ports)
         .map(|(l, f)| (l, SocketAddr::from((Ipv4Addr::LOCALHOST, f.backend))))
         .collect();
-    let task = crate::worker::service::spawn_forwarders(listeners, Box::new(netns));
-    Ok(Running::task(Some(address), fronts, task))
+    // Only the containers that bind the service may connect: the client's host ports are not for every
+    // container on the bridge.
+    let allowed = crate::worker::service::Allowed::default();
+    let task = crate::worker::service::spawn_forwarders(listeners, Box::new(netns), Some(allowed.clone()));
+    Ok(Running::task(Some(address), fronts, task, Some(allowed)))
 }
 
 /// Starts a tunnel: the upstream service, then listeners on the client host's loopback.
