@@ -389,6 +389,48 @@ async fn a_killed_engine_leaves_state_that_the_next_engine_collects_and_reports(
     assert!(!stderr.contains("collected"), "{stderr}");
 }
 
+#[test]
+fn a_service_started_by_a_query_ends_with_the_query() {
+    let cache = disk_dir();
+    let rootfs = busybox_rootfs();
+    let marker = unique_marker("query-service");
+    let dir = |cache: &Path| {
+        let out = Command::new(BIN)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args([
+                "--quiet",
+                "query",
+                &format!(r#"{{host{{directory(path:"{}"){{id}}}}}}"#, rootfs.path().display()),
+            ])
+            .output()
+            .expect("query");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["host"]["directory"]["id"].as_str().expect("id").to_owned()
+    };
+    let dir = dir(cache.path());
+    let out = Command::new(BIN)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args([
+            "--quiet",
+            "query",
+            &format!(
+                r#"{{container{{withRootfs(directory:"{dir}"){{withExposedPort(port:8080){{asService(args:["sh","-c","httpd -f -p 8080 -h /; : {marker}"]){{start}}}}}}}}}}"#
+            ),
+        ])
+        .output()
+        .expect("query");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Service:"), "it started");
+    // Once the command has exited, nothing of the service is left.
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the service's process outlived the query"
+    );
+    assert!(entries(&cache.path().join("runtime")).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_engines_running_service_is_collected_by_the_next_engine() {
     let cache = disk_dir();

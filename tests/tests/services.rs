@@ -93,6 +93,11 @@ fn busybox_rootfs() -> tempfile::TempDir {
 }
 
 impl Env {
+    /// Stops the session as a program does before it exits (its services with it).
+    async fn finish(self) {
+        self.session.shutdown(Duration::from_secs(5)).await;
+    }
+
     fn busybox(&mut self) -> Container {
         let root = busybox_rootfs();
         let path = root.path().to_string_lossy().into_owned();
@@ -178,6 +183,7 @@ async fn a_client_reaches_a_service_by_its_alias_and_its_hostname() {
         "custom",
     );
     assert_eq!(c.stdout().await.expect("custom name"), "hello from the service\n");
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -191,6 +197,7 @@ async fn concurrent_dependents_share_one_instance() {
     assert_eq!(a.expect("a"), "hello from the service\n");
     assert_eq!(b.expect("b"), "hello from the service\n");
     assert_eq!(env.starts.get(), 1, "one instance for both dependents");
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -218,6 +225,7 @@ async fn a_service_that_exits_before_it_is_ready_fails_its_dependent_with_its_ou
         "{message}"
     );
     assert!(message.contains("(bound as `db`)"), "{message}");
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -225,6 +233,7 @@ async fn a_service_without_a_command_is_refused_by_name() {
     let mut env = start().await;
     let err = env.busybox().as_service().hostname().await.expect_err("no command");
     assert!(err.to_string().contains("no service command has been set"), "{err}");
+    env.finish().await;
 }
 
 /// The runtime containers (`drs-…` state folders) the engine on `cache` has now.
@@ -287,6 +296,7 @@ async fn start_keeps_a_service_until_stop() {
     let c = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "again");
     assert_eq!(c.stdout().await.expect("fetch again"), "hello from the service\n");
     assert_eq!(env.starts.get(), 2);
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -310,6 +320,7 @@ async fn a_graceful_stop_lets_the_service_end_itself() {
     let lines = env.lines.lock().expect("lines").clone();
     assert!(lines.iter().any(|l| l == "got TERM"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "exited with code 0"), "{lines:?}");
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -352,16 +363,68 @@ async fn an_exec_that_used_a_service_is_cached_by_its_inputs() {
 #[tokio::test]
 async fn nothing_is_left_when_the_engine_stops() {
     let mut env = start().await;
-    let svc = env.web();
+    let marker = format!("drs-test-service-{}", std::process::id());
+    let svc = env
+        .busybox()
+        .with_exposed_port(8080)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            &format!("httpd -f -p 8080 -h /srv; : {marker}"),
+        ]));
     svc.start().await.expect("start");
     assert_eq!(containers(&env.cache).len(), 1);
     assert!(!namespaces().is_empty());
+    assert!(
+        !testkit::process::processes_with(&marker).is_empty(),
+        "the service runs"
+    );
     let cache = env.cache.clone();
     let Env { session, _dirs, .. } = env;
     session.shutdown(Duration::from_secs(5)).await;
-    eventually("no container is left", || containers(&cache).is_empty()).await;
+    // At once, as for a process that exits right after: nothing is left to a task in the background.
+    assert!(containers(&cache).is_empty(), "{:?}", containers(&cache));
+    assert!(
+        testkit::process::processes_with(&marker).is_empty(),
+        "the service's process is killed"
+    );
     eventually("no network namespace is left", || namespaces().is_empty()).await;
     drop(_dirs);
+}
+
+#[test]
+fn a_session_dropped_without_a_shutdown_takes_its_services_with_it() {
+    let marker = format!("drs-test-dropped-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cache = runtime.block_on(async {
+        let mut env = start().await;
+        let svc = env
+            .busybox()
+            .with_exposed_port(8080)
+            .as_service_opts(ContainerAsServiceOpts::default().args([
+                "sh",
+                "-c",
+                &format!("httpd -f -p 8080 -h /srv; : {marker}"),
+            ]));
+        svc.start().await.expect("start");
+        assert!(
+            !testkit::process::processes_with(&marker).is_empty(),
+            "the service runs"
+        );
+        // The program ends here without stopping the session: its runtime goes, and the engine with it.
+        let Env { session, _dirs, .. } = env;
+        drop(session);
+        _dirs
+    });
+    drop(runtime);
+    assert!(
+        testkit::process::processes_with(&marker).is_empty(),
+        "the service's process outlived its engine"
+    );
+    drop(cache);
 }
 
 #[tokio::test]
@@ -409,6 +472,7 @@ async fn the_host_reaches_a_service_through_a_tunnel_on_loopback() {
         matches!(ended, Ok(Ok(Ok(())))),
         "`up` returns when the service stops: {ended:?}"
     );
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -456,6 +520,7 @@ async fn containers_reach_a_port_of_the_host_through_a_host_service() {
         stranger.contains("exit=") && !stranger.ends_with("exit=0\n"),
         "{stranger}"
     );
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -475,4 +540,5 @@ async fn a_service_that_ended_is_started_again_for_the_next_dependent() {
     let c = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "after");
     assert_eq!(c.stdout().await.expect("fetch"), "hello from the service\n");
     assert_eq!(env.starts.get(), 2, "a new instance");
+    env.finish().await;
 }

@@ -284,10 +284,13 @@ impl Engine {
     /// Stops running work: kills every container this engine runs (services included), and starts no new
     /// one (execs asked for from now on fail, saying the engine is stopping).
     pub async fn stop_containers(&self) {
-        self.services.stop_all();
+        // The runtime kills every container it runs, services' included, and returns once they are gone;
+        // then the services are forgotten. The other way round, a service forgotten first would leave its
+        // container to a kill in the background, which a process about to exit never runs.
         if let Some(Ok(rt)) = self.runtime.get() {
             rt.stop().await;
         }
+        self.services.stop_all();
     }
 
     /// Reports a line of output from an operation.

@@ -286,18 +286,34 @@ impl Runtime {
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
-        self.run_with(req, on_line, None, self.timeout).await
+        self.run_with(req, on_line, None, self.timeout, new_container_id())
+            .await
     }
 
-    /// Runs `req` as [`run`](Self::run) does, but with no time limit (a service runs until it is stopped),
-    /// sending the process each signal (`TERM`, `KILL`) that `signals` carries, as it comes.
+    /// Runs `req` as the container `id` (from [`new_container_id`]) as [`run`](Self::run) does, but with no
+    /// time limit (a service runs until it is stopped), sending the process each signal (`TERM`, `KILL`) that
+    /// `signals` carries, as it comes.
     pub async fn run_signalled(
         &self,
         req: &RunRequest,
         on_line: LineSink,
         signals: tokio::sync::watch::Receiver<Option<&'static str>>,
+        id: String,
     ) -> Result<RunOutput, RuntimeError> {
-        self.run_with(req, on_line, Some(signals), None).await
+        self.run_with(req, on_line, Some(signals), None, id).await
+    }
+
+    /// Kills and deletes the container `id` now, waiting for the runtime to do it: for a drop that cannot
+    /// leave it to a task (the process may be about to exit).
+    pub fn kill_now(&self, id: &str) {
+        for sub in [["kill", id, "KILL"].as_slice(), ["delete", "--force", id].as_slice()] {
+            let args: Vec<String> = sub.iter().map(|s| (*s).to_owned()).collect();
+            let _ = self
+                .invoke_std(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     async fn run_with(
@@ -306,6 +322,7 @@ impl Runtime {
         on_line: LineSink,
         signals: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
         timeout: Option<Duration>,
+        id: String,
     ) -> Result<RunOutput, RuntimeError> {
         std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
         std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
@@ -315,7 +332,6 @@ impl Runtime {
         }
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        let id = format!("drs-{}", crate::worker::snapshot::unique());
         // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
         self.running.lock().insert(id.clone());
         let _running = RunningGuard {
@@ -450,6 +466,11 @@ impl Runtime {
             })
             .collect()
     }
+}
+
+/// A new container ID: `drs-` and a name unique to this process (which [`collect_containers`] knows).
+pub fn new_container_id() -> String {
+    format!("drs-{}", crate::worker::snapshot::unique())
 }
 
 /// Kills and deletes a container when dropped armed: a run whose future is dropped (its request was

@@ -104,6 +104,8 @@ pub(crate) struct Running {
     allowed: Option<Allowed>,
     /// Told when the instance goes (a forwarder has no process whose exit says so).
     on_drop: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// A container service's runtime and container ID.
+    container: Option<(Runtime, String)>,
 }
 
 /// The peers a forwarder accepts connections from, each counted once per dependent that allowed it.
@@ -138,8 +140,15 @@ impl std::fmt::Debug for Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // The run's future is dropped: the runtime kills and deletes the container, and what the task holds
-        // (filesystem, namespace, the leases of the services it uses) is released.
+        // A container still running is killed and deleted now: the engine may be going with its process (a
+        // session dropped at the end of a program), and a kill left to a task would never run. Then the run's
+        // future is dropped, and what the task holds (filesystem, namespace, the leases of the services it
+        // uses) is released.
+        if let Some((runtime, id)) = &self.container
+            && self.exit_code().is_none()
+        {
+            runtime.kill_now(id);
+        }
         self.task.abort();
         if let Some(f) = self.on_drop.lock().take() {
             f();
@@ -166,6 +175,7 @@ impl Running {
             task,
             allowed,
             on_drop: Mutex::new(None),
+            container: None,
         }
     }
 
@@ -256,9 +266,11 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
     let (signal_tx, signal_rx) = watch::channel(None);
     let (exit_tx, exit) = watch::channel(None);
     let (error_tx, mut error_rx) = tokio::sync::oneshot::channel::<String>();
+    let id = crate::worker::runtime::new_container_id();
+    let container = Some((runtime.clone(), id.clone()));
     let runtime = runtime.clone();
     let task = tokio::spawn(async move {
-        let result = runtime.run_signalled(&req, sink, signal_rx).await;
+        let result = runtime.run_signalled(&req, sink, signal_rx, id).await;
         drop(keep);
         match result {
             Ok(out) => {
@@ -282,6 +294,7 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
         task,
         allowed: None,
         on_drop: Mutex::new(None),
+        container,
     };
     let early = |running: &Running, error_rx: &mut tokio::sync::oneshot::Receiver<String>| {
         if let Ok(e) = error_rx.try_recv() {
@@ -462,9 +475,12 @@ fn release(key: &Digest, entry: &Arc<Entry>, services: &Weak<Inner>) {
     if entry.refs.fetch_sub(1, Ordering::SeqCst) != 1 {
         return;
     }
-    let (key, entry, services) = (key.clone(), entry.clone(), services.clone());
+    // The timer holds nothing alive: an engine that goes meanwhile takes its instances with it at once.
+    let (key, entry, services) = (key.clone(), Arc::downgrade(entry), services.clone());
     let forget = move || {
-        let Some(inner) = services.upgrade() else { return };
+        let (Some(inner), Some(entry)) = (services.upgrade(), entry.upgrade()) else {
+            return;
+        };
         let mut entries = inner.entries.lock();
         let unused = entry.refs.load(Ordering::SeqCst) == 0;
         if unused && entries.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
