@@ -201,6 +201,32 @@ async fn concurrent_dependents_share_one_instance() {
 }
 
 #[tokio::test]
+async fn a_service_reaches_the_services_it_binds() {
+    let mut env = start().await;
+    let web = env.web();
+    // A second service that copies the first one's page at start, then serves it.
+    let mirror = env
+        .busybox()
+        .with_service_binding("origin", web)
+        .with_exposed_port(8081)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "wget -q -O /srv/copy.html http://origin:8080/index.html && exec httpd -f -p 8081 -h /srv",
+        ]));
+    let c = fetch(
+        env.busybox(),
+        "mirror",
+        &mirror,
+        "http://mirror:8081/copy.html",
+        "chain",
+    );
+    assert_eq!(c.stdout().await.expect("through the chain"), "hello from the service\n");
+    assert_eq!(env.starts.get(), 2, "the mirror and the service it binds");
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn a_service_that_exits_before_it_is_ready_fails_its_dependent_with_its_output() {
     let mut env = start().await;
     let svc = env

@@ -403,3 +403,58 @@ async fn start_tunnel(
 fn short(d: &Digest) -> String {
     d.as_str().get(..12).unwrap_or(d.as_str()).to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    //! What needs no runtime: the refusal to run services without the bridge.
+
+    use super::*;
+    use crate::ops::op::testing::engine;
+
+    #[tokio::test]
+    async fn services_without_the_bridge_are_refused_with_the_reason() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let mut e = engine(&tmp);
+        Arc::get_mut(&mut e).expect("the only reference").network =
+            Arc::new(crate::worker::network::Network::loopback_only());
+        let err = need_bridge(&e).expect_err("loopback only");
+        assert!(
+            err.message.contains("services need the session's bridge network"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("DAGGER_RS_NETWORK=none"), "{}", err.message);
+        let err = start_host(
+            &e,
+            &[Forward {
+                frontend: 80,
+                backend: 8080,
+            }],
+        )
+        .await
+        .expect_err("no bridge");
+        assert!(err.to_string().contains("bridge network"), "{err}");
+    }
+
+    #[test]
+    fn progress_events_say_what_a_service_runs() {
+        let def = |what| ServiceDef { what, hostname: None };
+        assert_eq!(
+            what_runs(&def(ServiceKind::Host {
+                ports: vec![Forward {
+                    frontend: 80,
+                    backend: 8080
+                }]
+            })),
+            "forwards 80 → localhost:8080"
+        );
+        assert_eq!(
+            what_runs(&def(ServiceKind::Container {
+                container: Box::default(),
+                args: vec!["httpd".into(), "-f".into()],
+                privileged: false,
+            })),
+            "httpd -f"
+        );
+    }
+}
