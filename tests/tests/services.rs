@@ -147,6 +147,11 @@ async fn a_client_reaches_a_service_by_its_alias_and_its_hostname() {
         Some("web")
     );
     assert_eq!(env.starts.get(), 0, "answering about a service does not run it");
+    // Its ID loads it back, under the same hostname.
+    let id = svc.id().await.expect("id");
+    let loaded = env.dag.load_service_from_id(id.clone());
+    assert_eq!(loaded.hostname().await.expect("loaded"), host);
+    assert_eq!(loaded.id().await.expect("id again"), id);
 
     let client = env.busybox();
     let by_alias = fetch(client.clone(), "www", &svc, "http://www:8080/index.html", "alias");
@@ -361,27 +366,32 @@ async fn an_exec_that_used_a_service_is_cached_by_its_inputs() {
             .clone()
             .with_exposed_port(8080)
             .as_service_opts(ContainerAsServiceOpts::default().args(["httpd", "-f", "-p", "8080", "-h", "/srv"]));
-        fetch(base, "www", &svc, "http://www:8080/index.html", "cached")
+        (fetch(base, "www", &svc, "http://www:8080/index.html", "cached"), svc)
     };
     let (session, dag, starts, _) = start_on(cache.path()).await;
-    assert_eq!(
-        run(dag.clone()).stdout().await.expect("first"),
-        "hello from the service\n"
-    );
+    let (client, svc) = run(dag.clone());
+    assert_eq!(client.stdout().await.expect("first"), "hello from the service\n");
     assert_eq!(starts.get(), 1);
+    let first_name = svc.hostname().await.expect("hostname");
     session.shutdown(Duration::from_secs(5)).await;
 
     // Another session on the same cache: the same exec (same inputs, the same service ID) is a cache hit,
-    // and the service is not started at all.
+    // and the service is not started at all; its hostname is the same.
     let (session, dag, starts, _) = start_on(cache.path()).await;
     let computed = session.engine.computed.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(run(dag).stdout().await.expect("again"), "hello from the service\n");
+    let (client, svc) = run(dag);
+    assert_eq!(client.stdout().await.expect("again"), "hello from the service\n");
     assert_eq!(starts.get(), 0, "a cache hit starts no service");
     let after = session.engine.computed.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         after - computed <= 2,
         "only the host directory and nothing else is computed: {}",
         after - computed
+    );
+    assert_eq!(
+        svc.hostname().await.expect("hostname"),
+        first_name,
+        "derived from the ID, in every session"
     );
     session.shutdown(Duration::from_secs(5)).await;
 }
