@@ -115,11 +115,9 @@ impl Env {
 
 /// Fetches `url` in a client container bound to `svc` as `alias`; `tag` makes the exec a call of its own.
 fn fetch(client: Container, alias: &str, svc: &Service, url: &str, tag: &str) -> Container {
-    client.with_service_binding(alias, svc.clone()).with_exec([
-        "sh",
-        "-c",
-        &format!("wget -q -O- {url}; echo {tag} >/dev/null"),
-    ])
+    client
+        .with_service_binding(alias, svc.clone())
+        .with_exec(["sh", "-c", &format!("wget -q -O- {url} && : {tag}")])
 }
 
 #[tokio::test]
@@ -508,6 +506,12 @@ async fn the_host_reaches_a_service_through_a_tunnel_on_loopback() {
         matches!(ended, Ok(Ok(Ok(())))),
         "`up` returns when the service stops: {ended:?}"
     );
+    // Nothing to forward is said at once, rather than waiting on nothing.
+    let portless = env
+        .busybox()
+        .as_service_opts(ContainerAsServiceOpts::default().args(["sleep", "60"]));
+    let err = portless.up().await.expect_err("no ports");
+    assert!(err.to_string().contains("exposes no ports"), "{err}");
     env.finish().await;
 }
 
@@ -562,11 +566,19 @@ async fn containers_reach_a_port_of_the_host_through_a_host_service() {
 #[tokio::test]
 async fn a_service_that_ended_is_started_again_for_the_next_dependent() {
     let mut env = start().await;
-    // `httpd` without `-f` goes to the background; the service ends when its first process does.
+    // `httpd` without `-f` goes to the background, and the service ends when its first process does: the
+    // first instance ends after three seconds, the next one (which finds the mark the first left in a cache
+    // volume) stays.
+    let state = env.dag.cache_volume("service-state");
     let svc = env
         .busybox()
+        .with_mounted_cache("/state", state)
         .with_exposed_port(8080)
-        .as_service_opts(ContainerAsServiceOpts::default().args(["sh", "-c", "httpd -p 8080 -h /srv; sleep 3"]));
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "httpd -p 8080 -h /srv; if [ -e /state/ran ]; then exec sleep 600; fi; touch /state/ran; sleep 3",
+        ]));
     svc.start().await.expect("start");
     let lines = env.lines.clone();
     eventually("the service ends", || {

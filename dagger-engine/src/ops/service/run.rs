@@ -92,6 +92,11 @@ pub(crate) async fn up(
             })
             .collect();
     }
+    if forwards.is_empty() {
+        return Err(OpError::new(
+            "`Service.up`: the service exposes no ports to forward: expose one with `withExposedPort`, or give `ports`",
+        ));
+    }
     let (lease, _) = acquire(engine, d).await?;
     let upstream = lease.running().clone();
     let tunnel = open_tunnel(lease, &forwards).await?;
