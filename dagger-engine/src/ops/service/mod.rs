@@ -13,7 +13,7 @@
 //! the service got when it ran.
 
 //!
-//! [`def`] says what a service is (pure), [`run`] runs them.
+//! [`def`] says what a service is (pure), [`run`](mod@run) runs them.
 
 pub(crate) mod def;
 pub(crate) mod run;
