@@ -448,6 +448,9 @@ async fn query(cli: &Cli, document: &Option<String>, workdir: &Option<PathBuf>) 
         ..Default::default()
     };
     let response = dagger_engine::graphql::execute(&engine, req).await;
+    // What the document left running (a service it started) ends with the process.
+    engine.stop_containers().await;
+    dagger_engine::cleanup::stop(&engine.store);
     progress.finish(outputs.finish()).await;
     print_response(&response)
 }

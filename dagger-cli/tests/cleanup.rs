@@ -389,6 +389,111 @@ async fn a_killed_engine_leaves_state_that_the_next_engine_collects_and_reports(
     assert!(!stderr.contains("collected"), "{stderr}");
 }
 
+#[test]
+fn a_service_started_by_a_query_ends_with_the_query() {
+    let cache = disk_dir();
+    let rootfs = busybox_rootfs();
+    let marker = unique_marker("query-service");
+    let dir = |cache: &Path| {
+        let out = Command::new(BIN)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args([
+                "--quiet",
+                "query",
+                &format!(r#"{{host{{directory(path:"{}"){{id}}}}}}"#, rootfs.path().display()),
+            ])
+            .output()
+            .expect("query");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["host"]["directory"]["id"].as_str().expect("id").to_owned()
+    };
+    let dir = dir(cache.path());
+    let out = Command::new(BIN)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args([
+            "--quiet",
+            "query",
+            &format!(
+                r#"{{container{{withRootfs(directory:"{dir}"){{withExposedPort(port:8080){{asService(args:["sh","-c","httpd -f -p 8080 -h /; : {marker}"]){{start}}}}}}}}}}"#
+            ),
+        ])
+        .output()
+        .expect("query");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Service:"), "it started");
+    // Once the command has exited, nothing of the service is left.
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the service's process outlived the query"
+    );
+    assert!(entries(&cache.path().join("runtime")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engines_running_service_is_collected_by_the_next_engine() {
+    let cache = disk_dir();
+    let rootfs = busybox_rootfs();
+    let (mut engine, port) = serve(cache.path()).await;
+    let engine_pid = engine.id();
+    let marker = unique_marker("service");
+    let dir = id_at(
+        &gql(
+            port,
+            "t",
+            &format!(r#"{{host{{directory(path:"{}"){{id}}}}}}"#, rootfs.path().display()),
+        )
+        .await,
+        &["host", "directory", "id"],
+    );
+    // `start` answers once the service accepts connections; it runs on until the engine is gone.
+    let started = gql(
+        port,
+        "t",
+        &format!(
+            r#"{{container{{withRootfs(directory:"{dir}"){{withExposedPort(port:8080){{asService(args:["sh","-c","httpd -f -p 8080 -h /; : {marker}"]){{start}}}}}}}}}}"#
+        ),
+    )
+    .await;
+    assert!(started.get("errors").is_none(), "{started}");
+    assert!(!processes_with(&marker).is_empty(), "the service runs");
+
+    signal(&engine, rustix::process::Signal::KILL);
+    let _ = engine.wait();
+    let runtime = cache.path().join("runtime");
+    assert!(!entries(&runtime).is_empty(), "the service's container is left");
+    assert!(!namespaces_of(engine_pid).is_empty(), "its network namespace is left");
+    assert!(
+        entries(&cache.path().join("tmp"))
+            .iter()
+            .any(|e| e.starts_with(&format!("service-{engine_pid}-"))),
+        "its scratch folder is left"
+    );
+
+    // The next engine collects the service as it collects an exec.
+    let out = Command::new(BIN)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(["--progress", "plain", "query", "{version}"])
+        .output()
+        .expect("query");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 container"), "{stderr}");
+    assert!(entries(&runtime).is_empty(), "{:?}", entries(&runtime));
+    assert!(entries(&cache.path().join("tmp")).is_empty());
+    assert!(
+        mounts_under(cache.path()).is_empty(),
+        "{:?}",
+        mounts_under(cache.path())
+    );
+    assert!(namespaces_of(engine_pid).is_empty(), "{:?}", namespaces_of(engine_pid));
+    wait_until(Duration::from_secs(10), "the service's process was not killed", || {
+        processes_with(&marker).is_empty()
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_and_sigint_stop_serve_and_session_mid_exec_with_exit_code_0_and_nothing_left() {
     use rustix::process::Signal;

@@ -7,9 +7,10 @@
 //! - [`graphql`]: the HTTP server, the executor (generic over a resolver), input coercion, the served schema,
 //!   and the core API as a resolver;
 //! - `ops`: the engine of a session ([`Engine`], [`Config`]), one module per core type (directory, file,
-//!   host, secret, cache volume, container), the field router, the value enum;
+//!   host, secret, cache volume, container, service), the field router, the value enum;
 //! - `solver`: the call registry, evaluation with in-flight deduplication and the results cache, events;
-//! - `worker`: the OCI runtime, snapshots, networking, cache volumes, images ([`oci`]), cleanup;
+//! - `worker`: the OCI runtime, snapshots, networking, running services, cache volumes, images ([`oci`]),
+//!   cleanup;
 //! - [`store`]: the on-disk, content-addressed cache directory;
 //! - [`model`]: calls and digests, directory trees, the error type.
 //!

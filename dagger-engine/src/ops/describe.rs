@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::model::ids::Call;
 use crate::ops::engine::Engine;
-use crate::ops::fields::{Field, QueryField};
+use crate::ops::fields::{ContainerField, Field, QueryField, ServiceField};
 use crate::solver::events::{OpInfo, Role};
 
 /// Details longer than this are cut (the report holds the arguments in full).
@@ -112,7 +112,7 @@ fn detail(args: &BTreeMap<String, Value>) -> String {
     if let Some(p) = text("path") {
         return p.to_owned();
     }
-    for k in ["name", "key", "uri", "url", "pattern"] {
+    for k in ["name", "key", "uri", "url", "pattern", "alias", "hostname"] {
         if let Some(v) = text(k) {
             return v.to_owned();
         }
@@ -166,6 +166,10 @@ fn role(owner: &str, call: &Call) -> Role {
             | QueryField::SetSecret(_)
             | QueryField::Secret(_),
         )) => Role::Root,
+        // A service is only defined here: it runs when something needs it.
+        Ok(Field::Container(ContainerField::AsService(_)) | Field::Service(ServiceField::WithHostname(_))) => {
+            Role::Setting
+        }
         Ok(Field::Container(f)) => {
             let setting = match crate::ops::container::state::edit(f) {
                 Ok(_) => true,
@@ -262,6 +266,22 @@ mod tests {
         assert_eq!((port.detail.as_str(), port.role), ("8080/tcp", Role::Setting));
         let root = describe(&e, "Query", &call("container", None, json!({})));
         assert_eq!((root.detail.as_str(), root.role), ("", Role::Root));
+        let bind = describe(
+            &e,
+            "Container",
+            &call(
+                "withServiceBinding",
+                None,
+                json!({ "alias": "db", "service": { "$id": Digest::of(b"svc") } }),
+            ),
+        );
+        assert_eq!((bind.detail.as_str(), bind.role), ("db", Role::Setting));
+        let svc = describe(
+            &e,
+            "Container",
+            &call("asService", None, json!({ "args": ["httpd", "-f"] })),
+        );
+        assert_eq!((svc.detail.as_str(), svc.role), ("httpd -f", Role::Setting));
     }
 
     #[test]

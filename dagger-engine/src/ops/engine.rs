@@ -204,6 +204,8 @@ pub struct Engine {
     pub network: Arc<crate::worker::network::Network>,
     /// The locks and use counts of cache volumes.
     pub(crate) volumes: CacheVolumes,
+    /// The session's running services: one instance per service ID.
+    pub(crate) services: crate::worker::service::Services,
     /// How many operations were computed (not served from a cache), for tests and benchmarks.
     pub computed: std::sync::atomic::AtomicUsize,
     /// How many GraphQL requests were answered (authorized and well-formed), for tests and benchmarks.
@@ -243,6 +245,7 @@ impl Engine {
             warned_snapshot: std::sync::atomic::AtomicBool::new(false),
             registry: std::sync::OnceLock::new(),
             volumes,
+            services: crate::worker::service::Services::default(),
             computed: std::sync::atomic::AtomicUsize::new(0),
             requests: std::sync::atomic::AtomicUsize::new(0),
             collected,
@@ -291,12 +294,16 @@ impl Engine {
         self.solver.listen(Arc::new(listener));
     }
 
-    /// Stops running work: kills every container this engine runs, and starts no new one (execs asked for
-    /// from now on fail, saying the engine is stopping).
+    /// Stops running work: kills every container this engine runs (services included), and starts no new
+    /// one (execs asked for from now on fail, saying the engine is stopping).
     pub async fn stop_containers(&self) {
+        // The runtime kills every container it runs, services' included, and returns once they are gone;
+        // then the services are forgotten. The other way round, a service forgotten first would leave its
+        // container to a kill in the background, which a process about to exit never runs.
         if let Some(Ok(rt)) = self.runtime.get() {
             rt.stop().await;
         }
+        self.services.stop_all();
     }
 
     /// Reports a line of output from an operation.

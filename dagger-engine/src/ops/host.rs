@@ -35,6 +35,8 @@ pub(crate) fn op(field: HostField) -> Option<Op> {
         HostField::Directory(_) | HostField::File(_) => value(Err(OpError::new(
             "host content is read when the object is created; create it again in this session",
         ))),
+        HostField::Service(a) => crate::ops::service::host_service(a),
+        HostField::Tunnel(a) => crate::ops::service::host_tunnel(a),
         _ => None,
     }
 }

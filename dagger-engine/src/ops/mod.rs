@@ -1,5 +1,5 @@
 //! The operations of the core API, one module per core type: [`directory`], [`file`](mod@file), [`host`],
-//! [`secret`], [`cache_volume`], [`container`] (state, filesystem, mounts, exec, images); the values they
+//! [`secret`], [`service`], [`cache_volume`], [`container`] (state, filesystem, mounts, exec, images); the values they
 //! produce ([`value`]); the engine every operation receives ([`engine`]); and the field [`router`] that
 //! records builder calls, computes them and answers leaves.
 
@@ -16,4 +16,5 @@ pub(crate) mod host;
 pub(crate) mod op;
 pub(crate) mod router;
 pub(crate) mod secret;
+pub(crate) mod service;
 pub(crate) mod value;

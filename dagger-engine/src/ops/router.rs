@@ -18,7 +18,7 @@ use crate::model::tree::{FileEntry, Tree};
 use crate::ops::error::OpError;
 
 use crate::ops::engine::Engine;
-use crate::ops::fields::{ContainerField, Field, FileField, HostField, QueryField, StatField};
+use crate::ops::fields::{ContainerField, Field, FileField, HostField, QueryField, ServiceField, StatField};
 use crate::ops::host::{host_path, read_host_dir, read_host_file};
 use crate::ops::op::{Cx, Op, run, value};
 use crate::ops::secret::read_secret_uri;
@@ -150,6 +150,7 @@ fn op_of(field: Field) -> Option<Op> {
         Field::File(f) => crate::ops::file::op(f),
         Field::Container(f) => crate::ops::container::op(f),
         Field::Host(f) => crate::ops::host::op(f),
+        Field::Service(f) => crate::ops::service::op(f),
         _ => None,
     }
 }
@@ -212,14 +213,34 @@ fn type_of(parent: Option<&Evaluated>) -> &'static str {
         Some(Evaluated::Cache { .. }) => "CacheVolume",
         Some(Evaluated::Stat { .. }) => "Stat",
         Some(Evaluated::Record(_)) => "Record",
+        Some(Evaluated::Service(_)) => "Service",
     }
 }
 
-/// Whether a field is a list of plain records (`Container.envVariables`, `labels`, `exposedPorts`), each
-/// element an object of its own.
+/// Whether a field is a list of plain records (`Container.envVariables`, `labels`, `exposedPorts`,
+/// `Service.ports`), each element an object of its own.
 fn is_record_list(field: &Field) -> bool {
     use ContainerField as F;
-    matches!(field, Field::Container(F::EnvVariables | F::Labels | F::ExposedPorts))
+    matches!(
+        field,
+        Field::Container(F::EnvVariables | F::Labels | F::ExposedPorts) | Field::Service(ServiceField::Ports)
+    )
+}
+
+/// The records of the list `field` of `value`, the object `d`; `None` when it has no such list.
+async fn records_of(
+    engine: &Arc<Engine>,
+    value: &Evaluated,
+    field: &str,
+    d: &Digest,
+) -> Result<Option<Vec<Map<String, Value>>>, OpError> {
+    Ok(match value {
+        Evaluated::Container(st) => crate::ops::container::state::records(st, field),
+        Evaluated::Service(def) if field == "ports" => {
+            Some(crate::ops::service::run::port_records(engine, def, d).await?)
+        }
+        _ => None,
+    })
 }
 
 /// Computes an object from its call.
@@ -233,13 +254,16 @@ pub(crate) async fn compute(engine: &Arc<Engine>, call: &Call) -> Result<Evaluat
     let field = Field::parse(ty, &call.field, &args)?;
     if is_record_list(&field) {
         let index = args.get("$index").and_then(Value::as_u64).unwrap_or(0) as usize;
-        return match parent.as_deref() {
-            Some(Evaluated::Container(st)) => crate::ops::container::state::records(st, &call.field)
-                .and_then(|r| r.into_iter().nth(index))
-                .map(Evaluated::Record)
-                .ok_or_else(|| OpError::new(format!("`Container.{}` has no element {index}", call.field))),
-            _ => Err(OpError::unsupported(ty, &call.field)),
+        let (Some(parent), Some(pd)) = (parent.as_deref(), &call.parent) else {
+            return Err(OpError::unsupported(ty, &call.field));
         };
+        return records_of(engine, parent, &call.field, pd)
+            .await?
+            .ok_or_else(|| OpError::unsupported(ty, &call.field))?
+            .into_iter()
+            .nth(index)
+            .map(Evaluated::Record)
+            .ok_or_else(|| OpError::new(format!("`{ty}.{}` has no element {index}", call.field)));
     }
     let name = (field.type_name(), field.name());
     let Some(op) = op_of(field) else {
@@ -275,6 +299,7 @@ pub(crate) async fn leaf(
         (Field::Directory(f), Evaluated::Dir { tree, name }) => crate::ops::directory::leaf(engine, f, tree, name),
         (Field::File(f), Evaluated::File { name, entry }) => crate::ops::file::leaf(engine, f, name, entry),
         (Field::Secret(f), Evaluated::Secret { .. }) => crate::ops::secret::leaf(engine, f, v, d).await,
+        (Field::Service(f), Evaluated::Service(def)) => crate::ops::service::leaf(engine, f, def, d).await,
         (
             Field::Stat(f),
             Evaluated::Stat {
@@ -308,10 +333,9 @@ pub(crate) async fn record_list(
         return Ok(None);
     };
     let value = engine.eval(d).await?;
-    let Evaluated::Container(st) = &*value else {
+    let Some(records) = records_of(engine, &value, name, d).await? else {
         return Err(OpError::unsupported(ty, name));
     };
-    let records = crate::ops::container::state::records(st, name).unwrap_or_default();
     let mut out = Vec::with_capacity(records.len());
     for (index, record) in records.into_iter().enumerate() {
         let call = Call {
@@ -388,13 +412,15 @@ mod tests {
             ("Container", "withEnvVariable", json!({ "name": "A", "value": "1" })),
             ("Container", "withMountedTemp", json!({ "path": "/t" })),
             ("Container", "rootfs", json!({})),
+            ("Container", "asService", json!({})),
+            ("Service", "withHostname", json!({ "hostname": "web" })),
+            ("Host", "service", json!({ "ports": [{ "backend": 80 }] })),
         ] {
             assert!(op_of(parsed(ty, field, args)).is_some(), "{ty}.{field}");
         }
         for (ty, field, args) in [
             ("Query", "git", json!({ "url": "u" })),
             ("Query", "http", json!({ "url": "u" })),
-            ("Container", "asService", json!({})),
             ("Directory", "dockerBuild", json!({})),
             ("Host", "unixSocket", json!({ "path": "/s" })),
         ] {
@@ -418,6 +444,7 @@ mod tests {
         );
         assert!(is_record_list(&parsed("Container", "envVariables", json!({}))));
         assert!(is_record_list(&parsed("Container", "exposedPorts", json!({}))));
+        assert!(is_record_list(&parsed("Service", "ports", json!({}))));
         assert!(!is_record_list(&parsed("Container", "mounts", json!({}))));
     }
 

@@ -1,5 +1,5 @@
 //! The values operations produce and the solver keeps: a directory, a file, a secret, a cache volume, file
-//! metadata, the host, a container, or a plain record. Persistent ones are stored as JSON (tagged by `kind`)
+//! metadata, the host, a container, a service, or a plain record. Persistent ones are stored as JSON (tagged by `kind`)
 //! in the cache directory's `results/`.
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,9 @@ pub(crate) enum Evaluated {
     Container(Box<crate::ops::container::state::ContainerState>),
     /// A plain record (`EnvVariable`, `Label`, `Port`): its fields.
     Record(serde_json::Map<String, serde_json::Value>),
+    /// A service: what runs, and under which hostname (running it is the session's, see
+    /// [`crate::worker::service`]).
+    Service(Box<crate::ops::service::def::ServiceDef>),
 }
 
 /// The sharing mode of a cache volume nobody gave one.
@@ -137,6 +140,10 @@ mod tests {
         let session_only = [
             Evaluated::Host,
             Evaluated::cache("k"),
+            Evaluated::Service(Box::new(crate::ops::service::def::ServiceDef {
+                what: crate::ops::service::def::ServiceKind::Host { ports: Vec::new() },
+                hostname: None,
+            })),
             Evaluated::Secret {
                 name: "s".into(),
                 uri: String::new(),
@@ -144,7 +151,7 @@ mod tests {
         ];
         assert!(
             session_only.iter().all(|v| !v.persistent()),
-            "secrets, caches and the host stay in memory"
+            "secrets, caches, services and the host stay in memory"
         );
         let container = |layers: Vec<String>| {
             Evaluated::Container(Box::new(ContainerState {

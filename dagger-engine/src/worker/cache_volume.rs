@@ -33,7 +33,7 @@ impl CacheVolumeError {
 /// The cache volumes in use by one engine's execs.
 #[derive(Default)]
 pub(crate) struct CacheVolumes {
-    private_holders: Mutex<HashSet<String>>,
+    private_holders: Arc<Mutex<HashSet<String>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Where the lock files of `LOCKED` volumes live, shared by every engine on the cache directory (`None`:
     /// this engine's execs only take turns among themselves).
@@ -42,8 +42,8 @@ pub(crate) struct CacheVolumes {
 
 /// The cache volumes one exec uses: the locks of its `LOCKED` volumes, the `PRIVATE` ones it holds, and those
 /// it must replace by a fresh, throwaway directory because another exec holds them; all released on drop.
-pub(crate) struct CacheVolumeLease<'a> {
-    volumes: &'a CacheVolumes,
+pub(crate) struct CacheVolumeLease {
+    private_holders: Arc<Mutex<HashSet<String>>>,
     _locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
     /// The lock files held (an exclusive `flock` each, released when closed).
     _files: Vec<std::fs::File>,
@@ -52,9 +52,9 @@ pub(crate) struct CacheVolumeLease<'a> {
     pub fresh: HashSet<String>,
 }
 
-impl Drop for CacheVolumeLease<'_> {
+impl Drop for CacheVolumeLease {
     fn drop(&mut self) {
-        let mut holders = self.volumes.private_holders.lock();
+        let mut holders = self.private_holders.lock();
         for k in &self.held {
             holders.remove(k);
         }
@@ -100,7 +100,7 @@ impl CacheVolumes {
     /// Takes the locks and use counts an exec needs for its cache mounts, given as `(key, sharing)` pairs. A
     /// volume mounted twice counts once (with its strictest mode), and locks are taken in the order of their
     /// keys, so two execs never wait on each other.
-    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> Result<CacheVolumeLease<'_>, CacheVolumeError> {
+    pub(crate) async fn acquire(&self, mounts: &[(&str, &str)]) -> Result<CacheVolumeLease, CacheVolumeError> {
         let strictness = |sharing: &str| match sharing {
             "LOCKED" => 2,
             "PRIVATE" => 1,
@@ -136,7 +136,7 @@ impl CacheVolumes {
             }
         }
         Ok(CacheVolumeLease {
-            volumes: self,
+            private_holders: self.private_holders.clone(),
             _locks: guards,
             _files: files,
             held,

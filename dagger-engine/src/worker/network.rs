@@ -132,6 +132,11 @@ impl NetnsLease {
     pub fn path(&self) -> PathBuf {
         self.ns.as_ref().map(Namespace::path).unwrap_or_default()
     }
+
+    /// The namespace's address on the bridge (`None` without one: loopback only, or rootless).
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.ns.as_ref().and_then(|ns| ns.address).map(ip_of)
+    }
 }
 
 impl Drop for NetnsLease {
@@ -808,6 +813,21 @@ fn setup_bridge() -> Result<(), String> {
             return Err("cannot add the NAT rule for container traffic (iptables failed)".into());
         }
     }
+    // Containers reach the session's services across the bridge. Where bridged packets go through iptables
+    // (`br_netfilter`) and the host forwards nothing by default (Docker sets that policy), they would be
+    // dropped: traffic from the bridge to itself is accepted ahead of other rules.
+    let forward = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"];
+    let mut check = vec!["-C"];
+    check.extend_from_slice(&forward);
+    if !run_sync("iptables", &check)? {
+        let mut insert = vec!["-I"];
+        insert.extend_from_slice(&forward);
+        if !run_sync("iptables", &insert)? {
+            return Err(
+                "cannot add the rule that lets containers reach services on the bridge (iptables failed)".into(),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -860,7 +880,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let (first, second, index, addresses, rules) = in_fresh_netns(|| {
+        let (first, second, index, addresses, rules, forward_rules) = in_fresh_netns(|| {
             let mut rtnl = Rtnl::open().expect("netlink");
             assert_eq!(rtnl.link_index(BRIDGE).expect("lookup"), None, "a fresh namespace");
             let first = setup_bridge();
@@ -873,7 +893,8 @@ mod tests {
             };
             let addresses = out("ip", &["-4", "-o", "addr", "show", "dev", BRIDGE]);
             let rules = out("iptables", &["-t", "nat", "-S", "POSTROUTING"]);
-            (first, second, index, addresses, rules)
+            let forward_rules = out("iptables", &["-S", "FORWARD"]);
+            (first, second, index, addresses, rules, forward_rules)
         });
         assert_eq!(first, Ok(()));
         assert_eq!(second, Ok(()));
@@ -881,6 +902,8 @@ mod tests {
         assert_eq!(addresses.matches("inet 10.87.0.1/16").count(), 1, "{addresses}");
         let nat = format!("-A POSTROUTING -s {SUBNET} ! -o {BRIDGE} -j MASQUERADE");
         assert_eq!(rules.matches(&nat).count(), 1, "{rules}");
+        let forward = format!("-A FORWARD -i {BRIDGE} -o {BRIDGE} -j ACCEPT");
+        assert_eq!(forward_rules.matches(&forward).count(), 1, "{forward_rules}");
     }
 
     /// The namespaces of this process under `/var/run/netns`.

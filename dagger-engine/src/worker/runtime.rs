@@ -170,6 +170,8 @@ pub struct RunRequest {
     pub privileged: bool,
     /// Host files bound read-only over the container's (e.g. `/etc/resolv.conf`, `/etc/hosts`).
     pub etc_files: Vec<(PathBuf, String)>,
+    /// The container's host name (empty: `dagger`); a service's is its own.
+    pub hostname: String,
 }
 
 /// What a process did.
@@ -284,6 +286,44 @@ impl Runtime {
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
+        self.run_with(req, on_line, None, self.timeout, new_container_id())
+            .await
+    }
+
+    /// Runs `req` as the container `id` (from [`new_container_id`]) as [`run`](Self::run) does, but with no
+    /// time limit (a service runs until it is stopped), sending the process each signal (`TERM`, `KILL`) that
+    /// `signals` carries, as it comes.
+    pub async fn run_signalled(
+        &self,
+        req: &RunRequest,
+        on_line: LineSink,
+        signals: tokio::sync::watch::Receiver<Option<&'static str>>,
+        id: String,
+    ) -> Result<RunOutput, RuntimeError> {
+        self.run_with(req, on_line, Some(signals), None, id).await
+    }
+
+    /// Kills and deletes the container `id` now, waiting for the runtime to do it: for a drop that cannot
+    /// leave it to a task (the process may be about to exit).
+    pub fn kill_now(&self, id: &str) {
+        for sub in [["kill", id, "KILL"].as_slice(), ["delete", "--force", id].as_slice()] {
+            let args: Vec<String> = sub.iter().map(|s| (*s).to_owned()).collect();
+            let _ = self
+                .invoke_std(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    async fn run_with(
+        &self,
+        req: &RunRequest,
+        on_line: LineSink,
+        signals: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+        timeout: Option<Duration>,
+        id: String,
+    ) -> Result<RunOutput, RuntimeError> {
         std::fs::create_dir_all(&req.bundle).map_err(io(format!("cannot create {}", req.bundle.display())))?;
         std::fs::create_dir_all(&self.state_dir).map_err(io(format!("cannot create {}", self.state_dir.display())))?;
         let mut spec = spec_for(req)?;
@@ -292,7 +332,6 @@ impl Runtime {
         }
         spec.save(req.bundle.join("config.json"))
             .map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        let id = format!("drs-{}", crate::worker::snapshot::unique());
         // Registered before the runtime starts, so `stop` either sees the ID or has already refused the run.
         self.running.lock().insert(id.clone());
         let _running = RunningGuard {
@@ -314,7 +353,14 @@ impl Runtime {
         let mut abandoned = KillOnDrop(Some(self.kill_commands(&id)));
         let captured = Captured::default();
         let wait = feed_and_wait(&mut child, req.stdin.clone(), &captured, on_line);
-        let (result, timed_out) = match self.timeout {
+        let forward = self.forward_signals(&id, signals);
+        let wait = async {
+            tokio::select! {
+                status = wait => status,
+                never = forward => match never {},
+            }
+        };
+        let (result, timed_out) = match timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => (Some(r), None),
                 Err(_) => (None, Some(t)),
@@ -382,6 +428,26 @@ impl Runtime {
         }
     }
 
+    /// Sends the container `id` each signal `signals` carries; never ends (without a receiver, it waits).
+    async fn forward_signals(
+        &self,
+        id: &str,
+        signals: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+    ) -> std::convert::Infallible {
+        if let Some(mut rx) = signals {
+            while rx.changed().await.is_ok() {
+                let signal = *rx.borrow_and_update();
+                if let Some(signal) = signal {
+                    let args = ["kill".to_owned(), id.to_owned(), signal.to_owned()];
+                    let mut cmd = self.invoke(&args);
+                    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                    let _ = cmd.status().await;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
     async fn kill(&self, id: &str) {
         for mut cmd in self.kill_commands(id) {
             let _ = cmd.status().await;
@@ -400,6 +466,11 @@ impl Runtime {
             })
             .collect()
     }
+}
+
+/// A new container ID: `drs-` and a name unique to this process (which [`collect_containers`] knows).
+pub fn new_container_id() -> String {
+    format!("drs-{}", crate::worker::snapshot::unique())
 }
 
 /// Kills and deletes a container when dropped armed: a run whose future is dropped (its request was
@@ -664,7 +735,12 @@ pub fn spec_for(req: &RunRequest) -> Result<Spec, RuntimeError> {
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_root(Some(root));
-    spec.set_hostname(Some("dagger".to_owned()));
+    let hostname = if req.hostname.is_empty() {
+        "dagger"
+    } else {
+        &req.hostname
+    };
+    spec.set_hostname(Some(hostname.to_owned()));
     spec.set_mounts(Some(mounts));
     if let Some(linux) = spec.linux_mut() {
         let namespaces: Vec<LinuxNamespace> = [

@@ -2,34 +2,21 @@
 //! process run by the OCI runtime in its own network namespace, its output captured (secrets scrubbed), and
 //! the overlay's upper directory kept as the container's next layer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::model::ids::Digest;
-use crate::model::tree::{Entry, Tree};
+use crate::model::tree::Tree;
 use crate::ops::container::exec_fs::{self, Redirect};
-use crate::ops::container::fs::{empty_layer, snap};
+use crate::ops::container::fs::snap;
+use crate::ops::container::process::{Secrets, cache_mounts, prepare, run_request, scrub, secrets};
 use crate::ops::container::state::{ContainerState, ExecResult, MountSource, expand, layer_name, layers_dir, path_in};
-use crate::ops::container::users::{ExecUser, resolve_exec_user};
+use crate::ops::container::users::resolve_exec_user;
 use crate::ops::engine::Engine;
 use crate::ops::error::{ExecFailure, OpError};
 use crate::ops::fields::{ContainerWithExec, ReturnType};
-use crate::ops::secret::secret_plaintext;
-use crate::worker::runtime::{MountSpec, RunRequest};
 use crate::worker::scratch::Scratch;
 use crate::worker::snapshot::{self};
-
-/// Replaces every secret plaintext by `***`.
-pub(crate) fn scrub(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
-    if secrets.is_empty() {
-        return bytes.to_vec();
-    }
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(s.as_str(), "***");
-    }
-    text.into_bytes()
-}
 
 /// Dagger's error for an exec without a command, and for reading the output of a container that ran none.
 pub(crate) const NO_COMMAND: &str = "no command has been set";
@@ -68,38 +55,6 @@ pub(crate) fn command(st: &ContainerState, a: &ContainerWithExec) -> Result<Vec<
     Ok(argv)
 }
 
-/// The secrets of one exec: the environment with secret variables set, every plaintext (to scrub from what
-/// comes back), and the files of mounted secrets.
-struct Secrets {
-    env: Vec<String>,
-    plaintexts: Vec<String>,
-    files: Vec<SecretFile>,
-}
-
-async fn secrets(engine: &Arc<Engine>, st: &ContainerState) -> Result<Secrets, OpError> {
-    let mut plaintexts = Vec::new();
-    let mut env = st.config.env.clone();
-    for (name, sd) in &st.secret_env {
-        let p = secret_plaintext(engine, sd).await?;
-        env.retain(|kv| kv.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
-        env.push(format!("{name}={p}"));
-        plaintexts.push(p);
-    }
-    let mut files = Vec::new();
-    for m in &st.secret_mounts {
-        let p = secret_plaintext(engine, &m.secret).await?;
-        files.push((m.path.clone(), p.clone(), m.mode, m.owner));
-        plaintexts.push(p);
-    }
-    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
-    Ok(Secrets { env, plaintexts, files })
-}
-
 /// Runs `withExec` on `st`, returning the container after it.
 ///
 /// Every resource it takes is a guard released on every path, a cancelled request included: the scratch
@@ -116,6 +71,9 @@ pub(crate) async fn exec(
     let argv = command(&st, &opts)?;
     let Secrets { env, plaintexts, files } = secrets(engine, &st).await?;
 
+    // The bound services run (started, or shared with other dependents) until the exec is over.
+    let services = crate::ops::service::run::bind(engine, &st).await?;
+
     let scratch_guard = Scratch::new(&engine.store, "exec");
     let scratch = scratch_guard.path().to_owned();
     // Held until the exec is over.
@@ -124,10 +82,12 @@ pub(crate) async fn exec(
 
     // Prepare the filesystem (blocking work) and run.
     let (prep_engine, prep_st, prep_scratch) = (engine.clone(), st.clone(), scratch.clone());
-    let mut prepared =
-        tokio::task::spawn_blocking(move || prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches))
-            .await
-            .map_err(|e| OpError::new(format!("internal error: {e}")))??;
+    let hosts = services.hosts.clone();
+    let mut prepared = tokio::task::spawn_blocking(move || {
+        prepare(&prep_engine, &prep_st, &prep_scratch, &files, &fresh_caches, &hosts)
+    })
+    .await
+    .map_err(|e| OpError::new(format!("internal error: {e}")))??;
     let user = resolve_exec_user(engine, &st)?;
     // Redirected streams are opened in the container's filesystem with its mounts, before the process starts.
     let mut stdin = opts.stdin.clone().into_bytes();
@@ -148,7 +108,7 @@ pub(crate) async fn exec(
         engine,
         d,
         &st,
-        &opts,
+        opts.insecure_root_capabilities,
         &prepared,
         &scratch,
         argv.clone(),
@@ -157,11 +117,15 @@ pub(crate) async fn exec(
         stdin,
     )
     .await?;
+    // The host services it binds accept its connections (and no other container's) while it runs.
+    let allowed = req.1.address().map(|ip| services.allow(ip));
     let on_line = log_sink(engine, d, &plaintexts);
     let result = runtime.run(&req.0, on_line).await;
-    // The secrets' files and the namespace go as soon as the process is done.
+    // The secrets' files, the namespace and the services go as soon as the process is done.
     drop(prepared.secrets.take());
     drop(req);
+    drop(allowed);
+    drop(services);
     // What the process printed goes to its redirects while the filesystem is still mounted.
     if let Ok(output) = &result {
         for (r, bytes) in [(redirect_stdout, &output.stdout), (redirect_stderr, &output.stderr)] {
@@ -210,17 +174,6 @@ pub(crate) async fn exec(
     Ok(st)
 }
 
-/// The cache volumes `st` mounts: key and sharing mode.
-fn cache_mounts(st: &ContainerState) -> Vec<(&str, &str)> {
-    st.mounts
-        .iter()
-        .filter_map(|(_, m)| match m {
-            MountSource::Cache { key, sharing, .. } => Some((key.as_str(), sharing.as_str())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Output lines as log events of `d`, secrets scrubbed.
 fn log_sink(engine: &Arc<Engine>, d: &Digest, secrets: &[String]) -> crate::worker::runtime::LineSink {
     let (events, call_name, secrets) = (engine.clone(), d.clone(), secrets.to_vec());
@@ -228,83 +181,6 @@ fn log_sink(engine: &Arc<Engine>, d: &Digest, secrets: &[String]) -> crate::work
         let line = String::from_utf8_lossy(&scrub(line.as_bytes(), &secrets)).into_owned();
         events.emit_log("Container.withExec", &call_name, line);
     })
-}
-
-/// The run request for a prepared filesystem, with the network namespace it joins (held until dropped):
-/// `HOME` set from the user's, the workdir created when missing.
-#[allow(clippy::too_many_arguments)]
-async fn run_request(
-    engine: &Arc<Engine>,
-    d: &Digest,
-    st: &ContainerState,
-    opts: &ContainerWithExec,
-    prepared: &Prepared,
-    scratch: &Path,
-    argv: Vec<String>,
-    mut env: Vec<String>,
-    user: ExecUser,
-    stdin_bytes: Vec<u8>,
-) -> Result<(RunRequest, crate::worker::network::NetnsLease), OpError> {
-    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
-    // The workdir is created when missing, as Dagger does: each directory it makes owned by the user.
-    let cwd = st.workdir().to_owned();
-    if let Ok(host) = snapshot::resolve_in_root(&prepared.rootfs, &cwd, true) {
-        let missing: Vec<&Path> = host
-            .ancestors()
-            .take_while(|p| p.starts_with(&prepared.rootfs) && std::fs::symlink_metadata(p).is_err())
-            .collect();
-        for dir in missing.into_iter().rev() {
-            if std::fs::create_dir(dir).is_ok() {
-                let _ = std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid));
-            }
-        }
-    }
-    let netns = engine.network.take().await;
-    warn_once(engine, d);
-    let netns = netns.map_err(|e| OpError::new(format!("cannot set up the container's network: {e}")))?;
-    let req = RunRequest {
-        rootfs: prepared.rootfs.clone(),
-        bundle: scratch.join("bundle"),
-        args: argv,
-        env,
-        cwd,
-        uid: user.uid,
-        gid: user.gid,
-        additional_gids: user.additional_gids,
-        mounts: prepared.mounts.clone(),
-        stdin: stdin_bytes,
-        netns: Some(netns.path()),
-        privileged: opts.insecure_root_capabilities,
-        etc_files: prepared.etc_files.clone(),
-    };
-    Ok((req, netns))
-}
-
-/// Reports, once per engine, that filesystems are copied, that containers get no network, or that they
-/// resolve no names.
-fn warn_once(engine: &Arc<Engine>, d: &Digest) {
-    if engine.snapshotter().kind() == snapshot::SnapshotterKind::Copy
-        && let Some(why) = engine.overlay_unusable()
-        && !engine.warned_snapshot.swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
-        engine.emit_log(
-            "Container.withExec",
-            d,
-            format!("warning: overlayfs is not usable ({why}); container filesystems are copied, which is slower"),
-        );
-    }
-    if let Some(why) = engine.network.take_setup_warning() {
-        engine.emit_log(
-            "Container.withExec",
-            d,
-            format!("warning: containers get no network beyond loopback: {why}"),
-        );
-    }
-    if let Some(why) = engine.network.take_dns_warning() {
-        engine.emit_log("Container.withExec", d, format!("warning: {why}"));
-    }
 }
 
 /// The `EXEC_ERROR` of a process that did not end as `expect` says (or ran out of time).
@@ -362,243 +238,6 @@ fn keep_layer(engine: &Engine, upper: &Path, name: &str) -> Result<(), OpError> 
     }
     std::fs::rename(upper, &target)
         .map_err(|e| OpError::new(format!("cannot keep the exec's layer at {}: {e}", target.display())))
-}
-
-/// A secret mounted as a file: container path, plaintext, mode, owner.
-pub(crate) type SecretFile = (String, String, u32, Option<(u32, u32)>);
-
-/// A filesystem ready for one exec.
-pub(crate) struct Prepared {
-    overlay: snapshot::Mounted,
-    rootfs: PathBuf,
-    mounts: Vec<MountSpec>,
-    etc_files: Vec<(PathBuf, String)>,
-    /// Writable snapshot mounts to read back after the exec: container path, host directory.
-    read_back: Vec<(String, PathBuf)>,
-    /// The tmpfs holding the mounted secrets' files, unmounted when the exec ends.
-    secrets: Option<SecretStore>,
-    /// Container paths the runtime may make only to mount on (they did not exist before): removed after the
-    /// exec when still empty.
-    stubs: Vec<String>,
-}
-
-pub(crate) fn prepare(
-    engine: &Engine,
-    st: &ContainerState,
-    scratch: &Path,
-    secret_files: &[SecretFile],
-    fresh_caches: &std::collections::HashSet<String>,
-) -> Result<Prepared, OpError> {
-    let io = |what: String| move |e: std::io::Error| OpError::new(format!("{what}: {e}"));
-    std::fs::create_dir_all(scratch).map_err(io(format!("cannot create {}", scratch.display())))?;
-    let layers: Vec<PathBuf> = st.layers.iter().map(|l| layers_dir(&engine.store).join(l)).collect();
-    for l in &layers {
-        if !l.is_dir() {
-            return Err(OpError::new(format!(
-                "layer {} is missing from the cache directory (pruned while in use?); run the pipeline again",
-                l.display()
-            )));
-        }
-    }
-    let rootfs = scratch.join("rootfs");
-    let overlay = engine
-        .snapshotter()
-        .assemble(
-            &layers,
-            Some((&scratch.join("upper"), &scratch.join("work"))),
-            &rootfs,
-            &empty_layer(&engine.store)?,
-        )
-        .map_err(snap)?;
-    let targets = st.mounts.iter().map(|(p, _)| p.as_str());
-    let targets = targets.chain(st.secret_mounts.iter().map(|m| m.path.as_str()));
-    let stubs = exec_fs::missing_stubs(&rootfs, &exec_fs::stub_candidates(targets));
-    let mut mounts = Vec::new();
-    let mut read_back = Vec::new();
-    for (n, (path, src)) in st.mounts.iter().enumerate() {
-        let fresh = matches!(src, MountSource::Cache { key, sharing, .. } if sharing == "PRIVATE" && fresh_caches.contains(key));
-        if let Some((spec, writable)) = mount_spec(engine, scratch, n, path, src, fresh)? {
-            if let (true, MountSpec::Bind { source, .. }) = (writable, &spec) {
-                read_back.push((path.clone(), source.clone()));
-            }
-            mounts.push(spec);
-        }
-    }
-    let secrets = if secret_files.is_empty() {
-        None
-    } else {
-        let store = SecretStore::mount(&scratch.join("secrets"), secret_files)?;
-        for (n, (path, plaintext, mode, owner)) in secret_files.iter().enumerate() {
-            let host = store.write(&format!("s{n}"), plaintext.as_bytes(), *mode, *owner)?;
-            mounts.push(MountSpec::Bind {
-                source: host,
-                target: path.clone(),
-                read_only: true,
-            });
-        }
-        Some(store)
-    };
-    let etc_files = etc_files(scratch, engine.network.resolv_conf())?;
-    Ok(Prepared {
-        overlay,
-        rootfs,
-        mounts,
-        etc_files,
-        read_back,
-        secrets,
-        stubs,
-    })
-}
-
-/// The mount of `src` at `path` for one exec (the `n`th mount), its host side made under `scratch`; with
-/// whether what the exec writes there is read back (writable snapshot mounts). `None` for secrets, which are
-/// mounted from their own tmpfs. `fresh` gives a `PRIVATE` cache volume in use elsewhere a throwaway
-/// directory.
-fn mount_spec(
-    engine: &Engine,
-    scratch: &Path,
-    n: usize,
-    path: &str,
-    src: &MountSource,
-    fresh: bool,
-) -> Result<Option<(MountSpec, bool)>, OpError> {
-    let bind = |source: PathBuf, read_only: bool| MountSpec::Bind {
-        source,
-        target: path.to_owned(),
-        read_only,
-    };
-    Ok(Some(match src {
-        MountSource::Dir { tree, read_only, owner } => {
-            let host = scratch.join(format!("m{n}"));
-            snapshot::write_tree(&engine.store, tree, &host, "", *owner).map_err(snap)?;
-            (bind(host, *read_only), !read_only)
-        }
-        MountSource::File { entry, owner } => {
-            let name = format!("f{n}");
-            // Owner first, then mode (a chown after would clear set-user-ID bits).
-            snapshot::write_entry_at(&engine.store, scratch, &name, &Entry::File(entry.clone()), *owner)
-                .map_err(snap)?;
-            (bind(scratch.join(name), false), false)
-        }
-        MountSource::Cache { key, seed, owner, .. } => {
-            let (host, created) = crate::worker::cache_volume::volume_dir(&engine.store, key, fresh, scratch, n)?;
-            if created {
-                if let Some(seed) = seed {
-                    snapshot::write_tree(&engine.store, seed, &host, "", *owner).map_err(snap)?;
-                } else if let Some((u, g)) = owner {
-                    snapshot::chown(&host, *u, *g).map_err(snap)?;
-                }
-            }
-            (bind(host, false), false)
-        }
-        MountSource::Temp { size } => (
-            MountSpec::Tmpfs {
-                target: path.to_owned(),
-                size: *size,
-            },
-            false,
-        ),
-    }))
-}
-
-/// Name resolution (`resolv`, the text of the container's `/etc/resolv.conf`, when the host has one) and a
-/// hosts file, as every container expects: host files written under `scratch`, with the container path each
-/// is mounted at.
-fn etc_files(scratch: &Path, resolv: Option<String>) -> Result<Vec<(PathBuf, String)>, OpError> {
-    let io = |what: String| move |e: std::io::Error| OpError::new(format!("{what}: {e}"));
-    // Name resolution and a hosts file, as every container expects.
-    let hosts = scratch.join("hosts");
-    std::fs::write(
-        &hosts,
-        "127.0.0.1\tlocalhost dagger\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )
-    .map_err(io(format!("cannot write {}", hosts.display())))?;
-    let mut etc_files = vec![(hosts, "/etc/hosts".to_owned())];
-    if let Some(text) = resolv {
-        let file = scratch.join("resolv.conf");
-        std::fs::write(&file, text).map_err(io(format!("cannot write {}", file.display())))?;
-        etc_files.push((file, "/etc/resolv.conf".to_owned()));
-    }
-    Ok(etc_files)
-}
-
-/// The files of the secrets one exec mounts: on a tmpfs of their own (memory, never the cache's disk), mounted
-/// private to the engine's user (mode 0700) with `nosuid,nodev,noexec`, and unmounted when dropped, which is
-/// when the exec ends. An engine that dies first leaves the mount under `tmp/`, where the next engine to start
-/// on the cache directory unmounts it (see [`crate::worker::cleanup`]).
-pub(crate) struct SecretStore {
-    dir: PathBuf,
-}
-
-impl SecretStore {
-    /// Mounts a tmpfs at `dir`, sized for `files`.
-    fn mount(dir: &Path, files: &[SecretFile]) -> Result<Self, OpError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| OpError::new(format!("cannot create {}: {e}", dir.display())))?;
-        // A page per file at least, and room for the directory itself.
-        let size: usize = files
-            .iter()
-            .map(|f| f.1.len().div_ceil(4096).max(1) * 4096)
-            .sum::<usize>()
-            + 64 * 1024;
-        let data = std::ffi::CString::new(format!("mode=0700,size={size}"))
-            .map_err(|_| OpError::new("internal error: tmpfs options contain a NUL byte"))?;
-        use rustix::mount::MountFlags;
-        rustix::mount::mount(
-            "drs-secrets",
-            dir,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            data.as_c_str(),
-        )
-        .map_err(|e| {
-            let _ = std::fs::remove_dir(dir);
-            OpError::new(format!(
-                "cannot mount a tmpfs for the exec's secrets at {} (the engine needs root): {e}",
-                dir.display()
-            ))
-        })?;
-        Ok(Self { dir: dir.to_owned() })
-    }
-
-    /// Writes one secret file, created with its final mode and owner before the plaintext goes in.
-    fn write(&self, name: &str, plaintext: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf, OpError> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        // `create_new` never follows a symbolic link and never opens an existing file.
-        let path = self.dir.join(name);
-        let fail = |e: std::io::Error| OpError::new(format!("cannot write the secret file {}: {e}", path.display()));
-        let mode = mode & 0o7777;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .map_err(fail)?;
-        if let Some((u, g)) = owner {
-            rustix::fs::fchown(
-                &f,
-                Some(rustix::fs::Uid::from_raw(u)),
-                Some(rustix::fs::Gid::from_raw(g)),
-            )
-            .map_err(|e| fail(e.into()))?;
-        }
-        // The umask may have narrowed the mode asked for; the file gets exactly that mode, never more.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
-        f.write_all(plaintext).map_err(fail)?;
-        Ok(path)
-    }
-}
-
-impl Drop for SecretStore {
-    fn drop(&mut self) {
-        // Unmounting frees the files' memory; nothing was ever written to disk.
-        let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
 
 #[cfg(test)]
@@ -741,30 +380,5 @@ mod tests {
         );
         let timed_out = check(137, ReturnType::Any, Some(Duration::from_secs(2))).expect_err("timed out");
         assert!(timed_out.contains("killed after running for 2s"), "{timed_out}");
-    }
-
-    #[test]
-    fn scrubbing_replaces_every_secret_and_nothing_else() {
-        assert_eq!(
-            scrub(b"a s1 b s2 s1", &["s1".into(), "s2".into(), String::new()]),
-            b"a *** b *** ***"
-        );
-        assert_eq!(scrub(b"nothing to hide", &[]), b"nothing to hide");
-    }
-
-    #[test]
-    fn only_cache_mounts_take_volume_leases() {
-        let mut st = ContainerState::default();
-        st.add_mount("/tmp".into(), MountSource::Temp { size: None });
-        st.add_mount(
-            "/cache".into(),
-            MountSource::Cache {
-                key: "k".into(),
-                sharing: "LOCKED".into(),
-                seed: None,
-                owner: None,
-            },
-        );
-        assert_eq!(cache_mounts(&st), [("k", "LOCKED")]);
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod exec_fs;
 pub(crate) mod fs;
 pub(crate) mod image;
 pub(crate) mod mounts;
+pub(crate) mod process;
 pub(crate) mod state;
 pub(crate) mod users;
 
@@ -64,6 +65,18 @@ pub(crate) fn op(field: ContainerField) -> Option<Op> {
                 let pinned = cx.hidden.get("$digest").and_then(Value::as_str);
                 from(&cx.engine, &cx.digest, st, &a.address, pinned).await
             })
+        }),
+        F::AsService(a) => run(move |cx| async move {
+            let st = container_of(&cx)?;
+            let args = crate::ops::service::def::service_command(st, &a)?;
+            Ok(Evaluated::Service(Box::new(crate::ops::service::def::ServiceDef {
+                what: crate::ops::service::def::ServiceKind::Container {
+                    container: Box::new(st.clone()),
+                    args,
+                    privileged: a.insecure_root_capabilities,
+                },
+                hostname: None,
+            })))
         }),
         F::Import(a) => {
             change(move |cx, st| Box::pin(async move { import(&cx.engine, &cx.digest, st, &a.source).await }))
@@ -519,14 +532,14 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_container_fields_have_no_op() {
-        assert!(op_of("asService", json!({})).is_none());
+    fn service_fields_have_ops() {
+        assert!(op_of("asService", json!({})).is_some());
         assert!(
             op_of(
                 "withServiceBinding",
                 json!({ "alias": "db", "service": { "$id": Digest::of(b"s") } })
             )
-            .is_none()
+            .is_some()
         );
         assert!(op_of("withRootfs", json!({ "directory": { "$id": Digest::of(b"d") } })).is_some());
     }

@@ -135,6 +135,22 @@ pub(crate) struct ContainerState {
     /// Registry credentials: address, user name, secret.
     #[serde(default)]
     pub registry_auth: Vec<(String, String, Digest)>,
+    /// Exposed ports whose health check is skipped when the container runs as a service: port, protocol.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked_ports: Vec<(i64, String)>,
+    /// Services bound to the container (`withServiceBinding`): each exec starts them first and reaches each
+    /// under its alias. The service's ID is part of the container's identity; its address is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceBinding>,
+}
+
+/// A service bound to a container under an alias.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServiceBinding {
+    /// The host name execs reach the service at.
+    pub alias: String,
+    /// The service object.
+    pub service: Digest,
 }
 
 impl ContainerState {
@@ -319,7 +335,11 @@ pub(crate) fn records(st: &ContainerState, field: &str) -> Option<Vec<Map<String
                 m.insert("port".into(), json!(port));
                 m.insert("protocol".into(), json!(protocol));
                 m.insert("description".into(), json!(description));
-                m.insert("experimentalSkipHealthcheck".into(), json!(false));
+                let skipped = st
+                    .unchecked_ports
+                    .iter()
+                    .any(|(p, proto)| p == port && proto == protocol);
+                m.insert("experimentalSkipHealthcheck".into(), json!(skipped));
                 m
             })
             .collect(),
@@ -406,7 +426,10 @@ pub(crate) fn edit(field: ContainerField) -> Result<StateEdit, ContainerField> {
             st.config.labels.remove(&a.name);
             Ok(())
         }),
-        F::WithExposedPort(a) => boxed(move |st| with_exposed_port(st, a.port, a.protocol, a.description)),
+        F::WithExposedPort(a) => {
+            boxed(move |st| with_exposed_port(st, a.port, a.protocol, a.description, a.experimental_skip_healthcheck))
+        }
+        F::WithServiceBinding(a) => boxed(move |st| with_service_binding(st, a.alias, a.service)),
         F::WithRegistryAuth(a) => boxed(move |st| {
             st.registry_auth.retain(|(addr, _, _)| *addr != a.address);
             st.registry_auth.push((a.address, a.username, a.secret));
@@ -422,6 +445,7 @@ fn with_exposed_port(
     port: i64,
     protocol: NetworkProtocol,
     description: Option<String>,
+    skip_healthcheck: bool,
 ) -> Result<(), OpError> {
     if !(1..=65535).contains(&port) {
         return Err(OpError::new(format!("port {port} is out of range (1-65535)")));
@@ -430,8 +454,41 @@ fn with_exposed_port(
     st.config
         .ports
         .retain(|(p, proto, _)| !(*p == port && *proto == protocol));
+    st.unchecked_ports
+        .retain(|(p, proto)| !(*p == port && *proto == protocol));
+    if skip_healthcheck {
+        st.unchecked_ports.push((port, protocol.clone()));
+    }
     st.config.ports.push((port, protocol, description));
     Ok(())
+}
+
+/// `withServiceBinding`: the alias must be a host name; a binding under the same alias is replaced.
+fn with_service_binding(st: &mut ContainerState, alias: String, service: Digest) -> Result<(), OpError> {
+    check_host_name(&alias).map_err(|why| OpError::new(format!("service alias `{alias}` {why}")))?;
+    st.services.retain(|b| b.alias != alias);
+    st.services.push(ServiceBinding { alias, service });
+    Ok(())
+}
+
+/// Whether `name` can be written in a hosts file and looked up: dot-separated labels of letters, digits and
+/// `-` (not at either end of a label), at most 63 characters each and 253 in all. The reason when not.
+pub(crate) fn check_host_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a host name: it must have 1 to 253 characters");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err("is not a host name: use letters, digits, `-` and `.` (labels of 1 to 63 characters, no `-` at either end)")
+    }
 }
 
 /// The platform containers get when none is asked for.
@@ -593,6 +650,68 @@ mod tests {
         }
         let ports = records(&st, "exposedPorts").expect("records");
         assert_eq!(ports[1]["description"], "web");
+        assert_eq!(ports[1]["experimentalSkipHealthcheck"], false);
+        apply(
+            &mut st,
+            "withExposedPort",
+            json!({ "port": 53, "protocol": "UDP", "experimentalSkipHealthcheck": true }),
+        )
+        .expect("edit");
+        let ports = records(&st, "exposedPorts").expect("records");
+        assert_eq!(
+            (
+                ports[2]["port"].clone(),
+                ports[2]["experimentalSkipHealthcheck"].clone()
+            ),
+            (json!(53), json!(true))
+        );
+        // Exposed again without skipping: checked again.
+        apply(&mut st, "withExposedPort", json!({ "port": 53, "protocol": "UDP" })).expect("edit");
+        assert!(st.unchecked_ports.is_empty());
+    }
+
+    #[test]
+    fn service_bindings_replace_by_alias_and_need_a_host_name() {
+        let (one, two) = (Digest::of(b"one"), Digest::of(b"two"));
+        let mut st = edited(&[
+            (
+                "withServiceBinding",
+                json!({ "alias": "db", "service": { "$id": one } }),
+            ),
+            (
+                "withServiceBinding",
+                json!({ "alias": "web", "service": { "$id": one } }),
+            ),
+            (
+                "withServiceBinding",
+                json!({ "alias": "db", "service": { "$id": two } }),
+            ),
+        ]);
+        let bound: Vec<(&str, &Digest)> = st.services.iter().map(|b| (b.alias.as_str(), &b.service)).collect();
+        assert_eq!(bound, [("web", &one), ("db", &two)]);
+        for bad in ["", "a b", "-db", "db-", "x/y", &"a".repeat(64)] {
+            let err = apply(
+                &mut st,
+                "withServiceBinding",
+                json!({ "alias": bad, "service": { "$id": one } }),
+            )
+            .expect_err(bad);
+            assert!(err.message.contains("is not a host name"), "{bad}: {}", err.message);
+        }
+        assert_eq!(check_host_name("db.internal-1"), Ok(()));
+    }
+
+    #[test]
+    fn containers_without_services_keep_their_stored_form() {
+        // Results on disk from before services had no such fields; a container without them is stored as
+        // before, so its form (and what older results read back as) does not change.
+        let json = serde_json::to_value(ContainerState::default()).expect("json");
+        assert!(
+            json.get("services").is_none() && json.get("unchecked_ports").is_none(),
+            "{json}"
+        );
+        let back: ContainerState = serde_json::from_value(json).expect("back");
+        assert_eq!(back, ContainerState::default());
     }
 
     #[test]
