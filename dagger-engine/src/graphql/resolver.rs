@@ -764,6 +764,28 @@ mod tests {
         )
         .await;
         assert!(message.contains("is not supported by this engine yet"), "{message}");
+        // An argument the engine cannot honour is refused, never ignored.
+        let v = run(&engine, "{ container { asService { id } } }", json!({})).await;
+        let service = v["data"]["container"]["asService"]["id"]
+            .as_str()
+            .expect("a service ID")
+            .to_owned();
+        for (field, query) in [
+            (
+                "Container.from(registryService:)",
+                format!(r#"{{ container {{ from(address: "busybox", registryService: "{service}") {{ id }} }} }}"#),
+            ),
+            (
+                "Container.publish(registryService:)",
+                format!(r#"{{ container {{ publish(address: "127.0.0.1:9/x:y", registryService: "{service}") }} }}"#),
+            ),
+        ] {
+            let message = error(&engine, &query).await;
+            assert!(
+                message.contains(field) && message.contains("is not supported by this engine yet"),
+                "{message}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

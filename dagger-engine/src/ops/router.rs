@@ -120,6 +120,12 @@ async fn identity_hooks(
         }
         // A tag is resolved to the manifest digest now, so an image that moved is a new object.
         Field::Container(ContainerField::From(a)) => {
+            if a.registry_service.is_some() {
+                return Err(OpError::new(
+                    "`Container.from(registryService:)` is not supported by this engine yet: pull from a registry \
+                     the engine reaches directly (or through DAGGER_RS_REGISTRY_MIRRORS)",
+                ));
+            }
             let d = crate::ops::container::image::resolve_address(engine, parent.digest.as_ref(), &a.address).await?;
             args.insert("$digest".into(), json!(d));
             Ok((None, None))

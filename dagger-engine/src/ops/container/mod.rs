@@ -177,6 +177,12 @@ pub(crate) async fn leaf(
             with_progress(engine, what, export(engine, st, &a)).await?
         }
         F::Publish(a) => {
+            if a.registry_service.is_some() {
+                return Err(OpError::new(
+                    "`Container.publish(registryService:)` is not supported by this engine yet: publish to a \
+                     registry the engine reaches directly",
+                ));
+            }
             let what = Leaf {
                 op: "Container.publish",
                 container: d,
