@@ -194,6 +194,31 @@ fn top_steps(steps: &[Step], n: usize) -> String {
         .join(", ")
 }
 
+/// The work steps of an engine run on a timeline, `name start–end s` from the first step's start, in the
+/// order they started: which ran side by side, and what waited for what.
+fn timeline(steps: &[Step]) -> String {
+    let mut work: Vec<(&Step, (f64, f64))> = steps
+        .iter()
+        .filter_map(|s| s.span.map(|sp| (s, sp)))
+        .filter(|(_, (a, b))| b - a >= 0.05)
+        .collect();
+    work.sort_by(|a, b| a.1.0.total_cmp(&b.1.0));
+    let Some(origin) = steps
+        .iter()
+        .filter_map(|s| s.span.map(|sp| sp.0))
+        .min_by(f64::total_cmp)
+    else {
+        return "no events".into();
+    };
+    work.iter()
+        .map(|(s, (a, b))| {
+            let name: String = s.name.chars().take(60).collect();
+            format!("`{}` {:.2}–{:.2} s", name.replace('`', "'"), a - origin, b - origin)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A span row: our step's seconds over the repetitions, BuildKit's median in the note.
 fn span_row(id: &'static str, what: &str, ours: Samples, theirs: &Samples, peer: &str) -> Row {
     let note = format!("{peer} {}", ms(theirs.median()));
@@ -232,6 +257,8 @@ struct Side {
     touched: Samples,
     cold_spans: Vec<Samples>,
     touched_spans: Vec<Samples>,
+    /// After an edit: the longer of the two cargo steps (they run side by side), the floor of the rebuild.
+    touched_cargo: Samples,
 }
 
 impl Side {
@@ -244,6 +271,10 @@ impl Side {
         spans.resize_with(QUICKSTART_SPANS.len(), Samples::default);
         for (i, s) in spans.iter_mut().enumerate() {
             s.push(step_secs(steps, words(i)));
+        }
+        if !cold {
+            let cargo = [1, 2].map(|i| step_secs(steps, words(i)));
+            self.touched_cargo.push(cargo[0].max(cargo[1]));
         }
     }
 }
@@ -308,6 +339,7 @@ impl Bench {
             let (steps, mut offset) = events_since(&events, 0);
             ours.add_spans(&steps, |i| QUICKSTART_SPANS[i].1, true);
             let ours_cold_top = top_steps(&steps, 6);
+            let steps_cold = steps;
 
             let (t, log) = docker.build_in(&app, &dockerfile, &[], "quickstart-app:bench").await?;
             bk.cold.push(secs(t));
@@ -315,9 +347,11 @@ impl Bench {
             bk.add_spans(&bk_steps, |i| QUICKSTART_SPANS[i].2, true);
             if rep == 0 {
                 self.log.push(format!(
-                    "quickstart cold (11a), first repetition, longest steps: ours {}; BuildKit {}",
+                    "quickstart cold (11a), first repetition, longest steps: ours {}; BuildKit {}. Our steps on a \
+                     timeline (from the first step's start): {}",
                     ours_cold_top,
-                    top_steps(&bk_steps, 6)
+                    top_steps(&bk_steps, 6),
+                    timeline(&steps_cold)
                 ));
             }
 
@@ -335,7 +369,7 @@ impl Bench {
                 let (steps, at) = events_since(&events, offset);
                 offset = at;
                 ours.add_spans(&steps, |i| QUICKSTART_SPANS[i].1, false);
-                let ours_top = top_steps(&steps, 6);
+                let ours_top = format!("{}; on a timeline: {}", top_steps(&steps, 6), timeline(&steps));
 
                 let (t, log) = docker.build_in(&app, &dockerfile, &[], "quickstart-app:bench").await?;
                 if !log.contains(&format!("test {test} ... ok")) {
@@ -397,7 +431,7 @@ impl Bench {
             )),
         ];
         const COLD_IDS: [&str; 4] = ["11c", "11d", "11e", "11f"];
-        const TOUCHED_IDS: [&str; 4] = ["11g", "11h", "11i", "11j"];
+        const TOUCHED_IDS: [&str; 4] = ["", "11g", "11h", ""];
         for (i, (what, _, _)) in QUICKSTART_SPANS.iter().enumerate() {
             let (o, b) = (&ours.cold_spans[i], &bk.cold_spans[i]);
             rows.push(span_row(
@@ -408,10 +442,10 @@ impl Bench {
                 "BuildKit",
             ));
         }
+        // Only the steps the edit makes run again: the two cargo steps.
         for (i, (what, _, _)) in QUICKSTART_SPANS.iter().enumerate() {
-            let (o, b) = (&ours.touched_spans[i], &bk.touched_spans[i]);
-            // Only the steps the edit makes run again.
-            if o.summary().is_some() || b.summary().is_some() {
+            if !TOUCHED_IDS[i].is_empty() {
+                let (o, b) = (&ours.touched_spans[i], &bk.touched_spans[i]);
                 rows.push(span_row(
                     TOUCHED_IDS[i],
                     &format!("after the edit, {what}"),
@@ -421,6 +455,18 @@ impl Bench {
                 ));
             }
         }
+        rows.push(
+            Row::new(
+                "11i",
+                "diagnostic: after the edit, the whole rebuild ÷ its longer cargo step (1.00 = nothing but cargo)",
+                Unit::Ratio,
+                ours.touched.ratio_to(&ours.touched_cargo),
+            )
+            .note(format!(
+                "BuildKit's rebuild ÷ its longer cargo step: {}",
+                format_value(bk.touched.ratio_to(&bk.touched_cargo).median(), Unit::Ratio)
+            )),
+        );
         Ok(rows)
     }
 
@@ -590,6 +636,8 @@ impl Bench {
             }
         }
         let [mut ours, mut peak, mut idle, mut skopeo, mut umoci, mut from]: [Samples; 6] = Default::default();
+        let [mut inflate, mut gzip, mut extract]: [Samples; 3] = Default::default();
+        let mut compressed = 0;
         for rep in 0..self.real_reps {
             let events = self.run_dir().join(format!("big-{rep}.jsonl"));
             let engine = self.real_engine("big", Some(events.clone())).await?;
@@ -642,9 +690,20 @@ impl Bench {
                 }
                 Err(e) => Err(e.clone()),
             };
+            // Where a pull's time goes on this machine: the layer blobs skopeo fetched, decompressed alone by the
+            // engine's decoder and by `gzip -dc`, and extracted by the engine's own `layer::extract`.
+            let pieces = match (&copy, &unpack) {
+                (Ok(_), Ok(_)) => layer_pieces(&dir.join("layout"), &dir.join("extract")).await,
+                _ => Err("not measured: the copy or the unpack failed".into()),
+            };
             let _ = std::fs::remove_dir_all(&dir);
             skopeo.push(secs(copy?));
             umoci.push(secs(unpack?));
+            let pieces = pieces?;
+            inflate.push(pieces.inflate);
+            gzip.push(pieces.gzip);
+            extract.push(pieces.extract);
+            compressed = pieces.compressed;
         }
         let peer = Samples(skopeo.0.iter().zip(&umoci.0).map(|(a, b)| a + b).collect());
         Ok(vec![
@@ -670,6 +729,30 @@ impl Bench {
                 peak,
             )
             .note(format!("idle engine {}", format_value(idle.median(), Unit::Bytes))),
+            Row::new(
+                "13c",
+                "span: the image's layer blobs decompressed by the engine's decoder (`oci::layer::decompress`, flate2 \
+                 on miniz_oxide) into nothing",
+                Unit::Seconds,
+                inflate,
+            )
+            .note(format!(
+                "{} compressed; `gzip -dc` of the same blobs {}",
+                format_value(compressed as f64, Unit::Bytes),
+                ms(gzip.median())
+            )),
+            Row::new(
+                "13d",
+                "span: the same blobs extracted by the engine's `oci::layer::extract` (decompress + write the files)",
+                Unit::Seconds,
+                extract.clone(),
+            )
+            .note(format!(
+                "the rest of the engine's `Container.from` ({}), {} per repetition (median), is the download, its \
+                 hashing and the store's writes, done before the extraction starts",
+                ms(from.median()),
+                ms(from.minus(&extract).median())
+            )),
         ])
     }
 
@@ -871,6 +954,95 @@ async fn start_client(mut cmd: tokio::process::Command) -> Result<(f64, f64), St
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| format!("the client printed no time: {stdout}"))?;
     Ok((first, whole))
+}
+
+/// What a pull is made of on this machine, measured on the layer blobs of an OCI layout.
+struct LayerPieces {
+    /// Bytes of the layer blobs.
+    compressed: u64,
+    /// Seconds to decompress them with the engine's decoder, into nothing.
+    inflate: f64,
+    /// Seconds for `gzip -dc` of them into nothing.
+    gzip: f64,
+    /// Seconds for the engine's `layer::extract` of them.
+    extract: f64,
+}
+
+/// The layer blobs of the single-image OCI layout at `layout` (index → manifest → layers).
+fn layout_layers(layout: &Path) -> Result<Vec<PathBuf>, String> {
+    let read = |p: &Path| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let blob = |digest: &str| -> Result<PathBuf, String> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("digest {digest}"))?;
+        Ok(layout.join("blobs/sha256").join(hex))
+    };
+    let index = read(&layout.join("index.json"))?;
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or("the layout's index names no manifest")?;
+    let manifest = read(&blob(manifest)?)?;
+    manifest["layers"]
+        .as_array()
+        .ok_or("the manifest has no layers")?
+        .iter()
+        .map(|l| blob(l["digest"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+async fn layer_pieces(layout: &Path, scratch: &Path) -> Result<LayerPieces, String> {
+    let layers = layout_layers(layout)?;
+    let compressed = layers
+        .iter()
+        .map(|l| std::fs::metadata(l).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let blobs = layers.clone();
+    let inflate = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        for blob in &blobs {
+            let (_, mut reader) = dagger_engine::oci::layer::open_blob(blob).map_err(|e| e.to_string())?;
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("{}: {e}", blob.display()))?;
+        }
+        Ok::<_, String>(secs(start.elapsed()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let start = Instant::now();
+    for blob in &layers {
+        let status = tokio::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(blob)
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| format!("gzip: {e}"))?;
+        if !status.success() {
+            return Err(format!("gzip -dc {} failed ({status})", blob.display()));
+        }
+    }
+    let gzip = secs(start.elapsed());
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let dest = scratch.to_owned();
+    let extract = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        for (i, blob) in layers.iter().enumerate() {
+            dagger_engine::oci::layer::extract(blob, &dest.join(i.to_string())).map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(secs(start.elapsed()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(LayerPieces {
+        compressed,
+        inflate,
+        gzip,
+        extract,
+    })
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -14,6 +14,9 @@ pub(crate) struct Step {
     pub(crate) secs: Option<f64>,
     /// Whether its result came from the cache.
     pub(crate) cached: bool,
+    /// When it started and ended, in seconds since the Unix epoch (the engine's events carry these; BuildKit's
+    /// plain progress does not).
+    pub(crate) span: Option<(f64, f64)>,
 }
 
 /// The steps of BuildKit's plain progress output, in the order they first appeared.
@@ -38,6 +41,7 @@ pub(crate) fn buildkit_steps(log: &str) -> Vec<Step> {
                 name: text.to_owned(),
                 secs: None,
                 cached: false,
+                span: None,
             }
         });
         if let Some(d) = text.strip_prefix("DONE ") {
@@ -54,6 +58,7 @@ pub(crate) fn buildkit_steps(log: &str) -> Vec<Step> {
 /// that are not events are skipped.
 pub(crate) fn engine_steps(jsonl: &str) -> Vec<Step> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut started: BTreeMap<String, f64> = BTreeMap::new();
     let mut out = Vec::new();
     for line in jsonl.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -70,17 +75,25 @@ pub(crate) fn engine_steps(jsonl: &str) -> Vec<Step> {
             };
             names.insert(id.to_owned(), name);
         }
+        let at = v["at"].as_f64().map(|ms| ms / 1e3);
         let name = || names.get(id).cloned().unwrap_or_else(|| op.to_owned());
         match kind {
+            "started" => {
+                if let Some(at) = at {
+                    started.insert(id.to_owned(), at);
+                }
+            }
             "done" => out.push(Step {
                 name: name(),
                 secs: v["value"].as_f64().map(|ms| ms / 1e3),
                 cached: false,
+                span: started.get(id).copied().zip(at),
             }),
             "cached" => out.push(Step {
                 name: name(),
                 secs: None,
                 cached: true,
+                span: None,
             }),
             _ => {}
         }
@@ -202,22 +215,26 @@ not json
                 Step {
                     name: "Container.from 127.0.0.1:5000/library/rust:1-slim".into(),
                     secs: Some(12.5),
-                    cached: false
+                    cached: false,
+                    span: Some((0.002, 0.005)),
                 },
                 Step {
                     name: "Container.withExec cargo test --locked".into(),
                     secs: Some(2.25),
-                    cached: false
+                    cached: false,
+                    span: Some((0.003, 0.006)),
                 },
                 Step {
                     name: "Directory.withNewFile".into(),
                     secs: None,
-                    cached: true
+                    cached: true,
+                    span: None,
                 },
                 Step {
                     name: "Query.version".into(),
                     secs: Some(0.0),
-                    cached: false
+                    cached: false,
+                    span: None,
                 },
             ]
         );
