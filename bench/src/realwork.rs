@@ -259,6 +259,8 @@ struct Side {
     touched_spans: Vec<Samples>,
     /// After an edit: the longer of the two cargo steps (they run side by side), the floor of the rebuild.
     touched_cargo: Samples,
+    /// Cold: the `rust:1-slim` pull and then the longer cargo step, the build's critical path.
+    cold_path: Samples,
 }
 
 impl Side {
@@ -272,9 +274,12 @@ impl Side {
         for (i, s) in spans.iter_mut().enumerate() {
             s.push(step_secs(steps, words(i)));
         }
-        if !cold {
-            let cargo = [1, 2].map(|i| step_secs(steps, words(i)));
-            self.touched_cargo.push(cargo[0].max(cargo[1]));
+        let cargo = [1, 2].map(|i| step_secs(steps, words(i)));
+        let cargo = cargo[0].max(cargo[1]);
+        if cold {
+            self.cold_path.push(step_secs(steps, words(0)) + cargo);
+        } else {
+            self.touched_cargo.push(cargo);
         }
     }
 }
@@ -457,6 +462,21 @@ impl Bench {
         }
         rows.push(
             Row::new(
+                "11k",
+                "diagnostic: cold, the whole build ÷ its critical path (the `rust:1-slim` pull, then the longer \
+                 cargo step; 1.00 = nothing else on the way)",
+                Unit::Ratio,
+                ours.cold.ratio_to(&ours.cold_path),
+            )
+            .note(format!(
+                "ours' path {}; BuildKit's build ÷ the same path of its own ({}): {}",
+                ms(ours.cold_path.median()),
+                ms(bk.cold_path.median()),
+                format_value(bk.cold.ratio_to(&bk.cold_path).median(), Unit::Ratio)
+            )),
+        );
+        rows.push(
+            Row::new(
                 "11i",
                 "diagnostic: after the edit, the whole rebuild ÷ its longer cargo step (1.00 = nothing but cargo)",
                 Unit::Ratio,
@@ -519,7 +539,8 @@ impl Bench {
         let (mut wall_ours, mut wall_bk, mut wall_raw) = (Samples::default(), Samples::default(), Samples::default());
         let (mut p95_ours, mut p95_bk) = (Samples::default(), Samples::default());
         let (mut all_ours, mut all_bk) = (Samples::default(), Samples::default());
-        for _ in 0..self.real_reps {
+        // Each repetition is 200 pipelines a side (BuildKit's take about two minutes here): at most two.
+        for _ in 0..self.real_reps.min(2) {
             let nonces: Vec<Vec<String>> = (0..SESSIONS)
                 .map(|_| (0..PIPELINES_PER_SESSION).map(|_| self.nonce()).collect())
                 .collect();
@@ -778,6 +799,9 @@ impl Bench {
         std::fs::create_dir_all(self.run_dir()).map_err(|e| e.to_string())?;
         std::fs::write(&script, PYTHON_START).map_err(|e| format!("{}: {e}", script.display()))?;
         let [mut rc, mut rw, mut pc, mut pw, mut rc_proc, mut pc_proc]: [Samples; 6] = Default::default();
+        let mut rc_no_roots = Samples::default();
+        let no_certs = self.run_dir().join("no-certs");
+        std::fs::create_dir_all(&no_certs).map_err(|e| format!("{}: {e}", no_certs.display()))?;
         for rep in 0..self.reps {
             let cache = self.run_dir().join(format!("start-rust-{rep}"));
             let _ = std::fs::remove_dir_all(&cache);
@@ -791,6 +815,11 @@ impl Bench {
             rc.push(cold);
             rc_proc.push(whole);
             rw.push(start_client(rust(&cache)).await?.0);
+            let _ = std::fs::remove_dir_all(&cache);
+            // Diagnostic: the same cold start with no CA roots for OpenSSL to load.
+            let mut cmd = rust(&cache);
+            cmd.env("SSL_CERT_FILE", "/dev/null").env("SSL_CERT_DIR", &no_certs);
+            rc_no_roots.push(start_client(cmd).await?.0);
             let _ = std::fs::remove_dir_all(&cache);
 
             let cache = self.run_dir().join(format!("start-py-{rep}"));
@@ -845,6 +874,18 @@ impl Bench {
                 Unit::Ratio,
                 rw.ratio_to(&pw),
             ),
+            Row::new(
+                "14g",
+                "diagnostic: 14a with `SSL_CERT_FILE=/dev/null` and an empty `SSL_CERT_DIR` (no CA roots for \
+                 OpenSSL to load when the SDK's HTTP client is built)",
+                Unit::Seconds,
+                rc_no_roots.clone(),
+            )
+            .note(format!(
+                "14a − 14g per repetition: {} (the system's CA roots, loaded twice by `native-tls` for a loopback \
+                 HTTP client)",
+                ms(rc.minus(&rc_no_roots).median())
+            )),
         ])
     }
 
@@ -855,7 +896,7 @@ impl Bench {
     pub(crate) async fn sdk_build(&mut self, workspace: &Path) -> Result<Vec<Row>, String> {
         let root = self.work.join("sdkbuild");
         let mut rows = Vec::new();
-        let mut walls: Vec<(&'static str, f64)> = Vec::new();
+        let mut builds: Vec<(&'static str, CleanBuild)> = Vec::new();
         let variants: [(&str, &str, &'static str, Option<f64>); 3] = [
             ("15a", "without the `embedded` feature", "lean", Some(20.0)),
             (
@@ -880,24 +921,45 @@ impl Bench {
                 format!("clean debug build of a minimal pipeline crate, {what} (`cargo build --offline`, 2 jobs)");
             match result {
                 Ok(b) => {
-                    walls.push((name, b.wall));
                     let mut s = Samples::default();
                     s.push(b.wall);
-                    let mut row = Row::new(id, what, Unit::Seconds, s).note(format!(
-                        "{} crates; debug binary {}; longest crates: {}",
-                        b.crates,
+                    let crates = match &b.units_error {
+                        Some(e) => e.clone(),
+                        None => format!("{} crates, longest: {}", b.units.len(), top_units(&b.units, 5)),
+                    };
+                    let mut note = format!(
+                        "CPU time (user + system) {} (on 2 cores the wall cannot be under half of it); debug binary \
+                         {}; {crates}",
+                        ms(b.cpu),
                         format_value(b.size as f64, Unit::Bytes),
-                        b.top
-                    ));
+                    );
+                    if name == "embedded"
+                        && let Some((_, lean)) = builds.iter().find(|(n, _)| *n == "lean")
+                    {
+                        let added: Vec<&steplog::Unit> = b
+                            .units
+                            .iter()
+                            .filter(|u| !lean.units.iter().any(|l| l.name == u.name))
+                            .collect();
+                        let total: f64 = added.iter().map(|u| u.secs).sum();
+                        note.push_str(&format!(
+                            "; the {} crates `embedded` adds take {} of compile time, longest: {}",
+                            added.len(),
+                            ms(total),
+                            top_units(added.iter().copied(), 8)
+                        ));
+                    }
+                    let mut row = Row::new(id, what, Unit::Seconds, s).note(note);
                     if let Some(g) = goal {
                         row = row.goal(Goal::AtMost(g));
                     }
                     rows.push(row);
+                    builds.push((name, b));
                 }
                 Err(e) => rows.push(Row::skipped(id, what, e)),
             }
         }
-        let wall = |n: &str| walls.iter().find(|(w, _)| *w == n).map(|(_, s)| *s);
+        let wall = |n: &str| builds.iter().find(|(w, _)| *w == n).map(|(_, b)| b.wall);
         if let (Some(e), Some(o)) = (wall("embedded"), wall("official")) {
             let mut s = Samples::default();
             s.push(e / o);
@@ -1117,15 +1179,30 @@ fn sdk_crate(root: &Path, name: &str, workspace: &Path) -> Result<PathBuf, Strin
 /// One clean build's figures.
 struct CleanBuild {
     wall: f64,
+    /// CPU seconds (user + system) of cargo and everything it ran.
+    cpu: f64,
     size: u64,
-    crates: usize,
-    top: String,
+    /// Compile time by crate (cargo's timings), longest first; empty when the page could not be read.
+    units: Vec<steplog::Unit>,
+    /// Why `units` is empty.
+    units_error: Option<String>,
+}
+
+/// The first `n` units, `name 1.23 s`.
+fn top_units<'a>(units: impl IntoIterator<Item = &'a steplog::Unit>, n: usize) -> String {
+    units
+        .into_iter()
+        .take(n)
+        .map(|u| format!("{} {}", u.name, ms(u.secs)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `cargo build --offline --timings` of the crate in `dir` into a fresh `target`; removed afterwards.
 async fn clean_build(dir: &Path, target: &Path) -> Result<CleanBuild, String> {
     let _ = std::fs::remove_dir_all(target);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cpu_before = crate::machine::children_cpu_secs();
     let start = Instant::now();
     let out = tokio::process::Command::new(cargo)
         .args(["build", "--offline", "--timings"])
@@ -1138,28 +1215,25 @@ async fn clean_build(dir: &Path, target: &Path) -> Result<CleanBuild, String> {
         .await
         .map_err(|e| format!("cargo: {e}"))?;
     let wall = secs(start.elapsed());
+    let cpu = match (cpu_before, crate::machine::children_cpu_secs()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
     let result = if out.status.success() {
         let size = std::fs::metadata(target.join("debug/minimal-pipeline"))
             .map(|m| m.len())
             .map_err(|e| format!("the built binary: {e}"))?;
         let html = std::fs::read_to_string(target.join("cargo-timings/cargo-timing.html")).unwrap_or_default();
-        let (crates, top) = match steplog::cargo_units(&html) {
-            Ok(units) => (
-                units.len(),
-                units
-                    .iter()
-                    .take(5)
-                    .map(|u| format!("{} {}", u.name, ms(u.secs)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            Err(e) => (0, e),
+        let (units, units_error) = match steplog::cargo_units(&html) {
+            Ok(units) => (units, None),
+            Err(e) => (Vec::new(), Some(e)),
         };
         Ok(CleanBuild {
             wall,
+            cpu,
             size,
-            crates,
-            top,
+            units,
+            units_error,
         })
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
