@@ -504,7 +504,18 @@ impl Bench {
                 return Err(format!("docker could not run: {e}"));
             }
         };
-        let result = self.concurrency_on(&engine, &docker, fx).await;
+        let mut opts = self.real_engine_opts("conc-nonet", None);
+        opts.network_none = true;
+        let _ = std::fs::remove_dir_all(&opts.cache_dir);
+        let log = self.run_dir().join("engine-conc-nonet.log");
+        let result = match EngineProc::start(&self.engine_bin, &opts, &log).await {
+            Ok(nonet) => {
+                let r = self.concurrency_on(&engine, &nonet, &docker, fx).await;
+                nonet.stop().await;
+                r
+            }
+            Err(e) => Err(e),
+        };
         engine.stop().await;
         docker.stop().await;
         result
@@ -513,21 +524,26 @@ impl Bench {
     async fn concurrency_on(
         &mut self,
         engine: &EngineProc,
+        nonet: &EngineProc,
         docker: &Dockerd,
         fx: &Fixtures,
     ) -> Result<Vec<Row>, String> {
         let mut sessions = Vec::new();
+        let mut sessions_nonet = Vec::new();
         for _ in 0..SESSIONS {
             sessions.push(engine.client().await?);
+            sessions_nonet.push(nonet.client().await?);
         }
         let dockerfile = pipelines::three_steps_dockerfile(&fx.busybox_tag);
         // Warm-up: both sides pull the base once.
         let nonce = self.nonce();
         docker.build(&dockerfile, &nonce, "bench-conc:warm").await?;
-        pipelines::three_steps(&sessions[0].container().from(&fx.busybox_tag), &nonce)
-            .sync()
-            .await
-            .map_err(|e| e.to_string())?;
+        for dag in [&sessions[0], &sessions_nonet[0]] {
+            pipelines::three_steps(&dag.container().from(&fx.busybox_tag), &nonce)
+                .sync()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         // The floor: the same number of containers run by raw runc, as many at once.
         let bundle = Bundle::write(
             &self.work,
@@ -537,6 +553,7 @@ impl Bench {
         )?;
 
         let (mut wall_ours, mut wall_bk, mut wall_raw) = (Samples::default(), Samples::default(), Samples::default());
+        let mut wall_nonet = Samples::default();
         let (mut p95_ours, mut p95_bk) = (Samples::default(), Samples::default());
         let (mut all_ours, mut all_bk) = (Samples::default(), Samples::default());
         // Each repetition is 200 pipelines a side (BuildKit's take about two minutes here): at most two.
@@ -545,22 +562,13 @@ impl Bench {
                 .map(|_| (0..PIPELINES_PER_SESSION).map(|_| self.nonce()).collect())
                 .collect();
 
-            let start = Instant::now();
-            let per_session = futures_util::future::try_join_all(sessions.iter().zip(&nonces).map(|(dag, nonces)| {
-                let base = dag.container().from(&fx.busybox_tag);
-                async move {
-                    let mut s = Samples::default();
-                    for nonce in nonces {
-                        let (_, t) = timed(pipelines::three_steps(&base, nonce).sync()).await?;
-                        s.push(secs(t));
-                    }
-                    Ok::<_, String>(s)
-                }
-            }))
-            .await?;
-            wall_ours.push(secs(start.elapsed()));
-            let mut ours = Samples::default();
-            per_session.iter().for_each(|s| ours.extend(s));
+            let (wall, ours) = run_sessions(&sessions, &fx.busybox_tag, &nonces).await?;
+            wall_ours.push(wall);
+            // Diagnostic: the same on an engine without bridge networking (loopback-only namespaces).
+            let nonces_nonet: Vec<Vec<String>> = (0..SESSIONS)
+                .map(|_| (0..PIPELINES_PER_SESSION).map(|_| self.nonce()).collect())
+                .collect();
+            wall_nonet.push(run_sessions(&sessions_nonet, &fx.busybox_tag, &nonces_nonet).await?.0);
 
             let start = Instant::now();
             let per_session = futures_util::future::try_join_all(nonces.iter().enumerate().map(|(i, nonces)| {
@@ -642,6 +650,18 @@ impl Bench {
                 wall_ours.ratio_to(&wall_raw),
             )
             .note(format!("raw runc {}", ms(wall_raw.median()))),
+            Row::new(
+                "12d",
+                "diagnostic: our total wall with `DAGGER_RS_NETWORK=none` (loopback-only namespaces) ÷ the same \
+                 raw `runc run`s",
+                Unit::Ratio,
+                wall_nonet.ratio_to(&wall_raw),
+            )
+            .note(format!(
+                "ours without bridge networking {} (with it {})",
+                ms(wall_nonet.median()),
+                ms(wall_ours.median())
+            )),
         ])
     }
 
@@ -1016,6 +1036,28 @@ async fn start_client(mut cmd: tokio::process::Command) -> Result<(f64, f64), St
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| format!("the client printed no time: {stdout}"))?;
     Ok((first, whole))
+}
+
+/// Runs `nonces[i]`'s 3-step pipelines one after another in session `i`, all sessions at once; the total wall
+/// and every pipeline's wall.
+async fn run_sessions(sessions: &[Query], base: &str, nonces: &[Vec<String>]) -> Result<(f64, Samples), String> {
+    let start = Instant::now();
+    let per_session = futures_util::future::try_join_all(sessions.iter().zip(nonces).map(|(dag, nonces)| {
+        let base = dag.container().from(base);
+        async move {
+            let mut s = Samples::default();
+            for nonce in nonces {
+                let (_, t) = timed(pipelines::three_steps(&base, nonce).sync()).await?;
+                s.push(secs(t));
+            }
+            Ok::<_, String>(s)
+        }
+    }))
+    .await?;
+    let wall = secs(start.elapsed());
+    let mut all = Samples::default();
+    per_session.iter().for_each(|s| all.extend(s));
+    Ok((wall, all))
 }
 
 /// What a pull is made of on this machine, measured on the layer blobs of an OCI layout.
