@@ -902,8 +902,8 @@ impl Bench {
                 rc_no_roots.clone(),
             )
             .note(format!(
-                "14a − 14g per repetition: {} (the system's CA roots, loaded twice by `native-tls` for a loopback \
-                 HTTP client)",
+                "14a − 14g per repetition: {} (the system's CA roots, which OpenSSL loads when the SDK builds its \
+                 loopback HTTP client)",
                 ms(rc.minus(&rc_no_roots).median())
             )),
         ])
