@@ -86,6 +86,7 @@ impl Bench {
             snapshotter: None,
             cache_dir: cache.to_owned(),
             workdir: self.work.clone(),
+            events: None,
         };
         EngineProc::start(
             &self.engine_bin,

@@ -132,6 +132,43 @@ impl Dockerd {
         Ok(took)
     }
 
+    /// `docker build --progress=plain` of `dockerfile` (given on stdin) with `context` as the build context and
+    /// `--build-arg`s; the wall time and BuildKit's progress log (its standard error), for
+    /// [`crate::steplog::buildkit_steps`].
+    pub(crate) async fn build_in(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        args: &[(&str, &str)],
+        tag: &str,
+    ) -> Result<(Duration, String), String> {
+        let mut cmd = tokio::process::Command::new(DOCKER);
+        cmd.args(["-H", &self.host, "build", "--progress=plain", "-t", tag, "-f", "-"]);
+        for (k, v) in args {
+            cmd.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        cmd.arg(context)
+            .env("DOCKER_BUILDKIT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| format!("docker build: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(dockerfile.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+        let took = start.elapsed();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            return Err(format!("docker build failed: {}", tail(&log, 25)));
+        }
+        Ok((took, log))
+    }
+
     /// SIGTERM (dockerd stops its containerd too), SIGKILL after 30 s; removes `docker0` if it made it and
     /// the data directory.
     pub(crate) async fn stop(mut self) {

@@ -19,6 +19,8 @@ pub(crate) struct EngineOpts {
     pub(crate) snapshotter: Option<&'static str>,
     pub(crate) cache_dir: PathBuf,
     pub(crate) workdir: PathBuf,
+    /// Where the engine writes its progress events, one JSON object a line (`--events`).
+    pub(crate) events: Option<PathBuf>,
 }
 
 /// A running `dagger-rs serve`, stopped (SIGINT, then SIGKILL) on [`EngineProc::stop`] or drop.
@@ -78,10 +80,11 @@ impl EngineProc {
         let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.arg("--quiet")
-            .arg("--cache-dir")
-            .arg(&opts.cache_dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--token", &token])
+        cmd.arg("--quiet").arg("--cache-dir").arg(&opts.cache_dir);
+        if let Some(events) = &opts.events {
+            cmd.arg("--events").arg(events);
+        }
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--token", &token])
             .arg("--workdir")
             .arg(&opts.workdir)
             .env("DAGGER_RS_RUNTIME", opts.runtime)

@@ -75,6 +75,8 @@ pub(crate) struct Bench {
     pub(crate) reps: usize,
     pub(crate) exec_reps: usize,
     pub(crate) mem_reps: usize,
+    /// Repetitions of the real-work figures (11–13), each minutes long.
+    pub(crate) real_reps: usize,
     pub(crate) big_mib: Vec<u64>,
     pub(crate) work: PathBuf,
     pub(crate) engine_bin: PathBuf,
@@ -127,6 +129,7 @@ impl Bench {
             reps: 5,
             exec_reps: 20,
             mem_reps: 2,
+            real_reps: 3,
             big_mib: vec![250, 500],
             work,
             engine_bin,
@@ -158,6 +161,7 @@ impl Bench {
             snapshotter: variant.snapshotter,
             cache_dir: self.run_dir().join(format!("cache-{name}")),
             workdir: self.work.clone(),
+            events: None,
         };
         EngineProc::start(
             &self.engine_bin,

@@ -90,6 +90,24 @@ pub(crate) fn load_now() -> String {
     }
 }
 
+/// The CPU time (user + system) of the waited-for children of a process, in clock ticks: fields 16 and 17
+/// (`cutime`, `cstime`) of `/proc/<pid>/stat`. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+pub(crate) fn children_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state).
+    let cutime: u64 = fields.get(16 - 3)?.parse().ok()?;
+    let cstime: u64 = fields.get(17 - 3)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// The CPU seconds (user + system) this process's waited-for children have used so far.
+pub(crate) fn children_cpu_secs() -> Option<f64> {
+    let ticks = children_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
 /// Peak resident set size (`VmHWM`) of a process, in bytes.
 pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -115,6 +133,10 @@ mod tests {
         assert_eq!(meminfo_kib(status, "VmSwap"), None);
         assert_eq!(load_average("1.73 1.20 0.98 3/512 4242\n"), Some([1.73, 1.20, 0.98]));
         assert_eq!(load_average("garbage"), None);
+        // A command name with a space and a parenthesis; utime 11, stime 12, cutime 300, cstime 45.
+        let stat = "4242 (a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 11 12 300 45 20 0 1 0 123 456 789";
+        assert_eq!(children_cpu_ticks(stat), Some(345));
+        assert_eq!(children_cpu_ticks("4242 (x) S 1"), None);
         assert_eq!(
             os_name("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")

@@ -21,10 +21,12 @@ mod machine;
 mod pipelines;
 mod proxy;
 mod raw;
+mod realwork;
 mod report;
 mod reportfig;
 mod spans;
 mod stats;
+mod steplog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +38,22 @@ use crate::figures::Bench;
 use crate::report::Row;
 
 const FIGURES: &[&str] = &[
-    "query", "bytes", "exec", "fanout", "cached", "requests", "buildkit", "memory", "chains", "collect", "report",
+    "query",
+    "bytes",
+    "exec",
+    "fanout",
+    "cached",
+    "requests",
+    "buildkit",
+    "memory",
+    "chains",
+    "collect",
+    "report",
+    "quickstart",
+    "concurrency",
+    "bigimage",
+    "start",
+    "sdkbuild",
 ];
 
 /// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
@@ -53,13 +70,21 @@ struct Args {
     /// engine).
     #[arg(long, default_value_t = 3)]
     mem_reps: usize,
+    /// Repetitions of the real-work figures against BuildKit and umoci (quickstart, concurrency, bigimage): each
+    /// takes one to a few minutes.
+    #[arg(long, default_value_t = 3)]
+    real_reps: usize,
     /// Sizes of the generated layers for the memory figure, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
     big_mib: Vec<u64>,
     /// Only these figures (comma-separated): query, bytes, exec, fanout, cached, requests, buildkit, memory,
-    /// chains, collect, report.
+    /// chains, collect, report, quickstart, concurrency, bigimage, start, sdkbuild.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Leave these figures out (comma-separated; same names as --only), such as `sdkbuild` (three clean builds,
+    /// about four minutes of both cores).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
     /// Leave Docker BuildKit out.
     #[arg(long)]
     no_docker: bool,
@@ -96,16 +121,20 @@ async fn run(args: Args) -> Result<(), String> {
     if rustix::process::geteuid().as_raw() != 0 {
         return Err("run as root: the engine and the raw runtimes start containers".into());
     }
+    for f in args.only.iter().chain(&args.skip) {
+        if !FIGURES.contains(&f.as_str()) {
+            return Err(format!("unknown figure `{f}`; figures: {}", FIGURES.join(", ")));
+        }
+    }
     let which: Vec<&str> = if args.only.is_empty() {
         FIGURES.to_vec()
     } else {
-        for f in &args.only {
-            if !FIGURES.contains(&f.as_str()) {
-                return Err(format!("unknown figure `{f}`; figures: {}", FIGURES.join(", ")));
-            }
-        }
         args.only.iter().map(String::as_str).collect()
     };
+    let which: Vec<&str> = which
+        .into_iter()
+        .filter(|f| !args.skip.iter().any(|s| s == f))
+        .collect();
     let workspace = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let workspace = workspace.canonicalize().unwrap_or(workspace);
     let work = match args.work_dir.clone() {
@@ -125,6 +154,7 @@ async fn run(args: Args) -> Result<(), String> {
     bench.reps = args.reps.max(1);
     bench.exec_reps = args.exec_reps.max(1);
     bench.mem_reps = args.mem_reps.max(1);
+    bench.real_reps = args.real_reps.max(1);
     bench.big_mib = args.big_mib.clone();
     let _ = std::fs::remove_dir_all(work.join("run"));
 
@@ -159,9 +189,52 @@ async fn run(args: Args) -> Result<(), String> {
         }
         progress(&rows);
     }
-    let needs_engine = which
-        .iter()
-        .any(|w| !["query", "bytes", "chains", "report"].contains(w));
+    if which.contains(&"start") {
+        match bench.engine_start(&workspace).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("14", "engine start", e)),
+        }
+        progress(&rows);
+    }
+    if which.contains(&"sdkbuild") {
+        match bench.sdk_build(&workspace).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("15", "SDK build cost", e)),
+        }
+        progress(&rows);
+    }
+    if which.contains(&"bigimage") {
+        match bench.big_image().await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::skipped("13", "a big real image", e)),
+        }
+        progress(&rows);
+    }
+    if which.contains(&"quickstart") {
+        let what = "quickstart against BuildKit";
+        if args.no_docker {
+            rows.push(Row::skipped("11", what, "skipped (--no-docker)"));
+        } else {
+            match bench.quickstart().await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("11", what, e)),
+            }
+        }
+        progress(&rows);
+    }
+    let needs_engine = which.iter().any(|w| {
+        ![
+            "query",
+            "bytes",
+            "chains",
+            "report",
+            "start",
+            "sdkbuild",
+            "bigimage",
+            "quickstart",
+        ]
+        .contains(w)
+    });
     if needs_engine {
         eprintln!("bench: preparing fixtures in {}", work.display());
         let fx = fixtures::Fixtures::prepare(&work).await?;
@@ -183,6 +256,18 @@ async fn run(args: Args) -> Result<(), String> {
             }
             progress(&rows);
         }
+        if which.contains(&"concurrency") {
+            let what = "concurrent sessions against BuildKit";
+            if args.no_docker {
+                rows.push(Row::skipped("12", what, "skipped (--no-docker)"));
+            } else {
+                match bench.concurrency(&fx).await {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => rows.push(Row::skipped("12", what, e)),
+                }
+            }
+            progress(&rows);
+        }
         if which.contains(&"collect") {
             match bench.collect(&fx).await {
                 Ok(r) => rows.extend(r),
@@ -191,7 +276,7 @@ async fn run(args: Args) -> Result<(), String> {
             progress(&rows);
         }
     }
-    rows.sort_by_key(|r| r.id);
+    rows.sort_by_key(|r| report::id_order(r.id));
     let retries = figures::VETH_RETRIES.load(std::sync::atomic::Ordering::SeqCst);
     if retries > 0 {
         bench.log.push(format!(

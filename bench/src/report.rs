@@ -70,6 +70,12 @@ impl Row {
     }
 }
 
+/// How rows are ordered: by the number their id starts with, then the rest (`2a` before `10a`).
+pub(crate) fn id_order(id: &str) -> (u32, &str) {
+    let digits = id.find(|c: char| !c.is_ascii_digit()).unwrap_or(id.len());
+    (id[..digits].parse().unwrap_or(u32::MAX), &id[digits..])
+}
+
 /// The table in Markdown.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -166,4 +172,16 @@ pub(crate) fn document(d: &Document<'_>) -> String {
     out.push('\n');
     out.push_str(FINDINGS);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_number_then_letter() {
+        let mut ids = vec!["10a", "2c", "1b", "11", "1a", "6r", "15d", "3n", "x"];
+        ids.sort_by_key(|id| id_order(id));
+        assert_eq!(ids, ["1a", "1b", "2c", "3n", "6r", "10a", "11", "15d", "x"]);
+    }
 }

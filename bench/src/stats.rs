@@ -71,6 +71,24 @@ impl Samples {
     pub(crate) fn median(&self) -> f64 {
         self.summary().map_or(f64::NAN, |s| s.median)
     }
+
+    /// The `p`-th percentile (0 < `p` ≤ 100) by the nearest-rank method: the smallest sample with at least
+    /// `p` % of the samples at or below it, so p95 of 200 samples is the 190th smallest. NaN without samples;
+    /// non-finite samples are left out, as in [`Samples::summary`].
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() || !(p > 0.0 && p <= 100.0) {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+
+    /// Appends every sample of `other`.
+    pub(crate) fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
 }
 
 /// How a figure's numbers are written.
@@ -145,6 +163,24 @@ mod tests {
         assert_eq!(a.ratio_to(&b), Samples(vec![2.0, 1.5]));
         assert_eq!(a.divided_by(2.0).median(), 1.5);
         assert_eq!(a.minus(&b), Samples(vec![1.0, 1.0]));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let s = Samples((1..=200).rev().map(f64::from).collect());
+        assert_eq!(s.percentile(95.0), 190.0);
+        assert_eq!(s.percentile(50.0), 100.0);
+        assert_eq!(s.percentile(100.0), 200.0);
+        assert_eq!(s.percentile(0.1), 1.0);
+        // Fewer samples than 1 / (1 - p): the largest.
+        assert_eq!(Samples(vec![3.0, 1.0, 2.0]).percentile(95.0), 3.0);
+        assert_eq!(Samples(vec![7.0]).percentile(95.0), 7.0);
+        assert!(Samples::default().percentile(95.0).is_nan());
+        assert!(Samples(vec![1.0]).percentile(0.0).is_nan());
+        assert_eq!(Samples(vec![f64::NAN, 4.0, 2.0]).percentile(95.0), 4.0);
+        let mut a = Samples(vec![1.0]);
+        a.extend(&Samples(vec![2.0, 3.0]));
+        assert_eq!(a, Samples(vec![1.0, 2.0, 3.0]));
     }
 
     #[test]
