@@ -3,7 +3,8 @@
 # tests/python/session_client.py lets the SDK start `dagger-rs session` itself (_EXPERIMENTAL_DAGGER_CLI_BIN),
 # and tests/python/run_client.py runs under `dagger-rs run` (DAGGER_SESSION_PORT/DAGGER_SESSION_TOKEN).
 # tests/python/containers.py runs container pipelines under `dagger-rs run`; it needs a registry holding
-# busybox:latest, named by DRS_TEST_REGISTRY (it publishes py-app:latest there), and is skipped without one.
+# busybox:latest, named by DRS_TEST_REGISTRY (it publishes py-app:latest there), and is skipped without one;
+# tests/python/services.py runs service pipelines the same way (as root: services need the session's bridge).
 # `cargo run -p xtask -- images` starts such a registry: DRS_TEST_REGISTRY=127.0.0.1:5000.
 #
 #   scripts/python-sdk.sh           set up the venv if needed, build dagger-rs, run the clients
@@ -55,7 +56,9 @@ echo "==> the SDK inside \`dagger-rs run\`"
 if [ -n "${DRS_TEST_REGISTRY:-}" ]; then
   echo "==> container pipelines inside \`dagger-rs run\` (registry $DRS_TEST_REGISTRY)"
   "$BIN" --progress plain run "$PY" containers.py
+  echo "==> service pipelines inside \`dagger-rs run\` (registry $DRS_TEST_REGISTRY)"
+  "$BIN" --progress plain run "$PY" services.py
 else
-  echo "==> skipping containers.py: set DRS_TEST_REGISTRY to a registry holding busybox:latest" \
+  echo "==> skipping containers.py and services.py: set DRS_TEST_REGISTRY to a registry holding busybox:latest" \
     "(\`cargo run -p xtask -- images\` serves one on 127.0.0.1:5000)"
 fi

@@ -12,13 +12,15 @@
 #      mmdebstrap from deb.debian.org (a few minutes), later runs find them there;
 #   3. `cargo run -p examples --bin quickstart` with DAGGER_RS_REGISTRY_MIRRORS pointing Docker Hub names at
 #      that registry (unless you set it): tests and builds examples/app in rust:1-slim, packages it on
-#      debian:bookworm-slim, publishes it to 127.0.0.1:5000/quickstart-app:latest, runs the published image.
+#      debian:bookworm-slim, publishes it to 127.0.0.1:5000/quickstart-app:latest, runs the published image
+#      (its self-test, and as a service that a busybox container requests by the alias `app`).
 # The SDK starts its embedded engine in-process, since no Dagger session or CLI is configured; as an ordinary
 # user the program runs itself again in a user namespace of its own and runs the containers rootless (cache in
 # ~/.cache/dagger-rs; see docs/engine.md, "Without root"). It writes a
 # report of the run (DAGGER_RS_REPORT, default target/quickstart-report.html: a timeline of every operation,
 # self-contained HTML) and says where at the end.
-# Arguments are passed to the example (--address, --rust-image, --runtime-image, --app-dir).
+# Arguments are passed to the example (--address, --rust-image, --runtime-image, --app-dir, --client-image,
+# --no-serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

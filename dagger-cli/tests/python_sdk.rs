@@ -4,7 +4,8 @@
 //! secrets, and gets a clear error for a field the engine does not implement; and it drives container pipelines
 //! (pull, exec, mounts, cache volumes, secrets, exec errors, export, publish) against a registry on loopback. Both
 //! check the behaviours that follow the real engine (gitignore, modes, times, redirects, groups, `expand`, mounted
-//! files and secrets, cache volume defaults, mount stubs, Dagger's error wording). The
+//! files and secrets, cache volume defaults, mount stubs, Dagger's error wording). It also drives services
+//! (containers as services reached by alias and host name, started and stopped, tunnelled to and from the host). The
 //! clients live in `tests/python/`; the SDK is installed in `target/python-sdk-venv` by
 //! `scripts/python-sdk.sh --setup`.
 
@@ -78,8 +79,8 @@ fn the_sdk_runs_inside_dagger_rs_run() {
     check("dagger-rs run python run_client.py", &out);
 }
 
-#[test]
-fn the_sdk_runs_container_pipelines() {
+/// Runs `script` under `dagger-rs run` with a loopback registry holding `busybox:latest` (`DRS_TEST_REGISTRY`).
+fn run_with_busybox(script: &str) -> Output {
     let python = python();
     let registry = LocalRegistry::start().unwrap_or_else(|e| panic!("{e}"));
     tokio::runtime::Builder::new_current_thread()
@@ -91,12 +92,44 @@ fn the_sdk_runs_container_pipelines() {
     let out = in_clients_dir(&mut Command::new(BIN), &cache)
         .arg("run")
         .arg(python)
-        .arg("containers.py")
+        .arg(script)
         .env("DRS_TEST_REGISTRY", registry.host())
         .env_remove("_EXPERIMENTAL_DAGGER_CLI_BIN")
         .output()
         .expect("dagger-rs runs");
-    check("dagger-rs run python containers.py", &out);
+    check(&format!("dagger-rs run python {script}"), &out);
+    out
+}
+
+#[test]
+fn the_sdk_runs_container_pipelines() {
+    run_with_busybox("containers.py");
+}
+
+/// Services through the SDK (`tests/python/services.py`): `as_service` (default command, entrypoint,
+/// `expand`), `with_exposed_port`, `with_service_binding` by alias and by `hostname`, `endpoint`, `ports`,
+/// `with_hostname`, concurrent dependents, a service binding a service, `start`/`stop`, a failed service's
+/// output in its dependent's error, `host().tunnel`, `up`, and `host().service`.
+#[test]
+fn the_sdk_runs_service_pipelines() {
+    let out = run_with_busybox("services.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every check ran and passed (a check that is not reached would not print its line).
+    for name in [
+        "check_binding_hostname_endpoint_and_ports",
+        "check_default_command_and_entrypoint",
+        "check_with_hostname",
+        "check_concurrent_dependents_and_a_service_binding_a_service",
+        "check_start_keeps_one_instance_until_stop",
+        "check_a_failed_service_fails_its_dependent",
+        "check_the_host_reaches_a_service",
+        "check_a_container_reaches_the_host",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok   [services] {name}\n")),
+            "{name}:\n{stdout}"
+        );
+    }
 }
 
 /// The same container pipelines, as an ordinary user: `dagger-rs run` starts itself again in a user namespace

@@ -7,8 +7,9 @@
 //! | module | binary | what it shows |
 //! |---|---|---|
 //! | [`hello`] | `hello` | the smallest pipeline: one command in a container |
-//! | [`quickstart`] | `quickstart` | test, build, package and publish the sample web app in `examples/app`, then run the published image, with the plain API |
+//! | [`quickstart`] | `quickstart` | test, build, package and publish the sample web app in `examples/app`, then run the published image: its self-test, and as a service a second container requests, with the plain API |
 //! | [`quickstart_dsl`] | `quickstart_dsl` | the same pipeline with `#[step]` and `pipeline!` |
+//! | [`integration`] | `integration` | a real database (Redis) as a service bound as `db`: a writer and a reader in other containers, a counter incremented by concurrent clients of the one instance |
 //! | [`matrix`] | `matrix` | a `pipeline!` looping over variants given at run time, run concurrently, gathered into one exported directory |
 //! | [`release`] | — | a `pipeline!` with a matrix of toolchain images, a version read from the sources feeding the image tag, and a publish only when asked |
 //! | [`lint`] | — | a step library: steps and a small `lint` pipeline, exported for other pipelines (and crates) to use |
@@ -20,6 +21,7 @@ pub mod chaining;
 pub mod composed;
 pub mod errors;
 pub mod hello;
+pub mod integration;
 pub mod lint;
 pub mod matrix;
 pub mod quickstart;

@@ -4,12 +4,17 @@
 //! examples/app ──► rust:1-slim ──┬─► cargo test
 //!                                └─► cargo build --release ──► debian:bookworm-slim + app ──► publish
 //!                                                                                          │
-//!                       from(published reference) ──► app self-test ◄──────────────────────┘
+//!                       from(published reference) ──┬─► app self-test ◄───────────────────┘
+//!                                                   └─► as a service (`app serve`, port 8080)
+//!                                                          ▲ bound as `app`
+//!                                        busybox client ───┘ GET every route: status and body
 //! ```
 //!
 //! The tests and the release build run concurrently (two leaves awaited together); the image is published
-//! only when both succeeded. [`dsl`](crate::quickstart_dsl) is the same pipeline written with `#[step]` and
-//! `pipeline!`.
+//! only when both succeeded. The published image then runs twice: its self-test (the server answering
+//! itself on loopback), and as a real server, a service that a second container reaches by its alias
+//! ([`ALIAS`]) to request every route ([`ROUTES`]); the answers must be the self-test's, a 404 included.
+//! [`dsl`](crate::quickstart_dsl) is the same pipeline written with `#[step]` and `pipeline!`.
 
 use std::path::PathBuf;
 
@@ -29,6 +34,24 @@ pub const BINARY: &str = "/usr/local/bin/app";
 pub const CHECK: &[&str] = &["app", "self-test"];
 /// The last line [`CHECK`] prints when the app works.
 pub const CHECK_PASSED: &str = "self-test passed";
+/// The image of the container that requests the running app's routes: busybox, for `nc` (the offline
+/// registry holds it under its Docker Hub name).
+pub const CLIENT_IMAGE: &str = "busybox:latest";
+/// The name the client container reaches the running app by (`withServiceBinding`).
+pub const ALIAS: &str = "app";
+/// The port `app serve` listens on, which the image exposes.
+pub const PORT: u16 = 8080;
+/// The routes requested from the running app: the self-test's, in its order, the 404 included.
+pub const ROUTES: &[&str] = &["/health", "/", "/greet/quickstart", "/version", "/nope"];
+/// What the client container runs, as `sh -c REQUESTS sh HOST PORT PATH…`: one HTTP/1.1 request per path
+/// with `nc`, each raw response after a `>>> GET PATH` line. `nc` rather than `wget`, which prints no body
+/// for a 404; a connection that fails fails the command.
+pub const REQUESTS: &str = r#"host=$1 port=$2; shift 2
+for path in "$@"; do
+  echo ">>> GET $path"
+  printf 'GET %s HTTP/1.1\r\nhost: %s\r\nconnection: close\r\n\r\n' "$path" "$host" | nc "$host" "$port" || exit 1
+  echo
+done"#;
 
 /// What the pipeline works on; [`Settings::from_args`] reads it from flags and the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +64,13 @@ pub struct Settings {
     pub runtime_image: String,
     /// Where to publish (`--address`, `QUICKSTART_ADDRESS`; default [`ADDRESS`]).
     pub address: String,
+    /// The image of the container that requests the running app's routes (`--client-image`,
+    /// `QUICKSTART_CLIENT_IMAGE`; default [`CLIENT_IMAGE`]); it needs `sh` and `nc`.
+    pub client_image: String,
+    /// Whether to run the published image as a service and request its routes (default `true`; `--no-serve`
+    /// or `QUICKSTART_SERVE=0` turn it off, for an engine that cannot run services, such as this one
+    /// rootless until its rootless networking lets containers reach each other).
+    pub serve: bool,
 }
 
 impl Default for Settings {
@@ -50,6 +80,8 @@ impl Default for Settings {
             rust_image: RUST_IMAGE.to_owned(),
             runtime_image: RUNTIME_IMAGE.to_owned(),
             address: ADDRESS.to_owned(),
+            client_image: CLIENT_IMAGE.to_owned(),
+            serve: true,
         }
     }
 }
@@ -60,8 +92,10 @@ pub fn default_app_dir() -> PathBuf {
 }
 
 /// The flags [`Settings::from_args`] understands.
-pub const USAGE: &str = "options: --app-dir DIR  --rust-image REF  --runtime-image REF  --address REF
-(or QUICKSTART_APP_DIR, QUICKSTART_RUST_IMAGE, QUICKSTART_RUNTIME_IMAGE, QUICKSTART_ADDRESS)";
+pub const USAGE: &str =
+    "options: --app-dir DIR  --rust-image REF  --runtime-image REF  --address REF  --client-image REF
+  --no-serve (or QUICKSTART_APP_DIR, QUICKSTART_RUST_IMAGE, QUICKSTART_RUNTIME_IMAGE, QUICKSTART_ADDRESS,
+  QUICKSTART_CLIENT_IMAGE, QUICKSTART_SERVE=0)";
 
 impl Settings {
     /// Reads the settings: each flag wins over its environment variable, which wins over the default. Flags
@@ -81,9 +115,19 @@ impl Settings {
         if let Some(v) = env("QUICKSTART_ADDRESS") {
             s.address = v;
         }
+        if let Some(v) = env("QUICKSTART_CLIENT_IMAGE") {
+            s.client_image = v;
+        }
+        if let Some(v) = env("QUICKSTART_SERVE") {
+            s.serve = !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off");
+        }
         let mut rest = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
+            if arg == "--no-serve" {
+                s.serve = false;
+                continue;
+            }
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg.clone(), None),
@@ -93,6 +137,7 @@ impl Settings {
                 "--rust-image" => Some(&mut s.rust_image),
                 "--runtime-image" => Some(&mut s.runtime_image),
                 "--address" => Some(&mut s.address),
+                "--client-image" => Some(&mut s.client_image),
                 _ => {
                     rest.push(arg);
                     continue;
@@ -120,20 +165,39 @@ pub struct Report {
     pub published: String,
     /// What the published image printed when it ran [`CHECK`].
     pub output: String,
+    /// What the published image answered when it ran as a service and a client container requested
+    /// [`ROUTES`] (one line per route, in the self-test's form: `GET /health -> 200 ok`); `None` when
+    /// [`Settings::serve`] was off.
+    pub served: Option<Vec<String>>,
 }
 
 impl Report {
-    /// Whether the published image passed its self-test: [`CHECK`] printed [`CHECK_PASSED`] last.
+    /// Whether the published image passed its self-test ([`CHECK`] printed [`CHECK_PASSED`] last) and, when
+    /// it ran as a service, answered the client container's requests exactly as it answered its self-test:
+    /// the same routes in the same order, the same status codes and bodies.
     pub fn check(&self) -> Result<(), String> {
-        match self.output.lines().last() {
-            Some(CHECK_PASSED) => Ok(()),
-            _ => Err(format!(
+        let mut lines: Vec<&str> = self.output.lines().collect();
+        if lines.pop() != Some(CHECK_PASSED) {
+            return Err(format!(
                 "the published image {} did not pass `{}`; it printed:\n{}",
                 self.published,
                 CHECK.join(" "),
                 self.output
-            )),
+            ));
         }
+        let Some(served) = &self.served else {
+            return Ok(());
+        };
+        if served.len() == ROUTES.len() && served.iter().map(String::as_str).eq(lines.iter().copied()) {
+            return Ok(());
+        }
+        Err(format!(
+            "the published image {}, running as a service, did not answer `{ALIAS}`'s requests as it answered \
+             its self-test; the client got:\n  {}\nthe self-test got:\n  {}",
+            self.published,
+            served.join("\n  "),
+            lines.join("\n  ")
+        ))
     }
 }
 
@@ -182,17 +246,58 @@ pub async fn run(dag: &Query, settings: &Settings) -> Result<Report, dagger::Err
     // Two leaves awaited together: the engine runs the tests and the release build concurrently.
     let (test_log, _) = tokio::try_join!(tests.stdout(), binary.sync())?;
     let published = image.publish(settings.address.as_str()).await?;
-    let output = run_published(dag, &published).await?;
+    // The self-test and the requests to the running server, side by side.
+    let (output, served) = if settings.serve {
+        let client = route_client(dag, app_service(dag, &published), &settings.client_image);
+        let (output, raw) = tokio::try_join!(run_published(dag, &published), client.stdout())?;
+        (output, Some(served_lines(&raw)))
+    } else {
+        (run_published(dag, &published).await?, None)
+    };
     Ok(Report {
         test_log,
         published,
         output,
+        served,
     })
 }
 
 /// Pulls `reference` back from the registry and runs [`CHECK`] in it; returns what it printed.
 pub async fn run_published(dag: &Query, reference: &str) -> Result<String, dagger::Error> {
     dag.container().from(reference).with_exec(CHECK.to_vec()).stdout().await
+}
+
+/// The image `reference` as a service: its entrypoint and default arguments (`app serve`, on [`PORT`],
+/// which the image exposes, so the engine waits until the port accepts connections).
+pub fn app_service(dag: &Query, reference: &str) -> Service {
+    dag.container().from(reference).as_service()
+}
+
+/// A container of `image` bound to `app` as [`ALIAS`] that requests every route of [`ROUTES`] ([`REQUESTS`]);
+/// its stdout holds the raw responses, which [`served_lines`] reads.
+pub fn route_client(dag: &Query, app: Service, image: &str) -> Container {
+    let port = PORT.to_string();
+    let mut args = vec!["sh", "-c", REQUESTS, "sh", ALIAS, port.as_str()];
+    args.extend_from_slice(ROUTES);
+    dag.container()
+        .from(image)
+        .with_service_binding(ALIAS, app)
+        .with_exec(args)
+}
+
+/// The responses [`route_client`] printed, one line per request in the self-test's form
+/// (`GET /nope -> 404 no route for /nope`); a response that is not HTTP says so in its line.
+pub fn served_lines(raw: &str) -> Vec<String> {
+    raw.split(">>> ")
+        .filter_map(|chunk| chunk.split_once('\n'))
+        .map(|(request, response)| match response.split_once("\r\n\r\n") {
+            Some((head, body)) => {
+                let status = head.split_whitespace().nth(1).unwrap_or("(no status)");
+                format!("{request} -> {status} {}", body.trim_end())
+            }
+            None => format!("{request} -> not an HTTP response: {:?}", response.trim_end()),
+        })
+        .collect()
 }
 
 /// The `test result: …` lines of a `cargo test` log.
@@ -210,6 +315,12 @@ pub fn print_report(report: &Report) {
     println!("output of `{}` in the published image:", CHECK.join(" "));
     for line in report.output.lines() {
         println!("  {line}");
+    }
+    if let Some(served) = &report.served {
+        println!("the published image as a service, requested as `{ALIAS}:{PORT}` from another container:");
+        for line in served {
+            println!("  {line}");
+        }
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! The test log and the release binary go first (together, in one request), then the publish, which waits
 //! for the tests through `after`. Running the published image needs the reference the publish returned: the
-//! `published` output's value is the argument of the `published_image` step, so the run builds that step once
-//! the reference is known and sends its output in one more request (the plan shows `<value:published>`).
+//! `published` output's value is the argument of the `published_image` and `app_client` steps, so the run
+//! builds them once the reference is known and sends their outputs in one more request (the plan shows
+//! `<value:published>`): the self-test, and (when `serve` is on) the requests a second container sends to the
+//! image running as a service.
 
 use dagger::prelude::*;
 
 use crate::BoxError;
-use crate::quickstart::{BINARY, CHECK, Report, Settings, TARGET_DIR, source};
+use crate::quickstart::{BINARY, CHECK, Report, Settings, TARGET_DIR, app_service, route_client, served_lines, source};
 
 /// A Rust toolchain with the app's sources and cargo's caches mounted.
 #[step]
@@ -62,9 +64,23 @@ pub fn published_image(dag: &Query, reference: String) -> Container {
     dag.container().from(reference).with_exec(CHECK.to_vec())
 }
 
+/// A client container requesting every route of the published image, which runs as a service it binds.
+#[step]
+pub fn app_client(dag: &Query, reference: String, client_image: String) -> Container {
+    route_client(dag, app_service(dag, &reference), &client_image)
+}
+
 pipeline! {
-    /// Test and build the sample app, then publish its image once the tests passed.
-    pub quickstart(src: Directory, rust_image: String, runtime_image: String, address: String) {
+    /// Test and build the sample app, publish its image once the tests passed, then run the published image:
+    /// its self-test, and as a server that another container requests (when `serve` is on).
+    pub quickstart(
+        src: Directory,
+        rust_image: String,
+        runtime_image: String,
+        address: String,
+        client_image: String,
+        serve: bool,
+    ) {
         let tc = toolchain(src, rust_image);
         let tests = unit_tests(tc);
         let bin = binary(tc);
@@ -76,37 +92,46 @@ pipeline! {
         out built = bin.sync();
         /// The published image, pinned by digest.
         out published = img.publish(address) after test_log, built;
-        let served = published_image(published);
+        let checked = published_image(published);
         /// What the published image's self-test printed.
-        out output = served.stdout();
+        out output = checked.stdout();
+        if serve {
+            let client = app_client(published, client_image);
+            /// The raw responses of the published image, running as a service, to the client's requests.
+            out responses = client.stdout();
+        }
     }
-}
-
-/// The pipeline's inputs from the settings.
-fn inputs(dag: &Query, settings: &Settings) -> (Directory, String, String, String) {
-    (
-        source(dag, settings),
-        settings.rust_image.clone(),
-        settings.runtime_image.clone(),
-        settings.address.clone(),
-    )
 }
 
 /// Runs the pipeline (which runs the published image too); the same report as [`crate::quickstart::run`].
 pub async fn run(dag: &Query, settings: &Settings) -> Result<Report, BoxError> {
-    let (src, rust_image, runtime_image, address) = inputs(dag, settings);
-    let outputs = quickstart::run(dag, src, rust_image, runtime_image, address)
-        .await
-        .map_err(dagger::Error::from)?;
+    let outputs = quickstart::run(
+        dag,
+        source(dag, settings),
+        settings.rust_image.clone(),
+        settings.runtime_image.clone(),
+        settings.address.clone(),
+        settings.client_image.clone(),
+        settings.serve,
+    )
+    .await
+    .map_err(dagger::Error::from)?;
     Ok(Report {
         test_log: outputs.test_log,
         published: outputs.published,
         output: outputs.output,
+        served: outputs.responses.as_deref().map(served_lines),
     })
 }
 
 /// The requests [`run`] sends for the pipeline, computed without an engine.
 pub fn plan(settings: &Settings) -> Plan {
-    let (src, rust_image, runtime_image, address) = inputs(&Query::detached(), settings);
-    quickstart::plan(src, rust_image, runtime_image, address)
+    quickstart::plan(
+        source(&Query::detached(), settings),
+        settings.rust_image.clone(),
+        settings.runtime_image.clone(),
+        settings.address.clone(),
+        settings.client_image.clone(),
+        settings.serve,
+    )
 }

@@ -1,11 +1,12 @@
-//! The `matrix`, `chaining` and `errors` examples, run as they are shipped (`examples::*`) on the embedded
-//! engine, in real containers, from a busybox image in a loopback registry.
+//! The `matrix`, `chaining`, `errors`, `release`, `hello` and `integration` examples, run as they are shipped
+//! (`examples::*`) on the embedded engine, in real containers, from a busybox image in a loopback registry
+//! (`integration`: from the offline registry's `redis:7-bookworm`, through the `docker.io` mirror setting).
 
 use std::os::unix::fs::PermissionsExt;
 
 use dagger::prelude::*;
 use dagger_engine::{Config, Session};
-use examples::{chaining, errors, matrix, release};
+use examples::{chaining, errors, integration, matrix, release};
 use testkit::registry::{LocalRegistry, push_busybox};
 
 /// An engine, a connection to it, a loopback registry holding busybox, and the busybox reference.
@@ -351,4 +352,123 @@ async fn release_tests_every_toolchain_and_publishes_the_tagged_image_only_when_
         .label("org.opencontainers.image.version")
         .await;
     assert_eq!(label.expect("label").as_deref(), Some("1.2.3"));
+}
+
+/// The runtime containers (`drs-…` state folders) the engine on `cache` has now.
+fn containers(cache: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("runtime"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("drs-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn integration_runs_redis_as_a_service_shared_by_concurrent_clients() {
+    // Blocking, and before any runtime exists: `ensure` runs its own.
+    if let Err(e) = testkit::images::ensure() {
+        panic!("offline images: {e}");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let registries = dagger_engine::oci::RegistryConfig::parse(testkit::images::MIRRORS, "").expect("mirrors");
+        let (session, dag) = testkit::start_engine(Config {
+            registries: Some(registries),
+            ..Config::for_dir(cache.path())
+        })
+        .await;
+        let settings = integration::Settings {
+            clients: 4,
+            increments: 5,
+            ..integration::Settings::default()
+        };
+        let report = integration::run(&dag, &settings)
+            .await
+            .unwrap_or_else(|e| panic!("the integration example failed: {e}"));
+        report.check(&settings).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.version.starts_with("7."), "Debian bookworm's Redis: {report:?}");
+        assert_eq!(report.ping, "PONG");
+        assert_eq!(report.read, ["quickstart-app", "Hello, world!", "0.1.0"]);
+        assert_eq!(report.counter, 20);
+        assert_eq!(report.increments.len(), 4);
+        let mut all: Vec<u64> = report.increments.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (1..=20).collect::<Vec<u64>>(),
+            "every INCR counted once, on one instance"
+        );
+        // The endpoint is the service's own host name, the same for the same service in any call.
+        let host = integration::database(&dag, &settings)
+            .hostname()
+            .await
+            .expect("hostname");
+        assert_eq!(report.endpoint, format!("{host}:{}", integration::PORT));
+        // `run` stopped the database: no container is left running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !containers(cache.path()).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database still runs: {:?}",
+                containers(cache.path())
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+
+        // Another run (its own run ID, so its execs are not cache hits) starts a new, empty instance: the
+        // counter counts from 1 again, with other numbers of clients and increments.
+        let again = integration::Settings {
+            clients: 3,
+            increments: 2,
+            ..integration::Settings::default()
+        };
+        assert_ne!(again.run_id, settings.run_id);
+        let report = integration::run(&dag, &again)
+            .await
+            .unwrap_or_else(|e| panic!("the integration example failed again: {e}"));
+        report.check(&again).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.counter, 6);
+        session.shutdown(std::time::Duration::from_secs(5)).await;
+    });
+}
+
+/// The check fails when the clients did not share one instance (a reply twice, a count short) or when the
+/// reader did not get what the writer stored.
+#[test]
+fn the_integration_check_needs_one_shared_instance() {
+    let settings = integration::Settings {
+        clients: 2,
+        increments: 2,
+        ..integration::Settings::default()
+    };
+    let good = integration::Report {
+        endpoint: "db0:6379".into(),
+        version: "7.0.15".into(),
+        ping: "PONG".into(),
+        written: "OK".into(),
+        read: integration::RECORDS.iter().map(|(_, v)| v.to_string()).collect(),
+        increments: vec![vec![1, 3], vec![2, 4]],
+        counter: 4,
+    };
+    good.check(&settings).unwrap_or_else(|e| panic!("{e}"));
+    // Two instances: each client counted from 1.
+    let two = integration::Report {
+        increments: vec![vec![1, 2], vec![1, 2]],
+        counter: 2,
+        ..good.clone()
+    };
+    let err = two.check(&settings).expect_err("two instances");
+    assert!(err.contains("did not count to 4 on one instance"), "{err}");
+    let lost = integration::Report {
+        read: vec![String::new(); 3],
+        ..good.clone()
+    };
+    let err = lost.check(&settings).expect_err("nothing read back");
+    assert!(err.contains("did not keep what the writer stored"), "{err}");
+    let short = integration::Report { counter: 3, ..good };
+    short.check(&settings).expect_err("a count short");
 }

@@ -681,6 +681,10 @@ async fn inner_quickstart() {
     .await;
     let settings = Settings {
         address: format!("{}/quickstart-app:rootless", registry.host()),
+        // The engine refuses services rootless for now ("services are not supported by this engine in
+        // rootless mode yet"), so the step that serves the published image to a client container is off here;
+        // turn it on (drop this line) once services run rootless.
+        serve: false,
         ..Settings::default()
     };
     let report = quickstart::run(&dag, &settings)

@@ -1,5 +1,6 @@
 //! The quickstart pipeline (plain API): test and build `examples/app` in `rust:1-slim`, package it on
-//! `debian:bookworm-slim`, publish it, then run the published image.
+//! `debian:bookworm-slim`, publish it, then run the published image: its self-test, and as a service that a
+//! busybox container requests by its alias, route by route.
 //!
 //! ```sh
 //! ./scripts/quickstart.sh                                   # offline: images, registry and this, set up
@@ -7,7 +8,8 @@
 //! dagger run cargo run -p examples --bin quickstart -- --address ttl.sh/my-app:1h
 //! ```
 //!
-//! Options: `--app-dir`, `--rust-image`, `--runtime-image`, `--address` (or the `QUICKSTART_*` variables).
+//! Options: `--app-dir`, `--rust-image`, `--runtime-image`, `--address`, `--client-image`, `--no-serve` (or
+//! the `QUICKSTART_*` variables).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,11 +30,16 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "quickstart: testing and building {} in {}, packaging on {}, publishing to {}",
+        "quickstart: testing and building {} in {}, packaging on {}, publishing to {}{}",
         settings.app_dir.display(),
         settings.rust_image,
         settings.runtime_image,
-        settings.address
+        settings.address,
+        if settings.serve {
+            format!(", serving it to a client in {}", settings.client_image)
+        } else {
+            String::new()
+        }
     );
     let started = Instant::now();
     let result = dagger::connect(|dag| async move { quickstart::run(&dag, &settings).await }).await;

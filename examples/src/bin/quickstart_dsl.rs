@@ -6,8 +6,8 @@
 //! DAGGER_RS_REGISTRY_MIRRORS=docker.io=http://127.0.0.1:5000 cargo run -p examples --bin quickstart_dsl
 //! ```
 //!
-//! Options: `--plan`, `--graph`, `--app-dir`, `--rust-image`, `--runtime-image`, `--address` (or the `QUICKSTART_*`
-//! variables).
+//! Options: `--plan`, `--graph`, `--app-dir`, `--rust-image`, `--runtime-image`, `--address`, `--client-image`,
+//! `--no-serve` (or the `QUICKSTART_*` variables).
 
 use std::process::ExitCode;
 use std::time::Instant;
