@@ -39,6 +39,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 mod dns;
+pub(crate) mod inside;
 mod netlink;
 
 use netlink::Rtnl;
@@ -50,6 +51,8 @@ pub const SUBNET: &str = "10.87.0.0/16";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 87, 0, 1);
 /// The subnet's prefix length.
 const PREFIX: u8 = 16;
+/// The address `slirp4netns` gives a rootless container (on its `tap0`).
+pub const SLIRP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 /// Where named network namespaces are mounted (as `ip netns` does).
 const NETNS_DIR: &str = "/var/run/netns";
 
@@ -136,6 +139,17 @@ impl NetnsLease {
     /// The namespace's address on the bridge (`None` without one: loopback only, or rootless).
     pub fn address(&self) -> Option<Ipv4Addr> {
         self.ns.as_ref().and_then(|ns| ns.address).map(ip_of)
+    }
+
+    /// The namespace's own address besides loopback, as seen inside it: its address on the bridge, or, served
+    /// by `slirp4netns`, [`SLIRP_ADDRESS`]; `None` with loopback only.
+    pub fn own_address(&self) -> Option<Ipv4Addr> {
+        let ns = self.ns.as_ref()?;
+        match (ns.address, &ns.slirp) {
+            (Some(n), _) => Some(ip_of(n)),
+            (None, Some(_)) => Some(SLIRP_ADDRESS),
+            (None, None) => None,
+        }
     }
 }
 
