@@ -1005,4 +1005,57 @@ async fn inner_services_and_the_hosts_loopback() {
         ]));
     let c = fetch(env.busybox(), "relay", &relay, "http://relay:8082/index.html", "relay");
     assert_eq!(c.stdout().await.expect("relayed"), "host loopback says hi");
+    assert!(
+        threads_inside() > 0,
+        "the relay's instance is still in its grace period"
+    );
+
+    // Once the session ends nothing is left: no thread of the engine's inside a namespace, no slirp4netns.
+    let Env {
+        _session: session,
+        _dirs: dirs,
+        ..
+    } = env;
+    session.shutdown(std::time::Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while threads_inside() > 0 || slirps() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left: {} threads inside namespaces, {} slirp4netns",
+            threads_inside(),
+            slirps()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(dirs);
+}
+
+/// The engine's threads inside containers' network namespaces (named `drs-inside`).
+fn threads_inside() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "drs-inside"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The `slirp4netns` processes this process started (and that are not yet reaped).
+fn slirps() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|p| {
+                    let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                    // `pid (comm) state ppid …`
+                    let Some((comm, rest)) = stat.split_once(") ") else {
+                        return false;
+                    };
+                    comm.ends_with("(slirp4netns") && rest.split(' ').nth(1) == Some(me.as_str())
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }

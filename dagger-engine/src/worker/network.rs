@@ -19,7 +19,8 @@
 //! is deleted, or when the engine dies (its `--exit-fd` is a pipe the engine holds). The namespaces are
 //! mounted under the cache directory (`tmp/netns/`) instead of `/var/run/netns`, inside the engine's own mount
 //! namespace; without `slirp4netns` (or without access to `/dev/net/tun`) execs get loopback only, and the
-//! engine says why once.
+//! engine says why once. Containers cannot reach each other there: the engine reaches services by making
+//! sockets inside the namespaces, as root of the user namespace that owns them (the `inside` submodule).
 //!
 //! Links, addresses and routes are made over rtnetlink (the `netlink` submodule), not by running `ip`. A namespace is
 //! made the way `ip netns add` makes one, on a thread of its own that is then discarded: the thread unshares

@@ -1,5 +1,5 @@
-//! Running services: long-lived processes (a container on the session's bridge, or a port forwarder) that
-//! execs reach over the network while they run.
+//! Running services: long-lived processes (a container in a network namespace of its own, or a port
+//! forwarder) that execs reach over the network while they run; how each is reached is its [`Reach`].
 //!
 //! [`Services`] keeps one instance per service ID for the engine's session: the first dependent starts it,
 //! later ones share it ([`ServiceLease`]s count them), and it stops a short while after the last lease is
@@ -8,7 +8,7 @@
 //! one start in flight and all see its outcome.
 //!
 //! A container service is ready when each of its checked TCP ports accepts a connection from the engine
-//! (into its address on the bridge); should its process exit first, starting fails with its exit code and
+//! (to its address on the bridge as root; rootless, to its own address, from inside its namespace); should its process exit first, starting fails with its exit code and
 //! the last lines it printed. Its process runs with [`Runtime::run_signalled`], so stopping it gracefully
 //! sends `SIGTERM` (then `SIGKILL` after [`STOP_TIMEOUT`]), and dropping an instance kills it outright: the
 //! run's future is dropped, which kills and deletes the container, and its network namespace goes with the
