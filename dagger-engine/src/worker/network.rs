@@ -389,6 +389,14 @@ impl Network {
         network
     }
 
+    /// Network state fixed to `mode`, without setting anything up (tests of what each mode allows).
+    #[cfg(test)]
+    pub(crate) fn fixed(mode: Mode) -> Self {
+        let network = Self::new();
+        *network.mode.lock() = Some(mode);
+        network
+    }
+
     /// Why bridge networking is off, if it is.
     pub fn setup_error(&self) -> Option<String> {
         self.setup_error.lock().clone()

@@ -116,11 +116,12 @@ async fn open_tunnel(lease: ServiceLease, forwards: &[Forward]) -> Result<Runnin
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
     for f in forwards {
-        let Some(upstream) = lease.running().reach.upstream(f.backend) else {
-            return Err(OpError::new(format!(
-                "a tunnel leads to a service containers reach, not to another tunnel (no port {} to forward to)",
-                f.backend
-            )));
+        let reach = &lease.running().reach;
+        let Some(upstream) = reach.upstream(f.backend) else {
+            return Err(OpError::new(match reach {
+                Reach::Host => "a tunnel leads to a service containers reach, not to another tunnel".to_owned(),
+                _ => format!("the service forwards no port {} to tunnel to", f.backend),
+            }));
         };
         let listener = tokio::net::TcpListener::bind((TUNNEL_HOST, f.frontend))
             .await
@@ -579,6 +580,36 @@ mod tests {
         .await
         .expect_err("no bridge");
         assert!(err.to_string().contains("container networking"), "{err}");
+        // With a network of their own per container, as root or not, services run.
+        for mode in [Mode::Bridge, Mode::Slirp] {
+            Arc::get_mut(&mut e).expect("the only reference").network =
+                Arc::new(crate::worker::network::Network::fixed(mode));
+            assert!(need_network(&e).is_ok(), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rootless_host_service_runs_nothing_until_a_container_binds_it() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let mut e = engine(&tmp);
+        Arc::get_mut(&mut e).expect("the only reference").network =
+            Arc::new(crate::worker::network::Network::fixed(Mode::Slirp));
+        let running = start_host(
+            &e,
+            &[Forward {
+                frontend: 80,
+                backend: 8080,
+            }],
+        )
+        .await
+        .expect("a host service");
+        assert_eq!(running.ports, [80]);
+        assert!(running.address().is_none(), "no address of its own");
+        assert!(
+            matches!(&running.reach, Reach::HostLoopback(p) if p == &[(80, 8080)]),
+            "{:?}",
+            running.reach
+        );
     }
 
     #[test]
