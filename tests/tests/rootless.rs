@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dagger::prelude::*;
-use dagger::{ContainerWithExecOpts, Error};
+use dagger::{ContainerAsServiceOpts, ContainerWithExecOpts, Error, PortForward, ServiceStopOpts};
 use dagger_engine::Config;
 
 /// The ordinary user the tests run as.
@@ -178,6 +178,21 @@ fn rootless_container_users_are_the_users_subordinate_ids_on_the_host() {
         user.subuid + 999,
         "container uid 1000 is the user's subordinate uid 1000"
     );
+}
+
+#[test]
+fn rootless_services_are_reached_by_alias_and_hostname_and_shared() {
+    as_user("inner_services_reached_by_alias_and_hostname");
+}
+
+#[test]
+fn rootless_a_service_that_exits_before_it_is_ready_fails_its_dependent() {
+    as_user("inner_service_exits_before_it_is_ready");
+}
+
+#[test]
+fn rootless_services_meet_the_host_through_tunnels_and_host_services_only() {
+    as_user("inner_services_and_the_hosts_loopback");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -700,4 +715,351 @@ async fn inner_quickstart() {
     assert!(report.published.contains("@sha256:"), "{}", report.published);
     report.check().unwrap_or_else(|e| panic!("{e}"));
     assert!(report.output.ends_with(&format!("{CHECK_PASSED}\n")) || report.output.ends_with(CHECK_PASSED));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Services without root: each container is networked by a slirp4netns of its own, and the engine forwards
+// bound services' ports inside the namespaces.
+// ---------------------------------------------------------------------------------------------------------
+
+impl Env {
+    /// An HTTP server on port 8080 serving a page that says hello.
+    fn web(&self) -> Service {
+        self.busybox()
+            .with_new_file("/srv/index.html", "hello from the service\n")
+            .with_exposed_port(8080)
+            .as_service_opts(ContainerAsServiceOpts::default().args(["httpd", "-f", "-p", "8080", "-h", "/srv"]))
+    }
+
+    /// Counts the service instances started, from now on.
+    fn count_starts(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = starts.clone();
+        self._session.engine.listen(move |e| {
+            if e.op == "Service" && matches!(e.kind, dagger_engine::EventKind::Started) {
+                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        starts
+    }
+}
+
+/// Fetches `url` in a container bound to `svc` as `alias`; `tag` makes the exec a call of its own.
+fn fetch(client: Container, alias: &str, svc: &Service, url: &str, tag: &str) -> Container {
+    client
+        .with_service_binding(alias, svc.clone())
+        .with_exec(["sh", "-c", &format!("wget -q -O- {url} && : {tag}")])
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_services_are_reached_by_alias_and_hostname_and_shared"]
+async fn inner_services_reached_by_alias_and_hostname() {
+    let env = start().await;
+    let starts = env.count_starts();
+    let svc = env.web();
+    let host = svc.hostname().await.expect("hostname");
+    let by_alias = fetch(env.busybox(), "www", &svc, "http://www:8080/index.html", "alias");
+    assert_eq!(by_alias.stdout().await.expect("by alias"), "hello from the service\n");
+    let by_name = fetch(
+        env.busybox(),
+        "www",
+        &svc,
+        &format!("http://{host}:8080/index.html"),
+        "name",
+    );
+    assert_eq!(by_name.stdout().await.expect("by hostname"), "hello from the service\n");
+    // The names are the container's own: loopback addresses of its namespace, not 127.0.0.1.
+    let hosts = env
+        .busybox()
+        .with_service_binding("www", svc.clone())
+        .with_exec(["cat", "/etc/hosts"])
+        .stdout()
+        .await
+        .expect("hosts");
+    assert!(hosts.contains("127.0.0.2\twww\n"), "{hosts}");
+    assert!(hosts.contains(&format!("127.0.0.2\t{host}\n")), "{hosts}");
+
+    // Two dependents at once share one instance; each binds it under its own alias.
+    let before = starts.load(std::sync::atomic::Ordering::SeqCst);
+    let fresh = env.web().with_hostname("shared-web");
+    let a = fetch(env.busybox(), "one", &fresh, "http://one:8080/index.html", "a");
+    let b = fetch(env.busybox(), "two", &fresh, "http://shared-web:8080/index.html", "b");
+    let (a, b) = tokio::join!(a.stdout(), b.stdout());
+    assert_eq!(a.expect("a"), "hello from the service\n");
+    assert_eq!(b.expect("b"), "hello from the service\n");
+    assert_eq!(
+        starts.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "one instance for both dependents"
+    );
+
+    // A service reaches the services it binds, and its dependents reach it: a chain of two.
+    let mirror = env
+        .busybox()
+        .with_service_binding("origin", svc.clone())
+        .with_exposed_port(8081)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "mkdir -p /srv && wget -q -O /srv/copy.html http://origin:8080/index.html && exec httpd -f -p 8081 -h /srv",
+        ]));
+    let c = fetch(
+        env.busybox(),
+        "mirror",
+        &mirror,
+        "http://mirror:8081/copy.html",
+        "chain",
+    );
+    assert_eq!(c.stdout().await.expect("through the chain"), "hello from the service\n");
+
+    // Two services bound to one container: each its own address.
+    let both = env
+        .busybox()
+        .with_service_binding("www", svc.clone())
+        .with_service_binding("mirror", mirror)
+        .with_exec([
+            "sh",
+            "-c",
+            "wget -q -O- http://www:8080/index.html && wget -q -O- http://mirror:8081/copy.html",
+        ]);
+    assert_eq!(
+        both.stdout().await.expect("both"),
+        "hello from the service\nhello from the service\n"
+    );
+
+    // A service without exposed ports cannot be reached here: said by name.
+    let portless = env
+        .busybox()
+        .as_service_opts(ContainerAsServiceOpts::default().args(["sleep", "60"]));
+    let err = env
+        .busybox()
+        .with_service_binding("quiet", portless)
+        .with_exec(["true"])
+        .sync()
+        .await
+        .expect_err("nothing to reach");
+    let message = err.to_string();
+    assert!(message.contains("withServiceBinding(alias: \"quiet\")"), "{message}");
+    assert!(message.contains("withExposedPort"), "{message}");
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_a_service_that_exits_before_it_is_ready_fails_its_dependent"]
+async fn inner_service_exits_before_it_is_ready() {
+    let env = start().await;
+    let svc = env
+        .busybox()
+        .with_exposed_port(5432)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "echo starting up; echo config is missing >&2; exit 3",
+        ]));
+    let err = env
+        .busybox()
+        .with_service_binding("db", svc)
+        .with_exec(["echo", "never runs"])
+        .stdout()
+        .await
+        .expect_err("the service failed");
+    let message = err.to_string();
+    assert!(message.contains("exited with code 3 before it was ready"), "{message}");
+    assert!(
+        message.contains("config is missing") && message.contains("starting up"),
+        "{message}"
+    );
+    assert!(message.contains("(bound as `db`)"), "{message}");
+    // A service whose port never opens is not ready either, while it runs: its health check connects inside
+    // its namespace, not to anything of the host's.
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = loopback.local_addr().expect("addr").port();
+    serve(loopback, "loopback");
+    let silent = env
+        .busybox()
+        .with_exposed_port(i64::from(port))
+        .as_service_opts(ContainerAsServiceOpts::default().args(["sh", "-c", "sleep 2; echo gave up; exit 4"]));
+    let err = env
+        .busybox()
+        .with_service_binding("silent", silent)
+        .with_exec(["echo", "never runs"])
+        .sync()
+        .await
+        .expect_err("never ready");
+    assert!(
+        err.to_string().contains("exited with code 4 before it was ready"),
+        "{err}"
+    );
+}
+
+/// What an HTTP GET of `/index.html` at `host_port` answers, from the host (retried for up to 30 s).
+async fn get_from_host(host_port: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attempt = tokio::task::spawn_blocking({
+            let host_port = host_port.to_owned();
+            move || -> std::io::Result<String> {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(&host_port)?;
+                c.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+                c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                let mut out = String::new();
+                c.read_to_string(&mut out)?;
+                Ok(out)
+            }
+        })
+        .await
+        .expect("the GET");
+        match attempt {
+            Ok(out) if !out.is_empty() => return out,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "{host_port} did not answer");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "run as an ordinary user by rootless_services_meet_the_host_through_tunnels_and_host_services_only"]
+async fn inner_services_and_the_hosts_loopback() {
+    let env = start().await;
+    let svc = env.web();
+    // Host.tunnel: the service on the host's loopback.
+    let tunnel = env.dag.host().tunnel(svc.clone());
+    let endpoint = tunnel.endpoint().await.expect("endpoint");
+    assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
+    let answer = get_from_host(&endpoint).await;
+    assert!(answer.ends_with("hello from the service\n"), "{answer}");
+
+    // Service.up: on the port asked for, until the service stops.
+    let port = testkit::process::free_port();
+    let up_svc = svc.clone();
+    let up = tokio::spawn(async move {
+        up_svc
+            .up_opts(dagger::ServiceUpOpts::default().ports([PortForward {
+                frontend: Some(i64::from(port)),
+                backend: 8080,
+                protocol: None,
+            }]))
+            .await
+    });
+    let answer = get_from_host(&format!("127.0.0.1:{port}")).await;
+    assert!(answer.ends_with("hello from the service\n"), "{answer}");
+    svc.stop_opts(ServiceStopOpts::default().kill(true))
+        .await
+        .expect("stop");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), up).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "`up` returns when the service stops: {ended:?}"
+    );
+
+    // Host.service: a container that binds it reaches a port of the host's loopback, and only that one.
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let loopback_port = loopback.local_addr().expect("addr").port();
+    serve(loopback, "host loopback says hi");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let other_port = other.local_addr().expect("addr").port();
+    serve(other, "not forwarded");
+    let host_svc = env.dag.host().service([PortForward {
+        frontend: Some(80),
+        backend: i64::from(loopback_port),
+        protocol: None,
+    }]);
+    let nc = |c: Container, host: &str, port: u16, tag: &str| {
+        c.with_exec_opts(
+            [
+                "sh",
+                "-c",
+                &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}; : {tag}"),
+            ],
+            ContainerWithExecOpts::default().expect(dagger::ReturnType::Any),
+        )
+    };
+    let bound = env.busybox().with_service_binding("hostsvc", host_svc.clone());
+    let out = nc(bound.clone(), "hostsvc", 80, "bound").stdout().await.expect("nc");
+    assert!(out.contains("host loopback says hi"), "{out}");
+    // Its own loopback, the gateway, and the host's other ports stay out of reach, bound or not.
+    for (host, port) in [
+        ("127.0.0.1", loopback_port),
+        ("10.0.2.2", loopback_port),
+        ("hostsvc", other_port),
+        ("10.0.2.2", other_port),
+    ] {
+        let out = nc(bound.clone(), host, port, "probe").stdout().await.expect("nc");
+        assert!(
+            !out.contains("says hi") && !out.contains("not forwarded"),
+            "{host}:{port} must be out of reach: {out}"
+        );
+    }
+    let unbound = nc(env.busybox(), "10.0.2.2", loopback_port, "unbound")
+        .stdout()
+        .await
+        .expect("nc");
+    assert!(!unbound.contains("says hi"), "{unbound}");
+    // A service that binds the host service reaches it too (and its dependent reaches that service).
+    let relay = env
+        .busybox()
+        .with_service_binding("hostsvc", host_svc)
+        .with_exposed_port(8082)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            "mkdir -p /srv && wget -q -O /srv/index.html http://hostsvc:80/ && exec httpd -f -p 8082 -h /srv",
+        ]));
+    let c = fetch(env.busybox(), "relay", &relay, "http://relay:8082/index.html", "relay");
+    assert_eq!(c.stdout().await.expect("relayed"), "host loopback says hi");
+    assert!(
+        threads_inside() > 0,
+        "the relay's instance is still in its grace period"
+    );
+
+    // Once the session ends nothing is left: no thread of the engine's inside a namespace, no slirp4netns.
+    let Env {
+        _session: session,
+        _dirs: dirs,
+        ..
+    } = env;
+    session.shutdown(std::time::Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while threads_inside() > 0 || slirps() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left: {} threads inside namespaces, {} slirp4netns",
+            threads_inside(),
+            slirps()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(dirs);
+}
+
+/// The engine's threads inside containers' network namespaces (named `drs-inside`).
+fn threads_inside() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "drs-inside"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The `slirp4netns` processes this process started (and that are not yet reaped).
+fn slirps() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|p| {
+                    let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                    // `pid (comm) state ppid …`
+                    let Some((comm, rest)) = stat.split_once(") ") else {
+                        return false;
+                    };
+                    comm.ends_with("(slirp4netns") && rest.split(' ').nth(1) == Some(me.as_str())
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }

@@ -19,7 +19,8 @@
 //! is deleted, or when the engine dies (its `--exit-fd` is a pipe the engine holds). The namespaces are
 //! mounted under the cache directory (`tmp/netns/`) instead of `/var/run/netns`, inside the engine's own mount
 //! namespace; without `slirp4netns` (or without access to `/dev/net/tun`) execs get loopback only, and the
-//! engine says why once.
+//! engine says why once. Containers cannot reach each other there: the engine reaches services by making
+//! sockets inside the namespaces, as root of the user namespace that owns them (the `inside` submodule).
 //!
 //! Links, addresses and routes are made over rtnetlink (the `netlink` submodule), not by running `ip`. A namespace is
 //! made the way `ip netns add` makes one, on a thread of its own that is then discarded: the thread unshares
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 mod dns;
+pub(crate) mod inside;
 mod netlink;
 
 use netlink::Rtnl;
@@ -50,6 +52,8 @@ pub const SUBNET: &str = "10.87.0.0/16";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 87, 0, 1);
 /// The subnet's prefix length.
 const PREFIX: u8 = 16;
+/// The address `slirp4netns` gives a rootless container (on its `tap0`).
+pub const SLIRP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 /// Where named network namespaces are mounted (as `ip netns` does).
 const NETNS_DIR: &str = "/var/run/netns";
 
@@ -136,6 +140,17 @@ impl NetnsLease {
     /// The namespace's address on the bridge (`None` without one: loopback only, or rootless).
     pub fn address(&self) -> Option<Ipv4Addr> {
         self.ns.as_ref().and_then(|ns| ns.address).map(ip_of)
+    }
+
+    /// The namespace's own address besides loopback, as seen inside it: its address on the bridge, or, served
+    /// by `slirp4netns`, [`SLIRP_ADDRESS`]; `None` with loopback only.
+    pub fn own_address(&self) -> Option<Ipv4Addr> {
+        let ns = self.ns.as_ref()?;
+        match (ns.address, &ns.slirp) {
+            (Some(n), _) => Some(ip_of(n)),
+            (None, Some(_)) => Some(SLIRP_ADDRESS),
+            (None, None) => None,
+        }
     }
 }
 
@@ -371,6 +386,14 @@ impl Network {
     pub fn loopback_only() -> Self {
         let network = Self::new();
         *network.mode.lock() = Some(Mode::None);
+        network
+    }
+
+    /// Network state fixed to `mode`, without setting anything up (tests of what each mode allows).
+    #[cfg(test)]
+    pub(crate) fn fixed(mode: Mode) -> Self {
+        let network = Self::new();
+        *network.mode.lock() = Some(mode);
         network
     }
 

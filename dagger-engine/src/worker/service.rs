@@ -1,5 +1,5 @@
-//! Running services: long-lived processes (a container on the session's bridge, or a port forwarder) that
-//! execs reach over the network while they run.
+//! Running services: long-lived processes (a container in a network namespace of its own, or a port
+//! forwarder) that execs reach over the network while they run; how each is reached is its [`Reach`].
 //!
 //! [`Services`] keeps one instance per service ID for the engine's session: the first dependent starts it,
 //! later ones share it ([`ServiceLease`]s count them), and it stops a short while after the last lease is
@@ -8,7 +8,7 @@
 //! one start in flight and all see its outcome.
 //!
 //! A container service is ready when each of its checked TCP ports accepts a connection from the engine
-//! (into its address on the bridge); should its process exit first, starting fails with its exit code and
+//! (to its address on the bridge as root; rootless, to its own address, from inside its namespace); should its process exit first, starting fails with its exit code and
 //! the last lines it printed. Its process runs with [`Runtime::run_signalled`], so stopping it gracefully
 //! sends `SIGTERM` (then `SIGKILL` after [`STOP_TIMEOUT`]), and dropping an instance kills it outright: the
 //! run's future is dropped, which kills and deletes the container, and its network namespace goes with the
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::model::ids::Digest;
+use crate::worker::network::inside::Inside;
 use crate::worker::runtime::{LineSink, RunRequest, Runtime};
 
 /// How long an instance outlives its last dependent, so a pipeline's next exec finds it still running.
@@ -88,11 +89,60 @@ impl LogTail {
     }
 }
 
+/// Where a connection to one port of a service goes.
+#[derive(Clone, Debug)]
+pub(crate) enum Upstream {
+    /// An address the engine reaches from its own network namespace.
+    Direct(SocketAddr),
+    /// An address inside a container's network namespace, connected to from inside it.
+    Inside(Arc<Inside>, SocketAddr),
+}
+
+impl Upstream {
+    /// A new connection to it.
+    pub(crate) async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        match self {
+            Upstream::Direct(to) => tokio::net::TcpStream::connect(to).await,
+            Upstream::Inside(inside, to) => inside.connect(*to).await,
+        }
+    }
+}
+
+/// How a running service is reached, by the engine and by the containers that bind it.
+#[derive(Clone, Debug)]
+pub(crate) enum Reach {
+    /// At its address on the session's bridge, which the engine and every container reach (as root).
+    Bridge(Ipv4Addr),
+    /// At its own address inside its network namespace (rootless): the engine connects from inside it, and
+    /// containers through forwarders the engine runs in theirs.
+    Inside(Arc<Inside>, Ipv4Addr),
+    /// Ports of the client host's loopback, each frontend to its backend (a host service, rootless): the
+    /// engine connects from its own network namespace, the host's.
+    HostLoopback(Vec<(u16, u16)>),
+    /// Not from containers: the service is a way to the client's host (a tunnel).
+    Host,
+}
+
+impl Reach {
+    /// Where a connection to the service's `port` goes (`None`: nowhere a container may go).
+    pub(crate) fn upstream(&self, port: u16) -> Option<Upstream> {
+        match self {
+            Reach::Bridge(ip) => Some(Upstream::Direct(SocketAddr::from((*ip, port)))),
+            Reach::Inside(inside, ip) => Some(Upstream::Inside(inside.clone(), SocketAddr::from((*ip, port)))),
+            Reach::HostLoopback(ports) => ports
+                .iter()
+                .find(|(front, _)| *front == port)
+                .map(|(_, back)| Upstream::Direct(SocketAddr::from((Ipv4Addr::LOCALHOST, *back)))),
+            Reach::Host => None,
+        }
+    }
+}
+
 /// A service that is running (or was, and has exited): where it is, and how to stop it. Dropping it kills
 /// what still runs.
 pub(crate) struct Running {
-    /// Its address on the session's bridge (`None` for a forwarder on the host's loopback).
-    pub(crate) address: Option<Ipv4Addr>,
+    /// How it is reached.
+    pub(crate) reach: Reach,
     /// The ports it listens on (for a forwarder to the host, the ports it chose).
     pub(crate) ports: Vec<u16>,
     exit: watch::Receiver<Option<i32>>,
@@ -132,7 +182,7 @@ impl Drop for AllowGuard {
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
-            .field("address", &self.address)
+            .field("reach", &self.reach)
             .field("ports", &self.ports)
             .finish_non_exhaustive()
     }
@@ -157,17 +207,17 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// A running task (a forwarder) at `address` with `ports`: dropping the instance aborts it. `allowed`
-    /// is the forwarder's list of peers, when it keeps one.
+    /// A running task (a forwarder) reached as `reach`, with `ports`: dropping the instance aborts it.
+    /// `allowed` is the forwarder's list of peers, when it keeps one.
     pub(crate) fn task(
-        address: Option<Ipv4Addr>,
+        reach: Reach,
         ports: Vec<u16>,
         task: tokio::task::JoinHandle<()>,
         allowed: Option<Allowed>,
     ) -> Self {
         let (stopped, exit) = watch::channel(None);
         Self {
-            address,
+            reach,
             ports,
             exit,
             stopped: Some(stopped),
@@ -176,6 +226,14 @@ impl Running {
             allowed,
             on_drop: Mutex::new(None),
             container: None,
+        }
+    }
+
+    /// Its address on the session's bridge, when it has one.
+    pub(crate) fn address(&self) -> Option<Ipv4Addr> {
+        match self.reach {
+            Reach::Bridge(ip) => Some(ip),
+            _ => None,
         }
     }
 
@@ -233,8 +291,8 @@ pub(crate) struct ContainerService {
     /// What must live as long as the process (its filesystem, its network namespace, the leases of the
     /// services it uses): dropped when it ends.
     pub(crate) keep: Box<dyn Send>,
-    /// Its address on the bridge.
-    pub(crate) address: Ipv4Addr,
+    /// How it is reached (its health check too).
+    pub(crate) reach: Reach,
     /// The TCP ports to wait for.
     pub(crate) checks: Vec<u16>,
     /// Every port it exposes.
@@ -251,7 +309,7 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
     let ContainerService {
         req,
         keep,
-        address,
+        reach,
         checks,
         ports,
         on_line,
@@ -286,7 +344,7 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
         }
     });
     let running = Running {
-        address: Some(address),
+        reach,
         ports,
         exit,
         stopped: None,
@@ -307,7 +365,10 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
     };
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     for port in checks {
-        let target = SocketAddr::from((address, port));
+        let target = running
+            .reach
+            .upstream(port)
+            .ok_or_else(|| ServiceError::Other(format!("port {port} of the service cannot be reached")))?;
         loop {
             if running.exit_code().is_some() {
                 return Err(early(&running, &mut error_rx));
@@ -318,7 +379,7 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
                     logs: logs.lines(),
                 });
             }
-            let attempt = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(target));
+            let attempt = tokio::time::timeout(Duration::from_secs(1), target.connect());
             tokio::select! {
                 connected = attempt => {
                     if matches!(connected, Ok(Ok(_))) {
@@ -338,7 +399,7 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
 /// closes the listeners and every connection; `keep` (a network namespace, the lease of the service
 /// connected to) lives as long as the task.
 pub(crate) fn spawn_forwarders(
-    listeners: Vec<(tokio::net::TcpListener, SocketAddr)>,
+    listeners: Vec<(tokio::net::TcpListener, Upstream)>,
     keep: Box<dyn Send>,
     allowed: Option<Allowed>,
 ) -> tokio::task::JoinHandle<()> {
@@ -347,7 +408,7 @@ pub(crate) fn spawn_forwarders(
         // Dropped with this task (when it is aborted): every connection task goes with it.
         let mut connections = tokio::task::JoinSet::new();
         let mut accepting = tokio::task::JoinSet::new();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, Upstream)>(64);
         for (listener, target) in listeners {
             let (tx, allowed) = (tx.clone(), allowed.clone());
             accepting.spawn(async move {
@@ -355,7 +416,7 @@ pub(crate) fn spawn_forwarders(
                     if allowed.as_ref().is_some_and(|a| !a.lock().contains_key(&peer.ip())) {
                         continue;
                     }
-                    if tx.send((conn, target)).await.is_err() {
+                    if tx.send((conn, target.clone())).await.is_err() {
                         break;
                     }
                 }
@@ -364,7 +425,7 @@ pub(crate) fn spawn_forwarders(
         drop(tx);
         while let Some((mut conn, target)) = rx.recv().await {
             connections.spawn(async move {
-                if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                if let Ok(mut upstream) = target.connect().await {
                     let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
                 }
             });
@@ -375,39 +436,13 @@ pub(crate) fn spawn_forwarders(
     })
 }
 
-/// Listens on `ports` (TCP, every address) inside the network namespace at `netns`: the sockets are made on
-/// a thread of its own that joins the namespace (a socket stays in the namespace it was made in), then
-/// served from anywhere.
+/// Listens on `ports` (TCP, every address) inside the network namespace at `netns` (see [`Inside`]).
 pub(crate) async fn listen_in(netns: &std::path::Path, ports: &[u16]) -> Result<Vec<tokio::net::TcpListener>, String> {
-    let (netns, ports) = (netns.to_owned(), ports.to_vec());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("drs-listen".into())
-        .spawn(move || {
-            let made = (|| -> Result<Vec<std::net::TcpListener>, String> {
-                let ns = std::fs::File::open(&netns).map_err(|e| format!("cannot open {}: {e}", netns.display()))?;
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("cannot enter the network namespace {}: {e}", netns.display()))?;
-                ports
-                    .iter()
-                    .map(|p| {
-                        let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, *p))
-                            .map_err(|e| format!("cannot listen on port {p} in the service's namespace: {e}"))?;
-                        l.set_nonblocking(true)
-                            .map_err(|e| format!("cannot listen on port {p}: {e}"))?;
-                        Ok(l)
-                    })
-                    .collect()
-            })();
-            let _ = tx.send(made);
-        })
-        .map_err(|e| format!("cannot start a thread to listen in the service's namespace: {e}"))?;
-    let made = rx
-        .await
-        .map_err(|_| "the thread listening in the service's namespace stopped".to_owned())??;
-    made.into_iter()
-        .map(|l| tokio::net::TcpListener::from_std(l).map_err(|e| format!("cannot serve a listener: {e}")))
-        .collect()
+    let addresses: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from((Ipv4Addr::UNSPECIFIED, *p)))
+        .collect();
+    Inside::enter(netns).await?.listen(&addresses).await
 }
 
 /// One service ID's instance: starting, running, or failed to start.
@@ -658,7 +693,7 @@ mod tests {
     use super::*;
 
     fn idle() -> Running {
-        Running::task(None, vec![1], tokio::spawn(std::future::pending()), None)
+        Running::task(Reach::Host, vec![1], tokio::spawn(std::future::pending()), None)
     }
 
     #[tokio::test]
@@ -740,8 +775,12 @@ mod tests {
         let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("front");
         let port = front.local_addr().expect("addr").port();
         let allowed = Allowed::default();
-        let task = spawn_forwarders(vec![(front, target)], Box::new(()), Some(allowed.clone()));
-        let running = Running::task(None, vec![port], task, Some(allowed));
+        let task = spawn_forwarders(
+            vec![(front, Upstream::Direct(target))],
+            Box::new(()),
+            Some(allowed.clone()),
+        );
+        let running = Running::task(Reach::Host, vec![port], task, Some(allowed));
         let read = || async move {
             let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -756,6 +795,25 @@ mod tests {
         drop(guard);
         assert_eq!(read().await, b"", "withdrawn with the guard");
         assert!(idle().allow(Ipv4Addr::LOCALHOST).is_none(), "a process keeps no list");
+    }
+
+    #[test]
+    fn each_reach_says_where_a_port_goes() {
+        let addr = |u: Option<Upstream>| match u {
+            Some(Upstream::Direct(a)) => Some(a.to_string()),
+            Some(Upstream::Inside(_, a)) => Some(format!("inside {a}")),
+            None => None,
+        };
+        let bridge = Reach::Bridge(Ipv4Addr::new(10, 87, 0, 5));
+        assert_eq!(addr(bridge.upstream(8080)).as_deref(), Some("10.87.0.5:8080"));
+        let host = Reach::HostLoopback(vec![(80, 8080), (81, 9090)]);
+        assert_eq!(addr(host.upstream(81)).as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(
+            addr(host.upstream(8080)),
+            None,
+            "only the frontends a host service forwards"
+        );
+        assert_eq!(addr(Reach::Host.upstream(80)), None, "a tunnel is not for containers");
     }
 
     #[test]

@@ -117,8 +117,9 @@ pub(crate) async fn exec(
         stdin,
     )
     .await?;
-    // The host services it binds accept its connections (and no other container's) while it runs.
-    let allowed = req.1.address().map(|ip| services.allow(ip));
+    // The services it binds are reached from its namespace (the host services it binds accept its connections,
+    // and no other container's) while it runs.
+    let allowed = services.connect(&req.1.path(), req.1.address()).await?;
     let on_line = log_sink(engine, d, &plaintexts);
     let result = runtime.run(&req.0, on_line).await;
     // The secrets' files, the namespace and the services go as soon as the process is done.

@@ -313,7 +313,8 @@ fn etc_files(
 }
 
 /// The hosts file of a container: its own names, then each bound service's names (its alias, and the
-/// hostname derived from its ID) at its address on the session's bridge.
+/// hostname derived from its ID) at its address: on the session's bridge, or (rootless) the loopback
+/// address its forwarders listen on in the container's namespace.
 pub(crate) fn hosts_file(services: &[(String, Ipv4Addr)]) -> String {
     let mut text = String::from("127.0.0.1\tlocalhost dagger\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for (name, ip) in services {
@@ -330,6 +331,10 @@ pub(crate) struct ServiceProcess {
     pub(crate) req: RunRequest,
     /// Its address on the session's bridge (`None` without bridge networking).
     pub(crate) address: Option<Ipv4Addr>,
+    /// Its own address besides loopback, as seen inside its network namespace (rootless: slirp4netns's).
+    pub(crate) own_address: Option<Ipv4Addr>,
+    /// Where its network namespace is mounted.
+    pub(crate) netns: PathBuf,
     /// Every secret plaintext it was given (to scrub from its output).
     pub(crate) secrets: Vec<String>,
     /// Dropped when the process has ended.
@@ -376,6 +381,8 @@ pub(crate) async fn service_process(
     Ok(ServiceProcess {
         req,
         address: netns.address(),
+        own_address: netns.own_address(),
+        netns: netns.path(),
         secrets: plaintexts,
         keep: Box::new((netns, prepared, cache_lease, scratch_guard)),
     })

@@ -1,4 +1,4 @@
-//! `Service`: its fields, and how services come to be. A service is a container run as a long-lived process that execs reach over the session's bridge
+//! `Service`: its fields, and how services come to be. A service is a container run as a long-lived process that execs reach over the network
 //! (`Container.asService`, bound with `Container.withServiceBinding`), a way from containers to ports of the
 //! client's host (`Host.service`), and a way from the client's host to a service (`Host.tunnel`,
 //! `Service.up`).
@@ -8,6 +8,12 @@
 //! that ID (a short base32 form of the digest), so it is the same in every session; `withHostname` replaces
 //! it. Running one is the worker's job ([`crate::worker::service`]): one instance per service ID per session,
 //! started when a dependent exec (or `start`) needs it, shared, and stopped after the last dependent.
+//!
+//! As root, a bound service is reached at its address on the session's bridge, which the exec's hosts file
+//! gives its alias and hostname. Rootless, containers have a network each (served by its own `slirp4netns`)
+//! and cannot reach each other: the hosts file names a loopback address of the exec's own namespace
+//! (`127.0.0.2` on, one per service), where the engine listens on the service's exposed TCP ports and passes
+//! each connection on from inside the service's namespace (see [`run::Bindings::connect`]).
 //!
 //! An exec that binds a service is cached like any other: its key holds the service's ID, never the address
 //! the service got when it ran.

@@ -4,6 +4,7 @@
 //! a container's exec.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value, json};
@@ -17,7 +18,8 @@ use crate::ops::service::def::{Forward, ServiceDef, ServiceKind, TUNNEL_HOST, fo
 use crate::ops::value::Evaluated;
 use crate::solver::events::{Event, EventKind, OpInfo, Role};
 use crate::worker::network::Mode;
-use crate::worker::service::{AllowGuard, ContainerService, Running, ServiceError, ServiceLease};
+use crate::worker::network::inside::Inside;
+use crate::worker::service::{AllowGuard, ContainerService, Reach, Running, ServiceError, ServiceLease, Upstream};
 
 /// The ports a service exposes, as `Port` records (a tunnel's are known once it runs: it is started).
 pub(crate) async fn port_records(
@@ -111,23 +113,25 @@ pub(crate) async fn up(
 /// Listens on the client host's loopback for each of `forwards`, passing connections to the service of
 /// `lease` (held until the tunnel is dropped).
 async fn open_tunnel(lease: ServiceLease, forwards: &[Forward]) -> Result<Running, OpError> {
-    let Some(address) = lease.running().address else {
-        return Err(OpError::new(
-            "a tunnel leads to a service on the bridge, not to another tunnel",
-        ));
-    };
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
     for f in forwards {
+        let reach = &lease.running().reach;
+        let Some(upstream) = reach.upstream(f.backend) else {
+            return Err(OpError::new(match reach {
+                Reach::Host => "a tunnel leads to a service containers reach, not to another tunnel".to_owned(),
+                _ => format!("the service forwards no port {} to tunnel to", f.backend),
+            }));
+        };
         let listener = tokio::net::TcpListener::bind((TUNNEL_HOST, f.frontend))
             .await
             .map_err(|e| OpError::new(format!("cannot listen on {TUNNEL_HOST}:{}: {e}", f.frontend)))?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(f.frontend);
         ports.push(port);
-        listeners.push((listener, SocketAddr::from((address, f.backend))));
+        listeners.push((listener, upstream));
     }
     let task = crate::worker::service::spawn_forwarders(listeners, Box::new(lease), None);
-    Ok(Running::task(None, ports, task, None))
+    Ok(Running::task(Reach::Host, ports, task, None))
 }
 
 /// A lease on the running instance of service `d`, starting it when needed, and the service's hostname.
@@ -167,7 +171,7 @@ pub(crate) async fn acquire(engine: &Arc<Engine>, d: &Digest) -> Result<(Service
             };
             match result {
                 Ok(r) => {
-                    let at = r.address.map(|a| format!(" at {a}")).unwrap_or_default();
+                    let at = r.address().map(|a| format!(" at {a}")).unwrap_or_default();
                     let ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
                     e.emit_log("Service", &key, format!("{name} is ready{at} ({ms} ms)"));
                     if matches!(def.what, ServiceKind::Container { .. }) {
@@ -221,60 +225,177 @@ pub(crate) struct Bindings {
     _leases: Vec<ServiceLease>,
     /// Each alias and service hostname, with the service's address.
     pub(crate) hosts: Vec<(String, Ipv4Addr)>,
+    /// Rootless: each bound service's loopback address in the dependent's namespace, with its ports and
+    /// where a connection to each goes.
+    forwards: Vec<(Ipv4Addr, Vec<(u16, Upstream)>)>,
 }
 
-impl Bindings {
-    /// Lets the dependent at `ip` connect to the bound services that keep a list of peers (host services),
-    /// while the guards live.
-    pub(crate) fn allow(&self, ip: Ipv4Addr) -> Vec<AllowGuard> {
-        self._leases.iter().filter_map(|l| l.running().allow(ip)).collect()
+/// A dependent's connection to the services it binds, while it lives: its permissions with the host
+/// services it binds, and (rootless) the forwarders in its namespace.
+pub(crate) struct Connected {
+    _allowed: Vec<AllowGuard>,
+    _forwarders: Option<AbortOnDrop>,
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
-/// Starts (or joins) every service `st` binds, all at once.
+impl Bindings {
+    /// Connects the dependent whose network namespace is mounted at `netns` to the services it binds, until
+    /// the returned value is dropped. As root, the host services it binds accept connections from its
+    /// address on the bridge, `address`. Rootless, the engine listens inside its namespace on each bound
+    /// service's loopback address (what its hosts file names) and ports, and passes each connection to the
+    /// service: connecting from inside the service's namespace, or, for a host service, to the client host's
+    /// loopback.
+    pub(crate) async fn connect(&self, netns: &Path, address: Option<Ipv4Addr>) -> Result<Connected, OpError> {
+        let allowed = match address {
+            Some(ip) => self._leases.iter().filter_map(|l| l.running().allow(ip)).collect(),
+            None => Vec::new(),
+        };
+        if self.forwards.is_empty() {
+            return Ok(Connected {
+                _allowed: allowed,
+                _forwarders: None,
+            });
+        }
+        let fail = |e: String| OpError::new(format!("cannot connect the container to the services it binds: {e}"));
+        let inside = Inside::enter(netns).await.map_err(fail)?;
+        let mut listeners = Vec::new();
+        for (at, ports) in &self.forwards {
+            let addresses: Vec<SocketAddr> = ports.iter().map(|(p, _)| SocketAddr::from((*at, *p))).collect();
+            let made = inside.listen(&addresses).await.map_err(fail)?;
+            listeners.extend(made.into_iter().zip(ports.iter().map(|(_, u)| u.clone())));
+        }
+        let task = crate::worker::service::spawn_forwarders(listeners, Box::new(()), None);
+        Ok(Connected {
+            _allowed: allowed,
+            _forwarders: Some(AbortOnDrop(task)),
+        })
+    }
+}
+
+/// The loopback address of the `n`th service (from 0) a container binds, in its network namespace
+/// (rootless): `127.0.0.2` on, skipping addresses that end in `.0` or `.255`; `127.0.0.1` stays the
+/// container's own `localhost`. `None` past the end of `127.0.0.0/8`.
+pub(crate) fn loopback_address(n: usize) -> Option<Ipv4Addr> {
+    (2u32..0x00ff_ffff)
+        .filter(|v| v & 0xff != 0 && v & 0xff != 0xff)
+        .nth(n)
+        .map(|v| Ipv4Addr::from(0x7f00_0000 | v))
+}
+
+/// The TCP ports a container reaches a service on when the engine forwards them (rootless): a container
+/// service's exposed ports, a host service's frontends. Refused by name: a service with none (nothing to
+/// reach), and UDP ports (not forwarded).
+fn forwarded_ports(def: &ServiceDef, running: &Running, alias: &str) -> Result<Vec<u16>, OpError> {
+    let ports: Vec<u16> = match &def.what {
+        ServiceKind::Container { container, .. } => {
+            if let Some((p, _, _)) = container.config.ports.iter().find(|(_, proto, _)| proto != "TCP") {
+                return Err(OpError::new(format!(
+                    "`withServiceBinding(alias: \"{alias}\")`: the service exposes UDP port {p} \
+                     (`withExposedPort(protocol: UDP)`), and in rootless mode containers reach services through \
+                     TCP forwarders only: expose TCP ports, or run the engine as root"
+                )));
+            }
+            container
+                .config
+                .ports
+                .iter()
+                .filter_map(|(p, _, _)| u16::try_from(*p).ok())
+                .collect()
+        }
+        _ => running.ports.clone(),
+    };
+    if ports.is_empty() {
+        return Err(OpError::new(format!(
+            "`withServiceBinding(alias: \"{alias}\")`: the service exposes no ports, and in rootless mode \
+             containers reach a service on its exposed ports only: expose them with `withExposedPort`"
+        )));
+    }
+    Ok(ports)
+}
+
+/// Starts (or joins) every service `st` binds, all at once. As root a container reaches each at its address
+/// on the bridge; rootless, at a loopback address of its own namespace ([`loopback_address`]), one per
+/// service, where [`Bindings::connect`] forwards the service's ports.
 pub(crate) async fn bind(engine: &Arc<Engine>, st: &ContainerState) -> Result<Bindings, OpError> {
     let starts = st.services.iter().map(|b| async move {
         let (lease, own) = acquire(engine, &b.service)
             .await
             .map_err(|e| OpError::new(format!("{} (bound as `{}`)", e.message, b.alias)))?;
-        let Some(ip) = lease.running().address else {
-            return Err(OpError::new(format!(
-                "the service bound as `{}` is a tunnel to the client's host: containers reach the host with \
-                 `Host.service`",
-                b.alias
-            )));
-        };
-        Ok::<_, OpError>((lease, [(b.alias.clone(), ip), (own, ip)]))
+        Ok::<_, OpError>((b, lease, own))
     });
     let mut leases = Vec::new();
     let mut hosts = Vec::new();
-    for (lease, names) in futures_util::future::try_join_all(starts).await? {
+    let mut forwards: Vec<(Ipv4Addr, Vec<(u16, Upstream)>)> = Vec::new();
+    // Rootless: the loopback address each service got, by ID.
+    let mut given: Vec<(Digest, Ipv4Addr)> = Vec::new();
+    for (b, lease, own) in futures_util::future::try_join_all(starts).await? {
+        let ip = match &lease.running().reach {
+            Reach::Bridge(ip) => *ip,
+            Reach::Host => {
+                return Err(OpError::new(format!(
+                    "the service bound as `{}` is a tunnel to the client's host: containers reach the host with \
+                     `Host.service`",
+                    b.alias
+                )));
+            }
+            Reach::Inside(..) | Reach::HostLoopback(_) => match given.iter().find(|(d, _)| *d == b.service) {
+                Some((_, ip)) => *ip,
+                None => {
+                    let value = engine.eval(&b.service).await?;
+                    let Evaluated::Service(def) = &*value else {
+                        return Err(OpError::new("`service` is not a service"));
+                    };
+                    let ports = forwarded_ports(def, lease.running(), &b.alias)?;
+                    let ip = loopback_address(given.len()).ok_or_else(|| {
+                        OpError::new("`withServiceBinding`: too many services bound to one container")
+                    })?;
+                    let reach = &lease.running().reach;
+                    let upstreams = ports
+                        .iter()
+                        .filter_map(|p| reach.upstream(*p).map(|u| (*p, u)))
+                        .collect();
+                    given.push((b.service.clone(), ip));
+                    forwards.push((ip, upstreams));
+                    ip
+                }
+            },
+        };
         leases.push(lease);
-        for n in names {
+        for n in [(b.alias.clone(), ip), (own, ip)] {
             if !hosts.contains(&n) {
                 hosts.push(n);
             }
         }
     }
-    Ok(Bindings { _leases: leases, hosts })
+    Ok(Bindings {
+        _leases: leases,
+        hosts,
+        forwards,
+    })
 }
 
-/// Why services cannot run here, when they cannot: they need the session's bridge.
-fn need_bridge(engine: &Engine) -> Result<(), OpError> {
+/// Why services cannot run here, when they cannot: they need container networking (the session's bridge,
+/// or rootless, `slirp4netns`).
+fn need_network(engine: &Engine) -> Result<(), OpError> {
     match engine.network.current_mode() {
-        Mode::Bridge => Ok(()),
+        Mode::Bridge | Mode::Slirp => Ok(()),
         Mode::None => Err(OpError::new(format!(
-            "services need the session's bridge network, and containers get loopback only here ({}): unset \
-             DAGGER_RS_NETWORK=none, or run the engine as root with iptables installed",
+            "services need container networking (the session's bridge, or slirp4netns in rootless mode), and \
+             containers get loopback only here ({}): unset DAGGER_RS_NETWORK=none, or fix what keeps the network \
+             from being set up",
             engine
                 .network
                 .setup_error()
                 .unwrap_or_else(|| "DAGGER_RS_NETWORK=none".to_owned())
         ))),
-        Mode::Slirp => Err(OpError::new(
-            "services are not supported by this engine in rootless mode yet (each container has a network of \
-             its own there, which others cannot reach): run the engine as root to use services",
-        )),
     }
 }
 
@@ -288,16 +409,29 @@ async fn start_container(
     privileged: bool,
 ) -> Result<Running, ServiceError> {
     let other = |e: OpError| ServiceError::Other(e.message);
-    need_bridge(engine).map_err(other)?;
+    need_network(engine).map_err(other)?;
     let runtime = engine.runtime().map_err(other)?.clone();
     let deps = Box::pin(bind(engine, st)).await.map_err(other)?;
     let process = crate::ops::container::process::service_process(engine, d, st, host, argv, privileged, &deps.hosts)
         .await
         .map_err(other)?;
-    let address = process
-        .address
-        .ok_or_else(|| ServiceError::Other("the service got no address on the bridge".into()))?;
-    let allowed = deps.allow(address);
+    // As root, at its address on the bridge; rootless, at its own address inside its namespace, where the
+    // engine connects from inside.
+    let reach = match (process.address, process.own_address) {
+        (Some(ip), _) => Reach::Bridge(ip),
+        (None, Some(own)) => Reach::Inside(
+            Inside::enter(&process.netns)
+                .await
+                .map_err(|e| ServiceError::Other(format!("cannot reach the service's network: {e}")))?,
+            own,
+        ),
+        (None, None) => {
+            return Err(ServiceError::Other(
+                "the service got no network besides loopback".into(),
+            ));
+        }
+    };
+    let allowed = deps.connect(&process.netns, process.address).await.map_err(other)?;
     let ports: Vec<u16> = st
         .config
         .ports
@@ -334,7 +468,7 @@ async fn start_container(
     let svc = ContainerService {
         req: process.req,
         keep: Box::new((process.keep, allowed, deps)),
-        address,
+        reach,
         checks,
         ports,
         on_line,
@@ -343,10 +477,17 @@ async fn start_container(
     crate::worker::service::run_container(&runtime, svc).await
 }
 
-/// Starts a service that forwards to ports of the client host's loopback: listeners in a network
-/// namespace of their own on the bridge, connecting out from the engine's.
+/// Starts a service that forwards to ports of the client host's loopback: as root, listeners in a network
+/// namespace of their own on the bridge, connecting out from the engine's. Rootless nothing runs until a
+/// container binds it: the forwarders [`Bindings::connect`] runs in that container's namespace connect out
+/// from the engine's (the host's) namespace.
 async fn start_host(engine: &Arc<Engine>, ports: &[Forward]) -> Result<Running, ServiceError> {
-    need_bridge(engine).map_err(|e| ServiceError::Other(e.message))?;
+    need_network(engine).map_err(|e| ServiceError::Other(e.message))?;
+    let fronts: Vec<u16> = ports.iter().map(|f| f.frontend).collect();
+    if engine.network.current_mode() == Mode::Slirp {
+        let reach = Reach::HostLoopback(ports.iter().map(|f| (f.frontend, f.backend)).collect());
+        return Ok(Running::task(reach, fronts, tokio::spawn(std::future::pending()), None));
+    }
     let netns = engine
         .network
         .take()
@@ -355,20 +496,19 @@ async fn start_host(engine: &Arc<Engine>, ports: &[Forward]) -> Result<Running, 
     let address = netns
         .address()
         .ok_or_else(|| ServiceError::Other("the service got no address on the bridge".into()))?;
-    let fronts: Vec<u16> = ports.iter().map(|f| f.frontend).collect();
     let listeners = crate::worker::service::listen_in(&netns.path(), &fronts)
         .await
         .map_err(ServiceError::Other)?;
     let listeners = listeners
         .into_iter()
         .zip(ports)
-        .map(|(l, f)| (l, SocketAddr::from((Ipv4Addr::LOCALHOST, f.backend))))
+        .map(|(l, f)| (l, Upstream::Direct(SocketAddr::from((Ipv4Addr::LOCALHOST, f.backend)))))
         .collect();
     // Only the containers that bind the service may connect: the client's host ports are not for every
     // container on the bridge.
     let allowed = crate::worker::service::Allowed::default();
     let task = crate::worker::service::spawn_forwarders(listeners, Box::new(netns), Some(allowed.clone()));
-    Ok(Running::task(Some(address), fronts, task, Some(allowed)))
+    Ok(Running::task(Reach::Bridge(address), fronts, task, Some(allowed)))
 }
 
 /// Starts a tunnel: the upstream service, then listeners on the client host's loopback.
@@ -411,20 +551,21 @@ fn short(d: &Digest) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! What needs no runtime: the refusal to run services without the bridge.
+    //! What needs no runtime: the refusal to run services without container networking, the loopback
+    //! addresses and ports of rootless bindings.
 
     use super::*;
     use crate::ops::op::testing::engine;
 
     #[tokio::test]
-    async fn services_without_the_bridge_are_refused_with_the_reason() {
+    async fn services_without_container_networking_are_refused_with_the_reason() {
         let tmp = tempfile::tempdir().expect("dir");
         let mut e = engine(&tmp);
         Arc::get_mut(&mut e).expect("the only reference").network =
             Arc::new(crate::worker::network::Network::loopback_only());
-        let err = need_bridge(&e).expect_err("loopback only");
+        let err = need_network(&e).expect_err("loopback only");
         assert!(
-            err.message.contains("services need the session's bridge network"),
+            err.message.contains("services need container networking"),
             "{}",
             err.message
         );
@@ -438,7 +579,100 @@ mod tests {
         )
         .await
         .expect_err("no bridge");
-        assert!(err.to_string().contains("bridge network"), "{err}");
+        assert!(err.to_string().contains("container networking"), "{err}");
+        // With a network of their own per container, as root or not, services run.
+        for mode in [Mode::Bridge, Mode::Slirp] {
+            Arc::get_mut(&mut e).expect("the only reference").network =
+                Arc::new(crate::worker::network::Network::fixed(mode));
+            assert!(need_network(&e).is_ok(), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rootless_host_service_runs_nothing_until_a_container_binds_it() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let mut e = engine(&tmp);
+        Arc::get_mut(&mut e).expect("the only reference").network =
+            Arc::new(crate::worker::network::Network::fixed(Mode::Slirp));
+        let running = start_host(
+            &e,
+            &[Forward {
+                frontend: 80,
+                backend: 8080,
+            }],
+        )
+        .await
+        .expect("a host service");
+        assert_eq!(running.ports, [80]);
+        assert!(running.address().is_none(), "no address of its own");
+        assert!(
+            matches!(&running.reach, Reach::HostLoopback(p) if p == &[(80, 8080)]),
+            "{:?}",
+            running.reach
+        );
+    }
+
+    #[test]
+    fn rootless_bindings_get_loopback_addresses_past_localhost() {
+        assert_eq!(loopback_address(0), Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(loopback_address(1), Some(Ipv4Addr::new(127, 0, 0, 3)));
+        assert_eq!(loopback_address(252), Some(Ipv4Addr::new(127, 0, 0, 254)));
+        assert_eq!(
+            loopback_address(253),
+            Some(Ipv4Addr::new(127, 0, 1, 1)),
+            "no .255, no .0"
+        );
+        let all: Vec<Ipv4Addr> = (0..2000).filter_map(loopback_address).collect();
+        assert_eq!(all.len(), 2000);
+        assert!(all.iter().all(|a| a.is_loopback() && *a != Ipv4Addr::LOCALHOST));
+        let unique: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "each service its own");
+        assert_eq!(loopback_address(usize::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn rootless_bindings_forward_exposed_tcp_ports_and_refuse_the_rest_by_name() {
+        let mut st = ContainerState::default();
+        let container = |st: &ContainerState| ServiceDef {
+            what: ServiceKind::Container {
+                container: Box::new(st.clone()),
+                args: vec!["serve".into()],
+                privileged: false,
+            },
+            hostname: None,
+        };
+        let running = Running::task(Reach::Host, vec![80], tokio::spawn(async {}), None);
+        let err = forwarded_ports(&container(&st), &running, "db").expect_err("no ports");
+        assert!(
+            err.message.contains("withServiceBinding(alias: \"db\")"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("withExposedPort"), "{}", err.message);
+        st.config.ports.push((5432, "TCP".into(), None));
+        st.config.ports.push((8080, "TCP".into(), None));
+        assert_eq!(
+            forwarded_ports(&container(&st), &running, "db").map_err(|e| e.message),
+            Ok(vec![5432, 8080])
+        );
+        st.config.ports.push((53, "UDP".into(), None));
+        let err = forwarded_ports(&container(&st), &running, "db").expect_err("UDP");
+        assert!(err.message.contains("UDP port 53"), "{}", err.message);
+        assert!(err.message.contains("rootless"), "{}", err.message);
+        // A host service: the ports containers connect to.
+        let host = ServiceDef {
+            what: ServiceKind::Host {
+                ports: vec![Forward {
+                    frontend: 80,
+                    backend: 8080,
+                }],
+            },
+            hostname: None,
+        };
+        assert_eq!(
+            forwarded_ports(&host, &running, "h").map_err(|e| e.message),
+            Ok(vec![80])
+        );
     }
 
     #[test]
