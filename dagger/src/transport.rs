@@ -124,12 +124,10 @@ impl Transport {
         if base.starts_with("http://") {
             builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
         }
-        let http = builder
-            .build()
-            .map_err(|source| Error::Connect {
-                url: base.to_owned(),
-                source,
-            })?;
+        let http = builder.build().map_err(|source| Error::Connect {
+            url: base.to_owned(),
+            source,
+        })?;
         let traceparent = std::env::var("TRACEPARENT").ok().filter(|t| !t.is_empty());
         Ok(Self {
             http,

@@ -670,7 +670,7 @@ async fn inner_sdk_embedded_engine() {
 
 /// The quickstart pipeline (README command 1's work) as an ordinary user: `cargo test` and a release build
 /// in `rust:1-slim`, the binary copied into `debian:bookworm-slim`, published to a registry the user started,
-/// pulled back and run as a server that answers its self-test.
+/// pulled back, run for its self-test, and run as a service that a second container reaches by alias.
 #[test]
 fn rootless_the_quickstart_pipeline_runs_as_an_ordinary_user() {
     if testkit::users::is_root()
@@ -696,10 +696,6 @@ async fn inner_quickstart() {
     .await;
     let settings = Settings {
         address: format!("{}/quickstart-app:rootless", registry.host()),
-        // The engine refuses services rootless for now ("services are not supported by this engine in
-        // rootless mode yet"), so the step that serves the published image to a client container is off here;
-        // turn it on (drop this line) once services run rootless.
-        serve: false,
         ..Settings::default()
     };
     let report = quickstart::run(&dag, &settings)
@@ -715,6 +711,11 @@ async fn inner_quickstart() {
     assert!(report.published.contains("@sha256:"), "{}", report.published);
     report.check().unwrap_or_else(|e| panic!("{e}"));
     assert!(report.output.ends_with(&format!("{CHECK_PASSED}\n")) || report.output.ends_with(CHECK_PASSED));
+    // The published image answered, as a service, a client container that bound it by alias.
+    assert!(
+        report.served.as_ref().is_some_and(|s| !s.is_empty()),
+        "the service step ran"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------

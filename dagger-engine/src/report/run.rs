@@ -360,6 +360,8 @@ fn summarize(ops: &[Op], wall_ms: u64, critical_ms: u64, critical_ops: usize) ->
         match op.state {
             State::Done => s.run += 1,
             State::Cached => s.cached += 1,
+            // A service runs until it is stopped: up when the report is made is not work left undone.
+            State::Running if op.op == "Service" => {}
             State::Running => s.running += 1,
             State::Queued => s.queued += 1,
             State::Failed => {}

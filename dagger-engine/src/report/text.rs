@@ -151,6 +151,8 @@ struct Tracked {
     serves: Option<String>,
     /// Bytes it downloaded from a registry.
     pulled: u64,
+    /// Whether it is a service (op `Service`): it runs until it is stopped, so it is not work left undone.
+    service: bool,
     role: Role,
     inputs: Vec<String>,
     state: State,
@@ -171,8 +173,10 @@ impl Tracked {
 /// How many operations are where.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Work that is running.
+    /// Work that is running (services aside).
     pub running: usize,
+    /// Services that are up.
+    pub services: usize,
     /// Work that is waiting for what it is built from.
     pub queued: usize,
     /// Work that ran and succeeded.
@@ -210,6 +214,7 @@ impl Tracker {
             label: ev.op.clone(),
             serves: None,
             pulled: 0,
+            service: ev.op == "Service",
             role: Role::Work,
             inputs: Vec::new(),
             state: State::Queued,
@@ -321,6 +326,7 @@ impl Tracker {
                 continue;
             }
             match op.state {
+                State::Running if op.service => c.services += 1,
                 State::Running => c.running += 1,
                 State::Queued => c.queued += 1,
                 State::Done => c.run += 1,
@@ -343,6 +349,10 @@ impl Tracker {
         );
         if c.running > 0 {
             out.push_str(&format!(", {} still running", c.running));
+        }
+        if c.services > 0 {
+            let s = if c.services == 1 { "" } else { "s" };
+            out.push_str(&format!(", {} service{s} up", c.services));
         }
         if c.queued > 0 {
             // Asked for, and never started: what they are built from failed, or their request went away.
@@ -494,6 +504,30 @@ mod tests {
             "{}",
             t.summary_line(Duration::from_secs(2), None)
         );
+    }
+
+    #[test]
+    fn a_service_still_up_is_not_work_left_undone() {
+        let mut t = Tracker::new();
+        plain(
+            &mut t,
+            &[
+                ev("Service", "s", EventKind::Started, "abc: app serve", Role::Work, &[]),
+                ev(
+                    "Container.withExec",
+                    "x",
+                    EventKind::Started,
+                    "wget app",
+                    Role::Work,
+                    &[],
+                ),
+                ev("Container.withExec", "x", EventKind::Done(5), "", Role::Work, &[]),
+            ],
+        );
+        let c = t.counts();
+        assert_eq!((c.running, c.services, c.run), (0, 1, 1));
+        let line = t.summary_line(Duration::from_secs(1), None);
+        assert!(line.ends_with("in 1.0s, 1 service up"), "{line}");
     }
 
     #[test]
