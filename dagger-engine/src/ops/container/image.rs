@@ -210,6 +210,9 @@ pub(crate) async fn from(
     Ok(())
 }
 
+/// How many layers of one image are unpacked at once.
+const UNPACK_AT_ONCE: usize = 4;
+
 /// Makes `st` the pulled or imported image: its layers (unpacked once) and configuration. What unpacking a
 /// layer left out (device nodes, fifos) is reported as a log line of the operation `op`, one per layer.
 pub(crate) async fn apply_image(
@@ -227,17 +230,41 @@ pub(crate) async fn apply_image(
                 .ok_or_else(|| OpError::new(format!("layer digest `{}` is not a sha256 digest", l.digest)))
         })
         .collect::<Result<_, _>>()?;
-    let (names, skipped) = tokio::task::spawn_blocking(move || -> Result<(Vec<String>, Vec<String>), OpError> {
-        let (mut names, mut skipped) = (Vec::new(), Vec::new());
-        for b in &blobs {
-            let (_, extracted) = crate::worker::oci::layer::extract_reporting(&store, b).map_err(oci)?;
-            skipped.extend(extracted.summary(&format!("sha256:{b}")));
-            names.push(b.to_string());
-        }
-        Ok((names, skipped))
-    })
-    .await
-    .map_err(|e| OpError::new(format!("internal error: {e}")))??;
+    // Layers unpacked while they downloaded are in place; the others are unpacked now, side by side (each
+    // into a directory of its own).
+    // (The futures are made up front: a stream holding the closure that makes them is not `Send` for every
+    // lifetime.)
+    let unpacking: Vec<_> = blobs
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, blob)| {
+            let store = store.clone();
+            let during_pull = image.unpacked.get(i).cloned().flatten();
+            async move {
+                if let Some(extracted) = during_pull
+                    && store.layer_path(&blob).is_dir()
+                {
+                    return Ok(extracted);
+                }
+                tokio::task::spawn_blocking(move || crate::worker::oci::layer::extract_reporting(&store, &blob))
+                    .await
+                    .map_err(|e| OpError::new(format!("internal error: {e}")))?
+                    .map(|(_, extracted)| extracted)
+                    .map_err(oci)
+            }
+        })
+        .collect();
+    use futures_util::StreamExt as _;
+    let extracted: Vec<Result<_, OpError>> = futures_util::stream::iter(unpacking)
+        .buffered(UNPACK_AT_ONCE)
+        .collect()
+        .await;
+    let mut skipped = Vec::new();
+    for (b, extracted) in blobs.iter().zip(extracted) {
+        skipped.extend(extracted?.summary(&format!("sha256:{b}")));
+    }
+    let names: Vec<String> = blobs.iter().map(ToString::to_string).collect();
     for line in skipped {
         engine.emit_log(op, d, line);
     }

@@ -488,6 +488,7 @@ fn import_docker_archive(
         config,
         layers,
         downloaded: 0,
+        unpacked: Vec::new(),
     })
 }
 
@@ -514,6 +515,7 @@ fn import_manifest(
         config,
         layers,
         downloaded: 0,
+        unpacked: Vec::new(),
     })
 }
 

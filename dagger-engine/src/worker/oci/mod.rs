@@ -19,6 +19,7 @@ pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+mod unpack;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -46,6 +46,7 @@ use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode, header};
 
 use super::manifest::{ACCEPTED_MANIFEST_TYPES, Descriptor, Document, ImageManifest, select_platform};
+use super::unpack::Unpacking;
 use super::{
     Blob, BuiltImage, DOCKER_CONFIG, LayerBlob, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OciError,
     Platform, Reference, sha256_of,
@@ -291,6 +292,19 @@ pub struct PulledImage {
     /// How many bytes this pull downloaded: the manifests, and the blobs that were not in the store yet
     /// (0 for a tarball import).
     pub downloaded: u64,
+    /// For each layer (in [`layers`](Self::layers)' order) that was unpacked while it downloaded: what the
+    /// unpacking left out (see [`Extracted::summary`](super::layer::Extracted::summary)); `None` for the others,
+    /// which are unpacked from the store when the image is used.
+    pub unpacked: Vec<Option<super::layer::Extracted>>,
+}
+
+/// A blob a pull fetched (or found in the store).
+struct Fetched {
+    blob: Blob,
+    /// Bytes downloaded (0 when it was in the store).
+    downloaded: u64,
+    /// For a layer unpacked while it downloaded: what the unpacking left out.
+    unpacked: Option<super::layer::Extracted>,
 }
 
 /// What a request body is made from; rebuilt for each attempt, so requests can be retried after a challenge.
@@ -538,9 +552,10 @@ impl RegistryClient {
                 supported: "OCI and Docker image configs (artifacts are not images)",
             });
         }
-        let (config_blob, mut downloaded) = self
+        let config = self
             .fetch_blob(ep, store, repo, manifest.config(), auth, reference)
             .await?;
+        let (config_blob, mut downloaded) = (config.blob, config.downloaded);
         let config = read_config(&config_blob.path, &format!("the config of {reference}"))?;
         for layer in manifest.layers() {
             if !is_layer_type(layer.media_type().as_ref()) {
@@ -558,20 +573,22 @@ impl RegistryClient {
             .iter()
             .map(|d| self.fetch_blob(ep, store, repo, d, auth, reference))
             .collect();
-        let fetched: Vec<(LayerBlob, u64)> = futures_util::stream::iter(fetches)
+        let fetched: Vec<Fetched> = futures_util::stream::iter(fetches)
             .buffered(PARALLEL_LAYERS)
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
-        downloaded += fetched.iter().map(|(_, n)| n).sum::<u64>();
+        downloaded += fetched.iter().map(|f| f.downloaded).sum::<u64>();
+        let (layers, unpacked) = fetched.into_iter().map(|f| (f.blob, f.unpacked)).unzip();
         Ok(PulledImage {
             reference: Some(reference.clone()),
             manifest_digest,
             config_digest: manifest.config().digest().to_string(),
             config,
-            layers: fetched.into_iter().map(|(blob, _)| blob).collect(),
+            layers,
             downloaded,
+            unpacked,
         })
     }
 
@@ -619,8 +636,8 @@ impl RegistryClient {
         Ok((body, content_type))
     }
 
-    // Streams one blob into the store unless it is there already, verifying its digest and size; returns it
-    // with how many bytes were downloaded (0 when it was there).
+    // Streams one blob into the store unless it is there already, verifying its digest and size; a layer is
+    // unpacked as it arrives (see `unpack`).
     async fn fetch_blob(
         &self,
         ep: &Endpoint,
@@ -629,7 +646,7 @@ impl RegistryClient {
         d: &Descriptor,
         auth: Option<&Auth>,
         reference: &Reference,
-    ) -> Result<(Blob, u64), OciError> {
+    ) -> Result<Fetched, OciError> {
         let what = format!("blob {} of {reference}", d.digest());
         let digest = d
             .as_digest_sha256()
@@ -647,7 +664,11 @@ impl RegistryClient {
             path,
         };
         if store.has_blob(&digest) {
-            return Ok((blob(store.blob_path(&digest)), 0));
+            return Ok(Fetched {
+                blob: blob(store.blob_path(&digest)),
+                downloaded: 0,
+                unpacked: None,
+            });
         }
         let url = format!("{}/v2/{repo}/blobs/{}", ep.base, d.digest());
         let resp = self
@@ -666,6 +687,11 @@ impl RegistryClient {
             .await?;
         let mut resp = expect_status(ep, resp, &[StatusCode::OK], &what).await?;
         let mut writer = store.blob_writer()?;
+        let mut unpacking = if is_layer_type(d.media_type().as_ref()) {
+            Unpacking::start(store, &digest)
+        } else {
+            None
+        };
         let idle = self.config.timeouts.idle;
         loop {
             let next = tokio::time::timeout(idle, resp.chunk())
@@ -678,10 +704,22 @@ impl RegistryClient {
             if writer.size() > size {
                 return Err(OciError::TooLarge { what, expected: size });
             }
+            if let Some(u) = &mut unpacking {
+                u.feed(&chunk).await;
+            }
         }
         let downloaded = writer.size();
-        match writer.commit(Some(&digest)) {
-            Ok(_) => Ok((blob(store.blob_path(&digest)), downloaded)),
+        let committed = writer.commit(Some(&digest));
+        let unpacked = match unpacking {
+            Some(u) => u.finish(store, &digest, committed.is_ok()).await,
+            None => None,
+        };
+        match committed {
+            Ok(_) => Ok(Fetched {
+                blob: blob(store.blob_path(&digest)),
+                downloaded,
+                unpacked,
+            }),
             Err(BlobError::Mismatch { expected, actual }) => Err(OciError::DigestMismatch {
                 what,
                 expected: format!("sha256:{expected}"),
