@@ -112,22 +112,15 @@ impl Response {
 impl Transport {
     /// A transport to the engine at `base` (`http://127.0.0.1:PORT`), authenticating with `token`.
     pub(crate) fn new(base: &str, token: String, keepalive: Option<Box<dyn Any + Send + Sync>>) -> Result<Self, Error> {
-        #[allow(unused_mut)]
-        let mut builder = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             // The engine is on loopback: a proxy from the environment must never sit in between.
             .no_proxy()
-            .connect_timeout(Duration::from_secs(30));
-        // With `embedded`, reqwest has TLS (the engine pulls over HTTPS), and a TLS-capable client reads the
-        // system's CA bundle when it is built: 40 of the 47 ms an in-process session takes to start (bench
-        // figure 14g). A session over plain HTTP needs no certificate roots.
-        #[cfg(feature = "embedded")]
-        if base.starts_with("http://") {
-            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
-        }
-        let http = builder.build().map_err(|source| Error::Connect {
-            url: base.to_owned(),
-            source,
-        })?;
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| Error::Connect {
+                url: base.to_owned(),
+                source,
+            })?;
         let traceparent = std::env::var("TRACEPARENT").ok().filter(|t| !t.is_empty());
         Ok(Self {
             http,
