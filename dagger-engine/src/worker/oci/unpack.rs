@@ -23,8 +23,9 @@ use super::layer::{Extracted, decompress, extract_tar};
 use crate::model::ids::Digest;
 use crate::store::Store;
 
-/// Chunks in flight between the download and the unpacking thread.
-const QUEUE: usize = 64;
+/// Chunks in flight between the download and the unpacking thread. A chunk of an HTTP/1 body on loopback can
+/// be a few hundred KiB, so this bounds the memory a layer's unpacking holds to a few MiB.
+const QUEUE: usize = 8;
 
 /// The unpacking of one layer from its download (see the module docs).
 pub(crate) struct Unpacking {
