@@ -1705,6 +1705,36 @@ impl Container {
         Container::from_ctx(self.ctx.select("withExposedPort", gql_args))
     }
 
+    /// Removes a declared port; nothing changes if the port is not declared with that protocol.
+    ///
+    /// # Arguments
+    /// - `port`: The port number.
+    ///
+    /// Optional arguments keep their defaults; set them with [`Self::without_exposed_port_opts`].
+    ///
+    /// GraphQL field `Container.withoutExposedPort`.
+    pub fn without_exposed_port(&self, port: i64) -> Container {
+        self.without_exposed_port_opts(port, ContainerWithoutExposedPortOpts::default())
+    }
+
+    /// Removes a declared port; nothing changes if the port is not declared with that protocol.
+    ///
+    /// # Arguments
+    /// - `port`: The port number.
+    ///
+    /// Like [`Self::without_exposed_port`], with the optional arguments in [`ContainerWithoutExposedPortOpts`].
+    ///
+    /// GraphQL field `Container.withoutExposedPort`.
+    pub fn without_exposed_port_opts(&self, port: i64, opts: ContainerWithoutExposedPortOpts) -> Container {
+        let mut gql_args: Vec<(&'static str, Value)> = Vec::new();
+        let port: i64 = port;
+        gql_args.push(("port", Value::Int(port)));
+        if let Some(v) = &opts.protocol {
+            gql_args.push(("protocol", v.to_value()));
+        }
+        Container::from_ctx(self.ctx.select("withoutExposedPort", gql_args))
+    }
+
     /// The ports the container declares it listens on.
     ///
     /// GraphQL field `Container.exposedPorts`.
@@ -2962,6 +2992,25 @@ impl ContainerWithExposedPortOpts {
     /// Sets [`ContainerWithExposedPortOpts::experimental_skip_healthcheck`].
     pub fn experimental_skip_healthcheck(mut self, value: bool) -> Self {
         self.experimental_skip_healthcheck = Some(value);
+        self
+    }
+}
+
+/// Optional arguments of [`Container::without_exposed_port_opts`]; `None` leaves the engine's default.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerWithoutExposedPortOpts {
+    /// The transport protocol of the port.
+    ///
+    /// Default: `TCP`.
+    ///
+    /// GraphQL argument `Container.withoutExposedPort(protocol:)`.
+    pub protocol: Option<NetworkProtocol>,
+}
+
+impl ContainerWithoutExposedPortOpts {
+    /// Sets [`ContainerWithoutExposedPortOpts::protocol`].
+    pub fn protocol(mut self, value: NetworkProtocol) -> Self {
+        self.protocol = Some(value);
         self
     }
 }

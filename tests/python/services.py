@@ -84,6 +84,10 @@ async def check_binding_hostname_endpoint_and_ports(reg: str) -> None:
     # The ID loads the same service back.
     loaded = dag.load_service_from_id(dagger.ServiceID(await svc.id()))
     expect(await loaded.hostname(), host, "hostname of a loaded service")
+    # A declared port can be removed again, by port and protocol.
+    two = busybox(reg).with_exposed_port(8080).with_exposed_port(53, protocol=dagger.NetworkProtocol.UDP)
+    left = await two.without_exposed_port(8080).without_exposed_port(53).exposed_ports()
+    expect([(await p.port(), await p.protocol()) for p in left], [(53, dagger.NetworkProtocol.UDP)], "without_exposed_port")
 
 
 async def check_default_command_and_entrypoint(reg: str) -> None:

@@ -2131,6 +2131,31 @@ impl ContainerWithExposedPort {
     }
 }
 
+/// The arguments of `Container.withoutExposedPort`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ContainerWithoutExposedPort {
+    /// The port number.
+    ///
+    /// GraphQL argument `port`.
+    pub(crate) port: i64,
+    /// The transport protocol of the port.
+    ///
+    /// Default: `TCP`.
+    ///
+    /// GraphQL argument `protocol`.
+    pub(crate) protocol: NetworkProtocol,
+}
+
+impl ContainerWithoutExposedPort {
+    /// Reads the arguments from their coerced JSON form.
+    pub(crate) fn parse(m: &Map<String, Value>) -> Result<Self, String> {
+        Ok(Self {
+            port: required(m, "port").map_err(|e| format!("`port`: {e}"))?,
+            protocol: or_default(m, "protocol", || NetworkProtocol::Tcp).map_err(|e| format!("`protocol`: {e}"))?,
+        })
+    }
+}
+
 /// The arguments of `Container.withLabel`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ContainerWithLabel {
@@ -2723,6 +2748,10 @@ pub(crate) enum ContainerField {
     ///
     /// GraphQL field `Container.withExposedPort`.
     WithExposedPort(ContainerWithExposedPort),
+    /// Removes a declared port; nothing changes if the port is not declared with that protocol.
+    ///
+    /// GraphQL field `Container.withoutExposedPort`.
+    WithoutExposedPort(ContainerWithoutExposedPort),
     /// The ports the container declares it listens on.
     ///
     /// GraphQL field `Container.exposedPorts`.
@@ -2918,6 +2947,9 @@ impl ContainerField {
             "withExposedPort" => Self::WithExposedPort(
                 ContainerWithExposedPort::parse(args).map_err(invalid("Container.withExposedPort"))?,
             ),
+            "withoutExposedPort" => Self::WithoutExposedPort(
+                ContainerWithoutExposedPort::parse(args).map_err(invalid("Container.withoutExposedPort"))?,
+            ),
             "exposedPorts" => Self::ExposedPorts,
             "withLabel" => Self::WithLabel(ContainerWithLabel::parse(args).map_err(invalid("Container.withLabel"))?),
             "withoutLabel" => {
@@ -3000,6 +3032,7 @@ impl ContainerField {
             Self::Stat(_) => "stat",
             Self::WithNewFile(_) => "withNewFile",
             Self::WithExposedPort(_) => "withExposedPort",
+            Self::WithoutExposedPort(_) => "withoutExposedPort",
             Self::ExposedPorts => "exposedPorts",
             Self::WithLabel(_) => "withLabel",
             Self::WithoutLabel(_) => "withoutLabel",

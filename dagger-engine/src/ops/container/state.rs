@@ -429,6 +429,15 @@ pub(crate) fn edit(field: ContainerField) -> Result<StateEdit, ContainerField> {
         F::WithExposedPort(a) => {
             boxed(move |st| with_exposed_port(st, a.port, a.protocol, a.description, a.experimental_skip_healthcheck))
         }
+        F::WithoutExposedPort(a) => boxed(move |st| {
+            let protocol = a.protocol.as_str();
+            st.config
+                .ports
+                .retain(|(p, proto, _)| !(*p == a.port && proto == protocol));
+            st.unchecked_ports
+                .retain(|(p, proto)| !(*p == a.port && proto == protocol));
+            Ok(())
+        }),
         F::WithServiceBinding(a) => boxed(move |st| with_service_binding(st, a.alias, a.service)),
         F::WithRegistryAuth(a) => boxed(move |st| {
             st.registry_auth.retain(|(addr, _, _)| *addr != a.address);
@@ -668,6 +677,19 @@ mod tests {
         // Exposed again without skipping: checked again.
         apply(&mut st, "withExposedPort", json!({ "port": 53, "protocol": "UDP" })).expect("edit");
         assert!(st.unchecked_ports.is_empty());
+        // Removed by port and protocol (TCP unless said); a port not declared changes nothing.
+        apply(
+            &mut st,
+            "withExposedPort",
+            json!({ "port": 9, "experimentalSkipHealthcheck": true }),
+        )
+        .expect("edit");
+        apply(&mut st, "withoutExposedPort", json!({ "port": 80 })).expect("edit");
+        apply(&mut st, "withoutExposedPort", json!({ "port": 53, "protocol": "UDP" })).expect("edit");
+        apply(&mut st, "withoutExposedPort", json!({ "port": 9 })).expect("edit");
+        apply(&mut st, "withoutExposedPort", json!({ "port": 1234 })).expect("edit");
+        assert_eq!(st.config.ports, [(80, "UDP".to_owned(), None)]);
+        assert!(st.unchecked_ports.is_empty(), "{:?}", st.unchecked_ports);
     }
 
     #[test]
