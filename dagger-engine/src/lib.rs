@@ -118,9 +118,14 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// The session ends: the server stops accepting requests and every container the engine runs (execs and
+    /// services) is killed now. The engine itself may live on a little in tasks that hold it, but nothing it
+    /// started outlives the session — not even when the cache directory is removed right after (a test's
+    /// temporary directory), which would leave the runtime unable to find its containers later.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+            self.engine.stop_containers_now();
         }
     }
 }

@@ -461,6 +461,43 @@ fn a_session_dropped_without_a_shutdown_takes_its_services_with_it() {
     drop(cache);
 }
 
+/// The usual shape of a test or a program: the session is dropped, and its cache directory right after, while
+/// the engine still lives in the runtime's tasks. Dropping the session kills what it runs at once, so nothing
+/// is left to a runtime that could no longer find its containers' state.
+#[test]
+fn a_dropped_session_kills_its_services_before_its_cache_directory_goes() {
+    let marker = format!("drs-test-dropped-cache-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut env = start().await;
+        let svc = env
+            .busybox()
+            .with_exposed_port(8080)
+            .as_service_opts(ContainerAsServiceOpts::default().args([
+                "sh",
+                "-c",
+                &format!("httpd -f -p 8080 -h /srv; : {marker}"),
+            ]));
+        svc.start().await.expect("start");
+        assert!(
+            !testkit::process::processes_with(&marker).is_empty(),
+            "the service runs"
+        );
+        let Env { session, _dirs, .. } = env;
+        drop(session);
+        drop(_dirs);
+        assert!(
+            testkit::process::processes_with(&marker).is_empty(),
+            "the service's process outlived its session"
+        );
+    });
+    drop(runtime);
+    assert!(testkit::process::processes_with(&marker).is_empty());
+}
+
 #[tokio::test]
 async fn the_host_reaches_a_service_through_a_tunnel_on_loopback() {
     let mut env = start().await;

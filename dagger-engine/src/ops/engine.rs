@@ -306,6 +306,15 @@ impl Engine {
         self.services.stop_all();
     }
 
+    /// [`stop_containers`](Self::stop_containers), synchronously (a session dropped at the end of a program,
+    /// whose runtime may run no other task, and whose cache directory may go right after).
+    pub fn stop_containers_now(&self) {
+        if let Some(Ok(rt)) = self.runtime.get() {
+            rt.stop_now();
+        }
+        self.services.stop_all();
+    }
+
     /// Reports a line of output from an operation.
     pub(crate) fn emit_log(&self, op: &str, digest: &Digest, line: String) {
         self.emit_event(op, digest, EventKind::Log(line));

@@ -283,6 +283,16 @@ impl Runtime {
         }
     }
 
+    /// [`stop`](Self::stop), synchronously: for a session that ends while its runtime may not run another
+    /// task (the end of a program), and before what the runtime's state directory lives in may go.
+    pub fn stop_now(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ids: Vec<String> = self.running.lock().iter().cloned().collect();
+        for id in ids {
+            self.kill_now(&id);
+        }
+    }
+
     /// Writes the bundle for `req` and runs it to completion, passing each output line to `on_line`
     /// (`true` for stderr).
     pub async fn run(&self, req: &RunRequest, on_line: LineSink) -> Result<RunOutput, RuntimeError> {
