@@ -7,6 +7,7 @@
 //! - `figures`: the measurements, ours and the peer back to back in each repetition; `chains` (deep chains'
 //!   memory) and `collect` (the start-up collection after a killed engine);
 //! - `pipelines`: the `#[step]`s and `pipeline!`s measured, and their plain-API twins;
+//! - `services` (figure 16) and `rootless` (figure 17, engines run as an ordinary user);
 //! - `engine`: the engine process; `raw`: raw runtime bundles; `docker`: the private dockerd;
 //! - `fixtures`: the loopback registry and images; `proxy`: the request counter;
 //! - `stats`, `machine`, `report`: summaries, `/proc` readers and the Markdown output.

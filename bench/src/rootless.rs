@@ -195,41 +195,55 @@ impl Bench {
             events: None,
         };
         let log = |name: &str| self.run_dir().join(format!("engine-{name}.log"));
-        let root = EngineProc::start(
-            &self.engine_bin,
-            &opts(self.run_dir().join("cache-rl-root"), self.work.clone(), false),
-            &log("rl-root"),
-        )
-        .await?;
-        let root_none = EngineProc::start(
-            &self.engine_bin,
-            &opts(self.run_dir().join("cache-rl-root-none"), self.work.clone(), true),
-            &log("rl-root-none"),
-        )
-        .await?;
         let work = staged.owned_dir("work")?;
-        let rootless = EngineProc::start_as(
-            &staged.bin,
-            &opts(staged.owned_dir("cache")?, work.clone(), false),
-            &log("rootless"),
-            Some(&staged.user),
-        )
-        .await?;
-        let rootless_none = EngineProc::start_as(
-            &staged.bin,
-            &opts(staged.owned_dir("cache-none")?, work, true),
-            &log("rootless-none"),
-            Some(&staged.user),
-        )
-        .await?;
-        check_uid(rootless.pid, staged.user.uid)?;
-        check_uid(rootless_none.pid, staged.user.uid)?;
-        Ok(Four {
-            root,
-            root_none,
-            rootless,
-            rootless_none,
-        })
+        let specs = [
+            (self.run_dir().join("cache-rl-root"), self.work.clone(), false, None),
+            (self.run_dir().join("cache-rl-root-none"), self.work.clone(), true, None),
+            (staged.owned_dir("cache")?, work.clone(), false, Some(&staged.user)),
+            (staged.owned_dir("cache-none")?, work, true, Some(&staged.user)),
+        ];
+        let mut up: Vec<EngineProc> = Vec::new();
+        let mut failed = None;
+        for (i, (cache, workdir, none, user)) in specs.into_iter().enumerate() {
+            let bin = if user.is_some() { &staged.bin } else { &self.engine_bin };
+            let name = LABELS[i].replace(' ', "-");
+            let started = EngineProc::start_as(bin, &opts(cache, workdir, none), &log(&name), user)
+                .await
+                .and_then(|e| match user {
+                    Some(u) => check_uid(e.pid, u.uid).map(|()| e),
+                    None => Ok(e),
+                });
+            match started {
+                Ok(e) => up.push(e),
+                Err(e) => {
+                    failed = Some(format!("starting the {} engine: {e}", LABELS[i]));
+                    break;
+                }
+            }
+        }
+        // Stopped with SIGINT, which a rootless engine passes on to its restart in the user namespace (a
+        // SIGKILL on drop would leave that one running).
+        let four = match (failed, <[EngineProc; 4]>::try_from(up)) {
+            (None, Ok([root, root_none, rootless, rootless_none])) => Four {
+                root,
+                root_none,
+                rootless,
+                rootless_none,
+            },
+            (failed, Ok(all)) => {
+                for e in all {
+                    e.stop().await;
+                }
+                return Err(failed.unwrap_or_default());
+            }
+            (failed, Err(some)) => {
+                for e in some {
+                    e.stop().await;
+                }
+                return Err(failed.unwrap_or_else(|| "not every engine started".to_owned()));
+            }
+        };
+        Ok(four)
     }
 
     /// Figure 17: rootless against root, side by side.
