@@ -23,6 +23,14 @@ pub(crate) struct EngineOpts {
     pub(crate) events: Option<PathBuf>,
 }
 
+/// An ordinary user to run an engine as (rootless mode): the engine binary re-runs itself in a user namespace.
+#[derive(Clone, Debug)]
+pub(crate) struct RunAs {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
 /// A running `dagger-rs serve`, stopped (SIGINT, then SIGKILL) on [`EngineProc::stop`] or drop.
 pub(crate) struct EngineProc {
     child: tokio::process::Child,
@@ -74,6 +82,18 @@ pub(crate) fn free_port() -> Result<u16, String> {
 
 impl EngineProc {
     pub(crate) async fn start(bin: &Path, opts: &EngineOpts, log: &Path) -> Result<Self, String> {
+        Self::start_as(bin, opts, log, None).await
+    }
+
+    /// [`EngineProc::start`], as `user` when given: with that user's IDs (no supplementary groups) and a clean
+    /// environment (`HOME`, `USER`, `PATH`), as a login would give it. `bin`, the cache directory and the work
+    /// directory must be the user's to use.
+    pub(crate) async fn start_as(
+        bin: &Path,
+        opts: &EngineOpts,
+        log: &Path,
+        user: Option<&RunAs>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(&opts.cache_dir).map_err(|e| format!("{}: {e}", opts.cache_dir.display()))?;
         let port = free_port()?;
         let token = format!("bench-{}", std::process::id());
@@ -92,6 +112,17 @@ impl EngineProc {
             .stdout(log_file)
             .stderr(log_err)
             .kill_on_drop(true);
+        if let Some(u) = user {
+            // std drops root's supplementary groups when it changes the uid.
+            cmd.env_clear()
+                .env("HOME", format!("/home/{}", u.name))
+                .env("USER", &u.name)
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
+                .env("TMPDIR", "/tmp")
+                .env("DAGGER_RS_RUNTIME", opts.runtime)
+                .uid(u.uid)
+                .gid(u.gid);
+        }
         match opts.snapshotter {
             Some(s) => cmd.env("DAGGER_RS_SNAPSHOTTER", s),
             None => cmd.env_remove("DAGGER_RS_SNAPSHOTTER"),

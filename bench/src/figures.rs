@@ -98,7 +98,7 @@ pub(crate) static VETH_RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// [`timed`], made again (up to three times) when the engine hit its veth name race: that is a known engine
 /// bug with its own finding, not what these figures measure. Retries are counted and reported.
-async fn timed_retry<T, E: std::fmt::Display, F: IntoFuture<Output = Result<T, E>>>(
+pub(crate) async fn timed_retry<T, E: std::fmt::Display, F: IntoFuture<Output = Result<T, E>>>(
     mut make: impl FnMut() -> F,
 ) -> Result<Duration, String> {
     let mut attempt = 0;
@@ -114,7 +114,9 @@ async fn timed_retry<T, E: std::fmt::Display, F: IntoFuture<Output = Result<T, E
     }
 }
 
-async fn timed<T, E: std::fmt::Display>(f: impl IntoFuture<Output = Result<T, E>>) -> Result<Duration, String> {
+pub(crate) async fn timed<T, E: std::fmt::Display>(
+    f: impl IntoFuture<Output = Result<T, E>>,
+) -> Result<Duration, String> {
     let start = Instant::now();
     f.await.map_err(|e| e.to_string())?;
     Ok(start.elapsed())

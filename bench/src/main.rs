@@ -7,6 +7,7 @@
 //! - `figures`: the measurements, ours and the peer back to back in each repetition; `chains` (deep chains'
 //!   memory) and `collect` (the start-up collection after a killed engine);
 //! - `pipelines`: the `#[step]`s and `pipeline!`s measured, and their plain-API twins;
+//! - `services` (figure 16) and `rootless` (figure 17, engines run as an ordinary user);
 //! - `engine`: the engine process; `raw`: raw runtime bundles; `docker`: the private dockerd;
 //! - `fixtures`: the loopback registry and images; `proxy`: the request counter;
 //! - `stats`, `machine`, `report`: summaries, `/proc` readers and the Markdown output.
@@ -24,6 +25,8 @@ mod raw;
 mod realwork;
 mod report;
 mod reportfig;
+mod rootless;
+mod services;
 mod spans;
 mod stats;
 mod steplog;
@@ -54,6 +57,8 @@ const FIGURES: &[&str] = &[
     "bigimage",
     "start",
     "sdkbuild",
+    "services",
+    "rootless",
 ];
 
 /// Benchmarks the engine against raw runc/crun and Docker BuildKit, side by side in one run.
@@ -78,7 +83,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "250,500")]
     big_mib: Vec<u64>,
     /// Only these figures (comma-separated): query, bytes, exec, fanout, cached, requests, buildkit, memory,
-    /// chains, collect, report, quickstart, concurrency, bigimage, start, sdkbuild.
+    /// chains, collect, report, quickstart, concurrency, bigimage, start, sdkbuild, services, rootless.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave these figures out (comma-separated; same names as --only), such as `sdkbuild` (three clean builds,
@@ -265,6 +270,20 @@ async fn run(args: Args) -> Result<(), String> {
                     Ok(r) => rows.extend(r),
                     Err(e) => rows.push(Row::skipped("12", what, e)),
                 }
+            }
+            progress(&rows);
+        }
+        if which.contains(&"services") {
+            match bench.services(&fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("16", "services", e)),
+            }
+            progress(&rows);
+        }
+        if which.contains(&"rootless") {
+            match bench.rootless(&fx).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => rows.push(Row::skipped("17", "rootless mode", e)),
             }
             progress(&rows);
         }

@@ -32,8 +32,61 @@ pub(crate) struct Bundle {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+/// A container ID never used before by this process.
+fn next_id() -> String {
+    format!(
+        "bench-{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A container started by [`Bundle::start_runc`], still running.
+pub(crate) struct Started {
+    child: tokio::process::Child,
+    id: String,
+    root: PathBuf,
+}
+
+impl Started {
+    /// Kills the container (SIGKILL), waits for `runc run` to return and deletes the container.
+    pub(crate) async fn stop(mut self) {
+        let runc = |args: &[&str]| {
+            let mut c = tokio::process::Command::new("runc");
+            c.arg("--root")
+                .arg(&self.root)
+                .args(args)
+                .arg(&self.id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        let _ = runc(&["kill"]).arg("KILL").status().await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = runc(&["delete", "--force"]).status().await;
+    }
+}
+
 impl Bundle {
     pub(crate) fn write(work: &Path, name: &str, rootfs: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::write_in(work, name, rootfs, args, None)
+    }
+
+    /// [`Bundle::write`], the container joining the network namespace at `netns` when given (a new one with
+    /// loopback only when not).
+    pub(crate) fn write_in(
+        work: &Path,
+        name: &str,
+        rootfs: &Path,
+        args: &[&str],
+        netns: Option<PathBuf>,
+    ) -> Result<Self, String> {
         let dir = work.join("bundles").join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let req = RunRequest {
@@ -42,6 +95,7 @@ impl Bundle {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
             cwd: "/".into(),
+            netns,
             ..RunRequest::default()
         };
         let spec = spec_for(&req).map_err(|e| e.to_string())?;
@@ -52,13 +106,29 @@ impl Bundle {
         })
     }
 
+    /// Starts the bundle with `runc run` (in the foreground of a child process) and leaves it running; stop it
+    /// with [`Started::stop`].
+    pub(crate) fn start_runc(&self) -> Result<Started, String> {
+        let id = next_id();
+        let root = self.state.join("runc");
+        let child = tokio::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "--bundle"])
+            .arg(&self.dir)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("runc: {e}"))?;
+        Ok(Started { child, id, root })
+    }
+
     /// Runs the bundle once to completion; fails unless the process exits 0.
     pub(crate) async fn run(&self, raw: Raw) -> Result<Duration, String> {
-        let id = format!(
-            "bench-{}-{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = next_id();
         let root = self.state.join(raw.name());
         let rt_args: Vec<String> = vec![
             "--root".into(),
