@@ -33,6 +33,10 @@ pub(crate) const GRACE: Duration = Duration::from_secs(2);
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a service's ports may take to accept connections.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The first pause between two tries of a port that does not accept connections yet (doubled each time).
+const READY_FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause between two tries of a port.
+const READY_MAX_PAUSE: Duration = Duration::from_millis(50);
 /// How many of a service's last output lines are kept for errors.
 const LOG_TAIL: usize = 30;
 
@@ -369,6 +373,8 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
             .reach
             .upstream(port)
             .ok_or_else(|| ServiceError::Other(format!("port {port} of the service cannot be reached")))?;
+        // Tried again soon at first (a small server listens within milliseconds), then less often.
+        let mut pause = READY_FIRST_PAUSE;
         loop {
             if running.exit_code().is_some() {
                 return Err(early(&running, &mut error_rx));
@@ -385,7 +391,8 @@ pub(crate) async fn run_container(runtime: &Runtime, svc: ContainerService) -> R
                     if matches!(connected, Ok(Ok(_))) {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(READY_MAX_PAUSE);
                 }
                 _ = running.wait() => return Err(early(&running, &mut error_rx)),
             }
