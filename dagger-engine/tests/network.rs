@@ -125,6 +125,47 @@ async fn a_dropped_lease_deletes_its_namespace() {
     }
 }
 
+/// A namespace made ahead of time that something unmounts while it waits in the pool (a tool that remounts
+/// `/run/netns` in a mount namespace of its own) is not handed to a runtime, which could not join it: it is
+/// deleted, and a new one is made.
+#[tokio::test]
+async fn a_pooled_namespace_unmounted_meanwhile_is_replaced() {
+    if !root() {
+        return;
+    }
+    const NSFS_MAGIC: u64 = 0x6e73_6673;
+    let is_ns = |p: &Path| rustix::fs::statfs(p).is_ok_and(|fs| fs.f_type as u64 == NSFS_MAGIC);
+    let network = Arc::new(Network::new());
+    let first = network.take().await.expect("a namespace");
+    let prefix = format!("drs-{}-", std::process::id());
+    let pooled = |skip: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/var/run/netns")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)) && p != skip)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The pool refills to two behind the first lease.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pooled(&first.path()).iter().filter(|p| is_ns(p)).count() < 2 {
+        assert!(Instant::now() < deadline, "the pool never refilled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stale = pooled(&first.path());
+    for p in &stale {
+        let out = Command::new("umount").arg(p).output().expect("umount");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!is_ns(p));
+    }
+    let second = network.take().await.expect("a namespace");
+    assert!(is_ns(&second.path()), "{} can be joined", second.path().display());
+    assert!(!stale.contains(&second.path()), "a new one, not a stale one");
+    drop((first, second));
+}
+
 /// The per-namespace cost (bench figure 3g with the bridge, 3h with `DAGGER_RS_NETWORK=none`): create and
 /// delete, 30 times after one warm-up. Run with `--ignored --nocapture`.
 #[tokio::test]

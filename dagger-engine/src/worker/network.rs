@@ -472,7 +472,16 @@ impl Network {
         let ready = self.pool.lock().pop();
         self.refill();
         let ns = match ready {
-            Some(ns) => ns,
+            Some(ns) if is_namespace_mount(&ns.path()) => ns,
+            // Something unmounted it while it waited (a tool that remounts `/run/netns` in a namespace of its
+            // own, say): a runtime could not join it. It goes as a used one does, and a new one is made.
+            Some(stale) => {
+                drop(NetnsLease {
+                    ns: Some(stale),
+                    network: self.clone(),
+                });
+                self.create().await?
+            }
             None => self.create().await?,
         };
         Ok(NetnsLease {
@@ -711,6 +720,13 @@ fn lease(n: u32) -> bool {
 /// Deletes what engines that are gone left on the host (see [`crate::worker::cleanup`]): their namespaces (named
 /// `drs-<pid>-…`), the host ends of veths whose address lease is not held by a live engine, and those leases.
 /// `dead` says whether the engine with a process ID is gone.
+/// Whether `path` is a network namespace mounted there (an `nsfs` file), as a runtime needs to join it.
+fn is_namespace_mount(path: &Path) -> bool {
+    /// `NSFS_MAGIC` of the kernel's `magic.h`.
+    const NSFS_MAGIC: u64 = 0x6e73_6673;
+    rustix::fs::statfs(path).is_ok_and(|fs| fs.f_type as u64 == NSFS_MAGIC)
+}
+
 pub(crate) fn collect_dead(dead: &mut dyn FnMut(u32) -> bool) -> crate::worker::collected::Collected {
     let mut c = collect_dead_namespaces(Path::new(NETNS_DIR), dead);
     // Whether lease `n` is free: no file, or a holder that is gone. A lease is written just after it is
@@ -857,6 +873,17 @@ fn setup_bridge() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_mounted_namespace_can_be_joined() {
+        // This process's own network namespace file is one; a plain file left where a mount was is not.
+        assert!(is_namespace_mount(Path::new("/proc/self/ns/net")));
+        let dir = tempfile::tempdir().expect("dir");
+        let stale = dir.path().join("drs-1-1-0");
+        std::fs::write(&stale, b"").expect("file");
+        assert!(!is_namespace_mount(&stale));
+        assert!(!is_namespace_mount(&dir.path().join("missing")));
+    }
 
     #[test]
     fn addresses_and_veth_names_follow_the_lease_number() {
