@@ -254,14 +254,12 @@ impl Graph {
                     let name = b.names.first().copied().unwrap_or("_");
                     let sub = format!("{prefix}{name}__");
                     inner.flatten(&sub, &format!("{qual}{name}."), nodes, edges);
-                    for (arg, input) in b.args.iter().zip(inner.inputs) {
-                        for from in arg.iter().filter_map(|n| self.place(n, prefix)) {
-                            edges.push((from, Place::Node(format!("{sub}in_{}", input.name)), "data"));
-                        }
-                    }
                 }
                 None => nodes.push((format!("{prefix}b{j}"), self.binding_label(j), "step", None)),
             }
+        }
+        for (from, to) in self.argument_edges(prefix) {
+            edges.push((from, Place::Node(to), "data"));
         }
         for (i, o) in self.outputs.iter().enumerate() {
             let serves = format!("{qual}{}", o.name);
@@ -434,19 +432,27 @@ impl Graph {
             }
         }
         // Arguments of used pipelines go to their inputs, one argument per input.
+        for (from, to) in self.argument_edges(prefix) {
+            let _ = writeln!(out, "{pad}{} --> {to}", place_id(&from));
+        }
+    }
+
+    /// The edges from what each used pipeline is given to its inputs (one argument per input), drawn under
+    /// `prefix`: where each starts, and the input node it ends at.
+    fn argument_edges(&self, prefix: &str) -> Vec<(Place, String)> {
+        let mut out = Vec::new();
         for b in self.bindings {
             let Some(inner) = b.pipeline else {
                 continue;
             };
             let sub = format!("{prefix}{}__", b.names.first().copied().unwrap_or("_"));
             for (arg, input) in b.args.iter().zip(inner.inputs) {
-                for name in *arg {
-                    if let Some(from) = self.place(name, prefix) {
-                        let _ = writeln!(out, "{pad}{} --> {sub}in_{}", place_id(&from), input.name);
-                    }
+                for from in arg.iter().filter_map(|name| self.place(name, prefix)) {
+                    out.push((from, format!("{sub}in_{}", input.name)));
                 }
             }
         }
+        out
     }
 
     fn mermaid_block(&self, out: &mut String, block: Option<usize>, prefix: &str, depth: usize) {
@@ -557,23 +563,8 @@ impl Graph {
                 );
             }
         }
-        for b in self.bindings {
-            let Some(inner) = b.pipeline else {
-                continue;
-            };
-            let sub = format!("{prefix}{}__", b.names.first().copied().unwrap_or("_"));
-            for (arg, input) in b.args.iter().zip(inner.inputs) {
-                for name in *arg {
-                    if let Some(from) = self.place(name, prefix) {
-                        let _ = writeln!(
-                            out,
-                            "{pad}{} -> {};",
-                            quoted(dot_node(&from)),
-                            quoted(&format!("{sub}in_{}", input.name))
-                        );
-                    }
-                }
-            }
+        for (from, to) in self.argument_edges(prefix) {
+            let _ = writeln!(out, "{pad}{} -> {};", quoted(dot_node(&from)), quoted(&to));
         }
     }
 

@@ -426,6 +426,22 @@ async fn nothing_is_left_when_the_engine_stops() {
     drop(_dirs);
 }
 
+/// An engine running a started httpd service whose command line holds `marker` (to find its process).
+async fn start_marked_service(marker: &str) -> Env {
+    let mut env = start().await;
+    let svc = env
+        .busybox()
+        .with_exposed_port(8080)
+        .as_service_opts(ContainerAsServiceOpts::default().args([
+            "sh",
+            "-c",
+            &format!("httpd -f -p 8080 -h /srv; : {marker}"),
+        ]));
+    svc.start().await.expect("start");
+    assert!(!testkit::process::processes_with(marker).is_empty(), "the service runs");
+    env
+}
+
 #[test]
 fn a_session_dropped_without_a_shutdown_takes_its_services_with_it() {
     let marker = format!("drs-test-dropped-{}", std::process::id());
@@ -434,20 +450,7 @@ fn a_session_dropped_without_a_shutdown_takes_its_services_with_it() {
         .build()
         .expect("runtime");
     let cache = runtime.block_on(async {
-        let mut env = start().await;
-        let svc = env
-            .busybox()
-            .with_exposed_port(8080)
-            .as_service_opts(ContainerAsServiceOpts::default().args([
-                "sh",
-                "-c",
-                &format!("httpd -f -p 8080 -h /srv; : {marker}"),
-            ]));
-        svc.start().await.expect("start");
-        assert!(
-            !testkit::process::processes_with(&marker).is_empty(),
-            "the service runs"
-        );
+        let env = start_marked_service(&marker).await;
         // The program ends here without stopping the session: its runtime goes, and the engine with it.
         let Env { session, _dirs, .. } = env;
         drop(session);
@@ -472,20 +475,7 @@ fn a_dropped_session_kills_its_services_before_its_cache_directory_goes() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut env = start().await;
-        let svc = env
-            .busybox()
-            .with_exposed_port(8080)
-            .as_service_opts(ContainerAsServiceOpts::default().args([
-                "sh",
-                "-c",
-                &format!("httpd -f -p 8080 -h /srv; : {marker}"),
-            ]));
-        svc.start().await.expect("start");
-        assert!(
-            !testkit::process::processes_with(&marker).is_empty(),
-            "the service runs"
-        );
+        let env = start_marked_service(&marker).await;
         let Env { session, _dirs, .. } = env;
         drop(session);
         drop(_dirs);
